@@ -1,0 +1,48 @@
+# The two commands a newcomer needs (see README): `make demo` and `make test`.
+# Both create the virtual environment on first use; nothing needs to be installed by hand.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast lock ui clean-data clean help
+
+help:
+	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
+	@echo "make test   - run the whole test suite"
+	@echo "make ui     - open the SQLMesh UI (column lineage) on http://127.0.0.1:8000"
+	@echo "make clean-data - delete the demo data, landing and warehouse under data/"
+
+$(STAMP): pyproject.toml requirements.lock
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/elt demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not ui"
+
+ui: $(STAMP)
+	$(BIN)/sqlmesh ui --host 127.0.0.1 --port 8000
+
+# Re-freeze the transitive dependency set after changing a pin in pyproject.toml.
+lock:
+	rm -rf /tmp/elt-lock-venv && $(PYTHON) -m venv /tmp/elt-lock-venv
+	/tmp/elt-lock-venv/bin/pip install --quiet -e '.[test]'
+	( echo "# Frozen transitive dependency set for the pins in pyproject.toml."; \
+	  echo "# Regenerate: make lock  (pip freeze of a clean venv built from pyproject.toml)"; \
+	  /tmp/elt-lock-venv/bin/pip freeze --exclude-editable ) > requirements.lock
+
+clean-data:
+	rm -rf data/
+
+clean: clean-data
+	rm -rf $(VENV)

@@ -1,0 +1,101 @@
+"""``elt``: the pipeline's own commands.
+
+    elt demo                         generate Jaffle Shop data, load it, build and audit every model
+    elt load SOURCE [--path DIR]     land and load a declared source (e.g. a folder of jafgen CSVs)
+    elt transform                    plan and apply the models to prod, then run due intervals
+    elt sources                      list the declared sources and their tables
+
+Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from orchestrator.settings import Settings
+from sources import logs
+from sources.errors import ConfigError, LoaderError
+
+
+def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.loading import load_source_into_warehouse, print_load_report
+
+    outcomes = load_source_into_warehouse(
+        args.source, settings, path=Path(args.path) if args.path else None, tables=args.table, force=args.force
+    )
+    print_load_report(outcomes, settings)
+    return 1 if any(o.error for o in outcomes) else 0
+
+
+def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.transform import TransformFailed, transform
+
+    try:
+        summary = transform(settings, environment=args.environment)
+    except TransformFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(summary.render())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.demo import run_demo
+
+    return run_demo(settings, years=args.years)
+
+
+def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
+    from sources.config import available_sources, load_source
+
+    for name in available_sources():
+        spec = load_source(name)
+        print(f"{spec.name} ({spec.kind}, owner {spec.owner}) path={spec.path}")
+        for table in spec.tables.values():
+            print(f"  {table.name:<12} file={table.file} key={','.join(table.primary_key)} -> {spec.raw_schema}.{table.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the whole Jaffle Shop demo end to end")
+    demo.add_argument("--years", type=int, default=1, help="years of data jafgen generates (default 1)")
+    demo.set_defaults(func=_cmd_demo)
+
+    load = sub.add_parser("load", help="land and load a declared source")
+    load.add_argument("source", help="source name (sources/declarations/<name>.yaml) or a declaration file")
+    load.add_argument("--path", help="folder holding the source's files (overrides the declaration's path)")
+    load.add_argument("--table", action="append", help="load only this table (repeatable)")
+    load.add_argument("--force", action="store_true", help="re-extract files already landed (makes new batches)")
+    load.set_defaults(func=_cmd_load)
+
+    transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
+    transform.add_argument("--environment", default="prod")
+    transform.set_defaults(func=_cmd_transform)
+
+    srcs = sub.add_parser("sources", help="list declared sources")
+    srcs.set_defaults(func=_cmd_sources)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.configure(json_lines=True if args.json_logs else None)
+    settings = Settings.from_env()
+    try:
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except LoaderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

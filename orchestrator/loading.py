@@ -1,0 +1,54 @@
+"""Load a declared source into the configured warehouse and report what happened."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from orchestrator.settings import Settings
+from sources.config import load_source
+from sources.errors import ConfigError
+from sources.landing.local import LocalLanding
+from sources.load.duckdb_raw import DuckDBRaw
+from sources.pipeline import TableOutcome, load_file_source
+
+
+def load_source_into_warehouse(
+    source: str,
+    settings: Settings,
+    *,
+    path: Path | None = None,
+    tables: list[str] | None = None,
+    force: bool = False,
+) -> list[TableOutcome]:
+    spec = load_source(source)
+    unknown = [t for t in tables or [] if t not in spec.tables]
+    if unknown:
+        raise ConfigError(
+            f"unknown table(s) {unknown}", source=spec.name, hint=f"declared tables: {', '.join(spec.tables)}"
+        )
+    folder = path or Path(spec.path)
+    if not folder.is_absolute():
+        folder = settings.project_root / folder
+    if not folder.is_dir():
+        raise ConfigError(
+            f"source folder {folder} does not exist",
+            source=spec.name,
+            hint="pass --path DIR with the folder of the source's files (for jafgen: the jaffle-data folder)",
+        )
+    with DuckDBRaw(settings.warehouse) as raw:
+        return load_file_source(
+            spec, path=folder, landing=LocalLanding(settings.landing_root), raw=raw, tables=tables, force=force
+        )
+
+
+def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=None) -> None:  # type: ignore[no-untyped-def]
+    out = stream or sys.stdout
+    print(f"{'table':<12} {'status':<10} {'landed rows':>12} {'applied rows':>13}  batches", file=out)
+    for o in outcomes:
+        batches = ", ".join(o.applied or o.landed) or "-"
+        print(f"{o.table:<12} {o.status:<10} {o.rows_landed:>12,} {o.rows_applied:>13,}  {batches}", file=out)
+    for o in outcomes:
+        if o.error:
+            print(f"\nFAILED {o.table}: {o.error}", file=out)
+    print(f"\nwarehouse: {settings.warehouse}\nlanding:   {settings.landing_root}", file=out)

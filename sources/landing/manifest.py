@@ -1,0 +1,51 @@
+"""The manifest of a landed batch: written last, it is what makes a batch exist.
+
+It records everything needed to trust and trace the batch without opening its data: the rows,
+the declared schema, a checksum per file, the extraction time, the batch id and where the data
+came from.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+MANIFEST_NAME = "_manifest.json"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    path: str  # relative to the batch folder
+    rows: int
+    bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    batch_id: str
+    source: str
+    table: str
+    extracted_at: str  # ISO 8601, UTC
+    rows: int
+    columns: list[dict[str, str]]  # name, type (declared vocabulary), arrow
+    primary_key: list[str]
+    files: list[LandedFile]
+    origin: dict[str, Any] = field(default_factory=dict)  # what was extracted (file path, checksum...)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def extracted_at_dt(self) -> datetime:
+        return datetime.fromisoformat(self.extracted_at)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        data = json.loads(text)
+        data["files"] = [LandedFile(**f) for f in data["files"]]
+        return cls(**data)
