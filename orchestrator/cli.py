@@ -48,7 +48,12 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
+    from sources import external_models
     from sources.config import available_sources, load_source
+
+    if args.write_external_models:
+        print(f"wrote {external_models.write(settings.project_root)}")
+        return 0
 
     for name in available_sources():
         spec = load_source(name)
@@ -79,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     transform.set_defaults(func=_cmd_transform)
 
     srcs = sub.add_parser("sources", help="list declared sources")
+    srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")
     srcs.set_defaults(func=_cmd_sources)
     return parser
 

@@ -1,0 +1,39 @@
+"""Latest row per key: how staging turns an append-only raw table into one row per key.
+
+Raw tables keep every extract of every row (one batch per extract). Staging wants the current
+version of each key: the row from the most recent extract; ties are broken by the later batch,
+then the later row inside the batch, so the choice is deterministic.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+from sqlmesh import macro
+from sqlmesh.core.macros import MacroEvaluator
+
+# Load metadata that every raw table carries (see sources/load/duckdb_raw.py).
+LATEST_FIRST = ("_extracted_at", "_batch_id", "_batch_row")
+
+
+@macro()
+def latest_row_per_key(evaluator: MacroEvaluator, *key: exp.Expression) -> exp.Expression:
+    """A QUALIFY condition keeping, for each ``key``, only the most recently extracted row.
+
+    Usage in a staging model::
+
+        SELECT raw.id AS customer_id, raw.name AS customer_name
+        FROM raw_jaffle_shop.customers AS raw
+        QUALIFY @latest_row_per_key(raw.id)
+
+    Expands to ``ROW_NUMBER() OVER (PARTITION BY <key> ORDER BY _extracted_at DESC, _batch_id
+    DESC, _batch_row DESC) = 1``. Engines without QUALIFY (PostgreSQL) get an equivalent
+    subquery from SQLMesh's transpiler.
+    """
+    if not key:
+        raise ValueError("@latest_row_per_key needs at least one key column")
+    table = next((k.table for k in key if isinstance(k, exp.Column) and k.table), None)
+    order = exp.Order(
+        expressions=[exp.Ordered(this=exp.column(c, table=table), desc=True, nulls_first=False) for c in LATEST_FIRST]
+    )
+    window = exp.Window(this=exp.RowNumber(), partition_by=[k.copy() for k in key], order=order)
+    return exp.EQ(this=window, expression=exp.Literal.number(1))

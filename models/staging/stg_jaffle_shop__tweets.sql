@@ -1,0 +1,29 @@
+MODEL (
+  name staging.stg_jaffle_shop__tweets,
+  kind INCREMENTAL_BY_TIME_RANGE (
+    time_column tweeted_at
+  ),
+  grain tweet_id,
+  description 'Tweets about the shop, one row per tweet (latest extract), incremental by tweet time. Not used by the marts. Source: raw_jaffle_shop.tweets.',
+  column_descriptions (
+    tweet_id = 'Tweet key (UUID string).',
+    customer_id = 'Customer who tweeted; key of stg_jaffle_shop__customers.',
+    tweet_content = 'Free text of the tweet.',
+    tweeted_at = 'When the tweet was posted (UTC).'
+  ),
+  audits (
+    not_null(columns := (tweet_id, tweeted_at)),
+    unique_values(columns := (tweet_id))
+  )
+);
+
+SELECT
+  raw.id AS tweet_id,
+  raw.user_id AS customer_id,
+  raw.content AS tweet_content,
+  raw.tweeted_at AS tweeted_at
+FROM raw_jaffle_shop.tweets AS raw
+WHERE
+  raw.tweeted_at BETWEEN @start_ts AND @end_ts
+QUALIFY
+  @latest_row_per_key(raw.id)
