@@ -1,0 +1,216 @@
+"""Run SQLMesh the way the pipeline needs it: plan+apply an environment, run due intervals,
+restate what new raw batches touched, verify every audit, and explain a failure.
+
+A blocking audit failure stops the models downstream of the failing one (SQLMesh's scheduler
+skips them); this module turns it into a message that names the model, the audit, how many rows
+failed, one failing row, and what to run next.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator.settings import Settings
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.transform")
+
+
+@dataclass
+class AuditFailure:
+    model: str
+    audit: str
+    count: int
+    failing_row: dict[str, Any] | None
+    query: str
+
+    def render(self) -> str:
+        row = ", ".join(f"{k}={v!r}" for k, v in (self.failing_row or {}).items()) or "(could not fetch)"
+        return (
+            f"audit '{self.audit}' failed on model {self.model}: {self.count} row(s)\n"
+            f"    first failing row: {row}\n"
+            f"    audit query: {self.query}"
+        )
+
+
+class TransformFailed(Exception):
+    """A plan or run failed; ``failures`` holds the audits that failed, if any."""
+
+    def __init__(self, step: str, failures: list[AuditFailure], detail: str = "") -> None:
+        self.step = step
+        self.failures = failures
+        lines = [f"transform failed during {step}." + (f" {detail}" if detail else "")]
+        lines += [f"  - {f.render()}" for f in failures]
+        lines.append(
+            "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
+            " where the plan did not complete."
+        )
+        lines.append(
+            "  next: inspect the failing rows in the warehouse (query above), fix the source data or the model,"
+            " reload (`elt load ...`), then rerun `elt transform`. Runbook: docs/runbook.md#failed-audit"
+        )
+        super().__init__("\n".join(lines))
+
+
+@dataclass
+class TransformSummary:
+    environment: str
+    applied_plan: bool
+    restated: list[str]
+    audits_run: int
+    audits_passed: int
+    models_audited: int
+    elapsed_s: float
+    run_status: str = ""
+    failures: list[AuditFailure] = field(default_factory=list)
+
+    def render(self) -> str:
+        return (
+            f"environment {self.environment}: plan {'applied' if self.applied_plan else 'had no changes'}, "
+            f"run {self.run_status}, restated {', '.join(self.restated) or 'nothing'}; "
+            f"audits: {self.audits_passed}/{self.audits_run} passed on {self.models_audited} models "
+            f"({self.elapsed_s:.1f}s)"
+        )
+
+
+def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no-untyped-def]
+    """A SQLMesh Context on the project, pointed at the configured warehouse (absolute path)."""
+    from sqlmesh import Context
+    from sqlmesh.core.console import set_console
+
+    os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
+    console = _capturing_console(quiet)
+    set_console(console)
+    ctx = Context(paths=str(settings.project_root))
+    return ctx, console
+
+
+def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
+    from sqlmesh.core.console import NoopConsole, TerminalConsole
+    from sqlmesh.utils.errors import NodeAuditsErrors
+
+    base = NoopConsole if quiet else TerminalConsole
+
+    class CapturingConsole(base):  # type: ignore[valid-type,misc]
+        """Keeps the AuditErrors of blocking audit failures, which SQLMesh only prints."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.audit_errors: list[Any] = []
+
+        def log_failed_models(self, errors: list[Any]) -> None:
+            for err in errors:
+                if isinstance(err.__cause__, NodeAuditsErrors):
+                    self.audit_errors.extend(err.__cause__.errors)
+            super().log_failed_models(errors)
+
+    return CapturingConsole()
+
+
+def _describe(ctx, audit_error) -> AuditFailure:  # type: ignore[no-untyped-def]
+    query = audit_error.sql()
+    row = None
+    try:
+        df = ctx.engine_adapter.fetchdf(f"SELECT * FROM ({query}) AS failing LIMIT 1")
+        if len(df):
+            row = {k: v for k, v in df.iloc[0].to_dict().items() if not str(k).startswith("_")}
+    except Exception as exc:  # noqa: BLE001 - the failure report must not fail
+        log.warning("could not fetch a failing row", extra={"fields": {"error": str(exc)}})
+    return AuditFailure(audit_error.model_name or "?", audit_error.audit_name, audit_error.count, row, query)
+
+
+def models_reading(ctx, raw_tables: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """The models that read any of ``raw_tables`` (``raw_jaffle_shop.orders``...) directly."""
+    from sqlglot import exp
+
+    wanted = {exp.to_table(t).sql() for t in raw_tables}
+    names = []
+    for model in ctx.models.values():
+        parents = {exp.to_table(d).sql() for d in model.depends_on}
+        parents = {".".join(p.replace('"', "").split(".")[-2:]) for p in parents}
+        if parents & wanted:
+            names.append(model.name)
+    return sorted(names)
+
+
+def transform(
+    settings: Settings,
+    *,
+    environment: str = "prod",
+    changed_raw_tables: set[str] | None = None,
+    verify: bool = True,
+    quiet: bool = False,
+) -> TransformSummary:
+    """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
+
+    ``changed_raw_tables``: raw tables that received new batches since the last transform. The
+    models reading them are restated (with everything downstream), because intervals already
+    processed by an incremental model do not see rows added to raw afterwards.
+    """
+    from sqlmesh.utils.errors import NoChangesPlanError, PlanError
+
+    started = time.monotonic()
+    ctx, console = make_context(settings, quiet=quiet)
+    env_exists = ctx.state_reader.get_environment(environment) is not None
+    restate = models_reading(ctx, changed_raw_tables) if (changed_raw_tables and env_exists) else []
+
+    applied = False
+    try:
+        plan = ctx.plan(
+            environment,
+            auto_apply=True,
+            no_prompts=True,
+            restate_models=restate or None,
+        )
+        applied = bool(plan.has_changes or plan.requires_backfill or restate)
+    except NoChangesPlanError:
+        applied = False
+    except PlanError as exc:
+        raise TransformFailed("plan", [_describe(ctx, e) for e in console.audit_errors], str(exc)) from exc
+
+    status = ctx.run(environment)
+    if console.audit_errors or getattr(status, "is_failure", False):
+        raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors])
+
+    summary = TransformSummary(environment, applied, restate, 0, 0, 0, 0.0, run_status=str(status.name).lower())
+    if verify:
+        summary.audits_run, summary.audits_passed, summary.models_audited, summary.failures = verify_audits(ctx)
+    summary.elapsed_s = time.monotonic() - started
+    if summary.failures:
+        raise TransformFailed("audit verification", summary.failures)
+    return summary
+
+
+def verify_audits(ctx) -> tuple[int, int, int, list[AuditFailure]]:  # type: ignore[no-untyped-def]
+    """Run every audit of every model over all of its data (not only the last interval)."""
+    from sqlmesh.utils.errors import AuditError
+
+    start = ctx.config.model_defaults.start or "2000-01-01"
+    end = datetime.now(UTC).date().isoformat()
+    run = passed = models = 0
+    failures = []
+    for snapshot in ctx.snapshots.values():
+        if not snapshot.is_model or snapshot.is_external or not snapshot.node.audits_with_args:
+            continue
+        models += 1
+        for result in ctx.snapshot_evaluator.audit(snapshot=snapshot, start=start, end=end, snapshots=ctx.snapshots):
+            if result.skipped:
+                continue
+            run += 1
+            if result.count:
+                error = AuditError(
+                    audit_name=result.audit.name,
+                    audit_args=result.audit_args,
+                    count=result.count,
+                    query=result.query,
+                    model=result.model,
+                    adapter_dialect=ctx.engine_adapter.dialect,
+                )
+                failures.append(_describe(ctx, error))
+            else:
+                passed += 1
+    return run, passed, models, failures
