@@ -82,6 +82,7 @@ def run_demo(settings: Settings, years: int = 1) -> int:
         f"audits: {summary.audits_run} run on {summary.models_audited} models, {summary.audits_passed} passed"
         f"{'' if summary.audits_passed == summary.audits_run else ' (FAILURES above)'}"
     )
+    ctx.close()
     print(f"plan: {'applied' if summary.applied_plan else 'no changes (already up to date)'}")
     print(f"warehouse: {settings.warehouse}")
     print(f"landing:   {settings.landing_root}")

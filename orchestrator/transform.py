@@ -125,16 +125,12 @@ def _describe(ctx, audit_error) -> AuditFailure:  # type: ignore[no-untyped-def]
 
 def models_reading(ctx, raw_tables: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
     """The models that read any of ``raw_tables`` (``raw_jaffle_shop.orders``...) directly."""
-    from sqlglot import exp
 
-    wanted = {exp.to_table(t).sql() for t in raw_tables}
-    names = []
-    for model in ctx.models.values():
-        parents = {exp.to_table(d).sql() for d in model.depends_on}
-        parents = {".".join(p.replace('"', "").split(".")[-2:]) for p in parents}
-        if parents & wanted:
-            names.append(model.name)
-    return sorted(names)
+    def schema_table(name: str) -> str:  # '"wh"."raw_x"."t"' -> 'raw_x.t'
+        return ".".join(name.replace('"', "").split(".")[-2:])
+
+    wanted = {schema_table(t) for t in raw_tables}
+    return sorted(m.name for m in ctx.models.values() if {schema_table(d) for d in m.depends_on} & wanted)
 
 
 def transform(
@@ -151,10 +147,17 @@ def transform(
     models reading them are restated (with everything downstream), because intervals already
     processed by an incremental model do not see rows added to raw afterwards.
     """
-    from sqlmesh.utils.errors import NoChangesPlanError, PlanError
-
     started = time.monotonic()
     ctx, console = make_context(settings, quiet=quiet)
+    try:
+        return _transform(ctx, console, environment, changed_raw_tables, verify, started)
+    finally:
+        ctx.close()
+
+
+def _transform(ctx, console, environment, changed_raw_tables, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
+    from sqlmesh.utils.errors import NoChangesPlanError, PlanError
+
     env_exists = ctx.state_reader.get_environment(environment) is not None
     restate = models_reading(ctx, changed_raw_tables) if (changed_raw_tables and env_exists) else []
 

@@ -49,6 +49,12 @@ def read_csv_batches(
             **where,
             hint="check the source path (--path or 'path' in the declaration) and the table's 'file'",
         )
+    if _count_quotes(path) % 2:
+        raise SourceReadError(
+            f"malformed CSV in {path.name}: a quoted value is never closed (odd number of '\"' characters)",
+            **where,
+            hint="fix or re-export the file; a reader would otherwise swallow the following rows into one value",
+        )
     header = _read_header(path, where)
     declared = table.column_names
     if header != declared:
@@ -90,6 +96,15 @@ def read_csv_batches(
             ) from exc
         yield _cast_batch(batch, table, first_row, where)
         first_row += batch.num_rows
+
+
+def _count_quotes(path: Path) -> int:
+    """Quote characters in the file; escaped quotes are doubled, so an odd count means an open quote."""
+    count = 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            count += chunk.count(b'"')
+    return count
 
 
 def _read_header(path: Path, where: dict[str, str]) -> list[str]:

@@ -1,0 +1,116 @@
+"""Shared fixtures. Everything runs on real components: DuckDB files, Parquet on disk, the real
+`elt` and `sqlmesh` commands in subprocesses. Data is either written by the tests themselves
+(small and readable) or generated once per session with jafgen.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# What a SQLMesh project needs; copied so tests never touch the developer's data/ folder.
+PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "audits", "macros", "tests/models")
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = ROOT / name
+        target = dest / name
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+    return dest
+
+
+def project_env(project: Path, **extra: str) -> dict[str, str]:
+    """Environment for `elt`/`sqlmesh` subprocesses working on a copied project."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ELT_", "JAFFLE_"))}
+    env.update(ELT_PROJECT_DIR=str(project), PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def jaffle_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One year of jafgen data, generated once per session (jafgen is not deterministic)."""
+    base = tmp_path_factory.mktemp("jafgen")
+    subprocess.run([str(BIN / "jafgen"), "1"], cwd=base, check=True, capture_output=True, timeout=300)
+    return base / "jaffle-data"
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory: pytest.TempPathFactory, jaffle_data: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A copy of the project on which `elt demo` ran once, on the session's jafgen data.
+
+    The warehouse is at the default relative path data/warehouse.duckdb inside the copy, exactly
+    as after `make demo` in a fresh clone.
+    """
+    project = copy_project(tmp_path_factory.mktemp("demo") / "project")
+    proc = run([str(BIN / "elt"), "demo"], cwd=project, env=project_env(project, JAFFLE_DATA_DIR=str(jaffle_data)))
+    return project, proc
+
+
+# A tiny, readable Jaffle Shop written by the tests: 3 customers, 4 orders, 5 items.
+SMALL_JAFFLE = {
+    "raw_customers.csv": "id,name\nc1,Ann\nc2,Bob\nc3,Cyd\n",
+    "raw_orders.csv": (
+        "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n"
+        "o1,c1,2018-09-01T09:00:00,s1,1700,102,1802\n"
+        "o2,c1,2018-09-03T10:00:00,s1,1100,66,1166\n"
+        "o3,c2,2018-09-03T11:00:00,s2,600,24,624\n"
+        "o4,c2,2018-09-04T12:00:00,s2,0,0,0\n"
+    ),
+    "raw_items.csv": "id,order_id,sku\ni1,o1,JAF-001\ni2,o1,BEV-001\ni3,o2,JAF-001\ni4,o3,BEV-001\ni5,o3,BEV-002\n",
+    "raw_products.csv": (
+        "sku,name,type,price,description\n"
+        "JAF-001,doctor stew,jaffle,1100,house-made beef stew jaffle\n"
+        "BEV-001,tangaroo,beverage,600,mango and tangerine smoothie\n"
+        "BEV-002,chai and mighty,beverage,0,oatmilk chai latte\n"
+    ),
+    "raw_stores.csv": "id,name,opened_at,tax_rate\ns1,Philadelphia,2018-09-01T00:00:00,0.06\ns2,Brooklyn,2018-09-02T00:00:00,0.04\n",
+    "raw_supplies.csv": (
+        "id,name,cost,perishable,sku\n"
+        "SUP-001,bread,350,True,JAF-001\n"
+        "SUP-002,stew,500,True,JAF-001\n"
+        "SUP-003,cup,50,False,BEV-001\n"
+        "SUP-003,cup,50,False,BEV-002\n"
+    ),
+    "raw_tweets.csv": "id,user_id,tweeted_at,content\nt1,c1,2018-09-01T10:00:00.123456,\"Great, jaffles\"\n",
+}
+
+
+@pytest.fixture
+def small_jaffle(tmp_path: Path) -> Path:
+    folder = tmp_path / "jaffle-data"
+    folder.mkdir()
+    for name, text in SMALL_JAFFLE.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Settings pointing at a copied project with its own warehouse and landing under tmp_path."""
+    from orchestrator.settings import Settings
+
+    project = copy_project(tmp_path / "project")
+    warehouse = project / "data" / "warehouse.duckdb"
+    monkeypatch.setenv("ELT_DUCKDB_PATH", str(warehouse))
+    return Settings(project_root=project, warehouse=warehouse, landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data")

@@ -1,0 +1,189 @@
+"""The loader's batch contract: atomic, idempotent, traceable; bad input named and never applied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from sources.config import load_source
+from sources.errors import ContractError, RawLoadError, SourceReadError
+from sources.landing.local import LocalLanding
+from sources.landing.manifest import MANIFEST_NAME
+from sources.load.duckdb_raw import DuckDBRaw
+from sources.pipeline import land_file_table, load_file_source
+
+SPEC = load_source("jaffle_shop")
+
+
+def _load(folder: Path, tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
+    landing = LocalLanding(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        return load_file_source(SPEC, path=folder, landing=landing, raw=raw, **kw)
+
+
+def _rows(tmp_path: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_every_table_lands_with_a_manifest_and_loads_traceably(small_jaffle: Path, tmp_path: Path) -> None:
+    outcomes = _load(small_jaffle, tmp_path)
+    assert [o.status for o in outcomes] == ["loaded"] * 7
+    orders = next(o for o in outcomes if o.table == "orders")
+    (batch_id,) = orders.applied
+    batch_dir = tmp_path / "landing" / "jaffle_shop" / "orders" / batch_id
+    manifest = json.loads((batch_dir / MANIFEST_NAME).read_text())
+    assert manifest["rows"] == 4
+    assert manifest["primary_key"] == ["id"]
+    assert [c["name"] for c in manifest["columns"]] == ["id", "customer", "ordered_at", "store_id", "subtotal", "tax_paid", "order_total"]
+    assert manifest["origin"]["path"] == str((small_jaffle / "raw_orders.csv").resolve())
+    assert len(manifest["files"][0]["sha256"]) == 64
+    # every raw row names its batch, its row in the landed file, and when it was extracted and loaded
+    rows = _rows(tmp_path, "SELECT id, _batch_id, _batch_row, _extracted_at IS NOT NULL, _loaded_at IS NOT NULL FROM raw_jaffle_shop.orders ORDER BY _batch_row")
+    assert rows == [(f"o{i + 1}", batch_id, i, True, True) for i in range(4)]
+    ledger = _rows(tmp_path, "SELECT batch_id, rows, raw_table FROM elt_meta.loaded_batches WHERE table_name = 'orders'")
+    assert ledger == [(batch_id, 4, "raw_jaffle_shop.orders")]
+    # the landed Parquet holds the typed source rows exactly
+    landed = duckdb.sql(f"SELECT id, ordered_at::VARCHAR, subtotal FROM read_parquet('{batch_dir / 'part-00000.parquet'}')").fetchall()
+    assert landed[0] == ("o1", "2018-09-01 09:00:00", 1700)
+
+
+def test_loading_the_same_files_again_changes_nothing(small_jaffle: Path, tmp_path: Path) -> None:
+    _load(small_jaffle, tmp_path)
+    before = _rows(tmp_path, "SELECT table_name, batch_id FROM elt_meta.loaded_batches ORDER BY ALL")
+    again = _load(small_jaffle, tmp_path)
+    assert {o.status for o in again} == {"unchanged"}
+    assert _rows(tmp_path, "SELECT table_name, batch_id FROM elt_meta.loaded_batches ORDER BY ALL") == before
+    assert _rows(tmp_path, "SELECT count(*) FROM raw_jaffle_shop.orders") == [(4,)]
+    assert len(list((tmp_path / "landing" / "jaffle_shop" / "orders").iterdir())) == 1
+
+
+def test_applying_an_already_loaded_batch_is_a_no_op(small_jaffle: Path, tmp_path: Path) -> None:
+    _load(small_jaffle, tmp_path)
+    landing = LocalLanding(tmp_path / "landing")
+    (manifest,) = list(landing.batches("jaffle_shop", "customers"))
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        result = raw.load(manifest, landing.data_files(manifest), "raw_jaffle_shop")
+    assert result.applied is False
+    assert _rows(tmp_path, "SELECT count(*) FROM raw_jaffle_shop.customers") == [(3,)]
+
+
+def test_a_new_extract_of_the_same_file_is_a_new_batch(small_jaffle: Path, tmp_path: Path) -> None:
+    _load(small_jaffle, tmp_path)
+    (small_jaffle / "raw_customers.csv").write_text("id,name\nc1,Ann Changed\nc2,Bob\nc3,Cyd\nc4,Dee\n")
+    outcomes = _load(small_jaffle, tmp_path, tables=["customers"])
+    assert outcomes[0].status == "loaded" and len(outcomes[0].applied) == 1
+    assert _rows(tmp_path, "SELECT count(*), count(DISTINCT _batch_id) FROM raw_jaffle_shop.customers") == [(7, 2)]
+    forced = _load(small_jaffle, tmp_path, tables=["customers"], force=True)
+    assert len(forced[0].applied) == 1
+    assert _rows(tmp_path, "SELECT count(DISTINCT _batch_id) FROM raw_jaffle_shop.customers") == [(3,)]
+
+
+def test_a_batch_landed_but_not_loaded_is_applied_by_the_next_run(small_jaffle: Path, tmp_path: Path) -> None:
+    """A crash between landing and the raw load: the batch exists in landing only; the next run heals."""
+    landing = LocalLanding(tmp_path / "landing")
+    manifest = land_file_table(SPEC, SPEC.tables["orders"], small_jaffle / "raw_orders.csv", landing)
+    assert manifest is not None
+    outcomes = _load(small_jaffle, tmp_path, tables=["orders"])
+    assert outcomes[0].unchanged and outcomes[0].applied == [manifest.batch_id]
+    assert _rows(tmp_path, "SELECT count(*) FROM raw_jaffle_shop.orders") == [(4,)]
+
+
+def test_a_batch_without_manifest_does_not_exist_and_is_swept(small_jaffle: Path, tmp_path: Path) -> None:
+    """A crash after writing Parquet but before the manifest leaves a folder no reader sees."""
+    orphan = tmp_path / "landing" / "jaffle_shop" / "orders" / "20260101T000000000000Z-dead"
+    orphan.mkdir(parents=True)
+    (orphan / "part-00000.parquet").write_bytes(b"half a file")
+    outcomes = _load(small_jaffle, tmp_path, tables=["orders"])
+    assert outcomes[0].error is None
+    assert not orphan.exists()
+    assert _rows(tmp_path, "SELECT count(*), count(DISTINCT _batch_id) FROM raw_jaffle_shop.orders") == [(4, 1)]
+
+
+def test_replaying_landing_into_an_empty_warehouse_rebuilds_raw(small_jaffle: Path, tmp_path: Path) -> None:
+    _load(small_jaffle, tmp_path)
+    original = _rows(tmp_path, "SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.items ORDER BY id")
+    (tmp_path / "wh.duckdb").unlink()
+    replay = _load(small_jaffle, tmp_path)
+    assert {o.status for o in replay} == {"loaded"}
+    assert all(o.unchanged for o in replay)  # nothing re-extracted, everything re-applied from landing
+    assert _rows(tmp_path, "SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.items ORDER BY id") == original
+
+
+def test_a_failing_raw_insert_rolls_back_rows_and_ledger(small_jaffle: Path, tmp_path: Path) -> None:
+    _load(small_jaffle, tmp_path, tables=["customers"])
+    landing = LocalLanding(tmp_path / "landing")
+    (small_jaffle / "raw_customers.csv").write_text("id,name\nc9,Zed\n")
+    manifest = land_file_table(SPEC, SPEC.tables["customers"], small_jaffle / "raw_customers.csv", landing)
+    assert manifest is not None
+    # Make the batch lie about its row count: the insert happens, then the check fails -> rollback.
+    from dataclasses import replace
+
+    lying = replace(manifest, rows=manifest.rows + 1)
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw, pytest.raises(RawLoadError) as err:
+        raw.load(lying, landing.data_files(manifest), "raw_jaffle_shop")
+    assert f"batch={manifest.batch_id}" in str(err.value) and "next:" in str(err.value)
+    assert _rows(tmp_path, "SELECT count(*) FROM raw_jaffle_shop.customers") == [(3,)]
+    assert _rows(tmp_path, f"SELECT count(*) FROM elt_meta.loaded_batches WHERE batch_id = '{manifest.batch_id}'") == [(0,)]
+
+
+def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) -> None:
+    landing = LocalLanding(tmp_path / "landing")
+    manifest = land_file_table(SPEC, SPEC.tables["stores"], small_jaffle / "raw_stores.csv", landing)
+    assert manifest is not None
+    data = landing.batch_dir("jaffle_shop", "stores", manifest.batch_id) / "part-00000.parquet"
+    data.write_bytes(data.read_bytes() + b"x")
+    outcomes = _load(small_jaffle, tmp_path, tables=["stores"])
+    assert outcomes[0].status == "failed"
+    assert "checksum" in str(outcomes[0].error)
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "error", "expected"),
+    [
+        ("raw_orders.csv", "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\no1,c1,2018-09-01T09:00:00,s1,17x0,102,1802\n",
+         ContractError, ["table=orders", "row=1", "field=subtotal", "'17x0' is not a valid integer"]),
+        ("raw_orders.csv", "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\no1,c1,2018-09-01T09:00:00,s1,1,1,2\no2,c1,yesterday,s1,1,1,2\n",
+         ContractError, ["row=2", "field=ordered_at", "'yesterday' is not a valid timestamp"]),
+        ("raw_customers.csv", "id,name\nc1,Ann\nc2,Bob\nc1,Ann again\n",
+         ContractError, ["table=customers", "field=id", "'c1' appears 2 times", "row=3"]),
+        ("raw_customers.csv", "id,name\nc1,Ann\n,Nobody\n",
+         ContractError, ["field=id", "row=2", "primary key (id) is empty"]),
+        ("raw_customers.csv", "id,full_name\nc1,Ann\n",
+         ContractError, ["table=customers", "missing: ['name']", "not declared: ['full_name']"]),
+        ("raw_customers.csv", 'id,name\nc1,"Ann\nc2,Bob\n',
+         SourceReadError, ["table=customers", "malformed CSV"]),
+    ],
+    ids=["bad-integer", "bad-timestamp", "duplicate-key", "empty-key", "header-mismatch", "unterminated-quote"],
+)
+def test_bad_input_is_named_and_nothing_of_it_is_applied(
+    small_jaffle: Path, tmp_path: Path, file: str, text: str, error: type, expected: list[str]
+) -> None:
+    (small_jaffle / file).write_text(text)
+    outcomes = _load(small_jaffle, tmp_path)
+    failed = [o for o in outcomes if o.error]
+    assert len(failed) == 1, "only the bad table fails"
+    err = failed[0].error
+    assert isinstance(err, error)
+    message = str(err)
+    for part in ["source=jaffle_shop", "batch=", "next:", *expected]:
+        assert part in message, f"{part!r} not in {message!r}"
+    table = failed[0].table
+    # nothing of the bad table landed or reached raw; the other tables loaded
+    assert not list((tmp_path / "landing" / "jaffle_shop" / table).iterdir())
+    assert _rows(tmp_path, f"SELECT count(*) FROM elt_meta.loaded_batches WHERE table_name = '{table}'") == [(0,)]
+    assert sum(1 for o in outcomes if o.status == "loaded") == 6
+
+
+def test_a_vanished_file_fails_only_its_table(small_jaffle: Path, tmp_path: Path) -> None:
+    (small_jaffle / "raw_tweets.csv").unlink()
+    outcomes = _load(small_jaffle, tmp_path)
+    (failed,) = [o for o in outcomes if o.error]
+    assert failed.table == "tweets" and isinstance(failed.error, SourceReadError)
+    assert "does not exist" in str(failed.error)

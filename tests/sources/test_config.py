@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from sources.config import load_source, parse_source
+from sources.errors import ConfigError
+
+
+def test_the_demo_declaration_is_valid() -> None:
+    spec = load_source("jaffle_shop")
+    assert set(spec.tables) == {"customers", "orders", "items", "products", "stores", "supplies", "tweets"}
+    assert spec.tables["supplies"].primary_key == ("id", "sku")
+    assert spec.raw_schema == "raw_jaffle_shop"
+
+
+def test_every_wrong_field_is_listed_at_once() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_source(
+            {
+                "name": "Bad-Name",
+                "kind": "ftp",
+                "owner": "x",
+                "tables": {"t": {"file": "t.csv", "primary_key": "nope", "columns": {"a": "strng", "_x": "string"}}},
+            },
+            origin="bad.yaml",
+        )
+    text = str(err.value)
+    assert "'name' 'Bad-Name' must be lower_snake_case" in text
+    assert "'kind' is 'ftp'; allowed: files" in text
+    assert "tables.t.columns.a: unknown type 'strng'" in text
+    assert "tables.t.columns._x: names starting with '_' are reserved" in text
+    assert "tables.t.primary_key: 'nope' is not a declared column" in text
+    assert "next: fix bad.yaml" in text
+
+
+def test_unknown_source_names_the_declared_ones() -> None:
+    with pytest.raises(ConfigError, match="declared sources: jaffle_shop"):
+        load_source("no_such_source")
