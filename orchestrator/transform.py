@@ -40,11 +40,14 @@ class AuditFailure:
 class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
-    def __init__(self, step: str, failures: list[AuditFailure], detail: str = "") -> None:
+    def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None) -> None:
         self.step = step
         self.failures = failures
+        self.skipped = sorted(skipped or ())
         lines = [f"transform failed during {step}." + (f" {detail}" if detail else "")]
         lines += [f"  - {f.render()}" for f in failures]
+        if self.skipped:
+            lines.append(f"  skipped (downstream of the failure): {', '.join(self.skipped)}")
         lines.append(
             "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
             " where the plan did not complete."
@@ -101,6 +104,11 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.audit_errors: list[Any] = []
+            self.skipped_models: set[str] = set()
+
+        def log_skipped_models(self, snapshot_names: set[str]) -> None:
+            self.skipped_models |= {schema_table(name) for name in snapshot_names}
+            super().log_skipped_models(snapshot_names)
 
         def log_failed_models(self, errors: list[Any]) -> None:
             for err in errors:
@@ -123,12 +131,13 @@ def _describe(ctx, audit_error) -> AuditFailure:  # type: ignore[no-untyped-def]
     return AuditFailure(audit_error.model_name or "?", audit_error.audit_name, audit_error.count, row, query)
 
 
+def schema_table(name: str) -> str:
+    """``'"warehouse"."raw_x"."t"'`` -> ``'raw_x.t'``: how people name tables (no catalog)."""
+    return ".".join(name.replace('"', "").split(".")[-2:])
+
+
 def models_reading(ctx, raw_tables: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
     """The models that read any of ``raw_tables`` (``raw_jaffle_shop.orders``...) directly."""
-
-    def schema_table(name: str) -> str:  # '"wh"."raw_x"."t"' -> 'raw_x.t'
-        return ".".join(name.replace('"', "").split(".")[-2:])
-
     wanted = {schema_table(t) for t in raw_tables}
     return sorted(m.name for m in ctx.models.values() if {schema_table(d) for d in m.depends_on} & wanted)
 
@@ -173,11 +182,13 @@ def _transform(ctx, console, environment, changed_raw_tables, verify, started) -
     except NoChangesPlanError:
         applied = False
     except PlanError as exc:
-        raise TransformFailed("plan", [_describe(ctx, e) for e in console.audit_errors], str(exc)) from exc
+        raise TransformFailed(
+            "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models
+        ) from exc
 
     status = ctx.run(environment)
     if console.audit_errors or getattr(status, "is_failure", False):
-        raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors])
+        raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models)
 
     summary = TransformSummary(environment, applied, restate, 0, 0, 0, 0.0, run_status=str(status.name).lower())
     if verify:

@@ -1,0 +1,77 @@
+"""The macros render to the SQL we expect and compute the right values when executed."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import duckdb
+import pytest
+from sqlglot import parse_one
+from sqlmesh.core.macros import MacroEvaluator
+
+import macros.dedupe  # noqa: F401 - registers @latest_row_per_key
+import macros.money  # noqa: F401 - registers @cents_to_dollars
+
+
+def render(sql: str, dialect: str = "duckdb") -> str:
+    return MacroEvaluator(dialect="duckdb").transform(parse_one(sql, dialect="duckdb")).sql(dialect=dialect)
+
+
+def test_cents_to_dollars_casts_before_dividing() -> None:
+    sql = render("SELECT @cents_to_dollars(price) AS p FROM t")
+    assert sql == "SELECT CAST(ROUND(CAST(price AS DECIMAL(18, 4)) / 100, 2) AS DECIMAL(16, 2)) AS p FROM t"
+
+
+@pytest.mark.parametrize(("cents", "dollars"), [(1100, "11.00"), (7, "0.07"), (643, "6.43"), (0, "0.00"), (-250, "-2.50"), (None, None)])
+def test_cents_to_dollars_values(cents: int | None, dollars: str | None) -> None:
+    sql = render("SELECT @cents_to_dollars(c) AS d FROM t")
+    value = duckdb.sql(f"WITH t AS (SELECT {cents if cents is not None else 'NULL'}::BIGINT AS c) {sql}").fetchone()[0]
+    assert value == (Decimal(dollars) if dollars else None)
+
+
+def test_cents_to_dollars_never_divides_integers_on_postgres() -> None:
+    sql = render("SELECT @cents_to_dollars(c) AS d FROM t", dialect="postgres")
+    assert "CAST(c AS DECIMAL(18, 4)) / " in sql  # the numerator is a decimal before any division
+
+
+def test_cents_to_dollars_other_scale() -> None:
+    sql = render("SELECT @cents_to_dollars(c, 4) AS d FROM t")
+    assert duckdb.sql(f"WITH t AS (SELECT 12345::BIGINT AS c) {sql}").fetchone()[0] == Decimal("123.4500")
+
+
+def test_latest_row_per_key_renders_a_portable_window() -> None:
+    sql = render("SELECT r.id, r.name FROM raw AS r QUALIFY @latest_row_per_key(r.id)")
+    assert sql == (
+        "SELECT r.id, r.name FROM raw AS r QUALIFY ROW_NUMBER() OVER (PARTITION BY r.id "
+        "ORDER BY r._extracted_at DESC, r._batch_id DESC, r._batch_row DESC) = 1"
+    )
+    # PostgreSQL has no QUALIFY: the transpiler turns it into a filtered subquery
+    assert "QUALIFY" not in render("SELECT r.id FROM raw AS r QUALIFY @latest_row_per_key(r.id)", dialect="postgres")
+
+
+def test_latest_row_per_key_keeps_the_latest_extract_then_batch_then_row() -> None:
+    rows = """
+        SELECT * FROM (VALUES
+          ('a', 'old',     TIMESTAMP '2026-01-01', 'b1', 0),
+          ('a', 'newest',  TIMESTAMP '2026-01-02', 'b2', 0),
+          ('b', 'first',   TIMESTAMP '2026-01-01', 'b1', 1),
+          ('b', 'second',  TIMESTAMP '2026-01-01', 'b1', 2),
+          ('c', 'batch b1',TIMESTAMP '2026-01-03', 'b1', 5),
+          ('c', 'batch b3',TIMESTAMP '2026-01-03', 'b3', 0)
+        ) AS v(id, name, _extracted_at, _batch_id, _batch_row)
+    """
+    sql = render("SELECT r.id, r.name FROM raw AS r QUALIFY @latest_row_per_key(r.id) ORDER BY r.id")
+    got = duckdb.sql(f"WITH raw AS ({rows}) {sql}").fetchall()
+    assert got == [("a", "newest"), ("b", "second"), ("c", "batch b3")]
+
+
+def test_latest_row_per_key_with_a_composite_key() -> None:
+    rows = """
+        SELECT * FROM (VALUES
+          ('SUP-1', 'JAF-1', 1, TIMESTAMP '2026-01-01', 'b1', 0),
+          ('SUP-1', 'JAF-1', 2, TIMESTAMP '2026-01-02', 'b2', 0),
+          ('SUP-1', 'JAF-2', 3, TIMESTAMP '2026-01-01', 'b1', 1)
+        ) AS v(id, sku, cost, _extracted_at, _batch_id, _batch_row)
+    """
+    sql = render("SELECT r.id, r.sku, r.cost FROM raw AS r QUALIFY @latest_row_per_key(r.id, r.sku) ORDER BY r.sku")
+    assert duckdb.sql(f"WITH raw AS ({rows}) {sql}").fetchall() == [("SUP-1", "JAF-1", 2), ("SUP-1", "JAF-2", 3)]

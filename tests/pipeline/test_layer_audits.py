@@ -1,0 +1,92 @@
+"""Each layer's audits catch a deliberately broken input, stop what depends on it, and say which
+model, which audit and which row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestrator.loading import load_source_into_warehouse
+from orchestrator.transform import TransformFailed, transform
+
+
+def _build(settings, folder: Path):  # type: ignore[no-untyped-def]
+    outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
+    assert not [o.error for o in outcomes if o.error]
+    return transform(settings, quiet=True, changed_raw_tables={f"raw_jaffle_shop.{o.table}" for o in outcomes if o.applied})
+
+
+def _replace_line(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_clean_small_data_passes_every_audit(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    summary = _build(settings, small_jaffle)
+    assert summary.audits_run > 40 and summary.audits_passed == summary.audits_run
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
+        assert con.execute("SELECT customer_id, customer_type, count_lifetime_orders FROM marts.customers ORDER BY 1").fetchall() == [
+            ("c1", "returning", 2), ("c2", "returning", 2), ("c3", "new", 0)
+        ]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(
+    ("file", "old", "new", "model", "audit", "row_key", "skipped"),
+    [
+        # staging: order_total - tax_paid must equal subtotal
+        ("raw_orders.csv", "o3,c2,2018-09-03T11:00:00,s2,600,24,624", "o3,c2,2018-09-03T11:00:00,s2,600,24,999",
+         "staging.stg_jaffle_shop__orders", "forall", ("order_id", "o3"), "marts.orders"),
+        # staging: every item's order exists (the relationship audit)
+        ("raw_items.csv", "i5,o3,BEV-002", "i5,o404,BEV-002",
+         "staging.stg_jaffle_shop__order_items", "assert_relationship", ("order_item_id", "i5"), "marts.order_items"),
+        # intermediate: a negative supply cost passes staging but not the product roll-up
+        ("raw_supplies.csv", "SUP-003,cup,50,False,BEV-001", "SUP-003,cup,-900,False,BEV-001",
+         "intermediate.int_supplies_summed_to_products", "forall", ("product_id", "BEV-001"), "marts.order_items"),
+        # marts: the items' prices no longer add up to the order's subtotal
+        ("raw_products.csv", "BEV-002,chai and mighty,beverage,0,", "BEV-002,chai and mighty,beverage,50,",
+         "marts.orders", "forall", ("order_id", "o3"), "marts.customers"),
+    ],
+    ids=["staging-expression", "staging-relationship", "intermediate", "marts"],
+)
+def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no-untyped-def]
+    settings, small_jaffle: Path, file: str, old: str, new: str, model: str, audit: str, row_key: tuple[str, str], skipped: str
+) -> None:
+    _replace_line(small_jaffle / file, old, new)
+    with pytest.raises(TransformFailed) as err:
+        _build(settings, small_jaffle)
+    failures = err.value.failures
+    assert [(f.model, f.audit) for f in failures] == [(model, audit)]
+    key, value = row_key
+    assert failures[0].failing_row is not None and failures[0].failing_row[key] == value
+    assert skipped in err.value.skipped
+    message = str(err.value)
+    assert f"audit '{audit}' failed on model {model}" in message
+    assert f"{key}={value!r}" in message
+    assert "next:" in message
+
+
+def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    _build(settings, small_jaffle)
+    _replace_line(small_jaffle / "raw_customers.csv", "c1,Ann", "c1,Ann Renamed")
+    _replace_line(small_jaffle / "raw_orders.csv", "o4,c2,2018-09-04T12:00:00,s2,0,0,0", "o4,c3,2018-09-04T12:00:00,s2,0,0,0")
+    summary = _build(settings, small_jaffle)
+    assert "staging.stg_jaffle_shop__orders" in summary.restated
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM raw_jaffle_shop.customers").fetchone() == (6,)
+        assert con.execute("SELECT customer_id, customer_name FROM staging.stg_jaffle_shop__customers ORDER BY 1").fetchall() == [
+            ("c1", "Ann Renamed"), ("c2", "Bob"), ("c3", "Cyd")
+        ]
+        assert con.execute("SELECT count(*), count(DISTINCT order_id) FROM staging.stg_jaffle_shop__orders").fetchone() == (4, 4)
+        assert con.execute("SELECT customer_id, count_lifetime_orders, customer_type FROM marts.customers ORDER BY 1").fetchall() == [
+            ("c1", 2, "returning"), ("c2", 1, "new"), ("c3", 1, "new")
+        ]
+    finally:
+        con.close()
