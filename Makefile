@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lock ui clean-data clean help
+.PHONY: demo test test-fast lock ui bench clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
@@ -46,3 +46,7 @@ clean-data:
 
 clean: clean-data
 	rm -rf $(VENV)
+
+# Loader throughput and memory against a DuckDB-only baseline in the same run (last line: JSON).
+bench: $(STAMP)
+	$(BIN)/python bench/loader_files.py --years 3
