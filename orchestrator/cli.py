@@ -2,7 +2,8 @@
 
     elt demo                         generate Jaffle Shop data, load it, build and audit every model
     elt load SOURCE [--path DIR]     land and load a declared source (e.g. a folder of jafgen CSVs)
-    elt transform                    plan and apply the models to prod, then run due intervals
+    elt load SOURCE --from-landing   apply landed batches that raw lacks (restore raw from landing)
+    elt transform                    plan+apply prod, restate models whose raw tables got new batches, run, audit
     elt sources                      list the declared sources and their tables
 
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
@@ -23,7 +24,12 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.loading import load_source_into_warehouse, print_load_report
 
     outcomes = load_source_into_warehouse(
-        args.source, settings, path=Path(args.path) if args.path else None, tables=args.table, force=args.force
+        args.source,
+        settings,
+        path=Path(args.path) if args.path else None,
+        tables=args.table,
+        force=args.force,
+        extract=not args.from_landing,
     )
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
@@ -77,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--path", help="folder holding the source's files (overrides the declaration's path)")
     load.add_argument("--table", action="append", help="load only this table (repeatable)")
     load.add_argument("--force", action="store_true", help="re-extract files already landed (makes new batches)")
+    load.add_argument(
+        "--from-landing", action="store_true",
+        help="read nothing from the source; apply landed batches missing from raw (restore raw from landing)",
+    )
     load.set_defaults(func=_cmd_load)
 
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")

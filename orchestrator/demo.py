@@ -60,11 +60,10 @@ def run_demo(settings: Settings, years: int = 1) -> int:
     if failed:
         print(f"\n{len(failed)} table(s) failed to load; fix them and rerun `make demo`.", file=sys.stderr)
         return 1
-    changed = {f"{spec.raw_schema}.{o.table}" for o in outcomes if o.applied}
 
     print("\n== 2/3 transform: sqlmesh plan + run on prod (staging -> intermediate -> marts, audits)")
     try:
-        summary = transform(settings, environment="prod", changed_raw_tables=changed)
+        summary = transform(settings, environment="prod")
     except TransformFailed as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ def load_source_into_warehouse(
     path: Path | None = None,
     tables: list[str] | None = None,
     force: bool = False,
+    extract: bool = True,
 ) -> list[TableOutcome]:
     spec = load_source(source)
     unknown = [t for t in tables or [] if t not in spec.tables]
@@ -30,7 +31,7 @@ def load_source_into_warehouse(
     folder = path or Path(spec.path)
     if not folder.is_absolute():
         folder = settings.project_root / folder
-    if not folder.is_dir():
+    if extract and not folder.is_dir():
         raise ConfigError(
             f"source folder {folder} does not exist",
             source=spec.name,
@@ -38,7 +39,8 @@ def load_source_into_warehouse(
         )
     with DuckDBRaw(settings.warehouse) as raw:
         return load_file_source(
-            spec, path=folder, landing=LocalLanding(settings.landing_root), raw=raw, tables=tables, force=force
+            spec, path=folder, landing=LocalLanding(settings.landing_root), raw=raw, tables=tables, force=force,
+            extract=extract,
         )
 
 

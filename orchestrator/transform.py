@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlglot import exp
+
 from orchestrator.settings import Settings
 from sources.logs import get_logger
 
@@ -146,29 +148,52 @@ def transform(
     settings: Settings,
     *,
     environment: str = "prod",
-    changed_raw_tables: set[str] | None = None,
     verify: bool = True,
     quiet: bool = False,
 ) -> TransformSummary:
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
 
-    ``changed_raw_tables``: raw tables that received new batches since the last transform. The
-    models reading them are restated (with everything downstream), because intervals already
-    processed by an incremental model do not see rows added to raw afterwards.
+    Raw tables that received batches since the last successful transform of ``environment``
+    (from the ledger, see ``transform_watermark``) have their reading models restated with
+    everything downstream: intervals an incremental model already processed do not see rows
+    added to raw afterwards. The watermark advances only when the whole transform succeeds, so a
+    failed restatement is retried by the next ``elt transform``.
     """
     started = time.monotonic()
     ctx, console = make_context(settings, quiet=quiet)
     try:
-        return _transform(ctx, console, environment, changed_raw_tables, verify, started)
+        return _transform(ctx, console, environment, verify, started)
     finally:
         ctx.close()
 
 
-def _transform(ctx, console, environment, changed_raw_tables, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
+WATERMARKS = "elt_meta.transform_watermarks"
+
+
+def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any]:  # type: ignore[no-untyped-def]
+    """Raw tables with batches loaded after the last successful transform, and the newest load time."""
+    adapter.execute(
+        f"CREATE TABLE IF NOT EXISTS {WATERMARKS} (environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL)"
+    )
+    if not adapter.table_exists("elt_meta.loaded_batches"):
+        return set(), None
+    env = exp.Literal.string(environment).sql(adapter.dialect)
+    last = f"(SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env})"
+    rows = adapter.fetchall(
+        f"SELECT DISTINCT raw_table FROM elt_meta.loaded_batches WHERE {last} IS NULL OR loaded_at > {last}"
+    )
+    newest = adapter.fetchone("SELECT max(loaded_at) FROM elt_meta.loaded_batches")[0]
+    return {r[0] for r in rows}, newest
+
+
+def _transform(ctx, console, environment, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
+    adapter = ctx.engine_adapter
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    changed, loaded_through = changed_since_last_transform(adapter, environment)
     env_exists = ctx.state_reader.get_environment(environment) is not None
-    restate = models_reading(ctx, changed_raw_tables) if (changed_raw_tables and env_exists) else []
+    restate = models_reading(ctx, changed) if (changed and env_exists) else []
 
     applied = False
     try:
@@ -196,6 +221,10 @@ def _transform(ctx, console, environment, changed_raw_tables, verify, started) -
     summary.elapsed_s = time.monotonic() - started
     if summary.failures:
         raise TransformFailed("audit verification", summary.failures)
+    if loaded_through is not None:
+        when = exp.Literal.string(str(loaded_through)).sql(adapter.dialect)
+        env = exp.Literal.string(environment).sql(adapter.dialect)
+        adapter.execute(f"INSERT INTO {WATERMARKS} VALUES ({env}, CAST({when} AS TIMESTAMP), CURRENT_TIMESTAMP)")
     return summary
 
 

@@ -75,15 +75,20 @@ def load_file_source(
     raw: DuckDBRaw,
     tables: list[str] | None = None,
     force: bool = False,
+    extract: bool = True,
 ) -> list[TableOutcome]:
-    """Land and load every table of a file source; never raises for one table's bad data."""
+    """Land and load every table of a file source; never raises for one table's bad data.
+
+    With ``extract=False`` nothing is read from the source: only batches already in landing and
+    missing from raw are applied (restoring raw from landing after losing the warehouse).
+    """
     selected = [spec.tables[name] for name in (tables or list(spec.tables))]
     outcomes = []
     with source_lock(landing, spec.name):
         for table in selected:
             outcome = TableOutcome(table.name)
             try:
-                manifest = land_file_table(spec, table, path / table.file, landing, force=force)
+                manifest = land_file_table(spec, table, path / table.file, landing, force=force) if extract else None
                 if manifest is None:
                     outcome.unchanged = True
                 else:
@@ -108,8 +113,12 @@ def land_file_table(
     where = {"source": spec.name, "table": table.name}
     if file.is_file():
         digest = file_sha256(file)
-        if not force and any(m.origin.get("sha256") == digest for m in landing.batches(spec.name, table.name)):
-            log.info("unchanged, already landed", extra={"fields": {**where, "file": str(file)}})
+        latest = None
+        for latest in landing.batches(spec.name, table.name):
+            pass
+        # Compared with the latest extract only: a file reverted to older content is a new extract.
+        if not force and latest is not None and latest.origin.get("sha256") == digest:
+            log.info("unchanged since the latest extract", extra={"fields": {**where, "file": str(file)}})
             return None
     stat = file.stat() if file.is_file() else None
     batches = read_csv_batches(file, table, source=spec.name)  # raises for a missing file

@@ -15,7 +15,7 @@ from orchestrator.transform import TransformFailed, transform
 def _build(settings, folder: Path):  # type: ignore[no-untyped-def]
     outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
     assert not [o.error for o in outcomes if o.error]
-    return transform(settings, quiet=True, changed_raw_tables={f"raw_jaffle_shop.{o.table}" for o in outcomes if o.applied})
+    return transform(settings, quiet=True)
 
 
 def _replace_line(path: Path, old: str, new: str) -> None:
@@ -88,5 +88,48 @@ def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_ja
         assert con.execute("SELECT customer_id, count_lifetime_orders, customer_type FROM marts.customers ORDER BY 1").fetchall() == [
             ("c1", 2, "returning"), ("c2", 1, "new"), ("c3", 1, "new")
         ]
+    finally:
+        con.close()
+
+
+def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """`elt load` then `elt transform`, separately: the transform finds the new batches itself."""
+    _build(settings, small_jaffle)
+    good = "o3,c2,2018-09-03T11:00:00,s2,600,24,624"
+    _replace_line(small_jaffle / "raw_orders.csv", good, "o3,c2,2018-09-03T11:00:00,s2,600,24,999")
+    with pytest.raises(TransformFailed):
+        _build(settings, small_jaffle)
+    with pytest.raises(TransformFailed):  # nothing new loaded: the restatement is retried, and fails again
+        transform(settings, quiet=True)
+    _replace_line(small_jaffle / "raw_orders.csv", "o3,c2,2018-09-03T11:00:00,s2,600,24,999", good)
+    load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle)  # reverted content = a new extract
+    summary = transform(settings, quiet=True)
+    assert "staging.stg_jaffle_shop__orders" in summary.restated
+    assert summary.audits_passed == summary.audits_run
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT order_total_cents FROM marts.orders WHERE order_id = 'o3'").fetchone() == (624,)
+        assert con.execute("SELECT count(DISTINCT _batch_id) FROM raw_jaffle_shop.orders").fetchone() == (3,)
+    finally:
+        con.close()
+    assert transform(settings, quiet=True).restated == []  # nothing new since: nothing restated
+
+
+def test_raw_is_restored_from_landing_without_the_source_files(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    _build(settings, small_jaffle)
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    before = con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.orders ORDER BY id").fetchall()
+    con.close()
+    settings.warehouse.unlink()
+    for f in small_jaffle.iterdir():
+        f.unlink()
+    outcomes = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, extract=False)
+    assert all(o.status == "loaded" and not o.landed for o in outcomes)
+    summary = transform(settings, quiet=True)
+    assert summary.audits_passed == summary.audits_run
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.orders ORDER BY id").fetchall() == before
+        assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
     finally:
         con.close()
