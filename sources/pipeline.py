@@ -19,7 +19,7 @@ from pathlib import Path
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_primary_key
 from sources.errors import LoaderError
-from sources.extract.csv_files import arrow_schema, file_sha256, read_csv_batches
+from sources.extract.csv_files import arrow_schema, file_sha256, read_csv_batches, require_file
 from sources.landing.local import LocalLanding
 from sources.landing.manifest import Manifest
 from sources.load.duckdb_raw import DuckDBRaw
@@ -108,20 +108,17 @@ def load_file_source(
 def land_file_table(
     spec: SourceSpec, table: TableSpec, file: Path, landing: LocalLanding, *, force: bool = False
 ) -> Manifest | None:
-    """Land ``file`` as a new batch, or return None when that exact content is already landed."""
+    """Land ``file`` as a new batch, or return None when it equals the table's latest extract."""
     landing.sweep_incomplete(spec.name, table.name)
     where = {"source": spec.name, "table": table.name}
-    if file.is_file():
-        digest = file_sha256(file)
-        latest = None
-        for latest in landing.batches(spec.name, table.name):
-            pass
-        # Compared with the latest extract only: a file reverted to older content is a new extract.
-        if not force and latest is not None and latest.origin.get("sha256") == digest:
-            log.info("unchanged since the latest extract", extra={"fields": {**where, "file": str(file)}})
-            return None
-    stat = file.stat() if file.is_file() else None
-    batches = read_csv_batches(file, table, source=spec.name)  # raises for a missing file
+    require_file(file, **where)
+    digest, stat = file_sha256(file), file.stat()
+    landed = list(landing.batches(spec.name, table.name))
+    # Compared with the latest extract only: a file reverted to older content is a new extract.
+    if not force and landed and landed[-1].origin.get("sha256") == digest:
+        log.info("unchanged since the latest extract", extra={"fields": {**where, "file": str(file)}})
+        return None
+    batches = read_csv_batches(file, table, source=spec.name)
     writer = landing.open_batch(spec.name, table.name, arrow_schema(table), datetime.now(UTC))
     progress = Progress(f"{spec.name}.{table.name} extract", log)
     try:
@@ -137,8 +134,8 @@ def land_file_table(
                 "kind": "file",
                 "path": str(file.resolve()),
                 "sha256": digest,
-                "bytes": stat.st_size if stat else None,
-                "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat() if stat else None,
+                "bytes": stat.st_size,
+                "modified_at": datetime.fromtimestamp(stat.st_mtime, UTC).isoformat(),
             },
         )
     except BaseException as exc:

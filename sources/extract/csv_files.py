@@ -34,6 +34,15 @@ def arrow_schema(table: TableSpec) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type.arrow) for c in table.columns])
 
 
+def require_file(path: Path, **where: str) -> None:
+    if not path.is_file():
+        raise SourceReadError(
+            f"file {path} does not exist",
+            **where,  # type: ignore[arg-type]
+            hint="check the source path (--path or 'path' in the declaration) and the table's 'file'",
+        )
+
+
 def read_csv_batches(
     path: Path, table: TableSpec, *, source: str, block_bytes: int = BLOCK_BYTES
 ) -> Iterator[pa.RecordBatch]:
@@ -43,12 +52,7 @@ def read_csv_batches(
     header that differs from the declaration or a value that does not cast.
     """
     where = {"source": source, "table": table.name}
-    if not path.is_file():
-        raise SourceReadError(
-            f"file {path} does not exist",
-            **where,
-            hint="check the source path (--path or 'path' in the declaration) and the table's 'file'",
-        )
+    require_file(path, **where)
     if _count_quotes(path) % 2:
         raise SourceReadError(
             f"malformed CSV in {path.name}: a quoted value is never closed (odd number of '\"' characters)",
