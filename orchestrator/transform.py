@@ -154,7 +154,7 @@ def transform(
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
 
     Raw tables that received batches since the last successful transform of ``environment``
-    (from the ledger, see ``transform_watermark``) have their reading models restated with
+    (from the ledger, see ``changed_since_last_transform``) have their reading models restated with
     everything downstream: intervals an incremental model already processed do not see rows
     added to raw afterwards. The watermark advances only when the whole transform succeeds, so a
     failed restatement is retried by the next ``elt transform``.
@@ -172,6 +172,7 @@ WATERMARKS = "elt_meta.transform_watermarks"
 
 def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any]:  # type: ignore[no-untyped-def]
     """Raw tables with batches loaded after the last successful transform, and the newest load time."""
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     adapter.execute(
         f"CREATE TABLE IF NOT EXISTS {WATERMARKS} (environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL)"
     )
@@ -190,7 +191,6 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
     adapter = ctx.engine_adapter
-    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     changed, loaded_through = changed_since_last_transform(adapter, environment)
     env_exists = ctx.state_reader.get_environment(environment) is not None
     restate = models_reading(ctx, changed) if (changed and env_exists) else []
