@@ -24,7 +24,7 @@ LOADER = """
 import sys, time
 from pathlib import Path
 from sources.config import load_source
-from sources.landing.local import LocalLanding
+from sources.landing.store import LocalLanding
 from sources.load.duckdb_raw import DuckDBRaw
 from sources.pipeline import load_file_source
 work, data = Path(sys.argv[1]), Path(sys.argv[2])

@@ -8,9 +8,7 @@ from pathlib import Path
 from orchestrator.settings import Settings
 from sources.config import load_source
 from sources.errors import ConfigError
-from sources.landing.local import LocalLanding
-from sources.load.duckdb_raw import DuckDBRaw
-from sources.pipeline import TableOutcome, load_file_source
+from sources.pipeline import TableOutcome, ingest
 
 
 def load_source_into_warehouse(
@@ -28,20 +26,21 @@ def load_source_into_warehouse(
         raise ConfigError(
             f"unknown table(s) {unknown}", source=spec.name, hint=f"declared tables: {', '.join(spec.tables)}"
         )
-    folder = path or Path(spec.path)
-    if not folder.is_absolute():
-        folder = settings.project_root / folder
-    if extract and not folder.is_dir():
-        raise ConfigError(
-            f"source folder {folder} does not exist",
-            source=spec.name,
-            hint="pass --path DIR with the folder of the source's files (for jafgen: the jaffle-data folder)",
-        )
-    with DuckDBRaw(settings.warehouse) as raw:
-        return load_file_source(
-            spec, path=folder, landing=LocalLanding(settings.landing_root), raw=raw, tables=tables, force=force,
-            extract=extract,
-        )
+    location = str(path) if path else spec.path
+    if spec.kind == "files" and not location.startswith("s3://"):
+        folder = Path(location)
+        if not folder.is_absolute():
+            folder = settings.project_root / folder
+        if extract and not folder.is_dir():
+            raise ConfigError(
+                f"source folder {folder} does not exist",
+                source=spec.name,
+                hint="pass --path DIR with the folder of the source's files (for jafgen: the jaffle-data folder)",
+            )
+        location = str(folder)
+    with settings.open_raw() as raw:
+        return ingest(spec, landing=settings.open_landing(), raw=raw, tables=tables, force=force,
+                           extract=extract, location=location)
 
 
 def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=None) -> None:  # type: ignore[no-untyped-def]
@@ -53,4 +52,8 @@ def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=N
     for o in outcomes:
         if o.error:
             print(f"\nFAILED {o.table}: {o.error}", file=out)
-    print(f"\nwarehouse: {settings.warehouse}\nlanding:   {settings.landing_root}", file=out)
+    for o in outcomes:
+        for note in o.schema_notes:
+            print(f"schema change in {o.table}: {note}", file=out)
+    where = settings.warehouse if settings.gateway == "duckdb" else f"PostgreSQL ({settings.pg_prefix}* settings)"
+    print(f"\nwarehouse: {where}\nlanding:   {settings.landing_location}", file=out)

@@ -1,8 +1,9 @@
 """Source declarations: one YAML file per source under ``sources/declarations/``.
 
-A declaration says what a source is, who owns it and, per table, which columns (with types) and
-which primary key the loader must find. It is validated when loaded: every wrong field is listed
-in one ``ConfigError``, so a typo costs one run, not five.
+A declaration says what a source is (``kind``: files, postgres or rest_api), who owns it, when it
+runs, how fresh it must be and, per table, the key, the cursor and the contract its rows must
+meet. Connection settings are given as environment-variable *names*; no secret value is ever in
+a declaration. It is validated when loaded: every wrong field is listed in one ``ConfigError``.
 
 >>> src = load_source("jaffle_shop")
 >>> src.tables["orders"].primary_key
@@ -19,12 +20,29 @@ from typing import Any
 import yaml
 
 from sources.errors import ConfigError
+from sources.load.schema import POLICIES
 from sources.types import ColumnType, parse_type
 
 DECLARATIONS_DIR = Path(__file__).resolve().parent / "declarations"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
-_KINDS = ("files",)
-_FORMATS = ("csv",)
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+_DURATION = re.compile(r"^(\d+)\s*([smhd])$")
+KINDS = ("files", "postgres", "rest_api")
+FORMATS = ("csv", "jsonl", "parquet")
+PAGINATION = ("none", "page", "offset", "cursor", "next_link")
+AUTH = ("none", "bearer", "api_key")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``'90s'``, ``'15m'``, ``'26h'``, ``'2d'``.
+
+    >>> parse_duration("26h")
+    93600
+    """
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 26h or 2d")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
 @dataclass(frozen=True)
@@ -39,10 +57,24 @@ class TableSpec:
     """One table of a source: where it comes from and the contract its rows must meet."""
 
     name: str
-    file: str
     columns: tuple[ColumnSpec, ...]
     primary_key: tuple[str, ...]
     description: str = ""
+    cursor_field: str | None = None
+    lookback_s: int = 0
+    freshness_s: int | None = None
+    schema_policy: str = "evolve"
+    # files: one file (re-extracted when it changes) or a glob (each new file once)
+    file: str | None = None
+    pattern: str | None = None
+    # postgres: the table or view to read, "schema.table"
+    source_table: str | None = None
+    # rest_api
+    endpoint: str | None = None
+    records_path: tuple[str, ...] = ()
+    pagination: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    updated_since_param: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -53,10 +85,21 @@ class TableSpec:
 class SourceSpec:
     name: str
     kind: str
-    format: str
-    path: str
     owner: str
-    description: str
+    description: str = ""
+    schedule: str = "@daily"
+    freshness_s: int | None = None
+    # files
+    format: str = "csv"
+    path: str = ""
+    # postgres: variables <env_prefix>HOST, PORT, USER, PASSWORD(_FILE), DATABASE, SSLMODE
+    env_prefix: str = ""
+    # rest_api
+    base_url: str = ""
+    base_url_env: str = ""
+    auth: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 30.0
+    max_retries: int = 5
     tables: dict[str, TableSpec] = field(default_factory=dict)
 
     @property
@@ -88,47 +131,119 @@ def load_source(name_or_path: str | Path, directory: Path = DECLARATIONS_DIR) ->
     return parse_source(raw, origin=str(path))
 
 
+class _Checker:
+    """Reads typed fields from a mapping, collecting problems instead of raising at the first."""
+
+    def __init__(self, raw: dict[str, Any], where: str, problems: list[str]) -> None:
+        self.raw, self.where, self.problems = raw, where, problems
+
+    def _at(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else f"'{key}'"
+
+    def text(self, key: str, default: str | None = None, allowed: tuple[str, ...] = (), pattern: re.Pattern[str] | None = None) -> str:
+        value = self.raw.get(key, default)
+        if value is None:
+            self.problems.append(f"{self._at(key)} is required")
+            return ""
+        if not isinstance(value, str):
+            self.problems.append(f"{self._at(key)} must be a string, got {type(value).__name__}")
+            return ""
+        if allowed and value not in allowed:
+            self.problems.append(f"{self._at(key)} is {value!r}; allowed: {', '.join(allowed)}")
+        if pattern and value and not pattern.match(value):
+            self.problems.append(f"{self._at(key)} {value!r} has the wrong form ({pattern.pattern})")
+        return value
+
+    def duration(self, key: str, default: str | None = None) -> int | None:
+        value = self.raw.get(key, default)
+        if value is None:
+            return None
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.problems.append(f"{self._at(key)}: {exc}")
+            return None
+
+    def number(self, key: str, default: float, minimum: float = 0) -> float:
+        value = self.raw.get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < minimum:
+            self.problems.append(f"{self._at(key)} must be a number >= {minimum}")
+            return default
+        return float(value)
+
+    def mapping(self, key: str) -> dict[str, Any]:
+        value = self.raw.get(key, {})
+        if not isinstance(value, dict):
+            self.problems.append(f"{self._at(key)} must be a mapping")
+            return {}
+        return value
+
+    def unknown(self, allowed: set[str]) -> None:
+        extra = set(self.raw) - allowed
+        if extra:
+            self.problems.append(f"{self.where or 'declaration'}: unknown keys {sorted(extra)}")
+
+
+_SOURCE_KEYS = {"name", "kind", "format", "path", "owner", "description", "schedule", "freshness", "env_prefix",
+                "base_url", "base_url_env", "auth", "timeout_s", "max_retries", "tables"}
+_TABLE_KEYS = {"file", "pattern", "source_table", "endpoint", "records_path", "pagination", "params",
+               "updated_since_param", "primary_key", "columns", "description", "cursor_field", "lookback",
+               "freshness", "schema_policy"}
+
+
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:
     """Validate a parsed declaration; collect every problem before raising."""
     problems: list[str] = []
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: a source declaration must be a mapping")
-
-    def text(key: str, default: str | None = None, allowed: tuple[str, ...] = ()) -> str:
-        value = raw.get(key, default)
-        if value is None:
-            problems.append(f"'{key}' is required")
-            return ""
-        if not isinstance(value, str):
-            problems.append(f"'{key}' must be a string, got {type(value).__name__}")
-            return ""
-        if allowed and value not in allowed:
-            problems.append(f"'{key}' is {value!r}; allowed: {', '.join(allowed)}")
-        return value
-
-    name = text("name")
-    if name and not _NAME.match(name):
-        problems.append(f"'name' {name!r} must be lower_snake_case, at most 63 characters")
-    source = SourceSpec(
+    c = _Checker(raw, "", problems)
+    c.unknown(_SOURCE_KEYS)
+    name = c.text("name", pattern=_NAME)
+    kind = c.text("kind", allowed=KINDS)
+    auth = c.mapping("auth")
+    spec = SourceSpec(
         name=name,
-        kind=text("kind", allowed=_KINDS),
-        format=text("format", "csv", allowed=_FORMATS),
-        path=text("path", ""),
-        owner=text("owner"),
-        description=text("description", ""),
+        kind=kind,
+        owner=c.text("owner"),
+        description=c.text("description", ""),
+        schedule=c.text("schedule", "@daily"),
+        freshness_s=c.duration("freshness"),
+        format=c.text("format", "csv", allowed=FORMATS),
+        path=c.text("path", ""),
+        env_prefix=c.text("env_prefix", ""),
+        base_url=c.text("base_url", ""),
+        base_url_env=c.text("base_url_env", ""),
+        auth=auth,
+        timeout_s=c.number("timeout_s", 30.0, minimum=0.1),
+        max_retries=int(c.number("max_retries", 5)),
     )
-    unknown = set(raw) - {"name", "kind", "format", "path", "owner", "description", "tables"}
-    if unknown:
-        problems.append(f"unknown keys {sorted(unknown)}")
+    if kind == "files" and not spec.path:
+        problems.append("'path' is required for kind files (a folder, or s3://bucket/prefix)")
+    if kind == "postgres" and not re.match(r"^[A-Z][A-Z0-9_]*_$", spec.env_prefix):
+        problems.append("'env_prefix' is required for kind postgres, e.g. APPDB_ (reads APPDB_HOST, APPDB_PASSWORD, ...)")
+    if kind == "rest_api":
+        if not (spec.base_url or spec.base_url_env):
+            problems.append("'base_url' or 'base_url_env' is required for kind rest_api")
+        if spec.base_url_env and not _ENV_NAME.match(spec.base_url_env):
+            problems.append("'base_url_env' must be an environment variable name")
+        auth_type = auth.get("type", "none")
+        if auth_type not in AUTH:
+            problems.append(f"'auth.type' is {auth_type!r}; allowed: {', '.join(AUTH)}")
+        elif auth_type != "none":
+            secret = auth.get("token_env")
+            if not isinstance(secret, str) or not _ENV_NAME.match(secret):
+                problems.append("'auth.token_env' must name the environment variable holding the secret (never the secret)")
+            if auth_type == "api_key" and not isinstance(auth.get("header"), str):
+                problems.append("'auth.header' is required for api_key auth, e.g. X-API-Key")
 
     tables = raw.get("tables")
     if not isinstance(tables, dict) or not tables:
         problems.append("'tables' must map table names to table declarations")
         tables = {}
     for table_name, table_raw in tables.items():
-        spec = _parse_table(str(table_name), table_raw, problems)
-        if spec is not None:
-            source.tables[spec.name] = spec
+        table = _parse_table(str(table_name), table_raw, kind, problems)
+        if table is not None:
+            spec.tables[table.name] = table
 
     if problems:
         listing = "\n".join(f"  - {p}" for p in problems)
@@ -137,27 +252,23 @@ def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:
             source=name or None,
             hint=f"fix {origin}; see docs/reference/sources.md for every key",
         )
-    return source
+    return spec
 
 
-def _parse_table(name: str, raw: Any, problems: list[str]) -> TableSpec | None:
+def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSpec | None:
     where = f"tables.{name}"
     if not _NAME.match(name):
         problems.append(f"{where}: table name must be lower_snake_case")
     if not isinstance(raw, dict):
-        problems.append(f"{where}: must be a mapping with file, primary_key and columns")
+        problems.append(f"{where}: must be a mapping with primary_key and columns")
         return None
-    unknown = set(raw) - {"file", "primary_key", "columns", "description"}
-    if unknown:
-        problems.append(f"{where}: unknown keys {sorted(unknown)}")
-    file = raw.get("file")
-    if not isinstance(file, str) or not file:
-        problems.append(f"{where}.file: required, the file name inside the source path")
-        file = ""
+    c = _Checker(raw, where, problems)
+    c.unknown(_TABLE_KEYS)
     columns: list[ColumnSpec] = []
-    cols_raw = raw.get("columns")
-    if not isinstance(cols_raw, dict) or not cols_raw:
-        problems.append(f"{where}.columns: required, a mapping of column name to type")
+    cols_raw = raw.get("columns", {})
+    if not isinstance(cols_raw, dict) or (not cols_raw and kind != "postgres"):
+        problems.append(f"{where}.columns: required, a mapping of column name to type"
+                        + (" (postgres tables may omit it: types come from the catalog)" if kind != "postgres" else ""))
         cols_raw = {}
     for col_name, col_raw in cols_raw.items():
         col_name = str(col_name)
@@ -177,16 +288,43 @@ def _parse_table(name: str, raw: Any, problems: list[str]) -> TableSpec | None:
             problems.append(f"{where}.columns.{col_name}: {exc}")
     pk_raw = raw.get("primary_key")
     pk = [pk_raw] if isinstance(pk_raw, str) else pk_raw
-    if not isinstance(pk, list) or not pk or not all(isinstance(c, str) for c in pk):
+    if not isinstance(pk, list) or not pk or not all(isinstance(col, str) for col in pk):
         problems.append(f"{where}.primary_key: required, a column name or a list of them")
         pk = []
     for col in pk:
-        if col not in cols_raw:
+        if cols_raw and col not in cols_raw:
             problems.append(f"{where}.primary_key: {col!r} is not a declared column")
+    cursor_field = raw.get("cursor_field")
+    if cursor_field is not None and (not isinstance(cursor_field, str) or (cols_raw and cursor_field not in cols_raw)):
+        problems.append(f"{where}.cursor_field: {cursor_field!r} must be a declared column")
+    if kind == "files" and bool(raw.get("file")) == bool(raw.get("pattern")):
+        problems.append(f"{where}: give exactly one of file (one file, re-read when it changes) or pattern (each new file once)")
+    if kind == "postgres" and not re.match(r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$", str(raw.get("source_table", ""))):
+        problems.append(f"{where}.source_table: required for postgres, as schema.table")
+    if kind == "rest_api" and not isinstance(raw.get("endpoint"), str):
+        problems.append(f"{where}.endpoint: required for rest_api, a path like /v1/products")
+    pagination = c.mapping("pagination")
+    if kind == "rest_api" and pagination.get("type", "none") not in PAGINATION:
+        problems.append(f"{where}.pagination.type is {pagination.get('type')!r}; allowed: {', '.join(PAGINATION)}")
+    records_path = raw.get("records_path", "")
+    if not isinstance(records_path, str):
+        problems.append(f"{where}.records_path must be a dotted path like data.items")
+        records_path = ""
     return TableSpec(
         name=name,
-        file=file,
         columns=tuple(columns),
         primary_key=tuple(pk),
-        description=str(raw.get("description", "")),
+        description=c.text("description", ""),
+        cursor_field=cursor_field if isinstance(cursor_field, str) else None,
+        lookback_s=c.duration("lookback", "0s") or 0,
+        freshness_s=c.duration("freshness"),
+        schema_policy=c.text("schema_policy", "evolve", allowed=POLICIES),
+        file=raw.get("file") or None,
+        pattern=raw.get("pattern") or None,
+        source_table=raw.get("source_table") or None,
+        endpoint=raw.get("endpoint") or None,
+        records_path=tuple(p for p in records_path.split(".") if p),
+        pagination=pagination,
+        params=c.mapping("params"),
+        updated_since_param=raw.get("updated_since_param") or None,
     )

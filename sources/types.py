@@ -26,6 +26,9 @@ _SIMPLE: dict[str, tuple[pa.DataType, str]] = {
     "boolean": (pa.bool_(), "BOOLEAN"),
     "date": (pa.date32(), "DATE"),
     "timestamp": (pa.timestamp("us"), "TIMESTAMP"),
+    "timestamptz": (pa.timestamp("us", tz="UTC"), "TIMESTAMPTZ"),
+    "json": (pa.string(), "TEXT"),  # JSON text, parsed downstream by the models that need it
+    "uuid": (pa.string(), "TEXT"),
 }
 
 TYPE_NAMES = (*_SIMPLE, "decimal(p,s)")

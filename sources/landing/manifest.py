@@ -35,6 +35,7 @@ class Manifest:
     primary_key: list[str]
     files: list[LandedFile]
     origin: dict[str, Any] = field(default_factory=dict)  # what was extracted (file path, checksum...)
+    cursor: dict[str, Any] = field(default_factory=dict)  # incremental sources: field, from, to
     format_version: int = FORMAT_VERSION
 
     @property
@@ -48,4 +49,5 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         data = json.loads(text)
         data["files"] = [LandedFile(**f) for f in data["files"]]
+        data.setdefault("cursor", {})
         return cls(**data)

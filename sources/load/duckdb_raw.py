@@ -1,33 +1,36 @@
 """Append landed batches to raw tables in a DuckDB warehouse, one transaction per batch.
 
 Each raw row carries its batch id, its row number inside the batch's Parquet file, the extraction
-time and the load time, so it can be traced to its landing file. The ledger
-``elt_meta.loaded_batches`` records every batch applied; the batch's rows and its ledger entry
-commit together, so a batch is in raw completely or not at all, and applying it again is a no-op.
+time and the load time, so it can be traced to its landing file. The batch's rows, its ledger
+entry (``elt_meta.loaded_batches``) and the table's cursor (``elt_meta.source_cursors``) commit
+together, so a batch is in raw completely or not at all, and applying it again is a no-op.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
 from sqlglot import exp
 
 from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
+from sources.load.base import (
+    CURSOR_COLUMNS,
+    CURSOR_TABLE,
+    LEDGER_COLUMNS,
+    LEDGER_TABLE,
+    META_SCHEMA,
+    METADATA_COLUMNS,
+    LoadResult,
+    numbered,
+)
+from sources.load.schema import plan_schema
 from sources.types import parse_type
 
 DIALECT = "duckdb"
-META_SCHEMA = "elt_meta"
-LEDGER_TABLE = "loaded_batches"
-METADATA_COLUMNS = (
-    ("_batch_id", "TEXT"),
-    ("_batch_row", "BIGINT"),
-    ("_extracted_at", "TIMESTAMP"),
-    ("_loaded_at", "TIMESTAMP"),
-)
 
 
 def q(name: str) -> str:
@@ -44,38 +47,32 @@ def qtable(schema: str, table: str) -> str:
 
 
 LEDGER = qtable(META_SCHEMA, LEDGER_TABLE)
-_LEDGER_DDL = f"""
-CREATE TABLE IF NOT EXISTS {LEDGER} (
-    batch_id TEXT NOT NULL,
-    source TEXT NOT NULL,
-    table_name TEXT NOT NULL,
-    raw_table TEXT NOT NULL,
-    rows BIGINT NOT NULL,
-    extracted_at TIMESTAMP NOT NULL,
-    loaded_at TIMESTAMP NOT NULL,
-    origin_sha256 TEXT,
-    PRIMARY KEY (source, table_name, batch_id)
-)
-"""
+CURSORS = qtable(META_SCHEMA, CURSOR_TABLE)
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    batch_id: str
-    table: str
-    rows: int
-    applied: bool  # False when the ledger already had the batch
+def normal_type(sql_type: str) -> str:
+    return exp.DataType.build(sql_type, dialect=DIALECT).sql(DIALECT)
+
+
+def _utc_naive(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class DuckDBRaw:
-    """Raw tables and the batch ledger in one DuckDB file."""
+    """Raw tables, the batch ledger and source cursors in one DuckDB file."""
+
+    dialect = DIALECT
 
     def __init__(self, database: Path | str) -> None:
         self.database = str(database)
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(self.database)
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(META_SCHEMA)}")
-        self.con.execute(_LEDGER_DDL)
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {LEDGER} ({LEDGER_COLUMNS})")
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {CURSORS} ({CURSOR_COLUMNS})")
+
+    def __repr__(self) -> str:
+        return f"DuckDBRaw({self.database!r})"
 
     def close(self) -> None:
         self.con.close()
@@ -92,7 +89,13 @@ class DuckDBRaw:
         ).fetchall()
         return {r[0] for r in rows}
 
-    def load(self, manifest: Manifest, files: list[Path], raw_schema: str) -> LoadResult:
+    def cursor(self, source: str, table: str) -> str | None:
+        row = self.con.execute(
+            f"SELECT cursor_value FROM {CURSORS} WHERE source = ? AND table_name = ?", [source, table]
+        ).fetchone()
+        return row[0] if row else None
+
+    def load(self, manifest: Manifest, reader: pa.RecordBatchReader, raw_schema: str, *, policy: str = "evolve") -> LoadResult:
         """Apply one landed batch. Idempotent: a batch already in the ledger is skipped."""
         where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}
         raw_table = qtable(raw_schema, manifest.table)
@@ -107,23 +110,19 @@ class DuckDBRaw:
             if seen:
                 con.execute("ROLLBACK")
                 return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=False)
-            self._ensure_table(raw_schema, manifest, where)
+            notes, casts = self._ensure_table(raw_schema, manifest, where, policy)
             data_cols = [c["name"] for c in manifest.columns]
             target_cols = ", ".join(q(c) for c in [*data_cols, *(m for m, _ in METADATA_COLUMNS)])
-            select_cols = ", ".join(q(c) for c in data_cols)
+            select_cols = ", ".join(
+                f"CAST({q(c)} AS {casts[c]})" if c in casts else q(c) for c in data_cols
+            )
+            con.register("_elt_batch", numbered(reader))
             inserted = con.execute(
-                f"""
-                INSERT INTO {raw_table} ({target_cols})
-                SELECT {select_cols}, ?, file_row_number, ?, ?
-                FROM read_parquet(?, file_row_number = true)
-                """,
-                [
-                    manifest.batch_id,
-                    manifest.extracted_at_dt.astimezone(UTC).replace(tzinfo=None),
-                    loaded_at,
-                    [str(f) for f in files],
-                ],
+                f"INSERT INTO {raw_table} ({target_cols}) "
+                f"SELECT {select_cols}, ?, _batch_row, ?, ? FROM _elt_batch",
+                [manifest.batch_id, _utc_naive(manifest.extracted_at_dt), loaded_at],
             ).fetchone()
+            con.unregister("_elt_batch")
             count = int(inserted[0]) if inserted else 0
             if count != manifest.rows:
                 raise RawLoadError(
@@ -133,58 +132,44 @@ class DuckDBRaw:
                 )
             con.execute(
                 f"INSERT INTO {LEDGER} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    manifest.batch_id,
-                    manifest.source,
-                    manifest.table,
-                    f"{raw_schema}.{manifest.table}",
-                    manifest.rows,
-                    manifest.extracted_at_dt.astimezone(UTC).replace(tzinfo=None),
-                    loaded_at,
-                    manifest.origin.get("sha256"),
-                ],
+                [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}", manifest.rows,
+                 _utc_naive(manifest.extracted_at_dt), loaded_at, manifest.origin.get("sha256")],
             )
+            if manifest.cursor.get("field") and manifest.cursor.get("to") is not None:
+                con.execute(
+                    f"INSERT OR REPLACE INTO {CURSORS} VALUES (?, ?, ?, ?, ?, ?)",
+                    [manifest.source, manifest.table, manifest.cursor["field"], str(manifest.cursor["to"]),
+                     manifest.batch_id, loaded_at],
+                )
             con.execute("COMMIT")
         except RawLoadError:
             con.execute("ROLLBACK")
             raise
-        except duckdb.Error as exc:
+        except (duckdb.Error, pa.ArrowException) as exc:
             con.execute("ROLLBACK")
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {exc}",
                 **where,
                 hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
             ) from exc
-        return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True)
+        return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True, schema_notes=notes)
 
-    def _ensure_table(self, raw_schema: str, manifest: Manifest, where: dict[str, str]) -> None:
+    def _ensure_table(self, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str) -> tuple[tuple[str, ...], dict[str, str]]:
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(raw_schema)}")
-        wanted = [(c["name"], parse_type(c["type"]).sql(DIALECT)) for c in manifest.columns]
-        wanted += list(METADATA_COLUMNS)
+        batch = [(c["name"], normal_type(parse_type(c["type"]).sql(DIALECT))) for c in manifest.columns]
         existing = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
             "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
             [raw_schema, manifest.table],
         ).fetchall()
+        table = qtable(raw_schema, manifest.table)
         if not existing:
-            columns = ",\n    ".join(f"{q(n)} {t}" for n, t in wanted)
-            self.con.execute(f"CREATE TABLE {qtable(raw_schema, manifest.table)} (\n    {columns}\n)")
-            return
-        have = {n: _normal_type(t) for n, t in existing}
-        changed = [
-            f"{n}: raw has {have.get(n, 'no such column')}, batch has {_normal_type(t)}"
-            for n, t in wanted
-            if have.get(n) != _normal_type(t)
-        ]
-        changed += [f"{n}: in raw, not in the batch" for n in have if n not in dict(wanted)]
-        if changed:
-            raise RawLoadError(
-                f"the batch's columns differ from raw table {raw_schema}.{manifest.table}: {'; '.join(changed)}",
-                **where,
-                hint="a source schema change: update the declaration and migrate the raw table "
-                "(see docs/runbook.md, 'Schema change')",
-            )
-
-
-def _normal_type(sql_type: str) -> str:
-    return exp.DataType.build(sql_type, dialect=DIALECT).sql(DIALECT)
+            columns = ",\n    ".join(f"{q(n)} {t}" for n, t in [*batch, *METADATA_COLUMNS])
+            self.con.execute(f"CREATE TABLE {table} (\n    {columns}\n)")
+            return (), {}
+        meta = {m for m, _ in METADATA_COLUMNS}
+        raw = {n: normal_type(t) for n, t in existing if n not in meta}
+        plan = plan_schema(raw, batch, policy, where, f"{raw_schema}.{manifest.table}")
+        for name, sql_type in plan.add:
+            self.con.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {sql_type}")
+        return plan.notes, dict(plan.cast)

@@ -25,8 +25,8 @@ def test_every_wrong_field_is_listed_at_once() -> None:
             origin="bad.yaml",
         )
     text = str(err.value)
-    assert "'name' 'Bad-Name' must be lower_snake_case" in text
-    assert "'kind' is 'ftp'; allowed: files" in text
+    assert "'name' 'Bad-Name' has the wrong form" in text
+    assert "'kind' is 'ftp'; allowed: files, postgres, rest_api" in text
     assert "tables.t.columns.a: unknown type 'strng'" in text
     assert "tables.t.columns._x: names starting with '_' are reserved" in text
     assert "tables.t.primary_key: 'nope' is not a declared column" in text

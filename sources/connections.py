@@ -1,0 +1,80 @@
+"""Connection settings from the environment: declarations and config name variables, never values.
+
+A secret can be given directly (``APPDB_PASSWORD``) or as a file (``APPDB_PASSWORD_FILE``, for
+Docker/Kubernetes secrets). Values never appear in ``repr``, logs or errors.
+
+>>> settings = PostgresSettings.from_env("NOPE_", environ={"NOPE_HOST": "db", "NOPE_PASSWORD": "s3cret"})
+>>> "s3cret" in repr(settings)
+False
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sources.errors import ConfigError
+
+
+def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``name``, or the content of the file named by ``name_FILE``."""
+    env = os.environ if environ is None else environ
+    if env.get(name):
+        return env[name]
+    file = env.get(f"{name}_FILE")
+    if file:
+        try:
+            return Path(file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE points to {file!r}, which cannot be read: {exc.strerror}") from None
+    return None
+
+
+@dataclass(frozen=True)
+class PostgresSettings:
+    host: str
+    port: int
+    user: str
+    dbname: str
+    password: str | None = field(default=None, repr=False)
+    sslmode: str | None = None
+    origin: str = ""  # which variables these came from, for error messages
+
+    @classmethod
+    def from_env(cls, prefix: str, environ: Mapping[str, str] | None = None) -> PostgresSettings:
+        """``<prefix>HOST``, ``PORT``, ``USER``, ``PASSWORD`` (or ``PASSWORD_FILE``), ``DATABASE``, ``SSLMODE``."""
+        env = os.environ if environ is None else environ
+        port = env.get(f"{prefix}PORT") or "5432"
+        if not port.isdigit():
+            raise ConfigError(f"{prefix}PORT must be a number", hint=f"set {prefix}PORT, e.g. 5432")
+        return cls(
+            host=env.get(f"{prefix}HOST") or "127.0.0.1",
+            port=int(port),
+            user=env.get(f"{prefix}USER") or "postgres",
+            dbname=env.get(f"{prefix}DATABASE") or "postgres",
+            password=secret_from_env(f"{prefix}PASSWORD", env),
+            sslmode=env.get(f"{prefix}SSLMODE") or None,
+            origin=f"{prefix}* environment variables",
+        )
+
+    def connect(self):  # type: ignore[no-untyped-def]
+        import psycopg2
+
+        kwargs = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
+                  "connect_timeout": 10, "application_name": "elt"}
+        if self.password:
+            kwargs["password"] = self.password
+        if self.sslmode:
+            kwargs["sslmode"] = self.sslmode
+        try:
+            return psycopg2.connect(**kwargs)
+        except psycopg2.OperationalError as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if self.password:
+                text = text.replace(self.password, "***")
+            raise ConfigError(
+                f"cannot connect to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname}: {text}",
+                hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)",
+            ) from None

@@ -1,0 +1,30 @@
+"""What an extractor hands to the pipeline: one batch-to-be of one table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from sources.config import ColumnSpec, TableSpec
+
+
+@dataclass
+class Extract:
+    """Rows to land as one batch, with what is needed to trace them and to advance the cursor."""
+
+    table: TableSpec
+    columns: list[ColumnSpec]  # the contract of this batch (declared, or read from a catalog)
+    batches: Iterator[pa.RecordBatch]
+    origin: dict[str, Any] = field(default_factory=dict)
+    cursor_from: str | None = None  # lower bound used for this extract (incremental tables)
+    land_if_empty: bool = True  # snapshots land even when empty; incremental extracts do not
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.type.arrow) for c in self.columns])
+
+    def manifest_columns(self) -> list[dict[str, str]]:
+        return [{"name": c.name, "type": c.type.name, "arrow": str(c.type.arrow)} for c in self.columns]

@@ -1,0 +1,269 @@
+"""File sources: CSV, JSON lines and Parquet, from a local folder or an S3 prefix.
+
+A table names one ``file`` (a snapshot: re-extracted whenever its content changes) or a
+``pattern`` (each new file is extracted once). Files are read in blocks as bounded Arrow record
+batches and cast to the declared types; a value that does not cast stops the table with an error
+naming the file, row and field, so a bad extract never reaches landing.
+"""
+
+from __future__ import annotations
+
+import csv as pycsv
+import fnmatch
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+from pyarrow import csv
+
+from sources.config import SourceSpec, TableSpec
+from sources.errors import ContractError, SourceReadError
+from sources.extract.base import Extract
+from sources.landing.manifest import Manifest
+from sources.landing.store import s3_filesystem
+
+BLOCK_BYTES = 8 << 20  # bytes of CSV/JSON parsed at a time; one Arrow batch each
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    fs: pafs.FileSystem
+    path: str  # on fs
+    url: str  # what people see: a local path or s3://bucket/key
+    size: int
+    mtime: datetime | None
+
+
+def resolve_location(location: str) -> tuple[pafs.FileSystem, str, str]:
+    """(filesystem, base path on it, display prefix) for a folder or an ``s3://bucket/prefix``."""
+    if location.startswith("s3://"):
+        base = location[len("s3://"):].strip("/")
+        return s3_filesystem(), base, "s3://"
+    return pafs.LocalFileSystem(), str(Path(location).resolve()), ""
+
+
+def arrow_schema(table: TableSpec) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type.arrow) for c in table.columns])
+
+
+def _info(fs: pafs.FileSystem, path: str, prefix: str) -> SourceFile | None:
+    info = fs.get_file_info(path)
+    if info.type != pafs.FileType.File:
+        return None
+    mtime = info.mtime.astimezone(UTC) if info.mtime else None
+    return SourceFile(fs, path, prefix + path, info.size or 0, mtime)
+
+
+def scan(file: SourceFile) -> tuple[str, int]:
+    """One pass over the bytes: the sha256 and the number of quote characters."""
+    digest = hashlib.sha256()
+    quotes = 0
+    with file.fs.open_input_stream(file.path) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            quotes += chunk.count(b'"')
+    return digest.hexdigest(), quotes
+
+
+def file_sha256(path: Path) -> str:
+    return scan(SourceFile(pafs.LocalFileSystem(), str(path), str(path), 0, None))[0]
+
+
+def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: list[Manifest], force: bool = False) -> Iterator[Extract]:
+    """The extracts to land for ``table``: its file if it changed, or each new file of its pattern."""
+    where = {"source": spec.name, "table": table.name}
+    fs, base, prefix = resolve_location(location)
+    if table.file:
+        file = _info(fs, f"{base}/{table.file}", prefix)
+        if file is None:
+            raise SourceReadError(
+                f"file {prefix}{base}/{table.file} does not exist", **where,
+                hint="check the source path (--path or 'path' in the declaration) and the table's 'file'",
+            )
+        digest, quotes = scan(file)
+        # Compared with the latest extract only: a file reverted to older content is a new extract.
+        if not force and landed and landed[-1].origin.get("sha256") == digest:
+            return
+        yield _extract(spec, table, file, digest, quotes)
+        return
+    seen = {m.origin.get("path") for m in landed}
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    matching = sorted(i.path for i in infos if i.type == pafs.FileType.File
+                      and fnmatch.fnmatch(i.path[len(base):].lstrip("/"), str(table.pattern)))
+    for path in matching:
+        file = _info(fs, path, prefix)
+        if file is None:  # vanished between listing and reading: picked up next run if it returns
+            continue
+        if file.url in seen and not force:
+            continue
+        digest, quotes = scan(file)
+        yield _extract(spec, table, file, digest, quotes)
+
+
+def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, quotes: int) -> Extract:
+    origin = {"kind": "file", "path": file.url, "sha256": digest, "bytes": file.size,
+              "modified_at": file.mtime.isoformat() if file.mtime else None}
+    readers = {"csv": _csv_batches, "jsonl": _jsonl_batches, "parquet": _parquet_batches}
+    batches = readers[spec.format](file, table, spec.name, quotes)
+    return Extract(table, list(table.columns), batches, origin)
+
+
+def _where(source: str, table: TableSpec) -> dict[str, str]:
+    return {"source": source, "table": table.name}
+
+
+def read_csv_batches(path: Path, table: TableSpec, *, source: str, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
+    """Typed record batches of a local CSV file (see ``_csv_batches``)."""
+    file = _info(pafs.LocalFileSystem(), str(Path(path).resolve()), "")
+    if file is None:
+        raise SourceReadError(f"file {path} does not exist", **_where(source, table))
+    return _csv_batches(file, table, source, scan(file)[1], block_bytes)
+
+
+def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
+    where = _where(source, table)
+    name = file.url.rsplit("/", 1)[-1]
+    if quotes % 2:
+        raise SourceReadError(
+            f"malformed CSV in {name}: a quoted value is never closed (odd number of '\"' characters)", **where,
+            hint="fix or re-export the file; a reader would otherwise swallow the following rows into one value",
+        )
+    with file.fs.open_input_stream(file.path) as handle:
+        first = handle.read(1 << 16).split(b"\n", 1)[0]
+    try:
+        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8").rstrip("\r")]))] if first.strip() else []
+    except UnicodeDecodeError as exc:
+        raise SourceReadError(f"{name} is not UTF-8 text: {exc}", **where) from exc
+    if not header:
+        raise ContractError(f"{name} is empty (no header line)", **where)
+    _check_header(header, table, name, where)
+    try:
+        reader = csv.open_csv(
+            file.fs.open_input_stream(file.path),
+            read_options=csv.ReadOptions(block_size=block_bytes, use_threads=True),
+            parse_options=csv.ParseOptions(newlines_in_values=True),
+            convert_options=csv.ConvertOptions(
+                column_types={c: pa.string() for c in header}, strings_can_be_null=False
+            ),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceReadError(f"cannot open {name}: {exc}", **where) from exc
+    first_row = 1  # 1-based data row number (the header is not a row)
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise SourceReadError(
+                f"malformed CSV in {name} after data row {first_row - 1}: {exc}", **where, row=first_row,
+                hint="fix or re-export the file; nothing of this table was landed",
+            ) from exc
+        yield cast_batch(batch, table, first_row, where)
+        first_row += batch.num_rows
+
+
+def _check_header(header: list[str], table: TableSpec, name: str, where: dict[str, str]) -> None:
+    declared = table.column_names
+    if header != declared:
+        missing = [c for c in declared if c not in header]
+        extra = [c for c in header if c not in declared]
+        detail = f"header of {name} is {header}, declared columns are {declared}"
+        if missing or extra:
+            detail += f" (missing: {missing}, not declared: {extra})"
+        raise ContractError(detail, **where, hint="update the table's columns in the source declaration, or fix the extract")
+
+
+def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int) -> Iterator[pa.RecordBatch]:
+    where = _where(source, table)
+    name = file.url.rsplit("/", 1)[-1]
+    text_schema = pa.schema([pa.field(c.name, pa.string() if pa.types.is_timestamp(c.type.arrow) or pa.types.is_decimal(c.type.arrow) or pa.types.is_date(c.type.arrow) else c.type.arrow) for c in table.columns])
+    try:
+        reader = pajson.open_json(
+            file.fs.open_input_stream(file.path),
+            read_options=pajson.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
+            parse_options=pajson.ParseOptions(explicit_schema=text_schema, unexpected_field_behavior="ignore"),
+        )
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceReadError(f"malformed JSON lines in {name}: {exc}", **where,
+                              hint="every line must be one JSON object; fix or re-export the file") from exc
+    first_row = 1
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            raise SourceReadError(f"malformed JSON lines in {name} after row {first_row - 1}: {exc}", **where,
+                                  row=first_row, hint="every line must be one JSON object; fix or re-export the file") from exc
+        yield cast_batch(batch, table, first_row, where)
+        first_row += batch.num_rows
+
+
+def _parquet_batches(file: SourceFile, table: TableSpec, source: str, quotes: int) -> Iterator[pa.RecordBatch]:
+    where = _where(source, table)
+    name = file.url.rsplit("/", 1)[-1]
+    try:
+        parquet = pq.ParquetFile(file.fs.open_input_file(file.path))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceReadError(f"{name} is not a readable Parquet file: {exc}", **where) from exc
+    _check_header([f.name for f in parquet.schema_arrow if f.name in table.column_names] +
+                  [c for c in table.column_names if c not in parquet.schema_arrow.names], table, name, where)
+    first_row = 1
+    for batch in parquet.iter_batches(batch_size=65536, columns=table.column_names):
+        yield cast_batch(batch, table, first_row, where)
+        first_row += batch.num_rows
+
+
+def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str]) -> pa.RecordBatch:
+    """Cast every column to its declared type; name the first row and field that do not cast."""
+    arrays = []
+    for spec in table.columns:
+        column = batch.column(spec.name)
+        target = spec.type.arrow
+        if column.type == target:
+            arrays.append(column)
+            continue
+        if pa.types.is_string(column.type) and not pa.types.is_string(target):
+            # Empty text is "no value" for every non-text type.
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        try:
+            arrays.append(_cast(column, target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            offset, value = _first_bad_value(column, target)
+            raise ContractError(
+                f"value {value!r} is not a valid {spec.type.name} ({exc})", **where, row=first_row + offset,
+                field=spec.name, hint="fix the source row, or change the column's type in the source declaration",
+            ) from exc
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
+
+
+def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """``pc.cast``, reading zone-less text as UTC for a zone-aware timestamp (all times are UTC)."""
+    try:
+        return pc.cast(column, target)
+    except pa.ArrowInvalid:
+        if not (pa.types.is_timestamp(target) and target.tz and pa.types.is_string(column.type)):
+            raise
+        return pc.cast(pc.cast(column, pa.timestamp(target.unit)), target)
+
+
+def _first_bad_value(column: pa.Array, target: pa.DataType) -> tuple[int, object]:
+    """Find the first value that fails the cast (only on the error path, so a loop is fine)."""
+    for offset, value in enumerate(column.to_pylist()):
+        if value is None:
+            continue
+        try:
+            _cast(pa.array([value], column.type), target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return offset, value
+    return 0, None
+
+

@@ -1,0 +1,278 @@
+"""Immutable landing on a local folder or any S3-compatible endpoint: one layout, one contract.
+
+Layout (``<root>`` is a folder, or ``bucket/prefix`` on S3)::
+
+    <root>/<source>/<table>/<batch_id>/part-00000.parquet
+    <root>/<source>/<table>/<batch_id>/_manifest.json      <- written last
+
+A batch exists only once its manifest exists. Locally the manifest is written to a temporary
+name, fsynced and renamed; on S3 a PUT is atomic. Data files are written to a local spool first,
+checksummed, and then placed (renamed locally, uploaded on S3), so a crash at any instant leaves
+either a complete batch or a folder without manifest that no reader sees and that
+``sweep_incomplete`` removes. Nothing here ever rewrites or deletes a batch that has a manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from sources.errors import ConfigError, LandingError
+from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
+
+PART_NAME = "part-00000.parquet"
+
+
+def new_batch_id(extracted_at: datetime) -> str:
+    """Sortable by extraction time, unique per extract.
+
+    >>> new_batch_id(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC))[:23]
+    '20260102T030405000006Z-'
+    """
+    return f"{extracted_at:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def s3_filesystem(endpoint: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
+    """An S3 filesystem; credentials come from the standard AWS environment variables/profile."""
+    kwargs: dict[str, Any] = {"region": region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    endpoint = endpoint or os.environ.get("ELT_S3_ENDPOINT")
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        if not host:
+            scheme, host = "https", endpoint
+        kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
+    return pafs.S3FileSystem(**kwargs)
+
+
+@dataclass
+class BatchWriter:
+    """Write one batch: ``write`` record batches, ``close_data`` to check it, then ``commit`` or ``abort``."""
+
+    landing: Landing
+    source: str
+    table: str
+    schema: pa.Schema
+    extracted_at: datetime
+    batch_id: str
+
+    def __post_init__(self) -> None:
+        self._spool = Path(tempfile.mkdtemp(prefix="elt-batch-", dir=self.landing.spool_dir))
+        self.data_path = self._spool / PART_NAME  # local copy, readable by checks before commit
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.data_path, self.schema, compression="zstd")
+        self.rows = 0
+        self._placed = False
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        assert self._writer is not None, "batch already closed"
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close_data(self) -> Path:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        return self.data_path
+
+    def commit(self, columns: list[dict[str, str]], primary_key: list[str], origin: dict[str, Any],
+               cursor: dict[str, Any] | None = None) -> Manifest:
+        data = self.close_data()
+        manifest = Manifest(
+            batch_id=self.batch_id,
+            source=self.source,
+            table=self.table,
+            extracted_at=self.extracted_at.isoformat(),
+            rows=self.rows,
+            columns=columns,
+            primary_key=primary_key,
+            files=[LandedFile(PART_NAME, self.rows, data.stat().st_size, sha256_file(data))],
+            origin=origin,
+            cursor=cursor or {},
+        )
+        self._placed = True
+        self.landing._place(self.source, self.table, self.batch_id, data, manifest)
+        shutil.rmtree(self._spool, ignore_errors=True)
+        return manifest
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001 - the batch is being discarded anyway
+                pass
+            self._writer = None
+        shutil.rmtree(self._spool, ignore_errors=True)
+        if self._placed:  # the data file may be placed without its manifest: it does not exist
+            self.landing._remove_batch_dir(self.source, self.table, self.batch_id)
+
+
+class Landing:
+    """The landing store. ``Landing.from_url("s3://bucket/prefix")`` or ``Landing.local(path)``."""
+
+    def __init__(self, fs: pafs.FileSystem, root: str, url: str, spool_dir: str | None = None) -> None:
+        self.fs = fs
+        self.root = root.rstrip("/")
+        self.url = url
+        self.is_local = isinstance(fs, pafs.LocalFileSystem)
+        self.spool_dir = spool_dir or (str(Path(self.root) / ".spool") if self.is_local else None)
+        if self.spool_dir:
+            Path(self.spool_dir).mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def local(cls, path: Path | str) -> Landing:
+        path = Path(path).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(pafs.LocalFileSystem(), str(path), str(path))
+
+    @classmethod
+    def from_url(cls, url: str, *, endpoint: str | None = None) -> Landing:
+        """``s3://bucket/prefix`` (endpoint from ELT_S3_ENDPOINT or ``endpoint``) or a local path."""
+        if url.startswith("s3://"):
+            bucket_prefix = url[len("s3://"):].strip("/")
+            if not bucket_prefix:
+                raise ConfigError(f"landing URL {url!r} names no bucket", hint="use s3://<bucket>/<prefix>")
+            return cls(s3_filesystem(endpoint), bucket_prefix, url)
+        return cls.local(url)
+
+    def __repr__(self) -> str:
+        return f"Landing({self.url!r})"
+
+    # -- paths -------------------------------------------------------------------------------
+    def table_dir(self, source: str, table: str) -> str:
+        return f"{self.root}/{source}/{table}"
+
+    def batch_dir(self, source: str, table: str, batch_id: str) -> str:
+        return f"{self.table_dir(source, table)}/{batch_id}"
+
+    # -- writing -----------------------------------------------------------------------------
+    def open_batch(self, source: str, table: str, schema: pa.Schema, extracted_at: datetime | None = None) -> BatchWriter:
+        extracted_at = extracted_at or datetime.now(UTC)
+        return BatchWriter(self, source, table, schema, extracted_at, new_batch_id(extracted_at))
+
+    def _place(self, source: str, table: str, batch_id: str, data: Path, manifest: Manifest) -> None:
+        target = self.batch_dir(source, table, batch_id)
+        if self.is_local:
+            target_dir = Path(target)
+            target_dir.mkdir(parents=True, exist_ok=False)
+            with data.open("rb") as handle:
+                os.fsync(handle.fileno())
+            shutil.move(str(data), target_dir / PART_NAME)
+            tmp = target_dir / (MANIFEST_NAME + ".tmp")
+            with tmp.open("w") as handle:
+                handle.write(manifest.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target_dir / MANIFEST_NAME)
+            _fsync_dir(target_dir)
+        else:
+            with data.open("rb") as src, self.fs.open_output_stream(f"{target}/{PART_NAME}") as out:
+                shutil.copyfileobj(src, out, 8 << 20)
+            with self.fs.open_output_stream(f"{target}/{MANIFEST_NAME}") as out:
+                out.write(manifest.to_json().encode())
+
+    def _remove_batch_dir(self, source: str, table: str, batch_id: str) -> None:
+        path = self.batch_dir(source, table, batch_id)
+        info = self.fs.get_file_info(f"{path}/{MANIFEST_NAME}")
+        if info.type == pafs.FileType.NotFound:
+            self.fs.delete_dir_contents(path, missing_dir_ok=True)
+            if self.is_local:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _batch_dirs(self, source: str, table: str) -> list[str]:
+        base = self.table_dir(source, table)
+        infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=False))
+        return sorted(i.path for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+
+    def batches(self, source: str, table: str) -> Iterator[Manifest]:
+        """Every complete batch of a table, oldest first."""
+        for batch_dir in self._batch_dirs(source, table):
+            manifest_path = f"{batch_dir}/{MANIFEST_NAME}"
+            if self.fs.get_file_info(manifest_path).type == pafs.FileType.File:
+                yield self.read_manifest(manifest_path)
+
+    def read_manifest(self, path: str) -> Manifest:
+        try:
+            with self.fs.open_input_stream(path) as handle:
+                return Manifest.from_json(handle.read().decode())
+        except (ValueError, TypeError, KeyError) as exc:
+            raise LandingError(
+                f"manifest {path} is unreadable: {exc}",
+                hint="a manifest is written atomically, so this means it was edited or the storage is damaged; "
+                "restore it from backup or move the batch folder aside and re-extract",
+            ) from exc
+
+    def data_files(self, manifest: Manifest, verify: bool = True) -> list[str]:
+        """The batch's data file paths (on ``self.fs``), each checked against the manifest's checksum."""
+        batch_dir = self.batch_dir(manifest.source, manifest.table, manifest.batch_id)
+        where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}
+        paths = []
+        for landed in manifest.files:
+            path = f"{batch_dir}/{landed.path}"
+            if self.fs.get_file_info(path).type != pafs.FileType.File:
+                raise LandingError(
+                    f"data file {path} listed in the manifest is missing", **where,
+                    hint="landing is immutable: restore the file from backup; do not edit the manifest",
+                )
+            if verify:
+                digest = hashlib.sha256()
+                with self.fs.open_input_stream(path) as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(chunk)
+                if digest.hexdigest() != landed.sha256:
+                    raise LandingError(
+                        f"checksum of {path} does not match its manifest", **where,
+                        hint="the landed file was changed after landing; restore it from backup or re-extract",
+                    )
+            paths.append(path)
+        return paths
+
+    def open_batch_reader(self, manifest: Manifest, verify: bool = True) -> pa.RecordBatchReader:
+        """Stream the batch's rows (bounded memory), after checking checksums."""
+        files = self.data_files(manifest, verify=verify)
+        import pyarrow.dataset as ds
+
+        return ds.dataset(files, format="parquet", filesystem=self.fs).scanner(batch_size=65536).to_reader()
+
+    def sweep_incomplete(self, source: str, table: str) -> list[str]:
+        """Remove batch folders left without a manifest by an interrupted extract."""
+        removed = []
+        for batch_dir in self._batch_dirs(source, table):
+            if self.fs.get_file_info(f"{batch_dir}/{MANIFEST_NAME}").type == pafs.FileType.NotFound:
+                self.fs.delete_dir_contents(batch_dir, missing_dir_ok=True)
+                if self.is_local:
+                    shutil.rmtree(batch_dir, ignore_errors=True)
+                removed.append(batch_dir)
+        return removed
+
+
+def LocalLanding(root: Path | str) -> Landing:  # noqa: N802 - kept as the name callers use
+    """The landing store on a local folder (the embedded default)."""
+    return Landing.local(root)

@@ -1,0 +1,80 @@
+"""What every raw store shares: the metadata columns, the ledger and cursor tables, row numbering.
+
+A raw store appends one landed batch per transaction: the batch's rows, its ledger entry and (for
+incremental tables) the advance of the table's cursor commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+
+from sources.landing.manifest import Manifest
+
+META_SCHEMA = "elt_meta"
+LEDGER_TABLE = "loaded_batches"
+CURSOR_TABLE = "source_cursors"
+
+METADATA_COLUMNS = (
+    ("_batch_id", "TEXT"),
+    ("_batch_row", "BIGINT"),
+    ("_extracted_at", "TIMESTAMP"),
+    ("_loaded_at", "TIMESTAMP"),
+)
+
+LEDGER_COLUMNS = """
+    batch_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    raw_table TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    extracted_at TIMESTAMP NOT NULL,
+    loaded_at TIMESTAMP NOT NULL,
+    origin_sha256 TEXT,
+    PRIMARY KEY (source, table_name, batch_id)
+"""
+
+CURSOR_COLUMNS = """
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    cursor_field TEXT NOT NULL,
+    cursor_value TEXT,
+    batch_id TEXT NOT NULL,
+    updated_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (source, table_name)
+"""
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    batch_id: str
+    table: str
+    rows: int
+    applied: bool  # False when the ledger already had the batch
+    schema_notes: tuple[str, ...] = ()  # columns added to raw / absent from the batch
+
+
+class RawStore(Protocol):
+    dialect: str
+
+    def loaded_batch_ids(self, source: str, table: str) -> set[str]: ...
+    def cursor(self, source: str, table: str) -> str | None: ...
+    def load(self, manifest: Manifest, reader: pa.RecordBatchReader, raw_schema: str, *, policy: str = "evolve") -> LoadResult: ...
+    def close(self) -> None: ...
+
+
+def numbered(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:
+    """Add ``_batch_row`` (0-based position in the landed file) to every row, in file order."""
+    schema = reader.schema.append(pa.field("_batch_row", pa.int64()))
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        offset = 0
+        for batch in reader:
+            rows = pa.array(range(offset, offset + batch.num_rows), pa.int64())
+            offset += batch.num_rows
+            yield pa.RecordBatch.from_arrays([*batch.columns, rows], schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())

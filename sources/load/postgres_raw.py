@@ -1,0 +1,175 @@
+"""Append landed batches to raw tables in a PostgreSQL warehouse with COPY FROM STDIN.
+
+One transaction per batch: the rows (streamed with COPY, one Arrow record batch at a time so
+memory stays bounded), the ledger entry and the cursor advance commit together. A transaction
+advisory lock on (source, table) serialises loaders of the same table across processes and hosts.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg2 import sql
+
+from sources.connections import PostgresSettings
+from sources.errors import RawLoadError
+from sources.landing.manifest import Manifest
+from sources.load.base import (
+    CURSOR_COLUMNS,
+    CURSOR_TABLE,
+    LEDGER_COLUMNS,
+    LEDGER_TABLE,
+    META_SCHEMA,
+    METADATA_COLUMNS,
+    LoadResult,
+    numbered,
+)
+from sources.load.schema import plan_schema
+from sources.types import parse_type
+
+DIALECT = "postgres"
+_PG_NORMAL = {
+    "text": "TEXT", "character varying": "TEXT", "bigint": "BIGINT", "integer": "BIGINT", "double precision": "DOUBLE PRECISION",
+    "boolean": "BOOLEAN", "date": "DATE", "timestamp without time zone": "TIMESTAMP",
+    "timestamp with time zone": "TIMESTAMPTZ",
+}
+
+
+def _ident(*parts: str) -> sql.Identifier:
+    return sql.Identifier(*parts)
+
+
+def _sql_type(type_name: str) -> str:
+    return parse_type(type_name).sql(DIALECT).upper()
+
+
+def _normal(data_type: str, precision: int | None, scale: int | None) -> str:
+    if data_type == "numeric":
+        return f"DECIMAL({precision}, {scale})"
+    return _PG_NORMAL.get(data_type, data_type.upper())
+
+
+class PostgresRaw:
+    """Raw tables, the ledger and source cursors in a PostgreSQL database."""
+
+    dialect = DIALECT
+
+    def __init__(self, settings: PostgresSettings) -> None:
+        self.settings = settings
+        self.con = settings.connect()
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(META_SCHEMA)))
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + LEDGER_COLUMNS + ")").format(_ident(META_SCHEMA, LEDGER_TABLE)))
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + CURSOR_COLUMNS + ")").format(_ident(META_SCHEMA, CURSOR_TABLE)))
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"PostgresRaw({s.user}@{s.host}:{s.port}/{s.dbname})"
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> PostgresRaw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def loaded_batch_ids(self, source: str, table: str) -> set[str]:
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("SELECT batch_id FROM {} WHERE source = %s AND table_name = %s").format(
+                _ident(META_SCHEMA, LEDGER_TABLE)), [source, table])
+            return {r[0] for r in cur.fetchall()}
+
+    def cursor(self, source: str, table: str) -> str | None:
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("SELECT cursor_value FROM {} WHERE source = %s AND table_name = %s").format(
+                _ident(META_SCHEMA, CURSOR_TABLE)), [source, table])
+            row = cur.fetchone()
+            return row[0] if row else None
+
+    def load(self, manifest: Manifest, reader: pa.RecordBatchReader, raw_schema: str, *, policy: str = "evolve") -> LoadResult:
+        where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}
+        loaded_at = datetime.now(UTC).replace(tzinfo=None)
+        extracted_at = manifest.extracted_at_dt.astimezone(UTC).replace(tzinfo=None)
+        ledger = _ident(META_SCHEMA, LEDGER_TABLE)
+        try:
+            with self.con, self.con.cursor() as cur:  # one transaction: commit on success, rollback on error
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:{manifest.source}.{manifest.table}"])
+                cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(ledger),
+                            [manifest.source, manifest.table, manifest.batch_id])
+                if cur.fetchone():
+                    return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=False)
+                notes = self._ensure_table(cur, raw_schema, manifest, where, policy)
+                data_cols = [c["name"] for c in manifest.columns]
+                meta_cols = [m for m, _ in METADATA_COLUMNS]
+                copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+                    _ident(raw_schema, manifest.table), sql.SQL(", ").join(_ident(c) for c in [*data_cols, *meta_cols]))
+                copy_text = copy.as_string(cur)
+                count = 0
+                for batch in numbered(reader):
+                    n = batch.num_rows
+                    columns = [batch.column(c) for c in data_cols] + [
+                        pa.array([manifest.batch_id] * n, pa.string()),
+                        batch.column("_batch_row"),
+                        pa.array([extracted_at] * n, pa.timestamp("us")),
+                        pa.array([loaded_at] * n, pa.timestamp("us")),
+                    ]
+                    buf = io.BytesIO()
+                    pacsv.write_csv(pa.Table.from_arrays(columns, names=[*data_cols, *meta_cols]), buf,
+                                    pacsv.WriteOptions(include_header=False))
+                    buf.seek(0)
+                    cur.copy_expert(copy_text, buf)
+                    count += n
+                if count != manifest.rows:
+                    raise RawLoadError(
+                        f"landing files hold {count} rows but the manifest says {manifest.rows}", **where,
+                        hint="the batch is corrupt: restore its files from backup or re-extract the table",
+                    )
+                cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger),
+                            [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}",
+                             manifest.rows, extracted_at, loaded_at, manifest.origin.get("sha256")])
+                if manifest.cursor.get("field") and manifest.cursor.get("to") is not None:
+                    cur.execute(
+                        sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, table_name) DO UPDATE "
+                                "SET cursor_field = EXCLUDED.cursor_field, cursor_value = EXCLUDED.cursor_value, "
+                                "batch_id = EXCLUDED.batch_id, updated_at = EXCLUDED.updated_at").format(
+                            _ident(META_SCHEMA, CURSOR_TABLE)),
+                        [manifest.source, manifest.table, manifest.cursor["field"], str(manifest.cursor["to"]),
+                         manifest.batch_id, loaded_at])
+        except RawLoadError:
+            raise
+        except Exception as exc:  # psycopg2.Error, pyarrow errors: the transaction was rolled back
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RawLoadError(
+                f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,
+                hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
+            ) from exc
+        return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True, schema_notes=notes)
+
+    def _ensure_table(self, cur, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str):  # type: ignore[no-untyped-def]
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(raw_schema)))
+        batch = [(c["name"], _sql_type(c["type"])) for c in manifest.columns]
+        cur.execute(
+            "SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            [raw_schema, manifest.table],
+        )
+        existing = cur.fetchall()
+        table = _ident(raw_schema, manifest.table)
+        if not existing:
+            cols = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(_ident(n), sql.SQL(t)) for n, t in [*batch, *METADATA_COLUMNS]
+            )
+            cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, cols))
+            return ()
+        meta = {m for m, _ in METADATA_COLUMNS}
+        raw = {n: _normal(t, p, s) for n, t, p, s in existing if n not in meta}
+        plan = plan_schema(raw, batch, policy, where, f"{raw_schema}.{manifest.table}")
+        for name, sql_type in plan.add:
+            cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(table, _ident(name), sql.SQL(sql_type)))
+        # evolve_cast on PostgreSQL: COPY converts the text to the raw column's type, or fails the batch
+        return plan.notes

@@ -1,0 +1,109 @@
+"""Real servers for tests, on loopback only, started and stopped by fixtures.
+
+- PostgreSQL: the machine's server binaries (Debian's postgresql package), a fresh cluster made
+  with initdb in a temporary folder; run as the ``postgres`` user when the tests run as root
+  (initdb refuses root).
+- S3: moto's S3-compatible HTTP server (a real HTTP API; production points at AWS, MinIO, ...).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pg_bindir() -> Path:
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
+        if (Path(out) / "initdb").exists():
+            return Path(out)
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
+        if (candidate / "initdb").exists():
+            return candidate
+    raise RuntimeError("PostgreSQL server binaries not found: apt-get install postgresql (see .ci/run)")
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    user: str
+    dbname: str
+
+    @property
+    def dsn(self) -> str:
+        return f"host={self.host} port={self.port} user={self.user} dbname={self.dbname}"
+
+    def env(self, prefix: str) -> dict[str, str]:
+        return {f"{prefix}_HOST": self.host, f"{prefix}_PORT": str(self.port), f"{prefix}_USER": self.user,
+                f"{prefix}_DATABASE": self.dbname, f"{prefix}_PASSWORD": ""}
+
+
+@contextmanager
+def postgres_server() -> Iterator[Postgres]:
+    bindir = _pg_bindir()
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="elt-pg-"))
+    data = base / "data"
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+    port = free_port()
+    try:
+        subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-w", "-t", "60", "-l", str(base / "log"), "-o",
+             f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50", "start"],
+            check=True, capture_output=True, timeout=120,
+        )
+        yield Postgres("127.0.0.1", port, "postgres", "postgres")
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str  # http://127.0.0.1:PORT
+
+    def env(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                "ELT_S3_ENDPOINT": self.endpoint}
+
+
+@contextmanager
+def s3_server() -> Iterator[S3]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield S3(f"http://{host}:{port}")
+    finally:
+        server.stop()
