@@ -114,3 +114,55 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[n
     warehouse = project / "data" / "warehouse.duckdb"
     monkeypatch.setenv("ELT_DUCKDB_PATH", str(warehouse))
     return Settings(project_root=project, warehouse=warehouse, landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data")
+
+
+@pytest.fixture(scope="session")
+def pg_server():  # type: ignore[no-untyped-def]
+    """A real PostgreSQL server for the session (initdb in a temp folder, loopback only)."""
+    from tests.servers import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_db(pg_server, request):  # type: ignore[no-untyped-def]
+    """A fresh database on the session's server, dropped after the test."""
+    import re
+
+    import psycopg2
+
+    from tests.servers import Postgres
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield Postgres(pg_server.host, pg_server.port, pg_server.user, name)
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():  # type: ignore[no-untyped-def]
+    """A real S3-compatible HTTP endpoint on loopback (moto's server)."""
+    from tests.servers import s3_server
+
+    with s3_server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint, monkeypatch, request):  # type: ignore[no-untyped-def]
+    import re
+
+    import boto3
+
+    for key, value in s3_endpoint.env().items():
+        monkeypatch.setenv(key, value)
+    bucket = "b-" + re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[:40].strip("-")
+    boto3.client("s3", endpoint_url=s3_endpoint.endpoint).create_bucket(Bucket=bucket)
+    return bucket

@@ -91,8 +91,11 @@ class S3:
 
 @contextmanager
 def s3_server() -> Iterator[S3]:
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
     try:
