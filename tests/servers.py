@@ -110,3 +110,44 @@ def s3_server() -> Iterator[S3]:
         yield S3(f"http://{host}:{port}")
     finally:
         server.stop()
+
+
+Responder = "Callable[[str, dict[str, list[str]], dict[str, str]], tuple[int, dict[str, str], bytes]]"
+
+
+@contextmanager
+def http_server(respond) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A real HTTP server on 127.0.0.1; ``respond(path, query, headers) -> (status, headers, body)``.
+
+    Yields the base URL. Requests are recorded on ``respond.requests`` when that attribute exists.
+    """
+    import threading
+    import urllib.parse
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            parsed = urllib.parse.urlsplit(self.path)
+            query = urllib.parse.parse_qs(parsed.query)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            if hasattr(respond, "requests"):
+                respond.requests.append((parsed.path, query, headers))
+            status, extra, body = respond(parsed.path, query, headers)
+            self.send_response(status)
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,275 @@
+"""REST API source: paginated JSON over real HTTP, with auth, timeouts, retries and incremental reads.
+
+- Pagination: ``page`` (page number), ``offset``, ``cursor`` (a token in the body) and
+  ``next_link`` (a URL in the body or the ``Link`` header); a link seen twice stops the table
+  (a looping API would otherwise never end), and ``max_pages`` bounds every table.
+- Auth: ``bearer`` or ``api_key`` (a header), the secret read from the environment variable the
+  declaration names (or its ``_FILE``); it is redacted from every log line and error.
+- Retries: 429, 5xx, timeouts and connection errors are retried with exponential backoff and full
+  jitter, at most ``max_retries`` times, honouring ``Retry-After``; 401/403/404 and other 4xx are
+  not retried (retrying cannot fix them).
+- Incremental: ``updated_since_param`` carries the cursor (minus the lookback).
+- Records are mapped to the declared columns; nested values of ``json`` columns are kept as JSON text.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import os
+import random
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from sources.config import SourceSpec, TableSpec
+from sources.connections import secret_from_env
+from sources.errors import ConfigError, SourceReadError
+from sources.extract.base import Extract
+from sources.extract.files import cast_batch
+from sources.extract.postgres import _lower_bound
+from sources.logs import get_logger
+
+log = get_logger("sources.rest")
+ROWS_PER_BATCH = 10_000
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 60.0
+RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class TransientHTTPError(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def backoff_delay(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff, at least Retry-After when the server gave one.
+
+    >>> 0 <= backoff_delay(3, None, random.Random(1)) <= BACKOFF_BASE_S * 8
+    True
+    >>> backoff_delay(0, 7.0, random.Random(1)) >= 7.0
+    True
+    """
+    rng = rng or random.Random()
+    delay = rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** attempt)))
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, BACKOFF_CAP_S * 5))
+    return delay
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+class RestClient:
+    """GET JSON with auth, timeout and bounded retries; every message has the secret redacted."""
+
+    def __init__(self, spec: SourceSpec, table: TableSpec, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.spec, self.table, self.sleep = spec, table, sleep
+        self.where = {"source": spec.name, "table": table.name}
+        base = spec.base_url or os.environ.get(spec.base_url_env, "")
+        if not base:
+            raise ConfigError(f"environment variable {spec.base_url_env} (the API's base URL) is not set", **self.where)
+        self.base_url = base.rstrip("/")
+        self.headers = {"Accept": "application/json", "User-Agent": "elt-loader"}
+        self.secret: str | None = None
+        auth = spec.auth or {}
+        if auth.get("type", "none") != "none":
+            self.secret = secret_from_env(auth["token_env"])
+            if not self.secret:
+                raise ConfigError(f"environment variable {auth['token_env']} (the API secret) is not set", **self.where,
+                                  hint=f"export {auth['token_env']}=... or {auth['token_env']}_FILE=/path/to/secret")
+            if auth["type"] == "bearer":
+                self.headers["Authorization"] = f"Bearer {self.secret}"
+            else:
+                self.headers[auth["header"]] = self.secret
+        self.requests = 0
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+    def url(self, path_or_url: str, params: dict[str, Any] | None = None) -> str:
+        url = path_or_url if "://" in path_or_url else f"{self.base_url}/{path_or_url.lstrip('/')}"
+        if params:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        return url
+
+    def get(self, url: str) -> tuple[Any, dict[str, str]]:
+        attempts = self.spec.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                return self._get_once(url)
+            except TransientHTTPError as exc:
+                if attempt + 1 >= attempts:
+                    raise SourceReadError(
+                        f"GET {self.redact(url)} still failing after {attempts} attempts: {self.redact(str(exc))}",
+                        **self.where, hint="the API is unavailable or rate-limiting; rerun later, or raise max_retries",
+                    ) from None
+                delay = backoff_delay(attempt, exc.retry_after)
+                log.warning("retrying", extra={"fields": {**self.where, "url": self.redact(url), "attempt": attempt + 1,
+                                                          "of": attempts, "delay_s": round(delay, 3),
+                                                          "reason": self.redact(str(exc))}})
+                self.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _get_once(self, url: str) -> tuple[Any, dict[str, str]]:
+        self.requests += 1
+        request = urllib.request.Request(url, headers=self.headers, method="GET")
+        try:
+            with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:  # noqa: S310 - declared URL
+                body = response.read()
+                headers = {k.lower(): v for k, v in response.headers.items()}
+        except urllib.error.HTTPError as exc:
+            if exc.code in RETRY_STATUS:
+                raise TransientHTTPError(f"HTTP {exc.code}", _retry_after(exc.headers.get("Retry-After"))) from None
+            hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
+                     403: "the credentials lack permission for this endpoint: ask the API owner",
+                     404: "the endpoint does not exist: check endpoint and base URL in the declaration"}
+            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {exc.code}", **self.where,
+                                  hint=hints.get(exc.code, "a client error: check the declaration's endpoint and params")) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise TransientHTTPError(f"connection error: {reason}") from None
+        try:
+            return json.loads(body), headers
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise SourceReadError(
+                f"GET {self.redact(url)} returned a body that is not JSON (or was cut off): {exc}; "
+                f"first bytes: {self.redact(body[:80].decode('utf-8', 'replace'))!r}",
+                **self.where, hint="the API answered with an error page or a truncated body; rerun, or check the endpoint",
+            ) from None
+
+
+def _dig(body: Any, path: tuple[str, ...] | list[str]) -> Any:
+    for key in path:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body
+
+
+def _link_next(headers: dict[str, str]) -> str | None:
+    for part in headers.get("link", "").split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            return part.split(";")[0].strip().strip("<>")
+    return None
+
+
+def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> Iterator[list[dict[str, Any]]]:
+    """Yield the records of each page, following the table's pagination."""
+    p = {"type": "none", "page_param": "page", "page_size_param": "per_page", "page_size": 100, "start": 1,
+         "offset_param": "offset", "limit_param": "limit", "limit": 100, "cursor_param": "cursor",
+         "cursor_path": "next_cursor", "next_path": "next", "max_pages": 10_000} | dict(table.pagination)
+    params = dict(table.params)
+    if table.updated_since_param and updated_since is not None:
+        params[table.updated_since_param] = updated_since
+    kind = p["type"]
+    page, offset, token, next_url = int(p["start"]), 0, None, None
+    seen: set[str] = set()
+    for number in range(int(p["max_pages"])):
+        query = dict(params)
+        if kind == "page":
+            query.update({p["page_param"]: page, p["page_size_param"]: p["page_size"]})
+        elif kind == "offset":
+            query.update({p["offset_param"]: offset, p["limit_param"]: p["limit"]})
+        elif kind == "cursor" and token is not None:
+            query[p["cursor_param"]] = token
+        url = next_url or client.url(str(table.endpoint), query)
+        if url in seen:
+            raise SourceReadError(f"pagination loops: {client.redact(url)} was already fetched", **client.where,
+                                  hint="the API returned a next link it had already given; report it to the API owner")
+        seen.add(url)
+        body, headers = client.get(url)
+        records = _dig(body, table.records_path) if table.records_path else body
+        if not isinstance(records, list):
+            raise SourceReadError(
+                f"GET {client.redact(url)}: expected a list of records at '{'.'.join(table.records_path) or '<body>'}', "
+                f"got {type(records).__name__}", **client.where, hint="check records_path in the declaration")
+        yield records
+        if kind == "none":
+            return
+        if kind == "page":
+            if len(records) < int(p["page_size"]):
+                return
+            page += 1
+        elif kind == "offset":
+            if len(records) < int(p["limit"]):
+                return
+            offset += len(records)
+        elif kind == "cursor":
+            token = _dig(body, str(p["cursor_path"]).split("."))
+            if not token:
+                return
+        elif kind == "next_link":
+            next_url = _dig(body, str(p["next_path"]).split(".")) or _link_next(headers)
+            if not next_url:
+                return
+            next_url = client.url(str(next_url))
+        _ = number
+    raise SourceReadError(f"more than {p['max_pages']} pages", **client.where,
+                          hint="raise pagination.max_pages in the declaration if the API really has that many")
+
+
+def _to_text(value: Any, type_name: str) -> str | None:
+    if value is None:
+        return None
+    if type_name == "json":
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec, where: dict[str, str]) -> Iterator[pa.RecordBatch]:
+    """Map records to the declared columns in batches of ROWS_PER_BATCH (missing keys -> NULL)."""
+    names = table.column_names
+    types = [c.type.name for c in table.columns]
+    text_schema = pa.schema([pa.field(n, pa.string()) for n in names])
+    buffer: list[dict[str, Any]] = []
+    first_row = 1
+
+    def flush() -> pa.RecordBatch:
+        arrays = [pa.array([_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer], pa.string())
+                  for n, t in zip(names, types)]
+        return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where)
+
+    for records in pages_:
+        for record in records:
+            if not isinstance(record, dict):
+                raise SourceReadError(f"record {first_row + len(buffer)} is a {type(record).__name__}, not an object",
+                                      **where, row=first_row + len(buffer))
+            buffer.append(record)
+            if len(buffer) >= ROWS_PER_BATCH:
+                yield flush()
+                first_row += len(buffer)
+                buffer = []
+    if buffer:
+        yield flush()
+
+
+def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
+             sleep: Callable[[float], None] = time.sleep) -> Iterator[Extract]:
+    client = RestClient(spec, table, sleep=sleep)
+    since = _lower_bound(cursor, table.lookback_s) if table.updated_since_param else None
+    origin = {"kind": "rest_api", "endpoint": table.endpoint, "base_url": client.redact(client.base_url),
+              "updated_since": since}
+    batches = records_to_batches(pages(client, table, since), table, client.where)
+    yield Extract(table, list(table.columns), batches, origin, cursor_from=since,
+                  land_if_empty=not table.updated_since_param)
