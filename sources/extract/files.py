@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv as pycsv
 import fnmatch
 import hashlib
+import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 from pyarrow import csv
 
@@ -182,29 +183,34 @@ def _check_header(header: list[str], table: TableSpec, name: str, where: dict[st
 
 
 def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int) -> Iterator[pa.RecordBatch]:
+    """One JSON object per line, mapped to the declared columns (nested values of json columns kept
+    as JSON text); a line that is not a JSON object is named by its line number."""
+    from sources.extract.rest import records_to_batches
+
     where = _where(source, table)
     name = file.url.rsplit("/", 1)[-1]
-    text_schema = pa.schema([pa.field(c.name, pa.string() if pa.types.is_timestamp(c.type.arrow) or pa.types.is_decimal(c.type.arrow) or pa.types.is_date(c.type.arrow) else c.type.arrow) for c in table.columns])
-    try:
-        reader = pajson.open_json(
-            file.fs.open_input_stream(file.path),
-            read_options=pajson.ReadOptions(block_size=BLOCK_BYTES, use_threads=True),
-            parse_options=pajson.ParseOptions(explicit_schema=text_schema, unexpected_field_behavior="ignore"),
-        )
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceReadError(f"malformed JSON lines in {name}: {exc}", **where,
-                              hint="every line must be one JSON object; fix or re-export the file") from exc
-    first_row = 1
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            raise SourceReadError(f"malformed JSON lines in {name} after row {first_row - 1}: {exc}", **where,
-                                  row=first_row, hint="every line must be one JSON object; fix or re-export the file") from exc
-        yield cast_batch(batch, table, first_row, where)
-        first_row += batch.num_rows
+
+    def records() -> Iterator[list[dict[str, object]]]:
+        chunk: list[dict[str, object]] = []
+        with file.fs.open_input_stream(file.path) as handle:
+            for number, line in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise SourceReadError(f"malformed JSON lines in {name} at line {number}: {exc.msg}", **where,
+                                          row=number, hint="every line must be one JSON object; fix or re-export the file") from None
+                if not isinstance(record, dict):
+                    raise SourceReadError(f"line {number} of {name} is not a JSON object", **where, row=number)
+                chunk.append(record)
+                if len(chunk) >= 10_000:
+                    yield chunk
+                    chunk = []
+        if chunk:
+            yield chunk
+
+    return records_to_batches(records(), table, where)
 
 
 def _parquet_batches(file: SourceFile, table: TableSpec, source: str, quotes: int) -> Iterator[pa.RecordBatch]:

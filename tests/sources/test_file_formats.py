@@ -1,0 +1,98 @@
+"""File sources beyond one CSV: JSON lines and Parquet, a pattern of files (each new one loaded
+once), from a local folder or an S3 prefix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from sources.config import parse_source
+from sources.landing.store import Landing
+from sources.load.duckdb_raw import DuckDBRaw
+from sources.pipeline import ingest
+
+
+def events_spec(path: str, fmt: str):  # type: ignore[no-untyped-def]
+    return parse_source({
+        "name": "events", "kind": "files", "owner": "x", "format": fmt, "path": path,
+        "tables": {"clicks": {"pattern": f"clicks-*.{fmt}", "primary_key": "id",
+                              "columns": {"id": "integer", "url": "string", "at": "timestamp", "props": "json"}}},
+    })
+
+
+def write(folder: Path, name: str, fmt: str, rows: list[dict]) -> bytes:
+    path = folder / name
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        table = pa.table({"id": [r["id"] for r in rows], "url": [r["url"] for r in rows],
+                          "at": [r["at"] for r in rows],  # text in the file; the loader casts to the declared type
+                          "props": [json.dumps(r["props"]) for r in rows]})
+        pq.write_table(table, path)
+    return path.read_bytes()
+
+
+def rows(start: int, n: int) -> list[dict]:
+    return [{"id": i, "url": f"/p/{i}", "at": f"2024-01-01T00:00:{i % 60:02d}", "props": {"k": i}} for i in range(start, start + n)]
+
+
+def _count(tmp_path: Path) -> tuple:
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT count(*), count(DISTINCT id), count(DISTINCT _batch_id) FROM raw_events.clicks").fetchone()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_each_new_file_of_a_pattern_is_loaded_once(tmp_path: Path, fmt: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write(folder, f"clicks-001.{fmt}", fmt, rows(0, 5))
+    spec = events_spec(str(folder), fmt)
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        write(folder, f"clicks-002.{fmt}", fmt, rows(5, 3))
+        (second,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        (third,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert (first.rows_applied, second.rows_applied, third.status) == (5, 3, "unchanged")
+    assert _count(tmp_path) == (8, 8, 2)
+
+
+def test_files_from_an_s3_prefix(tmp_path: Path, s3_bucket: str) -> None:
+    import os
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["ELT_S3_ENDPOINT"])
+    local = tmp_path / "src"
+    local.mkdir()
+    s3.put_object(Bucket=s3_bucket, Key="exports/clicks-001.jsonl", Body=write(local, "a.jsonl", "jsonl", rows(0, 4)))
+    s3.put_object(Bucket=s3_bucket, Key="exports/other.jsonl", Body=b"not matched\n")
+    spec = events_spec(f"s3://{s3_bucket}/exports", "jsonl")
+    landing = Landing.from_url(f"s3://{s3_bucket}/landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        s3.put_object(Bucket=s3_bucket, Key="exports/clicks-002.jsonl", Body=write(local, "b.jsonl", "jsonl", rows(4, 2)))
+        (second,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert first.error is None and (first.rows_applied, second.rows_applied) == (4, 2)
+    manifests = list(landing.batches("events", "clicks"))
+    assert [m.origin["path"] for m in manifests] == [f"s3://{s3_bucket}/exports/clicks-001.jsonl",
+                                                     f"s3://{s3_bucket}/exports/clicks-002.jsonl"]
+    assert _count(tmp_path) == (6, 6, 2)
+
+
+def test_a_malformed_json_line_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "clicks-001.jsonl").write_text('{"id": 1, "url": "/a", "at": "2024-01-01T00:00:00", "props": {}}\n{"id": 2, "url\n')
+    spec = events_spec(str(folder), "jsonl")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (outcome,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    assert outcome.status == "failed" and "malformed JSON lines in clicks-001.jsonl" in str(outcome.error)
+    assert "table=clicks" in str(outcome.error)
