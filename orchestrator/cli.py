@@ -63,9 +63,12 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
 
     for name in available_sources():
         spec = load_source(name)
-        print(f"{spec.name} ({spec.kind}, owner {spec.owner}) path={spec.path}")
+        where = {"files": spec.path, "postgres": f"${spec.env_prefix}*", "rest_api": spec.base_url or f"${spec.base_url_env}"}[spec.kind]
+        print(f"{spec.name} ({spec.kind} {where}, owner {spec.owner}, schedule {spec.schedule!r})")
         for table in spec.tables.values():
-            print(f"  {table.name:<12} file={table.file} key={','.join(table.primary_key)} -> {spec.raw_schema}.{table.name}")
+            origin = table.file or table.pattern or table.source_table or table.endpoint
+            cursor = f" cursor={table.cursor_field}" if table.cursor_field else ""
+            print(f"  {table.name:<12} {origin} key={','.join(table.primary_key)}{cursor} -> {spec.raw_schema}.{table.name}")
     return 0
 
 

@@ -42,12 +42,15 @@ class AuditFailure:
 class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
-    def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None) -> None:
+    def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None,
+                 model_errors: list[str] | None = None) -> None:
         self.step = step
         self.failures = failures
         self.skipped = sorted(skipped or ())
+        self.model_errors = model_errors or []
         lines = [f"transform failed during {step}." + (f" {detail}" if detail else "")]
         lines += [f"  - {f.render()}" for f in failures]
+        lines += [f"  - model failed: {e}" for e in self.model_errors]
         if self.skipped:
             lines.append(f"  skipped (downstream of the failure): {', '.join(self.skipped)}")
         lines.append(
@@ -106,6 +109,7 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.audit_errors: list[Any] = []
+            self.model_errors: list[str] = []  # failures that are not audits (SQL errors, missing tables)
             self.skipped_models: set[str] = set()
 
         def log_skipped_models(self, snapshot_names: set[str]) -> None:
@@ -116,6 +120,11 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             for err in errors:
                 if isinstance(err.__cause__, NodeAuditsErrors):
                     self.audit_errors.extend(err.__cause__.errors)
+                else:
+                    cause = str(err.__cause__ or err).strip().splitlines()
+                    node = getattr(err, "node", None)
+                    name = getattr(node, "snapshot_name", None) or getattr(node, "name", None) or str(node)
+                    self.model_errors.append(f"{schema_table(str(name))}: {cause[0] if cause else err}")
             super().log_failed_models(errors)
 
     return CapturingConsole()
@@ -208,12 +217,14 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
         applied = False
     except PlanError as exc:
         raise TransformFailed(
-            "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models
+            "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models,
+            console.model_errors,
         ) from exc
 
     status = ctx.run(environment)
     if console.audit_errors or getattr(status, "is_failure", False):
-        raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models)
+        raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
+                              model_errors=console.model_errors)
 
     summary = TransformSummary(environment, applied, restate, 0, 0, 0, 0.0, run_status=str(status.name).lower())
     if verify:

@@ -100,12 +100,13 @@ class SourceSpec:
     auth: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 30.0
     max_retries: int = 5
+    raw_schema_name: str = ""  # default raw_<name>; sources splitting one system may share a schema
     tables: dict[str, TableSpec] = field(default_factory=dict)
 
     @property
     def raw_schema(self) -> str:
         """The warehouse schema that holds this source's raw tables."""
-        return f"raw_{self.name}"
+        return self.raw_schema_name or f"raw_{self.name}"
 
 
 def available_sources(directory: Path = DECLARATIONS_DIR) -> list[str]:
@@ -185,7 +186,7 @@ class _Checker:
 
 
 _SOURCE_KEYS = {"name", "kind", "format", "path", "owner", "description", "schedule", "freshness", "env_prefix",
-                "base_url", "base_url_env", "auth", "timeout_s", "max_retries", "tables"}
+                "base_url", "base_url_env", "auth", "timeout_s", "max_retries", "raw_schema", "tables"}
 _TABLE_KEYS = {"file", "pattern", "source_table", "endpoint", "records_path", "pagination", "params",
                "updated_since_param", "primary_key", "columns", "description", "cursor_field", "lookback",
                "freshness", "schema_policy"}
@@ -216,6 +217,7 @@ def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:
         auth=auth,
         timeout_s=c.number("timeout_s", 30.0, minimum=0.1),
         max_retries=int(c.number("max_retries", 5)),
+        raw_schema_name=c.text("raw_schema", "", pattern=_NAME),
     )
     if kind == "files" and not spec.path:
         problems.append("'path' is required for kind files (a folder, or s3://bucket/prefix)")

@@ -26,9 +26,16 @@ _META_DESCRIPTIONS = {
 
 def render(specs: list[SourceSpec] | None = None) -> str:
     specs = specs if specs is not None else [load_source(n) for n in available_sources()]
+    # Several sources may feed one raw schema (jaffle_app + jaffle_catalog share raw_jaffle_shop);
+    # the source named after the schema describes it, the others only add tables it lacks.
+    specs = sorted(specs, key=lambda s: (s.raw_schema != f"raw_{s.name}", s.name))
     entries = []
+    described: set[str] = set()
     for spec in specs:
         for table in spec.tables.values():
+            if f"{spec.raw_schema}.{table.name}" in described:
+                continue
+            described.add(f"{spec.raw_schema}.{table.name}")
             columns = {c.name: c.type.sql("duckdb") for c in table.columns}
             columns.update({name: sql_type for name, sql_type in METADATA_COLUMNS})
             descriptions = {c.name: c.description for c in table.columns if c.description}
@@ -38,7 +45,7 @@ def render(specs: list[SourceSpec] | None = None) -> str:
                     "name": f"{spec.raw_schema}.{table.name}",
                     "description": f"Raw {spec.name}.{table.name}, append-only, one row per extracted row per batch "
                     f"(key {', '.join(table.primary_key)}; duplicates across batches are expected). "
-                    f"Loaded from {table.file}.",
+                    f"Loaded from {table.file or table.pattern or table.source_table or table.endpoint}.",
                     "columns": columns,
                     "column_descriptions": descriptions,
                 }

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_primary_key
 from sources.errors import LoaderError
+from sources import failpoints
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
 from sources.landing.store import Landing
@@ -119,7 +120,7 @@ def ingest(
                 if extract:
                     landed = list(landing.batches(spec.name, table.name))
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force):
-                        manifest = land(spec, item, landing)
+                        manifest = land(spec, item, landing, seen=_boundary(spec, item, raw))
                         if manifest is not None:
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
@@ -137,17 +138,54 @@ def _max_cursor(batch: pa.RecordBatch, field_name: str) -> Any:
     return value
 
 
-def land(spec: SourceSpec, item: Extract, landing: Landing) -> Manifest | None:
-    """Write one extract as a batch; the manifest (written last) makes it exist."""
+def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> set[tuple] | None:
+    """Rows the lookback window will read again that raw already holds unchanged (same key, same cursor)."""
+    table = item.table
+    if not (table.cursor_field and item.cursor_from):
+        return None
+    since: Any = item.cursor_from
+    cursor_type = next((c.type for c in item.columns if c.name == table.cursor_field), None)
+    if cursor_type is not None and pa.types.is_timestamp(cursor_type.arrow):
+        since = datetime.fromisoformat(item.cursor_from)
+        since = since.astimezone(UTC) if since.tzinfo else since
+        if not cursor_type.arrow.tz:
+            since = since.replace(tzinfo=None)
+    return raw.boundary_rows(spec.raw_schema, table.name, list(table.primary_key), table.cursor_field, since)
+
+
+def _drop_seen(batch: pa.RecordBatch, table: TableSpec, seen: set[tuple]) -> pa.RecordBatch:
+    """Remove rows whose (key, cursor) raw already has: boundary rows re-read by the lookback."""
+    cols = [batch.column(c).to_pylist() for c in [*table.primary_key, str(table.cursor_field)]]
+    keep = [tuple(_norm(v) for v in values) not in seen for values in zip(*cols)]
+    return batch if all(keep) else batch.filter(pa.array(keep))
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value
+
+
+def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | None = None) -> Manifest | None:
+    """Write one extract as a batch; the manifest (written last) makes it exist.
+
+    ``seen``: (key, cursor) pairs raw already holds; such rows (re-read at the lookback boundary)
+    are dropped, so overlapping incremental extracts never duplicate raw rows.
+    """
     table = item.table
     where = {"source": spec.name, "table": table.name}
     writer = landing.open_batch(spec.name, table.name, item.schema, datetime.now(UTC))
     progress = Progress(f"{spec.name}.{table.name} extract", log)
     cursor_to = None
     try:
+        if seen:
+            seen = {tuple(_norm(v) for v in row) for row in seen}
         for batch in item.batches:
+            if seen:
+                batch = _drop_seen(batch, table, seen)
             writer.write(batch)
             progress.advance(batch.num_rows)
+            failpoints.hit("extract.mid")
             if table.cursor_field and batch.num_rows:
                 high = _max_cursor(batch, table.cursor_field)
                 if high is not None and (cursor_to is None or high > cursor_to):
@@ -181,6 +219,7 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
         if manifest.batch_id in done:
             continue
         result = raw.load(manifest, landing.open_batch_reader(manifest), spec.raw_schema, policy=table.schema_policy)
+        failpoints.hit("raw.after_commit")
         if result.applied:
             outcome.applied.append(result.batch_id)
             outcome.rows_applied += result.rows

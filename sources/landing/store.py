@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from sources import failpoints
 from sources.errors import ConfigError, LandingError
 from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
 
@@ -184,6 +185,7 @@ class Landing:
             with data.open("rb") as handle:
                 os.fsync(handle.fileno())
             shutil.move(str(data), target_dir / PART_NAME)
+            failpoints.hit("landing.before_manifest")
             tmp = target_dir / (MANIFEST_NAME + ".tmp")
             with tmp.open("w") as handle:
                 handle.write(manifest.to_json())
@@ -194,6 +196,7 @@ class Landing:
         else:
             with data.open("rb") as src, self.fs.open_output_stream(f"{target}/{PART_NAME}") as out:
                 shutil.copyfileobj(src, out, 8 << 20)
+            failpoints.hit("landing.before_manifest")
             with self.fs.open_output_stream(f"{target}/{MANIFEST_NAME}") as out:
                 out.write(manifest.to_json().encode())
 

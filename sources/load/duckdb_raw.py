@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 from sqlglot import exp
 
+from sources import failpoints
 from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
 from sources.load.base import (
@@ -95,6 +96,19 @@ class DuckDBRaw:
         ).fetchone()
         return row[0] if row else None
 
+    def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]:
+        """(key..., cursor) of raw rows with cursor >= ``since``: what a lookback re-reads."""
+        exists = self.con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [raw_schema, table]
+        ).fetchone()[0]
+        if not exists:
+            return set()
+        cols = ", ".join(q(c) for c in [*key, cursor_field])
+        rows = self.con.execute(
+            f"SELECT DISTINCT {cols} FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= ?", [since]
+        ).fetchall()
+        return {tuple(r) for r in rows}
+
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader, raw_schema: str, *, policy: str = "evolve") -> LoadResult:
         """Apply one landed batch. Idempotent: a batch already in the ledger is skipped."""
         where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}
@@ -135,6 +149,7 @@ class DuckDBRaw:
                 [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}", manifest.rows,
                  _utc_naive(manifest.extracted_at_dt), loaded_at, manifest.origin.get("sha256")],
             )
+            failpoints.hit("raw.mid_load")
             if manifest.cursor.get("field") and manifest.cursor.get("to") is not None:
                 con.execute(
                     f"INSERT OR REPLACE INTO {CURSORS} VALUES (?, ?, ?, ?, ?, ?)",

@@ -15,6 +15,7 @@ import pyarrow.csv as pacsv
 from psycopg2 import sql
 
 from sources.connections import PostgresSettings
+from sources import failpoints
 from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
 from sources.load.base import (
@@ -91,6 +92,17 @@ class PostgresRaw:
             row = cur.fetchone()
             return row[0] if row else None
 
+    def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]:
+        """(key..., cursor) of raw rows with cursor >= ``since``: what a lookback re-reads."""
+        with self.con, self.con.cursor() as cur:
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", [sql.Identifier(raw_schema, table).as_string(cur)])
+            if not cur.fetchone()[0]:
+                return set()
+            cur.execute(sql.SQL("SELECT DISTINCT {} FROM {} WHERE {} >= %s").format(
+                sql.SQL(", ").join(_ident(c) for c in [*key, cursor_field]), _ident(raw_schema, table), _ident(cursor_field)),
+                [since])
+            return {tuple(r) for r in cur.fetchall()}
+
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader, raw_schema: str, *, policy: str = "evolve") -> LoadResult:
         where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
@@ -132,6 +144,7 @@ class PostgresRaw:
                 cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger),
                             [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}",
                              manifest.rows, extracted_at, loaded_at, manifest.origin.get("sha256")])
+                failpoints.hit("raw.mid_load")
                 if manifest.cursor.get("field") and manifest.cursor.get("to") is not None:
                     cur.execute(
                         sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, table_name) DO UPDATE "

@@ -34,5 +34,5 @@ def test_every_wrong_field_is_listed_at_once() -> None:
 
 
 def test_unknown_source_names_the_declared_ones() -> None:
-    with pytest.raises(ConfigError, match="declared sources: jaffle_shop"):
+    with pytest.raises(ConfigError, match="declared sources: jaffle_app, jaffle_catalog, jaffle_shop"):
         load_source("no_such_source")

@@ -99,10 +99,13 @@ def test_incremental_extract_reads_from_the_cursor_minus_lookback(appdb, tmp_pat
         (outcome,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         assert raw.cursor("appdb", "orders") == "2024-01-03T08:00:00+00:00"
         (nothing,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-    # second extract: rows with updated_at >= 08:00 on 01-02 (cursor 09:00 minus 1h): cyd (boundary), dee, ann
-    assert outcome.rows_applied == 3
-    # third run: only the boundary row within the lookback (ann at 08:00 >= 07:00) is read again
-    assert nothing.rows_applied == 2 and nothing.error is None
+    # second extract reads updated_at >= 08:00 on 01-02 (cursor 09:00 minus 1h): cyd (unchanged at the
+    # boundary, already in raw: dropped), dee (new) and ann (changed)
+    assert outcome.rows_applied == 2
+    # third run: the lookback re-reads ann and dee, both unchanged in raw: nothing new, no batch
+    assert nothing.rows_applied == 0 and nothing.status == "unchanged" and nothing.error is None
+    # raw holds each (id, updated_at) version once: the lookback never duplicates a row
+    assert _duck(tmp_path / "wh.duckdb", "SELECT count(*), count(DISTINCT (id, updated_at)) FROM raw_appdb.orders") == [(5, 5)]
     latest = _duck(tmp_path / "wh.duckdb", """
         SELECT customer, note FROM raw_appdb.orders
         QUALIFY row_number() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC, _batch_row DESC) = 1

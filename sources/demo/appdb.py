@@ -1,0 +1,105 @@
+"""Seed a PostgreSQL application database with Jaffle Shop data, released day by day.
+
+``seed`` copies the jafgen CSVs once into the hidden schema ``jaffle_source``; ``release(as_of)``
+publishes into schema ``jaffle`` (what the loader reads) every row that exists at the end of
+day ``as_of``: orders placed that day or before, their items, the customers who had ordered by
+then (customers who never order exist from the first day), and the tweets posted by then. Each row's ``updated_at`` is when it
+appeared, which is what incremental extraction keys on. Releasing is idempotent.
+
+    python -m sources.demo.appdb --data data/jaffle-data --as-of 2018-09-10   # settings: JAFFLE_APP_*
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import date, timedelta
+from pathlib import Path
+
+from psycopg2 import sql
+
+from sources.connections import PostgresSettings
+
+START = date(2018, 9, 1)
+_FULL = {
+    "customers": ("raw_customers.csv", "id text PRIMARY KEY, name text"),
+    "orders": ("raw_orders.csv", "id text PRIMARY KEY, customer text, ordered_at timestamp, store_id text, "
+               "subtotal bigint, tax_paid bigint, order_total bigint"),
+    "items": ("raw_items.csv", "id text PRIMARY KEY, order_id text, sku text"),
+    "tweets": ("raw_tweets.csv", "id text PRIMARY KEY, user_id text, tweeted_at timestamp, content text"),
+}
+_APP = """
+CREATE SCHEMA IF NOT EXISTS jaffle;
+CREATE TABLE IF NOT EXISTS jaffle.customers (id text PRIMARY KEY, name text, updated_at timestamp NOT NULL);
+CREATE TABLE IF NOT EXISTS jaffle.orders (id text PRIMARY KEY, customer text, ordered_at timestamp, store_id text,
+    subtotal bigint, tax_paid bigint, order_total bigint, updated_at timestamp NOT NULL);
+CREATE TABLE IF NOT EXISTS jaffle.items (id text PRIMARY KEY, order_id text, sku text, updated_at timestamp NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_updated_at ON jaffle.orders (updated_at);
+CREATE INDEX IF NOT EXISTS items_updated_at ON jaffle.items (updated_at);
+CREATE INDEX IF NOT EXISTS customers_updated_at ON jaffle.customers (updated_at);
+CREATE TABLE IF NOT EXISTS jaffle.tweets (id text PRIMARY KEY, user_id text, tweeted_at timestamp, content text,
+    updated_at timestamp NOT NULL);
+"""
+
+
+def seed(settings: PostgresSettings, data_dir: Path) -> None:
+    """Copy the CSVs into ``jaffle_source`` (once; a second call is a no-op)."""
+    con = settings.connect()
+    try:
+        with con, con.cursor() as cur:
+            cur.execute("SELECT to_regclass('jaffle_source.items') IS NOT NULL")
+            if cur.fetchone()[0]:
+                return
+            cur.execute("CREATE SCHEMA jaffle_source")
+            for table, (file, columns) in _FULL.items():
+                ident = sql.Identifier("jaffle_source", table)
+                cur.execute(sql.SQL("CREATE TABLE {} (" + columns + ")").format(ident))
+                with (data_dir / file).open() as handle:
+                    cur.copy_expert(sql.SQL("COPY {} FROM STDIN WITH (FORMAT csv, HEADER true)").format(ident).as_string(cur), handle)
+            cur.execute(_APP)
+    finally:
+        con.close()
+
+
+def release(settings: PostgresSettings, as_of: date) -> dict[str, int]:
+    """Publish every row that exists at the end of ``as_of``; return the row count per table."""
+    end = as_of + timedelta(days=1)
+    con = settings.connect()
+    try:
+        with con, con.cursor() as cur:
+            cur.execute(_APP)
+            cur.execute(
+                "INSERT INTO jaffle.orders SELECT o.*, o.ordered_at FROM jaffle_source.orders o "
+                "WHERE o.ordered_at < %s ON CONFLICT (id) DO NOTHING", [end])
+            cur.execute(
+                "INSERT INTO jaffle.items SELECT i.*, o.ordered_at FROM jaffle_source.items i "
+                "JOIN jaffle_source.orders o ON o.id = i.order_id WHERE o.ordered_at < %s ON CONFLICT (id) DO NOTHING", [end])
+            cur.execute(
+                "INSERT INTO jaffle.customers SELECT c.id, c.name, COALESCE(f.first_at, %s) FROM jaffle_source.customers c "
+                "LEFT JOIN (SELECT customer, min(ordered_at) AS first_at FROM jaffle_source.orders GROUP BY customer) f "
+                "ON f.customer = c.id WHERE COALESCE(f.first_at, %s) < %s ON CONFLICT (id) DO NOTHING",
+                [START, START, end])
+            cur.execute(
+                "INSERT INTO jaffle.tweets SELECT t.*, t.tweeted_at FROM jaffle_source.tweets t "
+                "WHERE t.tweeted_at < %s ON CONFLICT (id) DO NOTHING", [end])
+            counts = {}
+            for table in _FULL:
+                cur.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier("jaffle", table)))
+                counts[table] = cur.fetchone()[0]
+            return counts
+    finally:
+        con.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True, help="folder of jafgen CSVs")
+    parser.add_argument("--as-of", type=date.fromisoformat, help="release rows up to this day (default: all)")
+    parser.add_argument("--env-prefix", default="JAFFLE_APP_")
+    args = parser.parse_args(argv)
+    settings = PostgresSettings.from_env(args.env_prefix)
+    seed(settings, args.data)
+    print(release(settings, args.as_of or date(2100, 1, 1)))
+
+
+if __name__ == "__main__":
+    main()
