@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lock ui bench clean-data clean help
+.PHONY: demo test test-fast lock ui bench bench-loader clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
@@ -50,3 +50,7 @@ clean: clean-data
 # Loader throughput and memory against a DuckDB-only baseline in the same run (last line: JSON).
 bench: $(STAMP)
 	$(BIN)/python bench/loader_files.py --years 3
+
+# PostgreSQL extraction (1M and 5M rows) against psql COPY in the same run (last line: JSON).
+bench-loader: $(STAMP)
+	$(BIN)/python bench/loader_postgres.py --sizes 1000000 5000000

@@ -12,7 +12,7 @@ import duckdb
 
 from sources.config import TableSpec
 from sources.errors import ContractError
-from sources.load.duckdb_raw import q
+from sources.load.duckdb_raw import LOADER_MEMORY_LIMIT, q
 
 
 def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str) -> None:
@@ -20,7 +20,8 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
     where = {"source": source, "table": table.name, "batch_id": batch_id}
     keys = [q(c) for c in table.primary_key]
     missing = " OR ".join(f"{k} IS NULL OR CAST({k} AS TEXT) = ''" for k in keys)
-    con = duckdb.connect()
+    # Bounded memory whatever the batch size: DuckDB spills the GROUP BY to disk past the limit.
+    con = duckdb.connect(config={"memory_limit": LOADER_MEMORY_LIMIT, "threads": 2})
     try:
         bad = con.execute(
             f"SELECT file_row_number FROM read_parquet(?, file_row_number = true) WHERE {missing} "

@@ -218,7 +218,8 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     for manifest in landing.batches(spec.name, table.name):
         if manifest.batch_id in done:
             continue
-        result = raw.load(manifest, landing.open_batch_reader(manifest), spec.raw_schema, policy=table.schema_policy)
+        rows = landing.data_files(manifest) if (landing.is_local and raw.dialect == "duckdb") else landing.open_batch_reader(manifest)
+        result = raw.load(manifest, rows, spec.raw_schema, policy=table.schema_policy)
         failpoints.hit("raw.after_commit")
         if result.applied:
             outcome.applied.append(result.batch_id)

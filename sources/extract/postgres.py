@@ -25,10 +25,9 @@ from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.connections import PostgresSettings
 from sources.errors import ContractError, SourceReadError
 from sources.extract.base import Extract
-from sources.extract.files import cast_batch
 from sources.types import ColumnType, parse_type
 
-BLOCK_BYTES = 8 << 20
+BLOCK_BYTES = 2 << 20
 
 
 def catalog_type(data_type: str, udt: str, precision: int | None, scale: int | None) -> ColumnType:
@@ -141,30 +140,30 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
 
     producer = threading.Thread(target=produce, name=f"copy-{table.name}", daemon=True)
     producer.start()
-    text_types = {c.name: pa.string() for c in columns}
-    for c in columns:
-        if c.type.name == "boolean":
-            text_types[c.name] = pa.bool_()
+    # Parse straight into the final types (PostgreSQL already typed every value); zone-aware
+    # timestamps arrive as UTC wall time and only get their zone attached afterwards (no copy).
+    parse_types = {c.name: pa.timestamp(c.type.arrow.unit) if pa.types.is_timestamp(c.type.arrow) else c.type.arrow
+                   for c in columns}
     source = os.fdopen(read_fd, "rb", buffering=1 << 20)
     try:
         reader = csv.open_csv(
             source,
-            read_options=csv.ReadOptions(column_names=[c.name for c in columns], block_size=BLOCK_BYTES),
+            read_options=csv.ReadOptions(column_names=[c.name for c in columns], block_size=BLOCK_BYTES, use_threads=False),
             parse_options=csv.ParseOptions(newlines_in_values=True),
-            convert_options=csv.ConvertOptions(column_types=text_types, strings_can_be_null=True,
+            convert_options=csv.ConvertOptions(column_types=parse_types, strings_can_be_null=True,
                                                quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
         )
-        spec_table = TableSpec(name=table.name, columns=tuple(columns), primary_key=table.primary_key)
-        first_row = 1
+        schema = pa.schema([pa.field(c.name, c.type.arrow) for c in columns])
         for batch in reader:
-            yield cast_batch(batch, spec_table, first_row, where)
-            first_row += batch.num_rows
+            yield batch if batch.schema == schema else pa.RecordBatch.from_arrays(
+                [col.cast(f.type) if col.type != f.type else col for col, f in zip(batch.columns, schema)], schema=schema)
     except pa.ArrowInvalid as exc:
         if errors:
             raise _copy_error(errors[0], table, where) from errors[0]
         if "Empty CSV file" in str(exc):
             return
-        raise SourceReadError(f"cannot parse the COPY stream of {table.source_table}: {exc}", **where) from exc
+        raise SourceReadError(f"a value of {table.source_table} does not fit its catalog type: {exc}", **where,
+                              hint="report the column to the source owner; nothing of this extract was landed") from exc
     finally:
         source.close()
         producer.join(timeout=60)

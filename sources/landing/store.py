@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import secrets
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from sources.errors import ConfigError, LandingError
 from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
 
 PART_NAME = "part-00000.parquet"
+ROW_GROUP_ROWS = 128 * 1024
 
 
 def new_batch_id(extracted_at: datetime) -> str:
@@ -90,13 +93,48 @@ class BatchWriter:
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.data_path, self.schema, compression="zstd")
         self.rows = 0
         self._placed = False
+        # Parquet encoding runs in its own thread, overlapping with extraction (both release the
+        # GIL); the queue holds at most two batches, so memory stays bounded.
+        self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"parquet-{self.table}", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        # Small extraction blocks are grouped into row groups of about ROW_GROUP_ROWS rows: fewer,
+        # larger row groups read faster later (raw load, checks), at a bounded memory cost.
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        while True:
+            batch = self._queue.get()
+            if batch is not None:
+                pending.append(batch)
+                rows += batch.num_rows
+            if pending and (batch is None or rows >= ROW_GROUP_ROWS) and self._error is None and self._writer is not None:
+                try:
+                    self._writer.write_table(pa.Table.from_batches(pending, schema=self.schema), row_group_size=rows)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by write/close_data
+                    self._error = exc
+                pending, rows = [], 0
+            if batch is None:
+                return
 
     def write(self, batch: pa.RecordBatch) -> None:
         assert self._writer is not None, "batch already closed"
-        self._writer.write_batch(batch)
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
         self.rows += batch.num_rows
 
+    def _stop(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
     def close_data(self) -> Path:
+        self._stop()
+        if self._error is not None:
+            raise self._error
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -123,6 +161,7 @@ class BatchWriter:
         return manifest
 
     def abort(self) -> None:
+        self._stop()
         if self._writer is not None:
             try:
                 self._writer.close()

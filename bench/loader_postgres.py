@@ -1,0 +1,115 @@
+"""Benchmark: extract a PostgreSQL table of jaffle-like orders into landing (Parquet + manifest)
+and raw (DuckDB), against ``psql -c "COPY (...) TO STDOUT"`` measured in the same run.
+
+    make bench-loader                      # 1M and 5M rows
+    .venv/bin/python bench/loader_postgres.py --sizes 1000000 5000000
+
+A real PostgreSQL server is started for the run (initdb in a temp folder, loopback). For each
+size it reports rows/s and peak RSS of the loader and of the baseline (psql to /dev/null), and
+their ratio. The last line printed is one JSON object. Machines are noisy: read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import postgres_server  # noqa: E402 - the same real server the tests use
+
+LOADER = r"""
+import resource, sys, time
+from pathlib import Path
+from sources.config import parse_source
+from sources.landing.store import Landing
+from sources.load.duckdb_raw import DuckDBRaw
+from sources.pipeline import ingest
+work, view = Path(sys.argv[1]), sys.argv[2]
+spec = parse_source({"name": "bench", "kind": "postgres", "owner": "bench", "env_prefix": "BENCH_PG_",
+                     "tables": {"orders": {"source_table": view, "primary_key": "id"}}})
+started = time.perf_counter()
+with DuckDBRaw(work / "wh.duckdb") as raw:
+    (out,) = ingest(spec, landing=Landing.local(work / "landing"), raw=raw, lock_dir=work)
+assert out.error is None, out.error
+print(out.rows_applied, time.perf_counter() - started, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+SEED = """
+CREATE SCHEMA bench;
+CREATE TABLE bench.orders AS
+SELECT n,
+       md5(n::text)::uuid::text AS id,
+       md5((n % 50000)::text)::uuid::text AS customer,
+       TIMESTAMP '2018-09-01' + (n % 31536000) * INTERVAL '1 second' AS ordered_at,
+       md5((n % 6)::text)::uuid::text AS store_id,
+       (n % 5000)::bigint * 100 AS subtotal,
+       (n % 5000)::bigint * 6 AS tax_paid,
+       (n % 5000)::bigint * 106 AS order_total,
+       ((n % 1000) / 100.0)::numeric(12, 2) AS discount,
+       (n % 3 = 0) AS is_delivery
+FROM generate_series(1, {rows}) AS n;
+"""
+
+
+def psql_baseline(pg, view: str) -> dict[str, float]:
+    cmd = ["psql", "-h", pg.host, "-p", str(pg.port), "-U", pg.user, "-d", pg.dbname, "-X", "-q",
+           "-c", f"COPY (SELECT * FROM {view}) TO STDOUT"]
+    started = time.perf_counter()
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, check=True)
+    elapsed = time.perf_counter() - started
+    return {"seconds": round(elapsed, 3), "peak_rss_mb": round(int(proc.stderr.strip().splitlines()[-1]) / 1024)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    with postgres_server() as pg:
+        env = {**os.environ, **pg.env("BENCH_PG")}
+        import psycopg2
+
+        con = psycopg2.connect(pg.dsn)
+        con.autocommit = True
+        biggest = max(args.sizes)
+        print(f"seeding {biggest:,} rows ...", file=sys.stderr, flush=True)
+        with con.cursor() as cur:
+            cur.execute(SEED.replace("{rows}", str(biggest)))
+            for size in args.sizes:
+                cur.execute(f"CREATE VIEW bench.orders_{size} AS SELECT id, customer, ordered_at, store_id, subtotal, "
+                            f"tax_paid, order_total, discount, is_delivery FROM bench.orders WHERE n <= {size}")
+            cur.execute("VACUUM ANALYZE bench.orders")
+        con.close()
+        for size in args.sizes:
+            view = f"bench.orders_{size}"
+            base = psql_baseline(pg, view)
+            with tempfile.TemporaryDirectory() as work:
+                proc = subprocess.run([sys.executable, "-c", LOADER, work, view], cwd=ROOT, env=env,
+                                      capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise SystemExit(proc.stderr[-3000:])
+                rows, seconds, rss_kb = proc.stdout.split()
+            loader = {"rows": int(rows), "seconds": round(float(seconds), 3), "peak_rss_mb": round(int(rss_kb) / 1024)}
+            assert loader["rows"] == size, loader
+            loader["rows_per_s"] = round(size / loader["seconds"])
+            base["rows_per_s"] = round(size / base["seconds"])
+            results[str(size)] = {"loader": loader, "psql_copy": base,
+                                  "ratio_rows_per_s": round(loader["rows_per_s"] / base["rows_per_s"], 3)}
+            print(f"{size:>10,} rows: {results[str(size)]}", file=sys.stderr, flush=True)
+    sizes = [str(s) for s in args.sizes]
+    results["peak_rss_mb_by_size"] = {s: results[s]["loader"]["peak_rss_mb"] for s in sizes}  # type: ignore[index]
+    results["min_ratio_rows_per_s"] = min(results[s]["ratio_rows_per_s"] for s in sizes)  # type: ignore[index]
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
