@@ -97,7 +97,7 @@ def main() -> None:
                                       capture_output=True, text=True)
                 if proc.returncode != 0:
                     raise SystemExit(proc.stderr[-3000:])
-                rows, seconds, rss_kb = proc.stdout.split()
+                rows, seconds, rss_kb = proc.stdout.strip().splitlines()[-1].split()
             loader = {"rows": int(rows), "seconds": round(float(seconds), 3), "peak_rss_mb": round(int(rss_kb) / 1024)}
             assert loader["rows"] == size, loader
             loader["rows_per_s"] = round(size / loader["seconds"])

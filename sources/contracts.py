@@ -21,7 +21,8 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
     keys = [q(c) for c in table.primary_key]
     missing = " OR ".join(f"{k} IS NULL OR CAST({k} AS TEXT) = ''" for k in keys)
     # Bounded memory whatever the batch size: DuckDB spills the GROUP BY to disk past the limit.
-    con = duckdb.connect(config={"memory_limit": LOADER_MEMORY_LIMIT, "threads": 2})
+    con = duckdb.connect(config={"memory_limit": "64MB", "threads": 1, "preserve_insertion_order": False})
+    con.execute("SET enable_progress_bar = false")
     try:
         bad = con.execute(
             f"SELECT file_row_number FROM read_parquet(?, file_row_number = true) WHERE {missing} "

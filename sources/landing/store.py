@@ -36,7 +36,7 @@ from sources.errors import ConfigError, LandingError
 from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
 
 PART_NAME = "part-00000.parquet"
-ROW_GROUP_ROWS = 128 * 1024
+ROW_GROUP_ROWS = 32 * 1024
 
 
 def new_batch_id(extracted_at: datetime) -> str:
