@@ -110,7 +110,7 @@ class BatchWriter:
             if batch is not None:
                 pending.append(batch)
                 rows += batch.num_rows
-            if pending and (batch is None or rows >= ROW_GROUP_ROWS) and self._error is None and self._writer is not None:
+            if rows and (batch is None or rows >= ROW_GROUP_ROWS) and self._error is None and self._writer is not None:
                 try:
                     self._writer.write_table(pa.Table.from_batches(pending, schema=self.schema), row_group_size=rows)
                 except BaseException as exc:  # noqa: BLE001 - re-raised by write/close_data
