@@ -12,7 +12,7 @@ import duckdb
 
 from sources.config import TableSpec
 from sources.errors import ContractError
-from sources.load.duckdb_raw import LOADER_MEMORY_LIMIT, q
+from sources.load.duckdb_raw import lit, q
 
 
 def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str) -> None:
@@ -25,9 +25,8 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
     con.execute("SET enable_progress_bar = false")
     try:
         bad = con.execute(
-            f"SELECT file_row_number FROM read_parquet(?, file_row_number = true) WHERE {missing} "
-            "ORDER BY file_row_number LIMIT 1",
-            [str(data_file)],
+            f"SELECT file_row_number FROM read_parquet({lit(str(data_file))}, file_row_number = true) WHERE {missing} "
+            "ORDER BY file_row_number LIMIT 1"
         ).fetchone()
         if bad:
             raise ContractError(
@@ -40,9 +39,8 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
         key_list = ", ".join(keys)
         dup = con.execute(
             f"SELECT {key_list}, min(file_row_number), max(file_row_number), count(*) "
-            f"FROM read_parquet(?, file_row_number = true) GROUP BY {key_list} HAVING count(*) > 1 "
-            "ORDER BY min(file_row_number) LIMIT 1",
-            [str(data_file)],
+            f"FROM read_parquet({lit(str(data_file))}, file_row_number = true) GROUP BY {key_list} HAVING count(*) > 1 "
+            "ORDER BY min(file_row_number) LIMIT 1"
         ).fetchone()
     finally:
         con.close()

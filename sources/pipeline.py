@@ -128,7 +128,8 @@ def ingest(
                         if manifest is not None:
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
-                    apply_pending(spec, table, landing, raw, outcome)
+                    # batches this run just wrote and checksummed need not be read again to verify
+                    apply_pending(spec, table, landing, raw, outcome, fresh=set(outcome.landed))
                 outcome.unchanged = not outcome.landed
             except LoaderError as exc:
                 outcome.error = exc
@@ -200,7 +201,8 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
             progress.done()
             log.info("nothing new", extra={"fields": {**where, "cursor_from": item.cursor_from}})
             return None
-        check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id)
+        if not item.key_enforced_by_source:
+            check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id)
         cursor = {}
         if table.cursor_field:
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
@@ -216,13 +218,21 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
     return manifest
 
 
-def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome) -> None:
-    """Append, oldest first, every complete landed batch that raw does not hold yet."""
+def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
+                  fresh: set[str] | None = None) -> None:
+    """Append, oldest first, every complete landed batch that raw does not hold yet.
+
+    Checksums are verified before applying, except for ``fresh`` batches landed by this run.
+    """
     done = raw.loaded_batch_ids(spec.name, table.name)
     for manifest in landing.batches(spec.name, table.name):
         if manifest.batch_id in done:
             continue
-        rows = landing.data_files(manifest) if (landing.is_local and raw.dialect == "duckdb") else landing.open_batch_reader(manifest)
+        verify = manifest.batch_id not in (fresh or set())
+        if landing.is_local and raw.dialect == "duckdb":
+            rows: Any = landing.data_files(manifest, verify=verify)
+        else:
+            rows = landing.open_batch_reader(manifest, verify=verify)
         result = raw.load(manifest, rows, spec.raw_schema, policy=table.schema_policy)
         failpoints.hit("raw.after_commit")
         if result.applied:

@@ -90,10 +90,29 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None) -> Itera
     except BaseException:
         con.close()
         raise
+    enforced = key_is_enforced(con, table)
     lower = _lower_bound(cursor, table.lookback_s) if table.cursor_field else None
     origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower}
     yield Extract(table, columns, _stream(con, spec, table, columns, lower, where), origin, cursor_from=lower,
-                  land_if_empty=not table.cursor_field)
+                  land_if_empty=not table.cursor_field, key_enforced_by_source=enforced)
+
+
+def key_is_enforced(con, table: TableSpec) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a PRIMARY KEY constraint on exactly the declared key columns guards the source table.
+
+    One COPY reads one snapshot, so such a table cannot yield a NULL or duplicated key. Views and
+    tables without that constraint return False and get the loader's check.
+    """
+    schema, name = _split(str(table.source_table))
+    with con.cursor() as cur:
+        cur.execute(
+            "SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_constraint c "
+            "JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY (c.conkey) "
+            "WHERE c.contype = 'p' AND n.nspname = %s AND t.relname = %s GROUP BY c.oid",
+            [schema, name],
+        )
+        return any(sorted(table.primary_key) == list(row[0]) for row in cur.fetchall())
 
 
 def _lower_bound(cursor: str | None, lookback_s: int) -> str | None:
