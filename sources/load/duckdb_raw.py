@@ -35,7 +35,7 @@ from sources.types import parse_type
 DIALECT = "duckdb"
 # The loader's DuckDB connections stay small (spilling to disk past it), so loading a table of
 # any size runs in bounded memory next to other work. Override with ELT_LOADER_MEMORY_LIMIT.
-LOADER_MEMORY_LIMIT = os.environ.get("ELT_LOADER_MEMORY_LIMIT", "128MB")
+LOADER_MEMORY_LIMIT = os.environ.get("ELT_LOADER_MEMORY_LIMIT", "64MB")
 
 
 def q(name: str) -> str:
