@@ -131,7 +131,18 @@ def ingest(
                     # batches this run just wrote and checksummed need not be read again to verify
                     apply_pending(spec, table, landing, raw, outcome, fresh=set(outcome.landed))
                 outcome.unchanged = not outcome.landed
-            except LoaderError as exc:
+            except Exception as exc:  # one table's failure never stops the others
+                if not isinstance(exc, LoaderError):
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    wrapped = LoaderError(
+                        f"unexpected {type(exc).__name__}: {first}", source=spec.name, table=table.name,
+                        hint="nothing of this table was half-applied; rerun, and report it if it repeats "
+                        "(run with ELT_LOG_TRACEBACKS=1 for the traceback)",
+                    )
+                    wrapped.__cause__ = exc
+                    if os.environ.get("ELT_LOG_TRACEBACKS"):
+                        log.exception("unexpected error", extra={"fields": {"source": spec.name, "table": table.name}})
+                    exc = wrapped
                 outcome.error = exc
                 log.error("table failed", extra={"fields": {"source": spec.name, "table": table.name, "error": str(exc)}})
             outcomes.append(outcome)

@@ -183,3 +183,45 @@ def test_schema_changes_are_applied_reported_or_refused(appdb, pg_db, tmp_path: 
     assert isinstance(failed.error, RawLoadError)
     message = str(failed.error)
     assert "column type changed" in message and "amount" in message and "source=appdb" in message and "next:" in message
+
+
+def test_a_table_that_cannot_be_read_fails_alone(appdb, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    with appdb.cursor() as cur:
+        cur.execute("CREATE TABLE app.secret (id int PRIMARY KEY); CREATE ROLE reader LOGIN; "
+                    "GRANT USAGE ON SCHEMA app TO reader; GRANT SELECT ON app.orders TO reader; "
+                    "CREATE VIEW app.broken AS SELECT 1 / (length(customer) - 3) AS id FROM app.orders; "
+                    "GRANT SELECT ON app.broken TO reader")
+    decl = declaration()
+    decl["tables"]["secret"] = {"source_table": "app.secret", "primary_key": "id"}
+    decl["tables"]["broken"] = {"source_table": "app.broken", "primary_key": "id"}
+    monkeypatch.setenv("APPDB_USER", "reader")
+    spec = parse_source(decl)
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        outcomes = {o.table: o for o in ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)}
+    assert outcomes["orders"].rows_applied == 3
+    # no privilege: the table is invisible in the catalog, and the error says what to check
+    assert outcomes["secret"].status == "failed" and "not visible to this user" in str(outcomes["secret"].error)
+    # a failure in the middle of the COPY stream: named, nothing landed
+    assert outcomes["broken"].status == "failed" and "division by zero" in str(outcomes["broken"].error)
+    assert "table=broken" in str(outcomes["broken"].error)
+    assert not (tmp_path / "landing" / "appdb" / "broken").exists()
+
+
+def test_an_unexpected_error_fails_only_its_table(appdb, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sources.extract import postgres
+
+    real = postgres.read_catalog
+
+    def flaky(con, table, where):  # type: ignore[no-untyped-def]
+        if table.name == "orders":
+            raise RuntimeError("boom")
+        return real(con, table, where)
+
+    monkeypatch.setattr(postgres, "read_catalog", flaky)
+    decl = declaration()
+    decl["tables"]["orders_again"] = {**decl["tables"]["orders"]}
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        outcomes = {o.table: o for o in ingest(parse_source(decl), landing=Landing.local(tmp_path / "landing"), raw=raw,
+                                               lock_dir=tmp_path)}
+    assert "unexpected RuntimeError: boom" in str(outcomes["orders"].error) and "table=orders" in str(outcomes["orders"].error)
+    assert outcomes["orders_again"].rows_applied == 3
