@@ -134,7 +134,10 @@ def pg_db(pg_server, request):  # type: ignore[no-untyped-def]
 
     from tests.servers import Postgres
 
-    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
+    import hashlib
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.originalname.lower())[:40] + "_" + \
+        hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
     admin = psycopg2.connect(pg_server.dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -163,6 +166,10 @@ def s3_bucket(s3_endpoint, monkeypatch, request):  # type: ignore[no-untyped-def
 
     for key, value in s3_endpoint.env().items():
         monkeypatch.setenv(key, value)
-    bucket = "b-" + re.sub(r"[^a-z0-9]", "-", request.node.name.lower())[:40].strip("-")
+    import hashlib
+
+    # unique per test and parameter (S3 bucket names are at most 63 characters)
+    bucket = "b-" + re.sub(r"[^a-z0-9]", "-", request.node.originalname.lower())[:30].strip("-") + "-" + \
+        hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
     boto3.client("s3", endpoint_url=s3_endpoint.endpoint).create_bucket(Bucket=bucket)
     return bucket

@@ -125,3 +125,54 @@ def test_a_loader_killed_at_any_step_leaves_nothing_half_applied(sources, tmp_pa
             assert total == distinct, f"raw {table} has duplicates after the crash and rerun"
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("point", ["extract.mid", "landing.before_manifest", "raw.mid_load", "raw.after_commit"])
+def test_killed_loads_into_postgres_raw_with_s3_landing_rerun_to_a_clean_result(  # type: ignore[no-untyped-def]
+    sources, pg_server, s3_bucket, tmp_path: Path, point: str
+) -> None:
+    import psycopg2
+
+    app, api, env = sources
+    _release(app, api, START + timedelta(days=2))
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    databases = {}
+    for name in ("clean", "crashed"):
+        db = f"wh_{name}_{point.replace('.', '_')}"
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}"')
+            cur.execute(f'CREATE DATABASE "{db}"')
+        databases[name] = db
+    project = copy_project(tmp_path / "project")
+    s3_env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "ELT_S3_ENDPOINT")}
+
+    def load(name: str, failpoint: str | None = None, check: bool = True):  # type: ignore[no-untyped-def]
+        sub_env = project_env(project, **env, **s3_env, ELT_GATEWAY="postgres", ELT_PG_HOST=pg_server.host,
+                              ELT_PG_PORT=str(pg_server.port), ELT_PG_USER=pg_server.user, ELT_PG_DATABASE=databases[name],
+                              ELT_LANDING_URL=f"s3://{s3_bucket}/{name}")
+        if failpoint:
+            sub_env["ELT_FAILPOINT"] = failpoint
+        return run([str(BIN / "elt"), "load", "jaffle_app"], cwd=project, env=sub_env, check=check)
+
+    load("clean")
+    assert load("crashed", point, check=False).returncode == -signal.SIGKILL
+    load("crashed")
+
+    def raw_rows(name: str) -> dict[str, list[tuple]]:
+        con = psycopg2.connect(pg_server.dsn.replace("dbname=postgres", f"dbname={databases[name]}"))
+        out = {}
+        with con, con.cursor() as cur:
+            for table, cols in (("customers", "id, name, updated_at"), ("items", "id, order_id, sku, updated_at"),
+                                ("orders", "id, customer, ordered_at, store_id, subtotal, tax_paid, order_total, updated_at"),
+                                ("tweets", "id, user_id, tweeted_at, content")):
+                cur.execute(f"SELECT {cols} FROM raw_jaffle_shop.{table} ORDER BY id")
+                out[table] = cur.fetchall()
+            cur.execute("SELECT table_name, cursor_value FROM elt_meta.source_cursors ORDER BY 1")
+            out["cursors"] = cur.fetchall()
+        con.close()
+        return out
+
+    clean, crashed = raw_rows("clean"), raw_rows("crashed")
+    assert clean["orders"] and clean == crashed
+    admin.close()
