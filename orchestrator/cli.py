@@ -26,7 +26,7 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     outcomes = load_source_into_warehouse(
         args.source,
         settings,
-        path=Path(args.path) if args.path else None,
+        path=args.path,
         tables=args.table,
         force=args.force,
         extract=not args.from_landing,
@@ -105,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(json_lines=True if args.json_logs else None)
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
         return int(args.func(args, settings))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,6 +36,10 @@ def generate(data_dir: Path, years: int) -> None:
 
 def run_demo(settings: Settings, years: int = 1) -> int:
     started = time.monotonic()
+    if settings.gateway != "duckdb":
+        print("error: `elt demo` builds the embedded DuckDB pipeline; unset ELT_GATEWAY (or set it to duckdb). "
+              "Load real sources into PostgreSQL with `elt load SOURCE`.", file=sys.stderr)
+        return 2
     warehouse_from_env = bool(os.environ.get("ELT_DUCKDB_PATH"))
     spec = load_source(SOURCE)
     custom = os.environ.get("JAFFLE_DATA_DIR")
@@ -84,7 +88,7 @@ def run_demo(settings: Settings, years: int = 1) -> int:
     ctx.close()
     print(f"plan: {'applied' if summary.applied_plan else 'no changes (already up to date)'}")
     print(f"warehouse: {settings.warehouse}")
-    print(f"landing:   {settings.landing_root}")
+    print(f"landing:   {settings.landing_location}")
     print(f"elapsed:   {time.monotonic() - started:.1f}s")
     env = f"ELT_DUCKDB_PATH={settings.warehouse} " if warehouse_from_env else ""
     print(

@@ -15,7 +15,7 @@ def load_source_into_warehouse(
     source: str,
     settings: Settings,
     *,
-    path: Path | None = None,
+    path: Path | str | None = None,
     tables: list[str] | None = None,
     force: bool = False,
     extract: bool = True,

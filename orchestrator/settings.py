@@ -50,7 +50,11 @@ class Settings:
 
     @property
     def landing_location(self) -> str:
-        return self.landing_url or str(self.landing_root)
+        if not self.landing_url:
+            return str(self.landing_root)
+        if "://" in self.landing_url or Path(self.landing_url).is_absolute():
+            return self.landing_url
+        return str(self.project_root / self.landing_url)
 
     def open_landing(self):  # type: ignore[no-untyped-def]
         from sources.landing.store import Landing

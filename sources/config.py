@@ -303,6 +303,8 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         problems.append(f"{where}: give exactly one of file (one file, re-read when it changes) or pattern (each new file once)")
     if kind == "postgres" and not re.match(r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$", str(raw.get("source_table", ""))):
         problems.append(f"{where}.source_table: required for postgres, as schema.table")
+    if raw.get("updated_since_param") and not cursor_field:
+        problems.append(f"{where}.updated_since_param needs cursor_field: the cursor is the newest value of that column")
     if kind == "rest_api" and not isinstance(raw.get("endpoint"), str):
         problems.append(f"{where}.endpoint: required for rest_api, a path like /v1/products")
     pagination = c.mapping("pagination")

@@ -114,6 +114,7 @@ def ingest(
     # The system allocator returns freed blocks to the OS, so memory stays flat however many
     # batches stream through (measured by bench/loader_postgres.py: jemalloc kept ~40% more).
     pa.set_memory_pool(pa.system_memory_pool())
+    landing.sweep_spool()
     outcomes = []
     with source_lock(spec.name, lock_dir):
         for table in selected:

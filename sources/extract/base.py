@@ -21,8 +21,8 @@ class Extract:
     origin: dict[str, Any] = field(default_factory=dict)
     cursor_from: str | None = None  # lower bound used for this extract (incremental tables)
     land_if_empty: bool = True  # snapshots land even when empty; incremental extracts do not
-    # True when the source itself enforces the primary key (a PRIMARY KEY or UNIQUE NOT NULL
-    # constraint read in one consistent statement): the loader's own key check is then redundant.
+    # True when the source itself enforces the primary key (a PRIMARY KEY constraint on exactly
+    # those columns, read in one consistent statement): the loader's own key check is redundant.
     key_enforced_by_source: bool = False
 
     @property

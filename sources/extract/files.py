@@ -220,8 +220,12 @@ def _parquet_batches(file: SourceFile, table: TableSpec, source: str, quotes: in
         parquet = pq.ParquetFile(file.fs.open_input_file(file.path))
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceReadError(f"{name} is not a readable Parquet file: {exc}", **where) from exc
-    _check_header([f.name for f in parquet.schema_arrow if f.name in table.column_names] +
-                  [c for c in table.column_names if c not in parquet.schema_arrow.names], table, name, where)
+    present = set(parquet.schema_arrow.names)
+    missing = [c for c in table.column_names if c not in present]
+    extra = [c for c in parquet.schema_arrow.names if c not in table.column_names]
+    if missing or extra:  # matched by name, so the file's column order does not matter
+        raise ContractError(f"columns of {name} differ from the declaration (missing: {missing}, not declared: {extra})",
+                            **where, hint="update the table's columns in the source declaration, or fix the extract")
     first_row = 1
     for batch in parquet.iter_batches(batch_size=65536, columns=table.column_names):
         yield cast_batch(batch, table, first_row, where)

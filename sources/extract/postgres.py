@@ -71,14 +71,25 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
             hint="check source_table in the declaration and the user's grants (GRANT SELECT ...)",
         )
     catalog = [ColumnSpec(r[0], catalog_type(r[1], r[2], r[3], r[4])) for r in rows]
-    if table.columns:  # declared columns: a subset, with declared types checked against the catalog
-        by_name = {c.name: c for c in catalog}
-        missing = [c.name for c in table.columns if c.name not in by_name]
-        if missing:
-            raise ContractError(f"declared columns {missing} are not in {table.source_table}", **where,
-                                hint="update the declaration, or ask the source owner what changed")
-        return list(table.columns)
-    return catalog
+    by_name = {c.name: c for c in catalog}
+    wanted = [*table.primary_key, *([table.cursor_field] if table.cursor_field else [])]
+    absent = [c for c in wanted if c not in by_name]
+    if absent:
+        raise ContractError(f"primary_key/cursor_field columns {absent} are not in {table.source_table}", **where,
+                            hint="fix primary_key or cursor_field in the declaration")
+    if not table.columns:
+        return catalog
+    # declared columns: a subset of the catalog, each with the catalog's type
+    missing = [c.name for c in table.columns if c.name not in by_name]
+    if missing:
+        raise ContractError(f"declared columns {missing} are not in {table.source_table}", **where,
+                            hint="update the declaration, or ask the source owner what changed")
+    differ = [f"{c.name}: declared {c.type.name}, catalog {by_name[c.name].type.name}" for c in table.columns
+              if c.type.arrow != by_name[c.name].type.arrow]
+    if differ:
+        raise ContractError(f"declared types differ from {table.source_table}: {'; '.join(differ)}", **where,
+                            hint="declare the catalog's types (or omit columns to take them from the catalog)")
+    return list(table.columns)
 
 
 def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None) -> Iterator[Extract]:
@@ -91,7 +102,7 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None) -> Itera
         con.close()
         raise
     enforced = key_is_enforced(con, table)
-    lower = _lower_bound(cursor, table.lookback_s) if table.cursor_field else None
+    lower = lower_bound(cursor, table.lookback_s, cursor_type(columns, table)) if table.cursor_field else None
     origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower}
     yield Extract(table, columns, _stream(con, spec, table, columns, lower, where), origin, cursor_from=lower,
                   land_if_empty=not table.cursor_field, key_enforced_by_source=enforced)
@@ -115,15 +126,23 @@ def key_is_enforced(con, table: TableSpec) -> bool:  # type: ignore[no-untyped-d
         return any(sorted(table.primary_key) == list(row[0]) for row in cur.fetchall())
 
 
-def _lower_bound(cursor: str | None, lookback_s: int) -> str | None:
-    if cursor is None:
-        return None
-    if lookback_s:
-        try:
-            return (datetime.fromisoformat(cursor) - timedelta(seconds=lookback_s)).isoformat()
-        except ValueError:
-            return cursor  # not a timestamp (an id): no lookback
-    return cursor
+def lower_bound(cursor: str | None, lookback_s: int, cursor_type: pa.DataType | None) -> str | None:
+    """The cursor minus the lookback, for time cursors; other cursors (ids) are used as they are.
+
+    >>> lower_bound("2024-01-02T09:00:00+00:00", 3600, pa.timestamp("us", tz="UTC"))
+    '2024-01-02T08:00:00+00:00'
+    >>> lower_bound("20240101", 3600, pa.int64())
+    '20240101'
+    """
+    if cursor is None or not lookback_s or cursor_type is None:
+        return cursor
+    if not (pa.types.is_timestamp(cursor_type) or pa.types.is_date(cursor_type)):
+        return cursor
+    return (datetime.fromisoformat(cursor) - timedelta(seconds=lookback_s)).isoformat()
+
+
+def cursor_type(columns: list[ColumnSpec], table: TableSpec) -> pa.DataType | None:
+    return next((c.type.arrow for c in columns if c.name == table.cursor_field), None)
 
 
 def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None) -> sql.Composed:

@@ -5,7 +5,7 @@
   (a looping API would otherwise never end), and ``max_pages`` bounds every table.
 - Auth: ``bearer`` or ``api_key`` (a header), the secret read from the environment variable the
   declaration names (or its ``_FILE``); it is redacted from every log line and error.
-- Retries: 429, 5xx, timeouts and connection errors are retried with exponential backoff and full
+- Retries: 429, 500, 502, 503, 504, timeouts and connection errors are retried with exponential backoff and full
   jitter, at most ``max_retries`` times, honouring ``Retry-After``; 401/403/404 and other 4xx are
   not retried (retrying cannot fix them).
 - Incremental: ``updated_since_param`` carries the cursor (minus the lookback).
@@ -33,7 +33,7 @@ from sources.connections import secret_from_env
 from sources.errors import ConfigError, SourceReadError
 from sources.extract.base import Extract
 from sources.extract.files import cast_batch
-from sources.extract.postgres import _lower_bound
+from sources.extract.postgres import cursor_type, lower_bound
 from sources.logs import get_logger
 
 log = get_logger("sources.rest")
@@ -267,7 +267,7 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
 def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
              sleep: Callable[[float], None] = time.sleep) -> Iterator[Extract]:
     client = RestClient(spec, table, sleep=sleep)
-    since = _lower_bound(cursor, table.lookback_s) if table.updated_since_param else None
+    since = lower_bound(cursor, table.lookback_s, cursor_type(list(table.columns), table)) if table.updated_since_param else None
     origin = {"kind": "rest_api", "endpoint": table.endpoint, "base_url": client.redact(client.base_url),
               "updated_since": since}
     batches = records_to_batches(pages(client, table, since), table, client.where)

@@ -90,7 +90,7 @@ class BatchWriter:
     batch_id: str
 
     def __post_init__(self) -> None:
-        self._spool = Path(tempfile.mkdtemp(prefix="elt-batch-", dir=self.landing.spool_dir))
+        self._spool = Path(tempfile.mkdtemp(prefix=f"elt-batch-{os.getpid()}-", dir=self.landing.spool_dir))
         self.data_path = self._spool / PART_NAME  # local copy, readable by checks before commit
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.data_path, self.schema, compression=LANDING_COMPRESSION)
         self.rows = 0
@@ -304,6 +304,21 @@ class Landing:
         import pyarrow.dataset as ds
 
         return ds.dataset(files, format="parquet", filesystem=self.fs).scanner(batch_size=65536).to_reader()
+
+    def sweep_spool(self) -> list[Path]:
+        """Remove spool folders left by loader processes that died (their pid is gone)."""
+        removed = []
+        base = Path(self.spool_dir or tempfile.gettempdir())
+        for folder in base.glob("elt-batch-*-*"):
+            try:
+                pid = int(folder.name.split("-")[2])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+            except (ValueError, IndexError, PermissionError):
+                continue
+        return removed
 
     def sweep_incomplete(self, source: str, table: str) -> list[str]:
         """Remove batch folders left without a manifest by an interrupted extract."""

@@ -110,7 +110,8 @@ class PostgresRaw:
         ledger = _ident(META_SCHEMA, LEDGER_TABLE)
         try:
             with self.con, self.con.cursor() as cur:  # one transaction: commit on success, rollback on error
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:{manifest.source}.{manifest.table}"])
+                # keyed by the raw table: sources sharing a raw table are serialised too
+                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{manifest.table}"])
                 cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(ledger),
                             [manifest.source, manifest.table, manifest.batch_id])
                 if cur.fetchone():

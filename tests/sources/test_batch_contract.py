@@ -188,3 +188,14 @@ def test_a_vanished_file_fails_only_its_table(small_jaffle: Path, tmp_path: Path
     (failed,) = [o for o in outcomes if o.error]
     assert failed.table == "tweets" and isinstance(failed.error, SourceReadError)
     assert "does not exist" in str(failed.error)
+
+
+def test_spool_folders_of_dead_loaders_are_swept(tmp_path: Path) -> None:
+    landing = LocalLanding(tmp_path / "landing")
+    spool = Path(landing.spool_dir)
+    dead = spool / "elt-batch-999999999-abc"  # no such pid
+    alive = spool / f"elt-batch-{__import__('os').getpid()}-abc"
+    dead.mkdir()
+    alive.mkdir()
+    assert landing.sweep_spool() == [dead]
+    assert alive.exists() and not dead.exists()

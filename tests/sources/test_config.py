@@ -36,3 +36,23 @@ def test_every_wrong_field_is_listed_at_once() -> None:
 def test_unknown_source_names_the_declared_ones() -> None:
     with pytest.raises(ConfigError, match="declared sources: jaffle_app, jaffle_catalog, jaffle_shop"):
         load_source("no_such_source")
+
+
+def test_updated_since_needs_a_cursor_field() -> None:
+    with pytest.raises(ConfigError, match="updated_since_param needs cursor_field"):
+        parse_source({"name": "api", "kind": "rest_api", "owner": "x", "base_url": "http://127.0.0.1:1",
+                      "tables": {"t": {"endpoint": "/t", "primary_key": "id", "updated_since_param": "since",
+                                       "columns": {"id": "string"}}}})
+
+
+def test_a_bad_gateway_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from orchestrator.cli import main
+
+    os.environ["ELT_GATEWAY"] = "oracle"
+    try:
+        assert main(["sources"]) == 2
+    finally:
+        del os.environ["ELT_GATEWAY"]
+    assert "ELT_GATEWAY is 'oracle'" in capsys.readouterr().err

@@ -225,3 +225,15 @@ def test_an_unexpected_error_fails_only_its_table(appdb, tmp_path: Path, monkeyp
                                                lock_dir=tmp_path)}
     assert "unexpected RuntimeError: boom" in str(outcomes["orders"].error) and "table=orders" in str(outcomes["orders"].error)
     assert outcomes["orders_again"].rows_applied == 3
+
+
+def test_declared_types_and_keys_are_checked_against_the_catalog(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    decl = declaration()
+    decl["tables"]["typed"] = {"source_table": "app.orders", "primary_key": "id", "columns": {"id": "uuid", "amount": "integer"}}
+    decl["tables"]["badkey"] = {"source_table": "app.orders", "primary_key": "order_id"}
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        outcomes = {o.table: o for o in ingest(parse_source(decl), landing=Landing.local(tmp_path / "landing"), raw=raw,
+                                               lock_dir=tmp_path)}
+    assert "amount: declared integer, catalog decimal(12,2)" in str(outcomes["typed"].error)
+    assert "['order_id'] are not in app.orders" in str(outcomes["badkey"].error)
+    assert outcomes["orders"].rows_applied == 3
