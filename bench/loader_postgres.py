@@ -5,8 +5,9 @@ and raw (DuckDB), against ``psql -c "COPY (...) TO STDOUT"`` measured in the sam
     .venv/bin/python bench/loader_postgres.py --sizes 1000000 5000000
 
 A real PostgreSQL server is started for the run (initdb in a temp folder, loopback). For each
-size it reports rows/s and peak RSS of the loader and of the baseline (psql to /dev/null), and
-their ratio. The last line printed is one JSON object. Machines are noisy: read the ratios.
+size it runs the baseline (psql to /dev/null) and the loader alternately ``--repeat`` times and
+reports the median time (rows/s) and the largest peak RSS of each, and their ratio. The last
+line printed is one JSON object. Machines are noisy: read the ratios.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,6 +74,7 @@ def psql_baseline(pg, view: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
     args = parser.parse_args()
     results: dict[str, object] = {}
     with postgres_server() as pg:
@@ -93,14 +96,20 @@ def main() -> None:
         con.close()
         for size in args.sizes:
             view = f"bench.orders_{size}"
-            base = psql_baseline(pg, view)
-            with tempfile.TemporaryDirectory() as work:
-                proc = subprocess.run([sys.executable, "-c", LOADER, work, view], cwd=ROOT, env=env,
-                                      capture_output=True, text=True)
-                if proc.returncode != 0:
-                    raise SystemExit(proc.stderr[-3000:])
-                rows, seconds, rss_kb = proc.stdout.strip().splitlines()[-1].split()
-            loader = {"rows": int(rows), "seconds": round(float(seconds), 3), "peak_rss_mb": round(int(rss_kb) / 1024)}
+            bases, loaders = [], []
+            for _ in range(args.repeat):  # interleaved, so both see the same machine
+                bases.append(psql_baseline(pg, view))
+                with tempfile.TemporaryDirectory() as work:
+                    proc = subprocess.run([sys.executable, "-c", LOADER, work, view], cwd=ROOT, env=env,
+                                          capture_output=True, text=True)
+                    if proc.returncode != 0:
+                        raise SystemExit(proc.stderr[-3000:])
+                    rows, seconds, rss_kb = proc.stdout.strip().splitlines()[-1].split()
+                loaders.append({"rows": int(rows), "seconds": round(float(seconds), 3), "peak_rss_mb": round(int(rss_kb) / 1024)})
+            base = {"seconds": statistics.median(b["seconds"] for b in bases),
+                    "peak_rss_mb": max(b["peak_rss_mb"] for b in bases)}
+            loader = {"rows": loaders[0]["rows"], "seconds": statistics.median(l["seconds"] for l in loaders),
+                      "peak_rss_mb": max(l["peak_rss_mb"] for l in loaders)}
             assert loader["rows"] == size, loader
             loader["rows_per_s"] = round(size / loader["seconds"])
             base["rows_per_s"] = round(size / base["seconds"])

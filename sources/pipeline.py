@@ -76,6 +76,17 @@ def source_lock(source: str, lock_dir: Path | None = None) -> Iterator[None]:
         os.close(fd)
 
 
+def _limit_malloc_arenas(arenas: int = 4) -> None:
+    """Cap glibc's per-thread malloc arenas (M_ARENA_MAX): the loader's few threads (COPY reader,
+    Parquet encoder, DuckDB) otherwise each grow an arena, and peak memory drifts with run time."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # -8 = M_ARENA_MAX
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
+
+
 def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: list[Manifest], *,
                  location: str | None, force: bool) -> Iterator[Extract]:
     if spec.kind == "files":
@@ -114,6 +125,7 @@ def ingest(
     # The system allocator returns freed blocks to the OS, so memory stays flat however many
     # batches stream through (measured by bench/loader_postgres.py: jemalloc kept ~40% more).
     pa.set_memory_pool(pa.system_memory_pool())
+    _limit_malloc_arenas()
     landing.sweep_spool()
     outcomes = []
     with source_lock(spec.name, lock_dir):
