@@ -162,11 +162,6 @@ def ingest(
     return outcomes
 
 
-def _max_cursor(batch: pa.RecordBatch, field_name: str) -> Any:
-    value = pc.max(batch.column(field_name)).as_py()
-    return value
-
-
 def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> set[tuple] | None:
     """Rows the lookback window will read again that raw already holds unchanged (same key, same cursor)."""
     table = item.table
@@ -216,7 +211,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
             progress.advance(batch.num_rows)
             failpoints.hit("extract.mid")
             if table.cursor_field and batch.num_rows:
-                high = _max_cursor(batch, table.cursor_field)
+                high = pc.max(batch.column(table.cursor_field)).as_py()
                 if high is not None and (cursor_to is None or high > cursor_to):
                     cursor_to = high
         data = writer.close_data()

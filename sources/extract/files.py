@@ -73,10 +73,6 @@ def scan(file: SourceFile) -> tuple[str, int]:
     return digest.hexdigest(), quotes
 
 
-def file_sha256(path: Path) -> str:
-    return scan(SourceFile(pafs.LocalFileSystem(), str(path), str(path), 0, None))[0]
-
-
 def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: list[Manifest], force: bool = False) -> Iterator[Extract]:
     """The extracts to land for ``table``: its file if it changed, or each new file of its pattern."""
     where = {"source": spec.name, "table": table.name}
@@ -118,14 +114,6 @@ def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, 
 
 def _where(source: str, table: TableSpec) -> dict[str, str]:
     return {"source": source, "table": table.name}
-
-
-def read_csv_batches(path: Path, table: TableSpec, *, source: str, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
-    """Typed record batches of a local CSV file (see ``_csv_batches``)."""
-    file = _info(pafs.LocalFileSystem(), str(Path(path).resolve()), "")
-    if file is None:
-        raise SourceReadError(f"file {path} does not exist", **_where(source, table))
-    return _csv_batches(file, table, source, scan(file)[1], block_bytes)
 
 
 def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
