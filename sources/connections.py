@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sources.errors import ConfigError
+from sources.errors import ConfigError, first_line
 
 
 def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -71,7 +71,7 @@ class PostgresSettings:
         try:
             return psycopg2.connect(**kwargs)
         except psycopg2.OperationalError as exc:
-            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            text = first_line(exc)
             if self.password:
                 text = text.replace(self.password, "***")
             raise ConfigError(

@@ -8,6 +8,16 @@ on"; ``ConfigError`` means nothing ran.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (driver errors span many lines), or its type.
+
+    >>> first_line(ValueError("bad value\\nDETAIL: more"))
+    'bad value'
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class LoaderError(Exception):
     """Base class: one table of one source could not be loaded; nothing of it was applied."""
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_primary_key
-from sources.errors import LoaderError
+from sources.errors import LoaderError, first_line
 from sources import failpoints
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
@@ -133,9 +133,8 @@ def ingest(
             outcome = TableOutcome(table.name)
             try:
                 landing.sweep_incomplete(spec.name, table.name)
-                apply_pending(spec, table, landing, raw, outcome)
+                landed = apply_pending(spec, table, landing, raw, outcome)
                 if extract:
-                    landed = list(landing.batches(spec.name, table.name))
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw))
                         if manifest is not None:
@@ -146,7 +145,7 @@ def ingest(
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others
                 if not isinstance(exc, LoaderError):
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    first = first_line(exc)
                     wrapped = LoaderError(
                         f"unexpected {type(exc).__name__}: {first}", source=spec.name, table=table.name,
                         hint="nothing of this table was half-applied; rerun, and report it if it repeats "
@@ -238,13 +237,15 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
 
 
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
-                  fresh: set[str] | None = None) -> None:
+                  fresh: set[str] | None = None) -> list[Manifest]:
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
     Checksums are verified before applying, except for ``fresh`` batches landed by this run.
+    Returns the table's landed batches (read once, for the caller to reuse).
     """
     done = raw.loaded_batch_ids(spec.name, table.name)
-    for manifest in landing.batches(spec.name, table.name):
+    landed = list(landing.batches(spec.name, table.name))
+    for manifest in landed:
         if manifest.batch_id in done:
             continue
         verify = manifest.batch_id not in (fresh or set())
@@ -263,6 +264,7 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
             for note in result.schema_notes:
                 log.warning("schema change", extra={"fields": {**fields, "change": note}})
             log.info("applied to raw", extra={"fields": fields})
+    return landed
 
 
 def load_file_source(spec: SourceSpec, *, path: Path, landing: Landing, raw: RawStore, **kwargs: Any) -> list[TableOutcome]:

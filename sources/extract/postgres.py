@@ -23,7 +23,7 @@ from pyarrow import csv
 
 from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.connections import PostgresSettings
-from sources.errors import ContractError, SourceReadError
+from sources.errors import ContractError, SourceReadError, first_line
 from sources.extract.base import Extract
 from sources.types import ColumnType, parse_type
 
@@ -211,6 +211,6 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
 
 
 def _copy_error(exc: BaseException, table: TableSpec, where: dict[str, str]) -> SourceReadError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    first = first_line(exc)
     return SourceReadError(f"reading {table.source_table} failed: {first}", **where,
                            hint="check the source database and rerun; nothing of this extract was landed")

@@ -50,9 +50,9 @@ def new_batch_id(extracted_at: datetime) -> str:
     return f"{extracted_at:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
 
 
-def sha256_file(path: Path) -> str:
+def sha256_of(fs: pafs.FileSystem, path: str) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with fs.open_input_stream(path) as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -153,7 +153,7 @@ class BatchWriter:
             rows=self.rows,
             columns=columns,
             primary_key=primary_key,
-            files=[LandedFile(PART_NAME, self.rows, data.stat().st_size, sha256_file(data))],
+            files=[LandedFile(PART_NAME, self.rows, data.stat().st_size, sha256_of(pafs.LocalFileSystem(), str(data)))],
             origin=origin,
             cursor=cursor or {},
         )
@@ -285,16 +285,11 @@ class Landing:
                     f"data file {path} listed in the manifest is missing", **where,
                     hint="landing is immutable: restore the file from backup; do not edit the manifest",
                 )
-            if verify:
-                digest = hashlib.sha256()
-                with self.fs.open_input_stream(path) as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(chunk)
-                if digest.hexdigest() != landed.sha256:
-                    raise LandingError(
-                        f"checksum of {path} does not match its manifest", **where,
-                        hint="the landed file was changed after landing; restore it from backup or re-extract",
-                    )
+            if verify and sha256_of(self.fs, path) != landed.sha256:
+                raise LandingError(
+                    f"checksum of {path} does not match its manifest", **where,
+                    hint="the landed file was changed after landing; restore it from backup or re-extract",
+                )
             paths.append(path)
         return paths
 

@@ -16,7 +16,7 @@ from psycopg2 import sql
 
 from sources.connections import PostgresSettings
 from sources import failpoints
-from sources.errors import RawLoadError
+from sources.errors import RawLoadError, first_line
 from sources.landing.manifest import Manifest
 from sources.load.base import (
     CURSOR_COLUMNS,
@@ -157,7 +157,7 @@ class PostgresRaw:
         except RawLoadError:
             raise
         except Exception as exc:  # psycopg2.Error, pyarrow errors: the transaction was rolled back
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,
                 hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
