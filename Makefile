@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lock ui bench bench-loader clean-data clean help
+.PHONY: demo demo-production test test-fast lock ui bench bench-loader clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
 	@echo "make test   - run the whole test suite"
+	@echo "make demo-production - the demo on PostgreSQL + S3 (needs ELT_PG_*, ELT_LANDING_URL; see README)"
 	@echo "make ui     - open the SQLMesh UI (column lineage) on http://127.0.0.1:8000"
 	@echo "make clean-data - delete the demo data, landing and warehouse under data/"
 
@@ -23,6 +24,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 demo: $(STAMP)
 	$(BIN)/elt demo
+
+# The same pipeline the production way: needs ELT_PG_* and ELT_LANDING_URL=s3://... (README).
+demo-production: $(STAMP)
+	$(BIN)/elt demo --production
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,9 +1,13 @@
 """``elt``: the pipeline's own commands.
 
     elt demo                         generate Jaffle Shop data, load it, build and audit every model
+    elt demo --production            the same through the production path: PostgreSQL app DB + catalog API
+                                     -> S3 landing -> PostgreSQL raw, models and state (ELT_PG_*, ELT_LANDING_URL)
     elt load SOURCE [--path DIR]     land and load a declared source (e.g. a folder of jafgen CSVs)
     elt load SOURCE --from-landing   apply landed batches that raw lacks (restore raw from landing)
     elt transform                    plan+apply prod, restate models whose raw tables got new batches, run, audit
+    elt preview [ENV]                build local model changes in a dev environment, diff it against prod
+    elt bi-role                      create/update the read-only BI role on marts (PostgreSQL; ELT_BI_*)
     elt sources                      list the declared sources and their tables
 
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import date
 from pathlib import Path
 
 from orchestrator.settings import Settings
@@ -48,9 +53,46 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    if args.production:
+        from orchestrator.production_demo import run_production_demo
+
+        return run_production_demo(settings, years=args.years, as_of=args.as_of)
+    if args.as_of:
+        raise ConfigError("--as-of only applies to `elt demo --production`")
     from orchestrator.demo import run_demo
 
     return run_demo(settings, years=args.years)
+
+
+def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.preview import preview
+    from orchestrator.transform import TransformFailed
+
+    try:
+        diffs = preview(settings, args.environment, quiet=not args.verbose)
+    except TransformFailed as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if not diffs:
+        print(f"environment {args.environment}: no model differs from prod")
+        return 0
+    print(f"environment {args.environment}: {len(diffs)} model(s) differ from prod (prod untouched)")
+    for diff in diffs:
+        print(f"  {diff.render(args.environment)}")
+    print(f"\npromote with `sqlmesh plan` (prod), or drop it with `sqlmesh invalidate {args.environment}`")
+    return 0
+
+
+def _cmd_bi_role(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.serving import bi_role_settings, ensure_bi_role
+    from sources.connections import PostgresSettings
+
+    if settings.gateway != "postgres":
+        raise ConfigError("the BI role is for the PostgreSQL warehouse", hint="set ELT_GATEWAY=postgres and ELT_PG_*")
+    role, password = bi_role_settings()
+    for line in ensure_bi_role(PostgresSettings.from_env(settings.pg_prefix), args.role or role, password):
+        print(line)
+    return 0
 
 
 def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
@@ -79,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the whole Jaffle Shop demo end to end")
     demo.add_argument("--years", type=int, default=1, help="years of data jafgen generates (default 1)")
+    demo.add_argument("--production", action="store_true",
+                      help="PostgreSQL app DB + catalog API -> S3 landing -> PostgreSQL warehouse (see README)")
+    demo.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                      help="with --production: release the sources' data up to this day (default: all)")
     demo.set_defaults(func=_cmd_demo)
 
     load = sub.add_parser("load", help="land and load a declared source")
@@ -95,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
     transform.add_argument("--environment", default="prod")
     transform.set_defaults(func=_cmd_transform)
+
+    prev = sub.add_parser("preview", help="build model changes in a dev environment and diff against prod")
+    prev.add_argument("environment", nargs="?", default="dev")
+    prev.add_argument("--verbose", action="store_true", help="show SQLMesh's plan output")
+    prev.set_defaults(func=_cmd_preview)
+
+    bi = sub.add_parser("bi-role", help="create/update the read-only BI role (PostgreSQL gateway)")
+    bi.add_argument("--role", help="role name (default: ELT_BI_ROLE or bi_reader)")
+    bi.set_defaults(func=_cmd_bi_role)
 
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from sqlglot import exp
+
 from orchestrator.loading import load_source_into_warehouse, print_load_report
 from orchestrator.settings import Settings
 from orchestrator.transform import TransformFailed, make_context, transform
@@ -34,13 +36,8 @@ def generate(data_dir: Path, years: int) -> None:
     subprocess.run([str(jafgen), str(years)], cwd=data_dir.parent, check=True, stdout=subprocess.DEVNULL)
 
 
-def run_demo(settings: Settings, years: int = 1) -> int:
-    started = time.monotonic()
-    if settings.gateway != "duckdb":
-        print("error: `elt demo` builds the embedded DuckDB pipeline; unset ELT_GATEWAY (or set it to duckdb). "
-              "Load real sources into PostgreSQL with `elt load SOURCE`.", file=sys.stderr)
-        return 2
-    warehouse_from_env = bool(os.environ.get("ELT_DUCKDB_PATH"))
+def demo_data(settings: Settings, years: int) -> Path | None:
+    """The folder of jafgen CSVs: ``JAFFLE_DATA_DIR``, or generated once under data/."""
     spec = load_source(SOURCE)
     custom = os.environ.get("JAFFLE_DATA_DIR")
     if custom:
@@ -48,14 +45,62 @@ def run_demo(settings: Settings, years: int = 1) -> int:
         missing = [t.file for t in spec.tables.values() if not (data_dir / t.file).is_file()]
         if missing:
             print(f"error: JAFFLE_DATA_DIR={data_dir} lacks {', '.join(missing)} (expected jafgen's raw_*.csv)", file=sys.stderr)
-            return 2
+            return None
         print(f"using existing data in {data_dir} (JAFFLE_DATA_DIR)")
+        return data_dir
+    data_dir = settings.data_dir
+    if all((data_dir / t.file).is_file() for t in spec.tables.values()):
+        print(f"reusing generated data in {data_dir} (delete it or `make clean-data` to regenerate)")
     else:
-        data_dir = settings.data_dir
-        if all((data_dir / t.file).is_file() for t in spec.tables.values()):
-            print(f"reusing generated data in {data_dir} (delete it or `make clean-data` to regenerate)")
-        else:
-            generate(data_dir, years)
+        generate(data_dir, years)
+    return data_dir
+
+
+def print_summary(settings: Settings, summary, specs, started: float) -> None:  # type: ignore[no-untyped-def]
+    """Row counts of the raw tables and marts, the audits, and where everything is."""
+    ctx, _ = make_context(settings, quiet=True)
+    try:
+        adapter = ctx.engine_adapter
+
+        def count(schema: str, table: str) -> int:
+            return adapter.fetchone(exp.select("COUNT(*)").from_(exp.table_(table, db=schema, quoted=True)))[0]
+
+        print("raw tables (rows, all batches):")
+        for spec in specs:
+            for table in spec.tables.values():
+                print(f"  {spec.raw_schema}.{table.name:<22} {count(spec.raw_schema, table.name):>10,}")
+        print("marts (rows):")
+        for mart in MARTS:
+            print(f"  marts.{mart:<36} {count('marts', mart):>10,}")
+    finally:
+        ctx.close()
+    print(
+        f"audits: {summary.audits_run} run on {summary.models_audited} models, {summary.audits_passed} passed"
+        f"{'' if summary.audits_passed == summary.audits_run else ' (FAILURES above)'}"
+    )
+    print(f"plan: {'applied' if summary.applied_plan else 'no changes (already up to date)'}")
+    if settings.gateway == "postgres":
+        from sources.connections import PostgresSettings
+
+        pg = PostgresSettings.from_env(settings.pg_prefix)
+        print(f"warehouse: PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.dbname} (SQLMesh state in schema sqlmesh)")
+    else:
+        print(f"warehouse: {settings.warehouse}")
+    print(f"landing:   {settings.landing_location}")
+    print(f"elapsed:   {time.monotonic() - started:.1f}s")
+
+
+def run_demo(settings: Settings, years: int = 1) -> int:
+    started = time.monotonic()
+    if settings.gateway != "duckdb":
+        print("error: `elt demo` builds the embedded DuckDB pipeline from files; with ELT_GATEWAY=postgres run "
+              "`elt demo --production` (app database, catalog API, S3 landing, PostgreSQL warehouse).", file=sys.stderr)
+        return 2
+    warehouse_from_env = bool(os.environ.get("ELT_DUCKDB_PATH"))
+    spec = load_source(SOURCE)
+    data_dir = demo_data(settings, years)
+    if data_dir is None:
+        return 2
 
     print("\n== 1/3 load: files -> landing (Parquet + manifest) -> raw tables")
     outcomes = load_source_into_warehouse(SOURCE, settings, path=data_dir)
@@ -73,23 +118,7 @@ def run_demo(settings: Settings, years: int = 1) -> int:
         return 1
 
     print("\n== 3/3 summary")
-    ctx, _ = make_context(settings, quiet=True)
-    count = lambda table: ctx.engine_adapter.fetchone(f"SELECT COUNT(*) FROM {table}")[0]  # noqa: E731
-    print("raw tables (rows, all batches):")
-    for table in spec.tables.values():
-        print(f"  {spec.raw_schema}.{table.name:<22} {count(f'{spec.raw_schema}.{table.name}'):>10,}")
-    print("marts (rows):")
-    for mart in MARTS:
-        print(f"  marts.{mart:<36} {count(f'marts.{mart}'):>10,}")
-    print(
-        f"audits: {summary.audits_run} run on {summary.models_audited} models, {summary.audits_passed} passed"
-        f"{'' if summary.audits_passed == summary.audits_run else ' (FAILURES above)'}"
-    )
-    ctx.close()
-    print(f"plan: {'applied' if summary.applied_plan else 'no changes (already up to date)'}")
-    print(f"warehouse: {settings.warehouse}")
-    print(f"landing:   {settings.landing_location}")
-    print(f"elapsed:   {time.monotonic() - started:.1f}s")
+    print_summary(settings, summary, [spec], started)
     env = f"ELT_DUCKDB_PATH={settings.warehouse} " if warehouse_from_env else ""
     print(
         "\nnext, from the project root (source .venv/bin/activate first):\n"

@@ -53,14 +53,23 @@ class TransformFailed(Exception):
         lines += [f"  - model failed: {e}" for e in self.model_errors]
         if self.skipped:
             lines.append(f"  skipped (downstream of the failure): {', '.join(self.skipped)}")
-        lines.append(
-            "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
-            " where the plan did not complete."
-        )
-        lines.append(
-            "  next: inspect the failing rows in the warehouse (query above), fix the source data or the model,"
-            " reload (`elt load ...`), then rerun `elt transform`. Runbook: docs/runbook.md#failed-audit"
-        )
+        if failures or self.model_errors or self.skipped:
+            lines.append(
+                "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
+                " where the plan did not complete."
+            )
+            lines.append(
+                "  next: inspect the failing rows in the warehouse (query above), fix the source data or the model,"
+                " reload (`elt load ...`), then rerun `elt transform`. Runbook: docs/runbook.md#failed-audit"
+            )
+        elif "test" in detail.lower():
+            lines.append(
+                "  A model unit test (tests/models/*.yaml) failed, so nothing was built or changed."
+                " next: run `sqlmesh test` (with the same ELT_GATEWAY) to see the failing unit test and its diff,"
+                " then fix the model or the test's expectation."
+            )
+        else:
+            lines.append("  Nothing was changed by the failed step. next: read the error above; runbook: docs/runbook.md")
         super().__init__("\n".join(lines))
 
 
@@ -91,10 +100,26 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     from sqlmesh.core.console import set_console
 
     os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
+    if settings.gateway == "postgres":
+        export_pg_password(settings.pg_prefix)
     console = _capturing_console(quiet)
     set_console(console)
-    ctx = Context(paths=str(settings.project_root))
+    ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
     return ctx, console
+
+
+def export_pg_password(prefix: str) -> None:
+    """config.yaml reads ``ELT_PG_PASSWORD``; accept ``ELT_PG_PASSWORD_FILE`` too (Docker/K8s secrets).
+
+    Only this process's environment is changed, and the value is never logged.
+    """
+    from sources.connections import secret_from_env
+
+    name = f"{prefix}PASSWORD"
+    if not os.environ.get(name):
+        secret = secret_from_env(name)
+        if secret:
+            os.environ[name] = secret
 
 
 def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]

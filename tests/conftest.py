@@ -136,7 +136,9 @@ def pg_db(pg_server, request):  # type: ignore[no-untyped-def]
 
     import hashlib
 
-    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.originalname.lower())[:40] + "_" + \
+    # At most 23 characters: SQLMesh's unit tests on PostgreSQL name fixture tables
+    # <database>__<schema>__<table>, which must fit in 63 (see docs/reference/configuration.md).
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.originalname.lower())[:12] + "_" + \
         hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:8]
     admin = psycopg2.connect(pg_server.dsn)
     admin.autocommit = True
