@@ -36,6 +36,11 @@ DIALECT = "duckdb"
 # The loader's DuckDB connections stay small (spilling to disk past it), so loading a table of
 # any size runs in bounded memory next to other work. Override with ELT_LOADER_MEMORY_LIMIT.
 LOADER_MEMORY_LIMIT = os.environ.get("ELT_LOADER_MEMORY_LIMIT", "64MB")
+# DuckDB compression methods the loader's connection does not try. Analysing dictionary
+# compression on high-cardinality text (keys, UUIDs) cost about a quarter of the raw insert on
+# bench/loader_postgres.py; text is then stored with FSST (or uncompressed), and the raw file of
+# that benchmark grows from 46 to 54 MB. The values are the same. "" restores DuckDB's default.
+LOADER_DISABLED_COMPRESSION = os.environ.get("ELT_LOADER_DISABLED_COMPRESSION", "dictionary")
 
 
 def q(name: str) -> str:
@@ -86,6 +91,8 @@ class DuckDBRaw:
         # Row order in raw is carried by _batch_row, so DuckDB may insert in parallel (4x faster here).
         self.con = duckdb.connect(self.database, config={"memory_limit": LOADER_MEMORY_LIMIT, "preserve_insertion_order": False})
         self.con.execute("SET enable_progress_bar = false")
+        if LOADER_DISABLED_COMPRESSION:
+            self.con.execute(f"SET disabled_compression_methods = {lit(LOADER_DISABLED_COMPRESSION)}")
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(META_SCHEMA)}")
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {LEDGER} ({LEDGER_COLUMNS})")
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {CURSORS} ({CURSOR_COLUMNS})")
