@@ -6,6 +6,14 @@
     elt transform                    plan+apply prod, restate models whose raw tables got new batches, run, audit
     elt sources                      list the declared sources and their tables
 
+Scheduling (see README "Running on a schedule"):
+    elt tick                         mark abandoned runs, start due jobs (call every minute from cron/systemd)
+    elt serve                        the same in a foreground loop, once a minute
+    elt run-job JOB                  run one job now (lock, attempts, retries, timeout, history)
+    elt runs [--limit N] [--job J]   recent attempts from the run history
+    elt run-show RUN_ID              every attempt of one run
+    elt status                       each job: schedule, last slot, last run, last success
+
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
 """
 
@@ -36,13 +44,25 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from orchestrator.locks import make_lock
     from orchestrator.transform import TransformFailed, transform
 
+    # plan and run on one environment are serialized with the scheduler's transform job
+    lock = make_lock(settings, f"sqlmesh:{args.environment}")
+    wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
+    if not lock.acquire(timeout=wait_s):
+        print(f"error: another plan/run of environment {args.environment} held its lock for {wait_s:.0f}s; "
+              "see `elt runs` for the running transform job", file=sys.stderr)
+        return 1
     try:
         summary = transform(settings, environment=args.environment)
     except TransformFailed as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     print(summary.render())
     return 0
 
@@ -72,6 +92,62 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _parse_now(text: str | None):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=None)
+    except ValueError:
+        raise ConfigError(f"--now {text!r} is not an ISO timestamp", hint="e.g. --now 2026-11-25T06:00") from None
+
+
+def _cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.tick import tick
+
+    report = tick(settings, _parse_now(args.now))
+    print(report.render())
+    return 1 if any(r.status in ("failed", "timed_out") for r in report.started) else 0
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.serve import serve
+
+    return serve(settings, interval_s=args.interval, max_ticks=args.max_ticks)
+
+
+def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.jobs import get_job
+    from orchestrator.runner import run_job
+
+    result = run_job(settings, get_job(settings, args.job), trigger=args.trigger)
+    print(f"job {result.job}: {result.status} (run {result.run_id}, {result.attempts} attempt(s))")
+    if result.error:
+        print(f"  {result.error}\n  next: elt run-show {result.run_id}", file=sys.stderr)
+    return {"succeeded": 0, "already_ran": 0, "skipped_locked": 75}.get(result.status, 1)
+
+
+def _cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.status import print_runs
+
+    print_runs(settings, limit=args.limit, job=args.job)
+    return 0
+
+
+def _cmd_run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.status import print_run
+
+    return print_run(settings, args.run_id)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.status import print_status
+
+    print_status(settings, _parse_now(args.now))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
@@ -95,6 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
     transform.add_argument("--environment", default="prod")
     transform.set_defaults(func=_cmd_transform)
+
+    tick = sub.add_parser("tick", help="mark abandoned runs, start due jobs (call every minute)")
+    tick.add_argument("--now", help="evaluate as of this UTC time (ISO; for replays and tests)")
+    tick.set_defaults(func=_cmd_tick)
+
+    serve = sub.add_parser("serve", help="tick once a minute in the foreground")
+    serve.add_argument("--interval", type=float, default=60.0, help="seconds between ticks (default 60)")
+    serve.add_argument("--max-ticks", type=int, default=None, help="stop after N ticks (default: run until stopped)")
+    serve.set_defaults(func=_cmd_serve)
+
+    run_job = sub.add_parser("run-job", help="run one job now, with its lock, retries, timeout and history")
+    run_job.add_argument("job", help="a source name, 'transform', or a job of ELT_JOBS_FILE (see `elt status`)")
+    run_job.add_argument("--trigger", default="manual", help="recorded in the history (default manual)")
+    run_job.set_defaults(func=_cmd_run_job)
+
+    runs = sub.add_parser("runs", help="recent attempts from the run history")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--job")
+    runs.set_defaults(func=_cmd_runs)
+
+    run_show = sub.add_parser("run-show", help="every attempt of one run")
+    run_show.add_argument("run_id")
+    run_show.set_defaults(func=_cmd_run_show)
+
+    status = sub.add_parser("status", help="each job's schedule, last slot, last run and last success")
+    status.add_argument("--now", help=argparse.SUPPRESS)
+    status.set_defaults(func=_cmd_status)
 
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")
