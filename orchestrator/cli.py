@@ -13,6 +13,7 @@ Scheduling (see README "Running on a schedule"):
     elt runs [--limit N] [--job J]   recent attempts from the run history
     elt run-show RUN_ID              every attempt of one run
     elt status                       each job: schedule, last slot, last run, last success
+    elt freshness                    age of every source table and mart against its declared maximum
 
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
 """
@@ -148,6 +149,22 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.freshness import evaluate
+    from orchestrator.runner import utcnow
+
+    now = _parse_now(args.now) or utcnow()
+    results = evaluate(settings, now)
+    if results is None:
+        print("error: the warehouse is busy (a load holds the DuckDB file); try again in a minute", file=sys.stderr)
+        return 1
+    for f in results:
+        print(f.describe(now) + (f"  owner {f.owner}" if f.state == "stale" else ""))
+    if not results:
+        print("(no table declares a freshness and no mart exists)")
+    return 1 if any(f.state == "stale" for f in results) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
@@ -198,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="each job's schedule, last slot, last run and last success")
     status.add_argument("--now", help=argparse.SUPPRESS)
     status.set_defaults(func=_cmd_status)
+
+    fresh = sub.add_parser("freshness", help="age of each source table and mart against its maximum (exit 1 if stale)")
+    fresh.add_argument("--now", help=argparse.SUPPRESS)
+    fresh.set_defaults(func=_cmd_freshness)
 
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")

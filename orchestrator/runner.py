@@ -62,7 +62,25 @@ def _retry_settings() -> tuple[float, float]:
     return float(os.environ.get("ELT_RETRY_BASE_S", "30")), float(os.environ.get("ELT_RETRY_CAP_S", "600"))
 
 
-def run_job(
+def run_job(settings: Settings, job: Job, *, now: Callable[[], datetime] = utcnow, **kwargs: Any) -> JobResult:
+    """Run ``job`` to completion (all attempts) unless another run of it holds its lock; alert on a
+    change of its state (failed / recovered). ``kwargs``: see ``_run_job``."""
+    result = _run_job(settings, job, now=now, **kwargs)
+    notify_job(settings, job, result, now())
+    return result
+
+
+def notify_job(settings: Settings, job: Job, result: JobResult, when: datetime) -> None:
+    """Alert on a state change; a broken alert path is logged and never fails the run."""
+    try:
+        from orchestrator.alerts import on_job_result
+
+        on_job_result(settings, History.open(settings), job, result, when)
+    except Exception as exc:  # noqa: BLE001
+        log.error("alerting failed", extra={"fields": {"job": job.name, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
+
+
+def _run_job(
     settings: Settings,
     job: Job,
     *,
@@ -74,7 +92,6 @@ def run_job(
     sleep: Callable[[float], None] = time.sleep,
     run_id: str | None = None,
 ) -> JobResult:
-    """Run ``job`` to completion (all attempts) unless another run of it holds its lock."""
     history = History.open(settings)
     run_id = run_id or uuid.uuid4().hex[:12]
     base = RunRecord(
@@ -211,6 +228,9 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
                            error=f"the process running job {record.job} died (pid {record.pid} on {record.host}); "
                            f"next: check the system log for an OOM kill or reboot, then `elt run-job {record.job}`")
             abandoned.append(record)
+            if job is not None:
+                notify_job(settings, job, JobResult(record.run_id, job.name, "abandoned", record.attempt,
+                                                    f"the process running job {job.name} died"), now)
             log.warning("run abandoned", extra={"fields": {"run_id": record.run_id, "job": record.job,
                                                            "known_job": job is not None}})
         finally:

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from orchestrator.freshness import Freshness
 from orchestrator.history import History, RunRecord
 from orchestrator.jobs import Job, all_jobs
 from orchestrator.locks import make_lock
@@ -37,9 +38,13 @@ class TickReport:
     abandoned: list[RunRecord] = field(default_factory=list)
     started: list[JobResult] = field(default_factory=list)
     busy: bool = False  # another tick held the scheduler lock
+    freshness: list[Freshness] | None = None  # None: the warehouse was busy, checked next tick
 
     def render(self) -> str:
         lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC"]
+        stale = [f.subject for f in self.freshness or [] if f.state == "stale"]
+        if stale:
+            lines.append(f"  stale: {', '.join(stale)}")
         lines += [f"  abandoned: {r.job} run {r.run_id} attempt {r.attempt}" for r in self.abandoned]
         if self.busy:
             lines.append("  a previous tick is still running its jobs; nothing started")
@@ -61,6 +66,7 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
     history = History.open(settings)
     report = TickReport(now)
     report.abandoned = mark_abandoned(settings, history, now)
+    report.freshness = check_freshness(settings, history, now)
     scheduler = make_lock(settings, "scheduler")
     if not scheduler.try_acquire():
         report.busy = True
@@ -86,3 +92,17 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
     finally:
         scheduler.release()
     return report
+
+
+def check_freshness(settings: Settings, history: History, now: datetime) -> list[Freshness] | None:
+    """Evaluate freshness and alert on changes; never fails the tick."""
+    from orchestrator import alerts, freshness
+
+    try:
+        results = freshness.evaluate(settings, now)
+        if results is not None:
+            alerts.on_freshness(settings, history, results, now)
+        return results
+    except Exception as exc:  # noqa: BLE001 - a freshness problem must not stop the jobs
+        log.error("freshness check failed", extra={"fields": {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
+        return None

@@ -29,8 +29,10 @@ def test_jobs(tmp: Path) -> dict[str, Any]:
         "hang": {"command": ["sh", "-c", f"sleep 300 & echo $! > {tmp / 'child.pid'}; wait"],
                  "schedule": "@daily", "timeout": "2s", "attempts": 2},
         "flaky": {"command": [PY, "-c", flaky], "schedule": "@daily", "attempts": 3},
+        "toggle": {"command": [PY, "-c", f"import os, sys; sys.exit(1 if os.path.exists({str(tmp / 'broken')!r}) else 0)"],
+                   "schedule": "@daily", "attempts": 1, "owner": "toggle-team@example.com"},
         "bad": {"command": [PY, "-c", "import sys; print('bad input', file=sys.stderr); sys.exit(1)"],
-                "schedule": "@daily", "attempts": 3},
+                "schedule": "@daily", "attempts": 3, "owner": "ops@example.com"},
     }}
 
 
