@@ -14,6 +14,7 @@ Scheduling (see README "Running on a schedule"):
     elt run-show RUN_ID              every attempt of one run
     elt status                       each job: schedule, last slot, last run, last success
     elt freshness                    age of every source table and mart against its declared maximum
+    elt backfill SOURCE --start D --end D   re-extract a source, restate that window, print the difference
 
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
 """
@@ -165,6 +166,23 @@ def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(f.state == "stale" for f in results) else 0
 
 
+def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import date
+
+    from orchestrator.backfill import BackfillFailed, backfill
+
+    try:
+        start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    except ValueError:
+        raise ConfigError("--start and --end must be dates like 2018-09-01", source=args.source) from None
+    try:
+        backfill(settings, args.source, start, end)
+    except BackfillFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
@@ -219,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     fresh = sub.add_parser("freshness", help="age of each source table and mart against its maximum (exit 1 if stale)")
     fresh.add_argument("--now", help=argparse.SUPPRESS)
     fresh.set_defaults(func=_cmd_freshness)
+
+    bf = sub.add_parser("backfill", help="re-extract a source and restate one time window of the models")
+    bf.add_argument("source")
+    bf.add_argument("--start", required=True, help="first day of the window (YYYY-MM-DD)")
+    bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")
+    bf.set_defaults(func=_cmd_backfill)
 
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")

@@ -78,5 +78,8 @@ def project(tmp_path: Path) -> Project:
     root = copy_project(tmp_path / "project")
     jobs_file = tmp_path / "jobs.yaml"
     jobs_file.write_text(yaml.safe_dump(test_jobs(tmp_path)))
-    env = project_env(root, ELT_JOBS_FILE=str(jobs_file), ELT_RETRY_BASE_S="0.2", ELT_RETRY_CAP_S="0.4")
+    tmp = tmp_path / "tmp"  # the loader's per-source lock lives under TMPDIR: keep other test runs out
+    tmp.mkdir()
+    env = project_env(root, ELT_JOBS_FILE=str(jobs_file), ELT_RETRY_BASE_S="0.2", ELT_RETRY_CAP_S="0.4",
+                      TMPDIR=str(tmp))
     return Project(root, env)
