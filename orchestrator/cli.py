@@ -15,6 +15,8 @@ Scheduling (see README "Running on a schedule"):
     elt status                       each job: schedule, last slot, last run, last success
     elt freshness                    age of every source table and mart against its declared maximum
     elt backfill SOURCE --start D --end D   re-extract a source, restate that window, print the difference
+    elt report --out FILE            a static HTML status page (runs, freshness, rows per layer, audits)
+    elt airflow --out DIR            one Airflow DAG file per job, each calling `elt run-job`
 
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
 """
@@ -183,6 +185,21 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.report import write
+
+    print(f"wrote {write(settings, Path(args.out).resolve())}")
+    return 0
+
+
+def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.airflow import write_dags
+
+    for path in write_dags(settings, Path(args.out).resolve(), elt_command=args.elt_command):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
@@ -244,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")
     bf.set_defaults(func=_cmd_backfill)
 
+    report = sub.add_parser("report", help="write a static HTML status report")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.set_defaults(func=_cmd_report)
+
+    airflow = sub.add_parser("airflow", help="write one Airflow DAG file per job (hand-over)")
+    airflow.add_argument("--out", required=True, help="folder for the DAG files (e.g. the Airflow dags/ folder)")
+    airflow.add_argument("--elt-command", default="elt", help="how Airflow workers call elt (default: elt on PATH)")
+    airflow.set_defaults(func=_cmd_airflow)
+
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")
     srcs.set_defaults(func=_cmd_sources)
@@ -253,6 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(json_lines=True if args.json_logs else None)
+    from orchestrator import logcontext
+
+    logcontext.install()
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))

@@ -65,8 +65,12 @@ def _retry_settings() -> tuple[float, float]:
 def run_job(settings: Settings, job: Job, *, now: Callable[[], datetime] = utcnow, **kwargs: Any) -> JobResult:
     """Run ``job`` to completion (all attempts) unless another run of it holds its lock; alert on a
     change of its state (failed / recovered). ``kwargs``: see ``_run_job``."""
-    result = _run_job(settings, job, now=now, **kwargs)
-    notify_job(settings, job, result, now())
+    from orchestrator.logcontext import run_context
+
+    run_id = kwargs.pop("run_id", None) or uuid.uuid4().hex[:12]
+    with run_context(run_id=run_id, job=job.name, source=job.source):
+        result = _run_job(settings, job, now=now, run_id=run_id, **kwargs)
+        notify_job(settings, job, result, now())
     return result
 
 

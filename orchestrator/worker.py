@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
     logs.configure()
+    from orchestrator import logcontext
+
+    logcontext.install()
     settings = Settings.from_env()
     job = get_job(settings, args.job)
     retryable = False

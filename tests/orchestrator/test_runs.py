@@ -103,3 +103,31 @@ def test_each_policy_runs_every_missed_slot(project: Project) -> None:
     project.elt("tick", "--now", "2026-11-25T00:10", **env)
     out = project.elt("tick", "--now", "2026-11-25T03:10", **env).stdout
     assert out.count("quick: succeeded") == 3
+
+
+def test_every_json_log_line_of_a_run_carries_run_id_job_and_source(project: Project, small_jaffle: Path) -> None:
+    import json
+    import shutil
+
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    proc = project.elt("--json-logs", "run-job", "jaffle_shop", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) >= 3
+    run_ids = {line.get("run_id") for line in lines}
+    assert len(run_ids) == 1 and None not in run_ids
+    assert all(line["job"] == "jaffle_shop" and line["source"] == "jaffle_shop" for line in lines)
+    # lines of the attempt's child process (the loader's own loggers) carry them too
+    assert any(line["logger"].startswith("sources.") for line in lines)
+
+
+def test_serve_ticks_in_a_loop_and_stops_on_sigterm(project: Project) -> None:
+    proc = project.elt("serve", "--interval", "0.2", "--max-ticks", "3", ELT_JOBS="quick")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("tick at") == 3
+    assert proc.stdout.count("quick: succeeded") == 1  # the current slot runs once, not once per tick
+
+    server = project.popen("serve", "--interval", "0.2", ELT_JOBS="quick")
+    assert server.stdout is not None and server.stdout.readline().startswith("tick at")  # it is serving
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
