@@ -110,25 +110,44 @@ def _run_job(
         history.insert(base)
         log.warning("job skipped: another run holds its lock", extra={"fields": {"run_id": run_id, "job": job.name}})
         return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
-    sqlmesh_lock = None
+    held: list[Any] = []
     try:
         if slot is not None and not history.claim_slot(job.name, slot, now()):
             log.info("slot already ran", extra={"fields": {"run_id": run_id, "job": job.name, "slot": slot}})
             return JobResult(run_id, job.name, "already_ran")
         if job.kind == "transform":
-            # plan and run on one environment are serialized, whoever starts them (elt transform too)
-            sqlmesh_lock = make_lock(settings, "sqlmesh:prod")  # same name as `elt transform`
-            if not sqlmesh_lock.acquire(timeout=job.timeout_s):
-                sqlmesh_lock = None
+            waiting = _transform_locks(settings, job, held)
+            if waiting:
                 base.status, base.finished_at = "skipped_locked", now()
-                base.error = "sqlmesh:prod is locked by another plan/run"
+                base.error = f"{waiting} stayed locked for {job.timeout_s}s (a load or another plan/run)"
                 history.insert(base)
                 return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
         return _attempts(settings, job, history, base, lock, missed, now, sleep)
     finally:
-        if sqlmesh_lock is not None:
-            sqlmesh_lock.release()
+        for other in reversed(held):
+            other.release()
         lock.release()
+
+
+def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | None:
+    """Wait for running loads, then for ``sqlmesh:prod``; return the lock that stayed busy, if any.
+
+    The transformation waits for the loads it reads (every load job: they share raw schemas) and
+    holds their locks while it runs, so no load writes raw under a plan (on DuckDB it could not
+    anyway). Locks are always taken in the same order (job locks by name, then sqlmesh:prod, as
+    ``elt backfill`` does), so two waiters cannot deadlock.
+    """
+    from orchestrator.jobs import all_jobs
+
+    loads = sorted(j.lock_name for j in all_jobs(settings, filtered=False).values() if j.kind == "load")
+    for name in [*loads, "sqlmesh:prod"]:  # sqlmesh:prod: the same lock as `elt transform`
+        other = make_lock(settings, name)
+        if not other.try_acquire():
+            log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name}})
+            if not other.acquire(timeout=job.timeout_s):
+                return name
+        held.append(other)
+    return None
 
 
 def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, lock: Any, missed: int,

@@ -72,7 +72,7 @@ def job_states(settings: Settings, now: datetime | None = None) -> list[dict[str
         success = history.last_with_status(job.name, ("succeeded",))
         states.append({
             "job": job.name, "kind": job.kind, "schedule": job.schedule, "owner": job.owner,
-            "last_slot": history.last_slot(job.name), "next_slot_after": job.cron.previous(now),
+            "last_slot": history.last_slot(job.name), "latest_due_slot": job.cron.previous(now),
             "last_status": last[0].status if last else "never ran", "last_run": last[0].run_id if last else None,
             "last_success": success.finished_at if success else None,
         })

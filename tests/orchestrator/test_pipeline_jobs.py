@@ -36,3 +36,24 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
     assert "jaffle_shop: failed" in tick.stdout and "transform: succeeded" in tick.stdout
     failed = project.history().recent(1, "jaffle_shop")[0]
     assert failed.attempt == 1 and failed.error_class == "ConfigError" and "does not exist" in (failed.error or "")
+
+
+def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path) -> None:
+    import time
+
+    from orchestrator.locks import FileLock, lock_dir
+
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    assert project.elt("run-job", "jaffle_shop", timeout=300).returncode == 0
+    load = FileLock("job:jaffle_shop", lock_dir(project.settings()))
+    assert load.try_acquire()  # a load of jaffle_shop is running
+    try:
+        transform = project.popen("run-job", "transform")
+        time.sleep(3)
+        assert transform.poll() is None  # still waiting
+        assert project.history().recent(5, "transform") == []  # no attempt started
+    finally:
+        load.release()
+    assert transform.wait(timeout=300) == 0
+    [record] = project.history().recent(5, "transform")
+    assert record.status == "succeeded"
