@@ -44,3 +44,24 @@ def test_history_and_advisory_locks_on_postgres(pg_project: Project, pg_db) -> N
         rows = cur.fetchall()
     assert rows == [("quick", "succeeded"), ("slow", "abandoned"), ("slow", "skipped_locked")]
     assert record.run_id in pg_project.elt("runs").stdout
+
+
+def test_freshness_and_alert_state_on_postgres(pg_project: Project, pg_db) -> None:  # type: ignore[no-untyped-def]
+    from sources.load.base import LEDGER_COLUMNS
+    from tests.orchestrator.receivers import WebhookReceiver
+
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+        cur.execute(f"CREATE TABLE elt_meta.loaded_batches ({LEDGER_COLUMNS})")
+        cur.execute("INSERT INTO elt_meta.loaded_batches VALUES ('b1', 'jaffle_app', 'orders', "
+                    "'raw_jaffle_shop.orders', 5, '2026-11-20 00:00', '2026-11-20 00:00', NULL)")
+    env = {"ELT_JOBS": "jaffle_app", "ELT_JOB_JAFFLE_APP_SCHEDULE": "0 0 31 2 *"}
+    with WebhookReceiver() as hook:
+        pg_project.env["ELT_ALERT_WEBHOOK_URL"] = hook.url
+        for now in ("2026-11-21T03:00", "2026-11-21T03:01"):
+            tick = pg_project.elt("tick", "--now", now, **env)
+            assert "stale: raw_jaffle_shop.orders" in tick.stdout, tick.stdout + tick.stderr
+    assert [m["text"].splitlines()[0] for m in hook.received] == ["[elt] STALE: table raw_jaffle_shop.orders"]
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT subject, state FROM elt_meta.alert_state")
+        assert cur.fetchall() == [("fresh:raw_jaffle_shop.orders", "stale")]
