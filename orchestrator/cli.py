@@ -10,6 +10,18 @@
     elt bi-role                      create/update the read-only BI role on marts (PostgreSQL; ELT_BI_*)
     elt sources                      list the declared sources and their tables
 
+Scheduling (see README "Running on a schedule"):
+    elt tick                         mark abandoned runs, start due jobs (call every minute from cron/systemd)
+    elt serve                        the same in a foreground loop, once a minute
+    elt run-job JOB                  run one job now (lock, attempts, retries, timeout, history)
+    elt runs [--limit N] [--job J]   recent attempts from the run history
+    elt run-show RUN_ID              every attempt of one run
+    elt status                       each job: schedule, last slot, last run, last success
+    elt freshness                    age of every source table and mart against its declared maximum
+    elt backfill SOURCE --start D --end D   re-extract a source, restate that window, print the difference
+    elt report --out FILE            a static HTML status page (runs, freshness, rows per layer, audits)
+    elt airflow --out DIR            one Airflow DAG file per job, each calling `elt run-job`
+
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
 """
 
@@ -41,13 +53,25 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from orchestrator.locks import make_lock
     from orchestrator.transform import TransformFailed, transform
 
+    # plan and run on one environment are serialized with the scheduler's transform job
+    lock = make_lock(settings, f"sqlmesh:{args.environment}")
+    wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
+    if not lock.acquire(timeout=wait_s):
+        print(f"error: another plan/run of environment {args.environment} held its lock for {wait_s:.0f}s; "
+              "see `elt runs` for the running transform job", file=sys.stderr)
+        return 1
     try:
         summary = transform(settings, environment=args.environment)
     except TransformFailed as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     print(summary.render())
     return 0
 
@@ -114,6 +138,110 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _parse_now(text: str | None):  # type: ignore[no-untyped-def]
+    from datetime import datetime
+
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=None)
+    except ValueError:
+        raise ConfigError(f"--now {text!r} is not an ISO timestamp", hint="e.g. --now 2026-11-25T06:00") from None
+
+
+def _cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.tick import tick
+
+    report = tick(settings, _parse_now(args.now))
+    print(report.render())
+    return 1 if any(r.status in ("failed", "timed_out") for r in report.started) else 0
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.serve import serve
+
+    return serve(settings, interval_s=args.interval, max_ticks=args.max_ticks)
+
+
+def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.jobs import get_job
+    from orchestrator.runner import run_job
+
+    result = run_job(settings, get_job(settings, args.job), trigger=args.trigger)
+    print(f"job {result.job}: {result.status} (run {result.run_id}, {result.attempts} attempt(s))")
+    if result.error:
+        print(f"  {result.error}\n  next: elt run-show {result.run_id}", file=sys.stderr)
+    return {"succeeded": 0, "already_ran": 0, "skipped_locked": 75}.get(result.status, 1)
+
+
+def _cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.status import print_runs
+
+    print_runs(settings, limit=args.limit, job=args.job)
+    return 0
+
+
+def _cmd_run_show(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.status import print_run
+
+    return print_run(settings, args.run_id)
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.status import print_status
+
+    print_status(settings, _parse_now(args.now))
+    return 0
+
+
+def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.freshness import evaluate
+    from orchestrator.runner import utcnow
+
+    now = _parse_now(args.now) or utcnow()
+    results = evaluate(settings, now)
+    if results is None:
+        print("error: the warehouse is busy (a load holds the DuckDB file); try again in a minute", file=sys.stderr)
+        return 1
+    for f in results:
+        print(f.describe(now) + (f"  owner {f.owner}" if f.state == "stale" else ""))
+    if not results:
+        print("(no table declares a freshness and no mart exists)")
+    return 1 if any(f.state == "stale" for f in results) else 0
+
+
+def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import date
+
+    from orchestrator.backfill import BackfillFailed, backfill
+
+    try:
+        start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
+    except ValueError:
+        raise ConfigError("--start and --end must be dates like 2018-09-01", source=args.source) from None
+    try:
+        backfill(settings, args.source, start, end)
+    except BackfillFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.report import write
+
+    print(f"wrote {write(settings, Path(args.out).resolve())}")
+    return 0
+
+
+def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.airflow import write_dags
+
+    for path in write_dags(settings, Path(args.out).resolve(), elt_command=args.elt_command):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
@@ -151,6 +279,52 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--role", help="role name (default: ELT_BI_ROLE or bi_reader)")
     bi.set_defaults(func=_cmd_bi_role)
 
+    tick = sub.add_parser("tick", help="mark abandoned runs, start due jobs (call every minute)")
+    tick.add_argument("--now", help="evaluate as of this UTC time (ISO; for replays and tests)")
+    tick.set_defaults(func=_cmd_tick)
+
+    serve = sub.add_parser("serve", help="tick once a minute in the foreground")
+    serve.add_argument("--interval", type=float, default=60.0, help="seconds between ticks (default 60)")
+    serve.add_argument("--max-ticks", type=int, default=None, help="stop after N ticks (default: run until stopped)")
+    serve.set_defaults(func=_cmd_serve)
+
+    run_job = sub.add_parser("run-job", help="run one job now, with its lock, retries, timeout and history")
+    run_job.add_argument("job", help="a source name, 'transform', or a job of ELT_JOBS_FILE (see `elt status`)")
+    run_job.add_argument("--trigger", default="manual", help="recorded in the history (default manual)")
+    run_job.set_defaults(func=_cmd_run_job)
+
+    runs = sub.add_parser("runs", help="recent attempts from the run history")
+    runs.add_argument("--limit", type=int, default=20)
+    runs.add_argument("--job")
+    runs.set_defaults(func=_cmd_runs)
+
+    run_show = sub.add_parser("run-show", help="every attempt of one run")
+    run_show.add_argument("run_id")
+    run_show.set_defaults(func=_cmd_run_show)
+
+    status = sub.add_parser("status", help="each job's schedule, last slot, last run and last success")
+    status.add_argument("--now", help=argparse.SUPPRESS)
+    status.set_defaults(func=_cmd_status)
+
+    fresh = sub.add_parser("freshness", help="age of each source table and mart against its maximum (exit 1 if stale)")
+    fresh.add_argument("--now", help=argparse.SUPPRESS)
+    fresh.set_defaults(func=_cmd_freshness)
+
+    bf = sub.add_parser("backfill", help="re-extract a source and restate one time window of the models")
+    bf.add_argument("source")
+    bf.add_argument("--start", required=True, help="first day of the window (YYYY-MM-DD)")
+    bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")
+    bf.set_defaults(func=_cmd_backfill)
+
+    report = sub.add_parser("report", help="write a static HTML status report")
+    report.add_argument("--out", required=True, help="the HTML file to write")
+    report.set_defaults(func=_cmd_report)
+
+    airflow = sub.add_parser("airflow", help="write one Airflow DAG file per job (hand-over)")
+    airflow.add_argument("--out", required=True, help="folder for the DAG files (e.g. the Airflow dags/ folder)")
+    airflow.add_argument("--elt-command", default="elt", help="how Airflow workers call elt (default: elt on PATH)")
+    airflow.set_defaults(func=_cmd_airflow)
+
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")
     srcs.set_defaults(func=_cmd_sources)
@@ -160,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(json_lines=True if args.json_logs else None)
+    from orchestrator import logcontext
+
+    logcontext.install()
     try:
         settings = Settings.from_env()
         return int(args.func(args, settings))

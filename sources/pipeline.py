@@ -11,6 +11,7 @@ the other tables still load.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -58,11 +59,14 @@ class TableOutcome:
 
 
 @contextmanager
-def source_lock(source: str, lock_dir: Path | None = None) -> Iterator[None]:
-    """One loader per source per machine; the OS releases the lock if the process dies."""
+def source_lock(source: str, lock_dir: Path | None = None, scope: str = "") -> Iterator[None]:
+    """One loader per source and landing location per machine; the OS releases the lock if the
+    process dies. ``scope`` (the landing URL) keeps unrelated checkouts, test runs and projects on
+    one machine apart: only loaders that would write the same landing folders exclude each other."""
     lock_dir = lock_dir or Path(tempfile.gettempdir()) / "elt-locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{source}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    suffix = f"-{hashlib.sha1(scope.encode()).hexdigest()[:12]}" if scope else ""
+    fd = os.open(lock_dir / f"{source}{suffix}.lock", os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -128,7 +132,7 @@ def ingest(
     _limit_malloc_arenas()
     landing.sweep_spool()
     outcomes = []
-    with source_lock(spec.name, lock_dir):
+    with source_lock(spec.name, lock_dir, scope=landing.url):
         for table in selected:
             outcome = TableOutcome(table.name)
             try:

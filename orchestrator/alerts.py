@@ -1,0 +1,205 @@
+"""Alerts on a state change only (failed, stale, recovered), to a webhook and/or email.
+
+The state of every subject (``job:<name>``, ``fresh:<table or mart>``) is kept in
+``elt_meta.alert_state``; a message goes out only when it changes, so a job failing every hour
+pages once, and its recovery once. A message says what broke, its impact (the marts affected),
+the owner, attempt x of y, the error's first line, the last success, and the command to run.
+
+Channels, configured by environment (secrets may come from ``<NAME>_FILE``):
+
+- ``ELT_ALERT_WEBHOOK_URL``: POST of Slack-compatible JSON (``{"text": ...}``); Slack, Mattermost,
+  Teams' and Google Chat's incoming webhooks accept it.
+- ``ELT_SMTP_HOST`` (+ ``ELT_SMTP_PORT`` 25, ``ELT_SMTP_USER``, ``ELT_SMTP_PASSWORD``,
+  ``ELT_SMTP_STARTTLS=1``, ``ELT_ALERT_EMAIL_FROM``, ``ELT_ALERT_EMAIL_TO`` comma-separated).
+
+A failing channel is logged (without its URL or password) and never fails the run or the tick.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import socket
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from orchestrator.settings import Settings
+from sources.connections import secret_from_env
+from sources.errors import first_line
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.alerts")
+
+
+@dataclass
+class Alert:
+    kind: str  # failed | stale | recovered
+    subject: str  # "job jaffle_app", "table raw_jaffle_shop.orders"
+    what: str  # one line: what happened
+    owner: str = ""
+    impact: list[str] = field(default_factory=list)
+    attempt: str = ""  # "3 of 3"
+    error: str = ""
+    last_success: datetime | None = None
+    investigate: str = ""
+    last_success_label: str = "last success"
+
+    @property
+    def title(self) -> str:
+        icon = {"failed": "FAILED", "stale": "STALE", "recovered": "RECOVERED"}[self.kind]
+        return f"[elt] {icon}: {self.subject}"
+
+    def text(self) -> str:
+        lines = [self.title, self.what]
+        if self.impact:
+            lines.append(f"impact: {', '.join(self.impact)}")
+        if self.owner:
+            lines.append(f"owner: {self.owner}")
+        if self.attempt:
+            lines.append(f"attempt: {self.attempt}")
+        if self.error:
+            lines.append(f"error: {self.error}")
+        if self.kind != "recovered":
+            lines.append(f"{self.last_success_label}: {self.last_success:%Y-%m-%d %H:%M UTC}" if self.last_success
+                         else f"{self.last_success_label}: never")
+        if self.investigate:
+            lines.append(f"investigate: {self.investigate}")
+        return "\n".join(lines)
+
+
+def send(alert: Alert, timeout: float | None = None) -> dict[str, bool]:
+    """Deliver ``alert`` on every configured channel; returns which channels succeeded."""
+    timeout = timeout or float(os.environ.get("ELT_ALERT_TIMEOUT_S", "10"))
+    delivered: dict[str, bool] = {}
+    url = secret_from_env("ELT_ALERT_WEBHOOK_URL")
+    if url:
+        delivered["webhook"] = _deliver("webhook", lambda: _webhook(url, alert, timeout), secrets=[url])
+    host = os.environ.get("ELT_SMTP_HOST")
+    if host:
+        password = secret_from_env("ELT_SMTP_PASSWORD")
+        delivered["email"] = _deliver("email", lambda: _email(host, alert, timeout, password),
+                                      secrets=[password] if password else [])
+    if not delivered:
+        log.warning("alert not delivered: no channel configured (ELT_ALERT_WEBHOOK_URL, ELT_SMTP_HOST)",
+                    extra={"fields": {"alert": alert.title}})
+    return delivered
+
+
+def _deliver(channel: str, action: Any, secrets: list[str]) -> bool:
+    try:
+        action()
+        log.info("alert sent", extra={"fields": {"channel": channel}})
+        return True
+    except Exception as exc:  # noqa: BLE001 - a broken channel never fails a run
+        text = first_line(exc)
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        log.error("alert channel failed", extra={"fields": {"channel": channel, "error": text}})
+        return False
+
+
+def _webhook(url: str, alert: Alert, timeout: float) -> None:
+    body = json.dumps({"text": alert.text(), "username": "elt"}).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - URL from the operator
+        if response.status >= 300:
+            raise OSError(f"webhook answered HTTP {response.status}")
+
+
+def _email(host: str, alert: Alert, timeout: float, password: str | None) -> None:
+    recipients = [r.strip() for r in os.environ.get("ELT_ALERT_EMAIL_TO", "").split(",") if r.strip()]
+    if not recipients:
+        raise ValueError("ELT_ALERT_EMAIL_TO is not set (comma-separated addresses)")
+    message = EmailMessage()
+    message["Subject"] = alert.title
+    message["From"] = os.environ.get("ELT_ALERT_EMAIL_FROM") or f"elt@{socket.gethostname()}"
+    message["To"] = ", ".join(recipients)
+    message.set_content(alert.text())
+    port = int(os.environ.get("ELT_SMTP_PORT", "25"))
+    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
+        if os.environ.get("ELT_SMTP_STARTTLS", "0") == "1":
+            smtp.starttls()
+        user = os.environ.get("ELT_SMTP_USER")
+        if user and password:
+            smtp.login(user, password)
+        smtp.send_message(message)
+
+
+# --- state changes ------------------------------------------------------------------------------
+
+def _changed(history: Any, subject: str, new: str, now: datetime, detail: str = "") -> str | None:
+    """The previous state if ``subject`` changes to ``new`` (``None`` if it does not change)."""
+    previous = history.alert_states().get(subject, ("unknown", None))[0]
+    if previous == new:
+        return None
+    history.set_alert_state(subject, new, now, detail)
+    return previous
+
+
+def on_job_result(settings: Settings, history: Any, job: Any, result: Any, now: datetime) -> Alert | None:
+    """Alert when a job turns failed (failed, timed out, abandoned) or recovers."""
+    bad = result.status in ("failed", "timed_out", "abandoned")
+    if not bad and result.status != "succeeded":
+        return None  # skipped or already ran: no news
+    previous = _changed(history, f"job:{job.name}", "failed" if bad else "ok", now, result.error)
+    if previous is None or (not bad and previous != "failed"):
+        return None
+    success = history.last_with_status(job.name, ("succeeded",))
+    alert = Alert(
+        kind="failed" if bad else "recovered",
+        subject=f"job {job.name}",
+        what=(f"job {job.name} {result.status.replace('_', ' ')} (run {result.run_id})" if bad
+              else f"job {job.name} succeeded again (run {result.run_id})"),
+        owner=job.owner, impact=job_impact(settings, job) if bad else [],
+        attempt=f"{result.attempts} of {job.max_attempts}" if bad else "",
+        error=result.error.splitlines()[0] if result.error else "",
+        last_success=success.finished_at if success else None,
+        investigate=f"elt run-show {result.run_id}  (runbook: docs/runbook.md#a-job-failed)",
+    )
+    send(alert)
+    return alert
+
+
+def job_impact(settings: Settings, job: Any) -> list[str]:
+    from orchestrator.freshness import impact, model_graph
+
+    if job.kind == "load" and job.source:
+        from sources.config import load_source
+
+        spec = load_source(job.source)
+        return impact(settings.project_root, {f"{spec.raw_schema}.{t}" for t in spec.tables})
+    if job.kind == "transform":
+        return sorted(m for m in model_graph(settings.project_root) if m.startswith("marts."))
+    return []
+
+
+def on_freshness(settings: Settings, history: Any, results: list[Any], now: datetime) -> list[Alert]:
+    """Alert when a table or mart turns stale, and when it is fresh again. Unknown changes nothing."""
+    from orchestrator.freshness import impact
+
+    alerts = []
+    for f in results:
+        if f.state == "unknown":
+            continue
+        previous = _changed(history, f"fresh:{f.subject}", f.state, now)
+        if previous is None or (f.state == "fresh" and previous != "stale"):
+            continue
+        stale = f.state == "stale"
+        what = "table" if f.kind == "table" else "mart"
+        alert = Alert(
+            kind="stale" if stale else "recovered",
+            subject=f"{what} {f.subject}",
+            what=f.describe(now),
+            owner=f.owner,
+            impact=(impact(settings.project_root, {f.subject}) if f.kind == "table" else [f.subject]) if stale else [],
+            last_success=f.newest, last_success_label="newest data",
+            investigate=(f"elt freshness; elt runs --job {f.source}  (runbook: docs/runbook.md#a-table-is-stale)"
+                         if f.source else "elt freshness; elt runs --job transform  (runbook: docs/runbook.md#a-table-is-stale)"),
+        )
+        send(alert)
+        alerts.append(alert)
+    return alerts

@@ -1,0 +1,248 @@
+"""Run history, job state and alert state in the ``elt_meta`` schema: one record per attempt.
+
+Two small backends behind one interface: PostgreSQL (``ELT_GATEWAY=postgres``: the warehouse
+database) and a DuckDB file (embedded default). The DuckDB history is its own file next to the
+warehouse (``ELT_META_DUCKDB_PATH``, default ``<warehouse folder>/elt_history.duckdb``), because
+DuckDB lets one process write a file at a time and a load holds the warehouse for minutes: the
+scheduler must record "started", "skipped (locked)" and "abandoned" while a load runs. See
+docs/decisions/0009-orchestrator.md. Every connection is short (open, write, close) and retried
+briefly when another process holds the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.settings import Settings
+
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS elt_meta.job_runs (
+        run_id TEXT NOT NULL, attempt INTEGER NOT NULL, job TEXT NOT NULL, source TEXT,
+        trigger TEXT NOT NULL, scheduled_for TIMESTAMP, interval_start TIMESTAMP, interval_end TIMESTAMP,
+        max_attempts INTEGER, status TEXT NOT NULL, pid INTEGER, host TEXT,
+        started_at TIMESTAMP NOT NULL, finished_at TIMESTAMP, rows_loaded BIGINT, bytes_loaded BIGINT,
+        tables_json TEXT, watermark_before TEXT, watermark_after TEXT, audits_json TEXT,
+        error_class TEXT, error TEXT, PRIMARY KEY (run_id, attempt))""",
+    """CREATE TABLE IF NOT EXISTS elt_meta.job_state (
+        job TEXT PRIMARY KEY, last_slot TIMESTAMP, updated_at TIMESTAMP)""",
+    """CREATE TABLE IF NOT EXISTS elt_meta.alert_state (
+        subject TEXT PRIMARY KEY, state TEXT NOT NULL, changed_at TIMESTAMP NOT NULL, detail TEXT)""",
+)
+RUN_COLUMNS = (
+    "run_id", "attempt", "job", "source", "trigger", "scheduled_for", "interval_start", "interval_end",
+    "max_attempts", "status", "pid", "host", "started_at", "finished_at", "rows_loaded", "bytes_loaded",
+    "tables_json", "watermark_before", "watermark_after", "audits_json", "error_class", "error",
+)
+# statuses: running, succeeded, failed, retrying (failed, another attempt follows), timed_out,
+# skipped_locked, abandoned
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    attempt: int
+    job: str
+    trigger: str
+    status: str
+    started_at: datetime
+    source: str | None = None
+    scheduled_for: datetime | None = None
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
+    max_attempts: int | None = None
+    pid: int | None = None
+    host: str | None = None
+    finished_at: datetime | None = None
+    rows_loaded: int | None = None
+    bytes_loaded: int | None = None
+    tables_json: str | None = None
+    watermark_before: str | None = None
+    watermark_after: str | None = None
+    audits_json: str | None = None
+    error_class: str | None = None
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def values(self) -> list[Any]:
+        return [getattr(self, c) for c in RUN_COLUMNS]
+
+    @property
+    def tables(self) -> dict[str, Any]:
+        return json.loads(self.tables_json) if self.tables_json else {}
+
+
+def meta_duckdb_path(settings: Settings) -> Path:
+    value = os.environ.get("ELT_META_DUCKDB_PATH")
+    if value:
+        path = Path(value)
+        return path if path.is_absolute() else settings.project_root / path
+    return settings.warehouse.parent / "elt_history.duckdb"
+
+
+class History:
+    """``History.open(settings)``; every method opens a short connection of its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.postgres = settings.gateway == "postgres"
+        self._ready = False
+
+    @classmethod
+    def open(cls, settings: Settings) -> History:
+        return cls(settings)
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        if self.postgres:
+            from sources.connections import PostgresSettings
+
+            conn = PostgresSettings.from_env(self.settings.pg_prefix).connect()
+            try:
+                with conn:  # one transaction, committed on success
+                    with conn.cursor() as cur:
+                        yield _PgCursor(cur)
+            finally:
+                conn.close()
+            return
+        import duckdb
+
+        path = meta_duckdb_path(self.settings)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + float(os.environ.get("ELT_META_LOCK_WAIT_S", "30"))
+        while True:
+            try:
+                conn = duckdb.connect(str(path))
+                break
+            except duckdb.IOException as exc:  # another process has the file open for writing
+                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        try:
+            conn.execute("BEGIN")
+            yield _DuckCursor(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _cursor(self) -> Iterator[Any]:
+        with self._conn() as cur:
+            if not self._ready:
+                cur.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+                for ddl in TABLES:
+                    cur.execute(ddl)
+                self._ready = True
+            yield cur
+
+    # --- runs -------------------------------------------------------------------------------
+    def insert(self, record: RunRecord) -> None:
+        cols = ", ".join(RUN_COLUMNS)
+        marks = ", ".join("?" for _ in RUN_COLUMNS)
+        with self._cursor() as cur:
+            cur.execute(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks})", record.values())
+
+    def update(self, run_id: str, attempt: int, **values: Any) -> None:
+        sets = ", ".join(f"{k} = ?" for k in values)  # keys are our own column names
+        assert set(values) <= set(RUN_COLUMNS), values
+        with self._cursor() as cur:
+            cur.execute(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
+                        [*values.values(), run_id, attempt])
+
+    def _select(self, where: str = "", params: list[Any] | None = None, order: str = "started_at DESC, attempt DESC",
+                limit: int | None = None) -> list[RunRecord]:
+        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM elt_meta.job_runs"
+        if where:
+            sql += f" WHERE {where}"
+        sql += f" ORDER BY {order}"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        with self._cursor() as cur:
+            rows = cur.fetchall(sql, params or [])
+        return [RunRecord(**dict(zip(RUN_COLUMNS, row))) for row in rows]
+
+    def recent(self, limit: int = 20, job: str | None = None) -> list[RunRecord]:
+        if job:
+            return self._select("job = ?", [job], limit=limit)
+        return self._select(limit=limit)
+
+    def run(self, run_id: str) -> list[RunRecord]:
+        return self._select("run_id = ?", [run_id], order="attempt")
+
+    def running(self) -> list[RunRecord]:
+        return self._select("status = 'running'")
+
+    def last_with_status(self, job: str, statuses: tuple[str, ...]) -> RunRecord | None:
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._select(f"job = ? AND status IN ({marks})", [job, *statuses], limit=1)
+        return rows[0] if rows else None
+
+    # --- job state ------------------------------------------------------------------------
+    def last_slot(self, job: str) -> datetime | None:
+        with self._cursor() as cur:
+            rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
+        return rows[0][0] if rows else None
+
+    def claim_slot(self, job: str, slot: datetime, now: datetime) -> bool:
+        """Record ``slot`` as taken by a run of ``job``; False if it (or a later one) already was.
+
+        Called under the job's lock, so the read and the write cannot interleave with another run.
+        """
+        with self._cursor() as cur:
+            rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
+            if rows and rows[0][0] is not None and rows[0][0] >= slot:
+                return False
+            cur.execute(
+                "INSERT INTO elt_meta.job_state (job, last_slot, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (job) DO UPDATE SET last_slot = excluded.last_slot, updated_at = excluded.updated_at",
+                [job, slot, now],
+            )
+        return True
+
+    # --- alert state ----------------------------------------------------------------------
+    def alert_states(self) -> dict[str, tuple[str, datetime]]:
+        with self._cursor() as cur:
+            rows = cur.fetchall("SELECT subject, state, changed_at FROM elt_meta.alert_state", [])
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def set_alert_state(self, subject: str, state: str, now: datetime, detail: str = "") -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO elt_meta.alert_state (subject, state, changed_at, detail) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (subject) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, "
+                "detail = excluded.detail",
+                [subject, state, now, detail],
+            )
+
+
+class _DuckCursor:
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        self.conn.execute(sql, params or [])
+
+    def fetchall(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params).fetchall()
+
+
+class _PgCursor:
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+
+    def execute(self, sql: str, params: list[Any] | None = None) -> None:
+        self.cur.execute(sql.replace("?", "%s"), params or None)
+
+    def fetchall(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+        self.cur.execute(sql.replace("?", "%s"), params or None)
+        return self.cur.fetchall()

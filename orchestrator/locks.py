@@ -1,0 +1,142 @@
+"""Locks that a killed process releases: ``fcntl.flock`` files (embedded) or PostgreSQL advisory
+locks (production, ``ELT_GATEWAY=postgres``).
+
+Both are released by someone other than the process itself when it dies: the kernel closes the
+file descriptor, the server ends the session. So a SIGKILL, an OOM kill or a power cut never leaves
+a lock behind, and "is the lock free?" is a reliable "is a run of this job alive?".
+
+>>> import tempfile
+>>> d = Path(tempfile.mkdtemp())
+>>> with FileLock("job:demo", d) as first:
+...     FileLock("job:demo", d).try_acquire()
+False
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.settings import Settings
+
+
+class FileLock:
+    def __init__(self, name: str, directory: Path) -> None:
+        self.name = name
+        self.path = directory / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".lock")
+        self.fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self.fd = fd
+        return True
+
+    def acquire(self, timeout: float, poll: float = 0.5) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+    def inheritable_fd(self) -> int | None:
+        """The descriptor a child process may inherit, so the lock lives as long as either lives."""
+        if self.fd is not None:
+            os.set_inheritable(self.fd, True)
+        return self.fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> FileLock:
+        if not self.try_acquire():
+            raise LockBusy(self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for ``pg_try_advisory_lock`` from a lock name."""
+    return int(struct.unpack(">q", hashlib.sha256(f"elt:{name}".encode()).digest()[:8])[0])
+
+
+class PgAdvisoryLock:
+    """A session-level advisory lock held on its own connection for the life of the run."""
+
+    def __init__(self, name: str, settings: Any) -> None:  # settings: sources.connections.PostgresSettings
+        self.name = name
+        self.settings = settings
+        self.conn: Any = None
+
+    def try_acquire(self) -> bool:
+        conn = self.settings.connect()
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(self.name),))
+            ok = bool(cur.fetchone()[0])
+        if not ok:
+            conn.close()
+            return False
+        self.conn = conn
+        return True
+
+    def acquire(self, timeout: float, poll: float = 0.5) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
+    def inheritable_fd(self) -> int | None:
+        return None  # held by this process's session; the child is killed with its supervisor
+
+    def release(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()  # ends the session, which releases the lock
+            finally:
+                self.conn = None
+
+    def __enter__(self) -> PgAdvisoryLock:
+        if not self.try_acquire():
+            raise LockBusy(self.name)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class LockBusy(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"lock {name!r} is held by another run; it is released when that process exits")
+
+
+def lock_dir(settings: Settings) -> Path:
+    return Path(os.environ.get("ELT_LOCK_DIR") or settings.warehouse.parent / "locks")
+
+
+def make_lock(settings: Settings, name: str) -> FileLock | PgAdvisoryLock:
+    """The lock for ``name`` (``job:jaffle_shop``, ``sqlmesh:prod``) on the configured gateway."""
+    if settings.gateway == "postgres":
+        from sources.connections import PostgresSettings
+
+        return PgAdvisoryLock(name, PostgresSettings.from_env(settings.pg_prefix))
+    return FileLock(name, lock_dir(settings))

@@ -1,0 +1,268 @@
+"""Run one job: take its lock, claim its slot, run attempts in child processes with a hard timeout,
+retry what is worth retrying, and write one history record per attempt.
+
+The supervisor (this module, in the ``elt run-job`` or ``elt tick`` process) never runs the job's
+code itself: each attempt is a child process in its own session (process group), so a timeout
+kills the job with everything it started (``os.killpg(..., SIGKILL)``). The child dies with its
+supervisor (``PR_SET_PDEATHSIG``), and on the embedded gateway it inherits the job's lock file
+descriptor, so the lock is free exactly when no process of the run is alive. That is what lets the
+next tick mark a run left "running" by a killed process as abandoned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.history import History, RunRecord
+from orchestrator.jobs import RETRYABLE_EXIT, TRANSFORM, Job
+from orchestrator.locks import make_lock
+from orchestrator.schedule import retry_delay
+from orchestrator.settings import Settings
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.runner")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass
+class JobResult:
+    run_id: str
+    job: str
+    status: str  # succeeded, failed, timed_out, skipped_locked, already_ran
+    attempts: int = 0
+    error: str = ""
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _retry_settings() -> tuple[float, float]:
+    return float(os.environ.get("ELT_RETRY_BASE_S", "30")), float(os.environ.get("ELT_RETRY_CAP_S", "600"))
+
+
+def run_job(settings: Settings, job: Job, *, now: Callable[[], datetime] = utcnow, **kwargs: Any) -> JobResult:
+    """Run ``job`` to completion (all attempts) unless another run of it holds its lock; alert on a
+    change of its state (failed / recovered). ``kwargs``: see ``_run_job``."""
+    from orchestrator.logcontext import run_context
+
+    run_id = kwargs.pop("run_id", None) or uuid.uuid4().hex[:12]
+    with run_context(run_id=run_id, job=job.name, source=job.source):
+        result = _run_job(settings, job, now=now, run_id=run_id, **kwargs)
+        notify_job(settings, job, result, now())
+    return result
+
+
+def notify_job(settings: Settings, job: Job, result: JobResult, when: datetime) -> None:
+    """Alert on a state change; a broken alert path is logged and never fails the run."""
+    try:
+        from orchestrator.alerts import on_job_result
+
+        on_job_result(settings, History.open(settings), job, result, when)
+    except Exception as exc:  # noqa: BLE001
+        log.error("alerting failed", extra={"fields": {"job": job.name, "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
+
+
+def _run_job(
+    settings: Settings,
+    job: Job,
+    *,
+    trigger: str = "manual",
+    slot: datetime | None = None,
+    interval_start: datetime | None = None,
+    missed: int = 1,
+    now: Callable[[], datetime] = utcnow,
+    sleep: Callable[[float], None] = time.sleep,
+    run_id: str | None = None,
+) -> JobResult:
+    history = History.open(settings)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    base = RunRecord(
+        run_id=run_id, attempt=0, job=job.name, trigger=trigger, status="running", started_at=now(),
+        source=job.source, scheduled_for=slot, interval_start=interval_start, interval_end=slot,
+        max_attempts=job.max_attempts, pid=os.getpid(), host=socket.gethostname(),
+    )
+    lock = make_lock(settings, job.lock_name)
+    if not lock.try_acquire():
+        base.status, base.finished_at = "skipped_locked", now()
+        base.error = f"another run of job {job.name} holds its lock"
+        history.insert(base)
+        log.warning("job skipped: another run holds its lock", extra={"fields": {"run_id": run_id, "job": job.name}})
+        return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
+    held: list[Any] = []
+    try:
+        if slot is not None and not history.claim_slot(job.name, slot, now()):
+            log.info("slot already ran", extra={"fields": {"run_id": run_id, "job": job.name, "slot": slot}})
+            return JobResult(run_id, job.name, "already_ran")
+        if job.kind == "transform":
+            waiting = _transform_locks(settings, job, held)
+            if waiting:
+                base.status, base.finished_at = "skipped_locked", now()
+                base.error = f"{waiting} stayed locked for {job.timeout_s}s (a load or another plan/run)"
+                history.insert(base)
+                return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
+        return _attempts(settings, job, history, base, lock, missed, now, sleep)
+    finally:
+        for other in reversed(held):
+            other.release()
+        lock.release()
+
+
+def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | None:
+    """Wait for running loads, then for ``sqlmesh:prod``; return the lock that stayed busy, if any.
+
+    The transformation waits for the loads it reads (every load job: they share raw schemas) and
+    holds their locks while it runs, so no load writes raw under a plan (on DuckDB it could not
+    anyway). Locks are always taken in the same order (job locks by name, then sqlmesh:prod, as
+    ``elt backfill`` does), so two waiters cannot deadlock.
+    """
+    from orchestrator.jobs import all_jobs
+
+    loads = sorted(j.lock_name for j in all_jobs(settings, filtered=False).values() if j.kind == "load")
+    for name in [*loads, "sqlmesh:prod"]:  # sqlmesh:prod: the same lock as `elt transform`
+        other = make_lock(settings, name)
+        if not other.try_acquire():
+            log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name}})
+            if not other.acquire(timeout=job.timeout_s):
+                return name
+        held.append(other)
+    return None
+
+
+def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, lock: Any, missed: int,
+              now: Callable[[], datetime], sleep: Callable[[float], None]) -> JobResult:
+    base_s, cap_s = _retry_settings()
+    status, error = "failed", ""
+    for attempt in range(1, job.max_attempts + 1):
+        record = RunRecord(**{**base.__dict__, "attempt": attempt, "started_at": now()})
+        history.insert(record)
+        fields = {"run_id": base.run_id, "job": job.name, "source": job.source, "attempt": attempt,
+                  "max_attempts": job.max_attempts, "missed_slots": missed}
+        log.info("attempt started", extra={"fields": fields})
+        outcome = _one_attempt(settings, job, base.run_id, attempt, lock)
+        status = outcome.pop("status")
+        retryable = bool(outcome.pop("retryable", False)) and attempt < job.max_attempts
+        error = outcome.get("error") or ""
+        final_status = "retrying" if (status == "failed" and retryable) else status
+        history.update(base.run_id, attempt, status=final_status, finished_at=now(), **outcome)
+        log.info("attempt finished", extra={"fields": {**fields, "status": final_status, "error": error}})
+        if final_status != "retrying":
+            break
+        delay = retry_delay(attempt, base=base_s, cap=cap_s)
+        log.info("retrying", extra={"fields": {**fields, "delay_s": round(delay, 2)}})
+        sleep(delay)
+    return JobResult(base.run_id, job.name, status, attempt, error)
+
+
+def worker_command(job: Job, result_file: Path) -> list[str]:
+    if job.kind == "command":
+        return list(job.command)
+    return [sys.executable, "-m", "orchestrator.worker", job.name, "--result", str(result_file)]
+
+
+def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: Any) -> dict[str, Any]:
+    """Run one attempt in a child process group; kill the whole group at the job's timeout."""
+    with tempfile.TemporaryDirectory(prefix="elt-attempt-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        env = {**os.environ, "ELT_RUN_ID": run_id, "ELT_JOB": job.name, "ELT_ATTEMPT": str(attempt)}
+        if job.source:
+            env["ELT_SOURCE"] = job.source
+        fd = lock.inheritable_fd()
+        try:
+            proc = subprocess.Popen(worker_command(job, result_file), env=env, start_new_session=True,
+                                    pass_fds=(fd,) if fd is not None else (), preexec_fn=_die_with_parent,
+                                    cwd=settings.project_root)
+        except OSError as exc:
+            return {"status": "failed", "retryable": False, "error_class": type(exc).__name__,
+                    "error": f"job {job.name}: cannot start {worker_command(job, result_file)[0]}: {exc.strerror}"}
+        History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
+        try:
+            code = proc.wait(timeout=job.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc.pid)
+            proc.wait()
+            return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
+                    "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}
+        result: dict[str, Any] = {}
+        if result_file.exists():
+            result = json.loads(result_file.read_text())
+        if code == 0:
+            return {"status": "succeeded", **result}
+        result.setdefault("error_class", "ExitStatus")
+        if code < 0:
+            result.setdefault("error", f"job {job.name} was killed by signal {-code}")
+        result.setdefault("error", f"job {job.name} exited with status {code}")
+        result.setdefault("retryable", code == RETRYABLE_EXIT)
+        return {**result, "status": "failed"}
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[RunRecord]:
+    """Runs recorded as running whose job lock is free: their processes are gone.
+
+    The lock is held by every process of a live run (supervisor and inherited by the attempt), and
+    the kernel or PostgreSQL releases it when they die, so a free lock is proof of death.
+    """
+    from orchestrator.jobs import all_jobs
+
+    jobs = all_jobs(settings, filtered=False)
+    abandoned = []
+    for record in history.running():
+        job = jobs.get(record.job)
+        lock = make_lock(settings, f"job:{record.job}")
+        if not lock.try_acquire():
+            # alive; but if its supervisor was killed, nobody enforces the timeout: do it here
+            overdue = job is not None and (now - record.started_at).total_seconds() > job.timeout_s + 60
+            if overdue and record.host == socket.gethostname() and record.pid:
+                log.warning("killing an orphaned run past its timeout",
+                            extra={"fields": {"run_id": record.run_id, "job": record.job, "pgid": record.pid}})
+                _kill_group(record.pid)
+            continue
+        try:
+            history.update(record.run_id, record.attempt, status="abandoned", finished_at=now,
+                           error_class="Abandoned",
+                           error=f"the process running job {record.job} died (pid {record.pid} on {record.host}); "
+                           f"next: check the system log for an OOM kill or reboot, then `elt run-job {record.job}`")
+            abandoned.append(record)
+            if job is not None:
+                notify_job(settings, job, JobResult(record.run_id, job.name, "abandoned", record.attempt,
+                                                    f"the process running job {job.name} died"), now)
+            log.warning("run abandoned", extra={"fields": {"run_id": record.run_id, "job": record.job,
+                                                           "known_job": job is not None}})
+        finally:
+            lock.release()
+    return abandoned
+
+
+JOB_ORDER = ("load", "command", "transform")
+
+
+def is_transform(job: Job) -> bool:
+    return job.name == TRANSFORM

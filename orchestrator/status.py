@@ -1,0 +1,88 @@
+"""Read the run history: recent attempts, one run, and each job's current state."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import TextIO
+
+from orchestrator.history import History, RunRecord
+from orchestrator.jobs import all_jobs
+from orchestrator.runner import utcnow
+from orchestrator.settings import Settings
+
+
+def _ts(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}" if value else "-"
+
+
+def _duration(r: RunRecord) -> str:
+    if not r.finished_at:
+        return "-"
+    return f"{(r.finished_at - r.started_at).total_seconds():.1f}s"
+
+
+def print_runs(settings: Settings, *, limit: int = 20, job: str | None = None, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    records = History.open(settings).recent(limit, job)
+    print(f"{'run':<12} {'job':<16} {'try':>5} {'status':<15} {'trigger':<9} {'started (UTC)':<19} {'took':>8} "
+          f"{'rows':>10}  error", file=out)
+    for r in records:
+        attempt = f"{r.attempt}/{r.max_attempts or '-'}" if r.attempt else "-"
+        rows = f"{r.rows_loaded:,}" if r.rows_loaded is not None else "-"
+        print(f"{r.run_id:<12} {r.job:<16} {attempt:>5} {r.status:<15} {r.trigger:<9} {_ts(r.started_at):<19} "
+              f"{_duration(r):>8} {rows:>10}  {r.error or ''}", file=out)
+    if not records:
+        print("(no runs recorded yet: `elt tick` or `elt run-job JOB` records them)", file=out)
+
+
+def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    records = History.open(settings).run(run_id)
+    if not records:
+        print(f"error: no run {run_id!r} in the history; list runs with `elt runs`", file=sys.stderr)
+        return 1
+    first = records[0]
+    print(f"run {run_id}: job {first.job} (source {first.source or '-'}), trigger {first.trigger}", file=out)
+    print(f"  scheduled slot {_ts(first.scheduled_for)}, interval {_ts(first.interval_start)} .. "
+          f"{_ts(first.interval_end)}", file=out)
+    for r in records:
+        print(f"  attempt {r.attempt}/{r.max_attempts or '-'}: {r.status}, {_ts(r.started_at)} .. "
+              f"{_ts(r.finished_at)} ({_duration(r)}), pid {r.pid} on {r.host}", file=out)
+        if r.rows_loaded is not None:
+            print(f"    rows {r.rows_loaded:,}, bytes {r.bytes_loaded or 0:,}", file=out)
+        for table, info in r.tables.items() if isinstance(r.tables, dict) else ():
+            print(f"    {table}: {json.dumps(info)}", file=out)
+        if r.watermark_before or r.watermark_after:
+            print(f"    watermark before {r.watermark_before}, after {r.watermark_after}", file=out)
+        if r.audits_json:
+            print(f"    audits {r.audits_json}", file=out)
+        if r.error:
+            print(f"    error ({r.error_class}): {r.error}", file=out)
+    return 0
+
+
+def job_states(settings: Settings, now: datetime | None = None) -> list[dict[str, object]]:
+    now = now or utcnow()
+    history = History.open(settings)
+    states = []
+    for job in all_jobs(settings).values():
+        last = history.recent(1, job.name)
+        success = history.last_with_status(job.name, ("succeeded",))
+        states.append({
+            "job": job.name, "kind": job.kind, "schedule": job.schedule, "owner": job.owner,
+            "last_slot": history.last_slot(job.name), "latest_due_slot": job.cron.previous(now),
+            "last_status": last[0].status if last else "never ran", "last_run": last[0].run_id if last else None,
+            "last_success": success.finished_at if success else None,
+        })
+    return states
+
+
+def print_status(settings: Settings, now: datetime | None = None, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    print(f"{'job':<16} {'kind':<9} {'schedule':<14} {'last slot':<19} {'last status':<15} {'last success':<19} run",
+          file=out)
+    for s in job_states(settings, now):
+        print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
+              f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]

@@ -1,0 +1,108 @@
+"""One scheduler tick: mark abandoned runs, evaluate freshness, start what is due.
+
+``elt tick`` is meant to be called every minute (cron, a systemd timer); ``elt serve`` calls it in
+a loop. A tick takes the ``scheduler`` lock without waiting: while a previous tick is still running
+its jobs, the new one only does the cheap part (abandoned runs, freshness) and returns; slots that
+came due meanwhile are caught up by the next tick that gets the lock, by the catch-up policy
+(``ELT_CATCHUP``: ``combined`` by default, ``each`` or ``latest``; see orchestrator.schedule).
+
+Order inside a tick: due load and command jobs first (in parallel on PostgreSQL, one after the
+other on DuckDB, which has one writer per file), then the transformation if due, so a
+transformation always sees the loads of its tick. A failed load does not stop the others nor the
+transformation: models reading the failed source simply see its previous raw data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from orchestrator.freshness import Freshness
+from orchestrator.history import History, RunRecord
+from orchestrator.jobs import Job, all_jobs
+from orchestrator.locks import make_lock
+from orchestrator.runner import JobResult, mark_abandoned, run_job, utcnow
+from orchestrator.schedule import Due, due_runs
+from orchestrator.settings import Settings
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.tick")
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    abandoned: list[RunRecord] = field(default_factory=list)
+    started: list[JobResult] = field(default_factory=list)
+    busy: bool = False  # another tick held the scheduler lock
+    freshness: list[Freshness] | None = None  # None: the warehouse was busy, checked next tick
+
+    def render(self) -> str:
+        lines = [f"tick at {self.now:%Y-%m-%d %H:%M} UTC"]
+        stale = [f.subject for f in self.freshness or [] if f.state == "stale"]
+        if stale:
+            lines.append(f"  stale: {', '.join(stale)}")
+        lines += [f"  abandoned: {r.job} run {r.run_id} attempt {r.attempt}" for r in self.abandoned]
+        if self.busy:
+            lines.append("  a previous tick is still running its jobs; nothing started")
+        lines += [f"  {r.job}: {r.status} (run {r.run_id}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}"
+                  for r in self.started]
+        if not self.started and not self.busy:
+            lines.append("  nothing due")
+        return "\n".join(lines)
+
+
+def _parallelism(settings: Settings) -> int:
+    if settings.gateway == "duckdb":
+        return 1
+    return max(1, int(os.environ.get("ELT_MAX_PARALLEL_LOADS", "2")))
+
+
+def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[], datetime] = utcnow) -> TickReport:
+    now = now or clock()
+    history = History.open(settings)
+    report = TickReport(now)
+    report.abandoned = mark_abandoned(settings, history, now)
+    report.freshness = check_freshness(settings, history, now)
+    scheduler = make_lock(settings, "scheduler")
+    if not scheduler.try_acquire():
+        report.busy = True
+        return report
+    try:
+        policy = os.environ.get("ELT_CATCHUP", "combined")
+        jobs = all_jobs(settings)
+        plans: list[tuple[Job, Due]] = []
+        for job in jobs.values():
+            for due in due_runs(job.cron, history.last_slot(job.name), now, policy):
+                plans.append((job, due))
+        first = [(j, d) for j, d in plans if j.kind != "transform"]
+        last = [(j, d) for j, d in plans if j.kind == "transform"]
+
+        def start(item: tuple[Job, Due]) -> JobResult:
+            job, due = item
+            return run_job(settings, job, trigger="schedule", slot=due.slot, interval_start=due.interval_start,
+                           missed=due.missed, now=clock)
+
+        with ThreadPoolExecutor(max_workers=_parallelism(settings)) as pool:
+            report.started += list(pool.map(start, first))
+        report.started += [start(item) for item in last]
+    finally:
+        scheduler.release()
+    return report
+
+
+def check_freshness(settings: Settings, history: History, now: datetime) -> list[Freshness] | None:
+    """Evaluate freshness and alert on changes; never fails the tick."""
+    from orchestrator import alerts, freshness
+
+    try:
+        results = freshness.evaluate(settings, now)
+        if results is not None:
+            alerts.on_freshness(settings, history, results, now)
+        return results
+    except Exception as exc:  # noqa: BLE001 - a freshness problem must not stop the jobs
+        log.error("freshness check failed", extra={"fields": {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})
+        return None

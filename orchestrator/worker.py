@@ -1,0 +1,148 @@
+"""One attempt of a load or transform job, in its own process: ``python -m orchestrator.worker JOB --result FILE``.
+
+Started by ``orchestrator.runner`` (never by hand). It writes a JSON result (rows and bytes per
+table, watermarks before and after, audits, error class and first line, whether a retry may help)
+and exits 0 (succeeded), 75 (failed, worth retrying) or 1 (failed, not worth retrying).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from orchestrator.jobs import RETRYABLE_EXIT, get_job
+from orchestrator.settings import Settings
+from sources import logs
+from sources.errors import ConfigError, ContractError, first_line
+
+_TRANSIENT_TEXT = re.compile(
+    r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
+    r"server closed the connection|lock timeout|could not set lock|deadlock detected|still failing after",
+    re.IGNORECASE,
+)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth retrying: network, 5xx, lock timeouts. Not: bad input, contracts, config, failed audits.
+
+    >>> is_retryable(ConnectionResetError("peer reset"))
+    True
+    >>> is_retryable(ContractError("column id missing"))
+    False
+    """
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for item in chain:
+        if isinstance(item, (ContractError, ConfigError)):
+            return False
+    for item in chain:
+        if isinstance(item, (ConnectionError, TimeoutError)):
+            return True
+        if type(item).__name__ in ("OperationalError", "URLError", "TransientHTTPError"):
+            return True
+        if _TRANSIENT_TEXT.search(str(item)):
+            return True
+    return False
+
+
+def _cursors(settings: Settings, source: str, tables: list[str]) -> dict[str, Any]:
+    try:
+        with settings.open_raw() as raw:
+            return {t: raw.cursor(source, t) for t in tables}
+    except Exception:  # noqa: BLE001 - a watermark is informative; an empty warehouse has none
+        return {}
+
+
+def run_load(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
+    from orchestrator.loading import load_source_into_warehouse
+    from sources.config import load_source
+
+    spec = load_source(source)
+    before = _cursors(settings, source, list(spec.tables))
+    outcomes = load_source_into_warehouse(source, settings)
+    after = _cursors(settings, source, list(spec.tables))
+    landing = settings.open_landing()
+    tables: dict[str, Any] = {}
+    total_bytes = 0
+    for o in outcomes:
+        nbytes = 0
+        if o.landed:
+            for manifest in landing.batches(source, o.table):
+                if manifest.batch_id in o.landed:
+                    nbytes += sum(f.bytes for f in manifest.files)
+        total_bytes += nbytes
+        tables[o.table] = {"status": o.status, "rows": o.rows_applied, "bytes": nbytes, "batches": o.applied,
+                           "error": first_line(o.error) if o.error else None}
+    failed = [o for o in outcomes if o.error]
+    result: dict[str, Any] = {
+        "tables_json": json.dumps(tables), "rows_loaded": sum(o.rows_applied for o in outcomes),
+        "bytes_loaded": total_bytes, "watermark_before": json.dumps(before, default=str),
+        "watermark_after": json.dumps(after, default=str),
+    }
+    if failed:
+        first = failed[0].error
+        assert first is not None
+        names = ", ".join(o.table for o in failed)
+        result["error_class"] = type(first).__name__
+        result["error"] = f"source {source}: table(s) {names} failed: {first_line(first)}"
+        return result, all(is_retryable(o.error) for o in failed if o.error)
+    return result, False
+
+
+def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
+    from orchestrator.transform import TransformFailed, transform
+
+    try:
+        summary = transform(settings, environment="prod", quiet=True)
+    except TransformFailed as exc:
+        audits = [{"model": f.model, "audit": f.audit, "count": f.count} for f in exc.failures]
+        retry = not exc.failures and any(_TRANSIENT_TEXT.search(e) for e in exc.model_errors)
+        detail = exc.failures[0].render().splitlines()[0] if exc.failures else (
+            exc.model_errors[0] if exc.model_errors else first_line(exc))
+        return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {detail}",
+                "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped})}, retry
+    return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
+                                       "restated": summary.restated, "failed": []}),
+            "tables_json": json.dumps({"restated": summary.restated})}, False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="orchestrator.worker")
+    parser.add_argument("job")
+    parser.add_argument("--result", required=True)
+    args = parser.parse_args(argv)
+    logs.configure()
+    from orchestrator import logcontext
+
+    logcontext.install()
+    settings = Settings.from_env()
+    job = get_job(settings, args.job)
+    retryable = False
+    try:
+        if job.kind == "load":
+            assert job.source is not None
+            result, retryable = run_load(settings, job.source)
+        elif job.kind == "transform":
+            result, retryable = run_transform(settings)
+        else:
+            raise ConfigError(f"job {job.name} is a command job; the runner starts its command directly")
+    except Exception as exc:  # noqa: BLE001 - classified and recorded, never lost
+        retryable = is_retryable(exc)
+        result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {first_line(exc)}"}
+    result["retryable"] = retryable
+    Path(args.result).write_text(json.dumps(result))
+    if result.get("error"):
+        print(result["error"], file=sys.stderr)
+        return RETRYABLE_EXIT if retryable else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

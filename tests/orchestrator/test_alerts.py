@@ -1,0 +1,98 @@
+"""Freshness and alerts through real receivers (an HTTP webhook and an SMTP server on loopback):
+one message per state change, never one per tick, and a broken channel never fails a run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from sources.load.base import LEDGER_COLUMNS
+from tests.orchestrator.conftest import Project
+from tests.orchestrator.receivers import SMTPReceiver, WebhookReceiver
+
+
+def _land(project: Project, table: str, extracted_at: str) -> None:
+    """A ledger entry as the loader writes it: a batch of jaffle_app.<table> extracted then."""
+    path = project.root / "data" / "warehouse.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+        con.execute(f"CREATE TABLE IF NOT EXISTS elt_meta.loaded_batches ({LEDGER_COLUMNS})")
+        con.execute("INSERT INTO elt_meta.loaded_batches VALUES (?, 'jaffle_app', ?, ?, 5, ?, ?, NULL)",
+                    [f"b-{table}-{extracted_at}", table, f"raw_jaffle_shop.{table}", extracted_at, extracted_at])
+
+
+@pytest.fixture
+def receivers(project: Project):  # type: ignore[no-untyped-def]
+    with WebhookReceiver() as hook, SMTPReceiver() as smtp:
+        project.env.update(ELT_ALERT_WEBHOOK_URL=hook.url, ELT_SMTP_HOST=smtp.host, ELT_SMTP_PORT=str(smtp.port),
+                           ELT_ALERT_EMAIL_TO="oncall@example.com,data@example.com",
+                           ELT_ALERT_EMAIL_FROM="elt@example.com")
+        yield hook, smtp
+
+
+def test_stale_table_with_no_runs_alerts_once_then_recovers(project: Project, receivers) -> None:  # type: ignore[no-untyped-def]
+    hook, smtp = receivers
+    # jaffle_app (freshness 26h) is checked but never due, so nothing runs: a dead loader
+    env = {"ELT_JOBS": "jaffle_app", "ELT_JOB_JAFFLE_APP_SCHEDULE": "0 0 31 2 *"}
+    _land(project, "orders", "2026-11-20 00:00:00")
+    first = project.elt("tick", "--now", "2026-11-20T12:00", **env)
+    assert first.returncode == 0, first.stderr
+    assert hook.received == [] and smtp.messages == []  # fresh; the other tables were never loaded: unknown
+
+    stale = project.elt("tick", "--now", "2026-11-21T03:00", **env)
+    assert "stale: raw_jaffle_shop.orders" in stale.stdout, stale.stdout + stale.stderr
+    project.elt("tick", "--now", "2026-11-21T03:01", **env)  # still stale: no second message
+    assert len(hook.received) == 1 and len(smtp.messages) == 1
+    text = hook.received[0]["text"]
+    assert text.startswith("[elt] STALE: table raw_jaffle_shop.orders")
+    assert "owner: app-team@example.com" in text and "27.0h old, max 26.0h" in text
+    assert "newest data: 2026-11-20 00:00 UTC" in text
+    assert "impact: " in text and "marts.orders" in text and "marts.customers" in text
+    assert "investigate: elt freshness; elt runs --job jaffle_app" in text
+    sender, rcpts, message = smtp.messages[0]
+    assert (sender, rcpts) == ("elt@example.com", ["oncall@example.com", "data@example.com"])
+    assert message["Subject"] == "[elt] STALE: table raw_jaffle_shop.orders"
+    assert "impact: " in message.get_payload()
+
+    _land(project, "orders", "2026-11-21 03:00:00")
+    project.elt("tick", "--now", "2026-11-21T03:02", **env)
+    project.elt("tick", "--now", "2026-11-21T03:03", **env)
+    assert len(hook.received) == 2 and len(smtp.messages) == 2
+    assert hook.received[1]["text"].startswith("[elt] RECOVERED: table raw_jaffle_shop.orders")
+    fresh = project.elt("freshness", "--now", "2026-11-21T03:04", **env)
+    assert fresh.returncode == 0 and "raw_jaffle_shop.orders: fresh" in fresh.stdout
+    assert project.elt("freshness", "--now", "2026-11-23T03:04", **env).returncode == 1
+
+
+def test_job_failure_alert_says_what_owner_attempt_error_and_next_step(project: Project, receivers) -> None:  # type: ignore[no-untyped-def]
+    hook, smtp = receivers
+    assert project.elt("run-job", "bad").returncode == 1
+    assert project.elt("run-job", "bad").returncode == 1  # still failing: no second message
+    assert len(hook.received) == 1 and len(smtp.messages) == 1
+    [record] = [r for r in project.history().recent(5, "bad")][-1:]
+    text = hook.received[0]["text"]
+    assert text.startswith("[elt] FAILED: job bad")
+    for part in ("owner: ops@example.com", "attempt: 1 of 3", "error: job bad exited with status 1",
+                 "last success: never", "investigate: elt run-show"):
+        assert part in text, (part, text)
+
+
+def test_broken_alert_channels_never_fail_a_run(project: Project, tmp_path: Path) -> None:
+    with WebhookReceiver(status=500) as hook:
+        project.env.update(ELT_ALERT_WEBHOOK_URL=hook.url, ELT_SMTP_HOST="127.0.0.1", ELT_SMTP_PORT="1",
+                           ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_TIMEOUT_S="2")
+        (tmp_path / "broken").write_text("")
+        failed = project.elt("run-job", "toggle")
+        assert failed.returncode == 1 and "job toggle: failed" in failed.stdout
+        (tmp_path / "broken").unlink()
+        recovered = project.elt("run-job", "toggle")  # a recovery alert is due; both channels fail
+        assert recovered.returncode == 0, recovered.stderr
+        assert "job toggle: succeeded" in recovered.stdout
+        assert recovered.stderr.count("alert channel failed") == 2
+        assert "secret-token" not in failed.stderr + recovered.stderr  # the webhook URL is a secret
+    statuses = sorted(r.status for r in project.history().recent(5, "toggle"))
+    assert statuses == ["failed", "succeeded"]

@@ -1,0 +1,59 @@
+"""The real jobs on the real warehouse: a tick loads the file source, then runs the transformation;
+a broken source does not stop the transformation of the models that only need healthy data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+
+from tests.orchestrator.conftest import Project
+
+
+def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaffle: Path) -> None:
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    env = {"ELT_JOBS": "jaffle_shop,transform"}
+    tick = project.elt("tick", "--now", "2026-11-25T00:05", timeout=600, **env)
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert tick.stdout.index("jaffle_shop: succeeded") < tick.stdout.index("transform: succeeded")
+
+    [load] = project.history().recent(5, "jaffle_shop")
+    assert load.rows_loaded == 22 and load.bytes_loaded and load.bytes_loaded > 0
+    assert load.tables["orders"]["rows"] == 4 and load.tables["orders"]["status"] == "loaded"
+    [transform] = project.history().recent(5, "transform")
+    audits = json.loads(transform.audits_json or "{}")
+    assert audits["run"] > 0 and audits["run"] == audits["passed"]
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM marts.orders").fetchone()[0] == 4
+
+    # the source breaks (its folder is gone): the load fails (not retried: bad input), the
+    # transformation still runs on the raw data already there
+    shutil.rmtree(project.root / "data" / "jaffle-data")
+    tick = project.elt("tick", "--now", "2026-11-26T00:05", timeout=600, **env)
+    assert tick.returncode == 1
+    assert "jaffle_shop: failed" in tick.stdout and "transform: succeeded" in tick.stdout
+    failed = project.history().recent(1, "jaffle_shop")[0]
+    assert failed.attempt == 1 and failed.error_class == "ConfigError" and "does not exist" in (failed.error or "")
+
+
+def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path) -> None:
+    import time
+
+    from orchestrator.locks import FileLock, lock_dir
+
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    assert project.elt("run-job", "jaffle_shop", timeout=300).returncode == 0
+    load = FileLock("job:jaffle_shop", lock_dir(project.settings()))
+    assert load.try_acquire()  # a load of jaffle_shop is running
+    try:
+        transform = project.popen("run-job", "transform")
+        time.sleep(3)
+        assert transform.poll() is None  # still waiting
+        assert project.history().recent(5, "transform") == []  # no attempt started
+    finally:
+        load.release()
+    assert transform.wait(timeout=300) == 0
+    [record] = project.history().recent(5, "transform")
+    assert record.status == "succeeded"

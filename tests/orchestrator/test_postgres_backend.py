@@ -1,0 +1,67 @@
+"""On the production gateway the run history lives in the warehouse's PostgreSQL (elt_meta) and
+job locks are advisory locks, which the server frees when a killed run's session ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psycopg2
+import pytest
+
+from orchestrator.locks import PgAdvisoryLock
+from sources.connections import PostgresSettings
+from tests.orchestrator.conftest import Project, wait_for
+
+
+@pytest.fixture
+def pg_project(project: Project, pg_db, monkeypatch) -> Project:  # type: ignore[no-untyped-def]
+    env = {**pg_db.env("ELT_PG"), "ELT_GATEWAY": "postgres"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    project.env.update(env)
+    return project
+
+
+def test_history_and_advisory_locks_on_postgres(pg_project: Project, pg_db) -> None:  # type: ignore[no-untyped-def]
+    first = pg_project.popen("run-job", "slow", SLOW_S="120")
+    record = wait_for(lambda: next((r for r in pg_project.history().recent(5, "slow") if r.status == "running"
+                                    and r.pid != first.pid), None), what="attempt started")
+    second = pg_project.elt("run-job", "slow")
+    assert second.returncode == 75, second.stderr
+    assert not PgAdvisoryLock("job:slow", PostgresSettings.from_env("ELT_PG_")).try_acquire()
+
+    os.kill(first.pid, signal.SIGKILL)  # the server ends its session, which frees the lock
+    first.wait(timeout=10)
+    lock = PgAdvisoryLock("job:slow", PostgresSettings.from_env("ELT_PG_"))
+    wait_for(lock.try_acquire, timeout=20, what="the advisory lock to be freed")
+    lock.release()
+    tick = pg_project.elt("tick", "--now", "2026-11-25T06:00", ELT_JOBS="quick")
+    assert "abandoned: slow" in tick.stdout, tick.stdout + tick.stderr
+
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT job, status FROM elt_meta.job_runs ORDER BY job, status")
+        rows = cur.fetchall()
+    assert rows == [("quick", "succeeded"), ("slow", "abandoned"), ("slow", "skipped_locked")]
+    assert record.run_id in pg_project.elt("runs").stdout
+
+
+def test_freshness_and_alert_state_on_postgres(pg_project: Project, pg_db) -> None:  # type: ignore[no-untyped-def]
+    from sources.load.base import LEDGER_COLUMNS
+    from tests.orchestrator.receivers import WebhookReceiver
+
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+        cur.execute(f"CREATE TABLE elt_meta.loaded_batches ({LEDGER_COLUMNS})")
+        cur.execute("INSERT INTO elt_meta.loaded_batches VALUES ('b1', 'jaffle_app', 'orders', "
+                    "'raw_jaffle_shop.orders', 5, '2026-11-20 00:00', '2026-11-20 00:00', NULL)")
+    env = {"ELT_JOBS": "jaffle_app", "ELT_JOB_JAFFLE_APP_SCHEDULE": "0 0 31 2 *"}
+    with WebhookReceiver() as hook:
+        pg_project.env["ELT_ALERT_WEBHOOK_URL"] = hook.url
+        for now in ("2026-11-21T03:00", "2026-11-21T03:01"):
+            tick = pg_project.elt("tick", "--now", now, **env)
+            assert "stale: raw_jaffle_shop.orders" in tick.stdout, tick.stdout + tick.stderr
+    assert [m["text"].splitlines()[0] for m in hook.received] == ["[elt] STALE: table raw_jaffle_shop.orders"]
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT subject, state FROM elt_meta.alert_state")
+        assert cur.fetchall() == [("fresh:raw_jaffle_shop.orders", "stale")]

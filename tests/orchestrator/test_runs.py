@@ -1,0 +1,133 @@
+"""Jobs run by the real `elt` command in subprocesses, recorded in the real history store:
+locks, abandoned runs, timeouts that kill a process group, retries, and the tick's catch-up."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from orchestrator.locks import FileLock, lock_dir
+from tests.orchestrator.conftest import Project, wait_for
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _statuses(project: Project, job: str) -> list[str]:
+    return sorted(r.status for r in project.history().recent(50, job))
+
+
+def test_two_concurrent_runs_give_one_run_and_one_skipped_locked(project: Project) -> None:
+    first = project.popen("run-job", "slow", SLOW_S="5")
+    wait_for(lambda: any(r.status == "running" for r in project.history().recent(5, "slow")), what="first run")
+    second = project.elt("run-job", "slow")
+    assert second.returncode == 75, second.stderr
+    assert "skipped_locked" in second.stdout
+    assert first.wait(timeout=60) == 0
+    assert _statuses(project, "slow") == ["skipped_locked", "succeeded"]
+
+
+def test_sigkilled_run_is_marked_abandoned_and_its_lock_freed(project: Project) -> None:
+    supervisor = project.popen("run-job", "slow", SLOW_S="120")
+    record = wait_for(lambda: next((r for r in project.history().recent(5, "slow") if r.status == "running"
+                                    and r.pid != supervisor.pid), None), what="attempt started")
+    child = record.pid
+    assert _alive(child)
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(timeout=10)
+    wait_for(lambda: not _alive(child), timeout=20, what="the attempt to die with its supervisor")
+
+    tick = project.elt("tick", "--now", "2026-11-25T06:00", ELT_JOBS="quick")
+    assert tick.returncode == 0, tick.stderr
+    assert "abandoned: slow" in tick.stdout
+    [abandoned] = project.history().recent(5, "slow")
+    assert abandoned.status == "abandoned" and abandoned.finished_at is not None
+    assert "elt run-job slow" in (abandoned.error or "")
+    lock = FileLock("job:slow", lock_dir(project.settings()))
+    assert lock.try_acquire()
+    lock.release()
+    # a second tick does not mark it again
+    assert "abandoned" not in project.elt("tick", "--now", "2026-11-25T06:01", ELT_JOBS="quick").stdout
+
+
+def test_hung_job_is_killed_at_its_timeout_with_its_children(project: Project, tmp_path: Path) -> None:
+    proc = project.elt("run-job", "hang", timeout=60)
+    assert proc.returncode == 1
+    assert "timed_out" in proc.stdout and "timeout of 2s" in proc.stderr
+    grandchild = int((tmp_path / "child.pid").read_text())
+    wait_for(lambda: not _alive(grandchild), timeout=10, what="the job's child to be killed")
+    # a timeout is not retried (the next slot is): one attempt although the job allows two
+    [record] = project.history().recent(5, "hang")
+    assert (record.status, record.attempt, record.error_class) == ("timed_out", 1, "Timeout")
+    assert 1.5 <= (record.finished_at - record.started_at).total_seconds() < 30
+
+
+def test_retryable_failures_are_retried_and_bad_input_is_not(project: Project) -> None:
+    flaky = project.elt("run-job", "flaky")
+    assert flaky.returncode == 0, flaky.stderr
+    attempts = project.history().recent(10, "flaky")
+    assert sorted((r.attempt, r.status) for r in attempts) == [(1, "retrying"), (2, "retrying"), (3, "succeeded")]
+    assert len({r.run_id for r in attempts}) == 1
+
+    bad = project.elt("run-job", "bad")
+    assert bad.returncode == 1
+    [record] = project.history().recent(10, "bad")
+    assert (record.status, record.attempt, record.max_attempts) == ("failed", 1, 3)
+    shown = project.elt("run-show", record.run_id)
+    assert "attempt 1/3: failed" in shown.stdout
+
+
+def test_missed_slots_give_one_catch_up_run_and_a_slot_never_runs_twice(project: Project) -> None:
+    env = {"ELT_JOBS": "quick"}
+    assert "quick: succeeded" in project.elt("tick", "--now", "2026-11-25T00:10", **env).stdout
+    # five hourly slots missed (01:00 .. 05:00): one combined run
+    assert "quick: succeeded" in project.elt("tick", "--now", "2026-11-25T05:30", **env).stdout
+    assert "nothing due" in project.elt("tick", "--now", "2026-11-25T05:59", **env).stdout
+    runs = sorted(project.history().recent(10, "quick"), key=lambda r: r.started_at)
+    assert [(r.scheduled_for.hour, r.interval_start.hour if r.interval_start else None) for r in runs] == \
+        [(0, None), (5, 0)]
+    status = project.elt("status", **env)
+    assert "quick" in status.stdout and "2026-11-25 05:00:00" in status.stdout
+    listing = project.elt("runs", "--job", "quick")
+    assert listing.stdout.count("succeeded") == 2
+
+
+def test_each_policy_runs_every_missed_slot(project: Project) -> None:
+    env = {"ELT_JOBS": "quick", "ELT_CATCHUP": "each"}
+    project.elt("tick", "--now", "2026-11-25T00:10", **env)
+    out = project.elt("tick", "--now", "2026-11-25T03:10", **env).stdout
+    assert out.count("quick: succeeded") == 3
+
+
+def test_every_json_log_line_of_a_run_carries_run_id_job_and_source(project: Project, small_jaffle: Path) -> None:
+    import json
+    import shutil
+
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    proc = project.elt("--json-logs", "run-job", "jaffle_shop", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) >= 3
+    run_ids = {line.get("run_id") for line in lines}
+    assert len(run_ids) == 1 and None not in run_ids
+    assert all(line["job"] == "jaffle_shop" and line["source"] == "jaffle_shop" for line in lines)
+    # lines of the attempt's child process (the loader's own loggers) carry them too
+    assert any(line["logger"].startswith("sources.") for line in lines)
+
+
+def test_serve_ticks_in_a_loop_and_stops_on_sigterm(project: Project) -> None:
+    proc = project.elt("serve", "--interval", "0.2", "--max-ticks", "3", ELT_JOBS="quick")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("tick at") == 3
+    assert proc.stdout.count("quick: succeeded") == 1  # the current slot runs once, not once per tick
+
+    server = project.popen("serve", "--interval", "0.2", ELT_JOBS="quick")
+    assert server.stdout is not None and server.stdout.readline().startswith("tick at")  # it is serving
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(timeout=30) == 0
