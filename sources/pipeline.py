@@ -139,8 +139,13 @@ def ingest(
                 landing.sweep_incomplete(spec.name, table.name)
                 landed = apply_pending(spec, table, landing, raw, outcome)
                 if extract:
+                    # A full snapshot (a table or endpoint read without a cursor) equal to the latest
+                    # landed one is not landed again. Not for files: two files of a pattern with the
+                    # same content are two deliveries, and a snapshot file is compared by checksum.
+                    snapshot = spec.kind in ("postgres", "rest_api") and not table.cursor_field
+                    previous = landed[-1] if (landed and snapshot and not force) else None
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force):
-                        manifest = land(spec, item, landing, seen=_boundary(spec, item, raw))
+                        manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous)
                         if manifest is not None:
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
@@ -193,11 +198,15 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | None = None) -> Manifest | None:
+def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | None = None,
+         previous: Manifest | None = None) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
     ``seen``: (key, cursor) pairs raw already holds; such rows (re-read at the lookback boundary)
     are dropped, so overlapping incremental extracts never duplicate raw rows.
+    ``previous``: the table's latest landed batch; an extract whose data file is byte-identical
+    (same rows, same order, same columns: a full snapshot that did not change, e.g. an API without
+    an updated-since parameter) is not landed again.
     """
     table = item.table
     where = {"source": spec.name, "table": table.name}
@@ -223,6 +232,11 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
             progress.done()
             log.info("nothing new", extra={"fields": {**where, "cursor_from": item.cursor_from}})
             return None
+        if previous is not None and writer.rows and _same_data(previous, data, item.manifest_columns()):
+            writer.abort()
+            progress.done()
+            log.info("unchanged snapshot", extra={"fields": {**where, "same_as_batch": previous.batch_id}})
+            return None
         if not item.key_enforced_by_source:
             check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id)
         cursor = {}
@@ -238,6 +252,16 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
     progress.done()
     log.info("landed", extra={"fields": {**where, "batch_id": manifest.batch_id, "rows": manifest.rows}})
     return manifest
+
+
+def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) -> bool:
+    from pyarrow import fs as pafs
+
+    from sources.landing.store import sha256_of
+
+    files = previous.files
+    return (len(files) == 1 and previous.columns == columns and files[0].bytes == data.stat().st_size
+            and files[0].sha256 == sha256_of(pafs.LocalFileSystem(), str(data)))
 
 
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,

@@ -167,3 +167,25 @@ def test_incremental_load_sends_updated_since_and_advances_the_cursor(tmp_path: 
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert con.execute("SELECT count(DISTINCT sku) FROM raw_catalog.products").fetchone() == (len(PRODUCTS),)
     con.close()
+
+
+def test_an_unchanged_snapshot_is_not_landed_again_but_a_changed_one_is(tmp_path: Path) -> None:
+    """An endpoint read in full every run (no cursor) lands a batch only when its data changed."""
+    served = {"rows": PRODUCTS[:5]}
+    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
+        spec = spec_for(url)
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            (same,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["rows"] = [dict(PRODUCTS[0], price=999), *PRODUCTS[1:5]]
+            (changed,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            (forced,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, force=True)
+    assert first.rows_applied == 5 and len(first.landed) == 1
+    assert same.status == "unchanged" and same.landed == [] and same.rows_applied == 0
+    assert changed.rows_applied == 5 and len(changed.landed) == 1
+    assert len(forced.landed) == 1  # a backfill (force) always lands
+    assert len(list(landing.batches("catalog", "products"))) == 3
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM raw_catalog.products").fetchone() == (15,)
+    con.close()
