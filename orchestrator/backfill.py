@@ -116,7 +116,8 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
         try:
             # in a child process: DuckDB allows one configuration per file and process, and the
             # SQLMesh context above keeps its connection open
-            load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--force"],
+            load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
+                                   start.isoformat(), end.isoformat()],
                                   capture_output=True, text=True, cwd=settings.project_root)
             print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:

@@ -37,6 +37,19 @@ from sources import logs
 from sources.errors import ConfigError, LoaderError
 
 
+def _window(days: list[str]) -> tuple[str, str]:
+    """``--window 2018-10-08 2018-10-14``: whole days, the end day included."""
+    from datetime import timedelta
+
+    try:
+        start, end = (date.fromisoformat(d) for d in days)
+    except ValueError:
+        raise ConfigError(f"--window {' '.join(days)}: give two days as YYYY-MM-DD") from None
+    if end < start:
+        raise ConfigError(f"--window {start} {end}: the end is before the start")
+    return f"{start.isoformat()}T00:00:00+00:00", f"{(end + timedelta(days=1)).isoformat()}T00:00:00+00:00"
+
+
 def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.loading import load_source_into_warehouse, print_load_report
 
@@ -47,6 +60,7 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         tables=args.table,
         force=args.force,
         extract=not args.from_landing,
+        window=_window(args.window) if args.window else None,
     )
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
@@ -263,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--from-landing", action="store_true",
         help="read nothing from the source; apply landed batches missing from raw (restore raw from landing)",
+    )
+    load.add_argument(
+        "--window", nargs=2, metavar=("START", "END"),
+        help="backfill: re-extract only the rows of these days (END included) from PostgreSQL tables that "
+             "declare window_column; other tables are re-read whole. Implies --force; cursors do not move.",
     )
     load.set_defaults(func=_cmd_load)
 

@@ -19,6 +19,7 @@ def load_source_into_warehouse(
     tables: list[str] | None = None,
     force: bool = False,
     extract: bool = True,
+    window: tuple[str, str] | None = None,
 ) -> list[TableOutcome]:
     spec = load_source(source)
     unknown = [t for t in tables or [] if t not in spec.tables]
@@ -40,7 +41,7 @@ def load_source_into_warehouse(
         location = str(folder)
     with settings.open_raw() as raw:
         return ingest(spec, landing=settings.open_landing(), raw=raw, tables=tables, force=force,
-                           extract=extract, location=location)
+                           extract=extract, location=location, window=window)
 
 
 def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=None) -> None:  # type: ignore[no-untyped-def]

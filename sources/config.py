@@ -62,6 +62,9 @@ class TableSpec:
     description: str = ""
     cursor_field: str | None = None
     lookback_s: int = 0
+    # postgres: the business-time column a backfill window selects on (ordered_at), when it
+    # differs from the cursor (updated_at); without it a backfill re-reads the whole table
+    window_column: str | None = None
     freshness_s: int | None = None
     schema_policy: str = "evolve"
     # files: one file (re-extracted when it changes) or a glob (each new file once)
@@ -189,7 +192,7 @@ _SOURCE_KEYS = {"name", "kind", "format", "path", "owner", "description", "sched
                 "base_url", "base_url_env", "auth", "timeout_s", "max_retries", "raw_schema", "tables"}
 _TABLE_KEYS = {"file", "pattern", "source_table", "endpoint", "records_path", "pagination", "params",
                "updated_since_param", "primary_key", "columns", "description", "cursor_field", "lookback",
-               "freshness", "schema_policy"}
+               "freshness", "schema_policy", "window_column"}
 
 
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:
@@ -299,6 +302,11 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
     cursor_field = raw.get("cursor_field")
     if cursor_field is not None and (not isinstance(cursor_field, str) or (cols_raw and cursor_field not in cols_raw)):
         problems.append(f"{where}.cursor_field: {cursor_field!r} must be a declared column")
+    window_column = raw.get("window_column")
+    if window_column is not None and (not isinstance(window_column, str) or (cols_raw and window_column not in cols_raw)):
+        problems.append(f"{where}.window_column: {window_column!r} must be a declared column")
+    if window_column is not None and kind != "postgres":
+        problems.append(f"{where}.window_column: only postgres tables can be read by window (files and APIs are re-read whole)")
     if kind == "files" and bool(raw.get("file")) == bool(raw.get("pattern")):
         problems.append(f"{where}: give exactly one of file (one file, re-read when it changes) or pattern (each new file once)")
     if kind == "postgres" and not re.match(r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$", str(raw.get("source_table", ""))):
@@ -321,6 +329,7 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         description=c.text("description", ""),
         cursor_field=cursor_field if isinstance(cursor_field, str) else None,
         lookback_s=c.duration("lookback", "0s") or 0,
+        window_column=window_column if isinstance(window_column, str) else None,
         freshness_s=c.duration("freshness"),
         schema_policy=c.text("schema_policy", "evolve", allowed=POLICIES),
         file=raw.get("file") or None,

@@ -92,7 +92,7 @@ def _limit_malloc_arenas(arenas: int = 4) -> None:
 
 
 def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: list[Manifest], *,
-                 location: str | None, force: bool) -> Iterator[Extract]:
+                 location: str | None, force: bool, window: tuple[str, str] | None = None) -> Iterator[Extract]:
     if spec.kind == "files":
         from sources.extract import files
 
@@ -100,7 +100,7 @@ def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: list
     if spec.kind == "postgres":
         from sources.extract import postgres
 
-        return postgres.extracts(spec, table, cursor=None if force else raw.cursor(spec.name, table.name))
+        return postgres.extracts(spec, table, cursor=None if force else raw.cursor(spec.name, table.name), window=window)
     if spec.kind == "rest_api":
         from sources.extract import rest
 
@@ -118,13 +118,17 @@ def ingest(
     extract: bool = True,
     location: str | None = None,
     lock_dir: Path | None = None,
+    window: tuple[str, str] | None = None,
 ) -> list[TableOutcome]:
     """Land and load every table of a source; never raises for one table's bad data.
 
     ``extract=False`` reads nothing from the source and only applies landed batches that raw lacks
     (restoring raw from landing). ``force`` re-extracts files already landed and ignores cursors.
     ``location`` overrides a file source's path (a folder or s3://bucket/prefix).
+    ``window`` (start, end exclusive; ISO timestamps) is for backfills: it implies ``force``, and
+    PostgreSQL tables with a ``window_column`` read only that window (files and APIs: everything).
     """
+    force = force or window is not None
     selected = [spec.tables[name] for name in (tables or list(spec.tables))]
     # The system allocator returns freed blocks to the OS, so memory stays flat however many
     # batches stream through (measured by bench/loader_postgres.py: jemalloc kept ~40% more).
@@ -144,7 +148,7 @@ def ingest(
                     # same content are two deliveries, and a snapshot file is compared by checksum.
                     snapshot = spec.kind in ("postgres", "rest_api") and not table.cursor_field
                     previous = landed[-1] if (landed and snapshot and not force) else None
-                    for item in extracts_for(spec, table, raw, landed, location=location, force=force):
+                    for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous)
                         if manifest is not None:
                             outcome.landed.append(manifest.batch_id)
@@ -240,7 +244,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
         if not item.key_enforced_by_source:
             check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id)
         cursor = {}
-        if table.cursor_field:
+        if table.cursor_field and item.advances_cursor:
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
             cursor = {"field": table.cursor_field, "from": item.cursor_from, "to": to if to is not None else item.cursor_from}
         manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor)

@@ -24,6 +24,8 @@ class Extract:
     # True when the source itself enforces the primary key (a PRIMARY KEY constraint on exactly
     # those columns, read in one consistent statement): the loader's own key check is redundant.
     key_enforced_by_source: bool = False
+    # False for a backfill window's extract: its rows are not the newest, the cursor stays put
+    advances_cursor: bool = True
 
     @property
     def schema(self) -> pa.Schema:

@@ -94,7 +94,14 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
     return list(table.columns)
 
 
-def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None) -> Iterator[Extract]:
+def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
+             window: tuple[str, str] | None = None) -> Iterator[Extract]:
+    """One extract: rows from the cursor (minus lookback) on, or all rows when ``cursor`` is None.
+
+    ``window`` (start, end: ISO timestamps, end exclusive) reads only the rows whose
+    ``window_column`` falls in it, for a backfill; the cursor does not move. A table without a
+    ``window_column`` is read whole instead.
+    """
     where = {"source": spec.name, "table": table.name}
     con = PostgresSettings.from_env(spec.env_prefix).connect()
     con.set_session(readonly=True)
@@ -104,6 +111,12 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None) -> Itera
         con.close()
         raise
     enforced = key_is_enforced(con, table)
+    if window is not None and table.window_column:
+        origin = {"kind": "postgres", "table": table.source_table, "window_column": table.window_column,
+                  "window_start": window[0], "window_end": window[1]}
+        yield Extract(table, columns, _stream(con, spec, table, columns, None, where, window=window), origin,
+                      land_if_empty=True, key_enforced_by_source=enforced, advances_cursor=False)
+        return
     lower = lower_bound(cursor, table.lookback_s, cursor_type(columns, table)) if table.cursor_field else None
     origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower}
     yield Extract(table, columns, _stream(con, spec, table, columns, lower, where), origin, cursor_from=lower,
@@ -147,7 +160,8 @@ def cursor_type(columns: list[ColumnSpec], table: TableSpec) -> pa.DataType | No
     return next((c.type.arrow for c in columns if c.name == table.cursor_field), None)
 
 
-def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None) -> sql.Composed:
+def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
+            window: tuple[str, str] | None = None) -> sql.Composed:
     schema, name = _split(str(table.source_table))
     exprs = []
     for c in columns:
@@ -157,6 +171,9 @@ def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None) -> s
         else:
             exprs.append(ident)
     query = sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(exprs), sql.Identifier(schema, name))
+    if window is not None and table.window_column:
+        column = sql.Identifier(table.window_column)
+        return sql.SQL("{} WHERE {} >= {} AND {} < {}").format(query, column, sql.Literal(window[0]), column, sql.Literal(window[1]))
     if table.cursor_field:
         if lower is not None:
             query = sql.SQL("{} WHERE {} >= {}").format(query, sql.Identifier(table.cursor_field), sql.Literal(lower))
@@ -165,11 +182,11 @@ def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None) -> s
 
 
 def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], lower: str | None,  # type: ignore[no-untyped-def]
-            where: dict[str, str]) -> Iterator[pa.RecordBatch]:
+            where: dict[str, str], window: tuple[str, str] | None = None) -> Iterator[pa.RecordBatch]:
     """COPY ... TO STDOUT in a thread, writing into a pipe that Arrow's CSV reader consumes."""
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
-    copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(_select(table, columns, lower)).as_string(con)
+    copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(_select(table, columns, lower, window)).as_string(con)
 
     def produce() -> None:
         try:

@@ -237,3 +237,26 @@ def test_declared_types_and_keys_are_checked_against_the_catalog(appdb, tmp_path
     assert "amount: declared integer, catalog decimal(12,2)" in str(outcomes["typed"].error)
     assert "['order_id'] are not in app.orders" in str(outcomes["badkey"].error)
     assert outcomes["orders"].rows_applied == 3
+
+
+def test_a_backfill_window_reads_only_its_days_and_leaves_the_cursor(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    decl = declaration()
+    decl["tables"]["orders"]["window_column"] = "ordered_at"
+    spec = parse_source(decl)
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (full,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        cursor = raw.cursor("appdb", "orders")
+        (window,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path,
+                           window=("2024-01-02T00:00:00+00:00", "2024-01-03T00:00:00+00:00"))
+        assert raw.cursor("appdb", "orders") == cursor  # a window's rows are not the newest
+        (after,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)  # the next incremental read
+    assert full.rows_applied == 3
+    assert window.rows_applied == 1 and len(window.landed) == 1
+    assert after.status == "unchanged"
+    (manifest,) = [m for m in landing.batches("appdb", "orders") if m.batch_id == window.landed[0]]
+    assert manifest.origin["window_column"] == "ordered_at" and manifest.cursor == {}
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    rows = con.execute("SELECT customer, count(*) FROM raw_appdb.orders GROUP BY 1 ORDER BY 1").fetchall()
+    con.close()
+    assert rows == [("ann", 1), ("bob", 1), ("cyd", 2)]  # only the window's order was read again
