@@ -106,11 +106,23 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.preview import preview
     from orchestrator.transform import TransformFailed
 
+    import os
+
+    from orchestrator.locks import make_lock
+
+    # serialized with other plans of the same environment (two developers previewing into one dev)
+    lock = make_lock(settings, f"sqlmesh:{args.environment}")
+    wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
+    if not lock.acquire(timeout=wait_s):
+        print(f"error: another plan of environment {args.environment} held its lock for {wait_s:.0f}s", file=sys.stderr)
+        return 1
     try:
         diffs = preview(settings, args.environment, quiet=not args.verbose)
     except TransformFailed as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     if not diffs:
         print(f"environment {args.environment}: no model differs from prod")
         return 0
