@@ -159,6 +159,19 @@ class History:
             cur.execute(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
                         [*values.values(), run_id, attempt])
 
+    def abandon(self, run_id: str, attempt: int, **values: Any) -> bool:
+        """Mark an attempt ``abandoned`` only if it is still ``running``; False if it finished first.
+
+        The check and the write are one statement: a run that finished between the tick's read of
+        ``running()`` and this call keeps its real status.
+        """
+        assert set(values) <= set(RUN_COLUMNS), values
+        sets = ", ".join(["status = 'abandoned'", *(f"{k} = ?" for k in values)])  # our own column names
+        with self._cursor() as cur:
+            rows = cur.fetchall(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ? "
+                                "AND status = 'running' RETURNING run_id", [*values.values(), run_id, attempt])
+        return bool(rows)
+
     def _select(self, where: str = "", params: list[Any] | None = None, order: str = "started_at DESC, attempt DESC",
                 limit: int | None = None) -> list[RunRecord]:
         sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM elt_meta.job_runs"

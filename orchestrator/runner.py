@@ -246,10 +246,11 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
                 _kill_group(record.pid)
             continue
         try:
-            history.update(record.run_id, record.attempt, status="abandoned", finished_at=now,
-                           error_class="Abandoned",
-                           error=f"the process running job {record.job} died (pid {record.pid} on {record.host}); "
-                           f"next: check the system log for an OOM kill or reboot, then `elt run-job {record.job}`")
+            if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
+                                   error=f"the process running job {record.job} died (pid {record.pid} on "
+                                   f"{record.host}); next: check the system log for an OOM kill or reboot, "
+                                   f"then `elt run-job {record.job}`"):
+                continue  # it finished (and freed its lock) after we listed it: not abandoned
             abandoned.append(record)
             if job is not None:
                 notify_job(settings, job, JobResult(record.run_id, job.name, "abandoned", record.attempt,

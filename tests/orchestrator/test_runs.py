@@ -131,3 +131,36 @@ def test_serve_ticks_in_a_loop_and_stops_on_sigterm(project: Project) -> None:
     assert server.stdout is not None and server.stdout.readline().startswith("tick at")  # it is serving
     server.send_signal(signal.SIGTERM)
     assert server.wait(timeout=30) == 0
+
+
+def test_a_run_that_finishes_while_the_tick_looks_is_not_marked_abandoned(project: Project) -> None:
+    """The tick lists running records, then tries each job's lock. A run that finishes in between
+    frees its lock after writing its status: the tick must keep that status, and alert nobody."""
+    from datetime import datetime
+
+    from orchestrator.history import RunRecord
+    from orchestrator.runner import mark_abandoned
+
+    history = project.history()
+    started = datetime(2026, 11, 25, 6, 0)
+    history.insert(RunRecord(run_id="r-finished", attempt=1, job="quick", trigger="manual", status="running",
+                             started_at=started))
+    listed = history.running()  # what the tick saw ...
+    history.update("r-finished", 1, status="succeeded", finished_at=started)  # ... then the run finished
+
+    class StaleView:  # the history as the tick saw it a moment earlier
+        def running(self):  # type: ignore[no-untyped-def]
+            return listed
+
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(history, name)
+
+    assert [r.run_id for r in listed] == ["r-finished"]
+    assert mark_abandoned(project.settings(), StaleView(), started) == []  # type: ignore[arg-type]
+    [record] = history.run("r-finished")
+    assert record.status == "succeeded" and record.error is None
+    # and a run that really is still recorded as running (its lock free) is marked abandoned
+    history.insert(RunRecord(run_id="r-dead", attempt=1, job="quick", trigger="manual", status="running",
+                             started_at=started))
+    assert [r.run_id for r in mark_abandoned(project.settings(), history, started)] == ["r-dead"]
+    assert history.run("r-dead")[0].status == "abandoned"
