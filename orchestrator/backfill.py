@@ -13,14 +13,16 @@
 6. Snapshot the marts again and print rows added, changed and removed per mart.
 
 Safe to run twice: the second run lands identical rows, staging keeps one version per key, and the
-difference printed is zero. The job lock of the source and ``sqlmesh:prod`` are held throughout, so
-a backfill never overlaps a scheduled load or transform.
+difference printed is zero. The locks of every load job and ``sqlmesh:prod`` are held throughout
+(the transform job's locks, in the same order), so a backfill never overlaps a scheduled load or
+transform, and no other source's batch can land between the restatement and the watermark of step 5.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ from datetime import date
 from typing import Any, TextIO
 
 from orchestrator.locks import make_lock
+from orchestrator.runner import transform_lock_names
 from orchestrator.settings import Settings
 from sources.config import load_source
 from sources.errors import ConfigError, LoaderError
@@ -92,15 +95,15 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}", source=source, hint="give --start <= --end")
     spec = load_source(source)
-    job_lock = make_lock(settings, f"job:{spec.name}")
-    sqlmesh_lock = make_lock(settings, "sqlmesh:prod")
-    if not job_lock.acquire(timeout=600):
-        raise LoaderError("a run of this source's job holds its lock", source=spec.name,
-                          hint="wait for it (see `elt runs`) and rerun the backfill")
+    held: list[Any] = []
+    wait_s = float(os.environ.get("ELT_BACKFILL_LOCK_WAIT_S", "3600"))
     try:
-        if not sqlmesh_lock.acquire(timeout=3600):
-            raise LoaderError("another plan/run of prod holds sqlmesh:prod", source=spec.name,
-                              hint="wait for the transform job (see `elt runs --job transform`) and rerun")
+        for name in transform_lock_names(settings):
+            lock = make_lock(settings, name)
+            if not lock.acquire(timeout=wait_s):
+                raise LoaderError(f"lock {name} stayed busy for {wait_s:.0f}s (a load, a transform or another backfill)",
+                                  source=spec.name, hint="wait for it (see `elt runs`) and rerun the backfill")
+            held.append(lock)
         # step 1-2 in a child process: DuckDB allows one writing process per file, and a SQLMesh
         # context keeps its connection open until the process exits; the load (step 3) is another one
         with tempfile.TemporaryDirectory(prefix="elt-backfill-") as tmp:
@@ -146,8 +149,8 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
                                  "  the new batches are in raw; fix the cause and rerun the same command "
                                  "(runbook: docs/runbook.md#backfill)") from None
     finally:
-        sqlmesh_lock.release()
-        job_lock.release()
+        for lock in reversed(held):
+            lock.release()
 
     diffs = diff(before, after)
     print(f"restated {', '.join(restate) or 'nothing'} (and downstream) for {start} .. {end}", file=out)

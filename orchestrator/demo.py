@@ -16,6 +16,7 @@ from pathlib import Path
 from sqlglot import exp
 
 from orchestrator.loading import load_source_into_warehouse, print_load_report
+from orchestrator.locks import LockBusy, holding
 from orchestrator.settings import Settings
 from orchestrator.transform import TransformFailed, make_context, transform
 from sources.config import load_source
@@ -112,7 +113,12 @@ def run_demo(settings: Settings, years: int = 1) -> int:
 
     print("\n== 2/3 transform: sqlmesh plan + run on prod (staging -> intermediate -> marts, audits)")
     try:
-        summary = transform(settings, environment="prod")
+        # serialized with `elt transform`, the scheduler's transform job and `elt backfill`
+        with holding(settings, "sqlmesh:prod", float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))):
+            summary = transform(settings, environment="prod")
+    except LockBusy as exc:
+        print(f"\nerror: {exc}; see `elt runs` for the running transform, then rerun", file=sys.stderr)
+        return 1
     except TransformFailed as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 1

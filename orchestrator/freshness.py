@@ -6,7 +6,9 @@ maximum age, evaluated on every tick whether or not anything ran.
   stalled source (loads succeed but bring nothing new). Its maximum is the table's ``freshness``,
   else the source's, from the declaration; tables without one are not checked.
 - A mart's age is ``now - the last successful transformation of prod``
-  (``elt_meta.transform_watermarks``); its maximum is ``ELT_MART_FRESHNESS`` (default 26h).
+  (``elt_meta.transform_watermarks``). Its maximum is declared in the model, as the tag
+  ``'freshness:26h'`` in its ``MODEL`` block (metadata only: changing it rebuilds nothing), else
+  ``ELT_MART_FRESHNESS`` (default 26h).
 - Never loaded / never transformed is ``unknown``, not stale: a new deployment does not page anyone.
 
 Which marts a source table feeds comes from the model files (``impact``), so an alert can say
@@ -61,6 +63,33 @@ def _human(seconds: float) -> str:
 
 _REF = re.compile(r"\b(raw_[a-z0-9_]+|staging|intermediate|marts)\.([a-z0-9_]+)\b", re.IGNORECASE)
 _NAME = re.compile(r"MODEL\s*\(\s*name\s+([A-Za-z0-9_]+\.[A-Za-z0-9_]+)", re.IGNORECASE)
+_TAGS = re.compile(r"(?:^|[,(])\s*tags\s*(\([^)]*\)|'[^']*')", re.IGNORECASE | re.MULTILINE)
+_FRESHNESS_TAG = re.compile(r"'freshness:([^']*)'", re.IGNORECASE)
+
+
+def declared_max_ages(project_root: Path) -> dict[str, int]:
+    """Each model's ``'freshness:<duration>'`` tag, in seconds (models without one are absent).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
+    >>> _ = (root / "models" / "m.sql").write_text("MODEL (name marts.m, tags ('pii', 'freshness:2d')); SELECT 1")
+    >>> declared_max_ages(root)
+    {'marts.m': 172800}
+    """
+    ages: dict[str, int] = {}
+    for file in sorted((project_root / "models").rglob("*.sql")):
+        text = file.read_text()
+        name, tags = _NAME.search(text), _TAGS.search(text)
+        if not name or not tags:
+            continue
+        found = _FRESHNESS_TAG.search(tags.group(1))
+        if found:
+            try:
+                ages[name.group(1).lower()] = parse_duration(found.group(1))
+            except Exception as exc:  # noqa: BLE001 - a typo must not stop every other check
+                log.error("bad freshness tag; using ELT_MART_FRESHNESS",
+                          extra={"fields": {"model": name.group(1), "file": str(file), "error": str(exc)[:160]}})
+    return ages
 
 
 def model_graph(project_root: Path) -> dict[str, set[str]]:
@@ -162,11 +191,13 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
             ts = _naive(newest.get((spec.name, table.name)))
             results.append(Freshness(f"{spec.raw_schema}.{table.name}", "table", _state(ts, max_age, now), max_age,
                                      ts, spec.owner, spec.name))
-    mart_max = parse_duration(os.environ.get("ELT_MART_FRESHNESS", "26h"))
+    default_max = parse_duration(os.environ.get("ELT_MART_FRESHNESS", "26h"))
+    declared = declared_max_ages(settings.project_root)
     last_transform = _naive(marks[0][0]) if marks else None
     owner = os.environ.get("ELT_TRANSFORM_OWNER", "data-team")
     for model in sorted(model_graph(settings.project_root)):
         if model.startswith("marts."):
+            mart_max = declared.get(model, default_max)
             results.append(Freshness(model, "mart", _state(last_transform, mart_max, now), mart_max,
                                      last_transform, owner))
     return results

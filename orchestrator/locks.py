@@ -20,6 +20,8 @@ import os
 import re
 import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +142,15 @@ def make_lock(settings: Settings, name: str) -> FileLock | PgAdvisoryLock:
 
         return PgAdvisoryLock(name, PostgresSettings.from_env(settings.pg_prefix))
     return FileLock(name, lock_dir(settings))
+
+
+@contextmanager
+def holding(settings: Settings, name: str, timeout_s: float) -> Iterator[None]:
+    """Hold lock ``name`` for a block; ``LockBusy`` if it stays busy for ``timeout_s``."""
+    lock = make_lock(settings, name)
+    if not lock.acquire(timeout=timeout_s):
+        raise LockBusy(name)
+    try:
+        yield
+    finally:
+        lock.release()

@@ -26,6 +26,7 @@ from datetime import date
 
 from orchestrator.demo import demo_data, print_summary
 from orchestrator.loading import load_source_into_warehouse, print_load_report
+from orchestrator.locks import LockBusy, holding
 from orchestrator.settings import Settings
 from orchestrator.transform import TransformFailed, transform
 from sources.config import load_source
@@ -124,7 +125,12 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
 
     print("\n== 3/4 transform: sqlmesh plan + run on prod, gateway postgres (staging -> intermediate -> marts, audits)")
     try:
-        summary = transform(settings, environment="prod")
+        # serialized with `elt transform`, the scheduler's transform job and `elt backfill`
+        with holding(settings, "sqlmesh:prod", float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))):
+            summary = transform(settings, environment="prod")
+    except LockBusy as exc:
+        print(f"\nerror: {exc}; see `elt runs` for the running transform, then rerun", file=sys.stderr)
+        return 1
     except TransformFailed as exc:
         print(f"\n{exc}", file=sys.stderr)
         return 1

@@ -129,6 +129,15 @@ def _run_job(
         lock.release()
 
 
+def transform_lock_names(settings: Settings) -> list[str]:
+    """The locks anything that plans prod over raw holds, in the one order every holder takes them:
+    every load job's lock (by name), then ``sqlmesh:prod`` (the lock of `elt transform`)."""
+    from orchestrator.jobs import all_jobs
+
+    loads = sorted(j.lock_name for j in all_jobs(settings, filtered=False).values() if j.kind == "load")
+    return [*loads, "sqlmesh:prod"]
+
+
 def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | None:
     """Wait for running loads, then for ``sqlmesh:prod``; return the lock that stayed busy, if any.
 
@@ -137,10 +146,7 @@ def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | Non
     anyway). Locks are always taken in the same order (job locks by name, then sqlmesh:prod, as
     ``elt backfill`` does), so two waiters cannot deadlock.
     """
-    from orchestrator.jobs import all_jobs
-
-    loads = sorted(j.lock_name for j in all_jobs(settings, filtered=False).values() if j.kind == "load")
-    for name in [*loads, "sqlmesh:prod"]:  # sqlmesh:prod: the same lock as `elt transform`
+    for name in transform_lock_names(settings):
         other = make_lock(settings, name)
         if not other.try_acquire():
             log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name}})

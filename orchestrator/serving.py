@@ -11,6 +11,11 @@ What the role can do, and why that holds after every deploy:
 * Nothing anywhere else: every privilege the role may hold on any other schema and its tables is
   revoked (raw, staging, intermediate, dev environments, SQLMesh state and physical schemas).
 * ``default_transaction_read_only`` on, no superuser/createdb/createrole: writes fail twice over.
+* What every role inherits from ``PUBLIC`` is closed too: ``CREATE`` on schema ``public`` (still
+  granted to PUBLIC by PostgreSQL 14 and older, and by databases upgraded from them) and
+  ``TEMPORARY`` on the warehouse database. The warehouse user keeps both by an explicit grant. If
+  the warehouse user may not revoke them (it does not own the database or the schema), the command
+  says so and prints the statements for a database owner to run.
 
 Idempotent: run it after the first deploy and whenever you like; it converges to the above.
 Password from ``ELT_BI_PASSWORD`` or ``ELT_BI_PASSWORD_FILE``; role name ``ELT_BI_ROLE``
@@ -82,7 +87,36 @@ def ensure_bi_role(warehouse: PostgresSettings, role: str, password: str | None,
             cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                         "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm')", [schema])
             done.append(f"granted SELECT on {cur.fetchone()[0]} relation(s) in {schema} and on future ones created by {owner}")
+            done += _close_public(cur, role, owner, database)
     finally:
         con.close()
     log.info("bi role ensured", extra={"fields": {"role": role, "schema": schema}})
     return done
+
+
+def _close_public(cur, role: str, owner: str, database: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Take from PUBLIC what would let ``role`` write: CREATE on schema public, TEMPORARY on the
+    database. Grants both to ``owner`` first so the warehouse user keeps them. Returns what it did,
+    or what a database owner must still run."""
+    db, me = sql.Identifier(database), sql.Identifier(owner)
+    cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = 'public'")
+    has_public = cur.fetchone() is not None
+    statements = [sql.SQL("GRANT TEMPORARY ON DATABASE {} TO {}").format(db, me),
+                  sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC").format(db)]
+    if has_public:
+        statements += [sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(me),
+                       sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC")]
+    for statement in statements:  # a non-owner gets a WARNING, not an error: checked below
+        cur.execute(statement)
+    cur.execute("SELECT has_database_privilege(%s, %s, 'TEMPORARY'), "
+                "coalesce(has_schema_privilege(%s, (SELECT oid FROM pg_namespace WHERE nspname = 'public'), 'CREATE'), false)",
+                [role, database, role])
+    temp, create = cur.fetchone()
+    if not temp and not create:
+        return [f"revoked from PUBLIC: TEMPORARY on database {database}"
+                + (", CREATE on schema public" if has_public else "") + f" (kept by {owner})"]
+    left = [s.as_string(cur) for s in statements if "REVOKE" in s.as_string(cur)]
+    log.warning("bi role can still create objects through PUBLIC", extra={"fields": {"role": role}})
+    return [f"WARNING: {role} can still create {'temporary tables' if temp else ''}{' and ' if temp and create else ''}"
+            f"{'tables in schema public' if create else ''} through PUBLIC; a database owner must run: "
+            + "; ".join(left)]

@@ -105,7 +105,59 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     console = _capturing_console(quiet)
     set_console(console)
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
+    if settings.gateway == "postgres":
+        from sources.connections import PostgresSettings
+
+        check_name_budget(PostgresSettings.from_env(settings.pg_prefix).dbname, unit_test_inputs(settings.project_root))
     return ctx, console
+
+
+PG_IDENTIFIER_MAX = 63
+
+
+def unit_test_inputs(project_root: Path) -> list[str]:
+    """The models and tables the SQLMesh unit tests (``tests/**/test_*.yaml``) use as inputs."""
+    import yaml
+
+    names: set[str] = set()
+    for file in sorted((project_root / "tests").rglob("test_*.yaml")):
+        for case in (yaml.safe_load(file.read_text()) or {}).values():
+            if isinstance(case, dict) and isinstance(case.get("inputs"), dict):
+                names.update(str(name) for name in case["inputs"])
+    return sorted(names)
+
+
+def check_name_budget(database: str, model_names: list[str]) -> None:
+    """Refuse a PostgreSQL database whose name makes SQLMesh's unit-test fixture tables too long.
+
+    SQLMesh names a fixture table ``<database>__<schema>__<table>``; PostgreSQL would cut a longer
+    name at 63 characters without an error, and two fixtures could then collide. Physical tables
+    are md5-named and never at risk; this check is for the unit tests every plan runs.
+
+    >>> check_name_budget("warehouse", ["staging.stg_jaffle_shop__order_items"])
+    >>> check_name_budget("analytics_warehouse_eu_west", ["staging.stg_jaffle_shop__order_items"])
+    Traceback (most recent call last):
+    ...
+    sources.errors.ConfigError: the PostgreSQL database name 'analytics_warehouse_eu_west' (27 characters) is too long for this project: SQLMesh's unit-test table analytics_warehouse_eu_west__staging__stg_jaffle_shop__order_items would have 66 > 63 characters
+      next: use a database name of at most 24 characters (ELT_PG_DATABASE), or shorten the longest model name
+    """
+    from sqlglot import exp
+
+    from sources.errors import ConfigError
+
+    longest, name = 0, ""
+    for model in model_names:
+        table = exp.to_table(model)
+        length = len(table.db) + 2 + len(table.name)
+        if length > longest:
+            longest, name = length, f"{table.db}__{table.name}"
+    fixture = f"{database}__{name}"
+    if len(fixture) > PG_IDENTIFIER_MAX:
+        raise ConfigError(
+            f"the PostgreSQL database name {database!r} ({len(database)} characters) is too long for this project: "
+            f"SQLMesh's unit-test table {fixture} would have {len(fixture)} > {PG_IDENTIFIER_MAX} characters",
+            hint=f"use a database name of at most {PG_IDENTIFIER_MAX - 2 - longest} characters (ELT_PG_DATABASE), "
+                 "or shorten the longest model name")
 
 
 def export_pg_password(prefix: str) -> None:

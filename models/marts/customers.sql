@@ -1,5 +1,6 @@
 MODEL (
   name marts.customers,
+  tags ('freshness:26h'), /* max age for `elt freshness` and stale alerts */
   kind FULL,
   grain customer_id,
   description 'Customers, one row per customer, with lifetime order metrics. Rebuilt in full (lifetime metrics span all time). Money in dollars. Customers without orders are new, with zero counts and NULL dates and spend.',

@@ -1,5 +1,6 @@
 MODEL (
   name marts.locations,
+  tags ('freshness:7d'), /* max age for `elt freshness`: the catalog changes rarely */
   kind FULL,
   grain location_id,
   description 'Stores, one row per store, as staged, including stores not open yet.',

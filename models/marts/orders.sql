@@ -1,5 +1,6 @@
 MODEL (
   name marts.orders,
+  tags ('freshness:26h'), /* max age for `elt freshness` and stale alerts */
   kind INCREMENTAL_BY_TIME_RANGE (
     time_column ordered_at
   ),

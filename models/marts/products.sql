@@ -1,5 +1,6 @@
 MODEL (
   name marts.products,
+  tags ('freshness:7d'), /* max age for `elt freshness`: the catalog changes rarely */
   kind FULL,
   grain product_id,
   description 'Products on the menu, one row per SKU, as staged. Prices in dollars.',

@@ -1,5 +1,6 @@
 MODEL (
   name marts.supplies,
+  tags ('freshness:7d'), /* max age for `elt freshness`: the catalog changes rarely */
   kind FULL,
   grain supply_uuid,
   description 'Supplies, one row per (supply_id, product_id), as staged. Costs in dollars.',

@@ -96,3 +96,62 @@ def test_broken_alert_channels_never_fail_a_run(project: Project, tmp_path: Path
         assert "secret-token" not in failed.stderr + recovered.stderr  # the webhook URL is a secret
     statuses = sorted(r.status for r in project.history().recent(5, "toggle"))
     assert statuses == ["failed", "succeeded"]
+
+
+def test_a_failing_channel_never_logs_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook URL and the SMTP password are secrets: an error that quotes them is redacted."""
+    import io
+    import logging
+
+    from orchestrator import alerts
+    from sources import logs
+
+    url = "https://hooks.example.invalid/services/T000/B000/secret-token"
+    stream = io.StringIO()
+    logs.configure(stream=stream, json_lines=True)
+    try:
+        def fails() -> None:
+            raise OSError(f"POST {url} failed: connection refused")
+
+        assert alerts._deliver("webhook", fails, secrets=[url]) is False
+        monkeypatch.setenv("ELT_ALERT_WEBHOOK_URL", url)
+        monkeypatch.setattr(alerts, "_webhook", lambda u, a, t: fails())
+        monkeypatch.delenv("ELT_SMTP_HOST", raising=False)
+        assert alerts.send(alerts.Alert("failed", "job demo", "job demo failed")) == {"webhook": False}
+    finally:
+        for name in ("sources", "orchestrator"):
+            logging.getLogger(name).handlers[:] = []
+    out = stream.getvalue()
+    assert out.count("alert channel failed") == 2 and "POST *** failed" in out
+    assert "secret-token" not in out
+
+
+def test_each_mart_goes_stale_at_its_own_declared_age(project: Project) -> None:
+    """Order marts declare 'freshness:26h', catalog marts 'freshness:7d' (tags in their MODEL blocks)."""
+    path = project.root / "data" / "warehouse.duckdb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(str(path)) as con:  # the last successful prod transform, as `elt transform` records it
+        con.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+        con.execute("CREATE TABLE elt_meta.transform_watermarks (environment TEXT NOT NULL, loaded_through TIMESTAMP, "
+                    "finished_at TIMESTAMP NOT NULL)")
+        con.execute("INSERT INTO elt_meta.transform_watermarks VALUES ('prod', NULL, '2026-11-20 03:00:00')")
+    env = {"ELT_JOBS": "quick"}
+
+    def states(now: str) -> dict[str, str]:
+        out = project.elt("freshness", "--now", now, **env).stdout
+        return {line.split(":")[0].strip(): line.split(":")[1].split()[0] for line in out.splitlines()
+                if line.strip().startswith("marts.")}
+
+    assert states("2026-11-21T04:00") == {m: "fresh" for m in
+                                          ("marts.customers", "marts.locations", "marts.order_items", "marts.orders",
+                                           "marts.products", "marts.supplies")}
+    later = states("2026-11-21T06:00")  # 27h: past 26h, within 7d
+    assert {m for m, s in later.items() if s == "stale"} == {"marts.customers", "marts.order_items", "marts.orders"}
+    assert set(states("2026-11-27T04:00").values()) == {"stale"}  # 7d 1h: every mart
+    # without a tag, ELT_MART_FRESHNESS applies
+    model = project.root / "models" / "marts" / "products.sql"
+    model.write_text(model.read_text().replace("tags ('freshness:7d'),", "", 1))
+    assert states("2026-11-21T06:00")["marts.products"] == "stale"  # the default, 26h
+    env["ELT_MART_FRESHNESS"] = "30h"
+    assert states("2026-11-21T06:00")["marts.products"] == "fresh"
+    assert states("2026-11-21T06:00")["marts.orders"] == "stale"  # its own tag still wins

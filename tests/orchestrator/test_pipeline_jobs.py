@@ -38,18 +38,26 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
     assert failed.attempt == 1 and failed.error_class == "ConfigError" and "does not exist" in (failed.error or "")
 
 
-def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path) -> None:
-    import time
+def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path, tmp_path: Path) -> None:
+    import subprocess
 
     from orchestrator.locks import FileLock, lock_dir
+    from tests.conftest import BIN
+    from tests.orchestrator.conftest import wait_for
 
     shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
     assert project.elt("run-job", "jaffle_shop", timeout=300).returncode == 0
     load = FileLock("job:jaffle_shop", lock_dir(project.settings()))
     assert load.try_acquire()  # a load of jaffle_shop is running
+    log = tmp_path / "transform.log"
     try:
-        transform = project.popen("run-job", "transform")
-        time.sleep(3)
+        with log.open("w") as err:
+            transform = subprocess.Popen([str(BIN / "elt"), "run-job", "transform"], cwd=project.root, env=project.env,
+                                         stdout=subprocess.DEVNULL, stderr=err, text=True)
+        # it reached the lock and is waiting on it (not merely slow to start)
+        line = wait_for(lambda: next((json.loads(x) for x in log.read_text().splitlines()
+                                      if "transform waits for a lock" in x), None), timeout=120, what="the wait")
+        assert line["lock"] == "job:jaffle_shop"
         assert transform.poll() is None  # still waiting
         assert project.history().recent(5, "transform") == []  # no attempt started
     finally:

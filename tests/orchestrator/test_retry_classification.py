@@ -1,0 +1,69 @@
+"""Which failures the runner retries: network, HTTP 5xx/429, lock timeouts; never bad input,
+contracts, configuration or a failed audit (retrying those only delays the alert)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import psycopg2
+import pytest
+from psycopg2 import errors as pg_errors
+
+from orchestrator import worker
+from orchestrator.transform import AuditFailure, TransformFailed
+from sources.errors import ConfigError, ContractError, RawLoadError, SourceReadError
+
+
+def _caused_by(outer: BaseException, cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise outer from inner
+    except BaseException as exc:  # noqa: BLE001
+        return exc
+
+
+@pytest.mark.parametrize("exc", [
+    SourceReadError("GET https://api/x still failing after 6 attempts: HTTP 503", source="s", table="t"),
+    SourceReadError("GET https://api/x still failing after 6 attempts: HTTP 429", source="s", table="t"),
+    pg_errors.LockNotAvailable("canceling statement due to lock timeout"),
+    psycopg2.OperationalError("could not connect to server: Connection refused"),
+    ConnectionResetError("peer reset"),
+    TimeoutError("read timed out"),
+    _caused_by(RawLoadError("raw load failed", source="s", table="t"), ConnectionResetError("reset")),
+], ids=["http-503", "http-429", "pg-lock-timeout", "pg-connect", "conn-reset", "timeout", "wrapped-network"])
+def test_retried(exc: BaseException) -> None:
+    assert worker.is_retryable(exc)
+
+
+@pytest.mark.parametrize("exc", [
+    SourceReadError("GET https://api/x returned HTTP 401", source="s", table="t"),
+    SourceReadError("GET https://api/x returned HTTP 404", source="s", table="t"),
+    SourceReadError("a value of app.orders does not fit its catalog type", source="s", table="t"),
+    ContractError("row 3, field id: NULL in the primary key", source="s", table="t"),
+    ConfigError("environment variable JAFFLE_APP_HOST is not set"),
+    # bad input stays bad input even when the message mentions a timeout
+    _caused_by(ContractError("column subtotal: expected integer", source="s", table="t"), TimeoutError("x")),
+    ValueError("could not parse '12,5'"),
+], ids=["http-401", "http-404", "bad-value", "null-key", "config", "contract-over-timeout", "other"])
+def test_not_retried(exc: BaseException) -> None:
+    assert not worker.is_retryable(exc)
+
+
+def test_a_failed_audit_is_not_retried_but_a_dropped_connection_is(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from orchestrator import transform as transform_module
+
+    failure = AuditFailure("marts.orders", "unique_values", 2, {"order_id": "o1"}, "SELECT ...")
+    raised: list[TransformFailed] = [
+        TransformFailed("run", [failure], skipped={"marts.customers"}),
+        TransformFailed("run", [], model_errors=["marts.orders: server closed the connection unexpectedly"]),
+    ]
+    monkeypatch.setattr(transform_module, "transform", lambda *a, **k: (_ for _ in ()).throw(raised.pop(0)))
+    result, retry = worker.run_transform(settings=None)  # type: ignore[arg-type]
+    assert retry is False and json.loads(result["audits_json"])["failed"][0]["audit"] == "unique_values"
+    assert "unique_values" in result["error"]
+    result, retry = worker.run_transform(settings=None)  # type: ignore[arg-type]
+    assert retry is True and "server closed the connection" in result["error"]
