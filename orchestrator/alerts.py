@@ -131,13 +131,25 @@ def _email(host: str, alert: Alert, timeout: float, password: str | None) -> Non
 
 # --- state changes ------------------------------------------------------------------------------
 
-def _changed(history: Any, subject: str, new: str, now: datetime, detail: str = "") -> str | None:
+def _changed(history: Any, subject: str, new: str) -> str | None:
     """The previous state if ``subject`` changes to ``new`` (``None`` if it does not change)."""
     previous = history.alert_states().get(subject, ("unknown", None))[0]
-    if previous == new:
-        return None
+    return None if previous == new else previous
+
+
+def _record(history: Any, subject: str, new: str, now: datetime, detail: str = "",
+            delivered: dict[str, bool] | None = None) -> None:
+    """Keep ``subject``'s new state, unless an alert about it reached no configured channel: then
+    the old state stays, and the next check (next run, next tick) sends the alert again."""
+    if delivered and not any(delivered.values()):
+        log.warning("alert not delivered on any channel; it is sent again at the next check",
+                    extra={"fields": {"subject": subject, "state": new}})
+        return
     history.set_alert_state(subject, new, now, detail)
-    return previous
+
+
+def _send_and_record(alert: Alert, history: Any, subject: str, new: str, now: datetime, detail: str = "") -> None:
+    _record(history, subject, new, now, detail, send(alert))
 
 
 def on_job_result(settings: Settings, history: Any, job: Any, result: Any, now: datetime) -> Alert | None:
@@ -145,8 +157,12 @@ def on_job_result(settings: Settings, history: Any, job: Any, result: Any, now: 
     bad = result.status in ("failed", "timed_out", "abandoned")
     if not bad and result.status != "succeeded":
         return None  # skipped or already ran: no news
-    previous = _changed(history, f"job:{job.name}", "failed" if bad else "ok", now, result.error)
-    if previous is None or (not bad and previous != "failed"):
+    subject, new = f"job:{job.name}", "failed" if bad else "ok"
+    previous = _changed(history, subject, new)
+    if previous is None:
+        return None
+    if not bad and previous != "failed":
+        _record(history, subject, new, now, result.error)  # first success, nothing to announce
         return None
     success = history.last_with_status(job.name, ("succeeded",))
     alert = Alert(
@@ -160,7 +176,7 @@ def on_job_result(settings: Settings, history: Any, job: Any, result: Any, now: 
         last_success=success.finished_at if success else None,
         investigate=f"elt run-show {result.run_id}  (runbook: docs/runbook.md#a-job-failed)",
     )
-    send(alert)
+    _send_and_record(alert, history, subject, new, now, result.error)
     return alert
 
 
@@ -185,8 +201,12 @@ def on_freshness(settings: Settings, history: Any, results: list[Any], now: date
     for f in results:
         if f.state == "unknown":
             continue
-        previous = _changed(history, f"fresh:{f.subject}", f.state, now)
-        if previous is None or (f.state == "fresh" and previous != "stale"):
+        subject = f"fresh:{f.subject}"
+        previous = _changed(history, subject, f.state)
+        if previous is None:
+            continue
+        if f.state == "fresh" and previous != "stale":
+            _record(history, subject, f.state, now)  # fresh from the start: nothing to announce
             continue
         stale = f.state == "stale"
         what = "table" if f.kind == "table" else "mart"
@@ -200,6 +220,6 @@ def on_freshness(settings: Settings, history: Any, results: list[Any], now: date
             investigate=(f"elt freshness; elt runs --job {f.source}  (runbook: docs/runbook.md#a-table-is-stale)"
                          if f.source else "elt freshness; elt runs --job transform  (runbook: docs/runbook.md#a-table-is-stale)"),
         )
-        send(alert)
+        _send_and_record(alert, history, subject, f.state, now)
         alerts.append(alert)
     return alerts

@@ -230,6 +230,31 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def kill_run_processes(run_id: str, proc: Path = Path("/proc")) -> list[int]:
+    """SIGKILL every process on this host that carries ``ELT_RUN_ID=<run_id>`` in its environment.
+
+    Every process of an attempt inherits that variable, including the ones it started in the
+    background, which outlive the attempt's process group leader and its supervisor. This finds
+    them exactly (never by a PID or process group number that may have been reused).
+    """
+    marker = f"ELT_RUN_ID={run_id}".encode()
+    killed = []
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        if marker in environ.split(b"\0"):
+            try:
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
+
+
 def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[RunRecord]:
     """Runs recorded as running whose job lock is free: their processes are gone.
 
@@ -250,6 +275,7 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
                 log.warning("killing an orphaned run past its timeout",
                             extra={"fields": {"run_id": record.run_id, "job": record.job, "pgid": record.pid}})
                 _kill_group(record.pid)
+                kill_run_processes(record.run_id)
             continue
         try:
             if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
@@ -257,6 +283,13 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
                                    f"{record.host}); next: check the system log for an OOM kill or reboot, "
                                    f"then `elt run-job {record.job}`"):
                 continue  # it finished (and freed its lock) after we listed it: not abandoned
+            if record.host == socket.gethostname():
+                # the lock died with the supervisor, but a background child of the job may live on
+                # (PostgreSQL advisory locks are not inherited the way a lock file descriptor is)
+                strays = kill_run_processes(record.run_id)
+                if strays:
+                    log.warning("killed processes left by an abandoned run",
+                                extra={"fields": {"run_id": record.run_id, "job": record.job, "pids": strays}})
             abandoned.append(record)
             if job is not None:
                 notify_job(settings, job, JobResult(record.run_id, job.name, "abandoned", record.attempt,

@@ -81,21 +81,31 @@ def test_job_failure_alert_says_what_owner_attempt_error_and_next_step(project: 
         assert part in text, (part, text)
 
 
-def test_broken_alert_channels_never_fail_a_run(project: Project, tmp_path: Path) -> None:
+def test_broken_alert_channels_never_fail_a_run_and_an_undelivered_alert_is_sent_again(project: Project,
+                                                                                       tmp_path: Path) -> None:
     with WebhookReceiver(status=500) as hook:
         project.env.update(ELT_ALERT_WEBHOOK_URL=hook.url, ELT_SMTP_HOST="127.0.0.1", ELT_SMTP_PORT="1",
                            ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_TIMEOUT_S="2")
         (tmp_path / "broken").write_text("")
-        failed = project.elt("run-job", "toggle")
+        failed = project.elt("run-job", "toggle")  # both channels fail: the run's own status stands
         assert failed.returncode == 1 and "job toggle: failed" in failed.stdout
+        assert failed.stderr.count("alert channel failed") == 2 and hook.received == []
+        assert "sent again at the next check" in failed.stderr
+
+        hook.status = 200  # the webhook is back (mail is still down): nobody heard of the failure yet
+        again = project.elt("run-job", "toggle")
+        assert again.returncode == 1
+        assert [m["text"].splitlines()[0] for m in hook.received] == ["[elt] FAILED: job toggle"]
+        assert project.elt("run-job", "toggle").returncode == 1 and len(hook.received) == 1  # delivered: no repeat
+
         (tmp_path / "broken").unlink()
-        recovered = project.elt("run-job", "toggle")  # a recovery alert is due; both channels fail
+        recovered = project.elt("run-job", "toggle")
         assert recovered.returncode == 0, recovered.stderr
         assert "job toggle: succeeded" in recovered.stdout
-        assert recovered.stderr.count("alert channel failed") == 2
-        assert "secret-token" not in failed.stderr + recovered.stderr  # the webhook URL is a secret
-    statuses = sorted(r.status for r in project.history().recent(5, "toggle"))
-    assert statuses == ["failed", "succeeded"]
+        assert [m["text"].splitlines()[0] for m in hook.received][1:] == ["[elt] RECOVERED: job toggle"]
+        assert "secret-token" not in failed.stderr + again.stderr + recovered.stderr  # the webhook URL is a secret
+    statuses = sorted(r.status for r in project.history().recent(10, "toggle"))
+    assert statuses == ["failed", "failed", "failed", "succeeded"]
 
 
 def test_a_failing_channel_never_logs_its_secret(monkeypatch: pytest.MonkeyPatch) -> None:

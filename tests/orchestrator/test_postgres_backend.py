@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -65,3 +66,26 @@ def test_freshness_and_alert_state_on_postgres(pg_project: Project, pg_db) -> No
     with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT subject, state FROM elt_meta.alert_state")
         assert cur.fetchall() == [("fresh:raw_jaffle_shop.orders", "stale")]
+
+
+def test_a_killed_runs_background_children_are_killed_when_it_is_marked_abandoned(pg_project: Project,
+                                                                                   tmp_path: Path) -> None:
+    """An advisory lock dies with the supervisor's session, not with the job's background children:
+    the tick that marks the run abandoned finds them by their ELT_RUN_ID and kills them."""
+    from tests.orchestrator.test_runs import _alive
+
+    supervisor = pg_project.popen("run-job", "orphan")
+    pid_file = tmp_path / "orphan.pid"
+    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the background child")
+    orphan = int(pid_file.read_text())
+    os.kill(supervisor.pid, signal.SIGKILL)  # its direct child (sh) dies with it; `sleep` lives on
+    supervisor.wait(timeout=10)
+    lock = PgAdvisoryLock("job:orphan", PostgresSettings.from_env("ELT_PG_"))
+    wait_for(lock.try_acquire, timeout=20, what="the advisory lock to be freed")
+    lock.release()
+    assert _alive(orphan)  # nothing holds the job's lock, yet a process of the run still works
+
+    tick = pg_project.elt("tick", "--now", "2026-11-25T06:00", ELT_JOBS="quick")
+    assert "abandoned: orphan" in tick.stdout, tick.stdout + tick.stderr
+    assert "killed processes left by an abandoned run" in tick.stderr
+    wait_for(lambda: not _alive(orphan), timeout=10, what="the background child to be killed")
