@@ -28,6 +28,7 @@ Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -193,10 +194,16 @@ def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.jobs import get_job
     from orchestrator.runner import run_job
 
-    result = run_job(settings, get_job(settings, args.job), trigger=args.trigger)
+    from sources.logs import get_logger
+
+    job = get_job(settings, args.job)
+    result = run_job(settings, job, trigger=args.trigger)
     print(f"job {result.job}: {result.status} (run {result.run_id}, {result.attempts} attempt(s))")
-    if result.error:
-        print(f"  {result.error}\n  next: elt run-show {result.run_id}", file=sys.stderr)
+    if result.error:  # a log line: JSON with run id, job and source when stderr is not a terminal
+        get_logger("orchestrator.cli").error(
+            "job did not succeed", extra={"fields": {"run_id": result.run_id, "job": result.job, "source": job.source,
+                                                     "status": result.status, "error": result.error,
+                                                     "next": f"elt run-show {result.run_id}"}})
     return {"succeeded": 0, "already_ran": 0, "skipped_locked": 75}.get(result.status, 1)
 
 
@@ -364,6 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.json_logs:
+        os.environ["ELT_JSON_LOGS"] = "1"  # and for every process this one starts (job attempts)
     logs.configure(json_lines=True if args.json_logs else None)
     from orchestrator import logcontext
 

@@ -139,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     result["retryable"] = retryable
     Path(args.result).write_text(json.dumps(result))
     if result.get("error"):
-        print(result["error"], file=sys.stderr)
+        logs.get_logger("orchestrator.worker").error(
+            "attempt failed", extra={"fields": {"error": result["error"], "error_class": result.get("error_class"),
+                                                "retryable": retryable}})
         return RETRYABLE_EXIT if retryable else 1
     return 0
 

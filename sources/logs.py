@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import sys
 import time
@@ -42,8 +43,8 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
     """Send the pipeline's logs to ``stream`` (stderr): text on a TTY, JSON lines otherwise."""
     global _CONFIGURED
     stream = stream or sys.stderr
-    if json_lines is None:
-        json_lines = not stream.isatty()
+    if json_lines is None:  # ELT_JSON_LOGS=1 (set by `elt --json-logs` for its child processes) forces JSON
+        json_lines = os.environ.get("ELT_JSON_LOGS") == "1" or not stream.isatty()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     for name in ("sources", "orchestrator"):

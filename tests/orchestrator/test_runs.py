@@ -120,6 +120,16 @@ def test_every_json_log_line_of_a_run_carries_run_id_job_and_source(project: Pro
     # lines of the attempt's child process (the loader's own loggers) carry them too
     assert any(line["logger"].startswith("sources.") for line in lines)
 
+    # a failing run too: the attempt's error and the next step are JSON lines, not loose text
+    shutil.rmtree(project.root / "data" / "jaffle-data")
+    failed = project.elt("--json-logs", "run-job", "jaffle_shop", timeout=300)
+    assert failed.returncode == 1
+    lines = [json.loads(line) for line in failed.stderr.splitlines() if line.strip()]
+    assert all(line["job"] == "jaffle_shop" and line["source"] == "jaffle_shop" and line["run_id"] for line in lines)
+    [last] = [line for line in lines if line["event"] == "job did not succeed"]
+    assert last["next"] == f"elt run-show {last['run_id']}" and "does not exist" in last["error"]
+    assert any(line["event"] == "attempt failed" and line["logger"] == "orchestrator.worker" for line in lines)
+
 
 def test_serve_ticks_in_a_loop_and_stops_on_sigterm(project: Project) -> None:
     proc = project.elt("serve", "--interval", "0.2", "--max-ticks", "3", ELT_JOBS="quick")
