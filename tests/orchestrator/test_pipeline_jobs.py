@@ -14,10 +14,17 @@ from tests.orchestrator.conftest import Project
 
 def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaffle: Path) -> None:
     shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
-    env = {"ELT_JOBS": "jaffle_shop,transform"}
+    # two sources are due; the catalog API's is broken (its URL is not configured)
+    project.env.pop("JAFFLE_CATALOG_URL", None)
+    env = {"ELT_JOBS": "jaffle_catalog,jaffle_shop,transform"}
     tick = project.elt("tick", "--now", "2026-11-25T00:05", timeout=600, **env)
-    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert tick.returncode == 1, tick.stdout + tick.stderr  # one job failed ...
+    assert "jaffle_catalog: failed" in tick.stdout  # ... but the other source loaded, then the transform ran
     assert tick.stdout.index("jaffle_shop: succeeded") < tick.stdout.index("transform: succeeded")
+    [catalog] = project.history().recent(5, "jaffle_catalog")
+    assert catalog.error_class == "ConfigError" and "JAFFLE_CATALOG_URL" in (catalog.error or "")
+    assert catalog.attempt == 1  # configuration is not worth retrying
+    env = {"ELT_JOBS": "jaffle_shop,transform"}
 
     [load] = project.history().recent(5, "jaffle_shop")
     assert load.rows_loaded == 22 and load.bytes_loaded and load.bytes_loaded > 0
