@@ -126,25 +126,33 @@ def test_production_demo_runs_every_layer_on_postgres_with_s3_landing(prod_pg: P
     assert not odd, odd
 
 
-def test_postgres_marts_equal_the_duckdb_gateways_marts_row_for_row(prod_pg: ProdWarehouse, demo_project) -> None:  # type: ignore[no-untyped-def]
-    """Same jafgen input: files -> DuckDB (elt demo) against app DB + API -> S3 -> PostgreSQL."""
+def test_every_model_on_postgres_equals_the_duckdb_gateways_row_for_row(prod_pg: ProdWarehouse, demo_project) -> None:  # type: ignore[no-untyped-def]
+    """Same jafgen input: files -> DuckDB (elt demo) against app DB + API -> S3 -> PostgreSQL.
+    Every staging, intermediate and mart model, so an engine difference cannot hide in a layer
+    no mart reads (stg_jaffle_shop__tweets) or cancel out on the way up."""
     project, _ = demo_project
     con = duckdb.connect(str(project / "data" / "warehouse.duckdb"), read_only=True)
     try:
-        for mart in MARTS:
+        models = [tuple(r) for r in con.execute(
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE schema_name IN ('staging', 'intermediate', 'marts') "
+            "ORDER BY 1, 2").fetchall()]
+        assert {m for s, m in models if s == "marts"} == set(MARTS) and len(models) == 14, models
+        for schema, model in models:
+            name = f"{schema}.{model}"
             duck_cols = [r[0] for r in con.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'marts' AND table_name = ? "
-                "ORDER BY column_index", [mart]).fetchall()]
+                "SELECT column_name FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+                "ORDER BY column_index", [schema, model]).fetchall()]
             pg_cols = [r[0] for r in pg_rows(prod_pg.dsn(), "SELECT column_name FROM information_schema.columns "
-                                             "WHERE table_schema = 'marts' AND table_name = %s ORDER BY ordinal_position", [mart])]
-            assert pg_cols == duck_cols, f"marts.{mart}: columns differ"
+                                             "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                                             [schema, model])]
+            assert pg_cols == duck_cols, f"{name}: columns differ"
             cols = ", ".join(f'"{c}"' for c in duck_cols)
-            duck = Counter(tuple(map(normalized, r)) for r in con.execute(f"SELECT {cols} FROM marts.{mart}").fetchall())
-            pg = Counter(tuple(map(normalized, r)) for r in pg_rows(prod_pg.dsn(), f"SELECT {cols} FROM marts.{mart}"))
-            assert sum(pg.values()) == sum(duck.values()) > 0, f"marts.{mart}: row counts differ"
+            duck = Counter(tuple(map(normalized, r)) for r in con.execute(f"SELECT {cols} FROM {name}").fetchall())
+            pg = Counter(tuple(map(normalized, r)) for r in pg_rows(prod_pg.dsn(), f"SELECT {cols} FROM {name}"))
+            assert sum(pg.values()) == sum(duck.values()) > 0, f"{name}: row counts differ"
             only_pg, only_duck = pg - duck, duck - pg
             assert not only_pg and not only_duck, (
-                f"marts.{mart}: {sum(only_pg.values())} rows only on PostgreSQL (e.g. {next(iter(only_pg), None)}), "
+                f"{name}: {sum(only_pg.values())} rows only on PostgreSQL (e.g. {next(iter(only_pg), None)}), "
                 f"{sum(only_duck.values())} only on DuckDB (e.g. {next(iter(only_duck), None)})")
     finally:
         con.close()
