@@ -53,6 +53,9 @@ class FileLock:
             time.sleep(poll)
         return True
 
+    def still_held(self) -> bool:
+        return self.fd is not None  # a flock lives as long as its descriptor: nothing can take it away
+
     def inheritable_fd(self) -> int | None:
         """The descriptor a child process may inherit, so the lock lives as long as either lives."""
         if self.fd is not None:
@@ -105,6 +108,18 @@ class PgAdvisoryLock:
                 return False
             time.sleep(poll)
         return True
+
+    def still_held(self) -> bool:
+        """False once the session holding the lock is gone (server restart, failover, a dropped
+        connection, ``pg_terminate_backend``): the server has released the lock by then."""
+        if self.conn is None:
+            return False
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure of the session means the lock is gone
+            return False
 
     def inheritable_fd(self) -> int | None:
         return None  # held by this process's session; the child is killed with its supervisor

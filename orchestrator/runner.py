@@ -112,16 +112,19 @@ def _run_job(
         return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
     held: list[Any] = []
     try:
-        if slot is not None and not history.claim_slot(job.name, slot, now()):
+        last = history.last_slot(job.name) if slot is not None else None
+        if slot is not None and last is not None and last >= slot:
             log.info("slot already ran", extra={"fields": {"run_id": run_id, "job": job.name, "slot": slot}})
             return JobResult(run_id, job.name, "already_ran")
         if job.kind == "transform":
             waiting = _transform_locks(settings, job, held)
-            if waiting:
+            if waiting:  # the slot stays unclaimed: the next tick runs it
                 base.status, base.finished_at = "skipped_locked", now()
                 base.error = f"{waiting} stayed locked for {job.timeout_s}s (a load or another plan/run)"
                 history.insert(base)
                 return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
+        if slot is not None and not history.claim_slot(job.name, slot, now()):  # under the job lock
+            return JobResult(run_id, job.name, "already_ran")
         return _attempts(settings, job, history, base, lock, missed, now, sleep)
     finally:
         for other in reversed(held):
@@ -203,13 +206,17 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
             return {"status": "failed", "retryable": False, "error_class": type(exc).__name__,
                     "error": f"job {job.name}: cannot start {worker_command(job, result_file)[0]}: {exc.strerror}"}
         History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
-        try:
-            code = proc.wait(timeout=job.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            proc.wait()
+        code = _wait(proc, job, lock)
+        if code == "timed_out":
             return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
                     "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}
+        if code == "lock_lost":
+            kill_run_processes(run_id)
+            return {"status": "failed", "retryable": False, "error_class": "LockLost",
+                    "error": f"job {job.name} lost its lock (the database session holding it ended), so another run "
+                             f"could start: the attempt was killed. next: check the PostgreSQL server, then "
+                             f"`elt run-job {job.name}`"}
+        assert isinstance(code, int)
         result: dict[str, Any] = {}
         if result_file.exists():
             result = json.loads(result_file.read_text())
@@ -221,6 +228,29 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         result.setdefault("error", f"job {job.name} exited with status {code}")
         result.setdefault("retryable", code == RETRYABLE_EXIT)
         return {**result, "status": "failed"}
+
+
+def _wait(proc: subprocess.Popen[bytes], job: Job, lock: Any) -> int | str:
+    """The attempt's exit code; or kill its process group and say why: ``timed_out`` at the job's
+    timeout, ``lock_lost`` as soon as the job's lock is found gone (checked every
+    ``ELT_LOCK_CHECK_S`` seconds, default 15; a PostgreSQL advisory lock dies with its session)."""
+    every = float(os.environ.get("ELT_LOCK_CHECK_S", "15"))
+    deadline = time.monotonic() + job.timeout_s
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return proc.wait(timeout=max(0.0, min(every, remaining)))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                reason = "timed_out"
+            elif not lock.still_held():
+                reason = "lock_lost"
+                log.error("job lock lost; killing the attempt", extra={"fields": {"job": job.name, "pgid": proc.pid}})
+            else:
+                continue
+            _kill_group(proc.pid)
+            proc.wait()
+            return reason
 
 
 def _kill_group(pgid: int) -> None:

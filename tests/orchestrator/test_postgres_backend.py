@@ -89,3 +89,24 @@ def test_a_killed_runs_background_children_are_killed_when_it_is_marked_abandone
     assert "abandoned: orphan" in tick.stdout, tick.stdout + tick.stderr
     assert "killed processes left by an abandoned run" in tick.stderr
     wait_for(lambda: not _alive(orphan), timeout=10, what="the background child to be killed")
+
+
+def test_a_run_whose_lock_session_dies_is_stopped(pg_project: Project, pg_db) -> None:  # type: ignore[no-untyped-def]
+    """An advisory lock lives as long as its database session. If that session ends under a
+    running job (server restart, failover, a dropped connection), another run could take the lock:
+    the supervisor notices within ELT_LOCK_CHECK_S and kills the attempt rather than overlap."""
+    supervisor = pg_project.popen("run-job", "slow", SLOW_S="120", ELT_LOCK_CHECK_S="0.5")
+    wait_for(lambda: any(r.status == "running" and r.pid != supervisor.pid
+                         for r in pg_project.history().recent(5, "slow")), what="attempt started")
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+        [(holder,)] = cur.fetchall()
+        cur.execute("SELECT pg_terminate_backend(%s)", [holder])
+    assert supervisor.wait(timeout=30) == 1
+    [record] = pg_project.history().recent(5, "slow")
+    assert record.status == "failed" and record.error_class == "LockLost", record
+    assert "lost its lock" in (record.error or "")
+    from tests.orchestrator.test_runs import _alive
+
+    assert record.pid is not None and not _alive(record.pid)  # the attempt was killed
