@@ -84,6 +84,9 @@ class TransformSummary:
     elapsed_s: float
     run_status: str = ""
     failures: list[AuditFailure] = field(default_factory=list)
+    # the environment's transform watermark (newest raw load time it has seen) before and after
+    watermark_before: str | None = None
+    watermark_after: str | None = None
 
     def render(self) -> str:
         return (
@@ -278,6 +281,8 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
 
     adapter = ctx.engine_adapter
     changed, loaded_through = changed_since_last_transform(adapter, environment)
+    env_literal = exp.Literal.string(environment).sql(adapter.dialect)
+    before = adapter.fetchone(f"SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env_literal}")[0]
     env_exists = ctx.state_reader.get_environment(environment) is not None
     restate = models_reading(ctx, changed) if (changed and env_exists) else []
 
@@ -303,7 +308,8 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
 
-    summary = TransformSummary(environment, applied, restate, 0, 0, 0, 0.0, run_status=str(status.name).lower())
+    summary = TransformSummary(environment, applied, restate, 0, 0, 0, 0.0, run_status=str(status.name).lower(),
+                               watermark_before=None if before is None else str(before))
     if verify:
         summary.audits_run, summary.audits_passed, summary.models_audited, summary.failures = verify_audits(ctx)
     summary.elapsed_s = time.monotonic() - started
@@ -313,6 +319,7 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
         when = exp.Literal.string(str(loaded_through)).sql(adapter.dialect)
         env = exp.Literal.string(environment).sql(adapter.dialect)
         adapter.execute(f"INSERT INTO {WATERMARKS} VALUES ({env}, CAST({when} AS TIMESTAMP), CURRENT_TIMESTAMP)")
+    summary.watermark_after = str(loaded_through) if loaded_through is not None else summary.watermark_before
     return summary
 
 

@@ -110,7 +110,9 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
                                        "restated": summary.restated, "failed": []}),
-            "tables_json": json.dumps({"restated": summary.restated})}, False
+            "tables_json": json.dumps({"restated": summary.restated}),
+            "watermark_before": json.dumps({"loaded_through": summary.watermark_before}),
+            "watermark_after": json.dumps({"loaded_through": summary.watermark_after})}, False
 
 
 def main(argv: list[str] | None = None) -> int:

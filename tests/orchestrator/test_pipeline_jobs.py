@@ -32,6 +32,11 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
     [transform] = project.history().recent(5, "transform")
     audits = json.loads(transform.audits_json or "{}")
     assert audits["run"] > 0 and audits["run"] == audits["passed"]
+    # the transform's watermark: nothing seen before the first run, the load's time after it
+    assert json.loads(transform.watermark_before or "{}") == {"loaded_through": None}
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        newest = con.execute("SELECT max(loaded_at) FROM elt_meta.loaded_batches").fetchone()[0]
+    assert json.loads(transform.watermark_after or "{}") == {"loaded_through": str(newest)}
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone()[0] == 4
 
