@@ -30,6 +30,10 @@ _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
 KINDS = ("files", "postgres", "rest_api")
 FORMATS = ("csv", "jsonl", "parquet")
 PAGINATION = ("none", "page", "offset", "cursor", "next_link")
+PAGINATION_KEYS = frozenset({
+    "type", "page_param", "page_size_param", "page_size", "start", "offset_param", "limit_param", "limit",
+    "cursor_param", "cursor_path", "next_path", "max_pages", "stop_on_short_page",
+})
 AUTH = ("none", "bearer", "api_key")
 
 
@@ -315,9 +319,16 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         problems.append(f"{where}.updated_since_param needs cursor_field: the cursor is the newest value of that column")
     if kind == "rest_api" and not isinstance(raw.get("endpoint"), str):
         problems.append(f"{where}.endpoint: required for rest_api, a path like /v1/products")
+    if kind == "rest_api" and cursor_field and not raw.get("updated_since_param"):
+        problems.append(f"{where}.cursor_field without updated_since_param: the API cannot be asked for new records "
+                        "only, so every run would append the whole endpoint again; set updated_since_param, or drop "
+                        "cursor_field (the endpoint is then read as a snapshot, landed only when it changes)")
     pagination = c.mapping("pagination")
     if kind == "rest_api" and pagination.get("type", "none") not in PAGINATION:
         problems.append(f"{where}.pagination.type is {pagination.get('type')!r}; allowed: {', '.join(PAGINATION)}")
+    unknown = sorted(set(pagination) - PAGINATION_KEYS)
+    if kind == "rest_api" and unknown:
+        problems.append(f"{where}.pagination: unknown key(s) {unknown}; allowed: {', '.join(sorted(PAGINATION_KEYS))}")
     records_path = raw.get("records_path", "")
     if not isinstance(records_path, str):
         problems.append(f"{where}.records_path must be a dotted path like data.items")

@@ -153,6 +153,7 @@ def ingest(
                         if manifest is not None:
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
+                            outcome.schema_notes.extend(drift_notes(manifest.origin.get("schema_drift") or {}))
                     # batches this run just wrote and checksummed need not be read again to verify
                     apply_pending(spec, table, landing, raw, outcome, fresh=set(outcome.landed))
                 outcome.unchanged = not outcome.landed
@@ -243,6 +244,10 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
             return None
         if not item.key_enforced_by_source:
             check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id)
+        drift = {k: v for k, v in (item.origin.pop("schema_drift", None) or {}).items() if v}
+        if drift:  # recorded in the manifest: the batch says how it differed from the declaration
+            item.origin["schema_drift"] = drift
+            log.warning("schema drift", extra={"fields": {**where, "batch_id": writer.batch_id, **drift}})
         cursor = {}
         if table.cursor_field and item.advances_cursor:
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
@@ -256,6 +261,22 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
     progress.done()
     log.info("landed", extra={"fields": {**where, "batch_id": manifest.batch_id, "rows": manifest.rows}})
     return manifest
+
+
+def drift_notes(drift: dict[str, list[str]]) -> list[str]:
+    """Report lines for a batch's ``schema_drift`` (see sources/extract/files.py).
+
+    >>> drift_notes({"missing": ["phone"], "undeclared": ["email"]})
+    ['column(s) phone not in the source: landed as NULL', 'new column(s) email: landed as text (declare them to type them)']
+    """
+    notes = []
+    if drift.get("missing"):
+        notes.append(f"column(s) {', '.join(drift['missing'])} not in the source: landed as NULL")
+    if drift.get("undeclared"):
+        notes.append(f"new column(s) {', '.join(drift['undeclared'])}: landed as text (declare them to type them)")
+    if drift.get("ignored"):
+        notes.append(f"undeclared key(s) {', '.join(drift['ignored'])}: not loaded (declare them to load them)")
+    return notes
 
 
 def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) -> bool:

@@ -136,7 +136,8 @@ def http_server(respond) -> Iterator[str]:  # type: ignore[no-untyped-def]
             self.send_response(status)
             for key, value in extra.items():
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
+            if "Content-Length" not in extra:  # a test may declare more than it sends (a cut-off body)
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 

@@ -4,6 +4,14 @@ A table names one ``file`` (a snapshot: re-extracted whenever its content change
 ``pattern`` (each new file is extracted once). Files are read in blocks as bounded Arrow record
 batches and cast to the declared types; a value that does not cast stops the table with an error
 naming the file, row and field, so a bad extract never reaches landing.
+
+Schema drift (CSV and Parquet, whose columns are known before reading): under the default
+``schema_policy: evolve`` (and ``evolve_cast``) a column the file has but the declaration lacks is
+landed as text and added to raw; a declared column the file lacks is landed as NULL; both are
+recorded in the batch manifest (``origin.schema_drift``) and reported. A missing primary-key
+column, or any difference under ``strict``, stops the table. JSON lines keep to the declared
+columns (keys are per record, so the columns of a batch cannot be known before it is read):
+undeclared keys and declared keys absent from every record are reported, not loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow import csv
 
-from sources.config import SourceSpec, TableSpec
+from dataclasses import replace
+
+from sources.config import ColumnSpec, SourceSpec, TableSpec
+from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
@@ -105,18 +116,100 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: list[
 
 
 def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, quotes: int) -> Extract:
-    origin = {"kind": "file", "path": file.url, "sha256": digest, "bytes": file.size,
-              "modified_at": file.mtime.isoformat() if file.mtime else None}
-    readers = {"csv": _csv_batches, "jsonl": _jsonl_batches, "parquet": _parquet_batches}
-    batches = readers[spec.format](file, table, spec.name, quotes)
+    origin: dict[str, object] = {"kind": "file", "path": file.url, "sha256": digest, "bytes": file.size,
+                                 "modified_at": file.mtime.isoformat() if file.mtime else None}
+    where = _where(spec.name, table)
+    name = file.url.rsplit("/", 1)[-1]
+    try:
+        if spec.format == "csv":
+            table, drift = drifted_table(_csv_header(file, name, where), table, name, where)
+            batches = _csv_batches(file, table, spec.name, quotes, missing=drift["missing"])
+        elif spec.format == "parquet":
+            parquet = _open_parquet(file, name, where)
+            table, drift = drifted_table(parquet.schema_arrow.names, table, name, where)
+            batches = _parquet_batches(parquet, table, name, where, missing=drift["missing"])
+    except (ContractError, SourceReadError) as exc:
+        # raised when the batch is read, so the error names the batch like every other bad input
+        return Extract(table, list(table.columns), _raise(exc), origin)
+    if spec.format == "jsonl":
+        drift = {"missing": [], "ignored": []}
+        batches = _jsonl_batches(file, table, spec.name, quotes, drift)
+    origin["schema_drift"] = drift  # known now (CSV, Parquet) or filled in while reading (JSON lines)
     return Extract(table, list(table.columns), batches, origin)
+
+
+def _raise(exc: Exception) -> Iterator[pa.RecordBatch]:
+    raise exc
+    yield  # a generator: raises on the first read  # noqa: unreachable
+
+
+def drifted_table(present: list[str], table: TableSpec, name: str,
+                  where: dict[str, str]) -> tuple[TableSpec, dict[str, list[str]]]:
+    """The columns this file lands: every declared column (NULL where the file lacks it), then the
+    file's undeclared columns as text. Refused under ``strict``, or when a key column is missing.
+
+    >>> from sources.config import parse_source
+    >>> t = parse_source({"name": "s", "kind": "files", "owner": "o", "path": ".", "tables": {"t": {
+    ...     "file": "t.csv", "primary_key": "id", "columns": {"id": "string", "n": "integer"}}}}).tables["t"]
+    >>> table, drift = drifted_table(["id", "note"], t, "t.csv", {})
+    >>> [(c.name, c.type.name) for c in table.columns], drift
+    ([('id', 'string'), ('n', 'integer'), ('note', 'string')], {'missing': ['n'], 'undeclared': ['note']})
+    """
+    declared = table.column_names
+    missing = [c for c in declared if c not in present]
+    undeclared = [c for c in present if c not in declared]
+    drift = {"missing": missing, "undeclared": undeclared}
+    if not missing and not undeclared:
+        return table, drift
+    detail = f"columns of {name} differ from the declaration (missing: {missing}, not declared: {undeclared})"
+    keys = [c for c in table.primary_key if c in missing]
+    if keys:
+        raise ContractError(f"{detail}; the primary key column(s) {keys} are missing", **where,
+                            hint="fix the extract, or change the table's primary_key in the source declaration")
+    if table.schema_policy == "strict":
+        raise ContractError(f"{detail}; the table's schema_policy is strict", **where,
+                            hint="update the table's columns in the source declaration, or fix the extract")
+    reserved = [c for c in undeclared if c.startswith("_") or not c.strip()]
+    if reserved:
+        raise ContractError(f"{detail}; column names {reserved} are reserved or empty", **where,
+                            hint="rename them in the extract (names starting with '_' are the loader's own)")
+    columns = (*table.columns, *(ColumnSpec(c, parse_type("string")) for c in undeclared))
+    return replace(table, columns=columns), drift
 
 
 def _where(source: str, table: TableSpec) -> dict[str, str]:
     return {"source": source, "table": table.name}
 
 
-def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, block_bytes: int = BLOCK_BYTES) -> Iterator[pa.RecordBatch]:
+def _csv_header(file: SourceFile, name: str, where: dict[str, str]) -> list[str]:
+    try:
+        with file.fs.open_input_stream(file.path) as handle:
+            first = handle.read(1 << 16).split(b"\n", 1)[0]
+    except OSError as exc:  # vanished or unreadable since it was listed
+        raise SourceReadError(f"cannot read {name}: {exc}", **where,
+                              hint="check the file is still there and readable; rerun the load") from exc
+    try:
+        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8").rstrip("\r")]))] if first.strip() else []
+    except UnicodeDecodeError as exc:
+        raise SourceReadError(f"{name} is not UTF-8 text: {exc}", **where) from exc
+    if not header:
+        raise ContractError(f"{name} is empty (no header line)", **where)
+    if len(set(header)) != len(header):
+        dupes = sorted({h for h in header if header.count(h) > 1})
+        raise ContractError(f"header of {name} repeats column(s) {dupes}", **where, hint="fix or re-export the file")
+    return header
+
+
+def _with_nulls(batch: pa.RecordBatch, missing: list[str]) -> pa.RecordBatch:
+    """Add the declared columns a file lacks, as NULL text (cast to their types with the rest)."""
+    if not missing:
+        return batch
+    arrays = [*batch.columns, *(pa.nulls(batch.num_rows, pa.string()) for _ in missing)]
+    return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *missing])
+
+
+def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, block_bytes: int = BLOCK_BYTES,
+                 missing: list[str] | None = None) -> Iterator[pa.RecordBatch]:
     where = _where(source, table)
     name = file.url.rsplit("/", 1)[-1]
     if quotes % 2:
@@ -124,15 +217,8 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, b
             f"malformed CSV in {name}: a quoted value is never closed (odd number of '\"' characters)", **where,
             hint="fix or re-export the file; a reader would otherwise swallow the following rows into one value",
         )
-    with file.fs.open_input_stream(file.path) as handle:
-        first = handle.read(1 << 16).split(b"\n", 1)[0]
-    try:
-        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8").rstrip("\r")]))] if first.strip() else []
-    except UnicodeDecodeError as exc:
-        raise SourceReadError(f"{name} is not UTF-8 text: {exc}", **where) from exc
-    if not header:
-        raise ContractError(f"{name} is empty (no header line)", **where)
-    _check_header(header, table, name, where)
+    header = _csv_header(file, name, where)
+    _check_header(header, table, name, where, missing or [])
     try:
         reader = csv.open_csv(
             file.fs.open_input_stream(file.path),
@@ -155,22 +241,21 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, b
                 f"malformed CSV in {name} after data row {first_row - 1}: {exc}", **where, row=first_row,
                 hint="fix or re-export the file; nothing of this table was landed",
             ) from exc
-        yield cast_batch(batch, table, first_row, where)
+        yield cast_batch(_with_nulls(batch, missing or []), table, first_row, where)
         first_row += batch.num_rows
 
 
-def _check_header(header: list[str], table: TableSpec, name: str, where: dict[str, str]) -> None:
-    declared = table.column_names
-    if header != declared:
-        missing = [c for c in declared if c not in header]
-        extra = [c for c in header if c not in declared]
-        detail = f"header of {name} is {header}, declared columns are {declared}"
-        if missing or extra:
-            detail += f" (missing: {missing}, not declared: {extra})"
-        raise ContractError(detail, **where, hint="update the table's columns in the source declaration, or fix the extract")
+def _check_header(header: list[str], table: TableSpec, name: str, where: dict[str, str], missing: list[str]) -> None:
+    """The header holds exactly the columns to land (declared, plus undeclared ones kept), less the
+    missing ones filled with NULL; the order does not matter (columns are matched by name)."""
+    expected = [c for c in table.column_names if c not in missing]
+    if sorted(header) != sorted(expected):
+        raise ContractError(f"header of {name} is {header}, expected the columns {expected}", **where,
+                            hint="the file changed while it was read; rerun the load")
 
 
-def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int) -> Iterator[pa.RecordBatch]:
+def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
+                   drift: dict[str, list[str]] | None = None) -> Iterator[pa.RecordBatch]:
     """One JSON object per line, mapped to the declared columns (nested values of json columns kept
     as JSON text); a line that is not a JSON object is named by its line number."""
     from sources.extract.rest import records_to_batches
@@ -198,25 +283,23 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int)
         if chunk:
             yield chunk
 
-    return records_to_batches(records(), table, where)
+    return records_to_batches(records(), table, where, drift)
 
 
-def _parquet_batches(file: SourceFile, table: TableSpec, source: str, quotes: int) -> Iterator[pa.RecordBatch]:
-    where = _where(source, table)
-    name = file.url.rsplit("/", 1)[-1]
+def _open_parquet(file: SourceFile, name: str, where: dict[str, str]) -> pq.ParquetFile:
     try:
-        parquet = pq.ParquetFile(file.fs.open_input_file(file.path))
+        return pq.ParquetFile(file.fs.open_input_file(file.path))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceReadError(f"{name} is not a readable Parquet file: {exc}", **where) from exc
-    present = set(parquet.schema_arrow.names)
-    missing = [c for c in table.column_names if c not in present]
-    extra = [c for c in parquet.schema_arrow.names if c not in table.column_names]
-    if missing or extra:  # matched by name, so the file's column order does not matter
-        raise ContractError(f"columns of {name} differ from the declaration (missing: {missing}, not declared: {extra})",
-                            **where, hint="update the table's columns in the source declaration, or fix the extract")
+        raise SourceReadError(f"{name} is not a readable Parquet file (or vanished): {exc}", **where,
+                              hint="check the file; re-export it if it is damaged, then rerun the load") from exc
+
+
+def _parquet_batches(parquet: pq.ParquetFile, table: TableSpec, name: str, where: dict[str, str],
+                     missing: list[str]) -> Iterator[pa.RecordBatch]:
+    present = [c for c in table.column_names if c not in missing]  # matched by name, in any order
     first_row = 1
-    for batch in parquet.iter_batches(batch_size=65536, columns=table.column_names):
-        yield cast_batch(batch, table, first_row, where)
+    for batch in parquet.iter_batches(batch_size=65536, columns=present):
+        yield cast_batch(_with_nulls(batch, missing), table, first_row, where)
         first_row += batch.num_rows
 
 

@@ -2,9 +2,14 @@
 
 - Pagination: ``page`` (page number), ``offset``, ``cursor`` (a token in the body) and
   ``next_link`` (a URL in the body or the ``Link`` header); a link seen twice stops the table
-  (a looping API would otherwise never end), and ``max_pages`` bounds every table.
+  (a looping API would otherwise never end), and ``max_pages`` bounds every table. Page and
+  offset paging stop at the first *empty* page: many APIs cap the page size below what was asked,
+  and stopping at a short page would then drop every later page without an error
+  (``stop_on_short_page: true`` saves the last request for an API known to honour the size).
 - Auth: ``bearer`` or ``api_key`` (a header), the secret read from the environment variable the
-  declaration names (or its ``_FILE``); it is redacted from every log line and error.
+  declaration names (or its ``_FILE``); it is redacted from every log line and error, and sent
+  only to the base URL's origin (scheme, host, port): not with a next link or a redirect that
+  points elsewhere, and never over a redirect from https to http.
 - Retries: 429, 500, 502, 503, 504, timeouts and connection errors are retried with exponential backoff and full
   jitter, at most ``max_retries`` times, honouring ``Retry-After``; 401/403/404 and other 4xx are
   not retried (retrying cannot fix them).
@@ -15,6 +20,7 @@
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import os
 import random
@@ -76,6 +82,39 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in.
+
+    >>> origin("https://api.example.com/v1") == origin("https://API.example.com:443/v2?page=2")
+    True
+    >>> origin("http://api.example.com/v1") == origin("https://api.example.com/v1")
+    False
+    """
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+class _CredentialRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but drop the credential headers when the target is another origin, and
+    refuse a redirect from https to http outright (urllib would forward them both ways)."""
+
+    def __init__(self, credential_headers: set[str], redact: Callable[[str], str]) -> None:
+        self.credential_headers = {h.lower() for h in credential_headers}
+        self.redact = redact
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if urllib.parse.urlsplit(req.full_url).scheme == "https" and urllib.parse.urlsplit(newurl).scheme == "http":
+            raise urllib.error.HTTPError(req.full_url, code, f"refused redirect from https to http ({self.redact(newurl)})",
+                                         headers, fp)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(newurl) != origin(req.full_url):
+            for name in list(new.headers):
+                if name.lower() in self.credential_headers:
+                    del new.headers[name]
+        return new
+
+
 class RestClient:
     """GET JSON with auth, timeout and bounded retries; every message has the secret redacted."""
 
@@ -98,6 +137,9 @@ class RestClient:
                 self.headers["Authorization"] = f"Bearer {self.secret}"
             else:
                 self.headers[auth["header"]] = self.secret
+        credentials = {"Authorization"} | ({auth["header"]} if auth.get("type") == "api_key" else set())
+        self.credential_headers = {h.lower() for h in credentials}
+        self.opener = urllib.request.build_opener(_CredentialRedirects(credentials, self.redact))
         self.requests = 0
 
     def redact(self, text: str) -> str:
@@ -127,11 +169,17 @@ class RestClient:
                 self.sleep(delay)
         raise AssertionError("unreachable")
 
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The request headers for ``url``: with the credentials only on the base URL's origin."""
+        if origin(url) == origin(self.base_url):
+            return dict(self.headers)
+        return {k: v for k, v in self.headers.items() if k.lower() not in self.credential_headers}
+
     def _get_once(self, url: str) -> tuple[Any, dict[str, str]]:
         self.requests += 1
-        request = urllib.request.Request(url, headers=self.headers, method="GET")
+        request = urllib.request.Request(url, headers=self.headers_for(url), method="GET")
         try:
-            with urllib.request.urlopen(request, timeout=self.spec.timeout_s) as response:  # noqa: S310 - declared URL
+            with self.opener.open(request, timeout=self.spec.timeout_s) as response:  # noqa: S310 - declared URL
                 body = response.read()
                 headers = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
@@ -140,11 +188,13 @@ class RestClient:
             hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
                      403: "the credentials lack permission for this endpoint: ask the API owner",
                      404: "the endpoint does not exist: check endpoint and base URL in the declaration"}
-            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {exc.code}", **self.where,
+            detail = f" ({self.redact(str(exc.msg))})" if 300 <= exc.code < 400 else ""
+            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {exc.code}{detail}", **self.where,
                                   hint=hints.get(exc.code, "a client error: check the declaration's endpoint and params")) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise TransientHTTPError(f"connection error: {reason}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: IncompleteRead (the body was cut off before Content-Length), a bad status line
+            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            raise TransientHTTPError(f"connection error: {self.redact(str(reason))}") from None
         try:
             return json.loads(body), headers
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -203,12 +253,13 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
         yield records
         if kind == "none":
             return
+        short_stops = bool(p.get("stop_on_short_page", False))
         if kind == "page":
-            if len(records) < int(p["page_size"]):
+            if not records or (short_stops and len(records) < int(p["page_size"])):
                 return
             page += 1
         elif kind == "offset":
-            if len(records) < int(p["limit"]):
+            if not records or (short_stops and len(records) < int(p["limit"])):
                 return
             offset += len(records)
         elif kind == "cursor":
@@ -237,9 +288,15 @@ def _to_text(value: Any, type_name: str) -> str | None:
     return str(value)
 
 
-def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec, where: dict[str, str]) -> Iterator[pa.RecordBatch]:
-    """Map records to the declared columns in batches of ROWS_PER_BATCH (missing keys -> NULL)."""
+def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec, where: dict[str, str],
+                       drift: dict[str, list[str]] | None = None) -> Iterator[pa.RecordBatch]:
+    """Map records to the declared columns in batches of ROWS_PER_BATCH (missing keys -> NULL).
+
+    ``drift``, when given, is filled once every record is read: ``missing``, declared keys that no
+    record had (their column is all NULL); ``ignored``, keys no column is declared for (at most 100).
+    """
     names = table.column_names
+    declared, seen, ignored = set(names), set(), set()
     types = [c.type.name for c in table.columns]
     text_schema = pa.schema([pa.field(n, pa.string()) for n in names])
     buffer: list[dict[str, Any]] = []
@@ -255,6 +312,11 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
             if not isinstance(record, dict):
                 raise SourceReadError(f"record {first_row + len(buffer)} is a {type(record).__name__}, not an object",
                                       **where, row=first_row + len(buffer))
+            if drift is not None:
+                if len(seen) < len(declared):
+                    seen.update(declared.intersection(record))
+                if len(ignored) < 100 and not declared.issuperset(record):
+                    ignored.update(k for k in record if k not in declared)
             buffer.append(record)
             if len(buffer) >= ROWS_PER_BATCH:
                 yield flush()
@@ -262,14 +324,18 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
                 buffer = []
     if buffer:
         yield flush()
+    if drift is not None:
+        drift["missing"] = [n for n in names if n not in seen] if first_row > 1 or buffer else []
+        drift["ignored"] = sorted(ignored)[:100]
 
 
 def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
              sleep: Callable[[float], None] = time.sleep) -> Iterator[Extract]:
     client = RestClient(spec, table, sleep=sleep)
     since = lower_bound(cursor, table.lookback_s, cursor_type(list(table.columns), table)) if table.updated_since_param else None
+    drift: dict[str, list[str]] = {"missing": [], "ignored": []}
     origin = {"kind": "rest_api", "endpoint": table.endpoint, "base_url": client.redact(client.base_url),
-              "updated_since": since}
-    batches = records_to_batches(pages(client, table, since), table, client.where)
+              "updated_since": since, "schema_drift": drift}
+    batches = records_to_batches(pages(client, table, since), table, client.where, drift)
     yield Extract(table, list(table.columns), batches, origin, cursor_from=since,
                   land_if_empty=not table.updated_since_param)

@@ -45,6 +45,17 @@ def test_updated_since_needs_a_cursor_field() -> None:
                                        "columns": {"id": "string"}}}})
 
 
+def test_an_api_cursor_needs_updated_since_and_pagination_keys_are_checked() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_source({"name": "api", "kind": "rest_api", "owner": "x", "base_url": "http://127.0.0.1:1",
+                      "tables": {"t": {"endpoint": "/t", "primary_key": "id", "cursor_field": "updated_at",
+                                       "pagination": {"type": "page", "page_size_parm": "size"},
+                                       "columns": {"id": "string", "updated_at": "timestamptz"}}}})
+    text = str(err.value)
+    assert "tables.t.cursor_field without updated_since_param" in text  # would re-append the endpoint every run
+    assert "tables.t.pagination: unknown key(s) ['page_size_parm']" in text  # a typo would silently page wrong
+
+
 def test_a_bad_gateway_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
     import os
 

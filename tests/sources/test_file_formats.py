@@ -96,3 +96,62 @@ def test_a_malformed_json_line_is_named(tmp_path: Path) -> None:
         (outcome,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
     assert outcome.status == "failed" and "malformed JSON lines in clicks-001.jsonl" in str(outcome.error)
     assert "table=clicks" in str(outcome.error)
+
+
+def _drift_file(folder: Path, name: str, fmt: str, records: list[dict]) -> None:
+    path = folder / name
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif fmt == "parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        cols = list(records[0])
+        path.write_text(",".join(cols) + "\n" + "".join(",".join(str(r[c]) for c in cols) + "\n" for r in records))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_schema_drift_evolves_raw_and_is_reported_and_strict_refuses(tmp_path: Path, fmt: str) -> None:
+    """Day 1 has the declared columns. Day 2 drops `url` and brings a new `referrer`: under the
+    default policy the batch loads with url NULL; CSV and Parquet add `referrer` to raw as text,
+    JSON lines report it as not loaded; both are in the report and in the batch's manifest.
+    Under `strict` the same file stops the table."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    declared = {"id": "integer", "url": "string", "at": "timestamp"}
+
+    def spec(policy: str):  # type: ignore[no-untyped-def]
+        return parse_source({"name": "events", "kind": "files", "owner": "x", "format": fmt, "path": str(folder),
+                             "tables": {"clicks": {"pattern": f"clicks-*.{fmt}", "primary_key": "id",
+                                                   "schema_policy": policy, "columns": declared}}})
+
+    _drift_file(folder, f"clicks-001.{fmt}", fmt, [{"id": 1, "url": "/a", "at": "2024-01-01T00:00:00"}])
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (first,) = ingest(spec("evolve"), landing=landing, raw=raw, lock_dir=tmp_path)
+        assert first.status == "loaded" and first.schema_notes == []
+        _drift_file(folder, f"clicks-002.{fmt}", fmt, [{"id": 2, "at": "2024-01-02T00:00:00", "referrer": "ads"}])
+        (strict,) = ingest(spec("strict"), landing=landing, raw=raw, lock_dir=tmp_path)
+        (second,) = ingest(spec("evolve"), landing=landing, raw=raw, lock_dir=tmp_path)
+
+    if fmt == "jsonl":  # keys are per record: declared columns only; the new key is reported
+        assert strict.status == "loaded"  # nothing to refuse: JSON lines never add columns
+        assert "undeclared key(s) referrer: not loaded (declare them to load them)" in strict.schema_notes
+        assert second.status == "unchanged"
+    else:
+        assert strict.status == "failed" and "schema_policy is strict" in str(strict.error)
+        assert "missing: ['url']" in str(strict.error) and "batch=" in str(strict.error)
+        assert second.status == "loaded", second.error
+        assert "column(s) url not in the source: landed as NULL" in second.schema_notes
+        assert "new column(s) referrer: landed as text (declare them to type them)" in second.schema_notes
+        assert "added column referrer TEXT" in second.schema_notes  # raw's own report of the change
+        [manifest] = [m for m in landing.batches("events", "clicks") if m.batch_id in second.landed]
+        assert manifest.origin["schema_drift"] == {"missing": ["url"], "undeclared": ["referrer"]}
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        cols = [r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE table_name = 'clicks' "
+                                          "AND NOT starts_with(column_name, '_') ORDER BY column_index").fetchall()]
+        got = con.execute("SELECT id, url FROM raw_events.clicks ORDER BY id").fetchall()
+    finally:
+        con.close()
+    assert got == [(1, "/a"), (2, None)]
+    assert cols == (["id", "url", "at"] if fmt == "jsonl" else ["id", "url", "at", "referrer"])

@@ -189,3 +189,72 @@ def test_an_unchanged_snapshot_is_not_landed_again_but_a_changed_one_is(tmp_path
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM raw_catalog.products").fetchone() == (15,)
     con.close()
+
+
+def test_a_capped_page_size_does_not_drop_later_pages() -> None:
+    """The API serves at most 4 records a page although 10 were asked: paging goes on to the
+    first empty page instead of stopping at the first short one."""
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page, size = int(query["page"][0]), min(int(query["per_page"][0]), 4)
+        return ok({"data": PRODUCTS[(page - 1) * size: page * size]})
+
+    with http_server(respond) as url:
+        rows = _records(spec_for(url, {"type": "page", "page_size": 10}))
+    assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
+
+
+def test_a_body_cut_off_mid_transfer_is_retried_then_named() -> None:
+    body = json.dumps({"data": PRODUCTS}).encode()
+    calls: list[int] = []
+
+    def cut_once(path, query, headers):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 1:  # declares the whole body, sends 21 bytes, closes the connection
+            return 200, {"Content-Type": "application/json", "Content-Length": str(len(body))}, body[:21]
+        return ok({"data": PRODUCTS})
+
+    sleeps: list[float] = []
+    with http_server(cut_once) as url:
+        rows = _records(spec_for(url), sleeps)
+    assert len(rows) == len(PRODUCTS) and len(calls) == 2 and len(sleeps) == 1
+
+    def always_cut(path, query, headers):  # type: ignore[no-untyped-def]
+        return 200, {"Content-Length": str(len(body))}, body[:21]
+
+    with http_server(always_cut) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url))
+    message = str(err.value)
+    assert "still failing after 4 attempts" in message and "IncompleteRead" in message
+    assert "/v1/products" in message and "table=products" in message and TOKEN not in message
+
+
+def test_credentials_go_only_to_the_base_urls_origin() -> None:
+    """A next link or a redirect to another host (here: another port) gets no token."""
+    elsewhere = Recorder(lambda p, q, h: ok({"data": PRODUCTS[6:]}))
+    with http_server(elsewhere) as other:
+        home = Recorder(lambda p, q, h: ok({"data": PRODUCTS[:6], "next": f"{other}/v1/more"}))
+        with http_server(home) as url:
+            rows = _records(spec_for(url, {"type": "next_link"}))
+        assert len(rows) == len(PRODUCTS)
+        assert home.requests[0][2]["authorization"] == f"Bearer {TOKEN}"
+        assert [r[0] for r in elsewhere.requests] == ["/v1/more"] and "authorization" not in elsewhere.requests[0][2]
+
+        elsewhere.requests.clear()
+        moved = Recorder(lambda p, q, h: (302, {"Location": f"{other}/v1/moved"}, b""))
+        with http_server(moved) as url:
+            assert len(_records(spec_for(url, auth="api_key"))) == len(PRODUCTS) - 6
+        assert moved.requests[0][2]["x-api-key"] == TOKEN
+        assert [r[0] for r in elsewhere.requests] == ["/v1/moved"] and "x-api-key" not in elsewhere.requests[0][2]
+
+
+def test_undeclared_and_absent_keys_are_reported_and_kept_in_the_manifest(tmp_path: Path) -> None:
+    records = [{k: v for k, v in p.items() if k != "meta"} | {"colour": "red"} for p in PRODUCTS]
+    with http_server(lambda p, q, h: ok({"data": records})) as url:
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (out,) = ingest(spec_for(url), landing=landing, raw=raw, lock_dir=tmp_path)
+    assert out.status == "loaded" and out.rows_applied == len(PRODUCTS)
+    assert out.schema_notes == ["column(s) meta not in the source: landed as NULL",
+                                "undeclared key(s) colour: not loaded (declare them to load them)"]
+    [manifest] = landing.batches("catalog", "products")
+    assert manifest.origin["schema_drift"] == {"missing": ["meta"], "ignored": ["colour"]}
