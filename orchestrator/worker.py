@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator.jobs import RETRYABLE_EXIT, get_job
 from orchestrator.settings import Settings
 from sources import logs
-from sources.errors import ConfigError, ContractError, first_line
+from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line
 
 _TRANSIENT_TEXT = re.compile(
     r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
@@ -43,7 +43,7 @@ def is_retryable(exc: BaseException) -> bool:
         if isinstance(item, (ContractError, ConfigError)):
             return False
     for item in chain:
-        if isinstance(item, (ConnectionError, TimeoutError)):
+        if isinstance(item, (ConnectionError, TimeoutError, ConnectionFailed)):
             return True
         if type(item).__name__ in ("OperationalError", "URLError", "TransientHTTPError"):
             return True

@@ -82,6 +82,8 @@ class TableSpec:
     pagination: dict[str, Any] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     updated_since_param: str | None = None
+    # postgres: the largest row (as COPY text) the streaming parser must hold at once
+    max_row_mb: float = 1.0
 
     @property
     def column_names(self) -> list[str]:
@@ -196,7 +198,7 @@ _SOURCE_KEYS = {"name", "kind", "format", "path", "owner", "description", "sched
                 "base_url", "base_url_env", "auth", "timeout_s", "max_retries", "raw_schema", "tables"}
 _TABLE_KEYS = {"file", "pattern", "source_table", "endpoint", "records_path", "pagination", "params",
                "updated_since_param", "primary_key", "columns", "description", "cursor_field", "lookback",
-               "freshness", "schema_policy", "window_column"}
+               "freshness", "schema_policy", "window_column", "max_row_mb"}
 
 
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:
@@ -351,4 +353,5 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         pagination=pagination,
         params=c.mapping("params"),
         updated_since_param=raw.get("updated_since_param") or None,
+        max_row_mb=c.number("max_row_mb", 1.0, minimum=0.0625),
     )

@@ -11,11 +11,12 @@ False
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sources.errors import ConfigError, first_line
+from sources.errors import ConfigError, ConnectionFailed, first_line
 
 
 def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
@@ -30,6 +31,11 @@ def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str 
         except OSError as exc:
             raise ConfigError(f"{name}_FILE points to {file!r}, which cannot be read: {exc.strerror}") from None
     return None
+
+
+# Errors that no retry can fix: the server answered and refused the login or the database.
+_REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|role \S+ does not exist|"
+                            r"database \S+ does not exist|pg_hba\.conf|permission denied", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,8 @@ class PostgresSettings:
             text = first_line(exc)
             if self.password:
                 text = text.replace(self.password, "***")
-            raise ConfigError(
-                f"cannot connect to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname}: {text}",
-                hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)",
-            ) from None
+            where = f"cannot connect to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname}: {text}"
+            if _REFUSED_LOGIN.search(str(exc)):
+                raise ConfigError(where, hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)") from None
+            raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "
+                                              f"or rerun once it is back (check the {self.origin})") from None

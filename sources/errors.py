@@ -75,6 +75,11 @@ class ContractError(LoaderError):
     """
 
 
+class ConnectionFailed(LoaderError):
+    """A database could not be reached (refused, timed out, DNS): worth retrying, unlike a refused
+    login or a missing database, which are ``ConfigError``."""
+
+
 class SourceReadError(LoaderError):
     """The source could not be read (missing file, malformed CSV, unreadable bytes)."""
 

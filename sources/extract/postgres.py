@@ -30,6 +30,10 @@ from sources.types import ColumnType, parse_type
 # Arrow's streaming CSV reader holds a few dozen blocks: 1 MB blocks kept ~40 MB less than 2 MB
 # at the same speed (bench/loader_postgres.py).
 BLOCK_BYTES = 1 << 20
+# The text form of values in COPY output depends on session settings a server or database may
+# change (DateStyle 'SQL, DMY' turns dates into 31/12/2024, extra_float_digits 0 rounds floats).
+SESSION_SETTINGS = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; "
+                    "SET bytea_output = 'hex'; SET TimeZone = 'UTC'")
 
 
 def catalog_type(data_type: str, udt: str, precision: int | None, scale: int | None) -> ColumnType:
@@ -39,9 +43,11 @@ def catalog_type(data_type: str, udt: str, precision: int | None, scale: int | N
     'decimal(12,2)'
     >>> catalog_type("timestamp with time zone", "timestamptz", None, None).name
     'timestamptz'
+    >>> catalog_type("numeric", "numeric", 50, 10).name  # wider than a 38-digit decimal: every digit kept
+    'string'
     """
     if data_type == "numeric":
-        if precision is None:  # unconstrained numeric: keep every digit as text
+        if precision is None or precision > 38:  # unconstrained, or wider than Arrow/DuckDB decimals: exact as text
             return parse_type("string")
         return parse_type(f"decimal({precision},{scale or 0})")
     mapping = {
@@ -106,6 +112,8 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     con = PostgresSettings.from_env(spec.env_prefix).connect()
     con.set_session(readonly=True)
     try:
+        with con.cursor() as cur:  # COPY's text depends on these: pin them, whatever the server's defaults
+            cur.execute(SESSION_SETTINGS)
         columns = read_catalog(con, table, where)
     except BaseException:
         con.close()
@@ -205,7 +213,8 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
     try:
         reader = csv.open_csv(
             source,
-            read_options=csv.ReadOptions(column_names=[c.name for c in columns], block_size=BLOCK_BYTES, use_threads=False),
+            read_options=csv.ReadOptions(column_names=[c.name for c in columns], use_threads=False,
+                                         block_size=max(BLOCK_BYTES, int(table.max_row_mb * (1 << 20)))),
             parse_options=csv.ParseOptions(newlines_in_values=True),
             convert_options=csv.ConvertOptions(column_types=parse_types, strings_can_be_null=True,
                                                quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
@@ -222,6 +231,11 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
             raise _copy_error(errors[0], table, where) from errors[0]
         if "Empty CSV file" in str(exc):
             return
+        if "straddl" in str(exc):  # one row is larger than a parse block
+            raise SourceReadError(
+                f"a row of {table.source_table} is larger than {table.max_row_mb:g} MB as COPY text", **where,
+                hint=f"set max_row_mb on the table in the declaration above the largest row (e.g. "
+                     f"{max(2, int(table.max_row_mb * 4))}); nothing of this extract was landed") from exc
         raise SourceReadError(f"a value of {table.source_table} does not fit its catalog type: {exc}", **where,
                               hint="report the column to the source owner; nothing of this extract was landed") from exc
     finally:

@@ -196,6 +196,9 @@ class DuckDBRaw:
                 **where,
                 hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
             ) from exc
+        except BaseException:  # anything else (a landing read, an interrupt): never leave it open
+            con.execute("ROLLBACK")
+            raise
         return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True, schema_notes=notes)
 
     def _ensure_table(self, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str) -> tuple[tuple[str, ...], dict[str, str]]:

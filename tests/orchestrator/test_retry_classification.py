@@ -67,3 +67,23 @@ def test_a_failed_audit_is_not_retried_but_a_dropped_connection_is(monkeypatch: 
     assert "unique_values" in result["error"]
     result, retry = worker.run_transform(settings=None)  # type: ignore[arg-type]
     assert retry is True and "server closed the connection" in result["error"]
+
+
+def test_an_unreachable_database_is_retried_but_a_refused_login_is_not(pg_db) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    from sources.connections import PostgresSettings
+    from sources.errors import ConnectionFailed
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = PostgresSettings("127.0.0.1", closed, "postgres", "warehouse", origin="TEST_PG_* environment variables")
+    with pytest.raises(ConnectionFailed) as err:
+        down.connect()
+    assert worker.is_retryable(err.value) and "Connection refused" in str(err.value)
+
+    nobody = PostgresSettings(pg_db.host, pg_db.port, "nobody", pg_db.dbname, origin="TEST_PG_*")
+    with pytest.raises(ConfigError) as refused:
+        nobody.connect()
+    assert not worker.is_retryable(refused.value) and 'role "nobody" does not exist' in str(refused.value)

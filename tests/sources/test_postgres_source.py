@@ -260,3 +260,44 @@ def test_a_backfill_window_reads_only_its_days_and_leaves_the_cursor(appdb, tmp_
     rows = con.execute("SELECT customer, count(*) FROM raw_appdb.orders GROUP BY 1 ORDER BY 1").fetchall()
     con.close()
     assert rows == [("ann", 1), ("bob", 1), ("cyd", 2)]  # only the window's order was read again
+
+
+def test_server_session_defaults_do_not_change_the_values(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """COPY's text depends on session settings; a database configured otherwise (floats rounded to
+    12 digits, dates as 01/01/2024, India time) must land the same values."""
+    from psycopg2 import sql
+
+    with appdb.cursor() as cur:
+        cur.execute("ALTER TABLE app.orders ADD COLUMN ratio double precision")
+        cur.execute("UPDATE app.orders SET ratio = 0.1234567890123456789")
+        cur.execute("SELECT current_database()")
+        db = sql.Identifier(cur.fetchone()[0])
+        cur.execute(sql.SQL("ALTER DATABASE {} SET extra_float_digits = -3").format(db))
+        cur.execute(sql.SQL("ALTER DATABASE {} SET DateStyle = 'SQL, DMY'").format(db))
+        cur.execute(sql.SQL("ALTER DATABASE {} SET TimeZone = 'Asia/Kolkata'").format(db))
+        cur.execute(sql.SQL("ALTER DATABASE {} SET IntervalStyle = 'sql_standard'").format(db))
+    spec = parse_source(declaration())
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (outcome,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    assert outcome.error is None, outcome.error
+    rows = _duck(tmp_path / "wh.duckdb", "SELECT day, ordered_at AT TIME ZONE 'UTC' FROM raw_appdb.orders ORDER BY id")
+    assert [str(r[0]) for r in rows] == ["2024-01-01", "None", "2024-01-02"]
+    assert str(rows[1][1]) == "2024-01-01 09:30:00"
+    assert _duck(tmp_path / "wh.duckdb", "SELECT DISTINCT ratio FROM raw_appdb.orders") == [(0.1234567890123456789,)]
+
+
+def test_a_row_larger_than_the_parse_block_is_named_and_loads_once_allowed(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with appdb.cursor() as cur:
+        cur.execute("UPDATE app.orders SET note = repeat('x', 3000000), updated_at = now() "
+                    "WHERE customer = 'bob'")
+    big = declaration()
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (failed,) = ingest(parse_source(big), landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+        assert failed.status == "failed"
+        message = str(failed.error)
+        assert "a row of app.orders is larger than 1 MB" in message and "max_row_mb" in message
+        assert "table=orders" in message and "batch=" in message
+        big["tables"]["orders"]["max_row_mb"] = 4
+        (loaded,) = ingest(parse_source(big), landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    assert loaded.error is None and loaded.rows_applied == 3
+    assert _duck(tmp_path / "wh.duckdb", "SELECT max(length(note)) FROM raw_appdb.orders") == [(3_000_000,)]
