@@ -121,7 +121,8 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
             # SQLMesh context above keeps its connection open
             load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
                                    start.isoformat(), end.isoformat()],
-                                  capture_output=True, text=True, cwd=settings.project_root)
+                                  capture_output=True, text=True, cwd=settings.project_root,
+                                  env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"})  # held above
             print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:
                 raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated. "

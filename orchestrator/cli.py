@@ -52,17 +52,32 @@ def _window(days: list[str]) -> tuple[str, str]:
 
 
 def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import nullcontext
+
+    from orchestrator.locks import LockBusy, holding
     from orchestrator.loading import load_source_into_warehouse, print_load_report
 
-    outcomes = load_source_into_warehouse(
-        args.source,
-        settings,
-        path=args.path,
-        tables=args.table,
-        force=args.force,
-        extract=not args.from_landing,
-        window=_window(args.window) if args.window else None,
-    )
+    # the source's job lock, as the scheduler takes it: a hand-run load never overlaps a scheduled
+    # one or a backfill, on any machine (an advisory lock on the PostgreSQL gateway). A backfill
+    # holds it already and runs its load with ELT_JOB_LOCK_HELD naming it.
+    name = f"job:{args.source}"
+    wait_s = float(os.environ.get("ELT_LOAD_LOCK_WAIT_S", "0"))
+    lock = nullcontext() if os.environ.get("ELT_JOB_LOCK_HELD") == name else holding(settings, name, wait_s)
+    try:
+        with lock:
+            outcomes = load_source_into_warehouse(
+                args.source,
+                settings,
+                path=args.path,
+                tables=args.table,
+                force=args.force,
+                extract=not args.from_landing,
+                window=_window(args.window) if args.window else None,
+            )
+    except LockBusy:
+        print(f"error: another run of {args.source} (a scheduled load or a backfill) holds {name}; "
+              f"see `elt runs --job {args.source}`, then rerun (or set ELT_LOAD_LOCK_WAIT_S to wait)", file=sys.stderr)
+        return 75
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
 

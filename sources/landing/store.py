@@ -344,15 +344,33 @@ class Landing:
         return removed
 
     def sweep_incomplete(self, source: str, table: str) -> list[str]:
-        """Remove batch folders left without a manifest by an interrupted extract."""
+        """Remove batch folders left without a manifest by an interrupted extract.
+
+        On S3 a folder is removed only when its newest object is older than
+        ``ELT_SWEEP_MIN_AGE_S`` (default 3600): a loader on another machine may be between its
+        data upload and its manifest right now (locally, the source lock rules that out). Until
+        then such a folder is merely invisible: no manifest, no batch.
+        """
         removed = []
+        min_age = 0.0 if self.is_local else float(os.environ.get("ELT_SWEEP_MIN_AGE_S", "3600"))
         for batch_dir in self._batch_dirs(source, table):
             if self.fs.get_file_info(f"{batch_dir}/{MANIFEST_NAME}").type == pafs.FileType.NotFound:
+                if min_age and self._newest_age_s(batch_dir) < min_age:
+                    continue
                 self.fs.delete_dir_contents(batch_dir, missing_dir_ok=True)
                 if self.is_local:
                     shutil.rmtree(batch_dir, ignore_errors=True)
                 removed.append(batch_dir)
         return removed
+
+
+    def _newest_age_s(self, batch_dir: str) -> float:
+        infos = self.fs.get_file_info(pafs.FileSelector(batch_dir, recursive=True, allow_not_found=True))
+        times = [i.mtime for i in infos if i.mtime is not None]
+        if not times:
+            return float("inf")
+        newest = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+        return (datetime.now(UTC) - newest).total_seconds()
 
 
 def LocalLanding(root: Path | str) -> Landing:  # noqa: N802 - kept as the name callers use

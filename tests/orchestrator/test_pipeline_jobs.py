@@ -77,3 +77,19 @@ def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path
     assert transform.wait(timeout=300) == 0
     [record] = project.history().recent(5, "transform")
     assert record.status == "succeeded"
+
+
+def test_a_hand_run_load_never_overlaps_a_running_job_of_its_source(project: Project, small_jaffle: Path) -> None:
+    from orchestrator.locks import FileLock, lock_dir
+
+    running = FileLock("job:jaffle_shop", lock_dir(project.settings()))
+    assert running.try_acquire()  # a scheduled load (or a backfill) of jaffle_shop is running
+    try:
+        busy = project.elt("load", "jaffle_shop", "--path", str(small_jaffle))
+        assert busy.returncode == 75, busy.stdout + busy.stderr
+        assert "holds job:jaffle_shop" in busy.stderr and "elt runs --job jaffle_shop" in busy.stderr
+        assert not (project.root / "data" / "landing" / "jaffle_shop").exists()  # nothing was read or landed
+    finally:
+        running.release()
+    done = project.elt("load", "jaffle_shop", "--path", str(small_jaffle), timeout=300)
+    assert done.returncode == 0, done.stderr

@@ -9,6 +9,7 @@ from pathlib import Path
 import boto3
 import duckdb
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
@@ -155,3 +156,17 @@ def test_schema_drift_evolves_raw_and_is_reported_and_strict_refuses(tmp_path: P
         con.close()
     assert got == [(1, "/a"), (2, None)]
     assert cols == (["id", "url", "at"] if fmt == "jsonl" else ["id", "url", "at", "referrer"])
+
+
+def test_on_s3_a_young_batch_without_manifest_is_left_to_its_writer(s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another machine may be between its data upload and its manifest: only an old folder without
+    a manifest is swept; a young one is merely invisible (no manifest, no batch)."""
+    landing = Landing.from_url(f"s3://{s3_bucket}/landing")
+    folder = landing.batch_dir("events", "clicks", "20260101T000000000000Z-0000dead")
+    with landing.fs.open_output_stream(f"{folder}/part-00000.parquet") as out:
+        out.write(b"data being written by another loader")
+    assert landing.sweep_incomplete("events", "clicks") == []
+    assert list(landing.batches("events", "clicks")) == []  # invisible meanwhile
+    monkeypatch.setenv("ELT_SWEEP_MIN_AGE_S", "0")  # as if an hour had passed
+    assert landing.sweep_incomplete("events", "clicks") == [folder]
+    assert landing.fs.get_file_info(f"{folder}/part-00000.parquet").type == pafs.FileType.NotFound
