@@ -317,6 +317,10 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         problems.append(f"{where}: give exactly one of file (one file, re-read when it changes) or pattern (each new file once)")
     if kind == "postgres" and not re.match(r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$", str(raw.get("source_table", ""))):
         problems.append(f"{where}.source_table: required for postgres, as schema.table")
+    if cursor_field and "lookback" not in raw:
+        problems.append(f"{where}.lookback: required with cursor_field: how much earlier than the last cursor the "
+                        "next read starts, for rows that commit after a later one was read (e.g. 15m; 0s only "
+                        "for a cursor that never commits out of order)")
     if raw.get("updated_since_param") and not cursor_field:
         problems.append(f"{where}.updated_since_param needs cursor_field: the cursor is the newest value of that column")
     if kind == "rest_api" and not isinstance(raw.get("endpoint"), str):

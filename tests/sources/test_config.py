@@ -54,6 +54,7 @@ def test_an_api_cursor_needs_updated_since_and_pagination_keys_are_checked() -> 
     text = str(err.value)
     assert "tables.t.cursor_field without updated_since_param" in text  # would re-append the endpoint every run
     assert "tables.t.pagination: unknown key(s) ['page_size_parm']" in text  # a typo would silently page wrong
+    assert "tables.t.lookback: required with cursor_field" in text  # a 0s default would skip late commits
 
 
 def test_a_bad_gateway_is_a_usage_error(capsys) -> None:  # type: ignore[no-untyped-def]
