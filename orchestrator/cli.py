@@ -60,7 +60,7 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     # the source's job lock, as the scheduler takes it: a hand-run load never overlaps a scheduled
     # one or a backfill, on any machine (an advisory lock on the PostgreSQL gateway). A backfill
     # holds it already and runs its load with ELT_JOB_LOCK_HELD naming it.
-    name = f"job:{args.source}"
+    name = f"job:{Path(args.source).stem}"  # the scheduler's lock for this source (jobs are named by file)
     wait_s = float(os.environ.get("ELT_LOAD_LOCK_WAIT_S", "0"))
     lock = nullcontext() if os.environ.get("ELT_JOB_LOCK_HELD") == name else holding(settings, name, wait_s)
     try:

@@ -208,6 +208,7 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
         code = _wait(proc, job, lock)
         if code == "timed_out":
+            kill_run_processes(run_id)  # also what left the process group (setsid) and could hold the lock
             return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
                     "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}
         if code == "lock_lost":

@@ -114,7 +114,8 @@ def _close_public(cur, role: str, owner: str, database: str) -> list[str]:  # ty
     temp, create = cur.fetchone()
     if not temp and not create:
         return [f"revoked from PUBLIC: TEMPORARY on database {database}"
-                + (", CREATE on schema public" if has_public else "") + f" (kept by {owner})"]
+                + (", CREATE on schema public" if has_public else "") + f" (kept by {owner}; this applies to "
+                "every role of the database: GRANT them back to any other role that needs them)"]
     left = [s.as_string(cur) for s in statements if "REVOKE" in s.as_string(cur)]
     log.warning("bi role can still create objects through PUBLIC", extra={"fields": {"role": role}})
     return [f"WARNING: {role} can still create {'temporary tables' if temp else ''}{' and ' if temp and create else ''}"

@@ -104,14 +104,13 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
 
     os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
     if settings.gateway == "postgres":
+        from sources.connections import PostgresSettings
+
+        check_name_budget(PostgresSettings.from_env(settings.pg_prefix).dbname, unit_test_inputs(settings.project_root))
         export_pg_password(settings.pg_prefix)
     console = _capturing_console(quiet)
     set_console(console)
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
-    if settings.gateway == "postgres":
-        from sources.connections import PostgresSettings
-
-        check_name_budget(PostgresSettings.from_env(settings.pg_prefix).dbname, unit_test_inputs(settings.project_root))
     return ctx, console
 
 

@@ -138,7 +138,11 @@ def load_source(name_or_path: str | Path, directory: Path = DECLARATIONS_DIR) ->
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}", source=path.stem) from exc
-    return parse_source(raw, origin=str(path))
+    spec = parse_source(raw, origin=str(path))
+    if spec.name != path.stem:  # job names, locks and landing folders use the file name
+        raise ConfigError(f"{path} declares name {spec.name!r}, but its file is named {path.stem!r}", source=spec.name,
+                          hint=f"rename the file to {spec.name}.yaml or set name: {path.stem}")
+    return spec
 
 
 class _Checker:
@@ -332,6 +336,8 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
     pagination = c.mapping("pagination")
     if kind == "rest_api" and pagination.get("type", "none") not in PAGINATION:
         problems.append(f"{where}.pagination.type is {pagination.get('type')!r}; allowed: {', '.join(PAGINATION)}")
+    if "stop_on_short_page" in pagination and not isinstance(pagination["stop_on_short_page"], bool):
+        problems.append(f"{where}.pagination.stop_on_short_page must be true or false")
     unknown = sorted(set(pagination) - PAGINATION_KEYS)
     if kind == "rest_api" and unknown:
         problems.append(f"{where}.pagination: unknown key(s) {unknown}; allowed: {', '.join(sorted(PAGINATION_KEYS))}")

@@ -68,8 +68,11 @@ class PostgresSettings:
     def connect(self):  # type: ignore[no-untyped-def]
         import psycopg2
 
+        # keepalives: a silent network split is noticed in about a minute, not after the kernel's
+        # two hours (a lock held on a dead session, a read that would hang)
         kwargs = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
-                  "connect_timeout": 10, "application_name": "elt"}
+                  "connect_timeout": 10, "application_name": "elt", "keepalives": 1, "keepalives_idle": 30,
+                  "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60000}
         if self.password:
             kwargs["password"] = self.password
         if self.sslmode:

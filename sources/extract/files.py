@@ -169,6 +169,11 @@ def drifted_table(present: list[str], table: TableSpec, name: str,
     if table.schema_policy == "strict":
         raise ContractError(f"{detail}; the table's schema_policy is strict", **where,
                             hint="update the table's columns in the source declaration, or fix the extract")
+    lowered = {c.lower() for c in declared}
+    clash = [c for c in undeclared if c.lower() in lowered]
+    if clash:  # raw would get two columns one engine cannot tell apart
+        raise ContractError(f"{detail}; {clash} differ from declared columns only in case", **where,
+                            hint="rename the column in the extract, or declare it with the file's spelling")
     reserved = [c for c in undeclared if c.startswith("_") or not c.strip()]
     if reserved:
         raise ContractError(f"{detail}; column names {reserved} are reserved or empty", **where,
@@ -189,7 +194,9 @@ def _csv_header(file: SourceFile, name: str, where: dict[str, str]) -> list[str]
         raise SourceReadError(f"cannot read {name}: {exc}", **where,
                               hint="check the file is still there and readable; rerun the load") from exc
     try:
-        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8").rstrip("\r")]))] if first.strip() else []
+        # utf-8-sig: a byte-order mark is not part of the first name; names are stripped, and Arrow
+        # is given these exact names (column_names + skip_rows) so both agree
+        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8-sig").rstrip("\r")]))] if first.strip() else []
     except UnicodeDecodeError as exc:
         raise SourceReadError(f"{name} is not UTF-8 text: {exc}", **where) from exc
     if not header:
@@ -222,7 +229,7 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, b
     try:
         reader = csv.open_csv(
             file.fs.open_input_stream(file.path),
-            read_options=csv.ReadOptions(block_size=block_bytes, use_threads=True),
+            read_options=csv.ReadOptions(block_size=block_bytes, use_threads=True, column_names=header, skip_rows=1),
             parse_options=csv.ParseOptions(newlines_in_values=True),
             convert_options=csv.ConvertOptions(
                 column_types={c: pa.string() for c in header}, strings_can_be_null=False

@@ -91,7 +91,10 @@ def origin(url: str) -> tuple[str, str, int | None]:
     False
     """
     parts = urllib.parse.urlsplit(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:  # a malformed port: matches no origin, so no credentials go there
+        port = -1
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
@@ -231,6 +234,7 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
     kind = p["type"]
     page, offset, token, next_url = int(p["start"]), 0, None, None
     seen: set[str] = set()
+    previous: list[Any] | None = None
     for number in range(int(p["max_pages"])):
         query = dict(params)
         if kind == "page":
@@ -250,6 +254,11 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
             raise SourceReadError(
                 f"GET {client.redact(url)}: expected a list of records at '{'.'.join(table.records_path) or '<body>'}', "
                 f"got {type(records).__name__}", **client.where, hint="check records_path in the declaration")
+        if kind in ("page", "offset") and records and records == previous:
+            # some APIs answer every page past the end with the last one: that is the end
+            log.info("page repeats the previous one: end of pages", extra={"fields": {**client.where, "page": number + 1}})
+            return
+        previous = records if kind in ("page", "offset") else None
         yield records
         if kind == "none":
             return

@@ -197,7 +197,10 @@ class DuckDBRaw:
                 hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
             ) from exc
         except BaseException:  # anything else (a landing read, an interrupt): never leave it open
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # no transaction left to end; the original error is what matters
+                pass
             raise
         return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True, schema_notes=notes)
 

@@ -28,6 +28,8 @@ def test_jobs(tmp: Path) -> dict[str, Any]:
                  "schedule": "@daily", "attempts": 1},
         "hang": {"command": ["sh", "-c", f"sleep 300 & echo $! > {tmp / 'child.pid'}; wait"],
                  "schedule": "@daily", "timeout": "2s", "attempts": 2},
+        "escape": {"command": ["sh", "-c", f"setsid sleep 300 & echo $! > {tmp / 'escape.pid'}; wait"],
+                   "schedule": "@daily", "timeout": "2s", "attempts": 1},
         "orphan": {"command": ["sh", "-c", f"sleep 300 & echo $! > {tmp / 'orphan.pid'}; wait"],
                    "schedule": "@daily", "timeout": "10m", "attempts": 1},
         "flaky": {"command": [PY, "-c", flaky], "schedule": "@daily", "attempts": 3},

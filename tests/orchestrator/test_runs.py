@@ -174,3 +174,15 @@ def test_a_run_that_finishes_while_the_tick_looks_is_not_marked_abandoned(projec
                              started_at=started))
     assert [r.run_id for r in mark_abandoned(project.settings(), history, started)] == ["r-dead"]
     assert history.run("r-dead")[0].status == "abandoned"
+
+
+def test_a_timed_out_job_loses_even_the_children_that_left_its_process_group(project: Project, tmp_path: Path) -> None:
+    """`setsid` takes a child out of the job's process group, and on the embedded gateway it would
+    keep the job's lock file open: the timeout finds it by its ELT_RUN_ID instead."""
+    proc = project.elt("run-job", "escape", timeout=60)
+    assert proc.returncode == 1 and "timed_out" in proc.stdout, proc.stdout + proc.stderr
+    escaped = int((tmp_path / "escape.pid").read_text())
+    wait_for(lambda: not _alive(escaped), timeout=10, what="the escaped child to be killed")
+    lock = FileLock("job:escape", lock_dir(project.settings()))
+    assert lock.try_acquire()  # nothing of the run holds the job's lock any more
+    lock.release()

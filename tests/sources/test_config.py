@@ -68,3 +68,11 @@ def test_a_bad_gateway_is_a_usage_error(capsys) -> None:  # type: ignore[no-unty
     finally:
         del os.environ["ELT_GATEWAY"]
     assert "ELT_GATEWAY is 'oracle'" in capsys.readouterr().err
+
+
+def test_a_declaration_is_named_like_its_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Jobs, locks and landing folders use the file name: a different `name` would split them."""
+    (tmp_path / "billing.yaml").write_text("name: invoices\nkind: files\nowner: x\npath: .\n"
+                                           "tables: {t: {file: t.csv, primary_key: id, columns: {id: string}}}\n")
+    with pytest.raises(ConfigError, match="declares name 'invoices', but its file is named 'billing'"):
+        load_source("billing", directory=tmp_path)

@@ -170,3 +170,25 @@ def test_on_s3_a_young_batch_without_manifest_is_left_to_its_writer(s3_bucket: s
     monkeypatch.setenv("ELT_SWEEP_MIN_AGE_S", "0")  # as if an hour had passed
     assert landing.sweep_incomplete("events", "clicks") == [folder]
     assert landing.fs.get_file_info(f"{folder}/part-00000.parquet").type == pafs.FileType.NotFound
+
+
+def test_csv_header_with_byte_order_mark_and_spaces_and_a_case_only_clash(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spec = parse_source({"name": "events", "kind": "files", "owner": "x", "format": "csv", "path": str(folder),
+                         "tables": {"clicks": {"pattern": "clicks-*.csv", "primary_key": "id",
+                                               "columns": {"id": "integer", "url": "string"}}}})
+    (folder / "clicks-001.csv").write_bytes("\ufeffurl , id\n/a,1\n".encode())  # BOM, spaces, another order
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert first.status == "loaded" and first.schema_notes == [], (first.error, first.schema_notes)
+        (folder / "clicks-002.csv").write_text("id,url,URL\n2,/b,/B\n")  # URL differs from url only in case
+        (second,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert second.status == "failed" and "['URL'] differ from declared columns only in case" in str(second.error)
+    assert "batch=" in str(second.error)
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT id, url FROM raw_events.clicks").fetchall() == [(1, "/a")]
+    finally:
+        con.close()

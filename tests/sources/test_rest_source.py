@@ -258,3 +258,11 @@ def test_undeclared_and_absent_keys_are_reported_and_kept_in_the_manifest(tmp_pa
                                 "undeclared key(s) colour: not loaded (declare them to load them)"]
     [manifest] = landing.batches("catalog", "products")
     assert manifest.origin["schema_drift"] == {"missing": ["meta"], "ignored": ["colour"]}
+
+
+def test_an_api_that_repeats_its_last_page_past_the_end_stops_there() -> None:
+    responder = Recorder(lambda p, q, h: ok({"data": PRODUCTS[min(int(q["page"][0]), 3) * 8 - 8:][:8]}))
+    with http_server(responder) as url:
+        rows = _records(spec_for(url, {"type": "page", "page_size": 8}))
+    assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
+    assert len(responder.requests) == 4  # pages 1-3, then page 4 repeats page 3: the end
