@@ -172,7 +172,7 @@ def prepare(settings: Settings, snapshot_file: Path) -> int:
 
     ctx, _ = make_context(settings, quiet=True)
     try:
-        pending, _ = changed_since_last_transform(ctx.engine_adapter, "prod")
+        pending, _, _ = changed_since_last_transform(ctx.engine_adapter, "prod")
         env_exists = ctx.state_reader.get_environment("prod") is not None
     finally:
         ctx.close()

@@ -152,25 +152,22 @@ class History:
         with self._cursor() as cur:
             cur.execute(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks})", record.values())
 
-    def update(self, run_id: str, attempt: int, **values: Any) -> None:
+    def update(self, run_id: str, attempt: int, *, only_if_status: str | None = None, **values: Any) -> bool:
+        """Set ``values`` on one attempt; with ``only_if_status``, only while it has that status
+        (the check and the write are one statement). True if the attempt was updated."""
         sets = ", ".join(f"{k} = ?" for k in values)  # keys are our own column names
         assert set(values) <= set(RUN_COLUMNS), values
+        where, params = "run_id = ? AND attempt = ?", [*values.values(), run_id, attempt]
+        if only_if_status is not None:
+            where, params = f"{where} AND status = ?", [*params, only_if_status]
         with self._cursor() as cur:
-            cur.execute(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
-                        [*values.values(), run_id, attempt])
+            rows = cur.fetchall(f"UPDATE elt_meta.job_runs SET {sets} WHERE {where} RETURNING run_id", params)
+        return bool(rows)
 
     def abandon(self, run_id: str, attempt: int, **values: Any) -> bool:
-        """Mark an attempt ``abandoned`` only if it is still ``running``; False if it finished first.
-
-        The check and the write are one statement: a run that finished between the tick's read of
-        ``running()`` and this call keeps its real status.
-        """
-        assert set(values) <= set(RUN_COLUMNS), values
-        sets = ", ".join(["status = 'abandoned'", *(f"{k} = ?" for k in values)])  # our own column names
-        with self._cursor() as cur:
-            rows = cur.fetchall(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ? "
-                                "AND status = 'running' RETURNING run_id", [*values.values(), run_id, attempt])
-        return bool(rows)
+        """Mark an attempt ``abandoned`` only if it is still ``running``; False if it finished first
+        (a run that finished between the tick's read of ``running()`` and this call keeps its status)."""
+        return self.update(run_id, attempt, only_if_status="running", status="abandoned", **values)
 
     def _select(self, where: str = "", params: list[Any] | None = None, order: str = "started_at DESC, attempt DESC",
                 limit: int | None = None) -> list[RunRecord]:

@@ -258,30 +258,30 @@ def transform(
 WATERMARKS = "elt_meta.transform_watermarks"
 
 
-def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any]:  # type: ignore[no-untyped-def]
-    """Raw tables with batches loaded after the last successful transform, and the newest load time."""
+def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any, Any]:  # type: ignore[no-untyped-def]
+    """Raw tables with batches loaded after the last successful transform of ``environment``, the
+    newest load time, and the environment's watermark (the newest load its last success saw)."""
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     adapter.execute(
         f"CREATE TABLE IF NOT EXISTS {WATERMARKS} (environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL)"
     )
-    if not adapter.table_exists("elt_meta.loaded_batches"):
-        return set(), None
     env = exp.Literal.string(environment).sql(adapter.dialect)
     last = f"(SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env})"
+    previous = adapter.fetchone(f"SELECT {last}")[0]
+    if not adapter.table_exists("elt_meta.loaded_batches"):
+        return set(), None, previous
     rows = adapter.fetchall(
         f"SELECT DISTINCT raw_table FROM elt_meta.loaded_batches WHERE {last} IS NULL OR loaded_at > {last}"
     )
     newest = adapter.fetchone("SELECT max(loaded_at) FROM elt_meta.loaded_batches")[0]
-    return {r[0] for r in rows}, newest
+    return {r[0] for r in rows}, newest, previous
 
 
 def _transform(ctx, console, environment, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
     adapter = ctx.engine_adapter
-    changed, loaded_through = changed_since_last_transform(adapter, environment)
-    env_literal = exp.Literal.string(environment).sql(adapter.dialect)
-    before = adapter.fetchone(f"SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env_literal}")[0]
+    changed, loaded_through, before = changed_since_last_transform(adapter, environment)
     env_exists = ctx.state_reader.get_environment(environment) is not None
     restate = models_reading(ctx, changed) if (changed and env_exists) else []
 
