@@ -60,7 +60,8 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     # the source's job lock, as the scheduler takes it: a hand-run load never overlaps a scheduled
     # one or a backfill, on any machine (an advisory lock on the PostgreSQL gateway). A backfill
     # holds it already and runs its load with ELT_JOB_LOCK_HELD naming it.
-    name = f"job:{Path(args.source).stem}"  # the scheduler's lock for this source (jobs are named by file)
+    source = Path(args.source).stem  # jobs, and so their locks, are named by the declaration's file
+    name = f"job:{source}"
     wait_s = float(os.environ.get("ELT_LOAD_LOCK_WAIT_S", "0"))
     lock = nullcontext() if os.environ.get("ELT_JOB_LOCK_HELD") == name else holding(settings, name, wait_s)
     try:
@@ -75,8 +76,8 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                 window=_window(args.window) if args.window else None,
             )
     except LockBusy:
-        print(f"error: another run of {args.source} (a scheduled load or a backfill) holds {name}; "
-              f"see `elt runs --job {args.source}`, then rerun (or set ELT_LOAD_LOCK_WAIT_S to wait)", file=sys.stderr)
+        print(f"error: another run of {source} (a scheduled load or a backfill) holds {name}; "
+              f"see `elt runs --job {source}`, then rerun (or set ELT_LOAD_LOCK_WAIT_S to wait)", file=sys.stderr)
         return 75
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0

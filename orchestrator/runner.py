@@ -206,13 +206,11 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
             return {"status": "failed", "retryable": False, "error_class": type(exc).__name__,
                     "error": f"job {job.name}: cannot start {worker_command(job, result_file)[0]}: {exc.strerror}"}
         History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
-        code = _wait(proc, job, lock)
+        code = _wait(proc, job, lock, run_id)
         if code == "timed_out":
-            kill_run_processes(run_id)  # also what left the process group (setsid) and could hold the lock
             return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
                     "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}
         if code == "lock_lost":
-            kill_run_processes(run_id)
             return {"status": "failed", "retryable": False, "error_class": "LockLost",
                     "error": f"job {job.name} lost its lock (the database session holding it ended), so another run "
                              f"could start: the attempt was killed. next: check the PostgreSQL server, then "
@@ -231,10 +229,12 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         return {**result, "status": "failed"}
 
 
-def _wait(proc: subprocess.Popen[bytes], job: Job, lock: Any) -> int | str:
-    """The attempt's exit code; or kill its process group and say why: ``timed_out`` at the job's
-    timeout, ``lock_lost`` as soon as the job's lock is found gone (checked every
-    ``ELT_LOCK_CHECK_S`` seconds, default 15; a PostgreSQL advisory lock dies with its session)."""
+def _wait(proc: subprocess.Popen[bytes], job: Job, lock: Any, run_id: str) -> int | str:
+    """The attempt's exit code; or kill everything of the attempt and say why: ``timed_out`` at the
+    job's timeout, ``lock_lost`` as soon as the job's lock is found gone (checked every
+    ``ELT_LOCK_CHECK_S`` seconds, default 15; a PostgreSQL advisory lock dies with its session).
+    "Everything" is its process group plus what left the group (``setsid``) but carries the run's
+    ``ELT_RUN_ID``, which could otherwise keep the job's lock file open."""
     every = float(os.environ.get("ELT_LOCK_CHECK_S", "15"))
     deadline = time.monotonic() + job.timeout_s
     while True:
@@ -250,6 +250,7 @@ def _wait(proc: subprocess.Popen[bytes], job: Job, lock: Any) -> int | str:
             else:
                 continue
             _kill_group(proc.pid)
+            kill_run_processes(run_id)
             proc.wait()
             return reason
 

@@ -22,7 +22,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,8 +31,6 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow import csv
-
-from dataclasses import replace
 
 from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.types import parse_type
@@ -122,8 +120,9 @@ def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, 
     name = file.url.rsplit("/", 1)[-1]
     try:
         if spec.format == "csv":
-            table, drift = drifted_table(_csv_header(file, name, where), table, name, where)
-            batches = _csv_batches(file, table, spec.name, quotes, missing=drift["missing"])
+            header = _csv_header(file, name, where)
+            table, drift = drifted_table(header, table, name, where)
+            batches = _csv_batches(file, table, spec.name, quotes, header, missing=drift["missing"])
         elif spec.format == "parquet":
             parquet = _open_parquet(file, name, where)
             table, drift = drifted_table(parquet.schema_arrow.names, table, name, where)
@@ -215,8 +214,9 @@ def _with_nulls(batch: pa.RecordBatch, missing: list[str]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, names=[*batch.schema.names, *missing])
 
 
-def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, block_bytes: int = BLOCK_BYTES,
-                 missing: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, header: list[str],
+                 block_bytes: int = BLOCK_BYTES, missing: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+    """The rows under ``header`` (read once by ``_csv_header``; Arrow is given the same names)."""
     where = _where(source, table)
     name = file.url.rsplit("/", 1)[-1]
     if quotes % 2:
@@ -224,8 +224,6 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, b
             f"malformed CSV in {name}: a quoted value is never closed (odd number of '\"' characters)", **where,
             hint="fix or re-export the file; a reader would otherwise swallow the following rows into one value",
         )
-    header = _csv_header(file, name, where)
-    _check_header(header, table, name, where, missing or [])
     try:
         reader = csv.open_csv(
             file.fs.open_input_stream(file.path),
@@ -250,15 +248,6 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, b
             ) from exc
         yield cast_batch(_with_nulls(batch, missing or []), table, first_row, where)
         first_row += batch.num_rows
-
-
-def _check_header(header: list[str], table: TableSpec, name: str, where: dict[str, str], missing: list[str]) -> None:
-    """The header holds exactly the columns to land (declared, plus undeclared ones kept), less the
-    missing ones filled with NULL; the order does not matter (columns are matched by name)."""
-    expected = [c for c in table.column_names if c not in missing]
-    if sorted(header) != sorted(expected):
-        raise ContractError(f"header of {name} is {header}, expected the columns {expected}", **where,
-                            hint="the file changed while it was read; rerun the load")
 
 
 def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,

@@ -235,6 +235,7 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
     page, offset, token, next_url = int(p["start"]), 0, None, None
     seen: set[str] = set()
     previous: list[Any] | None = None
+    short_stops = bool(p.get("stop_on_short_page", False))
     for number in range(int(p["max_pages"])):
         query = dict(params)
         if kind == "page":
@@ -262,7 +263,6 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
         yield records
         if kind == "none":
             return
-        short_stops = bool(p.get("stop_on_short_page", False))
         if kind == "page":
             if not records or (short_stops and len(records) < int(p["page_size"])):
                 return

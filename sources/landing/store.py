@@ -363,7 +363,6 @@ class Landing:
                 removed.append(batch_dir)
         return removed
 
-
     def _newest_age_s(self, batch_dir: str) -> float:
         infos = self.fs.get_file_info(pafs.FileSelector(batch_dir, recursive=True, allow_not_found=True))
         times = [i.mtime for i in infos if i.mtime is not None]
