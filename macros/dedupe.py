@@ -26,7 +26,8 @@ def latest_row_per_key(evaluator: MacroEvaluator, *key: exp.Expression) -> exp.E
         QUALIFY @latest_row_per_key(raw.id)
 
     Expands to ``ROW_NUMBER() OVER (PARTITION BY <key> ORDER BY _extracted_at DESC, _batch_id
-    DESC, _batch_row DESC) = 1``. Engines without QUALIFY (PostgreSQL) get an equivalent
+    DESC, _batch_row DESC) = 1 AND NOT FIRST_VALUE(COALESCE(_deleted, FALSE)) OVER (...)``: a key whose latest version is
+    a tombstone (absent from the latest snapshot, sources/load/changes.py) is gone. Engines without QUALIFY (PostgreSQL) get an equivalent
     subquery from SQLMesh's transpiler.
     """
     if not key:
@@ -36,4 +37,8 @@ def latest_row_per_key(evaluator: MacroEvaluator, *key: exp.Expression) -> exp.E
         expressions=[exp.Ordered(this=exp.column(c, table=table), desc=True, nulls_first=False) for c in LATEST_FIRST]
     )
     window = exp.Window(this=exp.RowNumber(), partition_by=[k.copy() for k in key], order=order)
-    return exp.EQ(this=window, expression=exp.Literal.number(1))
+    # the latest row's tombstone flag, as a window too: PostgreSQL has no QUALIFY, and the
+    # transpiler moves only window functions into the subquery it writes instead
+    deleted = exp.Window(this=exp.func("FIRST_VALUE", exp.func("COALESCE", exp.column("_deleted", table=table), exp.false())),
+                         partition_by=[k.copy() for k in key], order=order.copy())
+    return exp.and_(exp.EQ(this=window, expression=exp.Literal.number(1)), exp.Not(this=deleted))

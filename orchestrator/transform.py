@@ -87,11 +87,16 @@ class TransformSummary:
     # the environment's transform watermark (newest raw load time it has seen) before and after
     watermark_before: str | None = None
     watermark_after: str | None = None
+    # model -> the windows restated for raw batches it had not consumed ("rebuilt" for FULL models)
+    restated_windows: dict[str, str] = field(default_factory=dict)
+    # (model, start, end) of every interval SQLMesh evaluated in this transform, from its scheduler
+    evaluated: list[tuple[str, str, str]] = field(default_factory=list)
 
     def render(self) -> str:
         return (
             f"environment {self.environment}: plan {'applied' if self.applied_plan else 'had no changes'}, "
-            f"run {self.run_status}, restated {', '.join(self.restated) or 'nothing'}; "
+            f"run {self.run_status}, {len(self.evaluated)} interval(s) evaluated, "
+            f"restated {', '.join(f'{m} ({w})' for m, w in self.restated_windows.items()) or 'nothing'}; "
             f"audits: {self.audits_passed}/{self.audits_run} passed on {self.models_audited} models "
             f"({self.elapsed_s:.1f}s)"
         )
@@ -190,6 +195,22 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             self.audit_errors: list[Any] = []
             self.model_errors: list[str] = []  # failures that are not audits (SQL errors, missing tables)
             self.skipped_models: set[str] = set()
+            self.audits_run = 0
+            self.audited_models: set[str] = set()
+            self.evaluated: list[tuple[str, str, str]] = []
+
+        def update_snapshot_evaluation_progress(self, snapshot: Any, interval: Any, batch_idx: int,
+                                                duration_ms: Any, num_audits_passed: int, num_audits_failed: int,
+                                                *args: Any, **kwargs: Any) -> None:
+            from sqlmesh.utils.date import to_ds
+
+            name = schema_table(snapshot.name)
+            self.evaluated.append((name, to_ds(interval[0]), to_ds(interval[1])))
+            self.audits_run += num_audits_passed + num_audits_failed
+            if num_audits_passed + num_audits_failed:
+                self.audited_models.add(name)
+            super().update_snapshot_evaluation_progress(snapshot, interval, batch_idx, duration_ms, num_audits_passed,
+                                                        num_audits_failed, *args, **kwargs)
 
         def log_skipped_models(self, snapshot_names: set[str]) -> None:
             self.skipped_models |= {schema_table(name) for name in snapshot_names}
@@ -236,7 +257,7 @@ def transform(
     settings: Settings,
     *,
     environment: str = "prod",
-    verify: bool = True,
+    verify: bool = False,
     quiet: bool = False,
 ) -> TransformSummary:
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
@@ -277,38 +298,210 @@ def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], A
     return {r[0] for r in rows}, newest, previous
 
 
+def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
+    """``schema.table`` of every table the model's query reads (not the audit-only ``depends_on``)."""
+    query = getattr(model, "query", None)
+    if not isinstance(query, exp.Expression) or not hasattr(model, "render_query"):
+        return {schema_table(d).lower() for d in model.depends_on}
+    return {f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db}
+
+
+@dataclass
+class Lineage:
+    """Data lineage of the project's models (by query, not by audit ``depends_on``)."""
+
+    is_time: dict[str, bool]  # model -> partitioned by time (INCREMENTAL_BY_TIME_RANGE)
+    upstream_raw: dict[str, set[str]]  # model -> every raw table it reads, directly or through models
+    via_untimed: dict[str, set[str]]  # model -> raw tables that reach it through a model not partitioned by time
+
+    @classmethod
+    def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
+        # external models are the raw tables: lineage stops there
+        models = {schema_table(fqn).lower(): m for fqn, m in ctx.models.items() if not m.kind.is_external}
+        is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
+        upstream: dict[str, set[str]] = {}
+        via: dict[str, set[str]] = {}
+        for fqn in ctx.dag.sorted:
+            name = schema_table(fqn).lower()
+            if name not in models:
+                continue
+            up: set[str] = set()
+            through: set[str] = set()
+            for parent in query_parents(models[name]):
+                if parent in models:
+                    up |= upstream.get(parent, set())
+                    through |= via.get(parent, set())
+                    if not is_time[parent]:
+                        through |= upstream.get(parent, set())
+                else:
+                    up.add(parent)
+            upstream[name], via[name] = up, through
+        return cls(is_time, upstream, via)
+
+
+@dataclass
+class Restatement:
+    """What one transform restated: model -> human description of its windows."""
+
+    windows: dict[str, str] = field(default_factory=dict)
+    intervals_removed: int = 0
+    batches_consumed: int = 0
+
+
+def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Restatement:  # type: ignore[no-untyped-def]
+    """Turn raw batches that model versions have not consumed into missing intervals, then record
+    them as consumed (orchestrator/windows.py explains why this order loses nothing)."""
+    from orchestrator import windows as w
+    from sources import failpoints
+
+    adapter = ctx.engine_adapter
+    first_use = not adapter.table_exists(w.CONSUMED)
+    w.ensure_tables(adapter)
+    w.ensure_raw_tombstone_column(adapter)
+    lineage = lineage or Lineage.of(ctx)
+    # every model version the environment serves now or will serve after the plan
+    targets: dict[tuple[str, str], Any] = {}
+    for snapshot in ctx.snapshots.values():
+        if snapshot.is_model and not snapshot.is_external:
+            # a snapshot the plan has not versioned yet gets its fingerprint's version, as SQLMesh gives it
+            version = snapshot.version or snapshot.fingerprint.to_version()
+            targets[(schema_table(snapshot.name).lower(), version)] = snapshot.snapshot_id
+    env = ctx.state_reader.get_environment(environment)
+    for info in (env.snapshots if env else []):
+        name = schema_table(info.name).lower()
+        if name in lineage.is_time:
+            targets.setdefault((name, info.version), info.snapshot_id)
+    pending = w.pending_batches(adapter, {mv: lineage.upstream_raw.get(mv[0], set()) for mv in targets})
+    pending = {mv: tables for mv, tables in pending.items() if tables}
+    if not pending:
+        return Restatement()
+    in_state = ctx.state_reader.get_snapshots([targets[mv] for mv in pending])
+    if first_use:
+        # upgrading from the watermark design: what the environment's last success saw is consumed
+        _, _, watermark = changed_since_last_transform(adapter, environment)
+        if watermark is not None:
+            seen = {b for (b,) in adapter.fetchall(
+                f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at <= CAST({exp.Literal.string(str(watermark)).sql(adapter.dialect)} AS TIMESTAMP)")}
+            w.mark_consumed(adapter, {mv: {t: b & seen for t, b in tables.items()}
+                                      for mv, tables in pending.items() if targets[mv] in in_state})
+            pending = {mv: {t: b - seen for t, b in tables.items() if b - seen} if targets[mv] in in_state else tables
+                       for mv, tables in pending.items()}
+            pending = {mv: tables for mv, tables in pending.items() if tables}
+    specs = w.window_specs()
+    cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
+
+    def days(raw_table: str, batches: set[str]) -> w.Windows:
+        key = (raw_table, frozenset(batches))
+        if key not in cache:
+            cache[key] = w.raw_windows(adapter, raw_table, specs, batches)
+        return cache[key]
+
+    result = Restatement()
+    removals: dict[tuple[int, int], list[Any]] = {}
+    for (name, version), tables in sorted(pending.items()):
+        snapshot = in_state.get(targets[(name, version)])
+        if snapshot is None:  # not built yet: the plan builds it whole from raw as it is now
+            continue
+        windows = w.Windows()
+        for raw_table, batches in tables.items():
+            if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
+                windows.whole = True
+            else:
+                windows.merge(days(raw_table, batches))
+        if not windows or not snapshot.intervals:
+            continue
+        if not lineage.is_time.get(name):
+            spans = [snapshot.intervals[-1]]  # a full rebuild: one interval is enough to trigger it
+        elif windows.whole:
+            spans = [(snapshot.intervals[0][0], snapshot.intervals[-1][1])]
+        else:
+            spans = [(to_ms(a), to_ms(b)) for a, b in windows.ranges()]
+        for span in spans:
+            removals.setdefault(tuple(span), []).append(snapshot)
+        result.windows[name] = windows.describe() if lineage.is_time.get(name) else "rebuilt"
+    failpoints.hit("transform.after_windows")
+    for i, (span, snapshots) in enumerate(sorted(removals.items())):
+        ctx.state_sync.remove_intervals([(s, span) for s in snapshots], remove_shared_versions=True)
+        result.intervals_removed += len(snapshots)
+        if i == 0 and len(removals) > 1:
+            failpoints.hit("transform.mid_invalidate")
+    failpoints.hit("transform.after_invalidate")
+    result.batches_consumed = w.mark_consumed(adapter, pending)
+    failpoints.hit("transform.after_consumed")
+    for name, text in sorted(result.windows.items()):
+        log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
+    return result
+
+
+def to_ms(day) -> int:  # type: ignore[no-untyped-def]
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def _needs_plan(ctx, environment: str) -> bool:  # type: ignore[no-untyped-def]
+    """True when local models differ from what the environment serves (or it does not exist)."""
+    env = ctx.state_reader.get_environment(environment)
+    if env is None:
+        return True
+    local = {s.snapshot_id for s in ctx.snapshots.values()}
+    served = {s.snapshot_id for s in env.snapshots}
+    return local != served
+
+
+def _arm_evaluation_failpoint(ctx) -> None:  # type: ignore[no-untyped-def]
+    """ELT_FAILPOINT=transform.mid_evaluation: SIGKILL after the N-th model interval is written
+    (ELT_FAILPOINT_AFTER=N), before SQLMesh records it."""
+    from sources import failpoints
+
+    if os.environ.get("ELT_FAILPOINT") != "transform.mid_evaluation":
+        return
+    evaluator = ctx.snapshot_evaluator
+    original = evaluator.evaluate
+
+    def evaluate(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        failpoints.hit_after("transform.mid_evaluation")
+        return out
+
+    evaluator.evaluate = evaluate
+
+
 def _transform(ctx, console, environment, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
+    from sources import failpoints
+
     adapter = ctx.engine_adapter
-    changed, loaded_through, before = changed_since_last_transform(adapter, environment)
-    env_exists = ctx.state_reader.get_environment(environment) is not None
-    restate = models_reading(ctx, changed) if (changed and env_exists) else []
+    _, loaded_through, before = changed_since_last_transform(adapter, environment)
+    _arm_evaluation_failpoint(ctx)
+    restated = restate_pending(ctx, environment)
 
     applied = False
-    try:
-        plan = ctx.plan(
-            environment,
-            auto_apply=True,
-            no_prompts=True,
-            restate_models=restate or None,
-        )
-        applied = bool(plan.has_changes or plan.requires_backfill or restate)
-    except NoChangesPlanError:
-        applied = False
-    except PlanError as exc:
-        raise TransformFailed(
-            "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models,
-            console.model_errors,
-        ) from exc
+    if _needs_plan(ctx, environment):
+        try:
+            plan = ctx.plan(environment, auto_apply=True, no_prompts=True)
+            applied = bool(plan.has_changes or plan.requires_backfill)
+        except NoChangesPlanError:
+            applied = False
+        except PlanError as exc:
+            raise TransformFailed(
+                "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models,
+                console.model_errors,
+            ) from exc
+        failpoints.hit("transform.after_plan")
 
     status = ctx.run(environment)
     if console.audit_errors or getattr(status, "is_failure", False):
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
+    failpoints.hit("transform.after_run")
 
-    summary = TransformSummary(environment, applied, restate, 0, 0, 0, 0.0, run_status=str(status.name).lower(),
+    summary = TransformSummary(environment, applied, sorted(restated.windows), 0, 0, 0, 0.0,
+                               run_status=str(status.name).lower(),
                                watermark_before=None if before is None else str(before))
+    summary.restated_windows = restated.windows
+    summary.evaluated = list(console.evaluated)
+    summary.audits_run, summary.audits_passed, summary.models_audited = (
+        console.audits_run, console.audits_run - len(console.audit_errors), len(console.audited_models))
     if verify:
         summary.audits_run, summary.audits_passed, summary.models_audited, summary.failures = verify_audits(ctx)
     summary.elapsed_s = time.monotonic() - started

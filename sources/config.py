@@ -69,6 +69,14 @@ class TableSpec:
     # postgres: the business-time column a backfill window selects on (ordered_at), when it
     # differs from the cursor (updated_at); without it a backfill re-reads the whole table
     window_column: str | None = None
+    # the transform's windows (docs/decisions/0011): the column whose day places a row in the
+    # time-partitioned models (ordered_at); or, for a child table without one, the parent table
+    # and the column holding the parent's key ({table: orders, key: order_id}); and the column
+    # within which models number rows by that time (customer: an order's rank among its
+    # customer's orders), so a late or deleted row also restates its entity's later days
+    event_time: str | None = None
+    event_time_from: tuple[str, str] | None = None
+    sequence_key: str | None = None
     freshness_s: int | None = None
     schema_policy: str = "evolve"
     # files: one file (re-extracted when it changes) or a glob (each new file once)
@@ -202,7 +210,8 @@ _SOURCE_KEYS = {"name", "kind", "format", "path", "owner", "description", "sched
                 "base_url", "base_url_env", "auth", "timeout_s", "max_retries", "raw_schema", "tables"}
 _TABLE_KEYS = {"file", "pattern", "source_table", "endpoint", "records_path", "pagination", "params",
                "updated_since_param", "primary_key", "columns", "description", "cursor_field", "lookback",
-               "freshness", "schema_policy", "window_column", "max_row_mb"}
+               "freshness", "schema_policy", "window_column", "max_row_mb",
+               "event_time", "event_time_from", "sequence_key"}
 
 
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:
@@ -317,6 +326,23 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         problems.append(f"{where}.window_column: {window_column!r} must be a declared column")
     if window_column is not None and kind != "postgres":
         problems.append(f"{where}.window_column: only postgres tables can be read by window (files and APIs are re-read whole)")
+    for key in ("event_time", "sequence_key"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or (cols_raw and value not in cols_raw)):
+            problems.append(f"{where}.{key}: {value!r} must be a declared column")
+    parent = raw.get("event_time_from")
+    event_time_from = None
+    if parent is not None:
+        if (not isinstance(parent, dict) or set(parent) != {"table", "key"}
+                or not all(isinstance(v, str) for v in parent.values())):
+            problems.append(f"{where}.event_time_from: must be {{table: <parent table>, key: <column of this table "
+                            "holding the parent's primary key>}}")
+        elif cols_raw and parent["key"] not in cols_raw:
+            problems.append(f"{where}.event_time_from.key: {parent['key']!r} must be a declared column")
+        else:
+            event_time_from = (parent["table"], parent["key"])
+        if raw.get("event_time") is not None:
+            problems.append(f"{where}: give event_time or event_time_from, not both")
     if kind == "files" and bool(raw.get("file")) == bool(raw.get("pattern")):
         problems.append(f"{where}: give exactly one of file (one file, re-read when it changes) or pattern (each new file once)")
     if kind == "postgres" and not re.match(r"^[A-Za-z_][\w$]*\.[A-Za-z_][\w$]*$", str(raw.get("source_table", ""))):
@@ -353,6 +379,9 @@ def _parse_table(name: str, raw: Any, kind: str, problems: list[str]) -> TableSp
         cursor_field=cursor_field if isinstance(cursor_field, str) else None,
         lookback_s=c.duration("lookback", "0s") or 0,
         window_column=window_column if isinstance(window_column, str) else None,
+        event_time=raw.get("event_time") if isinstance(raw.get("event_time"), str) else None,
+        event_time_from=event_time_from,
+        sequence_key=raw.get("sequence_key") if isinstance(raw.get("sequence_key"), str) else None,
         freshness_s=c.duration("freshness"),
         schema_policy=c.text("schema_policy", "evolve", allowed=POLICIES),
         file=raw.get("file") or None,

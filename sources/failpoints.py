@@ -15,7 +15,28 @@ POINTS = (
     "landing.before_manifest",  # data file placed in landing, manifest not written
     "raw.mid_load",  # rows inserted into raw, transaction not committed
     "raw.after_commit",  # batch committed to raw, before anything else
+    # the transform (orchestrator/transform.py)
+    "transform.after_windows",  # pending batches turned into windows, nothing changed yet
+    "transform.mid_invalidate",  # some model versions' intervals removed, not all
+    "transform.after_invalidate",  # every window removed from SQLMesh state, batches not marked consumed
+    "transform.after_consumed",  # batches marked consumed, plan/run not started
+    "transform.mid_evaluation",  # inside SQLMesh: a model's interval written, later ones not (see ELT_FAILPOINT_AFTER)
+    "transform.after_plan",  # plan applied, run not started
+    "transform.after_run",  # run finished, watermark not written
 )
+
+
+def hit_after(name: str, count_var: str = "ELT_FAILPOINT_AFTER") -> bool:
+    """For a failpoint hit many times: kill at the N-th hit (``ELT_FAILPOINT_AFTER=N``, default 1)."""
+    if os.environ.get("ELT_FAILPOINT") != name:
+        return False
+    _counts[name] = _counts.get(name, 0) + 1
+    if _counts[name] >= int(os.environ.get(count_var, "1")):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+_counts: dict[str, int] = {}
 
 
 def hit(name: str) -> None:

@@ -148,8 +148,13 @@ def ingest(
                     # same content are two deliveries, and a snapshot file is compared by checksum.
                     snapshot = spec.kind in ("postgres", "rest_api") and not table.cursor_field
                     previous = landed[-1] if (landed and snapshot and not force) else None
+                    # a whole read (no cursor, no backfill window of a windowed table, not one new file
+                    # of a pattern) is a snapshot: raw gains its changes and deletions only
+                    whole = (not table.cursor_field and not (window and table.window_column)
+                             and not (spec.kind == "files" and table.pattern))
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
-                        manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous)
+                        manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
+                                        snapshot=whole)
                         if manifest is not None:
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
@@ -204,7 +209,7 @@ def _norm(value: Any) -> Any:
 
 
 def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | None = None,
-         previous: Manifest | None = None) -> Manifest | None:
+         previous: Manifest | None = None, snapshot: bool = False) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
     ``seen``: (key, cursor) pairs raw already holds; such rows (re-read at the lookback boundary)
@@ -252,7 +257,8 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
         if table.cursor_field and item.advances_cursor:
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
             cursor = {"field": table.cursor_field, "from": item.cursor_from, "to": to if to is not None else item.cursor_from}
-        manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor)
+        manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor,
+                                 snapshot=snapshot)
     except BaseException as exc:
         writer.abort()
         if isinstance(exc, LoaderError) and exc.batch_id is None:

@@ -6,7 +6,7 @@ MODEL (
   ),
   grain order_item_id,
   depends_on (marts.products),
-  description 'Items sold, one row per item, with the product and its supply cost. Incremental by the day of the item''s order: restating a window recomputes only the items of orders placed in it. Money in dollars. Items whose order is missing are kept out (and caught by the staging relationship audit).',
+  description 'Items sold, one row per item, with the product and its supply cost. Incremental by the day of the item''s order: restating a window recomputes only the items of orders placed in it. Money in dollars. Items whose order is missing are kept out by staging.',
   column_descriptions (
     order_item_id = 'Item key (UUID string).',
     order_id = 'Order key; every order_id exists in marts.orders.',
@@ -25,19 +25,15 @@ MODEL (
   )
 );
 
-WITH orders AS (
-  SELECT
-    orders.order_id,
-    orders.ordered_at
-  FROM staging.stg_jaffle_shop__orders AS orders
-  WHERE
-    orders.ordered_at BETWEEN @start_ts AND @end_ts
-), order_items AS (
+WITH order_items AS (
   SELECT
     order_items.order_item_id,
     order_items.order_id,
-    order_items.product_id
+    order_items.product_id,
+    order_items.ordered_at
   FROM staging.stg_jaffle_shop__order_items AS order_items
+  WHERE
+    order_items.ordered_at BETWEEN @start_ts AND @end_ts
 ), products AS (
   SELECT
     products.product_id,
@@ -61,10 +57,8 @@ SELECT
   supply_costs.supply_cost,
   products.is_food_item,
   products.is_drink_item,
-  orders.ordered_at
+  order_items.ordered_at
 FROM order_items
-INNER JOIN orders
-  ON order_items.order_id = orders.order_id
 LEFT JOIN products
   ON order_items.product_id = products.product_id
 LEFT JOIN supply_costs

@@ -5,7 +5,7 @@ MODEL (
   ),
   grain order_id,
   depends_on (staging.stg_jaffle_shop__customers, staging.stg_jaffle_shop__locations), /* parents of its relationship audits */
-  description 'Jaffle Shop orders, one row per order (latest extract of each id), incremental by order day. Money in cents (_cents, integer) and in dollars (DECIMAL(16,2)). ordered_at is truncated to the day (UTC). Source: raw_jaffle_shop.orders.',
+  description 'Jaffle Shop orders, one row per order (latest version of each id; deleted orders are gone), incremental by order day: a window holds the orders whose latest version falls on its days. Money in cents (_cents, integer) and in dollars (DECIMAL(16,2)). ordered_at is truncated to the day (UTC). Source: raw_jaffle_shop.orders.',
   column_descriptions (
     order_id = 'Order key (UUID string).',
     location_id = 'Store where the order was placed; key of stg_jaffle_shop__locations.',
@@ -28,19 +28,46 @@ MODEL (
   )
 );
 
+WITH window_keys AS (
+  /* every order with any version on the window's days: its latest version may have moved */
+  SELECT DISTINCT
+    raw.id
+  FROM raw_jaffle_shop.orders AS raw
+  WHERE
+    raw.ordered_at BETWEEN @start_ts AND @end_ts
+), latest AS (
+  /* the latest version of those orders only: the dedupe never scans other keys */
+  SELECT
+    raw.id,
+    raw.store_id,
+    raw.customer,
+    raw.subtotal,
+    raw.tax_paid,
+    raw.order_total,
+    raw.ordered_at
+  FROM raw_jaffle_shop.orders AS raw
+  WHERE
+    raw.id IN (
+      SELECT
+        window_keys.id
+      FROM window_keys
+    )
+  QUALIFY
+    @latest_row_per_key(raw.id)
+)
 SELECT
-  raw.id AS order_id,
-  raw.store_id AS location_id,
-  raw.customer AS customer_id,
-  raw.subtotal AS subtotal_cents,
-  raw.tax_paid AS tax_paid_cents,
-  raw.order_total AS order_total_cents,
-  @cents_to_dollars(raw.subtotal) AS subtotal,
-  @cents_to_dollars(raw.tax_paid) AS tax_paid,
-  @cents_to_dollars(raw.order_total) AS order_total,
-  DATE_TRUNC('DAY', raw.ordered_at)::TIMESTAMP AS ordered_at
-FROM raw_jaffle_shop.orders AS raw
+  latest.id AS order_id,
+  latest.store_id AS location_id,
+  latest.customer AS customer_id,
+  latest.subtotal AS subtotal_cents,
+  latest.tax_paid AS tax_paid_cents,
+  latest.order_total AS order_total_cents,
+  @cents_to_dollars(latest.subtotal) AS subtotal,
+  @cents_to_dollars(latest.tax_paid) AS tax_paid,
+  @cents_to_dollars(latest.order_total) AS order_total,
+  DATE_TRUNC('DAY', latest.ordered_at)::TIMESTAMP AS ordered_at
+FROM latest
 WHERE
-  raw.ordered_at BETWEEN @start_ts AND @end_ts
-QUALIFY
-  @latest_row_per_key(raw.id)
+  /* an order whose latest version is on another day belongs to that day; a deleted one (its
+     tombstone has no ordered_at) to none */
+  latest.ordered_at BETWEEN @start_ts AND @end_ts

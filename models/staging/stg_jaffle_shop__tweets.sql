@@ -17,13 +17,33 @@ MODEL (
   )
 );
 
+WITH window_keys AS (
+  SELECT DISTINCT
+    raw.id
+  FROM raw_jaffle_shop.tweets AS raw
+  WHERE
+    raw.tweeted_at BETWEEN @start_ts AND @end_ts
+), latest AS (
+  SELECT
+    raw.id,
+    raw.user_id,
+    raw.content,
+    raw.tweeted_at
+  FROM raw_jaffle_shop.tweets AS raw
+  WHERE
+    raw.id IN (
+      SELECT
+        window_keys.id
+      FROM window_keys
+    )
+  QUALIFY
+    @latest_row_per_key(raw.id)
+)
 SELECT
-  raw.id AS tweet_id,
-  raw.user_id AS customer_id,
-  raw.content AS tweet_content,
-  raw.tweeted_at AS tweeted_at
-FROM raw_jaffle_shop.tweets AS raw
+  latest.id AS tweet_id,
+  latest.user_id AS customer_id,
+  latest.content AS tweet_content,
+  latest.tweeted_at AS tweeted_at
+FROM latest
 WHERE
-  raw.tweeted_at BETWEEN @start_ts AND @end_ts
-QUALIFY
-  @latest_row_per_key(raw.id)
+  latest.tweeted_at BETWEEN @start_ts AND @end_ts

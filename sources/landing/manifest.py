@@ -36,6 +36,9 @@ class Manifest:
     files: list[LandedFile]
     origin: dict[str, Any] = field(default_factory=dict)  # what was extracted (file path, checksum...)
     cursor: dict[str, Any] = field(default_factory=dict)  # incremental sources: field, from, to
+    # the whole table as the source had it: raw gains only its changes and tombstones
+    # (sources/load/changes.py); False for increments (a cursor, a window, a new file of a pattern)
+    snapshot: bool = False
     format_version: int = FORMAT_VERSION
 
     @property

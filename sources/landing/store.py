@@ -157,7 +157,7 @@ class BatchWriter:
         return self.data_path
 
     def commit(self, columns: list[dict[str, str]], primary_key: list[str], origin: dict[str, Any],
-               cursor: dict[str, Any] | None = None) -> Manifest:
+               cursor: dict[str, Any] | None = None, snapshot: bool = False) -> Manifest:
         data = self.close_data()
         manifest = Manifest(
             batch_id=self.batch_id,
@@ -170,6 +170,7 @@ class BatchWriter:
             files=[LandedFile(PART_NAME, self.rows, data.stat().st_size, sha256_of(pafs.LocalFileSystem(), str(data)))],
             origin=origin,
             cursor=cursor or {},
+            snapshot=snapshot,
         )
         self._placed = True
         self.landing._place(self.source, self.table, self.batch_id, data, manifest)

@@ -23,6 +23,8 @@ METADATA_COLUMNS = (
     ("_batch_row", "BIGINT"),
     ("_extracted_at", "TIMESTAMP"),
     ("_loaded_at", "TIMESTAMP"),
+    # TRUE on a tombstone: the key was absent from a snapshot (sources/load/changes.py)
+    ("_deleted", "BOOLEAN"),
 )
 
 LEDGER_COLUMNS = """

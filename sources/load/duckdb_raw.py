@@ -29,6 +29,7 @@ from sources.load.base import (
     LoadResult,
     numbered,
 )
+from sources.load.changes import snapshot_insert_sql
 from sources.load.schema import plan_schema
 from sources.types import parse_type
 
@@ -164,13 +165,26 @@ class DuckDBRaw:
             else:
                 con.register("_elt_batch", numbered(reader))
                 source, row_number = "_elt_batch", "_batch_row"
-            meta = f"{lit(manifest.batch_id)}, {row_number}, {lit(_utc_naive(manifest.extracted_at_dt))}, {lit(loaded_at)}"
-            inserted = con.execute(
-                f"INSERT INTO {raw_table} ({target_cols}) SELECT {select_cols}, {meta} FROM {source}"
-            ).fetchone()
+            if manifest.snapshot:
+                # the snapshot in a temporary table, then only its changes and deletions into raw
+                aliased = ", ".join(f"CAST({q(c)} AS {casts[c]}) AS {q(c)}" if c in casts else q(c) for c in data_cols)
+                con.execute(f"CREATE OR REPLACE TEMP TABLE _elt_snapshot AS SELECT {aliased}, "
+                            f"{row_number} AS _batch_row FROM {source}")
+                count = int(con.execute("SELECT count(*) FROM _elt_snapshot").fetchone()[0])
+                inserted = con.execute(snapshot_insert_sql(
+                    raw_table, "_elt_snapshot", data_cols, list(manifest.primary_key), manifest.batch_id,
+                    _utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT)).fetchone()
+                applied_rows = int(inserted[0]) if inserted else 0
+                con.execute("DROP TABLE _elt_snapshot")
+            else:
+                meta = (f"{lit(manifest.batch_id)}, {row_number}, {lit(_utc_naive(manifest.extracted_at_dt))}, "
+                        f"{lit(loaded_at)}, FALSE")
+                inserted = con.execute(
+                    f"INSERT INTO {raw_table} ({target_cols}) SELECT {select_cols}, {meta} FROM {source}"
+                ).fetchone()
+                count = applied_rows = int(inserted[0]) if inserted else 0
             if not isinstance(reader, list):
                 con.unregister("_elt_batch")
-            count = int(inserted[0]) if inserted else 0
             if count != manifest.rows:
                 raise RawLoadError(
                     f"landing files hold {count} rows but the manifest says {manifest.rows}",
@@ -202,7 +216,7 @@ class DuckDBRaw:
             except duckdb.Error:  # no transaction left to end; the original error is what matters
                 pass
             raise
-        return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True, schema_notes=notes)
+        return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 
     def _ensure_table(self, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str) -> tuple[tuple[str, ...], dict[str, str]]:
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(raw_schema)}")
@@ -217,6 +231,10 @@ class DuckDBRaw:
             self.con.execute(f"CREATE TABLE {table} (\n    {columns}\n)")
             return (), {}
         meta = {m for m, _ in METADATA_COLUMNS}
+        for name, sql_type in METADATA_COLUMNS:  # raw tables made before a metadata column existed
+            if name not in {n for n, _ in existing}:
+                default = " DEFAULT FALSE" if name == "_deleted" else ""
+                self.con.execute(f"ALTER TABLE {table} ADD COLUMN {q(name)} {sql_type}{default}")
         raw = {n: normal_type(t) for n, t in existing if n not in meta}
         plan = plan_schema(raw, batch, policy, where, f"{raw_schema}.{manifest.table}")
         for name, sql_type in plan.add:

@@ -28,6 +28,7 @@ from sources.load.base import (
     LoadResult,
     numbered,
 )
+from sources.load.changes import snapshot_insert_sql
 from sources.load.schema import plan_schema
 from sources.types import parse_type
 
@@ -119,8 +120,12 @@ class PostgresRaw:
                 notes = self._ensure_table(cur, raw_schema, manifest, where, policy)
                 data_cols = [c["name"] for c in manifest.columns]
                 meta_cols = [m for m, _ in METADATA_COLUMNS]
+                target = _ident(raw_schema, manifest.table)
+                if manifest.snapshot:  # COPY into a temporary copy of raw, then only the changes into raw
+                    cur.execute(sql.SQL("CREATE TEMP TABLE _elt_snapshot (LIKE {}) ON COMMIT DROP").format(target))
+                    target = sql.Identifier("_elt_snapshot")
                 copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
-                    _ident(raw_schema, manifest.table), sql.SQL(", ").join(_ident(c) for c in [*data_cols, *meta_cols]))
+                    target, sql.SQL(", ").join(_ident(c) for c in [*data_cols, *meta_cols]))
                 copy_text = copy.as_string(cur)
                 count = 0
                 for batch in numbered(reader):
@@ -130,6 +135,7 @@ class PostgresRaw:
                         batch.column("_batch_row"),
                         pa.array([extracted_at] * n, pa.timestamp("us")),
                         pa.array([loaded_at] * n, pa.timestamp("us")),
+                        pa.array([False] * n, pa.bool_()),
                     ]
                     buf = io.BytesIO()
                     pacsv.write_csv(pa.Table.from_arrays(columns, names=[*data_cols, *meta_cols]), buf,
@@ -142,6 +148,12 @@ class PostgresRaw:
                         f"landing files hold {count} rows but the manifest says {manifest.rows}", **where,
                         hint="the batch is corrupt: restore its files from backup or re-extract the table",
                     )
+                applied_rows = count
+                if manifest.snapshot:
+                    raw_table = _ident(raw_schema, manifest.table).as_string(cur)
+                    cur.execute(snapshot_insert_sql(raw_table, '"_elt_snapshot"', data_cols, list(manifest.primary_key),
+                                                    manifest.batch_id, extracted_at, loaded_at, "postgres"))
+                    applied_rows = cur.rowcount
                 cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger),
                             [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}",
                              manifest.rows, extracted_at, loaded_at, manifest.origin.get("sha256")])
@@ -162,7 +174,7 @@ class PostgresRaw:
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,
                 hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
             ) from exc
-        return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=True, schema_notes=notes)
+        return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 
     def _ensure_table(self, cur, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str):  # type: ignore[no-untyped-def]
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(raw_schema)))
@@ -181,6 +193,10 @@ class PostgresRaw:
             cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, cols))
             return ()
         meta = {m for m, _ in METADATA_COLUMNS}
+        for name, sql_type in METADATA_COLUMNS:  # raw tables made before a metadata column existed
+            if name not in {row[0] for row in existing}:
+                default = sql.SQL(" DEFAULT FALSE" if name == "_deleted" else "")
+                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}{}").format(table, _ident(name), sql.SQL(sql_type), default))
         raw = {n: _normal(t, p, s) for n, t, p, s in existing if n not in meta}
         plan = plan_schema(raw, batch, policy, where, f"{raw_schema}.{manifest.table}")
         for name, sql_type in plan.add:

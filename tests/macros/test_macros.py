@@ -71,7 +71,8 @@ def test_latest_row_per_key_renders_a_portable_window() -> None:
     sql = render("SELECT r.id, r.name FROM raw AS r QUALIFY @latest_row_per_key(r.id)")
     assert sql == (
         "SELECT r.id, r.name FROM raw AS r QUALIFY ROW_NUMBER() OVER (PARTITION BY r.id "
-        "ORDER BY r._extracted_at DESC, r._batch_id DESC, r._batch_row DESC) = 1"
+        "ORDER BY r._extracted_at DESC, r._batch_id DESC, r._batch_row DESC) = 1 AND NOT FIRST_VALUE(COALESCE(r._deleted, FALSE)) "
+        "OVER (PARTITION BY r.id ORDER BY r._extracted_at DESC, r._batch_id DESC, r._batch_row DESC)"
     )
     # PostgreSQL has no QUALIFY: the transpiler turns it into a filtered subquery
     assert "QUALIFY" not in render("SELECT r.id FROM raw AS r QUALIFY @latest_row_per_key(r.id)", dialect="postgres")
@@ -80,26 +81,32 @@ def test_latest_row_per_key_renders_a_portable_window() -> None:
 def test_latest_row_per_key_keeps_the_latest_extract_then_batch_then_row(engine: Callable[[str], list[tuple[Any, ...]]]) -> None:
     rows = """
         SELECT * FROM (VALUES
-          ('a', 'old',     TIMESTAMP '2026-01-01', 'b1', 0),
-          ('a', 'newest',  TIMESTAMP '2026-01-02', 'b2', 0),
-          ('b', 'first',   TIMESTAMP '2026-01-01', 'b1', 1),
-          ('b', 'second',  TIMESTAMP '2026-01-01', 'b1', 2),
-          ('c', 'batch b1',TIMESTAMP '2026-01-03', 'b1', 5),
-          ('c', 'batch b3',TIMESTAMP '2026-01-03', 'b3', 0)
-        ) AS v(id, name, _extracted_at, _batch_id, _batch_row)
+          ('a', 'old',     TIMESTAMP '2026-01-01', 'b1', 0, FALSE),
+          ('a', 'newest',  TIMESTAMP '2026-01-02', 'b2', 0, FALSE),
+          ('b', 'first',   TIMESTAMP '2026-01-01', 'b1', 1, FALSE),
+          ('b', 'second',  TIMESTAMP '2026-01-01', 'b1', 2, FALSE),
+          ('c', 'batch b1',TIMESTAMP '2026-01-03', 'b1', 5, FALSE),
+          ('c', 'batch b3',TIMESTAMP '2026-01-03', 'b3', 0, FALSE),
+          ('d', 'live',    TIMESTAMP '2026-01-01', 'b1', 3, FALSE),
+          ('d', NULL,      TIMESTAMP '2026-01-04', 'b4', NULL, TRUE),
+          ('e', 'deleted', TIMESTAMP '2026-01-01', 'b1', 4, FALSE),
+          ('e', NULL,      TIMESTAMP '2026-01-04', 'b4', NULL, TRUE),
+          ('e', 'back',    TIMESTAMP '2026-01-05', 'b5', 0, FALSE)
+        ) AS v(id, name, _extracted_at, _batch_id, _batch_row, _deleted)
     """
     sql = render("SELECT r.id, r.name FROM raw AS r QUALIFY @latest_row_per_key(r.id) ORDER BY r.id")
     got = engine(f"WITH raw AS ({rows}) {sql}")
-    assert got == [("a", "newest"), ("b", "second"), ("c", "batch b3")]
+    # d's latest version is a tombstone: gone; e came back after its tombstone
+    assert got == [("a", "newest"), ("b", "second"), ("c", "batch b3"), ("e", "back")]
 
 
 def test_latest_row_per_key_with_a_composite_key(engine: Callable[[str], list[tuple[Any, ...]]]) -> None:
     rows = """
         SELECT * FROM (VALUES
-          ('SUP-1', 'JAF-1', 1, TIMESTAMP '2026-01-01', 'b1', 0),
-          ('SUP-1', 'JAF-1', 2, TIMESTAMP '2026-01-02', 'b2', 0),
-          ('SUP-1', 'JAF-2', 3, TIMESTAMP '2026-01-01', 'b1', 1)
-        ) AS v(id, sku, cost, _extracted_at, _batch_id, _batch_row)
+          ('SUP-1', 'JAF-1', 1, TIMESTAMP '2026-01-01', 'b1', 0, FALSE),
+          ('SUP-1', 'JAF-1', 2, TIMESTAMP '2026-01-02', 'b2', 0, FALSE),
+          ('SUP-1', 'JAF-2', 3, TIMESTAMP '2026-01-01', 'b1', 1, FALSE)
+        ) AS v(id, sku, cost, _extracted_at, _batch_id, _batch_row, _deleted)
     """
     sql = render("SELECT r.id, r.sku, r.cost FROM raw AS r QUALIFY @latest_row_per_key(r.id, r.sku) ORDER BY r.sku")
     assert engine(f"WITH raw AS ({rows}) {sql}") == [("SUP-1", "JAF-1", 2), ("SUP-1", "JAF-2", 3)]

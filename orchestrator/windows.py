@@ -1,0 +1,258 @@
+"""Which time windows of which model versions new raw batches touch, and the record of what each
+model version has consumed.
+
+The transform does not restate whole models. For every model version (a physical table: SQLMesh's
+model name and version) it finds the raw batches that the version has not consumed yet, turns them
+into the days they touch, and removes those days' intervals from SQLMesh's state; ``sqlmesh run``
+(or the plan) then recomputes exactly those intervals. The batches are recorded as consumed by the
+version only after their intervals are removed, so at every instant a batch's effect is either
+still pending here or a missing interval in SQLMesh's state: a kill loses nothing
+(docs/decisions/0011-windowed-restatement.md).
+
+The days a batch touches come from the batch's own rows, through its table's declaration:
+
+- ``event_time: ordered_at`` - the days of that column over every version of the batch's keys
+  (new and old, so an order that moves from Monday to Tuesday restates both days);
+- ``event_time_from: {table: orders, key: order_id}`` - a child without a time column (items)
+  touches the days of its parents (every version of them);
+- ``sequence_key: customer`` - models number rows within a customer by time (an order's rank),
+  so a row that appears, disappears or moves also touches its customer's later days;
+- none of these: the table has no time (customers, products): models partitioned by time that
+  read it are restated whole, models rebuilt in full are rebuilt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlglot import exp, parse_one
+
+CONSUMED = "elt_meta.consumed_batches"
+LEDGER = "elt_meta.loaded_batches"
+DELETED = "_deleted"
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How a raw table's rows map to days (see the module docstring)."""
+
+    key: tuple[str, ...]
+    event_time: str | None = None
+    parent: tuple[str, str] | None = None  # (parent raw table "schema.table", column of this table)
+    sequence_key: str | None = None
+
+
+@dataclass
+class Windows:
+    """Days to restate, or everything (``whole``)."""
+
+    days: set[date] = field(default_factory=set)
+    whole: bool = False
+
+    def __bool__(self) -> bool:
+        return self.whole or bool(self.days)
+
+    def merge(self, other: Windows) -> None:
+        self.whole = self.whole or other.whole
+        self.days |= other.days
+
+    def ranges(self) -> list[tuple[date, date]]:
+        """Contiguous [start, end) day ranges.
+
+        >>> Windows({date(2020, 1, 1), date(2020, 1, 2), date(2020, 1, 5)}).ranges()
+        [(datetime.date(2020, 1, 1), datetime.date(2020, 1, 3)), (datetime.date(2020, 1, 5), datetime.date(2020, 1, 6))]
+        """
+        out: list[tuple[date, date]] = []
+        for day in sorted(self.days):
+            if out and out[-1][1] == day:
+                out[-1] = (out[-1][0], day + timedelta(days=1))
+            else:
+                out.append((day, day + timedelta(days=1)))
+        return out
+
+    def describe(self) -> str:
+        if self.whole:
+            return "all history"
+        ranges = self.ranges()
+        shown = ", ".join(f"{a}" if b - a == timedelta(days=1) else f"{a}..{b - timedelta(days=1)}" for a, b in ranges[:4])
+        more = f" and {len(ranges) - 4} more ranges" if len(ranges) > 4 else ""
+        return f"{len(self.days)} day(s): {shown}{more}"
+
+
+def window_specs() -> dict[str, WindowSpec]:
+    """``raw_schema.table`` -> its WindowSpec, from every source declaration."""
+    from sources.config import available_sources, load_source
+    from sources.errors import ConfigError
+
+    specs: dict[str, WindowSpec] = {}
+    for name in available_sources():
+        source = load_source(name)
+        for table in source.tables.values():
+            raw = f"{source.raw_schema}.{table.name}".lower()
+            parent = (f"{source.raw_schema}.{table.event_time_from[0]}".lower(), table.event_time_from[1]) \
+                if table.event_time_from else None
+            spec = WindowSpec(tuple(table.primary_key), table.event_time, parent, table.sequence_key)
+            if raw in specs and specs[raw] != spec and (spec.event_time or spec.parent or specs[raw].event_time
+                                                         or specs[raw].parent):
+                raise ConfigError(f"sources writing {raw} declare different windows ({specs[raw]} and {spec})",
+                                  source=name, table=table.name,
+                                  hint="give every declaration of a shared raw table the same event_time, "
+                                       "event_time_from and sequence_key")
+            if raw not in specs or spec.event_time or spec.parent:
+                specs[raw] = spec
+    return specs
+
+
+# --- the consumption record ---------------------------------------------------------------------
+
+def ensure_tables(adapter: Any) -> None:
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    adapter.execute(
+        f"CREATE TABLE IF NOT EXISTS {CONSUMED} (model TEXT NOT NULL, version TEXT NOT NULL, batch_id TEXT NOT NULL, "
+        "raw_table TEXT NOT NULL, consumed_at TIMESTAMP NOT NULL, PRIMARY KEY (model, version, batch_id))"
+    )
+
+
+def _lit(value: object, dialect: str) -> str:
+    return exp.convert(value).sql(dialect)
+
+
+def pending_batches(adapter: Any, versions: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], dict[str, set[str]]]:
+    """For each (model, version) and its upstream raw tables: raw table -> batch ids not consumed yet."""
+    if not versions or not adapter.table_exists(LEDGER):
+        return {v: {} for v in versions}
+    d = adapter.dialect
+    rows = adapter.fetchall(f"SELECT lower(raw_table), batch_id FROM {LEDGER}")
+    by_table: dict[str, set[str]] = {}
+    for raw_table, batch_id in rows:
+        by_table.setdefault(raw_table, set()).add(batch_id)
+    names = sorted({m for m, _ in versions})
+    consumed_rows = adapter.fetchall(
+        f"SELECT model, version, batch_id FROM {CONSUMED} WHERE model IN ({', '.join(_lit(n, d) for n in names)})"
+    )
+    consumed: dict[tuple[str, str], set[str]] = {}
+    for model, version, batch_id in consumed_rows:
+        consumed.setdefault((model, version), set()).add(batch_id)
+    out: dict[tuple[str, str], dict[str, set[str]]] = {}
+    for mv, upstream in versions.items():
+        done = consumed.get(mv, set())
+        out[mv] = {t: by_table[t] - done for t in upstream if by_table.get(t, set()) - done}
+    return out
+
+
+def mark_consumed(adapter: Any, consumed: dict[tuple[str, str], dict[str, set[str]]]) -> int:
+    """Record batches as consumed by model versions, in one transaction (idempotent)."""
+    d = adapter.dialect
+    values = [
+        f"({_lit(m, d)}, {_lit(v, d)}, {_lit(b, d)}, {_lit(t, d)}, CURRENT_TIMESTAMP)"
+        for (m, v), tables in consumed.items() for t, batches in tables.items() for b in sorted(batches)
+    ]
+    if not values:
+        return 0
+    with adapter.transaction():
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            adapter.execute(
+                f"INSERT INTO {CONSUMED} (model, version, batch_id, raw_table, consumed_at) "
+                f"SELECT * FROM (VALUES {', '.join(chunk)}) AS v (model, version, batch_id, raw_table, consumed_at) "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {CONSUMED} AS c WHERE c.model = v.model AND c.version = v.version "
+                "AND c.batch_id = v.batch_id)"
+            )
+    return len(values)
+
+
+def ensure_raw_tombstone_column(adapter: Any) -> list[str]:
+    """Give raw tables made before tombstones existed their ``_deleted`` column (FALSE): staging
+    reads it. Returns the tables changed."""
+    if not adapter.table_exists(LEDGER):
+        return []
+    changed = []
+    for (raw_table,) in adapter.fetchall(f"SELECT DISTINCT raw_table FROM {LEDGER}"):
+        if adapter.table_exists(raw_table) and not _has_column(adapter, raw_table, DELETED):
+            adapter.execute(f"ALTER TABLE {parse_one(_t(raw_table), read='duckdb').sql(adapter.dialect)} "
+                            f"ADD COLUMN {exp.to_identifier(DELETED, quoted=True).sql(adapter.dialect)} BOOLEAN DEFAULT FALSE")
+            changed.append(raw_table)
+    return changed
+
+
+# --- days touched by batches --------------------------------------------------------------------
+
+def _q(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql("duckdb")
+
+
+def _t(raw_table: str) -> str:
+    schema, table = raw_table.split(".", 1)
+    return exp.table_(table, db=schema, quoted=True).sql("duckdb")
+
+
+def _has_column(adapter: Any, raw_table: str, column: str) -> bool:
+    schema, table = raw_table.split(".", 1)
+    d = adapter.dialect
+    row = adapter.fetchone(
+        "SELECT count(*) FROM information_schema.columns WHERE "
+        f"table_schema = {_lit(schema, d)} AND table_name = {_lit(table, d)} AND column_name = {_lit(column, d)}"
+    )
+    return bool(row and row[0])
+
+
+def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_deleted: bool) -> str | None:
+    """The query (DuckDB dialect) listing the days that ``batches`` of ``raw_table`` touch."""
+    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
+    key = ", ".join(_q(k) for k in spec.key)
+    using = f"USING ({key})"
+    changed = f"changed AS (SELECT DISTINCT {key} FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids}))"
+    versions = f"versions AS (SELECT v.* FROM {_t(raw_table)} AS v JOIN changed {using})"
+    if spec.parent:
+        parent_table, column = spec.parent
+        return None if not column else (
+            f"WITH {changed}, {versions}, refs AS (SELECT DISTINCT versions.{_q(column)} AS ref FROM versions "
+            f"WHERE versions.{_q(column)} IS NOT NULL) "
+            f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day FROM {_t(parent_table)} AS p "
+            f"JOIN refs ON p.{{parent_key}} = refs.ref WHERE p.{{event_time}} IS NOT NULL"
+        )
+    if not spec.event_time:
+        return None
+    et = _q(spec.event_time)
+    sql = (f"WITH {changed}, {versions} SELECT DISTINCT CAST(versions.{et} AS DATE) AS day FROM versions "
+           f"WHERE versions.{et} IS NOT NULL")
+    if spec.sequence_key:
+        sk = _q(spec.sequence_key)
+        deleted = f" OR MAX(CASE WHEN {_q(DELETED)} THEN 1 ELSE 0 END) = 1" if has_deleted else ""
+        # a key shifts its entity's later rows when it is new, deleted, or moves in time or entity
+        moved = (f"moved AS (SELECT {key} FROM versions GROUP BY {key} HAVING "
+                 f"COUNT(CASE WHEN {_q('_batch_id')} NOT IN ({ids}) THEN 1 END) = 0 "
+                 f"OR COUNT(DISTINCT CAST({et} AS DATE)) > 1 OR COUNT(DISTINCT {sk}) > 1{deleted})")
+        shifted = (f"shifted AS (SELECT versions.{sk} AS entity, MIN(CAST(versions.{et} AS DATE)) AS first_day "
+                   f"FROM versions JOIN moved {using} WHERE versions.{sk} IS NOT NULL GROUP BY versions.{sk})")
+        sql = (f"WITH {changed}, {versions}, {moved}, {shifted} "
+               f"SELECT DISTINCT CAST(versions.{et} AS DATE) AS day FROM versions WHERE versions.{et} IS NOT NULL "
+               f"UNION SELECT DISTINCT CAST(later.{et} AS DATE) AS day FROM {_t(raw_table)} AS later "
+               f"JOIN shifted ON later.{sk} = shifted.entity WHERE CAST(later.{et} AS DATE) >= shifted.first_day")
+    return sql
+
+
+def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Windows:
+    """The days ``batches`` of ``raw_table`` touch (``whole`` for a table without time)."""
+    spec = specs.get(raw_table)
+    if not batches:
+        return Windows()
+    if spec is None or not (spec.event_time or spec.parent):
+        return Windows(whole=True)
+    sql = window_sql(raw_table, spec, batches, has_deleted=_has_column(adapter, raw_table, DELETED))
+    if spec.parent:
+        parent_spec = specs.get(spec.parent[0])
+        if parent_spec is None or not parent_spec.event_time or len(parent_spec.key) != 1:
+            return Windows(whole=True)
+        sql = sql.format(event_time=_q(parent_spec.event_time), parent_key=_q(parent_spec.key[0]))
+        if not adapter.table_exists(spec.parent[0]):
+            return Windows()
+    assert sql is not None
+    rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
+    days = set()
+    for (day,) in adapter.fetchall(rendered):
+        days.add(day.date() if isinstance(day, datetime) else day)
+    return Windows(days)
+
