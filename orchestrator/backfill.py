@@ -5,11 +5,11 @@
 2. Snapshot every mart (a hash of each row, by the mart's grain).
 3. Re-extract the source into new landing batches and load them (``ingest(force=True)``: raw is
    append-only, the earlier batches stay, history shows both).
-4. Restate the models that read the source's raw tables, and everything downstream, for the window
-   only (``plan(restate_models=..., start, end)``). Intervals outside the window are not recomputed
-   (FULL models are recomputed whole, as SQLMesh always does).
-5. Advance ``elt_meta.transform_watermarks`` past the backfill's batches, so the next
-   ``elt transform`` does not restate whole models for them again.
+4. Transform: the new batches are pending for the models reading the source, which restate the
+   days the batches' rows touch (orchestrator/windows.py): the window for a table read by window;
+   for a source read whole (files, APIs), the days where the source really changed, which may lie
+   outside the window: they are restated too and reported, never left stale.
+5. (The batches are recorded as consumed with that restatement: a later transform redoes nothing.)
 6. Snapshot the marts again and print rows added, changed and removed per mart.
 
 Safe to run twice: the second run lands identical rows, staging keeps one version per key, and the
@@ -89,7 +89,7 @@ def diff(before: dict[str, dict[Any, str]], after: dict[str, dict[Any, str]]) ->
 def backfill(settings: Settings, source: str, start: date, end: date, *, out: TextIO | None = None) -> list[MartDiff]:
     from sqlmesh.utils.errors import SQLMeshError
 
-    from orchestrator.transform import WATERMARKS, TransformFailed, make_context, models_reading
+    from orchestrator.transform import TransformFailed, make_context, transform
 
     out = out or sys.stdout
     if end < start:
@@ -128,20 +128,13 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
                 raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated. "
                                      f"{load.stderr.strip().splitlines()[-1] if load.stderr.strip() else ''}\n"
                                      f"  next: fix the source, then rerun the same `elt backfill` command")
-            raw_tables = {f"{spec.raw_schema}.{t}" for t in spec.tables}
-
+            # the new batches are pending for every model version reading the source: the transform
+            # restates exactly the days their rows touch (windows.py), in the window and, for a source
+            # re-read whole, wherever else the source changed (reported, never left stale)
+            summary = transform(settings, environment="prod", quiet=True)
+            restate = [f"{m} ({w})" for m, w in summary.restated_windows.items()]
             ctx, _ = make_context(settings, quiet=True)
             try:
-                restate = models_reading(ctx, raw_tables)
-                ctx.plan("prod", restate_models=restate, start=start.isoformat(), end=end.isoformat(),
-                         auto_apply=True, no_prompts=True)
-                adapter = ctx.engine_adapter
-                newest = adapter.fetchone("SELECT max(loaded_at) FROM elt_meta.loaded_batches")[0]
-                if newest is not None:
-                    from sqlglot import exp
-
-                    when = exp.Literal.string(str(newest)).sql(adapter.dialect)
-                    adapter.execute(f"INSERT INTO {WATERMARKS} VALUES ('prod', CAST({when} AS TIMESTAMP), CURRENT_TIMESTAMP)")
                 after = _snapshot(ctx)
             finally:
                 ctx.close()
@@ -154,11 +147,27 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
             lock.release()
 
     diffs = diff(before, after)
-    print(f"restated {', '.join(restate) or 'nothing'} (and downstream) for {start} .. {end}", file=out)
+    print(f"re-extracted {source} for {start} .. {end}; restated {'; '.join(restate) or 'nothing'}", file=out)
+    outside = [m for m in restate if _outside(m, start, end)]
+    if outside:
+        print("note: the source also changed outside the window; those days were restated too (raw holds the "
+              "changes, and marts never stay stale against raw)", file=out)
     print(f"{'mart':<22} {'added':>8} {'changed':>8} {'removed':>8}", file=out)
     for d in diffs:
         print(f"{d.mart:<22} {d.added:>8,} {d.changed:>8,} {d.removed:>8,}", file=out)
     return diffs
+
+
+def _outside(restated: str, start: date, end: date) -> bool:
+    """True when a restated-windows description names a day outside [start, end].
+
+    >>> _outside("marts.orders (2 day(s): 2018-09-03, 2018-09-20)", date(2018, 9, 1), date(2018, 9, 7))
+    True
+    """
+    import re
+
+    days = [date.fromisoformat(d) for d in re.findall(r"\d{4}-\d{2}-\d{2}", restated)]
+    return "all history" in restated or any(d < start or d > end for d in days)
 
 
 def _load_snapshot(path: Path) -> dict[str, dict[Any, str]]:
