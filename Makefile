@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-production test test-fast lock ui bench bench-loader clean-data clean help
+.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
@@ -55,6 +55,10 @@ clean: clean-data
 # Loader throughput and memory against a DuckDB-only baseline in the same run (last line: JSON).
 bench: $(STAMP)
 	$(BIN)/python bench/loader_files.py --years 3
+
+# Transform cost against history: full build vs a plain DuckDB floor, no-op, new day, late correction (last line: JSON).
+bench-transform: $(STAMP)
+	$(BIN)/python bench/transform.py --years 1 6
 
 # PostgreSQL extraction (1M and 5M rows) against psql COPY in the same run (last line: JSON).
 bench-loader: $(STAMP)

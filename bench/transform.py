@@ -1,0 +1,153 @@
+"""Transform cost against history size: full build, no-op, a new day, a late correction.
+
+    .venv/bin/python bench/transform.py --years 1 6
+
+For each history size: jafgen data (generated once, cached in ~/.cache/elt-bench/), loaded through
+the file source into a fresh DuckDB warehouse, then timed in separate processes (peak memory is
+the child's max RSS):
+
+- full: the first `elt transform` (plan + build of every model);
+- floor: the same marts computed by plain DuckDB SQL from the same raw tables (one process);
+- noop: `elt transform` with nothing new, against `sqlmesh run` with nothing due;
+- new_day: one new day of orders and items appended to the snapshot files, `elt load` (not
+  timed), then `elt transform`;
+- late_correction: one 2018 order's store changed, load, transform.
+
+The last line is one JSON object. Ratios compare figures measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CACHE = Path(os.environ.get("ELT_BENCH_CACHE", Path.home() / ".cache" / "elt-bench"))
+
+FLOOR_SQL = """
+CREATE TEMP TABLE o AS SELECT * EXCLUDE (rn) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC, _batch_row DESC) rn FROM raw_jaffle_shop.orders) WHERE rn = 1 AND NOT coalesce(_deleted, false);
+CREATE TEMP TABLE i AS SELECT * EXCLUDE (rn) FROM (SELECT *, row_number() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC, _batch_row DESC) rn FROM raw_jaffle_shop.items) WHERE rn = 1 AND NOT coalesce(_deleted, false);
+CREATE TEMP TABLE p AS SELECT sku, name, price / 100.0 AS price, type = 'jaffle' AS food, type = 'beverage' AS drink FROM raw_jaffle_shop.products;
+CREATE TEMP TABLE s AS SELECT sku, sum(cost) / 100.0 AS cost FROM raw_jaffle_shop.supplies GROUP BY sku;
+CREATE TEMP TABLE oi AS SELECT i.id, i.order_id, i.sku, p.name, p.price, s.cost, p.food, p.drink, date_trunc('day', o.ordered_at) AS ordered_at FROM i JOIN o ON i.order_id = o.id LEFT JOIN p ON i.sku = p.sku LEFT JOIN s ON i.sku = s.sku;
+CREATE TEMP TABLE mo AS SELECT o.*, a.cost, a.subtotal_items, coalesce(a.n, 0) AS n, row_number() OVER (PARTITION BY o.customer ORDER BY date_trunc('day', o.ordered_at), o.id) AS rank FROM o LEFT JOIN (SELECT order_id, sum(cost) AS cost, sum(price) AS subtotal_items, count(*) AS n FROM oi GROUP BY 1) a ON a.order_id = o.id;
+CREATE TEMP TABLE mc AS SELECT c.id, count(mo.id) AS n, sum(mo.order_total) AS total, min(mo.ordered_at) AS first_at, max(mo.ordered_at) AS last_at FROM raw_jaffle_shop.customers c LEFT JOIN mo ON mo.customer = c.id GROUP BY c.id;
+"""
+
+
+def jafgen(years: int) -> Path:
+    folder = CACHE / f"jafgen-{years}y" / "jaffle-data"
+    if not (folder / "raw_orders.csv").exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([str(BIN / "jafgen"), str(years)], cwd=folder.parent, check=True, capture_output=True)
+    return folder
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, peak RSS of that child alone in MB, from wait4)."""
+    with tempfile.TemporaryFile("w+") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            out.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed:\n{out.read()[-3000:]}")
+    return round(elapsed, 2), round(usage.ru_maxrss / 1024, 0)
+
+
+def append_day(folder: Path) -> None:
+    """One new day: copies of the last day's orders (new ids) on the next day, with their items."""
+    with open(folder / "raw_orders.csv") as fh:
+        orders = list(csv.DictReader(fh))
+    last = max(o["ordered_at"][:10] for o in orders)
+    nxt = time.strftime("%Y-%m-%d", time.gmtime(time.mktime(time.strptime(last, "%Y-%m-%d")) + 86400 + 43200))
+    day = [o for o in orders if o["ordered_at"].startswith(last)]
+    ids = {o["id"] for o in day}
+    with open(folder / "raw_items.csv") as fh:
+        items = [i for i in csv.DictReader(fh) if i["order_id"] in ids]
+    with open(folder / "raw_orders.csv", "a", newline="") as fh:
+        w = csv.DictWriter(fh, list(orders[0]))
+        for o in day:
+            w.writerow({**o, "id": "n-" + o["id"], "ordered_at": nxt + o["ordered_at"][10:]})
+    with open(folder / "raw_items.csv", "a", newline="") as fh:
+        w = csv.DictWriter(fh, ["id", "order_id", "sku"])
+        for i in items:
+            w.writerow({"id": "n-" + i["id"], "order_id": "n-" + i["order_id"], "sku": i["sku"]})
+
+
+def late_correction(folder: Path) -> None:
+    path = folder / "raw_orders.csv"
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    stores = sorted({r["store_id"] for r in rows})
+    rows[5]["store_id"] = next(s for s in stores if s != rows[5]["store_id"])
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def one_size(years: int) -> dict[str, object]:
+    src = jafgen(years)
+    work = Path(tempfile.mkdtemp(prefix=f"elt-bench-{years}y-"))
+    try:
+        data = work / "jaffle-data"
+        shutil.copytree(src, data)
+        wh = work / "warehouse.duckdb"
+        env = {**os.environ, "ELT_DUCKDB_PATH": str(wh), "ELT_LANDING_ROOT": str(work / "landing"),
+               "ELT_HISTORY_PATH": str(work / "history.duckdb"), "ELT_JSON_LOGS": "1"}
+        elt = str(BIN / "elt")
+        load = [elt, "load", "jaffle_shop", "--path", str(data)]
+        subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+        with open(src / "raw_orders.csv") as fh:
+            orders = sum(1 for _ in fh) - 1
+        r: dict[str, object] = {"years": years, "orders": orders}
+        r["full_s"], r["full_peak_mb"] = timed([elt, "transform"], env)
+        floor_script = ("import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); t=time.perf_counter(); "
+                        "c.execute(sys.argv[2]); print(time.perf_counter()-t)")
+        r["floor_s"], r["floor_peak_mb"] = timed([sys.executable, "-c", floor_script, str(wh), FLOOR_SQL], env)
+        r["noop_s"], r["noop_peak_mb"] = timed([elt, "transform"], env)
+        r["sqlmesh_run_noop_s"], _ = timed([str(BIN / "sqlmesh"), "run"], env)
+        append_day(data)
+        subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+        r["new_day_s"], r["new_day_peak_mb"] = timed([elt, "transform"], env)
+        late_correction(data)
+        subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+        r["late_correction_s"], r["late_correction_peak_mb"] = timed([elt, "transform"], env)
+        full, noop = float(r["full_s"]), float(r["noop_s"])  # type: ignore[arg-type]
+        r["full_over_floor"] = round(full / float(r["floor_s"]), 2)  # type: ignore[arg-type]
+        r["noop_over_sqlmesh_run"] = round(noop / float(r["sqlmesh_run_noop_s"]), 2)  # type: ignore[arg-type]
+        r["new_day_budget_s"] = round(noop + 0.1 * (full - noop), 2)
+        return r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--years", type=int, nargs="+", default=[1, 6])
+    args = parser.parse_args()
+    results = [one_size(y) for y in args.years]
+    for r in results:
+        print(f"{r['years']}y {r['orders']:,} orders: full {r['full_s']}s (floor {r['floor_s']}s), noop {r['noop_s']}s "
+              f"(sqlmesh run {r['sqlmesh_run_noop_s']}s), new day {r['new_day_s']}s (budget {r['new_day_budget_s']}s), "
+              f"late correction {r['late_correction_s']}s", file=sys.stderr)
+    out: dict[str, object] = {"sizes": results}
+    if len(results) > 1:
+        out["new_day_largest_over_smallest"] = round(float(results[-1]["new_day_s"]) / float(results[0]["new_day_s"]), 2)  # type: ignore[arg-type]
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
