@@ -2,7 +2,7 @@
 
 1. Bring prod up to date first (``transform``) if raw holds batches no transform has seen, so the
    watermark advanced in step 5 cannot hide someone else's pending batches.
-2. Snapshot every mart (a hash of each row, by the mart's grain).
+2. Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``).
 3. Re-extract the source into new landing batches and load them (``ingest(force=True)``: raw is
    append-only, the earlier batches stay, history shows both).
 4. Transform: the new batches are pending for the models reading the source, which restate the
@@ -10,7 +10,8 @@
    for a source read whole (files, APIs), the days where the source really changed, which may lie
    outside the window: they are restated too and reported, never left stale.
 5. (The batches are recorded as consumed with that restatement: a later transform redoes nothing.)
-6. Snapshot the marts again and print rows added, changed and removed per mart.
+6. Count rows added, changed and removed per mart against step 2, in the warehouse (SQL, not
+   Python memory), and print them.
 
 Safe to run twice: the second run lands identical rows, staging keeps one version per key, and the
 difference printed is zero. The locks of every load job and ``sqlmesh:prod`` are held throughout
@@ -20,16 +21,14 @@ transform, and no other source's batch can land between the restatement and the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, TextIO
+
+from sqlglot import exp
 
 from orchestrator.locks import make_lock
 from orchestrator.runner import transform_lock_names
@@ -53,36 +52,68 @@ class BackfillFailed(Exception):
     pass
 
 
-def _snapshot(ctx: Any) -> dict[str, dict[Any, str]]:
-    """Per mart: grain key -> hash of the whole row (row position when a mart declares no grain)."""
-    snaps: dict[str, dict[Any, str]] = {}
-    for model in ctx.models.values():
-        name = model.name.replace('"', "")
-        schema_table = ".".join(name.split(".")[-2:])
-        if not schema_table.startswith("marts."):
-            continue
-        try:
-            df = ctx.engine_adapter.fetchdf(f"SELECT * FROM {schema_table}")
-        except Exception:  # noqa: BLE001 - a mart not built yet has no rows to compare
-            snaps[schema_table] = {}
-            continue
-        grain = [g.sql() if hasattr(g, "sql") else str(g) for g in (model.grains or [])]
-        grain = [g for g in grain if g in df.columns]
-        rows: dict[Any, str] = {}
-        for record in df.astype(str).to_dict("records"):
-            digest = hashlib.sha256(repr(sorted(record.items())).encode()).hexdigest()
-            key = tuple(record[g] for g in grain) if grain else digest
-            rows[key] = digest
-        snaps[schema_table] = rows
-    return snaps
+BEFORE = "elt_meta.backfill_before"
 
 
-def diff(before: dict[str, dict[Any, str]], after: dict[str, dict[Any, str]]) -> list[MartDiff]:
+def _marts(ctx: Any) -> list[tuple[str, list[str], list[str]]]:
+    """(mart, grain columns, all columns) of every mart model."""
     out = []
-    for mart in sorted(set(before) | set(after)):
-        b, a = before.get(mart, {}), after.get(mart, {})
-        out.append(MartDiff(mart, len(a.keys() - b.keys()), sum(1 for k in a.keys() & b.keys() if a[k] != b[k]),
-                            len(b.keys() - a.keys())))
+    for model in ctx.models.values():
+        if model.kind.is_external:
+            continue
+        name = ".".join(model.name.replace('"', "").split(".")[-2:])
+        if not name.startswith("marts."):
+            continue
+        columns = list(model.columns_to_types or {})
+        grain = [g.sql() if hasattr(g, "sql") else str(g) for g in (model.grains or [])]
+        out.append((name, [g for g in grain if g in columns] or columns, columns))
+    return sorted(out)
+
+
+def _keyed_rows(mart: str, grain: list[str], columns: list[str], dialect: str) -> str:
+    """SELECT mart, key, hash of the whole row: rendered for the warehouse's dialect."""
+    def text(column: str) -> exp.Expression:
+        return exp.func("COALESCE", exp.cast(exp.column(column, quoted=True), "TEXT"), exp.Literal.string("\\N"))
+
+    def joined(cols: list[str]) -> exp.Expression:
+        return exp.func("CONCAT_WS", exp.Literal.string("|"), *[text(c) for c in cols])
+
+    schema, table = mart.split(".")
+    return exp.select(
+        exp.alias_(exp.Literal.string(mart), "mart"),
+        exp.alias_(joined(grain), "row_key"),
+        exp.alias_(exp.func("MD5", joined(columns)), "row_hash"),
+    ).from_(exp.table_(table, db=schema, quoted=True)).sql(dialect)
+
+
+def snapshot_marts(ctx: Any) -> None:
+    """Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``)."""
+    adapter = ctx.engine_adapter
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    adapter.execute(f"DROP TABLE IF EXISTS {BEFORE}")
+    adapter.execute(f"CREATE TABLE {BEFORE} (mart TEXT NOT NULL, row_key TEXT, row_hash TEXT)")
+    for mart, grain, columns in _marts(ctx):
+        if adapter.table_exists(mart):
+            adapter.execute(f"INSERT INTO {BEFORE} {_keyed_rows(mart, grain, columns, adapter.dialect)}")
+
+
+def diff_marts(ctx: Any) -> list[MartDiff]:
+    """Rows added, changed and removed per mart since ``snapshot_marts``, counted in the warehouse."""
+    adapter = ctx.engine_adapter
+    out = []
+    for mart, grain, columns in _marts(ctx):
+        if not adapter.table_exists(mart):
+            continue
+        after = _keyed_rows(mart, grain, columns, adapter.dialect)
+        lit = exp.Literal.string(mart).sql(adapter.dialect)
+        added, changed, removed = adapter.fetchone(
+            f"SELECT count(CASE WHEN b.row_key IS NULL THEN 1 END), "
+            f"count(CASE WHEN a.row_key IS NOT NULL AND b.row_key IS NOT NULL AND a.row_hash <> b.row_hash THEN 1 END), "
+            f"count(CASE WHEN a.row_key IS NULL THEN 1 END) "
+            f"FROM ({after}) AS a FULL OUTER JOIN (SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit}) AS b "
+            "ON a.row_key = b.row_key"
+        )
+        out.append(MartDiff(mart, int(added), int(changed), int(removed)))
     return out
 
 
@@ -106,16 +137,13 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
             held.append(lock)
         # step 1-2 in a child process: DuckDB allows one writing process per file, and a SQLMesh
         # context keeps its connection open until the process exits; the load (step 3) is another one
-        with tempfile.TemporaryDirectory(prefix="elt-backfill-") as tmp:
-            snap_file = Path(tmp) / "before.json"
-            prep = subprocess.run([sys.executable, "-m", "orchestrator.backfill", "prepare", str(snap_file)],
-                                  capture_output=True, text=True, cwd=settings.project_root)
-            if prep.returncode != 0:
-                raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
-                                     f"{prep.stderr.strip()}")
-            if prep.stdout.strip():
-                print(prep.stdout.rstrip(), file=out)
-            before = _load_snapshot(snap_file)
+        prep = subprocess.run([sys.executable, "-m", "orchestrator.backfill", "prepare"],
+                              capture_output=True, text=True, cwd=settings.project_root)
+        if prep.returncode != 0:
+            raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
+                                 f"{prep.stderr.strip()}")
+        if prep.stdout.strip():
+            print(prep.stdout.rstrip(), file=out)
         try:
             # in a child process: DuckDB allows one configuration per file and process, and the
             # SQLMesh context above keeps its connection open
@@ -135,7 +163,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
             restate = [f"{m} ({w})" for m, w in summary.restated_windows.items()]
             ctx, _ = make_context(settings, quiet=True)
             try:
-                after = _snapshot(ctx)
+                diffs = diff_marts(ctx)
             finally:
                 ctx.close()
         except (TransformFailed, SQLMeshError) as exc:
@@ -146,7 +174,6 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
         for lock in reversed(held):
             lock.release()
 
-    diffs = diff(before, after)
     print(f"re-extracted {source} for {start} .. {end}; restated {'; '.join(restate) or 'nothing'}", file=out)
     outside = [m for m in restate if _outside(m, start, end)]
     if outside:
@@ -170,13 +197,9 @@ def _outside(restated: str, start: date, end: date) -> bool:
     return "all history" in restated or any(d < start or d > end for d in days)
 
 
-def _load_snapshot(path: Path) -> dict[str, dict[Any, str]]:
-    raw = json.loads(path.read_text())
-    return {mart: {tuple(k) if isinstance(k, list) else k: v for k, v in rows} for mart, rows in raw.items()}
-
-
-def prepare(settings: Settings, snapshot_file: Path) -> int:
-    """Steps 1-2, in their own process: transform pending batches, then snapshot the marts."""
+def prepare(settings: Settings) -> int:
+    """Steps 1-2, in their own process: transform pending batches, then record the marts' row
+    hashes in the warehouse (``elt_meta.backfill_before``)."""
     from orchestrator.transform import changed_since_last_transform, make_context, transform
 
     ctx, _ = make_context(settings, quiet=True)
@@ -193,22 +216,20 @@ def prepare(settings: Settings, snapshot_file: Path) -> int:
         transform(settings, environment="prod", quiet=True)
     ctx, _ = make_context(settings, quiet=True)
     try:
-        snap = _snapshot(ctx)
+        snapshot_marts(ctx)
     finally:
         ctx.close()
-    snapshot_file.write_text(json.dumps({m: [[list(k) if isinstance(k, tuple) else k, v] for k, v in rows.items()]
-                                         for m, rows in snap.items()}))
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "prepare":
+    if len(sys.argv) == 2 and sys.argv[1] == "prepare":
         from sources import logs
 
         logs.configure()
         try:
-            sys.exit(prepare(Settings.from_env(), Path(sys.argv[2])))
+            sys.exit(prepare(Settings.from_env()))
         except Exception as exc:  # noqa: BLE001
             print(str(exc), file=sys.stderr)
             sys.exit(1)
-    sys.exit("usage: python -m orchestrator.backfill prepare SNAPSHOT_FILE (used by `elt backfill`)")
+    sys.exit("usage: python -m orchestrator.backfill prepare (used by `elt backfill`)")

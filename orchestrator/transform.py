@@ -344,6 +344,7 @@ class Restatement:
     """What one transform restated: model -> human description of its windows."""
 
     windows: dict[str, str] = field(default_factory=dict)
+    orphans: list[Any] = field(default_factory=list)  # windows.Orphans
     intervals_removed: int = 0
     batches_consumed: int = 0
 
@@ -397,6 +398,16 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
         return cache[key]
 
     result = Restatement()
+    held: dict[str, set[str]] = {}  # raw table -> batches kept pending for their orphan rows
+    for raw_table in sorted({t for tables in pending.values() for t in tables}):
+        batches = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
+        found = w.orphans(adapter, raw_table, specs, batches)
+        if found:
+            result.orphans.append(found)
+            held[raw_table] = found.batches
+            log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
+                        "held out of staging, their batches stay pending",
+                        extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
     removals: dict[tuple[int, int], list[Any]] = {}
     for (name, version), tables in sorted(pending.items()):
         snapshot = in_state.get(targets[(name, version)])
@@ -426,11 +437,29 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
         if i == 0 and len(removals) > 1:
             failpoints.hit("transform.mid_invalidate")
     failpoints.hit("transform.after_invalidate")
-    result.batches_consumed = w.mark_consumed(adapter, pending)
+    result.batches_consumed = w.mark_consumed(
+        adapter, {mv: {t: b - held.get(t, set()) for t, b in tables.items()} for mv, tables in pending.items()})
     failpoints.hit("transform.after_consumed")
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
     return result
+
+
+def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
+    """raw table -> the models whose query reads it directly."""
+    out: dict[str, set[str]] = {}
+    for fqn, model in ctx.models.items():
+        if model.kind.is_external:
+            continue
+        for parent in query_parents(model):
+            out.setdefault(parent, set()).add(schema_table(fqn).lower())
+    return out
+
+
+def _orphan_failure(ctx, direct: dict[str, set[str]], found) -> AuditFailure:  # type: ignore[no-untyped-def]
+    model = ", ".join(sorted(direct.get(found.raw_table, set()))) or found.raw_table
+    return AuditFailure(model, "assert_relationship", found.count, found.example,
+                        f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} is missing")
 
 
 def to_ms(day) -> int:  # type: ignore[no-untyped-def]
@@ -494,6 +523,11 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
+    if restated.orphans:
+        raise TransformFailed("run", [_orphan_failure(ctx, lineage_direct(ctx), o) for o in restated.orphans],
+                              "Rows whose parent is missing were held out of staging (the rest was built); their "
+                              "batches stay pending, so each transform checks them again until the parent is "
+                              "loaded or the rows are corrected (runbook: docs/runbook.md#orphan-rows).")
 
     summary = TransformSummary(environment, applied, sorted(restated.windows), 0, 0, 0, 0.0,
                                run_status=str(status.name).lower(),

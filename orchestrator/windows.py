@@ -234,6 +234,53 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
     return sql
 
 
+@dataclass
+class Orphans:
+    """Rows of new batches whose parent (``event_time_from``) is not in raw: held out of staging."""
+
+    raw_table: str
+    parent_table: str
+    count: int
+    example: dict[str, Any]
+    batches: set[str]
+    query: str
+
+
+def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
+    """Rows of ``batches`` that are their key's latest live version and whose parent has no live
+    row in the parent table. Staging cannot place them on a day; they stay in raw, and their
+    batches stay pending, until the parent arrives (which then restates its day) or the row is
+    corrected."""
+    spec = specs.get(raw_table)
+    if not batches or spec is None or spec.parent is None:
+        return None
+    parent_table, column = spec.parent
+    parent_spec = specs.get(parent_table)
+    if parent_spec is None or len(parent_spec.key) != 1 or not adapter.table_exists(raw_table):
+        return None
+    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
+    key = ", ".join(_q(k) for k in spec.key)
+    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ("_extracted_at", "_batch_id", "_batch_row"))
+    deleted = _has_column(adapter, raw_table, DELETED)
+    live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if deleted else ""
+    parent_live = f" AND NOT COALESCE(p.{_q(DELETED)}, FALSE)" if _has_column(adapter, parent_table, DELETED) else ""
+    parent_exists = (f" AND NOT EXISTS (SELECT 1 FROM {_t(parent_table)} AS p WHERE p.{_q(parent_spec.key[0])} = "
+                     f"v.{_q(column)}{parent_live})") if adapter.table_exists(parent_table) else ""
+    sql = (f"WITH keys AS (SELECT DISTINCT {key} FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids})), "
+           f"versions AS (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS _rn "
+           f"FROM {_t(raw_table)} AS t JOIN keys USING ({key})) "
+           f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q(column)}, v.{_q('_batch_id')} FROM versions AS v "
+           f"WHERE v._rn = 1 AND v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}{parent_exists}")
+    rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
+    rows = adapter.fetchall(rendered)
+    if not rows:
+        return None
+    first = rows[0]
+    example = {**dict(zip(spec.key, first[:len(spec.key)])), column: first[len(spec.key)],
+               "_batch_id": first[-1]}
+    return Orphans(raw_table, parent_table, len(rows), example, {r[-1] for r in rows}, rendered)
+
+
 def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Windows:
     """The days ``batches`` of ``raw_table`` touch (``whole`` for a table without time)."""
     spec = specs.get(raw_table)

@@ -37,6 +37,9 @@ DIALECT = "duckdb"
 # The loader's DuckDB connections stay small (spilling to disk past it), so loading a table of
 # any size runs in bounded memory next to other work. Override with ELT_LOADER_MEMORY_LIMIT.
 LOADER_MEMORY_LIMIT = os.environ.get("ELT_LOADER_MEMORY_LIMIT", "64MB")
+# Comparing a snapshot with raw's current state (the latest version of every key) is a join and a
+# window over the whole table: it gets more memory, still bounded (it spills past it).
+SNAPSHOT_MEMORY_LIMIT = os.environ.get("ELT_LOADER_SNAPSHOT_MEMORY_LIMIT", "1GB")
 # DuckDB compression methods the loader's connection does not try. Analysing dictionary
 # compression on high-cardinality text (keys, UUIDs) cost about a quarter of the raw insert on
 # bench/loader_postgres.py; text is then stored with FSST (or uncompressed), and the raw file of
@@ -165,17 +168,27 @@ class DuckDBRaw:
             else:
                 con.register("_elt_batch", numbered(reader))
                 source, row_number = "_elt_batch", "_batch_row"
-            if manifest.snapshot:
-                # the snapshot in a temporary table, then only its changes and deletions into raw
+            has_rows = manifest.snapshot and con.execute(f"SELECT EXISTS (SELECT 1 FROM {raw_table})").fetchone()[0]
+            if has_rows:
+                # only the snapshot's changes and deletions against raw's current state; comparing
+                # with the latest version of every key needs more than the loader's small memory
+                con.execute(f"SET memory_limit = {lit(SNAPSHOT_MEMORY_LIMIT)}")
                 aliased = ", ".join(f"CAST({q(c)} AS {casts[c]}) AS {q(c)}" if c in casts else q(c) for c in data_cols)
-                con.execute(f"CREATE OR REPLACE TEMP TABLE _elt_snapshot AS SELECT {aliased}, "
-                            f"{row_number} AS _batch_row FROM {source}")
-                count = int(con.execute("SELECT count(*) FROM _elt_snapshot").fetchone()[0])
+                if isinstance(reader, list):  # local Parquet: read twice (rows, then count) instead of copied
+                    batch = f"(SELECT {aliased}, {row_number} AS _batch_row FROM {source})"
+                    count = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])
+                else:  # an Arrow stream can be read once: into a temporary table
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE _elt_snapshot AS SELECT {aliased}, "
+                                f"{row_number} AS _batch_row FROM {source}")
+                    batch = "_elt_snapshot"
+                    count = int(con.execute("SELECT count(*) FROM _elt_snapshot").fetchone()[0])
                 inserted = con.execute(snapshot_insert_sql(
-                    raw_table, "_elt_snapshot", data_cols, list(manifest.primary_key), manifest.batch_id,
+                    raw_table, batch, data_cols, list(manifest.primary_key), manifest.batch_id,
                     _utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT)).fetchone()
                 applied_rows = int(inserted[0]) if inserted else 0
-                con.execute("DROP TABLE _elt_snapshot")
+                if batch == "_elt_snapshot":
+                    con.execute("DROP TABLE _elt_snapshot")
+                con.execute(f"SET memory_limit = {lit(LOADER_MEMORY_LIMIT)}")
             else:
                 meta = (f"{lit(manifest.batch_id)}, {row_number}, {lit(_utc_naive(manifest.extracted_at_dt))}, "
                         f"{lit(loaded_at)}, FALSE")

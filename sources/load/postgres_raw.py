@@ -121,7 +121,11 @@ class PostgresRaw:
                 data_cols = [c["name"] for c in manifest.columns]
                 meta_cols = [m for m, _ in METADATA_COLUMNS]
                 target = _ident(raw_schema, manifest.table)
-                if manifest.snapshot:  # COPY into a temporary copy of raw, then only the changes into raw
+                diff = False
+                if manifest.snapshot:
+                    cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target))
+                    diff = bool(cur.fetchone()[0])  # a first snapshot is all new: appended as it is
+                if diff:  # COPY into a temporary copy of raw, then only the changes into raw
                     cur.execute(sql.SQL("CREATE TEMP TABLE _elt_snapshot (LIKE {}) ON COMMIT DROP").format(target))
                     target = sql.Identifier("_elt_snapshot")
                 copy = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
@@ -149,7 +153,7 @@ class PostgresRaw:
                         hint="the batch is corrupt: restore its files from backup or re-extract the table",
                     )
                 applied_rows = count
-                if manifest.snapshot:
+                if diff:
                     raw_table = _ident(raw_schema, manifest.table).as_string(cur)
                     cur.execute(snapshot_insert_sql(raw_table, '"_elt_snapshot"', data_cols, list(manifest.primary_key),
                                                     manifest.batch_id, extracted_at, loaded_at, "postgres"))

@@ -85,10 +85,103 @@ class Shop:
                 writer.writerows(rows)
 
 
+@dataclass
+class Gateway:
+    """Where one warehouse lives: a DuckDB file, or a PostgreSQL database (raw, models and state)."""
+
+    name: str
+    pg_server: object | None = None
+    made: list[str] = field(default_factory=list)
+
+    def settings(self, tmp_path: Path, label: str) -> Settings:
+        project = copy_project(tmp_path / label)
+        settings = Settings(project_root=project, warehouse=project / "data" / "warehouse.duckdb",
+                            landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data",
+                            gateway=self.name)
+        os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
+        if self.name == "postgres":
+            import psycopg2
+
+            db = f"r_{label[:8]}_{os.urandom(3).hex()}"
+            admin = psycopg2.connect(self.pg_server.dsn)  # type: ignore[union-attr]
+            admin.autocommit = True
+            with admin.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{db}"')
+            admin.close()
+            self.made.append(db)
+            for key, value in self.env(db).items():
+                os.environ[key] = value
+        return settings
+
+    def env(self, db: str) -> dict[str, str]:
+        server = self.pg_server
+        return {"ELT_GATEWAY": "postgres", "ELT_PG_HOST": server.host, "ELT_PG_PORT": str(server.port),  # type: ignore[union-attr]
+                "ELT_PG_USER": server.user, "ELT_PG_DATABASE": db, "ELT_PG_PASSWORD": ""}  # type: ignore[union-attr]
+
+    def marts(self, settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+        if self.name == "duckdb":
+            con = duckdb.connect(str(settings.warehouse), read_only=True)
+            try:
+                return {m: con.execute(f"SELECT * FROM marts.{m} ORDER BY ALL").fetchall() for m in MARTS}
+            finally:
+                con.close()
+        import psycopg2
+
+        con = psycopg2.connect(host=os.environ["ELT_PG_HOST"], port=os.environ["ELT_PG_PORT"],
+                               user=os.environ["ELT_PG_USER"], dbname=os.environ["ELT_PG_DATABASE"])
+        try:
+            with con.cursor() as cur:
+                out = {}
+                for m in MARTS:
+                    cur.execute(f"SELECT * FROM marts.{m}")
+                    out[m] = sorted(cur.fetchall(), key=repr)
+                return out
+        finally:
+            con.close()
+
+    def raw_counts(self, settings: Settings) -> tuple[int, int]:
+        sql = "SELECT count(*), count(CASE WHEN _deleted THEN 1 END) FROM raw_jaffle_shop.orders"
+        if self.name == "duckdb":
+            con = duckdb.connect(str(settings.warehouse), read_only=True)
+            try:
+                return con.execute(sql).fetchone()  # type: ignore[return-value]
+            finally:
+                con.close()
+        import psycopg2
+
+        con = psycopg2.connect(host=os.environ["ELT_PG_HOST"], port=os.environ["ELT_PG_PORT"],
+                               user=os.environ["ELT_PG_USER"], dbname=os.environ["ELT_PG_DATABASE"])
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql)
+                return cur.fetchone()  # type: ignore[return-value]
+        finally:
+            con.close()
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def gateway(request, monkeypatch):  # type: ignore[no-untyped-def]
+    for key in ("ELT_GATEWAY", "ELT_PG_HOST", "ELT_PG_PORT", "ELT_PG_USER", "ELT_PG_DATABASE", "ELT_PG_PASSWORD",
+                "ELT_DUCKDB_PATH"):
+        monkeypatch.delenv(key, raising=False)
+    if request.param == "duckdb":
+        yield Gateway("duckdb")
+        return
+    server = request.getfixturevalue("pg_server")
+    gw = Gateway("postgres", server)
+    yield gw
+    import psycopg2
+
+    admin = psycopg2.connect(server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        for db in gw.made:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    admin.close()
+
+
 def _settings(tmp_path: Path, name: str) -> Settings:
-    project = copy_project(tmp_path / name)
-    return Settings(project_root=project, warehouse=project / "data" / "warehouse.duckdb",
-                    landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data")
+    return Gateway("duckdb").settings(tmp_path, name)
 
 
 def _load(settings: Settings, folder: Path) -> None:
@@ -104,14 +197,14 @@ def _marts(warehouse: Path) -> dict[str, list[tuple[object, ...]]]:
         con.close()
 
 
-def _clean_build(tmp_path: Path, shop: Shop) -> dict[str, list[tuple[object, ...]]]:
-    settings = _settings(tmp_path, "clean")
+def _clean_build(tmp_path: Path, shop: Shop, gateway: Gateway | None = None) -> dict[str, list[tuple[object, ...]]]:
+    gateway = gateway or Gateway("duckdb")
+    settings = gateway.settings(tmp_path, "clean")
     folder = tmp_path / "clean-files"
     shop.write(folder)
     _load(settings, folder)
-    os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
     transform(settings, quiet=True)
-    return _marts(settings.warehouse)
+    return gateway.marts(settings)
 
 
 def _touched_days(before: dict[str, dict[str, object]], after: dict[str, dict[str, object]],
@@ -149,11 +242,10 @@ def _touched_days(before: dict[str, dict[str, object]], after: dict[str, dict[st
     return touched
 
 
-def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(tmp_path: Path) -> None:
+def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(tmp_path: Path, gateway: Gateway) -> None:
     shop = Shop(random.Random(7))
-    settings = _settings(tmp_path, "daily")
+    settings = gateway.settings(tmp_path, "daily")
     folder = tmp_path / "files"
-    os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
     for d in range(10):  # ten days of history, built once
         for _ in range(shop.rng.randint(2, 5)):
             shop.add_order(START + timedelta(days=d))
@@ -196,13 +288,11 @@ def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(tm
         assert today in ran_days, f"step {step}: the new day {today} was not processed"
         windows_seen.append(len(ran_days))
     # raw grew by the changes only: far fewer raw order rows than 15 snapshots would hold
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    raw_rows = con.execute("SELECT count(*) FROM raw_jaffle_shop.orders").fetchone()[0]
-    tombstones = con.execute("SELECT count(*) FROM raw_jaffle_shop.orders WHERE _deleted").fetchone()[0]
-    con.close()
+    raw_rows, tombstones = gateway.raw_counts(settings)
     assert tombstones >= 3
     assert raw_rows < 2 * len(shop.orders) + 20
-    assert _marts(settings.warehouse) == _clean_build(tmp_path, shop)
+    replayed = gateway.marts(settings)
+    assert replayed == _clean_build(tmp_path, shop, gateway)
 
 
 TRANSFORM_POINTS = [p for p in failpoints.POINTS if p.startswith("transform.")]

@@ -79,10 +79,17 @@ def test_a_new_extract_of_the_same_file_is_a_new_batch(small_jaffle: Path, tmp_p
     (small_jaffle / "raw_customers.csv").write_text("id,name\nc1,Ann Changed\nc2,Bob\nc3,Cyd\nc4,Dee\n")
     outcomes = _load(small_jaffle, tmp_path, tables=["customers"])
     assert outcomes[0].status == "loaded" and len(outcomes[0].applied) == 1
-    assert _rows(tmp_path, "SELECT count(*), count(DISTINCT _batch_id) FROM raw_jaffle_shop.customers") == [(7, 2)]
+    # a snapshot file: landed whole, but raw gains only its changes (c1 renamed, c4 new)
+    assert outcomes[0].rows_landed == 4 and outcomes[0].rows_applied == 2
+    assert _rows(tmp_path, "SELECT count(*), count(DISTINCT _batch_id) FROM raw_jaffle_shop.customers") == [(5, 2)]
     forced = _load(small_jaffle, tmp_path, tables=["customers"], force=True)
-    assert len(forced[0].applied) == 1
-    assert _rows(tmp_path, "SELECT count(DISTINCT _batch_id) FROM raw_jaffle_shop.customers") == [(3,)]
+    assert len(forced[0].applied) == 1 and forced[0].rows_applied == 0  # landed and recorded, nothing changed
+    assert _rows(tmp_path, "SELECT count(*) FROM elt_meta.loaded_batches WHERE table_name = 'customers'") == [(3,)]
+    # a key the next snapshot lacks gets a tombstone: the key, NULLs, _deleted
+    (small_jaffle / "raw_customers.csv").write_text("id,name\nc1,Ann Changed\nc2,Bob\nc4,Dee\n")
+    gone = _load(small_jaffle, tmp_path, tables=["customers"])
+    assert gone[0].rows_applied == 1
+    assert _rows(tmp_path, "SELECT id, name, _batch_row FROM raw_jaffle_shop.customers WHERE _deleted") == [("c3", None, None)]
 
 
 def test_a_batch_landed_but_not_loaded_is_applied_by_the_next_run(small_jaffle: Path, tmp_path: Path) -> None:
