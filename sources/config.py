@@ -12,6 +12,7 @@ a declaration. It is validated when loaded: every wrong field is listed in one `
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from sources.errors import ConfigError
 from sources.load.schema import POLICIES
 from sources.types import ColumnType, parse_type
 
-DECLARATIONS_DIR = Path(__file__).resolve().parent / "declarations"
+# ELT_DECLARATIONS_DIR points elsewhere (a deployment's own folder, or a test's copy)
+DECLARATIONS_DIR = Path(os.environ.get("ELT_DECLARATIONS_DIR") or Path(__file__).resolve().parent / "declarations")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 _DURATION = re.compile(r"^(\d+)\s*([smhd])$")
