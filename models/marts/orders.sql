@@ -70,19 +70,29 @@ WITH orders AS (
     order_items.ordered_at BETWEEN @start_ts AND @end_ts
   GROUP BY
     order_items.order_id
-), customer_history AS (
-  /* Every earlier order of the window's customers: the rank is over the whole history. */
+), earlier_orders AS (
+  /* how many orders each of the window's customers placed before the window: the rank of a
+     window's order is that count plus its rank inside the window (all earlier orders come first) */
   SELECT
-    history.order_id,
-    ROW_NUMBER() OVER (PARTITION BY history.customer_id ORDER BY history.ordered_at, history.order_id) AS customer_order_number
+    history.customer_id,
+    COUNT(*) AS count_earlier_orders
   FROM staging.stg_jaffle_shop__orders AS history
   WHERE
-    history.ordered_at <= @end_ts
+    history.ordered_at < @start_ts
     AND history.customer_id IN (
       SELECT
         orders.customer_id
       FROM orders
     )
+  GROUP BY
+    history.customer_id
+), customer_history AS (
+  SELECT
+    orders.order_id,
+    COALESCE(earlier_orders.count_earlier_orders, 0) + ROW_NUMBER() OVER (PARTITION BY orders.customer_id ORDER BY orders.ordered_at, orders.order_id) AS customer_order_number
+  FROM orders
+  LEFT JOIN earlier_orders
+    ON orders.customer_id = earlier_orders.customer_id
 )
 SELECT
   orders.order_id,
