@@ -11,7 +11,10 @@ the child's max RSS):
 - noop: `elt transform` with nothing new, against `sqlmesh run` with nothing due;
 - new_day: one new day of orders and items appended to the snapshot files, `elt load` (not
   timed), then `elt transform`;
-- late_correction: one 2018 order's store changed, load, transform.
+- late_correction: one 2018 order's store changed, load, transform;
+- pg_new_day (``--postgres``, on by default): the same history served by a PostgreSQL app
+  database (a server started on loopback), read by cursor (`jaffle_app`); after a full build,
+  one more day is released at the source, loaded by cursor, and transformed.
 
 The last line is one JSON object. Ratios compare figures measured in the same run.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import datetime
 import json
 import os
 import shutil
@@ -98,7 +102,44 @@ def late_correction(folder: Path) -> None:
         w.writerows(rows)
 
 
-def one_size(years: int) -> dict[str, object]:
+def pg_new_day(years: int, src: Path) -> dict[str, object]:
+    """Full build from the app database read by cursor, then one new day released and transformed."""
+    sys.path.insert(0, str(ROOT))
+    from sources.connections import PostgresSettings
+    from sources.demo import appdb
+    from tests.servers import postgres_server
+
+    with open(src / "raw_orders.csv") as fh:
+        last = max(row["ordered_at"][:10] for row in csv.DictReader(fh))
+    last_day = datetime.date.fromisoformat(last)
+    work = Path(tempfile.mkdtemp(prefix=f"elt-bench-pg-{years}y-"))
+    try:
+        with postgres_server() as server:
+            app_env = server.env("JAFFLE_APP")
+            env = {**os.environ, **app_env, "ELT_DUCKDB_PATH": str(work / "warehouse.duckdb"),
+                   "ELT_LANDING_ROOT": str(work / "landing"), "ELT_JSON_LOGS": "1"}
+            os.environ.update(app_env)
+            settings = PostgresSettings.from_env("JAFFLE_APP_")
+            appdb.seed(settings, src)
+            appdb.release(settings, last_day - datetime.timedelta(days=1))
+            elt = str(BIN / "elt")
+            catalog = [elt, "load", "jaffle_shop", "--path", str(src), "--table", "products", "--table", "stores",
+                       "--table", "supplies"]
+            subprocess.run(catalog, env=env, cwd=ROOT, check=True, capture_output=True)
+            subprocess.run([elt, "load", "jaffle_app"], env=env, cwd=ROOT, check=True, capture_output=True)
+            r: dict[str, object] = {}
+            r["pg_full_s"], r["pg_full_peak_mb"] = timed([elt, "transform"], env)
+            r["pg_orders_after_new_day"] = appdb.release(settings, last_day)["orders"]
+            started = time.perf_counter()
+            subprocess.run([elt, "load", "jaffle_app"], env=env, cwd=ROOT, check=True, capture_output=True)
+            r["pg_new_day_load_s"] = round(time.perf_counter() - started, 2)
+            r["pg_new_day_s"], r["pg_new_day_peak_mb"] = timed([elt, "transform"], env)
+            return r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def one_size(years: int, postgres: bool = True) -> dict[str, object]:
     src = jafgen(years)
     work = Path(tempfile.mkdtemp(prefix=f"elt-bench-{years}y-"))
     try:
@@ -129,6 +170,8 @@ def one_size(years: int) -> dict[str, object]:
         r["full_over_floor"] = round(full / float(r["floor_s"]), 2)  # type: ignore[arg-type]
         r["noop_over_sqlmesh_run"] = round(noop / float(r["sqlmesh_run_noop_s"]), 2)  # type: ignore[arg-type]
         r["new_day_budget_s"] = round(noop + 0.1 * (full - noop), 2)
+        if postgres:
+            r.update(pg_new_day(years, src))
         return r
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -137,12 +180,14 @@ def one_size(years: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--years", type=int, nargs="+", default=[1, 6])
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL cursor-source new day")
     args = parser.parse_args()
-    results = [one_size(y) for y in args.years]
+    results = [one_size(y, postgres=not args.no_postgres) for y in args.years]
     for r in results:
         print(f"{r['years']}y {r['orders']:,} orders: full {r['full_s']}s (floor {r['floor_s']}s), noop {r['noop_s']}s "
               f"(sqlmesh run {r['sqlmesh_run_noop_s']}s), new day {r['new_day_s']}s (budget {r['new_day_budget_s']}s), "
-              f"late correction {r['late_correction_s']}s", file=sys.stderr)
+              f"late correction {r['late_correction_s']}s"
+              + (f", PostgreSQL cursor new day {r['pg_new_day_s']}s" if "pg_new_day_s" in r else ""), file=sys.stderr)
     out: dict[str, object] = {"sizes": results}
     if len(results) > 1:
         out["new_day_largest_over_smallest"] = round(float(results[-1]["new_day_s"]) / float(results[0]["new_day_s"]), 2)  # type: ignore[arg-type]
