@@ -44,6 +44,21 @@ def _ident(*parts: str) -> sql.Identifier:
     return sql.Identifier(*parts)
 
 
+def _ensure_indexes(cur, raw_schema: str, table: str, key: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Indexes that keep the transform's lookups proportional to the change on PostgreSQL: the
+    versions of a key, latest first (staging's dedupe, a snapshot's diff, a parent's day), and
+    the rows of a batch (which keys a batch changed). Names are short hashes: identifiers stop
+    at 63 characters. Cheap when they exist; built once on a table made before them."""
+    import hashlib
+
+    order = [*key, "_extracted_at", "_batch_id", "_batch_row"]
+    for columns in (order, ["_batch_id"]):
+        digest = hashlib.sha1(f"{raw_schema}.{table}:{','.join(columns)}".encode()).hexdigest()[:16]
+        cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({})").format(
+            sql.Identifier(f"elt_raw_{digest}"), _ident(raw_schema, table),
+            sql.SQL(", ").join(_ident(c) for c in columns)))
+
+
 def _sql_type(type_name: str) -> str:
     return parse_type(type_name).sql(DIALECT).upper()
 
@@ -195,6 +210,7 @@ class PostgresRaw:
                 sql.SQL("{} {}").format(_ident(n), sql.SQL(t)) for n, t in [*batch, *METADATA_COLUMNS]
             )
             cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, cols))
+            _ensure_indexes(cur, raw_schema, manifest.table, list(manifest.primary_key))
             return ()
         meta = {m for m, _ in METADATA_COLUMNS}
         for name, sql_type in METADATA_COLUMNS:  # raw tables made before a metadata column existed
@@ -205,5 +221,6 @@ class PostgresRaw:
         plan = plan_schema(raw, batch, policy, where, f"{raw_schema}.{manifest.table}")
         for name, sql_type in plan.add:
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(table, _ident(name), sql.SQL(sql_type)))
+        _ensure_indexes(cur, raw_schema, manifest.table, list(manifest.primary_key))
         # evolve_cast on PostgreSQL: COPY converts the text to the raw column's type, or fails the batch
         return plan.notes
