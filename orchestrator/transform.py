@@ -361,22 +361,26 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     w.ensure_raw_tombstone_column(adapter)
     lineage = lineage or Lineage.of(ctx)
     # every model version the environment serves now or will serve after the plan
-    targets: dict[tuple[str, str], Any] = {}
+    # (model, version) -> the snapshots of that physical table, local and served: a metadata-only
+    # change makes a new snapshot of the same table, which must not be mistaken for a new table
+    targets: dict[tuple[str, str], list[Any]] = {}
     for snapshot in ctx.snapshots.values():
         if snapshot.is_model and not snapshot.is_external:
             # a snapshot the plan has not versioned yet gets its fingerprint's version, as SQLMesh gives it
             version = snapshot.version or snapshot.fingerprint.to_version()
-            targets[(schema_table(snapshot.name).lower(), version)] = snapshot.snapshot_id
+            targets.setdefault((schema_table(snapshot.name).lower(), version), []).append(snapshot.snapshot_id)
     env = ctx.state_reader.get_environment(environment)
     for info in (env.snapshots if env else []):
         name = schema_table(info.name).lower()
         if name in lineage.is_time:
-            targets.setdefault((name, info.version), info.snapshot_id)
+            targets.setdefault((name, info.version), []).append(info.snapshot_id)
     pending = w.pending_batches(adapter, {mv: lineage.upstream_raw.get(mv[0], set()) for mv in targets})
     pending = {mv: tables for mv, tables in pending.items() if tables}
     if not pending:
         return Restatement()
-    in_state = ctx.state_reader.get_snapshots([targets[mv] for mv in pending])
+    stored = ctx.state_reader.get_snapshots([sid for mv in pending for sid in targets[mv]])
+    # the table's snapshot in state (any of them: intervals are shared by version), if it was built
+    in_state = {mv: next((stored[sid] for sid in targets[mv] if sid in stored), None) for mv in pending}
     if first_use:
         # upgrading from the watermark design: what the environment's last success saw is consumed
         _, _, watermark = changed_since_last_transform(adapter, environment)
@@ -384,9 +388,9 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
             seen = {b for (b,) in adapter.fetchall(
                 f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at <= CAST({exp.Literal.string(str(watermark)).sql(adapter.dialect)} AS TIMESTAMP)")}
             w.mark_consumed(adapter, {mv: {t: b & seen for t, b in tables.items()}
-                                      for mv, tables in pending.items() if targets[mv] in in_state})
-            pending = {mv: {t: b - seen for t, b in tables.items() if b - seen} if targets[mv] in in_state else tables
-                       for mv, tables in pending.items()}
+                                      for mv, tables in pending.items() if in_state[mv] is not None})
+            pending = {mv: {t: b - seen for t, b in tables.items() if b - seen} if in_state[mv] is not None
+                       else tables for mv, tables in pending.items()}
             pending = {mv: tables for mv, tables in pending.items() if tables}
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
@@ -410,7 +414,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
                         extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
     removals: dict[tuple[int, int], list[Any]] = {}
     for (name, version), tables in sorted(pending.items()):
-        snapshot = in_state.get(targets[(name, version)])
+        snapshot = in_state[(name, version)]
         if snapshot is None:  # not built yet: the plan builds it whole from raw as it is now
             continue
         windows = w.Windows()

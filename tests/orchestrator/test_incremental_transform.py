@@ -331,3 +331,36 @@ def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str
     _load(settings, folder)
     run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
     assert _marts(settings.warehouse) == _clean_build(tmp_path, shop)
+
+
+def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
+    """New batches arrive together with a metadata-only change (a new snapshot of the same physical
+    table) and a breaking change (a new table): neither may hide the batches' days."""
+    shop = Shop(random.Random(5))
+    settings = _settings(tmp_path, "changed")
+    folder = tmp_path / "files"
+    for d in range(6):
+        for _ in range(3):
+            shop.add_order(START + timedelta(days=d))
+    shop.write(folder)
+    _load(settings, folder)
+    transform(settings, quiet=True)
+    staging = settings.project_root / "models" / "staging" / "stg_jaffle_shop__orders.sql"
+    staging.write_text(staging.read_text().replace("Jaffle Shop orders, one row per order", "Orders, one row per order"))
+    mart = settings.project_root / "models" / "marts" / "order_items.sql"
+    mart.write_text(mart.read_text().replace("  products.product_name,\n", "  UPPER(products.product_name) AS product_name,\n"))
+    shop.add_order(START + timedelta(days=6))
+    shop.orders[sorted(shop.orders)[1]]["customer"] = "c-10"
+    shop.delete_order(sorted(shop.orders)[4])
+    shop.write(folder)
+    _load(settings, folder)
+    transform(settings, quiet=True)
+    clean = _settings(tmp_path, "clean-build")
+    for rel in ("models/staging/stg_jaffle_shop__orders.sql", "models/marts/order_items.sql"):
+        (clean.project_root / rel).write_text((settings.project_root / rel).read_text())
+    clean_folder = tmp_path / "clean-files"
+    shop.write(clean_folder)
+    _load(clean, clean_folder)
+    transform(clean, quiet=True)
+    os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
+    assert _marts(settings.warehouse) == _marts(clean.warehouse)
