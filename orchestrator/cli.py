@@ -5,7 +5,7 @@
                                      -> S3 landing -> PostgreSQL raw, models and state (ELT_PG_*, ELT_LANDING_URL)
     elt load SOURCE [--path DIR]     land and load a declared source (e.g. a folder of jafgen CSVs)
     elt load SOURCE --from-landing   apply landed batches that raw lacks (restore raw from landing)
-    elt transform                    plan+apply prod, restate models whose raw tables got new batches, run, audit
+    elt transform                    plan prod if models changed, recompute the days new batches touch, audit them
     elt preview [ENV]                build local model changes in a dev environment, diff it against prod
     elt bi-role                      create/update the read-only BI role on marts (PostgreSQL; ELT_BI_*)
     elt sources                      list the declared sources and their tables
@@ -97,7 +97,7 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
               "see `elt runs` for the running transform job", file=sys.stderr)
         return 1
     try:
-        summary = transform(settings, environment=args.environment)
+        summary = transform(settings, environment=args.environment, verify=args.audit_all)
     except TransformFailed as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -321,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     load.set_defaults(func=_cmd_load)
 
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
-    transform.add_argument("--environment", default="prod")
+    transform.add_argument("--environment", default="prod", help="the SQLMesh environment (default: prod)")
+    transform.add_argument("--audit-all", action="store_true",
+                           help="afterwards, run every audit over all data (slow; after a restatement by hand)")
     transform.set_defaults(func=_cmd_transform)
 
     prev = sub.add_parser("preview", help="build model changes in a dev environment and diff against prod")

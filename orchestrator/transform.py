@@ -247,12 +247,6 @@ def schema_table(name: str) -> str:
     return ".".join(name.replace('"', "").split(".")[-2:])
 
 
-def models_reading(ctx, raw_tables: set[str]) -> list[str]:  # type: ignore[no-untyped-def]
-    """The models that read any of ``raw_tables`` (``raw_jaffle_shop.orders``...) directly."""
-    wanted = {schema_table(t) for t in raw_tables}
-    return sorted(m.name for m in ctx.models.values() if {schema_table(d) for d in m.depends_on} & wanted)
-
-
 def transform(
     settings: Settings,
     *,
@@ -360,9 +354,9 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     w.ensure_tables(adapter)
     w.ensure_raw_tombstone_column(adapter)
     lineage = lineage or Lineage.of(ctx)
-    # every model version the environment serves now or will serve after the plan
-    # (model, version) -> the snapshots of that physical table, local and served: a metadata-only
-    # change makes a new snapshot of the same table, which must not be mistaken for a new table
+    # every model version (physical table) the environment serves now or will serve after the plan
+    # -> its snapshots, local and served: a metadata-only change makes a new snapshot of the same
+    # table, which must not be mistaken for a new table
     targets: dict[tuple[str, str], list[Any]] = {}
     for snapshot in ctx.snapshots.values():
         if snapshot.is_model and not snapshot.is_external:
@@ -460,7 +454,7 @@ def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
     return out
 
 
-def _orphan_failure(ctx, direct: dict[str, set[str]], found) -> AuditFailure:  # type: ignore[no-untyped-def]
+def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type: ignore[no-untyped-def]
     model = ", ".join(sorted(direct.get(found.raw_table, set()))) or found.raw_table
     return AuditFailure(model, "assert_relationship", found.count, found.example,
                         f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} is missing")
@@ -528,7 +522,7 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
     if restated.orphans:
-        raise TransformFailed("run", [_orphan_failure(ctx, lineage_direct(ctx), o) for o in restated.orphans],
+        raise TransformFailed("run", [_orphan_failure(lineage_direct(ctx), o) for o in restated.orphans],
                               "Rows whose parent is missing were held out of staging (the rest was built); their "
                               "batches stay pending, so each transform checks them again until the parent is "
                               "loaded or the rows are corrected (runbook: docs/runbook.md#orphan-rows).")
