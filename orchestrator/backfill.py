@@ -1,7 +1,7 @@
 """One-command backfill: ``elt backfill SOURCE --start 2018-09-01 --end 2018-09-08``.
 
-1. Bring prod up to date first (``transform``) if raw holds batches no transform has seen, so the
-   watermark advanced in step 5 cannot hide someone else's pending batches.
+1. Bring prod up to date first (``transform``; nothing to do when no batch is pending), so the
+   difference printed in step 6 is the backfill's alone.
 2. Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``).
 3. Re-extract the source into new landing batches and load them (``ingest(force=True)``: raw is
    append-only, the earlier batches stay, history shows both).
@@ -200,20 +200,19 @@ def _outside(restated: str, start: date, end: date) -> bool:
 def prepare(settings: Settings) -> int:
     """Steps 1-2, in their own process: transform pending batches, then record the marts' row
     hashes in the warehouse (``elt_meta.backfill_before``)."""
-    from orchestrator.transform import changed_since_last_transform, make_context, transform
+    from orchestrator.transform import make_context, transform
 
     ctx, _ = make_context(settings, quiet=True)
     try:
-        pending, _, _ = changed_since_last_transform(ctx.engine_adapter, "prod")
         env_exists = ctx.state_reader.get_environment("prod") is not None
     finally:
         ctx.close()
     if not env_exists:
         print("prod has never been built; run `elt transform` once before backfilling a window", file=sys.stderr)
         return 1
-    if pending:
-        print(f"prod has batches no transform has seen ({', '.join(sorted(pending))}); transforming first")
-        transform(settings, environment="prod", quiet=True)
+    summary = transform(settings, environment="prod", quiet=True)  # batches no model has consumed yet
+    if summary.restated_windows:
+        print(f"prod had batches no transform had taken in; transformed first: {summary.render()}")
     ctx, _ = make_context(settings, quiet=True)
     try:
         snapshot_marts(ctx)

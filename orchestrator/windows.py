@@ -29,9 +29,10 @@ from typing import Any
 
 from sqlglot import exp, parse_one
 
+from sources.load.changes import DELETED, ORDER
+
 CONSUMED = "elt_meta.consumed_batches"
 LEDGER = "elt_meta.loaded_batches"
-DELETED = "_deleted"
 
 
 @dataclass(frozen=True)
@@ -120,25 +121,23 @@ def _lit(value: object, dialect: str) -> str:
 
 
 def pending_batches(adapter: Any, versions: dict[tuple[str, str], set[str]]) -> dict[tuple[str, str], dict[str, set[str]]]:
-    """For each (model, version) and its upstream raw tables: raw table -> batch ids not consumed yet."""
+    """For each (model, version) and its upstream raw tables: raw table -> batch ids not consumed yet.
+
+    The anti-join runs in the warehouse (on the consumed table's primary key), so only pending
+    batches come back, however long the ledger grows."""
     if not versions or not adapter.table_exists(LEDGER):
         return {v: {} for v in versions}
     d = adapter.dialect
-    rows = adapter.fetchall(f"SELECT lower(raw_table), batch_id FROM {LEDGER}")
-    by_table: dict[str, set[str]] = {}
-    for raw_table, batch_id in rows:
-        by_table.setdefault(raw_table, set()).add(batch_id)
-    names = sorted({m for m, _ in versions})
-    consumed_rows = adapter.fetchall(
-        f"SELECT model, version, batch_id FROM {CONSUMED} WHERE model IN ({', '.join(_lit(n, d) for n in names)})"
+    targets = ", ".join(f"({_lit(m, d)}, {_lit(v, d)})" for m, v in sorted(versions))
+    rows = adapter.fetchall(
+        f"SELECT t.model, t.version, lower(l.raw_table), l.batch_id FROM (VALUES {targets}) AS t (model, version) "
+        f"CROSS JOIN {LEDGER} AS l WHERE NOT EXISTS (SELECT 1 FROM {CONSUMED} AS c WHERE c.model = t.model "
+        "AND c.version = t.version AND c.batch_id = l.batch_id)"
     )
-    consumed: dict[tuple[str, str], set[str]] = {}
-    for model, version, batch_id in consumed_rows:
-        consumed.setdefault((model, version), set()).add(batch_id)
-    out: dict[tuple[str, str], dict[str, set[str]]] = {}
-    for mv, upstream in versions.items():
-        done = consumed.get(mv, set())
-        out[mv] = {t: by_table[t] - done for t in upstream if by_table.get(t, set()) - done}
+    out: dict[tuple[str, str], dict[str, set[str]]] = {mv: {} for mv in versions}
+    for model, version, raw_table, batch_id in rows:
+        if raw_table in versions[(model, version)]:
+            out[(model, version)].setdefault(raw_table, set()).add(batch_id)
     return out
 
 
@@ -260,7 +259,7 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
         return None
     ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
     key = ", ".join(_q(k) for k in spec.key)
-    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ("_extracted_at", "_batch_id", "_batch_row"))
+    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
     deleted = _has_column(adapter, raw_table, DELETED)
     live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if deleted else ""
     parent_live = f" AND NOT COALESCE(p.{_q(DELETED)}, FALSE)" if _has_column(adapter, parent_table, DELETED) else ""

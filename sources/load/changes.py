@@ -38,7 +38,8 @@ def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: l
         return exp.convert(value).sql("duckdb")
 
     cols = ", ".join(_q(c) for c in data_cols)
-    meta = f"{lit(batch_id)}, CAST({lit(str(extracted_at))} AS TIMESTAMP), CAST({lit(str(loaded_at))} AS TIMESTAMP)"
+    batch_lit = lit(batch_id)
+    times = f"CAST({lit(str(extracted_at))} AS TIMESTAMP), CAST({lit(str(loaded_at))} AS TIMESTAMP)"
     key_match = " AND ".join(f"c.{_q(k)} = b.{_q(k)}" for k in key)
     same = " AND ".join(f"c.{_q(c)} IS NOT DISTINCT FROM b.{_q(c)}" for c in data_cols if c not in key)
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
@@ -50,12 +51,11 @@ def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: l
         f"WITH current_rows AS (SELECT {cols}, {_q(DELETED)} FROM ("
         f"SELECT {cols}, {_q(DELETED)}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS _rn "
         f"FROM {raw_table}) AS versions WHERE _rn = 1) "
-        f"SELECT {', '.join(f'b.{_q(c)}' for c in data_cols)}, {lit(batch_id)}, b.{_q('_batch_row')}, "
-        f"CAST({lit(str(extracted_at))} AS TIMESTAMP), CAST({lit(str(loaded_at))} AS TIMESTAMP), FALSE AS {_q(DELETED)} "
+        f"SELECT {', '.join(f'b.{_q(c)}' for c in data_cols)}, {batch_lit}, b.{_q('_batch_row')}, "
+        f"{times}, FALSE AS {_q(DELETED)} "
         f"FROM {batch} AS b WHERE NOT EXISTS (SELECT 1 FROM current_rows AS c WHERE {key_match} "
         f"AND NOT COALESCE(c.{_q(DELETED)}, FALSE){' AND ' + same if same else ''}) "
-        f"UNION ALL SELECT {tombstone}, {meta.split(', ')[0]}, CAST(NULL AS BIGINT), "
-        f"{', '.join(meta.split(', ')[1:])}, TRUE AS {_q(DELETED)} "
+        f"UNION ALL SELECT {tombstone}, {batch_lit}, CAST(NULL AS BIGINT), {times}, TRUE AS {_q(DELETED)} "
         f"FROM current_rows AS c WHERE NOT COALESCE(c.{_q(DELETED)}, FALSE) "
         f"AND NOT EXISTS (SELECT 1 FROM {batch} AS b WHERE {key_match})"
     )

@@ -91,7 +91,7 @@ class Gateway:
 
     name: str
     pg_server: object | None = None
-    made: list[str] = field(default_factory=list)
+    databases: dict[Path, str] = field(default_factory=dict)  # project -> its PostgreSQL database
 
     def settings(self, tmp_path: Path, label: str) -> Settings:
         project = copy_project(tmp_path / label)
@@ -108,7 +108,7 @@ class Gateway:
             with admin.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{db}"')
             admin.close()
-            self.made.append(db)
+            self.databases[settings.project_root] = db
             for key, value in self.env(db).items():
                 os.environ[key] = value
         return settings
@@ -118,45 +118,32 @@ class Gateway:
         return {"ELT_GATEWAY": "postgres", "ELT_PG_HOST": server.host, "ELT_PG_PORT": str(server.port),  # type: ignore[union-attr]
                 "ELT_PG_USER": server.user, "ELT_PG_DATABASE": db, "ELT_PG_PASSWORD": ""}  # type: ignore[union-attr]
 
-    def marts(self, settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+    def rows(self, settings: Settings, sql: str) -> list[tuple[object, ...]]:
+        """The rows of ``sql`` in this settings' warehouse (its DuckDB file or its own database)."""
         if self.name == "duckdb":
             con = duckdb.connect(str(settings.warehouse), read_only=True)
             try:
-                return {m: con.execute(f"SELECT * FROM marts.{m} ORDER BY ALL").fetchall() for m in MARTS}
+                return con.execute(sql).fetchall()
             finally:
                 con.close()
         import psycopg2
 
-        con = psycopg2.connect(host=os.environ["ELT_PG_HOST"], port=os.environ["ELT_PG_PORT"],
-                               user=os.environ["ELT_PG_USER"], dbname=os.environ["ELT_PG_DATABASE"])
-        try:
-            with con.cursor() as cur:
-                out = {}
-                for m in MARTS:
-                    cur.execute(f"SELECT * FROM marts.{m}")
-                    out[m] = sorted(cur.fetchall(), key=repr)
-                return out
-        finally:
-            con.close()
-
-    def raw_counts(self, settings: Settings) -> tuple[int, int]:
-        sql = "SELECT count(*), count(CASE WHEN _deleted THEN 1 END) FROM raw_jaffle_shop.orders"
-        if self.name == "duckdb":
-            con = duckdb.connect(str(settings.warehouse), read_only=True)
-            try:
-                return con.execute(sql).fetchone()  # type: ignore[return-value]
-            finally:
-                con.close()
-        import psycopg2
-
-        con = psycopg2.connect(host=os.environ["ELT_PG_HOST"], port=os.environ["ELT_PG_PORT"],
-                               user=os.environ["ELT_PG_USER"], dbname=os.environ["ELT_PG_DATABASE"])
+        server = self.pg_server
+        con = psycopg2.connect(host=server.host, port=server.port, user=server.user,  # type: ignore[union-attr]
+                               dbname=self.databases[settings.project_root])
         try:
             with con.cursor() as cur:
                 cur.execute(sql)
-                return cur.fetchone()  # type: ignore[return-value]
+                return cur.fetchall()
         finally:
             con.close()
+
+    def marts(self, settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+        return {m: sorted(self.rows(settings, f"SELECT * FROM marts.{m}"), key=repr) for m in MARTS}
+
+    def raw_counts(self, settings: Settings) -> tuple[int, int]:
+        sql = "SELECT count(*), count(CASE WHEN _deleted THEN 1 END) FROM raw_jaffle_shop.orders"
+        return self.rows(settings, sql)[0]  # type: ignore[return-value]
 
 
 @pytest.fixture(params=["duckdb", "postgres"])
@@ -175,7 +162,7 @@ def gateway(request, monkeypatch):  # type: ignore[no-untyped-def]
     admin = psycopg2.connect(server.dsn)
     admin.autocommit = True
     with admin.cursor() as cur:
-        for db in gw.made:
+        for db in gw.databases.values():
             cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     admin.close()
 
@@ -187,14 +174,6 @@ def _settings(tmp_path: Path, name: str) -> Settings:
 def _load(settings: Settings, folder: Path) -> None:
     outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
     assert not [str(o.error) for o in outcomes if o.error]
-
-
-def _marts(warehouse: Path) -> dict[str, list[tuple[object, ...]]]:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return {m: con.execute(f"SELECT * FROM marts.{m} ORDER BY ALL").fetchall() for m in MARTS}
-    finally:
-        con.close()
 
 
 def _clean_build(tmp_path: Path, shop: Shop, gateway: Gateway | None = None) -> dict[str, list[tuple[object, ...]]]:
@@ -330,7 +309,7 @@ def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str
     shop.write(folder)
     _load(settings, folder)
     run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
-    assert _marts(settings.warehouse) == _clean_build(tmp_path, shop)
+    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path, shop)
 
 
 def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
@@ -363,4 +342,4 @@ def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) 
     _load(clean, clean_folder)
     transform(clean, quiet=True)
     os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
-    assert _marts(settings.warehouse) == _marts(clean.warehouse)
+    assert Gateway("duckdb").marts(settings) == Gateway("duckdb").marts(clean)
