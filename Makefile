@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform clean-data clean help
+.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform bench-spark clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
@@ -41,7 +41,7 @@ ui: $(STAMP)
 # Re-freeze the transitive dependency set after changing a pin in pyproject.toml.
 lock:
 	rm -rf /tmp/elt-lock-venv && $(PYTHON) -m venv /tmp/elt-lock-venv
-	/tmp/elt-lock-venv/bin/pip install --quiet -e '.[test]'
+	/tmp/elt-lock-venv/bin/pip install --quiet -e '.[test,spark]'
 	( echo "# Frozen transitive dependency set for the pins in pyproject.toml."; \
 	  echo "# Regenerate: make lock  (pip freeze of a clean venv built from pyproject.toml)"; \
 	  /tmp/elt-lock-venv/bin/pip freeze --exclude-editable ) > requirements.lock
@@ -59,6 +59,10 @@ bench: $(STAMP)
 # Transform cost against history: full build vs a plain DuckDB floor, no-op, new day, late correction (last line: JSON).
 bench-transform: $(STAMP)
 	$(BIN)/python bench/transform.py --years 1 6
+
+# The Spark gateway (local mode) beside DuckDB at 1 year: full build and one new day (information).
+bench-spark: $(STAMP)
+	$(BIN)/python bench/transform.py --spark 1
 
 # PostgreSQL extraction (1M and 5M rows) against psql COPY in the same run (last line: JSON).
 bench-loader: $(STAMP)

@@ -18,6 +18,9 @@ the child's max RSS):
   database (a server started on loopback), read by cursor (`jaffle_app`); after a full build,
   one more day is released at the source, loaded by cursor, and transformed.
 
+``--spark [YEARS]`` measures instead the Spark gateway (local mode) beside DuckDB, from the same
+files: load, full build, no-op and one new day (information, no target).
+
 The last line is one JSON object. Ratios compare figures measured in the same run.
 """
 
@@ -160,6 +163,35 @@ def pg_new_day(years: int, src: Path) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def spark_sizes(years: int) -> dict[str, object]:
+    """The full build and one new day on the Spark gateway (local mode, config.yaml's limits),
+    next to the same on DuckDB, from the same files. Information, no target: Spark is for scale."""
+    src = jafgen(years)
+    work = Path(tempfile.mkdtemp(prefix=f"elt-bench-spark-{years}y-"))
+    try:
+        r: dict[str, object] = {"years": years}
+        for gateway in ("duckdb", "spark"):
+            home = work / gateway
+            data = home / "jaffle-data"  # each gateway's own copy, given the same new day
+            shutil.copytree(src, data)
+            env = {**os.environ, "ELT_GATEWAY": gateway, "ELT_DUCKDB_PATH": str(home / "warehouse.duckdb"),
+                   "ELT_LANDING_ROOT": str(home / "landing"), "ELT_HISTORY_PATH": str(home / "history.duckdb"),
+                   "ELT_SPARK_HOME": str(home / "spark"), "ELT_JSON_LOGS": "1"}
+            elt = str(BIN / "elt")
+            load = [elt, "load", "jaffle_shop", "--path", str(data)]
+            r[f"{gateway}_load_s"], _ = timed(load, env)
+            r[f"{gateway}_full_s"], r[f"{gateway}_full_peak_mb"] = timed([elt, "transform"], env)
+            r[f"{gateway}_noop_s"], _ = timed([elt, "transform"], env)
+            append_day(data)
+            subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+            r[f"{gateway}_new_day_s"], r[f"{gateway}_new_day_peak_mb"] = timed([elt, "transform"], env)
+        r["spark_over_duckdb_full"] = round(float(r["spark_full_s"]) / float(r["duckdb_full_s"]), 2)  # type: ignore[arg-type]
+        r["spark_over_duckdb_new_day"] = round(float(r["spark_new_day_s"]) / float(r["duckdb_new_day_s"]), 2)  # type: ignore[arg-type]
+        return r
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def one_size(years: int, postgres: bool = True) -> dict[str, object]:
     src = jafgen(years)
     work = Path(tempfile.mkdtemp(prefix=f"elt-bench-{years}y-"))
@@ -220,7 +252,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--years", type=int, nargs="+", default=[1, 6])
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL cursor-source new day")
+    parser.add_argument("--spark", type=int, nargs="*", metavar="YEARS",
+                        help="only the Spark gateway beside DuckDB (full build, one new day) at these sizes (default 1)")
     args = parser.parse_args()
+    if args.spark is not None:
+        spark = [spark_sizes(y) for y in (args.spark or [1])]
+        for r in spark:
+            print(f"{r['years']}y Spark local: full {r['spark_full_s']}s (DuckDB {r['duckdb_full_s']}s), new day "
+                  f"{r['spark_new_day_s']}s (DuckDB {r['duckdb_new_day_s']}s)", file=sys.stderr)
+        print(json.dumps({"spark": spark}))
+        return
     results = [one_size(y, postgres=not args.no_postgres) for y in args.years]
     for r in results:
         print(f"{r['years']}y {r['orders']:,} orders: full {r['full_s']}s (floor {r['floor_s']}s, as tables {r['floor_tables_s']}s), noop {r['noop_s']}s "

@@ -33,6 +33,7 @@ from sqlglot import exp
 from orchestrator.locks import make_lock
 from orchestrator.runner import transform_lock_names
 from orchestrator.settings import Settings
+from orchestrator.windows import create_meta_table
 from sources.config import load_source
 from sources.errors import ConfigError, LoaderError
 from sources.logs import get_logger
@@ -90,8 +91,7 @@ def snapshot_marts(ctx: Any) -> None:
     """Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``)."""
     adapter = ctx.engine_adapter
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
-    adapter.execute(f"DROP TABLE IF EXISTS {BEFORE}")
-    adapter.execute(f"CREATE TABLE {BEFORE} (mart TEXT NOT NULL, row_key TEXT, row_hash TEXT)")
+    create_meta_table(adapter, BEFORE, "mart TEXT NOT NULL, row_key TEXT, row_hash TEXT", replace=True)
     for mart, grain, columns in _marts(ctx):
         if adapter.table_exists(mart):
             adapter.execute(f"INSERT INTO {BEFORE} {_keyed_rows(mart, grain, columns, adapter.dialect)}")

@@ -294,6 +294,9 @@ def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
+    parser.add_argument("--gateway", choices=("duckdb", "postgres", "spark"),
+                        help="where raw tables and models live (default: ELT_GATEWAY, else duckdb); "
+                             "also passed to every process this one starts")
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole Jaffle Shop demo end to end")
@@ -392,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_logs:
         os.environ["ELT_JSON_LOGS"] = "1"  # and for every process this one starts (job attempts)
     logs.configure(json_lines=True if args.json_logs else None)
+    if args.gateway:
+        os.environ["ELT_GATEWAY"] = args.gateway  # read by Settings, sqlmesh's config.yaml and job attempts
     from orchestrator import logcontext
 
     logcontext.install()

@@ -85,6 +85,12 @@ def print_summary(settings: Settings, summary, specs, started: float) -> None:  
 
         pg = PostgresSettings.from_env(settings.pg_prefix)
         print(f"warehouse: PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.dbname} (SQLMesh state in schema sqlmesh)")
+    elif settings.gateway == "spark":
+        from sources.spark import spark_conf, spark_home
+
+        conf = spark_conf(settings.project_root)
+        print(f"warehouse: Spark {conf.get('spark.master', '?')}, tables in {conf.get('spark.sql.warehouse.dir', '?')} "
+              f"(metastore and SQLMesh state under {spark_home(settings.project_root)})")
     else:
         print(f"warehouse: {settings.warehouse}")
     print(f"landing:   {settings.landing_location}")
@@ -93,8 +99,8 @@ def print_summary(settings: Settings, summary, specs, started: float) -> None:  
 
 def run_demo(settings: Settings, years: int = 1) -> int:
     started = time.monotonic()
-    if settings.gateway != "duckdb":
-        print("error: `elt demo` builds the embedded DuckDB pipeline from files; with ELT_GATEWAY=postgres run "
+    if settings.gateway == "postgres":
+        print("error: `elt demo` builds the pipeline from files on DuckDB or Spark; with ELT_GATEWAY=postgres run "
               "`elt demo --production` (app database, catalog API, S3 landing, PostgreSQL warehouse).", file=sys.stderr)
         return 2
     warehouse_from_env = bool(os.environ.get("ELT_DUCKDB_PATH"))
@@ -126,6 +132,8 @@ def run_demo(settings: Settings, years: int = 1) -> int:
     print("\n== 3/3 summary")
     print_summary(settings, summary, [spec], started)
     env = f"ELT_DUCKDB_PATH={settings.warehouse} " if warehouse_from_env else ""
+    if settings.gateway == "spark":
+        env = "ELT_GATEWAY=spark " + (f"ELT_SPARK_HOME={os.environ['ELT_SPARK_HOME']} " if os.environ.get("ELT_SPARK_HOME") else "")
     print(
         "\nnext, from the project root (source .venv/bin/activate first):\n"
         f"  {env}sqlmesh ui                    # browse models and column-level lineage (http://127.0.0.1:8000)\n"

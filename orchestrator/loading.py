@@ -56,5 +56,6 @@ def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=N
     for o in outcomes:
         for note in o.schema_notes:
             print(f"schema change in {o.table}: {note}", file=out)
-    where = settings.warehouse if settings.gateway == "duckdb" else f"PostgreSQL ({settings.pg_prefix}* settings)"
+    where = {"duckdb": str(settings.warehouse), "spark": "Spark (the `spark` gateway of config.yaml)"}.get(
+        settings.gateway, f"PostgreSQL ({settings.pg_prefix}* settings)")
     print(f"\nwarehouse: {where}\nlanding:   {settings.landing_location}", file=out)

@@ -19,7 +19,7 @@ def _path(env: str, default: str) -> Path:
     return value if value.is_absolute() else PROJECT_ROOT / value
 
 
-GATEWAYS = ("duckdb", "postgres")
+GATEWAYS = ("duckdb", "postgres", "spark")
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class Settings:
     landing_root: Path
     data_dir: Path  # generated demo data
     landing_url: str = ""  # s3://bucket/prefix in production; empty = landing_root
-    gateway: str = "duckdb"  # where raw tables (and, later, models) live: duckdb or postgres
+    gateway: str = "duckdb"  # where raw tables and models live: duckdb, postgres or spark
     pg_prefix: str = "ELT_PG_"  # the warehouse's PostgreSQL settings: ELT_PG_HOST, ELT_PG_PASSWORD, ...
 
     @classmethod
@@ -68,6 +68,10 @@ class Settings:
             from sources.load.postgres_raw import PostgresRaw
 
             return PostgresRaw(PostgresSettings.from_env(self.pg_prefix))
+        if self.gateway == "spark":
+            from sources.load.spark_raw import SparkRaw
+
+            return SparkRaw(self.project_root)
         from sources.load.duckdb_raw import DuckDBRaw
 
         return DuckDBRaw(self.warehouse)

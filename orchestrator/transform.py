@@ -113,6 +113,12 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
 
         check_name_budget(PostgresSettings.from_env(settings.pg_prefix).dbname, unit_test_inputs(settings.project_root))
         export_pg_password(settings.pg_prefix)
+    if settings.gateway == "spark":
+        from sources.spark import session
+
+        # the process's one session, built from the gateway's settings (ELT_SPARK_HOME made
+        # absolute, Spark's own logging quieted); SQLMesh's getOrCreate returns it
+        session(settings.project_root)
     console = _capturing_console(quiet)
     set_console(console)
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
@@ -276,10 +282,10 @@ WATERMARKS = "elt_meta.transform_watermarks"
 def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any, Any]:  # type: ignore[no-untyped-def]
     """Raw tables with batches loaded after the last successful transform of ``environment``, the
     newest load time, and the environment's watermark (the newest load its last success saw)."""
+    from orchestrator.windows import create_meta_table
+
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
-    adapter.execute(
-        f"CREATE TABLE IF NOT EXISTS {WATERMARKS} (environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL)"
-    )
+    create_meta_table(adapter, WATERMARKS, "environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL")
     env = exp.Literal.string(environment).sql(adapter.dialect)
     last = f"(SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env})"
     previous = adapter.fetchone(f"SELECT {last}")[0]
@@ -434,6 +440,12 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
         result.intervals_removed += len(snapshots)
         if i == 0 and len(removals) > 1:
             failpoints.hit("transform.mid_invalidate")
+    if adapter.dialect == "spark":
+        # Spark overwrites only the partitions a restated day writes: a day left with no rows
+        # (its orders deleted or moved) would keep its old rows. Drop the restated days first.
+        for span, snapshots in sorted(removals.items()):
+            for snapshot in snapshots:
+                drop_day_partitions(adapter, snapshot, span)
     failpoints.hit("transform.after_invalidate")
     result.batches_consumed = w.mark_consumed(
         adapter, {mv: {t: b - held.get(t, set()) for t, b in tables.items()} for mv, tables in pending.items()})
@@ -441,6 +453,36 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
     return result
+
+
+def drop_day_partitions(adapter, snapshot, span: tuple[int, int]) -> int:  # type: ignore[no-untyped-def]
+    """Drop the partitions of ``snapshot``'s table whose time value falls in ``span`` (ms, end
+    exclusive). Spark tables only: a time-partitioned model is partitioned by its time column."""
+    from urllib.parse import unquote
+
+    model = snapshot.model
+    if not model.time_column:
+        return 0
+    column = model.time_column.column.name
+    table = snapshot.table_name()
+    if not adapter.table_exists(table):
+        return 0
+    start = datetime.fromtimestamp(span[0] / 1000, tz=UTC).replace(tzinfo=None)
+    end = datetime.fromtimestamp(span[1] / 1000, tz=UTC).replace(tzinfo=None)
+    dropped = 0
+    for (spec,) in adapter.fetchall(f"SHOW PARTITIONS {table}"):
+        values = dict(part.split("=", 1) for part in spec.split("/"))
+        raw = unquote(values.get(column, ""))
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            continue
+        if start <= value < end:
+            literal = exp.Literal.string(raw).sql("spark")
+            ident = exp.to_identifier(column, quoted=True).sql("spark")
+            adapter.execute(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({ident} = {literal})")
+            dropped += 1
+    return dropped
 
 
 def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
@@ -532,6 +574,9 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
                                watermark_before=None if before is None else str(before))
     summary.restated_windows = restated.windows
     summary.evaluated = list(console.evaluated)
+    if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
+        log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {
+            "environment": environment, "intervals": [f"{m} {a}..{b}" for m, a, b in summary.evaluated]}})
     summary.audits_run, summary.audits_passed, summary.models_audited = (
         console.audits_run, console.audits_run - len(console.audit_errors), len(console.audited_models))
     if verify:

@@ -108,12 +108,26 @@ def window_specs() -> dict[str, WindowSpec]:
 
 # --- the consumption record ---------------------------------------------------------------------
 
+def create_meta_table(adapter: Any, table: str, columns: str, key: str = "", *, replace: bool = False) -> None:
+    """``CREATE TABLE [IF NOT EXISTS] table (columns[, PRIMARY KEY (key)])`` in ``adapter``'s
+    dialect. ``columns`` are written as for DuckDB (``name TEXT NOT NULL, ...``). On Spark, whose
+    Parquet tables have neither keys nor NOT NULL, the table is plain Parquet: its writers never
+    repeat a key (mark_consumed inserts only missing rows)."""
+    if replace:
+        adapter.execute(f"DROP TABLE IF EXISTS {table}")
+    exists = "" if replace else "IF NOT EXISTS "
+    if adapter.dialect == "spark":
+        plain = columns.replace(" NOT NULL", "").replace(" TEXT", " STRING")
+        adapter.execute(f"CREATE TABLE {exists}{table} ({plain}) USING parquet")
+        return
+    keyed = f", PRIMARY KEY ({key})" if key else ""
+    adapter.execute(f"CREATE TABLE {exists}{table} ({columns}{keyed})")
+
+
 def ensure_tables(adapter: Any) -> None:
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
-    adapter.execute(
-        f"CREATE TABLE IF NOT EXISTS {CONSUMED} (model TEXT NOT NULL, version TEXT NOT NULL, batch_id TEXT NOT NULL, "
-        "raw_table TEXT NOT NULL, consumed_at TIMESTAMP NOT NULL, PRIMARY KEY (model, version, batch_id))"
-    )
+    create_meta_table(adapter, CONSUMED, "model TEXT NOT NULL, version TEXT NOT NULL, batch_id TEXT NOT NULL, "
+                      "raw_table TEXT NOT NULL, consumed_at TIMESTAMP NOT NULL", "model, version, batch_id")
 
 
 def _lit(value: object, dialect: str) -> str:
@@ -188,13 +202,7 @@ def _t(raw_table: str) -> str:
 
 
 def _has_column(adapter: Any, raw_table: str, column: str) -> bool:
-    schema, table = raw_table.split(".", 1)
-    d = adapter.dialect
-    row = adapter.fetchone(
-        "SELECT count(*) FROM information_schema.columns WHERE "
-        f"table_schema = {_lit(schema, d)} AND table_name = {_lit(table, d)} AND column_name = {_lit(column, d)}"
-    )
-    return bool(row and row[0])
+    return column in adapter.columns(raw_table)
 
 
 def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_deleted: bool) -> str | None:
