@@ -308,7 +308,7 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
         if manifest.batch_id in done:
             continue
         verify = manifest.batch_id not in (fresh or set())
-        if landing.is_local and raw.dialect == "duckdb":
+        if landing.is_local and raw.dialect in ("duckdb", "spark"):  # the engine reads the files itself
             rows: Any = landing.data_files(manifest, verify=verify)
         else:
             rows = landing.open_batch_reader(manifest, verify=verify)
