@@ -33,7 +33,7 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from orchestrator.settings import Settings
+from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
 from sources.errors import ConfigError, LoaderError
 
@@ -294,9 +294,9 @@ def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json-logs", action="store_true", default=None, help="JSON log lines even on a terminal")
-    parser.add_argument("--gateway", choices=("duckdb", "postgres", "spark"),
-                        help="where raw tables and models live (default: ELT_GATEWAY, else duckdb); "
-                             "also passed to every process this one starts")
+    gateway_help = ("where raw tables and models live (default: ELT_GATEWAY, else duckdb); "
+                    "also passed to every process this one starts")
+    parser.add_argument("--gateway", choices=GATEWAYS, help=gateway_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole Jaffle Shop demo end to end")
@@ -387,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")
     srcs.set_defaults(func=_cmd_sources)
+    for command in sub.choices.values():  # `elt demo --gateway spark` as well as `elt --gateway spark demo`
+        command.add_argument("--gateway", choices=GATEWAYS, default=argparse.SUPPRESS, help=gateway_help)
     return parser
 
 
