@@ -7,7 +7,8 @@ came due meanwhile are caught up by the next tick that gets the lock, by the cat
 (``ELT_CATCHUP``: ``combined`` by default, ``each`` or ``latest``; see orchestrator.schedule).
 
 Order inside a tick: due load and command jobs first (in parallel on PostgreSQL, one after the
-other on DuckDB, which has one writer per file), then the transformation if due, so a
+other on DuckDB, which has one writer per file, and on Spark, whose local metastore admits one
+process), then the transformation if due, so a
 transformation always sees the loads of its tick. A failed load does not stop the others nor the
 transformation: models reading the failed source simply see its previous raw data.
 """
@@ -56,7 +57,8 @@ class TickReport:
 
 
 def _parallelism(settings: Settings) -> int:
-    if settings.gateway == "duckdb":
+    # one writer: a DuckDB file, or Spark local mode's embedded metastore (one JVM at a time)
+    if settings.gateway in ("duckdb", "spark"):
         return 1
     return max(1, int(os.environ.get("ELT_MAX_PARALLEL_LOADS", "2")))
 
