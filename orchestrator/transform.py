@@ -443,9 +443,12 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     if adapter.dialect == "spark":
         # Spark overwrites only the partitions a restated day writes: a day left with no rows
         # (its orders deleted or moved) would keep its old rows. Drop the restated days first.
+        spans_of: dict[Any, tuple[Any, list[tuple[int, int]]]] = {}
         for span, snapshots in sorted(removals.items()):
             for snapshot in snapshots:
-                drop_day_partitions(adapter, snapshot, span)
+                spans_of.setdefault(snapshot.snapshot_id, (snapshot, []))[1].append(span)
+        for snapshot, spans in spans_of.values():
+            drop_day_partitions(adapter, snapshot, spans)
     failpoints.hit("transform.after_invalidate")
     result.batches_consumed = w.mark_consumed(
         adapter, {mv: {t: b - held.get(t, set()) for t, b in tables.items()} for mv, tables in pending.items()})
@@ -455,9 +458,10 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     return result
 
 
-def drop_day_partitions(adapter, snapshot, span: tuple[int, int]) -> int:  # type: ignore[no-untyped-def]
-    """Drop the partitions of ``snapshot``'s table whose time value falls in ``span`` (ms, end
-    exclusive). Spark tables only: a time-partitioned model is partitioned by its time column."""
+def drop_day_partitions(adapter, snapshot, spans: list[tuple[int, int]]) -> int:  # type: ignore[no-untyped-def]
+    """Drop the partitions of ``snapshot``'s table whose time value falls in one of ``spans`` (ms,
+    end exclusive), listing the table's partitions once. Spark tables only: a time-partitioned
+    model is partitioned by its time column."""
     from urllib.parse import unquote
 
     model = snapshot.model
@@ -467,8 +471,7 @@ def drop_day_partitions(adapter, snapshot, span: tuple[int, int]) -> int:  # typ
     table = snapshot.table_name()
     if not adapter.table_exists(table):
         return 0
-    start = datetime.fromtimestamp(span[0] / 1000, tz=UTC).replace(tzinfo=None)
-    end = datetime.fromtimestamp(span[1] / 1000, tz=UTC).replace(tzinfo=None)
+    ranges = [tuple(datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None) for ms in span) for span in spans]
     dropped = 0
     for (spec,) in adapter.fetchall(f"SHOW PARTITIONS {table}"):
         values = dict(part.split("=", 1) for part in spec.split("/"))
@@ -477,7 +480,7 @@ def drop_day_partitions(adapter, snapshot, span: tuple[int, int]) -> int:  # typ
             value = datetime.fromisoformat(raw)
         except ValueError:
             continue
-        if start <= value < end:
+        if any(start <= value < end for start, end in ranges):
             literal = exp.Literal.string(raw).sql("spark")
             ident = exp.to_identifier(column, quoted=True).sql("spark")
             adapter.execute(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({ident} = {literal})")

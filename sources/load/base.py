@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 import pyarrow as pa
@@ -68,6 +69,11 @@ class RawStore(Protocol):
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader | list[str], raw_schema: str, *,
              policy: str = "evolve") -> LoadResult: ...
     def close(self) -> None: ...
+
+
+def utc_naive(value: datetime) -> datetime:
+    """A time as raw tables store it: UTC, without a time zone."""
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def numbered(reader: pa.RecordBatchReader) -> pa.RecordBatchReader:

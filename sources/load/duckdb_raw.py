@@ -28,6 +28,7 @@ from sources.load.base import (
     METADATA_COLUMNS,
     LoadResult,
     numbered,
+    utc_naive,
 )
 from sources.load.changes import snapshot_insert_sql
 from sources.load.schema import plan_schema
@@ -78,10 +79,6 @@ CURSORS = qtable(META_SCHEMA, CURSOR_TABLE)
 
 def normal_type(sql_type: str) -> str:
     return exp.DataType.build(sql_type, dialect=DIALECT).sql(DIALECT)
-
-
-def _utc_naive(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 class DuckDBRaw:
@@ -184,13 +181,13 @@ class DuckDBRaw:
                     count = int(con.execute("SELECT count(*) FROM _elt_snapshot").fetchone()[0])
                 inserted = con.execute(snapshot_insert_sql(
                     raw_table, batch, data_cols, list(manifest.primary_key), manifest.batch_id,
-                    _utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT)).fetchone()
+                    utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT)).fetchone()
                 applied_rows = int(inserted[0]) if inserted else 0
                 if batch == "_elt_snapshot":
                     con.execute("DROP TABLE _elt_snapshot")
                 con.execute(f"SET memory_limit = {lit(LOADER_MEMORY_LIMIT)}")
             else:
-                meta = (f"{lit(manifest.batch_id)}, {row_number}, {lit(_utc_naive(manifest.extracted_at_dt))}, "
+                meta = (f"{lit(manifest.batch_id)}, {row_number}, {lit(utc_naive(manifest.extracted_at_dt))}, "
                         f"{lit(loaded_at)}, FALSE")
                 inserted = con.execute(
                     f"INSERT INTO {raw_table} ({target_cols}) SELECT {select_cols}, {meta} FROM {source}"
@@ -205,7 +202,7 @@ class DuckDBRaw:
                     hint="the batch is corrupt: restore its files from backup or re-extract the table",
                 )
             values = [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}", manifest.rows,
-                      _utc_naive(manifest.extracted_at_dt), loaded_at, manifest.origin.get("sha256")]
+                      utc_naive(manifest.extracted_at_dt), loaded_at, manifest.origin.get("sha256")]
             con.execute(f"INSERT INTO {LEDGER} VALUES ({', '.join(lit(v) for v in values)})")
             failpoints.hit("raw.mid_load")
             if manifest.cursor.get("field") and manifest.cursor.get("to") is not None:

@@ -25,7 +25,7 @@ from sqlglot import exp
 from sources import failpoints
 from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
-from sources.load.base import LEDGER_TABLE, META_SCHEMA, METADATA_COLUMNS, LoadResult, numbered
+from sources.load.base import LEDGER_TABLE, META_SCHEMA, METADATA_COLUMNS, LoadResult, numbered, utc_naive
 from sources.load.changes import DELETED, ORDER
 from sources.load.schema import plan_schema
 from sources.types import parse_type
@@ -64,10 +64,6 @@ def qtable(schema: str, table: str) -> str:
 
 
 LEDGER = qtable(META_SCHEMA, LEDGER_TABLE)
-
-
-def _utc_naive(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def spark_type(declared: str) -> str:
@@ -153,7 +149,7 @@ class SparkRaw:
             return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=False)
         raw_table = qtable(raw_schema, manifest.table)
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
-        extracted_at = _utc_naive(manifest.extracted_at_dt)
+        extracted_at = utc_naive(manifest.extracted_at_dt)
         try:
             notes, types = self._ensure_table(raw_schema, manifest, where, policy)
             data_cols = [c["name"] for c in manifest.columns]

@@ -196,7 +196,7 @@ def test_a_load_killed_between_landing_and_raw_on_spark_heals_without_duplicates
                          ELT_FAILPOINT="raw.mid_load")
     assert killed.returncode == -9, killed.stderr[-2000:]
     project.elt("load", "jaffle_shop", "--path", str(files), "--table", "orders")  # the rerun
-    raw = _spark_rows(project, tmp_path, (
+    raw = _spark_rows(project, (
         "SELECT count(*), count(DISTINCT id) FROM raw_jaffle_shop.orders",
         "SELECT count(*), count(DISTINCT batch_id) FROM elt_meta.loaded_batches WHERE table_name = 'orders'",
     ))
@@ -214,7 +214,7 @@ print(json.dumps([list(spark.sql(q).collect()[0]) for q in json.loads(sys.argv[2
 """
 
 
-def _spark_rows(project: Project, tmp_path: Path, queries: tuple[str, ...]) -> list[list[object]]:
+def _spark_rows(project: Project, queries: tuple[str, ...]) -> list[list[object]]:
     proc = run([str(BIN / "python"), "-c", QUERY, str(project.root), json.dumps(queries)], cwd=project.root,
                env=project.env, timeout=600)
     return json.loads(proc.stdout.strip().splitlines()[-1])
