@@ -2,8 +2,10 @@
 
 The column types are read once from the source catalog (exact numeric precision, timestamptz,
 uuid, json/jsonb, booleans, dates), never guessed per batch. Rows are streamed with
-``COPY (SELECT ...) TO STDOUT (FORMAT csv)`` through a pipe into Arrow's streaming CSV reader,
-so memory stays flat however large the table is.
+``COPY (SELECT ...) TO STDOUT`` (text format) through a pipe into Arrow's streaming CSV reader,
+so memory stays flat however large the table is. The text format costs the server less than
+``FORMAT csv`` and needs no quote handling; its backslash escapes are undone in Arrow, only in
+the text columns of a block that hold a backslash (docs/decisions/0014-postgres-extraction.md).
 
 Incremental tables read ``cursor_field >= last cursor - lookback``. Rows at the boundary are
 read again on the next run; staging keeps the latest version of each primary key, so they never
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg2 import sql
 from pyarrow import csv
 
@@ -30,6 +33,8 @@ from sources.types import ColumnType, parse_type
 # Arrow's streaming CSV reader holds a few dozen blocks: 1 MB blocks kept ~40 MB less than 2 MB
 # at the same speed (bench/loader_postgres.py).
 BLOCK_BYTES = 1 << 20
+# COPY's text format escapes these (and the backslash itself) with a backslash; NULL is \N.
+ESCAPES = (("\\b", "\b"), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "\t"), ("\\v", "\v"))
 # The text form of values in COPY output depends on session settings a server or database may
 # change (DateStyle 'SQL, DMY' turns dates into 31/12/2024, extra_float_digits 0 rounds floats).
 SESSION_SETTINGS = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; "
@@ -191,10 +196,14 @@ def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
 
 def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], lower: str | None,  # type: ignore[no-untyped-def]
             where: dict[str, str], window: tuple[str, str] | None = None) -> Iterator[pa.RecordBatch]:
-    """COPY ... TO STDOUT in a thread, writing into a pipe that Arrow's CSV reader consumes."""
+    """COPY ... TO STDOUT in a thread, writing into a pipe that Arrow's CSV reader consumes.
+
+    The text format is tab-separated without quotes: a value never spans lines (newlines and tabs
+    are escaped), so an empty line is a row of one empty text value, and NULL is ``\\N``.
+    """
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
-    copy = sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(_select(table, columns, lower, window)).as_string(con)
+    copy = sql.SQL("COPY ({}) TO STDOUT").format(_select(table, columns, lower, window)).as_string(con)
 
     def produce() -> None:
         try:
@@ -210,17 +219,19 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
     parse_types = {c.name: pa.timestamp(c.type.arrow.unit) if pa.types.is_timestamp(c.type.arrow) else c.type.arrow
                    for c in columns}
     source = os.fdopen(read_fd, "rb", buffering=1 << 20)
+    texts = [i for i, c in enumerate(columns) if pa.types.is_string(c.type.arrow)]
     try:
         reader = csv.open_csv(
             source,
             read_options=csv.ReadOptions(column_names=[c.name for c in columns], use_threads=False,
                                          block_size=max(BLOCK_BYTES, int(table.max_row_mb * (1 << 20)))),
-            parse_options=csv.ParseOptions(newlines_in_values=True),
-            convert_options=csv.ConvertOptions(column_types=parse_types, strings_can_be_null=True,
-                                               quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
+            parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, ignore_empty_lines=False),
+            convert_options=csv.ConvertOptions(column_types=parse_types, null_values=["\\N"], strings_can_be_null=True,
+                                               true_values=["t"], false_values=["f"]),
         )
         schema = pa.schema([pa.field(c.name, c.type.arrow) for c in columns])
         for batch in reader:
+            batch = _unescape(batch, texts)
             yield batch if batch.schema == schema else pa.RecordBatch.from_arrays(
                 [col.cast(f.type) if col.type != f.type else col for col, f in zip(batch.columns, schema)], schema=schema)
     except pa.ArrowInvalid as exc:
@@ -244,6 +255,28 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
         con.close()
     if errors:
         raise _copy_error(errors[0], table, where) from errors[0]
+
+
+def _unescape(batch: pa.RecordBatch, texts: list[int]) -> pa.RecordBatch:
+    r"""Undo COPY's text escapes in the text columns that have any (a byte search in the column's
+    data: a block without a backslash costs a copy of its text, no string kernel).
+
+    ``\\`` is replaced first (left to right, so it pairs as COPY wrote it) by a NUL byte, which
+    no PostgreSQL text value can hold, and becomes one backslash last.
+
+    >>> _unescape(pa.record_batch({"a": [r"a\\nb", r"tab\there", r"\\N", None]}), [0]).column(0).to_pylist()
+    ['a\\nb', 'tab\there', '\\N', None]
+    """
+    arrays = batch.columns
+    escaped = [i for i in texts if (data := arrays[i].buffers()[2]) is not None and b"\\" in data.to_pybytes()]
+    if not escaped:
+        return batch
+    for i in escaped:
+        values = pc.replace_substring(arrays[i], "\\\\", "\x00")
+        for escape, char in ESCAPES:
+            values = pc.replace_substring(values, escape, char)
+        arrays[i] = pc.replace_substring(values, "\x00", "\\")
+    return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
 
 def _copy_error(exc: BaseException, table: TableSpec, where: dict[str, str]) -> SourceReadError:

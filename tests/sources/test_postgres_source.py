@@ -301,3 +301,58 @@ def test_a_row_larger_than_the_parse_block_is_named_and_loads_once_allowed(appdb
         (loaded,) = ingest(parse_source(big), landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
     assert loaded.error is None and loaded.rows_applied == 3
     assert _duck(tmp_path / "wh.duckdb", "SELECT max(length(note)) FROM raw_appdb.orders") == [(3_000_000,)]
+
+
+ODD_TEXTS = ["", "tab\there", "line\nbreak", "cr\rlf\r\n", "back\\slash", "\\N", "\\\\N", "\\n (two chars)", "ends with \\",
+             "\b\f\v\x01\x1f\x7f", "quote \" and ' and ,;|", "ünïcödé ✓ 𝄞 👩‍👩‍👧", "  padded  ", "NULL", "{\"a\": \"x\\\\ny\"}"]
+
+
+def test_values_round_trip_exactly(pg_db, monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Every odd text (escapes, control characters, a literal \\N, the empty string against NULL),
+    decimals at their precision, unconstrained numerics, floats, timestamps with and without zone
+    to the microsecond and booleans land and reach raw exactly as PostgreSQL holds them."""
+    for key, value in pg_db.env("ODD").items():
+        monkeypatch.setenv(key, value)
+    con = psycopg2.connect(pg_db.dsn)
+    con.autocommit = True
+    rows = [*enumerate(ODD_TEXTS), (len(ODD_TEXTS), None)]
+    with con.cursor() as cur:
+        cur.execute("CREATE TABLE one_text (v text)")  # one column: an empty value is an empty line
+        cur.executemany("INSERT INTO one_text VALUES (%s)", [("x",), ("",), (None,), ("\\N",), ("",)])
+        # escapes only after the first parse blocks (1 MB each): each block is unescaped on its own
+        cur.execute("CREATE TABLE late AS SELECT n AS id, CASE WHEN n % 20000 = 0 THEN E'tab\\t\\\\n' "
+                    "ELSE repeat('plain ', 5) END AS t FROM generate_series(1, 100000) AS n")
+        cur.execute("""CREATE TABLE odd (id int PRIMARY KEY, t text, j jsonb, d numeric(38, 10), n numeric, f double precision,
+                       ts timestamp, tz timestamptz, b boolean, day date, raw bytea)""")
+        cur.executemany("INSERT INTO odd (id, t) VALUES (%s, %s)", rows)
+        cur.execute("""UPDATE odd SET j = jsonb_build_object('t', t), d = '1234567890123456789012345678.0123456789',
+                       n = '-0.000000000000000000000000000000000000000001234567890123456789', f = 0.1 + id,
+                       ts = '2024-02-29 23:59:59.999999', tz = '1999-12-31 23:59:59.000001-08', b = id % 2 = 0,
+                       day = '0001-01-01', raw = convert_to(coalesce(t, ''), 'UTF8') WHERE id % 2 = 0""")
+        cur.execute("UPDATE odd SET f = 'NaN', d = '-0.0000000001', ts = '1970-01-01', tz = '2262-04-11 23:47:16+00', "
+                    "b = false, day = '9999-12-31' WHERE id = 1")
+        cur.execute("SELECT id, t, j::text, d, n::text, f, ts, tz, b, day, encode(raw, 'hex') FROM odd ORDER BY id")
+        expected = cur.fetchall()
+    con.close()
+    spec = parse_source({"name": "odd", "kind": "postgres", "owner": "t", "env_prefix": "ODD_",
+                         "tables": {"odd": {"source_table": "public.odd", "primary_key": "id"},
+                                    "one_text": {"source_table": "public.one_text", "primary_key": "v"},
+                                    "late": {"source_table": "public.late", "primary_key": "id"}}})
+    from sources.extract import postgres
+
+    (extract,) = postgres.extracts(spec, spec.tables["one_text"], cursor=None)
+    assert [v for b in extract.batches for v in b.column(0).to_pylist()] == ["x", "", None, "\\N", ""]
+    (extract,) = postgres.extracts(spec, spec.tables["late"], cursor=None)
+    late = [b.to_pydict() for b in extract.batches]
+    assert len(late) > 2 and [t for b in late for t in b["t"] if t != "plain " * 5] == ["tab\t\\n"] * 5
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (outcome,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, tables=["odd"], lock_dir=tmp_path)
+    assert outcome.error is None
+    got = _duck(tmp_path / "wh.duckdb", "SET TimeZone = 'UTC'; SELECT id, t, j, d, n, f, ts, tz, b, day, raw FROM raw_odd.odd ORDER BY id")
+    assert [r[1] for r in got] == [r[1] for r in expected] == [*ODD_TEXTS, None]
+    for mine, theirs in zip(got, expected):
+        assert mine[0] == theirs[0] and mine[2] == theirs[2]  # JSON text as PostgreSQL renders it
+        assert mine[3] == theirs[3] and mine[4] == theirs[4]  # every digit of both numerics
+        assert (mine[5] == theirs[5]) or (mine[5] != mine[5] and theirs[5] != theirs[5])  # NaN stays NaN
+        assert mine[6] == theirs[6] and mine[7] == theirs[7] and mine[8] is theirs[8] and mine[9] == theirs[9]
+        assert mine[10] == (None if theirs[10] is None else f"\\x{theirs[10]}")  # bytea as hex text
