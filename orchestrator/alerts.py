@@ -12,7 +12,9 @@ Channels, configured by environment (secrets may come from ``<NAME>_FILE``):
 - ``ELT_SMTP_HOST`` (+ ``ELT_SMTP_PORT`` 25, ``ELT_SMTP_USER``, ``ELT_SMTP_PASSWORD``,
   ``ELT_SMTP_STARTTLS=1``, ``ELT_ALERT_EMAIL_FROM``, ``ELT_ALERT_EMAIL_TO`` comma-separated).
 
-A failing channel is logged (without its URL or password) and never fails the run or the tick.
+A failing channel never fails the run or the tick. It is logged by its name and the HTTP or SMTP
+status (or the exception's class) only: a webhook's URL path is its secret, and servers quote it
+(``404 Not Found /services/T000/B000/SECRET``), as SMTP servers may quote what they were sent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import os
 import smtplib
 import socket
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +32,6 @@ from typing import Any
 
 from orchestrator.settings import Settings
 from sources.connections import secret_from_env
-from sources.errors import first_line
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.alerts")
@@ -77,28 +79,50 @@ def send(alert: Alert, timeout: float | None = None) -> dict[str, bool]:
     delivered: dict[str, bool] = {}
     url = secret_from_env("ELT_ALERT_WEBHOOK_URL")
     if url:
-        delivered["webhook"] = _deliver("webhook", lambda: _webhook(url, alert, timeout), secrets=[url])
+        delivered["webhook"] = _deliver("webhook", lambda: _webhook(url, alert, timeout))
     host = os.environ.get("ELT_SMTP_HOST")
     if host:
         password = secret_from_env("ELT_SMTP_PASSWORD")
-        delivered["email"] = _deliver("email", lambda: _email(host, alert, timeout, password),
-                                      secrets=[password] if password else [])
+        delivered["email"] = _deliver("email", lambda: _email(host, alert, timeout, password))
     if not delivered:
         log.warning("alert not delivered: no channel configured (ELT_ALERT_WEBHOOK_URL, ELT_SMTP_HOST)",
                     extra={"fields": {"alert": alert.title}})
     return delivered
 
 
-def _deliver(channel: str, action: Any, secrets: list[str]) -> bool:
+class ChannelError(Exception):
+    """A channel's failure in words of our own (no URL, nothing a server said): logged as it is."""
+
+
+def failure(exc: BaseException) -> str:
+    """What may be logged of a channel's failure: its HTTP or SMTP status, else the exception's class.
+
+    >>> failure(urllib.error.HTTPError("https://hooks.example.com/services/T0/B0/SECRET", 404,
+    ...                                "Not Found /services/T0/B0/SECRET", None, None))
+    'HTTP 404'
+    >>> failure(urllib.error.URLError(ConnectionRefusedError(111, "refused http://h/services/SECRET")))
+    'URLError (ConnectionRefusedError)'
+    >>> failure(smtplib.SMTPAuthenticationError(535, b"5.7.8 bad credentials for SECRET"))
+    'SMTP 535 (SMTPAuthenticationError)'
+    """
+    if isinstance(exc, ChannelError):
+        return str(exc)
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"SMTP {exc.smtp_code} ({type(exc).__name__})"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        return f"URLError ({type(exc.reason).__name__})"
+    return type(exc).__name__
+
+
+def _deliver(channel: str, action: Any) -> bool:
     try:
         action()
         log.info("alert sent", extra={"fields": {"channel": channel}})
         return True
     except Exception as exc:  # noqa: BLE001 - a broken channel never fails a run
-        text = first_line(exc)
-        for secret in secrets:
-            text = text.replace(secret, "***")
-        log.error("alert channel failed", extra={"fields": {"channel": channel, "error": text}})
+        log.error("alert channel failed", extra={"fields": {"channel": channel, "error": failure(exc)}})
         return False
 
 
@@ -107,13 +131,13 @@ def _webhook(url: str, alert: Alert, timeout: float) -> None:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
     with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - URL from the operator
         if response.status >= 300:
-            raise OSError(f"webhook answered HTTP {response.status}")
+            raise ChannelError(f"HTTP {response.status}")
 
 
 def _email(host: str, alert: Alert, timeout: float, password: str | None) -> None:
     recipients = [r.strip() for r in os.environ.get("ELT_ALERT_EMAIL_TO", "").split(",") if r.strip()]
     if not recipients:
-        raise ValueError("ELT_ALERT_EMAIL_TO is not set (comma-separated addresses)")
+        raise ChannelError("ELT_ALERT_EMAIL_TO is not set (comma-separated addresses)")
     message = EmailMessage()
     message["Subject"] = alert.title
     message["From"] = os.environ.get("ELT_ALERT_EMAIL_FROM") or f"elt@{socket.gethostname()}"

@@ -5,6 +5,9 @@
                                      -> S3 landing -> PostgreSQL raw, models and state (ELT_PG_*, ELT_LANDING_URL)
     elt load SOURCE [--path DIR]     land and load a declared source (e.g. a folder of jafgen CSVs)
     elt load SOURCE --from-landing   apply landed batches that raw lacks (restore raw from landing)
+    elt set-aside SOURCE TABLE BATCH --reason TEXT
+                                     never apply a landed batch that cannot be applied, so later batches
+                                     of the table do (--undo brings it back; see docs/runbook.md)
     elt transform                    plan prod if models changed, recompute the days new batches touch, audit them
     elt preview [ENV]                build local model changes in a dev environment, diff it against prod
     elt bi-role                      create/update the read-only BI role on marts (PostgreSQL; ELT_BI_*)
@@ -36,6 +39,7 @@ from pathlib import Path
 from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
 from sources.errors import ConfigError, LoaderError
+from sources.logs import redact_userinfo
 
 
 def _window(days: list[str]) -> tuple[str, str]:
@@ -81,6 +85,48 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         return 75
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
+
+
+def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
+    from orchestrator.locks import LockBusy, holding
+    from sources.config import load_source
+    from sources.load.set_aside import bring_back, set_aside
+    from sources.pipeline import source_lock
+
+    spec = load_source(args.source)
+    if args.table not in spec.tables:
+        raise ConfigError(f"unknown table {args.table!r}", source=spec.name, hint=f"declared tables: {', '.join(spec.tables)}")
+    reason = (args.reason or "").strip()
+    if not args.undo and not reason:
+        raise ConfigError("--reason is required: say why the batch cannot be applied (it is recorded)",
+                          source=spec.name, table=args.table, batch_id=args.batch_id)
+    source = Path(args.source).stem  # the job lock, as `elt load` takes it: no load of this source runs meanwhile
+    name = f"job:{source}"
+    landing = settings.open_landing()
+    try:
+        with holding(settings, name, float(os.environ.get("ELT_LOAD_LOCK_WAIT_S", "0"))), \
+                source_lock(spec.name, scope=landing.url), settings.open_raw() as raw:
+            where = f"{spec.name}.{args.table} batch {args.batch_id}"
+            if args.undo:
+                if not bring_back(spec, args.table, args.batch_id, landing=landing, raw=raw):
+                    print(f"{where} was not set aside; nothing changed")
+                    return 0
+                print(f"brought back {where}{f' ({reason})' if reason else ''}: the next `elt load {args.source}` "
+                      "applies it, in landing order (if it fails again, it blocks the table again)")
+                return 0
+            record, notes = set_aside(spec, args.table, args.batch_id, landing=landing, raw=raw, reason=reason,
+                                      by=args.by)
+    except LockBusy:
+        print(f"error: a run of {source} (a scheduled load or a backfill) holds {name}; "
+              f"see `elt runs --job {source}`, then rerun", file=sys.stderr)
+        return 75
+    print(f"set aside {where}: {record.rows:,} row(s), by {record.by} at {record.at_dt:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"  reason: {record.reason}")
+    print("  the batch stays in landing untouched; loads and replays of landing skip it, and later batches of "
+          "the table apply (`elt status` lists it)")
+    for note in notes:
+        print(f"  {note}")
+    return 0
 
 
 def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
@@ -172,7 +218,7 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
 
     for name in available_sources():
         spec = load_source(name)
-        where = {"files": spec.path, "postgres": f"${spec.env_prefix}*", "rest_api": spec.base_url or f"${spec.base_url_env}"}[spec.kind]
+        where = {"files": spec.path, "postgres": f"${spec.env_prefix}*", "rest_api": redact_userinfo(spec.base_url) if spec.base_url else f"${spec.base_url_env}"}[spec.kind]
         print(f"{spec.name} ({spec.kind} {where}, owner {spec.owner}, schedule {spec.schedule!r})")
         for table in spec.tables.values():
             origin = table.file or table.pattern or table.source_table or table.endpoint
@@ -269,9 +315,9 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         raise ConfigError("--start and --end must be dates like 2018-09-01", source=args.source) from None
     try:
-        backfill(settings, args.source, start, end)
+        backfill(settings, args.source, start, end, path=str(Path(args.path).resolve()) if args.path else None)
     except BackfillFailed as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
     return 0
 
@@ -323,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.set_defaults(func=_cmd_load)
 
+    aside = sub.add_parser("set-aside", help="never apply a landed batch that cannot be applied; later batches do",
+                           description="Set a landed batch aside: loads and replays of landing skip it, later batches "
+                           "of its table apply. The batch stays in landing. See docs/runbook.md#a-batch-blocks-its-table.")
+    aside.add_argument("source", help="source name (sources/declarations/<name>.yaml) or a declaration file")
+    aside.add_argument("table", help="the blocked table")
+    aside.add_argument("batch_id", help="the batch named by the failure (batch=...)")
+    aside.add_argument("--reason", help="why it cannot be applied (required; recorded with who and when)")
+    aside.add_argument("--by", help="who sets it aside (default: the OS user)")
+    aside.add_argument("--undo", action="store_true", help="bring the batch back: the next load applies it")
+    aside.set_defaults(func=_cmd_set_aside)
+
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
     transform.add_argument("--environment", default="prod", help="the SQLMesh environment (default: prod)")
     transform.add_argument("--audit-all", action="store_true",
@@ -373,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("source")
     bf.add_argument("--start", required=True, help="first day of the window (YYYY-MM-DD)")
     bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")
+    bf.add_argument("--path", help="folder holding the source's files (overrides the declaration's path; "
+                                   "relative to the current directory)")
     bf.set_defaults(func=_cmd_backfill)
 
     report = sub.add_parser("report", help="write a static HTML status report")
@@ -406,10 +465,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         return int(args.func(args, settings))
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 2
     except LoaderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -6,7 +6,8 @@ warehouse (``ELT_META_DUCKDB_PATH``, default ``<warehouse folder>/elt_history.du
 DuckDB lets one process write a file at a time and a load holds the warehouse for minutes: the
 scheduler must record "started", "skipped (locked)" and "abandoned" while a load runs. See
 docs/decisions/0009-orchestrator.md. Every connection is short (open, write, close) and retried
-briefly when another process holds the file.
+briefly when another process holds the file. Text written here has the user-info of any URL in it
+redacted (``http://***@host``): errors quote URLs, and the history is printed by `elt runs` and the report.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
+from sources.logs import redact_userinfo
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS elt_meta.job_runs (
@@ -72,11 +74,15 @@ class RunRecord:
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def values(self) -> list[Any]:
-        return [getattr(self, c) for c in RUN_COLUMNS]
+        return [_redacted(getattr(self, c)) for c in RUN_COLUMNS]
 
     @property
     def tables(self) -> dict[str, Any]:
         return json.loads(self.tables_json) if self.tables_json else {}
+
+
+def _redacted(value: Any) -> Any:
+    return redact_userinfo(value) if isinstance(value, str) else value
 
 
 def meta_duckdb_path(settings: Settings) -> Path:
@@ -157,7 +163,7 @@ class History:
         (the check and the write are one statement). True if the attempt was updated."""
         sets = ", ".join(f"{k} = ?" for k in values)  # keys are our own column names
         assert set(values) <= set(RUN_COLUMNS), values
-        where, params = "run_id = ? AND attempt = ?", [*values.values(), run_id, attempt]
+        where, params = "run_id = ? AND attempt = ?", [*map(_redacted, values.values()), run_id, attempt]
         if only_if_status is not None:
             where, params = f"{where} AND status = ?", [*params, only_if_status]
         with self._cursor() as cur:
@@ -231,7 +237,7 @@ class History:
                 "INSERT INTO elt_meta.alert_state (subject, state, changed_at, detail) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (subject) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, "
                 "detail = excluded.detail",
-                [subject, state, now, detail],
+                [subject, state, now, _redacted(detail)],
             )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from orchestrator.settings import Settings
 from sources.config import load_source
 from sources.errors import ConfigError
+from sources.logs import redact_userinfo
 from sources.pipeline import TableOutcome, ingest
 
 
@@ -51,11 +52,13 @@ def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=N
         batches = ", ".join(o.applied or o.landed) or "-"
         print(f"{o.table:<12} {o.status:<10} {o.rows_landed:>12,} {o.rows_applied:>13,}  {batches}", file=out)
     for o in outcomes:
+        for batch in o.set_aside:
+            print(f"set aside (not applied): {o.table} {batch}; see `elt status`", file=out)
         if o.error:
-            print(f"\nFAILED {o.table}: {o.error}", file=out)
+            print(f"\nFAILED {o.table}: {redact_userinfo(str(o.error))}", file=out)
     for o in outcomes:
         for note in o.schema_notes:
             print(f"schema change in {o.table}: {note}", file=out)
     where = {"duckdb": str(settings.warehouse), "spark": "Spark (the `spark` gateway of config.yaml)"}.get(
         settings.gateway, f"PostgreSQL ({settings.pg_prefix}* settings)")
-    print(f"\nwarehouse: {where}\nlanding:   {settings.landing_location}", file=out)
+    print(f"\nwarehouse: {where}\nlanding:   {redact_userinfo(settings.landing_location)}", file=out)

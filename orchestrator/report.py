@@ -2,8 +2,9 @@
 
 Sections (each an element with a stable id, checked by the tests): ``runs`` (attempts per day by
 status, as inline SVG bars, and the latest attempts), ``freshness`` (every checked table and mart),
-``layers`` (rows per table in raw, staging, intermediate and marts) and ``audits`` (the latest
-transform's audit results). No JavaScript, no external assets: it can be mailed or served as is.
+``layers`` (rows per table in raw, staging, intermediate and marts), ``audits`` (the latest
+transform's audit results), and ``set-aside`` (landed batches set aside with ``elt set-aside``) when
+there is one. No JavaScript, no external assets: it can be mailed or served as is.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from orchestrator.freshness import _warehouse, evaluate
 from orchestrator.history import History
 from orchestrator.runner import utcnow
 from orchestrator.settings import Settings
+from orchestrator.status import set_aside_batches
+from sources.logs import redact_userinfo
 
 COLORS = {"succeeded": "#2e7d32", "failed": "#c62828", "timed_out": "#ad1457", "abandoned": "#6a1b9a",
           "retrying": "#f9a825", "skipped_locked": "#90a4ae", "running": "#1565c0"}
@@ -84,12 +87,13 @@ def render(settings: Settings, now: datetime | None = None) -> str:
     for r in runs:
         per_day[r.started_at.date().isoformat()][r.status] += 1
     latest = [[r.run_id, r.job, f"{r.attempt}/{r.max_attempts or '-'}", r.status, r.trigger,
-               f"{r.started_at:%Y-%m-%d %H:%M}", r.rows_loaded if r.rows_loaded is not None else "", r.error or ""]
+               f"{r.started_at:%Y-%m-%d %H:%M}", r.rows_loaded if r.rows_loaded is not None else "", redact_userinfo(r.error or "")]
               for r in runs[:30]]
     freshness = evaluate(settings, now)
     layers = _layer_rows(settings)
     transform = history.last_with_status("transform", ("succeeded", "failed"))
     audits = json.loads(transform.audits_json) if transform and transform.audits_json else {}
+    aside = set_aside_batches(settings)
 
     sections = [
         f"<h1>ELT status</h1><p>Generated {now:%Y-%m-%d %H:%M} UTC from the run history and the warehouse "
@@ -114,6 +118,15 @@ def render(settings: Settings, now: datetime | None = None) -> str:
                      [[a.get("model"), a.get("audit"), a.get("count")] for a in audits.get("failed", [])]))
         + "</section>",
     ]
+    if aside:  # only when there is one: a set-aside batch's rows are missing from raw until it is resolved
+        sections.append(
+            '<section id="set-aside"><h2>Set-aside batches</h2>'
+            f"<p>{len(aside)} landed batch(es) never applied: their rows are not in raw. Later batches of their "
+            "tables apply. Bring one back with <code>elt set-aside SOURCE TABLE BATCH --undo</code> "
+            "(docs/runbook.md#a-batch-blocks-its-table).</p>"
+            + _table(["table", "batch", "rows", "set aside by", "at (UTC)", "reason"],
+                     [[f"{a[0]}.{a[1]}", a[2], a[3], a[4], f"{a[5]:%Y-%m-%d %H:%M}", a[6]] for a in aside],
+                     ["failed"] * len(aside)) + "</section>")
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ELT status</title>"
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
 

@@ -31,7 +31,7 @@ from orchestrator.jobs import RETRYABLE_EXIT, TRANSFORM, Job
 from orchestrator.locks import make_lock
 from orchestrator.schedule import retry_delay
 from orchestrator.settings import Settings
-from sources.logs import get_logger
+from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.runner")
 
@@ -169,7 +169,8 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         fields = {"run_id": base.run_id, "job": job.name, "source": job.source, "attempt": attempt,
                   "max_attempts": job.max_attempts, "missed_slots": missed}
         log.info("attempt started", extra={"fields": fields})
-        outcome = _one_attempt(settings, job, base.run_id, attempt, lock)
+        outcome = {k: redact_userinfo(v) if isinstance(v, str) else v  # for history, logs and the alert text
+                   for k, v in _one_attempt(settings, job, base.run_id, attempt, lock).items()}
         status = outcome.pop("status")
         retryable = bool(outcome.pop("retryable", False)) and attempt < job.max_attempts
         error = outcome.get("error") or ""

@@ -1,16 +1,18 @@
-"""Read the run history: recent attempts, one run, and each job's current state."""
+"""Read the run history: recent attempts, one run, and each job's current state; and the landed
+batches set aside (``elt set-aside``), from the warehouse."""
 
 from __future__ import annotations
 
 import json
 import sys
 from datetime import datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from orchestrator.history import History, RunRecord
 from orchestrator.jobs import all_jobs
 from orchestrator.runner import utcnow
 from orchestrator.settings import Settings
+from sources.logs import redact_userinfo
 
 
 def _ts(value: datetime | None) -> str:
@@ -32,7 +34,7 @@ def print_runs(settings: Settings, *, limit: int = 20, job: str | None = None, o
         attempt = f"{r.attempt}/{r.max_attempts or '-'}" if r.attempt else "-"
         rows = f"{r.rows_loaded:,}" if r.rows_loaded is not None else "-"
         print(f"{r.run_id:<12} {r.job:<16} {attempt:>5} {r.status:<15} {r.trigger:<9} {_ts(r.started_at):<19} "
-              f"{_duration(r):>8} {rows:>10}  {r.error or ''}", file=out)
+              f"{_duration(r):>8} {rows:>10}  {redact_userinfo(r.error or '')}", file=out)
     if not records:
         print("(no runs recorded yet: `elt tick` or `elt run-job JOB` records them)", file=out)
 
@@ -59,7 +61,7 @@ def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int
         if r.audits_json:
             print(f"    audits {r.audits_json}", file=out)
         if r.error:
-            print(f"    error ({r.error_class}): {r.error}", file=out)
+            print(f"    error ({r.error_class}): {redact_userinfo(r.error)}", file=out)
     return 0
 
 
@@ -86,3 +88,30 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
     for s in job_states(settings, now):
         print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
               f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]
+    print_set_aside(settings, out)
+
+
+def set_aside_batches(settings: Settings) -> list[tuple[Any, ...]] | None:
+    """(source, table, batch id, rows, by, at, reason) of every set-aside batch, oldest first, as the
+    warehouse records them; ``None`` if the warehouse is busy (a load holds DuckDB) or unreachable."""
+    from orchestrator.freshness import _warehouse
+
+    try:
+        with _warehouse(settings) as query:
+            if query is None:
+                return None
+            return query("SELECT source, table_name, batch_id, rows, set_aside_by, set_aside_at, reason "
+                         "FROM elt_meta.set_aside_batches ORDER BY set_aside_at, batch_id")
+    except Exception:  # noqa: BLE001 - status (the container's health check) must answer anyway
+        return None
+
+
+def print_set_aside(settings: Settings, out: TextIO) -> None:
+    aside = set_aside_batches(settings)
+    if aside is None:
+        print("\nset-aside batches: not checked (the warehouse is busy or unreachable)", file=out)
+    elif aside:
+        print(f"\nset-aside batches ({len(aside)}): landed, never applied; later batches of their tables apply. "
+              "Bring one back with `elt set-aside SOURCE TABLE BATCH --undo`", file=out)
+        for source, table, batch, rows, by, at, reason in aside:
+            print(f"  {source}.{table} {batch} ({rows:,} rows) set aside by {by} at {_ts(at)} UTC: {reason}", file=out)

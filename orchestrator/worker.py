@@ -78,7 +78,7 @@ def run_load(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
                 if manifest.batch_id in o.landed:
                     nbytes += sum(f.bytes for f in manifest.files)
         total_bytes += nbytes
-        tables[o.table] = {"status": o.status, "rows": o.rows_applied, "bytes": nbytes, "batches": o.applied,
+        tables[o.table] = {"status": o.status, "rows": o.rows_applied, "bytes": nbytes, "batches": o.applied, "set_aside": o.set_aside,
                            "error": first_line(o.error) if o.error else None}
     failed = [o for o in outcomes if o.error]
     result: dict[str, Any] = {

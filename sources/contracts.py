@@ -1,7 +1,27 @@
-"""Checks a batch must pass before its manifest is written: the primary key is present and unique.
+"""Checks a batch must pass before it lands.
 
-They run on the batch's Parquet file (not in Python memory), so they cost one scan whatever the
-table's size. Column names and types are enforced while reading (see ``extract``).
+``check_values`` runs on every record batch as it is read, after the cast to the declared types
+(``sources.extract.files.cast_batch``, which the file and REST extractors call; a PostgreSQL
+source's values are PostgreSQL's own, except invalid UTF-8 in a SQL_ASCII database): it refuses
+values that a raw store cannot hold, so a batch that lands can always be applied, on either raw
+store (DuckDB would take some of them silently, PostgreSQL would fail at apply time, for good):
+
+- text (``string`` and ``json`` columns) holding a NUL byte (``\\x00``): PostgreSQL's text cannot;
+- text that is not valid UTF-8, including encoded surrogate code points (U+D800-U+DFFF), which a
+  Parquet file can carry unchecked;
+- a date or timestamp before 4714-11-24 BC (Julian day 0), PostgreSQL's lower bound, or a date
+  after 5874897-12-31, its upper bound (a timestamp in microseconds cannot pass PostgreSQL's
+  upper bound, year 294276).
+
+Each check is vectorised (one pass of Arrow compute over a column's buffers, about 10 GB/s for the
+NUL byte); the row is looked for only when a check fails. Not checked because nothing can break
+it: integers are 64-bit (PostgreSQL ``bigint``), decimals have at most 38 digits, floats may be NaN
+or infinite in both stores, and a text value over PostgreSQL's 1 GB limit does not occur in
+batches of bounded size.
+
+``check_primary_key`` runs on the batch's Parquet file before its manifest is written (not in
+Python memory), so it costs one scan whatever the table's size: the primary key is present and
+unique. Column names and types are enforced while reading (see ``extract``).
 """
 
 from __future__ import annotations
@@ -9,10 +29,98 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from sources.config import TableSpec
 from sources.errors import ContractError
 from sources.load.duckdb_raw import lit, q
+
+# PostgreSQL's range: from Julian day 0 (4714-11-24 BC) to 5874897-12-31 for dates; as days and
+# microseconds since 1970-01-01
+_PG_FIRST_DAY = -2440588
+_PG_DATE_END = 2147483494 - 2440588  # exclusive
+_US_PER_DAY = 86_400_000_000
+
+
+def check_values(batch: pa.RecordBatch, *, first_row: int, where: dict[str, str]) -> None:
+    """Raise ``ContractError`` naming the first row and field whose value no raw store can hold.
+
+    ``first_row`` is the number of the batch's first row in its extract (1-based).
+
+    >>> check_values(pa.record_batch({"note": ["ok", "a\\x00b"]}), first_row=10, where={"table": "t"})
+    Traceback (most recent call last):
+    ...
+    sources.errors.ContractError: [table=t row=11 field=note] text value 'a\\x00b' holds a NUL byte (\\x00), which PostgreSQL text cannot store
+      next: remove the NUL bytes at the source (for a file: tr -d '\\000' < in > out) and rerun the load; nothing of this batch was landed
+    """
+    for name, column in zip(batch.schema.names, batch.columns):
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            _check_text(column, name, first_row, where)
+        elif pa.types.is_date32(kind) or pa.types.is_timestamp(kind):
+            _check_range(column, name, first_row, where)
+
+
+def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str]) -> None:
+    try:
+        column.validate(full=True)  # UTF-8 (surrogates included) and offsets, in C++
+    except pa.ArrowInvalid:
+        offset, value = next((i, v) for i, v in enumerate(column.cast(pa.binary()).to_pylist())
+                             if v is not None and not _is_utf8(v))
+        raise ContractError(
+            f"text value {value[:60]!r} is not valid UTF-8", **where, row=first_row + offset, field=name,
+            hint="re-export the data as UTF-8 at the source and rerun the load; nothing of this batch was landed",
+        ) from None
+    data = column.buffers()[2]
+    if data is None or data.size == 0:
+        return
+    # The smallest byte of all the values at once: 0 only when some value holds a NUL byte
+    if pc.min(pa.Array.from_buffers(pa.uint8(), data.size, [None, data])).as_py() != 0:
+        return
+    found = pc.match_substring(column, "\x00")  # the buffer may extend past a sliced column
+    if not pc.any(found).as_py():
+        return
+    offset = pc.index(found, True).as_py()
+    value = column[offset].as_py()
+    raise ContractError(
+        f"text value {value[:60]!r} holds a NUL byte (\\x00), which PostgreSQL text cannot store", **where,
+        row=first_row + offset, field=name,
+        hint="remove the NUL bytes at the source (for a file: tr -d '\\000' < in > out) and rerun the load; "
+             "nothing of this batch was landed",
+    )
+
+
+def _is_utf8(value: bytes) -> bool:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _check_range(column: pa.Array, name: str, first_row: int, where: dict[str, str]) -> None:
+    if column.null_count == len(column):
+        return
+    kind, span = "timestamp", "before 4714-11-24 BC"
+    if pa.types.is_date32(column.type):
+        kind, span = "date", "before 4714-11-24 BC or after 5874897-12-31"
+        low, high, ints = _PG_FIRST_DAY, _PG_DATE_END, column.cast(pa.int32())
+    elif column.type.unit == "us":  # the declared unit; 64 bits of it end before PostgreSQL's year 294276
+        low, high, ints = _PG_FIRST_DAY * _US_PER_DAY, None, column.cast(pa.int64())
+    else:
+        return
+    bounds = pc.min_max(ints)
+    if bounds["min"].as_py() >= low and (high is None or bounds["max"].as_py() < high):
+        return
+    outside = pc.less(ints, low) if high is None else pc.or_(pc.less(ints, low), pc.greater_equal(ints, high))
+    offset = pc.index(outside, True).as_py()
+    raise ContractError(
+        f"value {column.slice(offset, 1).cast(pa.string())[0].as_py()!r} is a {kind} {span}, outside PostgreSQL's range", **where,
+        row=first_row + offset, field=name,
+        hint="fix the value at the source (often a placeholder or a unit mix-up) and rerun the load; "
+             "nothing of this batch was landed",
+    )
 
 
 def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str) -> None:

@@ -19,7 +19,11 @@ def first_line(exc: BaseException) -> str:
 
 
 class LoaderError(Exception):
-    """Base class: one table of one source could not be loaded; nothing of it was applied."""
+    """Base class: one table of one source could not be loaded; nothing of it was applied.
+
+    ``row`` is a data row, 1-based, in the extract or the landed batch: records, not file lines
+    (a CSV error's message gives both, ``data row 7 (file line 9)``).
+    """
 
     def __init__(
         self,

@@ -2,19 +2,71 @@
 
 >>> log = get_logger("sources.example")
 >>> log.info("landed", extra={"fields": {"table": "orders", "rows": 3}})
+
+Every record of the pipeline's loggers has the user-info of any URL in it (``user:password@``)
+redacted, in its message, its structured fields and its exception: a defence in depth behind the
+callers, which redact what they print (see ``redact_userinfo``).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
+import re
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 _CONFIGURED = False
+# scheme://<user-info>@: up to the last "@" before the URL's path, query, fragment or end
+_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@", re.IGNORECASE)
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with the user-info of every URL in it (``user:password@``) replaced by ``***@``.
+
+    >>> redact_userinfo("GET http://ann:S3CR3T@api.example.com/v1 failed; postgresql://u:p@ss@db:5432/x")
+    'GET http://***@api.example.com/v1 failed; postgresql://***@db:5432/x'
+    >>> redact_userinfo("s3://KEY:SECRET@bucket/a@b, mail ops@example.com, https://example.com/@team")
+    's3://***@bucket/a@b, mail ops@example.com, https://example.com/@team'
+    """
+    return _USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_userinfo(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted(v) for v in value]
+    if value is None or isinstance(value, (int, float, datetime)):
+        return value
+    text = str(value)  # an object printed as text (a path, an exception): redacted if it has a URL
+    redacted = redact_userinfo(text)
+    return value if redacted == text else redacted
+
+
+class RedactFilter(logging.Filter):
+    """Redact URL user-info in a record's message, fields and exception, whatever handler gets it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is the handler's to report
+            return True
+        if redact_userinfo(message) != message:
+            record.msg, record.args = redact_userinfo(message), None
+        if getattr(record, "fields", None):
+            record.fields = _redacted(record.fields)
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = redact_userinfo(logging.Formatter().formatException(record.exc_info))
+        return True
+
+
+_REDACT = RedactFilter()
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +79,7 @@ class JsonFormatter(logging.Formatter):
         }
         line.update(getattr(record, "fields", {}) or {})
         if record.exc_info and record.exc_info[1] is not None:
-            line["error"] = str(record.exc_info[1])
+            line["error"] = redact_userinfo(str(record.exc_info[1]))
         return json.dumps(line, default=str)
 
 
@@ -47,6 +99,7 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
         json_lines = os.environ.get("ELT_JSON_LOGS") == "1" or not stream.isatty()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    handler.addFilter(_REDACT)  # also for records of loggers not made by get_logger
     for name in ("sources", "orchestrator"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
@@ -56,7 +109,10 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
 
 
 def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
+    """The logger ``name``, whose records are redacted for every handler (pytest's capture too)."""
+    logger = logging.getLogger(name)
+    logger.addFilter(_REDACT)  # once: addFilter ignores a filter already there
+    return logger
 
 
 class Progress:

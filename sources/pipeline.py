@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
-from sources.contracts import check_primary_key
+from sources.contracts import check_primary_key, check_values
 from sources.errors import LoaderError, first_line
 from sources import failpoints
 from sources.extract.base import Extract
@@ -43,6 +43,7 @@ class TableOutcome:
     table: str
     landed: list[str] = field(default_factory=list)  # batch ids landed by this run
     applied: list[str] = field(default_factory=list)  # batch ids appended to raw by this run
+    set_aside: list[str] = field(default_factory=list)  # landed batch ids skipped: set aside (`elt set-aside`)
     rows_landed: int = 0
     rows_applied: int = 0
     unchanged: bool = False  # nothing new at the source
@@ -147,7 +148,9 @@ def ingest(
                     # landed one is not landed again. Not for files: two files of a pattern with the
                     # same content are two deliveries, and a snapshot file is compared by checksum.
                     snapshot = spec.kind in ("postgres", "rest_api") and not table.cursor_field
-                    previous = landed[-1] if (landed and snapshot and not force) else None
+                    # compared with the latest batch raw may hold: a set-aside one never reached raw
+                    kept = [m for m in landed if m.batch_id not in outcome.set_aside]
+                    previous = kept[-1] if (kept and snapshot and not force) else None
                     # a whole read (no cursor, no backfill window of a windowed table, not one new file
                     # of a pattern) is a snapshot: raw gains its changes and deletions only
                     whole = (not table.cursor_field and not (window and table.window_column)
@@ -229,6 +232,9 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
         for batch in item.batches:
             if seen:
                 batch = _drop_seen(batch, table, seen)
+            # values no raw store can hold (a NUL byte in text...) never reach landing, whatever
+            # the extractor (files and REST check while casting; this covers every source kind)
+            check_values(batch, first_row=writer.rows + 1, where=where)
             writer.write(batch)
             progress.advance(batch.num_rows)
             failpoints.hit("extract.mid")
@@ -300,12 +306,22 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
     Checksums are verified before applying, except for ``fresh`` batches landed by this run.
+    Set-aside batches are skipped (listed in ``outcome.set_aside``).
     Returns the table's landed batches (read once, for the caller to reuse).
     """
     done = raw.loaded_batch_ids(spec.name, table.name)
+    aside = set_aside_ids(spec, table, landing, raw, done)
     landed = list(landing.batches(spec.name, table.name))
     for manifest in landed:
         if manifest.batch_id in done:
+            continue
+        if manifest.batch_id in aside:
+            if manifest.batch_id not in outcome.set_aside:
+                outcome.set_aside.append(manifest.batch_id)
+                log.warning("batch set aside: not applied", extra={"fields": {
+                    "source": spec.name, "table": table.name, "batch_id": manifest.batch_id, "rows": manifest.rows,
+                    "next": f"elt status lists it; elt set-aside {spec.name} {table.name} {manifest.batch_id} --undo "
+                            "brings it back"}})
             continue
         verify = manifest.batch_id not in (fresh or set())
         if landing.is_local and raw.dialect in ("duckdb", "spark"):  # the engine reads the files itself
@@ -324,6 +340,20 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
                 log.warning("schema change", extra={"fields": {**fields, "change": note}})
             log.info("applied to raw", extra={"fields": fields})
     return landed
+
+
+def set_aside_ids(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, done: set[str]) -> set[str]:
+    """The table's set-aside batches, recorded in landing or in raw (sources/load/set_aside.py).
+
+    A record only landing holds (a replay of landing into a new warehouse, or a set-aside that was
+    interrupted before raw recorded it) is recorded in raw now, so status and the report show it.
+    """
+    marked = landing.set_asides(spec.name, table.name)
+    recorded = raw.set_aside_ids(spec.name, table.name)
+    for batch_id, record in marked.items():
+        if batch_id not in recorded and batch_id not in done:
+            raw.record_set_aside(record, spec.raw_schema)
+    return recorded | set(marked)
 
 
 def load_file_source(spec: SourceSpec, *, path: Path, landing: Landing, raw: RawStore, **kwargs: Any) -> list[TableOutcome]:

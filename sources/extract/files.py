@@ -2,8 +2,13 @@
 
 A table names one ``file`` (a snapshot: re-extracted whenever its content changes) or a
 ``pattern`` (each new file is extracted once). Files are read in blocks as bounded Arrow record
-batches and cast to the declared types; a value that does not cast stops the table with an error
-naming the file, row and field, so a bad extract never reaches landing.
+batches and cast to the declared types; a value that does not cast, or that no raw store can hold
+(``sources.contracts.check_values``), stops the table with an error naming the file, row and field,
+so a bad extract never reaches landing. For CSV the error says both numbers, ``data row 72,311
+(file line 73,035)``: rows count records under the header (what ``row=`` holds), lines count what
+an editor shows (they differ by the header, blank lines and line breaks inside quoted values). A
+file Arrow cannot parse is read a second time with Python's csv module to find the row, line and
+field (``find_csv_fault``, on the error path only, about 30 MB/s).
 
 Schema drift (CSV and Parquet, whose columns are known before reading): under the default
 ``schema_policy: evolve`` (and ``evolve_cast``) a column the file has but the declaration lacks is
@@ -17,10 +22,13 @@ undeclared keys and declared keys absent from every record are reported, not loa
 from __future__ import annotations
 
 import csv as pycsv
+import errno
 import fnmatch
 import hashlib
 import io
 import json
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -33,9 +41,11 @@ import pyarrow.parquet as pq
 from pyarrow import csv
 
 from sources.config import ColumnSpec, SourceSpec, TableSpec
+from sources.contracts import check_values
 from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
 from sources.extract.base import Extract
+from sources.extract.csv_faults import UNDECODED, csv_records, file_line, find_csv_fault, text_chunks
 from sources.landing.manifest import Manifest
 from sources.landing.store import s3_filesystem
 
@@ -71,6 +81,31 @@ def _info(fs: pafs.FileSystem, path: str, prefix: str) -> SourceFile | None:
     return SourceFile(fs, path, prefix + path, info.size or 0, mtime)
 
 
+def _not_a_file(fs: pafs.FileSystem, path: str, prefix: str, where: dict[str, str]) -> SourceReadError:
+    """Why a declared file cannot be read: a folder, a link that loops or leads nowhere, or absent."""
+    shown = prefix + path
+    if fs.get_file_info(path).type == pafs.FileType.Directory:
+        return SourceReadError(f"{shown} is a directory, not a file", **where,
+                               hint="point the table's 'file' at a file in it, or give the table a 'pattern' "
+                                    "to load each file of the folder")
+    if isinstance(fs, pafs.LocalFileSystem) and Path(path).is_symlink():
+        try:
+            Path(path).resolve(strict=True)
+        except RuntimeError:  # Python 3.11 reports a loop as RuntimeError, later ones as OSError
+            loop = True
+        except OSError as exc:
+            loop = exc.errno == errno.ELOOP
+        else:
+            loop = False
+        if loop:
+            return SourceReadError(f"{shown} is a symbolic link that loops (it leads back to itself)", **where,
+                                   hint=f"fix the link (ls -l {shown}) so that it points at the file to load")
+        return SourceReadError(f"{shown} is a symbolic link to {os.readlink(path)}, which does not exist", **where,
+                               hint=f"deliver the file the link points at, or fix the link (ls -l {shown})")
+    return SourceReadError(f"file {shown} does not exist", **where,
+                           hint="check the source path (--path or 'path' in the declaration) and the table's 'file'")
+
+
 def scan(file: SourceFile) -> tuple[str, int]:
     """One pass over the bytes: the sha256 and the number of quote characters."""
     digest = hashlib.sha256()
@@ -89,10 +124,7 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: list[
     if table.file:
         file = _info(fs, f"{base}/{table.file}", prefix)
         if file is None:
-            raise SourceReadError(
-                f"file {prefix}{base}/{table.file} does not exist", **where,
-                hint="check the source path (--path or 'path' in the declaration) and the table's 'file'",
-            )
+            raise _not_a_file(fs, f"{base}/{table.file}", prefix, where)
         digest, quotes = scan(file)
         # Compared with the latest extract only: a file reverted to older content is a new extract.
         if not force and landed and landed[-1].origin.get("sha256") == digest:
@@ -185,21 +217,51 @@ def _where(source: str, table: TableSpec) -> dict[str, str]:
     return {"source": source, "table": table.name}
 
 
+# First bytes of files often delivered where a CSV is expected: what they are, what to do
+_UNPACK = "decompress it ({tool} -dc {name} > plain) and deliver the plain file under the declared name"
+_MAGIC = {
+    b"\x1f\x8b": ("gzip-compressed", _UNPACK.replace("{tool}", "gzip")),
+    b"BZh": ("bzip2-compressed", _UNPACK.replace("{tool}", "bzip2")),
+    b"\x28\xb5\x2f\xfd": ("zstd-compressed", _UNPACK.replace("{tool}", "zstd")),
+    b"\xfd7zXZ\x00": ("xz-compressed", _UNPACK.replace("{tool}", "xz")),
+    b"PK\x03\x04": ("a zip archive (or an Excel workbook)", "extract the CSV from the archive, or save the workbook as CSV UTF-8"),
+    b"PAR1": ("a Parquet file", "declare the source with format: parquet, or deliver the text export"),
+}
+
+
+def _refuse_packed(start: bytes, name: str, where: dict[str, str]) -> None:
+    """Refuse a compressed file, an archive or a Parquet file by its first bytes."""
+    for magic, (kind, hint) in _MAGIC.items():
+        if start.startswith(magic):
+            raise SourceReadError(f"{name} is {kind}, not text (its first bytes are {start[:4].hex(' ')})",
+                                  **where, hint=hint.replace("{name}", name))
+
+
 def _csv_header(file: SourceFile, name: str, where: dict[str, str]) -> list[str]:
     try:
         with file.fs.open_input_stream(file.path) as handle:
-            first = handle.read(1 << 16).split(b"\n", 1)[0]
+            start = handle.read(1 << 16)
     except OSError as exc:  # vanished or unreadable since it was listed
         raise SourceReadError(f"cannot read {name}: {exc}", **where,
                               hint="check the file is still there and readable; rerun the load") from exc
+    _refuse_packed(start, name, where)
+    first = re.split(rb"\r\n|\n|\r", start, maxsplit=1)[0]  # lines may end in \r alone, as Arrow reads them
+    if any(b < 32 and b not in b"\t\r" for b in first[:4096]):
+        raise SourceReadError(f"{name} is not a CSV text file: its first line (the header, file line 1) holds "
+                              "binary bytes", **where,
+                              hint="check that the table's 'file' names the CSV export, and that the export finished")
     try:
         # utf-8-sig: a byte-order mark is not part of the first name; names are stripped, and Arrow
         # is given these exact names (column_names + skip_rows) so both agree
-        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8-sig").rstrip("\r")]))] if first.strip() else []
+        header = [h.strip() for h in next(pycsv.reader([first.decode("utf-8-sig")]))] if first.strip() else []
     except UnicodeDecodeError as exc:
-        raise SourceReadError(f"{name} is not UTF-8 text: {exc}", **where) from exc
+        raise SourceReadError(f"{name} is not UTF-8 text: its header (file line 1) has invalid bytes at byte "
+                              f"{exc.start + 1} ({exc.reason})", **where,
+                              hint=f"re-export the file as UTF-8, or convert it: iconv -f <its encoding> -t UTF-8 {name}") from exc
     if not header:
-        raise ContractError(f"{name} is empty (no header line)", **where)
+        what = "0 bytes" if not start else "its first line is blank"
+        raise ContractError(f"{name} is empty (no header line: {what})", **where,
+                            hint="the export wrote nothing: run it again; a file without rows still needs its header line")
     if len(set(header)) != len(header):
         dupes = sorted({h for h in header if header.count(h) > 1})
         raise ContractError(f"header of {name} repeats column(s) {dupes}", **where, hint="fix or re-export the file")
@@ -216,14 +278,22 @@ def _with_nulls(batch: pa.RecordBatch, missing: list[str]) -> pa.RecordBatch:
 
 def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, header: list[str],
                  block_bytes: int = BLOCK_BYTES, missing: list[str] | None = None) -> Iterator[pa.RecordBatch]:
-    """The rows under ``header`` (read once by ``_csv_header``; Arrow is given the same names)."""
+    """The rows under ``header`` (read once by ``_csv_header``; Arrow is given the same names).
+
+    Arrow's errors say neither row nor line: when it refuses the file, a second pass with Python's
+    csv module (``find_csv_fault``, on the error path only) names the data row, file line and field.
+    """
     where = _where(source, table)
     name = file.url.rsplit("/", 1)[-1]
     if quotes % 2:
+        fault = find_csv_fault(file, header, name)
+        if fault:
+            raise fault.error(name, where)
         raise SourceReadError(
             f"malformed CSV in {name}: a quoted value is never closed (odd number of '\"' characters)", **where,
             hint="fix or re-export the file; a reader would otherwise swallow the following rows into one value",
         )
+    first_row = 1  # 1-based data row number (the header is not a row)
     try:
         reader = csv.open_csv(
             file.fs.open_input_stream(file.path),
@@ -233,36 +303,50 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, h
                 column_types={c: pa.string() for c in header}, strings_can_be_null=False
             ),
         )
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            try:
+                yield cast_batch(_with_nulls(batch, missing or []), table, first_row, where)
+            except ContractError as exc:
+                if exc.row is not None:  # say which file line the data row is, as editors count
+                    exc.detail = f"{name}, data row {exc.row:,} (file line {file_line(file, exc.row):,}): {exc.detail}"
+                raise
+            first_row += batch.num_rows
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SourceReadError(f"cannot open {name}: {exc}", **where) from exc
-    first_row = 1  # 1-based data row number (the header is not a row)
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            raise SourceReadError(
-                f"malformed CSV in {name} after data row {first_row - 1}: {exc}", **where, row=first_row,
-                hint="fix or re-export the file; nothing of this table was landed",
-            ) from exc
-        yield cast_batch(_with_nulls(batch, missing or []), table, first_row, where)
-        first_row += batch.num_rows
+        fault = find_csv_fault(file, header, name)
+        if fault:
+            raise fault.error(name, where) from None
+        if first_row == 1 and next(csv_records(file), None) is None:
+            return  # the header alone, without a line break: Arrow cannot skip it, there are no rows
+        raise SourceReadError(
+            f"malformed CSV in {name} after data row {first_row - 1:,}: {exc}", **where, row=first_row,
+            hint="fix or re-export the file; nothing of this table was landed",
+        ) from exc
 
 
 def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
                    drift: dict[str, list[str]] | None = None) -> Iterator[pa.RecordBatch]:
     """One JSON object per line, mapped to the declared columns (nested values of json columns kept
     as JSON text); a line that is not a JSON object is named by its line number."""
-    from sources.extract.rest import records_to_batches
+    from sources.extract.rest import LoneSurrogate, records_to_batches
 
     where = _where(source, table)
     name = file.url.rsplit("/", 1)[-1]
 
     def records() -> Iterator[list[dict[str, object]]]:
         chunk: list[dict[str, object]] = []
-        with file.fs.open_input_stream(file.path) as handle:
-            for number, line in enumerate(io.TextIOWrapper(handle, encoding="utf-8"), start=1):
+        number = 0
+        for text, broken in text_chunks(file):
+            if not number:
+                _refuse_packed(text.encode("utf-8", "surrogateescape")[:8], name, where)
+            for number, line in enumerate(io.StringIO(text, newline=""), start=number + 1):
+                if broken and UNDECODED.search(line):
+                    raise SourceReadError(f"{name} is not UTF-8 text: line {number} holds invalid bytes", **where,
+                                          row=number, hint=f"re-export the file as UTF-8, or convert it: "
+                                                           f"iconv -f <its encoding> -t UTF-8 {name}")
                 if not line.strip():
                     continue
                 try:
@@ -271,7 +355,8 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
                     raise SourceReadError(f"malformed JSON lines in {name} at line {number}: {exc.msg}", **where,
                                           row=number, hint="every line must be one JSON object; fix or re-export the file") from None
                 if not isinstance(record, dict):
-                    raise SourceReadError(f"line {number} of {name} is not a JSON object", **where, row=number)
+                    raise SourceReadError(f"line {number} of {name} is not a JSON object", **where, row=number,
+                                          hint="every line must be one JSON object; fix or re-export the file")
                 chunk.append(record)
                 if len(chunk) >= 10_000:
                     yield chunk
@@ -279,7 +364,35 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
         if chunk:
             yield chunk
 
-    return records_to_batches(records(), table, where, drift)
+    def located() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from records_to_batches(records(), table, where, drift)
+        except LoneSurrogate:  # a "\\ud800" escape: text no store can hold; find its line
+            number, field = _lone_surrogate(file)
+            raise ContractError(f"{name}, line {number}: a text value holds a lone surrogate escape (such as "
+                                "\\ud800), which is not a character and cannot be stored as UTF-8", **where,
+                                row=number, field=field,
+                                hint="fix the escape at the source (pairs such as \\ud83d\\ude00 are fine) and "
+                                     "rerun the load; nothing of this table was landed") from None
+
+    return located()
+
+
+def _lone_surrogate(file: SourceFile) -> tuple[int | None, str | None]:
+    """The line and key of the first JSON value that cannot be encoded as UTF-8 (error path only)."""
+    number = 0
+    for text, _ in text_chunks(file):
+        for number, line in enumerate(io.StringIO(text, newline=""), start=number + 1):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            for key, value in (record.items() if isinstance(record, dict) else []):
+                try:
+                    json.dumps(value, ensure_ascii=False).encode("utf-8")
+                except UnicodeEncodeError:
+                    return number, key
+    return None, None
 
 
 def _open_parquet(file: SourceFile, name: str, where: dict[str, str]) -> pq.ParquetFile:
@@ -300,7 +413,8 @@ def _parquet_batches(parquet: pq.ParquetFile, table: TableSpec, name: str, where
 
 
 def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str]) -> pa.RecordBatch:
-    """Cast every column to its declared type; name the first row and field that do not cast."""
+    """Cast every column to its declared type; name the first row and field that do not cast, or
+    whose value no raw store can hold (``sources.contracts.check_values``)."""
     arrays = []
     for spec in table.columns:
         column = batch.column(spec.name)
@@ -319,7 +433,9 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
                 f"value {value!r} is not a valid {spec.type.name} ({exc})", **where, row=first_row + offset,
                 field=spec.name, hint="fix the source row, or change the column's type in the source declaration",
             ) from exc
-    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
+    cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
+    check_values(cast, first_row=first_row, where=where)  # what the raw stores cannot hold
+    return cast
 
 
 def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
@@ -333,14 +449,15 @@ def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
 
 
 def _first_bad_value(column: pa.Array, target: pa.DataType) -> tuple[int, object]:
-    """Find the first value that fails the cast (only on the error path, so a loop is fine)."""
-    for offset, value in enumerate(column.to_pylist()):
-        if value is None:
-            continue
+    """Find the first value that fails the cast (only on the error path): halves the column
+    until one value is left, a few dozen casts whatever its length."""
+    low, high = 0, len(column)  # the first bad value is at low..high-1
+    while high - low > 1:
+        middle = (low + high) // 2
         try:
-            _cast(pa.array([value], column.type), target)
+            _cast(column.slice(low, middle - low), target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return offset, value
-    return 0, None
-
-
+            high = middle
+        else:
+            low = middle
+    return low, column[low].as_py()

@@ -9,7 +9,9 @@
 - Auth: ``bearer`` or ``api_key`` (a header), the secret read from the environment variable the
   declaration names (or its ``_FILE``); it is redacted from every log line and error, and sent
   only to the base URL's origin (scheme, host, port): not with a next link or a redirect that
-  points elsewhere, and never over a redirect from https to http.
+  points elsewhere, and never over a redirect from https to http. User-info in the base URL
+  (``https://user:password@host``) is sent the same way, as basic auth, and is never printed:
+  every URL in a message or a manifest has its user-info redacted.
 - Retries: 429, 500, 502, 503, 504, timeouts and connection errors are retried with exponential backoff and full
   jitter, at most ``max_retries`` times, honouring ``Retry-After``; 401/403/404 and other 4xx are
   not retried (retrying cannot fix them).
@@ -19,6 +21,7 @@
 
 from __future__ import annotations
 
+import base64
 import email.utils
 import http.client
 import json
@@ -36,11 +39,11 @@ import pyarrow as pa
 
 from sources.config import SourceSpec, TableSpec
 from sources.connections import secret_from_env
-from sources.errors import ConfigError, SourceReadError
+from sources.errors import ConfigError, ContractError, SourceReadError
 from sources.extract.base import Extract
 from sources.extract.files import cast_batch
 from sources.extract.postgres import cursor_type, lower_bound
-from sources.logs import get_logger
+from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("sources.rest")
 ROWS_PER_BATCH = 10_000
@@ -129,24 +132,33 @@ class RestClient:
             raise ConfigError(f"environment variable {spec.base_url_env} (the API's base URL) is not set", **self.where)
         self.base_url = base.rstrip("/")
         self.headers = {"Accept": "application/json", "User-Agent": "elt-loader"}
-        self.secret: str | None = None
+        self.secrets: list[str] = []
+        parts = urllib.parse.urlsplit(self.base_url)
+        if "@" in parts.netloc:  # user-info: basic auth (urllib would take it for part of the host name)
+            user, password = urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
+            self.secrets += [password or user] if password or user else []  # a token alone as user is the secret
+            self.base_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         auth = spec.auth or {}
         if auth.get("type", "none") != "none":
-            self.secret = secret_from_env(auth["token_env"])
-            if not self.secret:
+            secret = secret_from_env(auth["token_env"])
+            if not secret:
                 raise ConfigError(f"environment variable {auth['token_env']} (the API secret) is not set", **self.where,
                                   hint=f"export {auth['token_env']}=... or {auth['token_env']}_FILE=/path/to/secret")
             if auth["type"] == "bearer":
-                self.headers["Authorization"] = f"Bearer {self.secret}"
+                self.headers["Authorization"] = f"Bearer {secret}"
             else:
-                self.headers[auth["header"]] = self.secret
+                self.headers[auth["header"]] = secret
+            self.secrets.append(secret)
         credentials = {"Authorization"} | ({auth["header"]} if auth.get("type") == "api_key" else set())
         self.credential_headers = {h.lower() for h in credentials}
         self.opener = urllib.request.build_opener(_CredentialRedirects(credentials, self.redact))
         self.requests = 0
 
     def redact(self, text: str) -> str:
-        return text.replace(self.secret, "***") if self.secret else text
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return redact_userinfo(text)
 
     def url(self, path_or_url: str, params: dict[str, Any] | None = None) -> str:
         url = path_or_url if "://" in path_or_url else f"{self.base_url}/{path_or_url.lstrip('/')}"
@@ -285,6 +297,18 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
                           hint="raise pagination.max_pages in the declaration if the API really has that many")
 
 
+class LoneSurrogate(ContractError):
+    """A text value with a lone UTF-16 surrogate (a JSON ``"\\ud800"`` escape): not UTF-8 text."""
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def _to_text(value: Any, type_name: str) -> str | None:
     if value is None:
         return None
@@ -312,8 +336,16 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
     first_row = 1
 
     def flush() -> pa.RecordBatch:
-        arrays = [pa.array([_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer], pa.string())
-                  for n, t in zip(names, types)]
+        arrays = []
+        for n, t in zip(names, types):
+            texts = [_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer]
+            try:
+                arrays.append(pa.array(texts, pa.string()))
+            except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") is no UTF-8 text
+                index = next(i for i, v in enumerate(texts) if v is not None and not _encodes(v))
+                raise LoneSurrogate("text value holds a lone UTF-16 surrogate (a broken \\uXXXX escape in the "
+                                    "JSON), which is not valid UTF-8", **where, row=first_row + index, field=n,
+                                    hint="fix the record at the API; nothing of this batch was landed") from None
         return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where)
 
     for records in pages_:

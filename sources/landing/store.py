@@ -10,11 +10,16 @@ name, fsynced and renamed; on S3 a PUT is atomic. Data files are written to a lo
 checksummed, and then placed (renamed locally, uploaded on S3), so a crash at any instant leaves
 either a complete batch or a folder without manifest that no reader sees and that
 ``sweep_incomplete`` removes. Nothing here ever rewrites or deletes a batch that has a manifest.
+
+A batch that cannot be applied can be set aside (``elt set-aside``): a small record beside the
+batches, ``<root>/<source>/<table>/.set_aside/<batch_id>.json`` (who, when, why), which every
+load and every replay of landing honours. The batch itself stays as it was landed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import secrets
@@ -22,7 +27,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from sources.errors import ConfigError, LandingError
 from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
 
 PART_NAME = "part-00000.parquet"
+SET_ASIDE_DIR = ".set_aside"  # per table, beside the batches; a dot folder is never listed as a batch
 ROW_GROUP_ROWS = 32 * 1024
 # lz4: about half the CPU of zstd to write and to read back; landing files are ~1.8x larger.
 LANDING_COMPRESSION = os.environ.get("ELT_LANDING_COMPRESSION", "lz4")
@@ -204,6 +210,30 @@ def dictionary_columns(group: pa.Table) -> list[str]:
             if pc.count_distinct(column, mode="all").as_py() <= DICTIONARY_MAX_DISTINCT * rows]
 
 
+@dataclass(frozen=True)
+class SetAside:
+    """A landed batch that raw must not apply (``elt set-aside``): who set it aside, when and why.
+
+    >>> SetAside("shop", "orders", "B1", 3, "ann", "2026-12-01T06:00:00+00:00", "NUL byte").at_dt.year
+    2026
+    """
+
+    source: str
+    table: str
+    batch_id: str
+    rows: int
+    by: str
+    at: str  # ISO 8601, UTC
+    reason: str
+
+    @property
+    def at_dt(self) -> datetime:
+        return datetime.fromisoformat(self.at)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
 class Landing:
     """The landing store. ``Landing.from_url("s3://bucket/prefix")`` or ``Landing.local(path)``."""
 
@@ -328,6 +358,53 @@ class Landing:
         import pyarrow.dataset as ds
 
         return ds.dataset(files, format="parquet", filesystem=self.fs).scanner(batch_size=65536).to_reader()
+
+    # -- set-aside batches ------------------------------------------------------------------
+    def set_aside_path(self, source: str, table: str, batch_id: str) -> str:
+        return f"{self.table_dir(source, table)}/{SET_ASIDE_DIR}/{batch_id}.json"
+
+    def set_asides(self, source: str, table: str) -> dict[str, SetAside]:
+        """The table's set-aside batches by batch id (one listing; usually empty)."""
+        base = f"{self.table_dir(source, table)}/{SET_ASIDE_DIR}"
+        found = {}
+        for info in self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=False)):
+            if info.type == pafs.FileType.File and info.base_name.endswith(".json"):
+                try:
+                    with self.fs.open_input_stream(info.path) as handle:
+                        record = SetAside(**json.loads(handle.read().decode()))
+                except (ValueError, TypeError) as exc:
+                    raise LandingError(
+                        f"set-aside record {info.path} is unreadable: {exc}", source=source, table=table,
+                        hint="it is written atomically by `elt set-aside`; restore it from backup, or remove it "
+                        "and run `elt set-aside` again for that batch",
+                    ) from exc
+                found[record.batch_id] = record
+        return found
+
+    def write_set_aside(self, record: SetAside) -> None:
+        """Record (atomically) that a batch is set aside; the batch's own folder is not touched."""
+        path = self.set_aside_path(record.source, record.table, record.batch_id)
+        if self.is_local:
+            target = Path(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            with tmp.open("w") as handle:
+                handle.write(record.to_json())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+            _fsync_dir(target.parent)
+        else:
+            with self.fs.open_output_stream(path) as out:
+                out.write(record.to_json().encode())
+
+    def remove_set_aside(self, source: str, table: str, batch_id: str) -> bool:
+        """Forget that a batch is set aside (``elt set-aside --undo``); False if it was not."""
+        path = self.set_aside_path(source, table, batch_id)
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return False
+        self.fs.delete_file(path)
+        return True
 
     def sweep_spool(self) -> list[Path]:
         """Remove spool folders left by loader processes that died (their pid is gone)."""

@@ -14,10 +14,12 @@ from typing import Protocol
 import pyarrow as pa
 
 from sources.landing.manifest import Manifest
+from sources.landing.store import SetAside
 
 META_SCHEMA = "elt_meta"
 LEDGER_TABLE = "loaded_batches"
 CURSOR_TABLE = "source_cursors"
+SET_ASIDE_TABLE = "set_aside_batches"  # landed batches raw must not apply (`elt set-aside`)
 
 METADATA_COLUMNS = (
     ("_batch_id", "TEXT"),
@@ -51,6 +53,19 @@ CURSOR_COLUMNS = """
 """
 
 
+SET_ASIDE_COLUMNS = """
+    batch_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    table_name TEXT NOT NULL,
+    raw_table TEXT NOT NULL,
+    rows BIGINT NOT NULL,
+    set_aside_by TEXT NOT NULL,
+    set_aside_at TIMESTAMP NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (source, table_name, batch_id)
+"""
+
+
 @dataclass(frozen=True)
 class LoadResult:
     batch_id: str
@@ -68,7 +83,23 @@ class RawStore(Protocol):
     def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]: ...
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader | list[str], raw_schema: str, *,
              policy: str = "evolve") -> LoadResult: ...
+    def set_aside_ids(self, source: str, table: str) -> set[str]: ...
+    def record_set_aside(self, record: SetAside, raw_schema: str) -> None: ...
+    def remove_set_aside(self, source: str, table: str, batch_id: str) -> bool: ...
     def close(self) -> None: ...
+
+
+def set_aside_hint(manifest: Manifest) -> str:
+    """The ``next:`` of a batch that failed to apply: fix the cause, or set the batch aside.
+
+    >>> m = Manifest("B1", "shop", "orders", "2026-12-01T00:00:00+00:00", 1, [], ["id"], [])
+    >>> print(set_aside_hint(m))
+    fix the cause and rerun the load (the batch stays in landing and is applied then); if the batch itself can never be applied, set it aside so later batches apply: elt set-aside shop orders B1 --reason "..." (docs/runbook.md#a-batch-blocks-its-table)
+    """
+    return ("fix the cause and rerun the load (the batch stays in landing and is applied then); if the batch itself "
+            "can never be applied, set it aside so later batches apply: "
+            f'elt set-aside {manifest.source} {manifest.table} {manifest.batch_id} --reason "..." '
+            "(docs/runbook.md#a-batch-blocks-its-table)")
 
 
 def utc_naive(value: datetime) -> datetime:

@@ -19,6 +19,7 @@ from sqlglot import exp
 from sources import failpoints
 from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
+from sources.landing.store import SetAside
 from sources.load.base import (
     CURSOR_COLUMNS,
     CURSOR_TABLE,
@@ -26,8 +27,11 @@ from sources.load.base import (
     LEDGER_TABLE,
     META_SCHEMA,
     METADATA_COLUMNS,
+    SET_ASIDE_COLUMNS,
+    SET_ASIDE_TABLE,
     LoadResult,
     numbered,
+    set_aside_hint,
     utc_naive,
 )
 from sources.load.changes import snapshot_insert_sql
@@ -75,6 +79,7 @@ def qtable(schema: str, table: str) -> str:
 
 LEDGER = qtable(META_SCHEMA, LEDGER_TABLE)
 CURSORS = qtable(META_SCHEMA, CURSOR_TABLE)
+SET_ASIDE = qtable(META_SCHEMA, SET_ASIDE_TABLE)
 
 
 def normal_type(sql_type: str) -> str:
@@ -97,6 +102,7 @@ class DuckDBRaw:
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(META_SCHEMA)}")
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {LEDGER} ({LEDGER_COLUMNS})")
         self.con.execute(f"CREATE TABLE IF NOT EXISTS {CURSORS} ({CURSOR_COLUMNS})")
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {SET_ASIDE} ({SET_ASIDE_COLUMNS})")
 
     def __repr__(self) -> str:
         return f"DuckDBRaw({self.database!r})"
@@ -115,6 +121,37 @@ class DuckDBRaw:
             f"SELECT batch_id FROM {LEDGER} WHERE source = {lit(source)} AND table_name = {lit(table)}"
         ).fetchall()
         return {r[0] for r in rows}
+
+    def set_aside_ids(self, source: str, table: str) -> set[str]:
+        rows = self.con.execute(
+            f"SELECT batch_id FROM {SET_ASIDE} WHERE source = {lit(source)} AND table_name = {lit(table)}"
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    def record_set_aside(self, record: SetAside, raw_schema: str) -> None:
+        """Record a set-aside batch in one transaction; refused when the ledger holds the batch."""
+        key = f"source = {lit(record.source)} AND table_name = {lit(record.table)} AND batch_id = {lit(record.batch_id)}"
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if con.execute(f"SELECT 1 FROM {LEDGER} WHERE {key}").fetchone():
+                raise RawLoadError(
+                    "the batch is already applied to raw; only a batch raw does not hold can be set aside",
+                    source=record.source, table=record.table, batch_id=record.batch_id,
+                    hint="its rows are in raw; to correct them, land a corrected extract (docs/runbook.md#failed-audit)",
+                )
+            values = [record.batch_id, record.source, record.table, f"{raw_schema}.{record.table}", record.rows,
+                      record.by, utc_naive(record.at_dt), record.reason]
+            con.execute(f"DELETE FROM {SET_ASIDE} WHERE {key}")
+            con.execute(f"INSERT INTO {SET_ASIDE} VALUES ({', '.join(lit(v) for v in values)})")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+
+    def remove_set_aside(self, source: str, table: str, batch_id: str) -> bool:
+        key = f"source = {lit(source)} AND table_name = {lit(table)} AND batch_id = {lit(batch_id)}"
+        return bool(self.con.execute(f"DELETE FROM {SET_ASIDE} WHERE {key} RETURNING batch_id").fetchall())
 
     def cursor(self, source: str, table: str) -> str | None:
         row = self.con.execute(
@@ -154,6 +191,12 @@ class DuckDBRaw:
             if seen:
                 con.execute("ROLLBACK")
                 return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=False)
+            if con.execute(  # set aside since the caller listed the table's batches: never applied
+                f"SELECT 1 FROM {SET_ASIDE} WHERE source = {lit(manifest.source)} AND table_name = {lit(manifest.table)} "
+                f"AND batch_id = {lit(manifest.batch_id)}"
+            ).fetchone():
+                con.execute("ROLLBACK")
+                return LoadResult(manifest.batch_id, manifest.table, 0, applied=False)
             notes, casts = self._ensure_table(raw_schema, manifest, where, policy)
             data_cols = [c["name"] for c in manifest.columns]
             target_cols = ", ".join(q(c) for c in [*data_cols, *(m for m, _ in METADATA_COLUMNS)])
@@ -218,7 +261,7 @@ class DuckDBRaw:
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {exc}",
                 **where,
-                hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
+                hint=set_aside_hint(manifest),
             ) from exc
         except BaseException:  # anything else (a landing read, an interrupt): never leave it open
             try:

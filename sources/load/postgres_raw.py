@@ -18,6 +18,7 @@ from sources.connections import PostgresSettings
 from sources import failpoints
 from sources.errors import RawLoadError, first_line
 from sources.landing.manifest import Manifest
+from sources.landing.store import SetAside
 from sources.load.base import (
     CURSOR_COLUMNS,
     CURSOR_TABLE,
@@ -25,8 +26,12 @@ from sources.load.base import (
     LEDGER_TABLE,
     META_SCHEMA,
     METADATA_COLUMNS,
+    SET_ASIDE_COLUMNS,
+    SET_ASIDE_TABLE,
     LoadResult,
     numbered,
+    set_aside_hint,
+    utc_naive,
 )
 from sources.load.changes import snapshot_insert_sql
 from sources.load.schema import plan_schema
@@ -81,6 +86,8 @@ class PostgresRaw:
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(META_SCHEMA)))
             cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + LEDGER_COLUMNS + ")").format(_ident(META_SCHEMA, LEDGER_TABLE)))
             cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + CURSOR_COLUMNS + ")").format(_ident(META_SCHEMA, CURSOR_TABLE)))
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SET_ASIDE_COLUMNS + ")").format(
+                _ident(META_SCHEMA, SET_ASIDE_TABLE)))
 
     def __repr__(self) -> str:
         s = self.settings
@@ -100,6 +107,39 @@ class PostgresRaw:
             cur.execute(sql.SQL("SELECT batch_id FROM {} WHERE source = %s AND table_name = %s").format(
                 _ident(META_SCHEMA, LEDGER_TABLE)), [source, table])
             return {r[0] for r in cur.fetchall()}
+
+    def set_aside_ids(self, source: str, table: str) -> set[str]:
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("SELECT batch_id FROM {} WHERE source = %s AND table_name = %s").format(
+                _ident(META_SCHEMA, SET_ASIDE_TABLE)), [source, table])
+            return {r[0] for r in cur.fetchall()}
+
+    def record_set_aside(self, record: SetAside, raw_schema: str) -> None:
+        """Record a set-aside batch in one transaction, refused when the ledger holds the batch; under
+        the raw table's load lock, so it is serialised with a loader applying that table."""
+        key = [record.source, record.table, record.batch_id]
+        with self.con, self.con.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{record.table}"])
+            cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
+                _ident(META_SCHEMA, LEDGER_TABLE)), key)
+            if cur.fetchone():
+                raise RawLoadError(
+                    "the batch is already applied to raw; only a batch raw does not hold can be set aside",
+                    source=record.source, table=record.table, batch_id=record.batch_id,
+                    hint="its rows are in raw; to correct them, land a corrected extract (docs/runbook.md#failed-audit)",
+                )
+            cur.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
+                _ident(META_SCHEMA, SET_ASIDE_TABLE)), key)
+            cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(
+                _ident(META_SCHEMA, SET_ASIDE_TABLE)),
+                [record.batch_id, record.source, record.table, f"{raw_schema}.{record.table}", record.rows,
+                 record.by, utc_naive(record.at_dt), record.reason])
+
+    def remove_set_aside(self, source: str, table: str, batch_id: str) -> bool:
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("DELETE FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
+                _ident(META_SCHEMA, SET_ASIDE_TABLE)), [source, table, batch_id])
+            return cur.rowcount > 0
 
     def cursor(self, source: str, table: str) -> str | None:
         with self.con, self.con.cursor() as cur:
@@ -132,6 +172,11 @@ class PostgresRaw:
                             [manifest.source, manifest.table, manifest.batch_id])
                 if cur.fetchone():
                     return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=False)
+                # set aside since the caller listed the table's batches: never applied
+                cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
+                    _ident(META_SCHEMA, SET_ASIDE_TABLE)), [manifest.source, manifest.table, manifest.batch_id])
+                if cur.fetchone():
+                    return LoadResult(manifest.batch_id, manifest.table, 0, applied=False)
                 notes = self._ensure_table(cur, raw_schema, manifest, where, policy)
                 data_cols = [c["name"] for c in manifest.columns]
                 meta_cols = [m for m, _ in METADATA_COLUMNS]
@@ -191,7 +236,7 @@ class PostgresRaw:
             first = first_line(exc)
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,
-                hint="fix the cause, then rerun the load; the batch stays in landing and will be applied then",
+                hint=set_aside_hint(manifest),
             ) from exc
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 

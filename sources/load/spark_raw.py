@@ -25,7 +25,17 @@ from sqlglot import exp
 from sources import failpoints
 from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
-from sources.load.base import LEDGER_TABLE, META_SCHEMA, METADATA_COLUMNS, LoadResult, numbered, utc_naive
+from sources.landing.store import SetAside
+from sources.load.base import (
+    LEDGER_TABLE,
+    META_SCHEMA,
+    METADATA_COLUMNS,
+    SET_ASIDE_TABLE,
+    LoadResult,
+    numbered,
+    set_aside_hint,
+    utc_naive,
+)
 from sources.load.changes import DELETED, ORDER
 from sources.load.schema import plan_schema
 from sources.types import parse_type
@@ -36,6 +46,14 @@ LEDGER_SPARK_COLUMNS = (
     ("batch_id", "STRING"), ("source", "STRING"), ("table_name", "STRING"), ("raw_table", "STRING"),
     ("rows", "BIGINT"), ("extracted_at", "TIMESTAMP"), ("loaded_at", "TIMESTAMP"), ("origin_sha256", "STRING"),
     ("cursor_field", "STRING"), ("cursor_value", "STRING"),
+)
+
+# set-aside batches (`elt set-aside`) as an append-only log: Parquet tables have no DELETE, so an
+# undo appends a row with removed = TRUE, and a batch's latest row says whether it is set aside
+SET_ASIDE_SPARK_COLUMNS = (
+    ("batch_id", "STRING"), ("source", "STRING"), ("table_name", "STRING"), ("raw_table", "STRING"),
+    ("rows", "BIGINT"), ("set_aside_by", "STRING"), ("set_aside_at", "TIMESTAMP"), ("reason", "STRING"),
+    ("removed", "BOOLEAN"), ("recorded_at", "TIMESTAMP"),
 )
 
 
@@ -64,6 +82,7 @@ def qtable(schema: str, table: str) -> str:
 
 
 LEDGER = qtable(META_SCHEMA, LEDGER_TABLE)
+SET_ASIDE = qtable(META_SCHEMA, SET_ASIDE_TABLE)
 
 
 def spark_type(declared: str) -> str:
@@ -84,6 +103,8 @@ class SparkRaw:
         self.sql(f"CREATE DATABASE IF NOT EXISTS {q(META_SCHEMA)}")
         columns = ", ".join(f"{q(n)} {t}" for n, t in LEDGER_SPARK_COLUMNS)
         self.sql(f"CREATE TABLE IF NOT EXISTS {LEDGER} ({columns}) USING parquet")
+        columns = ", ".join(f"{q(n)} {t}" for n, t in SET_ASIDE_SPARK_COLUMNS)
+        self.sql(f"CREATE TABLE IF NOT EXISTS {SET_ASIDE} ({columns}) USING parquet")
 
     def __repr__(self) -> str:
         return "SparkRaw()"
@@ -106,6 +127,33 @@ class SparkRaw:
     def loaded_batch_ids(self, source: str, table: str) -> set[str]:
         return {r[0] for r in self.rows(
             f"SELECT batch_id FROM {LEDGER} WHERE source = {lit(source)} AND table_name = {lit(table)}")}
+
+    def set_aside_ids(self, source: str, table: str) -> set[str]:
+        return {r[0] for r in self.rows(
+            f"SELECT batch_id FROM (SELECT batch_id, removed, ROW_NUMBER() OVER (PARTITION BY batch_id "
+            f"ORDER BY recorded_at DESC) AS _rn FROM {SET_ASIDE} WHERE source = {lit(source)} "
+            f"AND table_name = {lit(table)}) AS events WHERE _rn = 1 AND NOT removed")}
+
+    def _set_aside_event(self, record: SetAside, raw_table: str, removed: bool) -> None:
+        values = [record.batch_id, record.source, record.table, raw_table, record.rows, record.by,
+                  utc_naive(record.at_dt), record.reason, removed, datetime.now(UTC).replace(tzinfo=None)]
+        self.sql(f"INSERT INTO {SET_ASIDE} VALUES ({', '.join(lit(v) for v in values)})")
+
+    def record_set_aside(self, record: SetAside, raw_schema: str) -> None:
+        if record.batch_id in self.loaded_batch_ids(record.source, record.table):
+            raise RawLoadError(
+                "the batch is already applied to raw; only a batch raw does not hold can be set aside",
+                source=record.source, table=record.table, batch_id=record.batch_id,
+                hint="its rows are in raw; to correct them, land a corrected extract (docs/runbook.md#failed-audit)",
+            )
+        self._set_aside_event(record, f"{raw_schema}.{record.table}", removed=False)
+
+    def remove_set_aside(self, source: str, table: str, batch_id: str) -> bool:
+        if batch_id not in self.set_aside_ids(source, table):
+            return False
+        self._set_aside_event(SetAside(source, table, batch_id, 0, "-", datetime.now(UTC).isoformat(), "undo"),
+                              "-", removed=True)
+        return True
 
     def cursor(self, source: str, table: str) -> str | None:
         found = self.rows(
@@ -147,6 +195,8 @@ class SparkRaw:
         where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}
         if manifest.batch_id in self.loaded_batch_ids(manifest.source, manifest.table):
             return LoadResult(manifest.batch_id, manifest.table, manifest.rows, applied=False)
+        if manifest.batch_id in self.set_aside_ids(manifest.source, manifest.table):
+            return LoadResult(manifest.batch_id, manifest.table, 0, applied=False)
         raw_table = qtable(raw_schema, manifest.table)
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
         extracted_at = utc_naive(manifest.extracted_at_dt)
@@ -195,7 +245,7 @@ class SparkRaw:
             if type(exc).__module__.startswith(("pyspark", "py4j")):
                 raise RawLoadError(
                     f"applying the batch to {raw_schema}.{manifest.table} on Spark failed: {str(exc).splitlines()[0]}", **where,
-                    hint="fix the cause, then rerun the load; the batch stays in landing and its partition is rewritten then",
+                    hint=set_aside_hint(manifest),
                 ) from exc
             raise
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,35 @@ def test_json_logs_can_be_forced_for_child_processes(monkeypatch: pytest.MonkeyP
     finally:
         logging.getLogger("sources").handlers[:] = []
     assert json.loads(screen.getvalue())["rows"] == 3
+
+
+def test_url_user_info_is_redacted_in_every_part_of_a_record() -> None:
+    """Message, arguments, structured fields (nested too) and the exception: for the pipeline's own
+    handler and for any other handler (pytest's capture, a library's) alike."""
+    out, records = io.StringIO(), []
+    logs.configure(stream=out, json_lines=True)
+    other = logging.Handler()
+    other.emit = records.append  # type: ignore[method-assign]
+    log = logs.get_logger("sources.test.redact")
+    log.addHandler(other)
+    try:
+        try:
+            raise ConnectionError("cannot reach postgresql://loader:pw-SECRET@db:5432/app")
+        except ConnectionError:
+            log.exception("GET %s failed", "http://ann:pw-SECRET@api.example.com/v1?page=2",
+                          extra={"fields": {"url": "s3://KEY:pw-SECRET@bucket/prefix", "rows": 3,
+                                            "urls": ["https://token-pw-SECRET@host/x"], "path": Path("/tmp/a")}})
+        logs.get_logger("sources.test.plain").info("landed", extra={"fields": {"owner": "ops@example.com"}})
+    finally:
+        logging.getLogger("sources").handlers[:] = []
+        log.removeHandler(other)
+    text = out.getvalue()
+    assert "SECRET" not in text and "ann:" not in text and "loader" not in text, text
+    first, second = (json.loads(line) for line in text.splitlines())
+    assert first["event"] == "GET http://***@api.example.com/v1?page=2 failed"
+    assert (first["url"], first["urls"], first["rows"]) == ("s3://***@bucket/prefix", ["https://***@host/x"], 3)
+    assert first["error"] == "cannot reach postgresql://***@db:5432/app" and first["path"] == "/tmp/a"
+    assert second["owner"] == "ops@example.com"  # an address is no URL: kept
+    [record] = records
+    assert "SECRET" not in logging.Formatter().format(record) + str(record.fields)  # type: ignore[attr-defined]
+    assert "postgresql://***@db:5432/app" in logging.Formatter().format(record)  # the traceback, redacted

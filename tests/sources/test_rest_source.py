@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 from sources.config import parse_source
-from sources.errors import SourceReadError
+from sources.errors import ContractError, SourceReadError
 from sources.extract import rest
 from sources.landing.store import Landing
 from sources.load.duckdb_raw import DuckDBRaw
@@ -151,6 +151,16 @@ def test_a_wrongly_typed_value_names_its_record_and_field() -> None:
     assert "row=4" in str(err.value) and "field=price" in str(err.value) and "'twelve'" in str(err.value)
 
 
+def test_a_lone_surrogate_in_the_json_names_its_record_and_field() -> None:
+    # "\\ud800" is valid JSON but no Unicode text: refused before landing, located
+    body = json.dumps({"data": PRODUCTS[:2]})[:-2] + ', {"sku": "X-1", "name": "bad \\ud800 name"}]}'
+    with http_server(lambda p, q, h: (200, {"Content-Type": "application/json"}, body.encode())) as url, \
+            pytest.raises(ContractError) as err:
+        _records(spec_for(url))
+    text = str(err.value)
+    assert "row=3" in text and "field=name" in text and "surrogate" in text and "next:" in text, text
+
+
 def test_incremental_load_sends_updated_since_and_advances_the_cursor(tmp_path: Path) -> None:
     responder = Recorder(lambda p, q, h: ok({"data": [r for r in PRODUCTS if r["updated_at"] >= q.get("since", [""])[0]]}))
     with http_server(responder) as url:
@@ -266,3 +276,33 @@ def test_an_api_that_repeats_its_last_page_past_the_end_stops_there() -> None:
         rows = _records(spec_for(url, {"type": "page", "page_size": 8}))
     assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
     assert len(responder.requests) == 4  # pages 1-3, then page 4 repeats page 3: the end
+
+
+def test_user_info_in_the_base_url_is_sent_as_basic_auth_and_never_printed(tmp_path: Path) -> None:
+    """``https://user:password@host`` works as curl reads it, and the password is in no error,
+    log line or manifest (urllib alone would take the user-info for part of the host name)."""
+    import base64
+    import urllib.parse
+
+    password = "pa:ss@w/rd-SECRET"
+    served = {"status": 200}
+    responder = Recorder(lambda p, q, h: ok({"data": PRODUCTS[:3]}) if served["status"] == 200
+                         else (served["status"], {}, b"{}"))
+    with http_server(responder) as url:
+        base = url.replace("http://", f"http://ann:{urllib.parse.quote(password, safe='')}@")
+        spec = spec_for(base, auth="none")
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["status"] = 404
+            (failed,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["status"] = 503
+            with pytest.raises(SourceReadError) as err:
+                _records(spec)
+    assert out.status == "loaded" and out.rows_applied == 3
+    assert responder.requests[0][2]["authorization"] == "Basic " + base64.b64encode(f"ann:{password}".encode()).decode()
+    [manifest] = landing.batches("catalog", "products")
+    assert manifest.origin["base_url"] == url  # without the user-info
+    for message in (str(failed.error), str(err.value)):
+        assert f"GET {url}/v1/products" in message and "SECRET" not in message and "ann" not in message, message
+    assert "HTTP 404" in str(failed.error) and "still failing after 4 attempts" in str(err.value)

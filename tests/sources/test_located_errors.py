@@ -1,0 +1,263 @@
+"""Every refusal says where: the file, the data row and the file line (they differ by the header,
+blank lines and line breaks inside quoted values), the field where there is one, and a `next:`
+that fits the cause. Values a raw store cannot hold (a NUL byte in text, invalid UTF-8, a date
+PostgreSQL cannot store) are refused before landing, for every source kind and both raw stores."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import psycopg2
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+
+from sources.config import parse_source
+from sources.connections import PostgresSettings
+from sources.contracts import check_values
+from sources.errors import ContractError, SourceReadError
+from sources.extract.files import _csv_batches, _info
+from sources.landing.store import Landing
+from sources.load.duckdb_raw import DuckDBRaw
+from sources.load.postgres_raw import PostgresRaw
+from sources.pipeline import ingest
+from tests.servers import http_server
+
+COLUMNS = {"id": "string", "n": "integer", "note": "string"}
+HEADER = b"id,n,note\n"
+# data rows 1-4 on file lines 2-6: row 2's note holds a line break, so from row 3 on line = row + 2
+GOOD = b'o1,1,plain\no2,2,"two\nlines"\no3,3,"a ""quoted"" word"\no4,4,x\n'
+
+
+def spec_for(folder: Path, fmt: str = "csv", name: str = "raw_orders.csv", **columns: str):  # type: ignore[no-untyped-def]
+    return parse_source({"name": "shop", "kind": "files", "owner": "x", "format": fmt, "path": str(folder),
+                         "tables": {"orders": {"file": name, "primary_key": "id", "columns": columns or COLUMNS}}})
+
+
+def load(folder: Path, tmp_path: Path, **kw):  # type: ignore[no-untyped-def]
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (outcome,) = ingest(spec_for(folder, **kw), landing=landing, raw=raw, lock_dir=tmp_path)
+    return outcome, landing
+
+
+CASES = [
+    # (id, file bytes, error class, data row, file line, field, parts of the message, part of next:)
+    ("too-many-fields", HEADER + GOOD + b"o5,5,a,b\n", SourceReadError, 5, 7, None,
+     ["4 fields where the header has 3 (id, n, note): o5,5,a,b"], "a value holding a comma must be quoted"),
+    ("too-few-fields", HEADER + GOOD + b"o5,5\no6,6,x\n", SourceReadError, 5, 7, "note",
+     ["2 fields where the header has 3", "field note and after are missing"], "a line break inside a value must be quoted"),
+    ("unclosed-quote", HEADER + GOOD + b'o5,5,x\no6,6,"never closed\no7,7,x\n', SourceReadError, 6, 8, "note",
+     ["the quoted value of field note is never closed"], "a quote inside a quoted value is written twice"),
+    ("invalid-utf8", HEADER + GOOD + b'o5,5,"caf\xe9\nau lait"\n', SourceReadError, 5, 7, "note",
+     ["invalid UTF-8 bytes on file line 7, in field note"], "iconv -f <its encoding> -t UTF-8 raw_orders.csv"),
+    ("invalid-utf8-second-line-of-a-value", HEADER + GOOD + b'o5,5,"caf\nau l\xe9it"\n', SourceReadError, 5, 7, "note",
+     ["invalid UTF-8 bytes on file line 8, in field note"], "re-export the file as UTF-8"),
+    ("truncated-last-row", HEADER + GOOD + b"o5,5,x\no6,6", SourceReadError, 6, 8, "note",
+     ["the last row is cut off: 2 fields where the header has 3"], "cut off while being written or copied"),
+    ("blank-lines-are-not-rows", HEADER + b"o1,1,x\n\n\no2,2,x,y\n", SourceReadError, 2, 5, None,
+     ["4 fields where the header has 3"], "must be quoted"),
+    ("crlf-line-ends", HEADER.replace(b"\n", b"\r\n") + b"o1,1,x\r\no2,2\r\no3,3,x\r\n", SourceReadError, 2, 3, "note",
+     ["2 fields where the header has 3"], "fix the row"),
+    ("cr-line-ends", HEADER.replace(b"\n", b"\r") + b"o1,1,x\ro2,2,x,y\r", SourceReadError, 2, 3, None,
+     ["4 fields where the header has 3"], "must be quoted"),
+    ("nul-byte-in-text", HEADER + GOOD + b"o5,5,a\x00b\n", ContractError, 5, 7, "note",
+     ["text value 'a\\x00b' holds a NUL byte (\\x00), which PostgreSQL text cannot store"], "tr -d '\\000'"),
+    ("bad-integer-after-a-multiline-value", HEADER + GOOD + b"o5,5x,x\n", ContractError, 5, 7, "n",
+     ["value '5x' is not a valid integer"], "change the column's type"),
+]
+
+
+@pytest.mark.parametrize(("data", "error", "row", "line", "field", "parts", "hint"), [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_a_bad_row_is_named_by_data_row_file_line_and_field(
+    tmp_path: Path, data: bytes, error: type, row: int, line: int, field: str | None, parts: list[str], hint: str,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(data)
+    outcome, landing = load(folder, tmp_path)
+    err = outcome.error
+    assert isinstance(err, error), err
+    message = str(err)
+    assert (err.row, err.field) == (row, field), message
+    for part in ["source=shop table=orders batch=", f"raw_orders.csv, data row {row} (file line {line})", *parts]:
+        assert part in message, f"{part!r} not in {message!r}"
+    assert f"field={field}" in message if field else "field=" not in message
+    assert message.split("\n  next: ")[1].count(hint) == 1, message
+    assert list(landing.batches("shop", "orders")) == []  # nothing of it landed
+
+
+FILE_CASES = [
+    ("empty", b"", ContractError, "raw_orders.csv is empty (no header line: 0 bytes)",
+     "a file without rows still needs its header line"),
+    ("gzip", gzip.compress(HEADER + GOOD), SourceReadError, "raw_orders.csv is gzip-compressed, not text (its first bytes are 1f 8b",
+     "gzip -dc raw_orders.csv > plain"),
+    ("zip", b"PK\x03\x04" + bytes(60), SourceReadError, "raw_orders.csv is a zip archive (or an Excel workbook)",
+     "save the workbook as CSV UTF-8"),
+    ("binary", bytes(range(256)) * 4, SourceReadError, "raw_orders.csv is not a CSV text file: its first line (the header, file line 1) holds binary bytes",
+     "names the CSV export"),
+    ("latin1-header", "id,n,note,café\n".encode("latin-1"), SourceReadError,
+     "raw_orders.csv is not UTF-8 text: its header (file line 1) has invalid bytes at byte 14", "iconv -f <its encoding>"),
+]
+
+
+@pytest.mark.parametrize(("data", "error", "detail", "hint"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES])
+def test_a_file_that_is_not_csv_text_is_named_with_what_it_is(
+    tmp_path: Path, data: bytes, error: type, detail: str, hint: str,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(data)
+    outcome, landing = load(folder, tmp_path)
+    assert isinstance(outcome.error, error), outcome.error
+    message = str(outcome.error)
+    assert detail in message and "next: " in message and hint in message.split("next: ")[1], message
+    assert list(landing.batches("shop", "orders")) == []
+
+
+def test_a_header_without_rows_or_line_break_is_an_empty_table(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(b"id,n,note")
+    outcome, landing = load(folder, tmp_path)
+    assert outcome.error is None and outcome.rows_landed == 0 and len(list(landing.batches("shop", "orders"))) == 1
+
+
+def test_a_directory_or_a_link_where_a_file_should_be_says_so(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    (folder / "raw_orders.csv").mkdir(parents=True)
+    outcome, _ = load(folder, tmp_path)
+    assert f"{folder.resolve()}/raw_orders.csv is a directory, not a file" in str(outcome.error)
+    assert "give the table a 'pattern'" in str(outcome.error)
+    (folder / "raw_orders.csv").rmdir()
+    os.symlink(folder / "raw_orders.csv", folder / "raw_orders.csv")  # a link to itself
+    outcome, _ = load(folder, tmp_path)
+    assert "raw_orders.csv is a symbolic link that loops" in str(outcome.error)
+    assert "next: fix the link (ls -l " in str(outcome.error)
+    (folder / "raw_orders.csv").unlink()
+    os.symlink(folder / "gone.csv", folder / "raw_orders.csv")
+    outcome, _ = load(folder, tmp_path)
+    assert f"raw_orders.csv is a symbolic link to {folder / 'gone.csv'}, which does not exist" in str(outcome.error)
+    (folder / "raw_orders.csv").unlink()
+    outcome, _ = load(folder, tmp_path)
+    assert "raw_orders.csv does not exist" in str(outcome.error) and "next: check the source path" in str(outcome.error)
+
+
+def test_a_fault_many_blocks_into_the_file_has_its_exact_row_and_line(tmp_path: Path) -> None:
+    """Arrow reads in blocks and its error names neither; the row is the one that is cut off, not
+    the first row of the block that failed (the issue's row 58,375 for data row 72,311)."""
+    lines = [f'o{i},{i},"two\nlines"' if i % 100 == 0 else f"o{i},{i},note {i}" for i in range(1, 72_311)]
+    path = tmp_path / "raw_orders.csv"
+    path.write_text("id,n,note\n" + "\n".join(lines) + "\no72311,72311")
+    spec = spec_for(tmp_path)
+    file = _info(pafs.LocalFileSystem(), str(path), "")
+    assert file is not None
+    with pytest.raises(SourceReadError) as err:
+        for _ in _csv_batches(file, spec.tables["orders"], "shop", 0, ["id", "n", "note"], block_bytes=64 << 10):
+            pass
+    # the header, then 723 values (rows 100, 200, ..., 72,300) that span two lines
+    assert "data row 72,311 (file line 73,035): the last row is cut off" in str(err.value)
+    assert (err.value.row, err.value.field) == (72_311, "note")
+
+
+def test_a_nul_byte_is_refused_before_landing_on_postgres_and_the_table_goes_on(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The issue's poison batch: PostgreSQL failed at apply time, for every later run. Now the
+    value is refused before landing, so the fixed file simply loads."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(HEADER + b"o1,1,ok\no2,2,bad\x00value\n")
+    spec = spec_for(folder)
+    landing = Landing.local(tmp_path / "landing")
+    with PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)) as raw:
+        (refused,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert isinstance(refused.error, ContractError)
+        assert "[source=shop table=orders batch=" in str(refused.error) and "row=2 field=note]" in str(refused.error)
+        assert "data row 2 (file line 3)" in str(refused.error)
+        assert list(landing.batches("shop", "orders")) == []
+        (folder / "raw_orders.csv").write_bytes(HEADER + b"o1,1,ok\no2,2,fixed\n")
+        (fixed,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert fixed.error is None and fixed.rows_applied == 2
+    con = psycopg2.connect(pg_db.dsn)
+    with con, con.cursor() as cur:
+        cur.execute("SELECT id, note FROM raw_shop.orders ORDER BY id")
+        assert cur.fetchall() == [("o1", "ok"), ("o2", "fixed")]
+    con.close()
+
+
+def test_a_nul_byte_from_a_rest_api_is_refused_before_landing(tmp_path: Path) -> None:
+    records = [{"sku": "a", "name": "fine"}, {"sku": "b", "name": "nul\u0000inside"}]
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        return 200, {"Content-Type": "application/json"}, json.dumps({"data": records}).encode()
+
+    with http_server(respond) as url:
+        spec = parse_source({"name": "catalog", "kind": "rest_api", "owner": "x", "base_url": url,
+                             "tables": {"products": {"endpoint": "/v1/products", "records_path": "data",
+                                                     "primary_key": "sku", "columns": {"sku": "string", "name": "string"}}}})
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (outcome,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert isinstance(outcome.error, ContractError)
+    message = str(outcome.error)
+    assert "[source=catalog table=products batch=" in message and "row=2 field=name]" in message
+    assert "holds a NUL byte" in message and "\n  next: remove the NUL bytes at the source" in message
+    assert list(landing.batches("catalog", "products")) == []
+
+
+def test_parquet_values_postgres_cannot_hold_are_refused(tmp_path: Path) -> None:
+    """Parquet carries its bytes unchecked: invalid UTF-8 (here an encoded surrogate) and dates
+    before PostgreSQL's first day reach the contract as they are."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    surrogate = pa.Array.from_buffers(pa.string(), 2, [None, pa.array([0, 2, 5], pa.int32()).buffers()[1],
+                                                       pa.py_buffer(b"ok\xed\xa0\x80")])
+    pq.write_table(pa.table({"id": ["a", "b"], "note": surrogate, "day": pa.array([0, 1], pa.date32())}), folder / "t.parquet")
+    outcome, _ = load(folder, tmp_path, fmt="parquet", name="t.parquet", id="string", note="string", day="date")
+    assert isinstance(outcome.error, ContractError)
+    assert "row=2 field=note] text value b'\\xed\\xa0\\x80' is not valid UTF-8" in str(outcome.error)
+    pq.write_table(pa.table({"id": ["a", "b"], "note": ["x", "y"], "day": pa.array([0, -2_440_589], pa.date32())}),
+                   folder / "t.parquet")
+    outcome, landing = load(folder, tmp_path, fmt="parquet", name="t.parquet", id="string", note="string", day="date")
+    assert "row=2 field=day] value '-4713-11-23' is a date before 4714-11-24 BC or after 5874897-12-31" in str(outcome.error)
+    assert "next: fix the value at the source" in str(outcome.error)
+    assert list(landing.batches("shop", "orders")) == []
+
+
+def test_the_value_checks_accept_postgres_own_bounds_and_look_at_a_sliced_column_only() -> None:
+    first_day, last_day = -2_440_588, 2_145_042_905  # '4714-11-24 BC' and '5874897-12-31' in PostgreSQL
+    check_values(pa.record_batch({
+        "day": pa.array([first_day, last_day, None], pa.date32()),
+        "at": pa.array([first_day * 86_400_000_000, None, 0], pa.timestamp("us", tz="UTC")),
+        "note": pa.array(["a\x00", "b", "c", "d"]).slice(1),  # the NUL byte is outside the slice
+        "empty": pa.array([None, None, None], pa.string()),
+    }), first_row=1, where={})
+    with pytest.raises(ContractError, match=r"row=7 field=day\] value .* is a date before"):
+        check_values(pa.record_batch({"day": pa.array([0, last_day + 1], pa.date32())}), first_row=6, where={})
+    with pytest.raises(ContractError, match=r"row=1 field=at\] value .* is a timestamp before 4714-11-24 BC"):
+        check_values(pa.record_batch({"at": pa.array([(first_day - 1) * 86_400_000_000], pa.timestamp("us"))}),
+                     first_row=1, where={})
+
+
+@pytest.mark.parametrize(("data", "detail", "field", "hint"), [
+    (b'{"id": "a", "note": "x"}\n\n{"id": "b", "note": "caf\xe9"}\n', "t.jsonl is not UTF-8 text: line 3 holds invalid bytes",
+     None, "iconv -f <its encoding> -t UTF-8 t.jsonl"),
+    (b'{"id": "a", "note": "x"}\n{"id": "b", "note": "lone \\ud800 escape"}\n', "t.jsonl, line 2: a text value holds a lone surrogate",
+     "note", "fix the escape at the source"),
+    (gzip.compress(b'{"id": "a"}\n'), "t.jsonl is gzip-compressed, not text", None, "gzip -dc t.jsonl > plain"),
+], ids=["invalid-utf8", "lone-surrogate", "gzip"])
+def test_json_lines_that_no_store_can_hold_are_named_by_line(
+    tmp_path: Path, data: bytes, detail: str, field: str | None, hint: str,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "t.jsonl").write_bytes(data)
+    outcome, landing = load(folder, tmp_path, fmt="jsonl", name="t.jsonl", id="string", note="string")
+    message = str(outcome.error)
+    assert detail in message and "batch=" in message and hint in message.split("next: ")[1], message
+    assert getattr(outcome.error, "field", None) == field
+    assert list(landing.batches("shop", "orders")) == []

@@ -1,0 +1,263 @@
+"""Nothing secret in any output (DESIGN.md, rule 7).
+
+A recognizable secret is planted in every place a secret can come from: an environment variable
+(``ELT_SMTP_PASSWORD``, ``ELT_PG_PASSWORD``), a ``_FILE`` variable (the REST source's API key), the
+user-info of a REST source's base URL, a webhook URL's path and an SMTP password. Then every output
+path runs on real components: a REST load that fails (its FAILED line), the same load as a job that
+fails and then succeeds (run history, landing, warehouse), a webhook that answers
+``404 Not Found /services/.../<secret>``, mail through an SMTP server that requires a login,
+`elt status`, `elt run-show`, the HTML report, and log records captured in this process. Every
+output is searched: the commands' stdout and stderr, the log records, what the alert receivers got,
+and every file written (DuckDB files as bytes and as rows, Parquet as bytes and as rows).
+
+The search is shown able to fail: a canary value, planted where it belongs (a record's name, the
+endpoint's path), is found in every one of those outputs, and the secret is found in the file that
+holds it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import secrets
+import socketserver
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from orchestrator import alerts
+from sources.config import load_source
+from sources.errors import SourceReadError
+from sources.extract import rest
+from sources.logs import JsonFormatter, TextFormatter
+from tests.conftest import BIN, copy_project, project_env
+
+SECRET = f"S3CR3T-{secrets.token_hex(6)}"
+CANARY = f"C4N4RY-{secrets.token_hex(6)}"  # not a secret: data and an endpoint path, printed as they should be
+TOKEN, PASSWORD, SMTP_PASSWORD = f"{SECRET}-token", f"{SECRET}-userinfo", f"{SECRET}-smtp"
+DECLARATION = f"""name: sweep_api
+kind: rest_api
+base_url_env: SWEEP_API_URL
+auth: {{type: api_key, header: X-API-Key, token_env: SWEEP_API_TOKEN}}
+raw_schema: raw_sweep
+owner: sweep-team@example.com
+freshness: 26h
+timeout_s: 5
+max_retries: 1
+tables:
+  items:
+    endpoint: /v1/items-{CANARY}
+    records_path: data
+    primary_key: id
+    columns: {{id: string, name: string}}
+"""
+
+
+class Endpoints:
+    """One HTTP server on loopback: the REST API (GET; it checks both credentials) and a webhook
+    (POST) that refuses every message quoting its own secret path, as chat servers do."""
+
+    def __init__(self) -> None:
+        self.status, self.posts, self.authorized = 404, [], []  # type: ignore[var-annotated]
+        basic = "Basic " + base64.b64encode(f"sweeper:{PASSWORD}".encode()).decode()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                ok = self.headers.get("X-API-Key") == TOKEN and self.headers.get("Authorization") == basic
+                outer.authorized.append(ok)
+                status = outer.status if ok else 401
+                body = json.dumps({"data": [{"id": "1", "name": f"item {CANARY}"}]} if status == 200 else
+                                  {"error": f"no such path {self.path}"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:  # noqa: N802
+                outer.posts.append(self.rfile.read(int(self.headers.get("Content-Length", 0))).decode())
+                body = f"no_service {self.path}".encode()
+                self.send_response(404, f"Not Found {self.path}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+class AuthSMTP:
+    """An SMTP server that requires AUTH PLAIN and, refusing a login, quotes the password back."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.logins: list[bool] = []
+        outer = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write((line + "\r\n").encode())
+
+            def handle(self) -> None:
+                self.reply("220 localhost")
+                while raw := self.rfile.readline():
+                    line = raw.decode().rstrip("\r\n")
+                    verb = line.split(" ", 1)[0].upper()
+                    if verb == "EHLO":
+                        self.reply("250-localhost")
+                        self.reply("250 AUTH PLAIN")
+                    elif verb == "AUTH":
+                        password = base64.b64decode(line.split()[-1]).split(b"\0")[-1].decode()
+                        outer.logins.append(password == SMTP_PASSWORD)
+                        self.reply("235 ok" if outer.logins[-1] else f"535 5.7.8 bad credentials {password}")
+                    elif verb == "DATA":
+                        self.reply("354 go on")
+                        data = b""
+                        while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                            data += chunk
+                        outer.messages.append(data.decode())
+                        self.reply("250 queued")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:
+                        self.reply("250 OK")
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receivers() -> Iterator[tuple[Endpoints, AuthSMTP]]:
+    http, smtp = Endpoints(), AuthSMTP()
+    yield http, smtp
+    for server in (http.server, smtp.server):
+        server.shutdown()
+        server.server_close()
+
+
+def _texts(path: Path) -> list[str]:
+    """A written file as the sweep reads it: its bytes, and its rows where it holds a database or
+    compressed columns (a string in a DuckDB block or a Parquet page may be compressed)."""
+    texts = [path.read_bytes().decode("latin-1")]
+    if path.suffix == ".parquet":
+        texts.append(str(pq.read_table(path).to_pylist()))
+    elif path.suffix == ".duckdb":
+        with duckdb.connect(str(path), read_only=True) as con:
+            for schema, table in con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall():
+                texts.append(str(con.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall()))  # names from the catalog
+    return texts
+
+
+def sweep(marker: str, outputs: dict[str, list[str]], root: Path) -> set[str]:
+    """Where ``marker`` is found: the named outputs, and every file under ``root`` by its kind."""
+    found = {name for name, texts in outputs.items() if any(marker in t for t in texts)}
+    for path in (p for p in root.rglob("*") if p.is_file()):
+        kind = ("landing" if "landing" in path.parts else "history" if path.name.startswith("elt_history")
+                else "warehouse" if path.name.startswith("warehouse") else "report" if path.suffix == ".html"
+                else f"file {path.relative_to(root)}")
+        if any(marker in t for t in _texts(path)):
+            found.add(kind)
+    return found
+
+
+def test_a_planted_secret_appears_in_no_output(tmp_path: Path, receivers: tuple[Endpoints, AuthSMTP],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    http, smtp = receivers
+    vault = tmp_path / "vault"  # where the operator keeps the secret files: not an output
+    vault.mkdir()
+    (vault / "api_token").write_text(TOKEN + "\n")
+    out = tmp_path / "out"
+    project = copy_project(out / "project")
+    (out / "declarations").mkdir()
+    (out / "declarations" / "sweep_api.yaml").write_text(DECLARATION)
+    (out / "tmp").mkdir()
+    env = project_env(
+        project, ELT_DECLARATIONS_DIR=str(out / "declarations"), TMPDIR=str(out / "tmp"), ELT_RETRY_BASE_S="0.1",
+        SWEEP_API_URL=http.url.replace("http://", f"http://sweeper:{PASSWORD}@"),
+        SWEEP_API_TOKEN_FILE=str(vault / "api_token"), ELT_PG_PASSWORD=f"{SECRET}-pg",
+        ELT_ALERT_WEBHOOK_URL=f"{http.url}/services/T000/B000/{SECRET}-hook", ELT_ALERT_TIMEOUT_S="5",
+        ELT_SMTP_HOST="127.0.0.1", ELT_SMTP_PORT=str(smtp.port), ELT_SMTP_USER="alerts",
+        ELT_SMTP_PASSWORD=SMTP_PASSWORD, ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_EMAIL_FROM="elt@example.com")
+
+    def elt(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([str(BIN / "elt"), *args], cwd=project, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+        return proc
+
+    procs = [elt("load", "sweep_api", code=1)]  # the FAILED line
+    assert "FAILED items" in procs[0].stdout and "HTTP 404" in procs[0].stdout
+    procs.append(elt("run-job", "sweep_api", code=1))  # a failed run: history, alert FAILED
+    failed_run = procs[-1].stdout.split("(run ")[1].split(",")[0]
+    http.status = 200
+    procs.append(elt("run-job", "sweep_api"))  # landing, warehouse, alert RECOVERED
+    procs += [elt("status"), elt("run-show", failed_run), elt("report", "--out", str(out / "report.html"))]
+    assert "sweep_api" in procs[3].stdout and "HTTP 404" in procs[4].stdout
+
+    # the same paths in this process, where the log records themselves can be read
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in ("sources", "orchestrator")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    for key in ("SWEEP_API_URL", "SWEEP_API_TOKEN_FILE", "ELT_ALERT_WEBHOOK_URL", "ELT_SMTP_HOST", "ELT_SMTP_PORT",
+                "ELT_SMTP_USER", "ELT_ALERT_EMAIL_TO"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("ELT_SMTP_PASSWORD", f"{SECRET}-refused")  # the server quotes it back
+    spec = load_source(out / "declarations" / "sweep_api.yaml")
+    errors = []
+    try:
+        for status in (404, 503):  # refused; unavailable (retried: the retry log lines)
+            http.status = status
+            with pytest.raises(SourceReadError) as err:
+                for item in rest.extracts(spec, spec.tables["items"], cursor=None, sleep=lambda s: None):
+                    list(item.batches)
+            errors.append(str(err.value))
+        delivered = alerts.send(alerts.Alert("failed", "job sweep_api", f"job sweep_api failed ({CANARY})",
+                                             error=errors[0]))
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    assert delivered == {"webhook": False, "email": False}
+    formatted = [f.format(r) for r in records for f in (logging.Formatter(), JsonFormatter(), TextFormatter())]
+    assert any('"error": "HTTP 404"' in line for line in formatted)
+    assert any('"error": "SMTP 535 (SMTPAuthenticationError)"' in line for line in formatted)
+    assert any(r.getMessage() == "retrying" for r in records)
+
+    # every secret reached its server, so the sweep below searches outputs that had them at hand
+    assert http.authorized and all(http.authorized) and smtp.logins[:2] == [True, True] and smtp.logins[-1] is False
+    assert len(http.posts) == 3 and len(smtp.messages) == 2
+    outputs = {
+        "stdout": [p.stdout for p in procs], "stderr": [p.stderr for p in procs],
+        "log records": [*formatted, *(str(r.__dict__) for r in records)],
+        "errors": errors,
+        "alerts sent": [*http.posts, *smtp.messages],
+    }
+    leaks = sweep(SECRET, outputs, out)
+    assert leaks == set(), f"{SECRET} found in {sorted(leaks)}"
+    for part in ("T000/B000", "sweeper"):  # nor the rest of the webhook's path, nor the URL's user name
+        assert sweep(part, outputs, out) == set(), part
+
+    # the sweep can fail: the canary is found in every output, the secret in the file that holds it
+    expected = {*outputs, "landing", "warehouse", "history", "report"}
+    assert sweep(CANARY, outputs, out) >= expected, expected - sweep(CANARY, outputs, out)
+    assert sweep(SECRET, {}, vault) == {"file api_token"}
+
