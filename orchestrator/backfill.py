@@ -117,7 +117,8 @@ def diff_marts(ctx: Any) -> list[MartDiff]:
     return out
 
 
-def backfill(settings: Settings, source: str, start: date, end: date, *, out: TextIO | None = None) -> list[MartDiff]:
+def backfill(settings: Settings, source: str, start: date, end: date, *, path: str | None = None,
+             out: TextIO | None = None) -> list[MartDiff]:
     from sqlmesh.utils.errors import SQLMeshError
 
     from orchestrator.transform import TransformFailed, make_context, transform
@@ -148,14 +149,15 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, out: Te
             # in a child process: DuckDB allows one configuration per file and process, and the
             # SQLMesh context above keeps its connection open
             load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
-                                   start.isoformat(), end.isoformat()],
+                                   start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
                                   capture_output=True, text=True, cwd=settings.project_root,
                                   env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"})  # held above
             print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:
                 raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated. "
                                      f"{load.stderr.strip().splitlines()[-1] if load.stderr.strip() else ''}\n"
-                                     f"  next: fix the source, then rerun the same `elt backfill` command")
+                                     f"  next: fix the source, then rerun the same `elt backfill` command "
+                                     f"(a file source's folder: --path DIR)")
             # the new batches are pending for every model version reading the source: the transform
             # restates exactly the days their rows touch (windows.py), in the window and, for a source
             # re-read whole, wherever else the source changed (reported, never left stale)

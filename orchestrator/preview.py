@@ -48,7 +48,7 @@ class ModelDiff:
 
 
 def changed_models(ctx, environment: str) -> list[str]:  # type: ignore[no-untyped-def]
-    """Models whose snapshot (version) differs between prod and ``environment``."""
+    """Models whose snapshot differs between prod and ``environment``."""
     from sqlmesh.core.model.kind import ModelKindName
 
     prod = ctx.state_reader.get_environment("prod")
@@ -78,15 +78,22 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True)
         except PlanError as exc:
             raise TransformFailed(f"plan {environment}", [_describe(ctx, e) for e in console.audit_errors], str(exc),
                                   console.skipped_models, console.model_errors) from exc
-        return [_diff(ctx, name, environment) for name in changed_models(ctx, environment)]
+        prod = ctx.state_reader.get_environment("prod")
+        env = ctx.state_reader.get_environment(environment)
+        prod_tables = {s.name: s.version for s in prod.snapshots} if prod else {}
+        shared = {s.name for s in (env.snapshots if env else []) if prod_tables.get(s.name) == s.version}
+        return [_diff(ctx, name, environment, same_table=name in shared) for name in changed_models(ctx, environment)]
     finally:
         ctx.close()
 
 
-def _diff(ctx, name: str, environment: str) -> ModelDiff:  # type: ignore[no-untyped-def]
+def _diff(ctx, name: str, environment: str, *, same_table: bool = False) -> ModelDiff:  # type: ignore[no-untyped-def]
     model = ctx.get_model(name)
     grain = [g.sql(dialect=model.dialect) for g in model.grains] if model and model.grains else []
     result = ModelDiff(name.replace('"', ""), grain)
+    if same_table:  # an upstream change that is not breaking: SQLMesh reuses prod's table
+        result.note = "downstream of a non-breaking change; reads prod's table, so its data is the same"
+        return result
     if not grain:
         result.note = "no grain declared; compare by hand with `sqlmesh table_diff prod:" + environment + " " + name + " --on KEY`"
         return result

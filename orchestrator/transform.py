@@ -401,6 +401,14 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
             cache[key] = w.raw_windows(adapter, raw_table, specs, batches)
         return cache[key]
 
+    with_rows: dict[str, set[str]] = {}  # raw table -> its pending batches that added rows
+
+    def filled(raw_table: str, batches: set[str]) -> set[str]:
+        if raw_table not in with_rows:
+            every = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
+            with_rows[raw_table] = w.batches_with_rows(adapter, raw_table, every)
+        return with_rows[raw_table] & batches
+
     result = Restatement()
     held: dict[str, set[str]] = {}  # raw table -> batches kept pending for their orphan rows
     for raw_table in sorted({t for tables in pending.values() for t in tables}):
@@ -420,7 +428,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
         windows = w.Windows()
         for raw_table, batches in tables.items():
             if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
-                windows.whole = True
+                windows.whole = windows.whole or bool(filled(raw_table, batches))
             else:
                 windows.merge(days(raw_table, batches))
         if not windows or not snapshot.intervals:

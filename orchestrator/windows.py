@@ -296,13 +296,24 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     return Orphans(raw_table, parent_table, len(rows), example, {r[-1] for r in rows}, rendered)
 
 
+def batches_with_rows(adapter: Any, raw_table: str, batches: set[str]) -> set[str]:
+    """The ``batches`` that put at least one row into ``raw_table``. A snapshot that did not
+    change lands a batch that raw records but that adds no row (sources/load/changes.py): it
+    touches nothing, and must not restate a model whole because its table has no time."""
+    if not batches or not adapter.table_exists(raw_table):
+        return set()
+    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
+    sql = f"SELECT DISTINCT {_q('_batch_id')} FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids})"
+    return {b for (b,) in adapter.fetchall(parse_one(sql, read="duckdb").sql(adapter.dialect))}
+
+
 def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Windows:
     """The days ``batches`` of ``raw_table`` touch (``whole`` for a table without time)."""
     spec = specs.get(raw_table)
     if not batches:
         return Windows()
     if spec is None or not (spec.event_time or spec.parent):
-        return Windows(whole=True)
+        return Windows(whole=bool(batches_with_rows(adapter, raw_table, batches)))
     sql = window_sql(raw_table, spec, batches, has_deleted=_has_column(adapter, raw_table, DELETED))
     if spec.parent:
         parent_spec = specs.get(spec.parent[0])

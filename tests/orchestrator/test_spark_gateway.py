@@ -67,18 +67,21 @@ class Project:
             cwd=self.root, env=self.env, timeout=600)
 
     def transform(self) -> set[tuple[str, date]]:
-        """``elt transform``; the (model, day) of every interval SQLMesh's scheduler evaluated,
-        from the transform's log (its console's record of the run, not our restatement plan)."""
-        proc = self.elt("transform")
-        out = set()
-        for line in (proc.stdout + proc.stderr).splitlines():
-            if not line.startswith("{") or "interval(s) evaluated" not in line:
-                continue
-            for interval in json.loads(line)["intervals"]:
-                model, span = interval.split(" ")
-                d0, d1 = (date.fromisoformat(x) for x in span.split(".."))
-                out |= {(model, d0 + timedelta(days=i)) for i in range((d1 - d0).days)}
-        return out
+        return evaluated(self.elt("transform"))
+
+
+def evaluated(proc) -> set[tuple[str, date]]:  # type: ignore[no-untyped-def]
+    """The (model, day) of every interval SQLMesh's scheduler evaluated in an ``elt`` command, from
+    its log (the transform console's record of the run, not our restatement plan)."""
+    out = set()
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if not line.startswith("{") or "interval(s) evaluated" not in line:
+            continue
+        for interval in json.loads(line)["intervals"]:
+            model, span = interval.split(" ")
+            d0, d1 = (date.fromisoformat(x) for x in span.split(".."))
+            out |= {(model, d0 + timedelta(days=i)) for i in range((d1 - d0).days)}
+    return out
 
 
 def shop_with_history() -> Shop:
@@ -165,10 +168,17 @@ def test_a_late_correction_restates_one_week_on_spark_and_nothing_outside_it(bui
     for oid in gone:
         shop.delete_order(oid)
     shop.write(files)
-    for project in (spark, duck):
-        project.elt("load", "jaffle_shop", "--path", str(files))
+    duck.elt("load", "jaffle_shop", "--path", str(files))
     duck.transform()
-    built_days = spark.transform()
+    # on Spark through `elt backfill` of the week: re-extract, restate, and the difference report
+    backfill = spark.elt("backfill", "jaffle_shop", "--start", WEEK[0].isoformat(), "--end", WEEK[1].isoformat(),
+                         "--path", str(files))
+    report = {li.split()[0]: [int(x.replace(",", "")) for x in li.split()[1:]]
+              for li in backfill.stdout.splitlines() if li.startswith("marts.")}
+    assert report["marts.orders"][2] == len(gone) and report["marts.orders"][1] >= 1, backfill.stdout[-2000:]
+    assert report["marts.locations"] == [0, 0, 0], backfill.stdout[-2000:]
+    assert "changed outside the window" not in backfill.stdout, backfill.stdout[-2000:]
+    built_days = evaluated(backfill)
     incremental = {d for m, d in built_days if m in ("marts.orders", "staging.stg_jaffle_shop__orders")}
     assert incremental, "nothing was rebuilt on Spark"
     assert all(WEEK[0] <= d <= WEEK[1] for d in incremental), f"days outside the week rebuilt: {sorted(incremental)}"
@@ -218,3 +228,30 @@ def _spark_rows(project: Project, queries: tuple[str, ...]) -> list[list[object]
     proc = run([str(BIN / "python"), "-c", QUERY, str(project.root), json.dumps(queries)], cwd=project.root,
                env=project.env, timeout=600)
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_unit_tests_preview_and_freshness_run_on_spark(built) -> None:  # type: ignore[no-untyped-def]
+    _, _, _, projects = built
+    spark, _ = projects["spark"]
+    # the SQLMesh unit tests (tests/models/*.yaml), on Spark itself (the gateway's test_connection)
+    unit = run([str(BIN / "sqlmesh"), "test"], cwd=spark.root, env=spark.env, timeout=600, check=False)
+    ran = re.search(r"Ran `?(\d+)`? [Tt]ests? [Aa]gainst `?(\w+)", unit.stdout + unit.stderr)
+    assert unit.returncode == 0 and ran and int(ran[1]) >= 8 and ran[2] == "spark", (unit.stdout + unit.stderr)[-3000:]
+
+    # `elt preview`: a model change built in a dev environment on Spark and diffed against prod
+    model = spark.root / "models" / "marts" / "locations.sql"
+    original = model.read_text()
+    assert "  locations.opened_date\n" in original
+    model.write_text(original.replace("  locations.opened_date\n",
+                                      "  locations.opened_date,\n  upper(locations.location_name) AS location_name_upper\n"))
+    try:
+        preview = spark.elt("preview", "dev")
+    finally:
+        model.write_text(original)
+    assert re.search(r"marts\.locations: prod \d+ rows, dev \d+ rows; on location_id: \d+ matched \(0 changed\)",
+                     preview.stdout), preview.stdout[-2000:]
+    assert "added columns: location_name_upper" in preview.stdout, preview.stdout[-2000:]
+    assert "could not diff" not in preview.stdout, preview.stdout[-2000:]
+
+    fresh = spark.elt("freshness", check=False)
+    assert fresh.returncode in (0, 1) and "marts.orders" in fresh.stdout, fresh.stdout + fresh.stderr[-2000:]

@@ -43,9 +43,9 @@ def test_plan_dev_shows_the_change_in_dev_only_until_it_is_applied_to_prod(pg_db
     assert rows(pg_db, "SELECT count(*) FROM pg_namespace WHERE nspname = 'marts__dev'") == [(0,)]
     # ... so the developer updates the expectation with the rule
     unit = project / "tests" / "models" / "test_marts.yaml"
-    old_row = "lifetime_spend: 12.72, customer_type: returning"
+    old_row = "lifetime_spend: 12.75, customer_type: returning"
     assert old_row in unit.read_text()
-    unit.write_text(unit.read_text().replace(old_row, "lifetime_spend: 12.72, customer_type: new"))
+    unit.write_text(unit.read_text().replace(old_row, "lifetime_spend: 12.75, customer_type: new"))
 
     preview = run([str(BIN / "elt"), "preview", "dev"], cwd=project, env=env, timeout=300)
     report = preview.stdout
