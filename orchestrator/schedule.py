@@ -1,5 +1,8 @@
 """Cron expressions, due slots, the catch-up policy and retry delays: pure functions of ``now``.
 
+Cron is read by croniter with the options SQLMesh reads a model's ``cron`` with, so a job's
+``schedule`` means what the same string means on a model: names (``MON-FRI``, ``JAN``), ``L`` (last
+day of the month), ``1#2`` (second Monday), ranges with steps, ``@daily`` and friends.
 Nothing here reads the clock; callers pass ``now`` (a naive UTC ``datetime``), so tests drive time
 with a fake clock.
 
@@ -8,138 +11,105 @@ with a fake clock.
 datetime.datetime(2026, 11, 25, 6, 0)
 >>> cron.count_between(datetime(2026, 11, 25, 5, 0), datetime(2026, 11, 25, 6, 7))
 4
+>>> Cron.parse("0 9 * * MON-FRI").next(datetime(2026, 11, 27, 10, 0))  # a Friday
+datetime.datetime(2026, 11, 30, 9, 0)
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
+from itertools import islice, takewhile
 
-ALIASES = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
+from croniter import CroniterBadDateError, croniter
+
+_FIELDS = {  # what each field takes besides lists (1,3), ranges (1-5) and steps (*/15, 8-18/2)
+    "minute": "0-59",
+    "hour": "0-23",
+    "day of month": "1-31, L (the last day), 15W (the weekday nearest the 15th)",
+    "month": "1-12 or JAN-DEC",
+    "day of week": "0-7 or SUN-SAT (0 and 7 are Sunday), 1#2 (the second Monday), L5 (the last Friday)",
 }
-_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day of month", 1, 31), ("month", 1, 12), ("day of week", 0, 7))
-MAX_LOOKBACK_DAYS = 366 * 5  # a cron that matched nothing in five years is treated as never due
 
 
 class CronError(ValueError):
     pass
 
 
-def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            if not step_text.isdigit() or int(step_text) == 0:
-                raise CronError(f"{name}: step {step_text!r} must be a positive number")
-            step = int(step_text)
-        if part == "*":
-            start, end = low, high
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            if not (a.isdigit() and b.isdigit()):
-                raise CronError(f"{name}: {part!r} is not a range like 1-5")
-            start, end = int(a), int(b)
-        elif part.isdigit():
-            start = int(part)
-            end = high if step > 1 else start
-        else:
-            raise CronError(f"{name}: {part!r} is not a number, range, list or */step")
-        if not (low <= start <= high and low <= end <= high and start <= end):
-            raise CronError(f"{name}: {part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
-
-
 @dataclass(frozen=True)
 class Cron:
     """Five-field cron (minute hour day-of-month month day-of-week) in UTC, plus @daily and friends.
 
-    As in Vixie cron, when both day fields are restricted a day matches if either does.
+    As in Vixie cron (and SQLMesh), when both day fields are restricted a day matches if either does.
+    A seconds or year field (croniter's 6th and 7th) is refused: ``elt tick`` runs once a minute.
     """
 
     text: str
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday (7 is folded into 0)
-    days_any: bool
-    weekdays_any: bool
 
     @classmethod
     def parse(cls, text: str) -> Cron:
-        expr = ALIASES.get(text.strip().lower(), text.strip())
+        expr = text.strip()
         parts = expr.split()
+        if len(parts) in (1, 5) and croniter.is_valid(expr):
+            return cls(expr)
         if len(parts) != 5:
-            raise CronError(f"cron {text!r} must have 5 fields (minute hour day month weekday) or be @hourly/@daily/...")
-        try:
-            sets = [_field(p, *spec) for p, spec in zip(parts, _FIELDS)]
-        except CronError as exc:
-            raise CronError(f"cron {text!r}: {exc}") from None
-        weekdays = frozenset(0 if d == 7 else d for d in sets[4])
-        return cls(text, sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")
+            raise CronError(f"cron {text!r} must have 5 fields (minute hour day month weekday) or be "
+                            "@hourly/@daily/@weekly/@monthly/@yearly")
+        for (name, allowed), part in zip(_FIELDS.items(), parts):
+            if not croniter.is_valid(" ".join(part if f == name else "*" for f in _FIELDS)):
+                raise CronError(f"cron {text!r}: {name} {part!r} is not valid; use {allowed}, "
+                                "lists (1,3), ranges (1-5) and steps (*/15, 8-18/2)")
+        raise CronError(f"cron {text!r} is not valid (croniter refuses it, as SQLMesh would for a model cron)")
 
-    def day_matches(self, day: date) -> bool:
-        if day.month not in self.months:
-            return False
-        dom = day.day in self.days
-        dow = (day.isoweekday() % 7) in self.weekdays
-        if self.days_any or self.weekdays_any:
-            return dom and dow
-        return dom or dow
+    def _field(self, index: int) -> frozenset[int]:
+        values = croniter.expand(self.text)[0][index]
+        low, high = croniter.RANGES[index]
+        return frozenset(range(low, high + 1) if values == ["*"] else values)
+
+    @property
+    def minutes(self) -> frozenset[int]:
+        return self._field(0)
+
+    @property
+    def hours(self) -> frozenset[int]:
+        return self._field(1)
+
+    @property
+    def weekdays(self) -> frozenset[int]:  # 0 = Sunday (7 is folded into 0)
+        return self._field(4)
+
+    def _slots(self, start: datetime, *, backwards: bool = False) -> Iterator[datetime]:
+        """Slots after ``start`` (backwards: at or before it, seconds ignored), nearest first."""
+        if backwards:
+            start = start.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        it = croniter(self.text, start)
+        step = it.get_prev if backwards else it.get_next
+        while True:
+            try:
+                yield step(datetime)
+            except CroniterBadDateError:  # no match in croniter's 50 years: never due
+                return
 
     def matches(self, when: datetime) -> bool:
-        return when.minute in self.minutes and when.hour in self.hours and self.day_matches(when.date())
+        return self.previous(when) == when.replace(second=0, microsecond=0)
 
     def previous(self, now: datetime) -> datetime | None:
         """The latest slot at or before ``now`` (seconds ignored), or None."""
-        now = now.replace(second=0, microsecond=0)
-        times = sorted(((h, m) for h in self.hours for m in self.minutes), reverse=True)
-        for offset in range(MAX_LOOKBACK_DAYS):
-            day = now.date() - timedelta(days=offset)
-            if not self.day_matches(day):
-                continue
-            for h, m in times:
-                if offset == 0 and (h, m) > (now.hour, now.minute):
-                    continue
-                return datetime(day.year, day.month, day.day, h, m)
-        return None
+        return next(self._slots(now, backwards=True), None)
+
+    def next(self, now: datetime) -> datetime | None:
+        """The first slot after ``now``, or None."""
+        return next(self._slots(now), None)
 
     def count_between(self, after: datetime, until: datetime, cap: int = 100_000) -> int:
         """Slots in ``(after, until]``, counted up to ``cap``."""
-        count = 0
-        per_day = sorted((h, m) for h in self.hours for m in self.minutes)
-        day = after.date()
-        while day <= until.date() and count < cap:
-            if self.day_matches(day):
-                for h, m in per_day:
-                    slot = datetime(day.year, day.month, day.day, h, m)
-                    if after < slot <= until:
-                        count += 1
-            day += timedelta(days=1)
-        return min(count, cap)
+        return sum(1 for _ in islice(takewhile(lambda s: s <= until, self._slots(after)), cap))
 
     def slots_between(self, after: datetime, until: datetime, limit: int) -> list[datetime]:
         """The last ``limit`` slots in ``(after, until]``, oldest first."""
-        slots: list[datetime] = []
-        cursor = until
-        while len(slots) < limit:
-            slot = self.previous(cursor)
-            if slot is None or slot <= after:
-                break
-            slots.append(slot)
-            cursor = slot - timedelta(minutes=1)
-        return list(reversed(slots))
+        return list(islice(takewhile(lambda s: s > after, self._slots(until, backwards=True)), limit))[::-1]
 
 
 CATCHUP_POLICIES = ("combined", "each", "latest")
