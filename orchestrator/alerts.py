@@ -240,7 +240,7 @@ def on_freshness(settings: Settings, history: Any, results: list[Any], now: date
             what=f.describe(now),
             owner=f.owner,
             impact=(impact(settings.project_root, {f.subject}) if f.kind == "table" else [f.subject]) if stale else [],
-            last_success=f.newest, last_success_label="newest data",
+            last_success=f.newest, last_success_label=f.measure,
             investigate=(f"elt freshness; elt runs --job {f.source}  (runbook: docs/runbook.md#a-table-is-stale)"
                          if f.source else "elt freshness; elt runs --job transform  (runbook: docs/runbook.md#a-table-is-stale)"),
         )

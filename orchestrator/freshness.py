@@ -1,15 +1,28 @@
-"""Freshness: how old the newest data of every source table and every mart is, against a declared
-maximum age, evaluated on every tick whether or not anything ran.
+"""Freshness: how old the newest *data* of every checked source table and mart is, against a
+declared maximum age, evaluated on every tick whether or not anything ran.
 
-- A source table's age is ``now - newest extracted_at`` of its batches that brought rows
-  (``elt_meta.loaded_batches``). One measure catches both a dead loader (no batches at all) and a
-  stalled source (loads succeed but bring nothing new). Its maximum is the table's ``freshness``,
-  else the source's, from the declaration; tables without one are not checked.
-- A mart's age is ``now - the last successful transformation of prod``
-  (``elt_meta.transform_watermarks``). Its maximum is declared in the model, as the tag
-  ``'freshness:26h'`` in its ``MODEL`` block (metadata only: changing it rebuilds nothing), else
-  ``ELT_MART_FRESHNESS`` (default 26h).
-- Never loaded / never transformed is ``unknown``, not stale: a new deployment does not page anyone.
+What is measured, per table, and compared to its maximum (the first that is known):
+
+1. **Newest data**: ``now - max(time column)``. A raw table's time column is its declared
+   ``event_time``; a mart's is its model's ``time_column`` (incremental models) or the column named
+   by a ``'freshness_column:<column>'`` tag in its ``MODEL`` block. This is the age a reader of
+   the table sees: a mart whose newest order is a year old is a year old, however recently it was
+   rebuilt.
+2. **Newest extraction**, for tables without a time column (or whose table is missing or empty):
+   for a raw table, ``now - newest extracted_at`` of its batches that brought rows
+   (``elt_meta.loaded_batches``), so a stalled source (loads succeed, bring nothing) still ages;
+   for a mart, the newest such extraction among the raw tables it reads that its last prod build
+   had loaded.
+3. **Last build**, for a mart none of whose inputs are in the ledger
+   (``elt_meta.transform_watermarks``).
+
+Beside it every line shows the last load (the newest batch's ``loaded_at`` and the source that
+loaded it) or the last build, the source and the owner. A raw table's maximum is the table's
+``freshness``, else its source's (tables without one are not checked); a mart's is its
+``'freshness:26h'`` tag (metadata only: changing it rebuilds nothing), else ``ELT_MART_FRESHNESS``
+(default 26h). ``unknown`` says why (never loaded, never built, table missing) and is not stale: a
+new deployment does not page anyone. Works on the DuckDB and PostgreSQL gateways; on Spark no
+time column is read (``not read on Spark``): the ledger measures apply as ``_warehouse`` sees it.
 
 Which marts a source table feeds comes from the model files (``impact``), so an alert can say
 what a stale or failed table breaks downstream.
@@ -19,12 +32,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlglot import exp
 
 from orchestrator.settings import Settings
 from sources.config import load_source, parse_duration
@@ -33,27 +49,62 @@ from sources.logs import get_logger
 log = get_logger("orchestrator.freshness")
 
 
+HEADER = ("Age = now - the newest data in the table's time column (raw: declared event_time; mart: its "
+          "time_column or 'freshness_column:' tag); without one, now - the newest extraction that brought rows "
+          "(a mart: among its sources, as of its last build). That age is compared to the max (source "
+          "`freshness`; mart tag 'freshness:' or ELT_MART_FRESHNESS); the last load or build is shown beside.")
+
+
 @dataclass(frozen=True)
 class Freshness:
     subject: str  # raw_jaffle_shop.orders or marts.orders
     kind: str  # table | mart
     state: str  # fresh | stale | unknown
     max_age_s: int
-    newest: datetime | None
+    newest: datetime | None  # the time compared to max_age_s (see ``measure``)
     owner: str
-    source: str | None = None
+    source: str | None = None  # a table's declaring source (its load job); None for a mart
+    measure: str = "newest data"  # what ``newest`` is: newest data | newest extraction | last build
+    why: str = ""  # why the state is unknown: never loaded, never built, table missing
+    time_column: str | None = None
+    newest_data: datetime | None = None  # max(time_column)
+    data_note: str = ""  # why newest_data is unknown: no time column, table missing, no rows
+    last_loaded: datetime | None = None  # a table's newest batch (loaded_at); a mart's last build
+    loaded_by: str | None = None  # the source that loaded that batch
+    inputs: tuple[str, ...] = ()  # a mart: the sources that loaded the raw tables it reads
 
     def age_s(self, now: datetime) -> float | None:
         return None if self.newest is None else (now - self.newest).total_seconds()
 
     def describe(self, now: datetime) -> str:
         age = self.age_s(now)
-        shown = "never" if age is None else _human(age)
-        return f"{self.subject}: {self.state} (newest data {shown} old, max {_human(self.max_age_s)})"
+        head = (f"unknown ({self.why}, max {_human(self.max_age_s)})" if age is None else
+                f"{self.state} ({self.measure} {_human(age)} old, max {_human(self.max_age_s)})")
+        data = (f"{self.time_column} up to {self.newest_data:%Y-%m-%d %H:%M}" if self.newest_data else
+                f"newest data unknown ({self.data_note})")
+        if self.kind == "table":
+            last = (f"last loaded {_human((now - self.last_loaded).total_seconds())} ago by {self.loaded_by}"
+                    if self.last_loaded else "never loaded")
+            whose = f"source {self.source}, owner {self.owner}"
+        else:
+            last = f"last built {_human((now - self.last_loaded).total_seconds())} ago" if self.last_loaded else "never built"
+            whose = f"from {', '.join(self.inputs) or 'no loaded source'}, owner {self.owner}"
+        return f"{self.subject}: {head}; {data}, {last}; {whose}"
+
+
+def render(results: list[Freshness], now: datetime) -> str:
+    """What ``elt freshness`` prints: the rule, then one line per table and mart."""
+    lines = [f"Freshness at {now:%Y-%m-%d %H:%M} UTC. {HEADER}"]
+    lines += [f.describe(now) for f in results] or ["(no table declares a freshness and no mart exists)"]
+    return "\n".join(lines)
 
 
 def _human(seconds: float) -> str:
     seconds = int(seconds)
+    if seconds < 0:
+        return "-" + _human(-seconds)
+    if seconds >= 365 * 86400:
+        return f"{seconds / (365 * 86400):.1f}y"
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f}d"
     if seconds >= 3600:
@@ -65,6 +116,8 @@ _REF = re.compile(r"\b(raw_[a-z0-9_]+|staging|intermediate|marts)\.([a-z0-9_]+)\
 _NAME = re.compile(r"MODEL\s*\(\s*name\s+([A-Za-z0-9_]+\.[A-Za-z0-9_]+)", re.IGNORECASE)
 _TAGS = re.compile(r"(?:^|[,(])\s*tags\s*(\([^)]*\)|'[^']*')", re.IGNORECASE | re.MULTILINE)
 _FRESHNESS_TAG = re.compile(r"'freshness:([^']*)'", re.IGNORECASE)
+_COLUMN_TAG = re.compile(r"'freshness_column:([A-Za-z0-9_]+)'", re.IGNORECASE)
+_TIME_COLUMN = re.compile(r"\btime_column\s*\(?\s*([A-Za-z0-9_]+)", re.IGNORECASE)
 
 
 def declared_max_ages(project_root: Path) -> dict[str, int]:
@@ -168,39 +221,141 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
         con.close()
 
 
+def time_columns(project_root: Path) -> dict[str, str]:
+    """Each model's time column: its ``'freshness_column:<column>'`` tag, else its ``time_column``.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
+    >>> _ = (root / "models" / "a.sql").write_text("MODEL (name marts.a, kind INCREMENTAL_BY_TIME_RANGE (time_column day)\\n);")
+    >>> _ = (root / "models" / "b.sql").write_text("MODEL (name marts.b, tags ('freshness_column:last_at'), kind FULL\\n);")
+    >>> time_columns(root)
+    {'marts.a': 'day', 'marts.b': 'last_at'}
+    """
+    columns: dict[str, str] = {}
+    for file in sorted((project_root / "models").rglob("*.sql")):
+        block = file.read_text().split("\n)", 1)[0]  # the MODEL (...) block
+        name, tags = _NAME.search(block), _TAGS.search(block)
+        found = (tags and _COLUMN_TAG.search(tags.group(1))) or _TIME_COLUMN.search(block)
+        if name and found:
+            columns[name.group(1).lower()] = found.group(1).lower()
+    return columns
+
+
+def upstream_raw(graph: dict[str, set[str]], model: str) -> set[str]:
+    """The raw tables ``model`` reads, directly or through other models."""
+    seen: set[str] = set()
+    todo = [model]
+    while todo:
+        for parent in graph.get(todo.pop(), set()) - seen:
+            seen.add(parent)
+            todo.append(parent)
+    return {t for t in seen if t.startswith("raw_")}
+
+
+@dataclass
+class _Loads:
+    """What the ledger knows about one raw table."""
+
+    last_loaded: datetime | None = None  # the newest batch's loaded_at
+    by: str | None = None  # ... and its source
+    extracted: datetime | None = None  # the newest extracted_at of a batch that brought rows
+    sources: set[str] = field(default_factory=set)
+
+
 def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None) -> list[Freshness] | None:
     """Freshness of every checked table and mart; ``None`` when the warehouse could not be read."""
     from orchestrator.jobs import all_jobs
 
     if sources is None:
         sources = [j.source for j in all_jobs(settings).values() if j.kind == "load" and j.source]
-    with _warehouse(settings) as query:
-        if query is None:
-            return None
-        newest = {(s, t): ts for s, t, ts in query(
-            "SELECT source, table_name, max(extracted_at) FROM elt_meta.loaded_batches WHERE rows > 0 "
-            "GROUP BY source, table_name")}
-        marks = query("SELECT max(finished_at) FROM elt_meta.transform_watermarks WHERE environment = 'prod'")
-    results = []
+    declared: dict[str, list[tuple[Any, Any, int]]] = {}  # raw table -> (source, table, max age) declaring it
     for name in sources:
         spec = load_source(name)
         for table in spec.tables.values():
             max_age = table.freshness_s or spec.freshness_s
-            if not max_age:
-                continue
-            ts = _naive(newest.get((spec.name, table.name)))
-            results.append(Freshness(f"{spec.raw_schema}.{table.name}", "table", _state(ts, max_age, now), max_age,
-                                     ts, spec.owner, spec.name))
+            if max_age:
+                declared.setdefault(f"{spec.raw_schema}.{table.name}".lower(), []).append((spec, table, max_age))
+    graph = model_graph(settings.project_root)
+    marts = sorted(m for m in graph if m.startswith("marts."))
+    dialect = "postgres" if settings.gateway == "postgres" else "duckdb"
+    with _warehouse(settings) as query:
+        if query is None:
+            return None
+        loads: dict[str, _Loads] = defaultdict(_Loads)
+        for raw, source, loaded, extracted in query(
+                "SELECT lower(raw_table), source, max(loaded_at), max(CASE WHEN rows > 0 THEN extracted_at END) "
+                "FROM elt_meta.loaded_batches GROUP BY 1, 2"):
+            entry, loaded, extracted = loads[raw], _naive(loaded), _naive(extracted)
+            entry.sources.add(source)
+            if entry.last_loaded is None or loaded > entry.last_loaded:
+                entry.last_loaded, entry.by = loaded, source
+            if extracted and (entry.extracted is None or extracted > entry.extracted):
+                entry.extracted = extracted
+        built = query("SELECT max(finished_at) FROM elt_meta.transform_watermarks WHERE environment = 'prod'")
+        seen = {raw: _naive(ts) for raw, ts in query(  # per raw table, the newest extraction the last build had
+            "SELECT lower(raw_table), max(extracted_at) FROM elt_meta.loaded_batches WHERE rows > 0 AND loaded_at <= "
+            "(SELECT max(finished_at) FROM elt_meta.transform_watermarks WHERE environment = 'prod') GROUP BY 1")}
+        chosen = {raw: next((d for d in ds if d[0].name == loads[raw].by), ds[0]) if raw in loads else ds[0]
+                  for raw, ds in declared.items()}  # the source that loads a table, else the first declaring it
+        columns = time_columns(settings.project_root)
+        wanted = {**{raw: d[1].event_time for raw, d in chosen.items()}, **{m: columns.get(m) for m in marts}}
+        data = ({n: (None, "not read on Spark") for n in wanted} if settings.gateway == "spark"
+                else _newest_data(query, dialect, wanted))
+    results = []
+    for raw, (spec, table, max_age) in chosen.items():
+        value, note = data[raw]
+        load = loads.get(raw, _Loads())
+        measure, newest = ("newest data", value) if value else ("newest extraction", load.extracted)
+        why = "" if newest else "never loaded" if not load.last_loaded else "no batch brought rows"
+        results.append(Freshness(raw, "table", _state(newest, max_age, now), max_age, newest, spec.owner, spec.name,
+                                 measure, why, wanted[raw], value, note, load.last_loaded, load.by))
     default_max = parse_duration(os.environ.get("ELT_MART_FRESHNESS", "26h"))
-    declared = declared_max_ages(settings.project_root)
-    last_transform = _naive(marks[0][0]) if marks else None
+    max_ages = declared_max_ages(settings.project_root)
+    last_build = _naive(built[0][0]) if built else None
     owner = os.environ.get("ELT_TRANSFORM_OWNER", "data-team")
-    for model in sorted(model_graph(settings.project_root)):
-        if model.startswith("marts."):
-            mart_max = declared.get(model, default_max)
-            results.append(Freshness(model, "mart", _state(last_transform, mart_max, now), mart_max,
-                                     last_transform, owner))
+    for mart in marts:
+        raws = upstream_raw(graph, mart)
+        value, note = data[mart]
+        extracted = max((seen[r] for r in raws if seen.get(r)), default=None)
+        measure, newest = (("newest data", value) if value else ("newest extraction", extracted) if extracted
+                           else ("last build", last_build))
+        why = "" if newest else "never built" + (", table missing" if note == "table missing" else "")
+        mart_max = max_ages.get(mart, default_max)
+        inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
+        results.append(Freshness(mart, "mart", _state(newest, mart_max, now), mart_max, newest, owner, None,
+                                 measure, why, wanted[mart], value, note, last_build, None, inputs))
     return results
+
+
+def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dict[str, tuple[datetime | None, str]]:
+    """``max(time column)`` of each table, or ``None`` and why it is unknown."""
+    schemas = sorted({t.split(".")[0] for t in wanted})
+    found: dict[str, set[str]] = defaultdict(set)
+    if schemas:
+        names = ", ".join(exp.Literal.string(s).sql(dialect) for s in schemas)
+        for schema, table, column in query(
+                "SELECT lower(table_schema), lower(table_name), lower(column_name) FROM information_schema.columns "
+                f"WHERE lower(table_schema) IN ({names})"):
+            found[f"{schema}.{table}"].add(column)
+    out: dict[str, tuple[datetime | None, str]] = {}
+    for name, column in wanted.items():
+        if name not in found:
+            out[name] = (None, "table missing")
+        elif not column:
+            out[name] = (None, "no time column")
+        elif column.lower() not in found[name]:
+            out[name] = (None, f"no column {column}")
+        else:
+            schema, table = name.split(".")
+            sql = exp.select(exp.func("max", exp.column(column.lower(), quoted=True))).from_(
+                exp.table_(table, db=schema, quoted=True)).sql(dialect)
+            rows = query(sql)
+            value = rows[0][0] if rows else None
+            if isinstance(value, date) and not isinstance(value, datetime):
+                value = datetime.combine(value, time())
+            out[name] = ((_naive(value), "") if isinstance(value, datetime) else
+                         (None, "no rows" if value is None else f"{column} is not a time"))
+    return out
 
 
 def _naive(ts: datetime | None) -> datetime | None:

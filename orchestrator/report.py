@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.freshness import _warehouse, evaluate
+from orchestrator.freshness import _human, _warehouse, evaluate
 from orchestrator.history import History
 from orchestrator.runner import utcnow
 from orchestrator.settings import Settings
@@ -103,9 +103,10 @@ def render(settings: Settings, now: datetime | None = None) -> str:
                  [row[3] for row in latest]) + "</section>",
         '<section id="freshness"><h2>Freshness</h2>' + (
             "<p>The warehouse was busy (a load holds it); rerun the report.</p>" if freshness is None else _table(
-                ["table or mart", "state", "newest data (UTC)", "max age", "owner"],
-                [[f.subject, f.state, f"{f.newest:%Y-%m-%d %H:%M}" if f.newest else "never",
-                  f"{f.max_age_s // 3600}h", f.owner] for f in freshness], [f.state for f in freshness]))
+                ["table or mart", "state", "measured by", "as of (UTC)", "max age", "last load or build (UTC)", "owner"],
+                [[f.subject, f.state, f.measure, f"{f.newest:%Y-%m-%d %H:%M}" if f.newest else "never",
+                  _human(f.max_age_s), f"{f.last_loaded:%Y-%m-%d %H:%M}" if f.last_loaded else "never", f.owner]
+                 for f in freshness], [f.state for f in freshness]))
         + "</section>",
         '<section id="layers"><h2>Rows per layer</h2>' + (
             "<p>The warehouse was busy; rerun the report.</p>" if layers is None else

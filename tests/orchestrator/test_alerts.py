@@ -50,7 +50,7 @@ def test_stale_table_with_no_runs_alerts_once_then_recovers(project: Project, re
     text = hook.received[0]["text"]
     assert text.startswith("[elt] STALE: table raw_jaffle_shop.orders")
     assert "owner: app-team@example.com" in text and "27.0h old, max 26.0h" in text
-    assert "newest data: 2026-11-20 00:00 UTC" in text
+    assert "newest extraction: 2026-11-20 00:00 UTC" in text  # the table has no rows: measured by its loads
     assert "impact: " in text and "marts.orders" in text and "marts.customers" in text
     assert "investigate: elt freshness; elt runs --job jaffle_app" in text
     sender, rcpts, message = smtp.messages[0]

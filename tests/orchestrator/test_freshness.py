@@ -1,0 +1,139 @@
+"""Freshness on a known history: ages are the age of the newest *data* (a table's time column),
+else of the newest extraction, with the last load or build beside; ``unknown`` says why."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import psycopg2
+import pytest
+
+from orchestrator.freshness import Freshness, evaluate, render
+from sources.config import DECLARATIONS_DIR
+from sources.load.base import LEDGER_COLUMNS
+from tests.orchestrator.conftest import Project
+
+NOW = datetime(2018, 9, 6)  # the small shop's newest order is 2018-09-04 12:00: 36h before
+
+
+@pytest.fixture
+def shop(project: Project, small_jaffle: Path, tmp_path: Path) -> tuple[Project, Path]:
+    """The small shop loaded by jaffle_shop (declared `freshness: 26h` here) and transformed, with the
+    ledger and the watermark set to a known history: extracted 2018-09-05 00:00, loaded 00:05, built 00:10."""
+    declarations = tmp_path / "declarations"
+    shutil.copytree(DECLARATIONS_DIR, declarations)
+    shop_yaml = declarations / "jaffle_shop.yaml"
+    shop_yaml.write_text(shop_yaml.read_text() + "freshness: 26h\n")
+    project.env.update(ELT_DECLARATIONS_DIR=str(declarations), ELT_JOBS="jaffle_shop,jaffle_app,transform")
+    for step in (("load", "jaffle_shop", "--path", str(small_jaffle)), ("transform",)):
+        proc = project.elt(*step, timeout=600)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
+        con.execute("UPDATE elt_meta.loaded_batches SET extracted_at = '2018-09-05 00:00', loaded_at = '2018-09-05 00:05'")
+        con.execute("UPDATE elt_meta.transform_watermarks SET finished_at = '2018-09-05 00:10'")
+    return project, declarations
+
+
+def _lines(stdout: str) -> dict[str, str]:
+    """Each line by its subject, without the `  owner ...` that `elt freshness` still appends to stale
+    lines (the line names its owner itself)."""
+    return {line.split(":")[0]: line.split("  owner ")[0] for line in stdout.splitlines()}
+
+
+def _by_subject(results: list[Freshness] | None) -> dict[str, Freshness]:
+    assert results is not None
+    return {f.subject: f for f in results}
+
+
+def test_ages_are_the_newest_data_with_the_last_load_and_build_beside(shop: tuple[Project, Path]) -> None:
+    project, declarations = shop
+    out = project.elt("freshness", "--now", NOW.isoformat())
+    assert out.returncode == 1, out.stdout + out.stderr  # the orders are stale
+    lines = _lines(out.stdout)
+    # a raw table with a time column: its newest order, loaded a day ago by the source that declares it
+    assert lines["raw_jaffle_shop.orders"] == (
+        "raw_jaffle_shop.orders: stale (newest data 36.0h old, max 26.0h); ordered_at up to 2018-09-04 12:00, "
+        "last loaded 23.9h ago by jaffle_shop; source jaffle_shop, owner data-team@example.com")
+    # no time column: the newest extraction that brought rows
+    assert lines["raw_jaffle_shop.customers"] == (
+        "raw_jaffle_shop.customers: fresh (newest extraction 24.0h old, max 26.0h); newest data unknown "
+        "(no time column), last loaded 23.9h ago by jaffle_shop; source jaffle_shop, owner data-team@example.com")
+    # declared by jaffle_app too: the line names the source that loads it, with that source's limit
+    assert lines["raw_jaffle_shop.tweets"] == (
+        "raw_jaffle_shop.tweets: stale (newest data 4.6d old, max 26.0h); tweeted_at up to 2018-09-01 10:00, "
+        "last loaded 23.9h ago by jaffle_shop; source jaffle_shop, owner data-team@example.com")
+    # a mart with a time column: rebuilt a day ago, but its newest order day is 2 days old (the mart
+    # keeps ordered_at as the order's day, UTC midnight)
+    assert lines["marts.orders"] == (
+        "marts.orders: stale (newest data 2.0d old, max 26.0h); ordered_at up to 2018-09-04 00:00, "
+        "last built 23.8h ago; from jaffle_shop, owner data-team")
+    # a mart without one: the newest extraction of its inputs that its last build had
+    assert lines["marts.locations"] == (
+        "marts.locations: fresh (newest extraction 24.0h old, max 7.0d); newest data unknown (no time column), "
+        "last built 23.8h ago; from jaffle_shop, owner data-team")
+
+    results = _by_subject(evaluate(project.settings(), NOW, [str(declarations / "jaffle_shop.yaml"),
+                                                             str(declarations / "jaffle_app.yaml")]))
+    orders = results["marts.orders"]
+    assert (orders.state, orders.age_s(NOW), orders.max_age_s) == ("stale", 48 * 3600, 26 * 3600)
+    assert orders.newest == orders.newest_data == datetime(2018, 9, 4) and orders.last_loaded == datetime(2018, 9, 5, 0, 10)
+    customers = results["raw_jaffle_shop.customers"]
+    assert (customers.state, customers.measure, customers.age_s(NOW)) == ("fresh", "newest extraction", 24 * 3600)
+    assert (customers.newest_data, customers.data_note, customers.loaded_by) == (None, "no time column", "jaffle_shop")
+    tweets = results["raw_jaffle_shop.tweets"]
+    assert (tweets.state, tweets.source, tweets.newest) == ("stale", "jaffle_shop", datetime(2018, 9, 1, 10, 0, 0, 123456))
+    page = render(list(results.values()), NOW)
+    assert page.startswith("Freshness at 2018-09-06 00:00 UTC. Age = now - the newest data")
+    assert "compared to the max" in page
+
+    # a week later the catalog marts are stale too; a new load of the orders does not make old orders new
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
+        con.execute("UPDATE elt_meta.loaded_batches SET extracted_at = '2018-09-13 00:00', loaded_at = '2018-09-13 00:05' "
+                    "WHERE table_name = 'orders'")
+    later = _by_subject(evaluate(project.settings(), datetime(2018, 9, 13, 1), [str(declarations / "jaffle_shop.yaml")]))
+    assert later["marts.locations"].state == "stale" and later["raw_jaffle_shop.orders"].state == "stale"
+    assert later["raw_jaffle_shop.orders"].last_loaded == datetime(2018, 9, 13, 0, 5)
+
+
+def test_never_built_and_missing_tables_are_unknown_and_say_why(project: Project) -> None:
+    out = project.elt("freshness", "--now", NOW.isoformat(), ELT_JOBS="jaffle_app")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = _lines(out.stdout)
+    assert lines["marts.orders"] == ("marts.orders: unknown (never built, table missing, max 26.0h); newest data "
+                                     "unknown (table missing), never built; from no loaded source, owner data-team")
+    assert lines["raw_jaffle_shop.customers"] == (
+        "raw_jaffle_shop.customers: unknown (never loaded, max 26.0h); newest data unknown (table missing), "
+        "never loaded; source jaffle_app, owner app-team@example.com")
+
+
+def test_freshness_on_postgres(project: Project, pg_db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """The same measures through the PostgreSQL gateway (tables written here: no load or transform)."""
+    for key, value in {**pg_db.env("ELT_PG"), "ELT_GATEWAY": "postgres"}.items():
+        monkeypatch.setenv(key, value)
+    with psycopg2.connect(pg_db.dsn) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE SCHEMA elt_meta; CREATE TABLE elt_meta.loaded_batches ({LEDGER_COLUMNS})")
+        cur.execute("INSERT INTO elt_meta.loaded_batches VALUES "
+                    "('b1', 'jaffle_app', 'orders', 'raw_jaffle_shop.orders', 4, '2018-09-05 00:00', '2018-09-05 00:05', NULL),"
+                    "('b2', 'jaffle_app', 'orders', 'raw_jaffle_shop.orders', 0, '2018-09-05 12:00', '2018-09-05 12:05', NULL)")
+        cur.execute("CREATE TABLE elt_meta.transform_watermarks (environment TEXT, loaded_through TIMESTAMP, "
+                    "finished_at TIMESTAMP); INSERT INTO elt_meta.transform_watermarks VALUES ('prod', NULL, '2018-09-05 00:10')")
+        cur.execute("CREATE SCHEMA raw_jaffle_shop; CREATE TABLE raw_jaffle_shop.orders (id TEXT, ordered_at TIMESTAMP);"
+                    "INSERT INTO raw_jaffle_shop.orders VALUES ('o4', '2018-09-04 12:00')")
+        cur.execute("CREATE SCHEMA marts; CREATE TABLE marts.orders (order_id TEXT, ordered_at DATE);"
+                    "INSERT INTO marts.orders VALUES ('o4', '2018-09-04')")
+    settings = replace(project.settings(), gateway="postgres")
+    results = _by_subject(evaluate(settings, NOW, [str(DECLARATIONS_DIR / "jaffle_app.yaml")]))
+    raw = results["raw_jaffle_shop.orders"]
+    assert (raw.state, raw.age_s(NOW), raw.last_loaded, raw.loaded_by) == ("stale", 36 * 3600, datetime(2018, 9, 5, 12, 5),
+                                                                           "jaffle_app")
+    mart = results["marts.orders"]
+    assert (mart.state, mart.newest, mart.inputs) == ("stale", datetime(2018, 9, 4), ("jaffle_app",))
+    customers = results["raw_jaffle_shop.customers"]
+    assert (customers.state, customers.why, customers.data_note) == ("unknown", "never loaded", "table missing")
+    locations = results["marts.locations"]  # not built; its inputs were never loaded: the last build
+    assert (locations.measure, locations.newest, locations.data_note) == ("last build", datetime(2018, 9, 5, 0, 10),
+                                                                         "table missing")
