@@ -25,13 +25,16 @@ Scheduling (see README "Running on a schedule"):
     elt report --out FILE            a static HTML status page (runs, freshness, rows per layer, audits)
     elt airflow --out DIR            one Airflow DAG file per job, each calling `elt run-job`
 
-Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config.
+Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config,
+75 another process holds a lock the command needs (a job lock, the DuckDB warehouse file): rerun later,
+141 the reader of stdout went away (`elt runs | head`), as for any command killed by SIGPIPE.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from datetime import date
 from pathlib import Path
@@ -40,6 +43,10 @@ from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
 from sources.errors import ConfigError, LoaderError
 from sources.logs import redact_userinfo
+
+# DuckDB's text when another process has the file open read-write (one writer per file)
+_DUCKDB_LOCK = re.compile(r'Could not set lock on file "(?P<file>[^"]+)": Conflicting lock is held in '
+                          r"(?P<program>.*?) \(PID (?P<pid>\d+)\)")
 
 
 def _window(days: list[str]) -> tuple[str, str]:
@@ -53,6 +60,13 @@ def _window(days: list[str]) -> tuple[str, str]:
     if end < start:
         raise ConfigError(f"--window {start} {end}: the end is before the start")
     return f"{start.isoformat()}T00:00:00+00:00", f"{(end + timedelta(days=1)).isoformat()}T00:00:00+00:00"
+
+
+def _from_cwd(path: str | None) -> str | None:
+    """A ``--path`` as the user meant it: relative to the current directory (an s3:// URL as given)."""
+    if not path or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
 
 
 def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
@@ -73,7 +87,7 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
             outcomes = load_source_into_warehouse(
                 args.source,
                 settings,
-                path=args.path,
+                path=_from_cwd(args.path),
                 tables=args.table,
                 force=args.force,
                 extract=not args.from_landing,
@@ -145,6 +159,8 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     try:
         summary = transform(settings, environment=args.environment, verify=args.audit_all)
     except TransformFailed as exc:
+        if held_duckdb_lock(exc):
+            raise  # main() says which process holds the warehouse
         print(str(exc), file=sys.stderr)
         return 1
     finally:
@@ -182,6 +198,8 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     try:
         diffs = preview(settings, args.environment, quiet=not args.verbose)
     except TransformFailed as exc:
+        if held_duckdb_lock(exc):
+            raise  # main() says which process holds the warehouse
         print(str(exc), file=sys.stderr)
         return 1
     finally:
@@ -290,7 +308,7 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.freshness import evaluate
+    from orchestrator.freshness import evaluate, render
     from orchestrator.runner import utcnow
 
     now = _parse_now(args.now) or utcnow()
@@ -298,10 +316,7 @@ def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
     if results is None:
         print("error: the warehouse is busy (a load holds the DuckDB file); try again in a minute", file=sys.stderr)
         return 1
-    for f in results:
-        print(f.describe(now) + (f"  owner {f.owner}" if f.state == "stale" else ""))
-    if not results:
-        print("(no table declares a freshness and no mart exists)")
+    print(render(results, now))
     return 1 if any(f.state == "stale" for f in results) else 0
 
 
@@ -315,7 +330,7 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         raise ConfigError("--start and --end must be dates like 2018-09-01", source=args.source) from None
     try:
-        backfill(settings, args.source, start, end, path=str(Path(args.path).resolve()) if args.path else None)
+        backfill(settings, args.source, start, end, path=_from_cwd(args.path))
     except BackfillFailed as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
@@ -355,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = sub.add_parser("load", help="land and load a declared source")
     load.add_argument("source", help="source name (sources/declarations/<name>.yaml) or a declaration file")
-    load.add_argument("--path", help="folder holding the source's files (overrides the declaration's path)")
+    load.add_argument("--path", help="folder holding the source's files, relative to the current directory "
+                                   "(overrides the declaration's path)")
     load.add_argument("--table", action="append", help="load only this table (repeatable)")
     load.add_argument("--force", action="store_true", help="re-extract files already landed (makes new batches)")
     load.add_argument(
@@ -381,14 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
     aside.set_defaults(func=_cmd_set_aside)
 
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
-    transform.add_argument("--environment", default="prod", help="the SQLMesh environment (default: prod)")
+    transform.add_argument("--environment", default="prod",
+                           help="the SQLMesh environment to plan and run (default: prod)")
     transform.add_argument("--audit-all", action="store_true",
                            help="afterwards, run every audit over all data (slow; after a restatement by hand)")
     transform.set_defaults(func=_cmd_transform)
 
     prev = sub.add_parser("preview", help="build model changes in a dev environment and diff against prod")
-    prev.add_argument("environment", nargs="?", default="dev")
-    prev.add_argument("--verbose", action="store_true", help="show SQLMesh's plan output")
+    prev.add_argument("environment", nargs="?", default="dev",
+                      help="the dev environment to build the changes in (default: dev; never prod)")
+    prev.add_argument("--verbose", action="store_true", help="show SQLMesh's plan output and the SQL statements it runs")
     prev.set_defaults(func=_cmd_preview)
 
     bi = sub.add_parser("bi-role", help="create/update the read-only BI role (PostgreSQL gateway)")
@@ -410,12 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_job.set_defaults(func=_cmd_run_job)
 
     runs = sub.add_parser("runs", help="recent attempts from the run history")
-    runs.add_argument("--limit", type=int, default=20)
-    runs.add_argument("--job")
+    runs.add_argument("--limit", type=int, default=20, help="how many attempts to show, newest first (default 20)")
+    runs.add_argument("--job", help="only this job's attempts (a job name from `elt status`)")
     runs.set_defaults(func=_cmd_runs)
 
     run_show = sub.add_parser("run-show", help="every attempt of one run")
-    run_show.add_argument("run_id")
+    run_show.add_argument("run_id", help="the run's id, as `elt runs` and job failures print it")
     run_show.set_defaults(func=_cmd_run_show)
 
     status = sub.add_parser("status", help="each job's schedule, last slot, last run and last success")
@@ -427,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     fresh.set_defaults(func=_cmd_freshness)
 
     bf = sub.add_parser("backfill", help="re-extract a source and restate one time window of the models")
-    bf.add_argument("source")
+    bf.add_argument("source", help="source name (sources/declarations/<name>.yaml) or a declaration file")
     bf.add_argument("--start", required=True, help="first day of the window (YYYY-MM-DD)")
     bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")
     bf.add_argument("--path", help="folder holding the source's files (overrides the declaration's path; "
@@ -463,13 +481,71 @@ def main(argv: list[str] | None = None) -> int:
     logcontext.install()
     try:
         settings = Settings.from_env()
-        return int(args.func(args, settings))
+        code = int(args.func(args, settings))
+        sys.stdout.flush()  # a reader that stopped early (`| head`) breaks the pipe here, not at exit
+        return code
     except ConfigError as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 2
     except LoaderError as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # a socket's broken pipe, not ours to hide
+        # `elt runs | head`: the reader has what it wanted. Exit as a tool killed by SIGPIPE does (141,
+        # so `set -o pipefail` scripts see the same as for `cat | head`), with stdout pointed at
+        # /dev/null so Python's last flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:
+        message = held_duckdb_lock(exc, " ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
+        return 75
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader closed it (poll reports an error on it)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def held_duckdb_lock(exc: BaseException, command: str = "the command") -> str | None:
+    """The message for DuckDB's "Could not set lock" anywhere in ``exc``'s chain (SQLMesh wraps it), else None.
+
+    >>> held_duckdb_lock(OSError('IO Error: Could not set lock on file "/w.duckdb": Conflicting lock is '
+    ...                          'held in /usr/bin/python3 (PID 99999999). See also ...')).splitlines()[0]
+    'error: the warehouse /w.duckdb is open in another process, PID 99999999 (/usr/bin/python3)'
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    match = None
+    while match is None and current is not None and current not in seen:
+        seen.append(current)
+        match = _DUCKDB_LOCK.search(str(current))
+        current = current.__cause__ or current.__context__
+    if match is None:
+        return None
+    pid = match["pid"]
+    try:  # the full command line says which program it is (`sqlmesh ui`, `elt serve`, a notebook)
+        program = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        program = ""
+    program = redact_userinfo(program or match["program"])
+    if len(program) > 200:
+        program = program[:200] + " ..."
+    return (f"error: the warehouse {match['file']} is open in another process, PID {pid} ({program})\n"
+            "  DuckDB lets one process at a time open the file for writing.\n"
+            f"  next: close that program (for `sqlmesh ui`, stop it with Ctrl-C, or `kill {pid}`), or wait for that "
+            f"run to finish (`elt runs` lists the scheduler's), then rerun `{redact_userinfo(command)}`")
 
 
 if __name__ == "__main__":

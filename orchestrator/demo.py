@@ -18,6 +18,7 @@ from sqlglot import exp
 from orchestrator.loading import load_source_into_warehouse, print_load_report
 from orchestrator.locks import LockBusy, holding
 from orchestrator.settings import Settings
+from sources.logs import redact_userinfo
 from orchestrator.transform import TransformFailed, make_context, transform
 from sources.config import load_source
 from sources.logs import get_logger
@@ -43,9 +44,15 @@ def demo_data(settings: Settings, years: int) -> Path | None:
     custom = os.environ.get("JAFFLE_DATA_DIR")
     if custom:
         data_dir = Path(custom).expanduser().resolve()
+        if not data_dir.is_dir():
+            print(f"error: JAFFLE_DATA_DIR={data_dir} {'is not a folder' if data_dir.exists() else 'does not exist'}\n"
+                  "  next: point JAFFLE_DATA_DIR at a folder of jafgen's raw_*.csv files, or unset it to have the "
+                  f"demo generate them under {settings.data_dir}", file=sys.stderr)
+            return None
         missing = [t.file for t in spec.tables.values() if not (data_dir / t.file).is_file()]
         if missing:
-            print(f"error: JAFFLE_DATA_DIR={data_dir} lacks {', '.join(missing)} (expected jafgen's raw_*.csv)", file=sys.stderr)
+            print(f"error: JAFFLE_DATA_DIR={data_dir} lacks {', '.join(missing)} (expected jafgen's raw_*.csv)\n"
+                  "  next: point it at the jaffle-data folder jafgen wrote, or unset it to generate the data", file=sys.stderr)
             return None
         print(f"using existing data in {data_dir} (JAFFLE_DATA_DIR)")
         return data_dir
@@ -89,8 +96,12 @@ def print_summary(settings: Settings, summary, specs, started: float) -> None:  
         from sources.spark import spark_conf, spark_home
 
         conf = spark_conf(settings.project_root)
-        print(f"warehouse: Spark {conf.get('spark.master', '?')}, tables in {conf.get('spark.sql.warehouse.dir', '?')} "
-              f"(metastore and SQLMesh state under {spark_home(settings.project_root)})")
+        if "spark.remote" in conf:
+            print(f"warehouse: Spark Connect {redact_userinfo(conf['spark.remote'])} (its metastore and warehouse; "
+                  f"SQLMesh state under {spark_home(settings.project_root)})")
+        else:
+            print(f"warehouse: Spark {conf.get('spark.master', '?')}, tables in {conf.get('spark.sql.warehouse.dir', '?')} "
+                  f"(metastore and SQLMesh state under {spark_home(settings.project_root)})")
     else:
         print(f"warehouse: {settings.warehouse}")
     print(f"landing:   {settings.landing_location}")
@@ -126,6 +137,8 @@ def run_demo(settings: Settings, years: int = 1) -> int:
         print(f"\nerror: {exc}; see `elt runs` for the running transform, then rerun", file=sys.stderr)
         return 1
     except TransformFailed as exc:
+        if "Could not set lock on file" in str(exc):
+            raise  # `elt` says which process holds the warehouse file
         print(f"\n{exc}", file=sys.stderr)
         return 1
 

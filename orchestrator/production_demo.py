@@ -86,6 +86,12 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     settings = replace(settings, gateway="postgres")
     os.environ["ELT_GATEWAY"] = "postgres"  # for SQLMesh's config.yaml, read in this process
     check_production_settings(settings)
+    warehouse = PostgresSettings.from_env(settings.pg_prefix)
+    # its two prerequisites, before anything is seeded: a missing one is named with the command that creates it
+    warehouse.connect().close()
+    missing = settings.open_landing().missing_bucket()
+    if missing is not None:
+        raise missing
     data_dir = demo_data(settings, years)
     if data_dir is None:
         return 2
@@ -93,7 +99,6 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     from sources.demo import appdb
     from sources.demo.catalog_api import CatalogAPI
 
-    warehouse = PostgresSettings.from_env(settings.pg_prefix)
     app = app_settings(settings)
     ensure_database(warehouse, app)
     release = as_of or date(2100, 1, 1)
@@ -139,7 +144,8 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     print_summary(settings, summary, [load_source(s) for s in SOURCES], started)
     print(
         "\nnext, from the project root with the same environment (source .venv/bin/activate first):\n"
-        "  sqlmesh plan dev                  # preview a model change on PostgreSQL (ELT_GATEWAY=postgres)\n"
+        "  export ELT_GATEWAY=postgres       # without it, sqlmesh and elt quietly use the local DuckDB file\n"
+        "  sqlmesh plan dev                  # preview a model change on PostgreSQL\n"
         "  elt preview dev                   # the same, plus a row-level diff of each changed model against prod\n"
         "  elt bi-role                       # (re)create the read-only BI role on marts (ELT_BI_*)\n"
         "  sqlmesh fetchdf \"select * from marts.customers limit 5\""

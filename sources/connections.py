@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,13 @@ class PostgresSettings:
             if self.password:
                 text = text.replace(self.password, "***")
             where = f"cannot connect to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname}: {text}"
+            if re.search(r"database \S+ does not exist", str(exc)):
+                prefix = self.origin.split("*")[0] if self.origin.endswith("environment variables") else ""
+                createdb = shlex.join(["createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, self.dbname])
+                quoted = '"' + self.dbname.replace('"', '""') + '"'
+                raise ConfigError(where, hint=(
+                    f"create it as a role that may (`{createdb}`, or in psql `CREATE DATABASE {quoted};`), or set "
+                    f"{prefix or 'the ...'}DATABASE to a database that exists")) from None
             if _REFUSED_LOGIN.search(str(exc)):
                 raise ConfigError(where, hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)") from None
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "

@@ -50,9 +50,13 @@ def session(project_root: Path) -> Any:
     # data/spark by default) so the metastore never lands in the current directory
     os.environ["ELT_SPARK_HOME"] = str(spark_home(project_root))
     conf = SparkConf()
-    for key, value in spark_conf(project_root).items():
+    settings = spark_conf(project_root)
+    for key, value in settings.items():
         conf.set(key, value)
-    spark_home(project_root).mkdir(parents=True, exist_ok=True)
+    spark_home(project_root).mkdir(parents=True, exist_ok=True)  # SQLMesh's state file lives there
+    if "spark.remote" in settings:  # Spark Connect: the server has its catalog, logs and JVM
+        _SESSION = SparkSession.builder.config(conf=conf).getOrCreate()
+        return _SESSION
     _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     _SESSION.sparkContext.setLogLevel(os.environ.get("ELT_SPARK_LOG_LEVEL", "ERROR"))
     return _SESSION

@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from sources import failpoints
 from sources.errors import ConfigError, LandingError
 from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
+from sources.logs import redact_userinfo
 
 PART_NAME = "part-00000.parquet"
 SET_ASIDE_DIR = ".set_aside"  # per table, beside the batches; a dot folder is never listed as a batch
@@ -265,6 +266,24 @@ class Landing:
     def __repr__(self) -> str:
         return f"Landing({self.url!r})"
 
+    def missing_bucket(self, exc: BaseException | None = None) -> ConfigError | None:
+        """The error to raise when the S3 bucket does not exist: told by ``exc`` (S3's NO_SUCH_BUCKET),
+        or, without one, by asking the endpoint. ``None`` on a local landing or when the bucket exists."""
+        if self.is_local or (exc is not None and "NO_SUCH_BUCKET" not in str(exc)):
+            return None
+        bucket = self.root.split("/")[0]
+        try:
+            if exc is None and self.fs.get_file_info(bucket).type != pafs.FileType.NotFound:
+                return None
+        except OSError:  # no access to ask: the first write says what is wrong
+            return None
+        endpoint = redact_userinfo(os.environ.get("ELT_S3_ENDPOINT") or "")
+        create = f"aws s3 mb s3://{bucket}" + (f" --endpoint-url {endpoint}" if endpoint else "")
+        return ConfigError(f"the landing bucket {bucket!r} of {self.url} does not exist"
+                           + (f" at {endpoint}" if endpoint else ""),
+                           hint=f"create it (`{create}`, or in the S3 console), or set ELT_LANDING_URL to an "
+                                "existing bucket; then rerun")
+
     # -- paths -------------------------------------------------------------------------------
     def table_dir(self, source: str, table: str) -> str:
         return f"{self.root}/{source}/{table}"
@@ -294,8 +313,14 @@ class Landing:
             os.replace(tmp, target_dir / MANIFEST_NAME)
             _fsync_dir(target_dir)
         else:
-            with data.open("rb") as src, self.fs.open_output_stream(f"{target}/{PART_NAME}") as out:
-                shutil.copyfileobj(src, out, 8 << 20)
+            try:
+                with data.open("rb") as src, self.fs.open_output_stream(f"{target}/{PART_NAME}") as out:
+                    shutil.copyfileobj(src, out, 8 << 20)
+            except OSError as exc:
+                missing = self.missing_bucket(exc)
+                if missing is not None:
+                    raise missing from None
+                raise
             failpoints.hit("landing.before_manifest")
             with self.fs.open_output_stream(f"{target}/{MANIFEST_NAME}") as out:
                 out.write(manifest.to_json().encode())
@@ -304,7 +329,11 @@ class Landing:
         path = self.batch_dir(source, table, batch_id)
         info = self.fs.get_file_info(f"{path}/{MANIFEST_NAME}")
         if info.type == pafs.FileType.NotFound:
-            self.fs.delete_dir_contents(path, missing_dir_ok=True)
+            try:
+                self.fs.delete_dir_contents(path, missing_dir_ok=True)
+            except OSError as exc:
+                if self.missing_bucket(exc) is None:
+                    raise  # no bucket, nothing to remove
             if self.is_local:
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -1,0 +1,138 @@
+"""`elt`'s messages where a user would otherwise read a traceback or a wrong hint: a warehouse file
+held by another process, a missing data folder, a reader that stops early, arguments without help,
+`--path` relative to the current directory, and the production demo's missing database or bucket.
+Everything runs the real `elt` in a subprocess on a copied project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import build_parser
+from tests.conftest import BIN, copy_project, project_env, run
+
+ELT = str(BIN / "elt")
+
+
+def test_every_argument_of_every_command_has_a_help_text() -> None:
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, where: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {a.dest: a.help for a in action._choices_actions}
+                for name, sub in action.choices.items():
+                    if not helps.get(name):
+                        missing.append(f"{where} {name} (the command)")
+                    walk(sub, f"{where} {name}")
+            elif not action.help:
+                missing.append(f"{where} {'/'.join(action.option_strings) or action.dest}")
+
+    walk(build_parser(), "elt")
+    assert not missing, f"arguments without help=: {missing}"
+
+
+@pytest.fixture
+def holder(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A separate process holding the project's warehouse file open read-write, as `sqlmesh ui` does."""
+    project = copy_project(tmp_path / "project")
+    warehouse = project / "data" / "warehouse.duckdb"
+    warehouse.parent.mkdir(parents=True)
+    code = "import duckdb, sys, time; con = duckdb.connect(sys.argv[-1]); print('held', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code, "--marker-of-the-holder", str(warehouse)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        yield project, proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("command", [["load", "jaffle_shop"], ["transform"], ["demo"]])
+def test_a_held_warehouse_names_the_process_and_what_to_do(holder, small_jaffle: Path, command: list[str]) -> None:  # type: ignore[no-untyped-def]
+    project, pid = holder
+    args = [*command, "--path", str(small_jaffle)] if command[0] == "load" else command
+    proc = run([ELT, *args], cwd=project, env=project_env(project, JAFFLE_DATA_DIR=str(small_jaffle)), timeout=120,
+               check=False)
+    assert proc.returncode == 75, proc.stderr
+    assert "Traceback" not in proc.stderr and "IOException" not in proc.stderr, proc.stderr
+    message = proc.stderr[proc.stderr.index("error: the warehouse"):]
+    assert str(project / "data" / "warehouse.duckdb") in message
+    assert f"PID {pid} " in message and "--marker-of-the-holder" in message  # its command line, from /proc
+    assert "next: close that program" in message and f"kill {pid}" in message
+    assert f"rerun `elt {' '.join(args)}`" in message
+
+
+def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    folder = tmp_path / "nonexistent"
+    proc = run([ELT, "demo"], cwd=project, env=project_env(project, JAFFLE_DATA_DIR=str(folder)), check=False)
+    assert proc.returncode == 2
+    assert f"JAFFLE_DATA_DIR={folder} does not exist" in proc.stderr
+    assert "lacks" not in proc.stderr and "next: point JAFFLE_DATA_DIR at a folder" in proc.stderr
+
+
+def test_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    for command in (["status"], ["sources"]):
+        proc = subprocess.Popen([ELT, *command], cwd=project, env=project_env(project), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # like `| head -0`: the reader is gone before elt writes its first line
+        stderr = proc.stderr.read()
+        assert proc.wait(timeout=60) == 141, stderr
+        assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_load_path_is_relative_to_the_current_directory(tmp_path: Path, small_jaffle: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    elsewhere = small_jaffle.parent  # not the project root: `--path jaffle-data` means ./jaffle-data here
+    assert not (project / "jaffle-data").exists()
+    proc = run([ELT, "load", "jaffle_shop", "--path", "jaffle-data", "--table", "customers"], cwd=elsewhere,
+               env=project_env(project), timeout=120)
+    assert "customers    loaded                3" in proc.stdout, proc.stdout
+
+
+def test_a_missing_warehouse_database_says_how_to_create_it(pg_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project = copy_project(tmp_path / "project")
+    env = project_env(project, **pg_server.env("ELT_PG"), ELT_LANDING_URL="s3://some-bucket/landing")
+    env["ELT_PG_DATABASE"] = "warehouse_missing"
+    proc = run([ELT, "demo", "--production"], cwd=project, env=env, check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert 'database "warehouse_missing" does not exist' in proc.stderr
+    assert (f"next: create it as a role that may (`createdb -h 127.0.0.1 -p {pg_server.port} -U postgres "
+            "warehouse_missing`") in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_missing_bucket_says_how_to_create_it(pg_db, s3_endpoint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    project = copy_project(tmp_path / "project")
+    env = project_env(project, **pg_db.env("ELT_PG"), **s3_endpoint.env(), ELT_LANDING_URL="s3://no-such-bucket/landing")
+    proc = run([ELT, "demo", "--production"], cwd=project, env=env, check=False, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "the landing bucket 'no-such-bucket' of s3://no-such-bucket/landing does not exist" in proc.stderr
+    assert f"next: create it (`aws s3 mb s3://no-such-bucket --endpoint-url {s3_endpoint.endpoint}`" in proc.stderr
+
+
+def test_landing_in_a_missing_bucket_fails_with_the_bucket_named(s3_endpoint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """What `elt load` reports per table when the bucket is gone (instead of "unexpected OSError ... report it")."""
+    import pyarrow as pa
+
+    from sources.errors import ConfigError
+    from sources.landing.store import Landing
+
+    for key, value in s3_endpoint.env().items():
+        monkeypatch.setenv(key, value)
+    landing = Landing.from_url("s3://gone-bucket/landing")
+    batch = landing.open_batch("shop", "orders", pa.schema([("id", pa.string())]))
+    batch.write(pa.record_batch([pa.array(["o1"])], names=["id"]))
+    with pytest.raises(ConfigError, match="landing bucket 'gone-bucket'") as caught:
+        batch.commit([{"name": "id", "type": "VARCHAR"}], ["id"], {})
+    assert "aws s3 mb s3://gone-bucket" in str(caught.value)
+    batch.abort()
