@@ -14,7 +14,12 @@
   every URL in a message or a manifest has its user-info redacted.
 - Retries: 429, 500, 502, 503, 504, timeouts and connection errors are retried with exponential backoff and full
   jitter, at most ``max_retries`` times, honouring ``Retry-After``; 401/403/404 and other 4xx are
-  not retried (retrying cannot fix them).
+  not retried (retrying cannot fix them). The loop is this module's, not urllib3's ``Retry``: it
+  also retries a body cut off mid-transfer (read after the status line), logs every retry, and
+  takes ``sleep`` from the caller (the tests see the delays without waiting them).
+- HTTP: one ``requests`` session per extraction, so every page reuses the connection; requests'
+  redirect rules, with every credential header (an API key too, which requests would forward)
+  dropped when a redirect leaves the base URL's origin, and ~/.netrc never consulted.
 - Incremental: ``updated_since_param`` carries the cursor (minus the lookback).
 - Records are mapped to the declared columns; nested values of ``json`` columns are kept as JSON text.
 """
@@ -23,19 +28,18 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import http.client
 import json
 import os
 import random
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import requests
 
 from sources.config import SourceSpec, TableSpec
 from sources.connections import secret_from_env
@@ -50,12 +54,21 @@ ROWS_PER_BATCH = 10_000
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
 RETRY_STATUS = {429, 500, 502, 503, 504}
+MAX_REDIRECTS = 10
 
 
 class TransientHTTPError(Exception):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class RefusedRedirect(requests.RequestException):
+    """A redirect from https to http: refused, so no credential or data travels in clear text."""
+
+    def __init__(self, status: int, target: str) -> None:
+        super().__init__(f"refused redirect from https to http ({target})")
+        self.status = status
 
 
 def backoff_delay(attempt: int, retry_after: float | None, rng: random.Random | None = None) -> float:
@@ -101,28 +114,42 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), port
 
 
-class _CredentialRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow redirects, but drop the credential headers when the target is another origin, and
-    refuse a redirect from https to http outright (urllib would forward them both ways)."""
+class _OriginAuth(requests.auth.AuthBase):
+    """Adds the credential headers to a request for the base URL's origin, and to no other.
 
-    def __init__(self, credential_headers: set[str], redact: Callable[[str], str]) -> None:
+    Being the session's auth, it also keeps requests from reading ~/.netrc in its place."""
+
+    def __init__(self, base_url: str, headers: dict[str, str]) -> None:
+        self.origin, self.headers = origin(base_url), headers
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if origin(str(request.url)) == self.origin:
+            request.headers.update(self.headers)
+        return request
+
+
+class _Session(requests.Session):
+    """requests drops Authorization on a redirect to another host, but keeps any other header (an
+    API key) and follows https -> http: here every credential header is dropped when the redirect
+    leaves the base URL's origin, and a redirect from https to http is refused."""
+
+    def __init__(self, credential_headers: set[str]) -> None:
+        super().__init__()
         self.credential_headers = {h.lower() for h in credential_headers}
-        self.redact = redact
+        self.max_redirects = MAX_REDIRECTS
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        if urllib.parse.urlsplit(req.full_url).scheme == "https" and urllib.parse.urlsplit(newurl).scheme == "http":
-            raise urllib.error.HTTPError(req.full_url, code, f"refused redirect from https to http ({self.redact(newurl)})",
-                                         headers, fp)
-        new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and origin(newurl) != origin(req.full_url):
-            for name in list(new.headers):
-                if name.lower() in self.credential_headers:
-                    del new.headers[name]
-        return new
+    def rebuild_auth(self, prepared_request: requests.PreparedRequest, response: requests.Response) -> None:
+        old, new = str(response.request.url), str(prepared_request.url)
+        if urllib.parse.urlsplit(old).scheme == "https" and urllib.parse.urlsplit(new).scheme == "http":
+            raise RefusedRedirect(response.status_code, new)
+        if origin(old) != origin(new):
+            for name in [n for n in prepared_request.headers if n.lower() in self.credential_headers]:
+                del prepared_request.headers[name]
 
 
 class RestClient:
-    """GET JSON with auth, timeout and bounded retries; every message has the secret redacted."""
+    """GET JSON with auth, timeout and bounded retries over one session (its connections are
+    reused from page to page); every message has the secret redacted."""
 
     def __init__(self, spec: SourceSpec, table: TableSpec, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.spec, self.table, self.sleep = spec, table, sleep
@@ -131,29 +158,33 @@ class RestClient:
         if not base:
             raise ConfigError(f"environment variable {spec.base_url_env} (the API's base URL) is not set", **self.where)
         self.base_url = base.rstrip("/")
-        self.headers = {"Accept": "application/json", "User-Agent": "elt-loader"}
+        credentials: dict[str, str] = {}
         self.secrets: list[str] = []
         parts = urllib.parse.urlsplit(self.base_url)
-        if "@" in parts.netloc:  # user-info: basic auth (urllib would take it for part of the host name)
+        if "@" in parts.netloc:  # user-info: basic auth, sent the way the other credentials are
             user, password = urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
             self.secrets += [password or user] if password or user else []  # a token alone as user is the secret
             self.base_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            credentials["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         auth = spec.auth or {}
         if auth.get("type", "none") != "none":
             secret = secret_from_env(auth["token_env"])
             if not secret:
                 raise ConfigError(f"environment variable {auth['token_env']} (the API secret) is not set", **self.where,
                                   hint=f"export {auth['token_env']}=... or {auth['token_env']}_FILE=/path/to/secret")
-            if auth["type"] == "bearer":
-                self.headers["Authorization"] = f"Bearer {secret}"
-            else:
-                self.headers[auth["header"]] = secret
+            credentials["Authorization" if auth["type"] == "bearer" else auth["header"]] = (
+                f"Bearer {secret}" if auth["type"] == "bearer" else secret)
             self.secrets.append(secret)
-        credentials = {"Authorization"} | ({auth["header"]} if auth.get("type") == "api_key" else set())
-        self.credential_headers = {h.lower() for h in credentials}
-        self.opener = urllib.request.build_opener(_CredentialRedirects(credentials, self.redact))
+        self.session = _Session({"Authorization", *credentials})
+        self.session.headers.update({"Accept": "application/json", "User-Agent": "elt-loader"})
+        self.session.auth = _OriginAuth(self.base_url, credentials)
+        # the system's CAs (SSL_CERT_FILE too), as urllib read them, rather than certifi's bundle
+        paths = ssl.get_default_verify_paths()
+        self.session.verify = next((p for p in (paths.cafile, paths.capath) if p and os.path.exists(p)), True)
         self.requests = 0
+
+    def close(self) -> None:
+        self.session.close()
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
@@ -184,34 +215,33 @@ class RestClient:
                 self.sleep(delay)
         raise AssertionError("unreachable")
 
-    def headers_for(self, url: str) -> dict[str, str]:
-        """The request headers for ``url``: with the credentials only on the base URL's origin."""
-        if origin(url) == origin(self.base_url):
-            return dict(self.headers)
-        return {k: v for k, v in self.headers.items() if k.lower() not in self.credential_headers}
-
     def _get_once(self, url: str) -> tuple[Any, dict[str, str]]:
         self.requests += 1
-        request = urllib.request.Request(url, headers=self.headers_for(url), method="GET")
         try:
-            with self.opener.open(request, timeout=self.spec.timeout_s) as response:  # noqa: S310 - declared URL
-                body = response.read()
-                headers = {k.lower(): v for k, v in response.headers.items()}
-        except urllib.error.HTTPError as exc:
-            if exc.code in RETRY_STATUS:
-                raise TransientHTTPError(f"HTTP {exc.code}", _retry_after(exc.headers.get("Retry-After"))) from None
+            response = self.session.get(url, timeout=self.spec.timeout_s)
+        except RefusedRedirect as exc:
+            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {exc.status} ({self.redact(str(exc))})",
+                                  **self.where, hint="the API redirects to plain http: use its https address, "
+                                                     "or ask the API owner") from None
+        except requests.TooManyRedirects:
+            raise SourceReadError(f"GET {self.redact(url)} was redirected more than {MAX_REDIRECTS} times", **self.where,
+                                  hint="the API redirects in a loop: check endpoint and base URL in the declaration") from None
+        except requests.RequestException as exc:
+            # timeouts, refused connections, a body cut off before its Content-Length (IncompleteRead)
+            reason = getattr(exc.args[0], "reason", None) if exc.args else None
+            raise TransientHTTPError(f"connection error: {self.redact(f'{type(exc).__name__}: {reason or exc}')}") from None
+        status = response.status_code
+        if status in RETRY_STATUS:
+            raise TransientHTTPError(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+        if status >= 300:
             hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
                      403: "the credentials lack permission for this endpoint: ask the API owner",
                      404: "the endpoint does not exist: check endpoint and base URL in the declaration"}
-            detail = f" ({self.redact(str(exc.msg))})" if 300 <= exc.code < 400 else ""
-            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {exc.code}{detail}", **self.where,
-                                  hint=hints.get(exc.code, "a client error: check the declaration's endpoint and params")) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
-            # HTTPException: IncompleteRead (the body was cut off before Content-Length), a bad status line
-            reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
-            raise TransientHTTPError(f"connection error: {self.redact(str(reason))}") from None
+            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {status}", **self.where,
+                                  hint=hints.get(status, "a client error: check the declaration's endpoint and params"))
+        body = response.content
         try:
-            return json.loads(body), headers
+            return json.loads(body), {k.lower(): v for k, v in response.headers.items()}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SourceReadError(
                 f"GET {self.redact(url)} returned a body that is not JSON (or was cut off): {exc}; "
@@ -370,6 +400,14 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
         drift["ignored"] = sorted(ignored)[:100]
 
 
+def _closing(client: RestClient, pages_: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """The pages, then the client's connections closed (also when the reader stops early)."""
+    try:
+        yield from pages_
+    finally:
+        client.close()
+
+
 def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
              sleep: Callable[[float], None] = time.sleep) -> Iterator[Extract]:
     client = RestClient(spec, table, sleep=sleep)
@@ -377,6 +415,6 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     drift: dict[str, list[str]] = {"missing": [], "ignored": []}
     origin = {"kind": "rest_api", "endpoint": table.endpoint, "base_url": client.redact(client.base_url),
               "updated_since": since, "schema_drift": drift}
-    batches = records_to_batches(pages(client, table, since), table, client.where, drift)
+    batches = records_to_batches(_closing(client, pages(client, table, since)), table, client.where, drift)
     yield Extract(table, list(table.columns), batches, origin, cursor_from=since,
                   land_if_empty=not table.updated_since_param)
