@@ -116,18 +116,25 @@ Responder = "Callable[[str, dict[str, list[str]], dict[str, str]], tuple[int, di
 
 
 @contextmanager
-def http_server(respond) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def http_server(respond, keep_alive: bool = False, tls: tuple[Path, Path] | None = None) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real HTTP server on 127.0.0.1; ``respond(path, query, headers) -> (status, headers, body)``.
 
-    Yields the base URL. Requests are recorded on ``respond.requests`` when that attribute exists.
+    Yields the base URL. Requests are recorded on ``respond.requests`` when that attribute exists,
+    and each request's client port on ``respond.peers`` when that exists (one port = one connection).
+    ``keep_alive`` speaks HTTP/1.1 (connections stay open between requests); ``tls`` is a
+    (certificate, key) pair to serve https.
     """
     import threading
     import urllib.parse
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             parsed = urllib.parse.urlsplit(self.path)
+            if hasattr(respond, "peers"):
+                respond.peers.append(self.client_address[1])
             query = urllib.parse.parse_qs(parsed.query)
             headers = {k.lower(): v for k, v in self.headers.items()}
             if hasattr(respond, "requests"):
@@ -145,10 +152,16 @@ def http_server(respond) -> Iterator[str]:  # type: ignore[no-untyped-def]
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -178,7 +178,8 @@ class RestClient:
         self.session = _Session({"Authorization", *credentials})
         self.session.headers.update({"Accept": "application/json", "User-Agent": "elt-loader"})
         self.session.auth = _OriginAuth(self.base_url, credentials)
-        # the system's CAs (SSL_CERT_FILE too), as urllib read them, rather than certifi's bundle
+        # the system's CAs (SSL_CERT_FILE too), as urllib read them, rather than certifi's bundle;
+        # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE override this when they are set
         paths = ssl.get_default_verify_paths()
         self.session.verify = next((p for p in (paths.cafile, paths.capath) if p and os.path.exists(p)), True)
         self.requests = 0

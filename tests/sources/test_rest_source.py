@@ -306,3 +306,74 @@ def test_user_info_in_the_base_url_is_sent_as_basic_auth_and_never_printed(tmp_p
     for message in (str(failed.error), str(err.value)):
         assert f"GET {url}/v1/products" in message and "SECRET" not in message and "ann" not in message, message
     assert "HTTP 404" in str(failed.error) and "still failing after 4 attempts" in str(err.value)
+
+
+def test_every_page_of_a_table_reuses_one_connection() -> None:
+    responder = Recorder(lambda p, q, h: ok({"data": PRODUCTS[int(q["page"][0]) * 8 - 8:][:8]}))
+    responder.peers = []
+    with http_server(responder, keep_alive=True) as url:
+        rows = _records(spec_for(url, {"type": "page", "page_size": 8}))
+    assert len(rows) == len(PRODUCTS) and len(responder.requests) == 4  # 3 pages, then the empty one
+    assert len(set(responder.peers)) == 1, responder.peers  # one TCP connection for all four
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    from datetime import UTC, datetime, timedelta
+    from ipaddress import IPv4Address
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            # urllib3 verifies strictly (X509_STRICT): the key identifiers must be present
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_a_redirect_from_https_to_http_is_refused_and_nothing_travels_in_clear(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The https API is trusted through SSL_CERT_FILE (the system's CA settings, as in production;
+    requests' own REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE would take precedence when set)."""
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    plain = Recorder(lambda p, q, h: ok({"data": PRODUCTS}))
+    with http_server(plain) as http_url:
+        secure = Recorder(lambda p, q, h: ok({"data": PRODUCTS[:2]}) if p == "/v1/products"
+                          else (302, {"Location": f"{http_url}/v1/products"}, b""))
+        with http_server(secure, tls=(cert, key)) as https_url:
+            assert https_url.startswith("https://")
+            assert len(_records(spec_for(https_url))) == 2  # https itself works, verified against the CA
+            with pytest.raises(SourceReadError) as err:
+                _records(spec_for(https_url, endpoint="/v1/old-products"))
+    assert "refused redirect from https to http" in str(err.value) and "use its https address" in str(err.value)
+    assert secure.requests[-1][2]["authorization"] == f"Bearer {TOKEN}"
+    assert plain.requests == []  # neither the token nor the request went to the plain-http address
+
+
+def test_netrc_is_never_consulted(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """requests would send ~/.netrc's password for the host when no auth is declared: never here."""
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login ann password NETRC-SECRET\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    responder = Recorder(lambda p, q, h: ok({"data": PRODUCTS[:3]}))
+    with http_server(responder) as url:
+        assert len(_records(spec_for(url, auth="none"))) == 3
+    assert "authorization" not in responder.requests[0][2], responder.requests[0][2]
