@@ -67,6 +67,37 @@ def ensure_database(server: PostgresSettings, app: PostgresSettings) -> None:
         con.close()
 
 
+def ensure_warehouse_database(warehouse: PostgresSettings) -> None:
+    """Create the warehouse database when it does not exist and the role may create databases
+    (connecting to the server's ``postgres`` database to do it); otherwise the error names the
+    database and the command that creates it."""
+    from psycopg2 import errors, sql
+
+    try:
+        warehouse.connect().close()
+        return
+    except ConfigError as missing:
+        if "does not exist" not in missing.detail or f'database "{warehouse.dbname}"' not in missing.detail:
+            raise
+        try:
+            con = replace(warehouse, dbname="postgres").connect()
+        except ConfigError:
+            raise missing from None
+        try:
+            con.autocommit = True
+            with con.cursor() as cur:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(warehouse.dbname)))
+        except (errors.InsufficientPrivilege, errors.DuplicateDatabase) as exc:
+            if isinstance(exc, errors.DuplicateDatabase):  # created meanwhile by someone else
+                return
+            raise ConfigError(f"{missing.detail}; creating it failed: {str(exc).splitlines()[0]}",
+                              hint=missing.hint) from None
+        finally:
+            con.close()
+    print(f"created the warehouse database {warehouse.dbname} on {warehouse.host}:{warehouse.port} "
+          f"({warehouse.origin or 'ELT_PG_DATABASE'})")
+
+
 def check_production_settings(settings: Settings) -> None:
     if not settings.landing_url.startswith("s3://"):
         raise ConfigError(
@@ -87,11 +118,12 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     os.environ["ELT_GATEWAY"] = "postgres"  # for SQLMesh's config.yaml, read in this process
     check_production_settings(settings)
     warehouse = PostgresSettings.from_env(settings.pg_prefix)
-    # its two prerequisites, before anything is seeded: a missing one is named with the command that creates it
-    warehouse.connect().close()
-    missing = settings.open_landing().missing_bucket()
-    if missing is not None:
-        raise missing
+    # its two prerequisites, before anything is seeded: created when the credentials may, else
+    # named with the command that creates them
+    ensure_warehouse_database(warehouse)
+    created = settings.open_landing().create_bucket()
+    if created:
+        print(f"created the landing bucket {created} ({settings.landing_url})")
     data_dir = demo_data(settings, years)
     if data_dir is None:
         return 2

@@ -78,9 +78,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def s3_filesystem(endpoint: str | None = None, region: str | None = None) -> pafs.S3FileSystem:
+def s3_filesystem(endpoint: str | None = None, region: str | None = None,
+                  allow_bucket_creation: bool = False) -> pafs.S3FileSystem:
     """An S3 filesystem; credentials come from the standard AWS environment variables/profile."""
-    kwargs: dict[str, Any] = {"region": region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"}
+    kwargs: dict[str, Any] = {"region": region or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                              "allow_bucket_creation": allow_bucket_creation}
     endpoint = endpoint or os.environ.get("ELT_S3_ENDPOINT")
     if endpoint:
         scheme, _, host = endpoint.partition("://")
@@ -277,6 +279,24 @@ class Landing:
                 return None
         except OSError:  # no access to ask: the first write says what is wrong
             return None
+        return self._no_bucket(bucket)
+
+    def create_bucket(self) -> str | None:
+        """Create the S3 bucket when it is missing (``elt demo --production``); the bucket's name
+        when it was created, ``None`` when it exists or landing is local. A refusal (no
+        permission, a name taken elsewhere) raises the missing-bucket error with its reason."""
+        if self.missing_bucket() is None:
+            return None
+        bucket = self.root.split("/")[0]
+        try:
+            s3_filesystem(allow_bucket_creation=True).create_dir(bucket)
+        except OSError as exc:
+            error = self._no_bucket(bucket)
+            raise ConfigError(f"{error.detail}; creating it failed: {redact_userinfo(str(exc).splitlines()[0])}",
+                              hint=error.hint) from None
+        return bucket
+
+    def _no_bucket(self, bucket: str) -> ConfigError:
         endpoint = redact_userinfo(os.environ.get("ELT_S3_ENDPOINT") or "")
         create = f"aws s3 mb s3://{bucket}" + (f" --endpoint-url {endpoint}" if endpoint else "")
         return ConfigError(f"the landing bucket {bucket!r} of {self.url} does not exist"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -99,25 +100,51 @@ def test_load_path_is_relative_to_the_current_directory(tmp_path: Path, small_ja
     assert "customers    loaded                3" in proc.stdout, proc.stdout
 
 
-def test_a_missing_warehouse_database_says_how_to_create_it(pg_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_production_demo_creates_its_missing_database_and_bucket(pg_server, s3_endpoint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Both prerequisites are created before anything is seeded (the missing data folder then stops
+    the run, so the test does not run the whole demo)."""
+    import boto3
+    import psycopg2
+
+    project = copy_project(tmp_path / "project")
+    db, bucket = f"wh_created_{uuid.uuid4().hex[:6]}", f"created-{uuid.uuid4().hex[:6]}"
+    env = project_env(project, **pg_server.env("ELT_PG"), **s3_endpoint.env(), ELT_LANDING_URL=f"s3://{bucket}/landing",
+                      JAFFLE_DATA_DIR=str(tmp_path / "no-data-here"))
+    env["ELT_PG_DATABASE"] = db
+    proc = run([ELT, "demo", "--production"], cwd=project, env=env, check=False, timeout=60)
+    assert f"created the warehouse database {db} on 127.0.0.1:{pg_server.port}" in proc.stdout, proc.stdout + proc.stderr
+    assert f"created the landing bucket {bucket} (s3://{bucket}/landing)" in proc.stdout
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and "no-data-here" in proc.stderr, proc.stderr
+    con = psycopg2.connect(pg_server.dsn)
+    with con.cursor() as cur:
+        cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db])
+        assert cur.fetchone() == (1,)
+    con.close()
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint.endpoint, **{k.lower(): v for k, v in s3_endpoint.env().items()
+                                                                   if k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")},
+                      region_name="us-east-1")
+    assert bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_a_missing_database_the_role_may_not_create_says_how_to_create_it(pg_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    role = f"nocreate_{uuid.uuid4().hex[:6]}"
+    con = psycopg2.connect(pg_server.dsn)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute(f'CREATE ROLE "{role}" LOGIN NOCREATEDB')  # a name made here, not from data
+    con.close()
     project = copy_project(tmp_path / "project")
     env = project_env(project, **pg_server.env("ELT_PG"), ELT_LANDING_URL="s3://some-bucket/landing")
-    env["ELT_PG_DATABASE"] = "warehouse_missing"
+    env.update(ELT_PG_DATABASE="warehouse_missing", ELT_PG_USER=role)
     proc = run([ELT, "demo", "--production"], cwd=project, env=env, check=False, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert 'database "warehouse_missing" does not exist' in proc.stderr
-    assert (f"next: create it as a role that may (`createdb -h 127.0.0.1 -p {pg_server.port} -U postgres "
+    assert "creating it failed: permission denied to create database" in proc.stderr, proc.stderr
+    assert (f"next: create it as a role that may (`createdb -h 127.0.0.1 -p {pg_server.port} -U {role} "
             "warehouse_missing`") in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_a_missing_bucket_says_how_to_create_it(pg_db, s3_endpoint, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    project = copy_project(tmp_path / "project")
-    env = project_env(project, **pg_db.env("ELT_PG"), **s3_endpoint.env(), ELT_LANDING_URL="s3://no-such-bucket/landing")
-    proc = run([ELT, "demo", "--production"], cwd=project, env=env, check=False, timeout=60)
-    assert proc.returncode == 2, proc.stderr
-    assert "the landing bucket 'no-such-bucket' of s3://no-such-bucket/landing does not exist" in proc.stderr
-    assert f"next: create it (`aws s3 mb s3://no-such-bucket --endpoint-url {s3_endpoint.endpoint}`" in proc.stderr
 
 
 def test_landing_in_a_missing_bucket_fails_with_the_bucket_named(s3_endpoint, monkeypatch) -> None:  # type: ignore[no-untyped-def]
