@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,8 +183,11 @@ def ingest(
     return outcomes
 
 
-def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> set[tuple] | None:
-    """Rows the lookback window will read again that raw already holds unchanged (same key, same cursor)."""
+def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.RecordBatch], pa.Array] | None:
+    """For an incremental read: a function telling, per extracted batch, which rows raw already
+    holds unchanged (same key, same cursor), i.e. the rows the lookback window reads again. The
+    check is a semi-join in the warehouse, one extracted batch at a time: memory follows the
+    batch, never the number of rows the lookback covers (a bulk update puts every row there)."""
     table = item.table
     if not (table.cursor_field and item.cursor_from):
         return None
@@ -195,28 +198,21 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> set[tuple] | No
         since = since.astimezone(UTC) if since.tzinfo else since
         if not cursor_type.arrow.tz:
             since = since.replace(tzinfo=None)
-    return raw.boundary_rows(spec.raw_schema, table.name, list(table.primary_key), table.cursor_field, since)
+    key, cursor_field = list(table.primary_key), str(table.cursor_field)
+
+    def seen(batch: pa.RecordBatch) -> pa.Array:
+        return raw.seen_rows(spec.raw_schema, table.name, key, cursor_field, since, pa.Table.from_batches([batch]))
+
+    return seen
 
 
-def _drop_seen(batch: pa.RecordBatch, table: TableSpec, seen: set[tuple]) -> pa.RecordBatch:
-    """Remove rows whose (key, cursor) raw already has: boundary rows re-read by the lookback."""
-    cols = [batch.column(c).to_pylist() for c in [*table.primary_key, str(table.cursor_field)]]
-    keep = [tuple(_norm(v) for v in values) not in seen for values in zip(*cols)]
-    return batch if all(keep) else batch.filter(pa.array(keep))
-
-
-def _norm(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(UTC)
-    return value
-
-
-def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | None = None,
+def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.RecordBatch], pa.Array] | None = None,
          previous: Manifest | None = None, snapshot: bool = False) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
-    ``seen``: (key, cursor) pairs raw already holds; such rows (re-read at the lookback boundary)
-    are dropped, so overlapping incremental extracts never duplicate raw rows.
+    ``seen``: tells which rows of a batch raw already holds with the same key and cursor; such rows
+    (re-read at the lookback boundary) are dropped, so overlapping incremental extracts never
+    duplicate raw rows.
     ``previous``: the table's latest landed batch; an extract whose data file is byte-identical
     (same rows, same order, same columns: a full snapshot that did not change, e.g. an API without
     an updated-since parameter) is not landed again.
@@ -227,11 +223,9 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: set[tuple] | N
     progress = Progress(f"{spec.name}.{table.name} extract", log)
     cursor_to = None
     try:
-        if seen:
-            seen = {tuple(_norm(v) for v in row) for row in seen}
         for batch in item.batches:
-            if seen:
-                batch = _drop_seen(batch, table, seen)
+            if seen is not None and batch.num_rows:
+                batch = batch.filter(pc.invert(seen(batch)))
             # values no raw store can hold (a NUL byte in text...) never reach landing, whatever
             # the extractor (files and REST check while casting; this covers every source kind)
             check_values(batch, first_row=writer.rows + 1, where=where)

@@ -80,13 +80,33 @@ class RawStore(Protocol):
 
     def loaded_batch_ids(self, source: str, table: str) -> set[str]: ...
     def cursor(self, source: str, table: str) -> str | None: ...
-    def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]: ...
+    def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
+                  rows: pa.Table) -> pa.Array: ...
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader | list[str], raw_schema: str, *,
              policy: str = "evolve") -> LoadResult: ...
     def set_aside_ids(self, source: str, table: str) -> set[str]: ...
     def record_set_aside(self, record: SetAside, raw_schema: str) -> None: ...
     def remove_set_aside(self, source: str, table: str, batch_id: str) -> bool: ...
     def close(self) -> None: ...
+
+
+def probe_table(rows: pa.Table | pa.RecordBatch, key: list[str], cursor_field: str) -> pa.Table:
+    """The (key..., cursor) columns of extracted rows plus their position, ``_elt_i``: what a
+    lookback check sends to the warehouse (see ``seen_rows``)."""
+    cols = [*key, cursor_field]
+    return pa.Table.from_arrays([rows.column(c) for c in cols] + [pa.array(range(rows.num_rows), pa.int64())],
+                                names=[*cols, "_elt_i"])
+
+
+def mask_from_positions(n: int, positions: pa.Array | list[int]) -> pa.Array:
+    """A boolean array of length ``n``, true at ``positions``."""
+    import numpy as np
+
+    mask = np.zeros(n, dtype=bool)
+    index = np.asarray(positions, dtype=np.int64)
+    if index.size:
+        mask[index] = True
+    return pa.array(mask)
 
 
 def set_aside_hint(manifest: Manifest) -> str:

@@ -30,7 +30,9 @@ from sources.load.base import (
     SET_ASIDE_COLUMNS,
     SET_ASIDE_TABLE,
     LoadResult,
+    mask_from_positions,
     numbered,
+    probe_table,
     set_aside_hint,
     utc_naive,
 )
@@ -159,18 +161,27 @@ class DuckDBRaw:
         ).fetchone()
         return row[0] if row else None
 
-    def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]:
-        """(key..., cursor) of raw rows with cursor >= ``since``: what a lookback re-reads."""
+    def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
+                  rows: pa.Table) -> pa.Array:
+        """True for each extracted row whose (key..., cursor) raw already holds, among raw rows with
+        cursor >= ``since`` (what a lookback re-reads): a semi-join in DuckDB, so memory follows the
+        batch, not the number of rows in the lookback window."""
         exists = self.con.execute(
             f"SELECT count(*) FROM information_schema.tables WHERE table_schema = {lit(raw_schema)} AND table_name = {lit(table)}"
         ).fetchone()[0]
-        if not exists:
-            return set()
-        cols = ", ".join(q(c) for c in [*key, cursor_field])
-        rows = self.con.execute(
-            f"SELECT DISTINCT {cols} FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= {lit(since)}"
-        ).fetchall()
-        return {tuple(r) for r in rows}
+        if not exists or not rows.num_rows:
+            return pa.array([False] * rows.num_rows)
+        cols = [*key, cursor_field]
+        on = " AND ".join(f"p.{q(c)} = r.{q(c)}" for c in cols)
+        self.con.register("_elt_probe", probe_table(rows, key, cursor_field))
+        try:
+            found = self.con.execute(
+                f"SELECT p._elt_i FROM _elt_probe AS p SEMI JOIN (SELECT {', '.join(q(c) for c in cols)} "
+                f"FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= {lit(since)}) AS r ON {on}"
+            ).fetchnumpy()["_elt_i"]
+        finally:
+            self.con.unregister("_elt_probe")
+        return mask_from_positions(rows.num_rows, found)
 
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader | list[str], raw_schema: str, *, policy: str = "evolve") -> LoadResult:
         """Apply one landed batch. Idempotent: a batch already in the ledger is skipped.

@@ -29,7 +29,9 @@ from sources.load.base import (
     SET_ASIDE_COLUMNS,
     SET_ASIDE_TABLE,
     LoadResult,
+    mask_from_positions,
     numbered,
+    probe_table,
     set_aside_hint,
     utc_naive,
 )
@@ -148,16 +150,33 @@ class PostgresRaw:
             row = cur.fetchone()
             return row[0] if row else None
 
-    def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]:
-        """(key..., cursor) of raw rows with cursor >= ``since``: what a lookback re-reads."""
-        with self.con, self.con.cursor() as cur:
+    def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
+                  rows: pa.Table) -> pa.Array:
+        """True for each extracted row whose (key..., cursor) raw already holds, among raw rows with
+        cursor >= ``since`` (what a lookback re-reads): the rows' key and cursor are copied into a
+        temporary table typed like raw's columns and semi-joined in PostgreSQL, so memory follows
+        the batch, not the number of rows in the lookback window."""
+        if not rows.num_rows:
+            return pa.array([], pa.bool_())
+        cols = [*key, cursor_field]
+        with self.con, self.con.cursor() as cur:  # one transaction; the probe table drops at its end
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", [sql.Identifier(raw_schema, table).as_string(cur)])
             if not cur.fetchone()[0]:
-                return set()
-            cur.execute(sql.SQL("SELECT DISTINCT {} FROM {} WHERE {} >= %s").format(
-                sql.SQL(", ").join(_ident(c) for c in [*key, cursor_field]), _ident(raw_schema, table), _ident(cursor_field)),
-                [since])
-            return {tuple(r) for r in cur.fetchall()}
+                return pa.array([False] * rows.num_rows)
+            names = sql.SQL(", ").join(_ident(c) for c in cols)
+            cur.execute(sql.SQL("CREATE TEMP TABLE _elt_probe ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                names, _ident(raw_schema, table)))
+            cur.execute("ALTER TABLE _elt_probe ADD COLUMN _elt_i bigint")
+            buf = io.BytesIO()
+            pacsv.write_csv(probe_table(rows, key, cursor_field), buf, pacsv.WriteOptions(include_header=False))
+            buf.seek(0)
+            cur.copy_expert(sql.SQL("COPY _elt_probe ({}, _elt_i) FROM STDIN WITH (FORMAT csv)").format(names).as_string(cur), buf)
+            cur.execute(sql.SQL("SELECT p._elt_i FROM _elt_probe AS p WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {} AND r.{} >= %s)").format(
+                _ident(raw_schema, table),
+                sql.SQL(" AND ").join(sql.SQL("r.{c} = p.{c}").format(c=_ident(c)) for c in cols),
+                _ident(cursor_field)), [since])
+            found = [i for (i,) in cur.fetchall()]
+        return mask_from_positions(rows.num_rows, found)
 
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader, raw_schema: str, *, policy: str = "evolve") -> LoadResult:
         where = {"source": manifest.source, "table": manifest.table, "batch_id": manifest.batch_id}

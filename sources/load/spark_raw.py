@@ -32,7 +32,9 @@ from sources.load.base import (
     METADATA_COLUMNS,
     SET_ASIDE_TABLE,
     LoadResult,
+    mask_from_positions,
     numbered,
+    probe_table,
     set_aside_hint,
     utc_naive,
 )
@@ -164,13 +166,18 @@ class SparkRaw:
     def _exists(self, raw_schema: str, table: str) -> bool:
         return bool(self.spark.catalog.tableExists(f"{raw_schema}.{table}"))
 
-    def boundary_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object) -> set[tuple]:
-        """(key..., cursor) of raw rows with cursor >= ``since``: what a lookback re-reads."""
-        if not self._exists(raw_schema, table):
-            return set()
-        cols = ", ".join(q(c) for c in [*key, cursor_field])
-        found = self.rows(f"SELECT DISTINCT {cols} FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= {lit(since)}")
-        return {tuple(r) for r in found}
+    def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
+                  rows: pa.Table) -> pa.Array:
+        """True for each extracted row whose (key..., cursor) raw already holds, among raw rows with
+        cursor >= ``since``: a semi-join in Spark; only the positions of the seen rows come back."""
+        if not self._exists(raw_schema, table) or not rows.num_rows:
+            return pa.array([False] * rows.num_rows)
+        cols = [*key, cursor_field]
+        self.spark.createDataFrame(probe_table(rows, key, cursor_field)).createOrReplaceTempView("_elt_probe")
+        on = " AND ".join(f"p.{q(c)} = r.{q(c)}" for c in cols)
+        found = self.rows(f"SELECT p._elt_i FROM _elt_probe AS p LEFT SEMI JOIN (SELECT {', '.join(q(c) for c in cols)} "
+                          f"FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= {lit(since)}) AS r ON {on}")
+        return mask_from_positions(rows.num_rows, [r[0] for r in found])
 
     def _batch_view(self, manifest: Manifest, reader: pa.RecordBatchReader | list[str]) -> None:
         """The batch's rows with ``_batch_row`` (position in the batch, across its files) as the
