@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import datetime
 from html.parser import HTMLParser
@@ -18,6 +19,7 @@ class Sections(HTMLParser):
         self.text: list[str] = []
         self.svg = 0
         self.tags: set[str] = set()
+        self.cells: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
@@ -28,6 +30,8 @@ class Sections(HTMLParser):
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
+        if self.lasttag == "td":
+            self.cells.append(data)
 
 
 def test_report_renders_runs_freshness_layers_and_audits(project: Project, small_jaffle: Path, tmp_path: Path) -> None:
@@ -40,12 +44,15 @@ def test_report_renders_runs_freshness_layers_and_audits(project: Project, small
     assert proc.returncode == 0, proc.stderr
     page = Sections()
     page.feed(out.read_text())
-    assert page.ids == ["runs", "freshness", "layers", "audits"]
+    assert page.ids == ["summary", "runs", "freshness", "layers", "audits"]
     text = " ".join(page.text)
     assert page.svg >= 2  # bars of succeeded and failed attempts
     assert "jaffle_shop" in text and "failed" in text and "bad" in text
     assert "raw_jaffle_shop.orders" in text and "marts.orders" in text and "staging" in text
     assert "audits passed" in text
+    assert "Job bad" in text  # the headline names what is wrong
+    layers = [t for t in page.cells if t in ("raw", "staging", "intermediate", "marts")]
+    assert layers == sorted(layers, key=["raw", "staging", "intermediate", "marts"].index)  # pipeline order
 
 
 def test_report_escapes_markup_in_a_runs_error(project: Project, tmp_path: Path) -> None:
@@ -60,3 +67,28 @@ def test_report_escapes_markup_in_a_runs_error(project: Project, tmp_path: Path)
     assert "script" not in page.tags and "b" not in page.tags, page.tags  # text, not markup
     assert error in "".join(page.text)  # shown as it was recorded
     assert "&lt;script&gt;" in out.read_text()
+
+
+def test_report_says_all_good_and_plainly_when_no_audit_failed(project: Project, tmp_path: Path) -> None:
+    started = datetime(2026, 11, 24, 10)
+    project.history().insert(RunRecord(
+        run_id="r-ok", attempt=1, job="transform", trigger="schedule", status="succeeded", started_at=started,
+        audits_json=json.dumps({"run": 1234, "passed": 1234, "restated": [], "failed": []})))
+    out = tmp_path / "status.html"
+    proc = project.elt("report", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    summary = html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+    assert 'data-state="ok"' in summary and "All good" in summary and "1,234 of 1,234 audits passed" in summary
+    audits = html.split('id="audits"', 1)[1].split("</section>", 1)[0]
+    assert "No audit failed." in audits and "<table" not in audits  # no table with a lone header
+    assert 'data-layer="staging" data-failed="0"' in audits
+
+
+def test_report_says_when_a_transform_recorded_no_audit_results(project: Project, tmp_path: Path) -> None:
+    project.history().insert(RunRecord(run_id="r-none", attempt=1, job="transform", trigger="schedule",
+                                       status="succeeded", started_at=datetime(2026, 11, 24, 10)))
+    out = tmp_path / "status.html"
+    assert project.elt("report", "--out", str(out)).returncode == 0
+    audits = out.read_text().split('id="audits"', 1)[1].split("</section>", 1)[0]
+    assert "no audit results recorded" in audits and "<table" not in audits
