@@ -2,7 +2,11 @@
 
 Everything is overridable by environment variable so tests, CI and production point the same code
 at different places. Relative values are taken from the project root, never from the current
-directory, so ``elt`` behaves the same wherever it is started.
+directory, so ``elt`` behaves the same wherever it is started. The ``ELT_*`` variables are
+validated by a pydantic model (``_Environment``); an unset or empty variable takes its default.
+
+>>> _Environment.model_validate({"ELT_GATEWAY": "spark", "ELT_LANDING_ROOT": "/srv/landing"}).landing_root
+PosixPath('/srv/landing')
 """
 
 from __future__ import annotations
@@ -10,16 +14,31 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PROJECT_ROOT = Path(os.environ.get("ELT_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 
-
-def _path(env: str, default: str) -> Path:
-    value = Path(os.environ.get(env) or default)
-    return value if value.is_absolute() else PROJECT_ROOT / value
+Gateway = Literal["duckdb", "postgres", "spark"]
+GATEWAYS: tuple[str, ...] = get_args(Gateway)
 
 
-GATEWAYS = ("duckdb", "postgres", "spark")
+class _Environment(BaseModel):
+    """The variables ``Settings.from_env`` reads (others, ``ELT_PG_*`` and so on, are read where used)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    gateway: Gateway = Field("duckdb", alias="ELT_GATEWAY")
+    warehouse: Path = Field(Path("data/warehouse.duckdb"), alias="ELT_DUCKDB_PATH", validate_default=True)
+    landing_root: Path = Field(Path("data/landing"), alias="ELT_LANDING_ROOT", validate_default=True)
+    data_dir: Path = Field(Path("data/jaffle-data"), alias="ELT_DEMO_DIR", validate_default=True)
+    landing_url: str = Field("", alias="ELT_LANDING_URL")  # used as given (see landing_location)
+
+    @field_validator("warehouse", "landing_root", "data_dir")
+    @classmethod
+    def _from_root(cls, value: Path) -> Path:
+        return value if value.is_absolute() else PROJECT_ROOT / value
 
 
 @dataclass(frozen=True)
@@ -34,19 +53,16 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
-        gateway = os.environ.get("ELT_GATEWAY") or "duckdb"
-        if gateway not in GATEWAYS:
+        try:
+            env = _Environment.model_validate({k: v for k, v in os.environ.items() if k.startswith("ELT_") and v})
+        except ValidationError as exc:
             from sources.errors import ConfigError
 
-            raise ConfigError(f"ELT_GATEWAY is {gateway!r}", hint=f"use one of: {', '.join(GATEWAYS)}")
-        return cls(
-            project_root=PROJECT_ROOT,
-            warehouse=_path("ELT_DUCKDB_PATH", "data/warehouse.duckdb"),
-            landing_root=_path("ELT_LANDING_ROOT", "data/landing"),
-            data_dir=_path("ELT_DEMO_DIR", "data/jaffle-data"),
-            landing_url=os.environ.get("ELT_LANDING_URL", ""),
-            gateway=gateway,
-        )
+            (first, *_) = exc.errors(include_url=False)  # only ELT_GATEWAY can be wrong: the others are paths
+            name = str(first["loc"][0])
+            raise ConfigError(f"{name} is {first['input']!r}", hint=f"use one of: {', '.join(GATEWAYS)}"
+                              if name == "ELT_GATEWAY" else first["msg"]) from None
+        return cls(project_root=PROJECT_ROOT, **env.model_dump())
 
     @property
     def landing_location(self) -> str:

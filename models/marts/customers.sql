@@ -1,6 +1,6 @@
 MODEL (
   name marts.customers,
-  tags ('freshness:26h'), /* max age for `elt freshness` and stale alerts */
+  tags ('freshness:26h', 'freshness_column:last_ordered_at'), /* max age for `elt freshness` and stale alerts, measured on the newest order */
   kind FULL,
   grain customer_id,
   description 'Customers, one row per customer, with lifetime order metrics. Rebuilt in full (lifetime metrics span all time). Money in dollars. Customers without orders are new, with zero counts and NULL dates and spend.',

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from sources.config import load_source, parse_source
+from sources.config import declaration_json_schema, load_source, parse_source
 from sources.errors import ConfigError
 
 
@@ -76,3 +79,118 @@ def test_a_declaration_is_named_like_its_file(tmp_path) -> None:  # type: ignore
                                            "tables: {t: {file: t.csv, primary_key: id, columns: {id: string}}}\n")
     with pytest.raises(ConfigError, match="declares name 'invoices', but its file is named 'billing'"):
         load_source("billing", directory=tmp_path)
+
+
+# ---- unknown keys, every problem at once, the JSON Schema (docs/decisions/0016) ----------------
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "source-declaration.schema.json"
+
+
+def _api(**table: object) -> dict:
+    """A valid rest_api declaration, with ``table`` keys added to its one table."""
+    return {"name": "api", "kind": "rest_api", "owner": "x", "base_url": "http://127.0.0.1:1",
+            "auth": {"type": "bearer", "token_env": "API_TOKEN"},
+            "tables": {"orders": {"endpoint": "/orders", "primary_key": "id", "pagination": {"type": "page"},
+                                  "columns": {"id": "string", "amount": {"type": "integer", "description": "cents"}},
+                                  **table}}}
+
+
+def _problems(raw: dict) -> str:
+    with pytest.raises(ConfigError) as err:
+        parse_source(raw, origin="api.yaml")
+    return str(err.value)
+
+
+@pytest.mark.parametrize(("where", "change", "path"), [
+    ("source", lambda d: d.update(colour="red"), "declaration: unknown key(s) ['colour']"),
+    ("auth", lambda d: d["auth"].update(secret="s3cr3t"), "'auth': unknown key(s) ['secret']"),
+    ("table", lambda d: d["tables"]["orders"].update(cursor_feild="id"),
+     "tables.orders: unknown key(s) ['cursor_feild']"),
+    ("column", lambda d: d["tables"]["orders"]["columns"]["amount"].update(nullable=False),
+     "tables.orders.columns.amount: unknown key(s) ['nullable']"),
+    ("pagination", lambda d: d["tables"]["orders"]["pagination"].update(size=10),
+     "tables.orders.pagination: unknown key(s) ['size']"),
+    ("event_time_from", lambda d: d["tables"]["orders"].update(event_time_from={"table": "o", "key": "id", "day": "x"}),
+     "tables.orders.event_time_from: unknown key(s) ['day']"),
+])
+def test_an_unknown_key_is_refused_at_every_level(where, change, path) -> None:  # type: ignore[no-untyped-def]
+    raw = _api()
+    parse_source(raw)  # valid before the change
+    change(raw)
+    text = _problems(raw)
+    assert "has 1 problem(s)" in text and path in text, text
+    assert "pydantic" not in text and "https://" not in text  # our words, not the library's
+
+
+def test_an_unknown_key_names_the_allowed_ones_and_the_likely_one() -> None:
+    text = _problems(_api(cursor_feild="id"))
+    assert "did you mean 'cursor_field'?" in text and "allowed: columns, cursor_field," in text
+    nullable = _problems(_api(columns={"id": {"type": "string", "nullable": False}}))
+    assert "nullable is not enforced by the loader" in nullable and "not_null audit" in nullable
+
+
+def test_params_stay_a_free_mapping() -> None:
+    spec = parse_source(_api(params={"status": "active", "anything": {"goes": [1, 2]}, "skip": None}))
+    assert spec.tables["orders"].params == {"status": "active", "anything": {"goes": [1, 2]}, "skip": None}
+
+
+def test_several_problems_at_several_levels_are_reported_at_once() -> None:
+    raw = _api(lookback="soon", schema_policy="loose", primary_key="order_id", cursor_field="updated_at")
+    raw.update(colour="red", timeout_s=0, max_retries=-1)
+    raw["auth"].update(type="api_key")  # without its header
+    raw["tables"]["orders"]["columns"]["amount"]["nullable"] = False
+    raw["tables"]["refunds"] = {"primary_key": "id", "columns": {"id": "strng", "_loaded": "string"}}
+    text = _problems(raw)
+    expected = [
+        "'timeout_s' must be a number >= 0.1",
+        "'max_retries' must be a number >= 0",
+        "declaration: unknown key(s) ['colour']",
+        "'auth.header' is required for api_key auth",
+        "tables.orders.columns.amount: unknown key(s) ['nullable']",
+        "tables.orders.lookback: 'soon' is not a duration like 90s, 15m, 26h or 2d",
+        "tables.orders.schema_policy is 'loose'; allowed: evolve, strict, evolve_cast",
+        "tables.orders.primary_key: 'order_id' is not a declared column",  # despite the wrong column key
+        "tables.orders.cursor_field without updated_since_param",
+        "tables.refunds.columns.id: unknown type 'strng'",
+        "tables.refunds.columns._loaded: names starting with '_' are reserved",
+        "tables.refunds.endpoint: required for rest_api",
+    ]
+    for line in expected:
+        assert f"  - {line}" in text, (line, text)
+    assert f"has {text.count(chr(10) + '  - ')} problem(s)" in text  # N is the number of lines listed
+    assert text.count("\n  - ") >= len(expected)
+
+
+def test_a_declaration_in_an_editor_and_in_the_loader_agree() -> None:
+    """The committed schema is the models' (regenerate: python -m sources.config --schema > ...)."""
+    import jsonschema
+    import yaml
+
+    assert json.loads(SCHEMA_FILE.read_text()) == declaration_json_schema(), (
+        "docs/reference/source-declaration.schema.json is stale: "
+        "python -m sources.config --schema > docs/reference/source-declaration.schema.json")
+    validator = jsonschema.Draft202012Validator(declaration_json_schema())
+    jsonschema.Draft202012Validator.check_schema(validator.schema)
+    declarations = sorted((SCHEMA_FILE.parents[2] / "sources" / "declarations").glob("*.yaml"))
+    assert declarations
+    for path in declarations:
+        raw = yaml.safe_load(path.read_text())
+        assert list(validator.iter_errors(raw)) == [], path
+        assert path.read_text().startswith("# yaml-language-server: $schema=../../docs/reference/"), path
+    raw = _api()
+    raw["tables"]["orders"]["columns"]["amount"]["nullable"] = False
+    assert [list(e.absolute_path) for e in validator.iter_errors(raw)] == [["tables", "orders", "columns", "amount"]]
+    with pytest.raises(ConfigError, match=r"tables\.orders\.columns\.amount: unknown key\(s\) \['nullable'\]"):
+        parse_source(raw)
+    raw = _api()
+    raw["tables"]["orders"]["columns"]["amount"] = "strng"  # the schema knows the type names too
+    assert list(validator.iter_errors(raw))
+
+
+def test_the_schema_is_printed_by_the_module() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sources.config", "--schema"], capture_output=True, text=True,
+                         check=True, cwd=SCHEMA_FILE.parents[2]).stdout
+    assert json.loads(out) == declaration_json_schema()
