@@ -147,13 +147,15 @@ def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | Non
     The transformation waits for the loads it reads (every load job: they share raw schemas) and
     holds their locks while it runs, so no load writes raw under a plan (on DuckDB it could not
     anyway). Locks are always taken in the same order (job locks by name, then sqlmesh:prod, as
-    ``elt backfill`` does), so two waiters cannot deadlock.
+    ``elt backfill`` does), so two waiters cannot deadlock. All the waits together take at most
+    the job's ``timeout_s``.
     """
+    deadline = time.monotonic() + job.timeout_s  # one budget for all the waits, not one per lock
     for name in transform_lock_names(settings):
         other = make_lock(settings, name)
         if not other.try_acquire():
             log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name}})
-            if not other.acquire(timeout=job.timeout_s):
+            if not other.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 return name
         held.append(other)
     return None

@@ -186,3 +186,34 @@ def test_a_timed_out_job_loses_even_the_children_that_left_its_process_group(pro
     lock = FileLock("job:escape", lock_dir(project.settings()))
     assert lock.try_acquire()  # nothing of the run holds the job's lock any more
     lock.release()
+
+
+def test_the_transform_waits_for_all_its_locks_within_one_timeout(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three busy locks, each freed after 0.4 of the transform's timeout: waiting for each up to the
+    timeout would take 1.2 timeouts in all; the waits share one deadline, so the third is reported
+    busy. (A fake clock: the locks advance it as a real wait would.)"""
+    from orchestrator import runner
+    from orchestrator.jobs import Job
+
+    clock = {"now": 1000.0}
+    timeout = 100
+
+    class BusyLock:
+        def __init__(self, name: str) -> None:
+            self.name, self.busy_for = name, 0.4 * timeout
+
+        def try_acquire(self) -> bool:
+            return False
+
+        def acquire(self, timeout: float) -> bool:
+            clock["now"] += min(timeout, self.busy_for)
+            return self.busy_for <= timeout
+
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(runner, "make_lock", lambda settings, name: BusyLock(name))
+    monkeypatch.setattr(runner, "transform_lock_names", lambda settings: ["load:a", "load:b", "sqlmesh:prod"])
+    held: list[object] = []
+    job = Job("transform", "transform", "@hourly", timeout_s=timeout, max_attempts=1)
+    assert runner._transform_locks(None, job, held) == "sqlmesh:prod"  # type: ignore[arg-type]
+    assert [lock.name for lock in held] == ["load:a", "load:b"]  # type: ignore[attr-defined]
+    assert clock["now"] - 1000.0 == timeout  # waited the one budget, not more
