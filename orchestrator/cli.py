@@ -72,8 +72,8 @@ def _from_cwd(path: str | None) -> str | None:
 def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import nullcontext
 
-    from orchestrator.locks import LockBusy, holding
-    from orchestrator.loading import load_source_into_warehouse, print_load_report
+    from orchestrator.scheduling.locks import LockBusy, holding
+    from orchestrator.scheduling.loading import load_source_into_warehouse, print_load_report
 
     # the source's job lock, as the scheduler takes it: a hand-run load never overlaps a scheduled
     # one or a backfill, on any machine (an advisory lock on the PostgreSQL gateway). A backfill
@@ -102,7 +102,7 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.locks import LockBusy, holding
+    from orchestrator.scheduling.locks import LockBusy, holding
     from sources.config import load_source
     from sources.load.set_aside import bring_back, set_aside
     from sources.pipeline import source_lock
@@ -146,8 +146,8 @@ def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     import os
 
-    from orchestrator.locks import make_lock
-    from orchestrator.transform import TransformFailed, transform
+    from orchestrator.scheduling.locks import make_lock
+    from orchestrator.transform.run import TransformFailed, transform
 
     # plan and run on one environment are serialized with the scheduler's transform job
     lock = make_lock(settings, f"sqlmesh:{args.environment}")
@@ -171,23 +171,23 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if args.production:
-        from orchestrator.production_demo import run_production_demo
+        from orchestrator.demo.production import run_production_demo
 
         return run_production_demo(settings, years=args.years, as_of=args.as_of)
     if args.as_of:
         raise ConfigError("--as-of only applies to `elt demo --production`")
-    from orchestrator.demo import run_demo
+    from orchestrator.demo.embedded import run_demo
 
     return run_demo(settings, years=args.years)
 
 
 def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.preview import preview
-    from orchestrator.transform import TransformFailed
+    from orchestrator.transform.preview import preview
+    from orchestrator.transform.run import TransformFailed
 
     import os
 
-    from orchestrator.locks import make_lock
+    from orchestrator.scheduling.locks import make_lock
 
     # serialized with other plans of the same environment (two developers previewing into one dev)
     lock = make_lock(settings, f"sqlmesh:{args.environment}")
@@ -215,7 +215,7 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_bi_role(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.serving import bi_role_settings, ensure_bi_role
+    from orchestrator.integrations.bi import bi_role_settings, ensure_bi_role
     from sources.connections import PostgresSettings
 
     if settings.gateway != "postgres":
@@ -257,7 +257,7 @@ def _parse_now(text: str | None):  # type: ignore[no-untyped-def]
 
 
 def _cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.tick import tick
+    from orchestrator.scheduling.tick import tick
 
     report = tick(settings, _parse_now(args.now))
     print(report.render())
@@ -265,14 +265,14 @@ def _cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.serve import serve
+    from orchestrator.scheduling.serve import serve
 
     return serve(settings, interval_s=args.interval, max_ticks=args.max_ticks)
 
 
 def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.jobs import get_job
-    from orchestrator.runner import run_job
+    from orchestrator.scheduling.jobs import get_job
+    from orchestrator.scheduling.runner import run_job
 
     from sources.logs import get_logger
 
@@ -288,28 +288,28 @@ def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.status import print_runs
+    from orchestrator.observe.status import print_runs
 
     print_runs(settings, limit=args.limit, job=args.job)
     return 0
 
 
 def _cmd_run_show(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.status import print_run
+    from orchestrator.observe.status import print_run
 
     return print_run(settings, args.run_id)
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.status import print_status
+    from orchestrator.observe.status import print_status
 
     print_status(settings, _parse_now(args.now))
     return 0
 
 
 def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.freshness import evaluate, render
-    from orchestrator.runner import utcnow
+    from orchestrator.observe.freshness import evaluate, render
+    from orchestrator.scheduling.runner import utcnow
 
     now = _parse_now(args.now) or utcnow()
     results = evaluate(settings, now)
@@ -323,7 +323,7 @@ def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import date
 
-    from orchestrator.backfill import BackfillFailed, backfill
+    from orchestrator.transform.backfill import BackfillFailed, backfill
 
     try:
         start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
@@ -338,14 +338,14 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.report import write
+    from orchestrator.observe.report import write
 
     print(f"wrote {write(settings, Path(args.out).resolve())}")
     return 0
 
 
 def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.airflow import write_dags
+    from orchestrator.integrations.airflow import write_dags
 
     for path in write_dags(settings, Path(args.out).resolve(), elt_command=args.elt_command):
         print(f"wrote {path}")
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(json_lines=True if args.json_logs else None)
     if args.gateway:
         os.environ["ELT_GATEWAY"] = args.gateway  # read by Settings, sqlmesh's config.yaml and job attempts
-    from orchestrator import logcontext
+    from orchestrator.observe import logcontext
 
     logcontext.install()
     try:

@@ -15,7 +15,7 @@ POINTS = (
     "landing.before_manifest",  # data file placed in landing, manifest not written
     "raw.mid_load",  # rows inserted into raw, transaction not committed
     "raw.after_commit",  # batch committed to raw, before anything else
-    # the transform (orchestrator/transform.py)
+    # the transform (orchestrator/transform/run.py)
     "transform.after_windows",  # pending batches turned into windows, nothing changed yet
     "transform.mid_invalidate",  # some model versions' intervals removed, not all
     "transform.after_invalidate",  # every window removed from SQLMesh state, batches not marked consumed

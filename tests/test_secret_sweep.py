@@ -33,7 +33,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from orchestrator import alerts
+from orchestrator.observe import alerts
 from sources.config import load_source
 from sources.errors import SourceReadError
 from sources.extract import rest

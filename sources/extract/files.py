@@ -35,15 +35,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow import csv
 
 from sources.config import ColumnSpec, SourceSpec, TableSpec
-from sources.contracts import check_values
 from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
+from sources.extract.arrow import LoneSurrogate, cast_batch, records_to_batches
 from sources.extract.base import Extract
 from sources.extract.csv_faults import UNDECODED, csv_records, file_line, find_csv_fault, text_chunks
 from sources.landing.manifest import Manifest
@@ -67,10 +66,6 @@ def resolve_location(location: str) -> tuple[pafs.FileSystem, str, str]:
         base = location[len("s3://"):].strip("/")
         return s3_filesystem(), base, "s3://"
     return pafs.LocalFileSystem(), str(Path(location).resolve()), ""
-
-
-def arrow_schema(table: TableSpec) -> pa.Schema:
-    return pa.schema([pa.field(c.name, c.type.arrow) for c in table.columns])
 
 
 def _info(fs: pafs.FileSystem, path: str, prefix: str) -> SourceFile | None:
@@ -331,8 +326,6 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
                    drift: dict[str, list[str]] | None = None) -> Iterator[pa.RecordBatch]:
     """One JSON object per line, mapped to the declared columns (nested values of json columns kept
     as JSON text); a line that is not a JSON object is named by its line number."""
-    from sources.extract.rest import LoneSurrogate, records_to_batches
-
     where = _where(source, table)
     name = file.url.rsplit("/", 1)[-1]
 
@@ -412,52 +405,3 @@ def _parquet_batches(parquet: pq.ParquetFile, table: TableSpec, name: str, where
         first_row += batch.num_rows
 
 
-def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str]) -> pa.RecordBatch:
-    """Cast every column to its declared type; name the first row and field that do not cast, or
-    whose value no raw store can hold (``sources.contracts.check_values``)."""
-    arrays = []
-    for spec in table.columns:
-        column = batch.column(spec.name)
-        target = spec.type.arrow
-        if column.type == target:
-            arrays.append(column)
-            continue
-        if pa.types.is_string(column.type) and not pa.types.is_string(target):
-            # Empty text is "no value" for every non-text type.
-            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
-        try:
-            arrays.append(_cast(column, target))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            offset, value = _first_bad_value(column, target)
-            raise ContractError(
-                f"value {value!r} is not a valid {spec.type.name} ({exc})", **where, row=first_row + offset,
-                field=spec.name, hint="fix the source row, or change the column's type in the source declaration",
-            ) from exc
-    cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
-    check_values(cast, first_row=first_row, where=where)  # what the raw stores cannot hold
-    return cast
-
-
-def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
-    """``pc.cast``, reading zone-less text as UTC for a zone-aware timestamp (all times are UTC)."""
-    try:
-        return pc.cast(column, target)
-    except pa.ArrowInvalid:
-        if not (pa.types.is_timestamp(target) and target.tz and pa.types.is_string(column.type)):
-            raise
-        return pc.cast(pc.cast(column, pa.timestamp(target.unit)), target)
-
-
-def _first_bad_value(column: pa.Array, target: pa.DataType) -> tuple[int, object]:
-    """Find the first value that fails the cast (only on the error path): halves the column
-    until one value is left, a few dozen casts whatever its length."""
-    low, high = 0, len(column)  # the first bad value is at low..high-1
-    while high - low > 1:
-        middle = (low + high) // 2
-        try:
-            _cast(column.slice(low, middle - low), target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            high = middle
-        else:
-            low = middle
-    return low, column[low].as_py()

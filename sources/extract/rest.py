@@ -38,19 +38,17 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
 import requests
 
 from sources.config import SourceSpec, TableSpec
 from sources.connections import secret_from_env
-from sources.errors import ConfigError, ContractError, SourceReadError
+from sources.errors import ConfigError, SourceReadError
 from sources.extract.base import Extract
-from sources.extract.files import cast_batch
+from sources.extract.arrow import records_to_batches
 from sources.extract.postgres import cursor_type, lower_bound
 from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("sources.rest")
-ROWS_PER_BATCH = 10_000
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 60.0
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -326,79 +324,6 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
         _ = number
     raise SourceReadError(f"more than {p['max_pages']} pages", **client.where,
                           hint="raise pagination.max_pages in the declaration if the API really has that many")
-
-
-class LoneSurrogate(ContractError):
-    """A text value with a lone UTF-16 surrogate (a JSON ``"\\ud800"`` escape): not UTF-8 text."""
-
-
-def _encodes(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return True
-    except UnicodeEncodeError:
-        return False
-
-
-def _to_text(value: Any, type_name: str) -> str | None:
-    if value is None:
-        return None
-    if type_name == "json":
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    return str(value)
-
-
-def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec, where: dict[str, str],
-                       drift: dict[str, list[str]] | None = None) -> Iterator[pa.RecordBatch]:
-    """Map records to the declared columns in batches of ROWS_PER_BATCH (missing keys -> NULL).
-
-    ``drift``, when given, is filled once every record is read: ``missing``, declared keys that no
-    record had (their column is all NULL); ``ignored``, keys no column is declared for (at most 100).
-    """
-    names = table.column_names
-    declared, seen, ignored = set(names), set(), set()
-    types = [c.type.name for c in table.columns]
-    text_schema = pa.schema([pa.field(n, pa.string()) for n in names])
-    buffer: list[dict[str, Any]] = []
-    first_row = 1
-
-    def flush() -> pa.RecordBatch:
-        arrays = []
-        for n, t in zip(names, types):
-            texts = [_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer]
-            try:
-                arrays.append(pa.array(texts, pa.string()))
-            except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") is no UTF-8 text
-                index = next(i for i, v in enumerate(texts) if v is not None and not _encodes(v))
-                raise LoneSurrogate("text value holds a lone UTF-16 surrogate (a broken \\uXXXX escape in the "
-                                    "JSON), which is not valid UTF-8", **where, row=first_row + index, field=n,
-                                    hint="fix the record at the API; nothing of this batch was landed") from None
-        return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where)
-
-    for records in pages_:
-        for record in records:
-            if not isinstance(record, dict):
-                raise SourceReadError(f"record {first_row + len(buffer)} is a {type(record).__name__}, not an object",
-                                      **where, row=first_row + len(buffer))
-            if drift is not None:
-                if len(seen) < len(declared):
-                    seen.update(declared.intersection(record))
-                if len(ignored) < 100 and not declared.issuperset(record):
-                    ignored.update(k for k in record if k not in declared)
-            buffer.append(record)
-            if len(buffer) >= ROWS_PER_BATCH:
-                yield flush()
-                first_row += len(buffer)
-                buffer = []
-    if buffer:
-        yield flush()
-    if drift is not None:
-        drift["missing"] = [n for n in names if n not in seen] if first_row > 1 or buffer else []
-        drift["ignored"] = sorted(ignored)[:100]
 
 
 def _closing(client: RestClient, pages_: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

@@ -62,7 +62,7 @@ class Project:
                         data_dir=data / "jaffle-data", gateway=self.env.get("ELT_GATEWAY", "duckdb"))
 
     def history(self):  # type: ignore[no-untyped-def]
-        from orchestrator.history import History
+        from orchestrator.observe.history import History
 
         return History.open(self.settings())
 

@@ -205,7 +205,7 @@ def test_dags_test_runs_each_job_and_a_landed_load_queues_the_transform(world: A
 
 
 def test_a_held_job_lock_makes_the_task_skipped_and_emits_nothing(world: AirflowWorld) -> None:
-    from orchestrator.locks import make_lock
+    from orchestrator.scheduling.locks import make_lock
 
     events_before = world.state()["events"]
     lock = make_lock(world.project.settings(), "job:jaffle_shop")

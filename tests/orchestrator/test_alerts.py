@@ -119,7 +119,7 @@ def test_a_failing_channel_logs_its_name_and_status_only(monkeypatch: pytest.Mon
     import smtplib
     import urllib.error
 
-    from orchestrator import alerts
+    from orchestrator.observe import alerts
     from sources import logs
 
     url = "https://hooks.example.invalid/services/T000/B000/secret-token"

@@ -12,7 +12,7 @@ import duckdb
 import psycopg2
 import pytest
 
-from orchestrator.freshness import Freshness, evaluate, render
+from orchestrator.observe.freshness import Freshness, evaluate, render
 from sources.config import DECLARATIONS_DIR
 from sources.load.base import LEDGER_COLUMNS
 from tests.orchestrator.conftest import Project

@@ -19,9 +19,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestrator.loading import load_source_into_warehouse
+from orchestrator.scheduling.loading import load_source_into_warehouse
 from orchestrator.settings import Settings
-from orchestrator.transform import transform
+from orchestrator.transform.run import transform
 from sources import failpoints
 from tests.conftest import BIN, copy_project, project_env, run
 

@@ -53,7 +53,7 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
 def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path, tmp_path: Path) -> None:
     import subprocess
 
-    from orchestrator.locks import FileLock, lock_dir
+    from orchestrator.scheduling.locks import FileLock, lock_dir
     from tests.conftest import BIN
     from tests.orchestrator.conftest import wait_for
 
@@ -80,7 +80,7 @@ def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path
 
 
 def test_a_hand_run_load_never_overlaps_a_running_job_of_its_source(project: Project, small_jaffle: Path) -> None:
-    from orchestrator.locks import FileLock, lock_dir
+    from orchestrator.scheduling.locks import FileLock, lock_dir
 
     running = FileLock("job:jaffle_shop", lock_dir(project.settings()))
     assert running.try_acquire()  # a scheduled load (or a backfill) of jaffle_shop is running

@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from orchestrator.locks import PgAdvisoryLock
+from orchestrator.scheduling.locks import PgAdvisoryLock
 from sources.connections import PostgresSettings
 from tests.orchestrator.conftest import Project, wait_for
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
-from orchestrator.history import RunRecord
+from orchestrator.observe.history import RunRecord
 from tests.orchestrator.conftest import Project
 
 

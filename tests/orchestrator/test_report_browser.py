@@ -22,10 +22,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from orchestrator.freshness import declared_max_ages
-from orchestrator.history import RunRecord
+from orchestrator.observe.freshness import declared_max_ages
+from orchestrator.observe.history import RunRecord
 from tests.conftest import ROOT, copy_project, project_env
-from orchestrator.runner import utcnow
+from orchestrator.scheduling.runner import utcnow
 from tests.orchestrator.conftest import Project
 from tests.orchestrator.conftest import test_jobs as command_jobs  # not collected as a test
 

@@ -10,8 +10,8 @@ import psycopg2
 import pytest
 from psycopg2 import errors as pg_errors
 
-from orchestrator import worker
-from orchestrator.transform import AuditFailure, TransformFailed
+from orchestrator.scheduling import worker
+from orchestrator.transform.run import AuditFailure, TransformFailed
 from sources.errors import ConfigError, ContractError, RawLoadError, SourceReadError
 
 

@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from orchestrator.locks import FileLock, lock_dir
+from orchestrator.scheduling.locks import FileLock, lock_dir
 from tests.orchestrator.conftest import Project, wait_for
 
 
@@ -128,7 +128,7 @@ def test_every_json_log_line_of_a_run_carries_run_id_job_and_source(project: Pro
     assert all(line["job"] == "jaffle_shop" and line["source"] == "jaffle_shop" and line["run_id"] for line in lines)
     [last] = [line for line in lines if line["event"] == "job did not succeed"]
     assert last["next"] == f"elt run-show {last['run_id']}" and "does not exist" in last["error"]
-    assert any(line["event"] == "attempt failed" and line["logger"] == "orchestrator.worker" for line in lines)
+    assert any(line["event"] == "attempt failed" and line["logger"] == "orchestrator.scheduling.worker" for line in lines)
 
 
 def test_serve_ticks_in_a_loop_and_stops_on_sigterm(project: Project) -> None:
@@ -148,8 +148,8 @@ def test_a_run_that_finishes_while_the_tick_looks_is_not_marked_abandoned(projec
     frees its lock after writing its status: the tick must keep that status, and alert nobody."""
     from datetime import datetime
 
-    from orchestrator.history import RunRecord
-    from orchestrator.runner import mark_abandoned
+    from orchestrator.observe.history import RunRecord
+    from orchestrator.scheduling.runner import mark_abandoned
 
     history = project.history()
     started = datetime(2026, 11, 25, 6, 0)
@@ -192,8 +192,8 @@ def test_the_transform_waits_for_all_its_locks_within_one_timeout(monkeypatch, t
     """Three busy locks, each freed after 0.4 of the transform's timeout: waiting for each up to the
     timeout would take 1.2 timeouts in all; the waits share one deadline, so the third is reported
     busy. (A fake clock: the locks advance it as a real wait would.)"""
-    from orchestrator import runner
-    from orchestrator.jobs import Job
+    from orchestrator.scheduling import runner
+    from orchestrator.scheduling.jobs import Job
 
     clock = {"now": 1000.0}
     timeout = 100

@@ -9,7 +9,7 @@ import pytest
 from sqlglot import parse_one
 from sqlmesh.core.model import SqlModel, create_sql_model
 
-from orchestrator.schedule import Cron, CronError, due_runs, retry_delay
+from orchestrator.scheduling.schedule import Cron, CronError, due_runs, retry_delay
 
 
 def test_fields_ranges_steps_lists_and_aliases() -> None:
@@ -81,7 +81,7 @@ def test_invalid_cron_names_the_field_and_sqlmesh_refuses_it_too(text: str, fiel
 
 
 def test_a_job_with_an_invalid_schedule_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.jobs import all_jobs
+    from orchestrator.scheduling.jobs import all_jobs
     from orchestrator.settings import Settings
     from sources.errors import ConfigError
 

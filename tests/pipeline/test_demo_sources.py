@@ -12,12 +12,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestrator.loading import load_source_into_warehouse
+from orchestrator.scheduling.loading import load_source_into_warehouse
 from orchestrator.settings import Settings
-from orchestrator.transform import transform
+from orchestrator.transform.run import transform
 from sources.connections import PostgresSettings
-from sources.demo import appdb
-from sources.demo.catalog_api import CatalogAPI
+from orchestrator.demo.embedded import appdb
+from orchestrator.demo.catalog_api import CatalogAPI
 from tests.conftest import BIN, copy_project, project_env, run
 
 pytestmark = pytest.mark.slow

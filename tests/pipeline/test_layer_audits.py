@@ -8,8 +8,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from orchestrator.loading import load_source_into_warehouse
-from orchestrator.transform import TransformFailed, transform
+from orchestrator.scheduling.loading import load_source_into_warehouse
+from orchestrator.transform.run import TransformFailed, transform
 
 
 def _build(settings, folder: Path):  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@
 3. Re-extract the source into new landing batches and load them (``ingest(force=True)``: raw is
    append-only, the earlier batches stay, history shows both).
 4. Transform: the new batches are pending for the models reading the source, which restate the
-   days the batches' rows touch (orchestrator/windows.py): the window for a table read by window;
+   days the batches' rows touch (orchestrator/transform/windows.py): the window for a table read by window;
    for a source read whole (files, APIs), the days where the source really changed, which may lie
    outside the window: they are restated too and reported, never left stale.
 5. (The batches are recorded as consumed with that restatement: a later transform redoes nothing.)
@@ -30,15 +30,15 @@ from typing import Any, TextIO
 
 from sqlglot import exp
 
-from orchestrator.locks import make_lock
-from orchestrator.runner import transform_lock_names
+from orchestrator.scheduling.locks import make_lock
+from orchestrator.scheduling.runner import transform_lock_names
 from orchestrator.settings import Settings
-from orchestrator.windows import create_meta_table
+from orchestrator.transform.windows import create_meta_table
 from sources.config import load_source
 from sources.errors import ConfigError, LoaderError
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.backfill")
+log = get_logger("orchestrator.transform.backfill")
 
 
 @dataclass
@@ -121,7 +121,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
              out: TextIO | None = None) -> list[MartDiff]:
     from sqlmesh.utils.errors import SQLMeshError
 
-    from orchestrator.transform import TransformFailed, make_context, transform
+    from orchestrator.transform.run import TransformFailed, make_context, transform
 
     out = out or sys.stdout
     if end < start:
@@ -138,7 +138,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             held.append(lock)
         # step 1-2 in a child process: DuckDB allows one writing process per file, and a SQLMesh
         # context keeps its connection open until the process exits; the load (step 3) is another one
-        prep = subprocess.run([sys.executable, "-m", "orchestrator.backfill", "prepare"],
+        prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare"],
                               capture_output=True, text=True, cwd=settings.project_root)
         if prep.returncode != 0:
             raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
@@ -202,7 +202,7 @@ def _outside(restated: str, start: date, end: date) -> bool:
 def prepare(settings: Settings) -> int:
     """Steps 1-2, in their own process: transform pending batches, then record the marts' row
     hashes in the warehouse (``elt_meta.backfill_before``)."""
-    from orchestrator.transform import make_context, transform
+    from orchestrator.transform.run import make_context, transform
 
     ctx, _ = make_context(settings, quiet=True)
     try:
@@ -233,4 +233,4 @@ if __name__ == "__main__":
         except Exception as exc:  # noqa: BLE001
             print(str(exc), file=sys.stderr)
             sys.exit(1)
-    sys.exit("usage: python -m orchestrator.backfill prepare (used by `elt backfill`)")
+    sys.exit("usage: python -m orchestrator.transform.backfill prepare (used by `elt backfill`)")

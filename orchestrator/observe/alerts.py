@@ -34,7 +34,7 @@ from orchestrator.settings import Settings
 from sources.connections import secret_from_env
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.alerts")
+log = get_logger("orchestrator.observe.alerts")
 
 
 @dataclass
@@ -205,7 +205,7 @@ def on_job_result(settings: Settings, history: Any, job: Any, result: Any, now: 
 
 
 def job_impact(settings: Settings, job: Any) -> list[str]:
-    from orchestrator.freshness import impact, model_graph
+    from orchestrator.observe.freshness import impact, model_graph
 
     if job.kind == "load" and job.source:
         from sources.config import load_source
@@ -219,7 +219,7 @@ def job_impact(settings: Settings, job: Any) -> list[str]:
 
 def on_freshness(settings: Settings, history: Any, results: list[Any], now: datetime) -> list[Alert]:
     """Alert when a table or mart turns stale, and when it is fresh again. Unknown changes nothing."""
-    from orchestrator.freshness import impact
+    from orchestrator.observe.freshness import impact
 
     alerts = []
     for f in results:

@@ -28,11 +28,11 @@ from typing import Any
 import jinja2
 from sqlglot import exp
 
-from orchestrator.freshness import Freshness, _human, _naive, _warehouse, evaluate
-from orchestrator.history import History, RunRecord
-from orchestrator.runner import utcnow
+from orchestrator.observe.freshness import Freshness, _human, _naive, _warehouse, evaluate
+from orchestrator.observe.history import History, RunRecord
+from orchestrator.scheduling.runner import utcnow
 from orchestrator.settings import Settings
-from orchestrator.status import set_aside_batches
+from orchestrator.observe.status import set_aside_batches
 from sources.logs import redact_userinfo
 
 LAYERS = ("raw", "staging", "intermediate", "marts")  # pipeline order, everywhere on the page

@@ -46,7 +46,7 @@ from orchestrator.settings import Settings
 from sources.config import load_source, parse_duration
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.freshness")
+log = get_logger("orchestrator.observe.freshness")
 
 
 HEADER = ("Age = now - the newest data in the table's time column (raw: declared event_time; mart: its "
@@ -264,7 +264,7 @@ class _Loads:
 
 def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None) -> list[Freshness] | None:
     """Freshness of every checked table and mart; ``None`` when the warehouse could not be read."""
-    from orchestrator.jobs import all_jobs
+    from orchestrator.scheduling.jobs import all_jobs
 
     if sources is None:
         sources = [j.source for j in all_jobs(settings).values() if j.kind == "load" and j.source]

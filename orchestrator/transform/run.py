@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +20,7 @@ from sqlglot import exp
 from orchestrator.settings import Settings
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.transform")
+log = get_logger("orchestrator.transform.run")
 
 
 @dataclass
@@ -282,7 +283,7 @@ WATERMARKS = "elt_meta.transform_watermarks"
 def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any, Any]:  # type: ignore[no-untyped-def]
     """Raw tables with batches loaded after the last successful transform of ``environment``, the
     newest load time, and the environment's watermark (the newest load its last success saw)."""
-    from orchestrator.windows import create_meta_table
+    from orchestrator.transform.windows import create_meta_table
 
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, WATERMARKS, "environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL")
@@ -351,7 +352,7 @@ class Restatement:
 
 def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Restatement:  # type: ignore[no-untyped-def]
     """Turn raw batches that model versions have not consumed into missing intervals, then record
-    them as consumed (orchestrator/windows.py explains why this order loses nothing)."""
+    them as consumed (orchestrator/transform/windows.py explains why this order loses nothing)."""
     from orchestrator import windows as w
     from sources import failpoints
 

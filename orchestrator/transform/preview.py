@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from orchestrator.settings import Settings
-from orchestrator.transform import TransformFailed, _describe, make_context, schema_table
+from orchestrator.transform.run import TransformFailed, _describe, make_context, schema_table
 from sources.errors import ConfigError
 
 DECIMALS = 9  # numbers are equal when equal to this many decimal places

@@ -4,7 +4,7 @@
 a loop. A tick takes the ``scheduler`` lock without waiting: while a previous tick is still running
 its jobs, the new one only does the cheap part (abandoned runs, freshness) and returns; slots that
 came due meanwhile are caught up by the next tick that gets the lock, by the catch-up policy
-(``ELT_CATCHUP``: ``combined`` by default, ``each`` or ``latest``; see orchestrator.schedule).
+(``ELT_CATCHUP``: ``combined`` by default, ``each`` or ``latest``; see orchestrator.scheduling.schedule).
 
 Order inside a tick: due load and command jobs first (in parallel on PostgreSQL, one after the
 other on DuckDB, which has one writer per file, and on Spark, whose local metastore admits one
@@ -21,16 +21,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from orchestrator.freshness import Freshness
-from orchestrator.history import History, RunRecord
-from orchestrator.jobs import Job, all_jobs
-from orchestrator.locks import make_lock
-from orchestrator.runner import JobResult, mark_abandoned, run_job, utcnow
-from orchestrator.schedule import Due, due_runs
+from orchestrator.observe.freshness import Freshness
+from orchestrator.observe.history import History, RunRecord
+from orchestrator.scheduling.jobs import Job, all_jobs
+from orchestrator.scheduling.locks import make_lock
+from orchestrator.scheduling.runner import JobResult, mark_abandoned, run_job, utcnow
+from orchestrator.scheduling.schedule import Due, due_runs
 from orchestrator.settings import Settings
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.tick")
+log = get_logger("orchestrator.scheduling.tick")
 
 
 @dataclass
@@ -98,7 +98,7 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
 
 def check_freshness(settings: Settings, history: History, now: datetime) -> list[Freshness] | None:
     """Evaluate freshness and alert on changes; never fails the tick."""
-    from orchestrator import alerts, freshness
+    from orchestrator.observe import alerts, freshness
 
     try:
         results = freshness.evaluate(settings, now)

@@ -3,7 +3,7 @@ optional extra command jobs.
 
 - ``<source>`` (kind ``load``): land and load every table of the source (``elt load <source>``);
   cron from the declaration's ``schedule``.
-- ``transform`` (kind ``transform``): ``orchestrator.transform.transform(settings, environment="prod")``;
+- ``transform`` (kind ``transform``): ``orchestrator.transform.run.transform(settings, environment="prod")``;
   cron ``ELT_TRANSFORM_SCHEDULE`` (default ``@hourly``). A tick starts it after the loads due in the
   same tick have finished, whatever their outcome (see docs/decisions/0009-orchestrator.md).
 - extra jobs from ``ELT_JOBS_FILE`` (YAML ``jobs: {name: {command: [...], schedule: ..., timeout: ...,
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.schedule import Cron, CronError
+from orchestrator.scheduling.schedule import Cron, CronError
 from orchestrator.settings import Settings
 from sources.config import parse_duration
 from sources.errors import ConfigError

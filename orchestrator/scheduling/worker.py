@@ -1,6 +1,6 @@
-"""One attempt of a load or transform job, in its own process: ``python -m orchestrator.worker JOB --result FILE``.
+"""One attempt of a load or transform job, in its own process: ``python -m orchestrator.scheduling.worker JOB --result FILE``.
 
-Started by ``orchestrator.runner`` (never by hand). It writes a JSON result (rows and bytes per
+Started by ``orchestrator.scheduling.runner`` (never by hand). It writes a JSON result (rows and bytes per
 table, watermarks before and after, audits, error class and first line, whether a retry may help)
 and exits 0 (succeeded), 75 (failed, worth retrying) or 1 (failed, not worth retrying).
 """
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.jobs import RETRYABLE_EXIT, get_job
+from orchestrator.scheduling.jobs import RETRYABLE_EXIT, get_job
 from orchestrator.settings import Settings
 from sources import logs
 from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line
@@ -61,7 +61,7 @@ def _cursors(settings: Settings, source: str, tables: list[str]) -> dict[str, An
 
 
 def run_load(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
-    from orchestrator.loading import load_source_into_warehouse
+    from orchestrator.scheduling.loading import load_source_into_warehouse
     from sources.config import load_source
 
     spec = load_source(source)
@@ -97,7 +97,7 @@ def run_load(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
 
 
 def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
-    from orchestrator.transform import TransformFailed, transform
+    from orchestrator.transform.run import TransformFailed, transform
 
     try:
         summary = transform(settings, environment="prod", quiet=True)
@@ -116,12 +116,12 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orchestrator.worker")
+    parser = argparse.ArgumentParser(prog="orchestrator.scheduling.worker")
     parser.add_argument("job")
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
     logs.configure()
-    from orchestrator import logcontext
+    from orchestrator.observe import logcontext
 
     logcontext.install()
     settings = Settings.from_env()
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     result["retryable"] = retryable
     Path(args.result).write_text(json.dumps(result))
     if result.get("error"):
-        logs.get_logger("orchestrator.worker").error(
+        logs.get_logger("orchestrator.scheduling.worker").error(
             "attempt failed", extra={"fields": {"error": result["error"], "error_class": result.get("error_class"),
                                                 "retryable": retryable}})
         return RETRYABLE_EXIT if retryable else 1

@@ -7,7 +7,7 @@
 ``as_of`` (settable while running) releases the data as it was at the end of that day, so daily
 loads can be replayed. Served on loopback by default.
 
-    python -m sources.demo.catalog_api --data data/jaffle-data --port 8765   # token: JAFFLE_CATALOG_TOKEN
+    python -m orchestrator.demo.catalog_api --data data/jaffle-data --port 8765   # token: JAFFLE_CATALOG_TOKEN
 """
 
 from __future__ import annotations

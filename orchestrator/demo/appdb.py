@@ -6,7 +6,7 @@ day ``as_of``: orders placed that day or before, their items, the customers who 
 then (customers who never order exist from the first day), and the tweets posted by then. Each row's ``updated_at`` is when it
 appeared, which is what incremental extraction keys on. Releasing is idempotent.
 
-    python -m sources.demo.appdb --data data/jaffle-data --as-of 2018-09-10   # settings: JAFFLE_APP_*
+    python -m orchestrator.demo.appdb --data data/jaffle-data --as-of 2018-09-10   # settings: JAFFLE_APP_*
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ import sys
 from datetime import datetime
 from typing import Any, TextIO
 
-from orchestrator.history import History, RunRecord
-from orchestrator.jobs import all_jobs
-from orchestrator.runner import utcnow
+from orchestrator.observe.history import History, RunRecord
+from orchestrator.scheduling.jobs import all_jobs
+from orchestrator.scheduling.runner import utcnow
 from orchestrator.settings import Settings
 from sources.logs import redact_userinfo
 
@@ -94,7 +94,7 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
 def set_aside_batches(settings: Settings) -> list[tuple[Any, ...]] | None:
     """(source, table, batch id, rows, by, at, reason) of every set-aside batch, oldest first, as the
     warehouse records them; ``None`` if the warehouse is busy (a load holds DuckDB) or unreachable."""
-    from orchestrator.freshness import _warehouse
+    from orchestrator.observe.freshness import _warehouse
 
     try:
         with _warehouse(settings) as query:

@@ -32,7 +32,7 @@ from psycopg2 import sql
 from sources.connections import PostgresSettings, secret_from_env
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.serving")
+log = get_logger("orchestrator.integrations.bi")
 SERVED_SCHEMA = "marts"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
 

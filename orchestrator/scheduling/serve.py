@@ -13,11 +13,11 @@ import time
 from orchestrator.settings import Settings
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.serve")
+log = get_logger("orchestrator.scheduling.serve")
 
 
 def serve(settings: Settings, *, interval_s: float = 60.0, max_ticks: int | None = None) -> int:
-    from orchestrator.tick import tick
+    from orchestrator.scheduling.tick import tick
 
     stop = {"now": False}
 

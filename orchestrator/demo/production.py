@@ -24,11 +24,11 @@ from contextlib import ExitStack
 from dataclasses import replace
 from datetime import date
 
-from orchestrator.demo import demo_data, print_summary
-from orchestrator.loading import load_source_into_warehouse, print_load_report
-from orchestrator.locks import LockBusy, holding
+from orchestrator.demo.embedded import demo_data, print_summary
+from orchestrator.scheduling.loading import load_source_into_warehouse, print_load_report
+from orchestrator.scheduling.locks import LockBusy, holding
 from orchestrator.settings import Settings
-from orchestrator.transform import TransformFailed, transform
+from orchestrator.transform.run import TransformFailed, transform
 from sources.config import load_source
 from sources.connections import PostgresSettings
 from sources.errors import ConfigError
@@ -128,8 +128,8 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     if data_dir is None:
         return 2
 
-    from sources.demo import appdb
-    from sources.demo.catalog_api import CatalogAPI
+    from orchestrator.demo.embedded import appdb
+    from orchestrator.demo.catalog_api import CatalogAPI
 
     app = app_settings(settings)
     ensure_database(warehouse, app)

@@ -15,7 +15,7 @@ runs the model intervals SQLMesh finds due when nothing landed, or when a source
 
 Example (``job_timeout_s``, Airflow's backstop, is what ``elt run-job`` may legitimately take):
 
->>> from orchestrator.jobs import Job
+>>> from orchestrator.scheduling.jobs import Job
 >>> job_timeout_s(Job("shop", "load", "@daily", timeout_s=900, max_attempts=2), retry=(30, 600))
 2430
 """
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.jobs import Job, all_jobs
+from orchestrator.scheduling.jobs import Job, all_jobs
 from orchestrator.settings import Settings
 
 # The supervisor's own work around the attempts: history writes, killing a timed-out process
@@ -88,11 +88,11 @@ def job_timeout_s(job: Job, *, retry: tuple[float, float] | None = None, lock_wa
     """The longest ``elt run-job`` can take within the job's own limits, plus the supervisor's grace.
 
     ``lock_waits``: 1 for the transform, which waits at most ``timeout_s`` in all for the load locks
-    and ``sqlmesh:prod`` before it starts (orchestrator/runner.py), then ``max_attempts`` attempts each killed at ``timeout_s``, with the backoff
+    and ``sqlmesh:prod`` before it starts (orchestrator/scheduling/runner.py), then ``max_attempts`` attempts each killed at ``timeout_s``, with the backoff
     ceilings between them (``retry``: base and cap seconds, default from ``ELT_RETRY_BASE_S`` /
     ``ELT_RETRY_CAP_S``). Airflow killing earlier would cut a legitimate retry short.
     """
-    from orchestrator.runner import _retry_settings
+    from orchestrator.scheduling.runner import _retry_settings
 
     base, cap = retry or _retry_settings()
     backoff = sum(min(cap, base * 2 ** (attempt - 1)) for attempt in range(1, job.max_attempts))

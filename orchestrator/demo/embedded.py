@@ -15,15 +15,15 @@ from pathlib import Path
 
 from sqlglot import exp
 
-from orchestrator.loading import load_source_into_warehouse, print_load_report
-from orchestrator.locks import LockBusy, holding
+from orchestrator.scheduling.loading import load_source_into_warehouse, print_load_report
+from orchestrator.scheduling.locks import LockBusy, holding
 from orchestrator.settings import Settings
 from sources.logs import redact_userinfo
-from orchestrator.transform import TransformFailed, make_context, transform
+from orchestrator.transform.run import TransformFailed, make_context, transform
 from sources.config import load_source
 from sources.logs import get_logger
 
-log = get_logger("orchestrator.demo")
+log = get_logger("orchestrator.demo.embedded")
 SOURCE = "jaffle_shop"
 MARTS = ("customers", "orders", "order_items", "products", "locations", "supplies")
 

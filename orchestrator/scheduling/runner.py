@@ -26,14 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.history import History, RunRecord
-from orchestrator.jobs import RETRYABLE_EXIT, TRANSFORM, Job
-from orchestrator.locks import make_lock
-from orchestrator.schedule import retry_delay
+from orchestrator.observe.history import History, RunRecord
+from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
+from orchestrator.scheduling.locks import make_lock
+from orchestrator.scheduling.schedule import retry_delay
 from orchestrator.settings import Settings
 from sources.logs import get_logger, redact_userinfo
 
-log = get_logger("orchestrator.runner")
+log = get_logger("orchestrator.scheduling.runner")
 
 
 def utcnow() -> datetime:
@@ -65,7 +65,7 @@ def _retry_settings() -> tuple[float, float]:
 def run_job(settings: Settings, job: Job, *, now: Callable[[], datetime] = utcnow, **kwargs: Any) -> JobResult:
     """Run ``job`` to completion (all attempts) unless another run of it holds its lock; alert on a
     change of its state (failed / recovered). ``kwargs``: see ``_run_job``."""
-    from orchestrator.logcontext import run_context
+    from orchestrator.observe.logcontext import run_context
 
     run_id = kwargs.pop("run_id", None) or uuid.uuid4().hex[:12]
     with run_context(run_id=run_id, job=job.name, source=job.source):
@@ -77,7 +77,7 @@ def run_job(settings: Settings, job: Job, *, now: Callable[[], datetime] = utcno
 def notify_job(settings: Settings, job: Job, result: JobResult, when: datetime) -> None:
     """Alert on a state change; a broken alert path is logged and never fails the run."""
     try:
-        from orchestrator.alerts import on_job_result
+        from orchestrator.observe.alerts import on_job_result
 
         on_job_result(settings, History.open(settings), job, result, when)
     except Exception as exc:  # noqa: BLE001
@@ -135,7 +135,7 @@ def _run_job(
 def transform_lock_names(settings: Settings) -> list[str]:
     """The locks anything that plans prod over raw holds, in the one order every holder takes them:
     every load job's lock (by name), then ``sqlmesh:prod`` (the lock of `elt transform`)."""
-    from orchestrator.jobs import all_jobs
+    from orchestrator.scheduling.jobs import all_jobs
 
     loads = sorted(j.lock_name for j in all_jobs(settings, filtered=False).values() if j.kind == "load")
     return [*loads, "sqlmesh:prod"]
@@ -190,7 +190,7 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
 def worker_command(job: Job, result_file: Path) -> list[str]:
     if job.kind == "command":
         return list(job.command)
-    return [sys.executable, "-m", "orchestrator.worker", job.name, "--result", str(result_file)]
+    return [sys.executable, "-m", "orchestrator.scheduling.worker", job.name, "--result", str(result_file)]
 
 
 def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: Any) -> dict[str, Any]:
@@ -296,7 +296,7 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
     The lock is held by every process of a live run (supervisor and inherited by the attempt), and
     the kernel or PostgreSQL releases it when they die, so a free lock is proof of death.
     """
-    from orchestrator.jobs import all_jobs
+    from orchestrator.scheduling.jobs import all_jobs
 
     jobs = all_jobs(settings, filtered=False)
     abandoned = []

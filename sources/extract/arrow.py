@@ -1,0 +1,147 @@
+"""Arrow helpers shared by the extractors (files, REST): the declared schema, casting a batch of
+text to the declared types with the first bad row and field named, and JSON records mapped to
+the declared columns. Below both extractors, so neither imports the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sources.config import TableSpec
+from sources.contracts import check_values
+from sources.errors import ContractError, SourceReadError
+
+ROWS_PER_BATCH = 10_000
+
+
+def arrow_schema(table: TableSpec) -> pa.Schema:
+    return pa.schema([pa.field(c.name, c.type.arrow) for c in table.columns])
+
+
+def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str]) -> pa.RecordBatch:
+    """Cast every column to its declared type; name the first row and field that do not cast, or
+    whose value no raw store can hold (``sources.contracts.check_values``)."""
+    arrays = []
+    for spec in table.columns:
+        column = batch.column(spec.name)
+        target = spec.type.arrow
+        if column.type == target:
+            arrays.append(column)
+            continue
+        if pa.types.is_string(column.type) and not pa.types.is_string(target):
+            # Empty text is "no value" for every non-text type.
+            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+        try:
+            arrays.append(_cast(column, target))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            offset, value = _first_bad_value(column, target)
+            raise ContractError(
+                f"value {value!r} is not a valid {spec.type.name} ({exc})", **where, row=first_row + offset,
+                field=spec.name, hint="fix the source row, or change the column's type in the source declaration",
+            ) from exc
+    cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
+    check_values(cast, first_row=first_row, where=where)  # what the raw stores cannot hold
+    return cast
+
+
+def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
+    """``pc.cast``, reading zone-less text as UTC for a zone-aware timestamp (all times are UTC)."""
+    try:
+        return pc.cast(column, target)
+    except pa.ArrowInvalid:
+        if not (pa.types.is_timestamp(target) and target.tz and pa.types.is_string(column.type)):
+            raise
+        return pc.cast(pc.cast(column, pa.timestamp(target.unit)), target)
+
+
+def _first_bad_value(column: pa.Array, target: pa.DataType) -> tuple[int, object]:
+    """Find the first value that fails the cast (only on the error path): halves the column
+    until one value is left, a few dozen casts whatever its length."""
+    low, high = 0, len(column)  # the first bad value is at low..high-1
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            _cast(column.slice(low, middle - low), target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            high = middle
+        else:
+            low = middle
+    return low, column[low].as_py()
+
+
+class LoneSurrogate(ContractError):
+    """A text value with a lone UTF-16 surrogate (a JSON ``"\\ud800"`` escape): not UTF-8 text."""
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _to_text(value: Any, type_name: str) -> str | None:
+    if value is None:
+        return None
+    if type_name == "json":
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec, where: dict[str, str],
+                       drift: dict[str, list[str]] | None = None) -> Iterator[pa.RecordBatch]:
+    """Map records to the declared columns in batches of ROWS_PER_BATCH (missing keys -> NULL).
+
+    ``drift``, when given, is filled once every record is read: ``missing``, declared keys that no
+    record had (their column is all NULL); ``ignored``, keys no column is declared for (at most 100).
+    """
+    names = table.column_names
+    declared, seen, ignored = set(names), set(), set()
+    types = [c.type.name for c in table.columns]
+    text_schema = pa.schema([pa.field(n, pa.string()) for n in names])
+    buffer: list[dict[str, Any]] = []
+    first_row = 1
+
+    def flush() -> pa.RecordBatch:
+        arrays = []
+        for n, t in zip(names, types):
+            texts = [_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer]
+            try:
+                arrays.append(pa.array(texts, pa.string()))
+            except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") is no UTF-8 text
+                index = next(i for i, v in enumerate(texts) if v is not None and not _encodes(v))
+                raise LoneSurrogate("text value holds a lone UTF-16 surrogate (a broken \\uXXXX escape in the "
+                                    "JSON), which is not valid UTF-8", **where, row=first_row + index, field=n,
+                                    hint="fix the record at the API; nothing of this batch was landed") from None
+        return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where)
+
+    for records in pages_:
+        for record in records:
+            if not isinstance(record, dict):
+                raise SourceReadError(f"record {first_row + len(buffer)} is a {type(record).__name__}, not an object",
+                                      **where, row=first_row + len(buffer))
+            if drift is not None:
+                if len(seen) < len(declared):
+                    seen.update(declared.intersection(record))
+                if len(ignored) < 100 and not declared.issuperset(record):
+                    ignored.update(k for k in record if k not in declared)
+            buffer.append(record)
+            if len(buffer) >= ROWS_PER_BATCH:
+                yield flush()
+                first_row += len(buffer)
+                buffer = []
+    if buffer:
+        yield flush()
+    if drift is not None:
+        drift["missing"] = [n for n in names if n not in seen] if first_row > 1 or buffer else []
+        drift["ignored"] = sorted(ignored)[:100]
