@@ -130,7 +130,7 @@ def pg_new_day(years: int, src: Path) -> dict[str, object]:
     """Full build from the app database read by cursor, then one new day released and transformed."""
     sys.path.insert(0, str(ROOT))
     from sources.connections import PostgresSettings
-    from orchestrator.demo.embedded import appdb
+    from orchestrator.demo import appdb
     from tests.servers import postgres_server
 
     with open(src / "raw_orders.csv") as fh:

@@ -128,7 +128,7 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     if data_dir is None:
         return 2
 
-    from orchestrator.demo.embedded import appdb
+    from orchestrator.demo import appdb
     from orchestrator.demo.catalog_api import CatalogAPI
 
     app = app_settings(settings)

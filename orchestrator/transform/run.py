@@ -353,7 +353,7 @@ class Restatement:
 def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Restatement:  # type: ignore[no-untyped-def]
     """Turn raw batches that model versions have not consumed into missing intervals, then record
     them as consumed (orchestrator/transform/windows.py explains why this order loses nothing)."""
-    from orchestrator import windows as w
+    from orchestrator.transform import windows as w
     from sources import failpoints
 
     adapter = ctx.engine_adapter

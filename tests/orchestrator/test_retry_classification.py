@@ -54,7 +54,7 @@ def test_not_retried(exc: BaseException) -> None:
 
 def test_a_failed_audit_is_not_retried_but_a_dropped_connection_is(monkeypatch: pytest.MonkeyPatch,
                                                                    tmp_path: Path) -> None:
-    from orchestrator import transform as transform_module
+    from orchestrator.transform import run as transform_module
 
     failure = AuditFailure("marts.orders", "unique_values", 2, {"order_id": "o1"}, "SELECT ...")
     raised: list[TransformFailed] = [

@@ -16,7 +16,7 @@ from orchestrator.scheduling.loading import load_source_into_warehouse
 from orchestrator.settings import Settings
 from orchestrator.transform.run import transform
 from sources.connections import PostgresSettings
-from orchestrator.demo.embedded import appdb
+from orchestrator.demo import appdb
 from orchestrator.demo.catalog_api import CatalogAPI
 from tests.conftest import BIN, copy_project, project_env, run
 
