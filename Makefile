@@ -29,11 +29,14 @@ demo: $(STAMP)
 demo-production: $(STAMP)
 	$(BIN)/elt demo --production
 
+# Two workers, a test file per worker at a time (its module fixtures stay in one process);
+# TEST_WORKERS=0 runs everything in this process (easier to debug one test).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow and not ui"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not ui"
 
 ui: $(STAMP)
 	$(BIN)/sqlmesh ui --host 127.0.0.1 --port 8000
