@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -30,7 +30,7 @@ from sources.errors import LoaderError, first_line
 from sources import failpoints
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
-from sources.landing.store import Landing
+from sources.landing.store import LandedBatches, Landing
 from sources.load.base import RawStore
 from sources.logs import Progress, get_logger
 
@@ -92,7 +92,7 @@ def _limit_malloc_arenas(arenas: int = 4) -> None:
         pass
 
 
-def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: list[Manifest], *,
+def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: Sequence[Manifest], *,
                  location: str | None, force: bool, window: tuple[str, str] | None = None) -> Iterator[Extract]:
     if spec.kind == "files":
         from sources.extract import files
@@ -149,8 +149,8 @@ def ingest(
                     # same content are two deliveries, and a snapshot file is compared by checksum.
                     snapshot = spec.kind in ("postgres", "rest_api") and not table.cursor_field
                     # compared with the latest batch raw may hold: a set-aside one never reached raw
-                    kept = [m for m in landed if m.batch_id not in outcome.set_aside]
-                    previous = kept[-1] if (kept and snapshot and not force) else None
+                    kept = [b for b in landed.ids if b not in outcome.set_aside]
+                    previous = landed.manifest(kept[-1]) if (kept and snapshot and not force) else None
                     # a whole read (no cursor, no backfill window of a windowed table, not one new file
                     # of a pattern) is a snapshot: raw gains its changes and deletions only
                     whole = (not table.cursor_field and not (window and table.window_column)
@@ -296,19 +296,22 @@ def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) ->
 
 
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
-                  fresh: set[str] | None = None) -> list[Manifest]:
+                  fresh: set[str] | None = None) -> LandedBatches:
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
     Checksums are verified before applying, except for ``fresh`` batches landed by this run.
     Set-aside batches are skipped (listed in ``outcome.set_aside``).
-    Returns the table's landed batches (read once, for the caller to reuse).
+    Returns the table's landed batches (listed once, for the caller to reuse): only the pending
+    batches' manifests are read here, so a run with nothing pending reads none, however many
+    batches the table has landed.
     """
     done = raw.loaded_batch_ids(spec.name, table.name)
     aside = set_aside_ids(spec, table, landing, raw, done)
-    landed = list(landing.batches(spec.name, table.name))
-    for manifest in landed:
-        if manifest.batch_id in done:
+    landed = landing.landed(spec.name, table.name)  # ids from one listing; manifests read when needed
+    for batch_id in landed.ids:
+        if batch_id in done:  # the ledger says so: its manifest is not even read
             continue
+        manifest = landed.manifest(batch_id)
         if manifest.batch_id in aside:
             if manifest.batch_id not in outcome.set_aside:
                 outcome.set_aside.append(manifest.batch_id)
@@ -359,7 +362,7 @@ def land_file_table(spec: SourceSpec, table: TableSpec, file: Path, landing: Lan
     """Land one table's file now, without loading it (used by tests simulating a crash before raw)."""
     from sources.extract import files
 
-    landed = list(landing.batches(spec.name, table.name))
+    landed = landing.landed(spec.name, table.name)
     for item in files.extracts(spec, table, location=str(file.parent), landed=landed, force=force):
         return land(spec, item, landing)
     return None

@@ -74,9 +74,8 @@ def run_load(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
     for o in outcomes:
         nbytes = 0
         if o.landed:
-            for manifest in landing.batches(source, o.table):
-                if manifest.batch_id in o.landed:
-                    nbytes += sum(f.bytes for f in manifest.files)
+            for batch_id in o.landed:  # only the manifests of this run's batches
+                nbytes += sum(f.bytes for f in landing.manifest(source, o.table, batch_id).files)
         total_bytes += nbytes
         tables[o.table] = {"status": o.status, "rows": o.rows_applied, "bytes": nbytes, "batches": o.applied, "set_aside": o.set_aside,
                            "error": first_line(o.error) if o.error else None}

@@ -29,7 +29,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,8 +112,10 @@ def scan(file: SourceFile) -> tuple[str, int]:
     return digest.hexdigest(), quotes
 
 
-def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: list[Manifest], force: bool = False) -> Iterator[Extract]:
-    """The extracts to land for ``table``: its file if it changed, or each new file of its pattern."""
+def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Sequence[Manifest], force: bool = False) -> Iterator[Extract]:
+    """The extracts to land for ``table``: its file if it changed (compared with the latest landed
+    batch's manifest only), or each new file of its pattern (every landed manifest is read: the
+    set of files already landed)."""
     where = {"source": spec.name, "table": table.name}
     fs, base, prefix = resolve_location(location)
     if table.file:

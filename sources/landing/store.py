@@ -26,11 +26,11 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -358,17 +358,36 @@ class Landing:
                 shutil.rmtree(path, ignore_errors=True)
 
     # -- reading -----------------------------------------------------------------------------
-    def _batch_dirs(self, source: str, table: str) -> list[str]:
+    def _listing(self, source: str, table: str) -> dict[str, list[pafs.FileInfo]]:
+        """Every batch folder of a table with the files under it, from one recursive listing (on
+        S3, one LIST per 1,000 objects); dot folders (set-aside records) are not batches."""
         base = self.table_dir(source, table)
-        infos = self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=False))
-        return sorted(i.path for i in infos if i.type == pafs.FileType.Directory and not i.base_name.startswith("."))
+        folders: dict[str, list[pafs.FileInfo]] = {}
+        for info in self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=True)):
+            batch_id, _, rest = info.path[len(base):].strip("/").partition("/")
+            if not batch_id or batch_id.startswith("."):
+                continue
+            files = folders.setdefault(batch_id, [])
+            if rest and info.type == pafs.FileType.File:
+                files.append(info)
+        return folders
+
+    def batch_ids(self, source: str, table: str) -> list[str]:
+        """The ids of a table's complete batches (those with a manifest), oldest first, from one
+        listing: no manifest is read."""
+        folders = self._listing(source, table)
+        return sorted(b for b, files in folders.items() if any(f.base_name == MANIFEST_NAME for f in files))
+
+    def landed(self, source: str, table: str) -> LandedBatches:
+        """A table's complete batches, oldest first; a manifest is read only when it is asked for."""
+        return LandedBatches(self, source, table, self.batch_ids(source, table))
 
     def batches(self, source: str, table: str) -> Iterator[Manifest]:
-        """Every complete batch of a table, oldest first."""
-        for batch_dir in self._batch_dirs(source, table):
-            manifest_path = f"{batch_dir}/{MANIFEST_NAME}"
-            if self.fs.get_file_info(manifest_path).type == pafs.FileType.File:
-                yield self.read_manifest(manifest_path)
+        """Every complete batch of a table, oldest first (each manifest read)."""
+        yield from self.landed(source, table)
+
+    def manifest(self, source: str, table: str, batch_id: str) -> Manifest:
+        return self.read_manifest(f"{self.batch_dir(source, table, batch_id)}/{MANIFEST_NAME}")
 
     def read_manifest(self, path: str) -> Manifest:
         try:
@@ -480,25 +499,57 @@ class Landing:
         """
         removed = []
         min_age = 0.0 if self.is_local else float(os.environ.get("ELT_SWEEP_MIN_AGE_S", "3600"))
-        for batch_dir in self._batch_dirs(source, table):
-            if self.fs.get_file_info(f"{batch_dir}/{MANIFEST_NAME}").type == pafs.FileType.NotFound:
-                if min_age and self._newest_age_s(batch_dir) < min_age:
-                    continue
-                self.fs.delete_dir_contents(batch_dir, missing_dir_ok=True)
-                if self.is_local:
-                    shutil.rmtree(batch_dir, ignore_errors=True)
-                removed.append(batch_dir)
+        for batch_id, files in sorted(self._listing(source, table).items()):
+            if any(f.base_name == MANIFEST_NAME for f in files):
+                continue
+            batch_dir = self.batch_dir(source, table, batch_id)
+            if min_age and _age_s(files) < min_age:
+                continue
+            self.fs.delete_dir_contents(batch_dir, missing_dir_ok=True)
+            if self.is_local:
+                shutil.rmtree(batch_dir, ignore_errors=True)
+            removed.append(batch_dir)
         return removed
 
-    def _newest_age_s(self, batch_dir: str) -> float:
-        infos = self.fs.get_file_info(pafs.FileSelector(batch_dir, recursive=True, allow_not_found=True))
-        times = [i.mtime for i in infos if i.mtime is not None]
-        if not times:
-            return float("inf")
-        newest = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
-        return (datetime.now(UTC) - newest).total_seconds()
+def _age_s(files: list[pafs.FileInfo]) -> float:
+    """Seconds since the newest of ``files`` was written (infinite when none has a time)."""
+    times = [f.mtime for f in files if f.mtime is not None]
+    if not times:
+        return float("inf")
+    newest = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
+    return (datetime.now(UTC) - newest).total_seconds()
 
 
 def LocalLanding(root: Path | str) -> Landing:  # noqa: N802 - kept as the name callers use
     """The landing store on a local folder (the embedded default)."""
     return Landing.local(root)
+
+
+class LandedBatches(Sequence[Manifest]):
+    """A table's complete batches, oldest first, known from one listing (``ids``); each manifest
+    is read when first asked for and then kept. A load that finds nothing pending reads none, so
+    its cost does not grow with the number of batches a table has landed."""
+
+    def __init__(self, landing: Landing, source: str, table: str, ids: list[str]) -> None:
+        self.landing, self.source, self.table, self.ids = landing, source, table, ids
+        self._read: dict[str, Manifest] = {}
+
+    def manifest(self, batch_id: str) -> Manifest:
+        if batch_id not in self._read:
+            self._read[batch_id] = self.landing.manifest(self.source, self.table, batch_id)
+        return self._read[batch_id]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Manifest: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Manifest]: ...
+    def __getitem__(self, index: int | slice) -> Manifest | list[Manifest]:
+        if isinstance(index, slice):
+            return [self.manifest(i) for i in self.ids[index]]
+        return self.manifest(self.ids[index])
+
+    def __iter__(self) -> Iterator[Manifest]:
+        return (self.manifest(i) for i in self.ids)

@@ -207,3 +207,39 @@ def test_spool_folders_of_dead_loaders_are_swept(tmp_path: Path) -> None:
     alive.mkdir()
     assert landing.sweep_spool() == [dead]
     assert alive.exists() and not dead.exists()
+
+
+@pytest.mark.parametrize("batches", [1, 100])
+def test_a_load_reads_manifests_of_pending_batches_only(small_jaffle: Path, tmp_path: Path, monkeypatch, batches: int) -> None:  # type: ignore[no-untyped-def]
+    """With 1 or 100 batches landed and applied, a load whose file did not change reads one manifest
+    (the latest, to compare the file's checksum), and a replay with nothing pending reads none:
+    the cost of a run does not grow with the table's history. A batch raw lacks is still found."""
+    from sources.landing.store import Landing
+    from sources.pipeline import ingest
+
+    stores = small_jaffle / "raw_stores.csv"
+    header = stores.read_text().splitlines()[0]
+    for n in range(batches):  # each version of the file is one batch
+        stores.write_text(f"{header}\ns{n},Store {n},2018-09-01T00:00:00,0.06\n")
+        (outcome,) = _load(small_jaffle, tmp_path, tables=["stores"])
+        assert outcome.status == "loaded", outcome.error
+    reads: list[str] = []
+    original = Landing.read_manifest
+    monkeypatch.setattr(Landing, "read_manifest", lambda self, path: reads.append(path) or original(self, path))
+    (unchanged,) = _load(small_jaffle, tmp_path, tables=["stores"])
+    landing = LocalLanding(tmp_path / "landing")
+    latest = landing.batch_ids("jaffle_shop", "stores")[-1]
+    assert len(landing.batch_ids("jaffle_shop", "stores")) == batches
+    assert unchanged.status == "unchanged" and len(reads) == 1 and f"/{latest}/" in reads[0], reads
+    reads.clear()
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (replay,) = ingest(SPEC, landing=landing, raw=raw, extract=False, tables=["stores"], lock_dir=tmp_path / "locks")
+    assert replay.error is None and reads == []
+    assert _rows(tmp_path, "SELECT count(*) FROM elt_meta.loaded_batches WHERE table_name = 'stores'") == [(batches,)]
+    # a batch landed but not applied (a crash before raw) is found and applied: its manifest alone is read
+    stores.write_text(f"{header}\ns-late,Late store,2018-09-01T00:00:00,0.06\n")
+    pending = land_file_table(SPEC, SPEC.tables["stores"], stores, landing)
+    assert pending is not None
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (healed,) = ingest(SPEC, landing=landing, raw=raw, extract=False, tables=["stores"], lock_dir=tmp_path / "locks")
+    assert healed.applied == [pending.batch_id] and len(reads) == 1 and f"/{pending.batch_id}/" in reads[0], reads
