@@ -240,6 +240,7 @@ def test_a_load_reads_manifests_of_pending_batches_only(small_jaffle: Path, tmp_
     stores.write_text(f"{header}\ns-late,Late store,2018-09-01T00:00:00,0.06\n")
     pending = land_file_table(SPEC, SPEC.tables["stores"], stores, landing)
     assert pending is not None
+    reads.clear()  # landing it read the latest manifest, to compare checksums
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         (healed,) = ingest(SPEC, landing=landing, raw=raw, extract=False, tables=["stores"], lock_dir=tmp_path / "locks")
     assert healed.applied == [pending.batch_id] and len(reads) == 1 and f"/{pending.batch_id}/" in reads[0], reads
