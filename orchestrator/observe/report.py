@@ -216,9 +216,20 @@ def _layer_data(settings: Settings) -> dict[str, Any] | None:
     return {"rows": rows, "loads": sorted(loads.items()), "built": _naive(built[0][0]) if built else None}
 
 
-def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime) -> dict[str, Any]:
+def rows_by_layer(settings: Settings) -> dict[str, int] | None:
+    """Rows per layer now (raw, staging, intermediate, marts); ``None`` when the warehouse is busy.
+    The transform job records it after each build, which gives the report its rows over time."""
+    data = _layer_data(settings)
+    if data is None or not data["rows"]:  # busy, or a warehouse this report cannot read (Spark)
+        return None
+    return {layer: sum(r["rows"] or 0 for r in data["rows"] if r["layer"] == layer) for layer in LAYERS}
+
+
+def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime,
+                  recorded: list[tuple[datetime, dict[str, int]]] | None = None) -> dict[str, Any]:
     """One panel per layer, in pipeline order, sharing a time axis: raw rows as loaded over time; the
-    modelled layers' rows as counted now, at the last build."""
+    modelled layers' rows as each build recorded them (``recorded``), and as counted now at the
+    last build."""
     totals = {layer: sum(r["rows"] or 0 for r in data["rows"] if r["layer"] == layer) for layer in LAYERS}
     present = {r["layer"] for r in data["rows"]}
     series: dict[str, list[tuple[datetime, int]]] = {}
@@ -231,7 +242,8 @@ def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime) -
         series["raw"] = [(now, totals["raw"])]
     at_build = data["built"] or (builds[-1] if builds else now)
     for layer in LAYERS[1:]:
-        series[layer] = [(at_build, totals[layer])] if layer in present else []
+        earlier = [(at, rows[layer]) for at, rows in recorded or [] if layer in rows and at < at_build]
+        series[layer] = [*earlier, (at_build, totals[layer])] if layer in present else []
     times = [t for s in series.values() for t, _ in s] + builds
     start, end = (min(times), max([*times, now])) if times else (now - timedelta(hours=1), now)
     if end - start < timedelta(hours=2):
@@ -305,7 +317,10 @@ def render(settings: Settings, now: datetime | None = None) -> str:
               "failed": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("failed", [])]}
     aside = set_aside_batches(settings)
     layers = _layer_data(settings)
-    builds = sorted(r.finished_at for r in runs if r.job == "transform" and r.status == "succeeded" and r.finished_at)
+    built = sorted((r.finished_at, r) for r in runs if r.job == "transform" and r.status == "succeeded" and r.finished_at)
+    builds = [at for at, _ in built]
+    # rows per modelled layer as each build left them (recorded by the transform job since it does)
+    recorded_rows = [(at, r.tables["rows_by_layer"]) for at, r in built if r.tables.get("rows_by_layer")]
     return TEMPLATES.get_template("report.html.j2").render(
         colors=COLORS, state_colors=STATE_COLORS, now=now, gateway=settings.gateway,
         headline=_headline(runs, freshness, audits, aside, now), chart=_runs_chart(runs), latest=latest,
@@ -314,7 +329,7 @@ def render(settings: Settings, now: datetime | None = None) -> str:
             for f in freshness],
         freshness_chart=_freshness_chart(freshness or [], now),
         layers=None if layers is None else [[r["layer"], r["table"], num(r["rows"])] for r in layers["rows"]],
-        layers_chart=None if layers is None else _layers_chart(layers, builds, now),
+        layers_chart=None if layers is None else _layers_chart(layers, builds, now, recorded_rows),
         transform=transform, audits=audits, audit_rows=[[m, a, num(c)] for m, a, c in audits["failed"]],
         audits_chart=_audits_chart(audits) if transform else None,
         aside=[[f"{a[0]}.{a[1]}", a[2], num(a[3]), a[4], f"{a[5]:%Y-%m-%d %H:%M}", a[6]] for a in aside or []])

@@ -109,9 +109,22 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
                                        "restated": summary.restated, "failed": []}),
-            "tables_json": json.dumps({"restated": summary.restated}),
+            "tables_json": json.dumps({"restated": summary.restated, "rows_by_layer": _rows_by_layer(settings)}),
             "watermark_before": json.dumps({"loaded_through": summary.watermark_before}),
             "watermark_after": json.dumps({"loaded_through": summary.watermark_after})}, False
+
+
+def _rows_by_layer(settings: Settings) -> dict[str, int] | None:
+    """Rows per layer after a build, for the report's rows-over-time chart; ``None`` when the
+    warehouse cannot be read now (the report then shows the counts of its own time only)."""
+    from orchestrator.observe.report import rows_by_layer
+
+    try:
+        return rows_by_layer(settings)
+    except Exception as exc:  # a chart's data is never worth failing a transform that succeeded
+        logs.get_logger("orchestrator.scheduling.worker").warning(
+            "rows per layer not recorded", extra={"fields": {"error": first_line(exc)}})
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

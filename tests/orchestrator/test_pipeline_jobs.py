@@ -32,6 +32,9 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
     [transform] = project.history().recent(5, "transform")
     audits = json.loads(transform.audits_json or "{}")
     assert audits["run"] > 0 and audits["run"] == audits["passed"]
+    # rows per layer as the build left them, for the report's chart: 22 raw rows of 7 tables; staging
+    # keeps them all; 3 products summed from supplies; marts: 3+4+5+3+2+4 (customers ... supplies)
+    assert transform.tables["rows_by_layer"] == {"raw": 22, "staging": 22, "intermediate": 3, "marts": 21}
     # the transform's watermark: nothing seen before the first run, the load's time after it
     assert json.loads(transform.watermark_before or "{}") == {"loaded_through": None}
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:

@@ -47,6 +47,11 @@ class Known:
     runs: list[RunRecord]
 
 
+# rows per layer as each day's build recorded them (the transform job writes this after a build)
+BUILT_ROWS = [{"raw": 900 * (d + 1), "staging": 1_000 * (d + 1), "intermediate": 10, "marts": 2_000 * (d + 1)}
+              for d in range(5)]
+
+
 def _history(now: datetime) -> list[RunRecord]:
     """Five days of a load, the transform, an hourly command and a job that always fails."""
     day0 = (now - timedelta(days=5)).replace(hour=0, minute=0, second=0, microsecond=0)  # all in the past
@@ -62,7 +67,8 @@ def _history(now: datetime) -> list[RunRecord]:
             add("jaffle_shop", "retrying", day + timedelta(hours=1), error="connection reset by peer")
         add("jaffle_shop", "succeeded", day + timedelta(hours=1, minutes=5), rows_loaded=12_345)
         add("transform", "succeeded", day + timedelta(hours=2),
-            audits_json=json.dumps({"run": 57, "passed": 57, "restated": [], "failed": []}))
+            audits_json=json.dumps({"run": 57, "passed": 57, "restated": [], "failed": []}),
+            tables_json=json.dumps({"restated": [], "rows_by_layer": BUILT_ROWS[d]}))
         if d == 3:
             add("transform", "skipped_locked", day + timedelta(hours=2, minutes=1))
         for h in range(0, 24, 2 if d < 4 else 4):
@@ -214,6 +220,11 @@ def test_layers_chart_is_in_pipeline_order_with_raw_over_time(browser_page: dict
         "raw": sum(RAW_LOADS) + 935, "staging": 4_800 + 935, "intermediate": 10, "marts": 4_800 + 11_234 + 935}
     raw = [int(v) for (v,) in _attrs(page, "#layers-chart circle.point[data-layer=raw]", "data-value")]
     assert raw == [1_000 + 935, 2_500 + 935, 5_000 + 935]  # cumulative, one point per load
+    # the modelled layers: as each build recorded them, then as counted now at the last build
+    staging = [int(v) for (v,) in _attrs(page, "#layers-chart circle.point[data-layer=staging]", "data-value")]
+    assert staging == [1_000, 2_000, 3_000, 4_000, 5_000, 4_800 + 935]
+    marts = [int(v) for (v,) in _attrs(page, "#layers-chart circle.point[data-layer=marts]", "data-value")]
+    assert marts == [2_000, 4_000, 6_000, 8_000, 10_000, 4_800 + 11_234 + 935]
     tops = [page.locator(f"#layers-chart g.layer[data-layer={layer}]").bounding_box()["y"]  # type: ignore[index]
             for layer in ("raw", "staging", "intermediate", "marts")]
     assert tops == sorted(tops)  # drawn top to bottom in pipeline order
