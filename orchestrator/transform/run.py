@@ -535,15 +535,19 @@ def _arm_evaluation_failpoint(ctx) -> None:  # type: ignore[no-untyped-def]
 
     if os.environ.get("ELT_FAILPOINT") != "transform.mid_evaluation":
         return
-    evaluator = ctx.snapshot_evaluator
-    original = evaluator.evaluate
+    # On the class: SQLMesh's plan and run evaluate through evaluator instances other than
+    # ``ctx.snapshot_evaluator``, so patching that instance never fired (found by counting kills).
+    # Only in a run with this failpoint set, which is its own `elt transform` process.
+    from sqlmesh.core.snapshot.evaluator import SnapshotEvaluator
 
-    def evaluate(*args: Any, **kwargs: Any) -> Any:
-        out = original(*args, **kwargs)
+    original = SnapshotEvaluator.evaluate
+
+    def evaluate(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
         failpoints.hit_after("transform.mid_evaluation")
         return out
 
-    evaluator.evaluate = evaluate
+    SnapshotEvaluator.evaluate = evaluate  # type: ignore[method-assign]
 
 
 def _transform(ctx, console, environment, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
