@@ -277,15 +277,18 @@ def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(tm
 TRANSFORM_POINTS = [p for p in failpoints.POINTS if p.startswith("transform.")]
 
 
-@pytest.mark.parametrize("first", [True, False], ids=["first-transform", "later-transform"])
-@pytest.mark.parametrize("point", TRANSFORM_POINTS)
-def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str, first: bool) -> None:
+def _killed_then_healed(tmp_path: Path, gateway: Gateway, point: str, *, first: bool, after: str,
+                        expect: tuple[int, ...]) -> None:
+    """Build six days (and, for a later transform, build them, then load a new day, a late
+    correction and a deletion); kill `elt transform` at ``point`` (its ``after``-th pass) and check
+    its exit status is in ``expect``; then more days and corrections arrive and a normal transform
+    runs: the marts must equal one clean build of the final data on the same gateway."""
     shop = Shop(random.Random(11))
-    settings = _settings(tmp_path, "killed")
+    settings = gateway.settings(tmp_path, "killed")
     folder = tmp_path / "files"
+    pg_env = gateway.env(gateway.databases[settings.project_root]) if gateway.name == "postgres" else {}
     env = project_env(settings.project_root, ELT_DUCKDB_PATH=str(settings.warehouse),
-                      ELT_LANDING_ROOT=str(settings.landing_root))
-    os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
+                      ELT_LANDING_ROOT=str(settings.landing_root), **pg_env)
     for d in range(6):
         for _ in range(3):
             shop.add_order(START + timedelta(days=d))
@@ -299,10 +302,8 @@ def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str
         shop.write(folder)
         _load(settings, folder)
     killed = run([str(BIN / "elt"), "transform"], cwd=settings.project_root,
-                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": "3"}, check=False)
-    # a point a path never reaches (no removal to interrupt in a first build) lets it finish;
-    # every build evaluates intervals, so mid_evaluation always kills
-    assert killed.returncode in ((-9,) if point == "transform.mid_evaluation" else (-9, 0)), killed.stderr[-2000:]
+                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": after}, check=False)
+    assert killed.returncode in expect, killed.stderr[-2000:]
     # then more days and corrections arrive, and the scheduled transforms run normally
     shop.add_order(START + timedelta(days=7))
     shop.add_order(START + timedelta(days=1))  # late-arriving
@@ -310,57 +311,29 @@ def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str
     shop.write(folder)
     _load(settings, folder)
     run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
-    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path, shop)
+    assert gateway.marts(settings) == _clean_build(tmp_path, shop, gateway)
+
+
+@pytest.mark.parametrize("first", [True, False], ids=["first-transform", "later-transform"])
+@pytest.mark.parametrize("point", TRANSFORM_POINTS)
+def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str, first: bool) -> None:
+    # a point a path never reaches (no removal to interrupt in a first build) lets it finish;
+    # every build evaluates intervals, so mid_evaluation always kills
+    _killed_then_healed(tmp_path, Gateway("duckdb"), point, first=first, after="3",
+                        expect=(-9,) if point == "transform.mid_evaluation" else (-9, 0))
 
 
 # A later transform with no model change reaches every point but after_plan (no plan is needed).
 LATER_POINTS = [p for p in TRANSFORM_POINTS if p != "transform.after_plan"]
 
 
+@pytest.mark.parametrize("gateway", ["postgres"], indirect=True)
 @pytest.mark.parametrize("point", LATER_POINTS)
-def test_a_later_transform_killed_on_postgres_loses_nothing(tmp_path: Path, point: str, pg_server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_later_transform_killed_on_postgres_loses_nothing(tmp_path: Path, point: str, gateway: Gateway) -> None:
     """The same kill, on the PostgreSQL gateway (raw, models and SQLMesh state in one database):
     a later transform (new days, a correction, a deletion pending) killed at its first pass of each
     failpoint, then more loads and a normal transform, equal one clean build on PostgreSQL."""
-    for key in ("ELT_GATEWAY", "ELT_PG_HOST", "ELT_PG_PORT", "ELT_PG_USER", "ELT_PG_DATABASE", "ELT_PG_PASSWORD"):
-        monkeypatch.delenv(key, raising=False)
-    gateway = Gateway("postgres", pg_server)
-    shop = Shop(random.Random(11))
-    settings = gateway.settings(tmp_path, "killed")
-    folder = tmp_path / "files"
-    env = project_env(settings.project_root, ELT_DUCKDB_PATH=str(settings.warehouse),
-                      ELT_LANDING_ROOT=str(settings.landing_root), **gateway.env(gateway.databases[settings.project_root]))
-    try:
-        for d in range(6):
-            for _ in range(3):
-                shop.add_order(START + timedelta(days=d))
-        shop.write(folder)
-        _load(settings, folder)
-        transform(settings, quiet=True)
-        shop.add_order(START + timedelta(days=6))
-        shop.orders[sorted(shop.orders)[2]]["customer"] = "c-11"  # a late correction
-        shop.delete_order(sorted(shop.orders)[5])
-        shop.write(folder)
-        _load(settings, folder)
-        killed = run([str(BIN / "elt"), "transform"], cwd=settings.project_root,
-                     env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": "1"}, check=False)
-        assert killed.returncode == -9, killed.stderr[-2000:]  # killed at its first pass of the point
-        shop.add_order(START + timedelta(days=7))
-        shop.add_order(START + timedelta(days=1))  # late-arriving
-        shop.orders[sorted(shop.orders)[0]]["ordered_at"] = "2018-09-04T10:00:00"  # moved
-        shop.write(folder)
-        _load(settings, folder)
-        run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
-        assert gateway.marts(settings) == _clean_build(tmp_path, shop, gateway)
-    finally:
-        import psycopg2
-
-        admin = psycopg2.connect(pg_server.dsn)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            for db in gateway.databases.values():
-                cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')  # names made by the test
-        admin.close()
+    _killed_then_healed(tmp_path, gateway, point, first=False, after="1", expect=(-9,))
 
 
 def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
