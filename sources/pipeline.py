@@ -155,15 +155,16 @@ def ingest(
                     # of a pattern) is a snapshot: raw gains its changes and deletions only
                     whole = (not table.cursor_field and not (window and table.window_column)
                              and not (spec.kind == "files" and table.pattern))
+                    fresh: dict[str, Manifest] = {}  # landed by this run: neither verified nor read back
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
                                         snapshot=whole)
                         if manifest is not None:
+                            fresh[manifest.batch_id] = manifest
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
                             outcome.schema_notes.extend(drift_notes(manifest.origin.get("schema_drift") or {}))
-                    # batches this run just wrote and checksummed need not be read again to verify
-                    apply_pending(spec, table, landing, raw, outcome, fresh=set(outcome.landed))
+                    apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others
                 if not isinstance(exc, LoaderError):
@@ -296,10 +297,11 @@ def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) ->
 
 
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
-                  fresh: set[str] | None = None) -> LandedBatches:
+                  fresh: dict[str, Manifest] | None = None) -> LandedBatches:
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
-    Checksums are verified before applying, except for ``fresh`` batches landed by this run.
+    Checksums are verified before applying, except for ``fresh`` batches, landed (and checksummed)
+    by this run: their manifests are in hand, not read again.
     Set-aside batches are skipped (listed in ``outcome.set_aside``).
     Returns the table's landed batches (listed once, for the caller to reuse): only the pending
     batches' manifests are read here, so a run with nothing pending reads none, however many
@@ -311,7 +313,7 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     for batch_id in landed.ids:
         if batch_id in done:  # the ledger says so: its manifest is not even read
             continue
-        manifest = landed.manifest(batch_id)
+        manifest = (fresh or {}).get(batch_id) or landed.manifest(batch_id)
         if manifest.batch_id in aside:
             if manifest.batch_id not in outcome.set_aside:
                 outcome.set_aside.append(manifest.batch_id)
@@ -320,7 +322,7 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
                     "next": f"elt status lists it; elt set-aside {spec.name} {table.name} {manifest.batch_id} --undo "
                             "brings it back"}})
             continue
-        verify = manifest.batch_id not in (fresh or set())
+        verify = manifest.batch_id not in (fresh or {})
         if landing.is_local and raw.dialect in ("duckdb", "spark"):  # the engine reads the files itself
             rows: Any = landing.data_files(manifest, verify=verify)
         else:

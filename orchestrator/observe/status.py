@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from orchestrator.observe.history import History, RunRecord
@@ -93,10 +93,16 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
 
 def set_aside_batches(settings: Settings) -> list[tuple[Any, ...]] | None:
     """(source, table, batch id, rows, by, at, reason) of every set-aside batch, oldest first, as the
-    warehouse records them; ``None`` if the warehouse is busy (a load holds DuckDB) or unreachable."""
+    warehouse records them; ``None`` if the warehouse is busy (a load holds DuckDB) or unreachable.
+
+    On Spark they are read from landing's records instead (the same records every load honours and
+    copies into raw): a status check must not start a JVM and a Spark session."""
     from orchestrator.observe.freshness import _warehouse
 
     try:
+        if settings.gateway == "spark":
+            return [(r.source, r.table, r.batch_id, r.rows, r.by, r.at_dt.astimezone(UTC).replace(tzinfo=None), r.reason)
+                    for r in settings.open_landing().all_set_asides()]
         with _warehouse(settings) as query:
             if query is None:
                 return None

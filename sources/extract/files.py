@@ -114,8 +114,8 @@ def scan(file: SourceFile) -> tuple[str, int]:
 
 def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Sequence[Manifest], force: bool = False) -> Iterator[Extract]:
     """The extracts to land for ``table``: its file if it changed (compared with the latest landed
-    batch's manifest only), or each new file of its pattern (every landed manifest is read: the
-    set of files already landed)."""
+    batch's manifest only), or each new file of its pattern (known from the landing listing's
+    origin markers, ``LandedBatches.has_origin``: no manifest read)."""
     where = {"source": spec.name, "table": table.name}
     fs, base, prefix = resolve_location(location)
     if table.file:
@@ -128,7 +128,10 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Seque
             return
         yield _extract(spec, table, file, digest, quotes)
         return
-    seen = {m.origin.get("path") for m in landed}
+    has_origin = getattr(landed, "has_origin", None)
+    if has_origin is None:  # a plain list of manifests
+        paths = {m.origin.get("path") for m in landed}
+        has_origin = paths.__contains__
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     matching = sorted(i.path for i in infos if i.type == pafs.FileType.File
                       and fnmatch.fnmatch(i.path[len(base):].lstrip("/"), str(table.pattern)))
@@ -136,7 +139,7 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Seque
         file = _info(fs, path, prefix)
         if file is None:  # vanished between listing and reading: picked up next run if it returns
             continue
-        if file.url in seen and not force:
+        if not force and has_origin(file.url):
             continue
         digest, quotes = scan(file)
         yield _extract(spec, table, file, digest, quotes)

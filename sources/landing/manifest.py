@@ -14,6 +14,21 @@ from typing import Any
 
 MANIFEST_NAME = "_manifest.json"
 FORMAT_VERSION = 1
+# An empty file beside the manifest naming (by hash) the source file a batch was extracted from,
+# so that one listing of a table tells which files of a pattern are landed, without reading any
+# manifest (sources/extract/files.py). Written before the manifest, part of the immutable batch.
+ORIGIN_MARKER = "_origin-"
+
+
+def origin_marker(path: str) -> str:
+    """The marker file name for a source file's URL.
+
+    >>> origin_marker("/data/in/clicks-001.csv")
+    '_origin-83cf844a74cf2ee2c291229fa4ce0c64'
+    """
+    import hashlib
+
+    return ORIGIN_MARKER + hashlib.sha256(path.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from sources import failpoints
 from sources.errors import ConfigError, LandingError
-from sources.landing.manifest import MANIFEST_NAME, LandedFile, Manifest
+from sources.landing.manifest import MANIFEST_NAME, ORIGIN_MARKER, LandedFile, Manifest, origin_marker
 from sources.logs import redact_userinfo
 
 PART_NAME = "part-00000.parquet"
@@ -318,12 +318,16 @@ class Landing:
 
     def _place(self, source: str, table: str, batch_id: str, data: Path, manifest: Manifest) -> None:
         target = self.batch_dir(source, table, batch_id)
+        path = manifest.origin.get("path") if manifest.origin.get("kind") == "file" else None
+        marker = origin_marker(str(path)) if path else None
         if self.is_local:
             target_dir = Path(target)
             target_dir.mkdir(parents=True, exist_ok=False)
             with data.open("rb") as handle:
                 os.fsync(handle.fileno())
             shutil.move(str(data), target_dir / PART_NAME)
+            if marker:  # made durable with the manifest (the folder's fsync); without it, the manifest is read
+                (target_dir / marker).touch()
             failpoints.hit("landing.before_manifest")
             tmp = target_dir / (MANIFEST_NAME + ".tmp")
             with tmp.open("w") as handle:
@@ -341,6 +345,9 @@ class Landing:
                 if missing is not None:
                     raise missing from None
                 raise
+            if marker:
+                with self.fs.open_output_stream(f"{target}/{marker}"):
+                    pass
             failpoints.hit("landing.before_manifest")
             with self.fs.open_output_stream(f"{target}/{MANIFEST_NAME}") as out:
                 out.write(manifest.to_json().encode())
@@ -375,12 +382,14 @@ class Landing:
     def batch_ids(self, source: str, table: str) -> list[str]:
         """The ids of a table's complete batches (those with a manifest), oldest first, from one
         listing: no manifest is read."""
-        folders = self._listing(source, table)
-        return sorted(b for b, files in folders.items() if any(f.base_name == MANIFEST_NAME for f in files))
+        return self.landed(source, table).ids
 
     def landed(self, source: str, table: str) -> LandedBatches:
         """A table's complete batches, oldest first; a manifest is read only when it is asked for."""
-        return LandedBatches(self, source, table, self.batch_ids(source, table))
+        folders = self._listing(source, table)
+        complete = {b: files for b, files in folders.items() if any(f.base_name == MANIFEST_NAME for f in files)}
+        markers = {b: {f.base_name for f in files if f.base_name.startswith(ORIGIN_MARKER)} for b, files in complete.items()}
+        return LandedBatches(self, source, table, sorted(complete), markers)
 
     def batches(self, source: str, table: str) -> Iterator[Manifest]:
         """Every complete batch of a table, oldest first (each manifest read)."""
@@ -448,6 +457,18 @@ class Landing:
                     ) from exc
                 found[record.batch_id] = record
         return found
+
+    def all_set_asides(self) -> list[SetAside]:
+        """Every set-aside batch in landing, oldest first: one listing of the sources, one per
+        source for its tables, one per table for its records (batch folders are not listed)."""
+        found: list[SetAside] = []
+        for source in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True)):
+            if source.type != pafs.FileType.Directory or source.base_name.startswith("."):
+                continue
+            for table in self.fs.get_file_info(pafs.FileSelector(source.path, allow_not_found=True)):
+                if table.type == pafs.FileType.Directory and not table.base_name.startswith("."):
+                    found.extend(self.set_asides(source.base_name, table.base_name).values())
+        return sorted(found, key=lambda r: (r.at_dt, r.batch_id))
 
     def write_set_aside(self, record: SetAside) -> None:
         """Record (atomically) that a batch is set aside; the batch's own folder is not touched."""
@@ -530,9 +551,22 @@ class LandedBatches(Sequence[Manifest]):
     is read when first asked for and then kept. A load that finds nothing pending reads none, so
     its cost does not grow with the number of batches a table has landed."""
 
-    def __init__(self, landing: Landing, source: str, table: str, ids: list[str]) -> None:
+    def __init__(self, landing: Landing, source: str, table: str, ids: list[str],
+                 markers: dict[str, set[str]] | None = None) -> None:
         self.landing, self.source, self.table, self.ids = landing, source, table, ids
+        self._markers = markers or {}
+        self._origins: set[str] | None = None  # the markers of every batch, known once asked for
         self._read: dict[str, Manifest] = {}
+
+    def has_origin(self, path: str) -> bool:
+        """Whether a batch was extracted from the source file ``path``: known from the listing's
+        origin markers; only batches landed without one (by a version before markers) have their
+        manifest read."""
+        if self._origins is None:
+            self._origins = set().union(*self._markers.values()) if self._markers else set()
+            self._origins |= {origin_marker(str(self.manifest(b).origin.get("path"))) for b in self.ids
+                              if not self._markers.get(b)}
+        return origin_marker(path) in self._origins
 
     def manifest(self, batch_id: str) -> Manifest:
         if batch_id not in self._read:

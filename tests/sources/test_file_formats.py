@@ -192,3 +192,34 @@ def test_csv_header_with_byte_order_mark_and_spaces_and_a_case_only_clash(tmp_pa
         assert con.execute("SELECT id, url FROM raw_events.clicks").fetchall() == [(1, "/a")]
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("files", [1, 100])
+def test_a_pattern_table_knows_its_landed_files_without_reading_manifests(tmp_path: Path, monkeypatch, files: int) -> None:  # type: ignore[no-untyped-def]
+    """Which files of a pattern are landed comes from the one landing listing (each batch's origin
+    marker), so a run reads no manifest at 1 or at 100 landed files; a batch landed without a
+    marker (by an older version) is still recognised, from its manifest."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spec = events_spec(str(folder), "jsonl")
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        for n in range(files):
+            write(folder, f"clicks-{n:03d}.jsonl", "jsonl", rows(n * 2, 2))
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert first.error is None and len(first.landed) == files
+        reads: list[str] = []
+        original = Landing.read_manifest
+        monkeypatch.setattr(Landing, "read_manifest", lambda self, path: reads.append(path) or original(self, path))
+        (again,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert again.status == "unchanged" and reads == []
+        write(folder, "clicks-new.jsonl", "jsonl", rows(1000, 3))
+        (new,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert new.rows_applied == 3 and reads == []  # the new batch was landed by this run: not read back
+        # a batch landed before markers existed: its manifest tells its file
+        oldest = landing.batch_ids("events", "clicks")[0]
+        (marker,) = (tmp_path / "landing" / "events" / "clicks" / oldest).glob("_origin-*")
+        marker.unlink()
+        (after,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert after.status == "unchanged" and len(reads) == 1 and f"/{oldest}/" in reads[0], reads
+    assert _count(tmp_path) == (files * 2 + 3, files * 2 + 3, files + 1)

@@ -299,3 +299,31 @@ def test_the_next_snapshot_after_a_set_aside_one_is_compared_with_raw(tmp_path: 
         assert changed.error is None and changed.rows_applied == 2  # c, and b's tombstone; a unchanged
         assert raw.con.execute("SELECT sku, price, _deleted FROM raw_catalog.products WHERE _batch_id = ? ORDER BY sku",
                                [changed.applied[0]]).fetchall() == [("b", None, True), ("c", 3, False)]
+
+
+def test_on_spark_status_and_the_report_list_set_aside_batches_from_landing(tmp_path: Path) -> None:
+    """On the Spark gateway, status reads set-aside batches from landing's records (no JVM started),
+    with who, when and why; an undone one disappears."""
+    import io
+
+    from orchestrator.observe.status import print_set_aside, set_aside_batches
+    from orchestrator.settings import Settings
+    from sources.landing.store import SetAside
+
+    landing = Landing.local(tmp_path / "landing")
+    (tmp_path / "landing" / "shop" / "orders" / "20260101T000000000000Z-00000001").mkdir(parents=True)
+    first = SetAside("shop", "orders", "20261201T060000000000Z-0000000a", 3, "oncall-ann", "2026-12-01T06:00:00+00:00", "NUL byte")
+    later = SetAside("app", "items", "20261201T070000000000Z-0000000b", 1, "oncall-bob", "2026-12-01T07:30:00+00:00", "bad type")
+    landing.write_set_aside(later)
+    landing.write_set_aside(first)
+    settings = Settings(project_root=tmp_path, warehouse=tmp_path / "absent.duckdb", landing_root=tmp_path / "landing",
+                        data_dir=tmp_path / "data", gateway="spark")
+    assert set_aside_batches(settings) == [
+        ("shop", "orders", first.batch_id, 3, "oncall-ann", datetime(2026, 12, 1, 6, 0), "NUL byte"),
+        ("app", "items", later.batch_id, 1, "oncall-bob", datetime(2026, 12, 1, 7, 30), "bad type"),
+    ]
+    out = io.StringIO()
+    print_set_aside(settings, out)
+    assert f"shop.orders {first.batch_id} (3 rows) set aside by oncall-ann at 2026-12-01 06:00:00 UTC: NUL byte" in out.getvalue()
+    landing.remove_set_aside("shop", "orders", first.batch_id)
+    assert [r[2] for r in set_aside_batches(settings) or []] == [later.batch_id]
