@@ -191,9 +191,9 @@ def _freshness_chart(results: list[Freshness], now: datetime) -> dict[str, Any] 
 
 
 # --- rows per layer -----------------------------------------------------------------------------
-def _layer_data(settings: Settings) -> dict[str, Any] | None:
-    """Rows per table now, raw rows over time (from ``_loaded_at``) and the last build; ``None`` when
-    the warehouse is busy."""
+def _layer_data(settings: Settings, over_time: bool = True) -> dict[str, Any] | None:
+    """Rows per table now, raw rows over time (from ``_loaded_at``; skipped unless ``over_time``:
+    a scan of every raw table) and the last build; ``None`` when the warehouse is busy."""
     with _warehouse(settings) as query:
         if query is None:
             return None
@@ -207,7 +207,7 @@ def _layer_data(settings: Settings) -> dict[str, Any] | None:
             name = exp.table_(table, db=schema, quoted=True).sql(dialect="postgres")  # quoted by sqlglot
             count = query(f"SELECT count(*) FROM {name}")
             rows.append({"layer": _layer(schema), "table": f"{schema}.{table}", "rows": count[0][0] if count else None})
-            if (schema, table) in stamped:
+            if over_time and (schema, table) in stamped:
                 for at, n in query(f'SELECT "_loaded_at", count(*) FROM {name} GROUP BY 1'):
                     if at is not None:  # one point per minute: a load applies its tables seconds apart
                         loads[_naive(at).replace(second=0, microsecond=0)] += n
@@ -219,7 +219,7 @@ def _layer_data(settings: Settings) -> dict[str, Any] | None:
 def rows_by_layer(settings: Settings) -> dict[str, int] | None:
     """Rows per layer now (raw, staging, intermediate, marts); ``None`` when the warehouse is busy.
     The transform job records it after each build, which gives the report its rows over time."""
-    data = _layer_data(settings)
+    data = _layer_data(settings, over_time=False)  # counts only: this runs after every scheduled build
     if data is None or not data["rows"]:  # busy, or a warehouse this report cannot read (Spark)
         return None
     return {layer: sum(r["rows"] or 0 for r in data["rows"] if r["layer"] == layer) for layer in LAYERS}
