@@ -11,6 +11,9 @@
   Every model named here must be an upstream of the audited model (its query or its depends_on),
   or SQLMesh cannot map it to the environment's table. For an incremental model, @this_model is
   only the interval being processed; a named model is read whole.
+  Written as an anti-join (LEFT JOIN ... WHERE parent.@field IS NULL): the same rows as NOT EXISTS
+  (a matched row has a non-null parent.@field; a duplicated parent key only repeats rows that are
+  filtered out), but DuckDB plans NOT EXISTS as a delim join, 2-3x slower over whole history.
 */
 AUDIT (
   name assert_relationship,
@@ -22,12 +25,8 @@ AUDIT (
 SELECT
   child.*
 FROM @child AS child
+LEFT JOIN @to AS parent
+  ON parent.@field = child.@column
 WHERE
   NOT child.@column IS NULL
-  AND NOT EXISTS(
-    SELECT
-      1
-    FROM @to AS parent
-    WHERE
-      parent.@field = child.@column
-  )
+  AND parent.@field IS NULL

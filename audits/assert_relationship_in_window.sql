@@ -9,6 +9,9 @@
   processes is checked once, against the whole parent table:
     assert_relationship_in_window(child := marts.order_items, child_time := ordered_at,
                                   column := order_id, to := marts.orders, field := order_id)
+  Written as an anti-join (LEFT JOIN ... WHERE parent.@field IS NULL): the same rows as NOT EXISTS
+  (a matched row has a non-null parent.@field; a duplicated parent key only repeats rows that are
+  filtered out), but DuckDB plans NOT EXISTS as a delim join, 2-3x slower over whole history.
 */
 AUDIT (
   name assert_relationship_in_window
@@ -17,13 +20,9 @@ AUDIT (
 SELECT
   child.*
 FROM @child AS child
+LEFT JOIN @to AS parent
+  ON parent.@field = child.@column
 WHERE
   child.@child_time BETWEEN @start_ts AND @end_ts
   AND NOT child.@column IS NULL
-  AND NOT EXISTS(
-    SELECT
-      1
-    FROM @to AS parent
-    WHERE
-      parent.@field = child.@column
-  )
+  AND parent.@field IS NULL

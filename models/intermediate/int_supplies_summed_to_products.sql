@@ -11,7 +11,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (product_id, supply_cost)),
-    unique_values(columns := (product_id)),
+    unique_key(column := product_id),
     forall(criteria := (supply_cost >= 0)),
     assert_relationship(column := product_id, to := staging.stg_jaffle_shop__products, field := product_id)
   )

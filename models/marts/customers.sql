@@ -17,7 +17,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (customer_id, customer_type, count_lifetime_orders)),
-    unique_values(columns := (customer_id)),
+    unique_key(column := customer_id),
     accepted_values(column := customer_type, is_in := ('new', 'returning')),
     /* every customer_id of orders exists in customers (checked here: customers is built after orders) */
     assert_relationship(child := marts.orders, column := customer_id, to := marts.customers, field := customer_id),
@@ -36,7 +36,9 @@ WITH customers AS (
 ), orders_summary AS (
   SELECT
     orders.customer_id,
-    COUNT(DISTINCT orders.order_id) AS count_lifetime_orders,
+    /* order_id is marts.orders' grain (unique_key audit, blocking): COUNT equals COUNT(DISTINCT),
+       counts the same rows as the sums beside it, and costs 0.15 s instead of 1.2 s at 6 years */
+    COUNT(orders.order_id) AS count_lifetime_orders,
     SUM(orders.subtotal) AS lifetime_spend_pretax,
     SUM(orders.tax_paid) AS lifetime_tax_paid,
     SUM(orders.order_total) AS lifetime_spend,

@@ -12,7 +12,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (location_id, location_name)),
-    unique_values(columns := (location_id))
+    unique_key(column := location_id)
   )
 );
 

@@ -29,7 +29,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (order_id, customer_id, location_id, ordered_at, customer_order_number)),
-    unique_values(columns := (order_id)),
+    unique_key(column := order_id),
     forall(criteria := (
       COALESCE(order_items_subtotal, 0) = subtotal,
       order_total = subtotal + tax_paid,

@@ -15,7 +15,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (product_id, is_food_item, is_drink_item)),
-    unique_values(columns := (product_id))
+    unique_key(column := product_id)
   )
 );
 

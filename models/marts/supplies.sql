@@ -14,7 +14,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (supply_uuid, supply_id, product_id)),
-    unique_values(columns := (supply_uuid))
+    unique_key(column := supply_uuid)
   )
 );
 

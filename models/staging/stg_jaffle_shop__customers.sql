@@ -9,7 +9,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (customer_id)),
-    unique_values(columns := (customer_id))
+    unique_key(column := customer_id)
   )
 );
 

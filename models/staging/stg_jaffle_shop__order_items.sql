@@ -14,7 +14,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (order_item_id, order_id, product_id, ordered_at)),
-    unique_values(columns := (order_item_id)),
+    unique_key(column := order_item_id),
     assert_relationship(column := product_id, to := staging.stg_jaffle_shop__products, field := product_id)
   )
 );

@@ -13,7 +13,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (supply_uuid, supply_id, product_id, supply_cost, is_perishable_supply)),
-    unique_values(columns := (supply_uuid))
+    unique_key(column := supply_uuid)
   )
 );
 

@@ -14,7 +14,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (tweet_id, tweeted_at, tweeted_on)),
-    unique_values(columns := (tweet_id))
+    unique_key(column := tweet_id)
   )
 );
 

@@ -271,21 +271,26 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     deleted = _has_column(adapter, raw_table, DELETED)
     live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if deleted else ""
     parent_live = f" AND NOT COALESCE(p.{_q(DELETED)}, FALSE)" if _has_column(adapter, parent_table, DELETED) else ""
-    parent_exists = (f" AND NOT EXISTS (SELECT 1 FROM {_t(parent_table)} AS p WHERE p.{_q(parent_spec.key[0])} = "
-                     f"v.{_q(column)}{parent_live})") if adapter.table_exists(parent_table) else ""
+    # "no live parent row" as an anti-join (LEFT JOIN to the live parent keys, keep the rows without
+    # a match): the same rows as NOT EXISTS, but DuckDB plans NOT EXISTS as a delim join, about 3x
+    # slower when the batches are all of raw (a whole-history build: 2 s to 0.65 s at 6 years)
+    pk = _q(parent_spec.key[0])
+    parent_join, parent_exists = (
+        (f" LEFT JOIN (SELECT p.{pk} FROM {_t(parent_table)} AS p WHERE TRUE{parent_live}) AS lp "
+         f"ON lp.{pk} = v.{_q(column)}", f" AND lp.{pk} IS NULL")
+        if adapter.table_exists(parent_table) else ("", ""))
     # First the cheap question, without the dedupe: does any row of these batches point at a
     # parent that has no live row? The exact answer below is a subset of this one, so no
-    # candidate means no orphan (the common case, and a whole-history build's: 0.3 s instead
-    # of 3 s at 6 years).
-    candidates = (f"SELECT 1 FROM {_t(raw_table)} AS v WHERE v.{_q('_batch_id')} IN ({ids}) "
+    # candidate means no orphan (the common case, and a whole-history build's).
+    candidates = (f"SELECT 1 FROM {_t(raw_table)} AS v{parent_join} WHERE v.{_q('_batch_id')} IN ({ids}) "
                   f"AND v.{_q(column)} IS NOT NULL{live}{parent_exists} LIMIT 1")
     if parent_exists and not adapter.fetchall(parse_one(candidates, read="duckdb").sql(adapter.dialect)):
         return None
     sql = (f"WITH keys AS (SELECT DISTINCT {key} FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids})), "
            f"versions AS (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS _rn "
            f"FROM {_t(raw_table)} AS t JOIN keys USING ({key})) "
-           f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q(column)}, v.{_q('_batch_id')} FROM versions AS v "
-           f"WHERE v._rn = 1 AND v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}{parent_exists}")
+           f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q(column)}, v.{_q('_batch_id')} FROM versions AS v"
+           f"{parent_join} WHERE v._rn = 1 AND v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}{parent_exists}")
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
     rows = adapter.fetchall(rendered)
     if not rows:
