@@ -14,7 +14,7 @@ import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -92,7 +92,7 @@ def _limit_malloc_arenas(arenas: int = 4) -> None:
         pass
 
 
-def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: Sequence[Manifest], *,
+def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: LandedBatches, *,
                  location: str | None, force: bool, window: tuple[str, str] | None = None) -> Iterator[Extract]:
     if spec.kind == "files":
         from sources.extract import files

@@ -29,7 +29,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,8 +45,7 @@ from sources.errors import ContractError, SourceReadError
 from sources.extract.arrow import LoneSurrogate, cast_batch, records_to_batches
 from sources.extract.base import Extract
 from sources.extract.csv_faults import UNDECODED, csv_records, file_line, find_csv_fault, text_chunks
-from sources.landing.manifest import Manifest
-from sources.landing.store import s3_filesystem
+from sources.landing.store import LandedBatches, s3_filesystem
 
 BLOCK_BYTES = 8 << 20  # bytes of CSV/JSON parsed at a time; one Arrow batch each
 
@@ -112,7 +111,7 @@ def scan(file: SourceFile) -> tuple[str, int]:
     return digest.hexdigest(), quotes
 
 
-def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Sequence[Manifest], force: bool = False) -> Iterator[Extract]:
+def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: LandedBatches, force: bool = False) -> Iterator[Extract]:
     """The extracts to land for ``table``: its file if it changed (compared with the latest landed
     batch's manifest only), or each new file of its pattern (known from the landing listing's
     origin markers, ``LandedBatches.has_origin``: no manifest read)."""
@@ -128,10 +127,6 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Seque
             return
         yield _extract(spec, table, file, digest, quotes)
         return
-    has_origin = getattr(landed, "has_origin", None)
-    if has_origin is None:  # a plain list of manifests
-        paths = {m.origin.get("path") for m in landed}
-        has_origin = paths.__contains__
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     matching = sorted(i.path for i in infos if i.type == pafs.FileType.File
                       and fnmatch.fnmatch(i.path[len(base):].lstrip("/"), str(table.pattern)))
@@ -139,7 +134,7 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Seque
         file = _info(fs, path, prefix)
         if file is None:  # vanished between listing and reading: picked up next run if it returns
             continue
-        if not force and has_origin(file.url):
+        if not force and landed.has_origin(file.url):
             continue
         digest, quotes = scan(file)
         yield _extract(spec, table, file, digest, quotes)

@@ -418,8 +418,8 @@ class LandedBatches(Sequence[Manifest]):
         manifest read."""
         if self._origins is None:
             self._origins = set().union(*self._markers.values()) if self._markers else set()
-            self._origins |= {origin_marker(str(self.manifest(b).origin.get("path"))) for b in self.ids
-                              if not self._markers.get(b)}
+            unmarked = (self.manifest(b).origin.get("path") for b in self.ids if not self._markers.get(b))
+            self._origins |= {origin_marker(str(p)) for p in unmarked if p}
         return origin_marker(path) in self._origins
 
     def manifest(self, batch_id: str) -> Manifest:
