@@ -558,10 +558,13 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
     adapter = ctx.engine_adapter
     _, loaded_through, before = changed_since_last_transform(adapter, environment)
     _arm_evaluation_failpoint(ctx)
+    # asked before restating: it compares snapshot ids only, and restating clears SQLMesh's
+    # snapshot cache, so asking after it read every snapshot from state again (0.4 s at 6 years)
+    needs_plan = _needs_plan(ctx, environment)
     restated = restate_pending(ctx, environment)
 
     applied = False
-    if _needs_plan(ctx, environment):
+    if needs_plan:
         try:
             plan = ctx.plan(environment, auto_apply=True, no_prompts=True)
             applied = bool(plan.has_changes or plan.requires_backfill)

@@ -206,19 +206,29 @@ def _has_column(adapter: Any, raw_table: str, column: str) -> bool:
 
 
 def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_deleted: bool) -> str | None:
-    """The query (DuckDB dialect) listing the days that ``batches`` of ``raw_table`` touch."""
+    """The query (DuckDB dialect) listing the days that ``batches`` of ``raw_table`` touch. It may
+    return a NULL day (a row without time): callers skip it.
+
+    Two choices here keep a day's batch from scanning history at hash-join speed (6 years, one
+    day's 2,019 items: 0.03 s instead of 0.3-0.5 s): a single-column key finds its versions with
+    ``IN`` (a semi join whose small side filters the scan of raw), and the parent table is read
+    without a filter of its own, which made DuckDB build its hash table on the whole parent."""
     ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
     key = ", ".join(_q(k) for k in spec.key)
     using = f"USING ({key})"
-    changed = f"changed AS (SELECT DISTINCT {key} FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids}))"
-    versions = f"versions AS (SELECT v.* FROM {_t(raw_table)} AS v JOIN changed {using})"
+    in_batches = f"FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids})"
+    if len(spec.key) == 1:
+        changed = f"changed AS (SELECT {key} {in_batches})"
+        versions = f"versions AS (SELECT v.* FROM {_t(raw_table)} AS v WHERE v.{key} IN (SELECT {key} FROM changed))"
+    else:
+        changed = f"changed AS (SELECT DISTINCT {key} {in_batches})"
+        versions = f"versions AS (SELECT v.* FROM {_t(raw_table)} AS v JOIN changed {using})"
     if spec.parent:
         parent_table, column = spec.parent
         return None if not column else (
-            f"WITH {changed}, {versions}, refs AS (SELECT DISTINCT versions.{_q(column)} AS ref FROM versions "
-            f"WHERE versions.{_q(column)} IS NOT NULL) "
+            f"WITH {changed}, {versions} "
             f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day FROM {_t(parent_table)} AS p "
-            f"JOIN refs ON p.{{parent_key}} = refs.ref WHERE p.{{event_time}} IS NOT NULL"
+            f"WHERE p.{{parent_key}} IN (SELECT versions.{_q(column)} FROM versions)"
         )
     if not spec.event_time:
         return None
@@ -282,6 +292,8 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     # First the cheap question, without the dedupe: does any row of these batches point at a
     # parent that has no live row? The exact answer below is a subset of this one, so no
     # candidate means no orphan (the common case, and a whole-history build's).
+    if parent_exists and _all_parents_live(adapter, raw_table, parent_table, column, pk, ids, live, parent_live):
+        return None
     candidates = (f"SELECT 1 FROM {_t(raw_table)} AS v{parent_join} WHERE v.{_q('_batch_id')} IN ({ids}) "
                   f"AND v.{_q(column)} IS NOT NULL{live}{parent_exists} LIMIT 1")
     if parent_exists and not adapter.fetchall(parse_one(candidates, read="duckdb").sql(adapter.dialect)):
@@ -299,6 +311,30 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     example = {**dict(zip(spec.key, first[:len(spec.key)])), column: first[len(spec.key)],
                "_batch_id": first[-1]}
     return Orphans(raw_table, parent_table, len(rows), example, {r[-1] for r in rows}, rendered)
+
+
+def _all_parents_live(adapter: Any, raw_table: str, parent_table: str, column: str, pk: str, ids: str,
+                      live: str, parent_live: str) -> bool:
+    """True when batches that are small beside the parent table (under a tenth of its rows) are
+    known to reference only live parents: the parents they name, counted through a semi join that
+    reads the parent table filtered by those names, are as many as the names. Larger batches (a
+    whole-history build) answer False without this count: the anti-join that follows builds its
+    hash table on the parent once, which is cheaper for them. One day at 6 years: 0.04 s + 0.04 s
+    for the row count, against 0.2-0.3 s for building that hash table."""
+    rows = adapter.fetchone(parse_one(
+        f"SELECT COUNT(*) FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids})", read="duckdb").sql(adapter.dialect))[0]
+    parents = adapter.fetchone(parse_one(f"SELECT COUNT(*) FROM {_t(parent_table)}", read="duckdb").sql(adapter.dialect))[0]
+    if not rows or rows * 10 >= parents:
+        return False
+    # a parent row counts when it is live; the CASE (not a WHERE) keeps the parent scan unfiltered
+    # but by the semi join, as window_sql explains
+    alive = f"NOT COALESCE(p.{_q(DELETED)}, FALSE)" if parent_live else "TRUE"
+    sql = (f"WITH refs AS (SELECT DISTINCT v.{_q(column)} AS ref FROM {_t(raw_table)} AS v "
+           f"WHERE v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}) "
+           f"SELECT (SELECT COUNT(*) FROM refs), (SELECT COUNT(DISTINCT CASE WHEN {alive} THEN p.{pk} END) "
+           f"FROM {_t(parent_table)} AS p WHERE p.{pk} IN (SELECT ref FROM refs))")
+    named, found = adapter.fetchone(parse_one(sql, read="duckdb").sql(adapter.dialect))
+    return named == found
 
 
 def batches_with_rows(adapter: Any, raw_table: str, batches: set[str]) -> set[str]:
@@ -331,6 +367,7 @@ def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batc
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
     days = set()
     for (day,) in adapter.fetchall(rendered):
-        days.add(day.date() if isinstance(day, datetime) else day)
+        if day is not None:
+            days.add(day.date() if isinstance(day, datetime) else day)
     return Windows(days)
 

@@ -1,0 +1,79 @@
+"""The days a batch touches and the orphan check, on a DuckDB warehouse, whichever query plan the
+batch's size selects (orchestrator/transform/windows.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+from sqlmesh.core.engine_adapter import create_engine_adapter
+
+from orchestrator.transform import windows as w
+
+SPECS = {
+    "raw_s.orders": w.WindowSpec(("id",), "ordered_at"),
+    "raw_s.items": w.WindowSpec(("id",), None, ("raw_s.orders", "order_id")),
+}
+PARENTS = 40  # live orders o0..o39 on 2020-01-01 + n days
+
+
+@pytest.fixture
+def adapter(tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "w.duckdb")
+    con = duckdb.connect(path)
+    meta = "_extracted_at TIMESTAMP, _batch_id TEXT, _batch_row BIGINT, _deleted BOOLEAN"
+    con.execute("CREATE SCHEMA raw_s")
+    con.execute(f"CREATE TABLE raw_s.orders (id TEXT, ordered_at TIMESTAMP, {meta})")
+    con.execute(f"CREATE TABLE raw_s.items (id TEXT, order_id TEXT, {meta})")
+    con.execute(f"INSERT INTO raw_s.orders SELECT 'o' || i, TIMESTAMP '2020-01-01 10:00' + i * INTERVAL 1 DAY, "
+                f"TIMESTAMP '2020-03-01', 'b0', i, FALSE FROM range({PARENTS}) t(i)")
+    # o-del was live, then deleted; o-null has no time
+    con.execute("INSERT INTO raw_s.orders VALUES ('o-del', '2020-06-01 09:00', '2020-03-01', 'b0', 100, FALSE), "
+                "('o-del', '2020-06-01 09:00', '2020-03-02', 'b1', 0, TRUE), "
+                "('o-null', NULL, '2020-03-01', 'b0', 101, FALSE)")
+    con.execute("INSERT INTO raw_s.items SELECT 'i' || i, 'o' || i, '2020-03-01', 'b0', i, FALSE FROM range(20) t(i)")
+    # b2: a good item moved from o3 to o5 (its old version is in b0), an orphan, one whose order
+    # was deleted, one whose order has no time; b3: only a good item
+    con.execute("INSERT INTO raw_s.items VALUES ('i3', 'o5', '2020-03-03', 'b2', 0, FALSE), "
+                "('i-orphan', 'o404', '2020-03-03', 'b2', 1, FALSE), ('i-del', 'o-del', '2020-03-03', 'b2', 2, FALSE), "
+                "('i-null', 'o-null', '2020-03-03', 'b2', 3, FALSE), ('i-new', 'o7', '2020-03-04', 'b3', 0, FALSE)")
+    con.close()
+    yield create_engine_adapter(lambda: duckdb.connect(path), "duckdb")
+
+
+@pytest.mark.parametrize("key", [("id",), ("id", "order_id")], ids=["one-column-key", "two-column-key"])
+def test_a_child_batch_touches_its_parents_days_old_and_new(adapter, key: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    specs = {**SPECS, "raw_s.items": w.WindowSpec(key, None, ("raw_s.orders", "order_id"))}
+    days = w.raw_windows(adapter, "raw_s.items", specs, {"b2"}).days
+    if key == ("id",):  # i3's versions: its old order o3 (2020-01-04) and its new one o5 (2020-01-06)
+        assert days == {date(2020, 1, 4), date(2020, 1, 6), date(2020, 6, 1)}
+    else:  # (i3, o5) is a new key: its old version is another key's
+        assert days == {date(2020, 1, 6), date(2020, 6, 1)}
+    assert w.raw_windows(adapter, "raw_s.items", specs, {"b3"}).days == {date(2020, 1, 8)}
+
+
+def test_orphans_are_the_same_whichever_check_runs_first(adapter, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    answers: list[bool] = []
+    original = w._all_parents_live
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        answers.append(original(*args, **kwargs))
+        return answers[-1]
+
+    monkeypatch.setattr(w, "_all_parents_live", spy)
+    # a small batch (4 rows beside 43 parent rows): the semi-join count runs first, finds a
+    # missing parent, and the exact query names the orphan. An order with a live row in raw counts
+    # as present (o-del: its deletion drops its items from staging with it), as in the anti-join.
+    small = w.orphans(adapter, "raw_s.items", SPECS, {"b2"})
+    assert answers == [False]
+    assert small is not None and small.count == 1 and small.batches == {"b2"}
+    assert small.example["id"] == "i-orphan"
+    # a small batch whose parents all live: settled by the count alone
+    assert w.orphans(adapter, "raw_s.items", SPECS, {"b3"}) is None
+    assert answers == [False, True]
+    # all of raw (a whole-history build): the count is skipped, the anti-join decides
+    whole = w.orphans(adapter, "raw_s.items", SPECS, {"b0", "b2", "b3"})
+    assert answers == [False, True, False]
+    assert whole is not None and whole.count == 1 and whole.batches == {"b2"}
