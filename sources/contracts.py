@@ -124,19 +124,29 @@ def _check_range(column: pa.Array, name: str, first_row: int, where: dict[str, s
 
 
 def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str) -> None:
-    """Raise ``ContractError`` naming the first row with a missing or duplicated key."""
+    """Raise ``ContractError`` naming the first row with a missing or duplicated key.
+
+    One scan answers the common case: no key is missing and the keys' 64-bit hashes are all
+    distinct (distinct hashes mean distinct keys). Only when a key is missing, or two hashes meet
+    (a duplicate, or rarely two keys with one hash), the exact queries run to find the row. The
+    distinct count holds 8-byte hashes where grouping by the keys held the key text and row
+    numbers, and spilled: the 6-year items file (3.45M UUID keys) 1.4 s -> 0.25 s."""
     where = {"source": source, "table": table.name, "batch_id": batch_id}
     keys = [q(c) for c in table.primary_key]
+    key_list = ", ".join(keys)
     missing = " OR ".join(f"{k} IS NULL OR CAST({k} AS TEXT) = ''" for k in keys)
-    # Bounded memory whatever the batch size: DuckDB spills the GROUP BY to disk past the limit.
-    con = duckdb.connect(config={"memory_limit": "64MB", "threads": 1, "preserve_insertion_order": False})
+    rows_of = f"read_parquet({lit(str(data_file))}, file_row_number = true)"
+    # Bounded memory whatever the batch size: DuckDB spills to disk past the limit.
+    con = duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "preserve_insertion_order": False})
     con.execute("SET enable_progress_bar = false")
+    dup = None
     try:
-        bad = con.execute(
-            f"SELECT file_row_number FROM read_parquet({lit(str(data_file))}, file_row_number = true) WHERE {missing} "
-            "ORDER BY file_row_number LIMIT 1"
+        empty, rows, distinct = con.execute(
+            f"SELECT count(*) FILTER (WHERE {missing}), count(*), count(DISTINCT hash({key_list})) "
+            f"FROM read_parquet({lit(str(data_file))})"
         ).fetchone()
-        if bad:
+        if empty:
+            bad = con.execute(f"SELECT file_row_number FROM {rows_of} WHERE {missing} ORDER BY file_row_number LIMIT 1").fetchone()
             raise ContractError(
                 f"primary key ({', '.join(table.primary_key)}) is empty",
                 **where,
@@ -144,12 +154,12 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
                 field=",".join(table.primary_key),
                 hint="every row needs its key: fix the extract at the source; nothing of this batch was applied",
             )
-        key_list = ", ".join(keys)
-        dup = con.execute(
-            f"SELECT {key_list}, min(file_row_number), max(file_row_number), count(*) "
-            f"FROM read_parquet({lit(str(data_file))}, file_row_number = true) GROUP BY {key_list} HAVING count(*) > 1 "
-            "ORDER BY min(file_row_number) LIMIT 1"
-        ).fetchone()
+        if distinct != rows:
+            dup = con.execute(
+                f"SELECT {key_list}, min(file_row_number), max(file_row_number), count(*) "
+                f"FROM {rows_of} GROUP BY {key_list} HAVING count(*) > 1 "
+                "ORDER BY min(file_row_number) LIMIT 1"
+            ).fetchone()
     finally:
         con.close()
     if dup:
