@@ -9,8 +9,10 @@ size it runs the baseline (psql to /dev/null) and the loader alternately ``--rep
 reports the median time (rows/s) and the largest peak RSS of each, and their ratio. The loader's
 time is split into extraction with landing (``land_s``: COPY, parsing, Parquet) and the raw
 load (``raw_s``). The extractor alone (COPY into Arrow record batches, nothing landed) is
-measured too, as ``extract_ratio``. The last line printed is one JSON object. Machines are noisy:
-read the ratios.
+measured too, as ``extract_ratio``. Then (``--file-years``, 6 by default, 0 to skip) the file loader
+loads jafgen's CSVs of that many years (cached in ~/.cache/elt-bench/, as bench/transform.py
+does) against DuckDB's own CSV read of the same files (bench/loader_files.py), as ``file_load``.
+The last line printed is one JSON object. Machines are noisy: read the ratios.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
+    parser.add_argument("--file-years", type=int, default=6, help="years of jafgen CSVs for the file load (0: skip it)")
     args = parser.parse_args()
     results: dict[str, object] = {}
     with postgres_server() as pg:
@@ -163,6 +166,13 @@ def main() -> None:
     results["extract_ratio_by_size"] = {s: results[s]["extract_ratio"] for s in sizes}  # type: ignore[index]
     results["peak_rss_mb_by_size"] = {s: results[s]["loader"]["peak_rss_mb"] for s in sizes}  # type: ignore[index]
     results["min_ratio_rows_per_s"] = min(results[s]["ratio_rows_per_s"] for s in sizes)  # type: ignore[index]
+    if args.file_years:
+        from bench.loader_files import compare
+        from bench.transform import jafgen
+
+        files = compare(jafgen(args.file_years), args.repeat)
+        results["file_load"] = {"years": args.file_years, **files}
+        print(f"file load, {args.file_years} years: {files}", file=sys.stderr, flush=True)
     print(json.dumps(results))
 
 

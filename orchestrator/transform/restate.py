@@ -1,0 +1,248 @@
+"""Restating what new raw batches touched: the windows of each model version's unconsumed
+batches become missing intervals in SQLMesh's state, then the batches are recorded as consumed
+(the order is why a kill loses nothing: orchestrator/transform/windows.py,
+docs/decisions/0011-windowed-restatement.md). ``run.transform`` calls ``restate_pending`` before
+its plan and run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlglot import exp
+
+from sources.logs import get_logger
+
+# the transform's logger: its "restating ..." lines read as one step of `elt transform`
+log = get_logger("orchestrator.transform.run")
+
+
+def schema_table(name: str) -> str:
+    """``'"warehouse"."raw_x"."t"'`` -> ``'raw_x.t'``: how people name tables (no catalog)."""
+    return ".".join(name.replace('"', "").split(".")[-2:])
+
+
+WATERMARKS = "elt_meta.transform_watermarks"
+
+
+def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any, Any]:  # type: ignore[no-untyped-def]
+    """Raw tables with batches loaded after the last successful transform of ``environment``, the
+    newest load time, and the environment's watermark (the newest load its last success saw)."""
+    from orchestrator.transform.windows import create_meta_table
+
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    create_meta_table(adapter, WATERMARKS, "environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL")
+    env = exp.Literal.string(environment).sql(adapter.dialect)
+    last = f"(SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env})"
+    previous = adapter.fetchone(f"SELECT {last}")[0]
+    if not adapter.table_exists("elt_meta.loaded_batches"):
+        return set(), None, previous
+    rows = adapter.fetchall(
+        f"SELECT DISTINCT raw_table FROM elt_meta.loaded_batches WHERE {last} IS NULL OR loaded_at > {last}"
+    )
+    newest = adapter.fetchone("SELECT max(loaded_at) FROM elt_meta.loaded_batches")[0]
+    return {r[0] for r in rows}, newest, previous
+
+
+def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
+    """``schema.table`` of every table the model's query reads (not the audit-only ``depends_on``)."""
+    query = getattr(model, "query", None)
+    if not isinstance(query, exp.Expression) or not hasattr(model, "render_query"):
+        return {schema_table(d).lower() for d in model.depends_on}
+    return {f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db}
+
+
+@dataclass
+class Lineage:
+    """Data lineage of the project's models (by query, not by audit ``depends_on``)."""
+
+    is_time: dict[str, bool]  # model -> partitioned by time (INCREMENTAL_BY_TIME_RANGE)
+    upstream_raw: dict[str, set[str]]  # model -> every raw table it reads, directly or through models
+    via_untimed: dict[str, set[str]]  # model -> raw tables that reach it through a model not partitioned by time
+
+    @classmethod
+    def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
+        # external models are the raw tables: lineage stops there
+        models = {schema_table(fqn).lower(): m for fqn, m in ctx.models.items() if not m.kind.is_external}
+        is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
+        upstream: dict[str, set[str]] = {}
+        via: dict[str, set[str]] = {}
+        for fqn in ctx.dag.sorted:
+            name = schema_table(fqn).lower()
+            if name not in models:
+                continue
+            up: set[str] = set()
+            through: set[str] = set()
+            for parent in query_parents(models[name]):
+                if parent in models:
+                    up |= upstream.get(parent, set())
+                    through |= via.get(parent, set())
+                    if not is_time[parent]:
+                        through |= upstream.get(parent, set())
+                else:
+                    up.add(parent)
+            upstream[name], via[name] = up, through
+        return cls(is_time, upstream, via)
+
+
+@dataclass
+class Restatement:
+    """What one transform restated: model -> human description of its windows."""
+
+    windows: dict[str, str] = field(default_factory=dict)
+    orphans: list[Any] = field(default_factory=list)  # windows.Orphans
+    intervals_removed: int = 0
+    batches_consumed: int = 0
+
+
+def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Restatement:  # type: ignore[no-untyped-def]
+    """Turn raw batches that model versions have not consumed into missing intervals, then record
+    them as consumed (orchestrator/transform/windows.py explains why this order loses nothing)."""
+    from orchestrator.transform import windows as w
+    from sources import failpoints
+
+    adapter = ctx.engine_adapter
+    first_use = not adapter.table_exists(w.CONSUMED)
+    w.ensure_tables(adapter)
+    w.ensure_raw_tombstone_column(adapter)
+    lineage = lineage or Lineage.of(ctx)
+    # every model version (physical table) the environment serves now or will serve after the plan
+    # -> its snapshots, local and served: a metadata-only change makes a new snapshot of the same
+    # table, which must not be mistaken for a new table
+    targets: dict[tuple[str, str], list[Any]] = {}
+    for snapshot in ctx.snapshots.values():
+        if snapshot.is_model and not snapshot.is_external:
+            # a snapshot the plan has not versioned yet gets its fingerprint's version, as SQLMesh gives it
+            version = snapshot.version or snapshot.fingerprint.to_version()
+            targets.setdefault((schema_table(snapshot.name).lower(), version), []).append(snapshot.snapshot_id)
+    env = ctx.state_reader.get_environment(environment)
+    for info in (env.snapshots if env else []):
+        name = schema_table(info.name).lower()
+        if name in lineage.is_time:
+            targets.setdefault((name, info.version), []).append(info.snapshot_id)
+    pending = w.pending_batches(adapter, {mv: lineage.upstream_raw.get(mv[0], set()) for mv in targets})
+    pending = {mv: tables for mv, tables in pending.items() if tables}
+    if not pending:
+        return Restatement()
+    stored = ctx.state_reader.get_snapshots([sid for mv in pending for sid in targets[mv]])
+    # the table's snapshot in state (any of them: intervals are shared by version), if it was built
+    in_state = {mv: next((stored[sid] for sid in targets[mv] if sid in stored), None) for mv in pending}
+    if first_use:
+        # upgrading from the watermark design: what the environment's last success saw is consumed
+        _, _, watermark = changed_since_last_transform(adapter, environment)
+        if watermark is not None:
+            seen = {b for (b,) in adapter.fetchall(
+                f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at <= CAST({exp.Literal.string(str(watermark)).sql(adapter.dialect)} AS TIMESTAMP)")}
+            w.mark_consumed(adapter, {mv: {t: b & seen for t, b in tables.items()}
+                                      for mv, tables in pending.items() if in_state[mv] is not None})
+            pending = {mv: {t: b - seen for t, b in tables.items() if b - seen} if in_state[mv] is not None
+                       else tables for mv, tables in pending.items()}
+            pending = {mv: tables for mv, tables in pending.items() if tables}
+    specs = w.window_specs()
+    cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
+
+    def days(raw_table: str, batches: set[str]) -> w.Windows:
+        key = (raw_table, frozenset(batches))
+        if key not in cache:
+            cache[key] = w.raw_windows(adapter, raw_table, specs, batches)
+        return cache[key]
+
+    with_rows: dict[str, set[str]] = {}  # raw table -> its pending batches that added rows
+
+    def filled(raw_table: str, batches: set[str]) -> set[str]:
+        if raw_table not in with_rows:
+            every = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
+            with_rows[raw_table] = w.batches_with_rows(adapter, raw_table, every)
+        return with_rows[raw_table] & batches
+
+    result = Restatement()
+    held: dict[str, set[str]] = {}  # raw table -> batches kept pending for their orphan rows
+    for raw_table in sorted({t for tables in pending.values() for t in tables}):
+        batches = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
+        found = w.orphans(adapter, raw_table, specs, batches)
+        if found:
+            result.orphans.append(found)
+            held[raw_table] = found.batches
+            log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
+                        "held out of staging, their batches stay pending",
+                        extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
+    removals: dict[tuple[int, int], list[Any]] = {}
+    for (name, version), tables in sorted(pending.items()):
+        snapshot = in_state[(name, version)]
+        if snapshot is None:  # not built yet: the plan builds it whole from raw as it is now
+            continue
+        windows = w.Windows()
+        for raw_table, batches in tables.items():
+            if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
+                windows.whole = windows.whole or bool(filled(raw_table, batches))
+            else:
+                windows.merge(days(raw_table, batches))
+        if not windows or not snapshot.intervals:
+            continue
+        if not lineage.is_time.get(name):
+            spans = [snapshot.intervals[-1]]  # a full rebuild: one interval is enough to trigger it
+        elif windows.whole:
+            spans = [(snapshot.intervals[0][0], snapshot.intervals[-1][1])]
+        else:
+            spans = [(to_ms(a), to_ms(b)) for a, b in windows.ranges()]
+        for span in spans:
+            removals.setdefault(tuple(span), []).append(snapshot)
+        result.windows[name] = windows.describe() if lineage.is_time.get(name) else "rebuilt"
+    failpoints.hit("transform.after_windows")
+    for i, (span, snapshots) in enumerate(sorted(removals.items())):
+        ctx.state_sync.remove_intervals([(s, span) for s in snapshots], remove_shared_versions=True)
+        result.intervals_removed += len(snapshots)
+        if i == 0 and len(removals) > 1:
+            failpoints.hit("transform.mid_invalidate")
+    if adapter.dialect == "spark":
+        # Spark overwrites only the partitions a restated day writes: a day left with no rows
+        # (its orders deleted or moved) would keep its old rows. Drop the restated days first.
+        spans_of: dict[Any, tuple[Any, list[tuple[int, int]]]] = {}
+        for span, snapshots in sorted(removals.items()):
+            for snapshot in snapshots:
+                spans_of.setdefault(snapshot.snapshot_id, (snapshot, []))[1].append(span)
+        for snapshot, spans in spans_of.values():
+            drop_day_partitions(adapter, snapshot, spans)
+    failpoints.hit("transform.after_invalidate")
+    result.batches_consumed = w.mark_consumed(
+        adapter, {mv: {t: b - held.get(t, set()) for t, b in tables.items()} for mv, tables in pending.items()})
+    failpoints.hit("transform.after_consumed")
+    for name, text in sorted(result.windows.items()):
+        log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
+    return result
+
+
+def drop_day_partitions(adapter, snapshot, spans: list[tuple[int, int]]) -> int:  # type: ignore[no-untyped-def]
+    """Drop the partitions of ``snapshot``'s table whose time value falls in one of ``spans`` (ms,
+    end exclusive), listing the table's partitions once. Spark tables only: a time-partitioned
+    model is partitioned by its time column."""
+    from urllib.parse import unquote
+
+    model = snapshot.model
+    if not model.time_column:
+        return 0
+    column = model.time_column.column.name
+    table = snapshot.table_name()
+    if not adapter.table_exists(table):
+        return 0
+    ranges = [tuple(datetime.fromtimestamp(ms / 1000, tz=UTC).replace(tzinfo=None) for ms in span) for span in spans]
+    dropped = 0
+    for (spec,) in adapter.fetchall(f"SHOW PARTITIONS {table}"):
+        values = dict(part.split("=", 1) for part in spec.split("/"))
+        raw = unquote(values.get(column, ""))
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            continue
+        if any(start <= value < end for start, end in ranges):
+            literal = exp.Literal.string(raw).sql("spark")
+            ident = exp.to_identifier(column, quoted=True).sql("spark")
+            adapter.execute(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({ident} = {literal})")
+            dropped += 1
+    return dropped
+
+
+def to_ms(day) -> int:  # type: ignore[no-untyped-def]
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
