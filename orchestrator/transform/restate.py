@@ -97,9 +97,12 @@ class Restatement:
     batches_consumed: int = 0
 
 
-def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Restatement:  # type: ignore[no-untyped-def]
+def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # type: ignore[no-untyped-def]
+                    local: dict[str, Any] | None = None) -> Restatement:
     """Turn raw batches that model versions have not consumed into missing intervals, then record
-    them as consumed (orchestrator/transform/windows.py explains why this order loses nothing)."""
+    them as consumed (orchestrator/transform/windows.py explains why this order loses nothing).
+
+    ``local``: ``ctx.snapshots`` if the caller has it (each read of it asks SQLMesh's state)."""
     from orchestrator.transform import windows as w
     from sources import failpoints
 
@@ -112,7 +115,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     # -> its snapshots, local and served: a metadata-only change makes a new snapshot of the same
     # table, which must not be mistaken for a new table
     targets: dict[tuple[str, str], list[Any]] = {}
-    for snapshot in ctx.snapshots.values():
+    local = ctx.snapshots if local is None else local
+    for snapshot in local.values():
         if snapshot.is_model and not snapshot.is_external:
             # a snapshot the plan has not versioned yet gets its fingerprint's version, as SQLMesh gives it
             version = snapshot.version or snapshot.fingerprint.to_version()
@@ -126,7 +130,12 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None) -> Re
     pending = {mv: tables for mv, tables in pending.items() if tables}
     if not pending:
         return Restatement()
-    stored = ctx.state_reader.get_snapshots([sid for mv in pending for sid in targets[mv]])
+    wanted = {sid for mv in pending for sid in targets[mv]}
+    # ctx.snapshots holds the stored snapshot (with its intervals) of every local model state
+    # knows, and only those have a version; the served snapshots of other versions are read
+    stored = {s.snapshot_id: s for s in local.values() if s.version and s.snapshot_id in wanted}
+    if wanted - set(stored):
+        stored.update(ctx.state_reader.get_snapshots(sorted(wanted - set(stored), key=str)))
     # the table's snapshot in state (any of them: intervals are shared by version), if it was built
     in_state = {mv: next((stored[sid] for sid in targets[mv] if sid in stored), None) for mv in pending}
     if first_use:
