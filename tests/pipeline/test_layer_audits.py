@@ -142,3 +142,38 @@ def test_raw_is_restored_from_landing_without_the_source_files(settings, small_j
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
     finally:
         con.close()
+
+
+def test_relationship_audits_return_exactly_the_orphan_rows(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """Both relationship audits, run by SQLMesh on tables where a parent row was removed after the
+    build: they return the child rows whose key lost its parent, all of them and only those, and the
+    windowed one only inside the window it is given."""
+    from orchestrator.transform.run import make_context
+
+    _build(settings, small_jaffle)
+    ctx, _ = make_context(settings, quiet=True)
+    try:
+        adapter, snapshots = ctx.engine_adapter, ctx.snapshots
+        table = {name: ctx.get_snapshot(name, raise_if_missing=True).table_name()
+                 for name in ("marts.orders", "staging.stg_jaffle_shop__customers")}
+        adapter.execute(f"DELETE FROM {table['marts.orders']} WHERE order_id = 'o3'")  # items i4, i5
+        adapter.execute(f"DELETE FROM {table['staging.stg_jaffle_shop__customers']} WHERE customer_id = 'c2'")  # o3, o4
+
+        def orphans(model: str, audit: str, column: str, start: str, end: str) -> list[str]:
+            results = [r for r in ctx.snapshot_evaluator.audit(
+                snapshot=ctx.get_snapshot(model, raise_if_missing=True), start=start, end=end, snapshots=snapshots)
+                if r.audit.name == audit and r.audit_args["column"].name == column]
+            assert len(results) == 1
+            rows = adapter.fetchall(results[0].query) if results[0].count else []
+            assert len(rows) == (results[0].count or 0)
+            return sorted(row[0] for row in rows)
+
+        in_window = ("marts.orders", "assert_relationship_in_window", "order_id")
+        assert orphans(*in_window, "2018-09-03", "2018-09-03") == ["i4", "i5"]
+        assert orphans(*in_window, "2018-09-01", "2018-09-01") == []  # o1's items keep their order
+        assert orphans("staging.stg_jaffle_shop__orders", "assert_relationship", "customer_id",
+                       "2018-09-01", "2018-09-04") == ["o3", "o4"]
+        assert orphans("staging.stg_jaffle_shop__orders", "assert_relationship", "location_id",
+                       "2018-09-01", "2018-09-04") == []
+    finally:
+        ctx.close()
