@@ -43,10 +43,12 @@ _PG_DATE_END = 2147483494 - 2440588  # exclusive
 _US_PER_DAY = 86_400_000_000
 
 
-def check_values(batch: pa.RecordBatch, *, first_row: int, where: dict[str, str]) -> None:
+def check_values(batch: pa.RecordBatch, *, first_row: int, where: dict[str, str], utf8_checked: bool = False) -> None:
     """Raise ``ContractError`` naming the first row and field whose value no raw store can hold.
 
     ``first_row`` is the number of the batch's first row in its extract (1-based).
+    ``utf8_checked``: the text columns come from a reader that already refused invalid UTF-8 (Arrow's
+    CSV reader does by default), so the full validation pass over every value is skipped.
 
     >>> check_values(pa.record_batch({"note": ["ok", "a\\x00b"]}), first_row=10, where={"table": "t"})
     Traceback (most recent call last):
@@ -57,14 +59,15 @@ def check_values(batch: pa.RecordBatch, *, first_row: int, where: dict[str, str]
     for name, column in zip(batch.schema.names, batch.columns):
         kind = column.type
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            _check_text(column, name, first_row, where)
+            _check_text(column, name, first_row, where, utf8_checked)
         elif pa.types.is_date32(kind) or pa.types.is_timestamp(kind):
             _check_range(column, name, first_row, where)
 
 
-def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str]) -> None:
+def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str], utf8_checked: bool = False) -> None:
     try:
-        column.validate(full=True)  # UTF-8 (surrogates included) and offsets, in C++
+        if not utf8_checked:
+            column.validate(full=True)  # UTF-8 (surrogates included) and offsets, in C++
     except pa.ArrowInvalid:
         offset, value = next((i, v) for i, v in enumerate(column.cast(pa.binary()).to_pylist())
                              if v is not None and not _is_utf8(v))

@@ -23,9 +23,12 @@ def arrow_schema(table: TableSpec) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type.arrow) for c in table.columns])
 
 
-def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str]) -> pa.RecordBatch:
+def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str],
+               utf8_checked: bool = False) -> pa.RecordBatch:
     """Cast every column to its declared type; name the first row and field that do not cast, or
-    whose value no raw store can hold (``sources.contracts.check_values``)."""
+    whose value no raw store can hold (``sources.contracts.check_values``; ``utf8_checked`` as
+    there). An extract of such batches is ``Extract(values_checked=True)``: the pipeline does not
+    check them again."""
     arrays = []
     for spec in table.columns:
         column = batch.column(spec.name)
@@ -45,7 +48,7 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
                 field=spec.name, hint="fix the source row, or change the column's type in the source declaration",
             ) from exc
     cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
-    check_values(cast, first_row=first_row, where=where)  # what the raw stores cannot hold
+    check_values(cast, first_row=first_row, where=where, utf8_checked=utf8_checked)  # what the raw stores cannot hold
     return cast
 
 

@@ -26,6 +26,10 @@ class Extract:
     key_enforced_by_source: bool = False
     # False for a backfill window's extract: its rows are not the newest, the cursor stays put
     advances_cursor: bool = True
+    # True when the extractor ran ``sources.contracts.check_values`` on every batch it yields (the
+    # file and REST extractors do while casting, naming the file's row and line): the pipeline
+    # does not run the same checks a second time
+    values_checked: bool = False
 
     @property
     def schema(self) -> pa.Schema:

@@ -156,12 +156,12 @@ def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, 
             batches = _parquet_batches(parquet, table, name, where, missing=drift["missing"])
     except (ContractError, SourceReadError) as exc:
         # raised when the batch is read, so the error names the batch like every other bad input
-        return Extract(table, list(table.columns), _raise(exc), origin)
+        return Extract(table, list(table.columns), _raise(exc), origin, values_checked=True)
     if spec.format == "jsonl":
         drift = {"missing": [], "ignored": []}
         batches = _jsonl_batches(file, table, spec.name, quotes, drift)
     origin["schema_drift"] = drift  # known now (CSV, Parquet) or filled in while reading (JSON lines)
-    return Extract(table, list(table.columns), batches, origin)
+    return Extract(table, list(table.columns), batches, origin, values_checked=True)  # by cast_batch
 
 
 def _raise(exc: Exception) -> Iterator[pa.RecordBatch]:
@@ -304,7 +304,9 @@ def _csv_batches(file: SourceFile, table: TableSpec, source: str, quotes: int, h
             except StopIteration:
                 return
             try:
-                yield cast_batch(_with_nulls(batch, missing or []), table, first_row, where)
+                # Arrow's CSV reader refuses invalid UTF-8 itself (ConvertOptions.check_utf8, on by
+                # default; the error is located below by find_csv_fault)
+                yield cast_batch(_with_nulls(batch, missing or []), table, first_row, where, utf8_checked=True)
             except ContractError as exc:
                 if exc.row is not None:  # say which file line the data row is, as editors count
                     exc.detail = f"{name}, data row {exc.row:,} (file line {file_line(file, exc.row):,}): {exc.detail}"

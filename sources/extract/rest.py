@@ -343,4 +343,4 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
               "updated_since": since, "schema_drift": drift}
     batches = records_to_batches(_closing(client, pages(client, table, since)), table, client.where, drift)
     yield Extract(table, list(table.columns), batches, origin, cursor_from=since,
-                  land_if_empty=not table.updated_since_param)
+                  land_if_empty=not table.updated_since_param, values_checked=True)  # by cast_batch
