@@ -195,7 +195,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         elif windows.whole:
             spans = [(snapshot.intervals[0][0], snapshot.intervals[-1][1])]
         else:
-            spans = [(to_ms(a), to_ms(b)) for a, b in windows.ranges()]
+            spans = [(to_ms(a), to_ms(b)) for a, b in windows.restated()]
         for span in spans:
             removals.setdefault(tuple(span), []).append(snapshot)
         result.windows[name] = windows.describe() if lineage.is_time.get(name) else "rebuilt"

@@ -221,7 +221,12 @@ def _touched_days(before: dict[str, dict[str, object]], after: dict[str, dict[st
     return touched
 
 
-def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(tmp_path: Path, gateway: Gateway) -> None:
+def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(
+        tmp_path: Path, gateway: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # every touched range restated on its own (no joining of near or scattered ranges), so the
+    # evaluated days can be held to the touched days exactly; joining is tested below
+    monkeypatch.setenv("ELT_RESTATE_JOIN_GAP_DAYS", "0")
+    monkeypatch.setenv("ELT_RESTATE_MAX_RANGES", "100000")
     shop = Shop(random.Random(7))
     settings = gateway.settings(tmp_path, "daily")
     folder = tmp_path / "files"
@@ -272,6 +277,45 @@ def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(tm
     assert raw_rows < 2 * len(shop.orders) + 20
     replayed = gateway.marts(settings)
     assert replayed == _clean_build(tmp_path, shop, gateway)
+
+
+def test_scattered_changes_are_restated_as_a_few_joined_ranges(tmp_path: Path) -> None:
+    """Corrections on many scattered days cost a few model batches, not one per day: each time
+    model restates exactly the ranges ``join_ranges`` makes of the touched days (the days between
+    are recomputed unchanged), and the marts still equal one clean build."""
+    from orchestrator.transform.windows import MAX_RANGES, Windows, join_ranges
+
+    shop = Shop(random.Random(5))
+    settings = _settings(tmp_path, "scattered")
+    folder = tmp_path / "files"
+    for d in range(90):
+        shop.add_order(START + timedelta(days=d))
+    shop.write(folder)
+    _load(settings, folder)
+    transform(settings, quiet=True)
+    # every 9th day's order is corrected within its day (its hour): no order moves to another day
+    # or customer, so the touched days are exactly these ten, eight days apart
+    touched = set()
+    for oid in sorted(shop.orders)[::9]:
+        day = str(shop.orders[oid]["ordered_at"])[:10]
+        shop.orders[oid]["ordered_at"] = f"{day}T07:30:00"
+        touched.add(date.fromisoformat(day))
+    shop.write(folder)
+    _load(settings, folder)
+    summary = transform(settings, quiet=True)
+    separate = Windows(touched).ranges()
+    assert len(separate) > MAX_RANGES  # the case joins ranges
+    expected = join_ranges(separate)
+    assert len(expected) == MAX_RANGES
+    for model in INCREMENTAL:
+        ran = sorted((date.fromisoformat(a), date.fromisoformat(b)) for m, a, b in summary.evaluated if m == model)
+        assert ran == expected, f"{model}: evaluated {ran}, expected the joined ranges {expected}"
+    assert all(any(a <= day < b for a, b in expected) for day in touched)
+    assert gateway_marts(settings) == _clean_build(tmp_path, shop)
+
+
+def gateway_marts(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+    return Gateway("duckdb").marts(settings)
 
 
 TRANSFORM_POINTS = [p for p in failpoints.POINTS if p.startswith("transform.")]
