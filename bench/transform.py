@@ -14,6 +14,9 @@ the child's max RSS):
 - new_day: one new day of orders and items appended to the snapshot files, `elt load` (not
   timed), then `elt transform`;
 - late_correction: one 2018 order's store changed, load, transform;
+- scattered: 40 orders at random over the whole history get another store (a source-side fix
+  spread over many days), load, transform; ``scattered_over_full`` compares it with the full build,
+  ``scattered_separate_s`` is the same transform with every touched day's range restated on its own;
 - pg_new_day (``--postgres``, on by default): the same history served by a PostgreSQL app
   database (a server started on loopback), read by cursor (`jaffle_app`); after a full build,
   one more day is released at the source, loaded by cursor, and transformed.
@@ -61,6 +64,8 @@ def jafgen(years: int) -> Path:
         subprocess.run([str(BIN / "jafgen"), str(years)], cwd=folder.parent, check=True, capture_output=True)
     return folder
 
+
+SCATTERED_ORDERS = 40  # corrected orders spread over the whole history, for ``scattered``
 
 TIME = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
 
@@ -124,6 +129,33 @@ def late_correction(folder: Path) -> None:
                 row["store_id"] = next(s for s in stores if s != row["store_id"])
             w.writerow(row)
     tmp.replace(path)
+
+
+def scattered_corrections(folder: Path, n: int = SCATTERED_ORDERS) -> int:
+    """``n`` orders chosen at random over the whole file (fixed seed) get another store, streamed
+    through a copy; returns how many days they lie on. Corrections spread over history, as a
+    source-side fix makes: each touched day is a range to restate (docs/decisions/0011)."""
+    import random
+
+    path = folder / "raw_orders.csv"
+    with open(path) as fh:
+        total = sum(1 for _ in fh) - 1
+        fh.seek(0)
+        stores = sorted({r["store_id"] for r in csv.DictReader(fh)})
+    picked = set(random.Random(n).sample(range(total), n))
+    days = set()
+    tmp = path.with_suffix(".tmp")
+    with open(path) as src, open(tmp, "w", newline="") as dst:
+        reader = csv.DictReader(src)
+        w = csv.DictWriter(dst, list(reader.fieldnames or []))
+        w.writeheader()
+        for i, row in enumerate(reader):
+            if i in picked:
+                row["store_id"] = next(s for s in stores if s != row["store_id"])
+                days.add(row["ordered_at"][:10])
+            w.writerow(row)
+    tmp.replace(path)
+    return len(days)
 
 
 def pg_new_day(years: int, src: Path) -> dict[str, object]:
@@ -234,12 +266,21 @@ def one_size(years: int, postgres: bool = True) -> dict[str, object]:
         late_correction(data)
         subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
         r["late_correction_s"], r["late_correction_peak_mb"] = timed([elt, "transform"], env)
+        r["scattered_days"] = scattered_corrections(data)
+        subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+        # the same change with every touched range restated on its own (the baseline of joining)
+        shutil.copy(wh, raw_copy)
+        separate = {**env, "ELT_RESTATE_JOIN_GAP_DAYS": "0", "ELT_RESTATE_MAX_RANGES": "1000000"}
+        r["scattered_separate_s"], _ = timed([elt, "transform"], separate)
+        shutil.copy(raw_copy, wh)
+        r["scattered_s"], r["scattered_peak_mb"] = timed([elt, "transform"], env)
         full, noop = float(r["full_s"]), float(r["noop_s"])  # type: ignore[arg-type]
         r["full_over_floor"] = round(full / float(r["floor_s"]), 2)  # type: ignore[arg-type]
         r["full_over_floor_limited"] = round(full / float(r["floor_limited_s"]), 2)  # type: ignore[arg-type]
         r["full_over_floor_tables"] = round(full / float(r["floor_tables_s"]), 2)  # type: ignore[arg-type]
         r["noop_over_sqlmesh_run"] = round(noop / float(r["sqlmesh_run_noop_s"]), 2)  # type: ignore[arg-type]
         r["new_day_budget_s"] = round(noop + 0.1 * (full - noop), 2)
+        r["scattered_over_full"] = round(float(r["scattered_s"]) / full, 2)  # type: ignore[arg-type]
         raw_copy.unlink()
         if postgres:
             r.update(pg_new_day(years, src))
@@ -266,7 +307,8 @@ def main() -> None:
     for r in results:
         print(f"{r['years']}y {r['orders']:,} orders: full {r['full_s']}s (floor {r['floor_s']}s, as tables {r['floor_tables_s']}s), noop {r['noop_s']}s "
               f"(sqlmesh run {r['sqlmesh_run_noop_s']}s), new day {r['new_day_s']}s (budget {r['new_day_budget_s']}s), "
-              f"late correction {r['late_correction_s']}s"
+              f"late correction {r['late_correction_s']}s, {SCATTERED_ORDERS} orders corrected on {r['scattered_days']} days "
+              f"{r['scattered_s']}s (each day's range on its own {r['scattered_separate_s']}s)"
               + (f", PostgreSQL cursor new day {r['pg_new_day_s']}s" if "pg_new_day_s" in r else ""), file=sys.stderr)
     out: dict[str, object] = {"sizes": results}
     if len(results) > 1:
