@@ -166,6 +166,13 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             with_rows[raw_table] = w.batches_with_rows(adapter, raw_table, every)
         return with_rows[raw_table] & batches
 
+    row_counts: dict[str, int] = {}
+
+    def rows(raw_table: str) -> int:
+        if raw_table not in row_counts:
+            row_counts[raw_table] = w.raw_rows(adapter, raw_table)
+        return row_counts[raw_table]
+
     result = Restatement()
     held: dict[str, set[str]] = {}  # raw table -> batches kept pending for their orphan rows
     for raw_table in sorted({t for tables in pending.values() for t in tables}):
@@ -190,15 +197,19 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                 windows.merge(days(raw_table, batches))
         if not windows or not snapshot.intervals:
             continue
+        most = None
         if not lineage.is_time.get(name):
             spans = [snapshot.intervals[-1]]  # a full rebuild: one interval is enough to trigger it
         elif windows.whole:
             spans = [(snapshot.intervals[0][0], snapshot.intervals[-1][1])]
         else:
-            spans = [(to_ms(a), to_ms(b)) for a, b in windows.restated()]
+            # how many separate ranges are worth restating depends on how much raw a wide one rescans
+            if len(w.join_ranges(windows.ranges(), max_ranges=1 << 30)) > w.MIN_RANGES:
+                most = w.max_ranges_for(max((rows(t) for t in lineage.upstream_raw.get(name, set())), default=0))
+            spans = [(to_ms(a), to_ms(b)) for a, b in windows.restated(most)]
         for span in spans:
             removals.setdefault(tuple(span), []).append(snapshot)
-        result.windows[name] = windows.describe() if lineage.is_time.get(name) else "rebuilt"
+        result.windows[name] = windows.describe(most) if lineage.is_time.get(name) else "rebuilt"
     failpoints.hit("transform.after_windows")
     for i, (span, snapshots) in enumerate(sorted(removals.items())):
         _state_beneath_cache(ctx).remove_intervals([(s, span) for s in snapshots], remove_shared_versions=True)

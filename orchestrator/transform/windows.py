@@ -74,17 +74,17 @@ class Windows:
                 out.append((day, day + timedelta(days=1)))
         return out
 
-    def restated(self) -> list[tuple[date, date]]:
+    def restated(self, max_ranges: int | None = None) -> list[tuple[date, date]]:
         """The [start, end) ranges to restate: ``ranges()`` joined by ``join_ranges``."""
-        return join_ranges(self.ranges())
+        return join_ranges(self.ranges(), max_ranges=max_ranges)
 
-    def describe(self) -> str:
+    def describe(self, max_ranges: int | None = None) -> str:
         if self.whole:
             return "all history"
         ranges = self.ranges()
         shown = ", ".join(f"{a}" if b - a == timedelta(days=1) else f"{a}..{b - timedelta(days=1)}" for a, b in ranges[:4])
         more = f" and {len(ranges) - 4} more ranges" if len(ranges) > 4 else ""
-        restated = self.restated()
+        restated = self.restated(max_ranges)
         if len(restated) < len(ranges):
             days = sum((b - a).days for a, b in restated)
             more += f", restated as {len(restated)} range(s) of {days} day(s)"
@@ -92,24 +92,37 @@ class Windows:
 
 
 # SQLMesh evaluates each separate range of a model as its own batch: rendering, insert, audits and
-# state writes cost about 0.15 s a model whatever the range's size, and at 6 years a one-day range
-# about 0.3 s (docs/decisions/0011), while a day of data costs milliseconds. A range wider than
-# macros/dedupe.py's NARROW_WINDOW_DAYS reads all of raw in staging (the key narrowing is off),
-# so each wide range costs about a whole rebuild of the time models. Scattered days (corrections
-# across history, a customer's later days) are therefore joined: near ranges always, and many
-# scattered ranges into one. 40 corrected orders on 40 days of 6 years: 171 model batches and
-# 58 s separate, 23 batches and 38 s as four wide ranges, against a 24 s full build.
+# state writes cost about 0.15 s a model whatever the range's size, while a day of data costs
+# milliseconds. A range wider than macros/dedupe.py's NARROW_WINDOW_DAYS reads all of raw in
+# staging (the key narrowing is off), so a wide range costs about a rebuild of the time models,
+# which grows with the raw tables. Measured (make bench-transform, 40 scattered corrections): a
+# separate range about 0.6 s over the four time models at 1 year (73k orders) and 1.4 s at 6 years
+# (2.3M orders); one wide range about 2.5 s and 21-27 s. Hence: near ranges are always joined,
+# and more ranges than one per ROWS_PER_RANGE rows of the model's largest raw table (at least
+# MIN_RANGES) are restated as one range, from the first touched day to the last.
 JOIN_GAP_DAYS = 7  # ranges this close are always joined (the days between cost less than a batch)
-MAX_RANGES = 6  # more ranges than this are restated as one, from the first touched day to the last
+ROWS_PER_RANGE = 100_000  # raw rows whose rescan costs about one separate range
+MIN_RANGES = 4
+
+
+def max_ranges_for(raw_rows: int) -> int:
+    """How many separate ranges a model whose largest raw table has ``raw_rows`` rows restates
+    before one wide range is cheaper (ELT_RESTATE_MAX_RANGES fixes it).
+
+    >>> max_ranges_for(73_433), max_ranges_for(2_308_298)
+    (4, 23)
+    """
+    fixed = os.environ.get("ELT_RESTATE_MAX_RANGES")
+    return int(fixed) if fixed else max(MIN_RANGES, raw_rows // ROWS_PER_RANGE)
 
 
 def join_ranges(ranges: list[tuple[date, date]], gap_days: int | None = None,
                 max_ranges: int | None = None) -> list[tuple[date, date]]:
     """Sorted, disjoint [start, end) ``ranges`` joined: those at most ``gap_days`` apart, and all of
-    them into one when more than ``max_ranges`` remain. Restating a day nothing touched recomputes
-    it unchanged, so joining changes cost, never results. Defaults: JOIN_GAP_DAYS and MAX_RANGES,
-    overridden by ELT_RESTATE_JOIN_GAP_DAYS and ELT_RESTATE_MAX_RANGES (0 days and a large maximum:
-    every touched range on its own).
+    them into one when more than ``max_ranges`` remain (default: ELT_RESTATE_MAX_RANGES, else
+    MIN_RANGES). Restating a day nothing touched recomputes it unchanged, so joining changes cost,
+    never results. ELT_RESTATE_JOIN_GAP_DAYS overrides the gap (0 days and a large maximum: every
+    touched range on its own).
 
     >>> d = date(2020, 1, 1)
     >>> days = lambda *n: [(d + timedelta(days=i), d + timedelta(days=i + 1)) for i in n]
@@ -119,11 +132,11 @@ def join_ranges(ranges: list[tuple[date, date]], gap_days: int | None = None,
     [(1, 2), (11, 14), (26, 27), (30, 31)]
     >>> [(a.day, b.day) for a, b in join_ranges(days(0, 10, 12, 25, 29), gap_days=0, max_ranges=3)]
     [(1, 31)]
-    >>> join_ranges(days(0, 2), gap_days=0, max_ranges=9) == days(0, 2)
-    True
     """
-    gap_days = int(os.environ.get("ELT_RESTATE_JOIN_GAP_DAYS", JOIN_GAP_DAYS)) if gap_days is None else gap_days
-    max_ranges = int(os.environ.get("ELT_RESTATE_MAX_RANGES", MAX_RANGES)) if max_ranges is None else max_ranges
+    if gap_days is None:
+        gap_days = int(os.environ.get("ELT_RESTATE_JOIN_GAP_DAYS", JOIN_GAP_DAYS))
+    if max_ranges is None:
+        max_ranges = max_ranges_for(0)
     out: list[tuple[date, date]] = []
     for start, end in ranges:
         if out and (start - out[-1][1]).days <= gap_days:
@@ -133,6 +146,12 @@ def join_ranges(ranges: list[tuple[date, date]], gap_days: int | None = None,
     if len(out) > max(1, max_ranges):
         return [(out[0][0], out[-1][1])]
     return out
+
+
+def raw_rows(adapter: Any, raw_table: str) -> int:
+    """Rows of a raw table (asked only when a change touches more than MIN_RANGES ranges)."""
+    row = adapter.fetchone(f"SELECT COUNT(*) FROM {parse_one(_t(raw_table), read='duckdb').sql(adapter.dialect)}")
+    return int(row[0]) if row else 0
 
 
 def window_specs() -> dict[str, WindowSpec]:

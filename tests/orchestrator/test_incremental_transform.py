@@ -279,12 +279,24 @@ def test_a_daily_replay_restates_only_touched_days_and_equals_one_clean_build(
     assert replayed == _clean_build(tmp_path, shop, gateway)
 
 
-def test_scattered_changes_are_restated_as_joined_ranges(tmp_path: Path) -> None:
-    """Corrections on many scattered days cost one model batch, not one per day: each time model
-    restates exactly the ranges ``join_ranges`` makes of the touched days (the days between are
-    recomputed unchanged), and the marts still equal one clean build."""
-    from orchestrator.transform.windows import MAX_RANGES, Windows, join_ranges
+# the raw tables each time model reads (by query, through other models), for the scattered test
+READS = {"staging.stg_jaffle_shop__orders": ("orders",)} | {
+    m: ("orders", "items") for m in INCREMENTAL if m != "staging.stg_jaffle_shop__orders"}
 
+
+@pytest.mark.parametrize("rows_per_range", [None, 11], ids=["default", "large-raw"])
+def test_scattered_changes_are_restated_as_joined_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         rows_per_range: int | None) -> None:
+    """Corrections on many scattered days cost one model batch, not one per day, unless the
+    model's raw tables are large enough that one wide range (which rescans raw) costs more than
+    the separate ranges: each time model restates exactly the ranges ``join_ranges`` makes of the
+    touched days for its largest raw table, and the marts still equal one clean build. With 11 raw
+    rows per range, the orders model (about 100 raw rows) joins its ten ranges, while the models
+    that also read items (about 140) keep them separate."""
+    from orchestrator.transform import windows
+
+    if rows_per_range:
+        monkeypatch.setattr(windows, "ROWS_PER_RANGE", rows_per_range)
     shop = Shop(random.Random(5))
     settings = _settings(tmp_path, "scattered")
     folder = tmp_path / "files"
@@ -303,14 +315,19 @@ def test_scattered_changes_are_restated_as_joined_ranges(tmp_path: Path) -> None
     shop.write(folder)
     _load(settings, folder)
     summary = transform(settings, quiet=True)
-    separate = Windows(touched).ranges()
-    assert len(separate) > MAX_RANGES  # the case joins ranges: all of them into one
-    expected = join_ranges(separate)
-    assert expected == [(min(touched), max(touched) + timedelta(days=1))]
+    separate = windows.Windows(touched).ranges()
+    assert len(separate) == 10 > windows.MIN_RANGES
+    rows = {t: Gateway("duckdb").rows(settings, f"SELECT count(*) FROM raw_jaffle_shop.{t}")[0][0] for t in ("orders", "items")}
+    outcomes = set()
     for model in INCREMENTAL:
+        most = windows.max_ranges_for(max(rows[t] for t in READS[model]))
+        expected = windows.join_ranges(separate, max_ranges=most)
         ran = sorted((date.fromisoformat(a), date.fromisoformat(b)) for m, a, b in summary.evaluated if m == model)
-        assert ran == expected, f"{model}: evaluated {ran}, expected the joined ranges {expected}"
-    assert all(any(a <= day < b for a, b in expected) for day in touched)
+        assert ran == expected, f"{model}: evaluated {ran}, expected {expected} (at most {most} ranges)"
+        assert all(any(a <= day < b for a, b in ran) for day in touched)
+        outcomes.add(len(ran))
+    # the case shows what it claims: all joined by default; joined and separate with large raw tables
+    assert outcomes == ({1} if rows_per_range is None else {1, 10}), outcomes
     assert gateway_marts(settings) == _clean_build(tmp_path, shop)
 
 
