@@ -95,13 +95,15 @@ class Windows:
 # state writes cost about 0.15 s a model whatever the range's size, while a day of data costs
 # milliseconds. A range wider than macros/dedupe.py's NARROW_WINDOW_DAYS reads all of raw in
 # staging (the key narrowing is off), so a wide range costs about a rebuild of the time models,
-# which grows with the raw tables. Measured (make bench-transform, 40 scattered corrections): a
-# separate range about 0.6 s over the four time models at 1 year (73k orders) and 1.4 s at 6 years
-# (2.3M orders); one wide range about 2.5 s and 21-27 s. Hence: near ranges are always joined,
-# and more ranges than one per ROWS_PER_RANGE rows of the model's largest raw table (at least
-# MIN_RANGES) are restated as one range, from the first touched day to the last.
+# which grows with the raw tables. Measured at 6 years (2.3M orders, 3.45M items; 40 scattered
+# corrections): a separate one-day range costs each time model about 0.35 s, one wide range
+# 3.6 s (staging orders) to 6 s (marts orders), so one wide range is cheaper from about 10-17
+# ranges on; at 1 year from about 4. With 100,000 rows per range the item models kept 34 ranges
+# separate: 49.7 s, against 29.8 s all joined and 58 s all separate. Hence: near ranges are always
+# joined, and more ranges than one per ROWS_PER_RANGE rows of the model's largest raw table (at
+# least MIN_RANGES) are restated as one range, from the first touched day to the last.
 JOIN_GAP_DAYS = 7  # ranges this close are always joined (the days between cost less than a batch)
-ROWS_PER_RANGE = 100_000  # raw rows whose rescan costs about one separate range
+ROWS_PER_RANGE = 250_000  # raw rows whose rescan costs about one separate range
 MIN_RANGES = 4
 
 
@@ -109,8 +111,8 @@ def max_ranges_for(raw_rows: int) -> int:
     """How many separate ranges a model whose largest raw table has ``raw_rows`` rows restates
     before one wide range is cheaper (ELT_RESTATE_MAX_RANGES fixes it).
 
-    >>> max_ranges_for(73_433), max_ranges_for(2_308_298)
-    (4, 23)
+    >>> max_ranges_for(73_433), max_ranges_for(2_308_298), max_ranges_for(3_454_775)
+    (4, 9, 13)
     """
     fixed = os.environ.get("ELT_RESTATE_MAX_RANGES")
     return int(fixed) if fixed else max(MIN_RANGES, raw_rows // ROWS_PER_RANGE)
