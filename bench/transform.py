@@ -114,35 +114,12 @@ def append_day(folder: Path) -> None:
             w.writerow({"id": "n-" + i["id"], "order_id": "n-" + i["order_id"], "sku": i["sku"]})
 
 
-def late_correction(folder: Path) -> None:
-    """The store of the file's 6th order changes (an order of 2018), streamed through a copy."""
+def change_stores(folder: Path, rows: set[int]) -> set[str]:
+    """The orders at data rows ``rows`` (0-based) of ``raw_orders.csv`` get another store, streamed
+    through a copy; returns the days (``ordered_at``) they lie on."""
     path = folder / "raw_orders.csv"
     with open(path) as fh:
         stores = sorted({r["store_id"] for r in csv.DictReader(fh)})
-    tmp = path.with_suffix(".tmp")
-    with open(path) as src, open(tmp, "w", newline="") as dst:
-        reader = csv.DictReader(src)
-        w = csv.DictWriter(dst, list(reader.fieldnames or []))
-        w.writeheader()
-        for n, row in enumerate(reader):
-            if n == 5:
-                row["store_id"] = next(s for s in stores if s != row["store_id"])
-            w.writerow(row)
-    tmp.replace(path)
-
-
-def scattered_corrections(folder: Path, n: int = SCATTERED_ORDERS) -> int:
-    """``n`` orders chosen at random over the whole file (fixed seed) get another store, streamed
-    through a copy; returns how many days they lie on. Corrections spread over history, as a
-    source-side fix makes: each touched day is a range to restate (docs/decisions/0011)."""
-    import random
-
-    path = folder / "raw_orders.csv"
-    with open(path) as fh:
-        total = sum(1 for _ in fh) - 1
-        fh.seek(0)
-        stores = sorted({r["store_id"] for r in csv.DictReader(fh)})
-    picked = set(random.Random(n).sample(range(total), n))
     days = set()
     tmp = path.with_suffix(".tmp")
     with open(path) as src, open(tmp, "w", newline="") as dst:
@@ -150,12 +127,28 @@ def scattered_corrections(folder: Path, n: int = SCATTERED_ORDERS) -> int:
         w = csv.DictWriter(dst, list(reader.fieldnames or []))
         w.writeheader()
         for i, row in enumerate(reader):
-            if i in picked:
+            if i in rows:
                 row["store_id"] = next(s for s in stores if s != row["store_id"])
                 days.add(row["ordered_at"][:10])
             w.writerow(row)
     tmp.replace(path)
-    return len(days)
+    return days
+
+
+def late_correction(folder: Path) -> None:
+    """The store of the file's 6th order changes (an order of 2018)."""
+    change_stores(folder, {5})
+
+
+def scattered_corrections(folder: Path, n: int = SCATTERED_ORDERS) -> int:
+    """``n`` orders chosen at random over the whole file (fixed seed) get another store; returns
+    how many days they lie on. Corrections spread over history, as a source-side fix makes: each
+    touched day is a range to restate (docs/decisions/0011)."""
+    import random
+
+    with open(folder / "raw_orders.csv") as fh:
+        total = sum(1 for _ in fh) - 1
+    return len(change_stores(folder, set(random.Random(n).sample(range(total), n))))
 
 
 def pg_new_day(years: int, src: Path) -> dict[str, object]:
