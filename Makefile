@@ -30,10 +30,11 @@ demo-production: $(STAMP)
 	$(BIN)/elt demo --production
 
 # Two workers, a test file per worker at a time (its module fixtures stay in one process);
-# TEST_WORKERS=0 runs everything in this process (easier to debug one test).
+# TEST_WORKERS=0 runs everything in this process (easier to debug one test). The 25 slowest tests are
+# listed at the end, to keep CI under its time limit.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not ui"

@@ -94,8 +94,9 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                 window=_window(args.window) if args.window else None,
             )
     except LockBusy:
-        print(f"error: another run of {source} (a scheduled load or a backfill) holds {name}; "
-              f"see `elt runs --job {source}`, then rerun (or set ELT_LOAD_LOCK_WAIT_S to wait)", file=sys.stderr)
+        print(f"error: another load of {source} holds {name} (started by hand, by a schedule or by a backfill; "
+              f"`elt runs --job {source}` lists the scheduled ones); rerun when it ends, or set "
+              "ELT_LOAD_LOCK_WAIT_S to wait", file=sys.stderr)
         return 75
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
@@ -131,8 +132,9 @@ def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
             record, notes = set_aside(spec, args.table, args.batch_id, landing=landing, raw=raw, reason=reason,
                                       by=args.by)
     except LockBusy:
-        print(f"error: a run of {source} (a scheduled load or a backfill) holds {name}; "
-              f"see `elt runs --job {source}`, then rerun", file=sys.stderr)
+        print(f"error: a load of {source} holds {name} (started by hand, by a schedule or by a backfill; "
+              f"`elt runs --job {source}` lists the scheduled ones); rerun when it ends, or set "
+              "ELT_LOAD_LOCK_WAIT_S to wait", file=sys.stderr)
         return 75
     print(f"set aside {where}: {record.rows:,} row(s), by {record.by} at {record.at_dt:%Y-%m-%d %H:%M:%S} UTC")
     print(f"  reason: {record.reason}")
@@ -257,9 +259,18 @@ def _parse_now(text: str | None):  # type: ignore[no-untyped-def]
 
 
 def _cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import timedelta
+
+    from orchestrator.scheduling.runner import utcnow
     from orchestrator.scheduling.tick import tick
 
-    report = tick(settings, _parse_now(args.now))
+    now = _parse_now(args.now)
+    if now is not None and now > utcnow() + timedelta(minutes=1):
+        # A tick "in the future" records slots that real ticks then skip as done, and judges running jobs
+        # past their timeout (it kills them as orphaned).
+        raise ConfigError(f"--now {args.now!r} is later than this machine's clock (UTC)",
+                          hint="--now replays past ticks only; to run a job now, use `elt run-job JOB`")
+    report = tick(settings, now)
     print(report.render())
     return 1 if any(r.status in ("failed", "timed_out") for r in report.started) else 0
 
@@ -414,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     bi.set_defaults(func=_cmd_bi_role)
 
     tick = sub.add_parser("tick", help="mark abandoned runs, start due jobs (call every minute)")
-    tick.add_argument("--now", help="evaluate as of this UTC time (ISO; for replays and tests)")
+    tick.add_argument("--now", help="replay a tick as of this past UTC time (ISO; for replays and tests; "
+                      "a time later than the clock is refused)")
     tick.set_defaults(func=_cmd_tick)
 
     serve = sub.add_parser("serve", help="tick once a minute in the foreground")

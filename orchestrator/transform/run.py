@@ -51,7 +51,7 @@ class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
     def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None,
-                 model_errors: list[str] | None = None) -> None:
+                 model_errors: list[str] | None = None, orphans: bool = False) -> None:
         self.step = step
         self.failures = failures
         self.skipped = sorted(skipped or ())
@@ -61,7 +61,14 @@ class TransformFailed(Exception):
         lines += [f"  - model failed: {e}" for e in self.model_errors]
         if self.skipped:
             lines.append(f"  skipped (downstream of the failure): {', '.join(self.skipped)}")
-        if failures or self.model_errors or self.skipped:
+        if orphans:
+            # The run completed: nothing was skipped, only the orphan rows were held out of staging.
+            lines.append(
+                "  next: load the missing parent rows (or correct the child rows at the source) with `elt load ...`,"
+                " then rerun `elt transform`; until then each transform fails with this message and the rest of"
+                " the data stays current."
+            )
+        elif failures or self.model_errors or self.skipped:
             lines.append(
                 "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
                 " where the plan did not complete."
@@ -366,7 +373,8 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
         raise TransformFailed("run", [_orphan_failure(lineage_direct(ctx), o) for o in restated.orphans],
                               "Rows whose parent is missing were held out of staging (the rest was built); their "
                               "batches stay pending, so each transform checks them again until the parent is "
-                              "loaded or the rows are corrected (runbook: docs/runbook.md#orphan-rows).")
+                              "loaded or the rows are corrected (runbook: docs/runbook.md#orphan-rows).",
+                              orphans=True)
 
     summary = TransformSummary(environment, applied, sorted(restated.windows), 0, 0, 0, 0.0,
                                run_status=str(status.name).lower(),

@@ -278,7 +278,11 @@ class Landing:
             if verify and sha256_of(self.fs, path) != landed.sha256:
                 raise LandingError(
                     f"checksum of {path} does not match its manifest", **where,
-                    hint="the landed file was changed after landing; restore it from backup or re-extract",
+                    hint="the landed file was changed after landing: restore it from backup; if it cannot be restored, "
+                    f"`elt set-aside {manifest.source} {manifest.table} {manifest.batch_id} --reason \"...\"` lets later "
+                    "batches apply and keeps the table's cursor, so the next load reads those rows again (a file source "
+                    f"whose file did not change: `elt load {manifest.source} --table {manifest.table} --force`); "
+                    "runbook: docs/runbook.md#a-batch-blocks-its-table",
                 )
             paths.append(path)
         return paths

@@ -6,6 +6,7 @@ running prod, declare, load, add the staging model, and `elt transform` is green
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 from pathlib import Path
 
@@ -62,7 +63,17 @@ def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_
     # 5. load
     run([elt, "load", "billing"], cwd=project, env=env)
     # 6. the staging model, as on the page
-    (project / "models" / "staging" / "stg_billing__invoices.sql").write_text(_block("6.", "sql"))
+    new_model = project / "models" / "staging" / "stg_billing__invoices.sql"
+    new_model.write_text(_block("6.", "sql"))
+    # ... then format the new file and lint, with the page's commands: nothing else of the project changes
+    others = {p: p.read_bytes() for folder in ("models", "audits") for p in (project / folder).rglob("*.sql")
+              if p != new_model}
+    for line in _block("6.", "sh").splitlines():
+        command = shlex.split(line.split("#")[0])
+        if command:
+            assert command[0].startswith(".venv/bin/"), line
+            run([str(BIN / command[0].removeprefix(".venv/bin/")), *command[1:]], cwd=project, env=env)
+    assert {p: p.read_bytes() for p in others} == others
     # 7. deploy (the page's `elt transform`; no `sqlmesh plan` by hand)
     first = run([elt, "transform"], cwd=project, env=env)
     assert "Cannot restate" not in first.stdout + first.stderr

@@ -1,6 +1,7 @@
 """`elt`'s messages where a user would otherwise read a traceback or a wrong hint: a warehouse file
 held by another process, a missing data folder, a reader that stops early, arguments without help,
-`--path` relative to the current directory, and the production demo's missing database or bucket.
+`--path` relative to the current directory, a tick in the future, and the production demo's missing
+database or bucket.
 Everything runs the real `elt` in a subprocess on a copied project.
 """
 
@@ -77,6 +78,19 @@ def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"JAFFLE_DATA_DIR={folder} does not exist" in proc.stderr
     assert "lacks" not in proc.stderr and "next: point JAFFLE_DATA_DIR at a folder" in proc.stderr
+
+
+def test_a_tick_in_the_future_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
+    """A tick as of a later time would record slots that real ticks then skip, and kill running jobs as
+    past their timeout: `--now` only replays the past."""
+    from datetime import UTC, datetime, timedelta
+
+    project = copy_project(tmp_path / "project")
+    later = (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M")
+    proc = run([ELT, "tick", "--now", later], cwd=project, env=project_env(project), check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"--now '{later}' is later than this machine's clock" in proc.stderr and "elt run-job" in proc.stderr
+    assert not (project / "data").exists()  # no run history, lock or slot was written
 
 
 def test_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:

@@ -78,6 +78,11 @@ def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no
     assert f"audit '{audit}' failed on model {model}" in message
     assert f"{key}={value!r}" in message
     assert "next:" in message
+    if skipped:
+        assert "docs/runbook.md#failed-audit" in message
+    else:  # the run completed: the message must not claim models were skipped, and says how to heal it
+        assert "were skipped" not in message and "docs/runbook.md#orphan-rows" in message
+        assert "load the missing parent rows" in message
 
 
 def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]

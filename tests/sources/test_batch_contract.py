@@ -148,7 +148,20 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
     data.write_bytes(data.read_bytes() + b"x")
     outcomes = _load(small_jaffle, tmp_path, tables=["stores"])
     assert outcomes[0].status == "failed"
-    assert "checksum" in str(outcomes[0].error)
+    message = str(outcomes[0].error)
+    assert "checksum" in message
+    # the hint names the command that unblocks the table; following it, the next load re-lands the file
+    assert f"elt set-aside jaffle_shop stores {manifest.batch_id} --reason" in message
+    from sources.load.set_aside import set_aside
+
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        set_aside(SPEC, "stores", manifest.batch_id, landing=landing, raw=raw, reason="damaged file")
+    assert "elt load jaffle_shop --table stores --force" in message  # the file did not change: without
+    assert _load(small_jaffle, tmp_path, tables=["stores"])[0].status == "unchanged"  # --force, nothing lands
+    again = _load(small_jaffle, tmp_path, tables=["stores"], force=True)
+    assert again[0].status == "loaded" and manifest.batch_id not in again[0].applied, again[0].error
+    expected = sum(1 for _ in open(small_jaffle / "raw_stores.csv")) - 1
+    assert _rows(tmp_path, "SELECT count(*) FROM raw_jaffle_shop.stores") == [(expected,)]
 
 
 @pytest.mark.parametrize(
