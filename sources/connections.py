@@ -87,11 +87,14 @@ class PostgresSettings:
             where = f"cannot connect to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname}: {text}"
             if re.search(r"database \S+ does not exist", str(exc)):
                 prefix = self.origin.split("*")[0] if self.origin.endswith("environment variables") else ""
-                createdb = shlex.join(["createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, self.dbname])
-                quoted = '"' + self.dbname.replace('"', '""') + '"'
+                # owned by this user: a database created by another role would refuse it CREATE SCHEMA
+                createdb = (shlex.join(["createdb", "-h", self.host, "-p", str(self.port)]) + " -U <admin-role> "
+                            + shlex.join(["-O", self.user, self.dbname]))
+                quoted, owner = ('"' + name.replace('"', '""') + '"' for name in (self.dbname, self.user))
                 raise ConfigError(where, hint=(
-                    f"create it as a role that may (`{createdb}`, or in psql `CREATE DATABASE {quoted};`), or set "
-                    f"{prefix or 'the ...'}DATABASE to a database that exists")) from None
+                    f"create it, owned by {self.user}, as a role that may create databases (`{createdb}`, or in psql "
+                    f"`CREATE DATABASE {quoted} OWNER {owner};`), or set {prefix or 'the ...'}DATABASE to a database "
+                    "that exists")) from None
             if _REFUSED_LOGIN.search(str(exc)):
                 raise ConfigError(where, hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)") from None
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "

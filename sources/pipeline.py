@@ -169,11 +169,18 @@ def ingest(
             except Exception as exc:  # one table's failure never stops the others
                 if not isinstance(exc, LoaderError):
                     first = first_line(exc)
-                    wrapped = LoaderError(
-                        f"unexpected {type(exc).__name__}: {first}", source=spec.name, table=table.name,
-                        hint="nothing of this table was half-applied; rerun, and report it if it repeats "
-                        "(run with ELT_LOG_TRACEBACKS=1 for the traceback)",
-                    )
+                    if getattr(getattr(raw, "con", None), "closed", 0):  # the PostgreSQL warehouse went away
+                        from sources.load.postgres_raw import LOST_CONNECTION_HINT
+
+                        wrapped = LoaderError(
+                            f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
+                            table=table.name, hint=f"nothing of this table was half-applied; {LOST_CONNECTION_HINT}")
+                    else:
+                        wrapped = LoaderError(
+                            f"unexpected {type(exc).__name__}: {first}", source=spec.name, table=table.name,
+                            hint="nothing of this table was half-applied; rerun, and report it if it repeats "
+                            "(run with ELT_LOG_TRACEBACKS=1 for the traceback)",
+                        )
                     wrapped.__cause__ = exc
                     if os.environ.get("ELT_LOG_TRACEBACKS"):
                         log.exception("unexpected error", extra={"fields": {"source": spec.name, "table": table.name}})

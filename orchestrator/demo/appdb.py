@@ -60,6 +60,21 @@ def seed(settings: PostgresSettings, data_dir: Path) -> None:
         con.close()
 
 
+def released_through(settings: PostgresSettings) -> date | None:
+    """The day of the latest order already published in ``jaffle`` (None before the first release).
+    Releasing only adds rows: an earlier day cannot take them back."""
+    con = settings.connect()
+    try:
+        with con, con.cursor() as cur:
+            cur.execute("SELECT to_regclass('jaffle.orders') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SELECT CAST(max(ordered_at) AS date) FROM jaffle.orders")
+            return cur.fetchone()[0]
+    finally:
+        con.close()
+
+
 def release(settings: PostgresSettings, as_of: date) -> dict[str, int]:
     """Publish every row that exists at the end of ``as_of``; return the row count per table."""
     end = as_of + timedelta(days=1)

@@ -118,7 +118,8 @@ def render_dag(settings: Settings, job: Job, loads: list[Job], elt_command: str 
     header = HEADER.format(job=job.name, kind=job.kind, sdk_names=", ".join(sorted(sdk_names)))
     return header + BODY.format(
         dag_id=f"elt_{job.name}", schedule=schedule, owner=job.owner or "elt",
-        command=f"{elt_command} run-job {job.name} --trigger airflow",
+        # the gateway the DAGs were generated for, not whatever ELT_GATEWAY the worker happens to have
+        command=f"{elt_command} --gateway {settings.gateway} run-job {job.name} --trigger airflow",
         timeout_why=why + f" + {SUPERVISOR_GRACE_S}s grace (a backstop for a stuck supervisor)",
         timeout=timeout, outlets=outlets,
     )

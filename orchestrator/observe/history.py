@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
-from sources.logs import redact_userinfo
+from sources.logs import get_logger, redact_userinfo
+
+log = get_logger("orchestrator.observe.history")
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS elt_meta.job_runs (
@@ -108,9 +110,7 @@ class History:
     @contextmanager
     def _conn(self) -> Iterator[Any]:
         if self.postgres:
-            from sources.connections import PostgresSettings
-
-            conn = PostgresSettings.from_env(self.settings.pg_prefix).connect()
+            conn = self._pg_connect()
             try:
                 with conn:  # one transaction, committed on success
                     with conn.cursor() as cur:
@@ -140,6 +140,27 @@ class History:
             raise
         finally:
             conn.close()
+
+    def _pg_connect(self) -> Any:
+        """A connection to the PostgreSQL warehouse, retried with backoff for up to
+        ``ELT_HISTORY_CONNECT_WAIT_S`` (default 60) seconds: a supervisor whose job is running must
+        outlive a restart of the server, or its run is left `running` with nobody to record the end."""
+        from sources.connections import PostgresSettings
+        from sources.errors import ConnectionFailed
+
+        settings = PostgresSettings.from_env(self.settings.pg_prefix)
+        deadline = time.monotonic() + float(os.environ.get("ELT_HISTORY_CONNECT_WAIT_S", "60"))
+        delay = 0.5
+        while True:
+            try:
+                return settings.connect()
+            except ConnectionFailed as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("run history: the warehouse is unreachable, retrying",
+                            extra={"fields": {"delay_s": delay, "error": str(exc).splitlines()[0]}})
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     @contextmanager
     def _cursor(self) -> Iterator[Any]:

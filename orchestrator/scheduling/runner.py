@@ -315,8 +315,9 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
         try:
             if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
                                    error=f"the process running job {record.job} died (pid {record.pid} on "
-                                   f"{record.host}); next: check the system log for an OOM kill or reboot, "
-                                   f"then `elt run-job {record.job}`"):
+                                   f"{record.host}) without recording an end; next: look for its last log lines (grep the run id) "
+                                   "and, on its host, the system log for an OOM kill or a reboot, then "
+                                   f"`elt run-job {record.job}`"):
                 continue  # it finished (and freed its lock) after we listed it: not abandoned
             if record.host == socket.gethostname():
                 # the lock died with the supervisor, but a background child of the job may live on

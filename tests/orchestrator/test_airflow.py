@@ -57,7 +57,11 @@ def test_airflow_dags_parse_and_hand_over_retries_to_elt(project: Project, tmp_p
         assert ast.literal_eval(_kwargs(dag)["default_args"])["retries"] == 0
         assert ast.literal_eval(_kwargs(task)["retries"]) == 0
         assert ast.literal_eval(_kwargs(task)["skip_on_exit_code"]) == 75
-        assert ast.literal_eval(_kwargs(task)["bash_command"]) == f"elt run-job {job} --trigger airflow"
+        assert ast.literal_eval(_kwargs(task)["bash_command"]) == f"elt --gateway duckdb run-job {job} --trigger airflow"
+    # generated for another gateway, the DAGs run there, whatever ELT_GATEWAY the workers have
+    pg = project.elt("--gateway", "postgres", "airflow", "--out", str(tmp_path / "pg-dags"), ELT_JOBS="transform")
+    assert pg.returncode == 0, pg.stderr
+    assert "'elt --gateway postgres run-job transform --trigger airflow'" in (tmp_path / "pg-dags" / "elt_transform.py").read_text()
 
     def schedule(job: str) -> ast.AST:
         return _kwargs(_calls(trees[job], "DAG")[0])["schedule"]

@@ -156,9 +156,25 @@ def test_a_missing_database_the_role_may_not_create_says_how_to_create_it(pg_ser
     assert proc.returncode == 2, proc.stderr
     assert 'database "warehouse_missing" does not exist' in proc.stderr
     assert "creating it failed: permission denied to create database" in proc.stderr, proc.stderr
-    assert (f"next: create it as a role that may (`createdb -h 127.0.0.1 -p {pg_server.port} -U {role} "
-            "warehouse_missing`") in proc.stderr
+    assert (f"next: create it, owned by {role}, as a role that may create databases (`createdb -h 127.0.0.1 "
+            f"-p {pg_server.port} -U <admin-role> -O {role} warehouse_missing`") in proc.stderr
     assert "Traceback" not in proc.stderr
+    # following the hint as the administrator gives the role a database it can build in
+    statement = proc.stderr.split("or in psql `")[1].split("`")[0]
+    assert statement == f'CREATE DATABASE "warehouse_missing" OWNER "{role}";'
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(statement)
+        con = psycopg2.connect(host=pg_server.host, port=pg_server.port, user=role, dbname="warehouse_missing")
+        with con, con.cursor() as cur:
+            cur.execute("CREATE SCHEMA raw_jaffle_shop")  # what the loader does first
+        con.close()
+    finally:
+        with admin.cursor() as cur:
+            cur.execute('DROP DATABASE IF EXISTS "warehouse_missing" WITH (FORCE)')
+        admin.close()
 
 
 def test_landing_in_a_missing_bucket_fails_with_the_bucket_named(s3_endpoint, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -110,3 +110,64 @@ def test_a_run_whose_lock_session_dies_is_stopped(pg_project: Project, pg_db) ->
     from tests.orchestrator.test_runs import _alive
 
     assert record.pid is not None and not _alive(record.pid)  # the attempt was killed
+
+
+def _late_forwarder(target_port: int, after_s: float) -> int:
+    """A loopback port that refuses connections (as a restarting server does) for ``after_s`` seconds,
+    then forwards them to ``target_port``."""
+    import socket
+    import threading
+    import time
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens here yet: connecting is refused
+
+    def pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def serve() -> None:
+        time.sleep(after_s)
+        server = socket.create_server(("127.0.0.1", port))
+        while True:
+            client, _ = server.accept()
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return port
+
+
+def test_the_run_history_waits_out_a_warehouse_restart(pg_db, settings, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A supervisor records its attempts in the warehouse: a server restart while its job runs must
+    not kill it (it died with `cannot connect`, and left the run `running` until a tick called it
+    abandoned). It retries the connection, within ELT_HISTORY_CONNECT_WAIT_S."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    from orchestrator.observe.history import History, RunRecord
+    from sources.errors import ConnectionFailed
+
+    for key, value in pg_db.env("ELT_PG").items():
+        monkeypatch.setenv(key, value)
+    history = History.open(replace(settings, gateway="postgres"))
+    record = RunRecord(run_id="r1", attempt=1, job="slow", trigger="manual", status="running",
+                       started_at=datetime(2026, 11, 25, 6, 0))
+
+    monkeypatch.setenv("ELT_PG_PORT", str(_late_forwarder(pg_db.port, after_s=2.0)))
+    history.insert(record)  # refused at first; the connection is retried until the server answers
+    assert "run history: the warehouse is unreachable, retrying" in caplog.text
+    assert [(r.run_id, r.status) for r in history.recent(5, "slow")] == [("r1", "running")]
+
+    monkeypatch.setenv("ELT_PG_PORT", str(_late_forwarder(pg_db.port, after_s=600)))
+    monkeypatch.setenv("ELT_HISTORY_CONNECT_WAIT_S", "1")
+    with pytest.raises(ConnectionFailed):  # an outage longer than the wait still fails, and says so
+        history.update("r1", 1, status="succeeded")

@@ -375,3 +375,68 @@ def test_values_round_trip_exactly(pg_db, monkeypatch, tmp_path: Path) -> None: 
         assert (mine[5] == theirs[5]) or (mine[5] != mine[5] and theirs[5] != theirs[5])  # NaN stays NaN
         assert mine[6] == theirs[6] and mine[7] == theirs[7] and mine[8] is theirs[8] and mine[9] == theirs[9]
         assert mine[10] == (None if theirs[10] is None else f"\\x{theirs[10]}")  # bytea as hex text
+
+
+def test_a_batch_that_grows_raw_by_more_than_a_tenth_refreshes_its_statistics(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Stale statistics made the transform's queries by batch id nested loops over a reloaded table
+    (minutes instead of a second): raw is analysed after a batch that grows it by more than a tenth."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    landing = Landing.local(tmp_path / "landing")
+    schema = pa.schema([("id", pa.string())])
+    described = [{"name": "id", "type": "string", "arrow": "string"}]
+    start = 0
+
+    def apply(raw: PostgresRaw, n: int) -> None:
+        nonlocal start
+        writer = landing.open_batch("shop", "orders", schema, datetime.now(UTC))
+        writer.write(pa.RecordBatch.from_pylist([{"id": f"o{i}"} for i in range(start, start + n)], schema=schema))
+        manifest = writer.commit(described, ["id"], {})
+        start += n
+        assert raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").applied
+
+    def reltuples() -> float:
+        with psycopg2.connect(pg_db.dsn) as con, con.cursor() as cur:
+            cur.execute("SELECT reltuples FROM pg_class WHERE oid = 'raw_shop.orders'::regclass")
+            return cur.fetchone()[0]
+
+    with PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)) as raw:
+        apply(raw, 1000)
+        assert reltuples() == 1000  # the first batch: analysed (never analysed before)
+        apply(raw, 80)
+        assert reltuples() == 1000  # under a tenth: left to autovacuum
+        apply(raw, 200)
+        assert reltuples() == 1280  # over a tenth of what the statistics know
+
+
+def test_a_warehouse_connection_lost_mid_load_is_named_retried_and_never_set_aside(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A restart of the warehouse under a load: the message says the connection was lost (not that the
+    batch cannot be applied, whose advice is to set it aside), the scheduler retries it, and the
+    rerun applies the landed batch once."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from orchestrator.scheduling.worker import is_retryable
+
+    landing = Landing.local(tmp_path / "landing")
+    schema = pa.schema([("id", pa.string())])
+    writer = landing.open_batch("shop", "orders", schema, datetime.now(UTC))
+    writer.write(pa.RecordBatch.from_pylist([{"id": "o1"}, {"id": "o2"}], schema=schema))
+    manifest = writer.commit([{"name": "id", "type": "string", "arrow": "string"}], ["id"], {})
+    settings = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
+    with PostgresRaw(settings) as raw:
+        with psycopg2.connect(pg_db.dsn) as admin, admin.cursor() as cur:  # what a restart does to the session
+            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        with pytest.raises(RawLoadError) as err:
+            raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop")
+    message = str(err.value)
+    assert "lost the connection to the PostgreSQL warehouse while appending to raw_shop.orders" in message, message
+    assert "pg_isready" in message and "set-aside" not in message
+    assert is_retryable(err.value)
+    with PostgresRaw(settings) as raw:
+        assert raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").rows == 2
+        assert not raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").applied
