@@ -179,21 +179,23 @@ def test_killed_loads_into_postgres_raw_with_s3_landing_rerun_to_a_clean_result(
 
 
 def test_the_production_demo_refuses_an_as_of_before_what_it_released(  # type: ignore[no-untyped-def]
-    sources, pg_db, s3_endpoint, s3_bucket, jaffle_data: Path, tmp_path: Path
+    pg_db, s3_endpoint, s3_bucket, small_jaffle: Path, tmp_path: Path
 ) -> None:
     """The app database cannot take rows back while the catalog API would hide later stores: an
     earlier --as-of is refused before anything is loaded (it left orders whose locations were gone)."""
-    app, _, _ = sources
-    appdb.release(app, START + timedelta(days=20))
+    app = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
+    appdb.seed(app, small_jaffle)
+    released = date(2018, 9, 3)  # the small data's orders lie on 2018-09-01..04
+    appdb.release(app, released)
+    assert appdb.released_through(app) == released
     project = copy_project(tmp_path / "project")
     env = project_env(project, **pg_db.env("ELT_PG"), **pg_db.env("JAFFLE_APP"), **s3_endpoint.env(),
-                      ELT_LANDING_URL=f"s3://{s3_bucket}/landing",
-                      JAFFLE_DATA_DIR=str(jaffle_data))
-    earlier = START + timedelta(days=5)
+                      ELT_LANDING_URL=f"s3://{s3_bucket}/landing", JAFFLE_DATA_DIR=str(small_jaffle))
+    earlier = released - timedelta(days=1)
     proc = run([str(BIN / "elt"), "demo", "--production", "--as-of", earlier.isoformat()], cwd=project, env=env,
                check=False, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"--as-of {earlier} is earlier than what the application database {app.dbname} has released already " \
-           f"(orders through {START + timedelta(days=20)})" in proc.stderr, proc.stderr
+           f"(orders through {released})" in proc.stderr, proc.stderr
     assert "== 2/4" not in proc.stdout  # nothing was loaded
-    assert appdb.released_through(app) == START + timedelta(days=20)
+    assert appdb.released_through(app) == released
