@@ -69,6 +69,14 @@ def _from_cwd(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve())
 
 
+def _source_lock_busy(source: str, name: str) -> int:
+    """What `elt load` and `elt set-aside` say when another load of the source holds its job lock."""
+    print(f"error: another load of {source} holds {name} (started by hand, by a schedule or by a backfill; "
+          f"`elt runs --job {source}` lists the scheduled ones); rerun when it ends, or set "
+          "ELT_LOAD_LOCK_WAIT_S to wait", file=sys.stderr)
+    return 75
+
+
 def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import nullcontext
 
@@ -94,10 +102,7 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                 window=_window(args.window) if args.window else None,
             )
     except LockBusy:
-        print(f"error: another load of {source} holds {name} (started by hand, by a schedule or by a backfill; "
-              f"`elt runs --job {source}` lists the scheduled ones); rerun when it ends, or set "
-              "ELT_LOAD_LOCK_WAIT_S to wait", file=sys.stderr)
-        return 75
+        return _source_lock_busy(source, name)
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
 
@@ -132,10 +137,7 @@ def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
             record, notes = set_aside(spec, args.table, args.batch_id, landing=landing, raw=raw, reason=reason,
                                       by=args.by)
     except LockBusy:
-        print(f"error: a load of {source} holds {name} (started by hand, by a schedule or by a backfill; "
-              f"`elt runs --job {source}` lists the scheduled ones); rerun when it ends, or set "
-              "ELT_LOAD_LOCK_WAIT_S to wait", file=sys.stderr)
-        return 75
+        return _source_lock_busy(source, name)
     print(f"set aside {where}: {record.rows:,} row(s), by {record.by} at {record.at_dt:%Y-%m-%d %H:%M:%S} UTC")
     print(f"  reason: {record.reason}")
     print("  the batch stays in landing untouched; loads and replays of landing skip it, and later batches of "

@@ -377,23 +377,27 @@ def test_values_round_trip_exactly(pg_db, monkeypatch, tmp_path: Path) -> None: 
         assert mine[10] == (None if theirs[10] is None else f"\\x{theirs[10]}")  # bytea as hex text
 
 
-def test_a_batch_that_grows_raw_by_more_than_a_tenth_refreshes_its_statistics(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """Stale statistics made the transform's queries by batch id nested loops over a reloaded table
-    (minutes instead of a second): raw is analysed after a batch that grows it by more than a tenth."""
+def _land_ids(landing: Landing, ids: list[str]):  # type: ignore[no-untyped-def]
+    """Land one batch of ``shop.orders`` holding only these ids; returns its manifest."""
     from datetime import UTC, datetime
 
     import pyarrow as pa
 
-    landing = Landing.local(tmp_path / "landing")
     schema = pa.schema([("id", pa.string())])
-    described = [{"name": "id", "type": "string", "arrow": "string"}]
+    writer = landing.open_batch("shop", "orders", schema, datetime.now(UTC))
+    writer.write(pa.RecordBatch.from_pylist([{"id": i} for i in ids], schema=schema))
+    return writer.commit([{"name": "id", "type": "string", "arrow": "string"}], ["id"], {})
+
+
+def test_a_batch_that_grows_raw_by_more_than_a_tenth_refreshes_its_statistics(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Stale statistics made the transform's queries by batch id nested loops over a reloaded table
+    (minutes instead of a second): raw is analysed after a batch that grows it by more than a tenth."""
+    landing = Landing.local(tmp_path / "landing")
     start = 0
 
     def apply(raw: PostgresRaw, n: int) -> None:
         nonlocal start
-        writer = landing.open_batch("shop", "orders", schema, datetime.now(UTC))
-        writer.write(pa.RecordBatch.from_pylist([{"id": f"o{i}"} for i in range(start, start + n)], schema=schema))
-        manifest = writer.commit(described, ["id"], {})
+        manifest = _land_ids(landing, [f"o{i}" for i in range(start, start + n)])
         start += n
         assert raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").applied
 
@@ -415,17 +419,10 @@ def test_a_warehouse_connection_lost_mid_load_is_named_retried_and_never_set_asi
     """A restart of the warehouse under a load: the message says the connection was lost (not that the
     batch cannot be applied, whose advice is to set it aside), the scheduler retries it, and the
     rerun applies the landed batch once."""
-    from datetime import UTC, datetime
-
-    import pyarrow as pa
-
     from orchestrator.scheduling.worker import is_retryable
 
     landing = Landing.local(tmp_path / "landing")
-    schema = pa.schema([("id", pa.string())])
-    writer = landing.open_batch("shop", "orders", schema, datetime.now(UTC))
-    writer.write(pa.RecordBatch.from_pylist([{"id": "o1"}, {"id": "o2"}], schema=schema))
-    manifest = writer.commit([{"name": "id", "type": "string", "arrow": "string"}], ["id"], {})
+    manifest = _land_ids(landing, ["o1", "o2"])
     settings = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
     with PostgresRaw(settings) as raw:
         with psycopg2.connect(pg_db.dsn) as admin, admin.cursor() as cur:  # what a restart does to the session
