@@ -3,6 +3,8 @@ MODEL (
   tags ('freshness:26h', 'freshness_column:last_ordered_at'), /* max age for `elt freshness` and stale alerts, measured on the newest order */
   kind FULL,
   grain customer_id,
+  /* parent of its whole-history store audit: a change to stores rebuilds it (decision 0022) */
+  depends_on (marts.locations),
   description 'Customers, one row per customer, with lifetime order metrics. Rebuilt in full (lifetime metrics span all time). Money in dollars. Customers without orders are new, with zero counts and NULL dates and spend.',
   column_descriptions (
     customer_id = 'Customer key (UUID string).',
@@ -21,6 +23,12 @@ MODEL (
     accepted_values(column := customer_type, is_in := ('new', 'returning')),
     /* every customer_id of orders exists in customers (checked here: customers is built after orders) */
     assert_relationship(child := marts.orders, column := customer_id, to := marts.customers, field := customer_id),
+    /* marts.orders checks its stores only on the days it processes, and a change to stores alone
+       processes none: a store deleted at the source (a tombstone in raw) would leave orders of
+       other days naming nothing. Every order is checked here, on a model rebuilt after every
+       change to orders or stores (decision 0022). Products need no such check: marts.order_items
+       reads them, so a product change restates all of its days. */
+    assert_relationship(child := marts.orders, column := location_id, to := marts.locations, field := location_id),
     forall(criteria := (
       COALESCE(lifetime_spend_pretax, 0) + COALESCE(lifetime_tax_paid, 0) = COALESCE(lifetime_spend, 0),
       (count_lifetime_orders = 0) = (lifetime_spend IS NULL)

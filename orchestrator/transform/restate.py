@@ -56,10 +56,13 @@ def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
 
 @dataclass
 class Lineage:
-    """Data lineage of the project's models (by query, not by audit ``depends_on``)."""
+    """Data lineage of the project's models: by query, not by audit ``depends_on``, except what
+    makes a model that is rebuilt whole run again (``upstream_raw``)."""
 
     is_time: dict[str, bool]  # model -> partitioned by time (INCREMENTAL_BY_TIME_RANGE)
-    upstream_raw: dict[str, set[str]]  # model -> every raw table it reads, directly or through models
+    # model -> every raw table it reads, directly or through models (and, for a model not
+    # partitioned by time, the raw tables of the parents it names in depends_on for its audits)
+    upstream_raw: dict[str, set[str]]
     via_untimed: dict[str, set[str]]  # model -> raw tables that reach it through a model not partitioned by time
 
     @classmethod
@@ -84,7 +87,20 @@ class Lineage:
                 else:
                     up.add(parent)
             upstream[name], via[name] = up, through
-        return cls(is_time, upstream, via)
+        # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
+        # audit-only parent (its depends_on) changes: marts.customers' whole-history relationship
+        # audits must run when a store or product is deleted. Only for the model itself: its
+        # children inherit the query lineage above, so a time-partitioned model is never restated
+        # whole for a table it only audits against.
+        triggers = {name: set(up) for name, up in upstream.items()}
+        for fqn in ctx.dag.sorted:
+            name = schema_table(fqn).lower()
+            if name not in models or is_time[name]:
+                continue
+            audited = {schema_table(d).lower() for d in models[name].depends_on} - query_parents(models[name])
+            for parent in audited:
+                triggers[name] |= upstream.get(parent, set()) if parent in models else {parent}
+        return cls(is_time, triggers, via)
 
 
 @dataclass

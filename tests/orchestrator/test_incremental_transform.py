@@ -42,6 +42,14 @@ class Shop:
     orders: dict[str, dict[str, object]] = field(default_factory=dict)
     items: dict[str, dict[str, str]] = field(default_factory=dict)
     serial: int = 0
+    stores: list[dict[str, object]] = field(default_factory=lambda: [
+        {"id": "s-1", "name": "Philadelphia", "opened_at": "2016-09-01T00:00:00", "tax_rate": 0.06}])
+    products: list[dict[str, object]] = field(default_factory=lambda: [
+        {"sku": "JAF-001", "name": "toast", "type": "jaffle", "price": 1100, "description": "d"},
+        {"sku": "BEV-001", "name": "tea", "type": "beverage", "price": 500, "description": "d"}])
+    supplies: list[dict[str, object]] = field(default_factory=lambda: [
+        {"id": "SUP-1", "name": "bread", "cost": 50, "perishable": "True", "sku": "JAF-001"},
+        {"id": "SUP-2", "name": "cup", "cost": 10, "perishable": "False", "sku": "BEV-001"}])
 
     def add_order(self, day: date) -> str:
         self.serial += 1
@@ -68,14 +76,9 @@ class Shop:
             "orders": (["id", "customer", "ordered_at", "store_id", "subtotal", "tax_paid", "order_total"],
                        list(self.orders.values())),
             "items": (["id", "order_id", "sku"], list(self.items.values())),
-            "products": (["sku", "name", "type", "price", "description"],
-                         [{"sku": "JAF-001", "name": "toast", "type": "jaffle", "price": 1100, "description": "d"},
-                          {"sku": "BEV-001", "name": "tea", "type": "beverage", "price": 500, "description": "d"}]),
-            "stores": (["id", "name", "opened_at", "tax_rate"],
-                       [{"id": "s-1", "name": "Philadelphia", "opened_at": "2016-09-01T00:00:00", "tax_rate": 0.06}]),
-            "supplies": (["id", "name", "cost", "perishable", "sku"],
-                         [{"id": "SUP-1", "name": "bread", "cost": 50, "perishable": "True", "sku": "JAF-001"},
-                          {"id": "SUP-2", "name": "cup", "cost": 10, "perishable": "False", "sku": "BEV-001"}]),
+            "products": (["sku", "name", "type", "price", "description"], self.products),
+            "stores": (["id", "name", "opened_at", "tax_rate"], self.stores),
+            "supplies": (["id", "name", "cost", "perishable", "sku"], self.supplies),
             "tweets": (["id", "user_id", "tweeted_at", "content"], []),
         }
         for name, (columns, rows) in tables.items():

@@ -1,0 +1,79 @@
+"""A store or product deleted at the source while orders or items still name it fails the
+transform, on every transform until the source is fixed, even when nothing else changed.
+
+marts.orders checks its stores only on the days it processes, and a change to stores alone
+processes none; marts.customers holds the whole-history check and is rebuilt after any change to
+stores (docs/decisions/0022-deleted-parents.md). A product change restates every day of
+marts.order_items, which reads products, so its own check covers all history.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.transform.run import TransformFailed, transform
+from tests.orchestrator.test_incremental_transform import START, Gateway, Shop, _clean_build, _load, _settings
+
+pytestmark = pytest.mark.slow
+
+
+def _fails_naming(settings, *needles: str) -> str:  # type: ignore[no-untyped-def]
+    with pytest.raises(TransformFailed) as failed:
+        transform(settings, quiet=True)
+    message = str(failed.value)
+    for needle in needles:
+        assert needle in message, message
+    return message
+
+
+def test_a_deleted_store_or_product_still_named_by_old_orders_fails_every_transform_until_fixed(
+        tmp_path: Path) -> None:
+    shop = Shop(random.Random(3))
+    shop.stores.append({"id": "s-2", "name": "Brooklyn", "opened_at": "2016-09-01T00:00:00", "tax_rate": 0.04})
+    for n in range(12):
+        oid = shop.add_order(START + timedelta(days=n % 4))
+        if n % 3 == 0:
+            shop.orders[oid]["store_id"] = "s-2"
+    assert any(i["sku"] == "BEV-001" for i in shop.items.values())
+    settings = _settings(tmp_path, "deletions")
+    day = 0
+
+    def load() -> None:
+        nonlocal day
+        day += 1
+        folder = tmp_path / f"day-{day}"
+        shop.write(folder)
+        _load(settings, folder)
+
+    load()
+    transform(settings, quiet=True)
+
+    # the store is deleted, nothing else changes: only raw stores gains a row (its tombstone)
+    brooklyn = shop.stores.pop()
+    load()
+    message = _fails_naming(settings, "failed on model marts.customers", "location_id='s-2'")
+    assert "next:" in message
+    # nothing new was loaded: the check runs again, and fails again
+    _fails_naming(settings, "failed on model marts.customers", "location_id='s-2'")
+
+    shop.stores.append(brooklyn)  # restored at the source: the next load and transform heal it
+    load()
+    transform(settings, quiet=True)
+
+    # a product its old items still name (its supply goes with it, as a source would delete it):
+    # marts.order_items reads products, so a product change restates all of its days and its own
+    # relationship audit finds them
+    drinks, cup = shop.products.pop(), shop.supplies.pop()
+    load()
+    _fails_naming(settings, "failed on model marts.order_items", "product_id='BEV-001'")
+    _fails_naming(settings, "failed on model marts.order_items", "product_id='BEV-001'")
+    shop.products.append(drinks)
+    shop.supplies.append(cup)
+    load()
+    transform(settings, quiet=True)
+
+    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path, shop)
