@@ -88,8 +88,8 @@ class Lineage:
                     up.add(parent)
             upstream[name], via[name] = up, through
         # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
-        # audit-only parent (its depends_on) changes: marts.customers' whole-history relationship
-        # audits must run when a store or product is deleted. Only for the model itself: its
+        # audit-only parent (its depends_on) changes: marts.customers' whole-history store audit
+        # must run when a store is deleted (decision 0022). Only for the model itself: its
         # children inherit the query lineage above, so a time-partitioned model is never restated
         # whole for a table it only audits against.
         triggers = {name: set(up) for name, up in upstream.items()}
