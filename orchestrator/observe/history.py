@@ -95,17 +95,27 @@ def meta_duckdb_path(settings: Settings) -> Path:
     return settings.warehouse.parent / "elt_history.duckdb"
 
 
+# How long a command retries an unreachable PostgreSQL warehouse for the run history, unless
+# ELT_HISTORY_CONNECT_WAIT_S says otherwise: a tick or a job's supervisor long enough to outlive a
+# server restart; a command a person waits on (elt status, runs, run-show, report) briefly, so that
+# during an outage the on-call engineer reads the error in seconds, not after a minute of retries.
+CONNECT_WAIT_S = 60.0
+INTERACTIVE_CONNECT_WAIT_S = 5.0
+
+
 class History:
     """``History.open(settings)``; every method opens a short connection of its own."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, interactive: bool = False) -> None:
         self.settings = settings
         self.postgres = settings.gateway == "postgres"
         self._ready = False
+        self.interactive = interactive
 
     @classmethod
-    def open(cls, settings: Settings) -> History:
-        return cls(settings)
+    def open(cls, settings: Settings, *, interactive: bool = False) -> History:
+        """``interactive``: for a command a person waits on, which retries the warehouse briefly."""
+        return cls(settings, interactive=interactive)
 
     @contextmanager
     def _conn(self) -> Iterator[Any]:
@@ -143,13 +153,17 @@ class History:
 
     def _pg_connect(self) -> Any:
         """A connection to the PostgreSQL warehouse, retried with backoff for up to
-        ``ELT_HISTORY_CONNECT_WAIT_S`` (default 60) seconds: a supervisor whose job is running must
-        outlive a restart of the server, or its run is left `running` with nobody to record the end."""
+        ``ELT_HISTORY_CONNECT_WAIT_S`` seconds (read at each connection), else ``CONNECT_WAIT_S``
+        (``INTERACTIVE_CONNECT_WAIT_S`` for a command a person waits on). A supervisor whose job is
+        running must outlive a restart of the server, or its run is left `running` with nobody to
+        record the end."""
         from sources.connections import PostgresSettings
         from sources.errors import ConnectionFailed
 
         settings = PostgresSettings.from_env(self.settings.pg_prefix)
-        deadline = time.monotonic() + float(os.environ.get("ELT_HISTORY_CONNECT_WAIT_S", "60"))
+        configured = os.environ.get("ELT_HISTORY_CONNECT_WAIT_S")
+        wait = float(configured) if configured else INTERACTIVE_CONNECT_WAIT_S if self.interactive else CONNECT_WAIT_S
+        deadline = time.monotonic() + wait
         delay = 0.5
         while True:
             try:

@@ -306,7 +306,7 @@ def _audits_chart(audits: dict[str, Any]) -> dict[str, Any]:
 
 def render(settings: Settings, now: datetime | None = None) -> str:
     now = now or utcnow()
-    history = History.open(settings)
+    history = History.open(settings, interactive=True)
     runs = history.recent(1000)
     latest = [[r.run_id, r.job, f"{r.attempt}/{r.max_attempts or '-'}", r.status, r.trigger,
                f"{r.started_at:%Y-%m-%d %H:%M}", num(r.rows_loaded), redact_userinfo(r.error or "")] for r in runs[:20]]

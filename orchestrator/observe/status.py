@@ -27,7 +27,7 @@ def _duration(r: RunRecord) -> str:
 
 def print_runs(settings: Settings, *, limit: int = 20, job: str | None = None, out: TextIO | None = None) -> None:
     out = out or sys.stdout
-    records = History.open(settings).recent(limit, job)
+    records = History.open(settings, interactive=True).recent(limit, job)
     print(f"{'run':<12} {'job':<16} {'try':>5} {'status':<15} {'trigger':<9} {'started (UTC)':<19} {'took':>8} "
           f"{'rows':>10}  error", file=out)
     for r in records:
@@ -41,7 +41,7 @@ def print_runs(settings: Settings, *, limit: int = 20, job: str | None = None, o
 
 def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int:
     out = out or sys.stdout
-    records = History.open(settings).run(run_id)
+    records = History.open(settings, interactive=True).run(run_id)
     if not records:
         print(f"error: no run {run_id!r} in the history; list runs with `elt runs`", file=sys.stderr)
         return 1
@@ -67,7 +67,7 @@ def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int
 
 def job_states(settings: Settings, now: datetime | None = None) -> list[dict[str, object]]:
     now = now or utcnow()
-    history = History.open(settings)
+    history = History.open(settings, interactive=True)
     states = []
     for job in all_jobs(settings).values():
         last = history.recent(1, job.name)

@@ -171,3 +171,57 @@ def test_the_run_history_waits_out_a_warehouse_restart(pg_db, settings, monkeypa
     monkeypatch.setenv("ELT_HISTORY_CONNECT_WAIT_S", "1")
     with pytest.raises(ConnectionFailed):  # an outage longer than the wait still fails, and says so
         history.update("r1", 1, status="succeeded")
+
+
+class _FakeClock:
+    """time.monotonic and time.sleep for the run history's retry loop: sleeping advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_status_and_runs_give_up_on_an_unreachable_warehouse_in_seconds_and_a_supervisor_waits_a_minute(
+        settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The on-call engineer runs `elt status` during an outage: it says the warehouse is unreachable
+    after a few seconds of retries, while a job's supervisor keeps retrying for a minute (it must
+    outlive a server restart). ELT_HISTORY_CONNECT_WAIT_S, when set, decides for both."""
+    import socket
+    from dataclasses import replace
+
+    from orchestrator.observe import history as history_module
+    from orchestrator.observe.history import History
+    from orchestrator.observe.status import print_runs, print_status
+    from sources.errors import ConnectionFailed
+
+    with socket.socket() as s:  # a loopback port nothing listens on: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"ELT_PG_HOST": "127.0.0.1", "ELT_PG_PORT": str(port), "ELT_PG_USER": "elt",
+                       "ELT_PG_DATABASE": "warehouse", "ELT_PG_PASSWORD": ""}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("ELT_HISTORY_CONNECT_WAIT_S", raising=False)
+    pg = replace(settings, gateway="postgres")
+
+    def waited(call) -> float:  # type: ignore[no-untyped-def]
+        clock = _FakeClock()
+        monkeypatch.setattr(history_module, "time", clock)
+        with pytest.raises(ConnectionFailed):
+            call()
+        return sum(clock.slept)
+
+    assert 0 < waited(lambda: print_status(pg)) <= history_module.INTERACTIVE_CONNECT_WAIT_S
+    assert 0 < waited(lambda: print_runs(pg)) <= history_module.INTERACTIVE_CONNECT_WAIT_S
+    supervisor = waited(lambda: History.open(pg).recent(1))
+    assert history_module.CONNECT_WAIT_S - 8 <= supervisor <= history_module.CONNECT_WAIT_S
+    monkeypatch.setenv("ELT_HISTORY_CONNECT_WAIT_S", "20")
+    assert 20 - 8 <= waited(lambda: print_runs(pg)) <= 20
+    monkeypatch.setenv("ELT_HISTORY_CONNECT_WAIT_S", "0")
+    assert waited(lambda: History.open(pg).recent(1)) == 0
