@@ -38,7 +38,10 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
             continue
         if pa.types.is_string(column.type) and not pa.types.is_string(target):
             # Empty text is "no value" for every non-text type.
-            column = pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
+            # (no Python value in the call: converting one makes pyarrow import pandas, a quarter
+            # of a second per process, to check whether it is array-like)
+            empty = pc.invert(pc.cast(pc.binary_length(column), pa.bool_()))
+            column = pc.if_else(empty, pa.nulls(len(column), pa.string()), column)
         try:
             arrays.append(_cast(column, target))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:

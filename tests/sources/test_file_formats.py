@@ -223,3 +223,35 @@ def test_a_pattern_table_knows_its_landed_files_without_reading_manifests(tmp_pa
         (after,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         assert after.status == "unchanged" and len(reads) == 1 and f"/{oldest}/" in reads[0], reads
     assert _count(tmp_path) == (files * 2 + 3, files * 2 + 3, files + 1)
+
+
+# A child process: what a CSV load imports (a fresh interpreter, as `elt load` is).
+NO_PANDAS = """
+import sys
+from pathlib import Path
+from sources.config import parse_source
+from sources.landing.store import Landing
+from sources.load.duckdb_raw import DuckDBRaw
+from sources.pipeline import ingest
+folder = Path(sys.argv[1])
+spec = parse_source({"name": "shop", "kind": "files", "owner": "x", "path": str(folder),
+                     "tables": {"orders": {"file": "orders.csv", "primary_key": "id",
+                                           "columns": {"id": "integer", "at": "timestamp", "total": "decimal(12,2)"}}}})
+with DuckDBRaw(folder / "wh.duckdb") as raw:
+    out = ingest(spec, landing=Landing.local(folder / "landing"), raw=raw, lock_dir=folder)
+assert [o.rows_applied for o in out] == [3] and not out[0].error, out
+print("pandas" in sys.modules)
+"""
+
+
+def test_a_csv_load_never_imports_pandas(tmp_path: Path) -> None:
+    """pyarrow imports pandas (a quarter of a second and about 60 MB per `elt load`) the first time
+    a compute function is given a Python value; casting empty text to NULL once did that."""
+    import subprocess
+    import sys
+
+    (tmp_path / "orders.csv").write_text("id,at,total\n1,2024-01-01 00:00:00,9.50\n2,,\n3,2024-01-02 10:00:00,\n")
+    proc = subprocess.run([sys.executable, "-c", NO_PANDAS, str(tmp_path)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "False", "the load imported pandas"
