@@ -83,9 +83,10 @@ def job_states(settings: Settings, now: datetime | None = None) -> list[dict[str
 
 def print_status(settings: Settings, now: datetime | None = None, out: TextIO | None = None) -> None:
     out = out or sys.stdout
+    states = job_states(settings, now)  # first: an unreachable warehouse is an error, not an empty table
     print(f"{'job':<16} {'kind':<9} {'schedule':<14} {'last slot':<19} {'last status':<15} {'last success':<19} run",
           file=out)
-    for s in job_states(settings, now):
+    for s in states:
         print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
               f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]
     print_set_aside(settings, out)

@@ -193,6 +193,7 @@ def test_status_and_runs_give_up_on_an_unreachable_warehouse_in_seconds_and_a_su
     """The on-call engineer runs `elt status` during an outage: it says the warehouse is unreachable
     after a few seconds of retries, while a job's supervisor keeps retrying for a minute (it must
     outlive a server restart). ELT_HISTORY_CONNECT_WAIT_S, when set, decides for both."""
+    import io
     import socket
     from dataclasses import replace
 
@@ -217,8 +218,10 @@ def test_status_and_runs_give_up_on_an_unreachable_warehouse_in_seconds_and_a_su
             call()
         return sum(clock.slept)
 
-    assert 0 < waited(lambda: print_status(pg)) <= history_module.INTERACTIVE_CONNECT_WAIT_S
-    assert 0 < waited(lambda: print_runs(pg)) <= history_module.INTERACTIVE_CONNECT_WAIT_S
+    printed = io.StringIO()  # the error alone: no table header above it
+    assert 0 < waited(lambda: print_status(pg, out=printed)) <= history_module.INTERACTIVE_CONNECT_WAIT_S
+    assert 0 < waited(lambda: print_runs(pg, out=printed)) <= history_module.INTERACTIVE_CONNECT_WAIT_S
+    assert printed.getvalue() == ""
     supervisor = waited(lambda: History.open(pg).recent(1))
     assert history_module.CONNECT_WAIT_S - 8 <= supervisor <= history_module.CONNECT_WAIT_S
     monkeypatch.setenv("ELT_HISTORY_CONNECT_WAIT_S", "20")
