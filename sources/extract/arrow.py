@@ -37,9 +37,8 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
             arrays.append(column)
             continue
         if pa.types.is_string(column.type) and not pa.types.is_string(target):
-            # Empty text is "no value" for every non-text type.
-            # (no Python value in the call: converting one makes pyarrow import pandas, a quarter
-            # of a second per process, to check whether it is array-like)
+            # Empty text is "no value" for every non-text type. Tested by length, with no Python
+            # value in the call: converting one makes pyarrow import pandas (decision 0014).
             empty = pc.invert(pc.cast(pc.binary_length(column), pa.bool_()))
             column = pc.if_else(empty, pa.nulls(len(column), pa.string()), column)
         try:
