@@ -147,18 +147,35 @@ def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
+def _environment_lock(settings: Settings, environment: str):  # type: ignore[no-untyped-def]
+    """The lock of ``environment``'s plans and runs, or None (after an error on stderr) when another
+    process held it for ELT_SQLMESH_LOCK_WAIT_S seconds. A wait is announced, not silent."""
     import os
 
-    from orchestrator.scheduling.locks import make_lock
+    from orchestrator.scheduling.locks import FileLock, make_lock
+
+    lock = make_lock(settings, f"sqlmesh:{environment}")
+    if lock.try_acquire():
+        return lock
+    wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
+    where = f"the file {lock.path}" if isinstance(lock, FileLock) else "a PostgreSQL advisory lock"
+    print(f"waiting up to {wait_s:.0f}s for environment {environment}: another plan or run of it holds its lock "
+          f"({where}; `elt runs` lists scheduled ones, `pgrep -af 'elt (transform|preview|demo|backfill)'` "
+          "those started by hand)", file=sys.stderr, flush=True)
+    if lock.acquire(timeout=wait_s):
+        return lock
+    print(f"error: another plan or run of environment {environment} held its lock for {wait_s:.0f}s\n"
+          "  next: let it finish (`elt runs`), or stop it if it is stuck; the lock is released when the process "
+          "holding it exits (docs/runbook.md)", file=sys.stderr)
+    return None
+
+
+def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.transform.run import TransformFailed, transform
 
     # plan and run on one environment are serialized with the scheduler's transform job
-    lock = make_lock(settings, f"sqlmesh:{args.environment}")
-    wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
-    if not lock.acquire(timeout=wait_s):
-        print(f"error: another plan/run of environment {args.environment} held its lock for {wait_s:.0f}s; "
-              "see `elt runs` for the running transform job", file=sys.stderr)
+    lock = _environment_lock(settings, args.environment)
+    if lock is None:
         return 1
     try:
         summary = transform(settings, environment=args.environment, verify=args.audit_all)
@@ -189,15 +206,9 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.transform.preview import preview
     from orchestrator.transform.run import TransformFailed
 
-    import os
-
-    from orchestrator.scheduling.locks import make_lock
-
     # serialized with other plans of the same environment (two developers previewing into one dev)
-    lock = make_lock(settings, f"sqlmesh:{args.environment}")
-    wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
-    if not lock.acquire(timeout=wait_s):
-        print(f"error: another plan of environment {args.environment} held its lock for {wait_s:.0f}s", file=sys.stderr)
+    lock = _environment_lock(settings, args.environment)
+    if lock is None:
         return 1
     try:
         diffs = preview(settings, args.environment, quiet=not args.verbose)

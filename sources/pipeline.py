@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_primary_key, check_values
 from sources.errors import LoaderError, first_line
-from sources import failpoints
+from sources import failpoints, forks
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
 from sources.landing.store import LandedBatches, Landing
@@ -76,8 +76,10 @@ def source_lock(source: str, lock_dir: Path | None = None, scope: str = "") -> I
                 "another load of this source is running", source=source,
                 hint="wait for it to finish; the lock is released when that process exits",
             ) from None
+        forks.hold(fd)
         yield
     finally:
+        forks.release(fd)
         os.close(fd)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
+from sources import forks
 
 
 class FileLock:
@@ -43,6 +44,7 @@ class FileLock:
             os.close(fd)
             return False
         self.fd = fd
+        forks.hold(fd)  # a forked child orphaned by a kill would keep the lock for ever
         return True
 
     def acquire(self, timeout: float, poll: float = 0.5) -> bool:
@@ -64,6 +66,7 @@ class FileLock:
 
     def release(self) -> None:
         if self.fd is not None:
+            forks.release(self.fd)
             os.close(self.fd)
             self.fd = None
 
@@ -99,6 +102,7 @@ class PgAdvisoryLock:
             conn.close()
             return False
         self.conn = conn
+        forks.hold(conn.fileno())  # the session ends only when every copy of its socket is closed
         return True
 
     def acquire(self, timeout: float, poll: float = 0.5) -> bool:
@@ -127,6 +131,7 @@ class PgAdvisoryLock:
     def release(self) -> None:
         if self.conn is not None:
             try:
+                forks.release(self.conn.fileno())
                 self.conn.close()  # ends the session, which releases the lock
             finally:
                 self.conn = None

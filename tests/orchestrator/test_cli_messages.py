@@ -1,7 +1,7 @@
 """`elt`'s messages where a user would otherwise read a traceback or a wrong hint: a warehouse file
-held by another process, a missing data folder, a reader that stops early, arguments without help,
-`--path` relative to the current directory, a tick in the future, and the production demo's missing
-database or bucket.
+held by another process, an environment whose lock is held, a missing data folder, a reader that
+stops early, arguments without help, `--path` relative to the current directory, a tick in the
+future, and the production demo's missing database or bucket.
 Everything runs the real `elt` in a subprocess on a copied project.
 """
 
@@ -103,6 +103,26 @@ def test_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
         stderr = proc.stderr.read()
         assert proc.wait(timeout=60) == 141, stderr
         assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+
+
+def test_a_transform_that_waits_for_its_environment_says_so_and_names_the_lock(tmp_path: Path) -> None:
+    from orchestrator.scheduling.locks import FileLock
+
+    project = copy_project(tmp_path / "project")
+    locks = tmp_path / "locks"
+    held = FileLock("sqlmesh:prod", locks)
+    assert held.try_acquire()  # another plan or run of prod
+    try:
+        proc = run([ELT, "transform"], cwd=project, timeout=120, check=False,
+                   env=project_env(project, ELT_LOCK_DIR=str(locks), ELT_SQLMESH_LOCK_WAIT_S="1"))
+    finally:
+        held.release()
+    assert proc.returncode == 1, proc.stderr
+    waiting, error = proc.stderr.splitlines()[:2]
+    assert waiting.startswith("waiting up to 1s for environment prod: another plan or run of it holds its lock "
+                              f"(the file {locks / 'sqlmesh_prod.lock'}; `elt runs`"), proc.stderr
+    assert error == "error: another plan or run of environment prod held its lock for 1s", proc.stderr
+    assert "  next: let it finish (`elt runs`)" in proc.stderr, proc.stderr
 
 
 def test_load_path_is_relative_to_the_current_directory(tmp_path: Path, small_jaffle: Path) -> None:

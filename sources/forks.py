@@ -1,0 +1,55 @@
+"""Descriptors that a forked child process must not keep open.
+
+A lock that "the kernel releases when its holder dies" (an ``flock`` file, the socket of the
+PostgreSQL session holding an advisory lock) is only released when *every* descriptor of it is
+closed, and ``fork`` copies them all. A child forked by a library (SQLMesh loads a project in a
+pool of forked workers when ``MAX_FORK_WORKERS`` is not 1) and orphaned when its parent is
+killed kept such a lock for ever: every later transform waited for it (decision 0024).
+
+``hold(fd)`` registers a descriptor; in every child forked from Python afterwards it is pointed at
+``/dev/null`` (not closed, so the number is never reused for something the child opens later).
+``subprocess`` does not run these hooks, so a descriptor passed on purpose to an executed command
+(the supervisor's job lock, ``inheritable_fd``) is kept.
+
+>>> import os, tempfile
+>>> fd, path = tempfile.mkstemp()
+>>> hold(fd)
+>>> pid = os.fork()
+>>> if pid == 0:  # the child sees /dev/null behind the number
+...     os._exit(0 if os.path.samestat(os.fstat(fd), os.stat(os.devnull)) else 1)
+>>> os.waitpid(pid, 0)[1]
+0
+>>> release(fd); os.close(fd); os.unlink(path)
+"""
+
+from __future__ import annotations
+
+import os
+
+_HELD: set[int] = set()
+
+
+def hold(fd: int) -> None:
+    """Forked children of this process never keep ``fd``."""
+    _HELD.add(fd)
+
+
+def release(fd: int) -> None:
+    """Call before closing ``fd``: its number may be reused."""
+    _HELD.discard(fd)
+
+
+def _blind_in_child() -> None:
+    if not _HELD:
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in _HELD:
+        try:
+            os.dup2(null, fd, inheritable=False)
+        except OSError:  # already closed in the parent's last instant: nothing to blind
+            pass
+    os.close(null)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_blind_in_child)
