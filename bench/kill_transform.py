@@ -1,6 +1,8 @@
-"""Chaos run: `elt transform` killed with SIGKILL at random instants, then healed by ordinary runs.
+"""Chaos run: `elt transform` (or `elt backfill`) killed with SIGKILL at random instants, then
+healed by ordinary runs.
 
-    .venv/bin/python bench/kill_transform.py [--rounds 40] [--seed 1] [--gateway duckdb|postgres] [--min-delay 0.2]
+    .venv/bin/python bench/kill_transform.py [--rounds 40] [--seed 1] [--gateway duckdb|postgres]
+        [--min-delay 0.2] [--command transform|backfill]
 
 The failpoint tests (tests/orchestrator/test_incremental_transform.py) kill the transform at the
 steps we chose. This run kills it wherever the clock says: inside SQLMesh's plan, its state
@@ -12,7 +14,13 @@ writes, a model's insert, an audit, the promotion of views, DuckDB's checkpoint.
    transform of the same state takes (measured once per kind); in a third of the rounds the
    next transform is killed too;
 3. more days, a late-arriving order and a moved order are loaded, and `elt transform` runs to the
-   end: it must exit 0 and the marts must equal one clean build of the final files, row for row.
+   end: it must exit 0, the marts must equal one clean build of the final files, row for row, and
+   raw must hold no order version twice.
+
+With ``--command backfill`` each round starts from a transformed state with a new day, a
+correction and a deletion loaded, corrects an order of the first week in the source files, and
+kills `elt backfill jaffle_shop` of that week; the heal is the runbook's: the same backfill again
+(it must succeed), then step 3.
 
 A killed transform must also leave no process behind: one that still holds its stderr a minute
 later is reported (``orphans``) and killed. The first run of this script found SQLMesh's forked
@@ -56,7 +64,7 @@ def _prepare(tmp: Path, gateway: Gateway, seed: int, kind: str):  # type: ignore
             shop.add_order(START + timedelta(days=d))
     shop.write(folder)
     _load(settings, folder)
-    if kind == "later":
+    if kind in ("later", "backfill"):
         transform(settings, quiet=True)
         shop.add_order(START + timedelta(days=6))
         shop.orders[sorted(shop.orders)[2]]["customer"] = "c-11"  # a late correction
@@ -66,15 +74,16 @@ def _prepare(tmp: Path, gateway: Gateway, seed: int, kind: str):  # type: ignore
     pg_env = gateway.env(gateway.databases[settings.project_root]) if gateway.name == "postgres" else {}
     # a lock left held shows as a failed heal after a minute, not an hour
     env = project_env(settings.project_root, ELT_DUCKDB_PATH=str(settings.warehouse),
-                      ELT_LANDING_ROOT=str(settings.landing_root), ELT_SQLMESH_LOCK_WAIT_S="60", **pg_env)
+                      ELT_LANDING_ROOT=str(settings.landing_root), ELT_SQLMESH_LOCK_WAIT_S="60",
+                      ELT_BACKFILL_LOCK_WAIT_S="60", **pg_env)
     return shop, settings, folder, env
 
 
-def _transform(settings, env: dict[str, str], kill_after: float | None) -> tuple[int, float, list[int]]:  # type: ignore[no-untyped-def]
-    """Run `elt transform`; SIGKILL it (the process, not its group: as the OOM killer or a user
+def _elt(settings, env: dict[str, str], command: list[str], kill_after: float | None) -> tuple[int, float, list[int]]:  # type: ignore[no-untyped-def]
+    """Run `elt COMMAND`; SIGKILL it (the process, not its group: as the OOM killer or a user
     would) after ``kill_after`` seconds. (exit status, seconds, processes it left behind)."""
     started = time.monotonic()
-    proc = subprocess.Popen([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env,
+    proc = subprocess.Popen([str(BIN / "elt"), *command], cwd=settings.project_root, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     if kill_after is not None:
         try:
@@ -94,7 +103,7 @@ def _transform(settings, env: dict[str, str], kill_after: float | None) -> tuple
         _, err = proc.communicate()
     code = proc.returncode
     if kill_after is None and code != 0:
-        raise RuntimeError(f"elt transform exited {code}:\n{err[-3000:]}")
+        raise RuntimeError(f"elt {' '.join(command)} exited {code}:\n{err[-3000:]}")
     return code, time.monotonic() - started, left
 
 
@@ -103,53 +112,87 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gateway", choices=["duckdb", "postgres"], default="duckdb")
+    parser.add_argument("--command", choices=["transform", "backfill"], default="transform",
+                        help="what is killed: `elt transform` (first and later), or `elt backfill` of one week")
     parser.add_argument("--min-delay", type=float, default=0.2,
                         help="earliest kill, seconds after the start (about 1.5 skips Python's imports)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(postgres_server()) if args.gateway == "postgres" else None
-        results, durations = _rounds(Gateway(args.gateway, server), args.rounds, rng, args.min_delay)
+        results, durations = _rounds(Gateway(args.gateway, server), args.rounds, rng, args.min_delay, args.command)
     landed = sum(1 for r in results for c in r["codes"] if c == -signal.SIGKILL)  # type: ignore[attr-defined]
-    lost = [r for r in results if r.get("equal") is False]
+    lost = [r for r in results if r.get("equal") is False or r.get("repeated_raw_versions")]
     failed = [r for r in results if "heal_failed" in r]
     orphaned = [r for r in results if "orphans" in r]
-    summary = {"gateway": args.gateway, "rounds": len(results), "kills": sum(len(r["delays"]) for r in results),  # type: ignore[arg-type]
+    summary = {"gateway": args.gateway, "command": args.command, "rounds": len(results), "kills": sum(len(r["delays"]) for r in results),  # type: ignore[arg-type]
                "kills_landed": landed, "unkilled_seconds": {k: round(v, 2) for k, v in durations.items()},
                "mismatches": lost, "failed_heals": failed, "orphans_left": orphaned}
     print(json.dumps(summary))
     sys.exit(1 if lost or failed or orphaned else 0)
 
 
-def _rounds(gateway: Gateway, rounds: int, rng: random.Random, min_delay: float) -> tuple[list[dict[str, object]], dict[str, float]]:
+TRANSFORM = ["transform"]
+
+
+def backfill(folder: Path) -> list[str]:
+    return ["backfill", "jaffle_shop", "--path", str(folder), "--start", "2018-09-01", "--end", "2018-09-07"]
+
+
+def _correct_in_window(shop: Shop, folder: Path) -> None:
+    """The source corrects an order of the backfill's week (files written, not loaded)."""
+    shop.orders[sorted(shop.orders)[1]]["customer"] = "c-10"
+    shop.write(folder)
+
+
+def _repeated_versions(gateway: Gateway, settings) -> int:  # type: ignore[no-untyped-def]
+    """Raw order rows whose content equals another row of the same order: a batch applied twice
+    (the rounds never revert a row to an earlier content)."""
+    sql = ("SELECT count(*) FROM (SELECT id, customer, ordered_at, store_id, subtotal, tax_paid, order_total, _deleted "
+           "FROM raw_jaffle_shop.orders GROUP BY id, customer, ordered_at, store_id, subtotal, tax_paid, order_total, "
+           "_deleted HAVING count(*) > 1) AS d")
+    return int(gateway.rows(settings, sql)[0][0])  # type: ignore[arg-type]
+
+
+def _rounds(gateway: Gateway, rounds: int, rng: random.Random, min_delay: float,
+            command: str = "transform") -> tuple[list[dict[str, object]], dict[str, float]]:
     durations: dict[str, float] = {}
     results: list[dict[str, object]] = []
+    kinds = ("first", "later") if command == "transform" else ("backfill",)
     with tempfile.TemporaryDirectory(prefix="elt-kill-") as base:
-        for kind in ("first", "later"):  # how long an unkilled transform of each state takes
+        for kind in kinds:  # how long an unkilled command takes from each state
             tmp = Path(base) / f"measure-{kind}"
-            _, settings, _, env = _prepare(tmp, gateway, 0, kind)
-            durations[kind] = _transform(settings, env, None)[1]
+            shop, settings, folder, env = _prepare(tmp, gateway, 0, kind)
+            if kind == "backfill":
+                _correct_in_window(shop, folder)
+            durations[kind] = _elt(settings, env, backfill(folder) if kind == "backfill" else TRANSFORM, None)[1]
         for n in range(rounds):
-            kind = "first" if n % 2 == 0 else "later"
+            kind = kinds[n % len(kinds)]
             tmp = Path(base) / f"round-{n}"
             shop, settings, folder, env = _prepare(tmp, gateway, n, kind)
+            killed_command = backfill(folder) if kind == "backfill" else TRANSFORM
+            if kind == "backfill":
+                _correct_in_window(shop, folder)
             delays = [round(rng.uniform(min_delay, durations[kind]), 2)]
             if rng.random() < 1 / 3:
-                delays.append(round(rng.uniform(min_delay, durations["later"]), 2))
-            killed = [_transform(settings, env, d) for d in delays]
+                delays.append(round(rng.uniform(min_delay, durations[kind]), 2))
+            killed = [_elt(settings, env, killed_command, d) for d in delays]
             codes = [k[0] for k in killed]
             orphans = [pid for k in killed for pid in k[2]]
-            shop.add_order(START + timedelta(days=7))
-            shop.add_order(START + timedelta(days=1))  # late-arriving
-            shop.orders[sorted(shop.orders)[0]]["ordered_at"] = "2018-09-04T10:00:00"  # moved
-            shop.write(folder)
-            _load(settings, folder)
             outcome: dict[str, object] = {"round": n, "kind": kind, "delays": delays, "codes": codes}
             if orphans:
                 outcome["orphans"] = orphans
             try:
-                _transform(settings, env, None)
+                if kind == "backfill":  # the runbook: rerun the same command
+                    _elt(settings, env, backfill(folder), None)
+                shop.add_order(START + timedelta(days=7))
+                shop.add_order(START + timedelta(days=1))  # late-arriving
+                shop.orders[sorted(shop.orders)[0]]["ordered_at"] = "2018-09-04T10:00:00"  # moved
+                shop.write(folder)
+                _load(settings, folder)
+                _elt(settings, env, TRANSFORM, None)
                 outcome["equal"] = gateway.marts(settings) == _clean_build(tmp, shop, gateway)
+                outcome["repeated_raw_versions"] = _repeated_versions(gateway, settings)
             except RuntimeError as exc:
                 outcome["heal_failed"] = str(exc)[-600:]
             results.append(outcome)

@@ -53,6 +53,19 @@ class BackfillFailed(Exception):
     pass
 
 
+def child_error(stderr: str) -> str:
+    """What a failed `elt` child said: its last ``error:`` line and the lines after it (its
+    ``next:``), or its last line.
+
+    >>> print(child_error('{"level": "info"}\\nerror: no folder\\n  next: pass --path DIR\\n'))
+    error: no folder
+      next: pass --path DIR
+    """
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    return "\n".join(lines[errors[-1]:errors[-1] + 6] if errors else lines[-1:])
+
+
 BEFORE = "elt_meta.backfill_before"
 
 
@@ -154,10 +167,10 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                                   env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"})  # held above
             print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:
-                raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated. "
-                                     f"{load.stderr.strip().splitlines()[-1] if load.stderr.strip() else ''}\n"
-                                     f"  next: fix the source, then rerun the same `elt backfill` command "
-                                     f"(a file source's folder: --path DIR)")
+                said = child_error(load.stderr)
+                raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated.\n{said}" + (
+                    "" if "next:" in said else "\n  next: fix the source, then rerun the same `elt backfill` "
+                    "command (a file source's folder: --path DIR)"))
             # the new batches are pending for every model version reading the source: the transform
             # restates exactly the days their rows touch (windows.py), in the window and, for a source
             # re-read whole, wherever else the source changed (reported, never left stale)
