@@ -21,6 +21,7 @@ POINTS = (
     "transform.after_invalidate",  # every window removed from SQLMesh state, batches not marked consumed
     "transform.after_consumed",  # batches marked consumed, plan/run not started
     "transform.mid_evaluation",  # inside SQLMesh: a model's interval written, later ones not (see ELT_FAILPOINT_AFTER)
+    "transform.before_finalize",  # inside SQLMesh: a plan promoted the environment, not finalized it
     "transform.after_plan",  # plan applied, run not started
     "transform.after_run",  # run finished, watermark not written
 )

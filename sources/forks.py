@@ -1,4 +1,5 @@
-"""Descriptors that a forked child process must not keep open.
+"""Child processes and what they inherit: descriptors a forked child must not keep open, and
+children that must not outlive their parent.
 
 A lock that "the kernel releases when its holder dies" (an ``flock`` file, the socket of the
 PostgreSQL session holding an advisory lock) is only released when *every* descriptor of it is
@@ -25,6 +26,7 @@ killed kept such a lock for ever: every later transform waited for it (decision 
 from __future__ import annotations
 
 import os
+import signal
 
 _HELD: set[int] = set()
 
@@ -53,3 +55,23 @@ def _blind_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_blind_in_child)
+
+
+def _prctl():  # type: ignore[no-untyped-def]
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").prctl
+    except (OSError, AttributeError):  # not Linux with glibc: children may outlive their parent
+        return None
+
+
+_PRCTL = _prctl()  # resolved here, in the parent: the child only calls it (no import after fork)
+
+
+def die_with_parent() -> None:
+    """``preexec_fn`` for a child doing part of its parent's work under the parent's locks: it gets
+    SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), instead of working on unprotected.
+    Start such children from the thread that lives as long as they should (the main thread)."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG

@@ -31,6 +31,7 @@ from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
 from orchestrator.scheduling.locks import make_lock
 from orchestrator.scheduling.schedule import retry_delay
 from orchestrator.settings import Settings
+from sources import forks
 from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.scheduling.runner")
@@ -47,15 +48,6 @@ class JobResult:
     status: str  # succeeded, failed, timed_out, skipped_locked, already_ran
     attempts: int = 0
     error: str = ""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _retry_settings() -> tuple[float, float]:
@@ -203,7 +195,7 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         fd = lock.inheritable_fd()
         try:
             proc = subprocess.Popen(worker_command(job, result_file), env=env, start_new_session=True,
-                                    pass_fds=(fd,) if fd is not None else (), preexec_fn=_die_with_parent,
+                                    pass_fds=(fd,) if fd is not None else (), preexec_fn=forks.die_with_parent,
                                     cwd=settings.project_root)
         except OSError as exc:
             return {"status": "failed", "retryable": False, "error_class": type(exc).__name__,

@@ -34,6 +34,7 @@ from orchestrator.scheduling.locks import make_lock
 from orchestrator.scheduling.runner import transform_lock_names
 from orchestrator.settings import Settings
 from orchestrator.transform.windows import create_meta_table
+from sources import forks
 from sources.config import load_source
 from sources.errors import ConfigError, LoaderError
 from sources.logs import get_logger
@@ -151,8 +152,11 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             held.append(lock)
         # step 1-2 in a child process: DuckDB allows one writing process per file, and a SQLMesh
         # context keeps its connection open until the process exits; the load (step 3) is another one
+        # the children work under this process's locks: they die with it (a killed backfill's child
+        # went on transforming or loading unprotected, and held the warehouse against the rerun)
         prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare"],
-                              capture_output=True, text=True, cwd=settings.project_root)
+                              capture_output=True, text=True, cwd=settings.project_root,
+                              preexec_fn=forks.die_with_parent)
         if prep.returncode != 0:
             raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
                                  f"{prep.stderr.strip()}")
@@ -164,7 +168,8 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
                                    start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
                                   capture_output=True, text=True, cwd=settings.project_root,
-                                  env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"})  # held above
+                                  env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"},  # held above
+                                  preexec_fn=forks.die_with_parent)
             print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:
                 said = child_error(load.stderr)

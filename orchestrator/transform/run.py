@@ -304,21 +304,35 @@ def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type
 
 
 def _needs_plan(ctx, environment: str, snapshots: dict[str, Any]) -> bool:  # type: ignore[no-untyped-def]
-    """True when local models (``ctx.snapshots``) differ from what the environment serves (or it
-    does not exist)."""
+    """True when local models (``ctx.snapshots``) differ from what the environment serves, or it
+    does not exist, or a plan promoted it and died before finalizing it: SQLMesh's run then waits
+    for that plan (6 hours by default, then fails), and only a plan applied again finalizes it.
+    `elt` holds the environment's lock around plan and run, so no other plan is in flight."""
     env = ctx.state_reader.get_environment(environment)
-    if env is None:
+    if env is None or not env.finalized_ts:
         return True
     local = {s.snapshot_id for s in snapshots.values()}
     served = {s.snapshot_id for s in env.snapshots}
     return local != served
 
 
-def _arm_evaluation_failpoint(ctx) -> None:  # type: ignore[no-untyped-def]
+def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
     """ELT_FAILPOINT=transform.mid_evaluation: SIGKILL after the N-th model interval is written
-    (ELT_FAILPOINT_AFTER=N), before SQLMesh records it."""
+    (ELT_FAILPOINT_AFTER=N), before SQLMesh records it. ELT_FAILPOINT=transform.before_finalize:
+    SIGKILL when a plan has promoted the environment, before it marks it finalized."""
     from sources import failpoints
 
+    if os.environ.get("ELT_FAILPOINT") == "transform.before_finalize":
+        from sqlmesh.core.state_sync.db.facade import EngineAdapterStateSync
+
+        finalize = EngineAdapterStateSync.finalize
+
+        def killed_first(self: Any, *args: Any, **kwargs: Any) -> Any:
+            failpoints.hit("transform.before_finalize")
+            return finalize(self, *args, **kwargs)
+
+        EngineAdapterStateSync.finalize = killed_first  # type: ignore[method-assign]
+        return
     if os.environ.get("ELT_FAILPOINT") != "transform.mid_evaluation":
         return
     # On the class: SQLMesh's plan and run evaluate through evaluator instances other than
@@ -343,7 +357,7 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
 
     adapter = ctx.engine_adapter
     _, loaded_through, before = changed_since_last_transform(adapter, environment)
-    _arm_evaluation_failpoint(ctx)
+    _arm_failpoints_inside_sqlmesh(ctx)
     # ctx.snapshots reads SQLMesh's state on every access: read once, for both questions. The plan
     # question compares snapshot ids only, so it is asked before restating changes intervals.
     local = ctx.snapshots

@@ -59,3 +59,40 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     proc = project.elt("transform", timeout=300)
     assert proc.returncode == 0 and "restated nothing" in proc.stdout, proc.stdout + proc.stderr
     assert _totals(project) == totals
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for a parent that died is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_killed_backfill_takes_its_child_with_it_and_the_rerun_succeeds(project: Project, small_jaffle: Path) -> None:
+    """Found by bench/kill_transform.py --command backfill: a backfill killed while its child
+    prepared prod (or re-extracted) left the child working on without the backfill's locks, and the
+    rerun failed on the warehouse file that child still held. The children now die with it."""
+    import signal
+    import subprocess
+
+    from tests.orchestrator.conftest import wait_for
+
+    data = project.root / "data" / "jaffle-data"
+    shutil.copytree(small_jaffle, data)
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    backfill = ("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07")
+    parent = project.popen(*backfill)
+    children = wait_for(lambda: subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True,
+                                               text=True).stdout.split(), timeout=60, what="the backfill's child")
+    parent.send_signal(signal.SIGKILL)
+    parent.communicate(timeout=60)
+    # at once: the child has seconds of work left (it just started), and without PR_SET_PDEATHSIG it
+    # would do it, or die later writing to the dead backfill's pipe
+    for child in children:
+        wait_for(lambda: not _alive(int(child)), timeout=1, what=f"child {child} to die with the backfill")
+    again = project.elt(*backfill, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr

@@ -400,8 +400,9 @@ def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str
                         expect=(-9,) if point == "transform.mid_evaluation" else (-9, 0))
 
 
-# A later transform with no model change reaches every point but after_plan (no plan is needed).
-LATER_POINTS = [p for p in TRANSFORM_POINTS if p != "transform.after_plan"]
+# A later transform with no model change reaches every point but the plan's (no plan is needed).
+PLAN_POINTS = ("transform.before_finalize", "transform.after_plan")
+LATER_POINTS = [p for p in TRANSFORM_POINTS if p not in PLAN_POINTS]
 
 
 @pytest.mark.parametrize("gateway", ["postgres"], indirect=True)
@@ -411,6 +412,14 @@ def test_a_later_transform_killed_on_postgres_loses_nothing(tmp_path: Path, poin
     a later transform (new days, a correction, a deletion pending) killed at its first pass of each
     failpoint, then more loads and a normal transform, equal one clean build on PostgreSQL."""
     _killed_then_healed(tmp_path, gateway, point, first=False, after="1", expect=(-9,))
+
+
+@pytest.mark.parametrize("gateway", ["postgres"], indirect=True)
+def test_a_first_plan_killed_before_it_finalized_prod_heals_on_postgres(tmp_path: Path, gateway: Gateway) -> None:
+    """Found by bench/kill_transform.py on PostgreSQL: a plan killed after promoting prod and before
+    finalizing it left SQLMesh's run waiting for that dead plan (6 hours, then an error) in every
+    later transform. The next transform applies the plan again, which finalizes prod."""
+    _killed_then_healed(tmp_path, gateway, "transform.before_finalize", first=True, after="1", expect=(-9,))
 
 
 def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
