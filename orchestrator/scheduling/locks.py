@@ -91,6 +91,7 @@ class PgAdvisoryLock:
         self.name = name
         self.settings = settings
         self.conn: Any = None
+        self.fd = -1
 
     def try_acquire(self) -> bool:
         conn = self.settings.connect()
@@ -102,7 +103,8 @@ class PgAdvisoryLock:
             conn.close()
             return False
         self.conn = conn
-        forks.hold(conn.fileno())  # the session ends only when every copy of its socket is closed
+        self.fd = conn.fileno()  # kept: a connection the server dropped has no fileno() any more
+        forks.hold(self.fd)  # the session ends only when every copy of its socket is closed
         return True
 
     def acquire(self, timeout: float, poll: float = 0.5) -> bool:
@@ -131,7 +133,7 @@ class PgAdvisoryLock:
     def release(self) -> None:
         if self.conn is not None:
             try:
-                forks.release(self.conn.fileno())
+                forks.release(self.fd)
                 self.conn.close()  # ends the session, which releases the lock
             finally:
                 self.conn = None

@@ -307,7 +307,8 @@ def _needs_plan(ctx, environment: str, snapshots: dict[str, Any]) -> bool:  # ty
     """True when local models (``ctx.snapshots``) differ from what the environment serves, or it
     does not exist, or a plan promoted it and died before finalizing it: SQLMesh's run then waits
     for that plan (6 hours by default, then fails), and only a plan applied again finalizes it.
-    `elt` holds the environment's lock around plan and run, so no other plan is in flight."""
+    `elt` holds the environment's lock around plan and run, so no other `elt` plan is in flight (a
+    bare `sqlmesh plan` at the same time is what the runbook says not to do)."""
     env = ctx.state_reader.get_environment(environment)
     if env is None or not env.finalized_ts:
         return True
