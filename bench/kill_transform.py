@@ -92,6 +92,8 @@ def _elt(settings, env: dict[str, str], command: list[str], kill_after: float | 
             proc.send_signal(signal.SIGKILL)
     left: list[int] = []
     try:
+        # an unkilled run gets the same minute: on these small files it takes seconds, and a hang
+        # (a lock left held, a wait for a dead plan) must fail the round, not stall the campaign
         _, err = proc.communicate(timeout=60)  # end of its stderr: no process holds the pipe any more
     except subprocess.TimeoutExpired:  # something it started outlived it, holding the pipe
         found = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True)
