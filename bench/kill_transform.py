@@ -43,40 +43,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.conftest import BIN, project_env  # noqa: E402
+from tests.conftest import BIN  # noqa: E402
 from tests.servers import postgres_server  # noqa: E402
-from tests.orchestrator.test_incremental_transform import START, Gateway, Shop, _clean_build, _load  # noqa: E402
-from orchestrator.transform.run import transform  # noqa: E402
+from tests.orchestrator.test_incremental_transform import (  # noqa: E402
+    Gateway, Shop, _clean_build, more_days_loaded, six_days_loaded)
 
 
 def _prepare(tmp: Path, gateway: Gateway, seed: int, kind: str):  # type: ignore[no-untyped-def]
-    shop = Shop(random.Random(seed))
-    settings = gateway.settings(tmp, "killed")
-    folder = tmp / "files"
-    for d in range(6):
-        for _ in range(3):
-            shop.add_order(START + timedelta(days=d))
-    shop.write(folder)
-    _load(settings, folder)
-    if kind in ("later", "backfill"):
-        transform(settings, quiet=True)
-        shop.add_order(START + timedelta(days=6))
-        shop.orders[sorted(shop.orders)[2]]["customer"] = "c-11"  # a late correction
-        shop.delete_order(sorted(shop.orders)[5])
-        shop.write(folder)
-        _load(settings, folder)
-    pg_env = gateway.env(gateway.databases[settings.project_root]) if gateway.name == "postgres" else {}
     # a lock left held shows as a failed heal after a minute, not an hour
-    env = project_env(settings.project_root, ELT_DUCKDB_PATH=str(settings.warehouse),
-                      ELT_LANDING_ROOT=str(settings.landing_root), ELT_SQLMESH_LOCK_WAIT_S="60",
-                      ELT_BACKFILL_LOCK_WAIT_S="60", **pg_env)
-    return shop, settings, folder, env
+    return six_days_loaded(tmp, gateway, seed, pending=kind in ("later", "backfill"),
+                           ELT_SQLMESH_LOCK_WAIT_S="60", ELT_BACKFILL_LOCK_WAIT_S="60")
 
 
 def _elt(settings, env: dict[str, str], command: list[str], kill_after: float | None) -> tuple[int, float, list[int]]:  # type: ignore[no-untyped-def]
@@ -187,11 +168,7 @@ def _rounds(gateway: Gateway, rounds: int, rng: random.Random, min_delay: float,
             try:
                 if kind == "backfill":  # the runbook: rerun the same command
                     _elt(settings, env, backfill(folder), None)
-                shop.add_order(START + timedelta(days=7))
-                shop.add_order(START + timedelta(days=1))  # late-arriving
-                shop.orders[sorted(shop.orders)[0]]["ordered_at"] = "2018-09-04T10:00:00"  # moved
-                shop.write(folder)
-                _load(settings, folder)
+                more_days_loaded(shop, settings, folder)
                 _elt(settings, env, TRANSFORM, None)
                 outcome["equal"] = gateway.marts(settings) == _clean_build(tmp, shop, gateway)
                 outcome["repeated_raw_versions"] = _repeated_versions(gateway, settings)

@@ -354,39 +354,54 @@ def gateway_marts(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
 TRANSFORM_POINTS = [p for p in failpoints.POINTS if p.startswith("transform.")]
 
 
-def _killed_then_healed(tmp_path: Path, gateway: Gateway, point: str, *, first: bool, after: str,
-                        expect: tuple[int, ...]) -> None:
-    """Build six days (and, for a later transform, build them, then load a new day, a late
-    correction and a deletion); kill `elt transform` at ``point`` (its ``after``-th pass) and check
-    its exit status is in ``expect``; then more days and corrections arrive and a normal transform
-    runs: the marts must equal one clean build of the final data on the same gateway."""
-    shop = Shop(random.Random(11))
+def six_days_loaded(tmp_path: Path, gateway: Gateway, seed: int, *, pending: bool,
+                    **extra_env: str) -> tuple[Shop, Settings, Path, dict[str, str]]:
+    """Six days of orders loaded into a fresh project on ``gateway``; with ``pending``, built, then a
+    new day, a late correction and a deletion loaded (not transformed). Returns the shop, the
+    settings, the source folder and the environment for `elt` subprocesses on that project.
+    Shared with bench/kill_transform.py."""
+    shop = Shop(random.Random(seed))
     settings = gateway.settings(tmp_path, "killed")
     folder = tmp_path / "files"
     pg_env = gateway.env(gateway.databases[settings.project_root]) if gateway.name == "postgres" else {}
     env = project_env(settings.project_root, ELT_DUCKDB_PATH=str(settings.warehouse),
-                      ELT_LANDING_ROOT=str(settings.landing_root), **pg_env)
+                      ELT_LANDING_ROOT=str(settings.landing_root), **pg_env, **extra_env)
     for d in range(6):
         for _ in range(3):
             shop.add_order(START + timedelta(days=d))
     shop.write(folder)
     _load(settings, folder)
-    if not first:
+    if pending:
         transform(settings, quiet=True)
         shop.add_order(START + timedelta(days=6))
         shop.orders[sorted(shop.orders)[2]]["customer"] = "c-11"  # a late correction
         shop.delete_order(sorted(shop.orders)[5])
         shop.write(folder)
         _load(settings, folder)
-    killed = run([str(BIN / "elt"), "transform"], cwd=settings.project_root,
-                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": after}, check=False)
-    assert killed.returncode in expect, killed.stderr[-2000:]
-    # then more days and corrections arrive, and the scheduled transforms run normally
+    return shop, settings, folder, env
+
+
+def more_days_loaded(shop: Shop, settings: Settings, folder: Path) -> None:
+    """After a kill: a new day, a late-arriving order and a moved order are loaded."""
     shop.add_order(START + timedelta(days=7))
     shop.add_order(START + timedelta(days=1))  # late-arriving
     shop.orders[sorted(shop.orders)[0]]["ordered_at"] = "2018-09-04T10:00:00"  # moved
     shop.write(folder)
     _load(settings, folder)
+
+
+def _killed_then_healed(tmp_path: Path, gateway: Gateway, point: str, *, first: bool, after: str,
+                        expect: tuple[int, ...]) -> None:
+    """Build six days (and, for a later transform, build them, then load a new day, a late
+    correction and a deletion); kill `elt transform` at ``point`` (its ``after``-th pass) and check
+    its exit status is in ``expect``; then more days and corrections arrive and a normal transform
+    runs: the marts must equal one clean build of the final data on the same gateway."""
+    shop, settings, folder, env = six_days_loaded(tmp_path, gateway, 11, pending=not first)
+    killed = run([str(BIN / "elt"), "transform"], cwd=settings.project_root,
+                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": after}, check=False)
+    assert killed.returncode in expect, killed.stderr[-2000:]
+    # then more days and corrections arrive, and the scheduled transforms run normally
+    more_days_loaded(shop, settings, folder)
     run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
     assert gateway.marts(settings) == _clean_build(tmp_path, shop, gateway)
 
