@@ -4,6 +4,10 @@ are turned off in config.yaml (docs/decisions/0023-no-usage-analytics.md).
 The commands run in subprocesses whose name lookups are recorded and refused (a
 ``sitecustomize`` on PYTHONPATH), so the test observes the network calls themselves: with
 analytics on, both `sqlmesh info` and `elt transform` look up SQLMesh's collector host.
+
+With analytics off, `elt` also skips the wrapper SQLMesh puts around its Python API
+(``skip_usage_wrappers``): it reads every stack frame's source and imports ``sqlmesh.magics`` on
+each call before asking whether analytics are on, about 0.4 s of every transform.
 """
 
 from __future__ import annotations
@@ -24,6 +28,15 @@ def getaddrinfo(host, *args, **kwargs):
     raise socket.gaierror(socket.EAI_NONAME, "name lookups are refused in this test")
 
 socket.getaddrinfo = getaddrinfo
+
+if os.environ.get("ELT_TEST_MODULES_LOG"):
+    import atexit, sys
+
+    def modules():
+        with open(os.environ["ELT_TEST_MODULES_LOG"], "a") as fh:
+            fh.write(f"{os.path.basename(sys.argv[0])} {sys.argv[1:2]} magics={'sqlmesh.magics' in sys.modules}\\n")
+
+    atexit.register(modules)
 '''
 
 
@@ -48,3 +61,22 @@ def test_neither_sqlmesh_nor_elt_contacts_the_analytics_collector(tmp_path: Path
 
     looked_up = lookups.read_text().split() if lookups.exists() else []
     assert COLLECTOR_HOST not in looked_up, f"usage analytics were sent: {looked_up}"
+
+
+def test_with_analytics_off_elt_skips_sqlmesh_analytics_wrapper(tmp_path: Path, small_jaffle: Path) -> None:
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(LOOKUP_HOOK)
+    project = copy_project(tmp_path / "project")
+    modules = tmp_path / "modules.txt"
+    env = project_env(project, PYTHONPATH=str(hook), ELT_TEST_LOOKUP_LOG=str(tmp_path / "lookups.txt"),
+                      ELT_TEST_MODULES_LOG=str(modules), ELT_DUCKDB_PATH=str(project / "data" / "warehouse.duckdb"))
+    run([str(BIN / "elt"), "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env, timeout=120)
+    run([str(BIN / "elt"), "transform"], cwd=project, env=env, timeout=300)
+    assert modules.read_text().splitlines()[-1] == "elt ['transform'] magics=False", modules.read_text()
+
+    # the control: with analytics on, the same command goes through the wrapper, which imports it
+    config = project / "config.yaml"
+    config.write_text(config.read_text().replace("disable_anonymized_analytics: true", "disable_anonymized_analytics: false"))
+    run([str(BIN / "elt"), "transform"], cwd=project, env=env, timeout=300)
+    assert modules.read_text().splitlines()[-1] == "elt ['transform'] magics=True", modules.read_text()

@@ -137,7 +137,40 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     console = _capturing_console(quiet)
     set_console(console)
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
+    skip_usage_wrappers(ctx)
     return ctx, console
+
+
+ANALYTICS_WRAPPER = "python_api_analytics.<locals>.wrapper"
+
+
+def skip_usage_wrappers(ctx) -> list[str]:  # type: ignore[no-untyped-def]
+    """Call this Context's API methods without SQLMesh's usage-analytics wrapper when analytics
+    are off (config.yaml, decision 0023); returns the names of the methods unwrapped.
+
+    The wrapper does its work before it asks whether analytics are on: on every call it reads the
+    source of every frame of the stack (``inspect.stack()``) and, on the first, imports
+    ``sqlmesh.magics`` (IPython's machinery), about 0.4 s of each ``elt transform``. With
+    analytics off the collector discards what the wrapper sends, so skipping it changes nothing
+    else. Only this Context is changed (an instance attribute per method, which SQLMesh's own
+    ``self.test(...)`` inside ``plan`` also finds); a method SQLMesh no longer wraps this way is
+    left alone.
+    """
+    if not getattr(ctx.config, "disable_anonymized_analytics", False):
+        return []
+    import types
+
+    unwrapped = []
+    members: dict[str, Any] = {}
+    for cls in reversed(type(ctx).__mro__):  # the subclass's definition wins, as attribute lookup does
+        members.update(vars(cls))
+    for name, member in members.items():
+        inner = getattr(member, "__wrapped__", None)
+        code = getattr(member, "__code__", None)
+        if inner is not None and code is not None and getattr(code, "co_qualname", "") == ANALYTICS_WRAPPER:
+            setattr(ctx, name, types.MethodType(inner, ctx))
+            unwrapped.append(name)
+    return unwrapped
 
 
 PG_IDENTIFIER_MAX = 63

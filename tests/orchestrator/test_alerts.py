@@ -3,7 +3,6 @@ one message per state change, never one per tick, and a broken channel never fai
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
