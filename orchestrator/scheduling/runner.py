@@ -6,7 +6,7 @@ code itself: each attempt is a child process in its own session (process group),
 kills the job with everything it started (``os.killpg(..., SIGKILL)``). The child dies with its
 supervisor (``PR_SET_PDEATHSIG``), and on the embedded gateway it inherits the job's lock file
 descriptor, so the lock is free exactly when no process of the run is alive. That is what lets the
-next tick mark a run left "running" by a killed process as abandoned.
+next tick, or the next run of the same job, mark a run left "running" by a killed process as abandoned.
 """
 
 from __future__ import annotations
@@ -104,6 +104,11 @@ def _run_job(
         return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
     held: list[Any] = []
     try:
+        # a run of this job still recorded as running lost its processes (we hold the job's lock):
+        # record it now, without waiting for a tick (a job run only by hand may never see one)
+        for record in history.running():
+            if record.job == job.name and record.run_id != run_id:
+                abandon_record(settings, history, record, job, now())
         last = history.last_slot(job.name) if slot is not None else None
         if slot is not None and last is not None and last >= slot:
             log.info("slot already ran", extra={"fields": {"run_id": run_id, "job": job.name, "slot": slot}})
@@ -305,28 +310,36 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
                 kill_run_processes(record.run_id)
             continue
         try:
-            if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
-                                   error=f"the process running job {record.job} died (pid {record.pid} on "
-                                   f"{record.host}) without recording an end; next: look for its last log lines (grep the run id) "
-                                   "and, on its host, the system log for an OOM kill or a reboot, then "
-                                   f"`elt run-job {record.job}`"):
-                continue  # it finished (and freed its lock) after we listed it: not abandoned
-            if record.host == socket.gethostname():
-                # the lock died with the supervisor, but a background child of the job may live on
-                # (PostgreSQL advisory locks are not inherited the way a lock file descriptor is)
-                strays = kill_run_processes(record.run_id)
-                if strays:
-                    log.warning("killed processes left by an abandoned run",
-                                extra={"fields": {"run_id": record.run_id, "job": record.job, "pids": strays}})
-            abandoned.append(record)
-            if job is not None:
-                notify_job(settings, job, JobResult(record.run_id, job.name, "abandoned", record.attempt,
-                                                    f"the process running job {job.name} died"), now)
-            log.warning("run abandoned", extra={"fields": {"run_id": record.run_id, "job": record.job,
-                                                           "known_job": job is not None}})
+            if abandon_record(settings, history, record, job, now):
+                abandoned.append(record)
         finally:
             lock.release()
     return abandoned
+
+
+def abandon_record(settings: Settings, history: History, record: RunRecord, job: Job | None, now: datetime) -> bool:
+    """Mark ``record`` abandoned, kill what its run left behind on this host, alert; False if it
+    finished after it was listed. The caller holds the record's job lock: that is the proof the
+    run's processes are gone."""
+    if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
+                           error=f"the process running job {record.job} died (pid {record.pid} on "
+                           f"{record.host}) without recording an end; next: look for its last log lines (grep the run id) "
+                           "and, on its host, the system log for an OOM kill or a reboot, then "
+                           f"`elt run-job {record.job}`"):
+        return False  # it finished (and freed its lock) after we listed it: not abandoned
+    if record.host == socket.gethostname():
+        # the lock died with the supervisor, but a background child of the job may live on
+        # (PostgreSQL advisory locks are not inherited the way a lock file descriptor is)
+        strays = kill_run_processes(record.run_id)
+        if strays:
+            log.warning("killed processes left by an abandoned run",
+                        extra={"fields": {"run_id": record.run_id, "job": record.job, "pids": strays}})
+    if job is not None:
+        notify_job(settings, job, JobResult(record.run_id, job.name, "abandoned", record.attempt,
+                                            f"the process running job {job.name} died"), now)
+    log.warning("run abandoned", extra={"fields": {"run_id": record.run_id, "job": record.job,
+                                                   "known_job": job is not None}})
+    return True
 
 
 JOB_ORDER = ("load", "command", "transform")

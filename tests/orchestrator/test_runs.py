@@ -217,3 +217,22 @@ def test_the_transform_waits_for_all_its_locks_within_one_timeout(monkeypatch, t
     assert runner._transform_locks(None, job, held) == "sqlmesh:prod"  # type: ignore[arg-type]
     assert [lock.name for lock in held] == ["load:a", "load:b"]  # type: ignore[attr-defined]
     assert clock["now"] - 1000.0 == timeout  # waited the one budget, not more
+
+
+def test_the_next_run_of_a_job_marks_its_killed_run_abandoned_without_a_tick(project: Project) -> None:
+    """A job run only by hand (`elt run-job`, or another scheduler calling it) never sees a tick:
+    the next run of the job holds its lock, which proves the recorded run's processes are gone."""
+    supervisor = project.popen("run-job", "slow", SLOW_S="120")
+    record = wait_for(lambda: next((r for r in project.history().recent(5, "slow") if r.status == "running"
+                                    and r.pid != supervisor.pid), None), what="attempt started")
+    os.kill(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(timeout=10)
+    wait_for(lambda: not _alive(record.pid), timeout=20, what="the attempt to die with its supervisor")
+    assert [r.status for r in project.history().recent(5, "slow")] == ["running"]
+
+    rerun = project.elt("run-job", "slow", SLOW_S="0")
+    assert rerun.returncode == 0, rerun.stderr
+    assert "run abandoned" in rerun.stderr
+    statuses = {r.run_id: r.status for r in project.history().recent(5, "slow")}
+    assert statuses[record.run_id] == "abandoned"
+    assert sorted(statuses.values()) == ["abandoned", "succeeded"]
