@@ -312,11 +312,41 @@ def transform(
     failed restatement is retried by the next ``elt transform``.
     """
     started = time.monotonic()
+    create_declared_raw_tables(settings)
     ctx, console = make_context(settings, quiet=quiet)
     try:
         return _transform(ctx, console, environment, verify, started)
     finally:
         ctx.close()
+
+
+def create_declared_raw_tables(settings: Settings) -> list[str]:
+    """Give every declared source table its raw table, empty until its first load; the tables
+    created. A staging model of a source declared but not loaded yet in this warehouse (a new
+    source, a fresh or restored warehouse, a dev copy) then builds empty instead of failing the
+    transform on a missing relation; ``elt freshness`` reports the source as never loaded. The
+    table is made exactly as the loader makes it from a first batch (the declared columns with
+    their declared types, then the metadata columns), so that batch applies to it unchanged.
+    The Spark gateway's raw tables are left to the loader."""
+    if settings.gateway not in ("duckdb", "postgres"):
+        return []
+    from sources.config import available_sources, load_source
+
+    created = []
+    # a raw table several sources write is made from the declaration external_models.yaml
+    # describes it by (the source named after the raw schema first: sources/external_models.py)
+    specs = sorted((load_source(n) for n in available_sources()), key=lambda s: (s.raw_schema != f"raw_{s.name}", s.name))
+    with settings.open_raw() as raw:
+        for source in specs:
+            name = source.name
+            for table in source.tables.values():
+                columns = [{"name": c.name, "type": c.type.name} for c in table.columns]
+                if raw.create_declared(source.raw_schema, table.name, columns, list(table.primary_key)):
+                    created.append(f"{source.raw_schema}.{table.name}")
+                    log.info(f"created empty raw table {source.raw_schema}.{table.name}: declared by source {name}, "
+                             f"not loaded yet (elt load {name})",
+                             extra={"fields": {"source": name, "table": table.name, "raw_schema": source.raw_schema}})
+    return created
 
 
 def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]

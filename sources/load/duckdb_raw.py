@@ -9,6 +9,7 @@ together, so a batch is in raw completely or not at all, and applying it again i
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,6 +53,15 @@ SNAPSHOT_MEMORY_LIMIT = os.environ.get("ELT_LOADER_SNAPSHOT_MEMORY_LIMIT", "1GB"
 # bench/loader_postgres.py; text is then stored with FSST (or uncompressed), and the raw file of
 # that benchmark grows from 46 to 54 MB. The values are the same. "" restores DuckDB's default.
 LOADER_DISABLED_COMPRESSION = os.environ.get("ELT_LOADER_DISABLED_COMPRESSION", "dictionary")
+
+
+@dataclass(frozen=True)
+class DeclaredTable:
+    """What ``_ensure_table`` reads of a manifest, for a table created from its declaration."""
+
+    table: str
+    columns: list[dict[str, str]]
+    primary_key: list[str]
 
 
 def q(name: str) -> str:
@@ -281,6 +291,25 @@ class DuckDBRaw:
                 pass
             raise
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
+
+    def create_declared(self, raw_schema: str, table: str, columns: list[dict[str, str]], primary_key: list[str]) -> bool:
+        """Create ``raw_schema.table`` empty, with the declared ``columns`` (as a batch's manifest
+        lists them) and the metadata columns, unless it exists; True if it was created. A first
+        batch then finds the table as the loader itself would have made it."""
+        exists = self.con.execute(
+            "SELECT 1 FROM information_schema.tables "
+            f"WHERE table_schema = {lit(raw_schema)} AND table_name = {lit(table)}").fetchone()
+        if exists:
+            return False
+        declared = DeclaredTable(table, columns, primary_key)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._ensure_table(raw_schema, declared, {"table": table}, "evolve")  # type: ignore[arg-type]
+            self.con.execute("COMMIT")
+        except duckdb.Error:
+            self.con.execute("ROLLBACK")
+            raise
+        return True
 
     def _ensure_table(self, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str) -> tuple[tuple[str, ...], dict[str, str]]:
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(raw_schema)}")

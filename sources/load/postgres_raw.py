@@ -295,6 +295,20 @@ class PostgresRaw:
                 "table": f"{raw_schema}.{table}", "error": first_line(exc)}})
             return False
 
+    def create_declared(self, raw_schema: str, table: str, columns: list[dict[str, str]], primary_key: list[str]) -> bool:
+        """Create ``raw_schema.table`` empty from its declaration unless it exists; True if created
+        (DuckDBRaw.create_declared). Under the raw table's lock, as a load takes it."""
+        from sources.load.duckdb_raw import DeclaredTable
+
+        with self.con, self.con.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{table}"])
+            cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                        [raw_schema, table])
+            if cur.fetchone():
+                return False
+            self._ensure_table(cur, raw_schema, DeclaredTable(table, columns, primary_key), {"table": table}, "evolve")
+        return True
+
     def _ensure_table(self, cur, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str):  # type: ignore[no-untyped-def]
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(raw_schema)))
         batch = [(c["name"], _sql_type(c["type"])) for c in manifest.columns]

@@ -91,3 +91,17 @@ def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_
     assert "stg_billing__invoices (2 day(s): 2024-03-01..2024-03-02)" in later.stdout, later.stdout
     assert _rows(warehouse, "SELECT invoice_id FROM staging.stg_billing__invoices ORDER BY 1") == [
         ("inv-002",), ("inv-003",)]
+
+    # a warehouse where billing was never loaded (a fresh clone's demo, a restored or dev warehouse):
+    # the transform makes its raw table empty from the declaration and stays green; billing's first
+    # load then applies to that table as to one it made itself
+    fresh = project / "data" / "fresh.duckdb"
+    fresh_env = {**env, "ELT_DUCKDB_PATH": str(fresh), "ELT_LANDING_ROOT": str(project / "data" / "fresh-landing")}
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=fresh_env)
+    built = run([elt, "transform"], cwd=project, env=fresh_env)
+    assert "created empty raw table raw_billing.invoices" in built.stderr, built.stderr
+    assert _rows(fresh, "SELECT count(*) FROM staging.stg_billing__invoices") == [(0,)]
+    assert _rows(fresh, "SELECT count(*) FROM marts.orders") == _rows(warehouse, "SELECT count(*) FROM marts.orders")
+    run([elt, "load", "billing"], cwd=project, env=fresh_env)
+    run([elt, "transform"], cwd=project, env=fresh_env)
+    assert _rows(fresh, "SELECT invoice_id FROM staging.stg_billing__invoices ORDER BY 1") == [("inv-002",), ("inv-003",)]
