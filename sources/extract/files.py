@@ -42,12 +42,15 @@ from pyarrow import csv
 from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
+from sources.logs import get_logger
 from sources.extract.arrow import LoneSurrogate, cast_batch, records_to_batches
 from sources.extract.base import Extract
 from sources.extract.csv_faults import UNDECODED, csv_records, file_line, find_csv_fault, text_chunks
 from sources.landing.store import LandedBatches, s3_filesystem
 
 BLOCK_BYTES = 8 << 20  # bytes of CSV/JSON parsed at a time; one Arrow batch each
+
+log = get_logger("sources.extract.files")
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,14 @@ def scan(file: SourceFile) -> tuple[str, int]:
     return digest.hexdigest(), quotes
 
 
+def declared_as_landed(table: TableSpec, landed_columns: list[dict[str, str]]) -> bool:
+    """True when every declared column of ``table`` is in a landed batch's columns with the same
+    type (an undeclared column lands as text; a declared one missing from the file lands as NULL
+    of its type, so it is listed too)."""
+    had = {c["name"]: c["type"] for c in landed_columns}
+    return all(had.get(c.name) == c.type.name for c in table.columns)
+
+
 def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: LandedBatches, force: bool = False) -> Iterator[Extract]:
     """The extracts to land for ``table``: its file if it changed (compared with the latest landed
     batch's manifest only), or each new file of its pattern (known from the landing listing's
@@ -123,8 +134,13 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Lande
             raise _not_a_file(fs, f"{base}/{table.file}", prefix, where)
         digest, quotes = scan(file)
         # Compared with the latest extract only: a file reverted to older content is a new extract.
+        # The same bytes under a changed declaration (a column newly declared, a type changed) are
+        # extracted again: the batch the declaration now gives is not the one landed.
         if not force and landed and landed[-1].origin.get("sha256") == digest:
-            return
+            if declared_as_landed(table, landed[-1].columns):
+                return
+            log.info("file unchanged, its declaration changed: extracted again",
+                     extra={"fields": {**where, "path": file.url, "same_as_batch": landed[-1].batch_id}})
         yield _extract(spec, table, file, digest, quotes)
         return
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))

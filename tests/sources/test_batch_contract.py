@@ -257,3 +257,42 @@ def test_a_load_reads_manifests_of_pending_batches_only(small_jaffle: Path, tmp_
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         (healed,) = ingest(SPEC, landing=landing, raw=raw, extract=False, tables=["stores"], lock_dir=tmp_path / "locks")
     assert healed.applied == [pending.batch_id] and len(reads) == 1 and f"/{pending.batch_id}/" in reads[0], reads
+
+
+def test_the_same_file_under_a_changed_declaration_is_extracted_again(small_jaffle: Path, tmp_path: Path) -> None:
+    """docs/runbook.md#schema-change, file source: a column loaded as text before it was declared.
+    Declaring it must not leave raw as it is behind an "unchanged" file: the file is extracted
+    again under the declaration, and the load stops on the type as the runbook says."""
+    import dataclasses
+
+    from sources.config import ColumnSpec
+    from sources.types import parse_type
+
+    stores = small_jaffle / "raw_stores.csv"
+    stores.write_text("id,name,opened_at,tax_rate,seats\ns1,Philadelphia,2018-09-01T00:00:00,0.06,40\n"
+                      "s2,Brooklyn,2018-09-02T00:00:00,0.04,25\n")
+    (first,) = _load(small_jaffle, tmp_path, tables=["stores"])
+    assert first.status == "loaded"
+    assert _rows(tmp_path, "SELECT data_type FROM information_schema.columns WHERE table_name = 'stores' "
+                           "AND column_name = 'seats'") == [("VARCHAR",)]
+    landing = LocalLanding(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        assert load_file_source(SPEC, path=small_jaffle, landing=landing, raw=raw, tables=["stores"])[0].status == "unchanged"
+
+    table = SPEC.tables["stores"]
+    declared = dataclasses.replace(SPEC, tables={**SPEC.tables, "stores": dataclasses.replace(
+        table, columns=(*table.columns, ColumnSpec("seats", parse_type("integer"))))})
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (stopped,) = load_file_source(declared, path=small_jaffle, landing=landing, raw=raw, tables=["stores"])
+    assert stopped.status != "unchanged" and stopped.error is not None
+    assert "column type changed in raw_jaffle_shop.stores: seats: raw has TEXT" in str(stopped.error), stopped.error
+
+    # the runbook's next step: migrate raw's column, load again; the waiting batch applies
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    con.execute("ALTER TABLE raw_jaffle_shop.stores ALTER COLUMN seats SET DATA TYPE BIGINT")
+    con.close()
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (applied,) = load_file_source(declared, path=small_jaffle, landing=landing, raw=raw, tables=["stores"])
+        assert applied.error is None and len(applied.applied) == 1
+        # and the same file under the same declaration is unchanged again
+        assert load_file_source(declared, path=small_jaffle, landing=landing, raw=raw, tables=["stores"])[0].status == "unchanged"
