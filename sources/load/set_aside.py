@@ -96,6 +96,12 @@ def consequences(spec: SourceSpec, manifest: Manifest, cursor: str | None) -> li
         lines.append("a snapshot: the next snapshot is compared with what raw holds (without this batch), "
                      "so its changes reach raw with that one")
     if spec.kind == "files" and manifest.origin.get("path"):
-        lines.append(f"file {manifest.origin['path']}: an unchanged file is not landed again; deliver a corrected "
-                     "file (for a pattern table, under a new name)")
+        table = spec.tables.get(manifest.table)
+        if table is not None and table.file:
+            lines.append(f"file {manifest.origin['path']}: an unchanged file is not landed again; deliver a corrected "
+                         "file, or, if the file itself is sound (the landed copy was damaged), land it again with "
+                         f"`elt load {spec.name} --table {manifest.table} --force`")
+        else:
+            lines.append(f"file {manifest.origin['path']}: a file of the pattern is landed once; deliver a corrected "
+                         "file under a new name")
     return lines

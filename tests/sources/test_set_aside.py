@@ -154,6 +154,7 @@ def test_a_set_aside_batch_unblocks_its_table_and_a_replay_honours_it(stack: Sta
     assert done.returncode == 0, done.stderr
     assert f"set aside shop.orders batch {poison}: 1 row(s), by oncall-ann" in done.stdout
     assert "MISSING FROM RAW" in done.stdout and "orders-poison.csv" in done.stdout
+    assert "a file of the pattern is landed once" in done.stdout and "--force" not in done.stdout
     batch_dir = Path(stack.landing.batch_dir("shop", "orders", poison))
     assert sorted(p.name for p in batch_dir.iterdir()) == ["_manifest.json", "part-00000.parquet"]  # untouched
 
@@ -327,3 +328,17 @@ def test_on_spark_status_and_the_report_list_set_aside_batches_from_landing(tmp_
     assert f"shop.orders {first.batch_id} (3 rows) set aside by oncall-ann at 2026-12-01 06:00:00 UTC: NUL byte" in out.getvalue()
     landing.remove_set_aside("shop", "orders", first.batch_id)
     assert [r[2] for r in set_aside_batches(settings) or []] == [later.batch_id]
+
+
+def test_setting_aside_a_single_files_batch_says_how_to_land_the_sound_file_again() -> None:
+    """A damaged landed copy of a sound file: waiting for the source owner to deliver a
+    "corrected" file would be the wrong advice; --force lands the same file again."""
+    from types import SimpleNamespace
+
+    from sources.config import load_source
+    from sources.load.set_aside import consequences
+
+    manifest = SimpleNamespace(table="orders", batch_id="b1", rows=4, cursor={}, snapshot=True,
+                               origin={"path": "/data/raw_orders.csv"})
+    text = "\n".join(consequences(load_source("jaffle_shop"), manifest, None))  # type: ignore[arg-type]
+    assert "`elt load jaffle_shop --table orders --force`" in text, text
