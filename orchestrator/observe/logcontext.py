@@ -20,11 +20,11 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_CONTEXT: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("elt_log_context", default={})
+_CONTEXT: contextvars.ContextVar[dict[str, object]] = contextvars.ContextVar("elt_log_context", default={})
 ENV = {"run_id": "ELT_RUN_ID", "job": "ELT_JOB", "source": "ELT_SOURCE", "attempt": "ELT_ATTEMPT"}
 
 
-def current() -> dict[str, str]:
+def current() -> dict[str, object]:
     return dict(_CONTEXT.get())
 
 
@@ -50,7 +50,9 @@ def install() -> None:
 
     An attempt's child process starts with the context of its run from the environment.
     """
-    from_env = {key: os.environ[var] for key, var in ENV.items() if os.environ.get(var)}
+    from_env: dict[str, object] = {key: os.environ[var] for key, var in ENV.items() if os.environ.get(var)}
+    if str(from_env.get("attempt", "")).isdigit():  # a number, as the supervisor's own lines write it
+        from_env["attempt"] = int(str(from_env["attempt"]))
     if from_env:
         _CONTEXT.set(from_env)
     for name in ("sources", "orchestrator"):

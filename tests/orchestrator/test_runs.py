@@ -119,6 +119,9 @@ def test_every_json_log_line_of_a_run_carries_run_id_job_and_source(project: Pro
     assert all(line["job"] == "jaffle_shop" and line["source"] == "jaffle_shop" for line in lines)
     # lines of the attempt's child process (the loader's own loggers) carry them too
     assert any(line["logger"].startswith("sources.") for line in lines)
+    # with one JSON type per field, whichever process wrote the line (a log store maps a field once)
+    assert {type(line["attempt"]) for line in lines if "attempt" in line} == {int}
+    assert any(line["logger"].startswith("sources.") and "attempt" in line for line in lines)
 
     # a failing run too: the attempt's error and the next step are JSON lines, not loose text
     shutil.rmtree(project.root / "data" / "jaffle-data")
