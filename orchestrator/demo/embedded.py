@@ -150,7 +150,7 @@ def run_demo(settings: Settings, years: int = 1) -> int:
     print(
         "\nnext, from the project root (source .venv/bin/activate first):\n"
         f"  {env}sqlmesh ui                    # browse models and column-level lineage (http://127.0.0.1:8000)\n"
-        f"  {env}sqlmesh plan dev              # preview a model change in a dev environment\n"
+        f"  {env}sqlmesh plan dev              # after editing a model: preview the change in a dev environment\n"
         f"  {env}sqlmesh run                   # process intervals that are due\n"
         f"  {env}sqlmesh fetchdf \"select * from marts.customers limit 5\"\n"
         "  elt load jaffle_shop --path DIR   # load another folder of jafgen CSVs"

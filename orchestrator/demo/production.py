@@ -187,7 +187,7 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     print(
         "\nnext, from the project root with the same environment (source .venv/bin/activate first):\n"
         "  export ELT_GATEWAY=postgres       # without it, sqlmesh and elt quietly use the local DuckDB file\n"
-        "  sqlmesh plan dev                  # preview a model change on PostgreSQL\n"
+        "  sqlmesh plan dev                  # after editing a model: preview the change on PostgreSQL\n"
         "  elt preview dev                   # the same, plus a row-level diff of each changed model against prod\n"
         "  elt bi-role                       # (re)create the read-only BI role on marts (ELT_BI_*)\n"
         "  sqlmesh fetchdf \"select * from marts.customers limit 5\""

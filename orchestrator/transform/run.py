@@ -266,6 +266,9 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             super().update_snapshot_evaluation_progress(snapshot, interval, batch_idx, duration_ms, num_audits_passed,
                                                         num_audits_failed, *args, **kwargs)
 
+        def log_status_update(self, message: str) -> None:
+            super().log_status_update(plain_status(message))
+
         def log_skipped_models(self, snapshot_names: set[str]) -> None:
             self.skipped_models |= {schema_table(name) for name in snapshot_names}
             super().log_skipped_models(snapshot_names)
@@ -282,6 +285,25 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             super().log_failed_models(errors)
 
     return CapturingConsole()
+
+
+def plain_status(message: str) -> str:
+    """SQLMesh's status line, reworded where it misleads in `elt transform`'s output. Its run prints
+    "No models are ready to run. Please wait..." after every transform that had nothing more to
+    do, including one whose plan just built every model, which reads as "nothing happened".
+
+    >>> print(plain_status("No models are ready to run. Please wait until a model `cron` interval has elapsed."
+    ...                    "\\n\\nNext run will be ready at 2026-12-03 12:00AM UTC."))
+    Every model is up to date: no further interval is due yet (the next one is due at 2026-12-03 12:00AM UTC).
+    >>> plain_status("Run finished for environment 'prod'")
+    "Run finished for environment 'prod'"
+    """
+    if not message.startswith("No models are ready to run"):
+        return message
+    _, _, due = message.partition("Next run will be ready at ")
+    due = due.strip().rstrip(".")
+    return ("Every model is up to date: no further interval is due yet"
+            + (f" (the next one is due at {due})." if due else "."))
 
 
 def _describe(ctx, audit_error) -> AuditFailure:  # type: ignore[no-untyped-def]
