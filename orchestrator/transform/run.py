@@ -54,8 +54,9 @@ class TransformFailed(Exception):
                  model_errors: list[str] | None = None, orphans: bool = False) -> None:
         self.step = step
         self.failures = failures
-        self.skipped = sorted(skipped or ())
         self.model_errors = model_errors or []
+        failed_models = {e.split(":", 1)[0] for e in self.model_errors}
+        self.skipped = sorted(set(skipped or ()) - failed_models)  # a failed model is not also "skipped"
         lines = [f"transform failed during {step}." + (f" {detail}" if detail else "")]
         lines += [f"  - {f.render()}" for f in failures]
         lines += [f"  - model failed: {e}" for e in self.model_errors]
@@ -68,14 +69,25 @@ class TransformFailed(Exception):
                 " then rerun `elt transform`; until then each transform fails with this message and the rest of"
                 " the data stays current."
             )
-        elif failures or self.model_errors or self.skipped:
+        elif failures:
             lines.append(
                 "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
                 " where the plan did not complete."
             )
+            if any(f.audit.startswith("assert_relationship") for f in failures):
+                lines.append(
+                    "  A relationship audit fails when a parent row is missing. If the source deleted it (its latest"
+                    " raw row is a tombstone, _deleted), see docs/runbook.md#deleted-rows."
+                )
             lines.append(
                 "  next: inspect the failing rows in the warehouse (query above), fix the source data or the model,"
                 " reload (`elt load ...`), then rerun `elt transform`. Runbook: docs/runbook.md#failed-audit"
+            )
+        elif self.model_errors or self.skipped:
+            lines.append(
+                "  A model failed (above) and the models downstream of it were skipped; prod still serves the previous data where the plan did not complete."
+                " next: a missing raw table means its source was never loaded here (`elt load <source>`); any other"
+                " error is in the model's SQL: fix it and check with `sqlmesh plan dev`, then rerun `elt transform`."
             )
         elif "test" in detail.lower():
             lines.append(

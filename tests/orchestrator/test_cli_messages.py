@@ -213,3 +213,23 @@ def test_landing_in_a_missing_bucket_fails_with_the_bucket_named(s3_endpoint, mo
         batch.commit([{"name": "id", "type": "VARCHAR"}], ["id"], {})
     assert "aws s3 mb s3://gone-bucket" in str(caught.value)
     batch.abort()
+
+
+def test_a_transform_failure_points_where_its_cause_is() -> None:
+    """A failed model (not an audit) is not sent to the failed-audit runbook, nor listed as skipped
+    after itself; a failed relationship audit also names the deleted-rows entry."""
+    from orchestrator.transform.run import AuditFailure, TransformFailed
+
+    missing = TransformFailed("plan", [], skipped={"staging.stg_billing__invoices", "marts.invoices"},
+                              model_errors=['staging.stg_billing__invoices: Catalog Error: Table with name '
+                                            '"raw_billing.invoices" does not exist'])
+    text = str(missing)
+    assert "skipped (downstream of the failure): marts.invoices\n" in text, text
+    assert "failed blocking audit" not in text and "#failed-audit" not in text
+    assert "`elt load <source>`" in text
+
+    parent = AuditFailure("marts.customers", "assert_relationship", 3, {"customer_id": "c9"}, "SELECT ...")
+    text = str(TransformFailed("run", [parent], skipped={"marts.orders"}))
+    assert "docs/runbook.md#failed-audit" in text and "docs/runbook.md#deleted-rows" in text
+    text = str(TransformFailed("run", [AuditFailure("marts.orders", "unique_key", 1, None, "SELECT ...")]))
+    assert "#failed-audit" in text and "#deleted-rows" not in text
