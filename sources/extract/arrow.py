@@ -47,7 +47,8 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
             offset, value = _first_bad_value(column, target)
             raise ContractError(
                 f"value {value!r} is not a valid {spec.type.name} ({exc})", **where, row=first_row + offset,
-                field=spec.name, hint="fix the source row, or change the column's type in the source declaration",
+                field=spec.name, hint="fix the source row, or change the column's type in the source declaration "
+                     "(docs/runbook.md#failed-load--bad-input)",
             ) from exc
     cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
     check_values(cast, first_row=first_row, where=where, utf8_checked=utf8_checked)  # what the raw stores cannot hold
