@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = PostgresSettings.from_env(args.env_prefix)
     seed(settings, args.data)
-    print(release(settings, args.as_of or date(2100, 1, 1)))
+    counts = release(settings, args.as_of or date(2100, 1, 1))
+    print("rows released: " + ", ".join(f"{table} {n:,}" for table, n in counts.items()))
 
 
 if __name__ == "__main__":
