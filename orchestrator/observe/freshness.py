@@ -317,9 +317,13 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         raws = upstream_raw(graph, mart)
         value, note = data[mart]
         extracted = max((seen[r] for r in raws if seen.get(r)), default=None)
+        # built, but from raw tables no batch ever reached (made empty from their declarations by
+        # `elt transform`): its last build says nothing about its data
+        never_loaded = bool(raws) and not any(r in loads for r in raws) and note != "table missing"
         measure, newest = (("newest data", value) if value else ("newest extraction", extracted) if extracted
-                           else ("last build", last_build))
-        why = "" if newest else "never built" + (", table missing" if note == "table missing" else "")
+                           else ("newest extraction", None) if never_loaded else ("last build", last_build))
+        why = "" if newest else "inputs never loaded" if never_loaded else (
+            "never built" + (", table missing" if note == "table missing" else ""))
         mart_max = max_ages.get(mart, default_max)
         inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
         results.append(Freshness(mart, "mart", _state(newest, mart_max, now), mart_max, newest, owner, None,

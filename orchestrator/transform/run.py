@@ -354,32 +354,50 @@ def transform(
         ctx.close()
 
 
-def create_declared_raw_tables(settings: Settings) -> list[str]:
-    """Give every declared source table its raw table, empty until its first load; the tables
+def create_declared_raw_tables(settings: Settings, specs: list[Any] | None = None) -> list[str]:
+    """Give each declared source table its raw table, empty until its first load; the tables
     created. A staging model of a source declared but not loaded yet in this warehouse (a new
     source, a fresh or restored warehouse, a dev copy) then builds empty instead of failing the
     transform on a missing relation; ``elt freshness`` reports the source as never loaded. The
-    table is made exactly as the loader makes it from a first batch (the declared columns with
-    their declared types, then the metadata columns), so that batch applies to it unchanged.
-    The Spark gateway's raw tables are left to the loader."""
+    table is made by the loader's own code from the declared columns and types, as a first batch
+    would make it, so that batch applies to it unchanged.
+
+    Left to the loader: a table declared without columns (a PostgreSQL table typed from its
+    catalog at read time), a ``strict`` table (its first batch must match exactly), a raw table
+    several sources declare (their columns differ: whichever loads first shapes it), a table a
+    load is creating right now, and every table on the Spark gateway. A table that cannot be made
+    is logged and skipped: this never fails the transform by itself. ``specs``: the declared
+    sources (all of them by default).
+    """
     if settings.gateway not in ("duckdb", "postgres"):
         return []
     from sources.config import available_sources, load_source
 
+    specs = [load_source(n) for n in available_sources()] if specs is None else specs
+    declaring: dict[str, int] = {}
+    for source in specs:
+        for table in source.tables.values():
+            key = f"{source.raw_schema}.{table.name}".lower()
+            declaring[key] = declaring.get(key, 0) + 1
     created = []
-    # a raw table several sources write is made from the declaration external_models.yaml
-    # describes it by (the source named after the raw schema first: sources/external_models.py)
-    specs = sorted((load_source(n) for n in available_sources()), key=lambda s: (s.raw_schema != f"raw_{s.name}", s.name))
     with settings.open_raw() as raw:
         for source in specs:
-            name = source.name
             for table in source.tables.values():
+                name = f"{source.raw_schema}.{table.name}"
+                if not table.columns or table.schema_policy == "strict" or declaring[name.lower()] > 1:
+                    continue
                 columns = [{"name": c.name, "type": c.type.name} for c in table.columns]
-                if raw.create_declared(source.raw_schema, table.name, columns, list(table.primary_key)):
-                    created.append(f"{source.raw_schema}.{table.name}")
-                    log.info(f"created empty raw table {source.raw_schema}.{table.name}: declared by source {name}, "
-                             f"not loaded yet (elt load {name})",
-                             extra={"fields": {"source": name, "table": table.name, "raw_schema": source.raw_schema}})
+                fields = {"source": source.name, "table": table.name, "raw_schema": source.raw_schema}
+                try:
+                    made = raw.create_declared(source.raw_schema, table.name, columns, list(table.primary_key))
+                except Exception as exc:  # noqa: BLE001 - a convenience: the models say if the table is needed
+                    log.warning(f"could not create empty raw table {name}: {str(exc).splitlines()[0] if str(exc) else exc}",
+                                extra={"fields": fields})
+                    continue
+                if made:
+                    created.append(name)
+                    log.info(f"created empty raw table {name}: declared by source {source.name}, not loaded yet "
+                             f"(elt load {source.name})", extra={"fields": fields})
     return created
 
 

@@ -297,13 +297,20 @@ class PostgresRaw:
 
     def create_declared(self, raw_schema: str, table: str, columns: list[dict[str, str]], primary_key: list[str]) -> bool:
         """Create ``raw_schema.table`` empty from its declaration unless it exists; True if created
-        (DuckDBRaw.create_declared). Under the raw table's lock, as a load takes it."""
+        (DuckDBRaw.create_declared). Under the raw table's lock, as a load takes it, if that lock
+        is free at once; False when a load holds it (that load creates the table)."""
         from sources.load.duckdb_raw import DeclaredTable
 
+        exists = "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s"
         with self.con, self.con.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{table}"])
-            cur.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                        [raw_schema, table])
+            cur.execute(exists, [raw_schema, table])  # the usual answer, without waiting for any lock
+            if cur.fetchone():
+                return False
+            # a load applying a batch holds this lock (and creates the table itself): never wait for it
+            cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{table}"])
+            if not cur.fetchone()[0]:
+                return False
+            cur.execute(exists, [raw_schema, table])
             if cur.fetchone():
                 return False
             self._ensure_table(cur, raw_schema, DeclaredTable(table, columns, primary_key), {"table": table}, "evolve")

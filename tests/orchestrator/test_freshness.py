@@ -137,3 +137,25 @@ def test_freshness_on_postgres(project: Project, pg_db, monkeypatch: pytest.Monk
     locations = results["marts.locations"]  # not built; its inputs were never loaded: the last build
     assert (locations.measure, locations.newest, locations.data_note) == ("last build", datetime(2018, 9, 5, 0, 10),
                                                                          "table missing")
+
+
+def test_a_mart_built_only_from_raw_tables_never_loaded_is_unknown_not_fresh(project: Project) -> None:
+    """`elt transform` makes a declared, never-loaded table empty, so its marts build (empty): their
+    last build must not pass for fresh data while no batch has ever arrived."""
+    from sources.config import load_source
+    from sources.load.duckdb_raw import DuckDBRaw
+
+    warehouse = project.root / "data" / "warehouse.duckdb"
+    spec = load_source("jaffle_shop")
+    with DuckDBRaw(warehouse) as raw:
+        for table in spec.tables.values():
+            raw.create_declared(spec.raw_schema, table.name, [{"name": c.name, "type": c.type.name} for c in table.columns],
+                                list(table.primary_key))
+    built = project.elt("transform", timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    with duckdb.connect(str(warehouse)) as con:  # a build an hour ago (another source's batch would have set it)
+        con.execute("DELETE FROM elt_meta.transform_watermarks")
+        con.execute("INSERT INTO elt_meta.transform_watermarks VALUES ('prod', '2018-09-05 00:00', '2018-09-05 23:00')")
+    out = project.elt("freshness", "--now", NOW.isoformat(), ELT_JOBS="jaffle_shop,transform")
+    lines = _lines(out.stdout)
+    assert lines["marts.orders"].startswith("marts.orders: unknown (inputs never loaded"), out.stdout
