@@ -317,9 +317,10 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         raws = upstream_raw(graph, mart)
         value, note = data[mart]
         extracted = max((seen[r] for r in raws if seen.get(r)), default=None)
-        # built, but from raw tables no batch ever reached (made empty from their declarations by
-        # `elt transform`): its last build says nothing about its data
-        never_loaded = bool(raws) and not any(r in loads for r in raws) and note != "table missing"
+        # built, but empty, from raw tables no batch ever reached (made empty from their
+        # declarations by `elt transform`): its last build says nothing about its data. A mart
+        # with rows keeps the last build as its age (raw written by another tool has no ledger).
+        never_loaded = bool(raws) and not any(r in loads for r in raws) and note == "no rows"
         measure, newest = (("newest data", value) if value else ("newest extraction", extracted) if extracted
                            else ("newest extraction", None) if never_loaded else ("last build", last_build))
         why = "" if newest else "inputs never loaded" if never_loaded else (
