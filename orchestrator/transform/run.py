@@ -85,8 +85,8 @@ class TransformFailed(Exception):
             )
         elif self.model_errors or self.skipped:
             lines.append(
-                "  A model failed (above) and the models downstream of it were skipped; prod still serves the previous data where the plan did not complete."
-                " next: a missing raw table means its source was never loaded here (`elt load <source>`); any other"
+                "  A model failed (above) and the models downstream of it were skipped; prod still serves the"
+                " previous data where the plan did not complete. next: a missing raw table means its source was never loaded here (`elt load <source>`); any other"
                 " error is in the model's SQL: fix it and check with `sqlmesh plan dev`, then rerun `elt transform`."
             )
         elif "test" in detail.lower():

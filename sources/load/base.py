@@ -75,6 +75,16 @@ class LoadResult:
     schema_notes: tuple[str, ...] = ()  # columns added to raw / absent from the batch
 
 
+@dataclass(frozen=True)
+class DeclaredTable:
+    """What a raw store's table code reads of a manifest, for a table created from its
+    declaration before any batch (``create_declared`` of the DuckDB and PostgreSQL stores)."""
+
+    table: str
+    columns: list[dict[str, str]]
+    primary_key: list[str]
+
+
 class RawStore(Protocol):
     dialect: str
 

@@ -9,7 +9,6 @@ together, so a batch is in raw completely or not at all, and applying it again i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from sources.load.base import (
     METADATA_COLUMNS,
     SET_ASIDE_COLUMNS,
     SET_ASIDE_TABLE,
+    DeclaredTable,
     LoadResult,
     mask_from_positions,
     numbered,
@@ -53,15 +53,6 @@ SNAPSHOT_MEMORY_LIMIT = os.environ.get("ELT_LOADER_SNAPSHOT_MEMORY_LIMIT", "1GB"
 # bench/loader_postgres.py; text is then stored with FSST (or uncompressed), and the raw file of
 # that benchmark grows from 46 to 54 MB. The values are the same. "" restores DuckDB's default.
 LOADER_DISABLED_COMPRESSION = os.environ.get("ELT_LOADER_DISABLED_COMPRESSION", "dictionary")
-
-
-@dataclass(frozen=True)
-class DeclaredTable:
-    """What ``_ensure_table`` reads of a manifest, for a table created from its declaration."""
-
-    table: str
-    columns: list[dict[str, str]]
-    primary_key: list[str]
 
 
 def q(name: str) -> str:

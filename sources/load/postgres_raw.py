@@ -33,6 +33,7 @@ from sources.load.base import (
     METADATA_COLUMNS,
     SET_ASIDE_COLUMNS,
     SET_ASIDE_TABLE,
+    DeclaredTable,
     LoadResult,
     mask_from_positions,
     numbered,
@@ -299,8 +300,6 @@ class PostgresRaw:
         """Create ``raw_schema.table`` empty from its declaration unless it exists; True if created
         (DuckDBRaw.create_declared). Under the raw table's lock, as a load takes it, if that lock
         is free at once; False when a load holds it (that load creates the table)."""
-        from sources.load.duckdb_raw import DeclaredTable
-
         exists = "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s"
         with self.con, self.con.cursor() as cur:
             cur.execute(exists, [raw_schema, table])  # the usual answer, without waiting for any lock
