@@ -24,6 +24,11 @@ the child's max RSS):
 ``--spark [YEARS]`` measures instead the Spark gateway (local mode) beside DuckDB, from the same
 files: load, full build, no-op and one new day (information, no target).
 
+The full build (each time followed by the floor writing tables), the no-op (each time followed by
+`sqlmesh run`) and the new day run ``--repeat`` times (3), each from the same starting state; the
+figures are medians, the ratios are between medians, and ``*_runs_s`` lists every run (this
+machine's speed moves by a quarter from one minute to the next).
+
 The last line is one JSON object. Ratios compare figures measured in the same run.
 """
 
@@ -35,6 +40,7 @@ import datetime
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -217,7 +223,11 @@ def spark_sizes(years: int) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def one_size(years: int, postgres: bool = True) -> dict[str, object]:
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, object]:
     src = jafgen(years)
     work = Path(tempfile.mkdtemp(prefix=f"elt-bench-{years}y-"))
     try:
@@ -234,28 +244,77 @@ def one_size(years: int, postgres: bool = True) -> dict[str, object]:
         r: dict[str, object] = {"years": years, "orders": orders}
         raw_copy = work / "raw.duckdb"
         shutil.copy(wh, raw_copy)
-        r["full_s"], r["full_peak_mb"] = timed([elt, "transform"], env)
+        history = work / "history.duckdb"
+        loaded_history = work / "history-loaded.duckdb"  # the run history of the load alone
+        if history.exists():
+            shutil.copy(history, loaded_history)
         floor_script = ("import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); t=time.perf_counter(); "
                         "c.execute(sys.argv[2]); print(time.perf_counter()-t)")
-        r["floor_s"], r["floor_peak_mb"] = timed([sys.executable, "-c", floor_script, str(wh), FLOOR_SQL], env)
         limits = (f"SET memory_limit = '{os.environ.get('ELT_DUCKDB_MEMORY_LIMIT', '1GB')}'; "
                   f"SET threads = {os.environ.get('ELT_DUCKDB_THREADS', '2')};\n")
+        copy = work / "floor" / "warehouse.duckdb"
+        copy.parent.mkdir()
+        # The full build and its floor writing tables, in pairs, ``repeat`` times: this machine's
+        # speed moves by a quarter between consecutive minutes, so one pair can land anywhere from
+        # 1.5x to 2x; the ratio is taken between the medians, and each pair's is listed.
+        fulls: list[float] = []
+        floors: list[float] = []
+        for i in range(repeat):
+            if i:  # back to the loaded, never transformed warehouse
+                shutil.copy(raw_copy, wh)
+                history.unlink(missing_ok=True)
+                if loaded_history.exists():
+                    shutil.copy(loaded_history, history)
+            seconds, peak = timed([elt, "transform"], env)
+            fulls.append(seconds)
+            r["full_peak_mb"] = max(peak, float(r.get("full_peak_mb", 0)))  # type: ignore[arg-type]
+            # the same SQL writing real tables, as a warehouse must (staging and marts are persisted
+            # for BI tools), on a copy of the raw warehouse: the engine's cost for the pipeline's output
+            shutil.copy(raw_copy, copy)
+            seconds, peak = timed(
+                [sys.executable, "-c", floor_script, str(copy), limits + FLOOR_SQL.replace("TEMP TABLE", "TABLE")], env)
+            floors.append(seconds)
+            r["floor_tables_peak_mb"] = max(peak, float(r.get("floor_tables_peak_mb", 0)))  # type: ignore[arg-type]
+            copy.unlink()
+        r["full_s"], r["full_runs_s"] = median(fulls), fulls
+        r["floor_tables_s"], r["floor_tables_runs_s"] = median(floors), floors
+        r["full_over_floor_tables_runs"] = [round(f / t, 2) for f, t in zip(fulls, floors)]
+        r["floor_s"], r["floor_peak_mb"] = timed([sys.executable, "-c", floor_script, str(wh), FLOOR_SQL], env)
         # the same SQL under the models' DuckDB limits (config.yaml): what the engine itself needs here
         r["floor_limited_s"], r["floor_limited_peak_mb"] = timed(
             [sys.executable, "-c", floor_script, str(wh), limits + FLOOR_SQL], env)
-        # the same SQL writing real tables, as a warehouse must (staging and marts are persisted
-        # for BI tools), on a copy of the raw warehouse: the engine's cost for the pipeline's output
-        copy = work / "floor" / "warehouse.duckdb"
-        copy.parent.mkdir()
-        shutil.copy(raw_copy, copy)
-        r["floor_tables_s"], r["floor_tables_peak_mb"] = timed(
-            [sys.executable, "-c", floor_script, str(copy), limits + FLOOR_SQL.replace("TEMP TABLE", "TABLE")], env)
-        copy.unlink()
-        r["noop_s"], r["noop_peak_mb"] = timed([elt, "transform"], env)
-        r["sqlmesh_run_noop_s"], _ = timed([str(BIN / "sqlmesh"), "run"], env)
+        noops: list[float] = []
+        runs: list[float] = []
+        for _ in range(repeat):
+            seconds, r["noop_peak_mb"] = timed([elt, "transform"], env)
+            noops.append(seconds)
+            runs.append(timed([str(BIN / "sqlmesh"), "run"], env)[0])
+        r["noop_s"], r["noop_runs_s"] = median(noops), noops
+        r["sqlmesh_run_noop_s"], r["sqlmesh_run_noop_runs_s"] = median(runs), runs
+        # One new day, ``repeat`` times from the same state: the warehouse, landing and run history
+        # as they were before it, restored before each repeat; the data keeps the new day.
+        before = work / "before-new-day"
+        before.mkdir()
+        shutil.copy(wh, before / wh.name)
+        shutil.copytree(work / "landing", before / "landing")
+        if history.exists():
+            shutil.copy(history, before / history.name)
         append_day(data)
-        subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
-        r["new_day_s"], r["new_day_peak_mb"] = timed([elt, "transform"], env)
+        days: list[float] = []
+        for i in range(repeat):
+            if i:
+                shutil.copy(before / wh.name, wh)
+                shutil.rmtree(work / "landing")
+                shutil.copytree(before / "landing", work / "landing")
+                history.unlink(missing_ok=True)
+                if (before / history.name).exists():
+                    shutil.copy(before / history.name, history)
+            subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+            seconds, peak = timed([elt, "transform"], env)
+            days.append(seconds)
+            r["new_day_peak_mb"] = max(peak, float(r.get("new_day_peak_mb", 0)))  # type: ignore[arg-type]
+        r["new_day_s"], r["new_day_runs_s"] = median(days), days
+        shutil.rmtree(before)
         late_correction(data)
         subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
         r["late_correction_s"], r["late_correction_peak_mb"] = timed([elt, "transform"], env)
@@ -270,7 +329,7 @@ def one_size(years: int, postgres: bool = True) -> dict[str, object]:
         full, noop = float(r["full_s"]), float(r["noop_s"])  # type: ignore[arg-type]
         r["full_over_floor"] = round(full / float(r["floor_s"]), 2)  # type: ignore[arg-type]
         r["full_over_floor_limited"] = round(full / float(r["floor_limited_s"]), 2)  # type: ignore[arg-type]
-        r["full_over_floor_tables"] = round(full / float(r["floor_tables_s"]), 2)  # type: ignore[arg-type]
+        r["full_over_floor_tables"] = round(full / float(r["floor_tables_s"]), 2)  # type: ignore[arg-type]  # medians
         r["noop_over_sqlmesh_run"] = round(noop / float(r["sqlmesh_run_noop_s"]), 2)  # type: ignore[arg-type]
         r["new_day_budget_s"] = round(noop + 0.1 * (full - noop), 2)
         r["scattered_over_full"] = round(float(r["scattered_s"]) / full, 2)  # type: ignore[arg-type]
@@ -285,6 +344,8 @@ def one_size(years: int, postgres: bool = True) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--years", type=int, nargs="+", default=[1, 6])
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="times the full build (with its floor), the no-op and the new day run; medians reported")
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL cursor-source new day")
     parser.add_argument("--spark", type=int, nargs="*", metavar="YEARS",
                         help="only the Spark gateway beside DuckDB (full build, one new day) at these sizes (default 1)")
@@ -296,7 +357,7 @@ def main() -> None:
                   f"{r['spark_new_day_s']}s (DuckDB {r['duckdb_new_day_s']}s)", file=sys.stderr)
         print(json.dumps({"spark": spark}))
         return
-    results = [one_size(y, postgres=not args.no_postgres) for y in args.years]
+    results = [one_size(y, postgres=not args.no_postgres, repeat=args.repeat) for y in args.years]
     for r in results:
         print(f"{r['years']}y {r['orders']:,} orders: full {r['full_s']}s (floor {r['floor_s']}s, as tables {r['floor_tables_s']}s), noop {r['noop_s']}s "
               f"(sqlmesh run {r['sqlmesh_run_noop_s']}s), new day {r['new_day_s']}s (budget {r['new_day_budget_s']}s), "
