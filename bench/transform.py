@@ -206,7 +206,7 @@ def spark_sizes(years: int) -> dict[str, object]:
             data = home / "jaffle-data"  # each gateway's own copy, given the same new day
             shutil.copytree(src, data)
             env = {**os.environ, "ELT_GATEWAY": gateway, "ELT_DUCKDB_PATH": str(home / "warehouse.duckdb"),
-                   "ELT_LANDING_ROOT": str(home / "landing"), "ELT_HISTORY_PATH": str(home / "history.duckdb"),
+                   "ELT_LANDING_ROOT": str(home / "landing"),
                    "ELT_SPARK_HOME": str(home / "spark"), "ELT_JSON_LOGS": "1"}
             elt = str(BIN / "elt")
             load = [elt, "load", "jaffle_shop", "--path", str(data)]
@@ -234,8 +234,7 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         data = work / "jaffle-data"
         shutil.copytree(src, data)
         wh = work / "warehouse.duckdb"
-        env = {**os.environ, "ELT_DUCKDB_PATH": str(wh), "ELT_LANDING_ROOT": str(work / "landing"),
-               "ELT_HISTORY_PATH": str(work / "history.duckdb"), "ELT_JSON_LOGS": "1"}
+        env = {**os.environ, "ELT_DUCKDB_PATH": str(wh), "ELT_LANDING_ROOT": str(work / "landing"), "ELT_JSON_LOGS": "1"}
         elt = str(BIN / "elt")
         load = [elt, "load", "jaffle_shop", "--path", str(data)]
         subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
@@ -244,10 +243,6 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         r: dict[str, object] = {"years": years, "orders": orders}
         raw_copy = work / "raw.duckdb"
         shutil.copy(wh, raw_copy)
-        history = work / "history.duckdb"
-        loaded_history = work / "history-loaded.duckdb"  # the run history of the load alone
-        if history.exists():
-            shutil.copy(history, loaded_history)
         floor_script = ("import duckdb,sys,time; c=duckdb.connect(sys.argv[1]); t=time.perf_counter(); "
                         "c.execute(sys.argv[2]); print(time.perf_counter()-t)")
         limits = (f"SET memory_limit = '{os.environ.get('ELT_DUCKDB_MEMORY_LIMIT', '1GB')}'; "
@@ -262,9 +257,6 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         for i in range(repeat):
             if i:  # back to the loaded, never transformed warehouse
                 shutil.copy(raw_copy, wh)
-                history.unlink(missing_ok=True)
-                if loaded_history.exists():
-                    shutil.copy(loaded_history, history)
             seconds, peak = timed([elt, "transform"], env)
             fulls.append(seconds)
             r["full_peak_mb"] = max(peak, float(r.get("full_peak_mb", 0)))  # type: ignore[arg-type]
@@ -291,14 +283,12 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
             runs.append(timed([str(BIN / "sqlmesh"), "run"], env)[0])
         r["noop_s"], r["noop_runs_s"] = median(noops), noops
         r["sqlmesh_run_noop_s"], r["sqlmesh_run_noop_runs_s"] = median(runs), runs
-        # One new day, ``repeat`` times from the same state: the warehouse, landing and run history
-        # as they were before it, restored before each repeat; the data keeps the new day.
+        # One new day, ``repeat`` times from the same state: the warehouse (raw, ledger, SQLMesh
+        # state) and landing as they were before it, restored before each repeat; the data keeps the new day.
         before = work / "before-new-day"
         before.mkdir()
         shutil.copy(wh, before / wh.name)
         shutil.copytree(work / "landing", before / "landing")
-        if history.exists():
-            shutil.copy(history, before / history.name)
         append_day(data)
         days: list[float] = []
         for i in range(repeat):
@@ -306,9 +296,6 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
                 shutil.copy(before / wh.name, wh)
                 shutil.rmtree(work / "landing")
                 shutil.copytree(before / "landing", work / "landing")
-                history.unlink(missing_ok=True)
-                if (before / history.name).exists():
-                    shutil.copy(before / history.name, history)
             subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
             seconds, peak = timed([elt, "transform"], env)
             days.append(seconds)
