@@ -26,6 +26,7 @@ unique. Column names and types are enforced while reading (see ``extract``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
@@ -126,8 +127,10 @@ def _check_range(column: pa.Array, name: str, first_row: int, where: dict[str, s
     )
 
 
-def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str) -> None:
-    """Raise ``ContractError`` naming the first row with a missing or duplicated key.
+def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str,
+                      file_lines: Callable[[Iterable[int]], dict[int, int]] | None = None) -> None:
+    """Raise ``ContractError`` naming the first row with a missing or duplicated key (and, given
+    ``file_lines`` for a CSV file, the file lines those data rows start on).
 
     One scan answers the common case: no key is missing and the keys' 64-bit hashes are all
     distinct (distinct hashes mean distinct keys). Only when a key is missing, or two hashes meet
@@ -150,10 +153,12 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
         ).fetchone()
         if empty:
             bad = con.execute(f"SELECT file_row_number FROM {rows_of} WHERE {missing} ORDER BY file_row_number LIMIT 1").fetchone()
+            row = int(bad[0]) + 1
             raise ContractError(
-                f"primary key ({', '.join(table.primary_key)}) is empty",
+                f"primary key ({', '.join(table.primary_key)}) is empty"
+                + (f" (data row {row:,}, file line {file_lines([row])[row]:,})" if file_lines else ""),
                 **where,
-                row=int(bad[0]) + 1,
+                row=row,
                 field=",".join(table.primary_key),
                 hint="every row needs its key: fix the extract at the source; nothing of this batch was applied",
             )
@@ -168,11 +173,17 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
     if dup:
         n = len(keys)
         key_value = dup[:n] if n > 1 else dup[0]
+        first, again = int(dup[n]) + 1, int(dup[n + 1]) + 1
+        if file_lines:
+            line = file_lines([first, again])
+            at = (f": first at data row {first:,} (file line {line[first]:,}), "
+                  f"again at data row {again:,} (file line {line[again]:,})")
+        else:
+            at = f" (first at row {first:,}, again at row {again:,})"
         raise ContractError(
-            f"primary key ({', '.join(table.primary_key)}) = {key_value!r} appears {dup[n + 2]} times "
-            f"(first at row {dup[n] + 1}, again at row {dup[n + 1] + 1})",
+            f"primary key ({', '.join(table.primary_key)}) = {key_value!r} appears {dup[n + 2]} times{at}",
             **where,
-            row=int(dup[n + 1]) + 1,
+            row=again,
             field=",".join(table.primary_key),
             hint="a batch must hold each key once: deduplicate at the source or fix the declared primary_key",
         )

@@ -260,7 +260,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             log.info("unchanged snapshot", extra={"fields": {**where, "same_as_batch": previous.batch_id}})
             return None
         if not item.key_enforced_by_source:
-            check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id)
+            check_primary_key(data, table, source=spec.name, batch_id=writer.batch_id, file_lines=item.file_lines)
         drift = {k: v for k, v in (item.origin.pop("schema_drift", None) or {}).items() if v}
         if drift:  # recorded in the manifest: the batch says how it differed from the declaration
             item.origin["schema_drift"] = drift

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,9 @@ class Extract:
     # file and REST extractors do while casting, naming the file's row and line): the pipeline
     # does not run the same checks a second time
     values_checked: bool = False
+    # For a CSV file: the file line each given data row starts on (what an editor shows), so that
+    # a refusal found after landing (a duplicated or empty key) names lines as well as rows
+    file_lines: Callable[[Iterable[int]], dict[int, int]] | None = None
 
     @property
     def schema(self) -> pa.Schema:

@@ -45,7 +45,7 @@ from sources.errors import ContractError, SourceReadError
 from sources.logs import get_logger
 from sources.extract.arrow import LoneSurrogate, cast_batch, records_to_batches
 from sources.extract.base import Extract
-from sources.extract.csv_faults import UNDECODED, csv_records, file_line, find_csv_fault, text_chunks
+from sources.extract.csv_faults import UNDECODED, csv_records, file_line, file_lines, find_csv_fault, text_chunks
 from sources.landing.store import LandedBatches, s3_filesystem
 
 BLOCK_BYTES = 8 << 20  # bytes of CSV/JSON parsed at a time; one Arrow batch each
@@ -177,7 +177,9 @@ def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, 
         drift = {"missing": [], "ignored": []}
         batches = _jsonl_batches(file, table, spec.name, quotes, drift)
     origin["schema_drift"] = drift  # known now (CSV, Parquet) or filled in while reading (JSON lines)
-    return Extract(table, list(table.columns), batches, origin, values_checked=True)  # by cast_batch
+    lines = (lambda rows: file_lines(file, rows)) if spec.format == "csv" else None
+    return Extract(table, list(table.columns), batches, origin, values_checked=True,  # by cast_batch
+                   file_lines=lines)
 
 
 def _raise(exc: Exception) -> Iterator[pa.RecordBatch]:

@@ -172,16 +172,21 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
         ("raw_orders.csv", "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\no1,c1,2018-09-01T09:00:00,s1,1,1,2\no2,c1,yesterday,s1,1,1,2\n",
          ContractError, ["row=2", "field=ordered_at", "'yesterday' is not a valid timestamp"]),
         ("raw_customers.csv", "id,name\nc1,Ann\nc2,Bob\nc1,Ann again\n",
-         ContractError, ["table=customers", "field=id", "'c1' appears 2 times", "row=3"]),
+         ContractError, ["table=customers", "field=id", "'c1' appears 2 times", "row=3",
+                         "first at data row 1 (file line 2), again at data row 3 (file line 4)"]),
+        # a value holding a line break and a blank line: data rows and file lines part ways
+        ("raw_customers.csv", 'id,name\nc1,"Ann\nSmith"\n\nc2,Bob\nc1,Ann again\n',
+         ContractError, ["'c1' appears 2 times", "row=3",
+                         "first at data row 1 (file line 2), again at data row 3 (file line 6)"]),
         ("raw_customers.csv", "id,name\nc1,Ann\n,Nobody\n",
-         ContractError, ["field=id", "row=2", "primary key (id) is empty"]),
+         ContractError, ["field=id", "row=2", "primary key (id) is empty (data row 2, file line 3)"]),
         ("raw_customers.csv", "customer_id,name\nc1,Ann\n",
          ContractError, ["table=customers", "missing: ['id']", "not declared: ['customer_id']",
                          "primary key column(s) ['id'] are missing"]),
         ("raw_customers.csv", 'id,name\nc1,"Ann\nc2,Bob\n',
          SourceReadError, ["table=customers", "malformed CSV"]),
     ],
-    ids=["bad-integer", "bad-timestamp", "duplicate-key", "empty-key", "key-column-missing", "unterminated-quote"],
+    ids=["bad-integer", "bad-timestamp", "duplicate-key", "duplicate-key-after-multiline-value", "empty-key", "key-column-missing", "unterminated-quote"],
 )
 def test_bad_input_is_named_and_nothing_of_it_is_applied(
     small_jaffle: Path, tmp_path: Path, file: str, text: str, error: type, expected: list[str]
