@@ -261,3 +261,65 @@ def test_a_planted_secret_appears_in_no_output(tmp_path: Path, receivers: tuple[
     assert sweep(CANARY, outputs, out) >= expected, expected - sweep(CANARY, outputs, out)
     assert sweep(SECRET, {}, vault) == {"file api_token"}
 
+
+
+def test_a_header_echoed_back_by_the_api_is_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error page that quotes the request's headers (a proxy, a debug endpoint) must not carry
+    the Basic credentials from the URL's user-info: not in clear, not base64-encoded as sent."""
+    basic = base64.b64encode(f"sweeper:{PASSWORD}".encode()).decode()
+    echoed: list[str] = []
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = f"Authorization: {self.headers.get('Authorization')}\nX-API-Key: {self.headers.get('X-API-Key')}\n"
+            echoed.append(body)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "sweep_api.yaml").write_text(DECLARATION)
+        monkeypatch.setenv("SWEEP_API_URL", f"http://sweeper:{PASSWORD}@127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("SWEEP_API_TOKEN", TOKEN)
+        spec = load_source(tmp_path / "sweep_api.yaml")
+        with pytest.raises(SourceReadError) as err:
+            for item in rest.extracts(spec, spec.tables["items"], cursor=None, sleep=lambda s: None):
+                list(item.batches)
+    finally:
+        server.shutdown()
+        server.server_close()
+    message = str(err.value)
+    assert echoed and basic in echoed[0] and TOKEN in echoed[0]  # the server did quote both credentials
+    assert "not JSON" in message and "Authorization: Basic ***" in message, message
+    for secret in (basic, PASSWORD, TOKEN, basic[:12]):
+        assert secret not in message, message
+
+
+def test_credentials_in_the_landing_url_are_refused_and_never_shown(tmp_path: Path) -> None:
+    """``ELT_LANDING_URL=s3://KEY:SECRET@bucket/prefix``: S3 credentials belong in AWS_*; a URL
+    holding them is refused by name, and the key appears in no output, history or report."""
+    out = tmp_path / "out"
+    project = copy_project(out / "project")
+    (out / "declarations").mkdir()
+    (out / "declarations" / "sweep_api.yaml").write_text(DECLARATION)
+    key = f"{SECRET}-landing"
+    env = project_env(project, ELT_DECLARATIONS_DIR=str(out / "declarations"), SWEEP_API_URL="http://127.0.0.1:9",
+                      SWEEP_API_TOKEN=TOKEN, ELT_LANDING_URL=f"s3://AKIAEXAMPLE:{key}@landing/{CANARY}")
+    procs = []
+    for args in (["load", "sweep_api"], ["run-job", "sweep_api"], ["runs"], ["report", "--out", str(out / "report.html")]):
+        procs.append(subprocess.run([str(BIN / "elt"), *args], cwd=project, env=env, capture_output=True, text=True,
+                                    timeout=120))
+    assert procs[0].returncode != 0 and "holds credentials" in procs[0].stdout + procs[0].stderr, procs[0]
+    assert "AWS_SECRET_ACCESS_KEY" in procs[0].stdout + procs[0].stderr
+    assert procs[1].returncode != 0
+    outputs = {"stdout": [p.stdout for p in procs], "stderr": [p.stderr for p in procs]}
+    assert sweep(key, outputs, out) == set()
+    assert sweep("AKIAEXAMPLE", outputs, out) == set()
+    assert "stdout" in sweep(CANARY, outputs, out) or "stderr" in sweep(CANARY, outputs, out)  # the URL is named

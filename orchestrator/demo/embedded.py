@@ -104,7 +104,7 @@ def print_summary(settings: Settings, summary, specs, started: float) -> None:  
                   f"(metastore and SQLMesh state under {spark_home(settings.project_root)})")
     else:
         print(f"warehouse: {settings.warehouse}")
-    print(f"landing:   {settings.landing_location}")
+    print(f"landing:   {redact_userinfo(str(settings.landing_location))}")
     print(f"elapsed:   {time.monotonic() - started:.1f}s")
 
 

@@ -32,6 +32,7 @@ from orchestrator.transform.run import TransformFailed, transform
 from sources.config import load_source
 from sources.connections import PostgresSettings
 from sources.errors import ConfigError
+from sources.logs import redact_userinfo
 
 SOURCES = ("jaffle_app", "jaffle_catalog")
 APP_PREFIX = "JAFFLE_APP_"
@@ -101,7 +102,7 @@ def ensure_warehouse_database(warehouse: PostgresSettings) -> None:
 def check_production_settings(settings: Settings) -> None:
     if not settings.landing_url.startswith("s3://"):
         raise ConfigError(
-            f"ELT_LANDING_URL is {settings.landing_url!r}, not an s3:// URL",
+            f"ELT_LANDING_URL is {redact_userinfo(settings.landing_url)!r}, not an s3:// URL",
             hint="set ELT_LANDING_URL=s3://<bucket>/<prefix>, ELT_S3_ENDPOINT for a non-AWS endpoint, and "
                  "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (see README, Environment variables)",
         )
@@ -123,7 +124,7 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     ensure_warehouse_database(warehouse)
     created = settings.open_landing().create_bucket()
     if created:
-        print(f"created the landing bucket {created} ({settings.landing_url})")
+        print(f"created the landing bucket {created} ({redact_userinfo(str(settings.landing_url))})")
     data_dir = demo_data(settings, years)
     if data_dir is None:
         return 2
@@ -152,14 +153,14 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
 
     with ExitStack() as stack:
         if os.environ.get("JAFFLE_CATALOG_URL"):
-            print(f"  catalog API: {os.environ['JAFFLE_CATALOG_URL']} (JAFFLE_CATALOG_URL)")
+            print(f"  catalog API: {redact_userinfo(os.environ['JAFFLE_CATALOG_URL'])} (JAFFLE_CATALOG_URL)")
         else:
             os.environ.setdefault("JAFFLE_CATALOG_TOKEN", secrets.token_urlsafe(24))
             api = stack.enter_context(CatalogAPI(data_dir, os.environ["JAFFLE_CATALOG_TOKEN"], as_of))
             os.environ["JAFFLE_CATALOG_URL"] = api.url
             print(f"  catalog API: serving the demo catalog on {api.url} for this run")
 
-        print(f"\n== 2/4 load: sources -> landing {settings.landing_location} -> raw tables in PostgreSQL")
+        print(f"\n== 2/4 load: sources -> landing {redact_userinfo(str(settings.landing_location))} -> raw tables in PostgreSQL")
         failed = 0
         for source in SOURCES:
             print(f"-- {source}")

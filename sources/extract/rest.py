@@ -163,7 +163,9 @@ class RestClient:
             user, password = urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
             self.secrets += [password or user] if password or user else []  # a token alone as user is the secret
             self.base_url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-            credentials["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            credentials["Authorization"] = "Basic " + token
+            self.secrets.append(token)  # the header's value, should a server or proxy echo it back
         auth = spec.auth or {}
         if auth.get("type", "none") != "none":
             secret = secret_from_env(auth["token_env"])
@@ -244,7 +246,8 @@ class RestClient:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SourceReadError(
                 f"GET {self.redact(url)} returned a body that is not JSON (or was cut off): {exc}; "
-                f"first bytes: {self.redact(body[:80].decode('utf-8', 'replace'))!r}",
+                # redacted before it is cut: a secret cut in two would not be found
+                f"first bytes: {self.redact(body[:4096].decode('utf-8', 'replace'))[:80]!r}",
                 **self.where, hint="the API answered with an error page or a truncated body; rerun, or check the endpoint",
             ) from None
 

@@ -116,6 +116,12 @@ class Landing:
             bucket_prefix = url[len("s3://"):].strip("/")
             if not bucket_prefix:
                 raise ConfigError(f"landing URL {url!r} names no bucket", hint="use s3://<bucket>/<prefix>")
+            if "@" in bucket_prefix.split("/")[0]:
+                # S3 bucket names cannot hold '@': this is user-info, and every landing path (and so
+                # every message naming one) would carry it
+                raise ConfigError(f"landing URL {redact_userinfo(url)!r} holds credentials",
+                                  hint="remove them from the URL: S3 credentials come from AWS_ACCESS_KEY_ID and "
+                                       "AWS_SECRET_ACCESS_KEY (or an AWS profile), never from the landing URL")
             return cls(s3_filesystem(endpoint), bucket_prefix, url)
         return cls.local(url)
 
