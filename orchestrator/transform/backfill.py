@@ -2,7 +2,10 @@
 
 1. Bring prod up to date first (``transform``; nothing to do when no batch is pending), so the
    difference printed in step 6 is the backfill's alone.
-2. Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``).
+2. Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``), then
+   mark the backfill unfinished (``elt_meta.backfill_unfinished``: source and window). A rerun of
+   the same backfill after a failure or a kill keeps that record: its difference counts from
+   before the first attempt, whose batches may already be in raw and in the marts.
 3. Re-extract the source into new landing batches and load them (``ingest(force=True)``: raw is
    append-only, the earlier batches stay, history shows both).
 4. Transform: the new batches are pending for the models reading the source, which restate the
@@ -11,7 +14,7 @@
    outside the window: they are restated too and reported, never left stale.
 5. (The batches are recorded as consumed with that restatement: a later transform redoes nothing.)
 6. Count rows added, changed and removed per mart against step 2, in the warehouse (SQL, not
-   Python memory), and print them.
+   Python memory), and print them; the backfill is no longer unfinished.
 
 Safe to run twice: the second run lands identical rows, staging keeps one version per key, and the
 difference printed is zero. The locks of every load job and ``sqlmesh:prod`` are held throughout
@@ -68,6 +71,7 @@ def child_error(stderr: str) -> str:
 
 
 BEFORE = "elt_meta.backfill_before"
+UNFINISHED = "elt_meta.backfill_unfinished"  # one row while a backfill's difference is owed; dropped after it
 
 
 def _marts(ctx: Any) -> list[tuple[str, list[str], list[str]]]:
@@ -154,7 +158,8 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
         # context keeps its connection open until the process exits; the load (step 3) is another one
         # the children work under this process's locks: they die with it (a killed backfill's child
         # went on transforming or loading unprotected, and held the warehouse against the rerun)
-        prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare"],
+        prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
+                               start.isoformat(), end.isoformat()],
                               capture_output=True, text=True, cwd=settings.project_root,
                               preexec_fn=forks.die_with_parent)
         if prep.returncode != 0:
@@ -184,6 +189,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             ctx, _ = make_context(settings, quiet=True)
             try:
                 diffs = diff_marts(ctx)
+                ctx.engine_adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")  # the difference is told
             finally:
                 ctx.close()
         except (TransformFailed, SQLMeshError) as exc:
@@ -197,8 +203,19 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     print(f"re-extracted {source} for {start} .. {end}; restated {'; '.join(restate) or 'nothing'}", file=out)
     outside = [m for m in restate if _outside(m, start, end)]
     if outside:
-        print("note: the source also changed outside the window; those days were restated too (raw holds the "
-              "changes, and marts never stay stale against raw)", file=out)
+        print("note: days outside the window were restated too: raw gained rows on them (a table re-read whole "
+              "brings every change it holds, wherever it lies), and marts never stay stale against raw", file=out)
+    if spec.kind == "postgres":
+        windowed = [t.name for t in spec.tables.values() if t.window_column]
+        whole = [t.name for t in spec.tables.values() if t.cursor_field and not t.window_column]
+        if windowed:
+            print(f"note: {', '.join(windowed)} were re-read for the window only: rows deleted at the source or moved out "
+                  "of the window, and changes outside it, are not seen by this backfill "
+                  "(docs/runbook.md#backfill)", file=out)
+        if whole:
+            print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole and "
+                  "appended as read: raw keeps one more version of each row (staging keeps the latest), and the "
+                  "days they touch are restated", file=out)
     print(f"{'mart':<22} {'added':>8} {'changed':>8} {'removed':>8}", file=out)
     for d in diffs:
         print(f"{d.mart:<22} {d.added:>8,} {d.changed:>8,} {d.removed:>8,}", file=out)
@@ -217,38 +234,65 @@ def _outside(restated: str, start: date, end: date) -> bool:
     return "all history" in restated or any(d < start or d > end for d in days)
 
 
-def prepare(settings: Settings) -> int:
+def unfinished(adapter: Any) -> tuple[str, str, str, str] | None:
+    """(source, start, end, started_at) of a backfill whose difference was never printed."""
+    if not adapter.table_exists(UNFINISHED) or not adapter.table_exists(BEFORE):
+        return None
+    row = adapter.fetchone(f"SELECT source, window_start, window_end, started_at FROM {UNFINISHED}")
+    return tuple(str(v) for v in row) if row else None  # type: ignore[return-value]
+
+
+def prepare(settings: Settings, source: str, start: str, end: str) -> int:
     """Steps 1-2, in their own process: transform pending batches, then record the marts' row
-    hashes in the warehouse (``elt_meta.backfill_before``)."""
+    hashes in the warehouse (``elt_meta.backfill_before``) and mark this backfill unfinished; or,
+    when this same backfill was left unfinished (a failure or a kill after step 2), keep the
+    record it made, so that the difference printed covers the first attempt's changes too."""
+    from datetime import UTC, datetime
+
     from orchestrator.transform.run import make_context, transform
 
     ctx, _ = make_context(settings, quiet=True)
     try:
         env_exists = ctx.state_reader.get_environment("prod") is not None
+        earlier = unfinished(ctx.engine_adapter) if env_exists else None
     finally:
         ctx.close()
     if not env_exists:
         print("prod has never been built; run `elt transform` once before backfilling a window", file=sys.stderr)
         return 1
+    same = earlier is not None and earlier[:3] == (source, start, end)
     summary = transform(settings, environment="prod", quiet=True)  # batches no model has consumed yet
-    if summary.restated_windows:
-        print(f"prod had batches no transform had taken in; transformed first: {summary.render()}")
+    if summary.evaluated:  # batches no transform had taken in, or intervals that had come due
+        print(f"prod was brought up to date first: {summary.render()}")
+    if same:
+        print(f"this backfill was started before (at {earlier[3]}) and did not finish: the difference below "  # type: ignore[index]
+              "counts from before that first attempt (including whatever ran in between)")
+        return 0
+    if earlier is not None:
+        print(f"note: a backfill of {earlier[0]} for {earlier[1]} .. {earlier[2]} (started at {earlier[3]}) did not "
+              "finish; its batches were transformed above, so its changes are not counted below")
     ctx, _ = make_context(settings, quiet=True)
     try:
         snapshot_marts(ctx)
+        adapter = ctx.engine_adapter
+        create_meta_table(adapter, UNFINISHED, "source TEXT NOT NULL, window_start TEXT NOT NULL, "
+                          "window_end TEXT NOT NULL, started_at TEXT NOT NULL", replace=True)
+        values = ", ".join(exp.Literal.string(v).sql(adapter.dialect)
+                           for v in (source, start, end, datetime.now(UTC).isoformat(timespec="seconds")))
+        adapter.execute(f"INSERT INTO {UNFINISHED} VALUES ({values})")
     finally:
         ctx.close()
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 2 and sys.argv[1] == "prepare":
+    if len(sys.argv) == 5 and sys.argv[1] == "prepare":
         from sources import logs
 
         logs.configure()
         try:
-            sys.exit(prepare(Settings.from_env()))
+            sys.exit(prepare(Settings.from_env(), *sys.argv[2:5]))
         except Exception as exc:  # noqa: BLE001
             print(str(exc), file=sys.stderr)
             sys.exit(1)
-    sys.exit("usage: python -m orchestrator.transform.backfill prepare (used by `elt backfill`)")
+    sys.exit("usage: python -m orchestrator.transform.backfill prepare SOURCE START END (used by `elt backfill`)")

@@ -44,7 +44,7 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     # the file is re-read whole: the correction outside the window is in raw, so it is restated too
     # (only its day), and the output says so instead of leaving the mart stale against raw
     assert totals["o5"] == 6.40
-    assert "changed outside the window" in first.stdout, first.stdout
+    assert "days outside the window were restated too" in first.stdout, first.stdout
     assert "2018-09-03" in first.stdout and "2018-09-20" in first.stdout, first.stdout
     assert totals["o1"] == 18.02 and len(totals) == 5
 
@@ -96,3 +96,42 @@ def test_a_killed_backfill_takes_its_child_with_it_and_the_rerun_succeeds(projec
         wait_for(lambda: not _alive(int(child)), timeout=1, what=f"child {child} to die with the backfill")
     again = project.elt(*backfill, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(project: Project, small_jaffle: Path) -> None:
+    """The first attempt applied the corrected orders to raw and then failed on another table; the
+    rerun's prepare step transforms those batches before anything else. Its difference must still
+    show the correction (counted from before the first attempt), not a false 'nothing changed'."""
+    data = project.root / "data" / "jaffle-data"
+    shutil.copytree(small_jaffle, data)
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    before = _totals(project)["o3"]
+    orders, items = data / "raw_orders.csv", data / "raw_items.csv"
+    lines = orders.read_text().splitlines(keepends=True)
+    o3 = next(i for i, li in enumerate(lines) if li.startswith("o3,"))
+    fields = lines[o3].rstrip("\n").split(",")
+    fields[5] = str(int(fields[5]) + 7)  # tax_paid
+    fields[6] = str(int(fields[6]) + 7)  # order_total
+    lines[o3] = ",".join(fields) + "\n"
+    orders.write_text("".join(lines))
+    good_items = items.read_text()
+    items.write_text(good_items + "i7,o2\n")  # too few fields: the items table fails, orders apply
+    window = ("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07")
+
+    first = project.elt(*window, timeout=300)
+    assert first.returncode != 0 and "re-extracting failed" in first.stdout + first.stderr, first.stdout + first.stderr
+    items.write_text(good_items)
+    again = project.elt(*window, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "did not finish" in again.stdout, again.stdout
+    line = next(li for li in again.stdout.splitlines() if li.startswith("marts.orders "))
+    assert line.split()[1:] == ["0", "1", "0"], again.stdout  # o3, changed by the first attempt
+    assert round(_totals(project)["o3"] - before, 2) == 0.07
+
+    # finished: the next backfill counts from its own start again
+    third = project.elt(*window, timeout=300)
+    assert third.returncode == 0 and "did not finish" not in third.stdout, third.stdout + third.stderr
+    line = next(li for li in third.stdout.splitlines() if li.startswith("marts.orders "))
+    assert line.split()[1:] == ["0", "0", "0"], third.stdout

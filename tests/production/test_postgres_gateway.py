@@ -329,6 +329,8 @@ def test_backfill_of_one_week_on_postgres_reads_and_changes_only_that_week(fresh
     assert {k for k in before if before[k] != after[k]} == {inside}, first.stdout
     assert re.search(rf"orders\s+loaded\s+{in_week:,}\s", first.stdout), first.stdout  # the week's orders only
     assert re.search(r"marts\.orders\s+0\s+1\s+0", first.stdout), first.stdout
+    # what a window read cannot see is said (deletions, rows moved out, changes outside the week)
+    assert re.search(r"note: orders\b.* were re-read for the window only", first.stdout), first.stdout
 
     second = run([str(BIN / "elt"), "backfill", "jaffle_app", "--start", week[0], "--end", week[1]],
                  cwd=prod.project, env=env, timeout=600)
