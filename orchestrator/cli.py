@@ -347,7 +347,7 @@ def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import date
 
-    from orchestrator.transform.backfill import BackfillFailed, backfill
+    from orchestrator.transform.backfill import BackfillFailed, BackfillLocked, backfill
 
     try:
         start, end = date.fromisoformat(args.start), date.fromisoformat(args.end)
@@ -357,7 +357,7 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
         backfill(settings, args.source, start, end, path=_from_cwd(args.path))
     except BackfillFailed as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
-        return 1
+        return 75 if isinstance(exc, BackfillLocked) else 1
     return 0
 
 

@@ -39,7 +39,7 @@ from orchestrator.settings import Settings
 from orchestrator.transform.windows import create_meta_table
 from sources import forks
 from sources.config import load_source
-from sources.errors import ConfigError, LoaderError
+from sources.errors import ConfigError
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.backfill")
@@ -55,6 +55,10 @@ class MartDiff:
 
 class BackfillFailed(Exception):
     pass
+
+
+class BackfillLocked(BackfillFailed):
+    """A lock the backfill needs stayed busy: nothing was done (`elt backfill` exits 75)."""
 
 
 def child_error(stderr: str) -> str:
@@ -151,8 +155,11 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
         for name in transform_lock_names(settings):
             lock = make_lock(settings, name)
             if not lock.acquire(timeout=wait_s):
-                raise LoaderError(f"lock {name} stayed busy for {wait_s:.0f}s (a load, a transform or another backfill)",
-                                  source=spec.name, hint="wait for it (see `elt runs`) and rerun the backfill")
+                raise BackfillLocked(
+                    f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s (a backfill waits for every "
+                    "load job, whatever its source, and for `elt transform`); nothing was done\n"
+                    "  next: wait for it (`elt runs` lists scheduled runs; `pgrep -af 'elt '` shows runs started by "
+                    "hand), then rerun the backfill")
             held.append(lock)
         # step 1-2 in a child process: DuckDB allows one writing process per file, and a SQLMesh
         # context keeps its connection open until the process exits; the load (step 3) is another one

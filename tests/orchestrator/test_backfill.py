@@ -135,3 +135,20 @@ def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(proj
     assert third.returncode == 0 and "did not finish" not in third.stdout, third.stdout + third.stderr
     line = next(li for li in third.stdout.splitlines() if li.startswith("marts.orders "))
     assert line.split()[1:] == ["0", "0", "0"], third.stdout
+
+
+def test_a_backfill_that_cannot_get_its_locks_exits_75_and_does_nothing(project: Project, small_jaffle: Path) -> None:
+    """Like every command that finds a lock busy: exit 75 (rerun later), the lock named, nothing done."""
+    from orchestrator.scheduling.locks import FileLock, lock_dir
+
+    running = FileLock("job:jaffle_shop", lock_dir(project.settings()))
+    assert running.try_acquire()  # a scheduled load of jaffle_shop is running
+    try:
+        busy = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07",
+                           "--path", str(small_jaffle), ELT_BACKFILL_LOCK_WAIT_S="1")
+    finally:
+        running.release()
+    assert busy.returncode == 75, busy.stdout + busy.stderr
+    assert "lock job:jaffle_shop stayed busy" in busy.stderr and "nothing was done" in busy.stderr, busy.stderr
+    assert "next:" in busy.stderr
+    assert not (project.root / "data" / "landing" / "jaffle_shop").exists()  # nothing was read or landed
