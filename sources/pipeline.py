@@ -157,10 +157,12 @@ def ingest(
                     # of a pattern) is a snapshot: raw gains its changes and deletions only
                     whole = (not table.cursor_field and not (window and table.window_column)
                              and not (spec.kind == "files" and table.pattern))
+                    # a forced re-read of an increment (a backfill): raw gains what differs, nothing more
+                    changes_only = force and not whole and bool(table.primary_key)
                     fresh: dict[str, Manifest] = {}  # landed by this run: neither verified nor read back
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
-                                        snapshot=whole)
+                                        snapshot=whole, changes_only=changes_only)
                         if manifest is not None:
                             fresh[manifest.batch_id] = manifest
                             outcome.landed.append(manifest.batch_id)
@@ -217,7 +219,7 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
 
 
 def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.RecordBatch], pa.Array] | None = None,
-         previous: Manifest | None = None, snapshot: bool = False) -> Manifest | None:
+         previous: Manifest | None = None, snapshot: bool = False, changes_only: bool = False) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
     ``seen``: tells which rows of a batch raw already holds with the same key and cursor; such rows
@@ -270,7 +272,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
             cursor = {"field": table.cursor_field, "from": item.cursor_from, "to": to if to is not None else item.cursor_from}
         manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor,
-                                 snapshot=snapshot)
+                                 snapshot=snapshot, changes_only=changes_only)
     except BaseException as exc:
         writer.abort()
         if isinstance(exc, LoaderError) and exc.batch_id is None:

@@ -220,9 +220,9 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                   "of the window, and changes outside it, are not seen by this backfill "
                   "(docs/runbook.md#backfill)", file=out)
         if whole:
-            print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole and "
-                  "appended as read: raw keeps one more version of each row (staging keeps the latest), and the "
-                  "days they touch are restated", file=out)
+            print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole: raw "
+                  "gained only rows that differ from its latest version of their key; deletions are not seen",
+                  file=out)
     print(f"{'mart':<22} {'added':>8} {'changed':>8} {'removed':>8}", file=out)
     for d in diffs:
         print(f"{d.mart:<22} {d.added:>8,} {d.changed:>8,} {d.removed:>8,}", file=out)

@@ -54,6 +54,10 @@ class Manifest:
     # the whole table as the source had it: raw gains only its changes and tombstones
     # (sources/load/changes.py); False for increments (a cursor, a window, a new file of a pattern)
     snapshot: bool = False
+    # a forced re-read of an increment (a backfill window, `elt load --force` of a cursor table or
+    # of a pattern's files): raw gains only rows that differ from the key's latest version, and no
+    # tombstones (the read is not the whole table)
+    changes_only: bool = False
     format_version: int = FORMAT_VERSION
 
     @property

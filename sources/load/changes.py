@@ -26,9 +26,11 @@ def _q(name: str) -> str:
 
 
 def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: list[str], batch_id: str,
-                        extracted_at: object, loaded_at: object, dialect: str) -> str:
+                        extracted_at: object, loaded_at: object, dialect: str, *, tombstones: bool = True) -> str:
     """``INSERT INTO raw_table`` the changes of ``batch`` (a relation holding ``data_cols`` and
-    ``_batch_row``) against the table's current state, rendered for ``dialect``.
+    ``_batch_row``) against the table's current state, rendered for ``dialect``. Without
+    ``tombstones`` (a re-read of part of a table: a backfill window, a forced re-read of an
+    increment), keys the batch lacks are left alone: only new and changed rows are appended.
 
     >>> sql = snapshot_insert_sql('"raw"."t"', "b", ["id", "v"], ["id"], "B1", "2020-01-01", "2020-01-01", "duckdb")
     >>> "IS NOT DISTINCT FROM" in sql and "TRUE AS" in sql
@@ -55,8 +57,10 @@ def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: l
         f"{times}, FALSE AS {_q(DELETED)} "
         f"FROM {batch} AS b WHERE NOT EXISTS (SELECT 1 FROM current_rows AS c WHERE {key_match} "
         f"AND NOT COALESCE(c.{_q(DELETED)}, FALSE){' AND ' + same if same else ''}) "
+    )
+    deletions = (
         f"UNION ALL SELECT {tombstone}, {batch_lit}, CAST(NULL AS BIGINT), {times}, TRUE AS {_q(DELETED)} "
         f"FROM current_rows AS c WHERE NOT COALESCE(c.{_q(DELETED)}, FALSE) "
         f"AND NOT EXISTS (SELECT 1 FROM {batch} AS b WHERE {key_match})"
     )
-    return parse_one(sql, read="duckdb").sql(dialect)
+    return parse_one(sql + (deletions if tombstones else ""), read="duckdb").sql(dialect)

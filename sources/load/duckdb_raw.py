@@ -220,7 +220,8 @@ class DuckDBRaw:
             else:
                 con.register("_elt_batch", numbered(reader))
                 source, row_number = "_elt_batch", "_batch_row"
-            has_rows = manifest.snapshot and con.execute(f"SELECT EXISTS (SELECT 1 FROM {raw_table})").fetchone()[0]
+            has_rows = ((manifest.snapshot or manifest.changes_only)
+                        and con.execute(f"SELECT EXISTS (SELECT 1 FROM {raw_table})").fetchone()[0])
             if has_rows:
                 # only the snapshot's changes and deletions against raw's current state; comparing
                 # with the latest version of every key needs more than the loader's small memory
@@ -236,7 +237,7 @@ class DuckDBRaw:
                     count = int(con.execute("SELECT count(*) FROM _elt_snapshot").fetchone()[0])
                 inserted = con.execute(snapshot_insert_sql(
                     raw_table, batch, data_cols, list(manifest.primary_key), manifest.batch_id,
-                    utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT)).fetchone()
+                    utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT, tombstones=manifest.snapshot)).fetchone()
                 applied_rows = int(inserted[0]) if inserted else 0
                 if batch == "_elt_snapshot":
                     con.execute("DROP TABLE _elt_snapshot")

@@ -212,7 +212,7 @@ class PostgresRaw:
                 meta_cols = [m for m, _ in METADATA_COLUMNS]
                 target = _ident(raw_schema, manifest.table)
                 diff = False
-                if manifest.snapshot:
+                if manifest.snapshot or manifest.changes_only:
                     cur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(target))
                     diff = bool(cur.fetchone()[0])  # a first snapshot is all new: appended as it is
                 if diff:  # COPY into a temporary copy of raw, then only the changes into raw
@@ -246,7 +246,8 @@ class PostgresRaw:
                 if diff:
                     raw_table = _ident(raw_schema, manifest.table).as_string(cur)
                     cur.execute(snapshot_insert_sql(raw_table, '"_elt_snapshot"', data_cols, list(manifest.primary_key),
-                                                    manifest.batch_id, extracted_at, loaded_at, "postgres"))
+                                                    manifest.batch_id, extracted_at, loaded_at, "postgres",
+                                                    tombstones=manifest.snapshot))
                     applied_rows = cur.rowcount
                 cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger),
                             [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}",

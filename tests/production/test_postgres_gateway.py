@@ -328,6 +328,9 @@ def test_backfill_of_one_week_on_postgres_reads_and_changes_only_that_week(fresh
     after = orders()
     assert {k for k in before if before[k] != after[k]} == {inside}, first.stdout
     assert re.search(rf"orders\s+loaded\s+{in_week:,}\s", first.stdout), first.stdout  # the week's orders only
+    # raw gains what differs from its latest versions: the corrected order, no copy of the rest
+    assert re.search(rf"orders\s+loaded\s+{in_week:,}\s+1\s", first.stdout), first.stdout
+    assert re.search(r"items\s+loaded\s+[\d,]+\s+0\s", first.stdout), first.stdout  # re-read whole, unchanged
     assert re.search(r"marts\.orders\s+0\s+1\s+0", first.stdout), first.stdout
     # what a window read cannot see is said (deletions, rows moved out, changes outside the week)
     assert re.search(r"note: orders\b.* were re-read for the window only", first.stdout), first.stdout
@@ -336,6 +339,8 @@ def test_backfill_of_one_week_on_postgres_reads_and_changes_only_that_week(fresh
                  cwd=prod.project, env=env, timeout=600)
     assert orders() == after
     assert re.search(r"marts\.orders\s+0\s+0\s+0", second.stdout), second.stdout
+    for table in ("customers", "orders", "items", "tweets"):  # nothing differs: raw gains nothing
+        assert re.search(rf"{table}\s+loaded\s+[\d,]+\s+0\s", second.stdout), second.stdout
     # the next scheduled transform does not restate whole models for the backfill's batches
     transform = run([str(BIN / "elt"), "transform"], cwd=prod.project, env=env, timeout=600)
     assert "restated nothing" in transform.stdout, transform.stdout

@@ -266,19 +266,28 @@ def test_a_backfill_window_reads_only_its_days_and_leaves_the_cursor(appdb, tmp_
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         (full,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         cursor = raw.cursor("appdb", "orders")
-        (window,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path,
-                           window=("2024-01-02T00:00:00+00:00", "2024-01-03T00:00:00+00:00"))
+        window_days = ("2024-01-02T00:00:00+00:00", "2024-01-03T00:00:00+00:00")
+        (window,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, window=window_days)
         assert raw.cursor("appdb", "orders") == cursor  # a window's rows are not the newest
+        # a correction the source made without a new cursor value: what a backfill is for
+        appdb.cursor().execute("UPDATE app.orders SET amount = 7 WHERE customer = 'cyd'")
+        (corrected,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, window=window_days)
         (after,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)  # the next incremental read
     assert full.rows_applied == 3
-    assert window.rows_applied == 1 and len(window.landed) == 1
+    # the window's one order is landed again, but raw gains nothing: it equals raw's latest version
+    # (every type compared: NULL numeric, json, a multi-line note, date, timestamptz)
+    assert len(window.landed) == 1 and window.rows_landed == 1 and window.rows_applied == 0
+    assert len(corrected.landed) == 1 and corrected.rows_applied == 1  # the corrected row only
     assert after.status == "unchanged"
     (manifest,) = [m for m in landing.batches("appdb", "orders") if m.batch_id == window.landed[0]]
     assert manifest.origin["window_column"] == "ordered_at" and manifest.cursor == {}
+    assert manifest.changes_only and not manifest.snapshot
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     rows = con.execute("SELECT customer, count(*) FROM raw_appdb.orders GROUP BY 1 ORDER BY 1").fetchall()
+    amounts = con.execute("SELECT amount FROM raw_appdb.orders WHERE customer = 'cyd' ORDER BY _extracted_at").fetchall()
     con.close()
-    assert rows == [("ann", 1), ("bob", 1), ("cyd", 2)]  # only the window's order was read again
+    assert rows == [("ann", 1), ("bob", 1), ("cyd", 2)]  # no deletion read from the window, no copy
+    assert [a for (a,) in amounts] == [None, 7]
 
 
 def test_server_session_defaults_do_not_change_the_values(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
