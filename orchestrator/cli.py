@@ -21,7 +21,7 @@ Scheduling (see README "Running on a schedule"):
     elt run-show RUN_ID              every attempt of one run
     elt status                       each job: schedule, last slot, last run, last success
     elt freshness                    age of every source table and mart against its declared maximum
-    elt backfill SOURCE --start D --end D   re-extract a source, restate that window, print the difference
+    elt backfill SOURCE --start D --end D   re-extract a source, restate the days it changed, print the difference
     elt report --out FILE            a static HTML status page (runs, freshness, rows per layer, audits)
     elt airflow --out DIR            one Airflow DAG file per job, each calling `elt run-job`
 
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     fresh.add_argument("--now", help=argparse.SUPPRESS)
     fresh.set_defaults(func=_cmd_freshness)
 
-    bf = sub.add_parser("backfill", help="re-extract a source and restate one time window of the models")
+    bf = sub.add_parser("backfill", help="re-extract a source for a time window and restate the days its changes touch")
     bf.add_argument("source", help="source name (sources/declarations/<name>.yaml) or a declaration file")
     bf.add_argument("--start", required=True, help="first day of the window (YYYY-MM-DD)")
     bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")

@@ -196,7 +196,10 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             ctx, _ = make_context(settings, quiet=True)
             try:
                 diffs = diff_marts(ctx)
-                ctx.engine_adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")  # the difference is told
+                _report(out, source, start, end, spec, restate, diffs, settings.gateway)
+                # only once the difference is out: a backfill killed before this line reruns
+                # against the same record
+                ctx.engine_adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
             finally:
                 ctx.close()
         except (TransformFailed, SQLMeshError) as exc:
@@ -206,12 +209,17 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     finally:
         for lock in reversed(held):
             lock.release()
+    return diffs
 
+
+def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate: list[str],
+            diffs: list[MartDiff], gateway: str) -> None:
     print(f"re-extracted {source} for {start} .. {end}; restated {'; '.join(restate) or 'nothing'}", file=out)
     outside = [m for m in restate if _outside(m, start, end)]
     if outside:
-        print("note: days outside the window were restated too: raw gained rows on them (a table re-read whole "
-              "brings every change it holds, wherever it lies), and marts never stay stale against raw", file=out)
+        print("note: days outside the window were restated too: the new batches changed rows there (a table "
+              "re-read whole brings every change it holds, wherever it lies), or models that number rows in time "
+              "follow them; marts never stay stale against raw", file=out)
     if spec.kind == "postgres":
         windowed = [t.name for t in spec.tables.values() if t.window_column]
         whole = [t.name for t in spec.tables.values() if t.cursor_field and not t.window_column]
@@ -219,14 +227,18 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             print(f"note: {', '.join(windowed)} were re-read for the window only: rows deleted at the source or moved out "
                   "of the window, and changes outside it, are not seen by this backfill "
                   "(docs/runbook.md#backfill)", file=out)
-        if whole:
-            print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole: raw "
-                  "gained only rows that differ from its latest version of their key; deletions are not seen",
+        if whole and gateway == "spark":  # the Spark raw store appends a re-read as read
+            print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole and "
+                  "appended as read (Spark raw): raw keeps one more version of each row; staging keeps the latest",
                   file=out)
+        elif whole:
+            print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole: raw "
+                  "gained only rows that differ from its latest version of their key (tables with a primary_key); "
+                  "deletions are not seen", file=out)
     print(f"{'mart':<22} {'added':>8} {'changed':>8} {'removed':>8}", file=out)
     for d in diffs:
         print(f"{d.mart:<22} {d.added:>8,} {d.changed:>8,} {d.removed:>8,}", file=out)
-    return diffs
+    out.flush()
 
 
 def _outside(restated: str, start: date, end: date) -> bool:
@@ -280,8 +292,11 @@ def prepare(settings: Settings, source: str, start: str, end: str) -> int:
               "finish; its batches were transformed above, so its changes are not counted below")
     ctx, _ = make_context(settings, quiet=True)
     try:
-        snapshot_marts(ctx)
         adapter = ctx.engine_adapter
+        # the mark goes first and comes back last: a kill while the record is being rewritten
+        # leaves no mark pointing at a record of another backfill, or at half of one
+        adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
+        snapshot_marts(ctx)
         create_meta_table(adapter, UNFINISHED, "source TEXT NOT NULL, window_start TEXT NOT NULL, "
                           "window_end TEXT NOT NULL, started_at TEXT NOT NULL", replace=True)
         values = ", ".join(exp.Literal.string(v).sql(adapter.dialect)

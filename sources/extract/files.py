@@ -29,7 +29,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -156,6 +156,16 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Lande
         yield _extract(spec, table, file, digest, quotes)
 
 
+def _lines_or_rows(file: SourceFile, rows: Iterable[int]) -> dict[int, int]:
+    """``file_lines``, or, when the file cannot be read again (gone, changed), ``row + 1``: locating
+    a refusal must never replace it."""
+    rows = list(rows)
+    try:
+        return file_lines(file, rows)
+    except Exception:  # noqa: BLE001 - the refusal being raised is what matters
+        return {r: r + 1 for r in rows}
+
+
 def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, quotes: int) -> Extract:
     origin: dict[str, object] = {"kind": "file", "path": file.url, "sha256": digest, "bytes": file.size,
                                  "modified_at": file.mtime.isoformat() if file.mtime else None}
@@ -177,7 +187,7 @@ def _extract(spec: SourceSpec, table: TableSpec, file: SourceFile, digest: str, 
         drift = {"missing": [], "ignored": []}
         batches = _jsonl_batches(file, table, spec.name, quotes, drift)
     origin["schema_drift"] = drift  # known now (CSV, Parquet) or filled in while reading (JSON lines)
-    lines = (lambda rows: file_lines(file, rows)) if spec.format == "csv" else None
+    lines = (lambda rows: _lines_or_rows(file, rows)) if spec.format == "csv" else None
     return Extract(table, list(table.columns), batches, origin, values_checked=True,  # by cast_batch
                    file_lines=lines)
 

@@ -65,7 +65,10 @@ class Manifest:
         return datetime.fromisoformat(self.extracted_at)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        data = asdict(self)
+        if not data["changes_only"]:  # written only when set: loaders older than the field read the rest
+            del data["changes_only"]
+        return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Manifest:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -91,6 +92,9 @@ class SetAside:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
 
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
+
+
 class Landing:
     """The landing store. ``Landing.from_url("s3://bucket/prefix")`` or ``Landing.local(path)``."""
 
@@ -116,10 +120,11 @@ class Landing:
             bucket_prefix = url[len("s3://"):].strip("/")
             if not bucket_prefix:
                 raise ConfigError(f"landing URL {url!r} names no bucket", hint="use s3://<bucket>/<prefix>")
-            if "@" in bucket_prefix.split("/")[0]:
-                # S3 bucket names cannot hold '@': this is user-info, and every landing path (and so
-                # every message naming one) would carry it
-                raise ConfigError(f"landing URL {redact_userinfo(url)!r} holds credentials",
+            if "@" in bucket_prefix and not S3_BUCKET.fullmatch(bucket_prefix.split("/")[0]):
+                # not a bucket name before the first '/', and an '@' after it: user-info (a secret
+                # key may hold '/'), which every landing path, and every message naming one, would
+                # carry; not even redacted, the URL is not shown
+                raise ConfigError("the landing URL (ELT_LANDING_URL) holds credentials before its bucket",
                                   hint="remove them from the URL: S3 credentials come from AWS_ACCESS_KEY_ID and "
                                        "AWS_SECRET_ACCESS_KEY (or an AWS profile), never from the landing URL")
             return cls(s3_filesystem(endpoint), bucket_prefix, url)

@@ -47,12 +47,15 @@ def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: l
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
     partition = ", ".join(_q(k) for k in key)
     tombstone = ", ".join(f"c.{_q(c)}" if c in key else f"NULL AS {_q(c)}" for c in data_cols)
+    # without tombstones only the batch's keys matter: their versions alone are ranked
+    in_batch = " AND ".join(f"r.{_q(k)} = b.{_q(k)}" for k in key)
+    keys_of_batch = f" AS r WHERE EXISTS (SELECT 1 FROM {batch} AS b WHERE {in_batch})"
     sql = (
         f"INSERT INTO {raw_table} ({cols}, {_q('_batch_id')}, {_q('_batch_row')}, {_q('_extracted_at')}, "
         f"{_q('_loaded_at')}, {_q(DELETED)}) "
         f"WITH current_rows AS (SELECT {cols}, {_q(DELETED)} FROM ("
         f"SELECT {cols}, {_q(DELETED)}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS _rn "
-        f"FROM {raw_table}) AS versions WHERE _rn = 1) "
+        f"FROM {raw_table}{'' if tombstones else keys_of_batch}) AS versions WHERE _rn = 1) "
         f"SELECT {', '.join(f'b.{_q(c)}' for c in data_cols)}, {batch_lit}, b.{_q('_batch_row')}, "
         f"{times}, FALSE AS {_q(DELETED)} "
         f"FROM {batch} AS b WHERE NOT EXISTS (SELECT 1 FROM current_rows AS c WHERE {key_match} "

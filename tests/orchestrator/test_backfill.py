@@ -98,10 +98,12 @@ def test_a_killed_backfill_takes_its_child_with_it_and_the_rerun_succeeds(projec
     assert again.returncode == 0, again.stdout + again.stderr
 
 
-def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(project: Project, small_jaffle: Path) -> None:
-    """The first attempt applied the corrected orders to raw and then failed on another table; the
-    rerun's prepare step transforms those batches before anything else. Its difference must still
-    show the correction (counted from before the first attempt), not a false 'nothing changed'."""
+WINDOW = ("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07")
+
+
+def _first_attempt_fails(project: Project, small_jaffle: Path) -> tuple[float, Path, str]:
+    """Build, correct o3 (in the window), break the items file, and run the backfill: it fails after
+    the corrected orders reached raw. Returns o3's total before, the items file and its good text."""
     data = project.root / "data" / "jaffle-data"
     shutil.copytree(small_jaffle, data)
     for args in (("load", "jaffle_shop"), ("transform",)):
@@ -118,10 +120,17 @@ def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(proj
     orders.write_text("".join(lines))
     good_items = items.read_text()
     items.write_text(good_items + "i7,o2\n")  # too few fields: the items table fails, orders apply
-    window = ("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07")
-
-    first = project.elt(*window, timeout=300)
+    first = project.elt(*WINDOW, timeout=300)
     assert first.returncode != 0 and "re-extracting failed" in first.stdout + first.stderr, first.stdout + first.stderr
+    return before, items, good_items
+
+
+def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(project: Project, small_jaffle: Path) -> None:
+    """The first attempt applied the corrected orders to raw and then failed on another table; the
+    rerun's prepare step transforms those batches before anything else. Its difference must still
+    show the correction (counted from before the first attempt), not a false 'nothing changed'."""
+    before, items, good_items = _first_attempt_fails(project, small_jaffle)
+    window = WINDOW
     items.write_text(good_items)
     again = project.elt(*window, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
@@ -152,3 +161,20 @@ def test_a_backfill_that_cannot_get_its_locks_exits_75_and_does_nothing(project:
     assert "lock job:jaffle_shop stayed busy" in busy.stderr and "nothing was done" in busy.stderr, busy.stderr
     assert "next:" in busy.stderr
     assert not (project.root / "data" / "landing" / "jaffle_shop").exists()  # nothing was read or landed
+
+
+def test_another_backfill_after_an_unfinished_one_counts_its_own_changes_and_says_so(project: Project,
+                                                                                     small_jaffle: Path) -> None:
+    """An unfinished backfill's record is replaced by the next backfill of another window, which
+    says the unfinished one's changes are not in its count; the first window's rerun is then a
+    backfill of its own (nothing left unfinished)."""
+    _, items, good_items = _first_attempt_fails(project, small_jaffle)
+    items.write_text(good_items)
+    other = project.elt("backfill", "jaffle_shop", "--start", "2018-09-10", "--end", "2018-09-16", timeout=300)
+    assert other.returncode == 0, other.stdout + other.stderr
+    assert "a backfill of jaffle_shop for 2018-09-01 .. 2018-09-07" in other.stdout, other.stdout
+    assert "its changes are not counted below" in other.stdout, other.stdout
+    line = next(li for li in other.stdout.splitlines() if li.startswith("marts.orders "))
+    assert line.split()[1:] == ["0", "0", "0"], other.stdout  # o3 was transformed before its record
+    again = project.elt(*WINDOW, timeout=300)
+    assert again.returncode == 0 and "did not finish" not in again.stdout, again.stdout + again.stderr
