@@ -85,7 +85,9 @@ def bring_back(spec: SourceSpec, table: str, batch_id: str, *, landing: Landing,
 def consequences(spec: SourceSpec, manifest: Manifest, cursor: str | None) -> list[str]:
     """What setting ``manifest`` aside means for raw, said plainly (printed by ``elt set-aside``)."""
     command = f"elt set-aside {spec.name} {manifest.table} {manifest.batch_id} --undo"
-    lines = [f"MISSING FROM RAW: the {manifest.rows:,} row(s) of this batch are not in raw until they are "
+    which = (f"those of the {manifest.rows:,} row(s) of this batch that differ from raw" if manifest.changes_only
+             else f"the {manifest.rows:,} row(s) of this batch")
+    lines = [f"MISSING FROM RAW: {which} are not in raw until they are "
              f"re-delivered in a new batch, or the batch is brought back with `{command}`"]
     if manifest.cursor.get("field"):
         lines.append(
@@ -95,6 +97,8 @@ def consequences(spec: SourceSpec, manifest: Manifest, cursor: str | None) -> li
     if manifest.snapshot:
         lines.append("a snapshot: the next snapshot is compared with what raw holds (without this batch), "
                      "so its changes reach raw with that one")
+    if manifest.changes_only:
+        lines.append("a re-read (a backfill or a forced load): a later re-read of the same rows brings the changes")
     if spec.kind == "files" and manifest.origin.get("path"):
         table = spec.tables.get(manifest.table)
         if table is not None and table.file:

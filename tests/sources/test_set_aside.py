@@ -338,7 +338,12 @@ def test_setting_aside_a_single_files_batch_says_how_to_land_the_sound_file_agai
     from sources.config import load_source
     from sources.load.set_aside import consequences
 
-    manifest = SimpleNamespace(table="orders", batch_id="b1", rows=4, cursor={}, snapshot=True,
+    manifest = SimpleNamespace(table="orders", batch_id="b1", rows=4, cursor={}, snapshot=True, changes_only=False,
                                origin={"path": "/data/raw_orders.csv"})
     text = "\n".join(consequences(load_source("jaffle_shop"), manifest, None))  # type: ignore[arg-type]
     assert "`elt load jaffle_shop --table orders --force`" in text, text
+    assert "the 4 row(s) of this batch are not in raw" in text, text
+    # a forced re-read lands every row it read but would have added only those that differ
+    reread = SimpleNamespace(**{**vars(manifest), "snapshot": False, "changes_only": True})
+    text = "\n".join(consequences(load_source("jaffle_shop"), reread, None))  # type: ignore[arg-type]
+    assert "those of the 4 row(s) of this batch that differ from raw are not in raw" in text, text
