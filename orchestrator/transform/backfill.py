@@ -182,10 +182,13 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                                   capture_output=True, text=True, cwd=settings.project_root,
                                   env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"},  # held above
                                   preexec_fn=forks.die_with_parent)
-            print(load.stdout.rstrip(), file=out)
+            if load.stdout.strip():
+                print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:
                 said = child_error(load.stderr)
-                raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated.\n{said}" + (
+                raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated (tables "
+                                     f"that did load are in raw: rerun this backfill, whose difference will count "
+                                     f"them).\n{said}" + (
                     "" if "next:" in said else "\n  next: fix the source, then rerun the same `elt backfill` "
                     "command (a file source's folder: --path DIR)"))
             # the new batches are pending for every model version reading the source: the transform
