@@ -227,6 +227,11 @@ def median(values: list[float]) -> float:
     return round(statistics.median(values), 2)
 
 
+def keep_peak(r: dict[str, object], key: str, peak: float) -> None:
+    """``r[key]``: the highest peak of the repeats so far."""
+    r[key] = max(peak, float(r.get(key, 0)))  # type: ignore[arg-type]
+
+
 def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, object]:
     src = jafgen(years)
     work = Path(tempfile.mkdtemp(prefix=f"elt-bench-{years}y-"))
@@ -259,14 +264,14 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
                 shutil.copy(raw_copy, wh)
             seconds, peak = timed([elt, "transform"], env)
             fulls.append(seconds)
-            r["full_peak_mb"] = max(peak, float(r.get("full_peak_mb", 0)))  # type: ignore[arg-type]
+            keep_peak(r, "full_peak_mb", peak)
             # the same SQL writing real tables, as a warehouse must (staging and marts are persisted
             # for BI tools), on a copy of the raw warehouse: the engine's cost for the pipeline's output
             shutil.copy(raw_copy, copy)
             seconds, peak = timed(
                 [sys.executable, "-c", floor_script, str(copy), limits + FLOOR_SQL.replace("TEMP TABLE", "TABLE")], env)
             floors.append(seconds)
-            r["floor_tables_peak_mb"] = max(peak, float(r.get("floor_tables_peak_mb", 0)))  # type: ignore[arg-type]
+            keep_peak(r, "floor_tables_peak_mb", peak)
             copy.unlink()
         r["full_s"], r["full_runs_s"] = median(fulls), fulls
         r["floor_tables_s"], r["floor_tables_runs_s"] = median(floors), floors
@@ -280,7 +285,7 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         for _ in range(repeat):
             seconds, peak = timed([elt, "transform"], env)
             noops.append(seconds)
-            r["noop_peak_mb"] = max(peak, float(r.get("noop_peak_mb", 0)))  # type: ignore[arg-type]
+            keep_peak(r, "noop_peak_mb", peak)
             runs.append(timed([str(BIN / "sqlmesh"), "run"], env)[0])
         r["noop_s"], r["noop_runs_s"] = median(noops), noops
         r["sqlmesh_run_noop_s"], r["sqlmesh_run_noop_runs_s"] = median(runs), runs
@@ -300,7 +305,7 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
             subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
             seconds, peak = timed([elt, "transform"], env)
             days.append(seconds)
-            r["new_day_peak_mb"] = max(peak, float(r.get("new_day_peak_mb", 0)))  # type: ignore[arg-type]
+            keep_peak(r, "new_day_peak_mb", peak)
         r["new_day_s"], r["new_day_runs_s"] = median(days), days
         shutil.rmtree(before)
         late_correction(data)
@@ -317,7 +322,7 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         full, noop = float(r["full_s"]), float(r["noop_s"])  # type: ignore[arg-type]
         r["full_over_floor"] = round(full / float(r["floor_s"]), 2)  # type: ignore[arg-type]
         r["full_over_floor_limited"] = round(full / float(r["floor_limited_s"]), 2)  # type: ignore[arg-type]
-        r["full_over_floor_tables"] = round(full / float(r["floor_tables_s"]), 2)  # type: ignore[arg-type]  # medians
+        r["full_over_floor_tables"] = round(full / float(r["floor_tables_s"]), 2)  # type: ignore[arg-type]
         r["noop_over_sqlmesh_run"] = round(noop / float(r["sqlmesh_run_noop_s"]), 2)  # type: ignore[arg-type]
         r["new_day_budget_s"] = round(noop + 0.1 * (full - noop), 2)
         r["scattered_over_full"] = round(float(r["scattered_s"]) / full, 2)  # type: ignore[arg-type]

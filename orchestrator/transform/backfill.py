@@ -301,7 +301,7 @@ def prepare(settings: Settings, source: str, start: str, end: str) -> int:
         adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
         snapshot_marts(ctx)
         create_meta_table(adapter, UNFINISHED, "source TEXT NOT NULL, window_start TEXT NOT NULL, "
-                          "window_end TEXT NOT NULL, started_at TEXT NOT NULL", replace=True)
+                          "window_end TEXT NOT NULL, started_at TEXT NOT NULL")  # dropped above
         values = ", ".join(exp.Literal.string(v).sql(adapter.dialect)
                            for v in (source, start, end, datetime.now(UTC).isoformat(timespec="seconds")))
         adapter.execute(f"INSERT INTO {UNFINISHED} VALUES ({values})")
