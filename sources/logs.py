@@ -3,9 +3,10 @@
 >>> log = get_logger("sources.example")
 >>> log.info("landed", extra={"fields": {"table": "orders", "rows": 3}})
 
-Every record of the pipeline's loggers has the user-info of any URL in it (``user:password@``)
-redacted, in its message, its structured fields and its exception: a defence in depth behind the
-callers, which redact what they print (see ``redact_userinfo``).
+Every record of the pipeline's loggers has the user-info of any URL in it (``user:password@``) and
+the value of any credential-named parameter (``;token=``, ``api_key=``, ``password=``) redacted, in
+its message, its structured fields and its exception: a defence in depth behind the callers, which
+redact what they print (see ``redact_userinfo``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,32 @@ from typing import Any, TextIO
 _CONFIGURED = False
 # scheme://<user-info>@: up to the last "@" before the URL's path, query, fragment or end
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@", re.IGNORECASE)
+# A credential carried as a parameter: a URL's query (``?api_key=``, ``&access_token=``, a presigned
+# S3 URL's ``X-Amz-Signature=``), Spark Connect's ``sc://host:15002/;token=...``, or a libpq
+# connection string's ``password=...``. The name is kept, the value (up to the next separator) goes.
+_SECRET_PARAM = re.compile(
+    r"(?<![\w-])((?:password|passwd|pwd|token|access[_-]?token|refresh[_-]?token|secret|client[_-]?secret"
+    r"|api[_-]?key|apikey|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)\s*=\s*)"
+    r"(?:'[^']*'|[^\s;&#\"'<>]+)",
+    re.IGNORECASE)
 
 
 def redact_userinfo(text: str) -> str:
-    """``text`` with the user-info of every URL in it (``user:password@``) replaced by ``***@``.
+    """``text`` with the user-info of every URL in it (``user:password@``) replaced by ``***@``, and
+    the value of every credential-named parameter (``token=``, ``password=``, ``api_key=``...) by ``***``.
 
     >>> redact_userinfo("GET http://ann:S3CR3T@api.example.com/v1 failed; postgresql://u:p@ss@db:5432/x")
     'GET http://***@api.example.com/v1 failed; postgresql://***@db:5432/x'
     >>> redact_userinfo("s3://KEY:SECRET@bucket/a@b, mail ops@example.com, https://example.com/@team")
     's3://***@bucket/a@b, mail ops@example.com, https://example.com/@team'
+    >>> redact_userinfo("sc://spark:15002/;user_id=etl;token=S3CR3T and https://api/x?page=2&api_key=S3CR3T#f")
+    'sc://spark:15002/;user_id=etl;token=*** and https://api/x?page=2&api_key=***#f'
+    >>> redact_userinfo("host=db user=etl password='S3 CR3T' dbname=app; tokens=3, page_token_count=1")
+    'host=db user=etl password=*** dbname=app; tokens=3, page_token_count=1'
     """
-    return _USERINFO.sub(r"\1***@", text) if "@" in text else text
+    if "@" in text:
+        text = _USERINFO.sub(r"\1***@", text)
+    return _SECRET_PARAM.sub(r"\1***", text) if "=" in text else text
 
 
 def _redacted(value: Any) -> Any:
@@ -50,7 +66,8 @@ def _redacted(value: Any) -> Any:
 
 
 class RedactFilter(logging.Filter):
-    """Redact URL user-info in a record's message, fields and exception, whatever handler gets it."""
+    """Redact URL user-info and credential parameters in a record's message, fields and exception,
+    whatever handler gets it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

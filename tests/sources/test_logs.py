@@ -99,3 +99,26 @@ def test_url_user_info_is_redacted_in_every_part_of_a_record() -> None:
     [record] = records
     assert "SECRET" not in logging.Formatter().format(record) + str(record.fields)  # type: ignore[attr-defined]
     assert "postgresql://***@db:5432/app" in logging.Formatter().format(record)  # the traceback, redacted
+
+
+def test_credential_parameters_are_redacted_in_every_part_of_a_record() -> None:
+    """A Spark Connect URL's ``;token=``, a query's ``api_key=`` and a libpq connection string's
+    ``password=`` lose their values in the message, the fields and the exception; their names and
+    everything around them stay, so the line still says where it went wrong."""
+    out = io.StringIO()
+    logs.configure(stream=out, json_lines=True)
+    log = logs.get_logger("sources.test.redact_params")
+    try:
+        try:
+            raise ConnectionError("connection to host=db user=etl password=pw-SECRET dbname=app failed")
+        except ConnectionError:
+            log.exception("cannot reach %s", "sc://spark:15002/;user_id=etl;token=pw-SECRET",
+                          extra={"fields": {"url": "https://api.example.com/v1?page=2&api_key=pw-SECRET"}})
+    finally:
+        logging.getLogger("sources").handlers[:] = []
+    text = out.getvalue()
+    assert "SECRET" not in text, text
+    line = json.loads(text)
+    assert line["event"] == "cannot reach sc://spark:15002/;user_id=etl;token=***"
+    assert line["url"] == "https://api.example.com/v1?page=2&api_key=***"
+    assert line["error"] == "connection to host=db user=etl password=*** dbname=app failed"
