@@ -10,10 +10,13 @@ with the environment, as SQLMesh renders them) and the session is built the way 
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 _SESSION: Any = None
+SPARK_CONNECT_PORT = 15002  # Spark Connect's default, when the URL names none
 
 
 def spark_conf(project_root: Path) -> dict[str, str]:
@@ -55,8 +58,43 @@ def session(project_root: Path) -> Any:
         conf.set(key, value)
     spark_home(project_root).mkdir(parents=True, exist_ok=True)  # SQLMesh's state file lives there
     if "spark.remote" in settings:  # Spark Connect: the server has its catalog, logs and JVM
+        check_reachable(settings["spark.remote"])
         _SESSION = SparkSession.builder.config(conf=conf).getOrCreate()
         return _SESSION
     _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     _SESSION.sparkContext.setLogLevel(os.environ.get("ELT_SPARK_LOG_LEVEL", "ERROR"))
     return _SESSION
+
+
+def check_reachable(remote: str, timeout_s: float | None = None) -> None:
+    """Fail at once, naming the server, when a Spark Connect server does not accept connections.
+
+    pyspark's client retries a refused connection with growing pauses for minutes and prints
+    nothing meanwhile, so a stopped server looked like a hung `elt transform`. One TCP connection
+    (``ELT_SPARK_CONNECT_TIMEOUT_S``, 10 s) tells; what the URL carries after its address
+    (``;token=...``) is never shown. Raises ``ConnectionFailed``, which the scheduler retries.
+
+    >>> check_reachable("sc://127.0.0.1:1/;token=S3CR3T", timeout_s=2)
+    Traceback (most recent call last):
+    ...
+    sources.errors.ConnectionFailed: cannot reach the Spark Connect server 127.0.0.1:1 (ELT_SPARK_REMOTE): ...
+      next: start the server, or fix ELT_SPARK_REMOTE (sc://host:15002); the scheduler retries a failed run
+    """
+    from sources.errors import ConfigError, ConnectionFailed
+
+    parts = urllib.parse.urlsplit(remote)
+    try:
+        host, port = parts.hostname, parts.port or SPARK_CONNECT_PORT
+    except ValueError:  # a port that is not a number
+        host, port = None, None
+    if parts.scheme != "sc" or not host or port is None:
+        raise ConfigError(f"ELT_SPARK_REMOTE is not a Spark Connect URL (sc://host:port): {parts.scheme}://{parts.hostname or ''}...",
+                          hint="set it as sc://host:15002 (docs/how-to/run-on-a-spark-cluster.md)")
+    timeout = timeout_s if timeout_s is not None else float(os.environ.get("ELT_SPARK_CONNECT_TIMEOUT_S", "10"))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise ConnectionFailed(f"cannot reach the Spark Connect server {host}:{port} (ELT_SPARK_REMOTE): {reason}",
+                               hint="start the server, or fix ELT_SPARK_REMOTE (sc://host:15002); "
+                                    "the scheduler retries a failed run") from None
