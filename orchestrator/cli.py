@@ -499,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_logs:
         os.environ["ELT_JSON_LOGS"] = "1"  # and for every process this one starts (job attempts)
     logs.configure(json_lines=True if args.json_logs else None)
+    logs.install_excepthook()  # an unexpected error's traceback is printed redacted too
     if args.gateway:
         os.environ["ELT_GATEWAY"] = args.gateway  # read by Settings, sqlmesh's config.yaml and job attempts
     from orchestrator.observe import logcontext

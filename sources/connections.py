@@ -18,20 +18,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sources.errors import ConfigError, ConnectionFailed, first_line
+from sources.logs import register_secret
 
 
 def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str | None:
-    """The value of ``name``, or the content of the file named by ``name_FILE``."""
+    """The value of ``name``, or the content of the file named by ``name_FILE``, without surrounding
+    whitespace (a secret mapped into the environment often keeps its file's trailing newline, which
+    no header or password may hold). The value is registered for redaction (``register_secret``):
+    whatever message later quotes it shows ``***``."""
     env = os.environ if environ is None else environ
-    if env.get(name):
-        return env[name]
-    file = env.get(f"{name}_FILE")
-    if file:
+    value: str | None = None
+    if env.get(name, "").strip():
+        value = env[name].strip()
+    elif file := env.get(f"{name}_FILE"):
         try:
-            return Path(file).read_text().strip()
+            value = Path(file).read_text().strip()
         except OSError as exc:
             raise ConfigError(f"{name}_FILE points to {file!r}, which cannot be read: {exc.strerror}") from None
-    return None
+    register_secret(value)
+    return value
 
 
 # Errors that no retry can fix: the server answered and refused the login or the database.

@@ -23,32 +23,89 @@ from typing import Any, TextIO
 _CONFIGURED = False
 # scheme://<user-info>@: up to the last "@" before the URL's path, query, fragment or end
 _USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s/?#\"'<>]*@", re.IGNORECASE)
+# user:password@ whose password holds an unencoded '/', '?' or '#': URL parsers end the host there
+# and find no user-info at all. Told from a port (``host:8080/x/@me``) by what follows the colon.
+_HIDDEN_USERINFO = re.compile(r"\b([a-z][a-z0-9+.-]*://)[^\s:/?#@\[\]\"'<>]+:(?![0-9]*(?:[/?#]|$))[^\s@\"'<>]*?[/?#][^\s@\"'<>]*@",
+                              re.IGNORECASE)
 # A credential carried as a parameter: a URL's query (``?api_key=``, ``&access_token=``, a presigned
-# S3 URL's ``X-Amz-Signature=``), Spark Connect's ``sc://host:15002/;token=...``, or a libpq
-# connection string's ``password=...``. The name is kept, the value (up to the next separator) goes.
+# S3 URL's ``X-Amz-Signature=``), Spark Connect's ``sc://host:15002/;token=...``, a libpq
+# connection string's ``password=...``, a command line's ``--password=...`` or ``--password ...``,
+# an environment assignment (``ELT_PG_PASSWORD=...``, ``AWS_SECRET_ACCESS_KEY=...``), a YAML or
+# header line (``password: "..."``, ``Authorization: Bearer ...``). The name is kept, the value
+# (quoted, or up to the next separator) goes. A name must end in the credential word:
+# ``page_token_count=1`` or ``tokens=3`` are left alone.
+_SECRET_NAME = (r"[\w-]*?(?:password|passwd|pwd|token|secret|api[_-]?key|apikey|access[_-]?key|secret[_-]?key"
+                r"|private[_-]?key|credentials?|signature|authorization)|sig")
 _SECRET_PARAM = re.compile(
-    r"(?<![\w-])((?:password|passwd|pwd|token|access[_-]?token|refresh[_-]?token|secret|client[_-]?secret"
-    r"|api[_-]?key|apikey|sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token)\s*=\s*)"
-    r"(?:'[^']*'|[^\s;&#\"'<>]+)",
+    rf"(?<![\w-])(-{{0,2}}(?:{_SECRET_NAME})[\"']?\s*[=:]\s*(?:(?:bearer|basic|token)\s+)?)"
+    r"""(?!\.\.\.(?:\s|$))("[^"]*"|'[^']*'|[^\s;&#"'<>,)]+)""",  # "...": a placeholder in a hint
     re.IGNORECASE)
+# ``--password VALUE``: a command-line flag and its value, separated by a space
+_SECRET_FLAG = re.compile(rf"(?<![\w-])(--?(?:{_SECRET_NAME})\s+)(?!-)(\S+)", re.IGNORECASE)
+# Values read from the environment as secrets in this process (``secret_from_env``): replaced
+# wherever they appear, whatever surrounds them (a driver's message, a YAML parser's quote of a
+# line). Shorter ones are not matched verbatim: they would blank ordinary words out of messages.
+_KNOWN_SECRETS: set[str] = set()
+KNOWN_SECRET_MIN_LENGTH = 6
+LIBRARY_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def hides_userinfo(url: str) -> bool:
+    """True when ``url`` has a user-info whose password holds an unencoded '/', '?' or '#', which
+    URL parsers take for the end of the host (so they find no credentials to keep out of messages).
+
+    >>> hides_userinfo("http://ann:S3CR/3T@api/v1"), hides_userinfo("http://ann:S3CR%2F3T@api/v1"), hides_userinfo("http://api:8080/@me")
+    (True, False, False)
+    """
+    return bool(_HIDDEN_USERINFO.match(url))
+
+
+def register_secret(value: str | None) -> None:
+    """Redact ``value`` (a secret this process read) from everything ``redact_userinfo`` cleans.
+
+    >>> register_secret("pw-\\"quoted\\\\")
+    >>> redact_userinfo('in "<unicode string>", line 3: "pw-\\"quoted\\\\" and pw-"quoted\\\\')
+    'in "<unicode string>", line 3: "***" and ***'
+    """
+    if value and len(value.strip()) >= KNOWN_SECRET_MIN_LENGTH:
+        for form in {value, value.strip(), value.replace("\\", "\\\\").replace('"', '\\"')}:
+            _KNOWN_SECRETS.add(form)
 
 
 def redact_userinfo(text: str) -> str:
-    """``text`` with the user-info of every URL in it (``user:password@``) replaced by ``***@``, and
-    the value of every credential-named parameter (``token=``, ``password=``, ``api_key=``...) by ``***``.
+    """``text`` with the user-info of every URL in it (``user:password@``) replaced by ``***@``,
+    the value of every credential-named parameter (``token=``, ``password=``, ``api_key=``...) by
+    ``***``, and every secret this process read (``register_secret``) by ``***``.
 
     >>> redact_userinfo("GET http://ann:S3CR3T@api.example.com/v1 failed; postgresql://u:p@ss@db:5432/x")
     'GET http://***@api.example.com/v1 failed; postgresql://***@db:5432/x'
     >>> redact_userinfo("s3://KEY:SECRET@bucket/a@b, mail ops@example.com, https://example.com/@team")
     's3://***@bucket/a@b, mail ops@example.com, https://example.com/@team'
+    >>> redact_userinfo("GET http://ann:S3CR/3T@api:8080/v1, http://ann:S3?CR#3T@api/v1, http://api:8080/u/@me")
+    'GET http://***@api:8080/v1, http://***@api/v1, http://api:8080/u/@me'
     >>> redact_userinfo("sc://spark:15002/;user_id=etl;token=S3CR3T and https://api/x?page=2&api_key=S3CR3T#f")
     'sc://spark:15002/;user_id=etl;token=*** and https://api/x?page=2&api_key=***#f'
     >>> redact_userinfo("host=db user=etl password='S3 CR3T' dbname=app; tokens=3, page_token_count=1")
     'host=db user=etl password=*** dbname=app; tokens=3, page_token_count=1'
+    >>> redact_userinfo("cmd --api-key=S3CR3T ELT_PG_PASSWORD=S3CR3T --password S3CR3T secret_key: 'S3CR3T' x")
+    'cmd --api-key=*** ELT_PG_PASSWORD=*** --password *** secret_key: *** x'
+    >>> redact_userinfo('password: "S3 CR3T", Authorization: Bearer S3CR3T; primary_key=id, --token-file /run/t')
+    'password: ***, Authorization: Bearer ***; primary_key=id, --token-file /run/t'
+    >>> redact_userinfo("next: export API_TOKEN=... or API_TOKEN_FILE=/path/to/secret")
+    'next: export API_TOKEN=... or API_TOKEN_FILE=/path/to/secret'
+    >>> redact_userinfo("{'user': 'etl', 'password': 'S3CR3T'}")
+    "{'user': 'etl', 'password': ***}"
     """
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
     if "@" in text:
-        text = _USERINFO.sub(r"\1***@", text)
-    return _SECRET_PARAM.sub(r"\1***", text) if "=" in text else text
+        text = _USERINFO.sub(r"\1***@", _HIDDEN_USERINFO.sub(r"\1***@", text))
+    if "=" in text or ":" in text:
+        text = _SECRET_PARAM.sub(r"\1***", text)
+    if "-" in text:
+        text = _SECRET_FLAG.sub(r"\1***", text)
+    return text
 
 
 def _redacted(value: Any) -> Any:
@@ -112,6 +169,8 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
     """Send the pipeline's logs to ``stream`` (stderr): text on a TTY, JSON lines otherwise."""
     global _CONFIGURED
     stream = stream or sys.stderr
+    for name in LIBRARY_SECRETS:  # read by boto3 and Arrow themselves, never through secret_from_env
+        register_secret(os.environ.get(name))
     if json_lines is None:  # ELT_JSON_LOGS=1 (set by `elt --json-logs` for its child processes) forces JSON
         json_lines = os.environ.get("ELT_JSON_LOGS") == "1" or not stream.isatty()
     handler = logging.StreamHandler(stream)
@@ -123,6 +182,20 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
         logger.setLevel(level)
         logger.propagate = False
     _CONFIGURED = True
+
+
+def _redacting_excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    """An uncaught exception's traceback, as Python prints it, redacted (``redact_userinfo``): a
+    library's message (a YAML parser quoting a configuration line, a driver quoting a
+    connection string) may hold a secret."""
+    import traceback
+
+    sys.stderr.write(redact_userinfo("".join(traceback.format_exception(kind, exc, tb))))
+
+
+def install_excepthook() -> None:
+    """Print uncaught exceptions through ``redact_userinfo`` (for commands: `elt`)."""
+    sys.excepthook = _redacting_excepthook
 
 
 def get_logger(name: str) -> logging.Logger:

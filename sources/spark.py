@@ -15,6 +15,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from sources.logs import register_secret
+
 _SESSION: Any = None
 SPARK_CONNECT_PORT = 15002  # Spark Connect's default, when the URL names none
 
@@ -58,6 +60,10 @@ def session(project_root: Path) -> Any:
         conf.set(key, value)
     spark_home(project_root).mkdir(parents=True, exist_ok=True)  # SQLMesh's state file lives there
     if "spark.remote" in settings:  # Spark Connect: the server has its catalog, logs and JVM
+        for param in settings["spark.remote"].split(";")[1:]:  # sc://host:port/;token=...;user_id=...
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "token":
+                register_secret(value)
         check_reachable(settings["spark.remote"])
         _SESSION = SparkSession.builder.config(conf=conf).getOrCreate()
         return _SESSION

@@ -323,3 +323,89 @@ def test_credentials_in_the_landing_url_are_refused_and_never_shown(tmp_path: Pa
     assert sweep(key, outputs, out) == set()
     assert sweep("AKIAEXAMPLE", outputs, out) == set()
     assert "ELT_LANDING_URL" in procs[0].stdout + procs[0].stderr  # the setting is named; the URL not shown
+
+
+def _run_elt(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "elt"), *args], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_token_with_a_trailing_newline_is_sent_trimmed_and_never_shown(
+        tmp_path: Path, receivers: tuple[Endpoints, AuthSMTP]) -> None:
+    """A secret mapped into the environment from a file often keeps its newline. It used to reach
+    the header as is: http.client refused it, quoting ``b'Bearer <token>\\n'`` in the FAILED line,
+    the run history, the report and the alerts. Now the value is trimmed (as a ``_FILE``'s was) and
+    the load succeeds; and a token value is redacted from any message that quotes it."""
+    http, _ = receivers
+    http.status = 200
+    out = tmp_path / "out"
+    project = copy_project(out / "project")
+    (out / "declarations").mkdir()
+    (out / "declarations" / "sweep_api.yaml").write_text(DECLARATION)
+    env = project_env(project, ELT_DECLARATIONS_DIR=str(out / "declarations"),
+                      SWEEP_API_URL=http.url.replace("http://", f"http://sweeper:{PASSWORD}@"),
+                      SWEEP_API_TOKEN=TOKEN + "\r\n")
+    proc = _run_elt(project, env, "load", "sweep_api")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert http.authorized and all(http.authorized), http.authorized  # the API got the exact token
+    assert sweep(SECRET, {"stdout": [proc.stdout], "stderr": [proc.stderr]}, out) == set()
+
+
+def test_a_url_password_with_an_unencoded_slash_is_refused_and_never_shown(tmp_path: Path) -> None:
+    """``http://user:ab/cd@host``: URL parsers end the host at the '/', so no user-info was found
+    to hide, and every message (retries, FAILED line, history, alerts) carried the password. Such a
+    base URL is refused by name before any request, with how to write it instead."""
+    out = tmp_path / "out"
+    project = copy_project(out / "project")
+    (out / "declarations").mkdir()
+    (out / "declarations" / "sweep_api.yaml").write_text(DECLARATION)
+    for password in (f"{SECRET}/ab", f"{SECRET}?ab", f"{SECRET}#ab"):
+        env = project_env(project, ELT_DECLARATIONS_DIR=str(out / "declarations"), SWEEP_API_TOKEN=TOKEN,
+                          SWEEP_API_URL=f"http://sweeper:{password}@127.0.0.1:9/api")
+        procs = [_run_elt(project, env, *args) for args in (["load", "sweep_api"], ["run-job", "sweep_api"], ["runs"])]
+        text = procs[0].stdout + procs[0].stderr
+        assert procs[0].returncode != 0 and "unencoded '/', '?' or '#'" in text and "%2F" in text, text
+        assert sweep(SECRET, {"stdout": [p.stdout for p in procs], "stderr": [p.stderr for p in procs]}, out) == set()
+
+
+def test_a_landing_url_of_another_scheme_is_refused_and_makes_no_folder(tmp_path: Path) -> None:
+    """``ELT_LANDING_URL=gs://key:secret@bucket/x`` was taken for a relative folder: batches landed
+    under ``gs:/key:secret@bucket/x`` in the project, the secret in folder names."""
+    out = tmp_path / "out"
+    project = copy_project(out / "project")
+    (out / "declarations").mkdir()
+    (out / "declarations" / "sweep_api.yaml").write_text(DECLARATION)
+    env = project_env(project, ELT_DECLARATIONS_DIR=str(out / "declarations"), SWEEP_API_URL="http://127.0.0.1:9",
+                      SWEEP_API_TOKEN=TOKEN, ELT_LANDING_URL=f"gs://key:{SECRET}@bucket/landing")
+    proc = _run_elt(project, env, "load", "sweep_api")
+    assert proc.returncode != 0 and "uses gs://, which is not supported" in proc.stdout + proc.stderr, proc
+    assert SECRET not in proc.stdout + proc.stderr
+    assert not [p for p in out.rglob("*") if SECRET in str(p)]
+
+
+def test_a_warehouse_password_with_quotes_and_backslashes_reaches_sqlmesh_exactly() -> None:
+    """config.yaml used to wrap ELT_PG_PASSWORD in "...": a '"' or '\\' broke the YAML, and the
+    parser's error printed the line with the password in it (a '\\t' silently changed it)."""
+    from sqlmesh.core.config import Config
+    from sqlmesh.core.config.loader import load_config_from_paths
+
+    from tests.conftest import ROOT
+
+    for password in (f'{SECRET}"q', f"{SECRET}\\cd", f"{SECRET}\\t'<&>é"):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ELT_PG_PASSWORD", password)
+            mp.setenv("ELT_GATEWAY", "spark")  # the spark gateway (its Connect URL) is rendered too
+            mp.setenv("ELT_SPARK_REMOTE", f"sc://127.0.0.1:15002/;token={password}")
+            config = load_config_from_paths(Config, [ROOT / "config.yaml"])
+        assert config.gateways["postgres"].connection.password == password
+        assert config.gateways["postgres"].test_connection.password == password
+        assert config.gateways["spark"].connection.config["spark.remote"].endswith(password)
+
+
+def test_an_uncaught_error_is_printed_redacted(tmp_path: Path) -> None:
+    """Whatever a library puts in an exception `elt` does not expect is printed through the same
+    redaction as every other line: the secrets this process read, and credential-shaped text."""
+    script = ("from sources import logs; logs.install_excepthook(); logs.register_secret('" + SECRET + "');"
+              "raise RuntimeError('parsing: password: \"" + SECRET + "\" in http://u:" + CANARY + "@h/x')")
+    proc = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "RuntimeError: parsing: password: ***" in proc.stderr, proc
+    assert SECRET not in proc.stderr and CANARY not in proc.stderr

@@ -46,7 +46,7 @@ from sources.errors import ConfigError, SourceReadError
 from sources.extract.base import Extract
 from sources.extract.arrow import records_to_batches
 from sources.extract.postgres import cursor_type, lower_bound
-from sources.logs import get_logger, redact_userinfo
+from sources.logs import get_logger, hides_userinfo, redact_userinfo, register_secret
 
 log = get_logger("sources.rest")
 BACKOFF_BASE_S = 0.5
@@ -158,6 +158,11 @@ class RestClient:
         self.base_url = base.rstrip("/")
         credentials: dict[str, str] = {}
         self.secrets: list[str] = []
+        if hides_userinfo(self.base_url):  # not shown: the parser would not find the password to hide
+            raise ConfigError(f"the base URL ({spec.base_url_env or 'base_url'}) has a password with an unencoded "
+                              "'/', '?' or '#' in its user-info", **self.where,
+                              hint="percent-encode them in the password (/ as %2F, ? as %3F, # as %23), or "
+                                   "declare auth with token_env instead of credentials in the URL")
         parts = urllib.parse.urlsplit(self.base_url)
         if "@" in parts.netloc:  # user-info: basic auth, sent the way the other credentials are
             user, password = urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")
@@ -175,6 +180,8 @@ class RestClient:
             credentials["Authorization" if auth["type"] == "bearer" else auth["header"]] = (
                 f"Bearer {secret}" if auth["type"] == "bearer" else secret)
             self.secrets.append(secret)
+        for secret in self.secrets:  # also out of what other code prints (an unexpected error's text)
+            register_secret(secret)
         self.session = _Session({"Authorization", *credentials})
         self.session.headers.update({"Accept": "application/json", "User-Agent": "elt-loader"})
         self.session.auth = _OriginAuth(self.base_url, credentials)

@@ -128,6 +128,11 @@ class Landing:
                                   hint="remove them from the URL: S3 credentials come from AWS_ACCESS_KEY_ID and "
                                        "AWS_SECRET_ACCESS_KEY (or an AWS profile), never from the landing URL")
             return cls(s3_filesystem(endpoint), bucket_prefix, url)
+        scheme = re.match(r"([a-z][a-z0-9+.-]*)://", url, re.IGNORECASE)
+        if scheme:  # not a folder: 'gs://key:secret@bucket/x' became a local folder named after it
+            raise ConfigError(f"the landing URL (ELT_LANDING_URL) uses {scheme.group(1)}://, which is not supported",
+                              hint="use s3://bucket/prefix (any S3-compatible store, with ELT_S3_ENDPOINT) or a "
+                                   "local folder path (no file://)")
         return cls.local(url)
 
     def __repr__(self) -> str:
