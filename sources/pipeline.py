@@ -99,7 +99,12 @@ def extracts_for(spec: SourceSpec, table: TableSpec, raw: RawStore, landed: Land
     if spec.kind == "files":
         from sources.extract import files
 
-        return files.extracts(spec, table, location=location or spec.path, landed=landed, force=force)
+        # a backfill (``window``) lands a table's one file only if it differs from the latest landed
+        # batch, as a plain load does: the same bytes again would add nothing to raw, only a copy
+        # to landing; each file of a pattern is read again (one may have been corrected in place)
+        single_file_backfill = window is not None and table.file is not None
+        return files.extracts(spec, table, location=location or spec.path, landed=landed,
+                              force=force and not single_file_backfill)
     if spec.kind == "postgres":
         from sources.extract import postgres
 
@@ -152,7 +157,8 @@ def ingest(
                     snapshot = spec.kind in ("postgres", "rest_api") and not table.cursor_field
                     # compared with the latest batch raw may hold: a set-aside one never reached raw
                     kept = [b for b in landed.ids if b not in outcome.set_aside]
-                    previous = landed.manifest(kept[-1]) if (kept and snapshot and not force) else None
+                    # (a backfill too: an unchanged snapshot re-read would only copy landing)
+                    previous = landed.manifest(kept[-1]) if (kept and snapshot and (not force or window)) else None
                     # a whole read (no cursor, no backfill window of a windowed table, not one new file
                     # of a pattern) is a snapshot: raw gains its changes and deletions only
                     whole = (not table.cursor_field and not (window and table.window_column)

@@ -19,6 +19,12 @@ def _totals(project: Project) -> dict[str, float]:
         return {k: float(v) for k, v in con.execute("SELECT order_id, order_total FROM marts.orders").fetchall()}
 
 
+def _batches(project: Project) -> dict[str, int]:
+    """Landed batches per table of jaffle_shop (a manifest makes a batch)."""
+    root = project.root / "data" / "landing" / "jaffle_shop"
+    return {t.name: len(list(t.glob("*/_manifest.json"))) for t in sorted(root.iterdir()) if t.is_dir()}
+
+
 def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(project: Project, small_jaffle: Path) -> None:
     data = project.root / "data" / "jaffle-data"
     shutil.copytree(small_jaffle, data)
@@ -35,8 +41,12 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     text = orders.read_text().replace("o2,c1,2018-09-03T10:00:00,s1,1100,66,1166", "o2,c1,2018-09-03T10:00:00,s1,1100,100,1200")
     orders.write_text(text.replace(EXTRA_ORDER, "o5,c3,2018-09-20T12:00:00,s1,600,40,640\n"))
 
+    landed = _batches(project)
     first = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07", timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
+    # re-read only what it must: the one changed file lands; the unchanged ones would add a copy to
+    # landing and nothing to raw
+    assert _batches(project) == {**landed, "orders": landed["orders"] + 1}, first.stdout
     line = next(li for li in first.stdout.splitlines() if li.startswith("marts.orders "))
     assert line.split()[1:] == ["0", "2", "0"], first.stdout  # added, changed, removed
     totals = _totals(project)
@@ -50,6 +60,7 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
 
     second = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07", timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
+    assert _batches(project) == {**landed, "orders": landed["orders"] + 1}, second.stdout  # nothing new
     for li in second.stdout.splitlines():
         if li.startswith("marts."):
             assert li.split()[1:] == ["0", "0", "0"], second.stdout
