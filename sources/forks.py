@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 _HELD: set[int] = set()
 
@@ -69,9 +70,25 @@ def _prctl():  # type: ignore[no-untyped-def]
 _PRCTL = _prctl()  # resolved here, in the parent: the child only calls it (no import after fork)
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for a child doing part of its parent's work under the parent's locks: it gets
-    SIGKILL when the parent dies (``PR_SET_PDEATHSIG``), instead of working on unprotected.
-    Start such children from the thread that lives as long as they should (the main thread)."""
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+def dies_with(parent_pid: int) -> Callable[[], None]:
+    """``preexec_fn`` for a child doing part of its parent's work under the parent's locks, started
+    by ``parent_pid`` (``os.getpid()`` at the call): it gets SIGKILL when the parent dies
+    (``PR_SET_PDEATHSIG``), instead of working on unprotected. A parent that died between the fork
+    and that request (the child already has another parent) kills the child at once. Start such
+    children from the thread that lives as long as they should (the main thread).
+
+    >>> import subprocess
+    >>> subprocess.run(["sleep", "0"], preexec_fn=dies_with(os.getpid())).returncode
+    0
+    >>> subprocess.run(["sleep", "5"], preexec_fn=dies_with(-1)).returncode  # "its parent is gone"
+    -9
+    """
+    def preexec() -> None:
+        if _PRCTL is not None:
+            _PRCTL(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+            # the request only covers a parent alive when it is made: a kill of the parent in the
+            # instant after fork left the child working on, reparented (found with a delayed prctl)
+            if os.getppid() != parent_pid:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return preexec

@@ -25,6 +25,7 @@ transform, and no other source's batch can land between the restatement and the 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -61,14 +62,24 @@ class BackfillLocked(BackfillFailed):
     """A lock the backfill needs stayed busy: nothing was done (`elt backfill` exits 75)."""
 
 
-def child_error(stderr: str) -> str:
+def child_error(stderr: str, returncode: int = 1) -> str:
     """What a failed `elt` child said: its last ``error:`` line and the lines after it (its
-    ``next:``), or its last line.
+    ``next:``), or its last line; for a child killed by a signal, that (its last line would be an
+    unrelated log line, or nothing).
 
     >>> print(child_error('{"level": "info"}\\nerror: no folder\\n  next: pass --path DIR\\n'))
     error: no folder
       next: pass --path DIR
+    >>> print(child_error('{"event": "landed customers"}', returncode=-9))
+    error: the child process was killed (SIGKILL: the kernel's out-of-memory killer, or a person or supervisor); nothing it was doing was half-applied
     """
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        why = ": the kernel's out-of-memory killer, or a person or supervisor" if name == "SIGKILL" else ""
+        return f"error: the child process was killed ({name}{why}); nothing it was doing was half-applied"
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
     return "\n".join(lines[errors[-1]:errors[-1] + 6] if errors else lines[-1:])
@@ -168,10 +179,10 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
         prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
                                start.isoformat(), end.isoformat()],
                               capture_output=True, text=True, cwd=settings.project_root,
-                              preexec_fn=forks.die_with_parent)
+                              preexec_fn=forks.dies_with(os.getpid()))
         if prep.returncode != 0:
             raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
-                                 f"{prep.stderr.strip()}")
+                                 f"{prep.stderr.strip() if prep.returncode > 0 else child_error('', prep.returncode)}")
         if prep.stdout.strip():
             print(prep.stdout.rstrip(), file=out)
         try:
@@ -181,11 +192,11 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                                    start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
                                   capture_output=True, text=True, cwd=settings.project_root,
                                   env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"},  # held above
-                                  preexec_fn=forks.die_with_parent)
+                                  preexec_fn=forks.dies_with(os.getpid()))
             if load.stdout.strip():
                 print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:
-                said = child_error(load.stderr)
+                said = child_error(load.stderr, load.returncode)
                 raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated (tables "
                                      f"that did load are in raw: rerun this backfill, whose difference will count "
                                      f"them).\n{said}" + (
