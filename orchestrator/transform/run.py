@@ -134,6 +134,8 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     from sqlmesh import Context
     from sqlmesh.core.console import set_console
 
+    forget_sqlglot_dispatch()
+
     os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
     if settings.gateway == "postgres":
         from sources.connections import PostgresSettings
@@ -151,6 +153,26 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
     skip_usage_wrappers(ctx)
     return ctx, console
+
+
+def forget_sqlglot_dispatch() -> bool:
+    """Drop the SQL generators' dispatch tables that sqlglot built before SQLMesh registered its
+    own expressions (MODEL, AUDIT, macros) with them; True when there were some.
+
+    sqlglot builds a generator class's table on its first use and keeps it. SQLMesh adds its
+    expressions to ``TRANSFORMS`` when ``sqlmesh.core.dialect`` is imported, which `elt` does
+    after it has already written SQL (the raw tables' DDL): the plan of a changed model then
+    failed, printing its diff, with ``Unsupported expression type Model``, on every scheduled
+    transform. Tables built after the registration include SQLMesh's expressions.
+    """
+    import sqlmesh.core.dialect  # noqa: F401 - the registration
+    from sqlglot import generator
+
+    cache = getattr(generator, "_DISPATCH_CACHE", None)
+    if not isinstance(cache, dict) or not cache:
+        return False
+    cache.clear()
+    return True
 
 
 ANALYTICS_WRAPPER = "python_api_analytics.<locals>.wrapper"
