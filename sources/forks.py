@@ -70,25 +70,27 @@ def _prctl():  # type: ignore[no-untyped-def]
 _PRCTL = _prctl()  # resolved here, in the parent: the child only calls it (no import after fork)
 
 
-def dies_with(parent_pid: int) -> Callable[[], None]:
+def dies_with(parent_pid: int | None = None) -> Callable[[], None]:
     """``preexec_fn`` for a child doing part of its parent's work under the parent's locks, started
-    by ``parent_pid`` (``os.getpid()`` at the call): it gets SIGKILL when the parent dies
+    by ``parent_pid`` (this process, by default): it gets SIGKILL when the parent dies
     (``PR_SET_PDEATHSIG``), instead of working on unprotected. A parent that died between the fork
     and that request (the child already has another parent) kills the child at once. Start such
     children from the thread that lives as long as they should (the main thread).
 
     >>> import subprocess
-    >>> subprocess.run(["sleep", "0"], preexec_fn=dies_with(os.getpid())).returncode
+    >>> subprocess.run(["sleep", "0"], preexec_fn=dies_with()).returncode
     0
     >>> subprocess.run(["sleep", "5"], preexec_fn=dies_with(-1)).returncode  # "its parent is gone"
     -9
     """
+    parent = os.getpid() if parent_pid is None else parent_pid  # read here, in the parent, before the fork
+
     def preexec() -> None:
         if _PRCTL is not None:
             _PRCTL(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
             # the request only covers a parent alive when it is made: a kill of the parent in the
             # instant after fork left the child working on, reparented (found with a delayed prctl)
-            if os.getppid() != parent_pid:
+            if os.getppid() != parent:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec

@@ -45,7 +45,7 @@ _SECRET_FLAG = re.compile(rf"(?<![\w-])(--?(?:{_SECRET_NAME})\s+)(?!-)(\S+)", re
 # Values read from the environment as secrets in this process (``secret_from_env``): replaced
 # wherever they appear, whatever surrounds them (a driver's message, a YAML parser's quote of a
 # line). Shorter ones are not matched verbatim: they would blank ordinary words out of messages.
-_KNOWN_SECRETS: set[str] = set()
+_KNOWN_SECRETS: list[str] = []  # longest first: a secret containing another is replaced whole
 KNOWN_SECRET_MIN_LENGTH = 6
 LIBRARY_SECRETS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
@@ -68,8 +68,8 @@ def register_secret(value: str | None) -> None:
     'in "<unicode string>", line 3: "***" and ***'
     """
     if value and len(value.strip()) >= KNOWN_SECRET_MIN_LENGTH:
-        for form in {value, value.strip(), value.replace("\\", "\\\\").replace('"', '\\"')}:
-            _KNOWN_SECRETS.add(form)
+        forms = {value, value.strip(), value.replace("\\", "\\\\").replace('"', '\\"')}
+        _KNOWN_SECRETS[:] = sorted(forms.union(_KNOWN_SECRETS), key=len, reverse=True)
 
 
 def redact_userinfo(text: str) -> str:
@@ -96,7 +96,7 @@ def redact_userinfo(text: str) -> str:
     >>> redact_userinfo("{'user': 'etl', 'password': 'S3CR3T'}")
     "{'user': 'etl', 'password': ***}"
     """
-    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+    for secret in _KNOWN_SECRETS:
         if secret in text:
             text = text.replace(secret, "***")
     if "@" in text:

@@ -200,7 +200,7 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         fd = lock.inheritable_fd()
         try:
             proc = subprocess.Popen(worker_command(job, result_file), env=env, start_new_session=True,
-                                    pass_fds=(fd,) if fd is not None else (), preexec_fn=forks.dies_with(os.getpid()),
+                                    pass_fds=(fd,) if fd is not None else (), preexec_fn=forks.dies_with(),
                                     cwd=settings.project_root)
         except OSError as exc:
             return {"status": "failed", "retryable": False, "error_class": type(exc).__name__,

@@ -179,7 +179,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
         prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
                                start.isoformat(), end.isoformat()],
                               capture_output=True, text=True, cwd=settings.project_root,
-                              preexec_fn=forks.dies_with(os.getpid()))
+                              preexec_fn=forks.dies_with())
         if prep.returncode != 0:
             raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
                                  f"{prep.stderr.strip() if prep.returncode > 0 else child_error('', prep.returncode)}")
@@ -192,7 +192,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                                    start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
                                   capture_output=True, text=True, cwd=settings.project_root,
                                   env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"},  # held above
-                                  preexec_fn=forks.dies_with(os.getpid()))
+                                  preexec_fn=forks.dies_with())
             if load.stdout.strip():
                 print(load.stdout.rstrip(), file=out)
             if load.returncode != 0:

@@ -155,9 +155,9 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     return ctx, console
 
 
-def forget_sqlglot_dispatch() -> bool:
+def forget_sqlglot_dispatch() -> None:
     """Drop the SQL generators' dispatch tables that sqlglot built before SQLMesh registered its
-    own expressions (MODEL, AUDIT, macros) with them; True when there were some.
+    own expressions (MODEL, AUDIT, macros) with them.
 
     sqlglot builds a generator class's table on its first use and keeps it. SQLMesh adds its
     expressions to ``TRANSFORMS`` when ``sqlmesh.core.dialect`` is imported, which `elt` does
@@ -169,10 +169,8 @@ def forget_sqlglot_dispatch() -> bool:
     from sqlglot import generator
 
     cache = getattr(generator, "_DISPATCH_CACHE", None)
-    if not isinstance(cache, dict) or not cache:
-        return False
-    cache.clear()
-    return True
+    if isinstance(cache, dict):
+        cache.clear()
 
 
 ANALYTICS_WRAPPER = "python_api_analytics.<locals>.wrapper"
