@@ -27,23 +27,21 @@ def schema_table(name: str) -> str:
 WATERMARKS = "elt_meta.transform_watermarks"
 
 
-def changed_since_last_transform(adapter, environment: str) -> tuple[set[str], Any, Any]:  # type: ignore[no-untyped-def]
-    """Raw tables with batches loaded after the last successful transform of ``environment``, the
-    newest load time, and the environment's watermark (the newest load its last success saw)."""
+def transform_watermarks(adapter, environment: str) -> tuple[Any, Any]:  # type: ignore[no-untyped-def]
+    """The newest load time in the ledger (None before the first load) and ``environment``'s
+    watermark: the newest load its last successful transform saw (None before its first). One
+    query where the ledger exists. (It also listed the raw tables loaded since the watermark, a
+    set no caller used since restatement follows consumed batches, decision 0011.)"""
     from orchestrator.transform.windows import create_meta_table
 
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, WATERMARKS, "environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL")
     env = exp.Literal.string(environment).sql(adapter.dialect)
-    last = f"(SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env})"
-    previous = adapter.fetchone(f"SELECT {last}")[0]
+    last = f"SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env}"
     if not adapter.table_exists("elt_meta.loaded_batches"):
-        return set(), None, previous
-    rows = adapter.fetchall(
-        f"SELECT DISTINCT raw_table FROM elt_meta.loaded_batches WHERE {last} IS NULL OR loaded_at > {last}"
-    )
-    newest = adapter.fetchone("SELECT max(loaded_at) FROM elt_meta.loaded_batches")[0]
-    return {r[0] for r in rows}, newest, previous
+        return None, adapter.fetchone(last)[0]
+    newest, previous = adapter.fetchone(f"SELECT (SELECT max(loaded_at) FROM elt_meta.loaded_batches), ({last})")
+    return newest, previous
 
 
 def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
@@ -156,7 +154,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     in_state = {mv: next((stored[sid] for sid in targets[mv] if sid in stored), None) for mv in pending}
     if first_use:
         # upgrading from the watermark design: what the environment's last success saw is consumed
-        _, _, watermark = changed_since_last_transform(adapter, environment)
+        _, watermark = transform_watermarks(adapter, environment)
         if watermark is not None:
             seen = {b for (b,) in adapter.fetchall(
                 f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at <= CAST({exp.Literal.string(str(watermark)).sql(adapter.dialect)} AS TIMESTAMP)")}

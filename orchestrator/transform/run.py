@@ -20,10 +20,10 @@ from sqlglot import exp
 from orchestrator.settings import Settings
 from orchestrator.transform.restate import (  # schema_table: other modules import it from here
     WATERMARKS,
-    changed_since_last_transform,
     query_parents,
     restate_pending,
     schema_table,
+    transform_watermarks,
 )
 from sources.logs import get_logger
 
@@ -359,11 +359,14 @@ def transform(
 ) -> TransformSummary:
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
 
-    Raw tables that received batches since the last successful transform of ``environment``
-    (from the ledger, see ``changed_since_last_transform``) have their reading models restated with
+    Raw batches a model version has not consumed yet (the ledger against ``elt_meta``'s consumed
+    batches, see ``restate_pending``) have the days their rows touch restated in that model and
     everything downstream: intervals an incremental model already processed do not see rows
-    added to raw afterwards. The watermark advances only when the whole transform succeeds, so a
-    failed restatement is retried by the next ``elt transform``.
+    added to raw afterwards. The touched days' intervals are removed from SQLMesh's state before
+    the batches are marked consumed, so a failed run leaves them missing and the next
+    ``elt transform`` (SQLMesh's run) evaluates them again. The watermark
+    (``transform_watermarks``, the newest load a success saw) advances only when the whole
+    transform succeeds.
     """
     started = time.monotonic()
     create_declared_raw_tables(settings)
@@ -492,7 +495,7 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
     from sources import failpoints
 
     adapter = ctx.engine_adapter
-    _, loaded_through, before = changed_since_last_transform(adapter, environment)
+    loaded_through, before = transform_watermarks(adapter, environment)
     _arm_failpoints_inside_sqlmesh(ctx)
     # ctx.snapshots reads SQLMesh's state on every access: read once, for both questions. The plan
     # question compares snapshot ids only, so it is asked before restating changes intervals.
