@@ -30,17 +30,16 @@ WATERMARKS = "elt_meta.transform_watermarks"
 def transform_watermarks(adapter, environment: str) -> tuple[Any, Any]:  # type: ignore[no-untyped-def]
     """The newest load time in the ledger (None before the first load) and ``environment``'s
     watermark: the newest load its last successful transform saw (None before its first). One
-    query where the ledger exists. (It also listed the raw tables loaded since the watermark, a
-    set no caller used since restatement follows consumed batches, decision 0011.)"""
-    from orchestrator.transform.windows import create_meta_table
+    query where the ledger exists."""
+    from orchestrator.transform.windows import LEDGER, create_meta_table
 
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, WATERMARKS, "environment TEXT NOT NULL, loaded_through TIMESTAMP, finished_at TIMESTAMP NOT NULL")
     env = exp.Literal.string(environment).sql(adapter.dialect)
     last = f"SELECT max(loaded_through) FROM {WATERMARKS} WHERE environment = {env}"
-    if not adapter.table_exists("elt_meta.loaded_batches"):
+    if not adapter.table_exists(LEDGER):
         return None, adapter.fetchone(last)[0]
-    newest, previous = adapter.fetchone(f"SELECT (SELECT max(loaded_at) FROM elt_meta.loaded_batches), ({last})")
+    newest, previous = adapter.fetchone(f"SELECT (SELECT max(loaded_at) FROM {LEDGER}), ({last})")
     return newest, previous
 
 
