@@ -24,6 +24,7 @@ transform, and no other source's batch can land between the restatement and the 
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -83,6 +84,26 @@ def child_error(stderr: str, returncode: int = 1) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
     return "\n".join(lines[errors[-1]:errors[-1] + 6] if errors else lines[-1:])
+
+
+def failed_table(report: str) -> str | None:
+    """The first table error of a load's report (its ``FAILED table: ...`` line and the indented
+    lines after it, the ``next:``), as an ``error:``; None when no table failed.
+
+    >>> print(failed_table("table  status\\nitems  failed\\n\\nFAILED items: bad row 6\\n  next: fix it\\n\\nwarehouse: w"))
+    error: items: bad row 6
+      next: fix it
+    """
+    lines = report.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("FAILED ")), None)
+    if first is None:
+        return None
+    block = [f"error: {lines[first][len('FAILED '):]}"]
+    for line in lines[first + 1:]:
+        if not line.startswith(" "):
+            break
+        block.append(line)
+    return "\n".join(block)
 
 
 BEFORE = "elt_meta.backfill_before"
@@ -172,36 +193,11 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                     "  next: wait for it (`elt runs` lists scheduled runs; `pgrep -af 'elt '` shows runs started by "
                     "hand), then rerun the backfill")
             held.append(lock)
-        # step 1-2 in a child process: DuckDB allows one writing process per file, and a SQLMesh
-        # context keeps its connection open until the process exits; the load (step 3) is another one
-        # the children work under this process's locks: they die with it (a killed backfill's child
-        # went on transforming or loading unprotected, and held the warehouse against the rerun)
-        prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
-                               start.isoformat(), end.isoformat()],
-                              capture_output=True, text=True, cwd=settings.project_root,
-                              preexec_fn=forks.dies_with())
-        if prep.returncode != 0:
-            raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
-                                 f"{prep.stderr.strip() if prep.returncode > 0 else child_error('', prep.returncode)}")
-        if prep.stdout.strip():
-            print(prep.stdout.rstrip(), file=out)
+        if settings.gateway == "duckdb":
+            _prepare_and_load_in_children(settings, source, start, end, path, spec.name, out)
+        else:
+            _prepare_and_load_here(settings, source, start, end, path, out)
         try:
-            # in a child process: DuckDB allows one configuration per file and process, and the
-            # SQLMesh context above keeps its connection open
-            load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
-                                   start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
-                                  capture_output=True, text=True, cwd=settings.project_root,
-                                  env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{spec.name}"},  # held above
-                                  preexec_fn=forks.dies_with())
-            if load.stdout.strip():
-                print(load.stdout.rstrip(), file=out)
-            if load.returncode != 0:
-                said = child_error(load.stderr, load.returncode)
-                raise BackfillFailed(f"backfill of {source}: re-extracting failed; nothing was restated (tables "
-                                     f"that did load are in raw: rerun this backfill, whose difference will count "
-                                     f"them).\n{said}" + (
-                    "" if "next:" in said else "\n  next: fix the source, then rerun the same `elt backfill` "
-                    "command (a file source's folder: --path DIR)"))
             # the new batches are pending for every model version reading the source: the transform
             # restates exactly the days their rows touch (windows.py), in the window and, for a source
             # re-read whole, wherever else the source changed (reported, never left stale)
@@ -224,6 +220,73 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
         for lock in reversed(held):
             lock.release()
     return diffs
+
+
+_LOAD_FAILED = ("re-extracting failed; nothing was restated (tables that did load are in raw: rerun this "
+                "backfill, whose difference will count them).")
+_LOAD_NEXT = ("\n  next: fix the source, then rerun the same `elt backfill` command (a file source's folder: "
+              "--path DIR)")
+
+
+def _prepare_and_load_in_children(settings: Settings, source: str, start: date, end: date, path: str | None,
+                                  job: str, out: TextIO) -> None:
+    """Steps 1-3 on DuckDB, each in a child process: DuckDB allows one writing process per file and
+    one configuration per file and process (the loader's differs from SQLMesh's), and a SQLMesh
+    context keeps its connection open until the process exits. The children work under this
+    process's locks: they die with it (a killed backfill's child went on transforming or loading
+    unprotected, and held the warehouse against the rerun)."""
+    prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
+                           start.isoformat(), end.isoformat()],
+                          capture_output=True, text=True, cwd=settings.project_root,
+                          preexec_fn=forks.dies_with())
+    if prep.returncode != 0:
+        raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
+                             f"{prep.stderr.strip() if prep.returncode > 0 else child_error('', prep.returncode)}")
+    if prep.stdout.strip():
+        print(prep.stdout.rstrip(), file=out)
+    load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
+                           start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
+                          capture_output=True, text=True, cwd=settings.project_root,
+                          env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{job}"},  # held by the caller
+                          preexec_fn=forks.dies_with())
+    if load.stdout.strip():
+        print(load.stdout.rstrip(), file=out)
+    if load.returncode != 0:
+        # a table's error is in the report (stdout); the log lines on stderr repeat it, as log lines
+        said = (load.returncode == 1 and failed_table(load.stdout)) or child_error(load.stderr, load.returncode)
+        raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT))
+
+
+def _prepare_and_load_here(settings: Settings, source: str, start: date, end: date, path: str | None,
+                           out: TextIO) -> None:
+    """Steps 1-3 in this process, on a server warehouse (PostgreSQL, Spark): nothing there limits a
+    process to one connection or one configuration. On Spark this matters most: a process starts
+    one JVM and its session (15-20 s before the first query; the loader and SQLMesh share it,
+    sources/spark.py), and a child per step started two more."""
+    from sqlmesh.utils.errors import SQLMeshError
+
+    from orchestrator.cli import _window
+    from orchestrator.scheduling.loading import load_source_into_warehouse, print_load_report
+    from orchestrator.transform.run import TransformFailed
+    from sources.errors import LoaderError
+    from sources.logs import redact_userinfo
+
+    try:
+        prepare(settings, source, start.isoformat(), end.isoformat(), out)
+    except (BackfillFailed, TransformFailed, SQLMeshError) as exc:
+        raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{exc}") from None
+    try:
+        outcomes = load_source_into_warehouse(source, settings, path=path,
+                                              window=_window([start.isoformat(), end.isoformat()]))
+    except LoaderError as exc:  # before any table was tried (a declaration, the source's folder)
+        said = f"error: {redact_userinfo(str(exc))}"
+        raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT)) from None
+    report = io.StringIO()
+    print_load_report(outcomes, settings, stream=report)
+    print(report.getvalue().rstrip(), file=out)
+    said = failed_table(report.getvalue())
+    if said:
+        raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT))
 
 
 def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate: list[str],
@@ -275,9 +338,10 @@ def unfinished(adapter: Any) -> tuple[str, str, str, str] | None:
     return tuple(str(v) for v in row) if row else None  # type: ignore[return-value]
 
 
-def prepare(settings: Settings, source: str, start: str, end: str) -> int:
-    """Steps 1-2, in their own process: transform pending batches, then record the marts' row
-    hashes in the warehouse (``elt_meta.backfill_before``) and mark this backfill unfinished; or,
+def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO | None = None) -> None:
+    """Steps 1-2 (in a child process on DuckDB, in the backfill's own process on the other
+    gateways): transform pending batches, then record the marts' row hashes in the warehouse
+    (``elt_meta.backfill_before``) and mark this backfill unfinished; or,
     when this same backfill was left unfinished (a failure or a kill after step 2), keep the
     record it made, so that the difference printed covers the first attempt's changes too."""
     from datetime import UTC, datetime
@@ -291,19 +355,18 @@ def prepare(settings: Settings, source: str, start: str, end: str) -> int:
     finally:
         ctx.close()
     if not env_exists:
-        print("prod has never been built; run `elt transform` once before backfilling a window", file=sys.stderr)
-        return 1
+        raise BackfillFailed("prod has never been built; run `elt transform` once before backfilling a window")
     same = earlier is not None and earlier[:3] == (source, start, end)
     summary = transform(settings, environment="prod", quiet=True)  # batches no model has consumed yet
     if summary.evaluated:  # batches no transform had taken in, or intervals that had come due
-        print(f"prod was brought up to date first: {summary.render()}")
+        print(f"prod was brought up to date first: {summary.render()}", file=out)
     if same:
         print(f"this backfill was started before (at {earlier[3]}) and did not finish: the difference below "  # type: ignore[index]
-              "counts from before that first attempt (including whatever ran in between)")
-        return 0
+              "counts from before that first attempt (including whatever ran in between)", file=out)
+        return
     if earlier is not None:
         print(f"note: a backfill of {earlier[0]} for {earlier[1]} .. {earlier[2]} (started at {earlier[3]}) did not "
-              "finish; its batches were transformed above, so its changes are not counted below")
+              "finish; its batches were transformed above, so its changes are not counted below", file=out)
     ctx, _ = make_context(settings, quiet=True)
     try:
         adapter = ctx.engine_adapter
@@ -318,7 +381,6 @@ def prepare(settings: Settings, source: str, start: str, end: str) -> int:
         adapter.execute(f"INSERT INTO {UNFINISHED} VALUES ({values})")
     finally:
         ctx.close()
-    return 0
 
 
 if __name__ == "__main__":
@@ -327,7 +389,8 @@ if __name__ == "__main__":
 
         logs.configure()
         try:
-            sys.exit(prepare(Settings.from_env(), *sys.argv[2:5]))
+            prepare(Settings.from_env(), *sys.argv[2:5])
+            sys.exit(0)
         except Exception as exc:  # noqa: BLE001
             print(str(exc), file=sys.stderr)
             sys.exit(1)

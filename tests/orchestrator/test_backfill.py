@@ -4,10 +4,13 @@ nothing more."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import duckdb
+import psycopg2
+import pytest
 
 from tests.orchestrator.conftest import Project
 
@@ -15,8 +18,27 @@ EXTRA_ORDER = "o5,c3,2018-09-20T12:00:00,s1,600,36,636\n"
 
 
 def _totals(project: Project) -> dict[str, float]:
+    query = "SELECT order_id, order_total FROM marts.orders"
+    if project.env.get("ELT_GATEWAY") == "postgres":
+        e = project.env
+        con = psycopg2.connect(host=e["ELT_PG_HOST"], port=e["ELT_PG_PORT"], user=e["ELT_PG_USER"], dbname=e["ELT_PG_DATABASE"])
+        try:
+            with con.cursor() as cur:
+                cur.execute(query)
+                return {k: float(v) for k, v in cur.fetchall()}
+        finally:
+            con.close()
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
-        return {k: float(v) for k, v in con.execute("SELECT order_id, order_total FROM marts.orders").fetchall()}
+        return {k: float(v) for k, v in con.execute(query).fetchall()}
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def either_project(request: pytest.FixtureRequest, project: Project) -> Project:
+    """The project on DuckDB (whose backfill runs each step in a child process) or on PostgreSQL
+    (whose backfill runs them all in its own process): the same behaviour, messages included."""
+    if request.param == "postgres":
+        project.env.update({**request.getfixturevalue("pg_db").env("ELT_PG"), "ELT_GATEWAY": "postgres"})
+    return project
 
 
 def _batches(project: Project) -> dict[str, int]:
@@ -133,13 +155,20 @@ def _first_attempt_fails(project: Project, small_jaffle: Path) -> tuple[float, P
     items.write_text(good_items + "i7,o2\n")  # too few fields: the items table fails, orders apply
     first = project.elt(*WINDOW, timeout=300)
     assert first.returncode != 0 and "re-extracting failed" in first.stdout + first.stderr, first.stdout + first.stderr
+    # the error names the table and the row, with what to do next
+    assert re.search(r"FAILED items: .*data row 6 \(file line 7\)", first.stdout), first.stdout
+    assert re.search(r"^error: items: .*data row 6 \(file line 7\).*\n  next: ", first.stderr, re.M), first.stderr
     return before, items, good_items
 
 
-def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(project: Project, small_jaffle: Path) -> None:
+def test_a_backfill_rerun_after_a_failure_counts_the_first_attempts_changes(either_project: Project,
+                                                                            small_jaffle: Path) -> None:
     """The first attempt applied the corrected orders to raw and then failed on another table; the
     rerun's prepare step transforms those batches before anything else. Its difference must still
     show the correction (counted from before the first attempt), not a false 'nothing changed'."""
+    project = either_project
+    never = project.elt(*WINDOW, timeout=300)  # before anything was built: refused, nothing done
+    assert never.returncode == 1 and "prod has never been built" in never.stderr, never.stdout + never.stderr
     before, items, good_items = _first_attempt_fails(project, small_jaffle)
     window = WINDOW
     items.write_text(good_items)
