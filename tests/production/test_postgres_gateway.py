@@ -3,8 +3,8 @@ S3-compatible endpoint, both on loopback, started by the fixtures.
 
 ``prod_pg`` runs `elt demo --production` once for the module on the session's jafgen data: app
 database + catalog API -> S3 landing -> raw, models and state in PostgreSQL. Tests that change
-the warehouse work on a copy of its databases (``CREATE DATABASE ... TEMPLATE``), so they never
-depend on each other's order.
+the warehouse build a production warehouse of their own (``fresh_prod``: new databases and a new
+bucket), so they never depend on each other's order.
 """
 
 from __future__ import annotations
