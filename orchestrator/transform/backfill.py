@@ -275,11 +275,17 @@ def _prepare_and_load_here(settings: Settings, source: str, start: date, end: da
         prepare(settings, source, start.isoformat(), end.isoformat(), out)
     except (BackfillFailed, TransformFailed, SQLMeshError) as exc:
         raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{exc}") from None
+    except Exception as exc:  # the warehouse went away, a bug: the traceback goes to the log, as a child's did
+        log.exception("preparing prod failed")
+        raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
+                             f"{type(exc).__name__}: {exc}") from None
     try:
         outcomes = load_source_into_warehouse(source, settings, path=path,
                                               window=_window([start.isoformat(), end.isoformat()]))
-    except LoaderError as exc:  # before any table was tried (a declaration, the source's folder)
-        said = f"error: {redact_userinfo(str(exc))}"
+    except Exception as exc:  # LoaderError: before any table was tried (a declaration, the source's folder)
+        if not isinstance(exc, LoaderError):
+            log.exception("re-extracting failed")
+        said = f"error: {'' if isinstance(exc, LoaderError) else type(exc).__name__ + ': '}{redact_userinfo(str(exc))}"
         raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT)) from None
     report = io.StringIO()
     print_load_report(outcomes, settings, stream=report)

@@ -4,6 +4,7 @@ nothing more."""
 
 from __future__ import annotations
 
+import io
 import re
 import shutil
 from pathlib import Path
@@ -218,3 +219,36 @@ def test_another_backfill_after_an_unfinished_one_counts_its_own_changes_and_say
     assert line.split()[1:] == ["0", "0", "0"], other.stdout  # o3 was transformed before its record
     again = project.elt(*WINDOW, timeout=300)
     assert again.returncode == 0 and "did not finish" not in again.stdout, again.stdout + again.stderr
+
+
+def test_an_unexpected_error_in_a_one_process_backfill_is_named_and_logged(
+        project: Project, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """On PostgreSQL and Spark the steps run in the backfill's process: an error that is none of
+    ours (the warehouse went away, a bug) ends as the same `preparing prod failed` or
+    `re-extracting failed` message a child's last line gave, with its traceback in the log."""
+    from datetime import date
+
+    import orchestrator.scheduling.loading as loading
+    import orchestrator.transform.backfill as bf
+
+    settings = project.settings()
+    day = date(2018, 9, 1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(bf, "prepare", broken)
+    with pytest.raises(bf.BackfillFailed) as failed:
+        bf._prepare_and_load_here(settings, "jaffle_shop", day, day, None, io.StringIO())
+    assert "preparing prod failed; nothing was changed.\nOSError: server closed" in str(failed.value)
+    assert "Traceback" in caplog.text or any(r.exc_info for r in caplog.records)
+
+    caplog.clear()
+    monkeypatch.setattr(bf, "prepare", lambda *args, **kwargs: None)
+    monkeypatch.setattr(loading, "load_source_into_warehouse", broken)
+    with pytest.raises(bf.BackfillFailed) as failed:
+        bf._prepare_and_load_here(settings, "jaffle_shop", day, day, None, io.StringIO())
+    message = str(failed.value)
+    assert "re-extracting failed" in message and "error: OSError: server closed" in message, message
+    assert "\n  next: fix the source, then rerun the same `elt backfill`" in message, message
+    assert any(r.exc_info for r in caplog.records)
