@@ -222,10 +222,16 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     return diffs
 
 
-_LOAD_FAILED = ("re-extracting failed; nothing was restated (tables that did load are in raw: rerun this "
-                "backfill, whose difference will count them).")
-_LOAD_NEXT = ("\n  next: fix the source, then rerun the same `elt backfill` command (a file source's folder: "
-              "--path DIR)")
+def _prepare_failed(source: str, said: str) -> BackfillFailed:
+    return BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{said}")
+
+
+def _load_failed(source: str, said: str) -> BackfillFailed:
+    """Steps 1-2 done, step 3 failed: ``said`` (an ``error:`` and its ``next:`` when it has one)."""
+    return BackfillFailed(
+        f"backfill of {source}: re-extracting failed; nothing was restated (tables that did load are in raw: rerun "
+        f"this backfill, whose difference will count them).\n{said}" + ("" if "next:" in said else (
+            "\n  next: fix the source, then rerun the same `elt backfill` command (a file source's folder: --path DIR)")))
 
 
 def _prepare_and_load_in_children(settings: Settings, source: str, start: date, end: date, path: str | None,
@@ -240,8 +246,7 @@ def _prepare_and_load_in_children(settings: Settings, source: str, start: date, 
                           capture_output=True, text=True, cwd=settings.project_root,
                           preexec_fn=forks.dies_with())
     if prep.returncode != 0:
-        raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
-                             f"{prep.stderr.strip() if prep.returncode > 0 else child_error('', prep.returncode)}")
+        raise _prepare_failed(source, prep.stderr.strip() if prep.returncode > 0 else child_error("", prep.returncode))
     if prep.stdout.strip():
         print(prep.stdout.rstrip(), file=out)
     load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
@@ -254,7 +259,7 @@ def _prepare_and_load_in_children(settings: Settings, source: str, start: date, 
     if load.returncode != 0:
         # a table's error is in the report (stdout); the log lines on stderr repeat it, as log lines
         said = (load.returncode == 1 and failed_table(load.stdout)) or child_error(load.stderr, load.returncode)
-        raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT))
+        raise _load_failed(source, said)
 
 
 def _prepare_and_load_here(settings: Settings, source: str, start: date, end: date, path: str | None,
@@ -274,25 +279,24 @@ def _prepare_and_load_here(settings: Settings, source: str, start: date, end: da
     try:
         prepare(settings, source, start.isoformat(), end.isoformat(), out)
     except (BackfillFailed, TransformFailed, SQLMeshError) as exc:
-        raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{exc}") from None
+        raise _prepare_failed(source, str(exc)) from None
     except Exception as exc:  # the warehouse went away, a bug: the traceback goes to the log, as a child's did
         log.exception("preparing prod failed")
-        raise BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n"
-                             f"{type(exc).__name__}: {exc}") from None
+        raise _prepare_failed(source, f"{type(exc).__name__}: {exc}") from None
     try:
         outcomes = load_source_into_warehouse(source, settings, path=path,
                                               window=_window([start.isoformat(), end.isoformat()]))
-    except Exception as exc:  # LoaderError: before any table was tried (a declaration, the source's folder)
-        if not isinstance(exc, LoaderError):
-            log.exception("re-extracting failed")
-        said = f"error: {'' if isinstance(exc, LoaderError) else type(exc).__name__ + ': '}{redact_userinfo(str(exc))}"
-        raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT)) from None
+    except LoaderError as exc:  # before any table was tried (a declaration, the source's folder)
+        raise _load_failed(source, f"error: {redact_userinfo(str(exc))}") from None
+    except Exception as exc:
+        log.exception("re-extracting failed")
+        raise _load_failed(source, f"error: {type(exc).__name__}: {redact_userinfo(str(exc))}") from None
     report = io.StringIO()
     print_load_report(outcomes, settings, stream=report)
     print(report.getvalue().rstrip(), file=out)
     said = failed_table(report.getvalue())
     if said:
-        raise BackfillFailed(f"backfill of {source}: {_LOAD_FAILED}\n{said}" + ("" if "next:" in said else _LOAD_NEXT))
+        raise _load_failed(source, said)
 
 
 def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate: list[str],
