@@ -4,7 +4,7 @@ healed by ordinary runs.
     .venv/bin/python bench/kill_transform.py [--rounds 40] [--seed 1] [--gateway duckdb|postgres]
         [--min-delay 0.2] [--command transform|backfill]
 
-The failpoint tests (tests/orchestrator/test_incremental_transform.py) kill the transform at the
+The failpoint tests (tests/orchestrator/test_transform_kills.py) kill the transform at the
 steps we chose. This run kills it wherever the clock says: inside SQLMesh's plan, its state
 writes, a model's insert, an audit, the promotion of views, DuckDB's checkpoint. Each round:
 

@@ -47,11 +47,14 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600, chec
     return proc
 
 
-# `make test` runs the files on two workers (pytest-xdist, --dist loadfile: a file's tests share
-# one worker and its module fixtures). The longest files start first, so neither worker is left
-# with a long file at the end while the other idles (about 7, 3 and 4 minutes on CI's machine).
+# `make test` runs the files on three workers (pytest-xdist, --dist loadfile: a file's tests share
+# one worker and its module fixtures; --no-loadscope-reorder keeps this order, which xdist would
+# otherwise replace by the number of tests per file). The longest files start first, so no worker
+# is left with a long file at the end while the others idle.
 LONGEST_FIRST = ("tests/orchestrator/test_spark_gateway.py", "tests/orchestrator/test_incremental_transform.py",
-                 "tests/orchestrator/test_airflow_real.py", "tests/production/test_postgres_gateway.py")
+                 "tests/orchestrator/test_transform_kills.py", "tests/production/test_postgres_gateway.py",
+                 "tests/orchestrator/test_backfill.py", "tests/pipeline/test_demo_sources.py",
+                 "tests/orchestrator/test_airflow_real.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

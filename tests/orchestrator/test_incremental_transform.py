@@ -1,4 +1,4 @@
-"""The transform restates only what changed, and a kill at any step loses nothing.
+"""The transform restates only what changed (a kill at any step: test_transform_kills.py).
 
 Small Jaffle Shop files written by the tests themselves are replayed day by day through the file
 source (a snapshot per day: new days, late corrections, late-arriving and deleted orders). After
@@ -13,6 +13,7 @@ import csv
 import hashlib
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -23,8 +24,7 @@ import pytest
 from orchestrator.scheduling.loading import load_source_into_warehouse
 from orchestrator.settings import Settings
 from orchestrator.transform.run import transform
-from sources import failpoints
-from tests.conftest import BIN, copy_project, project_env, run
+from tests.conftest import copy_project, project_env
 
 pytestmark = pytest.mark.slow
 MARTS = ("customers", "orders", "order_items", "products", "locations", "supplies")
@@ -115,6 +115,19 @@ class Gateway:
             self.databases[settings.project_root] = db
             for key, value in self.env(db).items():
                 os.environ[key] = value
+        return settings
+
+    def copy_of(self, source: Settings, tmp_path: Path, label: str) -> Settings:
+        """DuckDB only: a copy of ``source``'s project, data folder and warehouse file, the same state
+        at another path (nothing in the warehouse or in landing names the project's folder). A
+        PostgreSQL database cannot be copied so: SQLMesh's state names the database (the catalog)."""
+        assert self.name == "duckdb"
+        project = tmp_path / label
+        shutil.copytree(source.project_root, project)
+        settings = Settings(project_root=project, warehouse=project / "data" / "warehouse.duckdb",
+                            landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data",
+                            gateway=self.name)
+        os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
         return settings
 
     def env(self, db: str) -> dict[str, str]:
@@ -351,9 +364,6 @@ def gateway_marts(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
     return Gateway("duckdb").marts(settings)
 
 
-TRANSFORM_POINTS = [p for p in failpoints.POINTS if p.startswith("transform.")]
-
-
 def six_days_loaded(tmp_path: Path, gateway: Gateway, seed: int, *, pending: bool,
                     **extra_env: str) -> tuple[Shop, Settings, Path, dict[str, str]]:
     """Six days of orders loaded into a fresh project on ``gateway``; with ``pending``, built, then a
@@ -388,53 +398,6 @@ def more_days_loaded(shop: Shop, settings: Settings, folder: Path) -> None:
     shop.orders[sorted(shop.orders)[0]]["ordered_at"] = "2018-09-04T10:00:00"  # moved
     shop.write(folder)
     _load(settings, folder)
-
-
-def _killed_then_healed(tmp_path: Path, gateway: Gateway, point: str, *, first: bool, after: str,
-                        expect: tuple[int, ...]) -> None:
-    """Build six days (and, for a later transform, build them, then load a new day, a late
-    correction and a deletion); kill `elt transform` at ``point`` (its ``after``-th pass) and check
-    its exit status is in ``expect``; then more days and corrections arrive and a normal transform
-    runs: the marts must equal one clean build of the final data on the same gateway."""
-    shop, settings, folder, env = six_days_loaded(tmp_path, gateway, 11, pending=not first)
-    killed = run([str(BIN / "elt"), "transform"], cwd=settings.project_root,
-                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": after}, check=False)
-    assert killed.returncode in expect, killed.stderr[-2000:]
-    # then more days and corrections arrive, and the scheduled transforms run normally
-    more_days_loaded(shop, settings, folder)
-    run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
-    assert gateway.marts(settings) == _clean_build(tmp_path, shop, gateway)
-
-
-@pytest.mark.parametrize("first", [True, False], ids=["first-transform", "later-transform"])
-@pytest.mark.parametrize("point", TRANSFORM_POINTS)
-def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str, first: bool) -> None:
-    # a point a path never reaches (no removal to interrupt in a first build) lets it finish;
-    # every build evaluates intervals, so mid_evaluation always kills
-    _killed_then_healed(tmp_path, Gateway("duckdb"), point, first=first, after="3",
-                        expect=(-9,) if point == "transform.mid_evaluation" else (-9, 0))
-
-
-# A later transform with no model change reaches every point but the plan's (no plan is needed).
-PLAN_POINTS = ("transform.before_finalize", "transform.after_plan")
-LATER_POINTS = [p for p in TRANSFORM_POINTS if p not in PLAN_POINTS]
-
-
-@pytest.mark.parametrize("gateway", ["postgres"], indirect=True)
-@pytest.mark.parametrize("point", LATER_POINTS)
-def test_a_later_transform_killed_on_postgres_loses_nothing(tmp_path: Path, point: str, gateway: Gateway) -> None:
-    """The same kill, on the PostgreSQL gateway (raw, models and SQLMesh state in one database):
-    a later transform (new days, a correction, a deletion pending) killed at its first pass of each
-    failpoint, then more loads and a normal transform, equal one clean build on PostgreSQL."""
-    _killed_then_healed(tmp_path, gateway, point, first=False, after="1", expect=(-9,))
-
-
-@pytest.mark.parametrize("gateway", ["postgres"], indirect=True)
-def test_a_first_plan_killed_before_it_finalized_prod_heals_on_postgres(tmp_path: Path, gateway: Gateway) -> None:
-    """Found by bench/kill_transform.py on PostgreSQL: a plan killed after promoting prod and before
-    finalizing it left SQLMesh's run waiting for that dead plan (6 hours, then an error) in every
-    later transform. The next transform applies the plan again, which finalizes prod."""
-    _killed_then_healed(tmp_path, gateway, "transform.before_finalize", first=True, after="1", expect=(-9,))
 
 
 def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
