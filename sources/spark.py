@@ -73,12 +73,16 @@ def session(project_root: Path) -> Any:
 
 
 def check_reachable(remote: str, timeout_s: float | None = None) -> None:
-    """Fail at once, naming the server, when a Spark Connect server does not accept connections.
+    """Fail at once, naming the server, when a Spark Connect server does not accept connections
+    or does not answer as one.
 
     pyspark's client retries a refused connection with growing pauses for minutes and prints
-    nothing meanwhile, so a stopped server looked like a hung `elt transform`. One TCP connection
-    (``ELT_SPARK_CONNECT_TIMEOUT_S``, 10 s) tells; what the URL carries after its address
-    (``;token=...``) is never shown. Raises ``ConnectionFailed``, which the scheduler retries.
+    nothing meanwhile, so a stopped server looked like a hung `elt transform`; so did a port that
+    accepts TCP but is another service (a web server, a database), or a plaintext server asked
+    for TLS (a ``token=`` makes pyspark's channel use TLS). One TCP connection, then pyspark's own
+    gRPC channel for the URL brought to ready (each within ``ELT_SPARK_CONNECT_TIMEOUT_S``, 10 s),
+    tell; what the URL carries after its address (``;token=...``) is never shown. Raises
+    ``ConnectionFailed``, which the scheduler retries.
 
     >>> check_reachable("sc://127.0.0.1:1/;token=S3CR3T", timeout_s=2)
     Traceback (most recent call last):
@@ -104,3 +108,32 @@ def check_reachable(remote: str, timeout_s: float | None = None) -> None:
         raise ConnectionFailed(f"cannot reach the Spark Connect server {host}:{port} (ELT_SPARK_REMOTE): {reason}",
                                hint="start the server, or fix ELT_SPARK_REMOTE (sc://host:15002); "
                                     "the scheduler retries a failed run") from None
+    secure = _grpc_ready(remote, timeout)
+    if secure is not None:
+        tls = (" over TLS (the URL sets a token or use_ssl, so the client uses TLS, and the server must too)"
+               if secure else "")
+        raise ConnectionFailed(f"the Spark Connect server {host}:{port} (ELT_SPARK_REMOTE) accepted a connection but "
+                               f"did not complete a gRPC handshake{tls} within {timeout:g} s",
+                               hint="check that ELT_SPARK_REMOTE names the Spark Connect port (15002 unless the server "
+                                    "sets spark.connect.grpc.binding.port), not another service; "
+                                    "the scheduler retries a failed run") from None
+
+
+def _grpc_ready(remote: str, timeout: float) -> bool | None:
+    """None when the channel pyspark would open for ``remote`` becomes ready (its HTTP/2 and, with
+    a token or use_ssl, TLS handshakes done) within ``timeout`` seconds; else whether it used TLS.
+    gRPC's own log lines (a failed TLS handshake at each retry) stay out of the output unless
+    GRPC_VERBOSITY asks for them: the error above says what happened once."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # read when gRPC's core starts (its first channel)
+    import grpc
+    from pyspark.sql.connect.client.core import DefaultChannelBuilder
+
+    builder = DefaultChannelBuilder(remote)
+    channel = builder.toChannel()
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return None
+    except grpc.FutureTimeoutError:
+        return bool(builder.secure)
+    finally:
+        channel.close()
