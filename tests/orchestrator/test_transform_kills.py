@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slow
 TRANSFORM_POINTS = [p for p in failpoints.POINTS if p.startswith("transform.")]
 
 
-
 # pending -> what six_days_loaded made once in this test process on DuckDB (its shop, settings and
 # source folder): the DuckDB kill tests start from copies of it, each in a folder of its own.
 _PREPARED: dict[bool, tuple[Shop, Settings, Path]] = {}
