@@ -67,8 +67,24 @@ def session(project_root: Path) -> Any:
         check_reachable(settings["spark.remote"])
         _SESSION = SparkSession.builder.config(conf=conf).getOrCreate()
         return _SESSION
-    _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
+    from sources.spark_class_archive import ClassArchive
+
+    archive = ClassArchive.for_this_process()  # docs/decisions/0028: the driver JVM starts faster
+    java_options = conf.get("spark.driver.extraJavaOptions") or ""
+    extra = archive.java_options() if archive else []
+    if extra:
+        conf.set("spark.driver.extraJavaOptions", " ".join([java_options, *extra]).strip())
+    try:
+        _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
+    except Exception as exc:
+        if archive is None or archive.mode != "use":
+            raise
+        archive.discard(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        conf.set("spark.driver.extraJavaOptions", java_options)
+        _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     _SESSION.sparkContext.setLogLevel(os.environ.get("ELT_SPARK_LOG_LEVEL", "ERROR"))
+    if archive is not None:
+        archive.finish_at_exit(_SESSION)
     return _SESSION
 
 

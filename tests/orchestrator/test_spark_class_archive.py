@@ -1,0 +1,101 @@
+"""The local Spark driver's class-data archive (sources/spark_class_archive.py, decision 0028):
+the first local Spark process writes it at its end, later ones start with it, a damaged one is
+removed and the session starts without it, and ELT_SPARK_CLASS_ARCHIVE=off leaves Java alone.
+
+What the JVM was started with is read from the JVM itself (its input arguments), not from our
+code's intentions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from sources.spark_class_archive import ClassArchive, _java
+from tests.conftest import BIN, ROOT, project_env, run
+
+# Runs in its own process, as `elt` does: a session, one query, what the JVM was started with.
+PROBE = """
+import json, sys
+from pathlib import Path
+from sources import logs
+from sources.spark import session
+logs.configure(json_lines=True)
+spark = session(Path(sys.argv[1]))
+jvm = spark.sparkContext._jvm
+args = [str(a) for a in jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]
+print(json.dumps({"one": spark.sql("SELECT 1").collect()[0][0], "vm_info": str(jvm.java.lang.System.getProperty("java.vm.info")),
+                  "args": [a for a in args if "Archive" in a or "Shared" in a]}))
+"""
+
+
+def _probe(tmp_path: Path, **extra: str) -> tuple[dict[str, object], str]:
+    env = project_env(ROOT, ELT_GATEWAY="spark", ELT_SPARK_HOME=str(tmp_path / "spark"),
+                      ELT_SPARK_CLASS_ARCHIVE_DIR=str(tmp_path / "archive"), **extra)
+    proc = run([str(BIN / "python"), "-c", PROBE, str(ROOT)], cwd=tmp_path, env=env, timeout=600)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java 17+ (`apt-get install default-jre-headless`)")
+def test_the_first_spark_process_writes_the_archive_the_next_uses_it_and_a_damaged_one_is_replaced(tmp_path: Path) -> None:
+    folder = tmp_path / "archive"
+    first, log = _probe(tmp_path)
+    assert first["one"] == 1
+    assert any(a.startswith("-XX:ArchiveClassesAtExit=") for a in first["args"]), first  # type: ignore[union-attr]
+    archives = list(folder.glob("*.jsa"))
+    assert len(archives) == 1 and archives[0].stat().st_size > 10_000_000, sorted(os.listdir(folder))
+    assert not list(folder.glob("*.tmp")), "the temporary archive was left behind"
+    assert "wrote Spark's class-data archive" in log, log[-3000:]
+
+    second, _ = _probe(tmp_path)
+    assert second["one"] == 1
+    assert second["args"] == [f"-XX:SharedArchiveFile={archives[0]}"], second
+    assert "sharing" in str(second["vm_info"]), second
+
+    # damaged (a copy cut short): Java aborts at start instead of ignoring it; the session starts anyway
+    archives[0].chmod(0o644)
+    with open(archives[0], "r+b") as fh:
+        fh.truncate(archives[0].stat().st_size // 2)
+    third, log = _probe(tmp_path)
+    assert third["one"] == 1 and third["args"] == [], third
+    assert "did not start with the class-data archive" in log and "removed it" in log, log[-3000:]
+    assert not archives[0].exists(), "the damaged archive is still in place"
+    assert not list(tmp_path.glob("hs_err*")), "Java's crash report landed in the working directory"
+
+
+def test_off_leaves_java_alone_and_a_failed_build_waits_a_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE_DIR", str(tmp_path))
+    monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE", "off")
+    assert ClassArchive.for_this_process() is None
+    monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE", "auto")
+    if _java() is None:
+        pytest.skip("no java")
+    archive = ClassArchive.for_this_process()
+    assert archive is not None and archive.mode == "build"
+    assert any(o.startswith("-XX:ArchiveClassesAtExit=") for o in archive.java_options())
+    archive.failed.write_text("2026-12-03T00:00:00Z the disk was full\n")
+    again = ClassArchive.for_this_process()
+    assert again is not None and again.mode == "none" and again.java_options() == []
+    day_ago = time.time() - 25 * 3600
+    os.utime(archive.failed, (day_ago, day_ago))
+    assert ClassArchive.for_this_process().mode == "build"  # type: ignore[union-attr]
+
+
+def test_a_file_that_is_not_a_whole_archive_never_gets_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    java = _java()
+    if java is None:
+        pytest.skip("no java")
+    monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE_DIR", str(tmp_path))
+    archive = ClassArchive.for_this_process()
+    assert archive is not None
+    archive.temp.write_bytes(os.urandom(1_000_000))
+    problem = archive._check(java, str(tmp_path))
+    assert problem and "did not pass a JVM's check" in problem, problem
+    assert not list(tmp_path.glob("hs_err*")) and not list(Path.cwd().glob("hs_err_check*"))
