@@ -77,7 +77,7 @@ def session(project_root: Path) -> Any:
     try:
         _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     except Exception as exc:
-        if archive is None or archive.mode != "use":
+        if not extra or archive is None:
             raise
         archive.discard(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         conf.set("spark.driver.extraJavaOptions", java_options)

@@ -89,6 +89,8 @@ class ClassArchive:
             return None
         try:
             folder = archive_dir()
+            if any(c.isspace() or c in "\"'" for c in str(folder)):  # Spark splits extraJavaOptions on blanks
+                raise OSError(f"its folder {str(folder)!r} has a blank or a quote; set ELT_SPARK_CLASS_ARCHIVE_DIR")
             folder.mkdir(parents=True, exist_ok=True)
             return cls(folder, _key(java))
         except OSError as exc:
@@ -109,12 +111,26 @@ class ClassArchive:
         return []
 
     def discard(self, reason: str) -> None:
-        """The JVM did not start with the archive: remove it (the next command builds it again)."""
-        log.warning(f"Spark's JVM did not start with the class-data archive {self.path}; removed it and started "
-                    f"without it (the next Spark command writes a new one): {reason}",
-                    extra={"fields": {"archive": str(self.path)}})
-        self.path.unlink(missing_ok=True)
+        """The JVM did not start with this process's archive options: remove the archive it was
+        to use (the next command builds it again), or, when building, wait a day before the next
+        try. The caller starts the session again without the options."""
+        if self.mode == "use":
+            log.warning(f"Spark's JVM did not start with the class-data archive {self.path}; removed it and started "
+                        f"without it (the next Spark command writes a new one): {reason}",
+                        extra={"fields": {"archive": str(self.path)}})
+            self.path.unlink(missing_ok=True)
+        elif self.mode == "build":
+            log.warning(f"Spark's JVM did not start with the options that write a class-data archive; started without "
+                        f"them, and the next try is in a day: {reason}", extra={"fields": {"archive": str(self.path)}})
+            self._failed(f"the JVM did not start with -XX:ArchiveClassesAtExit: {reason}")
         self.mode = "none"
+
+    def _failed(self, problem: str) -> None:
+        try:
+            self.temp.unlink(missing_ok=True)
+            self.failed.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {problem}\n")
+        except OSError:
+            pass
 
     def finish_at_exit(self, spark: Any) -> None:
         """When building: at the end of this process, stop the session, wait for the JVM to write
@@ -164,11 +180,7 @@ class ClassArchive:
                 return
             except OSError as exc:
                 problem = f"could not rename it into place: {exc}"
-        try:
-            self.temp.unlink(missing_ok=True)
-            self.failed.write_text(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {problem}\n")
-        except OSError:
-            pass
+        self._failed(problem)
         log.warning(f"Spark's class-data archive was not written: {problem}. Spark commands work without it; "
                     f"the next try is in a day, or at once after removing {self.failed}",
                     extra={"fields": {"archive": str(self.path)}})

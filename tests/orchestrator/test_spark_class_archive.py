@@ -70,7 +70,7 @@ def test_the_first_spark_process_writes_the_archive_the_next_uses_it_and_a_damag
     assert not list(tmp_path.glob("hs_err*")), "Java's crash report landed in the working directory"
 
 
-def test_off_leaves_java_alone_and_a_failed_build_waits_a_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_off_leaves_java_alone_a_failed_build_waits_a_day_and_a_blank_in_the_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE_DIR", str(tmp_path))
     monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE", "off")
     assert ClassArchive.for_this_process() is None
@@ -86,6 +86,9 @@ def test_off_leaves_java_alone_and_a_failed_build_waits_a_day(tmp_path: Path, mo
     day_ago = time.time() - 25 * 3600
     os.utime(archive.failed, (day_ago, day_ago))
     assert ClassArchive.for_this_process().mode == "build"  # type: ignore[union-attr]
+    # Spark splits extraJavaOptions on blanks: a folder with one is not used (a warning says why)
+    monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE_DIR", str(tmp_path / "with blank"))
+    assert ClassArchive.for_this_process() is None
 
 
 def test_a_file_that_is_not_a_whole_archive_never_gets_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
