@@ -86,6 +86,13 @@ def test_off_leaves_java_alone_a_failed_build_waits_a_day_and_a_blank_in_the_fol
     day_ago = time.time() - 25 * 3600
     os.utime(archive.failed, (day_ago, day_ago))
     assert ClassArchive.for_this_process().mode == "build"  # type: ignore[union-attr]
+    # a JVM that would not start with the build's options: no archive, and the next try waits a day too
+    archive.failed.unlink()
+    building = ClassArchive.for_this_process()
+    assert building is not None and building.mode == "build"
+    building.discard("[JAVA_GATEWAY_EXITED] Java gateway process exited before sending its port number.")
+    assert building.mode == "none" and building.java_options() == [] and "JAVA_GATEWAY_EXITED" in building.failed.read_text()
+    assert ClassArchive.for_this_process().mode == "none"  # type: ignore[union-attr]
     # Spark splits extraJavaOptions on blanks: a folder with one is not used (a warning says why)
     monkeypatch.setenv("ELT_SPARK_CLASS_ARCHIVE_DIR", str(tmp_path / "with blank"))
     assert ClassArchive.for_this_process() is None
