@@ -162,7 +162,7 @@ class ClassArchive:
                 pass
             proc = getattr(gateway, "proc", None)
             if proc is None:
-                return
+                raise RuntimeError("this process did not start Spark's JVM (an existing gateway was used), so it cannot wait for the archive")
             proc.stdin.close()  # Spark's gateway exits at the end of its input; the JVM writes the archive then
             proc.wait(timeout=wait_s)
             problem = self._check(java, classpath)
@@ -173,10 +173,9 @@ class ClassArchive:
         if problem is None:
             try:
                 os.replace(self.temp, self.path)
-                size = self.path.stat().st_size / 1e6
-                log.info(f"wrote Spark's class-data archive {self.path} ({size:.0f} MB, {time.monotonic() - started:.1f} s)",
-                         extra={"fields": {"archive": str(self.path), "mb": round(size),
-                                           "elapsed_s": round(time.monotonic() - started, 1)}})
+                size, elapsed = self.path.stat().st_size / 1e6, time.monotonic() - started
+                log.info(f"wrote Spark's class-data archive {self.path} ({size:.0f} MB, {elapsed:.1f} s)",
+                         extra={"fields": {"archive": str(self.path), "mb": round(size), "elapsed_s": round(elapsed, 1)}})
                 return
             except OSError as exc:
                 problem = f"could not rename it into place: {exc}"

@@ -98,11 +98,7 @@ class Gateway:
     databases: dict[Path, str] = field(default_factory=dict)  # project -> its PostgreSQL database
 
     def settings(self, tmp_path: Path, label: str) -> Settings:
-        project = copy_project(tmp_path / label)
-        settings = Settings(project_root=project, warehouse=project / "data" / "warehouse.duckdb",
-                            landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data",
-                            gateway=self.name)
-        os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
+        settings = self._settings_of(copy_project(tmp_path / label))
         if self.name == "postgres":
             import psycopg2
 
@@ -124,6 +120,10 @@ class Gateway:
         assert self.name == "duckdb"
         project = tmp_path / label
         shutil.copytree(source.project_root, project)
+        return self._settings_of(project)
+
+    def _settings_of(self, project: Path) -> Settings:
+        """Settings for a project folder whose data lives under its ``data/``; points ELT_DUCKDB_PATH there."""
         settings = Settings(project_root=project, warehouse=project / "data" / "warehouse.duckdb",
                             landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data",
                             gateway=self.name)

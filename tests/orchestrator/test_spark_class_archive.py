@@ -2,8 +2,8 @@
 the first local Spark process writes it at its end, later ones start with it, a damaged one is
 removed and the session starts without it, and ELT_SPARK_CLASS_ARCHIVE=off leaves Java alone.
 
-What the JVM was started with is read from the JVM itself (its input arguments), not from our
-code's intentions.
+What the JVM was started with is read from the JVM itself (its input arguments, and the files mapped
+into it), not from our code's intentions.
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ logs.configure(json_lines=True)
 spark = session(Path(sys.argv[1]))
 jvm = spark.sparkContext._jvm
 args = [str(a) for a in jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments()]
+pid = jvm.java.lang.ProcessHandle.current().pid()
+mapped = sorted({line.split()[-1] for line in open(f"/proc/{pid}/maps") if line.rstrip().endswith(".jsa")})
 print(json.dumps({"one": spark.sql("SELECT 1").collect()[0][0], "vm_info": str(jvm.java.lang.System.getProperty("java.vm.info")),
-                  "args": [a for a in args if "Archive" in a or "Shared" in a]}))
+                  "args": [a for a in args if "Archive" in a or "Shared" in a], "mapped": mapped}))
 """
 
 
@@ -47,7 +49,7 @@ def _probe(tmp_path: Path, **extra: str) -> tuple[dict[str, object], str]:
 def test_the_first_spark_process_writes_the_archive_the_next_uses_it_and_a_damaged_one_is_replaced(tmp_path: Path) -> None:
     folder = tmp_path / "archive"
     first, log = _probe(tmp_path)
-    assert first["one"] == 1
+    assert first["one"] == 1 and not [m for m in first["mapped"] if str(folder) in m], first  # type: ignore[union-attr]
     assert any(a.startswith("-XX:ArchiveClassesAtExit=") for a in first["args"]), first  # type: ignore[union-attr]
     archives = list(folder.glob("*.jsa"))
     assert len(archives) == 1 and archives[0].stat().st_size > 10_000_000, sorted(os.listdir(folder))
@@ -58,6 +60,7 @@ def test_the_first_spark_process_writes_the_archive_the_next_uses_it_and_a_damag
     assert second["one"] == 1
     assert second["args"] == [f"-XX:SharedArchiveFile={archives[0]}"], second
     assert "sharing" in str(second["vm_info"]), second
+    assert str(archives[0]) in second["mapped"], second  # the JVM really mapped it (/proc/PID/maps), not only was told to
 
     # damaged (a copy cut short): Java aborts at start instead of ignoring it; the session starts anyway
     archives[0].chmod(0o644)
