@@ -214,16 +214,28 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                 ctx.close()
         except (TransformFailed, SQLMeshError) as exc:
             raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {exc}\n"
-                                 "  the new batches are in raw; fix the cause and rerun the same command "
-                                 "(runbook: docs/runbook.md#backfill)") from None
+                                 f"{RESTATE_FAILED_NEXT.format(source=source)}") from None
     finally:
         for lock in reversed(held):
             lock.release()
     return diffs
 
 
+# A backfill starts by transforming the batches already pending, so a batch that fails its audits
+# (the last attempt's re-extract, or any load) stops every rerun there until corrected rows are
+# loaded over it: a bare rerun of the backfill cannot get past it.
+RESTATE_FAILED_NEXT = (
+    "  the new batches are in raw. next: if the failing rows came from the source, correct them there, then"
+    " `elt load {source}` (with the backfill's --path, if any) and `elt transform` (the corrected rows supersede"
+    " the failing ones); if the cause is a model, fix it. Then rerun the same `elt backfill` command: its"
+    " difference still counts from before this attempt (runbook: docs/runbook.md#backfill)")
+
+
 def _prepare_failed(source: str, said: str) -> BackfillFailed:
-    return BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{said}")
+    hint = ""
+    if "audit '" in said:  # a pending batch fails its audits: the same way out as a failed restatement
+        hint = "\n" + RESTATE_FAILED_NEXT.format(source=source)
+    return BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{said}{hint}")
 
 
 def _load_failed(source: str, said: str) -> BackfillFailed:

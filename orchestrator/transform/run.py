@@ -70,10 +70,19 @@ class TransformFailed(Exception):
                 " the data stays current."
             )
         elif failures:
-            lines.append(
-                "  Models downstream of a failed blocking audit were skipped; prod still serves the previous data"
-                " where the plan did not complete."
-            )
+            # SQLMesh writes a model's rows before it audits them (docs/runbook.md#failed-audit)
+            if step == "run":
+                lines.append(
+                    "  SQLMesh writes a model's rows before it audits them: the failing model already serves the"
+                    " failing rows in prod (an incremental model on the days it processed). Models downstream of"
+                    " it were skipped and keep their previous data."
+                )
+            else:
+                lines.append(
+                    "  SQLMesh writes a model's rows before it audits them. A model the plan added or changed is"
+                    " not promoted: prod keeps its previous version. A model whose existing table the plan was"
+                    " filling already serves the failing rows. Models downstream of it were skipped."
+                )
             if any(f.audit.startswith("assert_relationship") for f in failures):
                 lines.append(
                     "  A relationship audit fails when a parent row is missing. If the source deleted it (its latest"

@@ -252,3 +252,38 @@ def test_an_unexpected_error_in_a_one_process_backfill_is_named_and_logged(
     assert "re-extracting failed" in message and "error: OSError: server closed" in message, message
     assert "\n  next: fix the source, then rerun the same `elt backfill`" in message, message
     assert any(r.exc_info for r in caplog.records)
+
+
+def test_a_backfill_whose_new_rows_fail_an_audit_says_how_to_get_past_them(project: Project, small_jaffle: Path) -> None:
+    """The re-extracted rows fail a staging audit. A bare rerun cannot get past them (its first step
+    transforms the pending batch, which fails again), so both messages say to load the corrected
+    rows and transform first; doing exactly that, the rerun finishes and counts from before the
+    first attempt."""
+    data = project.root / "data" / "jaffle-data"
+    shutil.copytree(small_jaffle, data)
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    orders = data / "raw_orders.csv"
+    good = orders.read_text()
+    # o3's total no longer equals subtotal + tax: staging's forall audit fails on it
+    orders.write_text(good.replace("o3,c2,2018-09-03T11:00:00,s2,600,24,624", "o3,c2,2018-09-03T11:00:00,s2,600,24,999"))
+    first = project.elt(*WINDOW, timeout=300)
+    said = first.stdout + first.stderr
+    assert first.returncode == 1 and "restating 2018-09-01 .. 2018-09-07 failed" in said, said
+    assert "audit 'forall' failed on model staging.stg_jaffle_shop__orders" in said, said
+    assert "`elt load jaffle_shop`" in said and "`elt transform`" in said, said
+
+    orders.write_text(good)  # corrected at the source
+    bare = project.elt(*WINDOW, timeout=300)
+    said = bare.stdout + bare.stderr
+    assert bare.returncode == 1 and "preparing prod failed" in said, said
+    assert "`elt load jaffle_shop`" in said and "`elt transform`" in said, said  # the way out, here too
+
+    for args in (("load", "jaffle_shop"), ("transform",)):  # what the message says
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    again = project.elt(*WINDOW, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "did not finish" in again.stdout, again.stdout
+    assert _totals(project)["o3"] == 6.24

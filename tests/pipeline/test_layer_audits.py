@@ -80,6 +80,15 @@ def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no
     assert "next:" in message
     if skipped:
         assert "docs/runbook.md#failed-audit" in message
+        # a first build is a plan: nothing it added is promoted, and the message does not claim otherwise
+        assert err.value.step == "plan" and "not promoted: prod keeps its previous version" in message
+        schema, name = model.split(".")
+        con = duckdb.connect(str(settings.warehouse), read_only=True)
+        try:  # prod had no previous version: the failing model has no view in prod at all
+            assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                               [schema, name]).fetchone() == (0,)
+        finally:
+            con.close()
     else:  # the run completed: the message must not claim models were skipped, and says how to heal it
         assert "were skipped" not in message and "docs/runbook.md#orphan-rows" in message
         assert "load the missing parent rows" in message
@@ -111,8 +120,19 @@ def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_
     _build(settings, small_jaffle)
     good = "o3,c2,2018-09-03T11:00:00,s2,600,24,624"
     _replace_line(small_jaffle / "raw_orders.csv", good, "o3,c2,2018-09-03T11:00:00,s2,600,24,999")
-    with pytest.raises(TransformFailed):
+    with pytest.raises(TransformFailed) as err:
         _build(settings, small_jaffle)
+    # a later transform is a run: SQLMesh wrote the staging rows before auditing them, so prod's
+    # staging view already shows the failing row, and the message must say so (not "previous data")
+    assert err.value.step == "run"
+    assert "already serves the failing rows in prod" in str(err.value), str(err.value)
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT order_total_cents FROM staging.stg_jaffle_shop__orders WHERE order_id = 'o3'"
+                           ).fetchone() == (999,)
+        assert con.execute("SELECT order_total_cents FROM marts.orders WHERE order_id = 'o3'").fetchone() == (624,)
+    finally:
+        con.close()
     with pytest.raises(TransformFailed):  # nothing new loaded: the restatement is retried, and fails again
         transform(settings, quiet=True)
     _replace_line(small_jaffle / "raw_orders.csv", "o3,c2,2018-09-03T11:00:00,s2,600,24,999", good)
