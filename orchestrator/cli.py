@@ -303,7 +303,12 @@ def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
     job = get_job(settings, args.job)
     result = run_job(settings, job, trigger=args.trigger)
     print(f"job {result.job}: {result.status} (run {result.run_id}, {result.attempts} attempt(s))")
-    if result.error:  # a log line: JSON with run id, job and source when stderr is not a terminal
+    if result.status == "skipped_locked":  # a skip, not a failure: another run of the job is under way
+        get_logger("orchestrator.cli").warning(
+            "job skipped: another run holds its lock", extra={"fields": {
+                "run_id": result.run_id, "job": result.job, "source": job.source, "status": result.status,
+                "error": result.error, "next": "nothing to do: the run holding the lock does this work (exit 75)"}})
+    elif result.error:  # a log line: JSON with run id, job and source when stderr is not a terminal
         get_logger("orchestrator.cli").error(
             "job did not succeed", extra={"fields": {"run_id": result.run_id, "job": result.job, "source": job.source,
                                                      "status": result.status, "error": result.error,

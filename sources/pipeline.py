@@ -10,6 +10,7 @@ the other tables still load.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -185,6 +186,12 @@ def ingest(
                         wrapped = LoaderError(
                             f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
                             table=table.name, hint=f"nothing of this table was half-applied; {LOST_CONNECTION_HINT}")
+                    elif isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRNOS:
+                        wrapped = LoaderError(
+                            f"{exc.strerror or first}" + (f": {exc.filename}" if exc.filename else "")
+                            + f" (landing: {landing.url})", source=spec.name, table=table.name,
+                            hint=f"nothing of this table was half-applied; {_LOCAL_WRITE_ERRNOS[exc.errno]}, then "
+                                 "rerun (a rerun alone fails the same way)")
                     else:
                         wrapped = LoaderError(
                             f"unexpected {type(exc).__name__}: {first}", source=spec.name, table=table.name,
@@ -199,6 +206,15 @@ def ingest(
                 log.error("table failed", extra={"fields": {"source": spec.name, "table": table.name, "error": str(exc)}})
             outcomes.append(outcome)
     return outcomes
+
+
+# Errors of the machine, not of the data: the message names the file, the hint what to fix
+_FULL = ("free space on the disk holding the file named (landing: ELT_LANDING_ROOT; its spool is the landing "
+         "folder's .spool; the DuckDB warehouse: ELT_DUCKDB_PATH), or point that setting at a larger disk")
+_DENIED = ("make the file or folder named writable by the user running `elt`, or point ELT_LANDING_ROOT "
+           "(ELT_DUCKDB_PATH for the warehouse) at a folder it can write")
+_LOCAL_WRITE_ERRNOS = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EACCES: _DENIED, errno.EPERM: _DENIED,
+                       errno.EROFS: _DENIED}
 
 
 def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.RecordBatch], pa.Array] | None:

@@ -105,12 +105,12 @@ class Landing:
         self.is_local = isinstance(fs, pafs.LocalFileSystem)
         self.spool_dir = spool_dir or (str(Path(self.root) / ".spool") if self.is_local else None)
         if self.spool_dir:
-            Path(self.spool_dir).mkdir(parents=True, exist_ok=True)
+            make_landing_dir(Path(self.spool_dir))
 
     @classmethod
     def local(cls, path: Path | str) -> Landing:
         path = Path(path).resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        make_landing_dir(path)
         return cls(pafs.LocalFileSystem(), str(path), str(path))
 
     @classmethod
@@ -413,6 +413,19 @@ def _age_s(files: list[pafs.FileInfo]) -> float:
         return float("inf")
     newest = max(t if t.tzinfo else t.replace(tzinfo=UTC) for t in times)
     return (datetime.now(UTC) - newest).total_seconds()
+
+
+def make_landing_dir(path: Path) -> None:
+    """Create a local landing folder, or say which folder could not be made and what to do (a
+    landing folder that is not writable, or on a full disk, stops every load until fixed)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the landing folder {path}: {exc.strerror or exc}",
+            hint="nothing was extracted or loaded; make the folder writable by the user running `elt` (or free "
+                 "space on its disk), or point ELT_LANDING_ROOT (or ELT_LANDING_URL) at a folder it can write, "
+                 "then rerun") from None
 
 
 def LocalLanding(root: Path | str) -> Landing:  # noqa: N802 - kept as the name callers use

@@ -261,3 +261,43 @@ def test_json_lines_that_no_store_can_hold_are_named_by_line(
     assert detail in message and "batch=" in message and hint in message.split("next: ")[1], message
     assert getattr(outcome.error, "field", None) == field
     assert list(landing.batches("shop", "orders")) == []
+
+
+def test_a_landing_folder_that_cannot_be_made_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """Not a traceback: the folder, the reason, and the settings that move it."""
+    from sources.errors import ConfigError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError) as err:
+        Landing.local(blocker / "landing")
+    assert f"cannot create the landing folder {blocker / 'landing'}" in str(err.value)
+    assert "ELT_LANDING_ROOT" in (err.value.hint or "") and "nothing was extracted" in (err.value.hint or "")
+
+
+def test_a_full_disk_names_the_file_and_says_a_bare_rerun_will_not_do(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine's errors while landing (a full disk, a folder it may not write) are not "unexpected":
+    the message names the file and the landing, the hint what to free or move. (The disk is made
+    full by the test: the spool's write raises what a full disk raises.)"""
+    import errno
+
+    import sources.pipeline as pipeline
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(HEADER + GOOD)
+    spool_file = tmp_path / "landing" / ".spool" / "elt-batch-1" / "part-00000.parquet"
+
+    def full(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, "No space left on device", str(spool_file))
+
+    monkeypatch.setattr(pipeline, "land", full)
+    outcome, _ = load(folder, tmp_path)
+    message = str(outcome.error)
+    assert f"No space left on device: {spool_file}" in message and "(landing: " in message, message
+    assert "unexpected" not in message
+    hint = outcome.error.hint or ""
+    assert "free space on the disk" in hint and "a rerun alone fails the same way" in hint, hint
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:  # nothing of the table was applied
+        assert raw.loaded_batch_ids("shop", "orders") == set()
