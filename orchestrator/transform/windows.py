@@ -358,7 +358,11 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
     deleted = _has_column(adapter, raw_table, DELETED)
     live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if deleted else ""
-    parent_live = f" AND NOT COALESCE(p.{_q(DELETED)}, FALSE)" if _has_column(adapter, parent_table, DELETED) else ""
+    # a parent table that does not exist yet (its source never loaded here: raw tables several
+    # sources declare are made by their first load) holds no parent: every row is an orphan
+    has_parent_table = adapter.table_exists(parent_table)
+    parent_live = (f" AND NOT COALESCE(p.{_q(DELETED)}, FALSE)"
+                   if has_parent_table and _has_column(adapter, parent_table, DELETED) else "")
     # "no live parent row" as an anti-join (LEFT JOIN to the live parent keys, keep the rows without
     # a match): the same rows as NOT EXISTS, but DuckDB plans NOT EXISTS as a delim join, about 3x
     # slower when the batches are all of raw (a whole-history build: 2 s to 0.65 s at 6 years)
@@ -366,7 +370,7 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     parent_join, parent_exists = (
         (f" LEFT JOIN (SELECT p.{pk} FROM {_t(parent_table)} AS p WHERE TRUE{parent_live}) AS lp "
          f"ON lp.{pk} = v.{_q(column)}", f" AND lp.{pk} IS NULL")
-        if adapter.table_exists(parent_table) else ("", ""))
+        if has_parent_table else ("", ""))
     # First the cheap question, without the dedupe: does any row of these batches point at a
     # parent that has no live row? The exact answer below is a subset of this one, so no
     # candidate means no orphan (the common case, and a whole-history build's).

@@ -202,3 +202,31 @@ def test_relationship_audits_return_exactly_the_orphan_rows(settings, small_jaff
                        "2018-09-01", "2018-09-04") == []
     finally:
         ctx.close()
+
+
+def test_a_transform_after_a_first_load_whose_orders_failed_builds_the_rest_and_names_the_cause(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path) -> None:
+    """A fresh warehouse whose first load of orders failed (a bad value) while its items loaded: raw
+    orders does not exist (a raw table two sources declare is made by its first load). The
+    transform is what a schedule runs next: it must fail with the cause named, not crash (it crashed
+    on the missing parent table while looking for orphan items); once orders load, it builds everything."""
+    _replace_line(small_jaffle / "raw_orders.csv", "o3,c2,2018-09-03T11:00:00,s2,600,24,624",
+                  "o3,c2,2018-09-03T11:00:00,s2,abc,24,624")
+    outcomes = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle)
+    assert [o.table for o in outcomes if o.error] == ["orders"]
+    with pytest.raises(TransformFailed) as err:
+        transform(settings, quiet=True)
+    message = str(err.value)
+    assert "model failed: staging.stg_jaffle_shop__orders" in message and "orders does not exist" in message, message
+    assert "next: a missing raw table means its source was never loaded here" in message, message
+    _replace_line(small_jaffle / "raw_orders.csv", "o3,c2,2018-09-03T11:00:00,s2,abc,24,624",
+                  "o3,c2,2018-09-03T11:00:00,s2,600,24,624")
+    assert not [o.error for o in load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle) if o.error]
+    summary = transform(settings, quiet=True)
+    assert summary.audits_passed == summary.audits_run
+    con = duckdb.connect(str(settings.warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
+        assert con.execute("SELECT count(*) FROM marts.order_items").fetchone() == (5,)
+    finally:
+        con.close()
