@@ -186,6 +186,14 @@ def ingest(
                         wrapped = LoaderError(
                             f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
                             table=table.name, hint=f"nothing of this table was half-applied; {LOST_CONNECTION_HINT}")
+                    elif isinstance(exc, OSError) and "AWS Error" in first and (
+                            "NETWORK_CONNECTION" in first or "curlCode" in first):
+                        wrapped = LoaderError(
+                            f"the landing store {landing.url} could not be reached: {first}", source=spec.name,
+                            table=table.name,
+                            hint="nothing of this table was half-applied; check the S3 endpoint (ELT_S3_ENDPOINT) "
+                                 "and the network to it; the orchestrator retries, and a rerun applies the landed "
+                                 "batches raw lacks first (docs/runbook.md#a-job-failed)")
                     elif isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRNOS:
                         wrapped = LoaderError(
                             f"{exc.strerror or first}" + (f": {exc.filename}" if exc.filename else "")

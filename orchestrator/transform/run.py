@@ -9,6 +9,7 @@ failed, one failing row, and what to run next.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -45,6 +46,13 @@ class AuditFailure:
             f"    first failing row: {row}\n"
             f"    audit query: {self.query}"
         )
+
+
+# How psycopg2 (and libpq) word a connection that went away mid-statement
+_LOST_CONNECTION = re.compile(
+    r"connection already closed|server closed the connection unexpectedly|terminating connection due to"
+    r"|could not connect to server|connection to server .* failed|SSL connection has been closed unexpectedly",
+    re.IGNORECASE)
 
 
 class TransformFailed(Exception):
@@ -91,6 +99,13 @@ class TransformFailed(Exception):
             lines.append(
                 "  next: inspect the failing rows in the warehouse (query above), fix the source data or the model,"
                 " reload (`elt load ...`), then rerun `elt transform`. Runbook: docs/runbook.md#failed-audit"
+            )
+        elif any(_LOST_CONNECTION.search(e) for e in self.model_errors):
+            lines.append(
+                "  The warehouse connection was lost while a model was built (the server stopped or restarted,"
+                " or the network dropped); the model's SQL is not the cause. next: check the warehouse server"
+                " (PostgreSQL: `pg_isready` with the ELT_PG_* host and port), then rerun `elt transform`: the"
+                " intervals that did not complete are still missing in SQLMesh's state and run again."
             )
         elif self.model_errors or self.skipped:
             lines.append(

@@ -87,3 +87,13 @@ def test_an_unreachable_database_is_retried_but_a_refused_login_is_not(pg_db) ->
     with pytest.raises(ConfigError) as refused:
         nobody.connect()
     assert not worker.is_retryable(refused.value) and 'role "nobody" does not exist' in str(refused.value)
+
+
+def test_a_model_that_failed_on_a_lost_connection_is_not_blamed_on_its_sql() -> None:
+    """`pg_ctl -m immediate stop` during a transform: psycopg2 says 'connection already closed'. The
+    message must send on-call to the server, not to the model's SQL."""
+    lost = TransformFailed("run", [], model_errors=["staging.stg_jaffle_shop__order_items: connection already closed"])
+    assert "The warehouse connection was lost" in str(lost) and "pg_isready" in str(lost)
+    assert "error is in the model's SQL" not in str(lost)
+    broken = TransformFailed("run", [], model_errors=["marts.orders: Binder Error: column x not found"])
+    assert "error is in the model's SQL" in str(broken) and "connection was lost" not in str(broken)

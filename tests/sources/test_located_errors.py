@@ -301,3 +301,27 @@ def test_a_full_disk_names_the_file_and_says_a_bare_rerun_will_not_do(tmp_path: 
     assert "free space on the disk" in hint and "a rerun alone fails the same way" in hint, hint
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:  # nothing of the table was applied
         assert raw.loaded_batch_ids("shop", "orders") == set()
+
+
+def test_an_unreachable_s3_landing_is_named_as_such_and_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real S3 client against a loopback port nobody listens on: not an "unexpected" error, but the
+    landing store and what to check; the scheduler still classes it as worth retrying."""
+    import socket
+
+    from orchestrator.scheduling.worker import is_retryable
+
+    with socket.socket() as probe:  # a port that was free a moment ago: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    landing = Landing.from_url("s3://landing/shop", endpoint=f"http://127.0.0.1:{port}")
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(HEADER + GOOD)
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (outcome,) = ingest(spec_for(folder), landing=landing, raw=raw, lock_dir=tmp_path)
+    message = str(outcome.error)
+    assert "the landing store s3://landing/shop could not be reached" in message and "unexpected" not in message, message
+    assert "ELT_S3_ENDPOINT" in (outcome.error.hint or "")
+    assert is_retryable(outcome.error)
