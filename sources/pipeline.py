@@ -353,6 +353,15 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     done = raw.loaded_batch_ids(spec.name, table.name)
     aside = set_aside_ids(spec, table, landing, raw, done)
     landed = landing.landed(spec.name, table.name)  # ids from one listing; manifests read when needed
+    # said once per table and run: the first pass (the second, after extraction, has ``fresh``)
+    lost = sorted(done - set(landed.ids)) if fresh is None else []
+    if lost:  # landing is the record raw is rebuilt from: say so while the batches may still be restored
+        log.warning(f"{len(lost)} batch(es) of {spec.raw_schema}.{table.name} applied to raw are missing from landing",
+                    extra={"fields": {
+                        "source": spec.name, "table": table.name, "landing": landing.url, "missing_batches": len(lost),
+                        "examples": lost[:3],
+                        "next": "raw still holds their rows, but cannot be rebuilt from landing without them: restore "
+                                "them from a backup of landing (or the bucket's versions); docs/runbook.md#restore-raw-from-landing"}})
     for batch_id in landed.ids:
         if batch_id in done:  # the ledger says so: its manifest is not even read
             continue

@@ -325,3 +325,23 @@ def test_an_unreachable_s3_landing_is_named_as_such_and_retried(tmp_path: Path, 
     assert "the landing store s3://landing/shop could not be reached" in message and "unexpected" not in message, message
     assert "ELT_S3_ENDPOINT" in (outcome.error.hint or "")
     assert is_retryable(outcome.error)
+
+
+def test_batches_lost_from_landing_are_reported_by_the_next_load(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Landing is what raw is rebuilt from. A batch that raw applied and landing no longer holds (a
+    bucket emptied, a folder deleted) is named by the next load, with how to get it back."""
+    import logging
+    import shutil
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(HEADER + GOOD)
+    outcome, landing = load(folder, tmp_path)
+    assert outcome.error is None and len(outcome.applied) == 1
+    shutil.rmtree(tmp_path / "landing" / "shop" / "orders" / outcome.applied[0])
+    with caplog.at_level(logging.WARNING, logger="sources.pipeline"):
+        again, _ = load(folder, tmp_path)
+    lost = [r for r in caplog.records if "missing from landing" in r.getMessage()]
+    assert len(lost) == 1 and "1 batch(es) of raw_shop.orders" in lost[0].getMessage(), caplog.text
+    assert lost[0].fields["examples"] == [outcome.applied[0]]  # type: ignore[attr-defined]
+    assert "restore them from a backup of landing" in lost[0].fields["next"]  # type: ignore[attr-defined]
