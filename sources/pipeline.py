@@ -219,8 +219,9 @@ def ingest(
 # Errors of the machine, not of the data: the message names the file, the hint what to fix
 _FULL = ("free space on the disk holding the file named (landing: ELT_LANDING_ROOT; its spool is the landing "
          "folder's .spool; the DuckDB warehouse: ELT_DUCKDB_PATH), or point that setting at a larger disk")
-_DENIED = ("make the file or folder named writable by the user running `elt`, or point ELT_LANDING_ROOT "
-           "(ELT_DUCKDB_PATH for the warehouse) at a folder it can write")
+_DENIED = ("give the user running `elt` access to the file or folder named (a source file must be readable; the "
+           "landing folder and the warehouse writable), or point ELT_LANDING_ROOT (ELT_DUCKDB_PATH for the "
+           "warehouse) at a folder it can write")
 _LOCAL_WRITE_ERRNOS = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EACCES: _DENIED, errno.EPERM: _DENIED,
                        errno.EROFS: _DENIED}
 
