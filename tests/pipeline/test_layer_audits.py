@@ -18,6 +18,11 @@ def _build(settings, folder: Path):  # type: ignore[no-untyped-def]
     return transform(settings, quiet=True)
 
 
+def _warehouse(settings):  # type: ignore[no-untyped-def]
+    """The test's DuckDB warehouse, read-only, closed at the end of the ``with`` block."""
+    return duckdb.connect(str(settings.warehouse), read_only=True)
+
+
 def _replace_line(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text
@@ -27,14 +32,11 @@ def _replace_line(path: Path, old: str, new: str) -> None:
 def test_clean_small_data_passes_every_audit(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
     summary = _build(settings, small_jaffle)
     assert summary.audits_run > 40 and summary.audits_passed == summary.audits_run
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with _warehouse(settings) as con:
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
         assert con.execute("SELECT customer_id, customer_type, count_lifetime_orders FROM marts.customers ORDER BY 1").fetchall() == [
             ("c1", "returning", 2), ("c2", "returning", 2), ("c3", "new", 0)
         ]
-    finally:
-        con.close()
 
 
 @pytest.mark.parametrize(
@@ -69,11 +71,8 @@ def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no
     if skipped:
         assert skipped in err.value.skipped
     else:  # held back at its layer: nothing downstream carries it
-        con = duckdb.connect(str(settings.warehouse), read_only=True)
-        try:
+        with _warehouse(settings) as con:
             assert con.execute(f"SELECT count(*) FROM marts.order_items WHERE order_item_id = '{value}'").fetchone() == (0,)
-        finally:
-            con.close()
     message = str(err.value)
     assert f"audit '{audit}' failed on model {model}" in message
     assert f"{key}={value!r}" in message
@@ -83,12 +82,9 @@ def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no
         # a first build is a plan: nothing it added is promoted, and the message does not claim otherwise
         assert err.value.step == "plan" and "not promoted: prod keeps its previous version" in message
         schema, name = model.split(".")
-        con = duckdb.connect(str(settings.warehouse), read_only=True)
-        try:  # prod had no previous version: the failing model has no view in prod at all
+        with _warehouse(settings) as con:  # prod had no previous version: the failing model has no view in prod at all
             assert con.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
                                [schema, name]).fetchone() == (0,)
-        finally:
-            con.close()
     else:  # the run completed: the message must not claim models were skipped, and says how to heal it
         assert "were skipped" not in message and "docs/runbook.md#orphan-rows" in message
         assert "load the missing parent rows" in message
@@ -100,8 +96,7 @@ def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_ja
     _replace_line(small_jaffle / "raw_orders.csv", "o4,c2,2018-09-04T12:00:00,s2,0,0,0", "o4,c3,2018-09-04T12:00:00,s2,0,0,0")
     summary = _build(settings, small_jaffle)
     assert "staging.stg_jaffle_shop__orders" in summary.restated
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with _warehouse(settings) as con:
         # the snapshot file adds its one change to raw, not a second copy
         assert con.execute("SELECT count(*) FROM raw_jaffle_shop.customers").fetchone() == (4,)
         assert con.execute("SELECT customer_id, customer_name FROM staging.stg_jaffle_shop__customers ORDER BY 1").fetchall() == [
@@ -111,8 +106,6 @@ def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_ja
         assert con.execute("SELECT customer_id, count_lifetime_orders, customer_type FROM marts.customers ORDER BY 1").fetchall() == [
             ("c1", 2, "returning"), ("c2", 1, "new"), ("c3", 1, "new")
         ]
-    finally:
-        con.close()
 
 
 def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
@@ -126,13 +119,10 @@ def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_
     # staging view already shows the failing row, and the message must say so (not "previous data")
     assert err.value.step == "run"
     assert "already serves the failing rows in prod" in str(err.value), str(err.value)
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with _warehouse(settings) as con:
         assert con.execute("SELECT order_total_cents FROM staging.stg_jaffle_shop__orders WHERE order_id = 'o3'"
                            ).fetchone() == (999,)
         assert con.execute("SELECT order_total_cents FROM marts.orders WHERE order_id = 'o3'").fetchone() == (624,)
-    finally:
-        con.close()
     with pytest.raises(TransformFailed):  # nothing new loaded: the restatement is retried, and fails again
         transform(settings, quiet=True)
     _replace_line(small_jaffle / "raw_orders.csv", "o3,c2,2018-09-03T11:00:00,s2,600,24,999", good)
@@ -140,12 +130,9 @@ def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_
     summary = transform(settings, quiet=True)
     assert "staging.stg_jaffle_shop__orders" in summary.restated
     assert summary.audits_passed == summary.audits_run
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with _warehouse(settings) as con:
         assert con.execute("SELECT order_total_cents FROM marts.orders WHERE order_id = 'o3'").fetchone() == (624,)
         assert con.execute("SELECT count(DISTINCT _batch_id) FROM raw_jaffle_shop.orders").fetchone() == (3,)
-    finally:
-        con.close()
     assert transform(settings, quiet=True).restated == []  # nothing new since: nothing restated
 
 
@@ -161,12 +148,9 @@ def test_raw_is_restored_from_landing_without_the_source_files(settings, small_j
     assert all(o.status == "loaded" and not o.landed for o in outcomes)
     summary = transform(settings, quiet=True)
     assert summary.audits_passed == summary.audits_run
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with _warehouse(settings) as con:
         assert con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.orders ORDER BY id").fetchall() == before
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
-    finally:
-        con.close()
 
 
 def test_relationship_audits_return_exactly_the_orphan_rows(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
@@ -204,7 +188,7 @@ def test_relationship_audits_return_exactly_the_orphan_rows(settings, small_jaff
         ctx.close()
 
 
-def test_a_transform_after_a_first_load_whose_orders_failed_builds_the_rest_and_names_the_cause(  # type: ignore[no-untyped-def]
+def test_a_transform_after_a_first_load_whose_orders_failed_names_the_cause_and_heals_once_they_load(  # type: ignore[no-untyped-def]
         settings, small_jaffle: Path) -> None:
     """A fresh warehouse whose first load of orders failed (a bad value) while its items loaded: raw
     orders does not exist (a raw table two sources declare is made by its first load). The
@@ -224,9 +208,6 @@ def test_a_transform_after_a_first_load_whose_orders_failed_builds_the_rest_and_
     assert not [o.error for o in load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle) if o.error]
     summary = transform(settings, quiet=True)
     assert summary.audits_passed == summary.audits_run
-    con = duckdb.connect(str(settings.warehouse), read_only=True)
-    try:
+    with _warehouse(settings) as con:
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
         assert con.execute("SELECT count(*) FROM marts.order_items").fetchone() == (5,)
-    finally:
-        con.close()
