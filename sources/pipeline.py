@@ -181,11 +181,11 @@ def ingest(
                 if not isinstance(exc, LoaderError):
                     first = first_line(exc)
                     if getattr(getattr(raw, "con", None), "closed", 0):  # the PostgreSQL warehouse went away
-                        from sources.load.postgres_raw import LOST_CONNECTION_HINT
+                        from sources.load.postgres_raw import lost_connection_hint
 
                         wrapped = LoaderError(
                             f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
-                            table=table.name, hint=f"nothing of this table was half-applied; {LOST_CONNECTION_HINT}")
+                            table=table.name, hint=f"nothing of this table was half-applied; {lost_connection_hint(raw.settings)}")
                     elif isinstance(exc, OSError) and "AWS Error" in first and (
                             "NETWORK_CONNECTION" in first or "curlCode" in first):
                         wrapped = LoaderError(

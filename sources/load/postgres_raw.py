@@ -13,6 +13,7 @@ whole batch (a reloaded table of 146,000 rows: over 10 minutes, against 1.3 s wh
 from __future__ import annotations
 
 import io
+import shlex
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -49,8 +50,14 @@ from sources.types import parse_type
 log = get_logger("sources.load.postgres_raw")
 
 DIALECT = "postgres"
-LOST_CONNECTION_HINT = ("check the server (`pg_isready -h HOST -p PORT`), then rerun the load: landed batches raw "
-                        "lacks are applied first (docs/runbook.md#failed-load--bad-input)")
+
+
+def lost_connection_hint(settings: PostgresSettings) -> str:
+    """What to do when the warehouse went away mid-load: the server's own check, with its address."""
+    check = shlex.join(["pg_isready", "-h", settings.host, "-p", str(settings.port)])
+    return (f"check the server (`{check}`), then rerun the load: landed batches raw "
+            "lacks are applied first (docs/runbook.md#failed-load--bad-input)")
+
 _PG_NORMAL = {
     "text": "TEXT", "character varying": "TEXT", "bigint": "BIGINT", "integer": "BIGINT", "double precision": "DOUBLE PRECISION",
     "boolean": "BOOLEAN", "date": "DATE", "timestamp without time zone": "TIMESTAMP",
@@ -269,7 +276,7 @@ class PostgresRaw:
                 raise RawLoadError(
                     f"lost the connection to the PostgreSQL warehouse while appending to {raw_schema}.{manifest.table} "
                     f"(the append was rolled back; the batch stays in landing): {first}", **where,
-                    hint=LOST_CONNECTION_HINT,
+                    hint=lost_connection_hint(self.settings),
                 ) from exc
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,

@@ -233,3 +233,25 @@ def test_a_transform_failure_points_where_its_cause_is() -> None:
     assert "docs/runbook.md#failed-audit" in text and "docs/runbook.md#deleted-rows" in text
     text = str(TransformFailed("run", [AuditFailure("marts.orders", "unique_key", 1, None, "SELECT ...")]))
     assert "#failed-audit" in text and "#deleted-rows" not in text
+
+
+def test_status_says_what_never_ran_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Right after `make demo` every job 'never ran', though the demo loaded and transformed everything:
+    status says that only scheduled runs are recorded and where to see how fresh the data is. The note
+    goes once every job has a recorded run."""
+    import io
+
+    from orchestrator.observe import status
+
+    project = copy_project(tmp_path / "project")
+    proc = run([ELT, "status"], cwd=project, env=project_env(project))
+    assert "never ran" in proc.stdout and "run by hand are not recorded" in proc.stdout, proc.stdout
+    assert "`elt freshness`" in proc.stdout
+
+    ran = {"job": "transform", "kind": "transform", "schedule": "@hourly", "last_slot": None,
+           "last_status": "succeeded", "last_run": "r1", "last_success": None}
+    monkeypatch.setattr(status, "job_states", lambda settings, now=None: [ran])
+    monkeypatch.setattr(status, "print_set_aside", lambda settings, out: None)
+    printed = io.StringIO()
+    status.print_status(None, out=printed)  # type: ignore[arg-type]
+    assert "succeeded" in printed.getvalue() and "not recorded" not in printed.getvalue()

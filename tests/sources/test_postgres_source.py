@@ -441,7 +441,7 @@ def test_a_warehouse_connection_lost_mid_load_is_named_retried_and_never_set_asi
             raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop")
     message = str(err.value)
     assert "lost the connection to the PostgreSQL warehouse while appending to raw_shop.orders" in message, message
-    assert "pg_isready" in message and "set-aside" not in message
+    assert f"pg_isready -h {pg_db.host} -p {pg_db.port}" in message and "set-aside" not in message
     assert is_retryable(err.value)
     with PostgresRaw(settings) as raw:
         assert raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").rows == 2
