@@ -262,9 +262,26 @@ class _Loads:
     sources: set[str] = field(default_factory=set)
 
 
+# Why the Spark gateway's warehouse is not read here. Its load ledger and marts are Spark tables: only
+# a Spark session reads them, and a check that starts a JVM (10-30 s; in local mode it also takes
+# the embedded metastore that a running load needs) cannot run in every tick or status check.
+SPARK_NOT_READ = ("freshness is not checked on the spark gateway: the load ledger and the marts are Spark tables, "
+                  "which only a Spark session reads, and a tick or report does not start one")
+SPARK_BY_HAND = ("check it in Spark SQL: SELECT raw_table, max(loaded_at), max(extracted_at) FROM "
+                 "elt_meta.loaded_batches WHERE rows > 0 GROUP BY raw_table "
+                 "(docs/how-to/run-on-a-spark-cluster.md#freshness-and-the-report); job failures still alert")
+
+
 def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None) -> list[Freshness] | None:
-    """Freshness of every checked table and mart; ``None`` when the warehouse could not be read."""
+    """Freshness of every checked table and mart; ``None`` when the warehouse could not be read.
+
+    On the Spark gateway it raises ConfigError (SPARK_NOT_READ): it used to read the DuckDB file
+    that the duckdb gateway would use, and reported that file's ages as Spark's."""
     from orchestrator.scheduling.jobs import all_jobs
+    from sources.errors import ConfigError
+
+    if settings.gateway == "spark":
+        raise ConfigError(SPARK_NOT_READ, hint=SPARK_BY_HAND)
 
     if sources is None:
         sources = [j.source for j in all_jobs(settings).values() if j.kind == "load" and j.source]

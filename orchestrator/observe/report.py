@@ -134,7 +134,7 @@ def _runs_chart(runs: list[RunRecord]) -> dict[str, Any] | None:
 
 
 def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: dict[str, Any],
-              aside: list[tuple[Any, ...]] | None, now: datetime) -> dict[str, Any]:
+              aside: list[tuple[Any, ...]] | None, now: datetime, *, spark: bool = False) -> dict[str, Any]:
     """What is wrong, one line each with the section that shows it; no line is the 'all good' headline."""
     latest: dict[str, RunRecord] = {}
     for r in runs:  # newest first
@@ -143,7 +143,9 @@ def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: 
     problems = [("runs", f"Job {r.job}: its latest attempt {r.status.replace('_', ' ')} at {_at(r.started_at)} UTC"
                  + (f": {redact_userinfo(r.error).splitlines()[0]}" if r.error else ""))
                 for r in latest.values() if r.status in PROBLEM_STATUSES]
-    if freshness is None:
+    if spark:
+        pass  # not read on Spark: said in the 'good' line and the freshness section, not a problem
+    elif freshness is None:
         problems.append(("freshness", "The warehouse was busy (a load holds it): freshness and rows were not "
                                       "checked; rerun the report."))
     else:
@@ -157,8 +159,8 @@ def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: 
     if aside:
         problems.append(("set-aside", f"{len(aside)} landed batch(es) set aside: their rows are not in raw"))
     fresh = sum(1 for f in freshness or () if f.state == "fresh")
-    good = (f"The latest attempt of each of {len(latest)} job(s) succeeded or is under way; {fresh} table(s) and "
-            "mart(s) fresh" + (f"; {num(audits['passed'])} of {num(audits['run'])} audits passed" if audits["run"] else ""))
+    good = (f"The latest attempt of each of {len(latest)} job(s) succeeded or is under way; "
+            + ("freshness not checked on the Spark gateway" if spark else f"{fresh} table(s) and mart(s) fresh") + (f"; {num(audits['passed'])} of {num(audits['run'])} audits passed" if audits["run"] else ""))
     return {"problems": [{"section": k, "text": t} for k, t in problems], "good": good}
 
 
@@ -310,20 +312,21 @@ def render(settings: Settings, now: datetime | None = None) -> str:
     runs = history.recent(1000)
     latest = [[r.run_id, r.job, f"{r.attempt}/{r.max_attempts or '-'}", r.status, r.trigger,
                f"{r.started_at:%Y-%m-%d %H:%M}", num(r.rows_loaded), redact_userinfo(r.error or "")] for r in runs[:20]]
-    freshness = evaluate(settings, now)
+    spark = settings.gateway == "spark"  # its warehouse is not read here (freshness.SPARK_NOT_READ)
+    freshness = None if spark else evaluate(settings, now)
     transform = history.last_with_status("transform", ("succeeded", "failed"))
     recorded = json.loads(transform.audits_json) if transform and transform.audits_json else {}
     audits = {"passed": recorded.get("passed", 0), "run": recorded.get("run", 0),
               "failed": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("failed", [])]}
     aside = set_aside_batches(settings)
-    layers = _layer_data(settings)
+    layers = None if spark else _layer_data(settings)
     built = sorted((r.finished_at, r) for r in runs if r.job == "transform" and r.status == "succeeded" and r.finished_at)
     builds = [at for at, _ in built]
     # rows per modelled layer as each build left them (recorded by the transform job since it does)
     recorded_rows = [(at, r.tables["rows_by_layer"]) for at, r in built if r.tables.get("rows_by_layer")]
     return TEMPLATES.get_template("report.html.j2").render(
         colors=COLORS, state_colors=STATE_COLORS, now=now, gateway=settings.gateway,
-        headline=_headline(runs, freshness, audits, aside, now), chart=_runs_chart(runs), latest=latest,
+        headline=_headline(runs, freshness, audits, aside, now, spark=spark), spark=spark, chart=_runs_chart(runs), latest=latest,
         freshness=None if freshness is None else [
             [f.subject, f.state, f.measure, _at(f.newest), _human(f.max_age_s), _at(f.last_loaded), f.owner]
             for f in freshness],

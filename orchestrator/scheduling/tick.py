@@ -100,6 +100,8 @@ def check_freshness(settings: Settings, history: History, now: datetime) -> list
     """Evaluate freshness and alert on changes; never fails the tick."""
     from orchestrator.observe import alerts, freshness
 
+    if settings.gateway == "spark":  # not read on Spark (freshness.SPARK_NOT_READ); said by the how-to
+        return None
     try:
         results = freshness.evaluate(settings, now)
         if results is not None:

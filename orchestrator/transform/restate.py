@@ -51,6 +51,19 @@ def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
     return {f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db}
 
 
+LATER_DAYS_TAG = "restate:later_days"
+
+
+def numbers_rows(model) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a model's rows of a day depend on the entity's earlier rows: a window function in its
+    query (ROW_NUMBER() OVER (PARTITION BY customer ...)), or the ``'restate:later_days'`` tag for
+    the same dependence written otherwise (a self-join counting earlier rows, a running total)."""
+    if LATER_DAYS_TAG in (getattr(model, "tags", None) or []):
+        return True
+    query = getattr(model, "query", None)
+    return isinstance(query, exp.Expression) and query.find(exp.Window) is not None
+
+
 @dataclass
 class Lineage:
     """Data lineage of the project's models: by query, not by audit ``depends_on``, except what
@@ -61,6 +74,10 @@ class Lineage:
     # partitioned by time, the raw tables of the parents it names in depends_on for its audits)
     upstream_raw: dict[str, set[str]]
     via_untimed: dict[str, set[str]]  # model -> raw tables that reach it through a model not partitioned by time
+    # model -> restates the later days of an entity whose rows appeared, went or moved (windows.py's
+    # sequence_key): it numbers rows within an entity by time (a window function in its query, or
+    # the LATER_DAYS_TAG tag), or reads a model that does. The others restate only the rows' own days.
+    later_days: dict[str, bool] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -69,16 +86,19 @@ class Lineage:
         is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
         upstream: dict[str, set[str]] = {}
         via: dict[str, set[str]] = {}
+        later: dict[str, bool] = {}
         for fqn in ctx.dag.sorted:
             name = schema_table(fqn).lower()
             if name not in models:
                 continue
             up: set[str] = set()
             through: set[str] = set()
+            later[name] = numbers_rows(models[name])
             for parent in query_parents(models[name]):
                 if parent in models:
                     up |= upstream.get(parent, set())
                     through |= via.get(parent, set())
+                    later[name] = later[name] or later.get(parent, False)
                     if not is_time[parent]:
                         through |= upstream.get(parent, set())
                 else:
@@ -97,7 +117,7 @@ class Lineage:
             audited = {schema_table(d).lower() for d in models[name].depends_on} - query_parents(models[name])
             for parent in audited:
                 triggers[name] |= upstream.get(parent, set()) if parent in models else {parent}
-        return cls(is_time, triggers, via)
+        return cls(is_time, triggers, via, later)
 
 
 @dataclass
@@ -207,7 +227,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
                 windows.whole = windows.whole or bool(filled(raw_table, batches))
             else:
-                windows.merge(days(raw_table, batches))
+                windows.merge(days(raw_table, batches), later=lineage.later_days.get(name, True))
         if not windows or not snapshot.intervals:
             continue
         most = None

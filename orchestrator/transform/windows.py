@@ -16,7 +16,9 @@ The days a batch touches come from the batch's own rows, through its table's dec
 - ``event_time_from: {table: orders, key: order_id}`` - a child without a time column (items)
   touches the days of its parents (every version of them);
 - ``sequence_key: customer`` - models number rows within a customer by time (an order's rank),
-  so a row that appears, disappears or moves also touches its customer's later days;
+  so a row that appears, disappears or moves also touches its customer's later days: in the
+  models that number rows (a window function, or the ``'restate:later_days'`` tag) and the time
+  models downstream of them only; the others restate the row's own days (restate.Lineage);
 - none of these: the table has no time (customers, products): models partitioned by time that
   read it are restated whole, models rebuilt in full are rebuilt.
 """
@@ -52,13 +54,17 @@ class Windows:
 
     days: set[date] = field(default_factory=set)
     whole: bool = False
+    # days only a model that numbers rows within an entity by time must restate: the later days of
+    # the entities whose rows appeared, went or moved (a sequence_key table's batches; see restate)
+    later: set[date] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return self.whole or bool(self.days)
 
-    def merge(self, other: Windows) -> None:
+    def merge(self, other: Windows, *, later: bool = False) -> None:
+        """Add ``other``'s days, and its ``later`` days only if ``later`` (a model that numbers rows)."""
         self.whole = self.whole or other.whole
-        self.days |= other.days
+        self.days |= other.days | (other.later if later else set())
 
     def ranges(self) -> list[tuple[date, date]]:
         """Contiguous [start, end) day ranges.
@@ -301,14 +307,14 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
         parent_table, column = spec.parent
         return None if not column else (
             f"WITH {changed}, {versions} "
-            f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day FROM {_t(parent_table)} AS p "
+            f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day, FALSE AS later FROM {_t(parent_table)} AS p "
             f"WHERE p.{{parent_key}} IN (SELECT versions.{_q(column)} FROM versions)"
         )
     if not spec.event_time:
         return None
     et = _q(spec.event_time)
-    sql = (f"WITH {changed}, {versions} SELECT DISTINCT CAST(versions.{et} AS DATE) AS day FROM versions "
-           f"WHERE versions.{et} IS NOT NULL")
+    sql = (f"WITH {changed}, {versions} SELECT DISTINCT CAST(versions.{et} AS DATE) AS day, FALSE AS later "
+           f"FROM versions WHERE versions.{et} IS NOT NULL")
     if spec.sequence_key:
         sk = _q(spec.sequence_key)
         deleted = f" OR MAX(CASE WHEN {_q(DELETED)} THEN 1 ELSE 0 END) = 1" if has_deleted else ""
@@ -319,8 +325,9 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
         shifted = (f"shifted AS (SELECT versions.{sk} AS entity, MIN(CAST(versions.{et} AS DATE)) AS first_day "
                    f"FROM versions JOIN moved {using} WHERE versions.{sk} IS NOT NULL GROUP BY versions.{sk})")
         sql = (f"WITH {changed}, {versions}, {moved}, {shifted} "
-               f"SELECT DISTINCT CAST(versions.{et} AS DATE) AS day FROM versions WHERE versions.{et} IS NOT NULL "
-               f"UNION SELECT DISTINCT CAST(later.{et} AS DATE) AS day FROM {_t(raw_table)} AS later "
+               f"SELECT DISTINCT CAST(versions.{et} AS DATE) AS day, FALSE AS later FROM versions "
+               f"WHERE versions.{et} IS NOT NULL "
+               f"UNION SELECT DISTINCT CAST(later.{et} AS DATE) AS day, TRUE AS later FROM {_t(raw_table)} AS later "
                f"JOIN shifted ON later.{sk} = shifted.entity WHERE CAST(later.{et} AS DATE) >= shifted.first_day "
                # implied by the condition before it; a bare column against one value lets the scan
                # skip the row groups before the earliest shifted day (6 years, one new day: 0.04 s
@@ -447,9 +454,10 @@ def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batc
             return Windows()
     assert sql is not None
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
-    days = set()
-    for (day,) in adapter.fetchall(rendered):
+    days: set[date] = set()
+    later: set[date] = set()
+    for day, is_later in adapter.fetchall(rendered):
         if day is not None:
-            days.add(day.date() if isinstance(day, datetime) else day)
-    return Windows(days)
+            (later if is_later else days).add(day.date() if isinstance(day, datetime) else day)
+    return Windows(days, later=later - days)
 

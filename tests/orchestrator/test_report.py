@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from datetime import datetime
@@ -92,3 +93,34 @@ def test_report_says_when_a_transform_recorded_no_audit_results(project: Project
     assert project.elt("report", "--out", str(out)).returncode == 0
     audits = out.read_text().split('id="audits"', 1)[1].split("</section>", 1)[0]
     assert "no audit results recorded" in audits and "<table" not in audits
+
+
+def test_on_spark_freshness_and_rows_say_they_are_not_checked_instead_of_reading_the_duckdb_file(
+        project: Project, small_jaffle: Path, tmp_path: Path) -> None:
+    """On the Spark gateway freshness and the report read the duckdb gateway's file and showed its ages
+    and rows as Spark's (found by a walkthrough). They now say they do not read Spark's warehouse,
+    with no JVM started; a tick skips the check."""
+    from orchestrator.scheduling.tick import check_freshness
+
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    loaded = project.elt("load", "jaffle_shop", timeout=300)  # a DuckDB warehouse with a ledger beside the Spark settings
+    assert loaded.returncode == 0, loaded.stderr
+    assert "raw_jaffle_shop.orders" in project.elt("freshness").stdout  # read on DuckDB
+
+    fresh = project.elt("freshness", ELT_GATEWAY="spark")
+    assert fresh.returncode == 2, fresh.stdout + fresh.stderr
+    assert "freshness is not checked on the spark gateway" in fresh.stderr and "elt_meta.loaded_batches" in fresh.stderr
+    assert "raw_jaffle_shop.orders" not in fresh.stdout
+
+    out = tmp_path / "status.html"
+    proc = project.elt("report", "--out", str(out), ELT_GATEWAY="spark")
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    freshness = html.split('id="freshness"', 1)[1].split("</section>", 1)[0]
+    layers = html.split('id="layers"', 1)[1].split("</section>", 1)[0]
+    assert "Not checked on the Spark gateway" in freshness and "raw_jaffle_shop" not in freshness
+    assert "Not counted on the Spark gateway" in layers and "raw_jaffle_shop" not in layers
+    assert "freshness not checked on the Spark gateway" in html.split('id="summary"', 1)[1].split("</section>", 1)[0]
+
+    spark = dataclasses.replace(project.settings(), gateway="spark")
+    assert check_freshness(spark, project.history(), datetime(2026, 11, 25)) is None
