@@ -222,7 +222,9 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if not diffs:
         print(f"environment {args.environment}: no model differs from prod")
         return 0
-    print(f"environment {args.environment}: {len(diffs)} model(s) differ from prod (prod untouched)")
+    differ = sum(1 for d in diffs if d.differs)
+    print(f"environment {args.environment}: {len(diffs)} model(s) rebuilt (changed, or downstream of a change); "
+          f"{differ} of them differ from prod in rows or columns (prod untouched)")
     for diff in diffs:
         print(f"  {diff.render(args.environment)}")
     print(f"\npromote with `sqlmesh plan` (prod), or drop it with `sqlmesh invalidate {args.environment}`")

@@ -67,8 +67,17 @@ def session(project_root: Path) -> Any:
         check_reachable(settings["spark.remote"])
         _SESSION = SparkSession.builder.config(conf=conf).getOrCreate()
         return _SESSION
-    from sources.spark_class_archive import ClassArchive
+    from sources.spark_class_archive import ClassArchive, _java
 
+    if _java() is None:  # pyspark would print a 20-line traceback ending in JAVA_GATEWAY_EXITED
+        from sources.errors import ConfigError
+
+        home = os.environ.get("JAVA_HOME")
+        where = f"JAVA_HOME={home} has no bin/java" if home else "JAVA_HOME is not set and no java is on PATH"
+        raise ConfigError(f"the spark gateway runs Spark in a local JVM, and no Java was found ({where})",
+                          hint="install Java 17 or newer (Debian: apt-get install default-jre-headless) or set "
+                               "JAVA_HOME to one; or use a Spark Connect server (ELT_SPARK_REMOTE), which needs "
+                               "no local Java (docs/how-to/run-on-a-spark-cluster.md)")
     archive = ClassArchive.for_this_process()  # docs/decisions/0028: the driver JVM starts faster
     java_options = conf.get("spark.driver.extraJavaOptions") or ""
     extra = archive.java_options() if archive else []
@@ -77,7 +86,10 @@ def session(project_root: Path) -> Any:
     try:
         _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
     except Exception as exc:
-        if not extra or archive is None:
+        # only a JVM that died before it answered can be the archive's fault (a damaged archive
+        # aborts it at start); a master that cannot be reached fails after the JVM is up, and
+        # removing a sound archive then cost the next command its fast start (found by a walkthrough)
+        if not extra or archive is None or "JAVA_GATEWAY_EXITED" not in str(exc):
             raise
         archive.discard(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         conf.set("spark.driver.extraJavaOptions", java_options)

@@ -153,6 +153,6 @@ def run_demo(settings: Settings, years: int = 1) -> int:
         f"  {env}sqlmesh plan dev              # after editing a model: preview the change in a dev environment\n"
         f"  {env}sqlmesh run                   # process intervals that are due\n"
         f"  {env}sqlmesh fetchdf \"select * from marts.customers limit 5\"\n"
-        "  elt load jaffle_shop --path DIR   # load another folder of jafgen CSVs"
+        f"  {env}elt load jaffle_shop --path DIR   # load another folder of jafgen CSVs"
     )
     return 0

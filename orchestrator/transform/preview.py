@@ -58,6 +58,16 @@ class ModelDiff:
     columns_removed: list[str] = field(default_factory=list)
     columns_retyped: dict[str, TypeChange] = field(default_factory=dict)
     note: str = ""
+    same_by_design: bool = False  # reads prod's table unchanged (downstream of a non-breaking change)
+
+    @property
+    def differs(self) -> bool:
+        """Whether its rows or columns differ from prod's (a model rebuilt only because it is downstream
+        of a change often does not)."""
+        if self.same_by_design:
+            return False
+        return bool(self.note or self.changed or self.only_prod or self.only_dev or self.columns_added
+                    or self.columns_removed or self.columns_retyped or self.prod_rows != self.dev_rows)
 
     def render(self, environment: str) -> str:
         if self.note:
@@ -150,6 +160,7 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False) -> Mode
     result = ModelDiff(schema_table(name), grain)
     if same_table:  # an upstream change that is not breaking: SQLMesh reuses prod's table
         result.note = "downstream of a non-breaking change; reads prod's table, so its data is the same"
+        result.same_by_design = True
         return result
     if not grain:
         result.note = "no grain declared; compare by hand with `sqlmesh table_diff prod:" + environment + " " + name + " --on KEY`"

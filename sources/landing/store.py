@@ -297,7 +297,7 @@ class Landing:
                     hint="the landed file was changed after landing: restore it from backup; if it cannot be restored, "
                     f"`elt set-aside {manifest.source} {manifest.table} {manifest.batch_id} --reason \"...\"` lets later "
                     "batches apply and keeps the table's cursor, so the next load reads those rows again (a file source "
-                    f"whose file did not change: `elt load {manifest.source} --table {manifest.table} --force`); "
+                    f"whose file did not change: `{manifest.force_command()}`); "
                     "runbook: docs/runbook.md#a-batch-blocks-its-table",
                 )
             paths.append(path)

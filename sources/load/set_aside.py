@@ -85,8 +85,13 @@ def bring_back(spec: SourceSpec, table: str, batch_id: str, *, landing: Landing,
 def consequences(spec: SourceSpec, manifest: Manifest, cursor: str | None) -> list[str]:
     """What setting ``manifest`` aside means for raw, said plainly (printed by ``elt set-aside``)."""
     command = f"elt set-aside {spec.name} {manifest.table} {manifest.batch_id} --undo"
-    which = (f"those of the {manifest.rows:,} row(s) of this batch that differ from raw" if manifest.changes_only
-             else f"the {manifest.rows:,} row(s) of this batch")
+    if manifest.snapshot:  # raw gains only a snapshot's differences (sources/load/changes.py)
+        which = (f"those of the {manifest.rows:,} row(s) of this snapshot that differ from raw (new and changed "
+                 "keys, and the deletions of keys it lacks)")
+    elif manifest.changes_only:
+        which = f"those of the {manifest.rows:,} row(s) of this batch that differ from raw"
+    else:
+        which = f"the {manifest.rows:,} row(s) of this batch"
     lines = [f"MISSING FROM RAW: {which} are not in raw until they are "
              f"re-delivered in a new batch, or the batch is brought back with `{command}`"]
     if manifest.cursor.get("field"):
@@ -104,7 +109,7 @@ def consequences(spec: SourceSpec, manifest: Manifest, cursor: str | None) -> li
         if table is not None and table.file:
             lines.append(f"file {manifest.origin['path']}: an unchanged file is not landed again; deliver a corrected "
                          "file, or, if the file itself is sound (the landed copy was damaged), land it again with "
-                         f"`elt load {spec.name} --table {manifest.table} --force`")
+                         f"`{manifest.force_command(table.file)}`")
         else:
             lines.append(f"file {manifest.origin['path']}: a file of the pattern is landed once; deliver a corrected "
                          "file under a new name")

@@ -27,6 +27,11 @@ def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: P
     retyped = run([elt, "preview", "dev"], cwd=project, env=env, timeout=120)
     assert f"{HEAD} (0 changed), 0 only in prod, 0 only in dev" in retyped.stdout, retyped.stdout
     assert f"type changed: {RETYPED}: 100.0% equal)" in retyped.stdout, retyped.stdout
+    # the models rebuilt only because they are downstream have the same rows: not counted as differing
+    # (the headline said "3 model(s) differ from prod" above their "0 changed")
+    head = next(line for line in retyped.stdout.splitlines() if line.startswith("environment dev:"))
+    assert "model(s) rebuilt (changed, or downstream of a change); 1 of them differ" in head, retyped.stdout
+    assert not head.startswith("environment dev: 1 model(s)"), head  # downstream models were rebuilt too
     assert "Executing SQL" not in retyped.stdout + retyped.stderr, retyped.stderr[:2000]
 
     # s2's rate moves by 1e-8, which SQLMesh's default 3 decimal places would hide

@@ -112,3 +112,55 @@ def test_a_file_that_is_not_a_whole_archive_never_gets_its_name(tmp_path: Path, 
     problem = archive._check(java, str(tmp_path))
     assert problem and "did not pass a JVM's check" in problem, problem
     assert not list(tmp_path.glob("hs_err*")) and not list(Path.cwd().glob("hs_err_check*"))
+
+
+def test_a_session_that_fails_after_its_jvm_started_keeps_the_archive(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An unreachable master fails after the JVM is up: the archive is not the cause, and removing it
+    cost the next command its fast start (found by a walkthrough). Only a JVM that exited before it
+    answered (JAVA_GATEWAY_EXITED, what a damaged archive gives) is retried without it."""
+    from pyspark.sql import SparkSession
+
+    import sources.spark as spark_module
+
+    discarded: list[str] = []
+
+    class Archive:
+        def java_options(self) -> list[str]:
+            return ["-XX:SharedArchiveFile=/nowhere.jsa"]
+
+        def discard(self, reason: str) -> None:
+            discarded.append(reason)
+
+    starts: list[str] = []
+
+    def get_or_create(self: object) -> object:
+        starts.append("start")
+        raise RuntimeError(errors.pop(0))
+
+    monkeypatch.setattr(ClassArchive, "for_this_process", classmethod(lambda cls: Archive()))
+    monkeypatch.setattr(SparkSession.Builder, "getOrCreate", get_or_create)
+    monkeypatch.setattr(spark_module, "_SESSION", None)
+    monkeypatch.setenv("ELT_SPARK_HOME", str(tmp_path / "spark"))
+    monkeypatch.delenv("ELT_SPARK_REMOTE", raising=False)
+    monkeypatch.setenv("ELT_GATEWAY", "spark")  # config.yaml defines the gateway only then
+
+    errors = ["Could not connect to spark://127.0.0.1:7077: Connection refused"]
+    with pytest.raises(RuntimeError, match="Connection refused"):
+        spark_module.session(ROOT)
+    assert discarded == [] and len(starts) == 1
+
+    errors = ["[JAVA_GATEWAY_EXITED] Java gateway process exited before sending its port number.", "second start"]
+    with pytest.raises(RuntimeError, match="second start"):
+        spark_module.session(ROOT)
+    assert len(discarded) == 1 and "JAVA_GATEWAY_EXITED" in discarded[0] and len(starts) == 3
+
+
+def test_no_java_is_a_config_error_that_says_what_to_install(tmp_path: Path) -> None:
+    from tests.conftest import copy_project
+
+    project = copy_project(tmp_path / "project")
+    env = project_env(project, ELT_GATEWAY="spark", JAVA_HOME=str(tmp_path / "no-jdk"))
+    proc = run([str(BIN / "elt"), "transform"], cwd=project, env=env, check=False, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "no Java was found" in proc.stderr and "default-jre-headless" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

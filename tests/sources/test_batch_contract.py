@@ -152,6 +152,8 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
     assert "checksum" in message
     # the hint names the command that unblocks the table; following it, the next load re-lands the file
     assert f"elt set-aside jaffle_shop stores {manifest.batch_id} --reason" in message
+    # or, the file being sound, lands it again from the folder it was read from (not the declared one)
+    assert f"`elt load jaffle_shop --table stores --force --path {small_jaffle}`" in message, message
     from sources.load.set_aside import set_aside
 
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:

@@ -4,6 +4,7 @@ report show it, and `--undo` brings it back. On both raw stores, with the real `
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from sources.config import load_source
 from sources.errors import RawLoadError
+from sources.landing.manifest import Manifest
 from sources.landing.store import Landing
 from sources.pipeline import ingest
 from tests.conftest import BIN, copy_project, project_env
@@ -333,17 +335,20 @@ def test_on_spark_status_and_the_report_list_set_aside_batches_from_landing(tmp_
 def test_setting_aside_a_single_files_batch_says_how_to_land_the_sound_file_again() -> None:
     """A damaged landed copy of a sound file: waiting for the source owner to deliver a
     "corrected" file would be the wrong advice; --force lands the same file again."""
-    from types import SimpleNamespace
 
     from sources.config import load_source
     from sources.load.set_aside import consequences
 
-    manifest = SimpleNamespace(table="orders", batch_id="b1", rows=4, cursor={}, snapshot=True, changes_only=False,
-                               origin={"path": "/data/raw_orders.csv"})
-    text = "\n".join(consequences(load_source("jaffle_shop"), manifest, None))  # type: ignore[arg-type]
-    assert "`elt load jaffle_shop --table orders --force`" in text, text
-    assert "the 4 row(s) of this batch are not in raw" in text, text
+    manifest = Manifest("b1", "jaffle_shop", "orders", "2026-12-01T00:00:00+00:00", 4, [], ["id"], [],
+                        origin={"path": "/data/day 2/raw_orders.csv"}, snapshot=True)
+    text = "\n".join(consequences(load_source("jaffle_shop"), manifest, None))
+    # the folder it was read from: without --path the load reads the declaration's folder instead
+    assert "`elt load jaffle_shop --table orders --force --path '/data/day 2'`" in text, text
+    # a snapshot adds to raw only what differs (it said all 2,315,083 rows were missing for 1,633 changes)
+    assert "those of the 4 row(s) of this snapshot that differ from raw" in text, text
     # a forced re-read lands every row it read but would have added only those that differ
-    reread = SimpleNamespace(**{**vars(manifest), "snapshot": False, "changes_only": True})
-    text = "\n".join(consequences(load_source("jaffle_shop"), reread, None))  # type: ignore[arg-type]
+    reread = dataclasses.replace(manifest, snapshot=False, changes_only=True)
+    text = "\n".join(consequences(load_source("jaffle_shop"), reread, None))
     assert "those of the 4 row(s) of this batch that differ from raw are not in raw" in text, text
+    increment = dataclasses.replace(manifest, snapshot=False)
+    assert "the 4 row(s) of this batch are not in raw" in "\n".join(consequences(load_source("jaffle_shop"), increment, None))
