@@ -222,6 +222,10 @@ class History:
             rows = cur.fetchall(sql, params or [])
         return [RunRecord(**dict(zip(RUN_COLUMNS, row))) for row in rows]
 
+    def since(self, start: datetime, limit: int = 50_000) -> list[RunRecord]:
+        """Every attempt started at or after ``start``, newest first (at most ``limit``)."""
+        return self._select("started_at >= ?", [start], limit=limit)
+
     def recent(self, limit: int = 20, job: str | None = None) -> list[RunRecord]:
         if job:
             return self._select("job = ?", [job], limit=limit)

@@ -85,13 +85,14 @@ def _ticks(top: float, count: int = 4) -> list[int]:
 
 
 # --- runs ---------------------------------------------------------------------------------------
+RUN_CHART_DAYS = 30
 def _runs_chart(runs: list[RunRecord]) -> dict[str, Any] | None:
-    """Attempts per day per job (the last 30 days with a run), stacked by status, one lane per job
-    with its own count axis; ``None`` without runs."""
+    """Attempts per day per job (the last RUN_CHART_DAYS days with a run), stacked by status, one lane
+    per job with its own count axis; ``None`` without runs."""
     if not runs:
         return None
     last = max(r.started_at.date() for r in runs)
-    first = max(min(r.started_at.date() for r in runs), last - timedelta(days=29))
+    first = max(min(r.started_at.date() for r in runs), last - timedelta(days=RUN_CHART_DAYS - 1))
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     counts: dict[str, dict[date, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
     for r in runs:
@@ -309,7 +310,8 @@ def _audits_chart(audits: dict[str, Any]) -> dict[str, Any]:
 def render(settings: Settings, now: datetime | None = None) -> str:
     now = now or utcnow()
     history = History.open(settings, interactive=True)
-    runs = history.recent(1000)
+    # every attempt of the chart's 30 days: the 1,000 newest were 7 days of the default schedules
+    runs = history.since(now - timedelta(days=RUN_CHART_DAYS)) or history.recent(1000)
     latest = [[r.run_id, r.job, f"{r.attempt}/{r.max_attempts or '-'}", r.status, r.trigger,
                f"{r.started_at:%Y-%m-%d %H:%M}", num(r.rows_loaded), redact_userinfo(r.error or "")] for r in runs[:20]]
     spark = settings.gateway == "spark"  # its warehouse is not read here (freshness.SPARK_NOT_READ)

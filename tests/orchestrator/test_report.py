@@ -124,3 +124,31 @@ def test_on_spark_freshness_and_rows_say_they_are_not_checked_instead_of_reading
 
     spark = dataclasses.replace(project.settings(), gateway="spark")
     assert check_freshness(spark, project.history(), datetime(2026, 11, 25)) is None
+
+
+def test_the_runs_chart_covers_its_30_days_however_many_attempts_they_hold(project: Project, tmp_path: Path) -> None:
+    """The chart took the 1,000 newest attempts, which the default schedules make in a week, under a
+    note saying "the last 30 days" (found by a walkthrough with six years of run history)."""
+    from datetime import timedelta
+
+    from orchestrator.scheduling.runner import utcnow
+
+    from orchestrator.observe.history import RUN_COLUMNS
+
+    history = project.history()
+    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    with history._cursor() as cur:  # one connection for 1,200 rows (insert() opens one per row)
+        for day in range(1, 13):  # 12 days of 100 attempts: more than 1,000
+            for n in range(100):
+                record = RunRecord(run_id=f"r-{day}-{n}", attempt=1, job="jaffle_app", trigger="schedule",
+                                   status="succeeded", started_at=today - timedelta(days=day) + timedelta(minutes=n))
+                cur.execute(f"INSERT INTO elt_meta.job_runs ({', '.join(RUN_COLUMNS)}) "
+                            f"VALUES ({', '.join('?' for _ in RUN_COLUMNS)})", record.values())
+    history.insert(RunRecord(run_id="r-old", attempt=1, job="jaffle_app", trigger="schedule", status="failed",
+                             started_at=today - timedelta(days=45)))  # before the chart's 30 days
+    out = tmp_path / "status.html"
+    assert project.elt("report", "--out", str(out)).returncode == 0
+    html = out.read_text()
+    first, last = (today - timedelta(days=12)).date(), (today - timedelta(days=1)).date()
+    assert f"Attempts per day (UTC), {first} to {last}," in html, html.split('id="runs"', 1)[1][:600]
+    assert "1,200 succeeded" in html and "1 failed" not in html
