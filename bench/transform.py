@@ -14,6 +14,8 @@ the child's max RSS):
 - new_day: one new day of orders and items appended to the snapshot files, `elt load` (not
   timed), then `elt transform`;
 - late_correction: one 2018 order's store changed, load, transform;
+- late_order: a late-arriving order on an early day for a customer with later orders, load,
+  transform (``late_order_over_full``: only ``marts.orders`` restates the customer's later days);
 - scattered: 40 orders at random over the whole history get another store (a source-side fix
   spread over many days), load, transform; ``scattered_over_full`` compares it with the full build,
   ``scattered_separate_s`` is the same transform with every touched day's range restated on its own;
@@ -144,6 +146,33 @@ def change_stores(folder: Path, rows: set[int]) -> set[str]:
 def late_correction(folder: Path) -> None:
     """The store of the file's 6th order changes (an order of 2018)."""
     change_stores(folder, {5})
+
+
+def late_order(folder: Path) -> str:
+    """A late-arriving order: a copy (new id, with its items) of the file's last order, placed on the
+    day of the order a sixth of the way into the file. Its customer ordered on the last day, so the
+    order shifts the rank of that customer's later orders (``sequence_key``, decision 0029): only the
+    models that number orders restate those later days. Returns the day."""
+    times: list[str] = []
+    last: dict[str, str] = {}
+    with open(folder / "raw_orders.csv") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        for row in reader:  # streamed: only the times are kept
+            times.append(row["ordered_at"])
+            if not last or row["ordered_at"] > last["ordered_at"]:
+                last = row
+    times.sort()
+    day = times[len(times) // 6][:10]
+    with open(folder / "raw_items.csv") as fh:
+        items = [i for i in csv.DictReader(fh) if i["order_id"] == last["id"]]
+    with open(folder / "raw_orders.csv", "a", newline="") as fh:
+        csv.DictWriter(fh, fields).writerow({**last, "id": "late-" + last["id"], "ordered_at": day + last["ordered_at"][10:]})
+    with open(folder / "raw_items.csv", "a", newline="") as fh:
+        w = csv.DictWriter(fh, ["id", "order_id", "sku"])
+        for i in items:
+            w.writerow({"id": "late-" + i["id"], "order_id": "late-" + last["id"], "sku": i["sku"]})
+    return day
 
 
 def scattered_corrections(folder: Path, n: int = SCATTERED_ORDERS) -> int:
@@ -311,6 +340,9 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         late_correction(data)
         subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
         r["late_correction_s"], r["late_correction_peak_mb"] = timed([elt, "transform"], env)
+        r["late_order_day"] = late_order(data)
+        subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
+        r["late_order_s"], r["late_order_peak_mb"] = timed([elt, "transform"], env)
         r["scattered_days"] = scattered_corrections(data)
         subprocess.run(load, env=env, cwd=ROOT, check=True, capture_output=True)
         # the same change with every touched range restated on its own (the baseline of joining)
@@ -326,6 +358,7 @@ def one_size(years: int, postgres: bool = True, repeat: int = 3) -> dict[str, ob
         r["noop_over_sqlmesh_run"] = round(noop / float(r["sqlmesh_run_noop_s"]), 2)  # type: ignore[arg-type]
         r["new_day_budget_s"] = round(noop + 0.1 * (full - noop), 2)
         r["scattered_over_full"] = round(float(r["scattered_s"]) / full, 2)  # type: ignore[arg-type]
+        r["late_order_over_full"] = round(float(r["late_order_s"]) / full, 2)  # type: ignore[arg-type]
         raw_copy.unlink()
         if postgres:
             r.update(pg_new_day(years, src))
@@ -356,7 +389,8 @@ def main() -> None:
     for r in results:
         print(f"{r['years']}y {r['orders']:,} orders: full {r['full_s']}s (floor {r['floor_s']}s, as tables {r['floor_tables_s']}s), noop {r['noop_s']}s "
               f"(sqlmesh run {r['sqlmesh_run_noop_s']}s), new day {r['new_day_s']}s (budget {r['new_day_budget_s']}s), "
-              f"late correction {r['late_correction_s']}s, {SCATTERED_ORDERS} orders corrected on {r['scattered_days']} days "
+              f"late correction {r['late_correction_s']}s, late order {r['late_order_s']}s "
+              f"({r['late_order_over_full']} of full), {SCATTERED_ORDERS} orders corrected on {r['scattered_days']} days "
               f"{r['scattered_s']}s (each day's range on its own {r['scattered_separate_s']}s)"
               + (f", PostgreSQL cursor new day {r['pg_new_day_s']}s" if "pg_new_day_s" in r else ""), file=sys.stderr)
     out: dict[str, object] = {"sizes": results}
