@@ -86,6 +86,8 @@ def _ticks(top: float, count: int = 4) -> list[int]:
 
 # --- runs ---------------------------------------------------------------------------------------
 RUN_CHART_DAYS = 30
+
+
 def _runs_chart(runs: list[RunRecord]) -> dict[str, Any] | None:
     """Attempts per day per job (the last RUN_CHART_DAYS days with a run), stacked by status, one lane
     per job with its own count axis; ``None`` without runs."""
@@ -160,8 +162,9 @@ def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: 
     if aside:
         problems.append(("set-aside", f"{len(aside)} landed batch(es) set aside: their rows are not in raw"))
     fresh = sum(1 for f in freshness or () if f.state == "fresh")
-    good = (f"The latest attempt of each of {len(latest)} job(s) succeeded or is under way; "
-            + ("freshness not checked on the Spark gateway" if spark else f"{fresh} table(s) and mart(s) fresh") + (f"; {num(audits['passed'])} of {num(audits['run'])} audits passed" if audits["run"] else ""))
+    checked = "freshness not checked on the Spark gateway" if spark else f"{fresh} table(s) and mart(s) fresh"
+    passed = f"; {num(audits['passed'])} of {num(audits['run'])} audits passed" if audits["run"] else ""
+    good = f"The latest attempt of each of {len(latest)} job(s) succeeded or is under way; {checked}{passed}"
     return {"problems": [{"section": k, "text": t} for k, t in problems], "good": good}
 
 
@@ -221,7 +224,10 @@ def _layer_data(settings: Settings, over_time: bool = True) -> dict[str, Any] | 
 
 def rows_by_layer(settings: Settings) -> dict[str, int] | None:
     """Rows per layer now (raw, staging, intermediate, marts); ``None`` when the warehouse is busy.
-    The transform job records it after each build, which gives the report its rows over time."""
+    The transform job records it after each build, which gives the report its rows over time.
+    Not on Spark: ``_layer_data`` would count the duckdb gateway's file (freshness.SPARK_NOT_READ)."""
+    if settings.gateway == "spark":
+        return None
     data = _layer_data(settings, over_time=False)  # counts only: this runs after every scheduled build
     if data is None or not data["rows"]:  # busy, or a warehouse this report cannot read (Spark)
         return None

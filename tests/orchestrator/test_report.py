@@ -124,6 +124,11 @@ def test_on_spark_freshness_and_rows_say_they_are_not_checked_instead_of_reading
 
     spark = dataclasses.replace(project.settings(), gateway="spark")
     assert check_freshness(spark, project.history(), datetime(2026, 11, 25)) is None
+    # nor does a Spark transform job record the DuckDB file's rows per layer as its own
+    from orchestrator.observe.report import rows_by_layer
+
+    assert (rows_by_layer(project.settings()) or {}).get("raw")  # the DuckDB file has raw rows
+    assert rows_by_layer(spark) is None
 
 
 def test_the_runs_chart_covers_its_30_days_however_many_attempts_they_hold(project: Project, tmp_path: Path) -> None:
