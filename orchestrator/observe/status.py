@@ -90,9 +90,11 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
         print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
               f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]
     if any(s["last_status"] == "never ran" for s in states):
+        fresh = ("docs/how-to/run-on-a-spark-cluster.md#freshness-and-the-report" if settings.gateway == "spark"
+                 else "`elt freshness`")
         print("\nnever ran: no run of the job is recorded here. The run history holds runs of `elt run-job` and "
               "`elt tick` (or of a scheduler calling them); `elt load`, `elt transform` and `elt demo` run by hand "
-              "are not recorded. How fresh the data is: `elt freshness`.", file=out)
+              f"are not recorded. How fresh the data is: {fresh}.", file=out)
     print_set_aside(settings, out)
 
 
