@@ -33,7 +33,7 @@ def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: l
     increment), keys the batch lacks are left alone: only new and changed rows are appended.
 
     >>> sql = snapshot_insert_sql('"raw"."t"', "b", ["id", "v"], ["id"], "B1", "2020-01-01", "2020-01-01", "duckdb")
-    >>> "IS NOT DISTINCT FROM" in sql and "TRUE AS" in sql
+    >>> "FULL OUTER JOIN" in sql and "IS DISTINCT FROM" in sql
     True
     """
     def lit(value: object) -> str:
@@ -43,27 +43,29 @@ def snapshot_insert_sql(raw_table: str, batch: str, data_cols: list[str], key: l
     batch_lit = lit(batch_id)
     times = f"CAST({lit(str(extracted_at))} AS TIMESTAMP), CAST({lit(str(loaded_at))} AS TIMESTAMP)"
     key_match = " AND ".join(f"c.{_q(k)} = b.{_q(k)}" for k in key)
-    same = " AND ".join(f"c.{_q(c)} IS NOT DISTINCT FROM b.{_q(c)}" for c in data_cols if c not in key)
+    differs = " OR ".join(f"c.{_q(c)} IS DISTINCT FROM b.{_q(c)}" for c in data_cols if c not in key) or "FALSE"
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
     partition = ", ".join(_q(k) for k in key)
-    tombstone = ", ".join(f"c.{_q(c)}" if c in key else f"NULL AS {_q(c)}" for c in data_cols)
     # without tombstones only the batch's keys matter: their versions alone are ranked
     in_batch = " AND ".join(f"r.{_q(k)} = b.{_q(k)}" for k in key)
-    keys_of_batch = f" AS r WHERE EXISTS (SELECT 1 FROM {batch} AS b WHERE {in_batch})"
+    scope = "" if tombstones else f" WHERE EXISTS (SELECT 1 FROM {batch} AS b WHERE {in_batch})"
+    current = (f"SELECT {cols}, {_q(DELETED)}, TRUE AS _elt_current FROM (SELECT {cols}, {_q(DELETED)}, "
+               f"ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS _rn "
+               f"FROM {raw_table} AS r{scope}) AS versions WHERE _rn = 1")
+    # One join of the batch with the current rows on the key (a hash join, FULL for tombstones):
+    # a row of the batch is appended when its key has no live current version or its values
+    # differ; a live current row without a batch row becomes a tombstone (the key from the current
+    # row, the batch's side NULL: every other column, _batch_row). Written as a join, not as NOT
+    # EXISTS subqueries, which DuckDB decorrelated into joins on every column (5x slower at 2.3M rows).
+    out = ", ".join(f"COALESCE(b.{_q(c)}, c.{_q(c)})" if c in key else f"b.{_q(c)}" for c in data_cols)
+    live = f"NOT COALESCE(c.{_q(DELETED)}, FALSE)"
     sql = (
         f"INSERT INTO {raw_table} ({cols}, {_q('_batch_id')}, {_q('_batch_row')}, {_q('_extracted_at')}, "
         f"{_q('_loaded_at')}, {_q(DELETED)}) "
-        f"WITH current_rows AS (SELECT {cols}, {_q(DELETED)} FROM ("
-        f"SELECT {cols}, {_q(DELETED)}, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order}) AS _rn "
-        f"FROM {raw_table}{'' if tombstones else keys_of_batch}) AS versions WHERE _rn = 1) "
-        f"SELECT {', '.join(f'b.{_q(c)}' for c in data_cols)}, {batch_lit}, b.{_q('_batch_row')}, "
-        f"{times}, FALSE AS {_q(DELETED)} "
-        f"FROM {batch} AS b WHERE NOT EXISTS (SELECT 1 FROM current_rows AS c WHERE {key_match} "
-        f"AND NOT COALESCE(c.{_q(DELETED)}, FALSE){' AND ' + same if same else ''}) "
+        f"SELECT {out}, {batch_lit}, b.{_q('_batch_row')}, {times}, b._elt_batch IS NULL AS {_q(DELETED)} "
+        f"FROM (SELECT {cols}, {_q('_batch_row')}, TRUE AS _elt_batch FROM {batch}) AS b "
+        f"{'FULL OUTER JOIN' if tombstones else 'LEFT JOIN'} ({current}) AS c ON {key_match} "
+        f"WHERE (b._elt_batch AND (c._elt_current IS NULL OR NOT {live} OR {differs}))"
     )
-    deletions = (
-        f"UNION ALL SELECT {tombstone}, {batch_lit}, CAST(NULL AS BIGINT), {times}, TRUE AS {_q(DELETED)} "
-        f"FROM current_rows AS c WHERE NOT COALESCE(c.{_q(DELETED)}, FALSE) "
-        f"AND NOT EXISTS (SELECT 1 FROM {batch} AS b WHERE {key_match})"
-    )
+    deletions = f" OR (b._elt_batch IS NULL AND {live})"
     return parse_one(sql + (deletions if tombstones else ""), read="duckdb").sql(dialect)
