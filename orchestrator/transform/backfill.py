@@ -2,19 +2,27 @@
 
 1. Bring prod up to date first (``transform``; nothing to do when no batch is pending), so the
    difference printed in step 6 is the backfill's alone.
-2. Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``), then
-   mark the backfill unfinished (``elt_meta.backfill_unfinished``: source and window). A rerun of
-   the same backfill after a failure or a kill keeps that record: its difference counts from
-   before the first attempt, whose batches may already be in raw and in the marts.
+2. Mark the backfill unfinished (``elt_meta.backfill_unfinished``: source and window) and start an
+   empty record of the marts' rows before it (``elt_meta.backfill_before``, and the days it covers
+   in ``elt_meta.backfill_scope``). A rerun of the same backfill after a failure or a kill keeps
+   that record: its difference counts from before the first attempt, whose batches may already be
+   in raw and in the marts.
 3. Re-extract the source into new landing batches and load them (``ingest(force=True)``: raw is
    append-only, the earlier batches stay, history shows both).
 4. Transform: the new batches are pending for the models reading the source, which restate the
    days the batches' rows touch (orchestrator/transform/windows.py): the window for a table read by window;
    for a source read whole (files, APIs), the days where the source really changed, which may lie
-   outside the window: they are restated too and reported, never left stale.
+   outside the window: they are restated too and reported, never left stale. Just before SQLMesh's
+   intervals of those days are removed, each mart's rows on those days (a FULL mart: all its rows)
+   are added to the record, as keys and row hashes, unless the record has them already: so the
+   record costs the restated days, not the marts' history, and a rerun's transform of the first
+   attempt's batches records their days before restating them.
 5. (The batches are recorded as consumed with that restatement: a later transform redoes nothing.)
-6. Count rows added, changed and removed per mart against step 2, in the warehouse (SQL, not
-   Python memory), and print them; the backfill is no longer unfinished.
+6. Count rows added, changed and removed per mart against the record, over the days it covers, in
+   the warehouse (SQL, not Python memory), and print them; the backfill is no longer unfinished.
+   Marts on days that nothing restated are unchanged by construction (SQLMesh writes a time
+   model's restated intervals only); a model change deployed by the same transform (a plan) is
+   not counted.
 
 Safe to run twice: the second run lands identical rows, staging keeps one version per key, and the
 difference printed is zero. The locks of every load job and ``sqlmesh:prod`` are held throughout
@@ -106,12 +114,21 @@ def failed_table(report: str) -> str | None:
     return "\n".join(block)
 
 
-BEFORE = "elt_meta.backfill_before"
+BEFORE = "elt_meta.backfill_before"  # mart, row key, row hash, record id: rows as they were before
+SCOPE = "elt_meta.backfill_scope"  # mart, day (NULL: the whole mart), record id: what BEFORE covers
 UNFINISHED = "elt_meta.backfill_unfinished"  # one row while a backfill's difference is owed; dropped after it
 
 
-def _marts(ctx: Any) -> list[tuple[str, list[str], list[str]]]:
-    """(mart, grain columns, all columns) of every mart model."""
+@dataclass(frozen=True)
+class Mart:
+    name: str
+    grain: list[str]
+    columns: list[str]
+    time_column: str | None  # None: a FULL mart, rebuilt whole
+
+
+def _marts(ctx: Any) -> list[Mart]:
+    """Every mart model: its grain, columns and time column."""
     out = []
     for model in ctx.models.values():
         if model.kind.is_external:
@@ -121,11 +138,23 @@ def _marts(ctx: Any) -> list[tuple[str, list[str], list[str]]]:
             continue
         columns = list(model.columns_to_types or {})
         grain = [g.sql() if hasattr(g, "sql") else str(g) for g in (model.grains or [])]
-        out.append((name, [g for g in grain if g in columns] or columns, columns))
-    return sorted(out)
+        time_column = getattr(model, "time_column", None)
+        out.append(Mart(name, [g for g in grain if g in columns] or columns, columns,
+                        time_column.column.name if time_column is not None else None))
+    return sorted(out, key=lambda m: m.name)
 
 
-def _keyed_rows(mart: str, grain: list[str], columns: list[str], dialect: str) -> str:
+def _on_days(mart: Mart, days: set[str] | None, *, inside: bool = True) -> exp.Expression | None:
+    """A condition on the mart's rows: the day of its time column is (not) one of ``days``;
+    None for all rows (no days given, or a FULL mart)."""
+    if days is None or mart.time_column is None or (not inside and not days):
+        return None
+    day = exp.cast(exp.column(mart.time_column, quoted=True), "DATE")
+    cond: exp.Expression = exp.In(this=day, expressions=[exp.cast(exp.Literal.string(d), "DATE") for d in sorted(days)])
+    return cond if inside else exp.not_(cond)
+
+
+def _keyed_rows(mart: Mart, dialect: str, where: exp.Expression | None = None) -> str:
     """SELECT mart, key, hash of the whole row: rendered for the warehouse's dialect."""
     def text(column: str) -> exp.Expression:
         return exp.func("COALESCE", exp.cast(exp.column(column, quoted=True), "TEXT"), exp.Literal.string("\\N"))
@@ -133,41 +162,123 @@ def _keyed_rows(mart: str, grain: list[str], columns: list[str], dialect: str) -
     def joined(cols: list[str]) -> exp.Expression:
         return exp.func("CONCAT_WS", exp.Literal.string("|"), *[text(c) for c in cols])
 
-    schema, table = mart.split(".")
-    return exp.select(
-        exp.alias_(exp.Literal.string(mart), "mart"),
-        exp.alias_(joined(grain), "row_key"),
-        exp.alias_(exp.func("MD5", joined(columns)), "row_hash"),
-    ).from_(exp.table_(table, db=schema, quoted=True)).sql(dialect)
+    schema, table = mart.name.split(".")
+    query = exp.select(
+        exp.alias_(exp.Literal.string(mart.name), "mart"),
+        exp.alias_(joined(mart.grain), "row_key"),
+        exp.alias_(exp.func("MD5", joined(mart.columns)), "row_hash"),
+    ).from_(exp.table_(table, db=schema, quoted=True))
+    return (query.where(where) if where is not None else query).sql(dialect)
 
 
-def snapshot_marts(ctx: Any) -> None:
-    """Record every mart's keys and row hashes in the warehouse (``elt_meta.backfill_before``)."""
-    adapter = ctx.engine_adapter
+def start_record(adapter: Any) -> None:
+    """An empty record (step 2): nothing restated yet, so nothing to keep."""
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
-    create_meta_table(adapter, BEFORE, "mart TEXT NOT NULL, row_key TEXT, row_hash TEXT", replace=True)
-    for mart, grain, columns in _marts(ctx):
-        if adapter.table_exists(mart):
-            adapter.execute(f"INSERT INTO {BEFORE} {_keyed_rows(mart, grain, columns, adapter.dialect)}")
+    create_meta_table(adapter, BEFORE, "mart TEXT NOT NULL, row_key TEXT, row_hash TEXT, record_id TEXT NOT NULL",
+                      replace=True)
+    create_meta_table(adapter, SCOPE, "mart TEXT NOT NULL, day DATE, record_id TEXT NOT NULL", replace=True)
+
+
+def recorded(adapter: Any) -> dict[str, set[str] | None]:
+    """mart -> the days the record covers (None: the whole mart)."""
+    out: dict[str, set[str] | None] = {}
+    if not adapter.table_exists(SCOPE):
+        return out
+    for mart, day in adapter.fetchall(f"SELECT DISTINCT mart, day FROM {SCOPE}"):
+        if day is None or out.get(mart, set()) is None:
+            out[mart] = None
+        else:
+            out.setdefault(mart, set()).add(str(day)[:10])  # type: ignore[union-attr]
+    return out
+
+
+def days_of(spans: list[tuple[int, int]]) -> set[str]:
+    """The UTC days of SQLMesh interval spans (epoch milliseconds, end exclusive).
+
+    >>> sorted(days_of([(1535760000000, 1535932800000)]))
+    ['2018-09-01', '2018-09-02']
+    """
+    from datetime import UTC, datetime, timedelta
+
+    days: set[str] = set()
+    for start, end in spans:
+        day = datetime.fromtimestamp(start / 1000, UTC).date()
+        last = datetime.fromtimestamp((end - 1) / 1000, UTC).date()
+        while day <= last:
+            days.add(day.isoformat())
+            day += timedelta(days=1)
+    return days
+
+
+def record_before(ctx: Any, scope: dict[str, list[tuple[int, int]] | None]) -> None:
+    """Step 4's hook (``restate_pending``'s ``before_restating``): add to the record each mart's
+    rows on the days about to be restated (``scope``: model -> interval spans, None for all of
+    it), unless the record covers them already. Insert-only and kill-safe: rows count only once
+    their record id is in ``SCOPE``, written last, so a kill in between leaves rows nobody reads
+    and the rerun records those days again."""
+    import uuid
+
+    adapter = ctx.engine_adapter
+    if not adapter.table_exists(SCOPE):
+        return
+    have = recorded(adapter)
+    record_id = uuid.uuid4().hex
+    covered: list[tuple[str, str | None]] = []
+    for mart in _marts(ctx):
+        if mart.name not in scope or not adapter.table_exists(mart.name):
+            continue
+        done = have.get(mart.name, set())
+        if done is None:  # the whole mart is recorded already
+            continue
+        spans = scope[mart.name]
+        if spans is None or mart.time_column is None:
+            where = _on_days(mart, done, inside=False)  # what the record does not hold yet
+            covered.append((mart.name, None))
+        else:
+            new = days_of(spans) - done
+            if not new:
+                continue
+            where = _on_days(mart, new)
+            covered += [(mart.name, d) for d in sorted(new)]
+        rows = _keyed_rows(mart, adapter.dialect, where)
+        adapter.execute(f"INSERT INTO {BEFORE} SELECT mart, row_key, row_hash, "
+                        f"{exp.Literal.string(record_id).sql(adapter.dialect)} FROM ({rows}) AS r")
+    if covered:
+        def lit(v: str | None) -> str:
+            return "CAST(NULL AS DATE)" if v is None else f"CAST({exp.Literal.string(v).sql(adapter.dialect)} AS DATE)"
+
+        rid = exp.Literal.string(record_id).sql(adapter.dialect)
+        for i in range(0, len(covered), 500):
+            values = ", ".join(f"({exp.Literal.string(m).sql(adapter.dialect)}, {lit(d)}, {rid})"
+                               for m, d in covered[i:i + 500])
+            adapter.execute(f"INSERT INTO {SCOPE} VALUES {values}")
+        log.info("backfill recorded the marts' rows on the days about to be restated", extra={"fields": {
+            "marts": sorted({m for m, _ in covered}), "days": len([d for _, d in covered if d is not None])}})
 
 
 def diff_marts(ctx: Any) -> list[MartDiff]:
-    """Rows added, changed and removed per mart since ``snapshot_marts``, counted in the warehouse."""
+    """Rows added, changed and removed per mart since the record began, over the days it covers
+    (a mart the record does not cover was not restated: 0, 0, 0), counted in the warehouse."""
     adapter = ctx.engine_adapter
+    have = recorded(adapter)
     out = []
-    for mart, grain, columns in _marts(ctx):
-        if not adapter.table_exists(mart):
+    for mart in _marts(ctx):
+        if not adapter.table_exists(mart.name):
             continue
-        after = _keyed_rows(mart, grain, columns, adapter.dialect)
-        lit = exp.Literal.string(mart).sql(adapter.dialect)
+        if mart.name not in have:
+            out.append(MartDiff(mart.name, 0, 0, 0))
+            continue
+        after = _keyed_rows(mart, adapter.dialect, _on_days(mart, have[mart.name]))
+        lit = exp.Literal.string(mart.name).sql(adapter.dialect)
         added, changed, removed = adapter.fetchone(
             f"SELECT count(CASE WHEN b.row_key IS NULL THEN 1 END), "
             f"count(CASE WHEN a.row_key IS NOT NULL AND b.row_key IS NOT NULL AND a.row_hash <> b.row_hash THEN 1 END), "
             f"count(CASE WHEN a.row_key IS NULL THEN 1 END) "
-            f"FROM ({after}) AS a FULL OUTER JOIN (SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit}) AS b "
+            f"FROM ({after}) AS a FULL OUTER JOIN (SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit} "
+            f"AND record_id IN (SELECT record_id FROM {SCOPE} WHERE mart = {lit})) AS b "
             "ON a.row_key = b.row_key"
         )
-        out.append(MartDiff(mart, int(added), int(changed), int(removed)))
+        out.append(MartDiff(mart.name, int(added), int(changed), int(removed)))
     return out
 
 
@@ -201,7 +312,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             # the new batches are pending for every model version reading the source: the transform
             # restates exactly the days their rows touch (windows.py), in the window and, for a source
             # re-read whole, wherever else the source changed (reported, never left stale)
-            summary = transform(settings, environment="prod", quiet=True)
+            summary = transform(settings, environment="prod", quiet=True, before_restating=record_before)
             restate = [f"{m} ({w})" for m, w in summary.restated_windows.items()]
             ctx, _ = make_context(settings, quiet=True)
             try:
@@ -362,8 +473,8 @@ def unfinished(adapter: Any) -> tuple[str, str, str, str] | None:
 
 def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO | None = None) -> None:
     """Steps 1-2 (in a child process on DuckDB, in the backfill's own process on the other
-    gateways): transform pending batches, then record the marts' row hashes in the warehouse
-    (``elt_meta.backfill_before``) and mark this backfill unfinished; or,
+    gateways): transform pending batches, then start an empty record of the marts' rows
+    (``start_record``; step 4 fills it) and mark this backfill unfinished; or,
     when this same backfill was left unfinished (a failure or a kill after step 2), keep the
     record it made, so that the difference printed covers the first attempt's changes too."""
     from datetime import UTC, datetime
@@ -379,12 +490,14 @@ def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO |
     if not env_exists:
         raise BackfillFailed("prod has never been built; run `elt transform` once before backfilling a window")
     same = earlier is not None and earlier[:3] == (source, start, end)
-    summary = transform(settings, environment="prod", quiet=True)  # batches no model has consumed yet
+    # batches no model has consumed yet; the first attempt's, on a rerun: their days are added to
+    # its record before they are restated
+    summary = transform(settings, environment="prod", quiet=True, before_restating=record_before if same else None)
     if summary.evaluated:  # batches no transform had taken in, or intervals that had come due
         print(f"prod was brought up to date first: {summary.render()}", file=out)
     if same:
         print(f"this backfill was started before (at {earlier[3]}) and did not finish: the difference below "  # type: ignore[index]
-              "counts from before that first attempt (including whatever ran in between)", file=out)
+              "counts from before that first attempt, on the days the backfill restated", file=out)
         return
     if earlier is not None:
         print(f"note: a backfill of {earlier[0]} for {earlier[1]} .. {earlier[2]} (started at {earlier[3]}) did not "
@@ -395,7 +508,7 @@ def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO |
         # the mark goes first and comes back last: a kill while the record is being rewritten
         # leaves no mark pointing at a record of another backfill, or at half of one
         adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
-        snapshot_marts(ctx)
+        start_record(adapter)
         create_meta_table(adapter, UNFINISHED, "source TEXT NOT NULL, window_start TEXT NOT NULL, "
                           "window_end TEXT NOT NULL, started_at TEXT NOT NULL")  # dropped above
         values = ", ".join(exp.Literal.string(v).sql(adapter.dialect)

@@ -131,11 +131,14 @@ class Restatement:
 
 
 def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # type: ignore[no-untyped-def]
-                    local: dict[str, Any] | None = None) -> Restatement:
+                    local: dict[str, Any] | None = None, before_restating: Any = None) -> Restatement:
     """Turn raw batches that model versions have not consumed into missing intervals, then record
     them as consumed (orchestrator/transform/windows.py explains why this order loses nothing).
 
-    ``local``: ``ctx.snapshots`` if the caller has it (each read of it asks SQLMesh's state)."""
+    ``local``: ``ctx.snapshots`` if the caller has it (each read of it asks SQLMesh's state).
+    ``before_restating(ctx, scope)``: called once, before any interval is removed, with what is
+    about to be restated: model -> its interval spans (epoch ms), None for all of it (a FULL
+    model, or a time model restated whole). `elt backfill` records the marts' rows there."""
     from orchestrator.transform import windows as w
     from sources import failpoints
 
@@ -218,6 +221,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                         "held out of staging, their batches stay pending",
                         extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
     removals: dict[tuple[int, int], list[Any]] = {}
+    scope: dict[str, list[tuple[int, int]] | None] = {}
     for (name, version), tables in sorted(pending.items()):
         snapshot = in_state[(name, version)]
         if snapshot is None:  # not built yet: the plan builds it whole from raw as it is now
@@ -242,7 +246,11 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             spans = [(to_ms(a), to_ms(b)) for a, b in windows.restated(most)]
         for span in spans:
             removals.setdefault(tuple(span), []).append(snapshot)
+        whole = not lineage.is_time.get(name) or windows.whole
+        scope[name] = None if whole or scope.get(name, []) is None else [*scope.get(name, []), *spans]  # type: ignore[list-item]
         result.windows[name] = windows.describe(most) if lineage.is_time.get(name) else "rebuilt"
+    if before_restating is not None and scope:
+        before_restating(ctx, scope)
     failpoints.hit("transform.after_windows")
     for i, (span, snapshots) in enumerate(sorted(removals.items())):
         _state_beneath_cache(ctx).remove_intervals([(s, span) for s in snapshots], remove_shared_versions=True)

@@ -380,6 +380,7 @@ def transform(
     environment: str = "prod",
     verify: bool = False,
     quiet: bool = False,
+    before_restating: Any = None,
 ) -> TransformSummary:
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
 
@@ -388,7 +389,8 @@ def transform(
     everything downstream: intervals an incremental model already processed do not see rows
     added to raw afterwards. The touched days' intervals are removed from SQLMesh's state before
     the batches are marked consumed, so a failed run leaves them missing and the next
-    ``elt transform`` (SQLMesh's run) evaluates them again. The watermark
+    ``elt transform`` (SQLMesh's run) evaluates them again. ``before_restating(ctx, scope)``, if
+    given, is called just before those intervals are removed (``restate_pending``). The watermark
     (``transform_watermarks``, the newest load a success saw) advances only when the whole
     transform succeeds.
     """
@@ -396,7 +398,7 @@ def transform(
     create_declared_raw_tables(settings)
     ctx, console = make_context(settings, quiet=quiet)
     try:
-        return _transform(ctx, console, environment, verify, started)
+        return _transform(ctx, console, environment, verify, started, before_restating)
     finally:
         ctx.close()
 
@@ -513,7 +515,7 @@ def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
     SnapshotEvaluator.evaluate = evaluate  # type: ignore[method-assign]
 
 
-def _transform(ctx, console, environment, verify, started) -> TransformSummary:  # type: ignore[no-untyped-def]
+def _transform(ctx, console, environment, verify, started, before_restating=None) -> TransformSummary:  # type: ignore[no-untyped-def]
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
     from sources import failpoints
@@ -525,7 +527,7 @@ def _transform(ctx, console, environment, verify, started) -> TransformSummary: 
     # question compares snapshot ids only, so it is asked before restating changes intervals.
     local = ctx.snapshots
     needs_plan = _needs_plan(ctx, environment, local)
-    restated = restate_pending(ctx, environment, local=local)
+    restated = restate_pending(ctx, environment, local=local, before_restating=before_restating)
 
     applied = False
     if needs_plan:

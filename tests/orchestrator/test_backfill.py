@@ -80,6 +80,16 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     assert "days outside the window were restated too" in first.stdout, first.stdout
     assert "2018-09-03" in first.stdout and "2018-09-20" in first.stdout, first.stdout
     assert totals["o1"] == 18.02 and len(totals) == 5
+    # the difference came from a record of the restated days only (09-03: o2 and o3; 09-20: o5),
+    # not of every mart's history; FULL marts are recorded whole (they are rebuilt whole)
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        record = con.execute("SELECT mart, row_key FROM elt_meta.backfill_before WHERE record_id IN "
+                             "(SELECT record_id FROM elt_meta.backfill_scope)").fetchall()
+        days = {str(d) for (d,) in con.execute(
+            "SELECT day FROM elt_meta.backfill_scope WHERE mart = 'marts.orders'").fetchall()}
+    assert sorted(k for m, k in record if m == "marts.orders") == ["o2", "o3", "o5"], record
+    assert days == {"2018-09-03", "2018-09-20"}, days
+    assert len([k for m, k in record if m == "marts.customers"]) == 3, record
 
     second = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07", timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
