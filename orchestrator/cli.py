@@ -26,7 +26,8 @@ Scheduling (see README "Running on a schedule"):
     elt airflow --out DIR            one Airflow DAG file per job, each calling `elt run-job`
 
 Exit status: 0 success, 1 a table or model failed (details on stderr), 2 bad usage or config,
-75 another process holds a lock the command needs (a job lock, the DuckDB warehouse file): rerun later,
+75 another process holds a lock the command needs (a job lock, the DuckDB warehouse file, local
+Spark's metastore): rerun later,
 141 the reader of stdout went away (`elt runs | head`), as for any command killed by SIGPIPE.
 """
 
@@ -41,7 +42,7 @@ from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
-from sources.errors import ConfigError, LoaderError
+from sources.errors import ConfigError, LoaderError, ResourceBusy
 from sources.logs import redact_userinfo
 
 # DuckDB's text when another process has the file open read-write (one writer per file)
@@ -520,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 2
+    except ResourceBusy as exc:  # held by another process (local Spark's metastore): rerun when it lets go
+        print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
+        return 75
     except LoaderError as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1

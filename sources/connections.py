@@ -83,8 +83,11 @@ class PostgresSettings:
             kwargs["password"] = self.password
         if self.sslmode:
             kwargs["sslmode"] = self.sslmode
+        options = user_pgoptions()
+        if options is not None:  # elt's own check is set below, where the server can take it
+            kwargs["options"] = options
         try:
-            return psycopg2.connect(**kwargs)
+            con = psycopg2.connect(**kwargs)
         except psycopg2.OperationalError as exc:
             text = first_line(exc)
             if self.password:
@@ -104,3 +107,57 @@ class PostgresSettings:
                 raise ConfigError(where, hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)") from None
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "
                                               f"or rerun once it is back (check the {self.origin})") from None
+        interval = client_check_ms()
+        if interval and con.server_version >= 140000:
+            with con.cursor() as cur:
+                cur.execute("SET client_connection_check_interval = %s", (interval,))
+            con.commit()
+        return con
+
+
+# A query keeps running on the server after its client died (SIGKILL, an OOM kill, a timeout's
+# SIGTERM: a killed transform's INSERT went on for its whole length, holding its locks against the
+# retry), unless the server checks the connection while it runs (PostgreSQL 14+).
+CLIENT_CHECK = "client_connection_check_interval"
+
+
+def client_check_ms() -> int:
+    """How often (ms) the server checks that an `elt` connection's client is alive while a query
+    runs: ``ELT_PG_CLIENT_CHECK_S`` (5 s; 0 turns it off).
+
+    >>> client_check_ms()
+    5000
+    """
+    value = os.environ.get("ELT_PG_CLIENT_CHECK_S", "5")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"ELT_PG_CLIENT_CHECK_S={value!r} is not a number of seconds",
+                          hint="set it to e.g. 5, or 0 to leave the server's setting alone") from None
+    return max(0, round(seconds * 1000))
+
+
+def warehouse_pgoptions(server_version: int) -> None:
+    """Have libpq connections of this process (SQLMesh's, which take no session settings) carry the
+    connection check, through ``PGOPTIONS``, when the warehouse server knows the setting. Our own
+    connections (``PostgresSettings.connect``) take it out again and set it only where the server
+    accepts it, so a source on an older server still connects. Whatever PGOPTIONS held before is kept.
+    """
+    before = user_pgoptions()
+    if before is None:  # the first call: PGOPTIONS is still the user's
+        before = os.environ.get("PGOPTIONS", "").strip()
+    interval = client_check_ms()
+    os.environ["ELT_PGOPTIONS_BEFORE"] = before or ""
+    if interval and server_version >= 140000:
+        os.environ["PGOPTIONS"] = " ".join(filter(None, [before, f"-c {CLIENT_CHECK}={interval}"]))
+    elif before:
+        os.environ["PGOPTIONS"] = before
+    else:
+        os.environ.pop("PGOPTIONS", None)
+
+
+def user_pgoptions() -> str | None:
+    """``PGOPTIONS`` as the user set it, before ``warehouse_pgoptions`` (None: never changed)."""
+    if "ELT_PGOPTIONS_BEFORE" in os.environ:
+        return os.environ["ELT_PGOPTIONS_BEFORE"]
+    return None

@@ -84,6 +84,11 @@ class ConnectionFailed(LoaderError):
     login or a missing database, which are ``ConfigError``."""
 
 
+class ResourceBusy(ConnectionFailed):
+    """Another process holds something the command needs (a lock, a single-user metastore): worth
+    retrying once it lets go; `elt` exits 75 (EX_TEMPFAIL), as for its own locks."""
+
+
 class SourceReadError(LoaderError):
     """The source could not be read (missing file, malformed CSV, unreadable bytes)."""
 

@@ -5,19 +5,33 @@ Derby database that one JVM at a time may open, and a second session with other 
 silently read other tables. So the settings are read from config.yaml's `spark` gateway (rendered
 with the environment, as SQLMesh renders them) and the session is built the way SQLMesh builds it
 (Hive support on); SQLMesh's ``getOrCreate`` then returns this same session.
+
+Local mode's embedded metastore admits one JVM at a time. Two `elt` processes (two sources'
+scheduled loads, a load and a transform) queue for it on a file lock beside it, each saying whom
+it waits for; a process outside `elt` that has it open (`sqlmesh ui`, a notebook's session) makes
+the command fail with one line and exit 75 (worth retrying), not with Derby's stack traces.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import socket
+import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from sources.logs import register_secret
+from sources import forks
+from sources.errors import ResourceBusy
+from sources.logs import get_logger, register_secret
+
+log = get_logger("sources.spark")
 
 _SESSION: Any = None
+_METASTORE_LOCK: int | None = None  # the descriptor of the held flock, for the process's life
+METASTORE_WAIT_S = 600.0  # ELT_SPARK_METASTORE_WAIT_S: how long a command queues for the local metastore
 SPARK_CONNECT_PORT = 15002  # Spark Connect's default, when the URL names none
 
 
@@ -48,8 +62,16 @@ def session(project_root: Path) -> Any:
     global _SESSION
     if _SESSION is not None:
         return _SESSION
-    from pyspark.conf import SparkConf
-    from pyspark.sql import SparkSession
+    try:
+        from pyspark.conf import SparkConf
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        from sources.errors import ConfigError
+
+        raise ConfigError(f"the spark gateway (ELT_GATEWAY=spark) needs pyspark, which this environment lacks ({exc})",
+                          hint="install the pinned packages as `make` does (`pip install -r requirements.lock`, which holds "
+                               "pyspark; the container image leaves it out), or use another gateway "
+                               "(ELT_GATEWAY=duckdb or postgres)") from None
 
     # config.yaml renders its paths from ELT_SPARK_HOME: make it absolute (the project root's
     # data/spark by default) so the metastore never lands in the current directory
@@ -78,6 +100,9 @@ def session(project_root: Path) -> Any:
                           hint="install Java 17 or newer (Debian: apt-get install default-jre-headless) or set "
                                "JAVA_HOME to one; or use a Spark Connect server (ELT_SPARK_REMOTE), which needs "
                                "no local Java (docs/how-to/run-on-a-spark-cluster.md)")
+    metastore = embedded_metastore(settings)
+    if metastore is not None:
+        _metastore_lock(metastore)  # before the JVM: the class archive's writer runs under it too
     archive = ClassArchive.for_this_process()  # docs/decisions/0028: the driver JVM starts faster
     java_options = conf.get("spark.driver.extraJavaOptions") or ""
     extra = archive.java_options() if archive else []
@@ -94,10 +119,109 @@ def session(project_root: Path) -> Any:
         archive.discard(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         conf.set("spark.driver.extraJavaOptions", java_options)
         _SESSION = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
-    _SESSION.sparkContext.setLogLevel(os.environ.get("ELT_SPARK_LOG_LEVEL", "ERROR"))
+    level = os.environ.get("ELT_SPARK_LOG_LEVEL", "ERROR")
+    _SESSION.sparkContext.setLogLevel(level)
+    if metastore is not None:
+        _open_metastore(_SESSION, metastore, level)
     if archive is not None:
         archive.finish_at_exit(_SESSION)
     return _SESSION
+
+
+class SparkMetastoreBusy(ResourceBusy):
+    """Local mode's embedded metastore is held by another process; worth retrying (exit 75)."""
+
+
+def embedded_metastore(settings: dict[str, str]) -> Path | None:
+    """The folder of the embedded Derby metastore the settings name, or None (a shared metastore).
+
+    >>> embedded_metastore({"spark.hadoop.javax.jdo.option.ConnectionURL": "jdbc:derby:;databaseName=/s/metastore_db;create=true"})
+    PosixPath('/s/metastore_db')
+    >>> embedded_metastore({"spark.hadoop.javax.jdo.option.ConnectionURL": "jdbc:postgresql://db/hive"}) is None
+    True
+    """
+    url = settings.get("spark.hadoop.javax.jdo.option.ConnectionURL", "")
+    match = re.search(r"databaseName=([^;]+)", url) if url.startswith("jdbc:derby:") else None
+    return Path(match[1]) if match else None
+
+
+def _metastore_lock(metastore: Path) -> None:
+    """Hold the flock beside ``metastore`` for the rest of the process (the kernel drops it when the
+    process dies), waiting up to ELT_SPARK_METASTORE_WAIT_S for the `elt` command holding it."""
+    global _METASTORE_LOCK
+    if _METASTORE_LOCK is not None:
+        return
+    path = metastore.parent / f"{metastore.name}.elt-lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wait_s = float(os.environ.get("ELT_SPARK_METASTORE_WAIT_S", METASTORE_WAIT_S))
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    started = time.monotonic()
+    told = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            waited = time.monotonic() - started
+            holder = _holder(path)
+            if waited >= wait_s:
+                os.close(fd)
+                raise SparkMetastoreBusy(
+                    f"the local Spark metastore {metastore} stayed in use by {holder} for {waited:.0f} s "
+                    "(local mode's embedded metastore admits one process at a time)",
+                    hint="rerun when that command ends (the scheduler retries by itself); raise "
+                         "ELT_SPARK_METASTORE_WAIT_S to queue longer, or use a shared metastore or Spark "
+                         "Connect for commands that must run at once (docs/how-to/run-on-a-spark-cluster.md)") from None
+            if told is None or time.monotonic() - told >= 60:
+                told = time.monotonic()
+                log.info(f"waiting for the local Spark metastore, in use by {holder} (local mode runs one Spark "
+                         f"command at a time; waited {waited:.0f} s of up to {wait_s:.0f} s)",
+                         extra={"fields": {"metastore": str(metastore), "waited_s": round(waited, 1)}})
+            time.sleep(0.5)
+    forks.hold(fd)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"PID {os.getpid()} ({_command_line()})".encode(errors="replace"), 0)
+    _METASTORE_LOCK = fd
+
+
+def _holder(path: Path) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "another elt command"
+
+
+def _command_line() -> str:
+    from sources.logs import redact_userinfo
+
+    try:
+        text = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        text = "python"
+    text = redact_userinfo(text)
+    return text if len(text) <= 200 else text[:200] + " ..."
+
+
+def _open_metastore(spark: Any, metastore: Path, level: str) -> None:
+    """Open the metastore now, with Spark's logging off: when another process has it, Derby logs
+    thousands of lines of stack traces at ERROR before the one error that matters."""
+    spark.sparkContext.setLogLevel("OFF")
+    try:
+        spark.sql("SHOW DATABASES").collect()
+    except Exception as exc:
+        trace = f"{exc}\n{getattr(exc, '_stackTrace', '') or ''}"
+        if "XSDB6" not in trace:  # not another process: Spark's own error
+            raise
+        raise SparkMetastoreBusy(
+            f"the local Spark metastore {metastore} is open in a process outside elt (`sqlmesh ui`, "
+            "`sqlmesh plan`, a notebook's Spark session: local mode's embedded metastore admits one "
+            "process at a time)",
+            hint="stop that process (or wait for it), then rerun; the scheduler retries by itself. "
+                 "`elt` commands queue for each other; for tools to run beside them, use a shared "
+                 "metastore or Spark Connect (docs/how-to/run-on-a-spark-cluster.md)") from None
+    finally:
+        spark.sparkContext.setLogLevel(level)
 
 
 def check_reachable(remote: str, timeout_s: float | None = None) -> None:

@@ -164,8 +164,10 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     if settings.gateway == "postgres":
         from sources.connections import PostgresSettings
 
-        check_name_budget(PostgresSettings.from_env(settings.pg_prefix).dbname, unit_test_inputs(settings.project_root))
+        warehouse = PostgresSettings.from_env(settings.pg_prefix)
+        check_name_budget(warehouse.dbname, unit_test_inputs(settings.project_root))
         export_pg_password(settings.pg_prefix)
+        _check_clients_on_the_server(warehouse)
     if settings.gateway == "spark":
         from sources.spark import session
 
@@ -177,6 +179,27 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
     skip_usage_wrappers(ctx)
     return ctx, console
+
+
+_CHECKED_SERVERS: set[tuple[str, int, str]] = set()
+
+
+def _check_clients_on_the_server(warehouse) -> None:  # type: ignore[no-untyped-def]
+    """Make the warehouse end a query whose `elt` process died (killed by a timeout, the OOM killer,
+    SIGKILL) within ``ELT_PG_CLIENT_CHECK_S`` instead of running it to its end: SQLMesh's
+    connections carry the check through PGOPTIONS (sources/connections.py). One connection per
+    process and server asks the server's version (the setting needs PostgreSQL 14+)."""
+    from contextlib import closing
+
+    from sources.connections import warehouse_pgoptions
+
+    key = (warehouse.host, warehouse.port, warehouse.dbname)
+    if key in _CHECKED_SERVERS:
+        return
+    with closing(warehouse.connect()) as con:
+        version = con.server_version
+    warehouse_pgoptions(version)
+    _CHECKED_SERVERS.add(key)
 
 
 def forget_sqlglot_dispatch() -> None:

@@ -255,3 +255,15 @@ def test_status_says_what_never_ran_means(tmp_path: Path, monkeypatch: pytest.Mo
     printed = io.StringIO()
     status.print_status(None, out=printed)  # type: ignore[arg-type]
     assert "succeeded" in printed.getvalue() and "not recorded" not in printed.getvalue()
+
+
+def test_the_spark_gateway_without_pyspark_says_what_to_install(tmp_path: Path) -> None:
+    """The container image leaves pyspark out: `ELT_GATEWAY=spark` there gets one error and a hint."""
+    project = copy_project(tmp_path / "project")
+    code = "import sys; sys.modules['pyspark'] = None; from orchestrator.cli import main; sys.exit(main(['transform']))"
+    proc = run([str(BIN / "python"), "-c", code], cwd=project, timeout=120, check=False,
+               env=project_env(project, ELT_GATEWAY="spark", ELT_SPARK_HOME=str(tmp_path / "spark")))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: the spark gateway (ELT_GATEWAY=spark) needs pyspark"), proc.stderr
+    assert "next: install the pinned packages as `make` does (`pip install -r requirements.lock`" in proc.stderr
+    assert "Traceback" not in proc.stderr
