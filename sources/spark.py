@@ -15,6 +15,7 @@ the command fail with one line and exit 75 (worth retrying), not with Derby's st
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import socket
@@ -62,6 +63,7 @@ def session(project_root: Path) -> Any:
     global _SESSION
     if _SESSION is not None:
         return _SESSION
+    _quiet_existence_probes()
     try:
         from pyspark.conf import SparkConf
         from pyspark.sql import SparkSession
@@ -126,6 +128,29 @@ def session(project_root: Path) -> Any:
     if archive is not None:
         archive.finish_at_exit(_SESSION)
     return _SESSION
+
+
+# pyspark (4.x) logs every failed statement at ERROR with the JVM's stack trace, before raising it.
+# A missing table is how SQLMesh's `table_exists` (and ours) learn that it is missing: on a first
+# run each probe printed a 60-line ERROR for a run that went well. Other failures are still logged.
+PROBE_ERRORS = frozenset({"TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND"})
+
+
+class _NotAProbe(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = getattr(record, "context", None)
+        return not (isinstance(context, dict) and context.get("errorClass") in PROBE_ERRORS)
+
+
+def _quiet_existence_probes() -> None:
+    try:
+        from pyspark.logger import PySparkLogger  # the class pyspark's loggers must have (their keyword arguments)
+    except ImportError:  # pyspark 3: no such log
+        return
+    for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+        logger = PySparkLogger.getLogger(name)
+        if not any(isinstance(f, _NotAProbe) for f in logger.filters):
+            logger.addFilter(_NotAProbe())
 
 
 class SparkMetastoreBusy(ResourceBusy):

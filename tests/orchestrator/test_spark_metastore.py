@@ -45,6 +45,12 @@ else:
         conf.set(key, value)
     spark = SparkSession.builder.config(conf=conf).enableHiveSupport().getOrCreate()
 spark.sql("SHOW DATABASES").collect()
+if how == "elt":  # an existence probe's failure is not logged as an ERROR (pyspark logs every failure)
+    for sql in ("DESCRIBE TABLE elt_meta.no_such_table", "DESCRIBE TABLE no_such_schema.t"):
+        try:
+            spark.sql(sql)
+        except Exception as exc:
+            print("probe failed as expected:", type(exc).__name__, flush=True)
 print("READY", flush=True)
 sys.stdin.read()
 """
@@ -55,20 +61,21 @@ class Holder:
         self.proc = subprocess.Popen(
             [str(BIN / "python"), "-c", HOLD, str(project.root), how], cwd=project.root,
             env={**project.env, "ELT_SPARK_CLASS_ARCHIVE": "off", **env}, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.output = ""
 
     def wait_for(self, text: str, timeout: float) -> bool:
         """Read the holder's output until ``text`` appears (True) or ``timeout`` passes (False)."""
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()  # read unbuffered: a buffered reader could hold lines select() no longer sees
         while text not in self.output and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            ready, _, _ = select.select([fd], [], [], 0.5)
             if ready:
-                line = self.proc.stdout.readline()
-                if not line and self.proc.poll() is not None:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                self.output += line
+                self.output += chunk.decode(errors="replace")
         return text in self.output
 
     def release(self) -> None:
@@ -102,6 +109,8 @@ def test_elt_commands_queue_for_the_metastore_and_an_outside_holder_fails_in_one
     second = None
     try:
         assert first.wait_for("READY", 180), first.output[-3000:]
+        assert first.output.count("probe failed as expected: AnalysisException") == 2, first.output[-3000:]
+        assert "TABLE_OR_VIEW_NOT_FOUND" not in first.output and "SCHEMA_NOT_FOUND" not in first.output, first.output[-3000:]
         # a command that may wait only a second gives up with whom it waited for, before any JVM starts
         busy = project.elt("transform", check=False, ELT_SPARK_METASTORE_WAIT_S="1")
         assert busy.returncode == 75, busy.stdout + busy.stderr
