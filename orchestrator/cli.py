@@ -37,7 +37,7 @@ import argparse
 import os
 import re
 import sys
-from datetime import date
+from datetime import date, datetime, timezone
 from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
@@ -203,6 +203,23 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, years=args.years)
 
 
+def _since(value: str | None) -> date | None:
+    """``elt preview --since``: a day, not in the future.
+
+    >>> _since("2019-03-04")
+    datetime.date(2019, 3, 4)
+    """
+    if value is None:
+        return None
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"--since {value!r} is not a day", hint="give it as YYYY-MM-DD, e.g. --since 2024-06-01") from None
+    if day > datetime.now(timezone.utc).date():
+        raise ConfigError(f"--since {value} is in the future", hint="give a day up to today")
+    return day
+
+
 def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.transform.preview import preview
     from orchestrator.transform.run import TransformFailed
@@ -212,7 +229,7 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     if lock is None:
         return 1
     try:
-        diffs = preview(settings, args.environment, quiet=not args.verbose)
+        diffs = preview(settings, args.environment, quiet=not args.verbose, since=_since(args.since))
     except TransformFailed as exc:
         if held_duckdb_lock(exc):
             raise  # main() says which process holds the warehouse
@@ -224,8 +241,10 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         print(f"environment {args.environment}: no model differs from prod")
         return 0
     differ = sum(1 for d in diffs if d.differs)
+    unknown = sum(1 for d in diffs if d.not_compared)
     print(f"environment {args.environment}: {len(diffs)} model(s) rebuilt (changed, or downstream of a change); "
-          f"{differ} of them differ from prod in rows or columns (prod untouched)")
+          f"{differ} of them differ from prod in rows or columns"
+          + (f", {unknown} not compared (built from partial inputs)" if unknown else "") + " (prod untouched)")
     for diff in diffs:
         print(f"  {diff.render(args.environment)}")
     print(f"\npromote with `sqlmesh plan` (prod), or drop it with `sqlmesh invalidate {args.environment}`")
@@ -438,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     prev = sub.add_parser("preview", help="build model changes in a dev environment and diff against prod")
     prev.add_argument("environment", nargs="?", default="dev",
                       help="the dev environment to build the changes in (default: dev; never prod)")
+    prev.add_argument("--since", metavar="YYYY-MM-DD",
+                      help="build changed day-partitioned models from this day on only (faster on long histories); "
+                           "their rows are compared from that day, models reading them are not compared")
     prev.add_argument("--verbose", action="store_true", help="show SQLMesh's plan output and the SQL statements it runs")
     prev.set_defaults(func=_cmd_preview)
 

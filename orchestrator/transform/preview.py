@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
 
 from sqlglot import exp
 
@@ -59,12 +60,14 @@ class ModelDiff:
     columns_retyped: dict[str, TypeChange] = field(default_factory=dict)
     note: str = ""
     same_by_design: bool = False  # reads prod's table unchanged (downstream of a non-breaking change)
+    not_compared: bool = False  # built from a windowed preview's partial inputs: its rows say nothing
+    window: str = ""  # "on <time column> >= <day>": only these rows were compared (a windowed preview)
 
     @property
     def differs(self) -> bool:
         """Whether its rows or columns differ from prod's (a model rebuilt only because it is downstream
         of a change often does not)."""
-        if self.same_by_design:
+        if self.same_by_design or self.not_compared:
             return False
         return bool(self.note or self.changed or self.only_prod or self.only_dev or self.columns_added
                     or self.columns_removed or self.columns_retyped or self.prod_rows != self.dev_rows)
@@ -72,7 +75,8 @@ class ModelDiff:
     def render(self, environment: str) -> str:
         if self.note:
             return f"{self.model}: {self.note}"
-        head = (f"{self.model}: prod {self.prod_rows:,} rows, {environment} {self.dev_rows:,} rows; "
+        window = f" {self.window}" if self.window else ""
+        head = (f"{self.model}{window}: prod {self.prod_rows:,} rows, {environment} {self.dev_rows:,} rows; "
                 f"on {', '.join(self.grain)}: {self.matched:,} matched ({self.changed:,} changed), "
                 f"{self.only_prod:,} only in prod, {self.only_dev:,} only in {environment}")
         extra = []
@@ -105,7 +109,15 @@ def changed_models(ctx, environment: str) -> list[str]:  # type: ignore[no-untyp
     )
 
 
-def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True) -> list[ModelDiff]:
+def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True,
+            since: date | None = None) -> list[ModelDiff]:
+    """Build the local model changes in ``environment`` and diff every rebuilt model against prod.
+
+    With ``since``, changed models partitioned by day are built from that day on only (SQLMesh's
+    plan ``start``), which costs the window instead of the history. Their rows are compared from
+    that day on; a model that reads such a partial table is built from partial inputs, so its rows
+    are reported as not compared rather than as differences.
+    """
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
     if environment == "prod":
@@ -113,7 +125,8 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True)
     ctx, console = make_context(settings, quiet=quiet)
     try:
         try:
-            ctx.plan(environment, auto_apply=True, no_prompts=True)
+            ctx.plan(environment, auto_apply=True, no_prompts=True,
+                     **({"start": since.isoformat()} if since else {}))
         except NoChangesPlanError:
             pass
         except PlanError as exc:
@@ -123,11 +136,31 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True)
         env = ctx.state_reader.get_environment(environment)
         prod_tables = {s.name: s.version for s in prod.snapshots} if prod else {}
         shared = {s.name for s in (env.snapshots if env else []) if prod_tables.get(s.name) == s.version}
+        names = changed_models(ctx, environment)
+        partial = _partially_built(ctx, prod, env, [n for n in names if n not in shared])
         with _sql_echo(shown=not quiet):
-            return [_diff(ctx, name, environment, same_table=name in shared)
-                    for name in changed_models(ctx, environment)]
+            return [_diff(ctx, name, environment, same_table=name in shared, partial=partial) for name in names]
     finally:
         ctx.close()
+
+
+def _partially_built(ctx, prod, env, rebuilt: list[str]) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """The rebuilt models whose table in ``env`` starts later than prod's (a windowed preview), with
+    the first millisecond it holds. Read from SQLMesh's intervals, so a table a full preview built
+    earlier counts as whole."""
+    if env is None or prod is None or not rebuilt:
+        return {}
+    dev_ids = {s.name: s.snapshot_id for s in env.snapshots if s.name in rebuilt}
+    prod_ids = {s.name: s.snapshot_id for s in prod.snapshots if s.name in dev_ids}
+    found = ctx.state_reader.get_snapshots([*dev_ids.values(), *prod_ids.values()])
+    out: dict[str, int] = {}
+    for name, sid in dev_ids.items():
+        dev, old = found.get(sid), found.get(prod_ids.get(name))  # type: ignore[arg-type]
+        if dev is None or old is None or not dev.intervals or not old.intervals:
+            continue
+        if dev.intervals[0][0] > old.intervals[0][0]:
+            out[name] = dev.intervals[0][0]
+    return out
 
 
 class _NoSqlEcho(logging.Filter):
@@ -154,7 +187,8 @@ def _sql_echo(*, shown: bool) -> Iterator[None]:
             logger.removeFilter(echo)
 
 
-def _diff(ctx, name: str, environment: str, *, same_table: bool = False) -> ModelDiff:  # type: ignore[no-untyped-def]
+def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type: ignore[no-untyped-def]
+          partial: dict[str, int] | None = None) -> ModelDiff:
     model = ctx.get_model(name)
     grain = [g.sql(dialect=model.dialect) for g in model.grains] if model and model.grains else []
     result = ModelDiff(schema_table(name), grain)
@@ -162,12 +196,30 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False) -> Mode
         result.note = "downstream of a non-breaking change; reads prod's table, so its data is the same"
         result.same_by_design = True
         return result
+    partial = partial or {}
+    upstream = [a for a in ctx.dag.upstream(name) if a in partial]
+    if upstream:
+        # name the partial tables that are partial by the window itself, not by reading another one
+        first = sorted(schema_table(a) for a in upstream if not any(b in partial for b in ctx.dag.upstream(a)))
+        since = _day(min(partial[a] for a in upstream))
+        result.note = (f"not compared: it reads {', '.join(first)} (directly or through other models), which this "
+                       f"preview built from {since} on only, so its rows come from partial inputs; "
+                       f"`elt preview {environment}` without --since compares it")
+        result.not_compared = True
+        return result
     if not grain:
         result.note = "no grain declared; compare by hand with `sqlmesh table_diff prod:" + environment + " " + name + " --on KEY`"
         return result
+    where = None
+    if name in partial and model.time_column is not None:
+        column = model.time_column.column
+        since = _day(partial[name])
+        where = exp.GTE(this=exp.column(column.name),
+                        expression=exp.cast(exp.Literal.string(since), exp.DataType.build("TIMESTAMP")))
+        result.window = f"(rows with {column.name} >= {since}, the window built)"
     try:
         (diff,) = ctx.table_diff(source="prod", target=environment, select_models=[name], show=False,
-                                 decimals=DECIMALS)
+                                 decimals=DECIMALS, where=where)
         schema = diff.schema_diff()
         rows = diff.row_diff()
         retyped = _retyped(diff, schema.modified)
@@ -185,6 +237,13 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False) -> Mode
     if retyped:
         result.changed, result.columns_retyped = retyped
     return result
+
+
+def _day(epoch_ms: int) -> str:
+    """>>> _day(1_546_300_800_000)
+    '2019-01-01'
+    """
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).date().isoformat()
 
 
 # dates and timestamps without a time zone: compared as TIMESTAMP when one became the other

@@ -48,3 +48,62 @@ def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: P
     verbose = run([elt, "preview", "dev", "--verbose"], cwd=project, env=env, timeout=120)
     assert "Executing SQL" in verbose.stdout + verbose.stderr
     assert f"{HEAD} (1 changed)" in verbose.stdout, verbose.stdout
+
+
+def test_a_preview_since_a_day_builds_and_compares_that_window_only(tmp_path: Path) -> None:
+    """`elt preview dev --since DAY`: the changed day-partitioned model is built from DAY on only (its
+    dev table and SQLMesh's intervals say so), its rows are compared from DAY on, and the models that
+    read it are reported as not compared; without --since the same change is compared whole."""
+    import random
+    from datetime import timedelta
+
+    import duckdb
+
+    from tests.orchestrator.test_incremental_transform import START, Shop
+
+    shop = Shop(random.Random(7))
+    for offset in range(20):
+        for _ in range(5):
+            shop.add_order(START + timedelta(days=offset))
+    files = tmp_path / "files"
+    shop.write(files)
+    project = copy_project(tmp_path / "project")
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = project_env(project, ELT_DUCKDB_PATH=str(warehouse), ELT_LANDING_ROOT=str(tmp_path / "landing"))
+    elt = str(BIN / "elt")
+    run([elt, "load", "jaffle_shop", "--path", str(files)], cwd=project, env=env)
+    run([elt, "transform"], cwd=project, env=env)
+
+    # a breaking change: orders without items (subtotal 0) leave staging, and so every mart
+    model = project / "models" / "staging" / "stg_jaffle_shop__orders.sql"
+    text = model.read_text()
+    assert text.rstrip().endswith("latest.ordered_at BETWEEN @start_ts AND @end_ts")
+    model.write_text(text.rstrip() + " AND latest.subtotal > 0\n")
+    since = START + timedelta(days=15)
+    orders = list(shop.orders.values())
+    window = [o for o in orders if str(o["ordered_at"])[:10] >= since.isoformat()]
+    empty = [o for o in window if o["subtotal"] == 0]
+    assert window and empty and len(empty) < len(window)
+
+    windowed = run([elt, "preview", "dev", "--since", since.isoformat()], cwd=project, env=env, timeout=300)
+    out = windowed.stdout
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        first, count = con.execute("SELECT MIN(ordered_at), COUNT(*) FROM staging__dev.stg_jaffle_shop__orders").fetchone()
+    assert first.date() >= since and count == len(window) - len(empty), (first, count)  # built from the day on only
+    assert (f"staging.stg_jaffle_shop__orders (rows with ordered_at >= {since}, the window built): prod {len(window)} rows, "
+            f"dev {len(window) - len(empty)} rows; on order_id: {len(window) - len(empty)} matched (0 changed), "
+            f"{len(empty)} only in prod, 0 only in dev") in out, out
+    assert (f"marts.orders: not compared: it reads staging.stg_jaffle_shop__orders (directly or through other models), "
+            f"which this preview built from {since} on only") in out, out
+    assert "marts.customers: not compared" in out, out
+    head = next(line for line in out.splitlines() if line.startswith("environment dev:"))
+    assert "1 of them differ from prod in rows or columns" in head and "not compared (built from partial inputs)" in head, head
+
+    whole = run([elt, "preview", "dev"], cwd=project, env=env, timeout=300).stdout
+    all_empty = [o for o in orders if o["subtotal"] == 0]
+    assert (f"staging.stg_jaffle_shop__orders: prod {len(orders)} rows, dev {len(orders) - len(all_empty)} rows; "
+            f"on order_id: {len(orders) - len(all_empty)} matched (0 changed), {len(all_empty)} only in prod") in whole, whole
+    assert "not compared" not in whole, whole
+
+    bad = run([elt, "preview", "dev", "--since", "2018-13-01"], cwd=project, env=env, check=False)
+    assert bad.returncode == 2 and "--since '2018-13-01' is not a day" in bad.stderr, bad.stderr
