@@ -178,7 +178,13 @@ def _metastore_lock(metastore: Path) -> None:
         return
     path = metastore.parent / f"{metastore.name}.elt-lock"
     path.parent.mkdir(parents=True, exist_ok=True)
-    wait_s = float(os.environ.get("ELT_SPARK_METASTORE_WAIT_S", METASTORE_WAIT_S))
+    try:
+        wait_s = float(os.environ.get("ELT_SPARK_METASTORE_WAIT_S", METASTORE_WAIT_S))
+    except ValueError:
+        from sources.errors import ConfigError
+
+        raise ConfigError(f"ELT_SPARK_METASTORE_WAIT_S={os.environ['ELT_SPARK_METASTORE_WAIT_S']!r} is not a number of seconds",
+                          hint="set it to e.g. 600, or unset it") from None
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
     started = time.monotonic()
     told = None
