@@ -179,9 +179,19 @@ def start_record(adapter: Any) -> None:
     create_meta_table(adapter, SCOPE, "mart TEXT NOT NULL, day DATE, record_id TEXT NOT NULL", replace=True)
 
 
+def legacy_record(adapter: Any) -> bool:
+    """Whether the record is one made before record ids and scopes (decision 0030): every mart's
+    rows, whole, from before the backfill began. A backfill left unfinished by that code and rerun
+    by this one counts its difference from it (it printed 0 for every mart before)."""
+    return (not adapter.table_exists(SCOPE) and adapter.table_exists(BEFORE)
+            and "record_id" not in {c.lower() for c in adapter.columns(BEFORE)})
+
+
 def recorded(adapter: Any) -> dict[str, set[str] | None]:
     """mart -> the days the record covers (None: the whole mart)."""
     out: dict[str, set[str] | None] = {}
+    if legacy_record(adapter):
+        return {str(m): None for (m,) in adapter.fetchall(f"SELECT DISTINCT mart FROM {BEFORE}")}
     if not adapter.table_exists(SCOPE):
         return out
     for mart, day in adapter.fetchall(f"SELECT DISTINCT mart, day FROM {SCOPE}"):
@@ -261,6 +271,7 @@ def diff_marts(ctx: Any) -> list[MartDiff]:
     (a mart the record does not cover was not restated: 0, 0, 0), counted in the warehouse."""
     adapter = ctx.engine_adapter
     have = recorded(adapter)
+    legacy = legacy_record(adapter)
     out = []
     for mart in _marts(ctx):
         if not adapter.table_exists(mart.name):
@@ -270,12 +281,12 @@ def diff_marts(ctx: Any) -> list[MartDiff]:
             continue
         after = _keyed_rows(mart, adapter.dialect, _on_days(mart, have[mart.name]))
         lit = exp.Literal.string(mart.name).sql(adapter.dialect)
+        scoped = "" if legacy else f" AND record_id IN (SELECT record_id FROM {SCOPE} WHERE mart = {lit})"
         added, changed, removed = adapter.fetchone(
             f"SELECT count(CASE WHEN b.row_key IS NULL THEN 1 END), "
             f"count(CASE WHEN a.row_key IS NOT NULL AND b.row_key IS NOT NULL AND a.row_hash <> b.row_hash THEN 1 END), "
             f"count(CASE WHEN a.row_key IS NULL THEN 1 END) "
-            f"FROM ({after}) AS a FULL OUTER JOIN (SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit} "
-            f"AND record_id IN (SELECT record_id FROM {SCOPE} WHERE mart = {lit})) AS b "
+            f"FROM ({after}) AS a FULL OUTER JOIN (SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit}{scoped}) AS b "
             "ON a.row_key = b.row_key"
         )
         out.append(MartDiff(mart.name, int(added), int(changed), int(removed)))

@@ -297,3 +297,40 @@ def test_a_backfill_whose_new_rows_fail_an_audit_says_how_to_get_past_them(proje
     assert again.returncode == 0, again.stdout + again.stderr
     assert "did not finish" in again.stdout, again.stdout
     assert _totals(project)["o3"] == 6.24
+
+
+# Rewrites the record as the code before decision 0030 left it: every mart's rows, whole, in
+# elt_meta.backfill_before without record ids, and no scope table.
+LEGACY_RECORD = """
+from orchestrator.settings import Settings
+from orchestrator.transform.backfill import BEFORE, SCOPE, _keyed_rows, _marts
+from orchestrator.transform.run import make_context
+ctx, _ = make_context(Settings.from_env(), quiet=True)
+adapter = ctx.engine_adapter
+adapter.execute(f"DROP TABLE {SCOPE}")
+adapter.execute(f"DROP TABLE {BEFORE}")
+adapter.execute(f"CREATE TABLE {BEFORE} (mart TEXT NOT NULL, row_key TEXT, row_hash TEXT)")
+for mart in _marts(ctx):
+    adapter.execute(f"INSERT INTO {BEFORE} {_keyed_rows(mart, adapter.dialect)}")
+ctx.close()
+"""
+
+
+def test_a_backfill_left_unfinished_by_the_code_before_scoped_records_still_counts_its_changes(
+        project: Project, small_jaffle: Path) -> None:
+    """An upgrade between a failed backfill and its rerun: the old record (every mart, whole, no
+    record ids) is read as it was meant, instead of counting nothing."""
+    import subprocess
+
+    from tests.conftest import BIN
+
+    before, items, good_items = _first_attempt_fails(project, small_jaffle)
+    subprocess.run([str(BIN / "python"), "-c", LEGACY_RECORD], cwd=project.root, env=project.env, check=True,
+                   capture_output=True, text=True, timeout=120)
+    items.write_text(good_items)
+    again = project.elt(*WINDOW, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "did not finish" in again.stdout, again.stdout
+    line = next(li for li in again.stdout.splitlines() if li.startswith("marts.orders "))
+    assert line.split()[1:] == ["0", "1", "0"], again.stdout  # o3, counted against the whole old record
+    assert round(_totals(project)["o3"] - before, 2) == 0.07
