@@ -240,7 +240,9 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type
 
 
 def _day(epoch_ms: int) -> str:
-    """>>> _day(1_546_300_800_000)
+    """The UTC day of an interval boundary in epoch milliseconds (SQLMesh's unit).
+
+    >>> _day(1_546_300_800_000)
     '2019-01-01'
     """
     return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).date().isoformat()
