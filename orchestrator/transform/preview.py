@@ -61,7 +61,7 @@ class ModelDiff:
     note: str = ""
     same_by_design: bool = False  # reads prod's table unchanged (downstream of a non-breaking change)
     not_compared: bool = False  # built from a windowed preview's partial inputs: its rows say nothing
-    window: str = ""  # "on <time column> >= <day>": only these rows were compared (a windowed preview)
+    window: str = ""  # "(rows with <time column> >= <day>, ...)": only these rows were compared (a windowed preview)
 
     @property
     def differs(self) -> bool:
