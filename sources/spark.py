@@ -194,18 +194,17 @@ def _metastore_lock(metastore: Path) -> None:
             break
         except BlockingIOError:
             waited = time.monotonic() - started
-            holder = _holder(path)
             if waited >= wait_s:
                 os.close(fd)
                 raise SparkMetastoreBusy(
-                    f"the local Spark metastore {metastore} stayed in use by {holder} for {waited:.0f} s "
+                    f"the local Spark metastore {metastore} stayed in use by {_holder(path)} for {waited:.0f} s "
                     "(local mode's embedded metastore admits one process at a time)",
                     hint="rerun when that command ends (the scheduler retries by itself); raise "
                          "ELT_SPARK_METASTORE_WAIT_S to queue longer, or use a shared metastore or Spark "
                          "Connect for commands that must run at once (docs/how-to/run-on-a-spark-cluster.md)") from None
             if told is None or time.monotonic() - told >= 60:
                 told = time.monotonic()
-                log.info(f"waiting for the local Spark metastore, in use by {holder} (local mode runs one Spark "
+                log.info(f"waiting for the local Spark metastore, in use by {_holder(path)} (local mode runs one Spark "
                          f"command at a time; waited {waited:.0f} s of up to {wait_s:.0f} s)",
                          extra={"fields": {"metastore": str(metastore), "waited_s": round(waited, 1)}})
             time.sleep(0.5)

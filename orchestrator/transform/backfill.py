@@ -208,12 +208,13 @@ def days_of(spans: list[tuple[int, int]]) -> set[str]:
     >>> sorted(days_of([(1535760000000, 1535932800000)]))
     ['2018-09-01', '2018-09-02']
     """
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
+
+    from orchestrator.transform.restate import utc_day
 
     days: set[str] = set()
     for start, end in spans:
-        day = datetime.fromtimestamp(start / 1000, UTC).date()
-        last = datetime.fromtimestamp((end - 1) / 1000, UTC).date()
+        day, last = utc_day(start), utc_day(end - 1)
         while day <= last:
             days.add(day.isoformat())
             day += timedelta(days=1)

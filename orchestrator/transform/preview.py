@@ -21,11 +21,12 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date
 
 from sqlglot import exp
 
 from orchestrator.settings import Settings
+from orchestrator.transform.restate import utc_day
 from orchestrator.transform.run import TransformFailed, _describe, make_context, schema_table
 from sources.errors import ConfigError
 
@@ -201,7 +202,7 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type
     if upstream:
         # name the partial tables that are partial by the window itself, not by reading another one
         first = sorted(schema_table(a) for a in upstream if not any(b in partial for b in ctx.dag.upstream(a)))
-        since = _day(min(partial[a] for a in upstream))
+        since = utc_day(min(partial[a] for a in upstream)).isoformat()
         result.note = (f"not compared: it reads {', '.join(first)} (directly or through other models), which this "
                        f"preview built from {since} on only, so its rows come from partial inputs; "
                        f"`elt preview {environment}` without --since compares it")
@@ -213,7 +214,7 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type
     where = None
     if name in partial and model.time_column is not None:
         column = model.time_column.column
-        since = _day(partial[name])
+        since = utc_day(partial[name]).isoformat()
         where = exp.GTE(this=exp.column(column.name),
                         expression=exp.cast(exp.Literal.string(since), exp.DataType.build("TIMESTAMP")))
         result.window = f"(rows with {column.name} >= {since}, the window built)"
@@ -237,15 +238,6 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type
     if retyped:
         result.changed, result.columns_retyped = retyped
     return result
-
-
-def _day(epoch_ms: int) -> str:
-    """The UTC day of an interval boundary in epoch milliseconds (SQLMesh's unit).
-
-    >>> _day(1_546_300_800_000)
-    '2019-01-01'
-    """
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc).date().isoformat()
 
 
 # dates and timestamps without a time zone: compared as TIMESTAMP when one became the other

@@ -324,3 +324,12 @@ def drop_day_partitions(adapter, snapshot, spans: list[tuple[int, int]]) -> int:
 
 def to_ms(day) -> int:  # type: ignore[no-untyped-def]
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+
+
+def utc_day(ms: int):  # type: ignore[no-untyped-def]
+    """The UTC day of an interval boundary in epoch milliseconds (SQLMesh's unit); ``to_ms`` reversed.
+
+    >>> utc_day(1_546_300_800_000)
+    datetime.date(2019, 1, 1)
+    """
+    return datetime.fromtimestamp(ms / 1000, UTC).date()
