@@ -178,7 +178,92 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     set_console(console)
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
     skip_usage_wrappers(ctx)
+    _check_state_versions(ctx, settings)
     return ctx, console
+
+
+def _check_state_versions(ctx, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    """Open SQLMesh's state now, so that state written by another SQLMesh version (the pin was
+    upgraded, or another checkout migrated the state) stops the command with what to do, instead
+    of a traceback from the first model read. A new warehouse gets its state tables here, as the
+    first plan would give them."""
+    from sqlmesh.utils.errors import SQLMeshError
+
+    from sources.errors import ConfigError
+
+    try:
+        ctx.state_sync  # noqa: B018 - the property opens the state and compares its versions
+    except SQLMeshError as exc:
+        # the property keeps the unchecked state sync when the comparison fails
+        state = getattr(ctx, "_state_sync", None)
+        try:
+            versions = state.get_versions(validate=False) if state is not None else None
+        except Exception:  # noqa: BLE001 - the original error says more than a second failure
+            versions = None
+        message = state_version_message(versions, _local_versions(), _state_location(settings)) if versions else None
+        ctx.close()
+        if message is None:
+            raise
+        raise ConfigError(message) from exc
+
+
+def _local_versions() -> tuple[int, str, str]:
+    from sqlglot import __version__ as sqlglot_version
+    from sqlmesh import __version__ as sqlmesh_version
+    from sqlmesh.core.state_sync.base import SCHEMA_VERSION
+
+    return SCHEMA_VERSION, sqlglot_version, sqlmesh_version
+
+
+def _state_location(settings: Settings) -> str:
+    if settings.gateway == "postgres":
+        from sources.connections import PostgresSettings
+
+        pg = PostgresSettings.from_env(settings.pg_prefix)
+        return f"schema sqlmesh of PostgreSQL database {pg.dbname} on {pg.host}:{pg.port}"
+    if settings.gateway == "spark":
+        home = os.environ.get("ELT_SPARK_HOME", "data/spark")
+        return os.environ.get("ELT_SPARK_STATE_PATH") or f"{home}/state.duckdb"
+    return str(settings.warehouse)
+
+
+def state_version_message(state: Any, local: tuple[int, str, str], where: str) -> str | None:
+    """What to do when SQLMesh's state and this installation disagree on versions (SQLMesh
+    compares the state schema and the minor versions of SQLMesh and sqlglot); None when they agree.
+
+    >>> from types import SimpleNamespace as S
+    >>> print(state_version_message(S(schema_version=101, sqlglot_version="30.7.2", sqlmesh_version="0.235.1"),
+    ...                             (102, "30.8.0", "0.236.4"), "data/warehouse.duckdb"))
+    SQLMesh's state in data/warehouse.duckdb was written by SQLMesh 0.235.1 (state schema 101, sqlglot 30.7.2); this installation runs SQLMesh 0.236.4 (state schema 102, sqlglot 30.8.0): the state needs one migration before any run
+    next: pause scheduled runs, back up the state, then run `sqlmesh migrate` once from the project folder (docs/runbook.md, "Upgrading SQLMesh or DuckDB"); or go back to the commit that pinned SQLMesh 0.235.1 and run `make .venv/.installed`
+    >>> state_version_message(S(schema_version=102, sqlglot_version="30.8.1", sqlmesh_version="0.236.0"),
+    ...                       (102, "30.8.0", "0.236.4"), "w") is None
+    True
+    >>> print(state_version_message(S(schema_version=103, sqlglot_version="30.9.0", sqlmesh_version="0.237.0"),
+    ...                             (102, "30.8.0", "0.236.4"), "w").splitlines()[1])
+    next: update this checkout to the commit that pins SQLMesh 0.237.0 (git pull), then run `make .venv/.installed`; an older SQLMesh must not run on migrated state
+    """
+
+    def minor(version: str) -> tuple[int, ...]:
+        return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+
+    schema, sqlglot_version, sqlmesh_version = local
+    differences = [(state.schema_version, schema), (minor(state.sqlmesh_version), minor(sqlmesh_version)),
+                   (minor(state.sqlglot_version), minor(sqlglot_version))]
+    if all(theirs == ours for theirs, ours in differences):
+        return None
+    state_newer = any(theirs > ours for theirs, ours in differences)
+    what = (f"SQLMesh's state in {where} was written by SQLMesh {state.sqlmesh_version} (state schema "
+            f"{state.schema_version}, sqlglot {state.sqlglot_version}); this installation runs SQLMesh "
+            f"{sqlmesh_version} (state schema {schema}, sqlglot {sqlglot_version})")
+    if state_newer:
+        return (f"{what}: a newer SQLMesh migrated the state (another checkout or machine)\n"
+                f"next: update this checkout to the commit that pins SQLMesh {state.sqlmesh_version} (git pull), "
+                "then run `make .venv/.installed`; an older SQLMesh must not run on migrated state")
+    return (f"{what}: the state needs one migration before any run\n"
+            "next: pause scheduled runs, back up the state, then run `sqlmesh migrate` once from the project folder "
+            "(docs/runbook.md, \"Upgrading SQLMesh or DuckDB\"); or go back to the commit that pinned SQLMesh "
+            f"{state.sqlmesh_version} and run `make .venv/.installed`")
 
 
 _CHECKED_SERVERS: set[tuple[str, int, str]] = set()

@@ -267,3 +267,38 @@ def test_the_spark_gateway_without_pyspark_says_what_to_install(tmp_path: Path) 
     assert proc.stderr.startswith("error: the spark gateway (ELT_GATEWAY=spark) needs pyspark"), proc.stderr
     assert "next: install the pinned packages as `make` does (`pip install -r requirements.lock`" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("state_version", "expected"), [
+    ("0.1.0", "the state needs one migration before any run"),  # the pin was upgraded: migrate
+    ("99.0.0", "a newer SQLMesh migrated the state"),           # another checkout migrated it: update this one
+])
+def test_state_of_another_sqlmesh_version_says_whether_to_migrate_or_update(tmp_path: Path, state_version: str,
+                                                                            expected: str) -> None:
+    import duckdb
+
+    project = copy_project(tmp_path / "project")
+    env = project_env(project)
+    (project / "data").mkdir()
+    # SQLMesh's state as a first command makes it, then marked as written by another SQLMesh version
+    run([sys.executable, "-c", "from orchestrator.settings import Settings\n"
+         "from orchestrator.transform.run import make_context\n"
+         "make_context(Settings.from_env(), quiet=True)[0].close()"], cwd=project, env=env)
+    with duckdb.connect(str(project / "data" / "warehouse.duckdb")) as con:
+        con.execute("UPDATE sqlmesh._versions SET sqlmesh_version = ?", [state_version])
+
+    proc = run([ELT, "transform"], cwd=project, env=env, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr  # a configuration problem: nothing ran, a retry cannot help
+    assert "Traceback" not in proc.stderr, proc.stderr
+    first, next_step = proc.stderr.strip().splitlines()[-2:]
+    assert first.startswith(f"error: SQLMesh's state in {project / 'data' / 'warehouse.duckdb'} was written by "
+                            f"SQLMesh {state_version} "), proc.stderr
+    assert expected in first, proc.stderr
+    assert next_step.startswith("next: "), proc.stderr
+    assert ("`sqlmesh migrate`" in next_step) == (state_version == "0.1.0"), proc.stderr
+
+    # the scheduled job records the same first line and is not retried
+    job = run([ELT, "run-job", "transform"], cwd=project, env=env, timeout=300, check=False)
+    assert job.returncode == 1, job.stderr
+    runs = run([ELT, "runs", "--job", "transform"], cwd=project, env=env).stdout
+    assert f"written by SQLMesh {state_version}" in runs, runs
