@@ -42,7 +42,7 @@ from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
-from sources.errors import ConfigError, LoaderError, ResourceBusy
+from sources.errors import ConfigError, LoaderError, ResourceBusy, unreadable_duckdb_file
 from sources.logs import redact_userinfo
 
 # DuckDB's text when another process has the file open read-write (one writer per file)
@@ -535,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.observe import logcontext
 
     logcontext.install()
+    settings: Settings | None = None
     try:
         settings = Settings.from_env()
         code = int(args.func(args, settings))
@@ -559,10 +560,14 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except Exception as exc:
         message = held_duckdb_lock(exc, " ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
-        if message is None:
+        if message is not None:
+            print(message, file=sys.stderr)
+            return 75
+        unreadable = unreadable_duckdb_file(exc, settings.warehouse if settings else "(not known)")
+        if unreadable is None:
             raise
-        print(message, file=sys.stderr)
-        return 75
+        print(f"error: {unreadable}", file=sys.stderr)
+        return 1
 
 
 def _stdout_reader_gone() -> bool:

@@ -7,6 +7,8 @@ on"; ``ConfigError`` means nothing ran.
 
 from __future__ import annotations
 
+import re
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (driver errors span many lines), or its type.
@@ -99,3 +101,60 @@ class LandingError(LoaderError):
 
 class RawLoadError(LoaderError):
     """Appending a landed batch to its raw table failed; the transaction was rolled back."""
+
+
+class WarehouseUnreadable(LoaderError):
+    """DuckDB refuses a file itself: damaged, not a database, or another storage version
+    (``unreadable_duckdb_file`` words it). No retry helps."""
+
+
+# DuckDB's words for a file it will not open: damaged, not a database, or another storage version
+_DUCKDB_FILE_PROBLEMS = re.compile(
+    r'The file "(?P<path>[^"]+)" exists, but it is not a valid DuckDB database file'
+    r"|(?P<corrupt>Corrupt database file[^\n]*)"
+    r"|Trying to read a database file with version number (?P<found>\d+), but we can only read versions? "
+    r"(?:between )?(?P<low>\d+)(?: and (?P<high>\d+))?")
+
+
+def unreadable_duckdb_file(exc: BaseException, path: object) -> str | None:
+    """What to do when DuckDB refuses ``path`` itself (anywhere in ``exc``'s chain), else None: a
+    file written by another DuckDB version, or a damaged one. A held lock is not this (75, rerun).
+
+    >>> print(unreadable_duckdb_file(OSError('IO Error: Trying to read a database file with version number 99, '
+    ...                                      'but we can only read versions between 64 and 67.'), "w.duckdb"))
+    the DuckDB file w.duckdb has storage version 99; this installation's DuckDB reads versions 64 to 67: a newer DuckDB wrote it
+      next: run the DuckDB version pinned by the checkout that wrote it (`git pull`, then `make .venv/.installed`), or restore the copy made before an upgrade (docs/runbook.md, "Upgrading SQLMesh or DuckDB")
+    >>> unreadable_duckdb_file(OSError('IO Error: Could not set lock on file "w.duckdb"'), "w.duckdb") is None
+    True
+    """
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        match = _DUCKDB_FILE_PROBLEMS.search(str(current))
+        if match:
+            break
+        current = current.__cause__ or current.__context__
+    else:
+        return None
+    where = match["path"] or path
+    if match["found"]:
+        found, low, high = int(match["found"]), int(match["low"]), int(match["high"] or match["low"])
+        if found > high:
+            return (f"the DuckDB file {where} has storage version {found}; this installation's DuckDB reads versions "
+                    f"{low} to {high}: a newer DuckDB wrote it\n"
+                    "  next: run the DuckDB version pinned by the checkout that wrote it (`git pull`, then "
+                    "`make .venv/.installed`), or restore the copy made before an upgrade "
+                    "(docs/runbook.md, \"Upgrading SQLMesh or DuckDB\")")
+        return (f"the DuckDB file {where} has storage version {found}; this installation's DuckDB reads versions "
+                f"{low} to {high}: an older DuckDB wrote it\n"
+                "  next: open it once with a DuckDB release that reads both versions and export it "
+                "(`EXPORT DATABASE`), or rebuild it from landing (docs/runbook.md, \"Restore raw from landing\")")
+    if match["corrupt"]:  # DuckDB does not say which file
+        what = f"a DuckDB file this command opened is damaged ({match['corrupt']}); the warehouse is {path}"
+    else:
+        what = f"the DuckDB file {where} is damaged or is not a DuckDB database"
+    return (f"{what}\n"
+            "  next: stop scheduled runs and keep the file for inspection (`mv` it aside); restore it from a backup, "
+            "or rebuild the warehouse from landing: `elt load SOURCE --from-landing` for every source, then "
+            "`elt transform` (docs/runbook.md, \"Restore raw from landing\")")

@@ -44,6 +44,7 @@ from sqlglot import exp
 
 from orchestrator.settings import Settings
 from sources.config import load_source, parse_duration
+from sources.errors import WarehouseUnreadable, unreadable_duckdb_file
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.observe.freshness")
@@ -207,6 +208,9 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
     try:
         con = duckdb.connect(str(settings.warehouse), read_only=True)
     except duckdb.IOException as exc:
+        unreadable = unreadable_duckdb_file(exc, settings.warehouse)
+        if unreadable is not None:  # not busy: no later tick can read it either
+            raise WarehouseUnreadable(unreadable) from exc
         log.info("warehouse busy; freshness is checked on the next tick", extra={"fields": {"error": str(exc)[:120]}})
         yield None
         return

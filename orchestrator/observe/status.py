@@ -122,7 +122,8 @@ def set_aside_batches(settings: Settings) -> list[tuple[Any, ...]] | None:
 def print_set_aside(settings: Settings, out: TextIO) -> None:
     aside = set_aside_batches(settings)
     if aside is None:
-        print("\nset-aside batches: not checked (the warehouse is busy or unreachable)", file=out)
+        print("\nset-aside batches: not checked (the warehouse is busy, unreachable or unreadable: "
+              "`elt freshness` says which)", file=out)
     elif aside:
         print(f"\nset-aside batches ({len(aside)}): landed, never applied; later batches of their tables apply. "
               "Bring one back with `elt set-aside SOURCE TABLE BATCH --undo`", file=out)

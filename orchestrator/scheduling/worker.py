@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator.scheduling.jobs import RETRYABLE_EXIT, get_job
 from orchestrator.settings import Settings
 from sources import logs
-from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line
+from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line, unreadable_duckdb_file
 
 _TRANSIENT_TEXT = re.compile(
     r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
@@ -150,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"job {job.name} is a command job; the runner starts its command directly")
     except Exception as exc:  # noqa: BLE001 - classified and recorded, never lost
         retryable = is_retryable(exc)
-        result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {first_line(exc)}"}
+        # a damaged warehouse or one of another DuckDB version: say so (and what to do) in the history
+        unreadable = unreadable_duckdb_file(exc, settings.warehouse)
+        result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {unreadable.splitlines()[0] if unreadable else first_line(exc)}"}
     result["retryable"] = retryable
     Path(args.result).write_text(json.dumps(result))
     if result.get("error"):

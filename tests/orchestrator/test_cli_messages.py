@@ -8,6 +8,8 @@ Everything runs the real `elt` in a subprocess on a copied project.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import subprocess
 import sys
 import uuid
@@ -302,3 +304,59 @@ def test_state_of_another_sqlmesh_version_says_whether_to_migrate_or_update(tmp_
     assert job.returncode == 1, job.stderr
     runs = run([ELT, "runs", "--job", "transform"], cwd=project, env=env).stdout
     assert f"written by SQLMesh {state_version}" in runs, runs
+
+
+def _newer_duckdb_file(path: Path) -> None:
+    """A DuckDB file whose header claims storage version 999, as a newer DuckDB would write it: the
+    header block's checksum (DuckDB's, over the block after its first 8 bytes) is recomputed."""
+    import struct
+
+    import duckdb
+
+    duckdb.connect(str(path)).close()
+    with path.open("r+b") as handle:
+        block = bytearray(handle.read(4096))
+        assert block[8:12] == b"DUCK"
+
+        def checksum(data: bytes) -> int:
+            result = 5381
+            for (word,) in struct.iter_unpack("<Q", data):
+                result ^= (word * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+            return result
+
+        block[12:20] = struct.pack("<Q", 999)
+        block[:8] = struct.pack("<Q", checksum(bytes(block[8:])))
+        handle.seek(0)
+        handle.write(block)
+    with pytest.raises(duckdb.IOException, match="version number 999"):  # the header is what DuckDB reads
+        duckdb.connect(str(path))
+
+
+def test_a_warehouse_file_duckdb_refuses_is_named_with_what_to_do_not_called_busy(tmp_path: Path,
+                                                                                  small_jaffle: Path) -> None:
+    project = copy_project(tmp_path / "project")
+    env = project_env(project)
+    warehouse = project / "data" / "warehouse.duckdb"
+    warehouse.parent.mkdir()
+
+    _newer_duckdb_file(warehouse)  # a DuckDB upgrade that was rolled back, or a file from another machine
+    for command in (["transform"], ["freshness"]):
+        proc = run([ELT, *command], cwd=project, env=env, timeout=300, check=False)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr and "busy" not in proc.stderr, proc.stderr
+        first, next_step = proc.stderr.strip().splitlines()[-2:]
+        assert re.fullmatch(f"error: the DuckDB file {re.escape(str(warehouse))} has storage version 999; this "
+                            r"installation's DuckDB reads versions \d+ to \d+: a newer DuckDB wrote it", first), proc.stderr
+        assert next_step.startswith("  next: run the DuckDB version pinned by the checkout that wrote it"), proc.stderr
+
+    warehouse.write_bytes(os.urandom(8192))  # damaged, or something else in its place
+    load = run([ELT, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env, timeout=300, check=False)
+    assert load.returncode == 1, load.stderr
+    assert "Traceback" not in load.stderr, load.stderr
+    assert f"error: the DuckDB file {warehouse} is damaged or is not a DuckDB database\n" in load.stderr, load.stderr
+    assert "`elt load SOURCE --from-landing` for every source" in load.stderr, load.stderr
+    job = run([ELT, "run-job", "transform"], cwd=project, env=env, timeout=300, check=False)
+    assert job.returncode == 1, job.stderr  # not retried: no later attempt can read it either
+    assert "1 attempt(s)" in job.stdout + job.stderr, job.stdout + job.stderr
+    runs = run([ELT, "runs", "--job", "transform"], cwd=project, env=env).stdout
+    assert f"the DuckDB file {warehouse} is damaged" in runs, runs
