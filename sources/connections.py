@@ -108,10 +108,12 @@ class PostgresSettings:
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "
                                               f"or rerun once it is back (check the {self.origin})") from None
         interval = client_check_ms()
-        if interval and con.server_version >= 140000:
-            with con.cursor() as cur:
+        with con.cursor() as cur:
+            # UTC sessions: a timestamptz's day and text are the same on every server (docs/decisions/0033)
+            cur.execute("SET TimeZone = 'UTC'")
+            if interval and con.server_version >= 140000:
                 cur.execute("SET client_connection_check_interval = %s", (interval,))
-            con.commit()
+        con.commit()
         return con
 
 
@@ -137,23 +139,27 @@ def client_check_ms() -> int:
     return max(0, round(seconds * 1000))
 
 
+# Every warehouse session runs in UTC, as config.yaml's DuckDB sessions and Spark's do: a timestamptz
+# column's day must not depend on the server's or the database's default time zone.
+SESSION_TIME_ZONE = "TimeZone=UTC"
+
+
 def warehouse_pgoptions(server_version: int) -> None:
-    """Have libpq connections of this process (SQLMesh's, which take no session settings) carry the
-    connection check, through ``PGOPTIONS``, when the warehouse server knows the setting. Our own
-    connections (``PostgresSettings.connect``) take it out again and set it only where the server
-    accepts it, so a source on an older server still connects. Whatever PGOPTIONS held before is kept.
+    """Have libpq connections of this process (SQLMesh's, which take no session settings) run in
+    UTC and carry the connection check, through ``PGOPTIONS`` (the check when the server knows it).
+    Our own connections (``PostgresSettings.connect``) take both out again and set them after
+    connecting, the check only where the server accepts it, so a source on an older server still
+    connects. Whatever PGOPTIONS held before is kept (before ours: ours win).
     """
     before = user_pgoptions()
     if before is None:  # the first call: PGOPTIONS is still the user's
         before = os.environ.get("PGOPTIONS", "").strip()
     interval = client_check_ms()
     os.environ["ELT_PGOPTIONS_BEFORE"] = before or ""
+    options = [before, f"-c {SESSION_TIME_ZONE}"]
     if interval and server_version >= 140000:
-        os.environ["PGOPTIONS"] = " ".join(filter(None, [before, f"-c {CLIENT_CHECK}={interval}"]))
-    elif before:
-        os.environ["PGOPTIONS"] = before
-    else:
-        os.environ.pop("PGOPTIONS", None)
+        options.append(f"-c {CLIENT_CHECK}={interval}")
+    os.environ["PGOPTIONS"] = " ".join(filter(None, options))
 
 
 def user_pgoptions() -> str | None:

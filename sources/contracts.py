@@ -144,7 +144,7 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
     rows_of = f"read_parquet({lit(str(data_file))}, file_row_number = true)"
     # Bounded memory whatever the batch size: DuckDB spills to disk past the limit.
     con = duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "preserve_insertion_order": False})
-    con.execute("SET enable_progress_bar = false")
+    con.execute("SET enable_progress_bar = false; SET TimeZone = 'UTC'")  # a timestamptz key's text: UTC
     dup = None
     try:
         empty, rows, distinct = con.execute(

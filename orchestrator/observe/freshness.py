@@ -215,6 +215,8 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
         yield None
         return
     try:
+        con.execute("SET TimeZone = 'UTC'")  # as the models' sessions: a timestamptz column's age in UTC
+
         def query(sql: str) -> list[tuple[Any, ...]]:
             try:
                 return con.execute(sql).fetchall()

@@ -142,7 +142,7 @@ class History:
                     raise
                 time.sleep(0.05)
         try:
-            conn.execute("BEGIN")
+            conn.execute("SET TimeZone = 'UTC'; BEGIN")  # the history's times are UTC, as everywhere
             yield _DuckCursor(conn)
             conn.execute("COMMIT")
         except BaseException:

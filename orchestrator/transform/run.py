@@ -283,8 +283,24 @@ def _check_clients_on_the_server(warehouse) -> None:  # type: ignore[no-untyped-
         return
     with closing(warehouse.connect()) as con:
         version = con.server_version
+        with con.cursor() as cur:  # the zone a session gets without elt's setting (it sets UTC)
+            cur.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'")
+            row = cur.fetchone()
     warehouse_pgoptions(version)
     _CHECKED_SERVERS.add(key)
+    default_zone = row[0] if row else "UTC"
+    if default_zone.upper() not in _UTC_NAMES:
+        quoted = '"' + warehouse.dbname.replace('"', '""') + '"'
+        log.warning(
+            f"the warehouse database's default time zone is {default_zone}: elt runs its sessions in UTC, bare "
+            "`sqlmesh` (plan, run, ui) would not, and would put a timestamptz column's rows on other days; "
+            f"next: ALTER DATABASE {quoted} SET TimeZone = 'UTC' (docs/runbook.md, \"Production\")",
+            extra={"fields": {"database": warehouse.dbname, "time_zone": default_zone}})
+
+
+# names PostgreSQL accepts for UTC (no offset, no daylight saving)
+_UTC_NAMES = {"UTC", "ETC/UTC", "UCT", "ETC/UCT", "UNIVERSAL", "ETC/UNIVERSAL", "ZULU", "ETC/ZULU", "GMT", "ETC/GMT",
+              "GMT0", "ETC/GMT0", "GMT+0", "ETC/GMT+0", "GMT-0", "ETC/GMT-0", "GREENWICH", "ETC/GREENWICH"}
 
 
 def forget_sqlglot_dispatch() -> None:

@@ -99,7 +99,8 @@ class DuckDBRaw:
         Path(self.database).parent.mkdir(parents=True, exist_ok=True)
         # Row order in raw is carried by _batch_row, so DuckDB may insert in parallel (4x faster here).
         self.con = duckdb.connect(self.database, config={"memory_limit": LOADER_MEMORY_LIMIT, "preserve_insertion_order": False})
-        self.con.execute("SET enable_progress_bar = false")
+        # UTC, as the models' sessions (config.yaml): a timestamptz's day and text never follow the machine's zone
+        self.con.execute("SET enable_progress_bar = false; SET TimeZone = 'UTC'")
         if LOADER_DISABLED_COMPRESSION:
             self.con.execute(f"SET disabled_compression_methods = {lit(LOADER_DISABLED_COMPRESSION)}")
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(META_SCHEMA)}")
