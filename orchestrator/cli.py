@@ -42,7 +42,8 @@ from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
-from sources.errors import ConfigError, LoaderError, ResourceBusy, unreadable_duckdb_file
+from sources.errors import (ConfigError, LoaderError, ResourceBusy, first_line, unreadable_duckdb_file,
+                            warehouse_write_problem)
 from sources.logs import redact_userinfo
 
 # DuckDB's text when another process has the file open read-write (one writer per file)
@@ -563,10 +564,16 @@ def main(argv: list[str] | None = None) -> int:
         if message is not None:
             print(message, file=sys.stderr)
             return 75
-        unreadable = unreadable_duckdb_file(exc, settings.warehouse if settings else "(not known)")
-        if unreadable is None:
+        warehouse = settings.warehouse if settings else "(not known)"
+        unreadable = unreadable_duckdb_file(exc, warehouse)
+        if unreadable is not None:
+            print(f"error: {unreadable}", file=sys.stderr)
+            return 1
+        full = warehouse_write_problem(exc, warehouse) if settings and settings.gateway == "duckdb" else None
+        if full is None:
             raise
-        print(f"error: {unreadable}", file=sys.stderr)
+        print(f"error: the warehouse {warehouse} could not be written: {first_line(exc)}\n  next: {full}",
+              file=sys.stderr)
         return 1
 
 

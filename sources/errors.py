@@ -158,3 +158,48 @@ def unreadable_duckdb_file(exc: BaseException, path: object) -> str | None:
             "  next: stop scheduled runs and keep the file for inspection (`mv` it aside); restore it from a backup, "
             "or rebuild the warehouse from landing: `elt load SOURCE --from-landing` for every source, then "
             "`elt transform` (docs/runbook.md, \"Restore raw from landing\")")
+
+
+# DuckDB's words when it could not write a database file: the OS's (a full disk), or its own after
+# such a failure, when it refuses every later statement of the process
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
+_INVALIDATED = "database has been invalidated because of a previous fatal error"
+# either, in a model's error (SQLMesh's, as text)
+WAREHOUSE_WRITE_FAILED = re.compile(f"{_DISK_FULL.pattern}|{re.escape(_INVALIDATED)}", re.IGNORECASE)
+
+
+def warehouse_write_problem(exc: BaseException, database: object) -> str | None:
+    """The next step when DuckDB could not write the warehouse ``database`` (anywhere in ``exc``'s
+    chain): its disk is full, or an earlier failed write this run made DuckDB refuse the rest.
+
+    >>> print(warehouse_write_problem(OSError('IO Error: Could not write file "/w.duckdb.wal": No space left on device'),
+    ...                               "/w.duckdb"))
+    free space on the disk holding the warehouse /w.duckdb (DuckDB also writes /w.duckdb.wal and spills to /w.duckdb.tmp beside it), or set ELT_DUCKDB_PATH to a larger disk, then rerun: what failed was rolled back, and what committed before it is kept
+    >>> warehouse_write_problem(ValueError("Binder Error: no such column"), "/w.duckdb") is None
+    True
+    """
+    text = "\n".join(str(e) for e in _chain(exc))
+    room = (f"free space on the disk holding the warehouse {database} (DuckDB also writes {database}.wal and spills "
+            f"to {database}.tmp beside it), or set ELT_DUCKDB_PATH to a larger disk, then rerun: what failed was "
+            "rolled back, and what committed before it is kept")
+    if _DISK_FULL.search(text):
+        return room
+    if _INVALIDATED in text:
+        import shutil
+        from pathlib import Path
+
+        try:
+            free = f"{shutil.disk_usage(Path(str(database)).parent).free / 2**20:,.0f} MB free now"
+        except OSError:
+            free = "free space not known"
+        return f"an earlier write to the warehouse failed in this run, usually for a full disk ({free}); {room}"
+    return None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen

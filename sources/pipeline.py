@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_primary_key, check_values
-from sources.errors import LoaderError, first_line
+from sources.errors import LoaderError, first_line, warehouse_write_problem
 from sources import failpoints, forks
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
@@ -194,6 +194,11 @@ def ingest(
                             hint="nothing of this table was half-applied; check the S3 endpoint (ELT_S3_ENDPOINT) "
                                  "and the network to it; the orchestrator retries, and a rerun applies the landed "
                                  "batches raw lacks first (docs/runbook.md#a-job-failed)")
+                    elif (not isinstance(exc, OSError) and hasattr(raw, "database")  # DuckDB's errors are not OSErrors
+                          and (problem := warehouse_write_problem(exc, raw.database))):
+                        wrapped = LoaderError(  # DuckDB could not write the warehouse file: a full disk
+                            f"the warehouse {raw.database} could not be written: {first}", source=spec.name,
+                            table=table.name, hint=f"nothing of this table was half-applied; {problem}")
                     elif isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRNOS:
                         wrapped = LoaderError(
                             f"{exc.strerror or first}" + (f": {exc.filename}" if exc.filename else "")

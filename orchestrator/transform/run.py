@@ -26,6 +26,7 @@ from orchestrator.transform.restate import (  # schema_table: other modules impo
     schema_table,
     transform_watermarks,
 )
+from sources.errors import WAREHOUSE_WRITE_FAILED
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.run")
@@ -106,6 +107,14 @@ class TransformFailed(Exception):
                 " or the network dropped); the model's SQL is not the cause. next: check the warehouse server"
                 " (PostgreSQL: `pg_isready` with the ELT_PG_* host and port), then rerun `elt transform`: the"
                 " intervals that did not complete are still missing in SQLMesh's state and run again."
+            )
+        elif any(WAREHOUSE_WRITE_FAILED.search(e) for e in self.model_errors):
+            lines.append(
+                "  The warehouse could not be written: its disk is full (DuckDB: the disk of ELT_DUCKDB_PATH, which"
+                " also holds its .wal and its .tmp spill folder; PostgreSQL: the server's data directory), or DuckDB"
+                " stopped writing after such a failure. The model's SQL is not the cause. next: free space there or"
+                " move the warehouse to a larger disk, then rerun `elt transform`: the intervals that did not"
+                " complete are still missing in SQLMesh's state and run again."
             )
         elif self.model_errors or self.skipped:
             lines.append(

@@ -17,7 +17,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from sources import failpoints
-from sources.errors import RawLoadError
+from sources.errors import RawLoadError, warehouse_write_problem
 from sources.landing.manifest import Manifest
 from sources.landing.store import SetAside
 from sources.load.base import (
@@ -53,6 +53,16 @@ SNAPSHOT_MEMORY_LIMIT = os.environ.get("ELT_LOADER_SNAPSHOT_MEMORY_LIMIT", "1GB"
 # bench/loader_postgres.py; text is then stored with FSST (or uncompressed), and the raw file of
 # that benchmark grows from 46 to 54 MB. The values are the same. "" restores DuckDB's default.
 LOADER_DISABLED_COMPRESSION = os.environ.get("ELT_LOADER_DISABLED_COMPRESSION", "dictionary")
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """End the transaction after a failure. A write that failed (a full disk) can abort the
+    transaction itself, and ROLLBACK then raises "no transaction is active", which would hide the
+    error that matters."""
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.TransactionException:
+        pass
 
 
 def q(name: str) -> str:
@@ -268,20 +278,19 @@ class DuckDBRaw:
                 con.execute(f"INSERT OR REPLACE INTO {CURSORS} VALUES ({', '.join(lit(v) for v in values)})")
             con.execute("COMMIT")
         except RawLoadError:
-            con.execute("ROLLBACK")
+            _rollback(con)
             raise
         except (duckdb.Error, pa.ArrowException) as exc:
-            con.execute("ROLLBACK")
+            _rollback(con)
+            problem = warehouse_write_problem(exc, self.database)  # a full disk: not the batch's fault
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {exc}",
                 **where,
-                hint=set_aside_hint(manifest),
+                hint=(f"nothing of the batch was applied (it stays in landing and is applied by the rerun); {problem}"
+                      if problem else set_aside_hint(manifest)),
             ) from exc
         except BaseException:  # anything else (a landing read, an interrupt): never leave it open
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:  # no transaction left to end; the original error is what matters
-                pass
+            _rollback(con)
             raise
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 

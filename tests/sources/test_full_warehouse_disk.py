@@ -1,0 +1,76 @@
+"""A full disk under the DuckDB warehouse: `elt load` and `elt transform` say so and where, nothing is
+applied, and the same landed batch applies once there is room.
+
+The disk is real: a 2 MB tmpfs mounted by the test (root with mount rights, as on CI; skipped
+elsewhere). Before the fix the error read `unexpected TransactionException: cannot rollback - no
+transaction is active`: DuckDB ends the transaction when its commit cannot write the WAL, and the
+loader's ROLLBACK then raised over the error that mattered.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.conftest import BIN, copy_project, project_env, run
+
+ROWS = 100_000
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_warehouse_disk_is_named_and_the_landed_batch_applies_once_there_is_room(
+        tmp_path: Path, small_jaffle: Path, small_disk: Path) -> None:
+    folder = tmp_path / "files"
+    shutil.copytree(small_jaffle, folder)
+    with (folder / "raw_orders.csv").open("w") as orders:
+        orders.write("id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n")
+        for n in range(ROWS):
+            orders.write(f"order-{n:07d},c{n % 3 + 1},2018-09-{n % 28 + 1:02d}T12:00:00,s1,{n % 900},{n % 50},"
+                         f"{n % 900 + n % 50}\n")
+    project = copy_project(tmp_path / "project")
+    warehouse = small_disk / "warehouse.duckdb"
+    env = project_env(project, ELT_DUCKDB_PATH=str(warehouse), ELT_LANDING_ROOT=str(tmp_path / "landing"))
+    elt = str(BIN / "elt")
+
+    full = run([elt, "load", "jaffle_shop", "--path", str(folder)], cwd=project, env=env, check=False)
+    assert full.returncode == 1, full.stdout + full.stderr
+    report = full.stdout + full.stderr
+    failed = next(line for line in report.splitlines() if line.startswith("FAILED orders:"))
+    assert "No space left on device" in failed and "appending to raw_jaffle_shop.orders failed and was rolled back" in failed, report
+    assert "cannot rollback" not in report and "unexpected" not in report, report
+    assert ("next: nothing of the batch was applied (it stays in landing and is applied by the rerun); free space "
+            f"on the disk holding the warehouse {warehouse}" in report), report
+
+    # a transform on the same full disk says the same, not a traceback, and not that the SQL is wrong
+    transform = run([elt, "transform"], cwd=project, env=env, check=False)
+    assert transform.returncode == 1, transform.stderr
+    assert "Traceback" not in transform.stderr and "in the model's SQL" not in transform.stderr, transform.stderr
+    assert "No space left on device" in transform.stderr and "free space" in transform.stderr, transform.stderr
+
+    # room again (the warehouse moved to a larger disk): the landed batch applies, once
+    roomy = tmp_path / "warehouse.duckdb"
+    shutil.copy(warehouse, roomy)
+    env["ELT_DUCKDB_PATH"] = str(roomy)
+    run([elt, "load", "jaffle_shop", "--path", str(folder)], cwd=project, env=env)
+    with duckdb.connect(str(roomy), read_only=True) as con:
+        rows, keys, batches = con.execute(
+            "SELECT count(*), count(DISTINCT id), count(DISTINCT _batch_id) FROM raw_jaffle_shop.orders").fetchone()
+        ledger = con.execute("SELECT count(*) FROM elt_meta.loaded_batches WHERE table_name = 'orders'").fetchone()[0]
+    assert (rows, keys, batches, ledger) == (ROWS, ROWS, 1, 1)
