@@ -569,6 +569,13 @@ def main(argv: list[str] | None = None) -> int:
         if unreadable is not None:
             print(f"error: {unreadable}", file=sys.stderr)
             return 1
+        if settings and settings.gateway == "postgres":
+            from sources.connections import PostgresSettings, warehouse_privilege_error
+
+            denied = warehouse_privilege_error(exc, PostgresSettings.from_env(settings.pg_prefix))
+            if denied is not None:
+                print(f"error: {redact_userinfo(str(denied))}", file=sys.stderr)
+                return 2
         full = warehouse_write_problem(exc, warehouse) if settings and settings.gateway == "duckdb" else None
         if full is None:
             raise

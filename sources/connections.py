@@ -117,6 +117,50 @@ class PostgresSettings:
         return con
 
 
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) -> ConfigError | None:
+    """What to grant when the PostgreSQL warehouse refused the role a privilege (SQLSTATE 42501,
+    anywhere in ``exc``'s chain), else None. The role creates schemas (elt: ``elt_meta``, ``raw_*``;
+    SQLMesh: ``sqlmesh``, ``sqlmesh__*`` and the layers), so it needs CREATE on the database.
+
+    >>> class Denied(Exception):
+    ...     pgcode = "42501"
+    >>> error = warehouse_privilege_error(Denied("permission denied for database wh"),
+    ...                                   PostgresSettings("db", 5432, "etl", "wh"))
+    >>> print(error.detail)
+    the PostgreSQL role etl lacks a privilege in database wh: permission denied for database wh
+    >>> print(error.hint)  # doctest: +ELLIPSIS
+    as the database's owner or a superuser, run `GRANT CREATE ON DATABASE "wh" TO "etl";` ...
+    """
+    current: BaseException | None = exc
+    seen: list[BaseException] = []
+    while current is not None and current not in seen:
+        seen.append(current)
+        if getattr(current, "pgcode", None) == "42501":  # insufficient_privilege
+            break
+        current = current.__cause__ or current.__context__
+    else:
+        return None
+    role, database = _quote_ident(settings.user), _quote_ident(settings.dbname)
+    text = first_line(current)
+    grant = (f"`GRANT CREATE ON DATABASE {database} TO {role};` (elt creates the schemas elt_meta and raw_*, SQLMesh "
+             "creates sqlmesh, sqlmesh__* and the layers' schemas)")
+    schema = re.search(r"permission denied for schema (\S+)", text)
+    table = re.search(r"(?:permission denied for|must be owner of) (?:table|relation|view|sequence) (\S+)", text)
+    if schema:  # made by another role (a DBA's CREATE SCHEMA): elt's role must own it
+        fix = f"`ALTER SCHEMA {_quote_ident(schema[1])} OWNER TO {role};`"
+    elif table:
+        fix = f"`ALTER TABLE <schema>.{_quote_ident(table[1])} OWNER TO {role};` (the table another role created)"
+    else:
+        fix = grant
+    return ConfigError(
+        f"the PostgreSQL role {settings.user} lacks a privilege in database {settings.dbname}: {text}",
+        hint=f"as the database's owner or a superuser, run {fix} (docs/runbook.md, \"Production\")")
+
+
 # A query keeps running on the server after its client died (SIGKILL, an OOM kill, a timeout's
 # SIGTERM: a killed transform's INSERT went on for its whole length, holding its locks against the
 # retry), unless the server checks the connection while it runs (PostgreSQL 14+).

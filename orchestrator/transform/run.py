@@ -108,6 +108,13 @@ class TransformFailed(Exception):
                 " (PostgreSQL: `pg_isready` with the ELT_PG_* host and port), then rerun `elt transform`: the"
                 " intervals that did not complete are still missing in SQLMesh's state and run again."
             )
+        elif any("permission denied for" in e for e in self.model_errors):
+            lines.append(
+                "  The warehouse refused the role a privilege; the model's SQL is not the cause. next: give the"
+                " role that runs elt and sqlmesh CREATE on the warehouse database (`GRANT CREATE ON DATABASE ..."
+                " TO ...;`), and ownership of schemas another role created, then rerun `elt transform`"
+                " (docs/runbook.md, \"Production\")."
+            )
         elif any(WAREHOUSE_WRITE_FAILED.search(e) for e in self.model_errors):
             lines.append(
                 "  The warehouse could not be written: its disk is full (DuckDB: the disk of ELT_DUCKDB_PATH, which"

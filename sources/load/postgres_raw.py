@@ -16,11 +16,12 @@ import io
 import shlex
 from datetime import UTC, datetime
 
+import psycopg2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-from sources.connections import PostgresSettings
+from sources.connections import PostgresSettings, warehouse_privilege_error
 from sources import failpoints
 from sources.errors import RawLoadError, first_line
 from sources.landing.manifest import Manifest
@@ -102,12 +103,16 @@ class PostgresRaw:
     def __init__(self, settings: PostgresSettings) -> None:
         self.settings = settings
         self.con = settings.connect()
-        with self.con, self.con.cursor() as cur:
-            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(META_SCHEMA)))
-            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + LEDGER_COLUMNS + ")").format(_ident(META_SCHEMA, LEDGER_TABLE)))
-            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + CURSOR_COLUMNS + ")").format(_ident(META_SCHEMA, CURSOR_TABLE)))
-            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SET_ASIDE_COLUMNS + ")").format(
-                _ident(META_SCHEMA, SET_ASIDE_TABLE)))
+        try:
+            with self.con, self.con.cursor() as cur:
+                cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(META_SCHEMA)))
+                cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + LEDGER_COLUMNS + ")").format(_ident(META_SCHEMA, LEDGER_TABLE)))
+                cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + CURSOR_COLUMNS + ")").format(_ident(META_SCHEMA, CURSOR_TABLE)))
+                cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SET_ASIDE_COLUMNS + ")").format(
+                    _ident(META_SCHEMA, SET_ASIDE_TABLE)))
+        except psycopg2.errors.InsufficientPrivilege as exc:  # a role given CONNECT only: say what to grant
+            self.con.close()
+            raise warehouse_privilege_error(exc, settings) or exc from None
 
     def __repr__(self) -> str:
         s = self.settings
@@ -278,9 +283,11 @@ class PostgresRaw:
                     f"(the append was rolled back; the batch stays in landing): {first}", **where,
                     hint=lost_connection_hint(self.settings),
                 ) from exc
+            denied = warehouse_privilege_error(exc, self.settings)  # the role's rights, not the batch
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,
-                hint=set_aside_hint(manifest),
+                hint=(f"the batch stays in landing and the rerun applies it; {denied.hint}" if denied
+                      else set_aside_hint(manifest)),
             ) from exc
         self._refresh_statistics(raw_schema, manifest.table, applied_rows)
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
