@@ -139,13 +139,20 @@ def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) ->
     seen: list[BaseException] = []
     while current is not None and current not in seen:
         seen.append(current)
-        if getattr(current, "pgcode", None) == "42501":  # insufficient_privilege
+        if getattr(current, "pgcode", None) in ("42501", "25006"):  # insufficient_privilege, read_only_sql_transaction
             break
         current = current.__cause__ or current.__context__
     else:
         return None
     role, database = _quote_ident(settings.user), _quote_ident(settings.dbname)
     text = first_line(current)
+    if current.pgcode == "25006":  # type: ignore[attr-defined]
+        return ConfigError(
+            f"the PostgreSQL warehouse {settings.host}:{settings.port}/{settings.dbname} accepts no writes: {text}",
+            hint=("ELT_PG_HOST must name the primary server, not a standby or read replica; if it is the primary, "
+                  "`default_transaction_read_only` is on for the database or the role: as its owner, connected to "
+                  f"another database (`psql -d postgres`), run `ALTER DATABASE {database} RESET "
+                  "default_transaction_read_only;` (or `ALTER ROLE ... RESET default_transaction_read_only;`)"))
     grant = (f"`GRANT CREATE ON DATABASE {database} TO {role};` (elt creates the schemas elt_meta and raw_*, SQLMesh "
              "creates sqlmesh, sqlmesh__* and the layers' schemas)")
     schema = re.search(r"permission denied for schema (\S+)", text)

@@ -110,7 +110,8 @@ class PostgresRaw:
                 cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + CURSOR_COLUMNS + ")").format(_ident(META_SCHEMA, CURSOR_TABLE)))
                 cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + SET_ASIDE_COLUMNS + ")").format(
                     _ident(META_SCHEMA, SET_ASIDE_TABLE)))
-        except psycopg2.errors.InsufficientPrivilege as exc:  # a role given CONNECT only: say what to grant
+        except (psycopg2.errors.InsufficientPrivilege, psycopg2.errors.ReadOnlySqlTransaction) as exc:
+            # a role given CONNECT only, or a standby: say what to grant or where to point
             self.con.close()
             raise warehouse_privilege_error(exc, settings) or exc from None
 

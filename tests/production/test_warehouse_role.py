@@ -70,3 +70,25 @@ def test_the_warehouse_role_is_told_what_to_grant_and_that_is_enough(pg_db, smal
             cur.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
             cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
         admin.close()
+
+
+def test_a_read_only_warehouse_is_named_as_such(pg_db, small_jaffle: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """ELT_PG_HOST pointed at a standby (simulated: the database defaults to read-only transactions)."""
+    with psycopg2.connect(pg_db.dsn) as con, con.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(sql.Identifier(pg_db.dbname)))
+    con.close()
+    project = copy_project(tmp_path / "project")
+    env = project_env(project, **pg_db.env("ELT_PG"), ELT_GATEWAY="postgres", ELT_LANDING_ROOT=str(tmp_path / "landing"))
+    for command in (["load", "jaffle_shop", "--path", str(small_jaffle)], ["transform"]):
+        proc = run([str(BIN / "elt"), *command], cwd=project, env=env, check=False)
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert f"/{pg_db.dbname} accepts no writes: cannot execute CREATE SCHEMA in a read-only transaction" in proc.stderr, \
+            proc.stderr
+        assert "next: ELT_PG_HOST must name the primary server, not a standby or read replica" in proc.stderr, proc.stderr
+    # the statement the message gives, from another database, makes it writable: the load goes through
+    with psycopg2.connect(pg_db.dsn.replace(f"dbname={pg_db.dbname}", "dbname=postgres")) as con, con.cursor() as cur:
+        con.autocommit = True
+        cur.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(pg_db.dbname)))
+    con.close()
+    run([str(BIN / "elt"), "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
