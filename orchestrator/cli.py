@@ -572,10 +572,18 @@ def main(argv: list[str] | None = None) -> int:
         if settings and settings.gateway == "postgres":
             from sources.connections import PostgresSettings, warehouse_privilege_error
 
-            denied = warehouse_privilege_error(exc, PostgresSettings.from_env(settings.pg_prefix))
+            warehouse_settings = PostgresSettings.from_env(settings.pg_prefix)
+            denied = warehouse_privilege_error(exc, warehouse_settings)
             if denied is not None:
                 print(f"error: {redact_userinfo(str(denied))}", file=sys.stderr)
                 return 2
+            if "canceling statement due to statement timeout" in str(exc):
+                from sources.connections import statement_timeout_hint
+
+                w = warehouse_settings
+                print(f"error: the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname} ended a statement of role {w.user}: "
+                      f"{first_line(exc)}\n  next: {statement_timeout_hint(w.user)}", file=sys.stderr)
+                return 1
         full = warehouse_write_problem(exc, warehouse) if settings and settings.gateway == "duckdb" else None
         if full is None:
             raise

@@ -168,6 +168,19 @@ def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) ->
         hint=f"as the database's owner or a superuser, run {fix} (docs/runbook.md, \"Production\")")
 
 
+def statement_timeout_hint(role: str) -> str:
+    """The next step when the warehouse's ``statement_timeout`` (set for the role, the database or
+    the server) ended one of the pipeline's statements: a limit, not bad data or SQL.
+
+    >>> statement_timeout_hint("etl")[:60]
+    'the warehouse ended the statement at its statement_timeout ('
+    """
+    return ("the warehouse ended the statement at its statement_timeout (`SHOW statement_timeout;` as the role); "
+            f"nothing was half-applied. Raise it for the pipeline's role (`ALTER ROLE {_quote_ident(role)} SET "
+            "statement_timeout = '2h';`), or for elt's processes only with PGOPTIONS='-c statement_timeout=2h', "
+            "then rerun (docs/runbook.md, \"Production\")")
+
+
 # A query keeps running on the server after its client died (SIGKILL, an OOM kill, a timeout's
 # SIGTERM: a killed transform's INSERT went on for its whole length, holding its locks against the
 # retry), unless the server checks the connection while it runs (PostgreSQL 14+).

@@ -108,6 +108,14 @@ class TransformFailed(Exception):
                 " (PostgreSQL: `pg_isready` with the ELT_PG_* host and port), then rerun `elt transform`: the"
                 " intervals that did not complete are still missing in SQLMesh's state and run again."
             )
+        elif any("statement timeout" in e for e in self.model_errors):
+            lines.append(
+                "  The warehouse's statement_timeout ended a model's query; the model's SQL is not wrong. The"
+                " intervals that did not complete are still missing in SQLMesh's state and run again. next: raise"
+                " the timeout for the role that runs elt (`ALTER ROLE ... SET statement_timeout = '2h';`, or"
+                " PGOPTIONS='-c statement_timeout=2h' for elt's processes), then rerun `elt transform`"
+                " (docs/runbook.md, \"Production\")."
+            )
         elif any("permission denied for" in e for e in self.model_errors):
             lines.append(
                 "  The warehouse refused the role a privilege; the model's SQL is not the cause. next: give the"

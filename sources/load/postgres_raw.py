@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-from sources.connections import PostgresSettings, warehouse_privilege_error
+from sources.connections import PostgresSettings, statement_timeout_hint, warehouse_privilege_error
 from sources import failpoints
 from sources.errors import RawLoadError, first_line
 from sources.landing.manifest import Manifest
@@ -285,10 +285,14 @@ class PostgresRaw:
                     hint=lost_connection_hint(self.settings),
                 ) from exc
             denied = warehouse_privilege_error(exc, self.settings)  # the role's rights, not the batch
+            if denied:
+                hint = f"the batch stays in landing and the rerun applies it; {denied.hint}"
+            elif "statement timeout" in first:  # the server's limit, not the batch
+                hint = statement_timeout_hint(self.settings.user)
+            else:
+                hint = set_aside_hint(manifest)
             raise RawLoadError(
-                f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where,
-                hint=(f"the batch stays in landing and the rerun applies it; {denied.hint}" if denied
-                      else set_aside_hint(manifest)),
+                f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {first}", **where, hint=hint,
             ) from exc
         self._refresh_statistics(raw_schema, manifest.table, applied_rows)
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)

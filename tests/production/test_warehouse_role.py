@@ -92,3 +92,44 @@ def test_a_read_only_warehouse_is_named_as_such(pg_db, small_jaffle: Path, tmp_p
         cur.execute(sql.SQL("ALTER DATABASE {} RESET default_transaction_read_only").format(sql.Identifier(pg_db.dbname)))
     con.close()
     run([str(BIN / "elt"), "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+
+
+def test_a_statement_timeout_of_the_role_is_named_with_how_to_raise_it(pg_db, small_jaffle: Path,
+                                                                       tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A DBA's statement_timeout on the warehouse role (1 ms here: some statement of the load exceeds
+    it, whichever) is a limit to raise, not a batch to set aside; PGOPTIONS raises it for elt alone."""
+    import shutil
+
+    folder = tmp_path / "files"
+    shutil.copytree(small_jaffle, folder)
+    with (folder / "raw_orders.csv").open("w") as orders:  # enough rows that the raw insert takes well over 1 ms
+        orders.write("id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n")
+        orders.writelines(f"o{n},c1,2018-09-01T12:00:00,s1,0,0,0\n" for n in range(50_000))
+    role = f"etl_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(pg_db.dsn)
+    admin.autocommit = True
+    admin.cursor().execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    admin.cursor().execute(sql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(sql.Identifier(pg_db.dbname),
+                                                                              sql.Identifier(role)))
+    admin.cursor().execute(sql.SQL("ALTER ROLE {} SET statement_timeout = '1ms'").format(sql.Identifier(role)))
+    try:
+        project = copy_project(tmp_path / "project")
+        env = project_env(project, **{**pg_db.env("ELT_PG"), "ELT_PG_USER": role}, ELT_GATEWAY="postgres",
+                          ELT_LANDING_ROOT=str(tmp_path / "landing"))
+        load = [str(BIN / "elt"), "load", "jaffle_shop", "--path", str(folder)]
+        proc = run(load, cwd=project, env=env, check=False)
+        report = proc.stdout + proc.stderr
+        assert proc.returncode == 1, report
+        assert "Traceback" not in report and "set-aside" not in report, report
+        assert "canceling statement due to statement timeout" in report, report
+        assert f"Raise it for the pipeline's role (`ALTER ROLE \"{role}\" SET statement_timeout = '2h';`)" in report, report
+
+        run(load, cwd=project, env={**env, "PGOPTIONS": "-c statement_timeout=0"})  # the message's other way
+        with admin.cursor() as cur:
+            cur.execute("SELECT count(*) FROM raw_jaffle_shop.orders")
+            assert cur.fetchone()[0] == 50_000
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(sql.SQL("DROP OWNED BY {} CASCADE").format(sql.Identifier(role)))
+            cur.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+        admin.close()
