@@ -220,6 +220,16 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
                         "held out of staging, their batches stay pending",
                         extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
+    for raw_table in sorted({t for tables in pending.values() for t in tables}):
+        # a parent deleted while rows still name it: as a clean build of the same data would fail
+        batches = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
+        for found in w.deleted_parents(adapter, raw_table, specs, batches):
+            result.orphans.append(found)
+            held.setdefault(raw_table, set()).update(found.batches)
+            log.warning(f"{found.count} row(s) of {found.raw_table} name a {raw_table} row that its source deleted; "
+                        "the deleting batches stay pending",
+                        extra={"fields": {"raw_table": found.raw_table, "orphans": found.count,
+                                          "example": str(found.example)}})
     removals: dict[tuple[int, int], list[Any]] = {}
     scope: dict[str, list[tuple[int, int]] | None] = {}
     for (name, version), tables in sorted(pending.items()):

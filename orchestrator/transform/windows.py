@@ -402,6 +402,53 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     return Orphans(raw_table, parent_table, len(rows), example, {r[-1] for r in rows}, rendered)
 
 
+def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> list[Orphans]:
+    """Rows whose parent ``batches`` deleted (the parent key's latest version is a tombstone of one
+    of them) while the row itself is still live: one ``Orphans`` per child table, whose ``batches``
+    are the parent's batches that deleted those parents. Staging drops such rows with their
+    parent's day; a clean build of the same source state finds them with ``orphans`` (the parent
+    has no row at all). So both fail the same way: the deleting batches stay pending, and every
+    transform checks again until the parent is restored or the rows are deleted at the source."""
+    parent_spec = specs.get(parent_table)
+    children = sorted(t for t, s in specs.items() if s.parent is not None and s.parent[0] == parent_table)
+    if (not batches or not children or parent_spec is None or len(parent_spec.key) != 1
+            or not adapter.table_exists(parent_table) or not _has_column(adapter, parent_table, DELETED)):
+        return []
+    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
+    pk = _q(parent_spec.key[0])
+    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
+    # parent keys these batches tombstoned and that stayed deleted (latest version), with the batch
+    gone = (f"SELECT k, b FROM (SELECT p.{pk} AS k, p.{_q('_batch_id')} AS b, p.{_q(DELETED)} AS d, "
+            f"ROW_NUMBER() OVER (PARTITION BY p.{pk} ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p "
+            f"WHERE p.{pk} IN (SELECT t.{pk} FROM {_t(parent_table)} AS t WHERE t.{_q('_batch_id')} IN ({ids}) "
+            f"AND t.{_q(DELETED)})) AS ranked WHERE rn = 1 AND d AND b IN ({ids})")
+    if not adapter.fetchall(parse_one(f"{gone} LIMIT 1", read="duckdb").sql(adapter.dialect)):
+        return []  # the usual case: no parent deleted, no child table read
+    found: list[Orphans] = []
+    for child in children:
+        spec = specs[child]
+        assert spec.parent is not None
+        column = _q(spec.parent[1])
+        if not adapter.table_exists(child):
+            continue
+        key = ", ".join(_q(k) for k in spec.key)
+        live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if _has_column(adapter, child, DELETED) else ""
+        sql = (f"WITH gone AS ({gone}), "
+               f"keys AS (SELECT DISTINCT {key} FROM {_t(child)} WHERE {column} IN (SELECT k FROM gone)), "
+               f"versions AS (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS _rn "
+               f"FROM {_t(child)} AS c JOIN keys USING ({key})) "
+               f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{column}, g.b FROM versions AS v "
+               f"JOIN gone AS g ON g.k = v.{column} WHERE v._rn = 1{live}")
+        rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
+        rows = adapter.fetchall(rendered)
+        if rows:
+            first = rows[0]
+            example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.parent[1]: first[len(spec.key)],
+                       f"deleted by {parent_table} batch": first[-1]}
+            found.append(Orphans(child, parent_table, len(rows), example, {r[-1] for r in rows}, rendered))
+    return found
+
+
 def _all_parents_live(adapter: Any, raw_table: str, parent_table: str, column: str, pk: str, ids: str,
                       live: str, parent_live: str) -> bool:
     """True when batches that are small beside the parent table (under a tenth of its rows) are

@@ -1,4 +1,4 @@
-"""A store or product deleted at the source while orders or items still name it fails the
+"""A store, product or order deleted at the source while orders or items still name it fails the
 transform, on every transform until the source is fixed, even when nothing else changed.
 
 marts.orders checks its stores only on the days it processes, and a change to stores alone
@@ -76,4 +76,23 @@ def test_a_deleted_store_or_product_still_named_by_old_orders_fails_every_transf
     load()
     transform(settings, quiet=True)
 
-    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path, shop)
+    # an order deleted while the source keeps its items: staging drops the items with the order's day,
+    # and a clean build of the same files fails on them (no order at all); so does the transform now,
+    # on every run, until the order comes back or its items go too
+    oid = next(i["order_id"] for i in shop.items.values())
+    order = shop.orders.pop(oid)
+    load()
+    _fails_naming(settings, "failed on model staging.stg_jaffle_shop__order_items", f"order_id='{oid}'",
+                  "deleted by raw_jaffle_shop.orders batch=")
+    _fails_naming(settings, "failed on model staging.stg_jaffle_shop__order_items", f"order_id='{oid}'")
+    with pytest.raises(TransformFailed, match=f"order_id='{oid}'"):  # what the incremental run must equal
+        _clean_build(tmp_path / "clean-that-fails", shop)
+    shop.orders[oid] = order  # restored at the source
+    load()
+    transform(settings, quiet=True)
+    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path / "restored", shop)
+
+    shop.delete_order(oid)  # deleted with its items, as a source should: nothing to report
+    load()
+    transform(settings, quiet=True)
+    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path / "deleted-whole", shop)
