@@ -41,6 +41,40 @@ class _Environment(BaseModel):
         return value if value.is_absolute() else PROJECT_ROOT / value
 
 
+# DuckDB sizes read from the environment: the models' sessions (config.yaml) and the loader's
+_MEMORY_VARIABLES = ("ELT_DUCKDB_MEMORY_LIMIT", "ELT_LOADER_MEMORY_LIMIT", "ELT_LOADER_SNAPSHOT_MEMORY_LIMIT")
+
+
+def _check_duckdb_limits(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse a DuckDB memory size or thread count that DuckDB would refuse, naming the variable,
+    before anything runs. The loader failed on one with a traceback; SQLMesh, given one through
+    config.yaml's connector_config, swallowed the error of its first session, took the state for
+    missing ("Initializing new project state...") and ran on without the setting.
+
+    >>> _check_duckdb_limits({"ELT_DUCKDB_MEMORY_LIMIT": "2GB", "ELT_DUCKDB_THREADS": "4"})
+    >>> _check_duckdb_limits({"ELT_LOADER_MEMORY_LIMIT": "lots"})
+    Traceback (most recent call last):
+    sources.errors.ConfigError: ELT_LOADER_MEMORY_LIMIT='lots' is not a memory size DuckDB accepts: Parser Error: Memory must have a number (e.g. 1GB)
+      next: a number and a unit, e.g. 512MB or 2GB
+    """
+    from sources.errors import ConfigError, first_line
+
+    threads = environ.get("ELT_DUCKDB_THREADS")
+    if threads and not (threads.strip().isdigit() and int(threads) > 0):
+        raise ConfigError(f"ELT_DUCKDB_THREADS={threads!r} is not a number of threads", hint="a whole number, e.g. 2")
+    names = [name for name in _MEMORY_VARIABLES if environ.get(name)]
+    if not names:
+        return
+    import duckdb
+
+    for name in names:
+        try:
+            duckdb.connect(config={"memory_limit": environ[name]}).close()
+        except duckdb.Error as exc:
+            raise ConfigError(f"{name}={environ[name]!r} is not a memory size DuckDB accepts: {first_line(exc)}",
+                              hint="a number and a unit, e.g. 512MB or 2GB") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     project_root: Path
@@ -62,6 +96,7 @@ class Settings:
             name = str(first["loc"][0])
             raise ConfigError(f"{name} is {first['input']!r}", hint=f"use one of: {', '.join(GATEWAYS)}"
                               if name == "ELT_GATEWAY" else first["msg"]) from None
+        _check_duckdb_limits(os.environ)
         return cls(project_root=PROJECT_ROOT, **env.model_dump())
 
     @property

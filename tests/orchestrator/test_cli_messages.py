@@ -360,3 +360,18 @@ def test_a_warehouse_file_duckdb_refuses_is_named_with_what_to_do_not_called_bus
     assert "1 attempt(s)" in job.stdout + job.stderr, job.stdout + job.stderr
     runs = run([ELT, "runs", "--job", "transform"], cwd=project, env=env).stdout
     assert f"the DuckDB file {warehouse} is damaged" in runs, runs
+
+
+@pytest.mark.parametrize(("variable", "value", "command"), [
+    ("ELT_DUCKDB_MEMORY_LIMIT", "lots", ["transform"]),   # SQLMesh dropped it silently and went on
+    ("ELT_LOADER_MEMORY_LIMIT", "half", ["load", "jaffle_shop"]),  # the loader gave a traceback
+    ("ELT_DUCKDB_THREADS", "two", ["transform"]),
+])
+def test_a_duckdb_size_duckdb_would_refuse_is_named_before_anything_runs(tmp_path: Path, variable: str, value: str,
+                                                                        command: list[str]) -> None:
+    project = copy_project(tmp_path / "project")
+    proc = run([ELT, *command], cwd=project, env=project_env(project, **{variable: value}), check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"error: {variable}={value!r} is not a "), proc.stderr
+    assert "\n  next: a " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (project / "data" / "warehouse.duckdb").exists()  # nothing ran
