@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sources.errors import ConfigError, ConnectionFailed, first_line
+from sources.errors import ConfigError, ConnectionFailed, exception_chain, first_line
 from sources.logs import register_secret
 
 
@@ -135,14 +135,9 @@ def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) ->
     >>> print(error.hint)  # doctest: +ELLIPSIS
     as the database's owner or a superuser, run `GRANT CREATE ON DATABASE "wh" TO "etl";` ...
     """
-    current: BaseException | None = exc
-    seen: list[BaseException] = []
-    while current is not None and current not in seen:
-        seen.append(current)
-        if getattr(current, "pgcode", None) in ("42501", "25006"):  # insufficient_privilege, read_only_sql_transaction
-            break
-        current = current.__cause__ or current.__context__
-    else:
+    # insufficient_privilege, read_only_sql_transaction
+    current = next((e for e in exception_chain(exc) if getattr(e, "pgcode", None) in ("42501", "25006")), None)
+    if current is None:
         return None
     role, database = _quote_ident(settings.user), _quote_ident(settings.dbname)
     text = first_line(current)

@@ -20,6 +20,16 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions it was raised from or during, each once."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
 class LoaderError(Exception):
     """Base class: one table of one source could not be loaded; nothing of it was applied.
 
@@ -127,15 +137,8 @@ def unreadable_duckdb_file(exc: BaseException, path: object) -> str | None:
     >>> unreadable_duckdb_file(OSError('IO Error: Could not set lock on file "w.duckdb"'), "w.duckdb") is None
     True
     """
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        match = _DUCKDB_FILE_PROBLEMS.search(str(current))
-        if match:
-            break
-        current = current.__cause__ or current.__context__
-    else:
+    match = next((m for m in map(_DUCKDB_FILE_PROBLEMS.search, map(str, exception_chain(exc))) if m), None)
+    if match is None:
         return None
     where = match["path"] or path
     if match["found"]:
@@ -178,7 +181,7 @@ def warehouse_write_problem(exc: BaseException, database: object) -> str | None:
     >>> warehouse_write_problem(ValueError("Binder Error: no such column"), "/w.duckdb") is None
     True
     """
-    text = "\n".join(str(e) for e in _chain(exc))
+    text = "\n".join(str(e) for e in exception_chain(exc))
     room = (f"free space on the disk holding the warehouse {database} (DuckDB also writes {database}.wal and spills "
             f"to {database}.tmp beside it), or set ELT_DUCKDB_PATH to a larger disk, then rerun: what failed was "
             "rolled back, and what committed before it is kept")
@@ -194,12 +197,3 @@ def warehouse_write_problem(exc: BaseException, database: object) -> str | None:
             free = "free space not known"
         return f"an earlier write to the warehouse failed in this run, usually for a full disk ({free}); {room}"
     return None
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in seen:
-        seen.append(current)
-        current = current.__cause__ or current.__context__
-    return seen

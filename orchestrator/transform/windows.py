@@ -387,9 +387,8 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
                   f"AND v.{_q(column)} IS NOT NULL{live}{parent_exists} LIMIT 1")
     if parent_exists and not adapter.fetchall(parse_one(candidates, read="duckdb").sql(adapter.dialect)):
         return None
-    sql = (f"WITH keys AS (SELECT DISTINCT {key} FROM {_t(raw_table)} WHERE {_q('_batch_id')} IN ({ids})), "
-           f"versions AS (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS _rn "
-           f"FROM {_t(raw_table)} AS t JOIN keys USING ({key})) "
+    of_batches = f"{_q('_batch_id')} IN ({ids})"
+    sql = (f"WITH {_versions_of_keys(raw_table, key, order, of_batches)} "
            f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q(column)}, v.{_q('_batch_id')} FROM versions AS v"
            f"{parent_join} WHERE v._rn = 1 AND v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}{parent_exists}")
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
@@ -400,6 +399,14 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     example = {**dict(zip(spec.key, first[:len(spec.key)])), column: first[len(spec.key)],
                "_batch_id": first[-1]}
     return Orphans(raw_table, parent_table, len(rows), example, {r[-1] for r in rows}, rendered)
+
+
+def _versions_of_keys(raw_table: str, key: str, order: str, where: str) -> str:
+    """Two CTEs: ``keys``, the keys of ``raw_table``'s rows that match ``where``, and ``versions``,
+    every version of those keys with ``_rn`` = 1 on the latest (``order``)."""
+    return (f"keys AS (SELECT DISTINCT {key} FROM {_t(raw_table)} WHERE {where}), "
+            f"versions AS (SELECT t.*, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS _rn "
+            f"FROM {_t(raw_table)} AS t JOIN keys USING ({key}))")
 
 
 def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> list[Orphans]:
@@ -433,10 +440,7 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
             continue
         key = ", ".join(_q(k) for k in spec.key)
         live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if _has_column(adapter, child, DELETED) else ""
-        sql = (f"WITH gone AS ({gone}), "
-               f"keys AS (SELECT DISTINCT {key} FROM {_t(child)} WHERE {column} IN (SELECT k FROM gone)), "
-               f"versions AS (SELECT c.*, ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) AS _rn "
-               f"FROM {_t(child)} AS c JOIN keys USING ({key})) "
+        sql = (f"WITH gone AS ({gone}), {_versions_of_keys(child, key, order, f'{column} IN (SELECT k FROM gone)')} "
                f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{column}, g.b FROM versions AS v "
                f"JOIN gone AS g ON g.k = v.{column} WHERE v._rn = 1{live}")
         rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
