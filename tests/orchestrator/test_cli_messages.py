@@ -271,13 +271,12 @@ def test_the_spark_gateway_without_pyspark_says_what_to_install(tmp_path: Path) 
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize(("state_version", "expected"), [
-    ("0.1.0", "the state needs one migration before any run"),  # the pin was upgraded: migrate
-    ("99.0.0", "a newer SQLMesh migrated the state"),           # another checkout migrated it: update this one
-])
-def test_state_of_another_sqlmesh_version_says_whether_to_migrate_or_update(tmp_path: Path, state_version: str,
-                                                                            expected: str) -> None:
+def test_state_of_another_sqlmesh_version_says_to_migrate_not_a_traceback(tmp_path: Path) -> None:
+    """The pin was upgraded: the state needs `sqlmesh migrate`. (State that a newer checkout migrated gets
+    'update this checkout' from the same check: state_version_message's doctest.)"""
     import duckdb
+
+    state_version, expected = "0.1.0", "the state needs one migration before any run"
 
     project = copy_project(tmp_path / "project")
     env = project_env(project)
@@ -297,7 +296,7 @@ def test_state_of_another_sqlmesh_version_says_whether_to_migrate_or_update(tmp_
                             f"SQLMesh {state_version} "), proc.stderr
     assert expected in first, proc.stderr
     assert next_step.startswith("next: "), proc.stderr
-    assert ("`sqlmesh migrate`" in next_step) == (state_version == "0.1.0"), proc.stderr
+    assert "`sqlmesh migrate`" in next_step, proc.stderr
 
     # the scheduled job records the same first line and is not retried
     job = run([ELT, "run-job", "transform"], cwd=project, env=env, timeout=300, check=False)
