@@ -12,6 +12,7 @@ PosixPath('/srv/landing')
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -45,7 +46,7 @@ class _Environment(BaseModel):
 _MEMORY_VARIABLES = ("ELT_DUCKDB_MEMORY_LIMIT", "ELT_LOADER_MEMORY_LIMIT", "ELT_LOADER_SNAPSHOT_MEMORY_LIMIT")
 
 
-def _check_duckdb_limits(environ: dict[str, str] | os._Environ[str]) -> None:
+def _check_duckdb_limits(environ: Mapping[str, str]) -> None:
     """Refuse a DuckDB memory size or thread count that DuckDB would refuse, naming the variable,
     before anything runs. The loader failed on one with a traceback; SQLMesh, given one through
     config.yaml's connector_config, swallowed the error of its first session, took the state for

@@ -117,7 +117,8 @@ class PostgresSettings:
         return con
 
 
-def _quote_ident(name: str) -> str:
+def quote_ident(name: str) -> str:
+    """A PostgreSQL identifier quoted for a message to paste into psql (queries use psycopg2.sql)."""
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -139,7 +140,7 @@ def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) ->
     current = next((e for e in exception_chain(exc) if getattr(e, "pgcode", None) in ("42501", "25006")), None)
     if current is None:
         return None
-    role, database = _quote_ident(settings.user), _quote_ident(settings.dbname)
+    role, database = quote_ident(settings.user), quote_ident(settings.dbname)
     text = first_line(current)
     if current.pgcode == "25006":  # type: ignore[attr-defined]
         return ConfigError(
@@ -153,9 +154,9 @@ def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) ->
     schema = re.search(r"permission denied for schema (\S+)", text)
     table = re.search(r"(?:permission denied for|must be owner of) (?:table|relation|view|sequence) (\S+)", text)
     if schema:  # made by another role (a DBA's CREATE SCHEMA): elt's role must own it
-        fix = f"`ALTER SCHEMA {_quote_ident(schema[1])} OWNER TO {role};`"
+        fix = f"`ALTER SCHEMA {quote_ident(schema[1])} OWNER TO {role};`"
     elif table:
-        fix = f"`ALTER TABLE <schema>.{_quote_ident(table[1])} OWNER TO {role};` (the table another role created)"
+        fix = f"`ALTER TABLE <schema>.{quote_ident(table[1])} OWNER TO {role};` (the table another role created)"
     else:
         fix = grant
     return ConfigError(
@@ -171,7 +172,7 @@ def statement_timeout_hint(role: str) -> str:
     'the warehouse ended the statement at its statement_timeout ('
     """
     return ("the warehouse ended the statement at its statement_timeout (`SHOW statement_timeout;` as the role); "
-            f"nothing was half-applied. Raise it for the pipeline's role (`ALTER ROLE {_quote_ident(role)} SET "
+            f"nothing was half-applied. Raise it for the pipeline's role (`ALTER ROLE {quote_ident(role)} SET "
             "statement_timeout = '2h';`), or for elt's processes only with PGOPTIONS='-c statement_timeout=2h', "
             "then rerun (docs/runbook.md, \"Production\")")
 

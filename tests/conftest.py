@@ -54,7 +54,10 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600, chec
 LONGEST_FIRST = ("tests/orchestrator/test_spark_gateway.py", "tests/orchestrator/test_incremental_transform.py",
                  "tests/orchestrator/test_transform_kills.py", "tests/production/test_postgres_gateway.py",
                  "tests/orchestrator/test_backfill.py", "tests/pipeline/test_demo_sources.py",
-                 "tests/orchestrator/test_airflow_real.py")
+                 "tests/orchestrator/test_airflow_real.py", "tests/orchestrator/test_spark_class_archive.py",
+                 "tests/orchestrator/test_spark_metastore.py", "tests/orchestrator/test_add_a_source_howto.py",
+                 "tests/orchestrator/test_preview.py", "tests/orchestrator/test_parent_deletions.py",
+                 "tests/production/test_dev_preview.py", "tests/orchestrator/test_utc_sessions.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -152,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         retryable = is_retryable(exc)
         # a damaged warehouse or one of another DuckDB version: say so (and what to do) in the history
         unreadable = unreadable_duckdb_file(exc, settings.warehouse)
-        result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {unreadable.splitlines()[0] if unreadable else first_line(exc)}"}
+        error = unreadable.splitlines()[0] if unreadable else first_line(exc)
+        result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {error}"}
     result["retryable"] = retryable
     Path(args.result).write_text(json.dumps(result))
     if result.get("error"):

@@ -295,12 +295,13 @@ _CHECKED_SERVERS: set[tuple[str, int, str]] = set()
 
 def _check_clients_on_the_server(warehouse) -> None:  # type: ignore[no-untyped-def]
     """Make the warehouse end a query whose `elt` process died (killed by a timeout, the OOM killer,
-    SIGKILL) within ``ELT_PG_CLIENT_CHECK_S`` instead of running it to its end: SQLMesh's
-    connections carry the check through PGOPTIONS (sources/connections.py). One connection per
-    process and server asks the server's version (the setting needs PostgreSQL 14+)."""
+    SIGKILL) within ``ELT_PG_CLIENT_CHECK_S`` instead of running it to its end, and run SQLMesh's
+    sessions in UTC (decision 0033): its connections carry both through PGOPTIONS
+    (sources/connections.py). One connection per process and server asks the server's version (the
+    check needs PostgreSQL 14+) and the database's default zone, which bare `sqlmesh` would get."""
     from contextlib import closing
 
-    from sources.connections import warehouse_pgoptions
+    from sources.connections import quote_ident, warehouse_pgoptions
 
     key = (warehouse.host, warehouse.port, warehouse.dbname)
     if key in _CHECKED_SERVERS:
@@ -314,7 +315,7 @@ def _check_clients_on_the_server(warehouse) -> None:  # type: ignore[no-untyped-
     _CHECKED_SERVERS.add(key)
     default_zone = row[0] if row else "UTC"
     if default_zone.upper() not in _UTC_NAMES:
-        quoted = '"' + warehouse.dbname.replace('"', '""') + '"'
+        quoted = quote_ident(warehouse.dbname)
         log.warning(
             f"the warehouse database's default time zone is {default_zone}: elt runs its sessions in UTC, bare "
             "`sqlmesh` (plan, run, ui) would not, and would put a timestamptz column's rows on other days; "

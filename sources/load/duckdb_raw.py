@@ -56,12 +56,12 @@ LOADER_DISABLED_COMPRESSION = os.environ.get("ELT_LOADER_DISABLED_COMPRESSION", 
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    """End the transaction after a failure. A write that failed (a full disk) can abort the
-    transaction itself, and ROLLBACK then raises "no transaction is active", which would hide the
-    error that matters."""
+    """End the transaction after a failure, never raising over it. A write that failed (a full disk)
+    can end the transaction itself ("no transaction is active"), or make DuckDB refuse every later
+    statement ("database has been invalidated"): either would hide the error that matters."""
     try:
         con.execute("ROLLBACK")
-    except duckdb.TransactionException:
+    except duckdb.Error:
         pass
 
 
