@@ -560,36 +560,40 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
-        message = held_duckdb_lock(exc, " ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
-        if message is not None:
-            print(message, file=sys.stderr)
-            return 75
-        warehouse = settings.warehouse if settings else "(not known)"
-        unreadable = unreadable_duckdb_file(exc, warehouse)
-        if unreadable is not None:
-            print(f"error: {unreadable}", file=sys.stderr)
-            return 1
-        if settings and settings.gateway == "postgres":
-            from sources.connections import PostgresSettings, warehouse_privilege_error
-
-            warehouse_settings = PostgresSettings.from_env(settings.pg_prefix)
-            denied = warehouse_privilege_error(exc, warehouse_settings)
-            if denied is not None:
-                print(f"error: {redact_userinfo(str(denied))}", file=sys.stderr)
-                return 2
-            if "canceling statement due to statement timeout" in str(exc):
-                from sources.connections import statement_timeout_hint
-
-                w = warehouse_settings
-                print(f"error: the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname} ended a statement of role {w.user}: "
-                      f"{first_line(exc)}\n  next: {statement_timeout_hint(w.user)}", file=sys.stderr)
-                return 1
-        full = warehouse_write_problem(exc, warehouse) if settings and settings.gateway == "duckdb" else None
-        if full is None:
+        known = _warehouse_failure(exc, settings, " ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
+        if known is None:
             raise
-        print(f"error: the warehouse {warehouse} could not be written: {first_line(exc)}\n  next: {full}",
-              file=sys.stderr)
-        return 1
+        message, code = known
+        print(message, file=sys.stderr)
+        return code
+
+
+def _warehouse_failure(exc: BaseException, settings: Settings | None, command: str) -> tuple[str, int] | None:
+    """The message and exit status for a failure of the warehouse itself, not of the command's data:
+    a DuckDB file held by another process (75), one DuckDB refuses, a role without a privilege, a
+    read-only server (2), a statement timeout, a full disk; None for anything else (a traceback)."""
+    message = held_duckdb_lock(exc, command)
+    if message is not None:
+        return message, 75
+    warehouse = settings.warehouse if settings else "(not known)"
+    unreadable = unreadable_duckdb_file(exc, warehouse)
+    if unreadable is not None:
+        return f"error: {unreadable}", 1
+    if settings and settings.gateway == "postgres":
+        from sources.connections import (STATEMENT_TIMEOUT, PostgresSettings, statement_timeout_hint,
+                                         warehouse_privilege_error)
+
+        w = PostgresSettings.from_env(settings.pg_prefix)
+        denied = warehouse_privilege_error(exc, w)
+        if denied is not None:
+            return f"error: {redact_userinfo(str(denied))}", 2
+        if STATEMENT_TIMEOUT in str(exc):
+            return (f"error: the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname} ended a statement of role {w.user}: "
+                    f"{first_line(exc)}\n  next: {statement_timeout_hint(w.user)}"), 1
+    full = warehouse_write_problem(exc, warehouse) if settings and settings.gateway == "duckdb" else None
+    if full is None:
+        return None
+    return f"error: the warehouse {warehouse} could not be written: {first_line(exc)}\n  next: {full}", 1
 
 
 def _stdout_reader_gone() -> bool:

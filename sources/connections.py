@@ -164,6 +164,10 @@ def warehouse_privilege_error(exc: BaseException, settings: PostgresSettings) ->
         hint=f"as the database's owner or a superuser, run {fix} (docs/runbook.md, \"Production\")")
 
 
+# PostgreSQL's words when statement_timeout ended a statement
+STATEMENT_TIMEOUT = "canceling statement due to statement timeout"
+
+
 def statement_timeout_hint(role: str) -> str:
     """The next step when the warehouse's ``statement_timeout`` (set for the role, the database or
     the server) ended one of the pipeline's statements: a limit, not bad data or SQL.

@@ -26,6 +26,7 @@ from orchestrator.transform.restate import (  # schema_table: other modules impo
     schema_table,
     transform_watermarks,
 )
+from sources.connections import STATEMENT_TIMEOUT
 from sources.errors import WAREHOUSE_WRITE_FAILED
 from sources.logs import get_logger
 
@@ -108,7 +109,7 @@ class TransformFailed(Exception):
                 " (PostgreSQL: `pg_isready` with the ELT_PG_* host and port), then rerun `elt transform`: the"
                 " intervals that did not complete are still missing in SQLMesh's state and run again."
             )
-        elif any("statement timeout" in e for e in self.model_errors):
+        elif any(STATEMENT_TIMEOUT in e for e in self.model_errors):
             lines.append(
                 "  The warehouse's statement_timeout ended a model's query; the model's SQL is not wrong. The"
                 " intervals that did not complete are still missing in SQLMesh's state and run again. next: raise"

@@ -21,7 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-from sources.connections import PostgresSettings, statement_timeout_hint, warehouse_privilege_error
+from sources.connections import (STATEMENT_TIMEOUT, PostgresSettings, statement_timeout_hint,
+                                 warehouse_privilege_error)
 from sources import failpoints
 from sources.errors import RawLoadError, first_line
 from sources.landing.manifest import Manifest
@@ -287,7 +288,7 @@ class PostgresRaw:
             denied = warehouse_privilege_error(exc, self.settings)  # the role's rights, not the batch
             if denied:
                 hint = f"the batch stays in landing and the rerun applies it; {denied.hint}"
-            elif "statement timeout" in first:  # the server's limit, not the batch
+            elif STATEMENT_TIMEOUT in first:  # the server's limit, not the batch
                 hint = statement_timeout_hint(self.settings.user)
             else:
                 hint = set_aside_hint(manifest)
