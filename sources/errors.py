@@ -197,3 +197,67 @@ def warehouse_write_problem(exc: BaseException, database: object) -> str | None:
             free = "free space not known"
         return f"an earlier write to the warehouse failed in this run, usually for a full disk ({free}); {room}"
     return None
+
+
+class LandingUnreachable(ConnectionFailed):
+    """The S3 landing store did not answer, or answered "busy" (slow down, 5xx): worth retrying; the
+    batch, landed or not, is untouched."""
+
+
+# Arrow's words for an S3 error: "AWS Error <CODE> [(HTTP status NNN)] during <Operation> operation"
+_AWS_ERROR = re.compile(r"(?:When [^:\n]*: )?AWS Error (?P<code>[A-Z_]+)(?: \(HTTP status (?P<status>\d{3})\))? during "
+                        r"(?P<op>\w+) operation[^\n]*")
+# the endpoint is unreachable or busy: the same request may pass in a minute
+_AWS_TRANSIENT = frozenset({"NETWORK_CONNECTION", "SLOW_DOWN", "INTERNAL_FAILURE", "SERVICE_UNAVAILABLE", "THROTTLING",
+                            "REQUEST_TIMEOUT"})
+# the endpoint answered, and refused these credentials or this request: no retry helps
+_AWS_REFUSED = frozenset({"ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "INVALID_CLIENT_TOKEN_ID",
+                          "UNRECOGNIZED_CLIENT", "MISSING_AUTHENTICATION_TOKEN", "INVALID_SIGNATURE",
+                          "INCOMPLETE_SIGNATURE", "REQUEST_EXPIRED", "REQUEST_TIME_TOO_SKEWED"})
+S3_PERMISSIONS = "s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload"
+
+
+def landing_store_error(exc: BaseException, url: str, *, applying: bool = False, **where: str | None) -> LoaderError | None:
+    """The error to raise when ``exc`` (anywhere in its chain) is the S3 landing store's at ``url``,
+    else None: ``LandingUnreachable`` (retried) when it could not be reached or was busy, a
+    ``ConfigError`` naming the credentials when it refused them. ``applying``: while a landed batch
+    was read into raw (the batch is fine: never a reason to set it aside).
+
+    >>> e = OSError("When listing objects under key 'l/' in bucket 'b': AWS Error NETWORK_CONNECTION during "
+    ...             "ListObjectsV2 operation: curlCode: 6, Could not resolve hostname")
+    >>> print(landing_store_error(e, "s3://b/l", source="shop", table="orders"))
+    [source=shop table=orders] the landing store s3://b/l could not be reached (NETWORK_CONNECTION during ListObjectsV2): When listing objects under key 'l/' in bucket 'b': AWS Error NETWORK_CONNECTION during ListObjectsV2 operation: curlCode: 6, Could not resolve hostname
+      next: nothing of this table was half-applied; check the S3 endpoint (ELT_S3_ENDPOINT) and the network to it; the orchestrator retries, and a rerun applies the landed batches raw lacks first (docs/runbook.md#a-job-failed)
+    >>> type(landing_store_error(OSError("AWS Error UNKNOWN (HTTP status 503) during HeadObject operation: x"), "s3://b")).__name__
+    'LandingUnreachable'
+    >>> print(landing_store_error(OSError("AWS Error SIGNATURE_DOES_NOT_MATCH during PutObject operation: x"), "s3://b").hint)
+    nothing of this table was half-applied; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role elt runs with) and that they allow s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload on s3://b, then rerun
+    >>> landing_store_error(OSError("No space left on device"), "s3://b") is None
+    True
+    """
+    for item in reversed(exception_chain(exc)):  # the cause first: a wrapper repeats its text among its own
+        found = _AWS_ERROR.search(str(item))
+        if found:
+            break
+    else:
+        return None
+    code, status, operation = found["code"], found["status"] or "", found["op"]
+    # Arrow's sentence, without a driver's prefix ("arrow_scan: get_next failed(): ...") or the
+    # "Detail: Python exception: Traceback" DuckDB appends when it read through Arrow
+    detail = found.group(0).split(". Detail: Python exception")[0]
+    during = "reading a landed batch into raw from" if applying else "the landing store"
+    kept = ("nothing of the batch was applied (it stays in landing and the rerun applies it)" if applying
+            else "nothing of this table was half-applied")
+    if code in _AWS_TRANSIENT or status.startswith("5"):
+        what = "could not be reached" if code == "NETWORK_CONNECTION" else "answered busy or failing"
+        return LandingUnreachable(
+            f"{during} {url} {what} ({code} during {operation}): {detail}" if not applying
+            else f"{during} the landing store {url} failed: it {what} ({code} during {operation}): {detail}",
+            hint=f"{kept}; check the S3 endpoint (ELT_S3_ENDPOINT) and the network to it; the orchestrator retries, "
+                 "and a rerun applies the landed batches raw lacks first (docs/runbook.md#a-job-failed)", **where)
+    if code in _AWS_REFUSED or status == "403":
+        return ConfigError(
+            f"the landing store {url} refused the request ({code} during {operation}): {detail}",
+            hint=f"{kept}; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role elt runs with) "
+                 f"and that they allow {S3_PERMISSIONS} on {url}, then rerun", **where)
+    return None

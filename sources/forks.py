@@ -25,9 +25,11 @@ killed kept such a lock for ever: every later transform waited for it (decision 
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 _HELD: set[int] = set()
 
@@ -94,3 +96,30 @@ def dies_with(parent_pid: int | None = None) -> Callable[[], None]:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     return preexec
+
+
+def open_lock_file(path: Path, *, shared_folder: bool = False) -> int:
+    """A descriptor of lock file ``path`` to ``flock``, whichever user runs `elt`: a lock file another
+    user created (mode 0644) is opened read-only, which is all ``flock`` needs. ``shared_folder``:
+    the folder is common to every user of the machine (in the system temporary folder); created
+    here, it is made world-writable and sticky, like ``/tmp`` itself, so the next user's lock files
+    can be created in it. ``PermissionError`` when the file cannot be created or read.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp()) / "locks"
+    >>> fd = open_lock_file(folder / "a.lock", shared_folder=True); os.close(fd)
+    >>> oct(folder.stat().st_mode & 0o7777)
+    '0o1777'
+    """
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        if shared_folder and folder.stat().st_uid == os.geteuid():
+            os.chmod(folder, 0o1777)  # mkdir's mode is cut by the umask
+    try:
+        return os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    except PermissionError:  # another user's file: flock needs no write access
+        try:
+            return os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # no file, and no right to create one in another user's folder
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path)) from None

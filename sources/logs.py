@@ -154,6 +154,7 @@ class JsonFormatter(logging.Formatter):
         line.update(getattr(record, "fields", {}) or {})
         if record.exc_info and record.exc_info[1] is not None:
             line["error"] = redact_userinfo(str(record.exc_info[1]))
+            line["traceback"] = _traceback(record)
         return json.dumps(line, default=str)
 
 
@@ -162,7 +163,17 @@ class TextFormatter(logging.Formatter):
         fields = getattr(record, "fields", {}) or {}
         extra = " ".join(f"{k}={v}" for k, v in fields.items())
         text = f"{record.levelname.lower():7} {record.getMessage()}"
-        return f"{text}  {extra}" if extra else text
+        text = f"{text}  {extra}" if extra else text
+        if record.exc_info and record.exc_info[1] is not None:  # log.exception: ELT_LOG_TRACEBACKS=1, a bug
+            text = f"{text}\n{_traceback(record)}"
+        return text
+
+
+def _traceback(record: logging.LogRecord) -> str:
+    """The record's traceback (``log.exception``), redacted like every other field."""
+    if not record.exc_text:  # set by RedactFilter, which every handler of ours has
+        record.exc_text = redact_userinfo(logging.Formatter().formatException(record.exc_info))  # type: ignore[arg-type]
+    return record.exc_text
 
 
 def configure(stream: TextIO | None = None, json_lines: bool | None = None, level: int = logging.INFO) -> None:

@@ -65,10 +65,20 @@ def source_lock(source: str, lock_dir: Path | None = None, scope: str = "") -> I
     """One loader per source and landing location per machine; the OS releases the lock if the
     process dies. ``scope`` (the landing URL) keeps unrelated checkouts, test runs and projects on
     one machine apart: only loaders that would write the same landing folders exclude each other."""
+    shared = lock_dir is None  # the system temporary folder: every user of the machine shares it
     lock_dir = lock_dir or Path(tempfile.gettempdir()) / "elt-locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
     suffix = f"-{hashlib.sha1(scope.encode()).hexdigest()[:12]}" if scope else ""
-    fd = os.open(lock_dir / f"{source}{suffix}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    path = lock_dir / f"{source}{suffix}.lock"
+    try:
+        fd = forks.open_lock_file(path, shared_folder=shared)
+    except PermissionError as exc:  # a folder another user (root, by hand) created before 1777 was set
+        owner = _owner(lock_dir)
+        raise LoaderError(
+            f"cannot open the load lock {path}: {exc.strerror}", source=source,
+            hint=f"the folder {lock_dir} belongs to {owner}, and this user may not create files in it: "
+                 f"`chmod 1777 {lock_dir}` as {owner if owner == 'root' else f'{owner} or root'} (loads of every "
+                 "user then share the locks), and rerun",
+        ) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -82,6 +92,15 @@ def source_lock(source: str, lock_dir: Path | None = None, scope: str = "") -> I
     finally:
         forks.release(fd)
         os.close(fd)
+
+
+def _owner(path: Path) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(path.stat().st_uid).pw_name
+    except (OSError, KeyError):
+        return "another user"
 
 
 def _limit_malloc_arenas(arenas: int = 4) -> None:
@@ -186,14 +205,9 @@ def ingest(
                         wrapped = LoaderError(
                             f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
                             table=table.name, hint=f"nothing of this table was half-applied; {lost_connection_hint(raw.settings)}")
-                    elif isinstance(exc, OSError) and "AWS Error" in first and (
-                            "NETWORK_CONNECTION" in first or "curlCode" in first):
-                        wrapped = LoaderError(
-                            f"the landing store {landing.url} could not be reached: {first}", source=spec.name,
-                            table=table.name,
-                            hint="nothing of this table was half-applied; check the S3 endpoint (ELT_S3_ENDPOINT) "
-                                 "and the network to it; the orchestrator retries, and a rerun applies the landed "
-                                 "batches raw lacks first (docs/runbook.md#a-job-failed)")
+                    elif (store_error := landing.store_error(exc, source=spec.name, table=table.name,
+                                                              batch_id=getattr(exc, "elt_batch_id", None))):
+                        wrapped = store_error  # S3 not reached or busy (retried), or refusing the credentials
                     elif (not isinstance(exc, OSError) and hasattr(raw, "database")  # DuckDB's errors are not OSErrors
                           and (problem := warehouse_write_problem(exc, raw.database))):
                         wrapped = LoaderError(  # DuckDB could not write the warehouse file: a full disk
@@ -203,7 +217,8 @@ def ingest(
                         wrapped = LoaderError(
                             f"{exc.strerror or first}" + (f": {exc.filename}" if exc.filename else "")
                             + f" (landing: {landing.url})", source=spec.name, table=table.name,
-                            hint=f"nothing of this table was half-applied; {_LOCAL_WRITE_ERRNOS[exc.errno]}, then "
+                            batch_id=getattr(exc, "elt_batch_id", None),
+                            hint=f"nothing of this table was half-applied; {_local_write_hint(exc, landing)}, then "
                                  "rerun (a rerun alone fails the same way)")
                     else:
                         wrapped = LoaderError(
@@ -221,14 +236,26 @@ def ingest(
     return outcomes
 
 
-# Errors of the machine, not of the data: the message names the file, the hint what to fix
-_FULL = ("free space on the disk holding the file named (landing: ELT_LANDING_ROOT; its spool is the landing "
-         "folder's .spool; the DuckDB warehouse: ELT_DUCKDB_PATH), or point that setting at a larger disk")
+# Errors of the machine, not of the data: the hint says where and what to fix
 _DENIED = ("give the user running `elt` access to the file or folder named (a source file must be readable; the "
            "landing folder and the warehouse writable), or point ELT_LANDING_ROOT (ELT_DUCKDB_PATH for the "
            "warehouse) at a folder it can write")
-_LOCAL_WRITE_ERRNOS = {errno.ENOSPC: _FULL, errno.EDQUOT: _FULL, errno.EACCES: _DENIED, errno.EPERM: _DENIED,
+_LOCAL_WRITE_ERRNOS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EACCES: _DENIED, errno.EPERM: _DENIED,
                        errno.EROFS: _DENIED}
+
+
+def _local_write_hint(exc: OSError, landing: Landing) -> str:
+    """What to free or fix for a local write that failed (``exc.errno`` in ``_LOCAL_WRITE_ERRNOS``).
+    A full disk is named: a batch is written to the spool folder (beside a local landing, in the
+    system temporary folder for S3), then into a local landing's folder; Arrow's error names no file."""
+    if _LOCAL_WRITE_ERRNOS[exc.errno] != "full":
+        return _LOCAL_WRITE_ERRNOS[exc.errno]
+    if landing.is_local:
+        return (f"free space on the disk holding the landing folder {landing.root} (ELT_LANDING_ROOT; each batch is "
+                f"written to its .spool first), or point ELT_LANDING_ROOT at a larger disk")
+    spool = landing.spool_dir or tempfile.gettempdir()
+    return (f"free space in {spool}, where each batch is written before its upload to {landing.url} (the system "
+            "temporary folder: set TMPDIR to a folder on a larger disk to move it)")
 
 
 def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.RecordBatch], pa.Array] | None:
@@ -310,9 +337,16 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
         manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor,
                                  snapshot=snapshot, changes_only=changes_only)
     except BaseException as exc:
-        writer.abort()
+        try:
+            writer.abort()
+        except Exception as cleanup:  # noqa: BLE001 - the failure to report is exc; a folder left without
+            # its manifest is no batch, and the next load of the table sweeps it
+            log.warning("could not remove the unfinished batch", extra={"fields": {
+                **where, "batch_id": writer.batch_id, "error": first_line(cleanup)}})
         if isinstance(exc, LoaderError) and exc.batch_id is None:
             exc.batch_id = writer.batch_id
+        elif isinstance(exc, OSError):  # a disk's or the landing store's error: the caller words it
+            exc.elt_batch_id = writer.batch_id  # type: ignore[attr-defined]
         raise
     progress.done()
     log.info("landed", extra={"fields": {**where, "batch_id": manifest.batch_id, "rows": manifest.rows}})
@@ -385,7 +419,14 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
             rows: Any = landing.data_files(manifest, verify=verify)
         else:
             rows = landing.open_batch_reader(manifest, verify=verify)
-        result = raw.load(manifest, rows, spec.raw_schema, policy=table.schema_policy)
+        try:
+            result = raw.load(manifest, rows, spec.raw_schema, policy=table.schema_policy)
+        except LoaderError as exc:  # reading the batch from S3 failed: the store's fault, never the batch's
+            store_error = landing.store_error(exc, applying=True, source=spec.name, table=table.name,
+                                              batch_id=manifest.batch_id)
+            if store_error is None:
+                raise
+            raise store_error from exc
         failpoints.hit("raw.after_commit")
         if result.applied:
             outcome.applied.append(result.batch_id)

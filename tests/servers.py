@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +83,7 @@ def postgres_server() -> Iterator[Postgres]:
 @dataclass(frozen=True)
 class S3:
     endpoint: str  # http://127.0.0.1:PORT
+    stop: Callable[[], None] = lambda: None  # stops the endpoint before its context ends (a failure test)
 
     def env(self) -> dict[str, str]:
         return {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -107,7 +108,7 @@ def s3_server() -> Iterator[S3]:
                 break
             except OSError:
                 time.sleep(0.1)
-        yield S3(f"http://{host}:{port}")
+        yield S3(f"http://{host}:{port}", server.stop)
     finally:
         server.stop()
 

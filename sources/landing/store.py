@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from sources import failpoints
-from sources.errors import ConfigError, LandingError
+from sources.errors import ConfigError, LandingError, LoaderError, exception_chain, landing_store_error
 from sources.landing.manifest import MANIFEST_NAME, ORIGIN_MARKER, Manifest, origin_marker
 from sources.landing.writer import PART_NAME, BatchWriter, new_batch_id, sha256_of
 from sources.logs import redact_userinfo
@@ -137,6 +137,17 @@ class Landing:
 
     def __repr__(self) -> str:
         return f"Landing({self.url!r})"
+
+    def store_error(self, exc: BaseException, *, applying: bool = False, **where: str | None) -> LoaderError | None:
+        """The error to raise when ``exc`` is this S3 landing's own (``landing_store_error``: not
+        reached or busy, retried; credentials refused), else None: a local landing, another
+        bucket's error (a file source's), or an error S3 did not give."""
+        if self.is_local:
+            return None
+        named = re.search(r"in bucket '([^']+)'", "\n".join(str(e) for e in exception_chain(exc)))
+        if named and named.group(1) != self.root.split("/")[0]:
+            return None
+        return landing_store_error(exc, self.url, applying=applying, **where)
 
     def missing_bucket(self, exc: BaseException | None = None) -> ConfigError | None:
         """The error to raise when the S3 bucket does not exist: told by ``exc`` (S3's NO_SUCH_BUCKET),

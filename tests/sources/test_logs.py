@@ -69,6 +69,24 @@ def test_json_logs_can_be_forced_for_child_processes(monkeypatch: pytest.MonkeyP
     assert json.loads(screen.getvalue())["rows"] == 3
 
 
+@pytest.mark.parametrize("json_lines", [True, False])
+def test_a_logged_exception_carries_its_traceback_redacted(json_lines: bool) -> None:
+    """``log.exception`` (ELT_LOG_TRACEBACKS=1, which the runbook's hints ask for) shows the
+    traceback, in JSON lines and on a terminal; before, both formats dropped it."""
+    out = io.StringIO()
+    logs.configure(stream=out, json_lines=json_lines)
+    try:
+        try:
+            raise ValueError("cannot reach http://etl:hunter2@db.internal/x")
+        except ValueError:
+            logs.get_logger("sources.test").exception("unexpected error", extra={"fields": {"table": "orders"}})
+    finally:
+        logging.getLogger("sources").handlers[:] = []
+    text = json.loads(out.getvalue())["traceback"] if json_lines else out.getvalue()
+    assert "Traceback (most recent call last):" in text and "in test_a_logged_exception_carries" in text, text
+    assert "ValueError: cannot reach http://***@db.internal/x" in text and "hunter2" not in out.getvalue(), text
+
+
 def test_url_user_info_is_redacted_in_every_part_of_a_record() -> None:
     """Message, arguments, structured fields (nested too) and the exception: for the pipeline's own
     handler and for any other handler (pytest's capture, a library's) alike."""
