@@ -65,6 +65,32 @@ def check_values(batch: pa.RecordBatch, *, first_row: int, where: dict[str, str]
             _check_range(column, name, first_row, where)
 
 
+def check_event_time(batch: pa.RecordBatch, column: str, *, first_row: int, where: dict[str, str],
+                     file_lines: Callable[[Iterable[int]], dict[int, int]] | None = None) -> None:
+    """Raise ``ContractError`` naming the first row whose event time (the table's declared
+    ``event_time``) is empty: the transform places each row in the window of its day, so such a row
+    would fall outside every window and be missing from staging and the marts, silently (every
+    audit passes on what is there).
+
+    >>> check_event_time(pa.record_batch({"at": pa.array([1, None], pa.timestamp("us"))}), "at", first_row=5,
+    ...                  where={"table": "orders"})
+    Traceback (most recent call last):
+    ...
+    sources.errors.ContractError: [table=orders row=6 field=at] at, the table's event_time, is empty (data row 6): a row without it falls outside every day the transform builds
+      next: fill it at the source and rerun the load; nothing of this batch was landed
+    """
+    values = batch.column(column)
+    if not values.null_count:  # kept by Arrow with the array: no scan
+        return
+    import pyarrow.compute as pc
+
+    row = first_row + int(pc.index(pc.is_null(values), True).as_py())
+    at = f"data row {row:,}" + (f", file line {file_lines([row])[row]:,}" if file_lines else "")
+    raise ContractError(f"{column}, the table's event_time, is empty ({at}): a row without it falls outside every "
+                        "day the transform builds", **where, row=row, field=column,
+                        hint="fill it at the source and rerun the load; nothing of this batch was landed")
+
+
 def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str], utf8_checked: bool = False) -> None:
     try:
         if not utf8_checked:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
-from sources.contracts import check_primary_key, check_values
+from sources.contracts import check_event_time, check_primary_key, check_values
 from sources.errors import LoaderError, first_line, warehouse_write_problem
 from sources import failpoints, forks
 from sources.extract.base import Extract
@@ -306,6 +306,9 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             # covers every other source kind
             if not item.values_checked:
                 check_values(batch, first_row=writer.rows + 1, where=where)
+            if table.event_time and batch.num_rows:
+                check_event_time(batch, table.event_time, first_row=writer.rows + 1, where=where,
+                                 file_lines=item.file_lines)
             writer.write(batch)
             progress.advance(batch.num_rows)
             failpoints.hit("extract.mid")

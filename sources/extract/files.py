@@ -220,6 +220,11 @@ def drifted_table(present: list[str], table: TableSpec, name: str,
     if keys:
         raise ContractError(f"{detail}; the primary key column(s) {keys} are missing", **where,
                             hint="fix the extract, or change the table's primary_key in the source declaration")
+    if table.event_time in missing:  # landed as NULL, every row would fall outside every window
+        raise ContractError(f"{detail}; {table.event_time!r}, the table's event_time, is missing", **where,
+                            field=table.event_time,
+                            hint="fix the extract; or, if the source really renamed it, change event_time in the "
+                                 "source declaration and the models that read the column")
     if table.schema_policy == "strict":
         raise ContractError(f"{detail}; the table's schema_policy is strict", **where,
                             hint="update the table's columns in the source declaration, or fix the extract")

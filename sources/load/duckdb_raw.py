@@ -99,6 +99,42 @@ def normal_type(sql_type: str) -> str:
     return exp.DataType.build(sql_type, dialect=DIALECT).sql(DIALECT)
 
 
+# The words of the error a lossy evolve_cast raises (from DuckDB's error(), while the batch is inserted)
+LOSSY_CAST = "evolve_cast would change a value"
+_NUMERIC = ("TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE", "FLOAT", "REAL", "UBIGINT",
+            "UINTEGER", "USMALLINT", "UTINYINT", "UHUGEINT")
+
+
+def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -> str:
+    """``evolve_cast``'s cast of ``column`` to raw's type, failing the insert at the first value the
+    cast would change (DuckDB rounds 12.49, or the text '12.49', to the BIGINT 12 without a word:
+    a source that moved from integer cents to decimal dollars landed 100x too small). A value
+    that does not cast at all fails as before.
+
+    >>> con = duckdb.connect()
+    >>> con.execute(f"SELECT {checked_cast('p', 'BIGINT', 'VARCHAR', 'r')} FROM (VALUES ('12'), ('3')) t(p), "
+    ...             "(SELECT 0 AS r)").fetchall()
+    [(12,), (3,)]
+    >>> con.execute(f"SELECT {checked_cast('p', 'BIGINT', 'DECIMAL(10,2)', 'r')} FROM "
+    ...             "(VALUES (11.00::DECIMAL(10,2), 0), (12.49, 1)) t(p, r)").fetchall()
+    Traceback (most recent call last):
+    ...
+    _duckdb.InvalidInputException: Invalid Input Error: evolve_cast would change a value: p = 12.49 becomes 12 in raw's BIGINT (row 2 of the batch)
+    """
+    value = q(column)
+    cast = f"CAST({value} AS {raw_type})"
+    if batch_type == "VARCHAR":
+        if not raw_type.startswith(_NUMERIC):
+            return cast  # text into a date, a timestamp, a boolean: the cast fails on anything it cannot read
+        changed = f"TRY_CAST({value} AS DECIMAL(38, 10)) IS DISTINCT FROM CAST({cast} AS DECIMAL(38, 10))"
+    else:
+        changed = f"CAST({cast} AS {batch_type}) IS DISTINCT FROM {value}"
+    message = (f"{lit(f'{LOSSY_CAST}: {column} = ')} || CAST({value} AS VARCHAR) || ' becomes ' || "
+               f"CAST({cast} AS VARCHAR) || {lit(f' in raw' + chr(39) + f's {raw_type} (row ')} || "
+               f"CAST({row_number} + 1 AS VARCHAR) || ' of the batch)'")
+    return f"CASE WHEN {value} IS NOT NULL AND {changed} THEN error({message}) ELSE {cast} END"
+
+
 class DuckDBRaw:
     """Raw tables, the batch ledger and source cursors in one DuckDB file."""
 
@@ -223,21 +259,21 @@ class DuckDBRaw:
             notes, casts = self._ensure_table(raw_schema, manifest, where, policy)
             data_cols = [c["name"] for c in manifest.columns]
             target_cols = ", ".join(q(c) for c in [*data_cols, *(m for m, _ in METADATA_COLUMNS)])
-            select_cols = ", ".join(
-                f"CAST({q(c)} AS {casts[c]})" if c in casts else q(c) for c in data_cols
-            )
             if isinstance(reader, list):
                 source, row_number = f"read_parquet({lit(reader)}, file_row_number = true)", "file_row_number"
             else:
                 con.register("_elt_batch", numbered(reader))
                 source, row_number = "_elt_batch", "_batch_row"
+            batch_types = {c["name"]: normal_type(parse_type(c["type"]).sql(DIALECT)) for c in manifest.columns}
+            casts = {c: checked_cast(c, raw_type, batch_types[c], row_number) for c, raw_type in casts.items()}
+            select_cols = ", ".join(casts.get(c, q(c)) for c in data_cols)
             has_rows = ((manifest.snapshot or manifest.changes_only)
                         and con.execute(f"SELECT EXISTS (SELECT 1 FROM {raw_table})").fetchone()[0])
             if has_rows:
                 # only the snapshot's changes and deletions against raw's current state; comparing
                 # with the latest version of every key needs more than the loader's small memory
                 con.execute(f"SET memory_limit = {lit(SNAPSHOT_MEMORY_LIMIT)}")
-                aliased = ", ".join(f"CAST({q(c)} AS {casts[c]}) AS {q(c)}" if c in casts else q(c) for c in data_cols)
+                aliased = ", ".join(f"{casts[c]} AS {q(c)}" if c in casts else q(c) for c in data_cols)
                 if isinstance(reader, list):  # local Parquet: read twice (rows, then count) instead of copied
                     batch = f"(SELECT {aliased}, {row_number} AS _batch_row FROM {source})"
                     count = int(con.execute(f"SELECT count(*) FROM {source}").fetchone()[0])
@@ -283,6 +319,9 @@ class DuckDBRaw:
         except (duckdb.Error, pa.ArrowException) as exc:
             _rollback(con)
             problem = warehouse_write_problem(exc, self.database)  # a full disk: not the batch's fault
+            if LOSSY_CAST in str(exc):
+                problem = ("raw's column type cannot hold the new values unchanged: migrate the raw column to the "
+                           "new type instead of evolve_cast (docs/runbook.md, 'Schema change'), then rerun")
             raise RawLoadError(
                 f"appending to {raw_schema}.{manifest.table} failed and was rolled back: {exc}",
                 **where,

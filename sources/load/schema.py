@@ -6,7 +6,7 @@ Policies (``schema_policy`` on a table declaration):
   the batch loads as NULL (reported); a changed type stops the batch with an error.
 - ``strict``: any difference stops the batch.
 - ``evolve_cast``: as ``evolve``, but a changed type is cast to raw's type on load (reported); a
-  value that does not cast fails the batch.
+  value that does not cast, or that the cast would change (12.49 into a BIGINT), fails the batch.
 """
 
 from __future__ import annotations
@@ -53,8 +53,9 @@ def plan_schema(
         raise RawLoadError(
             f"column type changed in {raw_table}: {'; '.join(changed)}",
             **where,  # type: ignore[arg-type]
-            hint="a source type change: migrate the raw table (see docs/runbook.md, 'Schema change'), or set "
-            "schema_policy: evolve_cast on the table to cast to the raw type; the batch stays in landing",
+            hint="a source type change: migrate the raw table (see docs/runbook.md, 'Schema change'); only when "
+            "raw's type holds every new value unchanged, set schema_policy: evolve_cast on the table to cast to it "
+            "(a value the cast would change fails the batch); the batch stays in landing",
         )
     if policy == "strict" and (plan.add or plan.absent):
         raise RawLoadError(

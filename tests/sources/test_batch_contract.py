@@ -187,8 +187,16 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
                          "primary key column(s) ['id'] are missing"]),
         ("raw_customers.csv", 'id,name\nc1,"Ann\nc2,Bob\n',
          SourceReadError, ["table=customers", "malformed CSV"]),
+        # the event time places a row in its day's window: without it the row would silently miss
+        # staging and the marts, every audit passing (before: landed as NULL, exit 0)
+        ("raw_orders.csv", "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\no1,c1,2018-09-01T09:00:00,s1,1,1,2\n"
+                           "o2,c1,,s1,1,1,2\n",
+         ContractError, ["row=2", "field=ordered_at", "ordered_at, the table's event_time, is empty (data row 2, file line 3)"]),
+        ("raw_orders.csv", "id,customer,store_id,subtotal,tax_paid,order_total\no1,c1,s1,1,1,2\n",
+         ContractError, ["field=ordered_at", "missing: ['ordered_at']", "'ordered_at', the table's event_time, is missing"]),
     ],
-    ids=["bad-integer", "bad-timestamp", "duplicate-key", "duplicate-key-after-multiline-value", "empty-key", "key-column-missing", "unterminated-quote"],
+    ids=["bad-integer", "bad-timestamp", "duplicate-key", "duplicate-key-after-multiline-value", "empty-key", "key-column-missing",
+         "unterminated-quote", "empty-event-time", "event-time-column-missing"],
 )
 def test_bad_input_is_named_and_nothing_of_it_is_applied(
     small_jaffle: Path, tmp_path: Path, file: str, text: str, error: type, expected: list[str]
