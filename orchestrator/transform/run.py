@@ -561,6 +561,9 @@ def create_declared_raw_tables(settings: Settings, specs: list[Any] | None = Non
     table is made by the loader's own code from the declared columns and types, as a first batch
     would make it, so that batch applies to it unchanged.
 
+    A declared column an existing raw table lacks is added to it (NULL in its rows), as the next
+    batch holding the column would add it: a model reading the new column runs before then.
+
     Left to the loader: a table declared without columns (a PostgreSQL table typed from its
     catalog at read time), a ``strict`` table (its first batch must match exactly), a raw table
     several sources declare (their columns differ: whichever loads first shapes it), a table a
@@ -589,10 +592,15 @@ def create_declared_raw_tables(settings: Settings, specs: list[Any] | None = Non
                 fields = {"source": source.name, "table": table.name, "raw_schema": source.raw_schema}
                 try:
                     made = raw.create_declared(source.raw_schema, table.name, columns, list(table.primary_key))
+                    added = [] if made else raw.add_declared_columns(source.raw_schema, table.name, columns)
                 except Exception as exc:  # noqa: BLE001 - a convenience: the models say if the table is needed
-                    log.warning(f"could not create empty raw table {name}: {str(exc).splitlines()[0] if str(exc) else exc}",
-                                extra={"fields": fields})
+                    log.warning(f"could not create empty raw table {name} or add its declared columns: "
+                                f"{str(exc).splitlines()[0] if str(exc) else exc}", extra={"fields": fields})
                     continue
+                if added:
+                    log.info(f"added declared column(s) {', '.join(added)} to raw table {name}: NULL in the rows it "
+                             f"holds until they are read again (elt load {source.name} --table {table.name} --force "
+                             "for a table read by cursor)", extra={"fields": fields})
                 if made:
                     created.append(name)
                     log.info(f"created empty raw table {name}: declared by source {source.name}, not loaded yet "

@@ -352,6 +352,27 @@ class DuckDBRaw:
             raise
         return True
 
+    def add_declared_columns(self, raw_schema: str, table: str, columns: list[dict[str, str]]) -> list[str]:
+        """Add to an existing raw table the declared ``columns`` it lacks, NULL in its rows, as the
+        next batch holding them would (schema_policy evolve); their names. A model reading a column
+        just declared then runs before that batch arrives (a table read by cursor may wait long)."""
+        present = {name.lower() for (name,) in self.con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+            [raw_schema, table]).fetchall()}
+        missing = [c for c in columns if present and c["name"].lower() not in present]
+        if not missing:
+            return []
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            for column in missing:
+                self.con.execute(f"ALTER TABLE {qtable(raw_schema, table)} ADD COLUMN {q(column['name'])} "
+                                 f"{normal_type(parse_type(column['type']).sql(DIALECT))}")
+            self.con.execute("COMMIT")
+        except duckdb.Error:
+            self.con.execute("ROLLBACK")
+            raise
+        return [c["name"] for c in missing]
+
     def _ensure_table(self, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str) -> tuple[tuple[str, ...], dict[str, str]]:
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {q(raw_schema)}")
         batch = [(c["name"], normal_type(parse_type(c["type"]).sql(DIALECT))) for c in manifest.columns]

@@ -336,6 +336,24 @@ class PostgresRaw:
             self._ensure_table(cur, raw_schema, DeclaredTable(table, columns, primary_key), {"table": table}, "evolve")
         return True
 
+    def add_declared_columns(self, raw_schema: str, table: str, columns: list[dict[str, str]]) -> list[str]:
+        """Add to an existing raw table the declared ``columns`` it lacks (DuckDBRaw.add_declared_columns);
+        nothing while a load holds the table's lock (that load adds what its batch holds)."""
+        present = ("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s")
+        with self.con, self.con.cursor() as cur:
+            cur.execute(present, [raw_schema, table])
+            names = {row[0].lower() for row in cur.fetchall()}
+            missing = [c for c in columns if names and c["name"].lower() not in names]
+            if not missing:
+                return []
+            cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{table}"])
+            if not cur.fetchone()[0]:
+                return []
+            for column in missing:
+                cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    _ident(raw_schema, table), _ident(column["name"]), sql.SQL(_sql_type(column["type"]))))
+        return [c["name"] for c in missing]
+
     def _ensure_table(self, cur, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str):  # type: ignore[no-untyped-def]
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(raw_schema)))
         batch = [(c["name"], _sql_type(c["type"])) for c in manifest.columns]

@@ -75,6 +75,32 @@ def test_a_declared_table_is_made_as_its_first_batch_would_make_it_and_that_batc
     assert outcome.error is None and outcome.rows_applied == 1 and not outcome.schema_notes
 
 
+def test_a_column_declared_after_the_table_was_loaded_is_added_before_a_model_reads_it(tmp_path: Path) -> None:
+    """A team declares a new column and reads it in staging: the transform must not fail on raw
+    lacking it ('Table "raw" does not have a column named "channel"') until a batch holding the
+    column arrives, which for a table read by cursor may be never (found by a schema probe)."""
+    warehouse = tmp_path / "wh.duckdb"
+    settings = Settings(project_root=tmp_path, warehouse=warehouse, landing_root=tmp_path / "landing", data_dir=tmp_path)
+    folder = tmp_path / "billing"
+    folder.mkdir()
+    (folder / "invoices.csv").write_text("id,amount,issued_at\ni1,12.50,2024-03-01T10:00:00\n")
+    with DuckDBRaw(warehouse) as raw:
+        load_file_source(parse_source(BILLING), path=folder, landing=LocalLanding(tmp_path / "landing"), raw=raw,
+                         lock_dir=tmp_path)
+    invoices = BILLING["tables"]["invoices"]
+    declared = {**BILLING, "tables": {"invoices": {**invoices, "columns": {**invoices["columns"], "channel": "string"}}}}
+    assert create_declared_raw_tables(settings, [parse_source(declared)]) == []
+    con = duckdb.connect(str(warehouse), read_only=True)
+    assert con.execute("SELECT id, channel FROM raw_billing.invoices").fetchall() == [("i1", None)]
+    con.close()
+    (folder / "invoices.csv").write_text("id,amount,issued_at,channel\ni2,1.00,2024-03-02T10:00:00,web\n")
+    with DuckDBRaw(warehouse) as raw:
+        (outcome,) = load_file_source(parse_source(declared), path=folder, landing=LocalLanding(tmp_path / "landing"),
+                                      raw=raw, lock_dir=tmp_path)
+        assert raw.add_declared_columns("raw_billing", "invoices", [{"name": "channel", "type": "string"}]) == []
+    assert outcome.error is None and outcome.rows_landed == 1 and not outcome.schema_notes, outcome  # nothing to add
+
+
 def test_on_postgresql_it_never_waits_for_a_load_and_makes_what_a_load_makes(pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pg = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
     holder = psycopg2.connect(host=pg_db.host, port=pg_db.port, user=pg_db.user, dbname=pg_db.dbname)
@@ -93,6 +119,9 @@ def test_on_postgresql_it_never_waits_for_a_load_and_makes_what_a_load_makes(pg_
         assert not waited and answer == [False], "create_declared waited for a load's lock"
         assert raw.create_declared("raw_billing", "invoices", columns, ["id"]) is True
         assert raw.create_declared("raw_billing", "invoices", columns, ["id"]) is False
+        later = [*columns, {"name": "channel", "type": "string"}]  # declared after the table was made
+        assert raw.add_declared_columns("raw_billing", "invoices", later) == ["channel"]
+        assert raw.add_declared_columns("raw_billing", "invoices", later) == []
         with raw.con.cursor() as cur:
             cur.execute("SELECT column_name, data_type, numeric_precision, numeric_scale FROM information_schema.columns "
                         "WHERE table_schema = 'raw_billing' AND table_name = 'invoices' ORDER BY ordinal_position")
@@ -100,6 +129,6 @@ def test_on_postgresql_it_never_waits_for_a_load_and_makes_what_a_load_makes(pg_
             cur.execute("SELECT count(*) FROM pg_indexes WHERE schemaname = 'raw_billing' AND tablename = 'invoices'")
             indexes = cur.fetchone()[0]
     holder.close()
-    assert [c[0] for c in made[:3]] == ["id", "amount", "issued_at"]
+    assert [c[0] for c in made[:3]] == ["id", "amount", "issued_at"] and made[-1][:2] == ("channel", "text")
     assert made[1][1:] == ("numeric", 12, 2) and made[2][1] == "timestamp without time zone"
     assert indexes >= 1  # the loader's index on the key, as for a table a load creates
