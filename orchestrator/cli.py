@@ -560,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
+        if type(exc).__name__ == "LinterError":  # SQLMesh printed each model's errors just before
+            print("error: SQLMesh's linter refused the models listed above; no model was built\n"
+                  "  next: fix each model named there, or the declaration it reads: a column a source no longer "
+                  "declares must leave the models too (or be declared again, then `elt sources "
+                  "--write-external-models`); `sqlmesh lint` checks without running anything", file=sys.stderr)
+            return 2
         known = _warehouse_failure(exc, settings, " ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
         if known is None:
             raise

@@ -82,6 +82,22 @@ def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
     assert "lacks" not in proc.stderr and "next: point JAFFLE_DATA_DIR at a folder" in proc.stderr
 
 
+def test_a_model_reading_a_column_no_longer_declared_gets_the_linter_errors_and_a_next_step(tmp_path: Path) -> None:
+    """A column dropped from a declaration while staging still reads it: SQLMesh's linter lists the
+    model; `elt transform` used to follow that with a 25-line traceback and no next step."""
+    project = copy_project(tmp_path / "project")
+    external = project / "external_models.yaml"  # as `elt sources --write-external-models` writes it then
+    text = external.read_text()
+    assert "    id: TEXT\n    name: TEXT\n    _batch_id: TEXT\n" in text
+    external.write_text(text.replace("    id: TEXT\n    name: TEXT\n    _batch_id: TEXT\n", "    id: TEXT\n    _batch_id: TEXT\n", 1))
+    proc = run([ELT, "transform"], cwd=project, env=project_env(project), check=False)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in report, report
+    assert "stg_jaffle_shop__customers.sql" in report and "Unknown column: name" in report, report
+    assert "error: SQLMesh's linter refused the models listed above; no model was built" in report, report
+    assert "`elt sources --write-external-models`" in report, report
+
+
 def test_a_tick_in_the_future_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
     """A tick as of a later time would record slots that real ticks then skip, and kill running jobs as
     past their timeout: `--now` only replays the past."""
