@@ -551,6 +551,11 @@ def main(argv: list[str] | None = None) -> int:
     except LoaderError as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a supervisor: stop, and say what stands
+        print(f"interrupted: `{' '.join(['elt', *(sys.argv[1:] if argv is None else argv)])}` stopped; what it had "
+              "not committed was rolled back\n  next: rerun it when you want: a load applies the landed batches "
+              "raw lacks first, a transform runs the intervals that did not complete", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise  # a socket's broken pipe, not ours to hide

@@ -261,3 +261,14 @@ def landing_store_error(exc: BaseException, url: str, *, applying: bool = False,
             hint=f"{kept}; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role elt runs with) "
                  f"and that they allow {S3_PERMISSIONS} on {url}, then rerun", **where)
     return None
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Ctrl-C (SIGINT) that DuckDB turned into its own error: DuckDB interrupts
+    the running query and raises ``Query interrupted`` instead of ``KeyboardInterrupt``, which a
+    caller would take for a failure of the data or the SQL and go on after.
+
+    >>> interrupted(RuntimeError("Query interrupted")), interrupted(ValueError("bad value"))
+    (True, False)
+    """
+    return any(isinstance(e, KeyboardInterrupt) or "Query interrupted" in str(e) for e in exception_chain(exc))

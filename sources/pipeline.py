@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_event_time, check_primary_key, check_values
-from sources.errors import LoaderError, first_line, warehouse_write_problem
+from sources.errors import LoaderError, first_line, interrupted, warehouse_write_problem
 from sources import failpoints, forks
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
@@ -197,6 +197,8 @@ def ingest(
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others
+                if interrupted(exc):  # Ctrl-C during a DuckDB statement: stop the load, not just this table
+                    raise KeyboardInterrupt(f"{spec.name}.{table.name}") from exc
                 if not isinstance(exc, LoaderError):
                     first = first_line(exc)
                     if getattr(getattr(raw, "con", None), "closed", 0):  # the PostgreSQL warehouse went away
