@@ -306,9 +306,22 @@ def _cmd_tick(args: argparse.Namespace, settings: Settings) -> int:
         # past their timeout (it kills them as orphaned).
         raise ConfigError(f"--now {args.now!r} is later than this machine's clock (UTC)",
                           hint="--now replays past ticks only; to run a job now, use `elt run-job JOB`")
+    from orchestrator.scheduling import stopping
+
+    stopping.install()  # SIGTERM (systemd's stop, a reboot), SIGINT: stop the attempts, record them, give back slots
     report = tick(settings, now)
     print(report.render())
+    if stopping.requested():
+        return _stopped()
     return 1 if any(r.status in ("failed", "timed_out") for r in report.started) else 0
+
+
+def _stopped() -> int:
+    from orchestrator.scheduling import stopping
+
+    print(f"stopped by {stopping.signal_name()}: the running attempts were stopped and recorded as stopped, no new "
+          "one was started; their slots run again at the next tick (`elt status`)", file=sys.stderr)
+    return stopping.die()
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -323,9 +336,14 @@ def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
 
     from sources.logs import get_logger
 
+    from orchestrator.scheduling import stopping
+
     job = get_job(settings, args.job)
+    stopping.install()
     result = run_job(settings, job, trigger=args.trigger)
     print(f"job {result.job}: {result.status} (run {result.run_id}, {result.attempts} attempt(s))")
+    if stopping.requested():
+        return _stopped()
     if result.status == "skipped_locked":  # a skip, not a failure: another run of the job is under way
         get_logger("orchestrator.cli").warning(
             "job skipped: another run holds its lock", extra={"fields": {

@@ -46,7 +46,7 @@ RUN_COLUMNS = (
     "tables_json", "watermark_before", "watermark_after", "audits_json", "error_class", "error",
 )
 # statuses: running, succeeded, failed, retrying (failed, another attempt follows), timed_out,
-# skipped_locked, abandoned
+# skipped_locked, abandoned, stopped (SIGTERM or SIGINT to its supervisor; the slot runs again)
 
 
 @dataclass
@@ -247,6 +247,13 @@ class History:
         with self._cursor() as cur:
             rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
         return rows[0][0] if rows else None
+
+    def release_slot(self, job: str, slot: datetime, previous: datetime | None, now: datetime) -> None:
+        """Give back ``slot``, claimed by a run that was stopped before it finished: the job's last
+        slot is ``previous`` again, and the next tick finds ``slot`` due (under the job's lock)."""
+        with self._cursor() as cur:
+            cur.execute("UPDATE elt_meta.job_state SET last_slot = ?, updated_at = ? WHERE job = ? AND last_slot = ?",
+                        [previous, now, job, slot])
 
     def claim_slot(self, job: str, slot: datetime, now: datetime) -> bool:
         """Record ``slot`` as taken by a run of ``job``; False if it (or a later one) already was.

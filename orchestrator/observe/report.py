@@ -39,7 +39,7 @@ LAYERS = ("raw", "staging", "intermediate", "marts")  # pipeline order, everywhe
 GREEN, RED, GREY = "#2e7d32", "#c62828", "#9e9e9e"
 # stacked bottom to top in this order; succeeded green, failures red/orange, skipped and other grey
 COLORS = {"succeeded": GREEN, "retrying": "#ef6c00", "failed": RED, "timed_out": "#8e0000",
-          "abandoned": "#616161", "skipped_locked": GREY, "running": "#1565c0"}
+          "abandoned": "#616161", "skipped_locked": GREY, "stopped": GREY, "running": "#1565c0"}
 STATE_COLORS = {"fresh": GREEN, "stale": RED, "unknown": GREY}
 PROBLEM_STATUSES = ("failed", "timed_out", "abandoned")
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),

@@ -29,6 +29,7 @@ from typing import Any
 from orchestrator.observe.history import History, RunRecord
 from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
 from orchestrator.scheduling.locks import make_lock
+from orchestrator.scheduling import stopping
 from orchestrator.scheduling.schedule import retry_delay
 from orchestrator.settings import Settings
 from sources import forks
@@ -45,7 +46,7 @@ def utcnow() -> datetime:
 class JobResult:
     run_id: str
     job: str
-    status: str  # succeeded, failed, timed_out, skipped_locked, already_ran
+    status: str  # succeeded, failed, timed_out, skipped_locked, already_ran, stopped, not_started
     attempts: int = 0
     error: str = ""
 
@@ -85,7 +86,7 @@ def _run_job(
     interval_start: datetime | None = None,
     missed: int = 1,
     now: Callable[[], datetime] = utcnow,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = stopping.wait,
     run_id: str | None = None,
 ) -> JobResult:
     history = History.open(settings)
@@ -115,14 +116,21 @@ def _run_job(
             return JobResult(run_id, job.name, "already_ran")
         if job.kind == "transform":
             waiting = _transform_locks(settings, job, held)
+            if waiting and stopping.requested():
+                return JobResult(run_id, job.name, "not_started", 0, f"not started: elt was stopped by {stopping.signal_name()}")
             if waiting:  # the slot stays unclaimed: the next tick runs it
                 base.status, base.finished_at = "skipped_locked", now()
                 base.error = f"{waiting} stayed locked for {job.timeout_s}s (a load or another plan/run)"
                 history.insert(base)
                 return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
+        if stopping.requested():  # stopped before it started (a tick's later job): nothing claimed
+            return JobResult(run_id, job.name, "not_started", 0, f"not started: elt was stopped by {stopping.signal_name()}")
         if slot is not None and not history.claim_slot(job.name, slot, now()):  # under the job lock
             return JobResult(run_id, job.name, "already_ran")
-        return _attempts(settings, job, history, base, lock, missed, now, sleep)
+        result = _attempts(settings, job, history, base, lock, missed, now, sleep)
+        if result.status == "stopped" and slot is not None:  # not done: the next tick runs the slot again
+            history.release_slot(job.name, slot, last, now())
+        return result
     finally:
         for other in reversed(held):
             other.release()
@@ -152,8 +160,9 @@ def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | Non
         other = make_lock(settings, name)
         if not other.try_acquire():
             log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name}})
-            if not other.acquire(timeout=max(0.0, deadline - time.monotonic())):
-                return name
+            while not other.acquire(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+                if stopping.requested() or time.monotonic() >= deadline:
+                    return name
         held.append(other)
     return None
 
@@ -173,7 +182,7 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         status = outcome.pop("status")
         retryable = bool(outcome.pop("retryable", False)) and attempt < job.max_attempts
         error = outcome.get("error") or ""
-        final_status = "retrying" if (status == "failed" and retryable) else status
+        final_status = "retrying" if (status == "failed" and retryable and not stopping.requested()) else status
         history.update(base.run_id, attempt, status=final_status, finished_at=now(), **outcome)
         log.info("attempt finished", extra={"fields": {**fields, "status": final_status, "error": error}})
         if final_status != "retrying":
@@ -181,6 +190,11 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         delay = retry_delay(attempt, base=base_s, cap=cap_s)
         log.info("retrying", extra={"fields": {**fields, "delay_s": round(delay, 2)}})
         sleep(delay)
+        if stopping.requested():  # during the backoff: the next attempt is not started
+            status, error = "stopped", f"job {job.name} was stopped by {stopping.signal_name()} before attempt " \
+                                       f"{attempt + 1}; its slot runs again at the next tick"
+            history.update(base.run_id, attempt, status="stopped", error=error)
+            break
     return JobResult(base.run_id, job.name, status, attempt, error)
 
 
@@ -205,8 +219,17 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         except OSError as exc:
             return {"status": "failed", "retryable": False, "error_class": type(exc).__name__,
                     "error": f"job {job.name}: cannot start {worker_command(job, result_file)[0]}: {exc.strerror}"}
-        History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
-        code = _wait(proc, job, lock, run_id)
+        stopping.started(proc.pid)
+        try:
+            History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
+            code = _wait(proc, job, lock, run_id)
+        finally:
+            stopping.ended(proc.pid)
+        if stopping.requested() and code != 0:
+            return {"status": "stopped", "retryable": False, "error_class": "Stopped",
+                    "error": f"job {job.name} was stopped by {stopping.signal_name()} sent to its supervisor (an "
+                             "operator, systemd's stop, a reboot): what the attempt had not committed was rolled "
+                             "back, and its slot runs again at the next tick"}
         if code == "timed_out":
             return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
                     "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}

@@ -7,6 +7,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from orchestrator.scheduling.locks import FileLock, lock_dir
 from tests.orchestrator.conftest import Project, wait_for
 
@@ -146,7 +148,32 @@ def test_serve_ticks_in_a_loop_and_stops_on_sigterm(project: Project) -> None:
     server = project.popen("serve", "--interval", "0.2", ELT_JOBS="quick")
     assert server.stdout is not None and server.stdout.readline().startswith("tick at")  # it is serving
     server.send_signal(signal.SIGTERM)
-    assert server.wait(timeout=30) == 0
+    assert server.wait(timeout=30) == -signal.SIGTERM  # ends by the signal: systemd counts that as a clean stop
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_tick_records_its_attempt_as_stopped_and_the_next_tick_runs_the_slot_again(
+        project: Project, stop: signal.Signals) -> None:
+    """systemd's stop (SIGTERM to the tick), a reboot, Ctrl-C. Before, the tick died at once: the
+    attempt's record stayed "running" until the next tick called it abandoned (a FAILED alert
+    blaming an OOM kill), and that tick said "nothing due": a daily job waited for the next day."""
+    tick = project.popen("tick", "--now", "2026-11-25T06:00", ELT_JOBS="slow", SLOW_S="120")
+    record = wait_for(lambda: next((r for r in project.history().recent(5, "slow") if r.status == "running"
+                                    and r.pid != tick.pid), None), what="attempt started")
+    tick.send_signal(stop)
+    assert tick.wait(timeout=30) == -stop  # ends by the signal, as without a handler
+    assert tick.stderr is not None
+    err = tick.stderr.read()
+    assert f"stopped by {stop.name}: the running attempts were stopped and recorded as stopped" in err, err
+    wait_for(lambda: not _alive(record.pid), timeout=10, what="the attempt to be stopped")
+    [stopped] = project.history().recent(5, "slow")
+    assert stopped.status == "stopped" and stopped.finished_at is not None, stopped
+    assert f"stopped by {stop.name}" in (stopped.error or "") and "runs again at the next tick" in (stopped.error or "")
+
+    again = project.elt("tick", "--now", "2026-11-25T06:01", ELT_JOBS="slow", SLOW_S="0")
+    assert again.returncode == 0, again.stderr
+    assert "abandoned" not in again.stdout and "slow: succeeded" in again.stdout, again.stdout
+    assert [r.status for r in project.history().recent(5, "slow")] == ["succeeded", "stopped"]
 
 
 def test_a_run_that_finishes_while_the_tick_looks_is_not_marked_abandoned(project: Project) -> None:
@@ -204,16 +231,17 @@ def test_the_transform_waits_for_all_its_locks_within_one_timeout(monkeypatch, t
     clock = {"now": 1000.0}
     timeout = 100
 
-    class BusyLock:
+    class BusyLock:  # freed 0.4 timeouts after the transform first asks for it, however it polls
         def __init__(self, name: str) -> None:
-            self.name, self.busy_for = name, 0.4 * timeout
+            self.name, self.free_at = name, None
 
         def try_acquire(self) -> bool:
+            self.free_at = self.free_at or clock["now"] + 0.4 * timeout
             return False
 
         def acquire(self, timeout: float) -> bool:
-            clock["now"] += min(timeout, self.busy_for)
-            return self.busy_for <= timeout
+            clock["now"] = min(clock["now"] + timeout, max(clock["now"], self.free_at))
+            return clock["now"] >= self.free_at
 
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(runner, "make_lock", lambda settings, name: BusyLock(name))

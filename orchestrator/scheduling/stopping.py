@@ -1,0 +1,97 @@
+"""Stopping a supervisor (``elt run-job``, ``elt tick``, ``elt serve``) on SIGTERM or SIGINT.
+
+systemd's stop, a reboot, ``docker stop`` and a ``timeout`` wrapper send SIGTERM; a person at the
+terminal sends SIGINT. Without a handler the supervisor died at once: its attempt's record stayed
+"running" until the next tick called it abandoned (alerting as for an OOM kill), and the slot
+counted as used, so a daily job did not run again until the next day.
+
+With ``install()``, the first signal stops the running attempts (SIGTERM to each attempt's process
+group: what an attempt had not committed is rolled back, as for any kill), starts nothing more (no
+retry, no further job of the tick), records each stopped attempt as ``stopped``, and gives its slot
+back so that the next tick runs it again. The command then ends by that signal (``die``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.scheduling.stopping")
+
+_STOP = threading.Event()
+_SIGNAL: list[int] = []
+_GROUPS: set[int] = set()  # process groups of the attempts running now
+_LOCK = threading.Lock()
+
+
+def requested() -> bool:
+    return _STOP.is_set()
+
+
+def signal_name() -> str:
+    return signal.Signals(_SIGNAL[0]).name if _SIGNAL else "SIGTERM"
+
+
+def wait(seconds: float) -> None:
+    """Sleep ``seconds``, waking at once when a stop is requested (a retry's backoff)."""
+    _STOP.wait(max(0.0, seconds))
+
+
+def request(signum: int = signal.SIGTERM) -> None:
+    """What the handler does: stop the running attempts, start nothing more."""
+    if not _STOP.is_set():
+        _SIGNAL.append(signum)
+        _STOP.set()
+    with _LOCK:
+        groups = list(_GROUPS)
+    for group in groups:
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    log.warning("stopping: running attempts are stopped and recorded, their slots run again at the next tick",
+                extra={"fields": {"signal": signal.Signals(signum).name, "attempts": len(groups)}})
+
+
+def install() -> None:
+    """Handle SIGTERM and SIGINT in this (main) thread with ``request``."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: request(signum))
+    signal.signal(signal.SIGINT, lambda signum, frame: request(signum))
+
+
+def started(group: int) -> None:
+    """An attempt's process group is running; stopped at once if a stop came first."""
+    with _LOCK:
+        _GROUPS.add(group)
+    if _STOP.is_set():
+        try:
+            os.killpg(group, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def ended(group: int) -> None:
+    with _LOCK:
+        _GROUPS.discard(group)
+
+
+def die() -> int:
+    """End this process by the signal that stopped it, as if it had no handler (a shell shows 143 or
+    130; systemd counts a stop by SIGTERM as clean, an exit status 143 as a failure)."""
+    import sys
+
+    signum = _SIGNAL[0] if _SIGNAL else signal.SIGTERM
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum  # not reached
+
+
+def reset() -> None:
+    """Forget a stop (tests, which run several supervisors in one process)."""
+    _STOP.clear()
+    _SIGNAL.clear()
