@@ -661,7 +661,9 @@ def held_duckdb_lock(exc: BaseException, command: str = "the command") -> str | 
     program = redact_userinfo(program or match["program"])
     if len(program) > 200:
         program = program[:200] + " ..."
-    return (f"error: the warehouse {match['file']} is open in another process, PID {pid} ({program})\n"
+    history = Path(os.environ.get("ELT_META_DUCKDB_PATH") or "elt_history.duckdb").name
+    what = "the run history" if Path(match["file"]).name == history else "the warehouse"
+    return (f"error: {what} {match['file']} is open in another process, PID {pid} ({program})\n"
             "  DuckDB lets one process at a time open the file for writing.\n"
             f"  next: close that program (for `sqlmesh ui`, stop it with Ctrl-C, or `kill {pid}`), or wait for that "
             f"run to finish (`elt runs` lists the scheduler's), then rerun `{redact_userinfo(command)}`")

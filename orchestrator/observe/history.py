@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.settings import Settings
+from sources.errors import first_line
 from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.observe.history")
@@ -151,6 +152,53 @@ class History:
         finally:
             conn.close()
 
+    # A supervisor that cannot write the end of an attempt because another process holds the DuckDB
+    # history file (someone reading it in the duckdb CLI or a notebook for longer than
+    # ELT_META_LOCK_WAIT_S) keeps the update in a file beside it; the next command that opens the
+    # history applies it. Without this, the run stayed "running" and the next tick called the
+    # succeeded run abandoned, with a FAILED alert.
+    def _pending_dir(self) -> Path:
+        path = meta_duckdb_path(self.settings)
+        return path.with_name(path.name + ".pending")
+
+    def _apply_pending(self, cur: Any) -> list[Path]:
+        folder = self._pending_dir()
+        if not folder.is_dir():
+            return []
+        files = sorted(folder.glob("*.json"))
+        for file in files:
+            kept = json.loads(file.read_text())
+            values = {k: datetime.fromisoformat(v["datetime"]) if isinstance(v, dict) else v
+                      for k, v in kept["values"].items()}
+            assert set(values) <= set(RUN_COLUMNS), values
+            sets = ", ".join(f"{k} = ?" for k in values)
+            cur.execute(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
+                        [*values.values(), kept["run_id"], kept["attempt"]])
+        return files
+
+    def update_or_keep(self, run_id: str, attempt: int, **values: Any) -> None:
+        """``update``, or, when another process holds the DuckDB history file past the wait, keep the
+        update beside it for the next command that opens the history (logged with the holder)."""
+        try:
+            self.update(run_id, attempt, **values)
+            return
+        except Exception as exc:
+            if self.postgres or "lock" not in str(exc).lower():
+                raise
+            holder = first_line(exc)
+        folder = self._pending_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        kept = {"run_id": run_id, "attempt": attempt,
+                "values": {k: {"datetime": v.isoformat()} if isinstance(v, datetime) else _redacted(v)
+                           for k, v in values.items()}}
+        target = folder / f"{time.time_ns()}-{run_id}-{attempt}.json"
+        partial = target.with_suffix(".part")
+        partial.write_text(json.dumps(kept, default=str))
+        partial.rename(target)  # whole or absent: a reader never applies half a record
+        log.warning("run history busy: the attempt's record is kept beside it and written by the next elt command "
+                    "that opens the history", extra={"fields": {"run_id": run_id, "attempt": attempt,
+                                                                "kept_in": str(target), "holder": holder}})
+
     def _pg_connect(self) -> Any:
         """A connection to the PostgreSQL warehouse, retried with backoff for up to
         ``ELT_HISTORY_CONNECT_WAIT_S`` seconds (read at each connection), else ``CONNECT_WAIT_S``
@@ -184,7 +232,10 @@ class History:
                 for ddl in TABLES:
                     cur.execute(ddl)
                 self._ready = True
+            applied = [] if self.postgres else self._apply_pending(cur)
             yield cur
+        for done in applied:  # after the commit: a crash before this applies them again, harmlessly
+            done.unlink(missing_ok=True)
 
     # --- runs -------------------------------------------------------------------------------
     def insert(self, record: RunRecord) -> None:

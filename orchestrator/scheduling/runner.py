@@ -183,7 +183,7 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         retryable = bool(outcome.pop("retryable", False)) and attempt < job.max_attempts
         error = outcome.get("error") or ""
         final_status = "retrying" if (status == "failed" and retryable and not stopping.requested()) else status
-        history.update(base.run_id, attempt, status=final_status, finished_at=now(), **outcome)
+        history.update_or_keep(base.run_id, attempt, status=final_status, finished_at=now(), **outcome)
         log.info("attempt finished", extra={"fields": {**fields, "status": final_status, "error": error}})
         if final_status != "retrying":
             break
@@ -221,7 +221,7 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
                     "error": f"job {job.name}: cannot start {worker_command(job, result_file)[0]}: {exc.strerror}"}
         stopping.started(proc.pid)
         try:
-            History.open(settings).update(run_id, attempt, pid=proc.pid)  # the process group to kill if orphaned
+            History.open(settings).update_or_keep(run_id, attempt, pid=proc.pid)  # the group to kill if orphaned
             code = _wait(proc, job, lock, run_id)
         finally:
             stopping.ended(proc.pid)

@@ -149,11 +149,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise ConfigError(f"job {job.name} is a command job; the runner starts its command directly")
     except Exception as exc:  # noqa: BLE001 - classified and recorded, never lost
+        from orchestrator.cli import held_duckdb_lock
+
         retryable = is_retryable(exc)
         # a damaged warehouse or one of another DuckDB version: say so (and what to do) in the history
         unreadable = unreadable_duckdb_file(exc, settings.warehouse)
         error = unreadable.splitlines()[0] if unreadable else first_line(exc)
         result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {error}"}
+        held = held_duckdb_lock(exc, f"elt run-job {job.name}")
+        if held:  # a notebook, the duckdb CLI, `sqlmesh ui`: named with its PID and command line, retried
+            result = {"error_class": "WarehouseBusy", "error": f"job {job.name}: {held.removeprefix('error: ')}"}
+            retryable = True
     result["retryable"] = retryable
     Path(args.result).write_text(json.dumps(result))
     if result.get("error"):

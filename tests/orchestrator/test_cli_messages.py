@@ -73,6 +73,19 @@ def test_a_held_warehouse_names_the_process_and_what_to_do(holder, small_jaffle:
     assert f"rerun `elt {' '.join(args)}`" in message
 
 
+def test_a_scheduled_job_blocked_by_a_held_warehouse_records_who_holds_it(holder) -> None:  # type: ignore[no-untyped-def]
+    """The same in the run history of a scheduled job: before, DuckDB's raw text with its advice
+    to open the file read-only, class IOException, no program named (a signals probe)."""
+    project, pid = holder
+    env = project_env(project, ELT_JOB_ATTEMPTS="1")
+    proc = run([ELT, "run-job", "transform"], cwd=project, env=env, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    run_id = proc.stdout.split("(run ")[1].split(",")[0]
+    shown = run([ELT, "run-show", run_id], cwd=project, env=env).stdout
+    assert "WarehouseBusy" in shown and f"is open in another process, PID {pid} " in shown, shown
+    assert "--marker-of-the-holder" in shown and "rerun `elt run-job transform`" in shown, shown
+
+
 def test_a_missing_data_folder_is_named_as_missing(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "project")
     folder = tmp_path / "nonexistent"

@@ -1,0 +1,48 @@
+"""The end of an attempt is recorded even while someone holds the DuckDB run history open (the
+duckdb CLI or a notebook reading `data/elt_history.duckdb` at 3 a.m.). Before, the supervisor
+gave up after ELT_META_LOCK_WAIT_S with "the warehouse ... is open", the run stayed "running",
+and the next tick called the succeeded run abandoned and sent a FAILED alert (a signals probe)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from orchestrator.observe.history import History, RunRecord, meta_duckdb_path
+from orchestrator.scheduling.runner import mark_abandoned
+from orchestrator.settings import Settings
+from tests.orchestrator.conftest import wait_for
+
+
+def test_an_attempt_end_written_while_the_history_is_held_is_kept_and_applied_next(  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("ELT_META_LOCK_WAIT_S", "0.5")
+    settings = Settings(project_root=tmp_path, warehouse=tmp_path / "warehouse.duckdb", landing_root=tmp_path / "l",
+                        data_dir=tmp_path)
+    history = History.open(settings)
+    started = datetime(2026, 11, 25, 6, 0)
+    history.insert(RunRecord(run_id="r1", attempt=1, job="slow", trigger="schedule", status="running",
+                             started_at=started, pid=999_999_999, host="here"))
+    path = meta_duckdb_path(settings)
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "c.sql('SELECT 1'); print('open', flush=True); time.sleep(120)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(Exception, match="lock"):
+            History.open(settings).recent()  # held: nothing can be read or written now
+        History.open(settings).update_or_keep("r1", 1, status="succeeded", finished_at=datetime(2026, 11, 25, 6, 1))
+        [kept] = list(path.with_name(path.name + ".pending").glob("*.json"))
+    finally:
+        holder.kill()
+        holder.wait()
+    after = History.open(settings)
+    wait_for(lambda: after.recent(), timeout=10, what="the history to open")
+    [record] = after.recent()
+    assert record.status == "succeeded" and record.finished_at == datetime(2026, 11, 25, 6, 1)
+    assert not kept.exists()
+    assert mark_abandoned(settings, after, datetime(2026, 11, 25, 7, 0)) == []  # no false alarm
