@@ -73,9 +73,10 @@ def _from_cwd(path: str | None) -> str | None:
 
 def _source_lock_busy(source: str, name: str) -> int:
     """What `elt load` and `elt set-aside` say when another load of the source holds its job lock."""
-    print(f"error: another load of {source} holds {name} (started by hand, by a schedule or by a backfill; "
-          f"`elt runs --job {source}` lists the scheduled ones); rerun when it ends, or set "
-          "ELT_LOAD_LOCK_WAIT_S to wait", file=sys.stderr)
+    print(f"error: {name} is held: by another load of {source} (by hand, scheduled or a backfill's), or by a "
+          f"scheduled transform, which holds every source's lock while it reads raw (`elt runs --job {source}` and "
+          "`elt runs --job transform` list the scheduled ones); rerun when it ends, or set ELT_LOAD_LOCK_WAIT_S to "
+          "wait", file=sys.stderr)
     return 75
 
 

@@ -309,12 +309,16 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     try:
         for name in transform_lock_names(settings):
             lock = make_lock(settings, name)
-            if not lock.acquire(timeout=wait_s):
-                raise BackfillLocked(
-                    f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s (a backfill waits for every "
-                    "load job, whatever its source, and for `elt transform`); nothing was done\n"
-                    "  next: wait for it (`elt runs` lists scheduled runs; `pgrep -af 'elt '` shows runs started by "
-                    "hand), then rerun the backfill")
+            if not lock.try_acquire():  # announced, not silent: the wait may be long
+                print(f"backfill of {source}: waiting up to {wait_s:.0f}s (ELT_BACKFILL_LOCK_WAIT_S) for lock {name}, "
+                      "held by a running load or transform (`elt runs` lists scheduled runs; `pgrep -af 'elt '` "
+                      "those started by hand)", file=sys.stderr, flush=True)
+                if not lock.acquire(timeout=wait_s):
+                    raise BackfillLocked(
+                        f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s (a backfill waits for every "
+                        "load job, whatever its source, and for `elt transform`); nothing was done\n"
+                        "  next: wait for it (`elt runs` lists scheduled runs; `pgrep -af 'elt '` shows runs started "
+                        "by hand), then rerun the backfill")
             held.append(lock)
         if settings.gateway == "duckdb":
             _prepare_and_load_in_children(settings, source, start, end, path, spec.name, out)
