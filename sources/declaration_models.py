@@ -379,6 +379,8 @@ def explain_errors(errors: list[Any]) -> list[str]:
         allowed = sorted(model.model_fields) if model else []
         notes = [f"did you mean {close[0]!r}?" for k in keys if (close := difflib.get_close_matches(k, allowed, 1))]
         notes += [_HINTS[k] for k in keys if k in _HINTS]
+        if any(re.fullmatch(r"\s*\d+\)", k) for k in keys):  # {type: decimal(10,2)}: YAML split at the comma
+            notes.append("a type with a comma inside {...} needs quotes: {type: 'decimal(10,2)'}")
         lines[("unknown", loc)] = (f"{_where(loc)}: unknown key(s) {keys}; allowed: {', '.join(allowed)}"
                                    + (f" ({'; '.join(notes)})" if notes else ""))
     return list(lines.values())

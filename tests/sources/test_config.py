@@ -198,3 +198,17 @@ def test_the_schema_is_printed_by_the_module() -> None:
     out = subprocess.run([sys.executable, "-m", "sources.config", "--schema"], capture_output=True, text=True,
                          check=True, cwd=SCHEMA_FILE.parents[2]).stdout
     assert json.loads(out) == declaration_json_schema()
+
+
+def test_a_decimal_type_in_a_flow_mapping_without_quotes_is_explained() -> None:
+    """`{type: decimal(10,2)}`: YAML splits it at the comma, leaving a key named `2)`."""
+    import yaml
+
+    from sources.config import parse_source
+
+    declaration = yaml.safe_load("name: s\nkind: files\nowner: o\npath: .\ntables:\n  t:\n    file: t.csv\n"
+                                 "    primary_key: id\n    columns:\n      id: string\n"
+                                 "      amount: {type: decimal(10,2), description: cents}\n")
+    with pytest.raises(Exception) as refused:
+        parse_source(declaration)
+    assert "needs quotes: {type: 'decimal(10,2)'}" in str(refused.value), refused.value
