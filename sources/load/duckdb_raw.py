@@ -9,6 +9,7 @@ together, so a batch is in raw completely or not at all, and applying it again i
 from __future__ import annotations
 
 import os
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -101,8 +102,7 @@ def normal_type(sql_type: str) -> str:
 
 # The words of the error a lossy evolve_cast raises (from DuckDB's error(), while the batch is inserted)
 LOSSY_CAST = "evolve_cast would change a value"
-_NUMERIC = ("TINYINT", "SMALLINT", "INT", "BIGINT", "HUGEINT", "DECIMAL", "DOUBLE", "FLOAT", "REAL", "UBIGINT",
-            "UINTEGER", "USMALLINT", "UTINYINT", "UHUGEINT")
+_NUMERIC = re.compile(r"(U?(TINY|SMALL|HUGE|BIG)?INT(EGER)?|DECIMAL|NUMERIC|DOUBLE|FLOAT|REAL)\b")  # not INTERVAL
 
 
 def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -> str:
@@ -124,7 +124,7 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     value = q(column)
     cast = f"CAST({value} AS {raw_type})"
     if batch_type == "VARCHAR":
-        if not raw_type.startswith(_NUMERIC):
+        if not _NUMERIC.match(raw_type):
             return cast  # text into a date, a timestamp, a boolean: the cast fails on anything it cannot read
         changed = f"TRY_CAST({value} AS DECIMAL(38, 10)) IS DISTINCT FROM CAST({cast} AS DECIMAL(38, 10))"
     else:
