@@ -321,7 +321,8 @@ def _stopped() -> int:
     from orchestrator.scheduling import stopping
 
     print(f"stopped by {stopping.signal_name()}: the running attempts were stopped and recorded as stopped, no new "
-          "one was started; their slots run again at the next tick (`elt status`)", file=sys.stderr)
+          "one was started; a scheduled slot runs again at the next tick, a run started by hand is not repeated "
+          "(`elt status`, `elt runs`)", file=sys.stderr)
     return stopping.die()
 
 
@@ -571,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a supervisor: stop, and say what stands
-        print(f"interrupted: `{' '.join(['elt', *(sys.argv[1:] if argv is None else argv)])}` stopped; what it had "
+        print(f"interrupted: `{redact_userinfo(' '.join(['elt', *(sys.argv[1:] if argv is None else argv)]))}` "
+              "stopped; what it had "
               "not committed was rolled back\n  next: rerun it when you want: a load applies the landed batches "
               "raw lacks first, a transform runs the intervals that did not complete", file=sys.stderr)
         return 130

@@ -79,6 +79,10 @@ def check_event_time(batch: pa.RecordBatch, column: str, *, first_row: int, wher
     sources.errors.ContractError: [table=orders row=6 field=at] at, the table's event_time, is empty (data row 6): a row without it falls outside every day the transform builds
       next: fill it at the source and rerun the load; nothing of this batch was landed
     """
+    if column not in batch.schema.names:  # a table typed from its source's catalog, which lost the column
+        raise ContractError(f"the source has no column {column}, the table's event_time", **where, field=column,
+                            hint="fix the source; or, if it really renamed the column, change event_time in the "
+                                 "source declaration and the models that read it; nothing of this batch was landed")
     values = batch.column(column)
     if not values.null_count:  # kept by Arrow with the array: no scan
         return

@@ -213,7 +213,7 @@ _AWS_TRANSIENT = frozenset({"NETWORK_CONNECTION", "SLOW_DOWN", "INTERNAL_FAILURE
 # the endpoint answered, and refused these credentials or this request: no retry helps
 _AWS_REFUSED = frozenset({"ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "INVALID_CLIENT_TOKEN_ID",
                           "UNRECOGNIZED_CLIENT", "MISSING_AUTHENTICATION_TOKEN", "INVALID_SIGNATURE",
-                          "INCOMPLETE_SIGNATURE", "REQUEST_EXPIRED", "REQUEST_TIME_TOO_SKEWED"})
+                          "INCOMPLETE_SIGNATURE", "REQUEST_EXPIRED", "REQUEST_TIME_TOO_SKEWED", "EXPIRED_TOKEN"})
 S3_PERMISSIONS = "s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload"
 
 
@@ -248,7 +248,7 @@ def landing_store_error(exc: BaseException, url: str, *, applying: bool = False,
     during = "reading a landed batch into raw from" if applying else "the landing store"
     kept = ("nothing of the batch was applied (it stays in landing and the rerun applies it)" if applying
             else "nothing of this table was half-applied")
-    if code in _AWS_TRANSIENT or status.startswith("5"):
+    if code in _AWS_TRANSIENT or status.startswith("5") or status == "429":
         what = "could not be reached" if code == "NETWORK_CONNECTION" else "answered busy or failing"
         return LandingUnreachable(
             f"{during} {url} {what} ({code} during {operation}): {detail}" if not applying

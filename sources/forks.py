@@ -117,7 +117,10 @@ def open_lock_file(path: Path, *, shared_folder: bool = False) -> int:
         if shared_folder and folder.stat().st_uid == os.geteuid():
             os.chmod(folder, 0o1777)  # mkdir's mode is cut by the umask
     try:
-        return os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+        if shared_folder and os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, 0o644)  # readable by the next user whatever this process's umask (077 on hardened hosts)
+        return fd
     except PermissionError:  # another user's file: flock needs no write access
         try:
             return os.open(path, os.O_RDONLY)

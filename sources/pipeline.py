@@ -207,8 +207,7 @@ def ingest(
                         wrapped = LoaderError(
                             f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
                             table=table.name, hint=f"nothing of this table was half-applied; {lost_connection_hint(raw.settings)}")
-                    elif (store_error := landing.store_error(exc, source=spec.name, table=table.name,
-                                                              batch_id=getattr(exc, "elt_batch_id", None))):
+                    elif (store_error := landing.store_error(exc, source=spec.name, table=table.name)):
                         wrapped = store_error  # S3 not reached or busy (retried), or refusing the credentials
                     elif (not isinstance(exc, OSError) and hasattr(raw, "database")  # DuckDB's errors are not OSErrors
                           and (problem := warehouse_write_problem(exc, raw.database))):
@@ -219,7 +218,6 @@ def ingest(
                         wrapped = LoaderError(
                             f"{exc.strerror or first}" + (f": {exc.filename}" if exc.filename else "")
                             + f" (landing: {landing.url})", source=spec.name, table=table.name,
-                            batch_id=getattr(exc, "elt_batch_id", None),
                             hint=f"nothing of this table was half-applied; {_local_write_hint(exc, landing)}, then "
                                  "rerun (a rerun alone fails the same way)")
                     else:
@@ -350,8 +348,6 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 **where, "batch_id": writer.batch_id, "error": first_line(cleanup)}})
         if isinstance(exc, LoaderError) and exc.batch_id is None:
             exc.batch_id = writer.batch_id
-        elif isinstance(exc, OSError):  # a disk's or the landing store's error: the caller words it
-            exc.elt_batch_id = writer.batch_id  # type: ignore[attr-defined]
         raise
     progress.done()
     log.info("landed", extra={"fields": {**where, "batch_id": manifest.batch_id, "rows": manifest.rows}})

@@ -166,38 +166,51 @@ class History:
         if not folder.is_dir():
             return []
         files = sorted(folder.glob("*.json"))
+        applied = []
         for file in files:
-            kept = json.loads(file.read_text())
-            values = {k: datetime.fromisoformat(v["datetime"]) if isinstance(v, dict) else v
-                      for k, v in kept["values"].items()}
-            assert set(values) <= set(RUN_COLUMNS), values
-            sets = ", ".join(f"{k} = ?" for k in values)
-            cur.execute(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
-                        [*values.values(), kept["run_id"], kept["attempt"]])
-        return files
+            try:
+                kept = json.loads(file.read_text())
+            except FileNotFoundError:  # another command applied it first
+                continue
+            params = [datetime.fromisoformat(v["datetime"]) if isinstance(v, dict) else v for v in kept["params"]]
+            cur.execute(kept["sql"], params)  # one of our own statements (``_write_or_keep``), in order
+            applied.append(file)
+        return applied
 
-    def update_or_keep(self, run_id: str, attempt: int, **values: Any) -> None:
-        """``update``, or, when another process holds the DuckDB history file past the wait, keep the
-        update beside it for the next command that opens the history (logged with the holder)."""
+    def _write_or_keep(self, sql: str, params: list[Any], what: dict[str, Any]) -> None:
+        """Run one of our own write statements; when another process holds the DuckDB history file
+        past ``ELT_META_LOCK_WAIT_S``, keep it beside the file for the next command that opens the
+        history (logged with the holder) instead of failing the run it records."""
         try:
-            self.update(run_id, attempt, **values)
+            with self._cursor() as cur:
+                cur.execute(sql, params)
             return
         except Exception as exc:
-            if self.postgres or "lock" not in str(exc).lower():
+            if self.postgres or "Could not set lock" not in str(exc):
                 raise
             holder = first_line(exc)
         folder = self._pending_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        kept = {"run_id": run_id, "attempt": attempt,
-                "values": {k: {"datetime": v.isoformat()} if isinstance(v, datetime) else _redacted(v)
-                           for k, v in values.items()}}
-        target = folder / f"{time.time_ns()}-{run_id}-{attempt}.json"
+        kept = {"sql": sql, "params": [{"datetime": v.isoformat()} if isinstance(v, datetime) else v for v in params]}
+        target = folder / f"{time.time_ns()}-{os.getpid()}.json"
         partial = target.with_suffix(".part")
         partial.write_text(json.dumps(kept, default=str))
         partial.rename(target)  # whole or absent: a reader never applies half a record
-        log.warning("run history busy: the attempt's record is kept beside it and written by the next elt command "
-                    "that opens the history", extra={"fields": {"run_id": run_id, "attempt": attempt,
-                                                                "kept_in": str(target), "holder": holder}})
+        log.warning("run history busy: the record is kept beside it and written by the next elt command that opens "
+                    "the history", extra={"fields": {**what, "kept_in": str(target), "holder": holder}})
+
+    def update_or_keep(self, run_id: str, attempt: int, **values: Any) -> None:
+        """``update`` of a supervisor's own attempt, kept for later if the history file is held."""
+        assert set(values) <= set(RUN_COLUMNS), values
+        sets = ", ".join(f"{k} = ?" for k in values)  # keys are our own column names
+        self._write_or_keep(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
+                            [*map(_redacted, values.values()), run_id, attempt], {"run_id": run_id, "attempt": attempt})
+
+    def insert_or_keep(self, record: RunRecord) -> None:
+        """``insert``, kept for later if the history file is held (a retry's next attempt)."""
+        cols, marks = ", ".join(RUN_COLUMNS), ", ".join("?" for _ in RUN_COLUMNS)
+        self._write_or_keep(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks})", record.values(),
+                            {"run_id": record.run_id, "attempt": record.attempt})
 
     def _pg_connect(self) -> Any:
         """A connection to the PostgreSQL warehouse, retried with backoff for up to
@@ -302,9 +315,8 @@ class History:
     def release_slot(self, job: str, slot: datetime, previous: datetime | None, now: datetime) -> None:
         """Give back ``slot``, claimed by a run that was stopped before it finished: the job's last
         slot is ``previous`` again, and the next tick finds ``slot`` due (under the job's lock)."""
-        with self._cursor() as cur:
-            cur.execute("UPDATE elt_meta.job_state SET last_slot = ?, updated_at = ? WHERE job = ? AND last_slot = ?",
-                        [previous, now, job, slot])
+        self._write_or_keep("UPDATE elt_meta.job_state SET last_slot = ?, updated_at = ? WHERE job = ? AND last_slot = ?",
+                            [previous, now, job, slot], {"job": job, "slot": slot})
 
     def claim_slot(self, job: str, slot: datetime, now: datetime) -> bool:
         """Record ``slot`` as taken by a run of ``job``; False if it (or a later one) already was.

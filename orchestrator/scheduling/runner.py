@@ -173,7 +173,7 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
     status, error = "failed", ""
     for attempt in range(1, job.max_attempts + 1):
         record = RunRecord(**{**base.__dict__, "attempt": attempt, "started_at": now()})
-        history.insert(record)
+        history.insert_or_keep(record)
         fields = {"run_id": base.run_id, "job": job.name, "source": job.source, "attempt": attempt,
                   "max_attempts": job.max_attempts, "missed_slots": missed}
         log.info("attempt started", extra={"fields": fields})
@@ -191,9 +191,8 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         log.info("retrying", extra={"fields": {**fields, "delay_s": round(delay, 2)}})
         sleep(delay)
         if stopping.requested():  # during the backoff: the next attempt is not started
-            status, error = "stopped", f"job {job.name} was stopped by {stopping.signal_name()} before attempt " \
-                                       f"{attempt + 1}; its slot runs again at the next tick"
-            history.update(base.run_id, attempt, status="stopped", error=error)
+            status, error = "stopped", f"{error} (then stopped by {stopping.signal_name()} before attempt {attempt + 1})"
+            history.update_or_keep(base.run_id, attempt, status="stopped", error=error)
             break
     return JobResult(base.run_id, job.name, status, attempt, error)
 
@@ -226,10 +225,11 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
         finally:
             stopping.ended(proc.pid)
         if stopping.requested() and code != 0:
+            kill_run_processes(run_id)  # what left the process group (setsid), as after a timeout
             return {"status": "stopped", "retryable": False, "error_class": "Stopped",
                     "error": f"job {job.name} was stopped by {stopping.signal_name()} sent to its supervisor (an "
                              "operator, systemd's stop, a reboot): what the attempt had not committed was rolled "
-                             "back, and its slot runs again at the next tick"}
+                             "back; a scheduled slot runs again at the next tick"}
         if code == "timed_out":
             return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
                     "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}

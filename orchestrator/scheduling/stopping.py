@@ -17,14 +17,10 @@ import os
 import signal
 import threading
 
-from sources.logs import get_logger
-
-log = get_logger("orchestrator.scheduling.stopping")
-
 _STOP = threading.Event()
 _SIGNAL: list[int] = []
 _GROUPS: set[int] = set()  # process groups of the attempts running now
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # the handler may interrupt this thread inside started()/ended()
 
 
 def requested() -> bool:
@@ -47,13 +43,11 @@ def request(signum: int = signal.SIGTERM) -> None:
         _STOP.set()
     with _LOCK:
         groups = list(_GROUPS)
-    for group in groups:
+    for group in groups:  # no logging here: a handler writing to stderr inside a write would raise
         try:
             os.killpg(group, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    log.warning("stopping: running attempts are stopped and recorded, their slots run again at the next tick",
-                extra={"fields": {"signal": signal.Signals(signum).name, "attempts": len(groups)}})
 
 
 def install() -> None:

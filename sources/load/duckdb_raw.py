@@ -112,9 +112,9 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     that does not cast at all fails as before.
 
     >>> con = duckdb.connect()
-    >>> con.execute(f"SELECT {checked_cast('p', 'BIGINT', 'VARCHAR', 'r')} FROM (VALUES ('12'), ('3')) t(p), "
-    ...             "(SELECT 0 AS r)").fetchall()
-    [(12,), (3,)]
+    >>> con.execute(f"SELECT {checked_cast('p', 'BIGINT', 'TEXT', 'r')} FROM (VALUES ('12'), ('5.0'), (' 5'), "
+    ...             "('007'), ('1e3')) t(p), (SELECT 0 AS r)").fetchall()
+    [(12,), (5,), (5,), (7,), (1000,)]
     >>> con.execute(f"SELECT {checked_cast('p', 'BIGINT', 'DECIMAL(10,2)', 'r')} FROM "
     ...             "(VALUES (11.00::DECIMAL(10,2), 0), (12.49, 1)) t(p, r)").fetchall()
     Traceback (most recent call last):
@@ -123,10 +123,12 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     """
     value = q(column)
     cast = f"CAST({value} AS {raw_type})"
-    if batch_type == "VARCHAR":
+    if batch_type in ("TEXT", "VARCHAR"):  # normal_type's name for text, and DuckDB's
         if not _NUMERIC.match(raw_type):
             return cast  # text into a date, a timestamp, a boolean: the cast fails on anything it cannot read
-        changed = f"TRY_CAST({value} AS DECIMAL(38, 10)) IS DISTINCT FROM CAST({cast} AS DECIMAL(38, 10))"
+        # compared as numbers, not as text ('5.0', ' 5', '007', '1e3' are kept as 5 and 1000); a
+        # DOUBLE holds every value here (NaN, inf, 1e30) and its 53 bits see any fraction rounded away
+        changed = f"TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({cast} AS DOUBLE)"
     else:
         changed = f"CAST({cast} AS {batch_type}) IS DISTINCT FROM {value}"
     message = (f"{lit(f'{LOSSY_CAST}: {column} = ')} || CAST({value} AS VARCHAR) || ' becomes ' || "

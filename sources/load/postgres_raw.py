@@ -349,6 +349,9 @@ class PostgresRaw:
             cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{table}"])
             if not cur.fetchone()[0]:
                 return []
+            # ALTER waits for every reader of the table and makes later readers wait behind it: give up
+            # soon (the caller logs it; the next transform tries again, the next batch adds it anyway)
+            cur.execute("SET LOCAL lock_timeout = '5s'")
             for column in missing:
                 cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
                     _ident(raw_schema, table), _ident(column["name"]), sql.SQL(_sql_type(column["type"]))))

@@ -35,14 +35,19 @@ def test_an_attempt_end_written_while_the_history_is_held_is_kept_and_applied_ne
         assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         with pytest.raises(Exception, match="lock"):
             History.open(settings).recent()  # held: nothing can be read or written now
-        History.open(settings).update_or_keep("r1", 1, status="succeeded", finished_at=datetime(2026, 11, 25, 6, 1))
-        [kept] = list(path.with_name(path.name + ".pending").glob("*.json"))
+        History.open(settings).update_or_keep("r1", 1, status="retrying", finished_at=datetime(2026, 11, 25, 6, 1))
+        History.open(settings).insert_or_keep(RunRecord(  # the retry's attempt, and its end
+            run_id="r1", attempt=2, job="slow", trigger="schedule", status="running", started_at=started, host="here"))
+        History.open(settings).update_or_keep("r1", 2, status="succeeded", finished_at=datetime(2026, 11, 25, 6, 2))
+        kept = sorted(path.with_name(path.name + ".pending").glob("*.json"))
+        assert len(kept) == 3
     finally:
         holder.kill()
         holder.wait()
     after = History.open(settings)
     wait_for(lambda: after.recent(), timeout=10, what="the history to open")
-    [record] = after.recent()
-    assert record.status == "succeeded" and record.finished_at == datetime(2026, 11, 25, 6, 1)
-    assert not kept.exists()
+    second, first = after.recent()
+    assert (first.attempt, first.status, first.finished_at) == (1, "retrying", datetime(2026, 11, 25, 6, 1))
+    assert (second.attempt, second.status, second.finished_at) == (2, "succeeded", datetime(2026, 11, 25, 6, 2))
+    assert not any(file.exists() for file in kept)
     assert mark_abandoned(settings, after, datetime(2026, 11, 25, 7, 0)) == []  # no false alarm

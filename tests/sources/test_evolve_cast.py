@@ -62,6 +62,18 @@ def test_a_cast_that_would_change_a_value_fails_the_batch_and_one_that_keeps_the
                {"id": "string", "amount": "string"}, key="id")
     assert "amount = 12.49 becomes 12 in raw's BIGINT (row 2 of the batch)" in str(_apply(landing2, tmp_path / "wh2.duckdb").error)
 
+    # text the cast keeps as the same number is applied, however it is written (compared as
+    # numbers, not as DuckDB's rendering of them)
+    kept = Landing.local(tmp_path / "kept-landing")
+    land_batch(kept, "shop", "orders", [{"id": "o1", "amount": 10}], {"id": "string", "amount": "integer"}, key="id")
+    assert _apply(kept, tmp_path / "wh4.duckdb").error is None
+    land_batch(kept, "shop", "orders", [{"id": f"t{n}", "amount": text} for n, text in
+                                        enumerate(["5.0", " 6", "+7", "008", "1e3"])],
+               {"id": "string", "amount": "string"}, key="id")
+    text_applied = _apply(kept, tmp_path / "wh4.duckdb")
+    assert text_applied.error is None, text_applied.error
+    assert sorted(v for _, v in _raw(tmp_path / "wh4.duckdb")) == [5, 6, 7, 8, 10, 1000]
+
     whole = tmp_path / "whole-landing"  # values the cast keeps: applied, reported as cast
     landing3 = Landing.local(whole)
     land_batch(landing3, "shop", "orders", [{"id": "o1", "amount": 10}], {"id": "string", "amount": "integer"}, key="id")
