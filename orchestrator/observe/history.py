@@ -173,8 +173,8 @@ class History:
             except FileNotFoundError:  # another command applied it first
                 continue
             params = [datetime.fromisoformat(v["datetime"]) if isinstance(v, dict) else v for v in kept["params"]]
-            cur.execute(kept["sql"], params)  # one of our own statements (``_write_or_keep``), in order
-            applied.append(file)
+            cur.execute(kept["sql"], params)  # one of our own statements (``_write_or_keep``), in order; each
+            applied.append(file)  # is idempotent, as a file whose removal a crash prevented is applied again
         return applied
 
     def _write_or_keep(self, sql: str, params: list[Any], what: dict[str, Any]) -> None:
@@ -209,8 +209,8 @@ class History:
     def insert_or_keep(self, record: RunRecord) -> None:
         """``insert``, kept for later if the history file is held (a retry's next attempt)."""
         cols, marks = ", ".join(RUN_COLUMNS), ", ".join("?" for _ in RUN_COLUMNS)
-        self._write_or_keep(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks})", record.values(),
-                            {"run_id": record.run_id, "attempt": record.attempt})
+        self._write_or_keep(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                            record.values(), {"run_id": record.run_id, "attempt": record.attempt})
 
     def _pg_connect(self) -> Any:
         """A connection to the PostgreSQL warehouse, retried with backoff for up to
