@@ -213,7 +213,9 @@ _AWS_TRANSIENT = frozenset({"NETWORK_CONNECTION", "SLOW_DOWN", "INTERNAL_FAILURE
 # the endpoint answered, and refused these credentials or this request: no retry helps
 _AWS_REFUSED = frozenset({"ACCESS_DENIED", "SIGNATURE_DOES_NOT_MATCH", "INVALID_ACCESS_KEY_ID", "INVALID_CLIENT_TOKEN_ID",
                           "UNRECOGNIZED_CLIENT", "MISSING_AUTHENTICATION_TOKEN", "INVALID_SIGNATURE",
-                          "INCOMPLETE_SIGNATURE", "REQUEST_EXPIRED", "REQUEST_TIME_TOO_SKEWED", "EXPIRED_TOKEN"})
+                          "INCOMPLETE_SIGNATURE", "REQUEST_EXPIRED", "REQUEST_TIME_TOO_SKEWED"})
+# an expired session token: Arrow has no code for it (UNKNOWN, HTTP status 400), only S3's words
+_EXPIRED = re.compile(r"ExpiredToken|token has expired|token is expired", re.IGNORECASE)
 S3_PERMISSIONS = "s3:ListBucket, s3:GetObject, s3:PutObject, s3:DeleteObject and s3:AbortMultipartUpload"
 
 
@@ -255,7 +257,7 @@ def landing_store_error(exc: BaseException, url: str, *, applying: bool = False,
             else f"{during} the landing store {url} failed: it {what} ({code} during {operation}): {detail}",
             hint=f"{kept}; check the S3 endpoint (ELT_S3_ENDPOINT) and the network to it; the orchestrator retries, "
                  "and a rerun applies the landed batches raw lacks first (docs/runbook.md#a-job-failed)", **where)
-    if code in _AWS_REFUSED or status == "403":
+    if code in _AWS_REFUSED or status == "403" or _EXPIRED.search(detail):
         return ConfigError(
             f"the landing store {url} refused the request ({code} during {operation}): {detail}",
             hint=f"{kept}; check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or the profile or role elt runs with) "

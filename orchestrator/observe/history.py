@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ TABLES = (
         job TEXT PRIMARY KEY, last_slot TIMESTAMP, updated_at TIMESTAMP)""",
     """CREATE TABLE IF NOT EXISTS elt_meta.alert_state (
         subject TEXT PRIMARY KEY, state TEXT NOT NULL, changed_at TIMESTAMP NOT NULL, detail TEXT)""",
+    # the kept statements already applied (``History._apply_pending``): each applies exactly once
+    """CREATE TABLE IF NOT EXISTS elt_meta.kept_applied (name TEXT PRIMARY KEY, applied_at TIMESTAMP)""",
 )
 RUN_COLUMNS = (
     "run_id", "attempt", "job", "source", "trigger", "scheduled_for", "interval_start", "interval_end",
@@ -85,7 +87,11 @@ class RunRecord:
 
 
 def _redacted(value: Any) -> Any:
-    return redact_userinfo(value) if isinstance(value, str) else value
+    """Redacted, and storable: a file name that is not UTF-8 reaches an error text as lone
+    surrogates, which DuckDB's binding refuses (shown as backslash escapes instead)."""
+    if not isinstance(value, str):
+        return value
+    return redact_userinfo(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def meta_duckdb_path(settings: Settings) -> Path:
@@ -161,21 +167,31 @@ class History:
         path = meta_duckdb_path(self.settings)
         return path.with_name(path.name + ".pending")
 
-    def _apply_pending(self, cur: Any) -> list[Path]:
-        folder = self._pending_dir()
-        if not folder.is_dir():
-            return []
-        files = sorted(folder.glob("*.json"))
-        applied = []
-        for file in files:
+    def _apply_pending(self) -> None:
+        """Apply the kept statements, oldest first, each in a transaction of its own that also records
+        its file's name, so each applies exactly once (another command may find the file before it is
+        removed). One that cannot apply (a damaged file) is renamed ``.failed`` and named in the log:
+        it must never stop every later use of the history."""
+        for file in sorted(self._pending_dir().glob("*.json")):
             try:
-                kept = json.loads(file.read_text())
-            except FileNotFoundError:  # another command applied it first
+                with self._conn() as cur:
+                    if not cur.fetchall("SELECT 1 FROM elt_meta.kept_applied WHERE name = ?", [file.name]):
+                        kept = json.loads(file.read_text())
+                        params = [datetime.fromisoformat(v["datetime"]) if isinstance(v, dict) else v
+                                  for v in kept["params"]]
+                        cur.execute(kept["sql"], params)  # one of our own statements (``_write_or_keep``)
+                        cur.execute("INSERT INTO elt_meta.kept_applied VALUES (?, ?)",
+                                    [file.name, datetime.now(UTC).replace(tzinfo=None)])
+            except FileNotFoundError:  # another command applied and removed it
                 continue
-            params = [datetime.fromisoformat(v["datetime"]) if isinstance(v, dict) else v for v in kept["params"]]
-            cur.execute(kept["sql"], params)  # one of our own statements (``_write_or_keep``), in order; each
-            applied.append(file)  # is idempotent, as a file whose removal a crash prevented is applied again
-        return applied
+            except Exception as exc:  # noqa: BLE001 - a history that cannot open at all is the worse failure
+                if "Could not set lock" in str(exc):
+                    raise
+                file.rename(file.with_suffix(".failed"))
+                log.error("a kept run-history record could not be applied; set aside", extra={"fields": {
+                    "file": str(file.with_suffix(".failed")), "error": first_line(exc)}})
+                continue
+            file.unlink(missing_ok=True)
 
     def _write_or_keep(self, sql: str, params: list[Any], what: dict[str, Any]) -> None:
         """Run one of our own write statements; when another process holds the DuckDB history file
@@ -237,18 +253,22 @@ class History:
                 time.sleep(delay)
                 delay = min(delay * 2, 8.0)
 
+    def _create_tables(self, cur: Any) -> None:
+        if not self._ready:
+            cur.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+            for ddl in TABLES:
+                cur.execute(ddl)
+            self._ready = True
+
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
+        if not self.postgres and self._pending_dir().is_dir():  # the writes a held file made wait
+            with self._conn() as cur:
+                self._create_tables(cur)
+            self._apply_pending()
         with self._conn() as cur:
-            if not self._ready:
-                cur.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
-                for ddl in TABLES:
-                    cur.execute(ddl)
-                self._ready = True
-            applied = [] if self.postgres else self._apply_pending(cur)
+            self._create_tables(cur)
             yield cur
-        for done in applied:  # after the commit: a crash before this applies them again, harmlessly
-            done.unlink(missing_ok=True)
 
     # --- runs -------------------------------------------------------------------------------
     def insert(self, record: RunRecord) -> None:

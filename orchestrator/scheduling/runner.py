@@ -191,7 +191,8 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         log.info("retrying", extra={"fields": {**fields, "delay_s": round(delay, 2)}})
         sleep(delay)
         if stopping.requested():  # during the backoff: the next attempt is not started
-            status, error = "stopped", f"{error} (then stopped by {stopping.signal_name()} before attempt {attempt + 1})"
+            stop = f"stopped by {stopping.signal_name()} before attempt {attempt + 1}"
+            status, error = "stopped", f"{error} (then {stop})" if error else stop
             history.update_or_keep(base.run_id, attempt, status="stopped", error=error)
             break
     return JobResult(base.run_id, job.name, status, attempt, error)

@@ -126,9 +126,11 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     if batch_type in ("TEXT", "VARCHAR"):  # normal_type's name for text, and DuckDB's
         if not _NUMERIC.match(raw_type):
             return cast  # text into a date, a timestamp, a boolean: the cast fails on anything it cannot read
-        # compared as numbers, not as text ('5.0', ' 5', '007', '1e3' are kept as 5 and 1000); a
-        # DOUBLE holds every value here (NaN, inf, 1e30) and its 53 bits see any fraction rounded away
-        changed = f"TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({cast} AS DOUBLE)"
+        # compared as numbers, not as text ('5.0', ' 5', '007' are kept as 5): exactly as a decimal
+        # where the text is one, else as a DOUBLE ('1e3', 'NaN', 'inf', '1e30')
+        exact = f"TRY_CAST({value} AS DECIMAL(38, 10))"
+        changed = (f"CASE WHEN {exact} IS NOT NULL THEN {exact} IS DISTINCT FROM TRY_CAST({cast} AS DECIMAL(38, 10)) "
+                   f"ELSE TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({cast} AS DOUBLE) END")
     else:
         changed = f"CAST({cast} AS {batch_type}) IS DISTINCT FROM {value}"
     message = (f"{lit(f'{LOSSY_CAST}: {column} = ')} || CAST({value} AS VARCHAR) || ' becomes ' || "

@@ -5,6 +5,7 @@ and the next tick called the succeeded run abandoned and sent a FAILED alert (a 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -51,3 +52,22 @@ def test_an_attempt_end_written_while_the_history_is_held_is_kept_and_applied_ne
     assert (second.attempt, second.status, second.finished_at) == (2, "succeeded", datetime(2026, 11, 25, 6, 2))
     assert not any(file.exists() for file in kept)
     assert mark_abandoned(settings, after, datetime(2026, 11, 25, 7, 0)) == []  # no false alarm
+
+
+def test_a_kept_record_that_cannot_apply_is_set_aside_and_never_blocks_the_history(tmp_path: Path) -> None:
+    """A damaged kept file (cut by a power loss) must not make every later use of the history fail."""
+    settings = Settings(project_root=tmp_path, warehouse=tmp_path / "warehouse.duckdb", landing_root=tmp_path / "l",
+                        data_dir=tmp_path)
+    History.open(settings).insert(RunRecord(run_id="r1", attempt=1, job="slow", trigger="schedule", status="running",
+                                            started_at=datetime(2026, 11, 25, 6, 0), host="here"))
+    path = meta_duckdb_path(settings)
+    pending = path.with_name(path.name + ".pending")
+    pending.mkdir()
+    (pending / "1-1.json").write_text('{"sql": "UPDATE elt_meta.job_')  # cut short
+    [record] = History.open(settings).recent()
+    assert record.status == "running"
+    assert (pending / "1-1.failed").exists() and not (pending / "1-1.json").exists()
+
+    # an error text naming a file whose name is not UTF-8 (lone surrogates) is stored, escaped
+    History.open(settings).update("r1", 1, error="cannot read " + os.fsdecode(b"/data/caf\xe9.csv"))
+    assert History.open(settings).recent()[0].error == "cannot read /data/caf\\udce9.csv"
