@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +188,8 @@ def ingest(
                     fresh: dict[str, Manifest] = {}  # landed by this run: neither verified nor read back
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
-                                        snapshot=whole, changes_only=changes_only)
+                                        snapshot=whole, changes_only=changes_only,
+                                        cursor_floor=raw.cursor(spec.name, table.name) if table.cursor_field else None)
                         if manifest is not None:
                             fresh[manifest.batch_id] = manifest
                             outcome.landed.append(manifest.batch_id)
@@ -258,6 +259,48 @@ def _local_write_hint(exc: OSError, landing: Landing) -> str:
             "temporary folder: set TMPDIR to a folder on a larger disk to move it)")
 
 
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def _bounded_cursor(high: Any, floor: str | None, started: datetime, where: dict[str, str]) -> Any:
+    """The cursor to store after an extract whose highest cursor value is ``high``: never before the
+    stored one (``floor``), and, for a time, never after the moment the extract began. One row
+    stamped a day ahead (a source's clock, a typo) otherwise moved the cursor a day ahead, and
+    every change of that day was skipped; its row is loaded, and read again (and dropped as seen)
+    until its time comes.
+
+    >>> now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    >>> _bounded_cursor(now + timedelta(days=1), None, now, {}) == now
+    True
+    >>> _bounded_cursor(datetime(2026, 12, 4, 8, 0), "2026-12-04T09:00:00", now, {})
+    datetime.datetime(2026, 12, 4, 9, 0)
+    >>> _bounded_cursor(42, "40", now, {})
+    42
+    """
+    if isinstance(high, datetime):
+        limit = started if high.tzinfo else started.replace(tzinfo=None)
+        if high > limit + FUTURE_TOLERANCE:  # rows written while the extract ran come a little after it began
+            log.warning("rows stamped after the extract began: the cursor stops at that time", extra={"fields": {
+                **where, "latest_value": high.isoformat(), "cursor_set_to": limit.isoformat(),
+                "next": "check the source's clock or those rows' timestamps; they are loaded, and read again until "
+                        "their time comes"}})
+            high = limit
+    if floor is None or high is None:
+        return high
+    try:
+        if isinstance(high, datetime):
+            stored = datetime.fromisoformat(floor)
+            if high.tzinfo and not stored.tzinfo:
+                stored = stored.replace(tzinfo=UTC)
+            elif stored.tzinfo and not high.tzinfo:
+                stored = stored.astimezone(UTC).replace(tzinfo=None)
+        else:
+            stored = type(high)(floor)
+    except (TypeError, ValueError):
+        return high
+    return stored if high < stored else high
+
+
 def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.RecordBatch], pa.Array] | None:
     """For an incremental read: a function telling, per extracted batch, which rows raw already
     holds unchanged (same key, same cursor), i.e. the rows the lookback window reads again. The
@@ -274,15 +317,27 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
         if not cursor_type.arrow.tz:
             since = since.replace(tzinfo=None)
     key, cursor_field = list(table.primary_key), str(table.cursor_field)
+    column_type = next((c.type.arrow for c in item.columns if c.name == cursor_field), None)
+    try:  # rows older than asked for: an API that ignores its updated-since parameter returns every row
+        floor = pa.scalar(since, type=column_type) if column_type is not None else None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        floor = None
 
     def seen(batch: pa.RecordBatch) -> pa.Array:
-        return raw.seen_rows(spec.raw_schema, table.name, key, cursor_field, since, pa.Table.from_batches([batch]))
+        known = raw.seen_rows(spec.raw_schema, table.name, key, cursor_field, since, pa.Table.from_batches([batch]))
+        if floor is None:
+            return known
+        # older than the lower bound: a correct source would not have sent them, and raw holds what
+        # earlier reads of them found; appended again they were duplicates (and moved the cursor back)
+        older = pc.fill_null(pc.less(batch.column(cursor_field), floor), False)
+        return pc.or_(known, older)
 
     return seen
 
 
 def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.RecordBatch], pa.Array] | None = None,
-         previous: Manifest | None = None, snapshot: bool = False, changes_only: bool = False) -> Manifest | None:
+         previous: Manifest | None = None, snapshot: bool = False, changes_only: bool = False,
+         cursor_floor: str | None = None) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
     ``seen``: tells which rows of a batch raw already holds with the same key and cursor; such rows
@@ -291,7 +346,9 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
     ``previous``: the table's latest landed batch; an extract whose data file is byte-identical
     (same rows, same order, same columns: a full snapshot that did not change, e.g. an API without
     an updated-since parameter) is not landed again.
+    ``cursor_floor``: the table's stored cursor: the new one never falls below it.
     """
+    started = datetime.now(UTC)  # a cursor is never set past the time its extract began
     table = item.table
     where = {"source": spec.name, "table": table.name}
     writer = landing.open_batch(spec.name, table.name, item.schema, datetime.now(UTC))
@@ -335,6 +392,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             log.warning("schema drift", extra={"fields": {**where, "batch_id": writer.batch_id, **drift}})
         cursor = {}
         if table.cursor_field and item.advances_cursor:
+            cursor_to = _bounded_cursor(cursor_to, cursor_floor, started, where)
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
             cursor = {"field": table.cursor_field, "from": item.cursor_from, "to": to if to is not None else item.cursor_from}
         manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor,

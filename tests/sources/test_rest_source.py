@@ -179,6 +179,51 @@ def test_incremental_load_sends_updated_since_and_advances_the_cursor(tmp_path: 
     con.close()
 
 
+def test_an_api_that_ignores_updated_since_neither_duplicates_raw_nor_moves_the_cursor_back(tmp_path: Path) -> None:
+    """Every record on every request, whatever `since` says: the records older than asked for were
+    appended again (57 raw rows for 27 keys in a probe) and the cursor fell to the newest of them."""
+    served = {"rows": PRODUCTS[:10]}
+    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
+        spec = spec_for(url, cursor_field="updated_at", updated_since_param="since", lookback="1h")
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            assert raw.cursor("catalog", "products") == "2024-01-11T00:00:00+00:00"
+            (again,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["rows"] = [PRODUCTS[0], dict(PRODUCTS[1], updated_at="2024-01-10T23:30:00Z"), *PRODUCTS[2:10]]  # late
+            (late,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            cursor = raw.cursor("catalog", "products")
+    assert again.status == "unchanged" and again.rows_applied == 0, again
+    assert late.rows_applied == 1, late  # inside the lookback: kept
+    assert cursor == "2024-01-11T00:00:00+00:00"  # not moved back to the late record's time
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT (sku, updated_at)) FROM raw_catalog.products").fetchone() == (11, 11)
+    con.close()
+
+
+def test_a_record_stamped_in_the_future_does_not_hide_later_changes(tmp_path: Path) -> None:
+    """One record a day ahead moved the cursor a day ahead, and every change in that day was skipped."""
+    from datetime import UTC, datetime, timedelta
+
+    def stamp(delta: timedelta) -> str:
+        return (datetime.now(UTC) + delta).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    served = {"rows": [dict(PRODUCTS[0], updated_at=stamp(timedelta(hours=-2))),
+                       dict(PRODUCTS[1], updated_at=stamp(timedelta(days=1)))]}
+    responder = Recorder(lambda p, q, h: ok({"data": [r for r in served["rows"]
+                                                      if r["updated_at"] >= q.get("since", [""])[0][:19]]}))
+    with http_server(responder) as url:
+        spec = spec_for(url, cursor_field="updated_at", updated_since_param="since", lookback="15m")
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            stored = datetime.fromisoformat(raw.cursor("catalog", "products"))
+            served["rows"].append(dict(PRODUCTS[2], updated_at=stamp(timedelta(minutes=-1))))  # a change now
+            (later,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert stored <= datetime.now(UTC)  # the cursor stopped when the extract began, not a day ahead
+    assert later.rows_applied == 1, later  # the new change, not skipped; the future record not again
+
+
 def test_an_unchanged_snapshot_is_not_landed_again_but_a_changed_one_is(tmp_path: Path) -> None:
     """An endpoint read in full every run (no cursor) lands a batch only when its data changed."""
     served = {"rows": PRODUCTS[:5]}
