@@ -245,6 +245,10 @@ class RestClient:
             hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
                      403: "the credentials lack permission for this endpoint: ask the API owner",
                      404: "the endpoint does not exist: check endpoint and base URL in the declaration"}
+            if status == 404 and self.requests > 1:  # the endpoint answered before: a page past the end
+                hints[404] = ("earlier pages of this endpoint answered: some APIs answer 404 past their last page; "
+                              "set `stop_on_short_page: true` in the table's pagination if a full page ends this one "
+                              "(docs/reference/sources.md), else check the API")
             raise SourceReadError(f"GET {self.redact(url)} returned HTTP {status}", **self.where,
                                   hint=hints.get(status, "a client error: check the declaration's endpoint and params"))
         body = response.content

@@ -12,7 +12,7 @@ from psycopg2 import errors as pg_errors
 
 from orchestrator.scheduling import worker
 from orchestrator.transform.run import AuditFailure, TransformFailed
-from sources.errors import ConfigError, ContractError, RawLoadError, SourceReadError
+from sources.errors import ConfigError, ContractError, RawLoadError, SourceReadError, landing_store_error
 
 
 def _caused_by(outer: BaseException, cause: BaseException) -> BaseException:
@@ -33,7 +33,13 @@ def _caused_by(outer: BaseException, cause: BaseException) -> BaseException:
     ConnectionResetError("peer reset"),
     TimeoutError("read timed out"),
     _caused_by(RawLoadError("raw load failed", source="s", table="t"), ConnectionResetError("reset")),
-], ids=["http-503", "http-429", "pg-lock-timeout", "pg-connect", "conn-reset", "timeout", "wrapped-network"])
+    # an error page served with 200 ("Service temporarily unavailable"): a later attempt may get JSON
+    SourceReadError("GET https://api/x returned a body that is not JSON (or was cut off): ...", source="s", table="t"),
+    # what the loader makes of a DNS failure of the S3 landing (not retried before: no retry wording matched)
+    landing_store_error(OSError("When getting information for key 'l/x' in bucket 'b': AWS Error NETWORK_CONNECTION "
+                                "during HeadObject operation: curlCode: 6, Could not resolve hostname"), "s3://b/l"),
+], ids=["http-503", "http-429", "pg-lock-timeout", "pg-connect", "conn-reset", "timeout", "wrapped-network",
+        "api-error-page", "landing-dns"])
 def test_retried(exc: BaseException) -> None:
     assert worker.is_retryable(exc)
 

@@ -136,6 +136,18 @@ def test_client_errors_are_not_retried(status: int, hint: str) -> None:
     assert f"HTTP {status}" in str(err.value) and hint in str(err.value) and TOKEN not in str(err.value)
 
 
+def test_a_404_past_the_last_page_is_told_apart_from_a_missing_endpoint() -> None:
+    """Many APIs answer 404 for a page past the end: the hint said the endpoint did not exist."""
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page = int(query.get("page", ["1"])[0])
+        return ok({"data": PRODUCTS[(page - 1) * 10:page * 10]}) if page <= 3 else (404, {}, b"{}")
+
+    with http_server(respond) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url, pagination={"type": "page", "page_size": 10}))
+    assert "HTTP 404" in str(err.value) and "some APIs answer 404 past their last page" in str(err.value)
+    assert "stop_on_short_page: true" in str(err.value) and "does not exist" not in str(err.value)
+
+
 @pytest.mark.parametrize("body", [b"<html>502 Bad Gateway</html>", b'{"data": [{"sku": "SKU-001", "na'],
                          ids=["html", "truncated"])
 def test_a_body_that_is_not_json_is_named(body: bytes) -> None:
