@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_event_time, check_primary_key, check_values
-from sources.errors import LoaderError, first_line, interrupted, warehouse_write_problem
+from sources.errors import LoaderError, SourceReadError, first_line, interrupted, warehouse_write_problem
 from sources import failpoints, forks
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
@@ -260,6 +260,20 @@ def _local_write_hint(exc: OSError, landing: Landing) -> str:
 
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# A whole read (a table or endpoint without a cursor) much smaller than the previous one is refused:
+# its missing keys would become deletions; the share of rows it may lose, and the rows always allowed
+MAX_SHRINK = float(os.environ.get("ELT_SNAPSHOT_MAX_SHRINK", "0.5"))
+SHRINK_ALLOWED_ROWS = 10
+
+
+def _shrank(before: int, now: int) -> bool:
+    """Whether a whole read of ``now`` rows, after one of ``before``, lost more than ``MAX_SHRINK`` of
+    the rows (and more than a handful).
+
+    >>> _shrank(50, 20), _shrank(50, 30), _shrank(8, 0), _shrank(20, 0)
+    (True, False, False, True)
+    """
+    return before - now > SHRINK_ALLOWED_ROWS and now < before * (1 - MAX_SHRINK)
 
 
 def _bounded_cursor(high: Any, floor: str | None, started: datetime, where: dict[str, str]) -> Any:
@@ -374,6 +388,15 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 if high is not None and (cursor_to is None or high > cursor_to):
                     cursor_to = high
         data = writer.close_data()
+        if previous is not None and snapshot and _shrank(previous.rows, writer.rows):
+            raise SourceReadError(
+                f"this read returned {writer.rows:,} rows where the previous whole read had {previous.rows:,} "
+                f"(batch {previous.batch_id}): applied, it would mark the missing keys deleted; a short read (an "
+                "API answering an empty or cut-short page, a table being reloaded) looks like this. Nothing was "
+                "landed", **where,
+                hint=f"rerun later (a scheduled run retries); if the source really lost those rows, accept it once "
+                     f"with `elt load {spec.name} --table {table.name} --force` (ELT_SNAPSHOT_MAX_SHRINK, {MAX_SHRINK:g} "
+                     "now, sets how much smaller a read may be)")
         if writer.rows == 0 and not item.land_if_empty:
             writer.abort()
             progress.done()

@@ -9,6 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from orchestrator.scheduling.worker import is_retryable
+
 from sources.config import parse_source
 from sources.errors import ContractError, SourceReadError
 from sources.extract import rest
@@ -234,6 +236,35 @@ def test_a_record_stamped_in_the_future_does_not_hide_later_changes(tmp_path: Pa
             (later,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
     assert stored <= datetime.now(UTC)  # the cursor stopped when the extract began, not a day ahead
     assert later.rows_applied == 1, later  # the new change, not skipped; the future record not again
+
+
+def test_a_whole_read_much_smaller_than_the_last_is_refused_until_forced(tmp_path: Path) -> None:
+    """An API answering one empty (or cut-short) response: every key it lacked became a deletion,
+    and the marts dropped those rows until the next complete read (found by a REST API probe)."""
+    served = {"rows": PRODUCTS[:23]}
+    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
+        spec = spec_for(url)
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["rows"] = []
+            (empty,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["rows"] = PRODUCTS[:20]  # three fewer: a real change, applied
+            (fewer,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["rows"] = PRODUCTS[:5]
+            (short,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            (forced,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, force=True)
+    assert first.rows_applied == 23
+    text = str(empty.error)
+    assert "this read returned 0 rows where the previous whole read had 23" in text and not empty.landed, text
+    assert "`elt load catalog --table products --force`" in text and is_retryable(empty.error), text
+    assert fewer.error is None and fewer.rows_applied == 3  # three deletions
+    assert "returned 5 rows where the previous whole read had 20" in str(short.error)
+    assert forced.error is None and forced.rows_applied == 15  # accepted on purpose: 15 deletions
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FILTER (WHERE _deleted), count(DISTINCT _batch_id) "
+                       "FROM raw_catalog.products").fetchone() == (18, 3)  # the refused reads left nothing
+    con.close()
 
 
 def test_an_unchanged_snapshot_is_not_landed_again_but_a_changed_one_is(tmp_path: Path) -> None:
