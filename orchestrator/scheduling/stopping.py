@@ -16,15 +16,17 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
-_STOP = threading.Event()
+# A list, not a threading.Event: the handler runs in the main thread between bytecodes, and an
+# Event's set() takes a lock the main thread may hold at that instant (inside Event.wait)
 _SIGNAL: list[int] = []
 _GROUPS: set[int] = set()  # process groups of the attempts running now
 _LOCK = threading.RLock()  # the handler may interrupt this thread inside started()/ended()
 
 
 def requested() -> bool:
-    return _STOP.is_set()
+    return bool(_SIGNAL)
 
 
 def signal_name() -> str:
@@ -32,15 +34,16 @@ def signal_name() -> str:
 
 
 def wait(seconds: float) -> None:
-    """Sleep ``seconds``, waking at once when a stop is requested (a retry's backoff)."""
-    _STOP.wait(max(0.0, seconds))
+    """Sleep ``seconds``, waking within 0.2 s when a stop is requested (a retry's backoff)."""
+    deadline = time.monotonic() + max(0.0, seconds)
+    while not _SIGNAL and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(0.2, left))
 
 
 def request(signum: int = signal.SIGTERM) -> None:
     """What the handler does: stop the running attempts, start nothing more."""
-    if not _STOP.is_set():
+    if not _SIGNAL:
         _SIGNAL.append(signum)
-        _STOP.set()
     with _LOCK:
         groups = list(_GROUPS)
     for group in groups:  # no logging here: a handler writing to stderr inside a write would raise
@@ -60,7 +63,7 @@ def started(group: int) -> None:
     """An attempt's process group is running; stopped at once if a stop came first."""
     with _LOCK:
         _GROUPS.add(group)
-    if _STOP.is_set():
+    if _SIGNAL:
         try:
             os.killpg(group, signal.SIGTERM)
         except ProcessLookupError:
@@ -87,5 +90,4 @@ def die() -> int:
 
 def reset() -> None:
     """Forget a stop (tests, which run several supervisors in one process)."""
-    _STOP.clear()
     _SIGNAL.clear()
