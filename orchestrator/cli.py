@@ -557,6 +557,7 @@ def main(argv: list[str] | None = None) -> int:
 
     logcontext.install()
     settings: Settings | None = None
+    command = " ".join(["elt", *(sys.argv[1:] if argv is None else argv)])
     try:
         settings = Settings.from_env()
         code = int(args.func(args, settings))
@@ -572,10 +573,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a supervisor: stop, and say what stands
-        print(f"interrupted: `{redact_userinfo(' '.join(['elt', *(sys.argv[1:] if argv is None else argv)]))}` "
-              "stopped; what it had "
-              "not committed was rolled back\n  next: rerun it when you want: a load applies the landed batches "
-              "raw lacks first, a transform runs the intervals that did not complete", file=sys.stderr)
+        print(f"interrupted: `{redact_userinfo(command)}` stopped; what it had not committed was rolled back\n"
+              "  next: rerun it when you want: a load applies the landed batches raw lacks first, a transform runs "
+              "the intervals that did not complete", file=sys.stderr)
         return 130
     except BrokenPipeError:
         if not _stdout_reader_gone():
@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                   "declares must leave the models too (or be declared again, then `elt sources "
                   "--write-external-models`); `sqlmesh lint` checks without running anything", file=sys.stderr)
             return 2
-        known = _warehouse_failure(exc, settings, " ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
+        known = _warehouse_failure(exc, settings, command)
         if known is None:
             raise
         message, code = known

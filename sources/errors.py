@@ -265,6 +265,9 @@ def landing_store_error(exc: BaseException, url: str, *, applying: bool = False,
     return None
 
 
+INTERRUPTED = "Query interrupted"  # DuckDB's words for a statement a SIGINT stopped
+
+
 def interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is a Ctrl-C (SIGINT) that DuckDB turned into its own error: DuckDB interrupts
     the running query and raises ``Query interrupted`` instead of ``KeyboardInterrupt``, which a
@@ -273,4 +276,4 @@ def interrupted(exc: BaseException) -> bool:
     >>> interrupted(RuntimeError("Query interrupted")), interrupted(ValueError("bad value"))
     (True, False)
     """
-    return any(isinstance(e, KeyboardInterrupt) or "Query interrupted" in str(e) for e in exception_chain(exc))
+    return any(isinstance(e, KeyboardInterrupt) or INTERRUPTED in str(e) for e in exception_chain(exc))

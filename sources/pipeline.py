@@ -186,10 +186,10 @@ def ingest(
                     # a forced re-read of an increment (a backfill): raw gains what differs, nothing more
                     changes_only = force and not whole and bool(table.primary_key)
                     fresh: dict[str, Manifest] = {}  # landed by this run: neither verified nor read back
+                    floor = raw.cursor(spec.name, table.name) if table.cursor_field else None  # moves only on apply
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
-                                        snapshot=whole, changes_only=changes_only,
-                                        cursor_floor=raw.cursor(spec.name, table.name) if table.cursor_field else None)
+                                        snapshot=whole, changes_only=changes_only, cursor_floor=floor)
                         if manifest is not None:
                             fresh[manifest.batch_id] = manifest
                             outcome.landed.append(manifest.batch_id)

@@ -86,6 +86,18 @@ class RunRecord:
         return json.loads(self.tables_json) if self.tables_json else {}
 
 
+HELD = "Could not set lock"  # DuckDB's words when another process holds the history file
+INSERT_RUN = f"INSERT INTO elt_meta.job_runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' for _ in RUN_COLUMNS)})"
+
+
+def _update_statement(run_id: str, attempt: int, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The UPDATE of one attempt's ``values`` (keys are our own column names), and its parameters."""
+    assert set(values) <= set(RUN_COLUMNS), values
+    sets = ", ".join(f"{k} = ?" for k in values)
+    return (f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
+            [*map(_redacted, values.values()), run_id, attempt])
+
+
 def _redacted(value: Any) -> Any:
     """Redacted, and storable: a file name that is not UTF-8 reaches an error text as lone
     surrogates, which DuckDB's binding refuses (shown as backslash escapes instead)."""
@@ -185,7 +197,7 @@ class History:
             except FileNotFoundError:  # another command applied and removed it
                 continue
             except Exception as exc:  # noqa: BLE001 - a history that cannot open at all is the worse failure
-                if "Could not set lock" in str(exc):
+                if HELD in str(exc):
                     raise
                 file.rename(file.with_suffix(".failed"))
                 log.error("a kept run-history record could not be applied; set aside", extra={"fields": {
@@ -202,7 +214,7 @@ class History:
                 cur.execute(sql, params)
             return
         except Exception as exc:
-            if self.postgres or "Could not set lock" not in str(exc):
+            if self.postgres or HELD not in str(exc):
                 raise
             holder = first_line(exc)
         folder = self._pending_dir()
@@ -217,16 +229,14 @@ class History:
 
     def update_or_keep(self, run_id: str, attempt: int, **values: Any) -> None:
         """``update`` of a supervisor's own attempt, kept for later if the history file is held."""
-        assert set(values) <= set(RUN_COLUMNS), values
-        sets = ", ".join(f"{k} = ?" for k in values)  # keys are our own column names
-        self._write_or_keep(f"UPDATE elt_meta.job_runs SET {sets} WHERE run_id = ? AND attempt = ?",
-                            [*map(_redacted, values.values()), run_id, attempt], {"run_id": run_id, "attempt": attempt})
+        sql, params = _update_statement(run_id, attempt, values)
+        self._write_or_keep(sql, params, {"run_id": run_id, "attempt": attempt})
 
     def insert_or_keep(self, record: RunRecord) -> None:
-        """``insert``, kept for later if the history file is held (a retry's next attempt)."""
-        cols, marks = ", ".join(RUN_COLUMNS), ", ".join("?" for _ in RUN_COLUMNS)
-        self._write_or_keep(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-                            record.values(), {"run_id": record.run_id, "attempt": record.attempt})
+        """``insert``, kept for later if the history file is held (a retry's next attempt); a kept
+        insert applied twice (a crash before its file was removed) adds nothing."""
+        self._write_or_keep(f"{INSERT_RUN} ON CONFLICT DO NOTHING", record.values(),
+                            {"run_id": record.run_id, "attempt": record.attempt})
 
     def _pg_connect(self) -> Any:
         """A connection to the PostgreSQL warehouse, retried with backoff for up to
@@ -272,21 +282,17 @@ class History:
 
     # --- runs -------------------------------------------------------------------------------
     def insert(self, record: RunRecord) -> None:
-        cols = ", ".join(RUN_COLUMNS)
-        marks = ", ".join("?" for _ in RUN_COLUMNS)
         with self._cursor() as cur:
-            cur.execute(f"INSERT INTO elt_meta.job_runs ({cols}) VALUES ({marks})", record.values())
+            cur.execute(INSERT_RUN, record.values())
 
     def update(self, run_id: str, attempt: int, *, only_if_status: str | None = None, **values: Any) -> bool:
         """Set ``values`` on one attempt; with ``only_if_status``, only while it has that status
         (the check and the write are one statement). True if the attempt was updated."""
-        sets = ", ".join(f"{k} = ?" for k in values)  # keys are our own column names
-        assert set(values) <= set(RUN_COLUMNS), values
-        where, params = "run_id = ? AND attempt = ?", [*map(_redacted, values.values()), run_id, attempt]
+        sql, params = _update_statement(run_id, attempt, values)
         if only_if_status is not None:
-            where, params = f"{where} AND status = ?", [*params, only_if_status]
+            sql, params = f"{sql} AND status = ?", [*params, only_if_status]
         with self._cursor() as cur:
-            rows = cur.fetchall(f"UPDATE elt_meta.job_runs SET {sets} WHERE {where} RETURNING run_id", params)
+            rows = cur.fetchall(f"{sql} RETURNING run_id", params)
         return bool(rows)
 
     def abandon(self, run_id: str, attempt: int, **values: Any) -> bool:

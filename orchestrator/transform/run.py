@@ -27,7 +27,7 @@ from orchestrator.transform.restate import (  # schema_table: other modules impo
     transform_watermarks,
 )
 from sources.connections import STATEMENT_TIMEOUT
-from sources.errors import WAREHOUSE_WRITE_FAILED, interrupted
+from sources.errors import INTERRUPTED, WAREHOUSE_WRITE_FAILED
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.run")
@@ -695,7 +695,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         except NoChangesPlanError:
             applied = False
         except PlanError as exc:
-            if any(interrupted(RuntimeError(e)) for e in console.model_errors):  # Ctrl-C in a model's query
+            if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
                 raise KeyboardInterrupt("plan") from exc
             raise TransformFailed(
                 "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models,
@@ -704,7 +704,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         failpoints.hit("transform.after_plan")
 
     status = ctx.run(environment)
-    if any(interrupted(RuntimeError(e)) for e in console.model_errors):  # Ctrl-C in a model's query
+    if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
         raise KeyboardInterrupt("run")
     if console.audit_errors or getattr(status, "is_failure", False):
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,

@@ -268,8 +268,10 @@ class DuckDBRaw:
             else:
                 con.register("_elt_batch", numbered(reader))
                 source, row_number = "_elt_batch", "_batch_row"
-            batch_types = {c["name"]: normal_type(parse_type(c["type"]).sql(DIALECT)) for c in manifest.columns}
-            casts = {c: checked_cast(c, raw_type, batch_types[c], row_number) for c, raw_type in casts.items()}
+            if casts:  # evolve_cast: each changed column's cast, checked value by value
+                batch_types = {c["name"]: c["type"] for c in manifest.columns if c["name"] in casts}
+                casts = {c: checked_cast(c, raw_type, normal_type(parse_type(batch_types[c]).sql(DIALECT)), row_number)
+                         for c, raw_type in casts.items()}
             select_cols = ", ".join(casts.get(c, q(c)) for c in data_cols)
             has_rows = ((manifest.snapshot or manifest.changes_only)
                         and con.execute(f"SELECT EXISTS (SELECT 1 FROM {raw_table})").fetchone()[0])

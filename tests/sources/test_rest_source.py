@@ -4,7 +4,10 @@ every pagination style, a looping next link, auth errors, bad bodies, secrets re
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -45,6 +48,17 @@ class Recorder:
 
 def ok(body: object, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     return 200, {"Content-Type": "application/json", **(headers or {})}, json.dumps(body).encode()
+
+
+@contextmanager
+def serving(tmp_path: Path, served: dict[str, list[dict]], **table: object) -> Iterator[tuple[Any, DuckDBRaw]]:
+    """An endpoint answering ``served["rows"]`` (change them between loads), and a load of it into one
+    landing and DuckDB warehouse: yields ``(load, raw)``, ``load(**ingest_options)`` giving the outcome."""
+    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
+        spec = spec_for(url, **table)
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            yield (lambda **options: ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, **options)[0]), raw
 
 
 @pytest.fixture(autouse=True)
@@ -197,16 +211,13 @@ def test_an_api_that_ignores_updated_since_neither_duplicates_raw_nor_moves_the_
     """Every record on every request, whatever `since` says: the records older than asked for were
     appended again (57 raw rows for 27 keys in a probe) and the cursor fell to the newest of them."""
     served = {"rows": PRODUCTS[:10]}
-    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
-        spec = spec_for(url, cursor_field="updated_at", updated_since_param="since", lookback="1h")
-        landing = Landing.local(tmp_path / "landing")
-        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
-            ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            assert raw.cursor("catalog", "products") == "2024-01-11T00:00:00+00:00"
-            (again,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            served["rows"] = [PRODUCTS[0], dict(PRODUCTS[1], updated_at="2024-01-10T23:30:00Z"), *PRODUCTS[2:10]]  # late
-            (late,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            cursor = raw.cursor("catalog", "products")
+    with serving(tmp_path, served, cursor_field="updated_at", updated_since_param="since", lookback="1h") as (load, raw):
+        load()
+        assert raw.cursor("catalog", "products") == "2024-01-11T00:00:00+00:00"
+        again = load()
+        served["rows"] = [PRODUCTS[0], dict(PRODUCTS[1], updated_at="2024-01-10T23:30:00Z"), *PRODUCTS[2:10]]  # late
+        late = load()
+        cursor = raw.cursor("catalog", "products")
     assert again.status == "unchanged" and again.rows_applied == 0, again
     assert late.rows_applied == 1, late  # inside the lookback: kept
     assert cursor == "2024-01-11T00:00:00+00:00"  # not moved back to the late record's time
@@ -242,18 +253,15 @@ def test_a_whole_read_much_smaller_than_the_last_is_refused_until_forced(tmp_pat
     """An API answering one empty (or cut-short) response: every key it lacked became a deletion,
     and the marts dropped those rows until the next complete read (found by a REST API probe)."""
     served = {"rows": PRODUCTS[:23]}
-    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
-        spec = spec_for(url)
-        landing = Landing.local(tmp_path / "landing")
-        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
-            (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            served["rows"] = []
-            (empty,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            served["rows"] = PRODUCTS[:20]  # three fewer: a real change, applied
-            (fewer,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            served["rows"] = PRODUCTS[:5]
-            (short,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            (forced,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, force=True)
+    with serving(tmp_path, served) as (load, _):
+        first = load()
+        served["rows"] = []
+        empty = load()
+        served["rows"] = PRODUCTS[:20]  # three fewer: a real change, applied
+        fewer = load()
+        served["rows"] = PRODUCTS[:5]
+        short = load()
+        forced = load(force=True)
     assert first.rows_applied == 23
     text = str(empty.error)
     assert "this read returned 0 rows where the previous whole read had 23" in text and not empty.landed, text
@@ -270,24 +278,20 @@ def test_a_whole_read_much_smaller_than_the_last_is_refused_until_forced(tmp_pat
 def test_an_unchanged_snapshot_is_not_landed_again_but_a_changed_one_is(tmp_path: Path) -> None:
     """An endpoint read in full every run (no cursor) lands a batch only when its data changed."""
     served = {"rows": PRODUCTS[:5]}
-    with http_server(lambda p, q, h: ok({"data": served["rows"]})) as url:
-        spec = spec_for(url)
-        landing = Landing.local(tmp_path / "landing")
-        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
-            (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            (same,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            served["rows"] = [dict(PRODUCTS[0], price=999), *PRODUCTS[1:5]]
-            (changed,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-            (forced,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, force=True)
-            # `elt backfill` (a window): the same comparison as a plain load, so no copy in landing
-            (backfilled,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path,
-                                   window=("2018-09-01T00:00:00", "2018-09-08T00:00:00"))
+    with serving(tmp_path, served) as (load, _):
+        first = load()
+        same = load()
+        served["rows"] = [dict(PRODUCTS[0], price=999), *PRODUCTS[1:5]]
+        changed = load()
+        forced = load(force=True)
+        # `elt backfill` (a window): the same comparison as a plain load, so no copy in landing
+        backfilled = load(window=("2018-09-01T00:00:00", "2018-09-08T00:00:00"))
     assert first.rows_applied == 5 and len(first.landed) == 1
     assert same.status == "unchanged" and same.landed == [] and same.rows_applied == 0
     assert changed.rows_applied == 1 and len(changed.landed) == 1  # landed whole, raw gains the change only
     assert len(forced.landed) == 1  # `elt load --force` always lands
     assert backfilled.status == "unchanged" and backfilled.landed == [] and backfilled.rows_applied == 0
-    assert len(list(landing.batches("catalog", "products"))) == 3
+    assert len(list(Landing.local(tmp_path / "landing").batches("catalog", "products"))) == 3
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM raw_catalog.products").fetchone() == (6,)  # 5 + 1 change
     con.close()
