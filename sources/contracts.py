@@ -65,19 +65,22 @@ def check_values(batch: pa.RecordBatch, *, first_row: int, where: dict[str, str]
             _check_range(column, name, first_row, where)
 
 
-def check_event_time(batch: pa.RecordBatch, column: str, *, first_row: int, where: dict[str, str],
-                     file_lines: Callable[[Iterable[int]], dict[int, int]] | None = None) -> None:
-    """Raise ``ContractError`` naming the first row whose event time (the table's declared
-    ``event_time``) is empty: the transform places each row in the window of its day, so such a row
-    would fall outside every window and be missing from staging and the marts, silently (every
-    audit passes on what is there).
+def check_event_time(batch: pa.RecordBatch, column: str, *, first_row: int, where: dict[str, str]) -> tuple[int, int] | None:
+    """How many rows of ``batch`` have an empty event time (the table's declared ``event_time``),
+    and the data row of the first: ``None`` when every row has one. Such rows are landed (raw
+    keeps what the source said, and they must not block their table); the transform holds each
+    key whose latest version has no event time out of staging and fails naming it, until the
+    source fills it (docs/runbook.md#rows-without-an-event-time). Refuses, with ``ContractError``,
+    a batch that lacks the column altogether: a source that lost or renamed it.
 
-    >>> check_event_time(pa.record_batch({"at": pa.array([1, None], pa.timestamp("us"))}), "at", first_row=5,
+    >>> check_event_time(pa.record_batch({"at": pa.array([1, None, None], pa.timestamp("us"))}), "at", first_row=5,
     ...                  where={"table": "orders"})
+    (2, 6)
+    >>> check_event_time(pa.record_batch({"id": [1]}), "at", first_row=1, where={"table": "orders"})
     Traceback (most recent call last):
     ...
-    sources.errors.ContractError: [table=orders row=6 field=at] at, the table's event_time, is empty (data row 6): a row without it falls outside every day the transform builds
-      next: fill it at the source and rerun the load; nothing of this batch was landed
+    sources.errors.ContractError: [table=orders field=at] the source has no column at, the table's event_time
+      next: fix the source; or, if it really renamed the column, change event_time in the source declaration and the models that read it; nothing of this batch was landed
     """
     if column not in batch.schema.names:  # a table typed from its source's catalog, which lost the column
         raise ContractError(f"the source has no column {column}, the table's event_time", **where, field=column,
@@ -85,14 +88,10 @@ def check_event_time(batch: pa.RecordBatch, column: str, *, first_row: int, wher
                                  "source declaration and the models that read it; nothing of this batch was landed")
     values = batch.column(column)
     if not values.null_count:  # kept by Arrow with the array: no scan
-        return
+        return None
     import pyarrow.compute as pc
 
-    row = first_row + int(pc.index(pc.is_null(values), True).as_py())
-    at = f"data row {row:,}" + (f", file line {file_lines([row])[row]:,}" if file_lines else "")
-    raise ContractError(f"{column}, the table's event_time, is empty ({at}): a row without it falls outside every "
-                        "day the transform builds", **where, row=row, field=column,
-                        hint="fill it at the source and rerun the load; nothing of this batch was landed")
+    return values.null_count, first_row + int(pc.index(pc.is_null(values), True).as_py())
 
 
 def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str], utf8_checked: bool = False) -> None:

@@ -195,6 +195,7 @@ def ingest(
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
                             outcome.schema_notes.extend(drift_notes(manifest.origin.get("schema_drift") or {}))
+                            outcome.schema_notes.extend(timeless_notes(manifest.origin.get("without_event_time")))
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others
@@ -368,6 +369,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
     writer = landing.open_batch(spec.name, table.name, item.schema, datetime.now(UTC))
     progress = Progress(f"{spec.name}.{table.name} extract", log)
     cursor_to = None
+    timeless = (0, 0)  # rows without their event time, and the data row of the first
     try:
         for batch in item.batches:
             if seen is not None and batch.num_rows:
@@ -378,8 +380,9 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             if not item.values_checked:
                 check_values(batch, first_row=writer.rows + 1, where=where)
             if table.event_time and batch.num_rows:
-                check_event_time(batch, table.event_time, first_row=writer.rows + 1, where=where,
-                                 file_lines=item.file_lines)
+                empty = check_event_time(batch, table.event_time, first_row=writer.rows + 1, where=where)
+                if empty:
+                    timeless = (timeless[0] + empty[0], timeless[1] or empty[1])
             writer.write(batch)
             progress.advance(batch.num_rows)
             failpoints.hit("extract.mid")
@@ -413,6 +416,15 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
         if drift:  # recorded in the manifest: the batch says how it differed from the declaration
             item.origin["schema_drift"] = drift
             log.warning("schema drift", extra={"fields": {**where, "batch_id": writer.batch_id, **drift}})
+        if timeless[0]:  # landed as the source has them; the transform holds them out of staging
+            line = item.file_lines([timeless[1]])[timeless[1]] if item.file_lines else None
+            item.origin["without_event_time"] = {"column": table.event_time, "rows": timeless[0],
+                                                 "first_data_row": timeless[1], **({"file_line": line} if line else {})}
+            log.warning(f"{timeless[0]:,} row(s) have no {table.event_time}, the table's event_time: landed; "
+                        "`elt transform` holds each key whose latest version lacks it out of staging and fails "
+                        "naming it until the source fills it (docs/runbook.md#rows-without-an-event-time)",
+                        extra={"fields": {**where, "batch_id": writer.batch_id, "rows": timeless[0],
+                                          "data_row": timeless[1], **({"file_line": line} if line else {})}})
         cursor = {}
         if table.cursor_field and item.advances_cursor:
             cursor_to = _bounded_cursor(cursor_to, cursor_floor, started, where)
@@ -449,6 +461,19 @@ def drift_notes(drift: dict[str, list[str]]) -> list[str]:
     if drift.get("ignored"):
         notes.append(f"undeclared key(s) {', '.join(drift['ignored'])}: not loaded (declare them to load them)")
     return notes
+
+
+def timeless_notes(found: dict[str, Any] | None) -> list[str]:
+    """The report line for a batch's rows without their event time (``origin.without_event_time``).
+
+    >>> timeless_notes({"column": "ordered_at", "rows": 2, "first_data_row": 7, "file_line": 8})
+    ['2 row(s) without ordered_at (first: data row 7, file line 8): landed, held out of staging until filled']
+    """
+    if not found:
+        return []
+    line = f", file line {found['file_line']:,}" if found.get("file_line") else ""
+    return [f"{found['rows']:,} row(s) without {found['column']} (first: data row {found['first_data_row']:,}{line}): "
+            "landed, held out of staging until filled"]
 
 
 def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) -> bool:

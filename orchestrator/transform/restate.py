@@ -220,6 +220,13 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
                         "held out of staging, their batches stay pending",
                         extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
+        empty = w.timeless(adapter, raw_table, specs, batches)
+        if empty:
+            result.orphans.append(empty)
+            held.setdefault(raw_table, set()).update(empty.batches)
+            log.warning(f"{empty.count} key(s) of {raw_table} have no {empty.event_time} in their latest version; "
+                        "held out of staging, their batches stay pending",
+                        extra={"fields": {"raw_table": raw_table, "rows": empty.count, "example": str(empty.example)}})
     for raw_table in sorted({t for tables in pending.values() for t in tables}):
         # a parent deleted while rows still name it: as a clean build of the same data would fail
         batches = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))

@@ -61,7 +61,7 @@ class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
     def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None,
-                 model_errors: list[str] | None = None, orphans: bool = False) -> None:
+                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False) -> None:
         self.step = step
         self.failures = failures
         self.model_errors = model_errors or []
@@ -74,10 +74,12 @@ class TransformFailed(Exception):
             lines.append(f"  skipped (downstream of the failure): {', '.join(self.skipped)}")
         if orphans:
             # The run completed: nothing was skipped, only the orphan rows were held out of staging.
+            steps = (["load the missing parent rows (or correct the child rows at the source)"]
+                     if any(f.audit == "assert_relationship" for f in failures) else [])
+            steps += ["fill the empty event time at the source (or delete the row there) and load it"] if timeless else []
             lines.append(
-                "  next: load the missing parent rows (or correct the child rows at the source) with `elt load ...`,"
-                " then rerun `elt transform`; until then each transform fails with this message and the rest of"
-                " the data stays current."
+                f"  next: {'; '.join(steps)} with `elt load ...`, then rerun `elt transform`; until then each transform"
+                " fails with this message and the rest of the data stays current."
             )
         elif failures:
             # SQLMesh writes a model's rows before it audits them (docs/runbook.md#failed-audit)
@@ -621,8 +623,23 @@ def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
 
 def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type: ignore[no-untyped-def]
     model = ", ".join(sorted(direct.get(found.raw_table, set()))) or found.raw_table
+    if found.event_time:  # windows.timeless
+        return AuditFailure(model, "not_null", found.count, found.example,
+                            f"{found.query}  -- keys of {found.raw_table} whose latest version has no {found.event_time}")
     return AuditFailure(model, "assert_relationship", found.count, found.example,
                         f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} is missing")
+
+
+def _held_out(found: list[Any]) -> str:
+    """The first line of the failure for rows held out of staging (orphans, rows without their time)."""
+    kinds = [k for k, present in (("whose parent is missing", any(not o.event_time for o in found)),
+                                  ("without their event time", any(o.event_time for o in found))) if present]
+    pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
+        ("orphan-rows", any(not o.event_time for o in found)),
+        ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
+    return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); their batches stay "
+            "pending, so each transform checks them again until the rows are corrected at the source"
+            f"{' or the parent is loaded' if any(not o.event_time for o in found) else ''} (runbook: {pages}).")
 
 
 def _needs_plan(ctx, environment: str, snapshots: dict[str, Any]) -> bool:  # type: ignore[no-untyped-def]
@@ -712,10 +729,8 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     failpoints.hit("transform.after_run")
     if restated.orphans:
         raise TransformFailed("run", [_orphan_failure(lineage_direct(ctx), o) for o in restated.orphans],
-                              "Rows whose parent is missing were held out of staging (the rest was built); their "
-                              "batches stay pending, so each transform checks them again until the parent is "
-                              "loaded or the rows are corrected (runbook: docs/runbook.md#orphan-rows).",
-                              orphans=True)
+                              _held_out(restated.orphans), orphans=True,
+                              timeless=any(o.event_time for o in restated.orphans))
 
     summary = TransformSummary(environment, applied, sorted(restated.windows), 0, 0, 0, 0.0,
                                run_status=str(status.name).lower(),

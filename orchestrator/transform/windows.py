@@ -321,7 +321,9 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
         # a key shifts its entity's later rows when it is new, deleted, or moves in time or entity
         moved = (f"moved AS (SELECT {key} FROM versions GROUP BY {key} HAVING "
                  f"COUNT(CASE WHEN {_q('_batch_id')} NOT IN ({ids}) THEN 1 END) = 0 "
-                 f"OR COUNT(DISTINCT CAST({et} AS DATE)) > 1 OR COUNT(DISTINCT {sk}) > 1{deleted})")
+                 f"OR COUNT(DISTINCT CAST({et} AS DATE)) > 1 OR COUNT(DISTINCT {sk}) > 1{deleted} "
+                 # a version without its time leaves staging as a deleted one does
+                 f"OR COUNT(*) > COUNT({et}))")
         shifted = (f"shifted AS (SELECT versions.{sk} AS entity, MIN(CAST(versions.{et} AS DATE)) AS first_day "
                    f"FROM versions JOIN moved {using} WHERE versions.{sk} IS NOT NULL GROUP BY versions.{sk})")
         sql = (f"WITH {changed}, {versions}, {moved}, {shifted} "
@@ -338,7 +340,9 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
 
 @dataclass
 class Orphans:
-    """Rows of new batches whose parent (``event_time_from``) is not in raw: held out of staging."""
+    """Rows of new batches that staging cannot place on a day, held out of staging: their parent
+    (``event_time_from``) is not in raw (``parent_table``), or, when ``event_time`` is set, their
+    own event time is empty."""
 
     raw_table: str
     parent_table: str
@@ -346,6 +350,40 @@ class Orphans:
     example: dict[str, Any]
     batches: set[str]
     query: str
+    event_time: str | None = None
+
+
+def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
+    """Rows of ``batches`` that are their key's latest live version and have no event time. The
+    loader lands them as the source has them (so they never block their table); staging's window
+    filter leaves them out, as a clean build of the same raw does, so the key disappears from
+    staging and the marts. Like orphans, they fail the transform, and their batches stay pending,
+    until the source fills the event time (a later version of the key) or deletes the row."""
+    spec = specs.get(raw_table)
+    if not batches or spec is None or not spec.event_time or not adapter.table_exists(raw_table):
+        return None
+    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
+    et = _q(spec.event_time)
+    live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if _has_column(adapter, raw_table, DELETED) else ""
+    in_batches = f"v.{_q('_batch_id')} IN ({ids})"
+    # the usual answer (every new row has its time) from one filtered scan of the batches' rows
+    probe = f"SELECT 1 FROM {_t(raw_table)} AS v WHERE {in_batches} AND v.{et} IS NULL{live} LIMIT 1"
+    if not adapter.fetchall(parse_one(probe, read="duckdb").sql(adapter.dialect)):
+        return None
+    key = ", ".join(_q(k) for k in spec.key)
+    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
+    where = f"{_q('_batch_id')} IN ({ids}) AND {et} IS NULL"
+    sql = (f"WITH {_versions_of_keys(raw_table, key, order, where)} "
+           f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q('_batch_id')}, v.{_q('_batch_row')} "
+           f"FROM versions AS v WHERE v._rn = 1 AND {in_batches} AND v.{et} IS NULL{live}")
+    rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
+    rows = adapter.fetchall(rendered)
+    if not rows:
+        return None
+    first = rows[0]
+    example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.event_time: None, "_batch_id": first[-2],
+               "_batch_row": first[-1]}
+    return Orphans(raw_table, "", len(rows), example, {r[-2] for r in rows}, rendered, event_time=spec.event_time)
 
 
 def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:

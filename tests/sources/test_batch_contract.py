@@ -187,16 +187,13 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
                          "primary key column(s) ['id'] are missing"]),
         ("raw_customers.csv", 'id,name\nc1,"Ann\nc2,Bob\n',
          SourceReadError, ["table=customers", "malformed CSV"]),
-        # the event time places a row in its day's window: without it the row would silently miss
-        # staging and the marts, every audit passing (before: landed as NULL, exit 0)
-        ("raw_orders.csv", "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\no1,c1,2018-09-01T09:00:00,s1,1,1,2\n"
-                           "o2,c1,,s1,1,1,2\n",
-         ContractError, ["row=2", "field=ordered_at", "ordered_at, the table's event_time, is empty (data row 2, file line 3)"]),
+        # a row with an empty event time is landed (test_a_row_without_its_event_time_is_landed_and_reported);
+        # a file without the column is refused: a source that lost or renamed it
         ("raw_orders.csv", "id,customer,store_id,subtotal,tax_paid,order_total\no1,c1,s1,1,1,2\n",
          ContractError, ["field=ordered_at", "missing: ['ordered_at']", "'ordered_at', the table's event_time, is missing"]),
     ],
     ids=["bad-integer", "bad-timestamp", "duplicate-key", "duplicate-key-after-multiline-value", "empty-key", "key-column-missing",
-         "unterminated-quote", "empty-event-time", "event-time-column-missing"],
+         "unterminated-quote", "event-time-column-missing"],
 )
 def test_bad_input_is_named_and_nothing_of_it_is_applied(
     small_jaffle: Path, tmp_path: Path, file: str, text: str, error: type, expected: list[str]
@@ -216,6 +213,24 @@ def test_bad_input_is_named_and_nothing_of_it_is_applied(
     assert not (table_dir.exists() and any(table_dir.iterdir()))
     assert _rows(tmp_path, f"SELECT count(*) FROM elt_meta.loaded_batches WHERE table_name = '{table}'") == [(0,)]
     assert sum(1 for o in outcomes if o.status == "loaded") == 6
+
+
+def test_a_row_without_its_event_time_is_landed_and_reported(small_jaffle: Path, tmp_path: Path) -> None:
+    """Landed as the source has it, so it never blocks its table (refused before, a PostgreSQL table
+    holding such a row failed every load); the load says where it is, and the transform holds the
+    key out of staging (tests/orchestrator/test_rows_without_event_time.py)."""
+    (small_jaffle / "raw_orders.csv").write_text(
+        "id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\no1,c1,2018-09-01T09:00:00,s1,1,1,2\n"
+        'o2,"c\n1",,s1,1,1,2\no3,c1,,s1,1,1,2\n')
+    outcomes = _load(small_jaffle, tmp_path, tables=["orders"])
+    (orders,) = outcomes
+    assert orders.status == "loaded" and not orders.error, orders.error
+    assert orders.schema_notes == ["2 row(s) without ordered_at (first: data row 2, file line 3): landed, "
+                                   "held out of staging until filled"], orders.schema_notes
+    assert _rows(tmp_path, "SELECT id FROM raw_jaffle_shop.orders WHERE ordered_at IS NULL ORDER BY id") == [("o2",), ("o3",)]
+    manifest = json.loads(next((tmp_path / "landing" / "jaffle_shop" / "orders").glob(f"*/{MANIFEST_NAME}")).read_text())
+    assert manifest["origin"]["without_event_time"] == {"column": "ordered_at", "rows": 2, "first_data_row": 2,
+                                                        "file_line": 3}
 
 
 def test_a_vanished_file_fails_only_its_table(small_jaffle: Path, tmp_path: Path) -> None:
