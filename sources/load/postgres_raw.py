@@ -13,8 +13,10 @@ whole batch (a reloaded table of 146,000 rows: over 10 minutes, against 1.3 s wh
 from __future__ import annotations
 
 import io
+import re
 import shlex
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 import psycopg2
 import pyarrow as pa
@@ -45,7 +47,7 @@ from sources.load.base import (
     utc_naive,
 )
 from sources.load.changes import snapshot_insert_sql
-from sources.load.schema import plan_schema
+from sources.load.schema import SchemaPlan, plan_schema
 from sources.logs import get_logger
 from sources.types import parse_type
 
@@ -94,6 +96,84 @@ def _normal(data_type: str, precision: int | None, scale: int | None) -> str:
     if data_type == "numeric":
         return f"DECIMAL({precision}, {scale})"
     return _PG_NORMAL.get(data_type, data_type.upper())
+
+
+# The words of a lossy evolve_cast's error, as DuckDBRaw says them
+LOSSY_CAST = "evolve_cast would change a value"
+_DECIMAL = re.compile(r"DECIMAL\((\d+), ?(\d+)\)")
+
+
+class LossyCast(Exception):
+    def __init__(self, index: int, value: object, becomes: object) -> None:
+        super().__init__(index, value, becomes)
+        self.index, self.value, self.becomes = index, value, becomes
+
+
+def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
+    """``column`` cast to raw's numeric type for ``evolve_cast``, raising ``LossyCast`` at the first
+    value the cast would change. PostgreSQL's COPY rounds text into a ``numeric(p, s)`` without a
+    word (12.499 into numeric(10,2) is 12.50), drops a timestamp's time of day into a date, and
+    refuses '11.00' for a bigint: this casts here,
+    value by value where Arrow's own checked cast cannot tell (floats, padded text), so a value the
+    cast keeps is applied and one it would change fails the batch, as on DuckDB. Columns of other
+    raw types, and text that is no number (COPY refuses it, naming it), are returned unchanged.
+
+    >>> exact_cast(pa.array(["5.0", " 6", "1e3", None]), "BIGINT").to_pylist()
+    [5, 6, 1000, None]
+    >>> exact_cast(pa.array([11.0, 12.25]), "DECIMAL(10, 2)").to_pylist()
+    [Decimal('11.00'), Decimal('12.25')]
+    >>> exact_cast(pa.array([11.0, 12.499]), "DECIMAL(10, 2)")
+    Traceback (most recent call last):
+    ...
+    sources.load.postgres_raw.LossyCast: (1, 12.499, Decimal('12.50'))
+    >>> from datetime import datetime as dt
+    >>> exact_cast(pa.array([dt(2020, 1, 1), None, dt(2020, 1, 2, 10)]), "DATE")
+    Traceback (most recent call last):
+    ...
+    sources.load.postgres_raw.LossyCast: (2, datetime.datetime(2020, 1, 2, 10, 0), datetime.date(2020, 1, 2))
+    """
+    import pyarrow.compute as pc
+
+    if raw_type == "DATE" and pa.types.is_timestamp(column.type):  # COPY drops the time of day
+        days = pc.cast(column, pa.date32())
+        changed = pc.fill_null(pc.not_equal(pc.cast(days, column.type), column), False)
+        if pc.any(changed).as_py():
+            index = pc.index(changed, True).as_py()
+            raise LossyCast(index, column[index].as_py(), days[index].as_py())
+        return days
+    decimal = _DECIMAL.fullmatch(raw_type)
+    if decimal:
+        precision, scale = int(decimal.group(1)), int(decimal.group(2))
+        if precision > 38:
+            return column  # beyond Arrow's decimal128: COPY's own conversion, as before
+        target = pa.decimal128(precision, scale)
+    elif raw_type == "BIGINT":
+        scale, target = 0, pa.int64()
+    else:
+        return column
+    if not pa.types.is_floating(column.type):
+        try:  # exact or refused by Arrow: integers, decimals, plain numeric text
+            return pc.cast(column, target, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    quantum, context = Decimal(1).scaleb(-scale), Context(prec=80)
+    out: list[object] = []
+    for index, value in enumerate(column.to_pylist()):
+        if value is None:
+            out.append(None)
+            continue
+        try:  # a float's str() is its shortest exact repr: 12.499, not 12.4989999...
+            number = Decimal(str(value).strip())
+            kept = number.quantize(quantum, rounding=ROUND_HALF_UP, context=context)
+        except InvalidOperation:
+            return column  # not a number (or not finite): COPY fails on it, naming it
+        if kept != number:
+            raise LossyCast(index, value, int(kept) if scale == 0 else kept)
+        out.append(int(kept) if scale == 0 else kept)
+    try:
+        return pa.array(out, target)
+    except (pa.ArrowInvalid, OverflowError):
+        return column  # too wide for the column: COPY reports the overflow
 
 
 class PostgresRaw:
@@ -221,7 +301,8 @@ class PostgresRaw:
                     _ident(META_SCHEMA, SET_ASIDE_TABLE)), [manifest.source, manifest.table, manifest.batch_id])
                 if cur.fetchone():
                     return LoadResult(manifest.batch_id, manifest.table, 0, applied=False)
-                notes = self._ensure_table(cur, raw_schema, manifest, where, policy)
+                plan = self._ensure_table(cur, raw_schema, manifest, where, policy)
+                notes = plan.notes
                 data_cols = [c["name"] for c in manifest.columns]
                 meta_cols = [m for m, _ in METADATA_COLUMNS]
                 target = _ident(raw_schema, manifest.table)
@@ -238,7 +319,7 @@ class PostgresRaw:
                 count = 0
                 for batch in numbered(reader):
                     n = batch.num_rows
-                    columns = [batch.column(c) for c in data_cols] + [
+                    columns = [self._cast(batch, c, plan, manifest, where) for c in data_cols] + [
                         pa.array([manifest.batch_id] * n, pa.string()),
                         batch.column("_batch_row"),
                         pa.array([extracted_at] * n, pa.timestamp("us")),
@@ -357,7 +438,24 @@ class PostgresRaw:
                     _ident(raw_schema, table), _ident(column["name"]), sql.SQL(_sql_type(column["type"]))))
         return [c["name"] for c in missing]
 
-    def _ensure_table(self, cur, raw_schema: str, manifest: Manifest, where: dict[str, str], policy: str):  # type: ignore[no-untyped-def]
+    @staticmethod
+    def _cast(batch: pa.RecordBatch, column: str, plan: SchemaPlan, manifest: Manifest,
+              where: dict[str, str]) -> pa.Array:
+        raw_type = dict(plan.cast).get(column)
+        if raw_type is None:
+            return batch.column(column)
+        try:
+            return exact_cast(batch.column(column), raw_type)
+        except LossyCast as lossy:
+            row = int(batch.column("_batch_row")[lossy.index].as_py()) + 1
+            raise RawLoadError(
+                f"{LOSSY_CAST}: {column} = {lossy.value} becomes {lossy.becomes} in raw's {raw_type} "
+                f"(row {row:,} of the batch); nothing of the batch was applied", **where,
+                hint="migrate the raw column to the new type instead of evolve_cast (docs/runbook.md, "
+                     "'Schema change'), then rerun; the batch stays in landing") from None
+
+    def _ensure_table(self, cur, raw_schema: str, manifest: Manifest, where: dict[str, str],  # type: ignore[no-untyped-def]
+                      policy: str) -> SchemaPlan:
         cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(_ident(raw_schema)))
         batch = [(c["name"], _sql_type(c["type"])) for c in manifest.columns]
         cur.execute(
@@ -373,7 +471,7 @@ class PostgresRaw:
             )
             cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table, cols))
             _ensure_indexes(cur, raw_schema, manifest.table, list(manifest.primary_key))
-            return ()
+            return SchemaPlan()
         meta = {m for m, _ in METADATA_COLUMNS}
         for name, sql_type in METADATA_COLUMNS:  # raw tables made before a metadata column existed
             if name not in {row[0] for row in existing}:
@@ -384,5 +482,6 @@ class PostgresRaw:
         for name, sql_type in plan.add:
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(table, _ident(name), sql.SQL(sql_type)))
         _ensure_indexes(cur, raw_schema, manifest.table, list(manifest.primary_key))
-        # evolve_cast on PostgreSQL: COPY converts the text to the raw column's type, or fails the batch
-        return plan.notes
+        # evolve_cast on PostgreSQL: numeric columns are cast by exact_cast (a value the cast would
+        # change fails the batch); COPY converts the others' text to raw's type, or fails the batch
+        return plan
