@@ -460,6 +460,9 @@ def drift_notes(drift: dict[str, list[str]]) -> list[str]:
         notes.append(f"new column(s) {', '.join(drift['undeclared'])}: landed as text (declare them to type them)")
     if drift.get("ignored"):
         notes.append(f"undeclared key(s) {', '.join(drift['ignored'])}: not loaded (declare them to load them)")
+    if drift.get("not_loaded"):
+        notes.append(f"column(s) {', '.join(drift['not_loaded'])} of the source are not declared: not loaded "
+                     "(declare them to load them)")
     return notes
 
 

@@ -105,6 +105,16 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
     return list(table.columns)
 
 
+def undeclared_columns(con, table: TableSpec) -> list[str]:  # type: ignore[no-untyped-def]
+    """The source table's columns that ``table`` does not declare, in the table's order."""
+    schema, name = _split(str(table.source_table))
+    with con.cursor() as cur:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "ORDER BY ordinal_position", [schema, name])
+        declared = {c.name for c in table.columns}
+        return [r[0] for r in cur.fetchall() if r[0] not in declared]
+
+
 def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
              window: tuple[str, str] | None = None) -> Iterator[Extract]:
     """One extract: rows from the cursor (minus lookback) on, or all rows when ``cursor`` is None.
@@ -120,18 +130,23 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
         with con.cursor() as cur:  # COPY's text depends on these: pin them, whatever the server's defaults
             cur.execute(SESSION_SETTINGS)
         columns = read_catalog(con, table, where)
+        # columns the source has and the declaration does not: not read, but said (a new column
+        # upstream would otherwise go unnoticed until someone asks for it in the marts)
+        undeclared = undeclared_columns(con, table) if table.columns else []
     except BaseException:
         con.close()
         raise
+    drift = {"schema_drift": {"not_loaded": undeclared}} if undeclared else {}
     enforced = key_is_enforced(con, table)
     if window is not None and table.window_column:
         origin = {"kind": "postgres", "table": table.source_table, "window_column": table.window_column,
-                  "window_start": window[0], "window_end": window[1]}
+                  "window_start": window[0], "window_end": window[1], **drift}
         yield Extract(table, columns, _stream(con, spec, table, columns, None, where, window=window), origin,
                       land_if_empty=True, key_enforced_by_source=enforced, advances_cursor=False)
         return
     lower = lower_bound(cursor, table.lookback_s, cursor_type(columns, table)) if table.cursor_field else None
-    origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower}
+    origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower,
+              **drift}
     yield Extract(table, columns, _stream(con, spec, table, columns, lower, where), origin, cursor_from=lower,
                   land_if_empty=not table.cursor_field, key_enforced_by_source=enforced)
 

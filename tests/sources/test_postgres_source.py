@@ -446,3 +446,18 @@ def test_a_warehouse_connection_lost_mid_load_is_named_retried_and_never_set_asi
     with PostgresRaw(settings) as raw:
         assert raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").rows == 2
         assert not raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").applied
+
+
+def test_source_columns_the_declaration_does_not_name_are_reported(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A table declaring its columns reads only those; a column the source has beside them (one
+    added upstream after go-live) was ignored without a word (a schema-evolution probe)."""
+    decl = declaration()
+    decl["tables"]["orders"]["columns"] = {"id": "uuid", "customer": "string", "updated_at": "timestamptz"}
+    with appdb.cursor() as cur:
+        cur.execute("ALTER TABLE app.orders ADD COLUMN channel text DEFAULT 'web'")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (outcome,) = ingest(parse_source(decl), landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    assert outcome.error is None and outcome.rows_applied == 3
+    assert outcome.schema_notes == ["column(s) amount, ordered_at, payload, is_paid, day, note, channel of the source "
+                                    "are not declared: not loaded (declare them to load them)"], outcome.schema_notes
+    assert [r[0] for r in _duck(tmp_path / "wh.duckdb", "DESCRIBE raw_appdb.orders")][:3] == ["id", "customer", "updated_at"]
