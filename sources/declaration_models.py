@@ -289,6 +289,8 @@ class SourceModel(_Checked):
     base_url_env: str = Field("", description="rest_api: the environment variable holding the base URL.")
     auth: _Auth = Field(default_factory=_Auth, description="rest_api: how requests are authenticated.")
     timeout_s: float = Field(30.0, ge=0.1, strict=True, description="rest_api: seconds a request may wait.")
+    request_deadline_s: float = Field(300.0, ge=0.1, strict=True,
+                                      description="rest_api: seconds one request may take in all, its body included.")
     max_retries: int = Field(5, ge=0, strict=True, description="rest_api: retries after the first attempt "
                                                                 "of a request.")
     tables: dict[str, _Table] = Field(min_length=1, json_schema_extra={"propertyNames": {"pattern": _NAME}},
@@ -322,7 +324,8 @@ class SourceModel(_Checked):
             freshness_s=parse_duration(self.freshness) if self.freshness else None, format=self.format,
             path=self.path, env_prefix=self.env_prefix, base_url=self.base_url, base_url_env=self.base_url_env,
             auth=self.auth.model_dump(exclude_none=True) if "auth" in self.model_fields_set else {},
-            timeout_s=float(self.timeout_s), max_retries=self.max_retries, raw_schema_name=self.raw_schema or "",
+            timeout_s=float(self.timeout_s), request_deadline_s=float(self.request_deadline_s),
+            max_retries=self.max_retries, raw_schema_name=self.raw_schema or "",
             tables={name: table.spec(name) for name, table in self.tables.items()})
 
 

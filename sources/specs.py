@@ -91,6 +91,7 @@ class SourceSpec:
     base_url_env: str = ""
     auth: dict[str, Any] = field(default_factory=dict)
     timeout_s: float = 30.0
+    request_deadline_s: float = 300.0  # one request in all: a server dripping bytes never ends otherwise
     max_retries: int = 5
     raw_schema_name: str = ""  # default raw_<name>; sources splitting one system may share a schema
     tables: dict[str, TableSpec] = field(default_factory=dict)

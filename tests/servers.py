@@ -118,7 +118,8 @@ Responder = "Callable[[str, dict[str, list[str]], dict[str, str]], tuple[int, di
 
 @contextmanager
 def http_server(respond, keep_alive: bool = False, tls: tuple[Path, Path] | None = None) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    """A real HTTP server on 127.0.0.1; ``respond(path, query, headers) -> (status, headers, body)``.
+    """A real HTTP server on 127.0.0.1; ``respond(path, query, headers) -> (status, headers, body)``,
+    the body bytes or an iterable of chunks (each sent as it comes: a server that drips).
 
     Yields the base URL. Requests are recorded on ``respond.requests`` when that attribute exists,
     and each request's client port on ``respond.peers`` when that exists (one port = one connection).
@@ -147,7 +148,15 @@ def http_server(respond, keep_alive: bool = False, tls: tuple[Path, Path] | None
             if "Content-Length" not in extra:  # a test may declare more than it sends (a cut-off body)
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if isinstance(body, bytes):
+                self.wfile.write(body)
+                return
+            try:  # an iterable of chunks, written as it yields them (a slow server)
+                for chunk in body:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except OSError:  # the client gave up and closed the connection
+                pass
 
         def log_message(self, *args: object) -> None:
             pass

@@ -17,6 +17,8 @@
   not retried (retrying cannot fix them). The loop is this module's, not urllib3's ``Retry``: it
   also retries a body cut off mid-transfer (read after the status line), logs every retry, and
   takes ``sleep`` from the caller (the tests see the delays without waiting them).
+- Time: ``timeout_s`` bounds each wait for the connection or for data, ``request_deadline_s`` the
+  whole request (a server that drips its body would otherwise hold the load for ever); both retried.
 - HTTP: one ``requests`` session per extraction, so every page reuses the connection; requests'
   redirect rules, with every credential header (an API key too, which requests would forward)
   dropped when a redirect leaves the base URL's origin, and ~/.netrc never consulted.
@@ -39,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import urllib3
 
 from sources.config import SourceSpec, TableSpec
 from sources.connections import secret_from_env
@@ -225,8 +228,11 @@ class RestClient:
 
     def _get_once(self, url: str) -> tuple[Any, dict[str, str]]:
         self.requests += 1
+        started = time.monotonic()
         try:
-            response = self.session.get(url, timeout=self.spec.timeout_s)
+            # streamed, so the body is read here against the request's deadline: ``timeout_s`` bounds
+            # each wait for data, and a server that sends a byte now and then would never time out
+            response = self.session.get(url, timeout=self.spec.timeout_s, stream=True)
         except RefusedRedirect as exc:
             raise SourceReadError(f"GET {self.redact(url)} returned HTTP {exc.status} ({self.redact(str(exc))})",
                                   **self.where, hint="the API redirects to plain http: use its https address, "
@@ -234,10 +240,12 @@ class RestClient:
         except requests.TooManyRedirects:
             raise SourceReadError(f"GET {self.redact(url)} was redirected more than {MAX_REDIRECTS} times", **self.where,
                                   hint="the API redirects in a loop: check endpoint and base URL in the declaration") from None
-        except requests.RequestException as exc:
-            # timeouts, refused connections, a body cut off before its Content-Length (IncompleteRead)
-            reason = getattr(exc.args[0], "reason", None) if exc.args else None
-            raise TransientHTTPError(f"connection error: {self.redact(f'{type(exc).__name__}: {reason or exc}')}") from None
+        except requests.RequestException as exc:  # timeouts, refused connections
+            raise self._connection_error(exc) from None
+        with response:
+            return self._answer(url, response, started)
+
+    def _answer(self, url: str, response: requests.Response, started: float) -> tuple[Any, dict[str, str]]:
         status = response.status_code
         if status in RETRY_STATUS:
             raise TransientHTTPError(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
@@ -251,7 +259,7 @@ class RestClient:
                               "(docs/reference/sources.md), else check the API")
             raise SourceReadError(f"GET {self.redact(url)} returned HTTP {status}", **self.where,
                                   hint=hints.get(status, "a client error: check the declaration's endpoint and params"))
-        body = response.content
+        body = self._body(url, response, started)
         try:
             return json.loads(body), {k.lower(): v for k, v in response.headers.items()}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -261,6 +269,28 @@ class RestClient:
                 f"first bytes: {self.redact(body[:4096].decode('utf-8', 'replace'))[:80]!r}",
                 **self.where, hint="the API answered with an error page or a truncated body; rerun, or check the endpoint",
             ) from None
+
+
+    def _body(self, url: str, response: requests.Response, started: float) -> bytes:
+        """The response's body, read before the request's deadline (``request_deadline_s``) or
+        given up on as a transient failure (retried)."""
+        deadline = self.spec.request_deadline_s
+        chunks = []
+        while True:
+            try:  # read1: what has arrived (iter_content waits for a whole chunk before it returns)
+                chunk = response.raw.read1(1 << 16, decode_content=True)
+            except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
+                raise self._connection_error(exc) from None  # cut off (IncompleteRead), or a wait beyond timeout_s
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            if time.monotonic() - started > deadline:
+                raise TransientHTTPError(f"the response took longer than request_deadline_s ({deadline:g} s) and "
+                                         f"was given up after {sum(map(len, chunks)):,} bytes")
+
+    def _connection_error(self, exc: requests.RequestException) -> TransientHTTPError:
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        return TransientHTTPError(f"connection error: {self.redact(f'{type(exc).__name__}: {reason or exc}')}")
 
 
 def _dig(body: Any, path: tuple[str, ...] | list[str]) -> Any:

@@ -334,6 +334,33 @@ def test_a_body_cut_off_mid_transfer_is_retried_then_named() -> None:
     assert "/v1/products" in message and "table=products" in message and TOKEN not in message
 
 
+def test_a_server_that_drips_its_body_is_given_up_at_the_request_deadline_and_retried() -> None:
+    """``timeout_s`` bounds each wait for data, so a server sending a byte every 0.2 s held a load
+    for ever (an on-call probe); ``request_deadline_s`` bounds the whole request."""
+    import dataclasses
+    import time
+
+    body = json.dumps({"data": PRODUCTS}).encode()
+
+    def drip(path, query, headers):  # type: ignore[no-untyped-def]
+        def chunks() -> Iterator[bytes]:
+            for byte in range(len(body)):
+                yield body[byte:byte + 1]
+                time.sleep(0.2)
+        return 200, {"Content-Type": "application/json", "Content-Length": str(len(body))}, chunks()
+
+    sleeps: list[float] = []
+    with http_server(drip) as url, pytest.raises(SourceReadError) as err:
+        spec = dataclasses.replace(spec_for(url), request_deadline_s=1.0, max_retries=1)
+        started = time.monotonic()
+        _records(spec, sleeps)
+    took = time.monotonic() - started
+    message = str(err.value)
+    assert "still failing after 2 attempts" in message and "request_deadline_s (1 s)" in message, message
+    assert len(sleeps) == 1 and took < 30, took  # given up twice at about a second, not after the whole body
+    assert is_retryable(err.value)
+
+
 def test_credentials_go_only_to_the_base_urls_origin() -> None:
     """A next link or a redirect to another host (here: another port) gets no token."""
     elsewhere = Recorder(lambda p, q, h: ok({"data": PRODUCTS[6:]}))
