@@ -261,14 +261,35 @@ def _wait(proc: subprocess.Popen[bytes], job: Job, lock: Any, run_id: str) -> in
     ``ELT_RUN_ID``, which could otherwise keep the job's lock file open."""
     every = float(os.environ.get("ELT_LOCK_CHECK_S", "15"))
     deadline = time.monotonic() + job.timeout_s
+    next_check = time.monotonic() + every
+    stop_by: float | None = None  # when a stopped attempt that has not ended is killed
     while True:
-        remaining = deadline - time.monotonic()
-        try:
-            return proc.wait(timeout=max(0.0, min(every, remaining)))
+        now = time.monotonic()
+        try:  # woken every second at most, to see a stop (the signal handler only flags it)
+            return proc.wait(timeout=max(0.0, min(1.0, deadline - now, next_check - now)))
         except subprocess.TimeoutExpired:
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if stopping.requested():
+                if stop_by is None:
+                    grace = float(os.environ.get("ELT_STOP_GRACE_S", "30"))
+                    stop_by = now + grace
+                    log.warning(f"stopping: the attempt was sent SIGTERM; it is killed in {grace:g} s if it has not "
+                                "ended (send the signal again to kill it now)",
+                                extra={"fields": {"job": job.name, "pgid": proc.pid}})
+                    continue
+                if now < stop_by:
+                    continue
+                log.error("the stopped attempt did not end: killing it", extra={"fields": {"job": job.name,
+                                                                                           "pgid": proc.pid}})
+                _kill_group(proc.pid)
+                kill_run_processes(run_id)
+                return proc.wait()
+            if now >= deadline:
                 reason = "timed_out"
-            elif not lock.still_held():
+            elif now >= next_check:
+                next_check = now + every
+                if lock.still_held():
+                    continue
                 reason = "lock_lost"
                 log.error("job lock lost; killing the attempt", extra={"fields": {"job": job.name, "pgid": proc.pid}})
             else:

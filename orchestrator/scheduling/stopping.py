@@ -8,7 +8,9 @@ counted as used, so a daily job did not run again until the next day.
 With ``install()``, the first signal stops the running attempts (SIGTERM to each attempt's process
 group: what an attempt had not committed is rolled back, as for any kill), starts nothing more (no
 retry, no further job of the tick), records each stopped attempt as ``stopped``, and gives its slot
-back so that the next tick runs it again. The command then ends by that signal (``die``).
+back so that the next tick runs it again. The command then ends by that signal (``die``). An
+attempt that has not ended ``ELT_STOP_GRACE_S`` seconds (30) after the stop is killed (SIGKILL to
+its group, runner._wait), and so is every running attempt at a second signal.
 """
 
 from __future__ import annotations
@@ -41,14 +43,16 @@ def wait(seconds: float) -> None:
 
 
 def request(signum: int = signal.SIGTERM) -> None:
-    """What the handler does: stop the running attempts, start nothing more."""
+    """What the handler does: stop the running attempts (SIGTERM; SIGKILL from the second signal
+    on, for an attempt that ignores SIGTERM or an operator who will not wait), start nothing more."""
+    again = bool(_SIGNAL)
     if not _SIGNAL:
         _SIGNAL.append(signum)
     with _LOCK:
         groups = list(_GROUPS)
     for group in groups:  # no logging here: a handler writing to stderr inside a write would raise
         try:
-            os.killpg(group, signal.SIGTERM)
+            os.killpg(group, signal.SIGKILL if again else signal.SIGTERM)
         except ProcessLookupError:
             pass
 

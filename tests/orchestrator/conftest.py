@@ -33,6 +33,7 @@ def test_jobs(tmp: Path) -> dict[str, Any]:
         "orphan": {"command": ["sh", "-c", f"sleep 300 & echo $! > {tmp / 'orphan.pid'}; wait"],
                    "schedule": "@daily", "timeout": "10m", "attempts": 1},
         "flaky": {"command": [PY, "-c", flaky], "schedule": "@daily", "attempts": 3},
+        "stubborn": {"command": ["sh", "-c", "trap '' TERM INT; sleep 300"], "schedule": "@daily", "attempts": 1},
         "toggle": {"command": [PY, "-c", f"import os, sys; sys.exit(1 if os.path.exists({str(tmp / 'broken')!r}) else 0)"],
                    "schedule": "@daily", "attempts": 1, "owner": "toggle-team@example.com"},
         "bad": {"command": [PY, "-c", "import sys; print('bad input', file=sys.stderr); sys.exit(1)"],

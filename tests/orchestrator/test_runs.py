@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -174,6 +176,31 @@ def test_a_stopped_tick_records_its_attempt_as_stopped_and_the_next_tick_runs_th
     assert again.returncode == 0, again.stderr
     assert "abandoned" not in again.stdout and "slow: succeeded" in again.stdout, again.stdout
     assert [r.status for r in project.history().recent(5, "slow")] == ["succeeded", "stopped"]
+
+
+@pytest.mark.parametrize("escalation", ["grace", "second signal"])
+def test_an_attempt_that_ignores_sigterm_is_killed_after_the_grace_or_at_a_second_signal(
+        project: Project, escalation: str) -> None:
+    """A job that ignores SIGTERM kept a stopped supervisor waiting for ever (systemd would SIGKILL
+    everything, the run left `running`; an operator's second Ctrl-C did nothing)."""
+    grace = "2" if escalation == "grace" else "300"
+    tick = project.popen("tick", "--now", "2026-11-25T06:00", ELT_JOBS="stubborn", ELT_STOP_GRACE_S=grace)
+    record = wait_for(lambda: next((r for r in project.history().recent(5, "stubborn") if r.status == "running"
+                                    and r.pid != tick.pid), None), what="attempt started")
+    time.sleep(0.5)  # the job's shell has set its trap
+    tick.send_signal(signal.SIGTERM)
+    with pytest.raises(subprocess.TimeoutExpired):
+        tick.wait(timeout=1)  # SIGTERM alone does not end this attempt
+    assert _alive(record.pid)
+    if escalation == "second signal":
+        tick.send_signal(signal.SIGTERM)
+    assert tick.wait(timeout=30) == -signal.SIGTERM
+    assert tick.stderr is not None
+    err = tick.stderr.read()
+    assert f"it is killed in {float(grace):g} s if it has not ended (send the signal again to kill it now)" in err, err
+    wait_for(lambda: not _alive(record.pid), timeout=10, what="the attempt to be killed")
+    [stopped] = project.history().recent(5, "stubborn")
+    assert stopped.status == "stopped" and stopped.finished_at is not None, stopped
 
 
 def test_a_run_that_finishes_while_the_tick_looks_is_not_marked_abandoned(project: Project) -> None:
