@@ -44,6 +44,10 @@ _REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|role \S
                             r"database \S+ does not exist|pg_hba\.conf|permission denied", re.IGNORECASE)
 
 
+# The server is up but every connection slot is taken
+_NO_SLOTS = re.compile(r"too many clients|remaining connection slots are reserved", re.IGNORECASE)
+
+
 @dataclass(frozen=True)
 class PostgresSettings:
     host: str
@@ -76,7 +80,10 @@ class PostgresSettings:
 
         # keepalives: a silent network split is noticed in about a minute, not after the kernel's
         # two hours (a lock held on a dead session, a read that would hang)
+        # client_encoding: the loader sends UTF-8; without it a LATIN1 database took the bytes as
+        # LATIN1 and stored 'Zoë' as 'ZoÃ«' without a word (an on-call probe)
         kwargs = {"host": self.host, "port": self.port, "user": self.user, "dbname": self.dbname,
+                  "client_encoding": "UTF8",
                   "connect_timeout": 10, "application_name": "elt", "keepalives": 1, "keepalives_idle": 30,
                   "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": 60000}
         if self.password:
@@ -105,6 +112,11 @@ class PostgresSettings:
                     "that exists")) from None
             if _REFUSED_LOGIN.search(str(exc)):
                 raise ConfigError(where, hint=f"check the {self.origin} (password via ...PASSWORD or ...PASSWORD_FILE)") from None
+            if _NO_SLOTS.search(str(exc)):  # the server is up: its connections are all taken
+                raise ConnectionFailed(where, hint=(
+                    "the server has no free connection slot (max_connections): other sessions hold them all; the "
+                    "orchestrator retries, or rerun once some are free (`SELECT usename, application_name, state FROM "
+                    "pg_stat_activity` lists them); a transform that applies a plan opens about a dozen")) from None
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "
                                               f"or rerun once it is back (check the {self.origin})") from None
         interval = client_check_ms()
@@ -220,7 +232,7 @@ def warehouse_pgoptions(server_version: int) -> None:
         before = os.environ.get("PGOPTIONS", "").strip()
     interval = client_check_ms()
     os.environ["ELT_PGOPTIONS_BEFORE"] = before or ""
-    options = [before, f"-c {SESSION_TIME_ZONE}"]
+    options = [before, f"-c {SESSION_TIME_ZONE}", "-c client_encoding=UTF8"]
     if interval and server_version >= 140000:
         options.append(f"-c {CLIENT_CHECK}={interval}")
     os.environ["PGOPTIONS"] = " ".join(filter(None, options))

@@ -265,8 +265,11 @@ def _wait(proc: subprocess.Popen[bytes], job: Job, lock: Any, run_id: str) -> in
     stop_by: float | None = None  # when a stopped attempt that has not ended is killed
     while True:
         now = time.monotonic()
-        try:  # woken every second at most, to see a stop (the signal handler only flags it)
-            return proc.wait(timeout=max(0.0, min(1.0, deadline - now, next_check - now)))
+        # woken every second at most, to see a stop (the signal handler only flags it); once stopping,
+        # only the grace counts (the lock and the timeout no longer matter: the attempt is ending)
+        until = stop_by if stop_by is not None else min(deadline, next_check)
+        try:
+            return proc.wait(timeout=max(0.0, min(1.0, until - now)))
         except subprocess.TimeoutExpired:
             now = time.monotonic()
             if stopping.requested():

@@ -328,7 +328,9 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             # the new batches are pending for every model version reading the source: the transform
             # restates exactly the days their rows touch (windows.py), in the window and, for a source
             # re-read whole, wherever else the source changed (reported, never left stale)
-            summary = transform(settings, environment="prod", quiet=True, before_restating=record_before)
+            summary = transform(settings, environment="prod", quiet=True, before_restating=record_before,
+                                fail_on_held=False)
+            _note_held(summary, out)
             restate = [f"{m} ({w})" for m, w in summary.restated_windows.items()]
             ctx, _ = make_context(settings, quiet=True)
             try:
@@ -340,8 +342,16 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             finally:
                 ctx.close()
         except (TransformFailed, SQLMeshError) as exc:
-            raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {exc}\n"
-                                 f"{RESTATE_FAILED_NEXT.format(source=source)}") from None
+            # the audit advice only where rows failed an audit or a model failed: a lost connection
+            # or a lock says its own next step, and the rerun is the way on
+            from orchestrator.transform.run import _LOST_CONNECTION
+
+            failed_rows = isinstance(exc, TransformFailed) and bool(
+                exc.failures or any(not _LOST_CONNECTION.search(e) for e in exc.model_errors))
+            next_step = (RESTATE_FAILED_NEXT.format(source=source) if failed_rows or not isinstance(exc, TransformFailed)
+                         else "  next: rerun the same `elt backfill` command once the cause above is fixed: its "
+                              "difference still counts from before this attempt")
+            raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {exc}\n{next_step}") from None
     finally:
         for lock in reversed(held):
             lock.release()
@@ -487,6 +497,13 @@ def unfinished(adapter: Any) -> tuple[str, str, str, str] | None:
     return tuple(str(v) for v in row) if row else None  # type: ignore[return-value]
 
 
+def _note_held(summary: Any, out: TextIO | None) -> None:
+    """Rows held out of staging do not stop a backfill (the rest is built, as by `elt transform`,
+    which fails on them): said, so that the backfill's report is not read as all of the data."""
+    if summary.held:
+        print(f"note: the backfill went on; {summary.held}", file=out or sys.stdout)
+
+
 def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO | None = None) -> None:
     """Steps 1-2 (in a child process on DuckDB, in the backfill's own process on the other
     gateways): transform pending batches, then start an empty record of the marts' rows
@@ -508,7 +525,9 @@ def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO |
     same = earlier is not None and earlier[:3] == (source, start, end)
     # batches no model has consumed yet; the first attempt's, on a rerun: their days are added to
     # its record before they are restated
-    summary = transform(settings, environment="prod", quiet=True, before_restating=record_before if same else None)
+    summary = transform(settings, environment="prod", quiet=True, before_restating=record_before if same else None,
+                        fail_on_held=False)
+    _note_held(summary, out)
     if summary.evaluated:  # batches no transform had taken in, or intervals that had come due
         print(f"prod was brought up to date first: {summary.render()}", file=out)
     if same:

@@ -164,8 +164,16 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             targets.setdefault((name, info.version), []).append(info.snapshot_id)
     pending = w.pending_batches(adapter, {mv: lineage.upstream_raw.get(mv[0], set()) for mv in targets})
     pending = {mv: tables for mv, tables in pending.items() if tables}
+    held_before = w.held_batches(adapter)
     if not pending:
-        return Restatement()
+        if not held_before:
+            return Restatement()
+        # nothing new: the batches that held rows out of staging are checked again, and fail again
+        # (or are released) without restating anything
+        result = Restatement()
+        held = _check_held_out(adapter, w.window_specs(), held_before, result)
+        w.set_held(adapter, held, held_before)
+        return result
     wanted = {sid for mv in pending for sid in targets[mv]}
     # ctx.snapshots holds the stored snapshot (with its intervals) of every local model state
     # knows, and only those have a version; the served snapshots of other versions are read
@@ -210,33 +218,11 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         return row_counts[raw_table]
 
     result = Restatement()
-    held: dict[str, set[str]] = {}  # raw table -> batches kept pending for their orphan rows
-    for raw_table in sorted({t for tables in pending.values() for t in tables}):
-        batches = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
-        found = w.orphans(adapter, raw_table, specs, batches)
-        if found:
-            result.orphans.append(found)
-            held[raw_table] = found.batches
-            log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
-                        "held out of staging, their batches stay pending",
-                        extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
-        empty = w.timeless(adapter, raw_table, specs, batches)
-        if empty:
-            result.orphans.append(empty)
-            held.setdefault(raw_table, set()).update(empty.batches)
-            log.warning(f"{empty.count} key(s) of {raw_table} have no {empty.event_time} in their latest version; "
-                        "held out of staging, their batches stay pending",
-                        extra={"fields": {"raw_table": raw_table, "rows": empty.count, "example": str(empty.example)}})
-    for raw_table in sorted({t for tables in pending.values() for t in tables}):
-        # a parent deleted while rows still name it: as a clean build of the same data would fail
-        batches = set().union(*(tables.get(raw_table, set()) for tables in pending.values()))
-        for found in w.deleted_parents(adapter, raw_table, specs, batches):
-            result.orphans.append(found)
-            held.setdefault(raw_table, set()).update(found.batches)
-            log.warning(f"{found.count} row(s) of {found.raw_table} name a {raw_table} row that its source deleted; "
-                        "the deleting batches stay pending",
-                        extra={"fields": {"raw_table": found.raw_table, "orphans": found.count,
-                                          "example": str(found.example)}})
+    every: dict[str, set[str]] = {t: set(b) for t, b in held_before.items()}
+    for tables in pending.values():
+        for raw_table, batches in tables.items():
+            every.setdefault(raw_table, set()).update(batches)
+    held = _check_held_out(adapter, specs, every, result)
     removals: dict[tuple[int, int], list[Any]] = {}
     scope: dict[str, list[tuple[int, int]] | None] = {}
     for (name, version), tables in sorted(pending.items()):
@@ -284,12 +270,53 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         for snapshot, spans in spans_of.values():
             drop_day_partitions(adapter, snapshot, spans)
     failpoints.hit("transform.after_invalidate")
-    result.batches_consumed = w.mark_consumed(
-        adapter, {mv: {t: b - held.get(t, set()) for t, b in tables.items()} for mv, tables in pending.items()})
+    # recorded before the batches are consumed: a kill in between leaves them pending, checked again
+    w.set_held(adapter, held, held_before)
+    result.batches_consumed = w.mark_consumed(adapter, pending)
     failpoints.hit("transform.after_consumed")
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
     return result
+
+
+def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, set[str]],  # type: ignore[no-untyped-def]
+                    result: Restatement) -> dict[str, set[str]]:
+    """Rows of ``batches_of`` (raw table -> batches: the pending ones and those held before) that
+    staging holds out: orphans, rows whose parent was deleted, keys without their event time. Adds
+    them to ``result.orphans`` and returns raw table -> the batches holding them, which the next
+    transform checks again (windows.HELD) while the batches themselves are consumed: their days were
+    restated when they were new, and the correction that releases them comes as a batch of its own,
+    which restates its days. (Kept pending instead, a held first load restated all history on every
+    transform, for as long as the rows stayed.)"""
+    from orchestrator.transform import windows as w
+
+    held: dict[str, set[str]] = {}
+    for raw_table in sorted(batches_of):
+        batches = batches_of[raw_table]
+        found = w.orphans(adapter, raw_table, specs, batches)
+        if found:
+            result.orphans.append(found)
+            held.setdefault(raw_table, set()).update(found.batches)
+            log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
+                        "held out of staging, checked again by every transform",
+                        extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
+        empty = w.timeless(adapter, raw_table, specs, batches)
+        if empty:
+            result.orphans.append(empty)
+            held.setdefault(raw_table, set()).update(empty.batches)
+            log.warning(f"{empty.count} key(s) of {raw_table} have no {empty.event_time} in their latest version; "
+                        "held out of staging, checked again by every transform",
+                        extra={"fields": {"raw_table": raw_table, "rows": empty.count, "example": str(empty.example)}})
+    for raw_table in sorted(batches_of):
+        # a parent deleted while rows still name it: as a clean build of the same data would fail
+        for found in w.deleted_parents(adapter, raw_table, specs, batches_of[raw_table]):
+            result.orphans.append(found)
+            held.setdefault(raw_table, set()).update(found.batches)
+            log.warning(f"{found.count} row(s) of {found.raw_table} name a {raw_table} row that its source deleted; "
+                        "the deleting batches are checked again by every transform",
+                        extra={"fields": {"raw_table": found.raw_table, "orphans": found.count,
+                                          "example": str(found.example)}})
+    return held
 
 
 def _state_beneath_cache(ctx):  # type: ignore[no-untyped-def]

@@ -27,7 +27,7 @@ from orchestrator.transform.restate import (  # schema_table: other modules impo
     transform_watermarks,
 )
 from sources.connections import STATEMENT_TIMEOUT
-from sources.errors import INTERRUPTED, WAREHOUSE_WRITE_FAILED
+from sources.errors import INTERRUPTED, WAREHOUSE_WRITE_FAILED, first_line
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.run")
@@ -40,9 +40,12 @@ class AuditFailure:
     count: int
     failing_row: dict[str, Any] | None
     query: str
+    heading: str | None = None  # rows held out of staging (no audit ran): what to say instead
 
     def render(self) -> str:
         row = ", ".join(f"{k}={v!r}" for k, v in (self.failing_row or {}).items()) or "(could not fetch)"
+        if self.heading:
+            return f"{self.heading}\n    first held row: {row}\n    query listing them: {self.query}"
         return (
             f"audit '{self.audit}' failed on model {self.model}: {self.count} row(s)\n"
             f"    first failing row: {row}\n"
@@ -76,7 +79,8 @@ class TransformFailed(Exception):
             # The run completed: nothing was skipped, only the orphan rows were held out of staging.
             steps = (["load the missing parent rows (or correct the child rows at the source)"]
                      if any(f.audit == "assert_relationship" for f in failures) else [])
-            steps += ["fill the empty event time at the source (or delete the row there) and load it"] if timeless else []
+            steps += ["fill the empty event time at the source (or delete the row there) and load it (a table read "
+                      "by cursor: with --force if the row's cursor value is older than the table's cursor)"] if timeless else []
             lines.append(
                 f"  next: {'; '.join(steps)} with `elt load ...`, then rerun `elt transform`; until then each transform"
                 " fails with this message and the rest of the data stays current."
@@ -169,6 +173,8 @@ class TransformSummary:
     restated_windows: dict[str, str] = field(default_factory=dict)
     # (model, start, end) of every interval SQLMesh evaluated in this transform, from its scheduler
     evaluated: list[tuple[str, str, str]] = field(default_factory=list)
+    # rows held out of staging, when they did not fail the transform (fail_on_held=False): the failure's text
+    held: str = ""
 
     def render(self) -> str:
         return (
@@ -314,8 +320,16 @@ def _check_clients_on_the_server(warehouse) -> None:  # type: ignore[no-untyped-
         with con.cursor() as cur:  # the zone a session gets without elt's setting (it sets UTC)
             cur.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'")
             row = cur.fetchone()
+            cur.execute("SHOW server_encoding")
+            encoding = str(cur.fetchone()[0])
     warehouse_pgoptions(version)
     _CHECKED_SERVERS.add(key)
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        log.warning(
+            f"the warehouse database's encoding is {encoding}: text it cannot hold fails the load"
+            + (", and SQL_ASCII stores bytes unchecked (length() counts bytes)" if encoding.upper() == "SQL_ASCII" else "")
+            + f"; next: create the warehouse database with ENCODING 'UTF8' (docs/runbook.md, \"Production\")",
+            extra={"fields": {"database": warehouse.dbname, "encoding": encoding}})
     default_zone = row[0] if row else "UTC"
     if default_zone.upper() not in _UTC_NAMES:
         quoted = quote_ident(warehouse.dbname)
@@ -533,8 +547,13 @@ def transform(
     verify: bool = False,
     quiet: bool = False,
     before_restating: Any = None,
+    fail_on_held: bool = True,
 ) -> TransformSummary:
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
+
+    Rows held out of staging (orphans, rows without their event time) fail the transform after the
+    run, unless ``fail_on_held`` is false (`elt backfill`, which they must not block): they are then
+    listed in ``summary.held``.
 
     Raw batches a model version has not consumed yet (the ledger against ``elt_meta``'s consumed
     batches, see ``restate_pending``) have the days their rows touch restated in that model and
@@ -550,7 +569,7 @@ def transform(
     create_declared_raw_tables(settings)
     ctx, console = make_context(settings, quiet=quiet)
     try:
-        return _transform(ctx, console, environment, verify, started, before_restating)
+        return _transform(ctx, console, environment, verify, started, before_restating, fail_on_held)
     finally:
         ctx.close()
 
@@ -624,8 +643,9 @@ def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
 def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type: ignore[no-untyped-def]
     model = ", ".join(sorted(direct.get(found.raw_table, set()))) or found.raw_table
     if found.event_time:  # windows.timeless
-        return AuditFailure(model, "not_null", found.count, found.example,
-                            f"{found.query}  -- keys of {found.raw_table} whose latest version has no {found.event_time}")
+        return AuditFailure(model, "held_out", found.count, found.example, found.query,
+                            heading=f"{found.count} key(s) of {found.raw_table} held out of {model}: their latest "
+                                    f"version has no {found.event_time}")
     return AuditFailure(model, "assert_relationship", found.count, found.example,
                         f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} is missing")
 
@@ -637,9 +657,28 @@ def _held_out(found: list[Any]) -> str:
     pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
         ("orphan-rows", any(not o.event_time for o in found)),
         ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
-    return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); their batches stay "
-            "pending, so each transform checks them again until the rows are corrected at the source"
+    return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
+            "checks them again, and fails, until the rows are corrected at the source"
             f"{' or the parent is loaded' if any(not o.event_time for o in found) else ''} (runbook: {pages}).")
+
+
+def _server_failure(step: str, exc: BaseException) -> TransformFailed | None:
+    """A PostgreSQL error that SQLMesh did not turn into a model's failure (in the plan's view swap,
+    or a state write: `NodeExecutionFailedError` and its traceback) as a ``TransformFailed`` whose
+    model error is the server's own words, so it gets the hint of its kind (a lost connection is
+    retried by the scheduler); None for any other exception, which is raised as before."""
+    import psycopg2
+
+    root: BaseException | None = exc
+    seen: set[int] = set()
+    while root is not None and id(root) not in seen and not isinstance(root, psycopg2.Error):
+        seen.add(id(root))
+        root = root.__cause__ or root.__context__
+    if root is None or not isinstance(root, psycopg2.Error):
+        return None
+    where = getattr(exc, "node", None) or type(exc).__name__
+    return TransformFailed(step, [], f"SQLMesh's {step} stopped on a warehouse error ({where}).",
+                           model_errors=[f"{step}: {type(root).__name__}: {first_line(root)}"])
 
 
 def _needs_plan(ctx, environment: str, snapshots: dict[str, Any]) -> bool:  # type: ignore[no-untyped-def]
@@ -690,7 +729,8 @@ def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
     SnapshotEvaluator.evaluate = evaluate  # type: ignore[method-assign]
 
 
-def _transform(ctx, console, environment, verify, started, before_restating=None) -> TransformSummary:  # type: ignore[no-untyped-def]
+def _transform(ctx, console, environment, verify, started, before_restating=None,  # type: ignore[no-untyped-def]
+               fail_on_held=True) -> TransformSummary:
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
     from sources import failpoints
@@ -718,24 +758,37 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
                 "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models,
                 console.model_errors,
             ) from exc
+        except Exception as exc:
+            failure = _server_failure("plan", exc)
+            if failure is None:
+                raise
+            raise failure from exc
         failpoints.hit("transform.after_plan")
 
-    status = ctx.run(environment)
+    try:
+        status = ctx.run(environment)
+    except Exception as exc:
+        failure = _server_failure("run", exc)
+        if failure is None:
+            raise
+        raise failure from exc
     if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
         raise KeyboardInterrupt("run")
     if console.audit_errors or getattr(status, "is_failure", False):
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
-    if restated.orphans:
-        raise TransformFailed("run", [_orphan_failure(lineage_direct(ctx), o) for o in restated.orphans],
-                              _held_out(restated.orphans), orphans=True,
-                              timeless=any(o.event_time for o in restated.orphans))
+    held = TransformFailed("run", [_orphan_failure(lineage_direct(ctx), o) for o in restated.orphans],
+                           _held_out(restated.orphans), orphans=True,
+                           timeless=any(o.event_time for o in restated.orphans)) if restated.orphans else None
+    if held is not None and fail_on_held:
+        raise held
 
     summary = TransformSummary(environment, applied, sorted(restated.windows), 0, 0, 0, 0.0,
                                run_status=str(status.name).lower(),
                                watermark_before=None if before is None else str(before))
     summary.restated_windows = restated.windows
+    summary.held = str(held) if held is not None else ""
     summary.evaluated = list(console.evaluated)
     if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
         log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {

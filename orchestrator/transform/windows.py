@@ -35,6 +35,9 @@ from sqlglot import exp, parse_one
 from sources.load.changes import DELETED, ORDER
 
 CONSUMED = "elt_meta.consumed_batches"
+# batches consumed with rows that staging holds out (orphans, rows without their event time): each
+# transform checks them again, and fails while they still hold such rows (see restate)
+HELD = "elt_meta.held_batches"
 LEDGER = "elt_meta.loaded_batches"
 
 
@@ -208,6 +211,35 @@ def ensure_tables(adapter: Any) -> None:
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, CONSUMED, "model TEXT NOT NULL, version TEXT NOT NULL, batch_id TEXT NOT NULL, "
                       "raw_table TEXT NOT NULL, consumed_at TIMESTAMP NOT NULL", "model, version, batch_id")
+    create_meta_table(adapter, HELD, "raw_table TEXT NOT NULL, batch_id TEXT NOT NULL, held_at TIMESTAMP NOT NULL",
+                      "raw_table, batch_id")
+
+
+def held_batches(adapter: Any) -> dict[str, set[str]]:
+    """raw table -> its batches recorded as holding rows out of staging (``HELD``)."""
+    out: dict[str, set[str]] = {}
+    for raw_table, batch_id in adapter.fetchall(f"SELECT raw_table, batch_id FROM {HELD}"):
+        out.setdefault(str(raw_table), set()).add(str(batch_id))
+    return out
+
+
+def set_held(adapter: Any, held: dict[str, set[str]], before: dict[str, set[str]]) -> None:
+    """Make ``HELD`` list exactly ``held`` (it listed ``before``), in one transaction; on Spark,
+    whose Parquet tables cannot delete rows, by overwriting the (small) table."""
+    held = {t: b for t, b in held.items() if b}
+    if held == {t: b for t, b in before.items() if b}:
+        return
+    d = adapter.dialect
+    values = ", ".join(f"({_lit(t, d)}, {_lit(b, d)}, CURRENT_TIMESTAMP)"
+                       for t, batches in sorted(held.items()) for b in sorted(batches))
+    rows = f"SELECT * FROM (VALUES {values}) AS v (raw_table, batch_id, held_at)"
+    if d == "spark":
+        adapter.execute(f"INSERT OVERWRITE TABLE {HELD} {rows}" if values else f"TRUNCATE TABLE {HELD}")
+        return
+    with adapter.transaction():
+        adapter.execute(f"DELETE FROM {HELD}")
+        if values:
+            adapter.execute(f"INSERT INTO {HELD} (raw_table, batch_id, held_at) {rows}")
 
 
 def _lit(value: object, dialect: str) -> str:
@@ -357,8 +389,9 @@ def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches
     """Rows of ``batches`` that are their key's latest live version and have no event time. The
     loader lands them as the source has them (so they never block their table); staging's window
     filter leaves them out, as a clean build of the same raw does, so the key disappears from
-    staging and the marts. Like orphans, they fail the transform, and their batches stay pending,
-    until the source fills the event time (a later version of the key) or deletes the row."""
+    staging and the marts. Like orphans, they fail the transform, and every transform checks their
+    batches again (``HELD``), until the source fills the event time (a later version of the key) or
+    deletes the row."""
     spec = specs.get(raw_table)
     if not batches or spec is None or not spec.event_time or not adapter.table_exists(raw_table):
         return None
@@ -373,24 +406,25 @@ def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches
     key = ", ".join(_q(k) for k in spec.key)
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
     where = f"{_q('_batch_id')} IN ({ids}) AND {et} IS NULL"
+    keys = ", ".join(f"v.{_q(k)}" for k in spec.key)
     sql = (f"WITH {_versions_of_keys(raw_table, key, order, where)} "
-           f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q('_batch_id')}, v.{_q('_batch_row')} "
-           f"FROM versions AS v WHERE v._rn = 1 AND {in_batches} AND v.{et} IS NULL{live}")
+           f"SELECT {keys}, v.{_q('_batch_id')}, v.{_q('_batch_row')} + 1 AS data_row "
+           f"FROM versions AS v WHERE v._rn = 1 AND {in_batches} AND v.{et} IS NULL{live} ORDER BY {keys}")
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
     rows = adapter.fetchall(rendered)
     if not rows:
         return None
     first = rows[0]
     example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.event_time: None, "_batch_id": first[-2],
-               "_batch_row": first[-1]}
+               "data row": first[-1]}
     return Orphans(raw_table, "", len(rows), example, {r[-2] for r in rows}, rendered, event_time=spec.event_time)
 
 
 def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
     """Rows of ``batches`` that are their key's latest live version and whose parent has no live
-    row in the parent table. Staging cannot place them on a day; they stay in raw, and their
-    batches stay pending, until the parent arrives (which then restates its day) or the row is
-    corrected."""
+    row in the parent table. Staging cannot place them on a day; they stay in raw, and every
+    transform checks their batches again (``HELD``), until the parent arrives (its batch restates
+    its day) or the row is corrected."""
     spec = specs.get(raw_table)
     if not batches or spec is None or spec.parent is None:
         return None
@@ -452,8 +486,8 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
     of them) while the row itself is still live: one ``Orphans`` per child table, whose ``batches``
     are the parent's batches that deleted those parents. Staging drops such rows with their
     parent's day; a clean build of the same source state finds them with ``orphans`` (the parent
-    has no row at all). So both fail the same way: the deleting batches stay pending, and every
-    transform checks again until the parent is restored or the rows are deleted at the source."""
+    has no row at all). So both fail the same way: every transform checks the deleting batches
+    again (``HELD``) until the parent is restored or the rows are deleted at the source."""
     parent_spec = specs.get(parent_table)
     children = sorted(t for t, s in specs.items() if s.parent is not None and s.parent[0] == parent_table)
     if (not batches or not children or parent_spec is None or len(parent_spec.key) != 1

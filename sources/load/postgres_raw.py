@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg2 import sql
 
-from sources.connections import (STATEMENT_TIMEOUT, PostgresSettings, statement_timeout_hint,
+from sources.connections import (STATEMENT_TIMEOUT, PostgresSettings, quote_ident, statement_timeout_hint,
                                  warehouse_privilege_error)
 from sources import failpoints
 from sources.errors import RawLoadError, first_line
@@ -126,6 +126,10 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
     Traceback (most recent call last):
     ...
     sources.load.postgres_raw.LossyCast: (1, 12.499, Decimal('12.50'))
+    >>> exact_cast(pa.array(["1", "NaN"]), "BIGINT")
+    Traceback (most recent call last):
+    ...
+    sources.load.postgres_raw.LossyCast: (1, 'NaN', 'no value')
     >>> from datetime import datetime as dt
     >>> exact_cast(pa.array([dt(2020, 1, 1), None, dt(2020, 1, 2, 10)]), "DATE")
     Traceback (most recent call last):
@@ -164,9 +168,14 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
             continue
         try:  # a float's str() is its shortest exact repr: 12.499, not 12.4989999...
             number = Decimal(str(value).strip())
+        except InvalidOperation:
+            return column  # not a number: COPY fails on it, naming it
+        if not number.is_finite():  # NaN, inf: a bigint has no such value, a numeric(p, s) refuses inf
+            raise LossyCast(index, value, "no value")
+        try:
             kept = number.quantize(quantum, rounding=ROUND_HALF_UP, context=context)
         except InvalidOperation:
-            return column  # not a number (or not finite): COPY fails on it, naming it
+            return column  # beyond any precision (1e400): COPY reports the overflow
         if kept != number:
             raise LossyCast(index, value, int(kept) if scale == 0 else kept)
         out.append(int(kept) if scale == 0 else kept)
@@ -371,6 +380,9 @@ class PostgresRaw:
                 hint = f"the batch stays in landing and the rerun applies it; {denied.hint}"
             elif STATEMENT_TIMEOUT in first:  # the server's limit, not the batch
                 hint = statement_timeout_hint(self.settings.user)
+            elif "has no equivalent in encoding" in first:  # the database's encoding, not the batch
+                hint = ("the warehouse database's encoding cannot hold this text: re-create it with ENCODING 'UTF8' "
+                        "(docs/runbook.md, \"Production\"); the batch stays in landing and applies there")
             else:
                 hint = set_aside_hint(manifest)
             raise RawLoadError(
@@ -448,9 +460,11 @@ class PostgresRaw:
             return exact_cast(batch.column(column), raw_type)
         except LossyCast as lossy:
             row = int(batch.column("_batch_row")[lossy.index].as_py()) + 1
+            becomes = (f"is no number raw's {raw_type} holds" if lossy.becomes == "no value" else
+                       f"becomes {lossy.becomes} in raw's {raw_type}")
             raise RawLoadError(
-                f"{LOSSY_CAST}: {column} = {lossy.value} becomes {lossy.becomes} in raw's {raw_type} "
-                f"(row {row:,} of the batch); nothing of the batch was applied", **where,
+                f"{LOSSY_CAST}: {column} = {lossy.value} {becomes} (row {row:,} of the batch); nothing of the "
+                "batch was applied", **where,
                 hint="migrate the raw column to the new type instead of evolve_cast (docs/runbook.md, "
                      "'Schema change'), then rerun; the batch stays in landing") from None
 
@@ -466,6 +480,18 @@ class PostgresRaw:
         existing = cur.fetchall()
         table = _ident(raw_schema, manifest.table)
         if not existing:
+            # information_schema hides a table the role has no privilege on: it exists all the same,
+            # and CREATE TABLE would say "already exists" (an on-call probe)
+            cur.execute("SELECT pg_get_userbyid(c.relowner) FROM pg_class AS c JOIN pg_namespace AS n "
+                        "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s", [raw_schema, manifest.table])
+            owner = cur.fetchone()
+            if owner:
+                raise RawLoadError(
+                    f"raw table {raw_schema}.{manifest.table} exists but belongs to role {owner[0]}, and the role "
+                    f"{self.settings.user} has no privilege on it", **where,
+                    hint=(f"as its owner or a superuser, run `ALTER TABLE {quote_ident(raw_schema)}."
+                          f"{quote_ident(manifest.table)} OWNER TO {quote_ident(self.settings.user)};`, then rerun: "
+                          "the batch stays in landing"))
             cols = sql.SQL(", ").join(
                 sql.SQL("{} {}").format(_ident(n), sql.SQL(t)) for n, t in [*batch, *METADATA_COLUMNS]
             )

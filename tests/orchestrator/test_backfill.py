@@ -302,6 +302,27 @@ def test_a_backfill_whose_new_rows_fail_an_audit_says_how_to_get_past_them(proje
     assert _totals(project)["o3"] == 6.24
 
 
+def test_rows_held_out_of_staging_do_not_block_a_backfill(project: Project, small_jaffle: Path) -> None:
+    """An order without its time fails every `elt transform` until the source fills it (decision
+    0036). A backfill, whose first step is a transform, was blocked by it for as long: it now goes on,
+    and says the rows are held out."""
+    data = project.root / "data" / "jaffle-data"
+    shutil.copytree(small_jaffle, data)
+    orders = data / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o9,c1,,s1,100,6,106\n")
+    assert project.elt("load", "jaffle_shop", timeout=300).returncode == 0
+    failed = project.elt("transform", timeout=300)
+    assert failed.returncode == 1 and "without their event time" in failed.stdout + failed.stderr
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03T10:00:00,s1,1100,66,1166",
+                                                 "o2,c1,2018-09-03T10:00:00,s1,1100,100,1200"))
+    backfill = project.elt(*WINDOW, timeout=300)
+    said = backfill.stdout + backfill.stderr
+    assert backfill.returncode == 0, said
+    assert "note: the backfill went on;" in said and "id='o9'" in said, said
+    assert _totals(project)["o2"] == 12.00 and "o9" not in _totals(project)
+    assert project.elt("transform", timeout=300).returncode == 1  # still held: the transform says so
+
+
 # Rewrites the record as the code before decision 0030 left it: every mart's rows, whole, in
 # elt_meta.backfill_before without record ids, and no scope table.
 LEGACY_RECORD = """

@@ -403,3 +403,30 @@ def test_a_duckdb_size_duckdb_would_refuse_is_named_before_anything_runs(tmp_pat
     assert proc.stderr.startswith(f"error: {variable}={value!r} is not a "), proc.stderr
     assert "\n  next: a " in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (project / "data" / "warehouse.duckdb").exists()  # nothing ran
+
+
+def test_a_warehouse_error_outside_a_model_is_a_transform_failure_with_its_hint() -> None:
+    """A server restarted during the plan's view swap, or a state write, ended in SQLMesh's
+    traceback (`NodeExecutionFailedError: Execution failed for node ...`), with no summary or next
+    step (a PostgreSQL warehouse probe); it is now a transform failure naming the server's error."""
+    import psycopg2
+
+    from orchestrator.scheduling.worker import _TRANSIENT_TEXT
+    from orchestrator.transform.run import _server_failure
+
+    def chained() -> BaseException:
+        try:
+            try:
+                raise psycopg2.OperationalError("server closed the connection unexpectedly")
+            except psycopg2.Error as exc:
+                raise RuntimeError("Execution failed for node SnapshotId<marts.orders>") from exc
+        except RuntimeError as outer:
+            return outer
+
+    failure = _server_failure("plan", chained())
+    assert failure is not None
+    text = str(failure)
+    assert text.startswith("transform failed during plan. SQLMesh's plan stopped on a warehouse error"), text
+    assert "OperationalError: server closed the connection unexpectedly" in text and "next:" in text, text
+    assert any(_TRANSIENT_TEXT.search(e) for e in failure.model_errors)  # the scheduler retries it
+    assert _server_failure("run", ValueError("a bug of ours")) is None  # raised as before

@@ -203,6 +203,42 @@ def test_an_attempt_that_ignores_sigterm_is_killed_after_the_grace_or_at_a_secon
     assert stopped.status == "stopped" and stopped.finished_at is not None, stopped
 
 
+def test_a_stopped_attempt_is_waited_for_without_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait for a stopped attempt sleeps in steps (a first version spun on a zero timeout once
+    the lock check was due: a busy core for the whole grace of every systemd stop)."""
+    from orchestrator.scheduling import runner, stopping
+    from orchestrator.scheduling.jobs import Job
+
+    waits: list[float | None] = []
+
+    class Attempt:  # ignores SIGTERM: only the grace ends it
+        pid = 2 ** 22 + 1
+
+        def wait(self, timeout: float | None = None) -> int:
+            waits.append(timeout)
+            if timeout is None:
+                return -signal.SIGKILL
+            time.sleep(timeout)
+            raise subprocess.TimeoutExpired("attempt", timeout)
+
+    class Lock:
+        def still_held(self) -> bool:
+            return True
+
+    monkeypatch.setenv("ELT_LOCK_CHECK_S", "0.2")
+    monkeypatch.setenv("ELT_STOP_GRACE_S", "1.5")
+    killed: list[int] = []
+    monkeypatch.setattr(runner, "_kill_group", killed.append)
+    monkeypatch.setattr(runner, "kill_run_processes", lambda run_id: [])
+    stopping.request(signal.SIGTERM)
+    try:
+        code = runner._wait(Attempt(), Job("stubborn", "command", "@daily", 60, 1), Lock(), "run-x")  # type: ignore[arg-type]
+    finally:
+        stopping.reset()
+    assert code == -signal.SIGKILL and killed == [Attempt.pid]
+    assert len(waits) < 10, f"{len(waits)} waits"  # about 4: 0.2 s, 1 s, 0.5 s, then the kill's wait
+
+
 def test_a_run_that_finishes_while_the_tick_looks_is_not_marked_abandoned(project: Project) -> None:
     """The tick lists running records, then tries each job's lock. A run that finishes in between
     frees its lock after writing its status: the tick must keep that status, and alert nobody."""

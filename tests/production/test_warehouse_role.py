@@ -138,3 +138,30 @@ def test_a_statement_timeout_of_the_role_is_named_with_how_to_raise_it(role: Rol
     with role.admin.cursor() as cur:
         cur.execute("SELECT count(*) FROM raw_jaffle_shop.orders")
         assert cur.fetchone()[0] == 50_000
+
+
+def test_a_raw_table_owned_by_another_role_is_named_with_its_owner(role: Role, pg_db, small_jaffle: Path,
+                                                                   tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """information_schema hides a table the role has no privilege on, so the loader tried CREATE
+    TABLE and said `relation "orders" already exists`, with a hint to set the batch aside (an
+    on-call probe): the batch is fine, the table's owner is not."""
+    import shutil
+
+    role.execute("GRANT CREATE ON DATABASE {} TO {}", pg_db.dbname, role.name)
+    load = [str(BIN / "elt"), "load", "jaffle_shop", "--path", str(tmp_path / "files")]
+    shutil.copytree(small_jaffle, tmp_path / "files")
+    run(load, cwd=role.project, env=role.env)
+    role.execute("ALTER TABLE raw_jaffle_shop.orders OWNER TO {}", pg_db.user)  # a DBA's restore, say
+    with (tmp_path / "files" / "raw_orders.csv").open("a") as orders:
+        orders.write("o-late,c1,2018-09-30T12:00:00,s1,0,0,0\n")
+    proc = run(load, cwd=role.project, env=role.env, check=False)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 1, report
+    assert f"raw table raw_jaffle_shop.orders exists but belongs to role {pg_db.user}" in report, report
+    assert f'ALTER TABLE "raw_jaffle_shop"."orders" OWNER TO "{role.name}";' in report, report
+    assert "set-aside" not in report and "already exists" not in report, report
+    role.execute("ALTER TABLE raw_jaffle_shop.orders OWNER TO {}", role.name)  # what the message says
+    run(load, cwd=role.project, env=role.env)
+    with role.admin.cursor() as cur:
+        cur.execute("SELECT count(*) FROM raw_jaffle_shop.orders WHERE id = 'o-late'")
+        assert cur.fetchone()[0] == 1

@@ -5,6 +5,7 @@ lost, and the marts served them (found by a schema-evolution probe)."""
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
@@ -84,6 +85,18 @@ def test_a_cast_that_would_change_a_value_fails_the_batch_and_one_that_keeps_the
     assert _raw(tmp_path / "wh3.duckdb") == [("o1", 10), ("o2", 11)]
 
 
+def _pg_day(pg_db, order_id: str):  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    con = psycopg2.connect(host=pg_db.host, port=pg_db.port, user=pg_db.user, dbname=pg_db.dbname)
+    try:
+        with con.cursor() as cur:
+            cur.execute("SELECT day FROM raw_shop.orders WHERE id = %s", [order_id])
+            return cur.fetchone()[0]
+    finally:
+        con.close()
+
+
 def test_on_a_postgresql_warehouse_a_cast_that_would_change_a_value_fails_and_one_that_keeps_them_applies(
         tmp_path: Path, pg_db) -> None:  # type: ignore[no-untyped-def]
     """PostgreSQL's COPY rounded text into a numeric(p, s) without a word (12.499 into numeric(10,2)
@@ -144,13 +157,24 @@ def test_on_a_postgresql_warehouse_a_cast_that_would_change_a_value_fails_and_on
     assert applied.error is None, applied.error
     assert "column qty cast to raw type BIGINT" in applied.schema_notes, applied.schema_notes
     assert rows() == [("o1", Decimal("1.50"), 1), ("o4", Decimal("11.50"), 4), ("o5", Decimal("7.10"), 5)]
+    land_batch(landing, "shop", "orders", [{"id": "o6a", "amount": Decimal("2.00"), "qty": 6, "day": "2020-01-03T00:00:00"}],
+               {**types, "day": "timestamp"}, key="id")  # a timestamp at midnight into the date: kept
+    assert apply().error is None
+    assert _pg_day(pg_db, "o6a") == date(2020, 1, 3)
     float_batch = land_batch(landing, "shop", "orders", [{"id": "o6", "amount": 0.1 + 0.2, "qty": 6}],
                              {**types, "amount": "float"}, key="id")
     assert "amount = 0.30000000000000004 becomes 0.30" in str(apply().error)
     with PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)) as raw:
         set_aside(spec, "orders", float_batch, landing=landing, raw=raw, reason="lossy cast, test")
     # a date column whose source now sends timestamps: COPY kept the day and dropped the time
-    land_batch(landing, "shop", "orders", [{"id": "o7", "amount": Decimal("1.00"), "qty": 7, "day": "2020-01-01T00:00:00"},
-                                           {"id": "o8", "amount": Decimal("1.00"), "qty": 8, "day": "2020-01-02T10:30:00"}],
-               {**types, "day": "timestamp"}, key="id")
+    timestamps = land_batch(landing, "shop", "orders", [
+        {"id": "o7", "amount": Decimal("1.00"), "qty": 7, "day": "2020-01-01T00:00:00"},
+        {"id": "o8", "amount": Decimal("1.00"), "qty": 8, "day": "2020-01-02T10:30:00"}],
+        {**types, "day": "timestamp"}, key="id")
     assert "day = 2020-01-02 10:30:00 becomes 2020-01-02 in raw's DATE (row 2 of the batch)" in str(apply().error)
+    with PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)) as raw:
+        set_aside(spec, "orders", timestamps, landing=landing, raw=raw, reason="lossy cast, test")
+    land_batch(landing, "shop", "orders", [{"id": "o9", "amount": float("nan"), "qty": 9}],
+               {**types, "amount": "float"}, key="id")
+    assert "amount = nan is no number raw's DECIMAL(10, 2) holds (row 1 of the batch)" in str(apply().error)
+
