@@ -164,9 +164,17 @@ def ingest(
     _limit_malloc_arenas()
     landing.sweep_spool()
     outcomes = []
+    lost_at = ""  # the table whose load lost the PostgreSQL warehouse's connection, if one did
     with source_lock(spec.name, lock_dir, scope=landing.url):
         for table in selected:
             outcome = TableOutcome(table.name)
+            if lost_at:  # the connection is gone: one failure to report, not one per table
+                outcome.error = LoaderError(
+                    f"not loaded: the connection to the PostgreSQL warehouse was lost while loading {lost_at}",
+                    source=spec.name, table=table.name, hint="nothing of this table was touched; rerun the load "
+                    "once the server is back")
+                outcomes.append(outcome)
+                continue
             try:
                 landing.sweep_incomplete(spec.name, table.name)
                 landed = apply_pending(spec, table, landing, raw, outcome)
@@ -204,10 +212,10 @@ def ingest(
                 if not isinstance(exc, LoaderError):
                     first = first_line(exc)
                     if getattr(getattr(raw, "con", None), "closed", 0):  # the PostgreSQL warehouse went away
-                        from sources.load.postgres_raw import lost_connection_hint
+                        from sources.load.postgres_raw import lost_connection_hint, server_reason
 
                         wrapped = LoaderError(
-                            f"lost the connection to the PostgreSQL warehouse: {first}", source=spec.name,
+                            f"lost the connection to the PostgreSQL warehouse: {server_reason(exc)}", source=spec.name,
                             table=table.name, hint=f"nothing of this table was half-applied; {lost_connection_hint(raw.settings)}")
                     elif (store_error := landing.store_error(exc, source=spec.name, table=table.name)):
                         wrapped = store_error  # S3 not reached or busy (retried), or refusing the credentials
@@ -233,6 +241,8 @@ def ingest(
                         log.exception("unexpected error", extra={"fields": {"source": spec.name, "table": table.name}})
                     exc = wrapped
                 outcome.error = exc
+                if getattr(getattr(raw, "con", None), "closed", 0):
+                    lost_at = table.name
                 log.error("table failed", extra={"fields": {"source": spec.name, "table": table.name, "error": str(exc)}})
             outcomes.append(outcome)
     return outcomes

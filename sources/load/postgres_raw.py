@@ -62,6 +62,21 @@ def lost_connection_hint(settings: PostgresSettings) -> str:
     return (f"check the server (`{check}`), then rerun the load: landed batches raw "
             "lacks are applied first (docs/runbook.md#failed-load--bad-input)")
 
+def server_reason(exc: BaseException) -> str:
+    """The server's own words for a failure: the first line of the first psycopg2 error in
+    ``exc``'s chain that is not the client's "connection already closed" (which a rollback on a
+    dead connection raises over the real reason: "terminating connection due to administrator
+    command", "server closed the connection unexpectedly")."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, psycopg2.Error) and not isinstance(node, psycopg2.InterfaceError):
+            return first_line(node)
+        node = node.__cause__ or node.__context__
+    return first_line(exc)
+
+
 _PG_NORMAL = {
     "text": "TEXT", "character varying": "TEXT", "bigint": "BIGINT", "integer": "BIGINT", "double precision": "DOUBLE PRECISION",
     "boolean": "BOOLEAN", "date": "DATE", "timestamp without time zone": "TIMESTAMP",
@@ -368,7 +383,7 @@ class PostgresRaw:
         except RawLoadError:
             raise
         except Exception as exc:  # psycopg2.Error, pyarrow errors: the transaction was rolled back
-            first = first_line(exc)
+            first = server_reason(exc)
             if self.con.closed:  # the server went away: the batch is fine, setting it aside would be wrong
                 raise RawLoadError(
                     f"lost the connection to the PostgreSQL warehouse while appending to {raw_schema}.{manifest.table} "

@@ -442,6 +442,8 @@ def test_a_warehouse_connection_lost_mid_load_is_named_retried_and_never_set_asi
     message = str(err.value)
     assert "lost the connection to the PostgreSQL warehouse while appending to raw_shop.orders" in message, message
     assert f"pg_isready -h {pg_db.host} -p {pg_db.port}" in message and "set-aside" not in message
+    # the server's reason, not the rollback's "connection already closed" that hid it (a probe)
+    assert "connection already closed" not in message and "server closed the connection" in message, message
     assert is_retryable(err.value)
     with PostgresRaw(settings) as raw:
         assert raw.load(manifest, landing.open_batch_reader(manifest), "raw_shop").rows == 2
@@ -461,3 +463,48 @@ def test_source_columns_the_declaration_does_not_name_are_reported(appdb, tmp_pa
     assert outcome.schema_notes == ["column(s) amount, ordered_at, payload, is_paid, day, note, channel of the source "
                                     "are not declared: not loaded (declare them to load them)"], outcome.schema_notes
     assert [r[0] for r in _duck(tmp_path / "wh.duckdb", "DESCRIBE raw_appdb.orders")][:3] == ["id", "customer", "updated_at"]
+
+
+def test_a_load_that_lost_the_warehouse_says_so_once(pg_db, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Every later table of the load failed with the same `connection already closed` (six blocks in
+    the probe's report); now the first says why, and the others that they were not loaded."""
+    from sources import pipeline
+
+    spec = parse_source({"name": "shop", "kind": "files", "owner": "o", "format": "csv", "path": str(tmp_path), "tables": {
+        "a": {"file": "a.csv", "primary_key": "id", "columns": {"id": "string"}},
+        "b": {"file": "b.csv", "primary_key": "id", "columns": {"id": "string"}},
+        "c": {"file": "c.csv", "primary_key": "id", "columns": {"id": "string"}}}})
+    for name in "abc":
+        (tmp_path / f"{name}.csv").write_text("id\nx1\n")
+    real = pipeline.apply_pending
+
+    def restart_first(spec, table, landing, raw, outcome, fresh=None):  # type: ignore[no-untyped-def]
+        if table.name == "a":
+            with psycopg2.connect(pg_db.dsn) as admin, admin.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return real(spec, table, landing, raw, outcome, fresh=fresh)
+
+    monkeypatch.setattr(pipeline, "apply_pending", restart_first)
+    with PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)) as raw:
+        outcomes = {o.table: o for o in ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw,
+                                               lock_dir=tmp_path)}
+    first = str(outcomes["a"].error)
+    assert "lost the connection to the PostgreSQL warehouse" in first and "already closed" not in first, first
+    for name in "bc":
+        assert "not loaded: the connection to the PostgreSQL warehouse was lost while loading a" in str(outcomes[name].error)
+
+
+def test_the_servers_reason_is_found_under_the_rollbacks_error() -> None:
+    """A restart mid-COPY: the rollback on the dead connection raises `connection already closed`
+    over the server's reason, which the message showed instead (a probe)."""
+    from sources.load.postgres_raw import server_reason
+
+    try:
+        try:
+            raise psycopg2.OperationalError("terminating connection due to administrator command\nSSL SYSCALL")
+        except psycopg2.Error:
+            raise psycopg2.InterfaceError("connection already closed")
+    except psycopg2.Error as exc:
+        assert server_reason(exc) == "terminating connection due to administrator command"
+    assert server_reason(ValueError("plain")) == "plain"
