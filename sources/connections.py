@@ -233,6 +233,12 @@ def warehouse_pgoptions(server_version: int) -> None:
     interval = client_check_ms()
     os.environ["ELT_PGOPTIONS_BEFORE"] = before or ""
     options = [before, f"-c {SESSION_TIME_ZONE}", "-c client_encoding=UTF8"]
+    # a model deploy's DROP VIEW waits for every open transaction that read the view (a BI session
+    # left idle in transaction): without a limit it waited for ever, holding back every later
+    # reader of that view behind its queued lock (an on-call probe). 0 turns the limit off.
+    lock_wait = float(os.environ.get("ELT_PG_LOCK_TIMEOUT_S", "600"))
+    if lock_wait > 0:
+        options.append(f"-c lock_timeout={int(lock_wait * 1000)}")
     if interval and server_version >= 140000:
         options.append(f"-c {CLIENT_CHECK}={interval}")
     os.environ["PGOPTIONS"] = " ".join(filter(None, options))

@@ -115,6 +115,16 @@ class TransformFailed(Exception):
                 " (PostgreSQL: `pg_isready` with the ELT_PG_* host and port), then rerun `elt transform`: the"
                 " intervals that did not complete are still missing in SQLMesh's state and run again."
             )
+        elif any("canceling statement due to lock timeout" in e for e in self.model_errors):
+            lines.append(
+                "  A statement waited longer than ELT_PG_LOCK_TIMEOUT_S (600 s) for a lock on a warehouse"
+                " table or view: usually a BI session left open in a transaction on a mart (a model change"
+                " replaces the mart's view, which waits for every transaction that read it). Nothing was"
+                " half-applied; the scheduler retries. next: find the holder (`SELECT pid, usename,"
+                " application_name, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in"
+                " transaction%'`), end it (`SELECT pg_terminate_backend(<pid>)`) or let it finish, then rerun"
+                " `elt transform` (docs/runbook.md, \"Production\")."
+            )
         elif any(STATEMENT_TIMEOUT in e for e in self.model_errors):
             lines.append(
                 "  The warehouse's statement_timeout ended a model's query; the model's SQL is not wrong. The"

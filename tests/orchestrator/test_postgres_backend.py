@@ -228,3 +228,34 @@ def test_status_and_runs_give_up_on_an_unreachable_warehouse_in_seconds_and_a_su
     assert 20 - 8 <= waited(lambda: print_runs(pg)) <= 20
     monkeypatch.setenv("ELT_HISTORY_CONNECT_WAIT_S", "0")
     assert waited(lambda: History.open(pg).recent(1)) == 0
+
+
+def test_a_model_deploy_behind_an_open_bi_transaction_gives_up_and_names_it(pg_project: Project, pg_db,  # type: ignore[no-untyped-def]
+                                                                           small_jaffle: Path) -> None:
+    """A changed model replaces its mart's view (DROP VIEW ... CASCADE), which waits for every open
+    transaction that read the view: a BI session left idle in a transaction held the deploy for
+    ever, silently (an on-call probe). ELT_PG_LOCK_TIMEOUT_S bounds the wait; the failure names the
+    cause and the query that finds the holder, and the rerun once it is gone deploys."""
+    import shutil
+
+    import psycopg2
+
+    shutil.copytree(small_jaffle, pg_project.root / "data" / "jaffle-data")
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = pg_project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    model = pg_project.root / "models" / "marts" / "locations.sql"
+    model.write_text(model.read_text().replace("FROM staging.stg_jaffle_shop__locations AS locations",
+                                               "FROM staging.stg_jaffle_shop__locations AS locations\nWHERE TRUE"))
+    bi = psycopg2.connect(pg_db.dsn)  # BEGIN; SELECT ...; and the session stays open
+    try:
+        with bi.cursor() as cur:
+            cur.execute("SELECT count(*) FROM marts.locations")
+        proc = pg_project.elt("transform", timeout=300, ELT_PG_LOCK_TIMEOUT_S="2")
+        said = proc.stdout + proc.stderr
+        assert proc.returncode == 1, said
+        assert "lock timeout" in said and "idle in transaction" in said and "Traceback" not in said, said
+    finally:
+        bi.close()
+    proc = pg_project.elt("transform", timeout=300, ELT_PG_LOCK_TIMEOUT_S="2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
