@@ -49,6 +49,7 @@ class TableOutcome:
     rows_applied: int = 0
     unchanged: bool = False  # nothing new at the source
     schema_notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # about the rows landed (rows without their event time)
     error: LoaderError | None = None
 
     @property
@@ -203,7 +204,7 @@ def ingest(
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
                             outcome.schema_notes.extend(drift_notes(manifest.origin.get("schema_drift") or {}))
-                            outcome.schema_notes.extend(timeless_notes(manifest.origin.get("without_event_time")))
+                            outcome.notes.extend(timeless_notes(manifest.origin.get("without_event_time")))
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others

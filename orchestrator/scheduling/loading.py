@@ -59,6 +59,8 @@ def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=N
     for o in outcomes:
         for note in o.schema_notes:
             print(f"schema change in {o.table}: {note}", file=out)
+        for note in o.notes:
+            print(f"{o.table}: {note}", file=out)
     where = {"duckdb": str(settings.warehouse), "spark": "Spark (the `spark` gateway of config.yaml)"}.get(
         settings.gateway, f"PostgreSQL ({settings.pg_prefix}* settings)")
     print(f"\nwarehouse: {where}\nlanding:   {redact_userinfo(settings.landing_location)}", file=out)

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def _load(settings: Settings, folder: Path) -> list[str]:
     outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
     assert not [str(o.error) for o in outcomes if o.error]
-    return [note for o in outcomes for note in o.schema_notes]
+    return [note for o in outcomes for note in o.notes]
 
 
 def _fails_naming(settings: Settings, *needles: str) -> str:

@@ -225,8 +225,8 @@ def test_a_row_without_its_event_time_is_landed_and_reported(small_jaffle: Path,
     outcomes = _load(small_jaffle, tmp_path, tables=["orders"])
     (orders,) = outcomes
     assert orders.status == "loaded" and not orders.error, orders.error
-    assert orders.schema_notes == ["2 row(s) without ordered_at (first: data row 2, file line 3): landed, "
-                                   "held out of staging until filled"], orders.schema_notes
+    assert orders.notes == ["2 row(s) without ordered_at (first: data row 2, file line 3): landed, "
+                                   "held out of staging until filled"], orders.notes
     assert _rows(tmp_path, "SELECT id FROM raw_jaffle_shop.orders WHERE ordered_at IS NULL ORDER BY id") == [("o2",), ("o3",)]
     manifest = json.loads(next((tmp_path / "landing" / "jaffle_shop" / "orders").glob(f"*/{MANIFEST_NAME}")).read_text())
     assert manifest["origin"]["without_event_time"] == {"column": "ordered_at", "rows": 2, "first_data_row": 2,
