@@ -106,6 +106,17 @@ def _redacted(value: Any) -> Any:
     return redact_userinfo(value).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """The PostgreSQL warehouse could not be reached, or went away mid-statement."""
+    from sources.errors import ConnectionFailed
+
+    try:
+        import psycopg2
+    except ImportError:  # pragma: no cover - a dependency
+        return isinstance(exc, ConnectionFailed)
+    return isinstance(exc, (ConnectionFailed, psycopg2.OperationalError, psycopg2.InterfaceError))
+
+
 def meta_duckdb_path(settings: Settings) -> Path:
     value = os.environ.get("ELT_META_DUCKDB_PATH")
     if value:
@@ -197,7 +208,7 @@ class History:
             except FileNotFoundError:  # another command applied and removed it
                 continue
             except Exception as exc:  # noqa: BLE001 - a history that cannot open at all is the worse failure
-                if HELD in str(exc):
+                if HELD in str(exc) or _unreachable(exc):
                     raise
                 file.rename(file.with_suffix(".failed"))
                 log.error("a kept run-history record could not be applied; set aside", extra={"fields": {
@@ -214,9 +225,12 @@ class History:
                 cur.execute(sql, params)
             return
         except Exception as exc:
-            if self.postgres or HELD not in str(exc):
+            if self.postgres and _unreachable(exc):  # past ELT_HISTORY_CONNECT_WAIT_S: recorded, not lost
+                holder = f"the PostgreSQL warehouse is unreachable: {first_line(exc)}"
+            elif self.postgres or HELD not in str(exc):
                 raise
-            holder = first_line(exc)
+            else:
+                holder = first_line(exc)
         folder = self._pending_dir()
         folder.mkdir(parents=True, exist_ok=True)
         kept = {"sql": sql, "params": [{"datetime": v.isoformat()} if isinstance(v, datetime) else v for v in params]}
@@ -224,8 +238,9 @@ class History:
         partial = target.with_suffix(".part")
         partial.write_text(json.dumps(kept, default=str))
         partial.rename(target)  # whole or absent: a reader never applies half a record
-        log.warning("run history busy: the record is kept beside it and written by the next elt command that opens "
-                    "the history", extra={"fields": {**what, "kept_in": str(target), "holder": holder}})
+        log.warning(f"run history {'unreachable' if self.postgres else 'busy'}: the record is kept in {folder} and "
+                    "written by the next elt command on this machine that opens the history",
+                    extra={"fields": {**what, "kept_in": str(target), "holder": holder}})
 
     def update_or_keep(self, run_id: str, attempt: int, **values: Any) -> None:
         """``update`` of a supervisor's own attempt, kept for later if the history file is held."""
@@ -272,7 +287,7 @@ class History:
 
     @contextmanager
     def _cursor(self) -> Iterator[Any]:
-        if not self.postgres and self._pending_dir().is_dir():  # the writes a held file made wait
+        if self._pending_dir().is_dir():  # the writes a held file (or an unreachable server) made wait
             with self._conn() as cur:
                 self._create_tables(cur)
             self._apply_pending()

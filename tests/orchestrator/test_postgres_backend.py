@@ -259,3 +259,31 @@ def test_a_model_deploy_behind_an_open_bi_transaction_gives_up_and_names_it(pg_p
         bi.close()
     proc = pg_project.elt("transform", timeout=300, ELT_PG_LOCK_TIMEOUT_S="2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_end_of_a_run_survives_a_warehouse_outage_longer_than_the_history_wait(pg_project: Project,  # type: ignore[no-untyped-def]
+                                                                                 monkeypatch) -> None:
+    """The run history lives in the PostgreSQL warehouse. A supervisor that could not reach it past
+    ELT_HISTORY_CONNECT_WAIT_S failed, the run stayed `running`, and the next tick called it
+    abandoned, blaming an OOM kill or a reboot (an on-call probe). The write now waits on this
+    machine and the next command that opens the history applies it."""
+    from datetime import datetime
+
+    from orchestrator.observe.history import History, RunRecord
+    from sources.errors import ConnectionFailed
+
+    history = pg_project.history()
+    started = datetime(2026, 11, 25, 6, 0)
+    history.insert(RunRecord(run_id="r-outage", attempt=1, job="quick", trigger="manual", status="running",
+                             started_at=started))
+
+    def down(self):  # type: ignore[no-untyped-def]
+        raise ConnectionFailed("cannot connect to PostgreSQL: connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(History, "_pg_connect", down)
+        history.update_or_keep("r-outage", 1, status="succeeded", finished_at=started)  # no exception: kept
+    [record] = [r for r in pg_project.history().recent(5, "quick") if r.run_id == "r-outage"]
+    assert record.status == "succeeded" and record.finished_at == started, record
+    tick = pg_project.elt("tick", "--now", "2026-11-25T06:30", ELT_JOBS="quick")
+    assert "abandoned" not in tick.stdout + tick.stderr, tick.stdout + tick.stderr
