@@ -446,14 +446,28 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     # a match): the same rows as NOT EXISTS, but DuckDB plans NOT EXISTS as a delim join, about 3x
     # slower when the batches are all of raw (a whole-history build: 2 s to 0.65 s at 6 years)
     pk = _q(parent_spec.key[0])
+    live_parents = f"SELECT p.{pk} FROM {_t(parent_table)} AS p WHERE TRUE{parent_live}"
+    # A parent the source deleted keeps its earlier, live versions in raw under its tombstone: a
+    # parent is live when its latest version is (a fuzz found an item naming an order deleted
+    # earlier passing, and dropped from staging without a word, where a clean build fails on it).
+    # Only a parent table that holds tombstones needs the latest version: read then for the
+    # parents these batches name, not all of them.
+    tombstoned = bool(parent_live) and bool(adapter.fetchall(parse_one(
+        f"SELECT 1 FROM {_t(parent_table)} AS p WHERE COALESCE(p.{_q(DELETED)}, FALSE) LIMIT 1",
+        read="duckdb").sql(adapter.dialect)))
+    if tombstoned:
+        live_parents = (f"SELECT ranked.k AS {pk} FROM (SELECT p.{pk} AS k, p.{_q(DELETED)} AS d, ROW_NUMBER() OVER "
+                        f"(PARTITION BY p.{pk} ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p WHERE p.{pk} IN "
+                        f"(SELECT n.{_q(column)} FROM {_t(raw_table)} AS n WHERE n.{_q('_batch_id')} IN ({ids}))) "
+                        "AS ranked WHERE ranked.rn = 1 AND NOT COALESCE(ranked.d, FALSE)")
     parent_join, parent_exists = (
-        (f" LEFT JOIN (SELECT p.{pk} FROM {_t(parent_table)} AS p WHERE TRUE{parent_live}) AS lp "
-         f"ON lp.{pk} = v.{_q(column)}", f" AND lp.{pk} IS NULL")
+        (f" LEFT JOIN ({live_parents}) AS lp ON lp.{pk} = v.{_q(column)}", f" AND lp.{pk} IS NULL")
         if has_parent_table else ("", ""))
     # First the cheap question, without the dedupe: does any row of these batches point at a
     # parent that has no live row? The exact answer below is a subset of this one, so no
     # candidate means no orphan (the common case, and a whole-history build's).
-    if parent_exists and _all_parents_live(adapter, raw_table, parent_table, column, pk, ids, live, parent_live):
+    if parent_exists and _all_parents_live(adapter, raw_table, parent_table, column, pk, ids, live, parent_live,
+                                           tombstoned):
         return None
     candidates = (f"SELECT 1 FROM {_t(raw_table)} AS v{parent_join} WHERE v.{_q('_batch_id')} IN ({ids}) "
                   f"AND v.{_q(column)} IS NOT NULL{live}{parent_exists} LIMIT 1")
@@ -526,7 +540,7 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
 
 
 def _all_parents_live(adapter: Any, raw_table: str, parent_table: str, column: str, pk: str, ids: str,
-                      live: str, parent_live: str) -> bool:
+                      live: str, parent_live: str, tombstoned: bool = False) -> bool:
     """True when batches that are small beside the parent table (under a tenth of its rows) are
     known to reference only live parents: the parents they name, counted through a semi join that
     reads the parent table filtered by those names, are as many as the names. Larger batches (a
@@ -541,10 +555,16 @@ def _all_parents_live(adapter: Any, raw_table: str, parent_table: str, column: s
     # a parent row counts when it is live; the CASE (not a WHERE) keeps the parent scan unfiltered
     # but by the semi join, as window_sql explains
     alive = f"NOT COALESCE(p.{_q(DELETED)}, FALSE)" if parent_live else "TRUE"
+    found = (f"SELECT COUNT(DISTINCT CASE WHEN {alive} THEN p.{pk} END) FROM {_t(parent_table)} AS p "
+             f"WHERE p.{pk} IN (SELECT ref FROM refs)")
+    if tombstoned:  # a parent counts when its latest version is live (see orphans)
+        order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
+        found = (f"SELECT COUNT(*) FROM (SELECT p.{_q(DELETED)} AS d, ROW_NUMBER() OVER (PARTITION BY p.{pk} "
+                 f"ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p WHERE p.{pk} IN (SELECT ref FROM refs)) "
+                 "AS ranked WHERE ranked.rn = 1 AND NOT COALESCE(ranked.d, FALSE)")
     sql = (f"WITH refs AS (SELECT DISTINCT v.{_q(column)} AS ref FROM {_t(raw_table)} AS v "
            f"WHERE v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}) "
-           f"SELECT (SELECT COUNT(*) FROM refs), (SELECT COUNT(DISTINCT CASE WHEN {alive} THEN p.{pk} END) "
-           f"FROM {_t(parent_table)} AS p WHERE p.{pk} IN (SELECT ref FROM refs))")
+           f"SELECT (SELECT COUNT(*) FROM refs), ({found})")
     named, found = adapter.fetchone(parse_one(sql, read="duckdb").sql(adapter.dialect))
     return named == found
 

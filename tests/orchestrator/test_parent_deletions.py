@@ -92,3 +92,34 @@ def test_a_deleted_store_or_product_still_named_by_old_orders_fails_every_transf
     transform(settings, quiet=True)
     assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path / "restored", shop)
     # (an order deleted with its items reports nothing: the daily replays of test_incremental_transform do so)
+
+
+def test_an_item_added_later_to_an_order_deleted_earlier_fails_as_in_a_clean_build(tmp_path: Path) -> None:
+    """Found by a differential fuzz: the order's earlier, live versions stay in raw under its
+    tombstone, and the orphan check took any live version for a live parent. The item passed
+    `elt transform` (exit 0) and was dropped from staging without a word, where a clean build of the
+    same files fails on it."""
+    shop = Shop(random.Random(5))
+    for n in range(6):
+        shop.add_order(START + timedelta(days=n % 3))
+    settings = _settings(tmp_path, "late-orphan")
+    day = 0
+
+    def load() -> None:
+        nonlocal day
+        day += 1
+        folder = tmp_path / f"day-{day}"
+        shop.write(folder)
+        _load(settings, folder)
+
+    load()
+    transform(settings, quiet=True)
+    gone = next(iter(shop.orders))
+    shop.delete_order(gone)  # with its items: a valid source
+    load()
+    transform(settings, quiet=True)
+    shop.items["late-1"] = {"id": "late-1", "order_id": gone, "sku": "JAF-001"}  # names the deleted order
+    load()
+    _fails_naming(settings, "Rows whose parent is missing", "id='late-1'", f"order_id='{gone}'")
+    with pytest.raises(TransformFailed, match="id='late-1'"):  # what the incremental run must equal
+        _clean_build(tmp_path / "clean-late", shop)
