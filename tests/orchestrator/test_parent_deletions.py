@@ -21,6 +21,19 @@ from tests.orchestrator.test_incremental_transform import START, Gateway, Shop, 
 pytestmark = pytest.mark.slow
 
 
+def _daily_loads(shop: Shop, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A function that writes the shop's files as the next day's folder and loads them."""
+    days = [0]
+
+    def load() -> None:
+        days[0] += 1
+        folder = tmp_path / f"day-{days[0]}"
+        shop.write(folder)
+        _load(settings, folder)
+
+    return load
+
+
 def _fails_naming(settings, *needles: str) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(TransformFailed) as failed:
         transform(settings, quiet=True)
@@ -40,14 +53,7 @@ def test_a_deleted_store_or_product_still_named_by_old_orders_fails_every_transf
             shop.orders[oid]["store_id"] = "s-2"
     assert any(i["sku"] == "BEV-001" for i in shop.items.values())
     settings = _settings(tmp_path, "deletions")
-    day = 0
-
-    def load() -> None:
-        nonlocal day
-        day += 1
-        folder = tmp_path / f"day-{day}"
-        shop.write(folder)
-        _load(settings, folder)
+    load = _daily_loads(shop, settings, tmp_path)
 
     load()
     transform(settings, quiet=True)
@@ -103,14 +109,7 @@ def test_an_item_added_later_to_an_order_deleted_earlier_fails_as_in_a_clean_bui
     for n in range(6):
         shop.add_order(START + timedelta(days=n % 3))
     settings = _settings(tmp_path, "late-orphan")
-    day = 0
-
-    def load() -> None:
-        nonlocal day
-        day += 1
-        folder = tmp_path / f"day-{day}"
-        shop.write(folder)
-        _load(settings, folder)
+    load = _daily_loads(shop, settings, tmp_path)
 
     load()
     transform(settings, quiet=True)

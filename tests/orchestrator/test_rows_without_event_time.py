@@ -18,6 +18,7 @@ from orchestrator.settings import Settings
 from orchestrator.transform.run import TransformFailed, transform
 from tests.orchestrator.test_incremental_transform import (  # noqa: F401 (gateway: the fixture)
     START, Gateway, Shop, gateway)
+from tests.orchestrator.test_parent_deletions import _fails_naming
 
 pytestmark = pytest.mark.slow
 
@@ -26,15 +27,6 @@ def _load(settings: Settings, folder: Path) -> list[str]:
     outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
     assert not [str(o.error) for o in outcomes if o.error]
     return [note for o in outcomes for note in o.notes]
-
-
-def _fails_naming(settings: Settings, *needles: str) -> str:
-    with pytest.raises(TransformFailed) as failed:
-        transform(settings, quiet=True)
-    message = str(failed.value)
-    for needle in needles:
-        assert needle in message, message
-    return message
 
 
 def _clean_marts(gateway: Gateway, tmp_path: Path, label: str, shop: Shop) -> dict[str, list[tuple[object, ...]]]:
