@@ -456,10 +456,8 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
         f"SELECT 1 FROM {_t(parent_table)} AS p WHERE COALESCE(p.{_q(DELETED)}, FALSE) LIMIT 1",
         read="duckdb").sql(adapter.dialect)))
     if tombstoned:
-        live_parents = (f"SELECT ranked.k AS {pk} FROM (SELECT p.{pk} AS k, p.{_q(DELETED)} AS d, ROW_NUMBER() OVER "
-                        f"(PARTITION BY p.{pk} ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p WHERE p.{pk} IN "
-                        f"(SELECT n.{_q(column)} FROM {_t(raw_table)} AS n WHERE n.{_q('_batch_id')} IN ({ids}))) "
-                        "AS ranked WHERE ranked.rn = 1 AND NOT COALESCE(ranked.d, FALSE)")
+        live_parents = _latest_live(parent_table, pk, f"SELECT n.{_q(column)} FROM {_t(raw_table)} AS n "
+                                                      f"WHERE n.{_q('_batch_id')} IN ({ids})")
     parent_join, parent_exists = (
         (f" LEFT JOIN ({live_parents}) AS lp ON lp.{pk} = v.{_q(column)}", f" AND lp.{pk} IS NULL")
         if has_parent_table else ("", ""))
@@ -485,6 +483,15 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     example = {**dict(zip(spec.key, first[:len(spec.key)])), column: first[len(spec.key)],
                "_batch_id": first[-1]}
     return Orphans(raw_table, parent_table, len(rows), example, {r[-1] for r in rows}, rendered)
+
+
+def _latest_live(table: str, pk: str, named: str) -> str:
+    """The keys ``pk`` of ``table``, among those the query ``named`` returns, whose latest version is
+    live (not a tombstone), as a query of one column named ``pk``."""
+    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
+    return (f"SELECT ranked.k AS {pk} FROM (SELECT p.{pk} AS k, p.{_q(DELETED)} AS d, ROW_NUMBER() OVER "
+            f"(PARTITION BY p.{pk} ORDER BY {order}) AS rn FROM {_t(table)} AS p WHERE p.{pk} IN ({named})) "
+            "AS ranked WHERE ranked.rn = 1 AND NOT COALESCE(ranked.d, FALSE)")
 
 
 def _versions_of_keys(raw_table: str, key: str, order: str, where: str) -> str:
@@ -558,10 +565,7 @@ def _all_parents_live(adapter: Any, raw_table: str, parent_table: str, column: s
     found = (f"SELECT COUNT(DISTINCT CASE WHEN {alive} THEN p.{pk} END) FROM {_t(parent_table)} AS p "
              f"WHERE p.{pk} IN (SELECT ref FROM refs)")
     if tombstoned:  # a parent counts when its latest version is live (see orphans)
-        order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
-        found = (f"SELECT COUNT(*) FROM (SELECT p.{_q(DELETED)} AS d, ROW_NUMBER() OVER (PARTITION BY p.{pk} "
-                 f"ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p WHERE p.{pk} IN (SELECT ref FROM refs)) "
-                 "AS ranked WHERE ranked.rn = 1 AND NOT COALESCE(ranked.d, FALSE)")
+        found = f"SELECT COUNT(*) FROM ({_latest_live(parent_table, pk, 'SELECT ref FROM refs')}) AS latest"
     sql = (f"WITH refs AS (SELECT DISTINCT v.{_q(column)} AS ref FROM {_t(raw_table)} AS v "
            f"WHERE v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}) "
            f"SELECT (SELECT COUNT(*) FROM refs), ({found})")
