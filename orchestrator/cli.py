@@ -190,6 +190,8 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         lock.release()
     print(summary.render())
+    if summary.warned:  # held_rows: warn: passed, but not silently
+        print(summary.warned, file=sys.stderr)
     return 0
 
 

@@ -39,12 +39,19 @@ __all__ = ["DECLARATIONS_DIR", "ColumnSpec", "SourceSpec", "TableSpec", "availab
 DECLARATIONS_DIR = Path(os.environ.get("ELT_DECLARATIONS_DIR") or Path(__file__).resolve().parent / "declarations")
 
 
-def available_sources(directory: Path = DECLARATIONS_DIR) -> list[str]:
-    return sorted(p.stem for p in directory.glob("*.yaml"))
+def declarations_dir() -> Path:
+    """The declarations folder, ELT_DECLARATIONS_DIR read when asked (a process that sets it after
+    importing this module, such as a test, gets its own folder)."""
+    return Path(os.environ.get("ELT_DECLARATIONS_DIR") or DECLARATIONS_DIR)
 
 
-def load_source(name_or_path: str | Path, directory: Path = DECLARATIONS_DIR) -> SourceSpec:
+def available_sources(directory: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (directory or declarations_dir()).glob("*.yaml"))
+
+
+def load_source(name_or_path: str | Path, directory: Path | None = None) -> SourceSpec:
     """Load and validate a source declaration by name (``jaffle_shop``) or by file path."""
+    directory = directory or declarations_dir()
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = directory / f"{name_or_path}.yaml"

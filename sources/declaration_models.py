@@ -26,6 +26,7 @@ Format = Literal["csv", "jsonl", "parquet"]
 Paging = Literal["none", "page", "offset", "cursor", "next_link"]
 AuthType = Literal["none", "bearer", "api_key"]
 Policy = Literal["evolve", "strict", "evolve_cast"]
+HeldRows = Literal["fail", "warn"]
 KINDS, FORMATS, PAGINATION, AUTH = get_args(Kind), get_args(Format), get_args(Paging), get_args(AuthType)
 if get_args(Policy) != POLICIES:  # the loader's list is the truth; the Literal is for the schema
     raise ImportError(f"sources.declaration_models.Policy {get_args(Policy)} differs from sources.load.schema.POLICIES {POLICIES}")
@@ -189,6 +190,9 @@ class _Table(_Checked):
                                                      "time-partitioned models.")
     event_time_from: _Parent | None = Field(None, description="A child table's parent: {table: orders, key: order_id}.")
     sequence_key: str | None = Field(None, description="The column within which models number rows by event_time.")
+    held_rows: HeldRows = Field("fail", description="When the transform holds rows of this table out of staging "
+                                                    "(no event time, a missing or deleted parent): fail (the "
+                                                    "default) or warn (the transform passes and reports them).")
     max_row_mb: float = Field(1.0, ge=0.0625, strict=True, description="postgres: the largest row as COPY text.")
     file: str | None = Field(None, description="files: one file in path, re-read when it changes.")
     pattern: str | None = Field(None, description="files: a glob under path; each new file is read once.")
@@ -259,7 +263,8 @@ class _Table(_Checked):
             primary_key=tuple(self.primary_key), description=self.description, cursor_field=self.cursor_field,
             lookback_s=parse_duration(self.lookback or "0s"), window_column=self.window_column,
             event_time=self.event_time, event_time_from=(parent.table, parent.key) if parent else None,
-            sequence_key=self.sequence_key, freshness_s=parse_duration(self.freshness) if self.freshness else None,
+            sequence_key=self.sequence_key, held_rows=self.held_rows,
+            freshness_s=parse_duration(self.freshness) if self.freshness else None,
             schema_policy=self.schema_policy, file=self.file or None, pattern=self.pattern or None,
             source_table=self.source_table or None, endpoint=self.endpoint or None,
             records_path=tuple(p for p in self.records_path.split(".") if p),

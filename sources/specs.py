@@ -52,6 +52,9 @@ class TableSpec:
     event_time: str | None = None
     event_time_from: tuple[str, str] | None = None
     sequence_key: str | None = None
+    # rows the transform holds out of staging (no event time, a missing or deleted parent): "fail"
+    # the transform until they are corrected, or "warn" (it passes and reports them)
+    held_rows: str = "fail"
     freshness_s: int | None = None
     schema_policy: str = "evolve"
     # files: one file (re-extracted when it changes) or a glob (each new file once)

@@ -343,6 +343,8 @@ def render(settings: Settings, now: datetime | None = None) -> str:
         layers_chart=None if layers is None else _layers_chart(layers, builds, now, recorded_rows),
         transform=transform, audits=audits, audit_rows=[[m, a, num(c)] for m, a, c in audits["failed"]],
         audits_chart=_audits_chart(audits) if transform else None,
+        held_rows=[[h.get("table"), num(h.get("rows")), h.get("why"), "warn" if h.get("warn") else "fail"]
+                   for h in recorded.get("held", [])],
         aside=[[f"{a[0]}.{a[1]}", a[2], num(a[3]), a[4], f"{a[5]:%Y-%m-%d %H:%M}", a[6]] for a in aside or []])
 
 

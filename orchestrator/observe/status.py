@@ -95,7 +95,23 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
         print("\nnever ran: no run of the job is recorded here. The run history holds runs of `elt run-job` and "
               "`elt tick` (or of a scheduler calling them); `elt load`, `elt transform` and `elt demo` run by hand "
               f"are not recorded. How fresh the data is: {fresh}.", file=out)
+    print_held(settings, out)
     print_set_aside(settings, out)
+
+
+def print_held(settings: Settings, out: TextIO) -> None:
+    """Rows the last successful scheduled transform held out of staging (tables declaring
+    ``held_rows: warn`` pass with them, so the job's status alone does not show them)."""
+    last = History.open(settings, interactive=True).last_with_status("transform", ("succeeded",))
+    try:
+        held = json.loads(last.audits_json).get("held", []) if last and last.audits_json else []
+    except ValueError:
+        held = []
+    if held:
+        print(f"\nheld out of staging and the marts at transform run {last.run_id} (held_rows: warn; "  # type: ignore[union-attr]
+              "docs/runbook.md#rows-without-an-event-time, #orphan-rows):", file=out)
+        for h in held:
+            print(f"  {h.get('table')}: {h.get('rows'):,} row(s), {h.get('why')}", file=out)
 
 
 def set_aside_batches(settings: Settings) -> list[tuple[Any, ...]] | None:

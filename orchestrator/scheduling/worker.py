@@ -109,7 +109,7 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
         return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {detail}",
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
-                                       "restated": summary.restated, "failed": []}),
+                                       "restated": summary.restated, "failed": [], "held": summary.held_counts}),
             "tables_json": json.dumps({"restated": summary.restated, "rows_by_layer": _rows_by_layer(settings)}),
             "watermark_before": json.dumps({"loaded_through": summary.watermark_before}),
             "watermark_after": json.dumps({"loaded_through": summary.watermark_after})}, False

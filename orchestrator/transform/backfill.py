@@ -502,6 +502,8 @@ def _note_held(summary: Any, out: TextIO | None) -> None:
     which fails on them): said, so that the backfill's report is not read as all of the data."""
     if summary.held:
         print(f"note: the backfill went on; {summary.held}", file=out or sys.stdout)
+    if summary.warned:
+        print(summary.warned, file=out or sys.stdout)
 
 
 def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO | None = None) -> None:

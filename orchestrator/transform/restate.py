@@ -316,6 +316,9 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
                         "the deleting batches are checked again by every transform",
                         extra={"fields": {"raw_table": found.raw_table, "orphans": found.count,
                                           "example": str(found.example)}})
+    for found in result.orphans:  # the table whose rows are held out decides: fail (default) or warn
+        spec = specs.get(found.raw_table)
+        found.warn = bool(spec and spec.warn_held)
     return held
 
 

@@ -185,6 +185,10 @@ class TransformSummary:
     evaluated: list[tuple[str, str, str]] = field(default_factory=list)
     # rows held out of staging, when they did not fail the transform (fail_on_held=False): the failure's text
     held: str = ""
+    # rows of tables declaring held_rows: warn, held out of staging: the warning's text
+    warned: str = ""
+    # every table with rows held out: {table, rows, warn, why}, for the run history
+    held_counts: list[dict[str, Any]] = field(default_factory=list)
 
     def render(self) -> str:
         return (
@@ -672,6 +676,19 @@ def _held_out(found: list[Any]) -> str:
             f"{' or the parent is loaded' if any(not o.event_time for o in found) else ''} (runbook: {pages}).")
 
 
+def _held_warning(failures: list[AuditFailure], found: list[Any]) -> str:
+    """The warning for rows held out of staging from tables that declare ``held_rows: warn``."""
+    pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
+        ("orphan-rows", any(not o.event_time for o in found)),
+        ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
+    tables = ", ".join(sorted({o.raw_table for o in found}))
+    lines = [f"warning: rows of {tables} were held out of staging and the marts (the rest was built). Their "
+             "table declares held_rows: warn, so the transform passed; every transform checks them again and "
+             f"reports them until they are corrected at the source (runbook: {pages})."]
+    lines += [f"  - {f.render()}" for f in failures]
+    return "\n".join(lines)
+
+
 def _server_failure(step: str, exc: BaseException) -> TransformFailed | None:
     """A PostgreSQL error that SQLMesh did not turn into a model's failure (in the plan's view swap,
     or a state write: `NodeExecutionFailedError` and its traceback) as a ``TransformFailed`` whose
@@ -788,17 +805,24 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
-    held = TransformFailed("run", [_orphan_failure(lineage_direct(ctx), o) for o in restated.orphans],
-                           _held_out(restated.orphans), orphans=True,
-                           timeless=any(o.event_time for o in restated.orphans)) if restated.orphans else None
+    direct = lineage_direct(ctx) if restated.orphans else {}
+    failing = [o for o in restated.orphans if not o.warn]
+    held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,
+                           timeless=any(o.event_time for o in failing)) if failing else None
     if held is not None and fail_on_held:
         raise held
+    # tables declaring held_rows: warn: the transform passes and says what it held out
+    warned = [o for o in restated.orphans if o.warn]
 
     summary = TransformSummary(environment, applied, sorted(restated.windows), 0, 0, 0, 0.0,
                                run_status=str(status.name).lower(),
                                watermark_before=None if before is None else str(before))
     summary.restated_windows = restated.windows
     summary.held = str(held) if held is not None else ""
+    summary.warned = _held_warning([_orphan_failure(direct, o) for o in warned], warned) if warned else ""
+    summary.held_counts = [{"table": o.raw_table, "rows": o.count, "warn": o.warn,
+                            "why": f"no {o.event_time}" if o.event_time else f"parent missing in {o.parent_table}"}
+                           for o in restated.orphans]
     summary.evaluated = list(console.evaluated)
     if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
         log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {

@@ -49,6 +49,8 @@ class WindowSpec:
     event_time: str | None = None
     parent: tuple[str, str] | None = None  # (parent raw table "schema.table", column of this table)
     sequence_key: str | None = None
+    # the declaration's held_rows: rows of this table held out of staging warn instead of failing
+    warn_held: bool = False
 
 
 @dataclass
@@ -177,13 +179,14 @@ def window_specs() -> dict[str, WindowSpec]:
             raw = f"{source.raw_schema}.{table.name}".lower()
             parent = (f"{source.raw_schema}.{table.event_time_from[0]}".lower(), table.event_time_from[1]) \
                 if table.event_time_from else None
-            spec = WindowSpec(tuple(table.primary_key), table.event_time, parent, table.sequence_key)
+            spec = WindowSpec(tuple(table.primary_key), table.event_time, parent, table.sequence_key,
+                              table.held_rows == "warn")
             if raw in specs and specs[raw] != spec and (spec.event_time or spec.parent or specs[raw].event_time
                                                          or specs[raw].parent):
                 raise ConfigError(f"sources writing {raw} declare different windows ({specs[raw]} and {spec})",
                                   source=name, table=table.name,
                                   hint="give every declaration of a shared raw table the same event_time, "
-                                       "event_time_from and sequence_key")
+                                       "event_time_from, sequence_key and held_rows")
             if raw not in specs or spec.event_time or spec.parent:
                 specs[raw] = spec
     return specs
@@ -383,6 +386,8 @@ class Orphans:
     batches: set[str]
     query: str
     event_time: str | None = None
+    # the held table declares held_rows: warn (set by restate from its WindowSpec)
+    warn: bool = False
 
 
 def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
