@@ -155,7 +155,8 @@ def ingest(
     (restoring raw from landing). ``force`` re-extracts files already landed and ignores cursors.
     ``location`` overrides a file source's path (a folder or s3://bucket/prefix).
     ``window`` (start, end exclusive; ISO timestamps) is for backfills: it implies ``force``, and
-    PostgreSQL tables with a ``window_column`` read only that window (files and APIs: everything).
+    PostgreSQL tables with a ``window_column`` read only that window, and their children declared
+    with ``event_time_from`` only the rows of the window's parents (files and APIs: everything).
     """
     force = force or window is not None
     selected = [spec.tables[name] for name in (tables or list(spec.tables))]
@@ -190,7 +191,8 @@ def ingest(
                     previous = landed.manifest(kept[-1]) if (kept and snapshot and (not force or window)) else None
                     # a whole read (no cursor, no backfill window of a windowed table, not one new file
                     # of a pattern) is a snapshot: raw gains its changes and deletions only
-                    whole = (not table.cursor_field and not (window and table.window_column)
+                    windowed = bool(window and (table.window_column or spec.window_parent(table)))
+                    whole = (not table.cursor_field and not windowed
                              and not (spec.kind == "files" and table.pattern))
                     # a forced re-read of an increment (a backfill): raw gains what differs, nothing more
                     changes_only = force and not whole and bool(table.primary_key)

@@ -103,3 +103,15 @@ class SourceSpec:
     def raw_schema(self) -> str:
         """The warehouse schema that holds this source's raw tables."""
         return self.raw_schema_name or f"raw_{self.name}"
+
+    def window_parent(self, table: TableSpec) -> TableSpec | None:
+        """postgres: the parent a child table without a ``window_column`` is read through in a
+        backfill window (its ``event_time_from`` parent, when that declares a ``window_column`` and
+        a one-column key): the child's rows whose parent key is among the window's parents. Other
+        tables without a ``window_column`` are read whole."""
+        if self.kind != "postgres" or table.window_column or not table.event_time_from:
+            return None
+        parent = self.tables.get(table.event_time_from[0])
+        if parent is None or not parent.window_column or len(parent.primary_key) != 1 or not parent.source_table:
+            return None
+        return parent

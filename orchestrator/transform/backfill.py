@@ -457,8 +457,11 @@ def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate
               "re-read whole brings every change it holds, wherever it lies), or models that number rows in time "
               "follow them; marts never stay stale against raw", file=out)
     if spec.kind == "postgres":
-        windowed = [t.name for t in spec.tables.values() if t.window_column]
-        whole = [t.name for t in spec.tables.values() if t.cursor_field and not t.window_column]
+        # children read through their parent's window: items of the window's orders
+        through = {t.name: p.name for t in spec.tables.values() if (p := spec.window_parent(t)) is not None}
+        windowed = [t.name + (f" (through {through[t.name]})" if t.name in through else "")
+                    for t in spec.tables.values() if t.window_column or t.name in through]
+        whole = [t.name for t in spec.tables.values() if t.cursor_field and not t.window_column and t.name not in through]
         if windowed:
             print(f"note: {', '.join(windowed)} were re-read for the window only: rows deleted at the source or moved out "
                   "of the window, and changes outside it, are not seen by this backfill "

@@ -138,11 +138,14 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
         raise
     drift = {"schema_drift": {"not_loaded": undeclared}} if undeclared else {}
     enforced = key_is_enforced(con, table)
-    if window is not None and table.window_column:
-        origin = {"kind": "postgres", "table": table.source_table, "window_column": table.window_column,
+    parent = spec.window_parent(table) if window is not None else None
+    if window is not None and (table.window_column or parent is not None):
+        # a child without a window column: the rows of the window's parents (items of its orders)
+        column = table.window_column or f"{parent.name}.{parent.window_column}"  # type: ignore[union-attr]
+        origin = {"kind": "postgres", "table": table.source_table, "window_column": column,
                   "window_start": window[0], "window_end": window[1], **drift}
-        yield Extract(table, columns, _stream(con, spec, table, columns, None, where, window=window), origin,
-                      land_if_empty=True, key_enforced_by_source=enforced, advances_cursor=False)
+        yield Extract(table, columns, _stream(con, spec, table, columns, None, where, window=window, parent=parent),
+                      origin, land_if_empty=True, key_enforced_by_source=enforced, advances_cursor=False)
         return
     lower = lower_bound(cursor, table.lookback_s, cursor_type(columns, table)) if table.cursor_field else None
     origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower,
@@ -189,7 +192,7 @@ def cursor_type(columns: list[ColumnSpec], table: TableSpec) -> pa.DataType | No
 
 
 def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
-            window: tuple[str, str] | None = None) -> sql.Composed:
+            window: tuple[str, str] | None = None, parent: TableSpec | None = None) -> sql.Composed:
     schema, name = _split(str(table.source_table))
     exprs = []
     for c in columns:
@@ -202,6 +205,12 @@ def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
     if window is not None and table.window_column:
         column = sql.Identifier(table.window_column)
         return sql.SQL("{} WHERE {} >= {} AND {} < {}").format(query, column, sql.Literal(window[0]), column, sql.Literal(window[1]))
+    if window is not None and parent is not None and table.event_time_from:
+        column = sql.Identifier(str(parent.window_column))
+        parents = sql.SQL("SELECT {} FROM {} WHERE {} >= {} AND {} < {}").format(
+            sql.Identifier(parent.primary_key[0]), sql.Identifier(*_split(str(parent.source_table))),
+            column, sql.Literal(window[0]), column, sql.Literal(window[1]))
+        return sql.SQL("{} WHERE {} IN ({})").format(query, sql.Identifier(table.event_time_from[1]), parents)
     if table.cursor_field:
         if lower is not None:
             query = sql.SQL("{} WHERE {} >= {}").format(query, sql.Identifier(table.cursor_field), sql.Literal(lower))
@@ -210,7 +219,8 @@ def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
 
 
 def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], lower: str | None,  # type: ignore[no-untyped-def]
-            where: dict[str, str], window: tuple[str, str] | None = None) -> Iterator[pa.RecordBatch]:
+            where: dict[str, str], window: tuple[str, str] | None = None,
+            parent: TableSpec | None = None) -> Iterator[pa.RecordBatch]:
     """COPY ... TO STDOUT in a thread, writing into a pipe that Arrow's CSV reader consumes.
 
     The text format is tab-separated without quotes: a value never spans lines (newlines and tabs
@@ -218,7 +228,7 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
     """
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
-    copy = sql.SQL("COPY ({}) TO STDOUT").format(_select(table, columns, lower, window)).as_string(con)
+    copy = sql.SQL("COPY ({}) TO STDOUT").format(_select(table, columns, lower, window, parent)).as_string(con)
 
     def produce() -> None:
         try:

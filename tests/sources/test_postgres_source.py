@@ -290,6 +290,37 @@ def test_a_backfill_window_reads_only_its_days_and_leaves_the_cursor(appdb, tmp_
     assert [a for (a,) in amounts] == [None, 7]
 
 
+def test_a_backfill_window_reads_a_child_table_through_its_parents_window(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A child without a window column (items, placed by event_time_from on their order's day) is
+    read for the window's parents only: not whole (six years of items for one week's backfill), and
+    not before orders newer than the window (they would land without their order)."""
+    with appdb.cursor() as cur:
+        cur.execute("CREATE TABLE app.items (id text PRIMARY KEY, order_id uuid NOT NULL, sku text, "
+                    "updated_at timestamptz NOT NULL)")
+        cur.execute("INSERT INTO app.items SELECT 'i-' || customer || n, id, 'JAF-00' || n, updated_at "
+                    "FROM app.orders, generate_series(1, 2) AS n")
+    decl = declaration()
+    decl["tables"]["orders"].update(window_column="ordered_at", event_time="ordered_at")
+    decl["tables"]["items"] = {"source_table": "app.items", "primary_key": "id", "cursor_field": "updated_at",
+                               "lookback": "1h", "event_time_from": {"table": "orders", "key": "order_id"}}
+    spec = parse_source(decl)
+    assert spec.window_parent(spec.tables["items"]) is spec.tables["orders"]
+    assert spec.window_parent(spec.tables["orders"]) is None
+    landing = Landing.local(tmp_path / "landing")
+    window_days = ("2024-01-02T00:00:00+00:00", "2024-01-03T00:00:00+00:00")  # cyd's order only
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        # corrections without a new cursor value: one item inside the window, one outside
+        appdb.cursor().execute("UPDATE app.items SET sku = 'BEV-001' WHERE id IN ('i-cyd1', 'i-ann1')")
+        orders, items = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, window=window_days)
+    assert orders.rows_landed == 1 and items.rows_landed == 2 and items.rows_applied == 1, (orders, items)
+    (manifest,) = [m for m in landing.batches("appdb", "items") if m.batch_id == items.landed[0]]
+    assert manifest.origin["window_column"] == "orders.ordered_at" and manifest.cursor == {}
+    assert manifest.changes_only and not manifest.snapshot
+    skus = dict(_duck(tmp_path / "wh.duckdb", "SELECT id, arg_max(sku, _extracted_at) FROM raw_appdb.items GROUP BY id"))
+    assert skus["i-cyd1"] == "BEV-001" and skus["i-ann1"] == "JAF-001"  # the window's item only
+
+
 def test_server_session_defaults_do_not_change_the_values(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """COPY's text depends on session settings; a database configured otherwise (floats rounded to
     12 digits, dates as 01/01/2024, India time) must land the same values."""
