@@ -455,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--window", nargs=2, metavar=("START", "END"),
         help="backfill: re-extract only the rows of these days (END included) from PostgreSQL tables that "
-             "declare window_column; other tables are re-read whole. Implies --force; cursors do not move.",
+             "declare window_column, and from their children declared with event_time_from only the rows of "
+             "the window's parents; other tables are re-read whole. Implies --force; cursors do not move.",
     )
     load.set_defaults(func=_cmd_load)
 

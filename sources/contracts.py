@@ -94,6 +94,22 @@ def check_event_time(batch: pa.RecordBatch, column: str, *, first_row: int, wher
     return values.null_count, first_row + int(pc.index(pc.is_null(values), True).as_py())
 
 
+def check_soft_delete(batch: pa.RecordBatch, column: str, *, where: dict[str, str]) -> None:
+    """Refuses, with ``ContractError``, a batch without the table's ``soft_delete`` column: its
+    deletions would be applied as live rows.
+
+    >>> check_soft_delete(pa.record_batch({"id": [1]}), "deleted_at", where={"table": "orders"})
+    Traceback (most recent call last):
+    ...
+    sources.errors.ContractError: [table=orders field=deleted_at] the source has no column deleted_at, the table's soft_delete
+      next: fix the source; or, if it really renamed the column, change soft_delete in the source declaration; nothing of this batch was landed
+    """
+    if column not in batch.schema.names:
+        raise ContractError(f"the source has no column {column}, the table's soft_delete", **where, field=column,
+                            hint="fix the source; or, if it really renamed the column, change soft_delete in the "
+                                 "source declaration; nothing of this batch was landed")
+
+
 def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str], utf8_checked: bool = False) -> None:
     try:
         if not utf8_checked:

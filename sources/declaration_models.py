@@ -190,6 +190,9 @@ class _Table(_Checked):
                                                      "time-partitioned models.")
     event_time_from: _Parent | None = Field(None, description="A child table's parent: {table: orders, key: order_id}.")
     sequence_key: str | None = Field(None, description="The column within which models number rows by event_time.")
+    soft_delete: str | None = Field(None, description="A declared column by which the source marks a row deleted "
+                                                      "(is_deleted: TRUE; deleted_at: not NULL): raw records the "
+                                                      "row as its key's deletion.")
     held_rows: HeldRows = Field("fail", description="When the transform holds rows of this table out of staging "
                                                     "(no event time, a missing or deleted parent): fail (the "
                                                     "default) or warn (the transform passes and reports them).")
@@ -226,7 +229,7 @@ class _Table(_Checked):
                                       "(postgres tables may omit it: types come from the catalog)"))
         out += [(("primary_key",), f"{col!r} is not a declared column") for col in getattr(self, "primary_key", [])
                 if undeclared(col)]
-        for key in ("cursor_field", "window_column", "event_time", "sequence_key"):
+        for key in ("cursor_field", "window_column", "event_time", "sequence_key", "soft_delete"):
             if undeclared(getattr(self, key)):
                 out.append(((key,), f"{getattr(self, key)!r} must be a declared column"))
         if raw.get("window_column") is not None and kind != "postgres":
@@ -234,6 +237,12 @@ class _Table(_Checked):
                                             "(files and APIs are re-read whole)"))
         if self.event_time_from and undeclared(self.event_time_from.key):
             out.append((("event_time_from", "key"), f"{self.event_time_from.key!r} must be a declared column"))
+        if raw.get("held_rows") == "warn" and not raw.get("event_time") and not raw.get("event_time_from"):
+            out.append((("held_rows",), "only a table with event_time or event_time_from has rows the transform "
+                                        "holds out of staging; remove held_rows or declare one of them"))
+        if self.soft_delete and self.soft_delete in getattr(self, "primary_key", []):
+            out.append((("soft_delete",), f"{self.soft_delete!r} is part of the primary key; name the column that "
+                                          "marks a row deleted (is_deleted, deleted_at)"))
         if raw.get("event_time_from") is not None and raw.get("event_time") is not None:
             out.append(((), "give event_time or event_time_from, not both"))
         if kind == "files" and bool(raw.get("file")) == bool(raw.get("pattern")):
@@ -263,7 +272,7 @@ class _Table(_Checked):
             primary_key=tuple(self.primary_key), description=self.description, cursor_field=self.cursor_field,
             lookback_s=parse_duration(self.lookback or "0s"), window_column=self.window_column,
             event_time=self.event_time, event_time_from=(parent.table, parent.key) if parent else None,
-            sequence_key=self.sequence_key, held_rows=self.held_rows,
+            sequence_key=self.sequence_key, held_rows=self.held_rows, soft_delete=self.soft_delete or None,
             freshness_s=parse_duration(self.freshness) if self.freshness else None,
             schema_policy=self.schema_policy, file=self.file or None, pattern=self.pattern or None,
             source_table=self.source_table or None, endpoint=self.endpoint or None,

@@ -21,7 +21,8 @@ _META_DESCRIPTIONS = {
     "_batch_row": "Row number (0-based) inside the batch's Parquet file.",
     "_extracted_at": "When the batch was extracted from the source (UTC).",
     "_loaded_at": "When the batch was appended to this raw table (UTC).",
-    "_deleted": "TRUE on a tombstone: the key was absent from a snapshot of the source (other columns NULL).",
+    "_deleted": "TRUE when the row deletes its key: a tombstone (the key was absent from a snapshot of the source; "
+                "other columns NULL), or a row the source marked deleted (the table's soft_delete; values kept).",
 }
 
 

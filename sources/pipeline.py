@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
-from sources.contracts import check_event_time, check_primary_key, check_values
+from sources.contracts import check_event_time, check_primary_key, check_soft_delete, check_values
 from sources.errors import LoaderError, SourceReadError, first_line, interrupted, warehouse_write_problem
 from sources import failpoints, forks
 from sources.extract.base import Extract
@@ -392,6 +392,8 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             # covers every other source kind
             if not item.values_checked:
                 check_values(batch, first_row=writer.rows + 1, where=where)
+            if table.soft_delete:
+                check_soft_delete(batch, table.soft_delete, where=where)
             if table.event_time and batch.num_rows:
                 empty = check_event_time(batch, table.event_time, first_row=writer.rows + 1, where=where)
                 if empty:
@@ -444,7 +446,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
             cursor = {"field": table.cursor_field, "from": item.cursor_from, "to": to if to is not None else item.cursor_from}
         manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor,
-                                 snapshot=snapshot, changes_only=changes_only)
+                                 snapshot=snapshot, changes_only=changes_only, soft_delete=table.soft_delete or "")
     except BaseException as exc:
         try:
             writer.abort()

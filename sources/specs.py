@@ -55,6 +55,10 @@ class TableSpec:
     # rows the transform holds out of staging (no event time, a missing or deleted parent): "fail"
     # the transform until they are corrected, or "warn" (it passes and reports them)
     held_rows: str = "fail"
+    # the column by which the source marks a row deleted (is_deleted TRUE, deleted_at not NULL):
+    # raw records such a row with _deleted = TRUE, so staging drops its key (a cursor read never
+    # sees a row that is removed, only one that is marked)
+    soft_delete: str | None = None
     freshness_s: int | None = None
     schema_policy: str = "evolve"
     # files: one file (re-extracted when it changes) or a glob (each new file once)

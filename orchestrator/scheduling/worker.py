@@ -107,7 +107,7 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
         detail = exc.failures[0].render().splitlines()[0] if exc.failures else (
             exc.model_errors[0] if exc.model_errors else first_line(exc))
         return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {detail}",
-                "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped})}, retry
+                "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped, "held": exc.held_counts})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
                                        "restated": summary.restated, "failed": [], "held": summary.held_counts}),
             "tables_json": json.dumps({"restated": summary.restated, "rows_by_layer": _rows_by_layer(settings)}),

@@ -67,6 +67,8 @@ class TransformFailed(Exception):
                  model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False) -> None:
         self.step = step
         self.failures = failures
+        # rows held out of staging, when that is the failure: {table, rows, warn, why} each
+        self.held_counts: list[dict[str, Any]] = []
         self.model_errors = model_errors or []
         failed_models = {e.split(":", 1)[0] for e in self.model_errors}
         self.skipped = sorted(set(skipped or ()) - failed_models)  # a failed model is not also "skipped"
@@ -676,7 +678,18 @@ def _held_out(found: list[Any]) -> str:
             f"{' or the parent is loaded' if any(not o.event_time for o in found) else ''} (runbook: {pages}).")
 
 
-def _held_warning(failures: list[AuditFailure], found: list[Any]) -> str:
+def _held_why(found: Any) -> str:
+    """Why rows were held out, in a few words (the run history, `elt status`, the report)."""
+    if found.event_time:
+        return f"no {found.event_time}"
+    return f"parent {'deleted' if found.parent_deleted else 'missing'} in {found.parent_table}"
+
+
+def _held_counts(found: list[Any]) -> list[dict[str, Any]]:
+    return [{"table": o.raw_table, "rows": o.count, "warn": o.warn, "why": _held_why(o)} for o in found]
+
+
+def _held_warning(direct: dict[str, set[str]], found: list[Any]) -> str:
     """The warning for rows held out of staging from tables that declare ``held_rows: warn``."""
     pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
         ("orphan-rows", any(not o.event_time for o in found)),
@@ -684,8 +697,15 @@ def _held_warning(failures: list[AuditFailure], found: list[Any]) -> str:
     tables = ", ".join(sorted({o.raw_table for o in found}))
     lines = [f"warning: rows of {tables} were held out of staging and the marts (the rest was built). Their "
              "table declares held_rows: warn, so the transform passed; every transform checks them again and "
-             f"reports them until they are corrected at the source (runbook: {pages})."]
-    lines += [f"  - {f.render()}" for f in failures]
+             "reports them until they are corrected at the source"
+             f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
+             f" (runbook: {pages})."]
+    for o in found:
+        failure = _orphan_failure(direct, o)
+        if not failure.heading:  # not an audit that failed: rows held out
+            model = failure.model
+            failure.heading = f"{o.count} row(s) of {o.raw_table} held out of {model}: {_held_why(o)}"
+        lines.append(f"  - {failure.render()}")
     return "\n".join(lines)
 
 
@@ -809,6 +829,8 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     failing = [o for o in restated.orphans if not o.warn]
     held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,
                            timeless=any(o.event_time for o in failing)) if failing else None
+    if held is not None:
+        held.held_counts = _held_counts(restated.orphans)  # the run history records warned ones too
     if held is not None and fail_on_held:
         raise held
     # tables declaring held_rows: warn: the transform passes and says what it held out
@@ -819,10 +841,8 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
                                watermark_before=None if before is None else str(before))
     summary.restated_windows = restated.windows
     summary.held = str(held) if held is not None else ""
-    summary.warned = _held_warning([_orphan_failure(direct, o) for o in warned], warned) if warned else ""
-    summary.held_counts = [{"table": o.raw_table, "rows": o.count, "warn": o.warn,
-                            "why": f"no {o.event_time}" if o.event_time else f"parent missing in {o.parent_table}"}
-                           for o in restated.orphans]
+    summary.warned = _held_warning(direct, warned) if warned else ""
+    summary.held_counts = _held_counts(restated.orphans)
     summary.evaluated = list(console.evaluated)
     if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
         log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {

@@ -388,6 +388,8 @@ class Orphans:
     event_time: str | None = None
     # the held table declares held_rows: warn (set by restate from its WindowSpec)
     warn: bool = False
+    # the parent is in raw but its source deleted it (deleted_parents), not missing
+    parent_deleted: bool = False
 
 
 def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
@@ -547,7 +549,8 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
             first = rows[0]
             example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.parent[1]: first[len(spec.key)],
                        f"deleted by {parent_table} batch": first[-1]}
-            found.append(Orphans(child, parent_table, len(rows), example, {r[-1] for r in rows}, rendered))
+            found.append(Orphans(child, parent_table, len(rows), example, {r[-1] for r in rows}, rendered,
+                                 parent_deleted=True))
     return found
 
 

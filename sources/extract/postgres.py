@@ -28,7 +28,10 @@ from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.connections import PostgresSettings
 from sources.errors import ContractError, SourceReadError, first_line
 from sources.extract.base import Extract
+from sources.logs import get_logger
 from sources.types import ColumnType, parse_type
+
+log = get_logger("sources.extract.postgres")
 
 # Arrow's streaming CSV reader holds a few dozen blocks: 1 MB blocks kept ~40 MB less than 2 MB
 # at the same speed (bench/loader_postgres.py).
@@ -120,8 +123,9 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     """One extract: rows from the cursor (minus lookback) on, or all rows when ``cursor`` is None.
 
     ``window`` (start, end: ISO timestamps, end exclusive) reads only the rows whose
-    ``window_column`` falls in it, for a backfill; the cursor does not move. A table without a
-    ``window_column`` is read whole instead.
+    ``window_column`` falls in it, for a backfill; the cursor does not move. A child table without
+    one reads the rows of the window's parents (``SourceSpec.window_parent``; read whole when its
+    key column's type differs from the parent's key); any other table is read whole.
     """
     where = {"source": spec.name, "table": table.name}
     con = PostgresSettings.from_env(spec.env_prefix).connect()
@@ -139,6 +143,11 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     drift = {"schema_drift": {"not_loaded": undeclared}} if undeclared else {}
     enforced = key_is_enforced(con, table)
     parent = spec.window_parent(table) if window is not None else None
+    if parent is not None and not _same_key_type(con, table, parent):
+        log.warning(f"{table.name} is read whole: its {table.event_time_from[1]} and the key of {parent.name} "  # type: ignore[index]
+                    "have different types in the source, so it cannot be read through the window's parents",
+                    extra={"fields": where})
+        parent = None
     if window is not None and (table.window_column or parent is not None):
         # a child without a window column: the rows of the window's parents (items of its orders)
         column = table.window_column or f"{parent.name}.{parent.window_column}"  # type: ignore[union-attr]
@@ -152,6 +161,22 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
               **drift}
     yield Extract(table, columns, _stream(con, spec, table, columns, lower, where), origin, cursor_from=lower,
                   land_if_empty=not table.cursor_field, key_enforced_by_source=enforced)
+
+
+def _same_key_type(con, child: TableSpec, parent: TableSpec) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the child's column naming its parent and the parent's key have one type in the
+    source (``order_id text`` against ``id uuid`` cannot be compared in the window's semi-join)."""
+    def column_type(table: TableSpec, column: str) -> str | None:
+        schema, name = _split(str(table.source_table))
+        with con.cursor() as cur:
+            cur.execute("SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class t ON "
+                        "t.oid = a.attrelid JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = %s "
+                        "AND t.relname = %s AND a.attname = %s AND NOT a.attisdropped", [schema, name, column])
+            row = cur.fetchone()
+        return row[0] if row else None
+
+    mine = column_type(child, str(child.event_time_from[1])) if child.event_time_from else None
+    return mine is not None and mine == column_type(parent, parent.primary_key[0])
 
 
 def key_is_enforced(con, table: TableSpec) -> bool:  # type: ignore[no-untyped-def]

@@ -59,6 +59,13 @@ class Manifest:
     # tombstones (the read is not the whole table)
     changes_only: bool = False
     format_version: int = FORMAT_VERSION
+    # the table's soft_delete column when the batch was landed: a row whose value marks it deleted
+    # (boolean TRUE, any other type not NULL) is applied as its key's deletion, in a replay too
+    soft_delete: str = ""
+
+    def soft_delete_type(self) -> str:
+        """The declared type of the ``soft_delete`` column ("" without one)."""
+        return next((c["type"] for c in self.columns if c["name"] == self.soft_delete), "") if self.soft_delete else ""
 
     @property
     def extracted_at_dt(self) -> datetime:
@@ -89,8 +96,9 @@ class Manifest:
 
     def to_json(self) -> str:
         data = asdict(self)
-        if not data["changes_only"]:  # written only when set: loaders older than the field read the rest
-            del data["changes_only"]
+        for name in ("changes_only", "soft_delete"):  # written only when set: older loaders read the rest
+            if not data[name]:
+                del data[name]
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod

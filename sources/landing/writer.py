@@ -128,7 +128,8 @@ class BatchWriter:
         return self.data_path
 
     def commit(self, columns: list[dict[str, str]], primary_key: list[str], origin: dict[str, Any],
-               cursor: dict[str, Any] | None = None, snapshot: bool = False, changes_only: bool = False) -> Manifest:
+               cursor: dict[str, Any] | None = None, snapshot: bool = False, changes_only: bool = False,
+               soft_delete: str = "") -> Manifest:
         data = self.close_data()
         manifest = Manifest(
             batch_id=self.batch_id,
@@ -143,6 +144,7 @@ class BatchWriter:
             cursor=cursor or {},
             snapshot=snapshot,
             changes_only=changes_only,
+            soft_delete=soft_delete,
         )
         self._placed = True
         self.landing._place(self.source, self.table, self.batch_id, data, manifest)

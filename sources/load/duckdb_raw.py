@@ -38,7 +38,7 @@ from sources.load.base import (
     set_aside_hint,
     utc_naive,
 )
-from sources.load.changes import snapshot_insert_sql
+from sources.load.changes import snapshot_insert_sql, soft_deleted_sql
 from sources.load.schema import plan_schema
 from sources.types import parse_type
 
@@ -290,14 +290,16 @@ class DuckDBRaw:
                     count = int(con.execute("SELECT count(*) FROM _elt_snapshot").fetchone()[0])
                 inserted = con.execute(snapshot_insert_sql(
                     raw_table, batch, data_cols, list(manifest.primary_key), manifest.batch_id,
-                    utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT, tombstones=manifest.snapshot)).fetchone()
+                    utc_naive(manifest.extracted_at_dt), loaded_at, DIALECT, tombstones=manifest.snapshot,
+                    soft_delete=(manifest.soft_delete, manifest.soft_delete_type()))).fetchone()
                 applied_rows = int(inserted[0]) if inserted else 0
                 if batch == "_elt_snapshot":
                     con.execute("DROP TABLE _elt_snapshot")
                 con.execute(f"SET memory_limit = {lit(LOADER_MEMORY_LIMIT)}")
             else:
+                marked = soft_deleted_sql(manifest.soft_delete, manifest.soft_delete_type(), DIALECT)
                 meta = (f"{lit(manifest.batch_id)}, {row_number}, {lit(utc_naive(manifest.extracted_at_dt))}, "
-                        f"{lit(loaded_at)}, FALSE")
+                        f"{lit(loaded_at)}, {marked}")
                 inserted = con.execute(
                     f"INSERT INTO {raw_table} ({target_cols}) SELECT {select_cols}, {meta} FROM {source}"
                 ).fetchone()

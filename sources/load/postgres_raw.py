@@ -200,6 +200,19 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
         return column  # too wide for the column: COPY reports the overflow
 
 
+def _soft_deleted(batch: pa.RecordBatch, manifest: Manifest) -> pa.Array:
+    """Each row's ``_deleted``: whether it marks its key deleted by the table's ``soft_delete``
+    column (a boolean TRUE, any other type not NULL); all FALSE without one."""
+    if not manifest.soft_delete:
+        return pa.array([False] * batch.num_rows, pa.bool_())
+    import pyarrow.compute as pc
+
+    values = batch.column(manifest.soft_delete)
+    if manifest.soft_delete_type() == "boolean":
+        return pc.fill_null(values.cast(pa.bool_()), False)
+    return pc.is_valid(values)
+
+
 class PostgresRaw:
     """Raw tables, the ledger and source cursors in a PostgreSQL database."""
 
@@ -348,7 +361,7 @@ class PostgresRaw:
                         batch.column("_batch_row"),
                         pa.array([extracted_at] * n, pa.timestamp("us")),
                         pa.array([loaded_at] * n, pa.timestamp("us")),
-                        pa.array([False] * n, pa.bool_()),
+                        _soft_deleted(batch, manifest),
                     ]
                     buf = io.BytesIO()
                     pacsv.write_csv(pa.Table.from_arrays(columns, names=[*data_cols, *meta_cols]), buf,
@@ -366,7 +379,8 @@ class PostgresRaw:
                     raw_table = _ident(raw_schema, manifest.table).as_string(cur)
                     cur.execute(snapshot_insert_sql(raw_table, '"_elt_snapshot"', data_cols, list(manifest.primary_key),
                                                     manifest.batch_id, extracted_at, loaded_at, "postgres",
-                                                    tombstones=manifest.snapshot))
+                                                    tombstones=manifest.snapshot,
+                                                    soft_delete=(manifest.soft_delete, manifest.soft_delete_type())))
                     applied_rows = cur.rowcount
                 cur.execute(sql.SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s)").format(ledger),
                             [manifest.batch_id, manifest.source, manifest.table, f"{raw_schema}.{manifest.table}",

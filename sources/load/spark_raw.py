@@ -38,7 +38,7 @@ from sources.load.base import (
     set_aside_hint,
     utc_naive,
 )
-from sources.load.changes import DELETED, ORDER
+from sources.load.changes import DELETED, ORDER, soft_deleted_sql
 from sources.load.schema import plan_schema
 from sources.types import parse_type
 
@@ -225,7 +225,8 @@ class SparkRaw:
             prior = f"{q('_batch_id')} <> {lit(manifest.batch_id)}"
             has_rows = manifest.snapshot and bool(self.rows(f"SELECT 1 FROM {raw_table} WHERE {prior} LIMIT 1"))
             if has_rows:
-                query = self._changes_sql(raw_table, data_cols, list(manifest.primary_key), prior, times)
+                query = self._changes_sql(raw_table, data_cols, list(manifest.primary_key), prior, times,
+                                          (manifest.soft_delete, manifest.soft_delete_type()))
                 # the changes read raw itself: staged in a table first (Spark refuses to overwrite
                 # a table it reads in the same statement)
                 stage = qtable(META_SCHEMA, f"_stage_{manifest.batch_id.replace('-', '_').lower()}")
@@ -236,8 +237,9 @@ class SparkRaw:
                 self.sql(f"DROP TABLE IF EXISTS {stage}")
             else:
                 select = ", ".join(q(c) for c in data_cols)
+                marked = soft_deleted_sql(manifest.soft_delete, manifest.soft_delete_type(), "spark")
                 self.sql(f"INSERT OVERWRITE TABLE {raw_table} {partition} ({target}) "
-                         f"SELECT {select}, _batch_row, {times}, FALSE FROM _elt_typed")
+                         f"SELECT {select}, _batch_row, {times}, {marked} FROM _elt_typed")
                 applied_rows = count
             failpoints.hit("raw.mid_load")
             cursor_field = manifest.cursor.get("field") if manifest.cursor.get("to") is not None else None
@@ -257,9 +259,11 @@ class SparkRaw:
             raise
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 
-    def _changes_sql(self, raw_table: str, data_cols: list[str], key: list[str], prior: str, times: str) -> str:
+    def _changes_sql(self, raw_table: str, data_cols: list[str], key: list[str], prior: str, times: str,
+                     soft_delete: tuple[str, str] = ("", "")) -> str:
         """A snapshot's changes against raw's current state (sources/load/changes.py's rules),
         from every batch but this one: a rerun compares with what raw held before the batch."""
+        marked = soft_deleted_sql(*soft_delete, "spark", "b")
         cols = ", ".join(q(c) for c in data_cols)
         extracted, loaded = times.split(", ")
         aliased = f"{extracted} AS {q('_extracted_at')}, {loaded} AS {q('_loaded_at')}"
@@ -274,8 +278,8 @@ class SparkRaw:
             f"ROW_NUMBER() OVER (PARTITION BY {part} ORDER BY {order}) AS _rn FROM {raw_table} WHERE {prior}) AS v "
             f"WHERE _rn = 1) "
             f"SELECT {', '.join(f'b.{q(c)}' for c in data_cols)}, b._batch_row, {aliased}, "
-            f"FALSE AS {q(DELETED)} FROM _elt_typed AS b WHERE NOT EXISTS (SELECT 1 FROM current_rows AS c WHERE {match} "
-            f"AND NOT COALESCE(c.{q(DELETED)}, FALSE){' AND ' + same if same else ''}) "
+            f"{marked} AS {q(DELETED)} FROM _elt_typed AS b WHERE NOT EXISTS (SELECT 1 FROM current_rows AS c WHERE {match} "
+            f"AND COALESCE(c.{q(DELETED)}, FALSE) = ({marked}){' AND ' + same if same else ''}) "
             f"UNION ALL SELECT {tomb}, CAST(NULL AS BIGINT), {times}, TRUE FROM current_rows AS c "
             f"WHERE NOT COALESCE(c.{q(DELETED)}, FALSE) AND NOT EXISTS (SELECT 1 FROM _elt_typed AS b WHERE {match})"
         )
