@@ -157,7 +157,12 @@ def _on_days(mart: Mart, days: set[str] | None, *, inside: bool = True) -> exp.E
 def _keyed_rows(mart: Mart, dialect: str, where: exp.Expression | None = None) -> str:
     """SELECT mart, key, hash of the whole row: rendered for the warehouse's dialect."""
     def text(column: str) -> exp.Expression:
-        return exp.func("COALESCE", exp.cast(exp.column(column, quoted=True), "TEXT"), exp.Literal.string("\\N"))
+        # escaped, so that joining with '|' is unambiguous: a '|' moved from one column to the
+        # next, or a value '\N', never gives another row's text
+        value = exp.cast(exp.column(column, quoted=True), "TEXT")
+        for char in ("\\", "|"):
+            value = exp.func("REPLACE", value, exp.Literal.string(char), exp.Literal.string("\\" + char))
+        return exp.func("COALESCE", value, exp.Literal.string("\\N"))
 
     def joined(cols: list[str]) -> exp.Expression:
         return exp.func("CONCAT_WS", exp.Literal.string("|"), *[text(c) for c in cols])

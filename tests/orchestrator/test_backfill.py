@@ -358,3 +358,18 @@ def test_a_backfill_left_unfinished_by_the_code_before_scoped_records_still_coun
     line = next(li for li in again.stdout.splitlines() if li.startswith("marts.orders "))
     assert line.split()[1:] == ["0", "1", "0"], again.stdout  # o3, counted against the whole old record
     assert round(_totals(project)["o3"] - before, 2) == 0.07
+
+
+def test_the_row_hash_of_the_difference_report_tells_moved_separators_and_nulls_apart() -> None:
+    """The report's row hash joins each column's text with '|': a '|' moved from one column to the
+    next, or a value '\\N' where another row has NULL, must not give two rows one hash (the change
+    would be reported as nothing)."""
+    from orchestrator.transform.backfill import Mart, _keyed_rows
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA marts")
+    con.execute("CREATE TABLE marts.t AS SELECT * FROM (VALUES (1, 'x|', 'y'), (2, 'x', '|y'), (3, NULL, 'a'), "
+                "(4, '\\N', 'a'), (5, '\\', '|a'), (6, '\\|', 'a')) AS v(id, a, b)")
+    rows = con.execute(_keyed_rows(Mart("marts.t", ["id"], ["a", "b"], None), "duckdb")).fetchall()
+    hashes = [h for _, _, h in rows]
+    assert len(rows) == 6 and len(set(hashes)) == 6, rows
