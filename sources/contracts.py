@@ -108,6 +108,12 @@ def check_soft_delete(batch: pa.RecordBatch, column: str, *, where: dict[str, st
         raise ContractError(f"the source has no column {column}, the table's soft_delete", **where, field=column,
                             hint="fix the source; or, if it really renamed the column, change soft_delete in the "
                                  "source declaration; nothing of this batch was landed")
+    kind = batch.schema.field(column).type
+    if not (pa.types.is_boolean(kind) or pa.types.is_date(kind) or pa.types.is_timestamp(kind) or pa.types.is_null(kind)):
+        raise ContractError(f"{column}, the table's soft_delete, is {kind}: only a boolean (TRUE marks a row deleted) "
+                            "or a date or timestamp (a value marks it) can mark deletions", **where, field=column,
+                            hint="declare the column as boolean, date or timestamp (a 0/1 or 'Y'/'N' flag: expose "
+                                 "it as a boolean through a view at the source); nothing of this batch was landed")
 
 
 def _check_text(column: pa.Array, name: str, first_row: int, where: dict[str, str], utf8_checked: bool = False) -> None:

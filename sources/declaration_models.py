@@ -240,9 +240,21 @@ class _Table(_Checked):
         if raw.get("held_rows") == "warn" and not raw.get("event_time") and not raw.get("event_time_from"):
             out.append((("held_rows",), "only a table with event_time or event_time_from has rows the transform "
                                         "holds out of staging; remove held_rows or declare one of them"))
-        if self.soft_delete and self.soft_delete in getattr(self, "primary_key", []):
-            out.append((("soft_delete",), f"{self.soft_delete!r} is part of the primary key; name the column that "
-                                          "marks a row deleted (is_deleted, deleted_at)"))
+        if self.soft_delete:
+            roles = {"the primary key": list(getattr(self, "primary_key", [])), "cursor_field": [self.cursor_field],
+                     "event_time": [self.event_time], "window_column": [self.window_column],
+                     "sequence_key": [self.sequence_key],
+                     "event_time_from": [self.event_time_from.key if self.event_time_from else None]}
+            for role, columns in roles.items():
+                if self.soft_delete in columns:
+                    out.append((("soft_delete",), f"{self.soft_delete!r} is also {role}; name the column that only "
+                                                  "marks a row deleted (is_deleted, deleted_at)"))
+            columns = getattr(self, "columns", None) or {}
+            declared_type = columns[self.soft_delete].type if self.soft_delete in columns else None
+            if declared_type and declared_type.split("(")[0].strip() not in ("boolean", "date", "timestamp", "timestamptz"):
+                out.append((("soft_delete",), f"{self.soft_delete!r} is declared {declared_type}: only a boolean (TRUE "
+                                              "marks a row deleted) or a date or timestamp (a value marks it) can "
+                                              "mark deletions"))
         if raw.get("event_time_from") is not None and raw.get("event_time") is not None:
             out.append(((), "give event_time or event_time_from, not both"))
         if kind == "files" and bool(raw.get("file")) == bool(raw.get("pattern")):

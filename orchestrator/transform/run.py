@@ -662,20 +662,23 @@ def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type
         return AuditFailure(model, "held_out", found.count, found.example, found.query,
                             heading=f"{found.count} key(s) of {found.raw_table} held out of {model}: their latest "
                                     f"version has no {found.event_time}")
+    gone = "was deleted by its source" if found.parent_deleted else "is missing"
     return AuditFailure(model, "assert_relationship", found.count, found.example,
-                        f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} is missing")
+                        f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} {gone}")
 
 
 def _held_out(found: list[Any]) -> str:
     """The first line of the failure for rows held out of staging (orphans, rows without their time)."""
-    kinds = [k for k, present in (("whose parent is missing", any(not o.event_time for o in found)),
+    kinds = [k for k, present in (("whose parent is missing", any(not o.event_time and not o.parent_deleted for o in found)),
+                                  ("whose parent was deleted", any(o.parent_deleted for o in found)),
                                   ("without their event time", any(o.event_time for o in found))) if present]
     pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
         ("orphan-rows", any(not o.event_time for o in found)),
         ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
     return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
             "checks them again, and fails, until the rows are corrected at the source"
-            f"{' or the parent is loaded' if any(not o.event_time for o in found) else ''} (runbook: {pages}).")
+            f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
+            f" (runbook: {pages}).")
 
 
 def _held_why(found: Any) -> str:

@@ -225,6 +225,11 @@ def drifted_table(present: list[str], table: TableSpec, name: str,
                             field=table.event_time,
                             hint="fix the extract; or, if the source really renamed it, change event_time in the "
                                  "source declaration and the models that read the column")
+    if table.soft_delete in missing:  # landed as NULL, every deleted row would be applied as live
+        raise ContractError(f"{detail}; {table.soft_delete!r}, the table's soft_delete, is missing", **where,
+                            field=table.soft_delete,
+                            hint="fix the extract; or, if the source really renamed it, change soft_delete in the "
+                                 "source declaration")
     if table.schema_policy == "strict":
         raise ContractError(f"{detail}; the table's schema_policy is strict", **where,
                             hint="update the table's columns in the source declaration, or fix the extract")

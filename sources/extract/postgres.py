@@ -145,7 +145,8 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     parent = spec.window_parent(table) if window is not None else None
     if parent is not None and not _same_key_type(con, table, parent):
         log.warning(f"{table.name} is read whole: its {table.event_time_from[1]} and the key of {parent.name} "  # type: ignore[index]
-                    "have different types in the source, so it cannot be read through the window's parents",
+                    "have types that cannot be compared in the source (or one was not found), so it cannot be read "
+                    "through the window's parents",
                     extra={"fields": where})
         parent = None
     if window is not None and (table.window_column or parent is not None):
@@ -164,19 +165,23 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
 
 
 def _same_key_type(con, child: TableSpec, parent: TableSpec) -> bool:  # type: ignore[no-untyped-def]
-    """Whether the child's column naming its parent and the parent's key have one type in the
-    source (``order_id text`` against ``id uuid`` cannot be compared in the window's semi-join)."""
-    def column_type(table: TableSpec, column: str) -> str | None:
+    """Whether the child's column naming its parent can be compared with the parent's key in the
+    window's semi-join: one type, or two of the string or numeric categories (``varchar(36)`` and
+    ``text``; ``integer`` and ``bigint``). ``order_id text`` against ``id uuid`` cannot."""
+    def column_type(table: TableSpec, column: str) -> tuple[int, str] | None:
         schema, name = _split(str(table.source_table))
         with con.cursor() as cur:
-            cur.execute("SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a JOIN pg_class t ON "
-                        "t.oid = a.attrelid JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = %s "
-                        "AND t.relname = %s AND a.attname = %s AND NOT a.attisdropped", [schema, name, column])
+            cur.execute("SELECT t.oid, t.typcategory FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                        "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped",
+                        [sql.Identifier(schema, name).as_string(con), column])
             row = cur.fetchone()
-        return row[0] if row else None
+        return (int(row[0]), str(row[1])) if row else None
 
     mine = column_type(child, str(child.event_time_from[1])) if child.event_time_from else None
-    return mine is not None and mine == column_type(parent, parent.primary_key[0])
+    theirs = column_type(parent, parent.primary_key[0])
+    if mine is None or theirs is None:
+        return False
+    return mine[0] == theirs[0] or (mine[1] == theirs[1] and mine[1] in ("S", "N"))
 
 
 def key_is_enforced(con, table: TableSpec) -> bool:  # type: ignore[no-untyped-def]

@@ -96,7 +96,9 @@ class Manifest:
 
     def to_json(self) -> str:
         data = asdict(self)
-        for name in ("changes_only", "soft_delete"):  # written only when set: older loaders read the rest
+        # written only when set: older loaders read the rest (a loader older than soft_delete refuses
+        # a manifest that names one, rather than applying its marked rows as live)
+        for name in ("changes_only", "soft_delete"):
             if not data[name]:
                 del data[name]
         return json.dumps(data, indent=2, sort_keys=True)
