@@ -32,7 +32,8 @@ from sources.declaration_models import SourceModel, explain_errors
 from sources.errors import ConfigError
 from sources.specs import ColumnSpec, SourceSpec, TableSpec, parse_duration
 
-__all__ = ["DECLARATIONS_DIR", "ColumnSpec", "SourceSpec", "TableSpec", "available_sources", "declaration_json_schema",
+__all__ = ["DECLARATIONS_DIR", "ColumnSpec", "SourceSpec", "TableSpec", "available_sources", "check_shared_tables",
+           "declaration_json_schema",
            "load_source", "parse_duration", "parse_source"]
 
 # ELT_DECLARATIONS_DIR points elsewhere (a deployment's own folder, or a test's copy)
@@ -71,6 +72,29 @@ def load_source(name_or_path: str | Path, directory: Path | None = None) -> Sour
         raise ConfigError(f"{path} declares name {spec.name!r}, but its file is named {path.stem!r}", source=spec.name,
                           hint=f"rename the file to {spec.name}.yaml or set name: {path.stem}")
     return spec
+
+
+def check_shared_tables(spec: SourceSpec, directory: Path | None = None) -> None:
+    """Refuse ``spec`` when another declaration writes one of its raw tables with another
+    ``soft_delete``: the other source's batches would apply rows this one records as deleted as
+    live again (the transform checks the windows' keys the same way, windows.window_specs)."""
+    for name in available_sources(directory):
+        if name == spec.name:
+            continue
+        try:
+            other = load_source(name, directory)
+        except ConfigError:
+            continue  # its own commands report it
+        if other.raw_schema != spec.raw_schema:
+            continue
+        for table in spec.tables.values():
+            theirs = other.tables.get(table.name)
+            if theirs is not None and (theirs.soft_delete or None) != (table.soft_delete or None):
+                raise ConfigError(
+                    f"{spec.raw_schema}.{table.name} is written by sources {spec.name} (soft_delete: "
+                    f"{table.soft_delete or 'none'}) and {other.name} (soft_delete: {theirs.soft_delete or 'none'})",
+                    source=spec.name, table=table.name,
+                    hint="give every declaration of a shared raw table the same soft_delete; nothing was loaded")
 
 
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:

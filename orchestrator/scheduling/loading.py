@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.settings import Settings
-from sources.config import load_source
+from sources.config import check_shared_tables, load_source
 from sources.errors import ConfigError
 from sources.logs import redact_userinfo
 from sources.pipeline import TableOutcome, ingest
@@ -23,6 +23,7 @@ def load_source_into_warehouse(
     window: tuple[str, str] | None = None,
 ) -> list[TableOutcome]:
     spec = load_source(source)
+    check_shared_tables(spec)
     unknown = [t for t in tables or [] if t not in spec.tables]
     if unknown:
         raise ConfigError(

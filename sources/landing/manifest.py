@@ -60,7 +60,7 @@ class Manifest:
     changes_only: bool = False
     format_version: int = FORMAT_VERSION
     # the table's soft_delete column when the batch was landed: a row whose value marks it deleted
-    # (boolean TRUE, any other type not NULL) is applied as its key's deletion, in a replay too
+    # (boolean TRUE, a date or timestamp not NULL) is applied as its key's deletion, in a replay too
     soft_delete: str = ""
 
     def soft_delete_type(self) -> str:

@@ -27,7 +27,7 @@ def _q(name: str) -> str:
 
 def soft_deleted_sql(column: str, column_type: str, dialect: str, alias: str | None = None) -> str:
     """SQL, in ``dialect``, that is TRUE when a row marks its key deleted at the source (the table's
-    ``soft_delete`` column: a boolean TRUE, any other type not NULL), never NULL; ``FALSE`` without
+    ``soft_delete`` column: a boolean TRUE, a date or timestamp not NULL), never NULL; ``FALSE`` without
     a column.
 
     >>> soft_deleted_sql("is_deleted", "boolean", "duckdb", "b")

@@ -66,11 +66,11 @@ def test_an_order_marked_deleted_leaves_the_marts_and_comes_back_when_unmarked(
         monkeypatch.delenv(key, raising=False)
     declarations = tmp_path / "declarations"
     shutil.copytree(DECLARATIONS_DIR, declarations)
-    path = declarations / "jaffle_shop.yaml"
-    text, n = re.subn(r"(?m)^(  orders:\n)", r"\g<1>    soft_delete: deleted_at\n", path.read_text())
-    text, m = re.subn(r"(?m)^(      order_total: .*\n)", r"\g<1>      deleted_at: timestamp\n", text, count=1)
-    assert n == m == 1
-    path.write_text(text)
+    for path in (declarations / "jaffle_shop.yaml", declarations / "jaffle_app.yaml"):  # both write its raw table
+        text, n = re.subn(r"(?m)^(  orders:\n)", r"\g<1>    soft_delete: deleted_at\n", path.read_text())
+        text, m = re.subn(r"(?m)^(      order_total: .*\n)", r"\g<1>      deleted_at: timestamp\n", text, count=1)
+        assert n == m == 1, path
+        path.write_text(text)
     monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(declarations))
     assert load_source("jaffle_shop").tables["orders"].soft_delete == "deleted_at"
 

@@ -4,10 +4,12 @@ without an error (docs/decisions/0041-soft-deletes.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
-from sources.config import parse_source
+from sources.config import check_shared_tables, load_source, parse_source
 from sources.contracts import check_soft_delete
 from sources.errors import ConfigError, ContractError
 from sources.extract.files import drifted_table
@@ -50,3 +52,19 @@ def test_a_file_without_its_soft_delete_column_is_refused_not_landed_as_live_row
     table = parse_source(_source(soft_delete="gone")).tables["orders"]
     with pytest.raises(ContractError, match="'gone', the table's soft_delete, is missing"):
         drifted_table(["id", "flag", "deleted_at", "updated_at"], table, "o.csv", {"table": "orders"})
+
+
+def test_sources_sharing_a_raw_table_must_agree_on_soft_delete(tmp_path: Path) -> None:
+    """A source that does not declare the column would apply rows the other records as deleted as live."""
+    def declare(name: str, **table: object) -> None:
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: files\nowner: o\npath: .\nraw_schema: raw_shop\ntables:\n  orders:\n"
+            "    file: o.csv\n    primary_key: id\n    columns: {id: string, gone: boolean}\n"
+            + "".join(f"    {k}: {v}\n" for k, v in table.items()))
+
+    declare("a", soft_delete="gone")
+    declare("b")
+    with pytest.raises(ConfigError, match=r"raw_shop.orders is written by sources a \(soft_delete: gone\) and b"):
+        check_shared_tables(load_source("a", tmp_path), tmp_path)
+    declare("b", soft_delete="gone")
+    check_shared_tables(load_source("a", tmp_path), tmp_path)
