@@ -23,6 +23,7 @@ from orchestrator.transform.run import TransformFailed, transform
 from sources.config import DECLARATIONS_DIR, load_source
 from tests.conftest import BIN, project_env, run
 from tests.orchestrator.test_incremental_transform import START, Gateway, Shop
+from tests.orchestrator.test_parent_deletions import _daily_loads
 
 pytestmark = pytest.mark.slow
 
@@ -76,14 +77,7 @@ def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
     for n in range(12):
         shop.add_order(START + timedelta(days=n % 6))
     settings = gateway.settings(tmp_path, "warn")
-    day = 0
-
-    def load() -> None:
-        nonlocal day
-        day += 1
-        folder = tmp_path / f"day-{day}"
-        shop.write(folder)
-        _load(settings, folder)
+    load = _daily_loads(shop, settings, tmp_path)
 
     load()
     assert not transform(settings, quiet=True).warned

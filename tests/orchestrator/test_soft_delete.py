@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import os
 import random
 import re
 import shutil
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.scheduling.loading import load_source_into_warehouse
-from orchestrator.settings import Settings
 from orchestrator.transform.run import transform
 from sources.config import DECLARATIONS_DIR, load_source
+from tests.orchestrator.test_held_rows_warn import _clean_marts
 from tests.orchestrator.test_incremental_transform import START, Gateway, Shop
+from tests.orchestrator.test_parent_deletions import _daily_loads
 
 pytestmark = pytest.mark.slow
 
@@ -39,25 +38,6 @@ class MarkingShop(Shop):
             writer = csv.DictWriter(fh, [*rows[0].keys(), "deleted_at"] if rows else ["id", "deleted_at"])
             writer.writeheader()
             writer.writerows({**r, "deleted_at": getattr(self, "deleted", {}).get(r["id"], "")} for r in rows)
-
-
-def _load(settings: Settings, folder: Path) -> None:
-    outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
-    assert not [str(o.error) for o in outcomes if o.error]
-
-
-def _clean_marts(tmp_path: Path, label: str, shop: Shop) -> dict[str, list[tuple[object, ...]]]:
-    gateway = Gateway("duckdb")
-    folder = tmp_path / f"{label}-files"
-    shop.write(folder)
-    kept = os.environ.get("ELT_DUCKDB_PATH")
-    try:
-        settings = gateway.settings(tmp_path, label)
-        _load(settings, folder)
-        transform(settings, quiet=True)
-        return gateway.marts(settings)
-    finally:
-        os.environ["ELT_DUCKDB_PATH"] = kept or ""
 
 
 def test_an_order_marked_deleted_leaves_the_marts_and_comes_back_when_unmarked(
@@ -88,14 +68,7 @@ def test_an_order_marked_deleted_leaves_the_marts_and_comes_back_when_unmarked(
     assert any(o["customer"] == first["customer"] and str(o["ordered_at"]) > str(first["ordered_at"])
                for o in shop.orders.values())
     settings = gateway.settings(tmp_path, "soft")
-    day = 0
-
-    def load() -> None:
-        nonlocal day
-        day += 1
-        folder = tmp_path / f"day-{day}"
-        shop.write(folder)
-        _load(settings, folder)
+    load = _daily_loads(shop, settings, tmp_path)
 
     load()
     transform(settings, quiet=True)

@@ -58,6 +58,16 @@ def appdb(pg_db, monkeypatch):  # type: ignore[no-untyped-def]
     con.close()
 
 
+def _pg_rows(dsn: str, sql: str) -> list[tuple]:
+    con = psycopg2.connect(dsn)
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall()
+    finally:
+        con.close()
+
+
 def _duck(path: Path, sql: str) -> list[tuple]:
     con = duckdb.connect(str(path), read_only=True)
     try:
@@ -101,13 +111,7 @@ def test_incremental_extract_reads_from_the_cursor_minus_lookback(appdb, pg_db, 
         opened = PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
 
         def query(sql: str) -> list[tuple]:
-            con = psycopg2.connect(pg_db.dsn)
-            try:
-                with con.cursor() as cur:
-                    cur.execute(sql.replace("(id, updated_at)", "ROW(id, updated_at)"))
-                    return cur.fetchall()
-            finally:
-                con.close()
+            return _pg_rows(pg_db.dsn, sql.replace("(id, updated_at)", "ROW(id, updated_at)"))
     with opened as raw:
         ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         assert raw.cursor("appdb", "orders") == "2024-01-02T09:00:00+00:00"
@@ -155,13 +159,7 @@ def test_a_soft_delete_column_makes_raw_record_the_keys_deletion(appdb, pg_db, t
         opened = PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
 
         def query(sql: str) -> list[tuple]:
-            con = psycopg2.connect(pg_db.dsn)
-            try:
-                with con.cursor() as cur:
-                    cur.execute(sql)
-                    return cur.fetchall()
-            finally:
-                con.close()
+            return _pg_rows(pg_db.dsn, sql)
 
     def latest(table: str, column: str) -> dict[str, tuple]:
         return {str(k): (v, d) for k, v, d in query(
