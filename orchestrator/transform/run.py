@@ -667,14 +667,19 @@ def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type
                         f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} {gone}")
 
 
+def _held_pages(found: list[Any]) -> str:
+    """The runbook sections for rows held out of staging."""
+    return " and ".join(f"docs/runbook.md#{a}" for a, present in (
+        ("orphan-rows", any(not o.event_time for o in found)),
+        ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
+
+
 def _held_out(found: list[Any]) -> str:
     """The first line of the failure for rows held out of staging (orphans, rows without their time)."""
     kinds = [k for k, present in (("whose parent is missing", any(not o.event_time and not o.parent_deleted for o in found)),
                                   ("whose parent was deleted", any(o.parent_deleted for o in found)),
                                   ("without their event time", any(o.event_time for o in found))) if present]
-    pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
-        ("orphan-rows", any(not o.event_time for o in found)),
-        ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
+    pages = _held_pages(found)
     return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
             "checks them again, and fails, until the rows are corrected at the source"
             f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
@@ -694,9 +699,7 @@ def _held_counts(found: list[Any]) -> list[dict[str, Any]]:
 
 def _held_warning(direct: dict[str, set[str]], found: list[Any]) -> str:
     """The warning for rows held out of staging from tables that declare ``held_rows: warn``."""
-    pages = " and ".join(f"docs/runbook.md#{a}" for a, present in (
-        ("orphan-rows", any(not o.event_time for o in found)),
-        ("rows-without-an-event-time", any(o.event_time for o in found))) if present)
+    pages = _held_pages(found)
     tables = ", ".join(sorted({o.raw_table for o in found}))
     lines = [f"warning: rows of {tables} were held out of staging and the marts (the rest was built). Their "
              "table declares held_rows: warn, so the transform passed; every transform checks them again and "
