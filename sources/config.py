@@ -83,8 +83,14 @@ def check_shared_tables(spec: SourceSpec, directory: Path | None = None) -> None
             continue
         try:
             other = load_source(name, directory)
-        except ConfigError:
-            continue  # its own commands report it
+        except ConfigError as exc:  # its own commands fail on it; said, since its tables go unchecked
+            from sources.logs import get_logger
+
+            get_logger("sources.config").warning(
+                f"declaration {name} is invalid, so its tables were not compared with {spec.name}'s "
+                f"(soft_delete must agree on a shared raw table): {str(exc).splitlines()[0]}",
+                extra={"fields": {"source": spec.name, "other": name}})
+            continue
         if other.raw_schema != spec.raw_schema:
             continue
         for table in spec.tables.values():

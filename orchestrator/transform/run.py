@@ -60,6 +60,10 @@ _LOST_CONNECTION = re.compile(
     re.IGNORECASE)
 
 
+# how an orphan's audit query says that its parent was deleted, not missing
+DELETED_PARENT = "was deleted by its source"
+
+
 class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
@@ -80,7 +84,11 @@ class TransformFailed(Exception):
         if orphans:
             # The run completed: nothing was skipped, only the orphan rows were held out of staging.
             steps = (["load the missing parent rows (or correct the child rows at the source)"]
-                     if any(f.audit == "assert_relationship" for f in failures) else [])
+                     if any(f.audit == "assert_relationship" and DELETED_PARENT not in f.query for f in failures)
+                     else [])
+            steps += (["delete or mark (soft_delete) the child rows at the source too, bring the parent back, or, "
+                       "if the source keeps such rows on purpose, declare the child table held_rows: warn"]
+                      if any(DELETED_PARENT in f.query for f in failures) else [])
             steps += ["fill the empty event time at the source (or delete the row there) and load it (a table read "
                       "by cursor: with --force if the row's cursor value is older than the table's cursor)"] if timeless else []
             lines.append(
@@ -662,7 +670,7 @@ def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type
         return AuditFailure(model, "held_out", found.count, found.example, found.query,
                             heading=f"{found.count} key(s) of {found.raw_table} held out of {model}: their latest "
                                     f"version has no {found.event_time}")
-    gone = "was deleted by its source" if found.parent_deleted else "is missing"
+    gone = DELETED_PARENT if found.parent_deleted else "is missing"
     return AuditFailure(model, "assert_relationship", found.count, found.example,
                         f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} {gone}")
 

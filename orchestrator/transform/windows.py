@@ -172,7 +172,13 @@ def window_specs() -> dict[str, WindowSpec]:
     from sources.config import available_sources, load_source
     from sources.errors import ConfigError
 
+    def declared(spec: WindowSpec) -> str:  # in the declaration's own words
+        parent = f"{{table: {spec.parent[0].split('.')[-1]}, key: {spec.parent[1]}}}" if spec.parent else "none"
+        return (f"event_time: {spec.event_time or 'none'}, event_time_from: {parent}, "
+                f"sequence_key: {spec.sequence_key or 'none'}, held_rows: {'warn' if spec.warn_held else 'fail'}")
+
     specs: dict[str, WindowSpec] = {}
+    writer: dict[str, str] = {}  # raw table -> the source whose declaration gave its spec
     for name in available_sources():
         source = load_source(name)
         for table in source.tables.values():
@@ -183,12 +189,12 @@ def window_specs() -> dict[str, WindowSpec]:
                               table.held_rows == "warn")
             if raw in specs and specs[raw] != spec and (spec.event_time or spec.parent or specs[raw].event_time
                                                          or specs[raw].parent):
-                raise ConfigError(f"sources writing {raw} declare different windows ({specs[raw]} and {spec})",
-                                  source=name, table=table.name,
+                raise ConfigError(f"{raw} is written by sources {writer[raw]} ({declared(specs[raw])}) and {name} "
+                                  f"({declared(spec)})", source=name, table=table.name,
                                   hint="give every declaration of a shared raw table the same event_time, "
                                        "event_time_from, sequence_key and held_rows")
             if raw not in specs or spec.event_time or spec.parent:
-                specs[raw] = spec
+                specs[raw], writer[raw] = spec, name
     return specs
 
 

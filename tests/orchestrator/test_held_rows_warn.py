@@ -135,3 +135,22 @@ def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
     summary = transform(settings, quiet=True)
     assert summary.warned == "" and summary.held_counts == []
     assert gateway.marts(settings) == _clean_marts(tmp_path, "clean-2", shop)
+
+
+def test_declarations_of_one_raw_table_that_disagree_on_held_rows_are_named_in_their_own_words(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's files and application database both write raw_jaffle_shop.orders: declaring
+    held_rows: warn in one of them only stops the transform with both sources and both values."""
+    from orchestrator.transform.windows import window_specs
+    from sources.errors import ConfigError
+
+    declarations = _declarations(tmp_path / "declarations", warn=("orders",))
+    (declarations / "jaffle_app.yaml").write_text(
+        (declarations / "jaffle_app.yaml").read_text().replace("    held_rows: warn\n", "", 1))
+    monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(declarations))
+    with pytest.raises(ConfigError) as refused:
+        window_specs()
+    message = str(refused.value)
+    assert "raw_jaffle_shop.orders is written by sources jaffle_app (event_time: ordered_at" in message, message
+    assert "held_rows: fail) and jaffle_shop (" in message and "held_rows: warn)" in message, message
+    assert "WindowSpec" not in message and "warn_held" not in message, message

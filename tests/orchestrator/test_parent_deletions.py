@@ -92,6 +92,8 @@ def test_a_deleted_store_or_product_still_named_by_old_orders_fails_every_transf
                             "deleted by raw_jaffle_shop.orders batch=", "Rows whose parent was deleted",
                             "whose parent in raw_jaffle_shop.orders was deleted by its source")
     assert "parent is missing" not in message and "or the parent is loaded" not in message, message
+    assert "next: delete or mark (soft_delete) the child rows at the source too" in message, message
+    assert "declare the child table held_rows: warn" in message and "load the missing parent" not in message
     _fails_naming(settings, "failed on model staging.stg_jaffle_shop__order_items", f"order_id='{oid}'")
     with pytest.raises(TransformFailed, match=f"order_id='{oid}'"):  # what the incremental run must equal
         _clean_build(tmp_path / "clean-that-fails", shop)
