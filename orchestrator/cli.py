@@ -282,6 +282,8 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
         for table in spec.tables.values():
             origin = table.file or table.pattern or table.source_table or table.endpoint
             cursor = f" cursor={table.cursor_field}" if table.cursor_field else ""
+            cursor += f" soft_delete={table.soft_delete}" if table.soft_delete else ""
+            cursor += " held_rows=warn" if table.held_rows == "warn" else ""
             print(f"  {table.name:<12} {origin} key={','.join(table.primary_key)}{cursor} -> {spec.raw_schema}.{table.name}")
     return 0
 

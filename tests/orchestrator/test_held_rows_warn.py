@@ -121,6 +121,8 @@ def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
     assert not retry and "error" not in result
     assert json.loads(result["audits_json"])["held"] == summary.held_counts
     run([str(BIN / "elt"), "run-job", "transform"], cwd=settings.project_root, env=env)
+    listed = run([str(BIN / "elt"), "sources"], cwd=settings.project_root, env=env).stdout
+    assert re.search(r"(?m)^  orders +raw_orders.csv key=id held_rows=warn ", listed), listed
     status = run([str(BIN / "elt"), "status"], cwd=settings.project_root, env=env).stdout
     assert "held out of staging and the marts at transform run" in status, status
     assert "raw_jaffle_shop.orders: 1 row(s), no ordered_at" in status, status
