@@ -17,8 +17,9 @@ import pytest
 
 from orchestrator.transform.run import transform
 from sources.config import DECLARATIONS_DIR, load_source
-from tests.orchestrator.test_held_rows_warn import _clean_marts
-from tests.orchestrator.test_incremental_transform import START, Gateway, Shop
+from tests.orchestrator.test_incremental_transform import (  # noqa: F401 (gateway: the fixture)
+    START, Gateway, Shop, gateway)
+from tests.orchestrator.test_rows_without_event_time import _clean_marts
 from tests.orchestrator.test_parent_deletions import _daily_loads
 
 pytestmark = pytest.mark.slow
@@ -41,9 +42,7 @@ class MarkingShop(Shop):
 
 
 def test_an_order_marked_deleted_leaves_the_marts_and_comes_back_when_unmarked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("ELT_GATEWAY", "ELT_DUCKDB_PATH"):
-        monkeypatch.delenv(key, raising=False)
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: Gateway) -> None:
     declarations = tmp_path / "declarations"
     shutil.copytree(DECLARATIONS_DIR, declarations)
     for path in (declarations / "jaffle_shop.yaml", declarations / "jaffle_app.yaml"):  # both write its raw table
@@ -54,7 +53,6 @@ def test_an_order_marked_deleted_leaves_the_marts_and_comes_back_when_unmarked(
     monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(declarations))
     assert load_source("jaffle_shop").tables["orders"].soft_delete == "deleted_at"
 
-    gateway = Gateway("duckdb")
     shop = MarkingShop(random.Random(5))
     shop.customers = ["c-00", "c-01"]  # few customers: a deleted order renumbers later ones
     for n in range(14):
@@ -84,9 +82,9 @@ def test_an_order_marked_deleted_leaves_the_marts_and_comes_back_when_unmarked(
     without = copy.deepcopy(shop)
     without.deleted = {}
     del without.orders[first["id"]]
-    assert gateway.marts(settings) == _clean_marts(tmp_path, "clean-1", without)
+    assert gateway.marts(settings) == _clean_marts(gateway, tmp_path, "clean-1", without)
 
     shop.deleted = {}  # unmarked at the source
     load()
     transform(settings, quiet=True)
-    assert gateway.marts(settings) == _clean_marts(tmp_path, "clean-2", shop)
+    assert gateway.marts(settings) == _clean_marts(gateway, tmp_path, "clean-2", shop)
