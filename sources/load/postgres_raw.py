@@ -202,7 +202,7 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
 
 def _soft_deleted(batch: pa.RecordBatch, manifest: Manifest) -> pa.Array:
     """Each row's ``_deleted``: whether it marks its key deleted by the table's ``soft_delete``
-    column (a boolean TRUE, any other type not NULL); all FALSE without one."""
+    column (a boolean TRUE, a date or timestamp not NULL); all FALSE without one."""
     if not manifest.soft_delete:
         return pa.array([False] * batch.num_rows, pa.bool_())
     import pyarrow.compute as pc
