@@ -120,17 +120,38 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     Traceback (most recent call last):
     ...
     _duckdb.InvalidInputException: Invalid Input Error: evolve_cast would change a value: p = 12.49 becomes 12 in raw's BIGINT (row 2 of the batch)
+
+    Text into a date or a timestamp is kept only when it names the same instant (raw's sessions are UTC):
+
+    >>> _ = con.execute("SET TimeZone = 'UTC'")
+    >>> con.execute(f"SELECT {checked_cast('d', 'DATE', 'TEXT', 'r')} FROM (VALUES ('2020-01-02'), "
+    ...             "('2020-01-03 00:00:00'), ('2020-01-04T00:00:00Z')) t(d), (SELECT 0 AS r)").fetchall()
+    [(datetime.date(2020, 1, 2),), (datetime.date(2020, 1, 3),), (datetime.date(2020, 1, 4),)]
+    >>> con.execute(f"SELECT {checked_cast('d', 'DATE', 'TEXT', 'r')} FROM (VALUES ('2020-01-02 10:30', 0)) t(d, r)").fetchall()
+    Traceback (most recent call last):
+    ...
+    _duckdb.InvalidInputException: Invalid Input Error: evolve_cast would change a value: d = 2020-01-02 10:30 becomes 2020-01-02 in raw's DATE (row 1 of the batch)
+    >>> con.execute(f"SELECT {checked_cast('t', 'TIMESTAMP', 'TEXT', 'r')} FROM (VALUES ('2020-01-02T10:30:00+02:00', 0)) t(t, r)").fetchall()
+    Traceback (most recent call last):
+    ...
+    _duckdb.InvalidInputException: Invalid Input Error: evolve_cast would change a value: t = 2020-01-02T10:30:00+02:00 becomes 2020-01-02 10:30:00 in raw's TIMESTAMP (row 1 of the batch)
     """
     value = q(column)
     cast = f"CAST({value} AS {raw_type})"
     if batch_type in ("TEXT", "VARCHAR"):  # normal_type's name for text, and DuckDB's
-        if not _NUMERIC.match(raw_type):
-            return cast  # text into a date, a timestamp, a boolean: the cast fails on anything it cannot read
-        # compared as numbers, not as text ('5.0', ' 5', '007' are kept as 5): exactly as a decimal
-        # where the text is one, else as a DOUBLE ('1e3', 'NaN', 'inf', '1e30')
-        exact = f"TRY_CAST({value} AS DECIMAL(38, 10))"
-        changed = (f"CASE WHEN {exact} IS NOT NULL THEN {exact} IS DISTINCT FROM TRY_CAST({cast} AS DECIMAL(38, 10)) "
-                   f"ELSE TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({cast} AS DOUBLE) END")
+        if raw_type in ("DATE", "TIMESTAMP"):
+            # DuckDB cuts '2020-01-02 10:30' into the DATE 2020-01-02 and drops an offset's hours
+            # ('10:30+02:00' is the TIMESTAMP 10:30): compared as instants (no offset: UTC, the session's zone)
+            instant = f"TRY_CAST({value} AS TIMESTAMPTZ)"
+            changed = f"{instant} IS NOT NULL AND {instant} IS DISTINCT FROM CAST({cast} AS TIMESTAMPTZ)"
+        elif not _NUMERIC.match(raw_type):
+            return cast  # text into a timestamptz, a boolean: the cast fails on anything it cannot read
+        else:
+            # compared as numbers, not as text ('5.0', ' 5', '007' are kept as 5): exactly as a decimal
+            # where the text is one, else as a DOUBLE ('1e3', 'NaN', 'inf', '1e30')
+            exact = f"TRY_CAST({value} AS DECIMAL(38, 10))"
+            changed = (f"CASE WHEN {exact} IS NOT NULL THEN {exact} IS DISTINCT FROM TRY_CAST({cast} AS DECIMAL(38, 10)) "
+                       f"ELSE TRY_CAST({value} AS DOUBLE) IS DISTINCT FROM CAST({cast} AS DOUBLE) END")
     else:
         changed = f"CAST({cast} AS {batch_type}) IS DISTINCT FROM {value}"
     message = (f"{lit(f'{LOSSY_CAST}: {column} = ')} || CAST({value} AS VARCHAR) || ' becomes ' || "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import re
 import shlex
-from datetime import UTC, datetime
+from datetime import UTC, datetime, time
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 
 import psycopg2
@@ -130,8 +130,9 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
     word (12.499 into numeric(10,2) is 12.50), drops a timestamp's time of day into a date, and
     refuses '11.00' for a bigint: this casts here,
     value by value where Arrow's own checked cast cannot tell (floats, padded text), so a value the
-    cast keeps is applied and one it would change fails the batch, as on DuckDB. Columns of other
-    raw types, and text that is no number (COPY refuses it, naming it), are returned unchanged.
+    cast keeps is applied and one it would change fails the batch, as on DuckDB. Text into a date or
+    a timestamp is checked by ``_check_text_instants`` and left to COPY. Columns of other raw types,
+    and text that is no number (COPY refuses it, naming it), are returned unchanged.
 
     >>> exact_cast(pa.array(["5.0", " 6", "1e3", None]), "BIGINT").to_pylist()
     [5, 6, 1000, None]
@@ -153,6 +154,9 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
     """
     import pyarrow.compute as pc
 
+    if raw_type in ("DATE", "TIMESTAMP") and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        _check_text_instants(column, raw_type)
+        return column  # COPY reads the text as it did: the check found nothing it would change
     if raw_type == "DATE" and pa.types.is_timestamp(column.type):  # COPY drops the time of day
         days = pc.cast(column, pa.date32())
         changed = pc.fill_null(pc.not_equal(pc.cast(days, column.type), column), False)
@@ -198,6 +202,52 @@ def exact_cast(column: pa.Array, raw_type: str) -> pa.Array:
         return pa.array(out, target)
     except (pa.ArrowInvalid, OverflowError):
         return column  # too wide for the column: COPY reports the overflow
+
+
+def _check_text_instants(column: pa.Array, raw_type: str) -> None:
+    """Raise ``LossyCast`` at the first text that COPY would store as another instant in raw's DATE
+    or TIMESTAMP: PostgreSQL cuts '2020-01-02 10:30' into the date 2020-01-02, and drops an offset
+    ('10:30+02:00' is the timestamp 10:30). Text without an offset is read as UTC, as DuckDB's check
+    does; text that is no ISO 8601 time is left to COPY, which refuses it or reads it as before.
+
+    >>> _check_text_instants(pa.array(["2020-01-02", "2020-01-03 00:00:00", "2020-01-04T00:00:00Z", None]), "DATE")
+    >>> _check_text_instants(pa.array(["2020-01-02 10:30:00", "2020-01-02T10:30:00+00:00"]), "TIMESTAMP")
+    >>> _check_text_instants(pa.array(["2020-01-01", "2020-01-02 10:30"]), "DATE")
+    Traceback (most recent call last):
+    ...
+    sources.load.postgres_raw.LossyCast: (1, '2020-01-02 10:30', datetime.date(2020, 1, 2))
+    >>> _check_text_instants(pa.array(["2020-01-02T10:30:00+02:00"]), "TIMESTAMP")
+    Traceback (most recent call last):
+    ...
+    sources.load.postgres_raw.LossyCast: (0, '2020-01-02T10:30:00+02:00', datetime.datetime(2020, 1, 2, 10, 30))
+    """
+    import pyarrow.compute as pc
+
+    try:  # the common case at Arrow's speed: ISO text without offsets
+        walls = pc.cast(column, pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        walls = None
+    if walls is not None:
+        if raw_type == "DATE":
+            days = pc.cast(walls, pa.date32())
+            changed = pc.fill_null(pc.not_equal(pc.cast(days, walls.type), walls), False)
+            if pc.any(changed).as_py():
+                index = pc.index(changed, True).as_py()
+                raise LossyCast(index, column[index].as_py(), days[index].as_py())
+        return
+    for index, text in enumerate(column.to_pylist()):  # offsets, or forms Arrow does not read
+        if text is None:
+            continue
+        try:
+            moment = datetime.fromisoformat(text.strip())
+        except ValueError:
+            continue  # no ISO time: COPY judges it
+        offset = moment.utcoffset()
+        wall = moment.replace(tzinfo=None)
+        if raw_type == "DATE" and (wall.time() != time(0) or offset):
+            raise LossyCast(index, text, wall.date())
+        if raw_type == "TIMESTAMP" and offset:
+            raise LossyCast(index, text, wall)
 
 
 def _soft_deleted(batch: pa.RecordBatch, manifest: Manifest) -> pa.Array:
@@ -537,6 +587,7 @@ class PostgresRaw:
         for name, sql_type in plan.add:
             cur.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(table, _ident(name), sql.SQL(sql_type)))
         _ensure_indexes(cur, raw_schema, manifest.table, list(manifest.primary_key))
-        # evolve_cast on PostgreSQL: numeric columns are cast by exact_cast (a value the cast would
-        # change fails the batch); COPY converts the others' text to raw's type, or fails the batch
+        # evolve_cast on PostgreSQL: numeric, date and timestamp columns are checked (and numeric ones
+        # cast) by exact_cast: a value the cast would change fails the batch; COPY converts the
+        # others' text to raw's type, or fails the batch
         return plan

@@ -178,3 +178,97 @@ def test_on_a_postgresql_warehouse_a_cast_that_would_change_a_value_fails_and_on
                {**types, "amount": "float"}, key="id")
     assert "amount = nan is no number raw's DECIMAL(10, 2) holds (row 1 of the batch)" in str(apply().error)
 
+
+
+TIME_SPEC = parse_source({"name": "shop", "kind": "files", "owner": "o", "format": "csv", "path": ".", "tables": {
+    "orders": {"file": "orders.csv", "primary_key": "id", "schema_policy": "evolve_cast",
+               "columns": {"id": "string", "day": "date", "at": "timestamp"}}}})
+
+
+def _text_into_dates_and_timestamps(tmp_path: Path, open_raw, read_rows) -> None:  # type: ignore[no-untyped-def]
+    """Text that names another instant than raw would store is refused; text naming the same one
+    applies. Both warehouses cut '2020-01-02 10:30' into the date 2020-01-02 and dropped an
+    offset's hours ('10:30+02:00' became the timestamp 10:30) without a word."""
+    from datetime import datetime
+
+    landing = Landing.local(tmp_path / "time-landing")
+
+    def apply() -> TableOutcome:
+        outcome = TableOutcome("orders")
+        with open_raw() as raw:
+            try:
+                apply_pending(TIME_SPEC, TIME_SPEC.tables["orders"], landing, raw, outcome)
+            except Exception as exc:  # noqa: BLE001 - what ingest records per table
+                outcome.error = exc
+        return outcome
+
+    def set_aside_batch(batch: str) -> None:
+        from sources.load.set_aside import set_aside
+
+        with open_raw() as raw:
+            set_aside(TIME_SPEC, "orders", batch, landing=landing, raw=raw, reason="lossy cast, test")
+
+    typed = {"id": "string", "day": "date", "at": "timestamp"}
+    text = {"id": "string", "day": "string", "at": "string"}
+    land_batch(landing, "shop", "orders", [{"id": "o1", "day": date(2020, 1, 1), "at": "2020-01-01T08:00:00"}],
+               typed, key="id")
+    assert apply().error is None
+
+    cut = land_batch(landing, "shop", "orders", [{"id": "o2", "day": "2020-01-02", "at": "2020-01-02 09:00:00"},
+                                                 {"id": "o3", "day": "2020-01-03 10:30:00", "at": "2020-01-03 09:00:00"}],
+                     text, key="id")
+    error = str(apply().error)
+    assert f"batch={cut}" in error and "day = 2020-01-03 10:30:00 becomes 2020-01-03 in raw's DATE (row 2 of the batch)" \
+        in error, error
+    set_aside_batch(cut)
+    shifted = land_batch(landing, "shop", "orders", [{"id": "o4", "day": "2020-01-04", "at": "2020-01-04T10:30:00+02:00"}],
+                         text, key="id")
+    error = str(apply().error)
+    assert f"batch={shifted}" in error and "at = 2020-01-04T10:30:00+02:00 becomes 2020-01-04 10:30:00 in raw's " \
+        "TIMESTAMP (row 1 of the batch)" in error, error
+    assert read_rows() == [("o1", date(2020, 1, 1), datetime(2020, 1, 1, 8))]  # nothing of either batch applied
+    set_aside_batch(shifted)
+
+    land_batch(landing, "shop", "orders", [  # the same instants, however written: applied
+        {"id": "o5", "day": "2020-01-05", "at": "2020-01-05 09:00:00"},
+        {"id": "o6", "day": "2020-01-06T00:00:00", "at": "2020-01-06T09:00:00Z"},
+        {"id": "o7", "day": None, "at": "2020-01-07T09:00:00+00:00"}], text, key="id")
+    applied = apply()
+    assert applied.error is None, applied.error
+    assert read_rows() == [("o1", date(2020, 1, 1), datetime(2020, 1, 1, 8)),
+                           ("o5", date(2020, 1, 5), datetime(2020, 1, 5, 9)),
+                           ("o6", date(2020, 1, 6), datetime(2020, 1, 6, 9)),
+                           ("o7", None, datetime(2020, 1, 7, 9))]
+
+
+def test_text_into_a_date_or_timestamp_is_refused_when_it_names_another_instant(tmp_path: Path) -> None:
+    warehouse = tmp_path / "wh.duckdb"
+
+    def rows() -> list[tuple]:
+        con = duckdb.connect(str(warehouse), read_only=True)
+        try:
+            return con.execute('SELECT id, day, "at" FROM raw_shop.orders ORDER BY id').fetchall()
+        finally:
+            con.close()
+
+    _text_into_dates_and_timestamps(tmp_path, lambda: DuckDBRaw(warehouse), rows)
+
+
+def test_on_a_postgresql_warehouse_text_into_a_date_or_timestamp_is_refused_when_it_names_another_instant(
+        tmp_path: Path, pg_db) -> None:  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    from sources.connections import PostgresSettings
+    from sources.load.postgres_raw import PostgresRaw
+
+    def rows() -> list[tuple]:
+        con = psycopg2.connect(host=pg_db.host, port=pg_db.port, user=pg_db.user, dbname=pg_db.dbname)
+        try:
+            with con.cursor() as cur:
+                cur.execute('SELECT id, day, "at" FROM raw_shop.orders ORDER BY id')
+                return cur.fetchall()
+        finally:
+            con.close()
+
+    _text_into_dates_and_timestamps(
+        tmp_path, lambda: PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)), rows)
