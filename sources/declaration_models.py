@@ -316,7 +316,7 @@ class SourceModel(_Checked):
     auth: _Auth = Field(default_factory=_Auth, description="rest_api: how requests are authenticated.")
     timeout_s: float = Field(30.0, ge=0.1, strict=True, description="rest_api: seconds a request may wait.")
     request_deadline_s: float = Field(300.0, ge=0.1, strict=True,
-                                      description="rest_api: seconds one request may take in all, its body included.")
+                                      description="rest_api: seconds one request may take in all, headers and body included.")
     max_retries: int = Field(5, ge=0, strict=True, description="rest_api: retries after the first attempt "
                                                                 "of a request.")
     tables: dict[str, _Table] = Field(min_length=1, json_schema_extra={"propertyNames": {"pattern": _NAME}},

@@ -18,7 +18,8 @@
   also retries a body cut off mid-transfer (read after the status line), logs every retry, and
   takes ``sleep`` from the caller (the tests see the delays without waiting them).
 - Time: ``timeout_s`` bounds each wait for the connection or for data, ``request_deadline_s`` the
-  whole request (a server that drips its body would otherwise hold the load for ever); both retried.
+  whole request, status line, headers and body (a server that drips them would otherwise hold the
+  load for ever: a timer shuts the socket down); both retried.
 - HTTP: one ``requests`` session per extraction, so every page reuses the connection; requests'
   redirect rules, with every credential header (an API key too, which requests would forward)
   dropped when a redirect leaves the base URL's origin, and ~/.netrc never consulted.
@@ -33,7 +34,9 @@ import email.utils
 import json
 import os
 import random
+import socket
 import ssl
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -41,7 +44,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import requests.adapters
 import urllib3
+import urllib3.connection
+import urllib3.connectionpool
 
 from sources.config import SourceSpec, TableSpec
 from sources.connections import secret_from_env
@@ -148,6 +154,92 @@ class _Session(requests.Session):
                 del prepared_request.headers[name]
 
 
+_IN_FLIGHT = threading.local()  # the _Deadline of the request this thread is making, if any
+
+
+class _Deadline:
+    """``request_deadline_s`` for one request, headers included: ``timeout_s`` bounds each wait for
+    data, so a server that drips its status line or headers a byte at a time would hold the load
+    for ever. At the deadline a timer shuts the request's socket down, which ends any read in
+    progress; the request then fails as a timeout (retried)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.fired, self.connection = seconds, False, None
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        _IN_FLIGHT.deadline = self
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.cancel()
+        _IN_FLIGHT.deadline = None
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = getattr(self.connection, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
+
+    @staticmethod
+    def watch(connection: object) -> None:
+        """Called by the connection that carries this thread's request."""
+        deadline = getattr(_IN_FLIGHT, "deadline", None)
+        if deadline is not None:
+            deadline.connection = connection
+            if deadline.fired:  # fired between the connection's steps
+                deadline._fire()
+
+
+class _WatchedHTTPConnection(urllib3.connection.HTTPConnection):
+    def connect(self) -> None:
+        _Deadline.watch(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        _Deadline.watch(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def connect(self) -> None:
+        _Deadline.watch(self)
+        super().connect()
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        _Deadline.watch(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+class _WatchedAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, whose connections let ``_Deadline`` find the socket to shut down."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = _WATCHED_POOLS
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        return manager
+
+
 class RestClient:
     """GET JSON with auth, timeout and bounded retries over one session (its connections are
     reused from page to page); every message has the secret redacted."""
@@ -186,6 +278,8 @@ class RestClient:
         for secret in self.secrets:  # also out of what other code prints (an unexpected error's text)
             register_secret(secret)
         self.session = _Session({"Authorization", *credentials})
+        for prefix in ("https://", "http://"):
+            self.session.mount(prefix, _WatchedAdapter())
         self.session.headers.update({"Accept": "application/json", "User-Agent": "elt-loader"})
         self.session.auth = _OriginAuth(self.base_url, credentials)
         # the system's CAs (SSL_CERT_FILE too), as urllib read them, rather than certifi's bundle;
@@ -228,6 +322,19 @@ class RestClient:
 
     def _get_once(self, url: str) -> tuple[Any, dict[str, str]]:
         self.requests += 1
+        with _Deadline(self.spec.request_deadline_s) as deadline:
+            try:
+                return self._get_within(url)
+            except (TransientHTTPError, SourceReadError):
+                if deadline.fired:  # the shut-down socket's error (or a cut body) says less than this
+                    raise TransientHTTPError(self._too_long()) from None
+                raise
+
+    def _too_long(self, received: int | None = None) -> str:
+        what = "was given up" if received is None else f"was given up after {received:,} bytes"
+        return f"the response took longer than request_deadline_s ({self.spec.request_deadline_s:g} s) and {what}"
+
+    def _get_within(self, url: str) -> tuple[Any, dict[str, str]]:
         started = time.monotonic()
         try:
             # streamed, so the body is read here against the request's deadline: ``timeout_s`` bounds
@@ -285,8 +392,7 @@ class RestClient:
                 return b"".join(chunks)
             chunks.append(chunk)
             if time.monotonic() - started > deadline:
-                raise TransientHTTPError(f"the response took longer than request_deadline_s ({deadline:g} s) and "
-                                         f"was given up after {sum(map(len, chunks)):,} bytes")
+                raise TransientHTTPError(self._too_long(sum(map(len, chunks))))
 
     def _connection_error(self, exc: requests.RequestException) -> TransientHTTPError:
         reason = getattr(exc.args[0], "reason", None) if exc.args else None

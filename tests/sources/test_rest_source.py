@@ -361,6 +361,59 @@ def test_a_server_that_drips_its_body_is_given_up_at_the_request_deadline_and_re
     assert is_retryable(err.value)
 
 
+def test_a_server_that_drips_its_headers_is_given_up_at_the_request_deadline_and_retried() -> None:
+    """The deadline also covers the status line and headers, read before the body: a server (or a
+    proxy) that sends a header byte every 0.2 s never reached ``timeout_s`` and held the load for
+    ever, since only the body was read against the deadline."""
+    import dataclasses
+    import socket
+    import threading
+    import time
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    stop, served = threading.Event(), []
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Slow: ")
+                while not stop.is_set():
+                    conn.sendall(b"a")
+                    time.sleep(0.2)
+            except OSError:
+                return  # the client gave up
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            served.append(conn)
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    sleeps: list[float] = []
+    try:
+        spec = dataclasses.replace(spec_for(f"http://127.0.0.1:{listener.getsockname()[1]}"), request_deadline_s=1.0,
+                                   max_retries=1, timeout_s=5.0)
+        started = time.monotonic()
+        with pytest.raises(SourceReadError) as err:
+            _records(spec, sleeps)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        server.join(5)
+        listener.close()
+    message = str(err.value)
+    assert "still failing after 2 attempts" in message and "request_deadline_s (1 s)" in message, message
+    assert len(served) == 2 and len(sleeps) == 1 and took < 10, (len(served), took)
+    assert is_retryable(err.value)
+
+
 def test_credentials_go_only_to_the_base_urls_origin() -> None:
     """A next link or a redirect to another host (here: another port) gets no token."""
     elsewhere = Recorder(lambda p, q, h: ok({"data": PRODUCTS[6:]}))
