@@ -272,9 +272,9 @@ class RestClient:
             if not secret:
                 raise ConfigError(f"environment variable {auth['token_env']} (the API secret) is not set", **self.where,
                                   hint=f"export {auth['token_env']}=... or {auth['token_env']}_FILE=/path/to/secret")
-            credentials["Authorization" if auth["type"] == "bearer" else auth["header"]] = (
-                f"Bearer {secret}" if auth["type"] == "bearer" else secret)
+            credentials[self._token_header(auth)] = self._token_value(auth, secret)
             self.secrets.append(secret)
+        self.auth, self.token = auth, (secret if auth.get("type", "none") != "none" else None)
         for secret in self.secrets:  # also out of what other code prints (an unexpected error's text)
             register_secret(secret)
         self.session = _Session({"Authorization", *credentials})
@@ -287,6 +287,33 @@ class RestClient:
         paths = ssl.get_default_verify_paths()
         self.session.verify = next((p for p in (paths.cafile, paths.capath) if p and os.path.exists(p)), True)
         self.requests = 0
+
+    @staticmethod
+    def _token_header(auth: dict[str, Any]) -> str:
+        return "Authorization" if auth["type"] == "bearer" else auth["header"]
+
+    @staticmethod
+    def _token_value(auth: dict[str, Any], secret: str) -> str:
+        return f"Bearer {secret}" if auth["type"] == "bearer" else secret
+
+    def _rotated_token(self) -> str | None:
+        """After a 401: the token in ``<token_env>_FILE`` when it differs from the one sent, now
+        sent in its place. A token that expires within a long read is renewed by an agent that
+        rewrites the file (Vault agent, a Kubernetes projected token); the environment variable
+        itself cannot change under a running load, so a 401 with it stays final."""
+        name = (self.auth or {}).get("token_env")
+        if not self.token or not name or os.environ.get(name, "").strip() or not os.environ.get(f"{name}_FILE"):
+            return None
+        try:
+            fresh = secret_from_env(name)  # registered for redaction before anything can print it
+        except ConfigError:
+            return None  # unreadable mid-rotation: the 401 stands
+        if not fresh or fresh == self.token:
+            return None
+        self.token = fresh
+        self.secrets.append(fresh)
+        self.session.auth.headers[self._token_header(self.auth)] = self._token_value(self.auth, fresh)
+        return f"{name}_FILE"
 
     def close(self) -> None:
         self.session.close()
@@ -356,6 +383,10 @@ class RestClient:
         status = response.status_code
         if status in RETRY_STATUS:
             raise TransientHTTPError(f"HTTP {status}", _retry_after(response.headers.get("Retry-After")))
+        if status == 401 and (renewed := self._rotated_token()):
+            log.info("token renewed", extra={"fields": {**self.where, "url": self.redact(url), "from": renewed}})
+            raise TransientHTTPError(f"HTTP 401: the credentials were refused; {renewed} holds a new token, "
+                                     "which the retry sends")
         if status >= 300:
             hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
                      403: "the credentials lack permission for this endpoint: ask the API owner",

@@ -155,7 +155,7 @@ def test_client_errors_are_not_retried(status: int, hint: str) -> None:
 def test_a_404_past_the_last_page_is_told_apart_from_a_missing_endpoint() -> None:
     """Many APIs answer 404 for a page past the end: the hint said the endpoint did not exist."""
     def respond(path, query, headers):  # type: ignore[no-untyped-def]
-        page = int(query.get("page", ["1"])[0])
+        page = int(query.get("page", "1"))
         return ok({"data": PRODUCTS[(page - 1) * 10:page * 10]}) if page <= 3 else (404, {}, b"{}")
 
     with http_server(respond) as url, pytest.raises(SourceReadError) as err:
@@ -412,6 +412,46 @@ def test_a_server_that_drips_its_headers_is_given_up_at_the_request_deadline_and
     assert "still failing after 2 attempts" in message and "request_deadline_s (1 s)" in message, message
     assert len(served) == 2 and len(sleeps) == 1 and took < 10, (len(served), took)
     assert is_retryable(err.value)
+
+
+def test_a_token_renewed_in_its_file_mid_read_is_sent_after_a_401(tmp_path: Path, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A token that expires within a long paged read: an agent rewrites ``<token_env>_FILE``, and
+    the 401 that follows is retried once with the file's new token. Before, the 401 ended the
+    table, and the next load read every page again."""
+    import logging
+
+    renewed = "tok-RENEWED-456"
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    monkeypatch.delenv("CATALOG_TOKEN")
+    monkeypatch.setenv("CATALOG_TOKEN_FILE", str(token_file))
+    seen: list[str | None] = []
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        seen.append(headers.get("authorization"))
+        page = int(query.get("page", ["1"])[0])
+        if page == 1:  # served with the first token; then the agent renews it, and the old one expires
+            token_file.write_text(renewed + "\n")
+        valid = f"Bearer {TOKEN}" if page == 1 else f"Bearer {renewed}"
+        if headers.get("authorization") != valid:
+            return 401, {"Content-Type": "application/json"}, b'{"error": "token expired"}'
+        return ok({"data": PRODUCTS[(page - 1) * 10:page * 10]})
+
+    sleeps: list[float] = []
+    with caplog.at_level(logging.INFO), http_server(respond) as url:
+        rows = _records(spec_for(url, {"type": "page", "page_size": 10}), sleeps)
+    assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
+    assert seen[:3] == [f"Bearer {TOKEN}", f"Bearer {TOKEN}", f"Bearer {renewed}"], seen
+    assert len(sleeps) == 1  # the one retry
+    logged = caplog.text + "".join(str(getattr(r, "fields", "")) for r in caplog.records)
+    assert "CATALOG_TOKEN_FILE holds a new token" in logged and "token renewed" in logged, logged
+    assert TOKEN not in logged and renewed not in logged
+
+    # the file unchanged: the 401 is final, with its hint, as before
+    token_file.write_text("tok-OLD\n")
+    with http_server(lambda p, q, h: (401, {}, b"{}")) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url, {"type": "page", "page_size": 10}))
+    assert "returned HTTP 401" in str(err.value) and "credentials were refused" in str(err.value)
 
 
 def test_credentials_go_only_to_the_base_urls_origin() -> None:
