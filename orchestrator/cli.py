@@ -181,7 +181,8 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     if lock is None:
         return 1
     try:
-        summary = transform(settings, environment=args.environment, verify=args.audit_all)
+        summary = transform(settings, environment=args.environment, verify=args.audit_all,
+                            allow_revert=args.allow_revert)
     except TransformFailed as exc:
         if held_duckdb_lock(exc):
             raise  # main() says which process holds the warehouse
@@ -478,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the SQLMesh environment to plan and run (default: prod)")
     transform.add_argument("--audit-all", action="store_true",
                            help="afterwards, run every audit over all data (slow; after a restatement by hand)")
+    transform.add_argument("--allow-revert", action="store_true",
+                           help="apply this checkout's models even though the environment was last deployed from a "
+                                "commit it does not contain (a deliberate rollback)")
     transform.set_defaults(func=_cmd_transform)
 
     prev = sub.add_parser("preview", help="build model changes in a dev environment and diff against prod")

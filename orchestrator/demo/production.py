@@ -175,7 +175,7 @@ def run_production_demo(settings: Settings, years: int = 1, as_of: date | None =
     try:
         # serialized with `elt transform`, the scheduler's transform job and `elt backfill`
         with holding(settings, "sqlmesh:prod", float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))):
-            summary = transform(settings, environment="prod")
+            summary = transform(settings, environment="prod", allow_revert=True)  # a sandbox: any checkout
     except LockBusy as exc:
         print(f"\nerror: {exc}; see `elt runs` for the running transform, then rerun", file=sys.stderr)
         return 1

@@ -97,6 +97,7 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
               f"are not recorded. How fresh the data is: {fresh}.", file=out)
     print_held(settings, out)
     print_set_aside(settings, out)
+    print_deploys(settings, out)
 
 
 def print_held(settings: Settings, out: TextIO) -> None:
@@ -133,6 +134,32 @@ def set_aside_batches(settings: Settings) -> list[tuple[Any, ...]] | None:
                          "FROM elt_meta.set_aside_batches ORDER BY set_aside_at, batch_id")
     except Exception:  # noqa: BLE001 - status (the container's health check) must answer anyway
         return None
+
+
+def print_deploys(settings: Settings, out: TextIO) -> None:
+    """Each environment's last model deploy (``orchestrator.transform.deploys``): the commit, who,
+    where and when, and the models it changed. Not on Spark (a status check starts no JVM)."""
+    from orchestrator.observe.freshness import _warehouse
+
+    if settings.gateway == "spark":
+        return
+    try:
+        with _warehouse(settings) as query:
+            if query is None:
+                return
+            rows = query("SELECT environment, git_commit, git_dirty, host, os_user, deployed_at, changed "
+                         "FROM elt_meta.deploys d WHERE deployed_at = (SELECT max(deployed_at) FROM elt_meta.deploys e "
+                         "WHERE e.environment = d.environment) ORDER BY environment")
+    except Exception:  # noqa: BLE001 - no deploy recorded yet (no table), or a busy warehouse
+        return
+    if not rows:
+        return
+    print("\nlast model deploys (`elt transform`; docs/runbook.md#who-deployed-the-models):", file=out)
+    for environment, commit, dirty, host, user, at, changed in rows:
+        names = [n for n in (changed or "").split(", ") if n]
+        shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+        commit_text = (commit or "no git commit")[:12] + (" (uncommitted changes)" if dirty else "")
+        print(f"  {environment}: {commit_text} by {user}@{host} at {_ts(at)} UTC: {shown or '-'}", file=out)
 
 
 def print_set_aside(settings: Settings, out: TextIO) -> None:

@@ -164,6 +164,8 @@ class TransformFailed(Exception):
                 " previous data where the plan did not complete. next: a missing raw table means its source was never loaded here (`elt load <source>`); any other"
                 " error is in the model's SQL: fix it and check with `sqlmesh plan dev`, then rerun `elt transform`."
             )
+        elif step == "deploy":
+            pass  # the detail says what is at stake and what to do (deploys.refusal); nothing ran
         elif "test" in detail.lower():
             lines.append(
                 "  A model unit test (tests/models/*.yaml) failed, so nothing was built or changed."
@@ -572,8 +574,12 @@ def transform(
     quiet: bool = False,
     before_restating: Any = None,
     fail_on_held: bool = True,
+    allow_revert: bool = False,
 ) -> TransformSummary:
     """Apply local models to ``environment``, restate models whose raw input changed, run, audit.
+
+    Model changes are applied only from a checkout at or ahead of the commit that last deployed
+    ``environment`` (``deploys``), unless ``allow_revert``; each applied plan is recorded there.
 
     Rows held out of staging (orphans, rows without their event time) fail the transform after the
     run, unless ``fail_on_held`` is false (`elt backfill`, which they must not block): they are then
@@ -593,7 +599,7 @@ def transform(
     create_declared_raw_tables(settings)
     ctx, console = make_context(settings, quiet=quiet)
     try:
-        return _transform(ctx, console, environment, verify, started, before_restating, fail_on_held)
+        return _transform(ctx, console, environment, verify, started, before_restating, fail_on_held, allow_revert)
     finally:
         ctx.close()
 
@@ -790,8 +796,36 @@ def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
     SnapshotEvaluator.evaluate = evaluate  # type: ignore[method-assign]
 
 
+def _short_name(fqn: str) -> str:
+    """``schema.model`` of a snapshot's quoted ``"catalog"."schema"."model"``."""
+    table = exp.to_table(fqn)
+    return f"{table.db}.{table.name}" if table.db else table.name
+
+
+def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bool):  # type: ignore[no-untyped-def]
+    """Before a plan: stop when this checkout would apply models from a commit behind (or beside)
+    the one that last deployed ``environment`` (``deploys.refusal``). Returns what to record once
+    the plan applied: (this checkout, the changed models)."""
+    from orchestrator.transform.deploys import checkout, last_deploy, refusal
+
+    env = ctx.state_reader.get_environment(environment)
+    served = {s.snapshot_id: s.name for s in env.snapshots} if env is not None else {}
+    names = {s.name for s in local.values()}
+    changed = sorted({_short_name(s.name) for s in local.values() if s.snapshot_id not in served}
+                     | {f"{_short_name(n)} (removed)" for n in set(served.values()) - names})
+    here = checkout(Path(ctx.path))
+    if changed and env is not None:
+        why = refusal(Path(ctx.path), environment, last_deploy(ctx.engine_adapter, environment), here, changed)
+        if why and not allow_revert:
+            raise TransformFailed("deploy", [], why)
+        if why:
+            log.warning("deploying over a newer commit", extra={"fields": {"environment": environment,
+                                                                           "why": why.splitlines()[0]}})
+    return here, changed
+
+
 def _transform(ctx, console, environment, verify, started, before_restating=None,  # type: ignore[no-untyped-def]
-               fail_on_held=True) -> TransformSummary:
+               fail_on_held=True, allow_revert=False) -> TransformSummary:
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
     from sources import failpoints
@@ -803,11 +837,17 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     # question compares snapshot ids only, so it is asked before restating changes intervals.
     local = ctx.snapshots
     needs_plan = _needs_plan(ctx, environment, local)
+    deploy = _deploy_guard(ctx, environment, local, allow_revert) if needs_plan else None
     restated = restate_pending(ctx, environment, local=local, before_restating=before_restating)
 
     applied = False
     if needs_plan:
         try:
+            if deploy is not None and deploy[1]:
+                from orchestrator.transform.deploys import record_deploy
+
+                # before the plan: a plan killed half-way still counts as this commit's deploy
+                record_deploy(adapter, environment, *deploy)
             plan = ctx.plan(environment, auto_apply=True, no_prompts=True)
             applied = bool(plan.has_changes or plan.requires_backfill)
         except NoChangesPlanError:
