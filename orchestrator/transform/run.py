@@ -804,8 +804,8 @@ def _short_name(fqn: str) -> str:
 
 def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bool):  # type: ignore[no-untyped-def]
     """Before a plan: stop when this checkout would apply models from a commit behind (or beside)
-    the one that last deployed ``environment`` (``deploys.refusal``). Returns what to record once
-    the plan applied: (this checkout, the changed models)."""
+    the one that last deployed ``environment`` (``deploys.refusal``). Returns what the transform
+    records just before it plans: (this checkout, the changed models)."""
     from orchestrator.transform.deploys import checkout, last_deploy, refusal
 
     env = ctx.state_reader.get_environment(environment)
