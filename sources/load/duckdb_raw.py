@@ -131,6 +131,10 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     Traceback (most recent call last):
     ...
     _duckdb.InvalidInputException: Invalid Input Error: evolve_cast would change a value: d = 2020-01-02 10:30 becomes 2020-01-02 in raw's DATE (row 1 of the batch)
+    >>> con.execute(f"SELECT {checked_cast('d', 'DATE', 'TEXT', 'r')} FROM (VALUES ('2020-01-02 23:30:00 -0500', 0)) t(d, r)").fetchall()
+    Traceback (most recent call last):
+    ...
+    _duckdb.InvalidInputException: Invalid Input Error: evolve_cast would change a value: d = 2020-01-02 23:30:00 -0500 becomes 2020-01-02 in raw's DATE (row 1 of the batch)
     >>> con.execute(f"SELECT {checked_cast('t', 'TIMESTAMP', 'TEXT', 'r')} FROM (VALUES ('2020-01-02T10:30:00+02:00', 0)) t(t, r)").fetchall()
     Traceback (most recent call last):
     ...
@@ -141,9 +145,10 @@ def checked_cast(column: str, raw_type: str, batch_type: str, row_number: str) -
     if batch_type in ("TEXT", "VARCHAR"):  # normal_type's name for text, and DuckDB's
         if raw_type in ("DATE", "TIMESTAMP"):
             # DuckDB cuts '2020-01-02 10:30' into the DATE 2020-01-02 and drops an offset's hours
-            # ('10:30+02:00' is the TIMESTAMP 10:30): compared as instants (no offset: UTC, the session's zone)
-            instant = f"TRY_CAST({value} AS TIMESTAMPTZ)"
-            changed = f"{instant} IS NOT NULL AND {instant} IS DISTINCT FROM CAST({cast} AS TIMESTAMPTZ)"
+            # ('10:30+02:00' is the TIMESTAMP 10:30): compared as instants (no offset: UTC, the session's
+            # zone). Text DuckDB reads as a date but not as an instant ('2020-01-02 23:30:00 -0500')
+            # is refused too: the date cast would cut whatever follows the day.
+            changed = f"TRY_CAST({value} AS TIMESTAMPTZ) IS DISTINCT FROM CAST({cast} AS TIMESTAMPTZ)"
         elif not _NUMERIC.match(raw_type):
             return cast  # text into a timestamptz, a boolean: the cast fails on anything it cannot read
         else:

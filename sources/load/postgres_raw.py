@@ -118,6 +118,9 @@ LOSSY_CAST = "evolve_cast would change a value"
 _DECIMAL = re.compile(r"DECIMAL\((\d+), ?(\d+)\)")
 
 
+UNCHECKED = "unchecked"  # LossyCast.becomes of text the check cannot read as a time
+
+
 class LossyCast(Exception):
     def __init__(self, index: int, value: object, becomes: object) -> None:
         super().__init__(index, value, becomes)
@@ -208,10 +211,13 @@ def _check_text_instants(column: pa.Array, raw_type: str) -> None:
     """Raise ``LossyCast`` at the first text that COPY would store as another instant in raw's DATE
     or TIMESTAMP: PostgreSQL cuts '2020-01-02 10:30' into the date 2020-01-02, and drops an offset
     ('10:30+02:00' is the timestamp 10:30). Text without an offset is read as UTC, as DuckDB's check
-    does; text that is no ISO 8601 time is left to COPY, which refuses it or reads it as before.
+    does. Text that is no ISO 8601 time cannot be checked here and is refused (``UNCHECKED``):
+    PostgreSQL would read 'January 2 2020 10:30' or '... UTC' and cut it without a word.
 
     >>> _check_text_instants(pa.array(["2020-01-02", "2020-01-03 00:00:00", "2020-01-04T00:00:00Z", None]), "DATE")
-    >>> _check_text_instants(pa.array(["2020-01-02 10:30:00", "2020-01-02T10:30:00+00:00"]), "TIMESTAMP")
+    >>> _check_text_instants(pa.array(["2020-01-02T02:00:00+02:00"]), "DATE")  # midnight UTC
+    >>> _check_text_instants(pa.array(["2020-01-02 10:30:00", "2020-01-02T10:30:00+00:00", "2020-01-02T10:30:00-0000"]),
+    ...                      "TIMESTAMP")
     >>> _check_text_instants(pa.array(["2020-01-01", "2020-01-02 10:30"]), "DATE")
     Traceback (most recent call last):
     ...
@@ -220,11 +226,18 @@ def _check_text_instants(column: pa.Array, raw_type: str) -> None:
     Traceback (most recent call last):
     ...
     sources.load.postgres_raw.LossyCast: (0, '2020-01-02T10:30:00+02:00', datetime.datetime(2020, 1, 2, 10, 30))
+    >>> _check_text_instants(pa.array(["2020-01-02", "January 2 2020 10:30"]), "DATE")
+    Traceback (most recent call last):
+    ...
+    sources.load.postgres_raw.LossyCast: (1, 'January 2 2020 10:30', 'unchecked')
     """
     import pyarrow.compute as pc
 
-    try:  # the common case at Arrow's speed: ISO text without offsets
-        walls = pc.cast(column, pa.timestamp("us"))
+    # a zero offset ('Z', '+00:00', '-0000') names UTC as no offset does: dropped, so that Arrow's
+    # vectorised cast reads the usual columns (an API's '...Z'); the rest is checked value by value
+    utc = pc.replace_substring_regex(column, pattern=r"(?i)(z|[+-]00(:?00)?)$", replacement="")
+    try:
+        walls = pc.cast(utc, pa.timestamp("us"))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         walls = None
     if walls is not None:
@@ -235,19 +248,18 @@ def _check_text_instants(column: pa.Array, raw_type: str) -> None:
                 index = pc.index(changed, True).as_py()
                 raise LossyCast(index, column[index].as_py(), days[index].as_py())
         return
-    for index, text in enumerate(column.to_pylist()):  # offsets, or forms Arrow does not read
+    for index, text in enumerate(column.to_pylist()):
         if text is None:
             continue
         try:
             moment = datetime.fromisoformat(text.strip())
         except ValueError:
-            continue  # no ISO time: COPY judges it
-        offset = moment.utcoffset()
+            raise LossyCast(index, text, UNCHECKED) from None
         wall = moment.replace(tzinfo=None)
-        if raw_type == "DATE" and (wall.time() != time(0) or offset):
-            raise LossyCast(index, text, wall.date())
-        if raw_type == "TIMESTAMP" and offset:
-            raise LossyCast(index, text, wall)
+        instant = moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else wall
+        stored = datetime.combine(wall.date(), time(0)) if raw_type == "DATE" else wall  # what COPY keeps
+        if instant != stored:
+            raise LossyCast(index, text, wall.date() if raw_type == "DATE" else wall)
 
 
 def _soft_deleted(batch: pa.RecordBatch, manifest: Manifest) -> pa.Array:
@@ -540,6 +552,8 @@ class PostgresRaw:
         except LossyCast as lossy:
             row = int(batch.column("_batch_row")[lossy.index].as_py()) + 1
             becomes = (f"is no number raw's {raw_type} holds" if lossy.becomes == "no value" else
+                       f"is no ISO 8601 time, so whether raw's {raw_type} would keep it cannot be checked (send "
+                       "ISO text such as 2020-01-02T10:30:00+02:00)" if lossy.becomes == UNCHECKED else
                        f"becomes {lossy.becomes} in raw's {raw_type}")
             raise RawLoadError(
                 f"{LOSSY_CAST}: {column} = {lossy.value} {becomes} (row {row:,} of the batch); nothing of the "

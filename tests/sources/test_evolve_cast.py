@@ -226,19 +226,28 @@ def _text_into_dates_and_timestamps(tmp_path: Path, open_raw, read_rows) -> None
     error = str(apply().error)
     assert f"batch={shifted}" in error and "at = 2020-01-04T10:30:00+02:00 becomes 2020-01-04 10:30:00 in raw's " \
         "TIMESTAMP (row 1 of the batch)" in error, error
-    assert read_rows() == [("o1", date(2020, 1, 1), datetime(2020, 1, 1, 8))]  # nothing of either batch applied
     set_aside_batch(shifted)
+    # a form DuckDB reads as a date but not as an instant, and PostgreSQL's ISO check cannot read:
+    # its UTC day is 2020-01-03, and both warehouses' date casts kept 2020-01-02
+    zoned = land_batch(landing, "shop", "orders", [{"id": "o4b", "day": "2020-01-02 23:30:00 -0500",
+                                                    "at": "2020-01-02 09:00:00"}], text, key="id")
+    error = str(apply().error)
+    assert f"batch={zoned}" in error and "day = 2020-01-02 23:30:00 -0500 " in error, error
+    assert read_rows() == [("o1", date(2020, 1, 1), datetime(2020, 1, 1, 8))]  # nothing of the three batches applied
+    set_aside_batch(zoned)
 
     land_batch(landing, "shop", "orders", [  # the same instants, however written: applied
         {"id": "o5", "day": "2020-01-05", "at": "2020-01-05 09:00:00"},
         {"id": "o6", "day": "2020-01-06T00:00:00", "at": "2020-01-06T09:00:00Z"},
-        {"id": "o7", "day": None, "at": "2020-01-07T09:00:00+00:00"}], text, key="id")
+        {"id": "o7", "day": None, "at": "2020-01-07T09:00:00+00:00"},
+        {"id": "o8", "day": "2020-01-08T02:00:00+02:00", "at": None}], text, key="id")  # midnight UTC
     applied = apply()
     assert applied.error is None, applied.error
     assert read_rows() == [("o1", date(2020, 1, 1), datetime(2020, 1, 1, 8)),
                            ("o5", date(2020, 1, 5), datetime(2020, 1, 5, 9)),
                            ("o6", date(2020, 1, 6), datetime(2020, 1, 6, 9)),
-                           ("o7", None, datetime(2020, 1, 7, 9))]
+                           ("o7", None, datetime(2020, 1, 7, 9)),
+                           ("o8", date(2020, 1, 8), None)]
 
 
 def test_text_into_a_date_or_timestamp_is_refused_when_it_names_another_instant(tmp_path: Path) -> None:
