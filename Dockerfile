@@ -87,6 +87,8 @@ LABEL org.opencontainers.image.title="sqlmesh-elt" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
+# The image has no .git: model deploys record this commit (elt status), unchecked (docs/runbook.md#who-deployed-the-models)
+ENV ELT_GIT_COMMIT=${REVISION}
 # `elt status` reads the run history: it fails when the warehouse (history store) is unreachable.
 HEALTHCHECK --interval=1m --timeout=30s --start-period=1m --retries=3 CMD ["elt", "status"]
 ENTRYPOINT ["elt"]

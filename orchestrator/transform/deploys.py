@@ -9,15 +9,19 @@ a commit behind the last recorded one, or one this checkout does not have, or on
 line of history, stops before the plan and says which commits and models are at stake. The
 on-call engineer who means it passes ``elt transform --allow-revert``.
 
-A project that is not in a git checkout (or git is missing) records no commit and is not
-checked: there is no order to compare.
+A project that is not in a git checkout (or git is missing, as in the container image) records
+``ELT_GIT_COMMIT`` if set (the image's build argument) and is not checked: there is no order to
+compare. A deploy made with ``--allow-revert`` is a rollback: any other commit needs the flag
+once more, so the scheduler's checkout does not quietly undo it.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import socket
 import subprocess
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +29,9 @@ from typing import Any
 
 from sqlglot import exp
 
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.transform.deploys")
 DEPLOYS = "elt_meta.deploys"
 # the files whose state decides what the plan applies
 PROJECT_PATHS = ("models", "audits", "macros", "config.yaml", "external_models.yaml")
@@ -32,8 +39,9 @@ PROJECT_PATHS = ("models", "audits", "macros", "config.yaml", "external_models.y
 
 @dataclass(frozen=True)
 class Checkout:
-    commit: str | None  # None: not a git checkout, or git is missing
+    commit: str | None  # None: not a git checkout, or git is missing (and no ELT_GIT_COMMIT)
     dirty: bool  # uncommitted changes to models, audits, macros or config
+    ordered: bool = True  # git can tell this commit's order against another (False: ELT_GIT_COMMIT)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class Deploy:
     user: str
     deployed_at: datetime
     changed: str
+    reverted: bool = False  # made with --allow-revert
 
     def describe(self) -> str:
         commit = (self.commit or "no commit")[:12] + (" with uncommitted changes" if self.dirty else "")
@@ -60,7 +69,8 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
 def checkout(root: Path) -> Checkout:
     head = _git(root, "rev-parse", "--verify", "--quiet", "HEAD")
     if head is None or head.returncode != 0 or not head.stdout.strip():
-        return Checkout(None, False)
+        given = os.environ.get("ELT_GIT_COMMIT", "").strip()  # the image's build argument (REVISION)
+        return Checkout(given if given and given != "unknown" else None, False, ordered=False)
     status = _git(root, "status", "--porcelain", "--untracked-files=all", "--",
                   *[p for p in PROJECT_PATHS if (root / p).exists()])
     return Checkout(head.stdout.strip(), bool(status and status.stdout.strip()))
@@ -87,47 +97,93 @@ def _create(adapter: Any) -> None:
     from orchestrator.transform.windows import create_meta_table
 
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
-    create_meta_table(adapter, DEPLOYS, "environment TEXT NOT NULL, git_commit TEXT, git_dirty BOOLEAN, "
-                                        "host TEXT, os_user TEXT, deployed_at TIMESTAMP NOT NULL, changed TEXT")
+    create_meta_table(adapter, DEPLOYS, "deploy_id TEXT NOT NULL, environment TEXT NOT NULL, git_commit TEXT, "
+                                        "git_dirty BOOLEAN, host TEXT, os_user TEXT, deployed_at TIMESTAMP NOT NULL, "
+                                        "changed TEXT, reverted BOOLEAN, status TEXT")
 
 
 def last_deploy(adapter: Any, environment: str) -> Deploy | None:
+    """The environment's newest deploy, applied or cut off while planning (a killed plan may have
+    promoted some of it); plans that failed are deleted (``forget_deploy``)."""
     if not adapter.table_exists(DEPLOYS):
         return None
     env = exp.Literal.string(environment).sql(adapter.dialect)
-    row = adapter.fetchone(f"SELECT git_commit, git_dirty, host, os_user, deployed_at, changed FROM {DEPLOYS} "
+    row = adapter.fetchone(f"SELECT git_commit, git_dirty, host, os_user, deployed_at, changed, reverted FROM {DEPLOYS} "
                            f"WHERE environment = {env} ORDER BY deployed_at DESC LIMIT 1")
-    return None if row is None else Deploy(row[0], bool(row[1]), row[2] or "?", row[3] or "?", row[4], row[5] or "")
+    return None if row is None else Deploy(row[0], bool(row[1]), row[2] or "?", row[3] or "?", row[4], row[5] or "",
+                                           bool(row[6]))
 
 
-def record_deploy(adapter: Any, environment: str, here: Checkout, changed: list[str]) -> None:
+def record_deploy(adapter: Any, environment: str, here: Checkout, changed: list[str], reverted: bool) -> str:
+    """Record the deploy as ``planning`` before the plan (a plan killed half-way still counts);
+    ``deploy_applied`` or ``forget_deploy`` settles it. Returns its id."""
     _create(adapter)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for the uid (a container)
         user = "?"
-    values = [environment, here.commit, here.dirty, socket.gethostname(), user,
-              datetime.now(UTC).replace(tzinfo=None), ", ".join(sorted(changed))]
+    deploy_id = uuid.uuid4().hex
+    values = [deploy_id, environment, here.commit, here.dirty, socket.gethostname(), user,
+              datetime.now(UTC).replace(tzinfo=None), ", ".join(sorted(changed)), reverted, "planning"]
     literals = ", ".join(exp.convert(v).sql(adapter.dialect) for v in values)
-    adapter.execute(f"INSERT INTO {DEPLOYS} (environment, git_commit, git_dirty, host, os_user, deployed_at, changed) "
-                    f"VALUES ({literals})")
+    adapter.execute(f"INSERT INTO {DEPLOYS} (deploy_id, environment, git_commit, git_dirty, host, os_user, deployed_at, "
+                    f"changed, reverted, status) VALUES ({literals})")
+    return deploy_id
 
 
-def refusal(root: Path, environment: str, last: Deploy | None, here: Checkout, changed: list[str]) -> str | None:
-    """Why this checkout must not apply ``changed`` models to ``environment``, or None."""
-    if last is None or not last.commit or here.commit is None:
-        return None
-    how = relation(root, here.commit, last.commit)
-    if how in ("same", "newer"):
-        return None
+def _settle(adapter: Any, statement: str) -> None:
+    """The record only informs: failing to settle it never fails a transform whose plan ran."""
+    try:
+        adapter.execute(statement)
+    except Exception as exc:  # noqa: BLE001 - logged; the row stays 'planning', which counts as a deploy
+        log.warning("deploy record not updated", extra={"fields": {"error": str(exc).splitlines()[0][:300]}})
+
+
+def deploy_applied(adapter: Any, deploy_id: str) -> None:
+    if adapter.dialect == "spark":  # plain Parquet: no UPDATE; the row says planning, which counts the same
+        return
+    key = exp.Literal.string(deploy_id).sql(adapter.dialect)
+    _settle(adapter, f"UPDATE {DEPLOYS} SET status = 'applied' WHERE deploy_id = {key}")
+
+
+def forget_deploy(adapter: Any, deploy_id: str) -> None:
+    """A plan that failed (a unit test, a model's SQL) promoted nothing: it is no deploy, and the
+    checkout the on-call goes back to must not be refused as behind it."""
+    if adapter.dialect == "spark":  # plain Parquet: no DELETE; the failed plan's row stays and counts
+        return
+    key = exp.Literal.string(deploy_id).sql(adapter.dialect)
+    _settle(adapter, f"DELETE FROM {DEPLOYS} WHERE deploy_id = {key}")
+
+
+def refusal(root: Path, environment: str, last: Deploy | None, here: Checkout,
+            changed: list[str]) -> tuple[str | None, bool]:
+    """Why this checkout must not apply ``changed`` models to ``environment`` (None: it may), and
+    whether applying them anyway puts older versions back (a rollback, recorded as such). The
+    reason is one line (the scheduler's alert shows a failure's first line), ending with what to do."""
+    if last is None or not last.commit or here.commit is None or not here.ordered:
+        return None, False
     models = ", ".join(sorted(changed)[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
-    why = {"older": "is behind it: applying this checkout's models would put older versions back",
-           "unknown": "does not have that commit (not fetched, or from a branch deleted since): its models may be "
-                      "older than what the environment serves",
-           "diverged": "is on another line of history: applying its models would undo changes made on the other line"
-           }[how]
-    return (f"{environment} was last deployed from {last.describe()}; this checkout ({here.commit[:12]}) {why}. "
-            f"Models it would change: {models}.\n"
-            f"  next: update this checkout (`git pull`; `git fetch` for an unknown commit) and rerun `elt transform`; "
-            f"if putting these versions into {environment} is what you mean (a rollback), rerun with "
-            f"`elt transform --allow-revert`. Nothing was changed: the plan did not run.")
+    how = relation(root, here.commit, last.commit)
+    if last.reverted and how == "newer":
+        return (f"{environment} was rolled back to {last.describe()} with --allow-revert; this checkout "
+                f"({here.commit[:12]}) would undo the rollback (models: {models}). Nothing ran. next: if this "
+                f"commit holds the fix, run `elt transform --allow-revert` once from it; if not, make the deploy "
+                f"branch hold the rollback (`git revert` the bad change, push, `git pull` here) "
+                f"(docs/runbook.md#who-deployed-the-models)"), False
+    if how in ("same", "newer"):
+        return None, False
+    why, step = {
+        "older": ("is behind it: its models would put older versions back",
+                  "`git pull` here (this checkout is stale)"),
+        "unknown": ("does not have that commit: its models may be older than what the environment serves",
+                    "`git fetch` (`git fetch --unshallow` in a shallow clone) and rerun; if the commit is gone "
+                    "(amended, rebased or squash-merged) and this checkout holds its changes"),
+        "diverged": ("is on another line of history: its models would undo what the other line changed",
+                     "merge the other line (or check out the deployed branch) and rerun; if this line already holds "
+                     "its changes (a squash-merge)"),
+    }[how]
+    ending = (" and rerun `elt transform`; to put these versions back on purpose (a rollback), run "
+              "`elt transform --allow-revert`" if how == "older" else
+              ", run `elt transform --allow-revert` once")
+    return (f"{environment} was last deployed from {last.describe()}; this checkout ({here.commit[:12]}) {why} "
+            f"(models: {models}). Nothing ran. next: {step}{ending} (docs/runbook.md#who-deployed-the-models)"), True

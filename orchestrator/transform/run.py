@@ -814,14 +814,15 @@ def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bo
     changed = sorted({_short_name(s.name) for s in local.values() if s.snapshot_id not in served}
                      | {f"{_short_name(n)} (removed)" for n in set(served.values()) - names})
     here = checkout(Path(ctx.path))
+    why, rollback = None, False
     if changed and env is not None:
-        why = refusal(Path(ctx.path), environment, last_deploy(ctx.engine_adapter, environment), here, changed)
+        why, rollback = refusal(Path(ctx.path), environment, last_deploy(ctx.engine_adapter, environment), here,
+                                changed)
         if why and not allow_revert:
             raise TransformFailed("deploy", [], why)
         if why:
-            log.warning("deploying over a newer commit", extra={"fields": {"environment": environment,
-                                                                           "why": why.splitlines()[0]}})
-    return here, changed
+            log.warning("deploying with --allow-revert", extra={"fields": {"environment": environment, "why": why}})
+    return here, changed, rollback
 
 
 def _transform(ctx, console, environment, verify, started, before_restating=None,  # type: ignore[no-untyped-def]
@@ -842,17 +843,22 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
 
     applied = False
     if needs_plan:
-        try:
-            if deploy is not None and deploy[1]:
-                from orchestrator.transform.deploys import record_deploy
+        from orchestrator.transform.deploys import deploy_applied, forget_deploy, record_deploy
 
-                # before the plan: a plan killed half-way still counts as this commit's deploy
-                record_deploy(adapter, environment, *deploy)
+        # before the plan: a plan killed half-way still counts as this commit's deploy
+        deploy_id = record_deploy(adapter, environment, *deploy) if deploy is not None and deploy[1] else None
+        try:
             plan = ctx.plan(environment, auto_apply=True, no_prompts=True)
             applied = bool(plan.has_changes or plan.requires_backfill)
+            if deploy_id:
+                deploy_applied(adapter, deploy_id)
         except NoChangesPlanError:
             applied = False
+            if deploy_id:
+                forget_deploy(adapter, deploy_id)
         except PlanError as exc:
+            if deploy_id:  # a unit test or a model failed: SQLMesh promoted nothing
+                forget_deploy(adapter, deploy_id)
             if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
                 raise KeyboardInterrupt("plan") from exc
             raise TransformFailed(

@@ -51,14 +51,16 @@ def _git(root: Path, *args: str) -> str:
 
 def _deploys(project: Project) -> list[tuple]:
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
-        return con.execute("SELECT git_commit, git_dirty, changed FROM elt_meta.deploys ORDER BY deployed_at").fetchall()
+        return con.execute("SELECT git_commit, git_dirty, changed, reverted, status FROM elt_meta.deploys "
+                           "ORDER BY deployed_at").fetchall()
 
 
 def test_a_checkout_behind_the_last_deploy_does_not_put_older_models_back(project: Project, small_jaffle: Path) -> None:
     """A second machine (or a laptop) whose checkout nobody updated ran `elt transform`, and SQLMesh's
     plan put its older models back into prod without a word. Each deploy now records its commit,
     and a checkout behind it (or without it) stops before the plan, naming both commits and the
-    models; `--allow-revert` is the deliberate rollback."""
+    models; `--allow-revert` is the deliberate rollback, which a newer checkout may not quietly
+    undo; a plan that failed is no deploy."""
     shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
     (project.root / ".gitignore").write_text("data/\nlogs/\n.cache/\n")
     _git(project.root, "init", "-q", "-b", "main")
@@ -68,8 +70,9 @@ def test_a_checkout_behind_the_last_deploy_does_not_put_older_models_back(projec
     for args in (("load", "jaffle_shop"), ("transform",)):
         proc = project.elt(*args, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert [(c, d) for c, d, _ in _deploys(project)] == [(first, False)]  # the first deploy: every model
+    assert [(c, d, r, st) for c, d, _, r, st in _deploys(project)] == [(first, False, False, "applied")]  # every model
 
+    changed = "marts.customers, marts.orders"  # the edited mart and the one that reads it
     model = project.root / "models" / "marts" / "orders.sql"
     old_sql = model.read_text()
     model.write_text(old_sql.replace("COALESCE(order_items_summary.count_drink_items, 0) > 0 AS is_drink_order,",
@@ -78,32 +81,48 @@ def test_a_checkout_behind_the_last_deploy_does_not_put_older_models_back(projec
     second = _git(project.root, "rev-parse", "HEAD")
     proc = project.elt("transform", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _deploys(project)[-1] == (second, False, "marts.customers, marts.orders")  # and what reads it
+    assert _deploys(project)[-1] == (second, False, changed, False, "applied")
 
     _git(project.root, "checkout", "-q", first)  # the stale checkout
     proc = project.elt("transform", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
-    assert f"prod was last deployed from {second[:12]} by " in out and f"this checkout ({first[:12]}) is behind it" in out, out
-    assert "Models it would change: marts.customers, marts.orders." in out and "elt transform --allow-revert" in out, out
+    first_line = next(line for line in out.splitlines() if "transform failed during deploy" in line)
+    assert f"prod was last deployed from {second[:12]} by " in first_line, out  # one line: what the alert shows
+    assert f"this checkout ({first[:12]}) is behind it" in first_line and f"(models: {changed})" in first_line, out
+    assert "next: `git pull` here" in first_line and "elt transform --allow-revert" in first_line, out
     assert "Traceback" not in out and len(_deploys(project)) == 2, out  # stopped before the plan
 
     proc = project.elt("transform", "--allow-revert", timeout=300)  # the rollback, on purpose
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _deploys(project)[-1] == (first, False, "marts.customers, marts.orders")
+    assert _deploys(project)[-1] == (first, False, changed, True, "applied")
     status = project.elt("status")
-    assert f"prod: {first[:12]} by " in status.stdout and "marts.orders" in status.stdout, status.stdout + status.stderr
+    assert f"prod: {first[:12]} (a rollback: --allow-revert) by " in status.stdout and "marts.orders" in status.stdout, \
+        status.stdout + status.stderr
 
-    _git(project.root, "checkout", "-q", "main")  # ahead of the last deploy again: applied without a flag
+    _git(project.root, "checkout", "-q", "main")  # the scheduler's checkout, still at the bad commit
     proc = project.elt("transform", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and f"prod was rolled back to {first[:12]} " in out, out
+    assert "would undo the rollback" in out and len(_deploys(project)) == 3, out
+    proc = project.elt("transform", "--allow-revert", timeout=300)  # the fix is in: rolled forward on purpose
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert _deploys(project)[-1] == (second, False, "marts.customers, marts.orders")  # and what reads it
+    assert _deploys(project)[-1] == (second, False, changed, False, "applied")  # forward: no rollback
+
+    # a plan that fails (here a model's query) promotes nothing and is not recorded
+    model.write_text(old_sql.replace("COALESCE(order_items_summary.count_drink_items, 0) > 0 AS is_drink_order,",
+                                     "CAST('not a number' AS INTEGER) > 0 AS is_drink_order,"))
+    _git(project.root, "commit", "-q", "-am", "C: broken")
+    proc = project.elt("transform", timeout=300)
+    assert proc.returncode == 1 and "transform failed during plan" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert len(_deploys(project)) == 4 and _deploys(project)[-1][0] == second
 
     # another machine deployed a commit this checkout has never fetched
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
-        con.execute("INSERT INTO elt_meta.deploys VALUES ('prod', '0123456789abcdef0123456789abcdef01234567', FALSE, "
-                    "'other-host', 'bob', now()::TIMESTAMP + INTERVAL 1 MINUTE, 'marts.orders')")
-    model.write_text(old_sql)  # uncommitted edit: a model change to apply
+        con.execute("INSERT INTO elt_meta.deploys VALUES ('x1', 'prod', '0123456789abcdef0123456789abcdef01234567', "
+                    "FALSE, 'other-host', 'bob', now()::TIMESTAMP + INTERVAL 1 MINUTE, 'marts.orders', FALSE, 'applied')")
+    model.write_text(old_sql)  # a model change to apply
     proc = project.elt("transform", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "0123456789ab by bob@other-host" in out and "does not have that commit" in out, out
+    assert "git fetch --unshallow" in out, out
