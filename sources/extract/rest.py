@@ -65,9 +65,10 @@ MAX_REDIRECTS = 10
 
 
 class TransientHTTPError(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, retry_after: float | None = None, hint: str | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+        self.hint = hint  # the next step when the retries run out, if not "rerun later"
 
 
 class RefusedRedirect(requests.RequestException):
@@ -164,7 +165,8 @@ class _Deadline:
     progress; the request then fails as a timeout (retried)."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds, self.fired, self.connection = seconds, False, None
+        self.seconds, self.fired, self.done, self.connection = seconds, False, False, None
+        self.lock = threading.Lock()  # a request that ends as the timer fires: one or the other
         self.timer = threading.Timer(seconds, self._fire)
         self.timer.daemon = True
 
@@ -174,17 +176,22 @@ class _Deadline:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self.lock:  # after this, the connection (back in the pool) is never shut down by us
+            self.done = True
         self.timer.cancel()
         _IN_FLIGHT.deadline = None
 
     def _fire(self) -> None:
-        self.fired = True
-        sock = getattr(self.connection, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            sock = getattr(self.connection, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # already closed
 
     @staticmethod
     def watch(connection: object) -> None:
@@ -192,7 +199,7 @@ class _Deadline:
         deadline = getattr(_IN_FLIGHT, "deadline", None)
         if deadline is not None:
             deadline.connection = connection
-            if deadline.fired:  # fired between the connection's steps
+            if deadline.fired:  # fired before the connection had a socket
                 deadline._fire()
 
 
@@ -236,7 +243,8 @@ class _WatchedAdapter(requests.adapters.HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **kwargs)
-        manager.pool_classes_by_scheme = _WATCHED_POOLS
+        if not proxy.lower().startswith("socks"):  # SOCKS pools have connection classes of their own
+            manager.pool_classes_by_scheme = _WATCHED_POOLS
         return manager
 
 
@@ -319,7 +327,7 @@ class RestClient:
         self.session.close()
 
     def redact(self, text: str) -> str:
-        for secret in self.secrets:
+        for secret in sorted(self.secrets, key=len, reverse=True):  # a secret that holds another goes first
             text = text.replace(secret, "***")
         return redact_userinfo(text)
 
@@ -338,7 +346,8 @@ class RestClient:
                 if attempt + 1 >= attempts:
                     raise SourceReadError(
                         f"GET {self.redact(url)} still failing after {attempts} attempts: {self.redact(str(exc))}",
-                        **self.where, hint="the API is unavailable or rate-limiting; rerun later, or raise max_retries",
+                        **self.where, hint=exc.hint or "the API is unavailable or rate-limiting; rerun later, or raise "
+                                                       "max_retries",
                     ) from None
                 delay = backoff_delay(attempt, exc.retry_after)
                 log.warning("retrying", extra={"fields": {**self.where, "url": self.redact(url), "attempt": attempt + 1,
@@ -386,7 +395,9 @@ class RestClient:
         if status == 401 and (renewed := self._rotated_token()):
             log.info("token renewed", extra={"fields": {**self.where, "url": self.redact(url), "from": renewed}})
             raise TransientHTTPError(f"HTTP 401: the credentials were refused; {renewed} holds a new token, "
-                                     "which the retry sends")
+                                     "sent by the next attempt if max_retries allows one",
+                                     hint=f"the credentials were refused, and so was the token renewed in {renewed} if "
+                                          "it was tried: check the secret there")
         if status >= 300:
             hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
                      403: "the credentials lack permission for this endpoint: ask the API owner",

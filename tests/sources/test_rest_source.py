@@ -155,7 +155,7 @@ def test_client_errors_are_not_retried(status: int, hint: str) -> None:
 def test_a_404_past_the_last_page_is_told_apart_from_a_missing_endpoint() -> None:
     """Many APIs answer 404 for a page past the end: the hint said the endpoint did not exist."""
     def respond(path, query, headers):  # type: ignore[no-untyped-def]
-        page = int(query.get("page", "1"))
+        page = int(query.get("page", ["1"])[0])
         return ok({"data": PRODUCTS[(page - 1) * 10:page * 10]}) if page <= 3 else (404, {}, b"{}")
 
     with http_server(respond) as url, pytest.raises(SourceReadError) as err:
