@@ -141,9 +141,9 @@ def print_deploys(settings: Settings, out: TextIO) -> None:
     where and when, and the models it changed. Not on Spark (a status check starts no JVM)."""
     from orchestrator.observe.freshness import _warehouse
 
-    if settings.gateway == "spark":
-        return
     try:
+        if settings.gateway == "spark":
+            return
         with _warehouse(settings) as query:
             if query is None:
                 return
