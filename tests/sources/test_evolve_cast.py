@@ -85,16 +85,20 @@ def test_a_cast_that_would_change_a_value_fails_the_batch_and_one_that_keeps_the
     assert _raw(tmp_path / "wh3.duckdb") == [("o1", 10), ("o2", 11)]
 
 
-def _pg_day(pg_db, order_id: str):  # type: ignore[no-untyped-def]
+def _pg_rows(pg_db, query: str, params: list | None = None) -> list[tuple]:  # type: ignore[no-untyped-def]
     import psycopg2
 
     con = psycopg2.connect(host=pg_db.host, port=pg_db.port, user=pg_db.user, dbname=pg_db.dbname)
     try:
         with con.cursor() as cur:
-            cur.execute("SELECT day FROM raw_shop.orders WHERE id = %s", [order_id])
-            return cur.fetchone()[0]
+            cur.execute(query, params)
+            return cur.fetchall()
     finally:
         con.close()
+
+
+def _pg_day(pg_db, order_id: str):  # type: ignore[no-untyped-def]
+    return _pg_rows(pg_db, "SELECT day FROM raw_shop.orders WHERE id = %s", [order_id])[0][0]
 
 
 def test_on_a_postgresql_warehouse_a_cast_that_would_change_a_value_fails_and_one_that_keeps_them_applies(
@@ -102,8 +106,6 @@ def test_on_a_postgresql_warehouse_a_cast_that_would_change_a_value_fails_and_on
     """PostgreSQL's COPY rounded text into a numeric(p, s) without a word (12.499 into numeric(10,2)
     landed 12.50), and refused '11.00' for a bigint although the cast keeps it: both now behave as
     on DuckDB (the probe that found DuckDB's rounding left this side open, decision 0035)."""
-    import psycopg2
-
     from sources.connections import PostgresSettings
     from sources.load.postgres_raw import PostgresRaw
 
@@ -123,13 +125,7 @@ def test_on_a_postgresql_warehouse_a_cast_that_would_change_a_value_fails_and_on
         return outcome
 
     def rows() -> list[tuple]:
-        con = psycopg2.connect(host=pg_db.host, port=pg_db.port, user=pg_db.user, dbname=pg_db.dbname)
-        try:
-            with con.cursor() as cur:
-                cur.execute("SELECT id, amount, qty FROM raw_shop.orders ORDER BY id")
-                return cur.fetchall()
-        finally:
-            con.close()
+        return _pg_rows(pg_db, "SELECT id, amount, qty FROM raw_shop.orders ORDER BY id")
 
     land_batch(landing, "shop", "orders", [{"id": "o1", "amount": Decimal("1.50"), "qty": 1}], types, key="id")
     assert apply().error is None and rows() == [("o1", Decimal("1.50"), 1)]
@@ -265,19 +261,11 @@ def test_text_into_a_date_or_timestamp_is_refused_when_it_names_another_instant(
 
 def test_on_a_postgresql_warehouse_text_into_a_date_or_timestamp_is_refused_when_it_names_another_instant(
         tmp_path: Path, pg_db) -> None:  # type: ignore[no-untyped-def]
-    import psycopg2
-
     from sources.connections import PostgresSettings
     from sources.load.postgres_raw import PostgresRaw
 
     def rows() -> list[tuple]:
-        con = psycopg2.connect(host=pg_db.host, port=pg_db.port, user=pg_db.user, dbname=pg_db.dbname)
-        try:
-            with con.cursor() as cur:
-                cur.execute('SELECT id, day, "at" FROM raw_shop.orders ORDER BY id')
-                return cur.fetchall()
-        finally:
-            con.close()
+        return _pg_rows(pg_db, 'SELECT id, day, "at" FROM raw_shop.orders ORDER BY id')
 
     _text_into_dates_and_timestamps(
         tmp_path, lambda: PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)), rows)
