@@ -40,10 +40,17 @@ demo-production: $(STAMP)
 # listed at the end, to keep CI under its time limit.
 TEST_WORKERS ?= 3
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),-n 0,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
+# The project's own modules are installed in place (pip -e), so pip never compiled them, and with
+# PYTHONDONTWRITEBYTECODE set no process writes their bytecode: each of the suite's hundreds of
+# `elt` subprocesses compiled them again (0.12-0.15 s of a 2.1 s start; with 4 workers the suite
+# keeps both cores 99.5% busy, so CPU saved is time saved). compileall only rewrites what changed.
+COMPILE = PYTHONDONTWRITEBYTECODE= $(BIN)/python -m compileall -q sources orchestrator macros >/dev/null
 test: $(STAMP)
+	@$(COMPILE)
 	$(BIN)/python -m pytest $(XDIST) --durations=25
 
 test-fast: $(STAMP)
+	@$(COMPILE)
 	$(BIN)/python -m pytest $(XDIST) -m "not slow and not ui"
 
 ui: $(STAMP)
