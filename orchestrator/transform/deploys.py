@@ -11,8 +11,11 @@ on-call engineer who means it passes ``elt transform --allow-revert``.
 
 A project that is not in a git checkout (or git is missing, as in the container image) records
 ``ELT_GIT_COMMIT`` if set (the image's build argument) and is not checked: there is no order to
-compare. A deploy made with ``--allow-revert`` is a rollback: any other commit needs the flag
-once more, so the scheduler's checkout does not quietly undo it.
+compare. A deploy made with ``--allow-revert`` is a rollback: it records the model versions it
+took out (``elt_meta.rolled_back_versions``), and a newer checkout that would put one of them back
+needs the flag once more, so the scheduler's checkout, still on the bad commit, does not quietly
+undo it. A newer checkout whose models no longer hold those versions (the branch reverted the bad
+change) deploys as usual.
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.deploys")
 DEPLOYS = "elt_meta.deploys"
+# per rollback (deploy_id): each model whose version it took out of the environment, and that
+# version (the model's own definition, not its parents': ``own_version``), or ABSENT for a model
+# the rollback brought back (the rolled-back commit had removed it)
+ROLLED_BACK = "elt_meta.rolled_back_versions"
+ABSENT = "-"
 # the files whose state decides what the plan applies
 PROJECT_PATHS = ("models", "audits", "macros", "config.yaml", "external_models.yaml")
 
@@ -53,6 +61,7 @@ class Deploy:
     deployed_at: datetime
     changed: str
     reverted: bool = False  # made with --allow-revert
+    deploy_id: str = ""
 
     def describe(self) -> str:
         commit = (self.commit or "no commit")[:12] + (" with uncommitted changes" if self.dirty else "")
@@ -100,6 +109,7 @@ def _create(adapter: Any) -> None:
     create_meta_table(adapter, DEPLOYS, "deploy_id TEXT NOT NULL, environment TEXT NOT NULL, git_commit TEXT, "
                                         "git_dirty BOOLEAN, host TEXT, os_user TEXT, deployed_at TIMESTAMP NOT NULL, "
                                         "changed TEXT, reverted BOOLEAN, status TEXT")
+    create_meta_table(adapter, ROLLED_BACK, "deploy_id TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL")
 
 
 def last_deploy(adapter: Any, environment: str) -> Deploy | None:
@@ -108,21 +118,54 @@ def last_deploy(adapter: Any, environment: str) -> Deploy | None:
     if not adapter.table_exists(DEPLOYS):
         return None
     env = exp.Literal.string(environment).sql(adapter.dialect)
-    row = adapter.fetchone(f"SELECT git_commit, git_dirty, host, os_user, deployed_at, changed, reverted FROM {DEPLOYS} "
-                           f"WHERE environment = {env} ORDER BY deployed_at DESC LIMIT 1")
+    row = adapter.fetchone(f"SELECT git_commit, git_dirty, host, os_user, deployed_at, changed, reverted, deploy_id "
+                           f"FROM {DEPLOYS} WHERE environment = {env} ORDER BY deployed_at DESC LIMIT 1")
     return None if row is None else Deploy(row[0], bool(row[1]), row[2] or "?", row[3] or "?", row[4], row[5] or "",
-                                           bool(row[6]))
+                                           bool(row[6]), row[7] or "")
 
 
-def record_deploy(adapter: Any, environment: str, here: Checkout, changed: list[str], reverted: bool) -> str:
+def own_version(fingerprint: Any) -> str:
+    """A model's own definition (query, kind, audits, description...) from its SQLMesh
+    fingerprint, without its parents': a downstream model whose query the rolled-back commit did
+    not touch keeps it across that commit, and a later edit upstream does not disguise a model
+    that still holds the rolled-back query."""
+    return f"{fingerprint.data_hash}/{fingerprint.metadata_hash}"
+
+
+def record_rolled_back(adapter: Any, deploy_id: str, versions: dict[str, str]) -> None:
+    """With the rollback's ``planning`` row: the versions it takes out (model -> ``own_version``,
+    or ABSENT). None to take out (only parents' versions moved) records nothing, and a newer
+    checkout is then judged by commit ancestry alone, as before this record existed."""
+    if not versions:
+        return
+    rows = ", ".join(f"({', '.join(exp.convert(v).sql(adapter.dialect) for v in (deploy_id, model, version))})"
+                     for model, version in sorted(versions.items()))
+    adapter.execute(f"INSERT INTO {ROLLED_BACK} (deploy_id, model, version) VALUES {rows}")
+
+
+def rolled_back_versions(adapter: Any, deploy: Deploy) -> dict[str, str] | None:
+    """What the rollback ``deploy`` took out (model -> version), or None when it recorded nothing
+    (made before this record existed): then only commit ancestry can tell."""
+    if not deploy.deploy_id or not adapter.table_exists(ROLLED_BACK):
+        return None
+    key = exp.Literal.string(deploy.deploy_id).sql(adapter.dialect)
+    rows = adapter.fetchall(f"SELECT model, version FROM {ROLLED_BACK} WHERE deploy_id = {key}")
+    return {model: version for model, version in rows} or None
+
+
+def record_deploy(adapter: Any, environment: str, here: Checkout, changed: list[str], reverted: bool,
+                  taken_out: dict[str, str] | None = None) -> str:
     """Record the deploy as ``planning`` before the plan (a plan killed half-way still counts);
-    ``deploy_applied`` or ``forget_deploy`` settles it. Returns its id."""
+    ``deploy_applied`` or ``forget_deploy`` settles it. A rollback's ``taken_out`` versions are
+    written first, so a rollback row never lacks them (a kill between the two leaves rows no deploy
+    names, which nothing reads). Returns its id."""
     _create(adapter)
     try:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for the uid (a container)
         user = "?"
     deploy_id = uuid.uuid4().hex
+    record_rolled_back(adapter, deploy_id, taken_out or {})
     values = [deploy_id, environment, here.commit, here.dirty, socket.gethostname(), user,
               datetime.now(UTC).replace(tzinfo=None), ", ".join(sorted(changed)), reverted, "planning"]
     literals = ", ".join(exp.convert(v).sql(adapter.dialect) for v in values)
@@ -153,23 +196,32 @@ def forget_deploy(adapter: Any, deploy_id: str) -> None:
         return
     key = exp.Literal.string(deploy_id).sql(adapter.dialect)
     _settle(adapter, f"DELETE FROM {DEPLOYS} WHERE deploy_id = {key}")
+    _settle(adapter, f"DELETE FROM {ROLLED_BACK} WHERE deploy_id = {key}")
+
+
+def _models(names: list[str]) -> str:
+    return ", ".join(sorted(names)[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
 
 def refusal(root: Path, environment: str, last: Deploy | None, here: Checkout,
-            changed: list[str]) -> tuple[str | None, bool]:
+            changed: list[str], undone: list[str] | None = None) -> tuple[str | None, bool]:
     """Why this checkout must not apply ``changed`` models to ``environment`` (None: it may), and
-    whether applying them anyway puts older versions back (a rollback, recorded as such). The
+    whether applying them anyway puts older versions back (a rollback, recorded as such). After a
+    rollback, ``undone`` names the models whose rolled-back versions this checkout would put back
+    (None: the rollback recorded no versions, and a newer checkout is taken to undo it). The
     reason is one line (the scheduler's alert shows a failure's first line), ending with what to do."""
     if last is None or not last.commit or here.commit is None or not here.ordered:
         return None, False
-    models = ", ".join(sorted(changed)[:8]) + (f" and {len(changed) - 8} more" if len(changed) > 8 else "")
+    models = _models(changed)
     how = relation(root, here.commit, last.commit)
     if last.reverted and how == "newer":
+        if undone is not None and not undone:  # the branch holds the rollback (the bad change reverted)
+            return None, False
         return (f"{environment} was rolled back to {last.describe()} with --allow-revert; this checkout "
-                f"({here.commit[:12]}) would undo the rollback (models: {models}). Nothing ran. next: if this "
-                f"commit holds the fix, run `elt transform --allow-revert` once from it; if not, make the deploy "
-                f"branch hold the rollback (`git revert` the bad change, push, `git pull` here) "
-                f"(docs/runbook.md#who-deployed-the-models)"), False
+                f"({here.commit[:12]}) would undo the rollback (models: {_models(undone or changed)}). Nothing ran. "
+                f"next: make the deploy branch hold the rollback (`git revert` the bad change, push, `git pull` here); "
+                f"{'if this commit holds the fix, run' if undone is None else 'to put these versions back on purpose, run'} "
+                f"`elt transform --allow-revert` once from it (docs/runbook.md#who-deployed-the-models)"), False
     if how in ("same", "newer"):
         return None, False
     why, step = {

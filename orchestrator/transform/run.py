@@ -804,9 +804,10 @@ def _short_name(fqn: str) -> str:
 
 def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bool):  # type: ignore[no-untyped-def]
     """Before a plan: stop when this checkout would apply models from a commit behind (or beside)
-    the one that last deployed ``environment`` (``deploys.refusal``). Returns what the transform
-    records just before it plans: (this checkout, the changed models)."""
-    from orchestrator.transform.deploys import checkout, last_deploy, refusal
+    the one that last deployed ``environment``, or would put back versions a rollback took out
+    (``deploys.refusal``). Returns what the transform records just before it plans: (this
+    checkout, the changed models, whether it is a rollback, the versions a rollback takes out)."""
+    from orchestrator.transform.deploys import ABSENT, checkout, last_deploy, own_version, refusal, rolled_back_versions
 
     env = ctx.state_reader.get_environment(environment)
     served = {s.snapshot_id: s.name for s in env.snapshots} if env is not None else {}
@@ -814,15 +815,26 @@ def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bo
     changed = sorted({_short_name(s.name) for s in local.values() if s.snapshot_id not in served}
                      | {f"{_short_name(n)} (removed)" for n in set(served.values()) - names})
     here = checkout(Path(ctx.path))
-    why, rollback = None, False
+    why, rollback, taken_out = None, False, {}
     if changed and env is not None:
-        why, rollback = refusal(Path(ctx.path), environment, last_deploy(ctx.engine_adapter, environment), here,
-                                changed)
+        mine = {s.name: own_version(s.fingerprint) for s in local.values()}
+        last = last_deploy(ctx.engine_adapter, environment)
+        record = rolled_back_versions(ctx.engine_adapter, last) if last is not None and last.reverted else None
+        # the rolled-back versions this checkout would put back (a model the rollback brought back
+        # is put back out when this checkout lacks it)
+        undone = None if record is None else sorted(
+            _short_name(name) for name, version in record.items()
+            if (name not in mine if version == ABSENT else mine.get(name) == version))
+        why, rollback = refusal(Path(ctx.path), environment, last, here, changed, undone)
         if why and not allow_revert:
             raise TransformFailed("deploy", [], why)
         if why:
             log.warning("deploying with --allow-revert", extra={"fields": {"environment": environment, "why": why}})
-    return here, changed, rollback
+        if rollback:  # what this rollback takes out: a newer checkout that puts it back is refused
+            theirs = {s.name: own_version(s.fingerprint) for s in env.snapshots}
+            taken_out = {name: version for name, version in theirs.items() if mine.get(name) != version}
+            taken_out.update({name: ABSENT for name in set(mine) - set(theirs)})
+    return here, changed, rollback, taken_out
 
 
 def _transform(ctx, console, environment, verify, started, before_restating=None,  # type: ignore[no-untyped-def]

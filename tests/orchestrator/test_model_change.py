@@ -109,19 +109,46 @@ def test_a_checkout_behind_the_last_deploy_does_not_put_older_models_back(projec
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _deploys(project)[-1] == (second, False, changed, False, "applied")  # forward: no rollback
 
+    # rolled back once more; the branch then gains an edit upstream of the bad model: its query is
+    # still the rolled-back one, so the checkout is refused, naming that model only
+    _git(project.root, "checkout", "-q", first)
+    proc = project.elt("transform", "--allow-revert", timeout=300)
+    assert proc.returncode == 0 and _deploys(project)[-1] == (first, False, changed, True, "applied"), \
+        proc.stdout + proc.stderr
+    _git(project.root, "checkout", "-q", "main")
+    staging = project.root / "models" / "staging" / "stg_jaffle_shop__orders.sql"
+    staging.write_text(staging.read_text().replace("'Jaffle Shop orders, one row per order", "'Orders, one row per order"))
+    _git(project.root, "commit", "-q", "-am", "D: a description upstream")
+    proc = project.elt("transform", timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "would undo the rollback (models: marts.orders)" in out, out
+    # the branch reverts the bad change (found by an on-call probe: this newer checkout was refused
+    # as undoing the rollback on every run, although it no longer held the rolled-back query): it
+    # deploys as usual, D's edit included, and is recorded as a deploy, not a rollback
+    _git(project.root, "revert", "--no-edit", second)
+    fixed = _git(project.root, "rev-parse", "HEAD")
+    proc = project.elt("transform", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _deploys(project)[-1][0::3] == (fixed, False) and _deploys(project)[-1][4] == "applied"
+    assert "staging.stg_jaffle_shop__orders" in _deploys(project)[-1][2]
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        rolled_back = con.execute("SELECT model, version FROM elt_meta.rolled_back_versions").fetchall()
+    assert [m for m, _ in rolled_back] == ['"warehouse"."marts"."orders"'] * 2, rolled_back  # one per rollback
+
     # a plan that fails (here a model's query) promotes nothing and is not recorded
     model.write_text(old_sql.replace("COALESCE(order_items_summary.count_drink_items, 0) > 0 AS is_drink_order,",
                                      "CAST('not a number' AS INTEGER) > 0 AS is_drink_order,"))
     _git(project.root, "commit", "-q", "-am", "C: broken")
     proc = project.elt("transform", timeout=300)
     assert proc.returncode == 1 and "transform failed during plan" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    assert len(_deploys(project)) == 4 and _deploys(project)[-1][0] == second
+    assert len(_deploys(project)) == 6 and _deploys(project)[-1][0] == fixed
 
     # another machine deployed a commit this checkout has never fetched
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
         con.execute("INSERT INTO elt_meta.deploys VALUES ('x1', 'prod', '0123456789abcdef0123456789abcdef01234567', "
                     "FALSE, 'other-host', 'bob', now()::TIMESTAMP + INTERVAL 1 MINUTE, 'marts.orders', FALSE, 'applied')")
-    model.write_text(old_sql)  # a model change to apply
+    model.write_text(old_sql.replace("COALESCE(order_items_summary.count_drink_items, 0) > 0 AS is_drink_order,",
+                                     "COALESCE(order_items_summary.count_drink_items, 0) <> 0 AS is_drink_order,"))
     proc = project.elt("transform", timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "0123456789ab by bob@other-host" in out and "does not have that commit" in out, out
