@@ -293,7 +293,9 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
     held: dict[str, set[str]] = {}
     for raw_table in sorted(batches_of):
         batches = batches_of[raw_table]
-        found = w.orphans(adapter, raw_table, specs, batches)
+        parent = specs[raw_table].parent if raw_table in specs else None
+        # the parent table's batches that deleted_parents checks below: their rows are reported there
+        found = w.orphans(adapter, raw_table, specs, batches, batches_of.get(parent[0], set()) if parent else None)
         if found:
             result.orphans.append(found)
             held.setdefault(raw_table, set()).update(found.batches)

@@ -433,11 +433,14 @@ def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches
     return Orphans(raw_table, "", len(rows), example, {r[-2] for r in rows}, rendered, event_time=spec.event_time)
 
 
-def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
+def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str],
+            deleting: set[str] | None = None) -> Orphans | None:
     """Rows of ``batches`` that are their key's latest live version and whose parent has no live
     row in the parent table. Staging cannot place them on a day; they stay in raw, and every
     transform checks their batches again (``HELD``), until the parent arrives (its batch restates
-    its day) or the row is corrected."""
+    its day) or the row is corrected. Rows whose parent one of the parent table's ``deleting``
+    batches deleted are left to ``deleted_parents``, which checks those batches in the same
+    transform: counted here too, each was reported twice, once as a missing parent."""
     spec = specs.get(raw_table)
     if not batches or spec is None or spec.parent is None:
         return None
@@ -485,9 +488,12 @@ def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches:
     if parent_exists and not adapter.fetchall(parse_one(candidates, read="duckdb").sql(adapter.dialect)):
         return None
     of_batches = f"{_q('_batch_id')} IN ({ids})"
+    reported_deleted = (f" AND v.{_q(column)} NOT IN (SELECT k FROM ({_gone(parent_table, pk, deleting)}) AS gone)"
+                        if deleting and parent_live else "")
     sql = (f"WITH {_versions_of_keys(raw_table, key, order, of_batches)} "
            f"SELECT {', '.join(f'v.{_q(k)}' for k in spec.key)}, v.{_q(column)}, v.{_q('_batch_id')} FROM versions AS v"
-           f"{parent_join} WHERE v._rn = 1 AND v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}{parent_exists}")
+           f"{parent_join} WHERE v._rn = 1 AND v.{_q('_batch_id')} IN ({ids}) AND v.{_q(column)} IS NOT NULL{live}"
+           f"{parent_exists}{reported_deleted}")
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
     rows = adapter.fetchall(rendered)
     if not rows:
@@ -527,14 +533,9 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
     if (not batches or not children or parent_spec is None or len(parent_spec.key) != 1
             or not adapter.table_exists(parent_table) or not _has_column(adapter, parent_table, DELETED)):
         return []
-    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
     pk = _q(parent_spec.key[0])
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
-    # parent keys these batches tombstoned and that stayed deleted (latest version), with the batch
-    gone = (f"SELECT k, b FROM (SELECT p.{pk} AS k, p.{_q('_batch_id')} AS b, p.{_q(DELETED)} AS d, "
-            f"ROW_NUMBER() OVER (PARTITION BY p.{pk} ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p "
-            f"WHERE p.{pk} IN (SELECT t.{pk} FROM {_t(parent_table)} AS t WHERE t.{_q('_batch_id')} IN ({ids}) "
-            f"AND t.{_q(DELETED)})) AS ranked WHERE rn = 1 AND d AND b IN ({ids})")
+    gone = _gone(parent_table, pk, batches)
     if not adapter.fetchall(parse_one(f"{gone} LIMIT 1", read="duckdb").sql(adapter.dialect)):
         return []  # the usual case: no parent deleted, no child table read
     found: list[Orphans] = []
@@ -558,6 +559,17 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
             found.append(Orphans(child, parent_table, len(rows), example, {r[-1] for r in rows}, rendered,
                                  parent_deleted=True))
     return found
+
+
+def _gone(parent_table: str, pk: str, batches: set[str]) -> str:
+    """The parent keys ``batches`` tombstoned and that stayed deleted (their latest version), each
+    with the batch (columns ``k``, ``b``)."""
+    ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
+    order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
+    return (f"SELECT k, b FROM (SELECT p.{pk} AS k, p.{_q('_batch_id')} AS b, p.{_q(DELETED)} AS d, "
+            f"ROW_NUMBER() OVER (PARTITION BY p.{pk} ORDER BY {order}) AS rn FROM {_t(parent_table)} AS p "
+            f"WHERE p.{pk} IN (SELECT t.{pk} FROM {_t(parent_table)} AS t WHERE t.{_q('_batch_id')} IN ({ids}) "
+            f"AND t.{_q(DELETED)})) AS ranked WHERE rn = 1 AND d AND b IN ({ids})")
 
 
 def _all_parents_live(adapter: Any, raw_table: str, parent_table: str, column: str, pk: str, ids: str,

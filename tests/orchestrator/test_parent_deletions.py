@@ -126,3 +126,40 @@ def test_an_item_added_later_to_an_order_deleted_earlier_fails_as_in_a_clean_bui
     _fails_naming(settings, "Rows whose parent is missing", "id='late-1'", f"order_id='{gone}'")
     with pytest.raises(TransformFailed, match="id='late-1'"):  # what the incremental run must equal
         _clean_build(tmp_path / "clean-late", shop)
+
+
+def test_an_order_deleted_in_the_transform_that_deploys_a_model_change_is_counted_once(tmp_path: Path) -> None:
+    """Found by an on-call probe: an order deleted at the source while its items stay, loaded in the
+    transform that also deploys a change upstream of the items (built whole by the plan, so every
+    items batch is checked): each item was counted twice, once as "parent missing" (whose next step,
+    load the parent, is wrong) and once as "parent deleted", and the items' batch stayed held, so the
+    double count came back on every transform."""
+    shop = Shop(random.Random(7))
+    for n in range(9):
+        shop.add_order(START + timedelta(days=n % 3))
+    settings = _settings(tmp_path, "deleted-with-change")
+    load = _daily_loads(shop, settings, tmp_path)
+    load()
+    transform(settings, quiet=True)
+
+    oid = next(i["order_id"] for i in shop.items.values())
+    items = sorted(k for k, v in shop.items.items() if v["order_id"] == oid)
+    shop.orders.pop(oid)  # its items stay at the source
+    load()
+    staging = settings.project_root / "models" / "staging" / "stg_jaffle_shop__orders.sql"
+    staging.write_text(staging.read_text().replace("  latest.ordered_at BETWEEN @start_ts AND @end_ts",
+                                                   "  latest.ordered_at BETWEEN @start_ts AND @end_ts AND TRUE"))
+    for _ in range(2):  # the deploy's transform, then the next one
+        message = _fails_naming(settings, "failed on model staging.stg_jaffle_shop__order_items", f"order_id='{oid}'",
+                                "Rows whose parent was deleted")
+        assert "parent is missing" not in message and "load the missing parent" not in message, message
+        held = transform_held_counts(settings)
+        assert held == [{"table": "raw_jaffle_shop.items", "rows": len(items), "why":
+                         "parent deleted in raw_jaffle_shop.orders"}], held
+
+
+def transform_held_counts(settings) -> list[dict[str, object]]:  # type: ignore[no-untyped-def]
+    """The held rows a failing transform records for the run history (table, rows, why)."""
+    with pytest.raises(TransformFailed) as failed:
+        transform(settings, quiet=True)
+    return [{k: h[k] for k in ("table", "rows", "why")} for h in failed.value.held_counts]
