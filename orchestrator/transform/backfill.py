@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -353,7 +354,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
 
             failed_rows = isinstance(exc, TransformFailed) and bool(
                 exc.failures or any(not _LOST_CONNECTION.search(e) for e in exc.model_errors))
-            next_step = (RESTATE_FAILED_NEXT.format(source=source) if failed_rows or not isinstance(exc, TransformFailed)
+            next_step = (_failed_next(source, start, end, path) if failed_rows or not isinstance(exc, TransformFailed)
                          else "  next: rerun the same `elt backfill` command once the cause above is fixed: its "
                               "difference still counts from before this attempt")
             raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {exc}\n{next_step}") from None
@@ -365,19 +366,26 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
 
 # A backfill starts by transforming the batches already pending, so a batch that fails its audits
 # (the last attempt's re-extract, or any load) stops every rerun there until corrected rows are
-# loaded over it: a bare rerun of the backfill cannot get past it.
-RESTATE_FAILED_NEXT = (
-    "  the new batches are in raw. next: if the failing rows came from the source, correct them there, then"
-    " `elt load {source}` (with the backfill's --path, if any) and `elt transform` (the corrected rows supersede"
-    " the failing ones); if the cause is a model, fix it. Then rerun the same `elt backfill` command: its"
-    " difference still counts from before this attempt (runbook: docs/runbook.md#backfill)")
+# loaded over it: a bare rerun of the backfill cannot get past it. The corrected rows are re-read
+# with the backfill's own window: a plain `elt load` reads a cursor_field table from its cursor,
+# and a correction that did not move the cursor (the usual reason for a backfill) was not seen,
+# so the transform failed again (found by an on-call probe).
+def _failed_next(source: str, start: date, end: date, path: str | None) -> str:
+    load = f"elt load {source} --window {start} {end}" + (f" --path {shlex.quote(path)}" if path else "")
+    return ("  the new batches are in raw. next: if the failing rows came from the source, correct them there, then"
+            f" `{load}` (re-reads the backfill's days, as the backfill did, so a correction that did not move a"
+            " table's cursor is read too) and `elt transform` (the corrected rows supersede the failing ones); if"
+            " the cause is a model, fix it. Then rerun the same `elt backfill` command: its difference still counts"
+            " from before this attempt (runbook: docs/runbook.md#backfill)")
 
 
-def _prepare_failed(source: str, said: str) -> BackfillFailed:
+def _prepare_failed(source: str, said: str, start: date, end: date, path: str | None) -> BackfillFailed:
     hint = ""
     if "audit '" in said:  # a pending batch fails its audits: the same way out as a failed restatement
-        hint = "\n" + RESTATE_FAILED_NEXT.format(source=source)
-    return BackfillFailed(f"backfill of {source}: preparing prod failed; nothing was changed.\n{said}{hint}")
+        hint = "\n" + _failed_next(source, start, end, path)
+    # its first step transforms the batches already loaded, which may have written rows before failing
+    return BackfillFailed(f"backfill of {source}: preparing prod (transforming the batches already loaded) failed; "
+                          f"nothing was re-extracted or restated.\n{said}{hint}")
 
 
 def _load_failed(source: str, said: str) -> BackfillFailed:
@@ -400,7 +408,8 @@ def _prepare_and_load_in_children(settings: Settings, source: str, start: date, 
                           capture_output=True, text=True, cwd=settings.project_root,
                           preexec_fn=forks.dies_with())
     if prep.returncode != 0:
-        raise _prepare_failed(source, prep.stderr.strip() if prep.returncode > 0 else child_error("", prep.returncode))
+        raise _prepare_failed(source, prep.stderr.strip() if prep.returncode > 0 else child_error("", prep.returncode),
+                              start, end, path)
     if prep.stdout.strip():
         print(prep.stdout.rstrip(), file=out)
     load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
@@ -433,10 +442,10 @@ def _prepare_and_load_here(settings: Settings, source: str, start: date, end: da
     try:
         prepare(settings, source, start.isoformat(), end.isoformat(), out)
     except (BackfillFailed, TransformFailed, SQLMeshError) as exc:
-        raise _prepare_failed(source, str(exc)) from None
+        raise _prepare_failed(source, str(exc), start, end, path) from None
     except Exception as exc:  # the warehouse went away, a bug: the traceback goes to the log, as a child's did
         log.exception("preparing prod failed")
-        raise _prepare_failed(source, f"{type(exc).__name__}: {exc}") from None
+        raise _prepare_failed(source, f"{type(exc).__name__}: {exc}", start, end, path) from None
     try:
         outcomes = load_source_into_warehouse(source, settings, path=path,
                                               window=_window([start.isoformat(), end.isoformat()]))

@@ -349,3 +349,20 @@ def test_backfill_of_one_week_on_postgres_reads_and_changes_only_that_week(fresh
     transform = run([str(BIN / "elt"), "transform"], cwd=prod.project, env=env, timeout=600)
     assert "restated nothing" in transform.stdout, transform.stdout
     assert orders() == after
+
+    # the way out that a backfill whose rows failed an audit gives: the corrected rows are re-read
+    # with the backfill's window. A plain load reads from the cursor and does not see a correction
+    # that left it where it was; it said to, and the transform failed again (an on-call probe)
+    con = psycopg2.connect(app_dsn)
+    with con, con.cursor() as cur:
+        cur.execute("UPDATE jaffle.orders SET tax_paid = tax_paid - 1, order_total = order_total - 1 WHERE id = %s",
+                    [inside])
+    con.close()
+    plain = run([str(BIN / "elt"), "load", "jaffle_app", "--table", "orders"], cwd=prod.project, env=env, timeout=600)
+    run([str(BIN / "elt"), "transform"], cwd=prod.project, env=env, timeout=600)
+    assert orders() == after, plain.stdout  # not seen
+    windowed = run([str(BIN / "elt"), "load", "jaffle_app", "--table", "orders", "--window", *week], cwd=prod.project,
+                   env=env, timeout=600)
+    assert re.search(rf"orders\s+loaded\s+{in_week:,}\s+1\s", windowed.stdout), windowed.stdout
+    run([str(BIN / "elt"), "transform"], cwd=prod.project, env=env, timeout=600)
+    assert orders()[inside] == before[inside] and orders() != after
