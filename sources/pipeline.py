@@ -435,9 +435,10 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             line = item.file_lines([timeless[1]])[timeless[1]] if item.file_lines else None
             item.origin["without_event_time"] = {"column": table.event_time, "rows": timeless[0],
                                                  "first_data_row": timeless[1], **({"file_line": line} if line else {})}
+            outcome = ("warns naming it (held_rows: warn)" if table.held_rows == "warn" else "fails naming it")
             log.warning(f"{timeless[0]:,} row(s) have no {table.event_time}, the table's event_time: landed; "
-                        "`elt transform` holds each key whose latest version lacks it out of staging and fails "
-                        "naming it until the source fills it (docs/runbook.md#rows-without-an-event-time)",
+                        "`elt transform` holds each key whose latest version lacks it out of staging and "
+                        f"{outcome} until the source fills it (docs/runbook.md#rows-without-an-event-time)",
                         extra={"fields": {**where, "batch_id": writer.batch_id, "rows": timeless[0],
                                           "data_row": timeless[1], **({"file_line": line} if line else {})}})
         cursor = {}

@@ -63,7 +63,7 @@ def _clean_marts(tmp_path: Path, label: str, shop: Shop) -> dict[str, list[tuple
 
 
 def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     for key in ("ELT_GATEWAY", "ELT_DUCKDB_PATH"):
         monkeypatch.delenv(key, raising=False)
     declarations = _declarations(tmp_path / "declarations", warn=("orders",))
@@ -86,7 +86,11 @@ def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
     lost = sorted(shop.orders.values(), key=lambda o: str(o["ordered_at"]))[0]
     had = lost["ordered_at"]
     lost["ordered_at"] = ""
+    caplog.clear()
     load()
+    # the load's warning says what the transform will do with it: warn, not fail (an on-call probe)
+    said = [r.getMessage() for r in caplog.records if "row(s) have no ordered_at" in r.getMessage()]
+    assert len(said) == 1 and "warns naming it (held_rows: warn) until the source fills it" in said[0], said
     summary = transform(settings, quiet=True)
     for needle in ("warning: rows of raw_jaffle_shop.orders were held out of staging", "held_rows: warn",
                    "1 key(s) of raw_jaffle_shop.orders held out of staging.stg_jaffle_shop__orders: their latest "
@@ -156,3 +160,16 @@ def test_declarations_of_one_raw_table_that_disagree_on_held_rows_are_named_in_t
     assert "raw_jaffle_shop.orders is written by sources jaffle_app (event_time: ordered_at" in message, message
     assert "held_rows: fail) and jaffle_shop (" in message and "held_rows: warn)" in message, message
     assert "WindowSpec" not in message and "warn_held" not in message, message
+    # refused at the load too, before it reads anything (found by an on-call probe: loads passed and
+    # the first transform with a batch to process stopped, after the batches were in raw)
+    from orchestrator.scheduling.loading import load_source_into_warehouse
+    from orchestrator.settings import Settings
+
+    for source, theirs in (("jaffle_shop", "jaffle_app"), ("jaffle_app", "jaffle_shop")):
+        with pytest.raises(ConfigError) as refused:
+            load_source_into_warehouse(source, Settings(project_root=tmp_path, warehouse=tmp_path / "w.duckdb",
+                                                        landing_root=tmp_path / "landing", data_dir=tmp_path / "data"))
+        message = str(refused.value)
+        assert f"raw_jaffle_shop.orders is written by sources {source} (" in message and f") and {theirs} (" in message
+        assert "held_rows: warn" in message and "held_rows: fail" in message and "nothing was loaded" in message
+        assert not (tmp_path / "landing").exists() and not (tmp_path / "w.duckdb").exists()
