@@ -364,12 +364,18 @@ class RestClient:
                 return self._get_within(url)
             except (TransientHTTPError, SourceReadError):
                 if deadline.fired:  # the shut-down socket's error (or a cut body) says less than this
-                    raise TransientHTTPError(self._too_long()) from None
+                    raise TransientHTTPError(self._too_long(), hint=self._too_long_hint()) from None
                 raise
 
     def _too_long(self, received: int | None = None) -> str:
         what = "was given up" if received is None else f"was given up after {received:,} bytes"
         return f"the response took longer than request_deadline_s ({self.spec.request_deadline_s:g} s) and {what}"
+
+    def _too_long_hint(self) -> str:
+        return (f"the API answers slower than the table's request_deadline_s ({self.spec.request_deadline_s:g} s) "
+                "allows for one request (status, headers and body): if that is its normal speed, raise "
+                "request_deadline_s in the declaration (or ask for smaller pages); otherwise rerun later "
+                "(docs/runbook.md#rest-api-failing)")
 
     def _get_within(self, url: str) -> tuple[Any, dict[str, str]]:
         started = time.monotonic()
@@ -400,7 +406,9 @@ class RestClient:
                                      hint=f"the credentials were refused, and so was the token renewed in {renewed} if "
                                           "it was tried: check the secret there")
         if status >= 300:
-            hints = {401: "the credentials were refused: check the secret in the environment variable the declaration names",
+            name = (self.auth or {}).get("token_env")
+            where = f"{name} (or the file {name}_FILE names)" if name else "the environment variable the declaration names"
+            hints = {401: f"the credentials were refused: check the secret in {where}",
                      403: "the credentials lack permission for this endpoint: ask the API owner",
                      404: "the endpoint does not exist: check endpoint and base URL in the declaration"}
             if status == 404 and self.requests > 1:  # the endpoint answered before: a page past the end
@@ -435,7 +443,7 @@ class RestClient:
                 return b"".join(chunks)
             chunks.append(chunk)
             if time.monotonic() - started > deadline:
-                raise TransientHTTPError(self._too_long(sum(map(len, chunks))))
+                raise TransientHTTPError(self._too_long(sum(map(len, chunks))), hint=self._too_long_hint())
 
     def _connection_error(self, exc: requests.RequestException) -> TransientHTTPError:
         reason = getattr(exc.args[0], "reason", None) if exc.args else None

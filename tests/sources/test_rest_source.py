@@ -357,6 +357,8 @@ def test_a_server_that_drips_its_body_is_given_up_at_the_request_deadline_and_re
     took = time.monotonic() - started
     message = str(err.value)
     assert "still failing after 2 attempts" in message and "request_deadline_s (1 s)" in message, message
+    # the next step names the setting that gave up (it said "raise max_retries", which cannot help)
+    assert "raise request_deadline_s in the declaration" in message and "max_retries" not in message, message
     assert len(sleeps) == 1 and took < 30, took  # given up twice at about a second, not after the whole body
     assert is_retryable(err.value)
 
@@ -410,6 +412,7 @@ def test_a_server_that_drips_its_headers_is_given_up_at_the_request_deadline_and
         listener.close()
     message = str(err.value)
     assert "still failing after 2 attempts" in message and "request_deadline_s (1 s)" in message, message
+    assert "raise request_deadline_s in the declaration" in message, message
     assert len(served) == 2 and len(sleeps) == 1 and took < 10, (len(served), took)
     assert is_retryable(err.value)
 
@@ -452,6 +455,7 @@ def test_a_token_renewed_in_its_file_mid_read_is_sent_after_a_401(tmp_path: Path
     with http_server(lambda p, q, h: (401, {}, b"{}")) as url, pytest.raises(SourceReadError) as err:
         _records(spec_for(url, {"type": "page", "page_size": 10}))
     assert "returned HTTP 401" in str(err.value) and "credentials were refused" in str(err.value)
+    assert "check the secret in CATALOG_TOKEN (or the file CATALOG_TOKEN_FILE names)" in str(err.value), str(err.value)
 
 
 def test_credentials_go_only_to_the_base_urls_origin() -> None:
