@@ -147,7 +147,7 @@ def print_deploys(settings: Settings, out: TextIO) -> None:
         with _warehouse(settings) as query:
             if query is None:
                 return
-            rows = query("SELECT environment, git_commit, git_dirty, host, os_user, deployed_at, changed, reverted "
+            rows = query("SELECT environment, git_commit, git_dirty, host, os_user, deployed_at, changed, reverted, status "
                          "FROM elt_meta.deploys d WHERE deployed_at = (SELECT max(deployed_at) FROM elt_meta.deploys e "
                          "WHERE e.environment = d.environment) ORDER BY environment")
     except Exception:  # noqa: BLE001 - no deploy recorded yet (no table), or a busy warehouse
@@ -155,12 +155,15 @@ def print_deploys(settings: Settings, out: TextIO) -> None:
     if not rows:
         return
     print("\nlast model deploys (`elt transform`; docs/runbook.md#who-deployed-the-models):", file=out)
-    for environment, commit, dirty, host, user, at, changed, reverted in rows:
+    for environment, commit, dirty, host, user, at, changed, reverted, status in rows:
         names = [n for n in (changed or "").split(", ") if n]
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
         commit_text = ((commit or "no git commit")[:12] + (" (uncommitted changes)" if dirty else "")
                        + (" (a rollback: --allow-revert)" if reverted else ""))
         print(f"  {environment}: {commit_text} by {user}@{host} at {_ts(at)} UTC: {shown or '-'}", file=out)
+        if status == "planning":  # killed mid-plan, or running now: some of it may be in place
+            print(f"    its plan has not finished (still running, or the transform was killed): the next "
+                  f"`elt transform` from that commit finishes it (docs/runbook.md#who-deployed-the-models)", file=out)
 
 
 def print_set_aside(settings: Settings, out: TextIO) -> None:

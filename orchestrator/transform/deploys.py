@@ -189,6 +189,24 @@ def deploy_applied(adapter: Any, deploy_id: str) -> None:
     _settle(adapter, f"UPDATE {DEPLOYS} SET status = 'applied' WHERE deploy_id = {key}")
 
 
+def settle_cut_off(adapter: Any, environment: str, root: Path) -> None:
+    """After a transform that had nothing to plan: the environment serves this checkout's models,
+    so a last deploy from this commit still marked ``planning`` (its transform was killed after the
+    plan promoted them) did take effect, and is marked ``applied``; it showed as cut off in
+    ``elt status`` for good (an on-call probe). Not on Spark (no UPDATE on its Parquet table)."""
+    if adapter.dialect == "spark" or not adapter.table_exists(DEPLOYS):
+        return
+    env = exp.Literal.string(environment).sql(adapter.dialect)
+    row = adapter.fetchone(f"SELECT deploy_id, git_commit, git_dirty, status FROM {DEPLOYS} WHERE environment = {env} "
+                           "ORDER BY deployed_at DESC LIMIT 1")
+    if row is None or row[3] != "planning" or not row[1]:
+        return
+    here = checkout(root)
+    if here.commit == row[1] and here.dirty == bool(row[2]):
+        key = exp.Literal.string(row[0]).sql(adapter.dialect)
+        _settle(adapter, f"UPDATE {DEPLOYS} SET status = 'applied' WHERE deploy_id = {key}")
+
+
 def forget_deploy(adapter: Any, deploy_id: str) -> None:
     """A plan that failed (a unit test, a model's SQL) promoted nothing: it is no deploy, and the
     checkout the on-call goes back to must not be refused as behind it."""

@@ -883,6 +883,10 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
                 raise
             raise failure from exc
         failpoints.hit("transform.after_plan")
+    else:
+        from orchestrator.transform.deploys import settle_cut_off
+
+        settle_cut_off(adapter, environment, Path(ctx.path))
 
     try:
         status = ctx.run(environment)

@@ -72,6 +72,18 @@ def test_a_checkout_behind_the_last_deploy_does_not_put_older_models_back(projec
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert [(c, d, r, st) for c, d, _, r, st in _deploys(project)] == [(first, False, False, "applied")]  # every model
 
+    # a transform killed after its plan promoted the models, before it marked the deploy applied:
+    # `elt status` says so (it showed the deploy as finished), and the next transform, which finds
+    # nothing to plan (prod serves this commit's models), marks it applied (it stayed planning)
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
+        con.execute("UPDATE elt_meta.deploys SET status = 'planning'")
+    status = project.elt("status")
+    assert f"prod: {first[:12]} by " in status.stdout and "its plan has not finished" in status.stdout, status.stdout
+    proc = project.elt("transform", timeout=300)
+    assert proc.returncode == 0 and "plan had no changes" in proc.stdout, proc.stdout + proc.stderr
+    assert [st for *_, st in _deploys(project)] == ["applied"]
+    assert "its plan has not finished" not in project.elt("status").stdout
+
     changed = "marts.customers, marts.orders"  # the edited mart and the one that reads it
     model = project.root / "models" / "marts" / "orders.sql"
     old_sql = model.read_text()
