@@ -174,8 +174,9 @@ def _environment_lock(settings: Settings, environment: str):  # type: ignore[no-
 
 
 def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
-    from orchestrator.transform.run import TransformFailed, transform
+    from orchestrator.transform.run import TransformFailed, check_pg_database_name, transform
 
+    check_pg_database_name(settings)  # before the lock's connection to that database
     # plan and run on one environment are serialized with the scheduler's transform job
     lock = _environment_lock(settings, args.environment)
     if lock is None:

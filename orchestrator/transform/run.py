@@ -224,7 +224,7 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
         from sources.connections import PostgresSettings
 
         warehouse = PostgresSettings.from_env(settings.pg_prefix)
-        check_name_budget(warehouse.dbname, unit_test_inputs(settings.project_root))
+        check_pg_database_name(settings)
         export_pg_password(settings.pg_prefix)
         _check_clients_on_the_server(warehouse)
     if settings.gateway == "spark":
@@ -434,6 +434,16 @@ def unit_test_inputs(project_root: Path) -> list[str]:
             if isinstance(case, dict) and isinstance(case.get("inputs"), dict):
                 names.update(str(name) for name in case["inputs"])
     return sorted(names)
+
+
+def check_pg_database_name(settings: Settings) -> None:
+    """On the PostgreSQL gateway, ``check_name_budget`` for the configured database, before anything
+    connects to it: `elt transform` first said to create a database that was missing, and once
+    it was created, refused its name (a newcomer walkthrough)."""
+    if settings.gateway == "postgres":
+        from sources.connections import PostgresSettings
+
+        check_name_budget(PostgresSettings.from_env(settings.pg_prefix).dbname, unit_test_inputs(settings.project_root))
 
 
 def check_name_budget(database: str, model_names: list[str]) -> None:

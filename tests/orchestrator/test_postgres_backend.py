@@ -287,3 +287,15 @@ def test_the_end_of_a_run_survives_a_warehouse_outage_longer_than_the_history_wa
     assert record.status == "succeeded" and record.finished_at == started, record
     tick = pg_project.elt("tick", "--now", "2026-11-25T06:30", ELT_JOBS="quick")
     assert "abandoned" not in tick.stdout + tick.stderr, tick.stdout + tick.stderr
+
+
+def test_a_database_name_too_long_for_the_unit_tests_is_refused_before_anything_connects(  # type: ignore[no-untyped-def]
+        project: Project, pg_server) -> None:
+    """Found by a newcomer walkthrough: `elt transform` on a missing database whose name is too long
+    said to create it (the environment lock connected first), and once it was created refused the
+    name. The name is now checked first: one step, the right one."""
+    long_name = "abcdefghijklmnopqrstuvwxyz0"  # 27 characters, never created
+    proc = project.elt("transform", **{**pg_server.env("ELT_PG"), "ELT_PG_DATABASE": long_name, "ELT_GATEWAY": "postgres"})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"the PostgreSQL database name '{long_name}' (27 characters) is too long" in proc.stderr, proc.stderr
+    assert "does not exist" not in proc.stderr and "createdb" not in proc.stderr, proc.stderr
