@@ -41,9 +41,19 @@ DECLARATIONS_DIR = Path(os.environ.get("ELT_DECLARATIONS_DIR") or Path(__file__)
 
 
 def declarations_dir() -> Path:
-    """The declarations folder, ELT_DECLARATIONS_DIR read when asked (a process that sets it after
-    importing this module, such as a test, gets its own folder)."""
-    return Path(os.environ.get("ELT_DECLARATIONS_DIR") or DECLARATIONS_DIR)
+    """The declarations folder, read from the environment when asked (a process that sets it after
+    importing this module, such as a test, gets its own folder): ELT_DECLARATIONS_DIR; else the
+    ``sources/declarations`` of the project ELT_PROJECT_DIR names, when it has one (its models read
+    those sources: a checkout pointed at by ELT_PROJECT_DIR was read with the installed package's
+    declarations, and `elt sources` left out a source declared in it; a newcomer walkthrough);
+    else the package's own."""
+    given = os.environ.get("ELT_DECLARATIONS_DIR")
+    if given:
+        return Path(given)
+    project = os.environ.get("ELT_PROJECT_DIR")
+    if project and (Path(project) / "sources" / "declarations").is_dir():
+        return (Path(project) / "sources" / "declarations").resolve()
+    return DECLARATIONS_DIR
 
 
 def available_sources(directory: Path | None = None) -> list[str]:

@@ -212,3 +212,23 @@ def test_a_decimal_type_in_a_flow_mapping_without_quotes_is_explained() -> None:
     with pytest.raises(Exception) as refused:
         parse_source(declaration)
     assert "needs quotes: {type: 'decimal(10,2)'}" in str(refused.value), refused.value
+
+
+def test_declarations_follow_the_project_elt_project_dir_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout run through ELT_PROJECT_DIR was read with the installed package's declarations:
+    a source declared in it was missing from `elt sources` (a newcomer walkthrough)."""
+    from sources.config import available_sources, declarations_dir
+
+    monkeypatch.delenv("ELT_DECLARATIONS_DIR", raising=False)
+    project = tmp_path / "checkout"
+    monkeypatch.setenv("ELT_PROJECT_DIR", str(project))
+    project.mkdir()
+    assert declarations_dir() == DECLARATIONS_DIR  # a project without declarations of its own (a test's copy)
+    (project / "sources" / "declarations").mkdir(parents=True)
+    (project / "sources" / "declarations" / "billing.yaml").write_text(
+        "name: billing\nkind: files\nowner: o\npath: .\ntables:\n  invoices:\n    file: i.csv\n    primary_key: id\n"
+        "    columns: {id: string}\n")
+    assert declarations_dir() == (project / "sources" / "declarations").resolve()
+    assert available_sources() == ["billing"] and load_source("billing").tables["invoices"].primary_key == ("id",)
+    monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(tmp_path / "elsewhere"))  # the explicit folder wins
+    assert declarations_dir() == tmp_path / "elsewhere"
