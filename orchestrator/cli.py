@@ -248,8 +248,12 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     differ = sum(1 for d in diffs if d.differs)
     unknown = sum(1 for d in diffs if d.not_compared)
-    print(f"environment {args.environment}: {len(diffs)} model(s) rebuilt (changed, or downstream of a change); "
-          f"{differ} of them differ from prod in rows or columns"
+    # downstream of a non-breaking change, SQLMesh reuses prod's table: not rebuilt (a newcomer
+    # walkthrough read "3 model(s) rebuilt" above two lines saying they read prod's table)
+    reused = sum(1 for d in diffs if d.same_by_design)
+    print(f"environment {args.environment}: {len(diffs) - reused} model(s) rebuilt (changed, or downstream of a "
+          "breaking change)" + (f", {reused} reuse prod's table (downstream of a non-breaking change)" if reused else "")
+          + f"; {differ} of them differ from prod in rows or columns"
           + (f", {unknown} not compared (built from partial inputs)" if unknown else "") + " (prod untouched)")
     for diff in diffs:
         print(f"  {diff.render(args.environment)}")

@@ -30,7 +30,7 @@ def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: P
     # the models rebuilt only because they are downstream have the same rows: not counted as differing
     # (the headline said "3 model(s) differ from prod" above their "0 changed")
     head = next(line for line in retyped.stdout.splitlines() if line.startswith("environment dev:"))
-    assert "model(s) rebuilt (changed, or downstream of a change); 1 of them differ" in head, retyped.stdout
+    assert "model(s) rebuilt (changed, or downstream of a breaking change); 1 of them differ" in head, retyped.stdout
     assert not head.startswith("environment dev: 1 model(s)"), head  # downstream models were rebuilt too
     assert "Executing SQL" not in retyped.stdout + retyped.stderr, retyped.stderr[:2000]
 
@@ -48,6 +48,15 @@ def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: P
     verbose = run([elt, "preview", "dev", "--verbose"], cwd=project, env=env, timeout=120)
     assert "Executing SQL" in verbose.stdout + verbose.stderr
     assert f"{HEAD} (1 changed)" in verbose.stdout, verbose.stdout
+
+    # a new column, a non-breaking change: the models downstream reuse prod's table, and the headline
+    # no longer counts them as rebuilt (a newcomer walkthrough read "3 model(s) rebuilt" above them)
+    model.write_text(original.replace("  locations.opened_date\n", "  locations.opened_date,\n  1 AS one\n"))
+    added = run([elt, "preview", "fresh"], cwd=project, env=env, timeout=120).stdout  # against prod only
+    head = next(line for line in added.splitlines() if line.startswith("environment fresh:"))
+    reused = added.count("downstream of a non-breaking change; reads prod's table")
+    assert reused >= 1 and head.startswith("environment fresh: 1 model(s) rebuilt (changed, or downstream of a breaking "
+                                           f"change), {reused} reuse prod's table"), added
 
 
 def test_a_preview_since_a_day_builds_and_compares_that_window_only(tmp_path: Path) -> None:
