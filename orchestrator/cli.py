@@ -443,7 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the whole Jaffle Shop demo end to end")
-    demo.add_argument("--years", type=int, default=1, help="years of data jafgen generates (default 1)")
+    demo.add_argument("--years", type=int, default=None,
+                      help="years of data jafgen generates (default 1); data generated before is reused as it is")
     demo.add_argument("--production", action="store_true",
                       help="PostgreSQL app DB + catalog API -> S3 landing -> PostgreSQL warehouse (see README)")
     demo.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",

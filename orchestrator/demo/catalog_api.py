@@ -16,6 +16,7 @@ import argparse
 import csv
 import json
 import os
+import sys
 import threading
 import urllib.parse
 from datetime import date, datetime, timedelta
@@ -99,7 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     token = os.environ.get("JAFFLE_CATALOG_TOKEN")
     if not token:
         raise SystemExit("set JAFFLE_CATALOG_TOKEN (the bearer token clients must send)")
-    api = CatalogAPI(args.data, token, args.as_of, args.host, args.port)
+    # a mistake's one line and its next step, exit 2, not a traceback (a newcomer walkthrough)
+    missing = [file for file in _FILES.values() if not (args.data / file).is_file()]
+    if missing:
+        print(f"error: {args.data} lacks {', '.join(missing)}\n  next: pass --data with the jaffle-data folder jafgen "
+              "wrote (`make demo` writes data/jaffle-data)", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        api = CatalogAPI(args.data, token, args.as_of, args.host, args.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n  next: stop what listens "
+              "there, or pass another --port (and the same port in JAFFLE_CATALOG_URL)", file=sys.stderr)
+        raise SystemExit(2) from None
     print(f"catalog API on {api.url} (Ctrl-C to stop)", flush=True)
     try:
         api.server.serve_forever()

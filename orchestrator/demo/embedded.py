@@ -38,8 +38,9 @@ def generate(data_dir: Path, years: int) -> None:
     subprocess.run([str(jafgen), str(years)], cwd=data_dir.parent, check=True, stdout=subprocess.DEVNULL)
 
 
-def demo_data(settings: Settings, years: int) -> Path | None:
-    """The folder of jafgen CSVs: ``JAFFLE_DATA_DIR``, or generated once under data/."""
+def demo_data(settings: Settings, years: int | None) -> Path | None:
+    """The folder of jafgen CSVs: ``JAFFLE_DATA_DIR``, or generated once under data/ (``years``:
+    as given by --years, None when not given: 1)."""
     spec = load_source(SOURCE)
     custom = os.environ.get("JAFFLE_DATA_DIR")
     if custom:
@@ -54,13 +55,17 @@ def demo_data(settings: Settings, years: int) -> Path | None:
             print(f"error: JAFFLE_DATA_DIR={data_dir} lacks {', '.join(missing)} (expected jafgen's raw_*.csv)\n"
                   "  next: point it at the jaffle-data folder jafgen wrote, or unset it to generate the data", file=sys.stderr)
             return None
-        print(f"using existing data in {data_dir} (JAFFLE_DATA_DIR)")
+        print(f"using existing data in {data_dir} (JAFFLE_DATA_DIR)"
+              + (f"; --years {years} is ignored: it applies to generated data" if years is not None else ""))
         return data_dir
     data_dir = settings.data_dir
     if all((data_dir / t.file).is_file() for t in spec.tables.values()):
-        print(f"reusing generated data in {data_dir} (delete it or `make clean-data` to regenerate)")
+        # said, or a newcomer takes the demo's numbers for the years asked for (a walkthrough)
+        ignored = (f"; --years {years} is ignored: the data there was generated before, and is kept"
+                   if years is not None else "")
+        print(f"reusing generated data in {data_dir}{ignored} (delete it or `make clean-data` to regenerate)")
     else:
-        generate(data_dir, years)
+        generate(data_dir, years or 1)
     return data_dir
 
 
@@ -108,7 +113,7 @@ def print_summary(settings: Settings, summary, specs, started: float) -> None:  
     print(f"elapsed:   {time.monotonic() - started:.1f}s")
 
 
-def run_demo(settings: Settings, years: int = 1) -> int:
+def run_demo(settings: Settings, years: int | None = None) -> int:
     started = time.monotonic()
     if settings.gateway == "postgres":
         print("error: `elt demo` builds the pipeline from files on DuckDB or Spark; with ELT_GATEWAY=postgres run "

@@ -113,7 +113,7 @@ def check_production_settings(settings: Settings) -> None:
         )
 
 
-def run_production_demo(settings: Settings, years: int = 1, as_of: date | None = None) -> int:
+def run_production_demo(settings: Settings, years: int | None = None, as_of: date | None = None) -> int:
     started = time.monotonic()
     settings = replace(settings, gateway="postgres")
     os.environ["ELT_GATEWAY"] = "postgres"  # for SQLMesh's config.yaml, read in this process

@@ -431,3 +431,22 @@ def test_a_warehouse_error_outside_a_model_is_a_transform_failure_with_its_hint(
     assert "OperationalError: server closed the connection unexpectedly" in text and "next:" in text, text
     assert any(_TRANSIENT_TEXT.search(e) for e in failure.model_errors)  # the scheduler retries it
     assert _server_failure("run", ValueError("a bug of ours")) is None  # raised as before
+
+
+def test_demo_years_on_data_generated_before_is_said_to_be_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`elt demo --years 2` reused the 1-year data generated before without a word (a newcomer walkthrough)."""
+    from orchestrator.demo.embedded import demo_data
+    from orchestrator.settings import Settings
+    from sources.config import load_source
+
+    monkeypatch.delenv("JAFFLE_DATA_DIR", raising=False)
+    data = tmp_path / "jaffle-data"
+    data.mkdir()
+    for table in load_source("jaffle_shop").tables.values():
+        (data / table.file).write_text("id\n")
+    settings = Settings(project_root=tmp_path, warehouse=tmp_path / "w.duckdb", landing_root=tmp_path / "l", data_dir=data)
+    assert demo_data(settings, 2) == data
+    assert "--years 2 is ignored: the data there was generated before" in capsys.readouterr().out
+    assert demo_data(settings, None) == data
+    assert "ignored" not in capsys.readouterr().out
