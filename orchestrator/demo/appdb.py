@@ -61,19 +61,24 @@ def seed(settings: PostgresSettings, data_dir: Path) -> None:
         con.close()
 
 
-def released_through(settings: PostgresSettings) -> date | None:
-    """The day of the latest order already published in ``jaffle`` (None before the first release).
-    Releasing only adds rows: an earlier day cannot take them back."""
+def _if_exists(settings: PostgresSettings, table: str, query: str) -> object | None:
+    """The single value of ``query``, or None when ``table`` does not exist yet."""
     con = settings.connect()
     try:
         with con, con.cursor() as cur:
-            cur.execute("SELECT to_regclass('jaffle.orders') IS NOT NULL")
+            cur.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
             if not cur.fetchone()[0]:
                 return None
-            cur.execute("SELECT CAST(max(ordered_at) AS date) FROM jaffle.orders")
+            cur.execute(query)
             return cur.fetchone()[0]
     finally:
         con.close()
+
+
+def released_through(settings: PostgresSettings) -> date | None:
+    """The day of the latest order already published in ``jaffle`` (None before the first release).
+    Releasing only adds rows: an earlier day cannot take them back."""
+    return _if_exists(settings, "jaffle.orders", "SELECT CAST(max(ordered_at) AS date) FROM jaffle.orders")  # type: ignore[return-value]
 
 
 def release(settings: PostgresSettings, as_of: date) -> dict[str, int]:
@@ -108,16 +113,7 @@ def release(settings: PostgresSettings, as_of: date) -> dict[str, int]:
 
 def seeded_orders(settings: PostgresSettings) -> int | None:
     """How many orders ``seed`` copied (None before the first seed)."""
-    con = settings.connect()
-    try:
-        with con, con.cursor() as cur:
-            cur.execute("SELECT to_regclass('jaffle_source.orders') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                return None
-            cur.execute("SELECT count(*) FROM jaffle_source.orders")
-            return cur.fetchone()[0]
-    finally:
-        con.close()
+    return _if_exists(settings, "jaffle_source.orders", "SELECT count(*) FROM jaffle_source.orders")  # type: ignore[return-value]
 
 
 def _csv_rows(path: Path) -> int:

@@ -34,6 +34,18 @@ def _daily_loads(shop: Shop, settings, tmp_path: Path):  # type: ignore[no-untyp
     return load
 
 
+def _built(tmp_path: Path, label: str, *, seed: int, orders: int):  # type: ignore[no-untyped-def]
+    """A shop of ``orders`` orders on three days, loaded and transformed: (shop, settings, load)."""
+    shop = Shop(random.Random(seed))
+    for n in range(orders):
+        shop.add_order(START + timedelta(days=n % 3))
+    settings = _settings(tmp_path, label)
+    load = _daily_loads(shop, settings, tmp_path)
+    load()
+    transform(settings, quiet=True)
+    return shop, settings, load
+
+
 def _fails_naming(settings, *needles: str) -> str:  # type: ignore[no-untyped-def]
     with pytest.raises(TransformFailed) as failed:
         transform(settings, quiet=True)
@@ -109,14 +121,7 @@ def test_an_item_added_later_to_an_order_deleted_earlier_fails_as_in_a_clean_bui
     tombstone, and the orphan check took any live version for a live parent. The item passed
     `elt transform` (exit 0) and was dropped from staging without a word, where a clean build of the
     same files fails on it."""
-    shop = Shop(random.Random(5))
-    for n in range(6):
-        shop.add_order(START + timedelta(days=n % 3))
-    settings = _settings(tmp_path, "late-orphan")
-    load = _daily_loads(shop, settings, tmp_path)
-
-    load()
-    transform(settings, quiet=True)
+    shop, settings, load = _built(tmp_path, "late-orphan", seed=5, orders=6)
     gone = next(iter(shop.orders))
     shop.delete_order(gone)  # with its items: a valid source
     load()
@@ -134,13 +139,7 @@ def test_an_order_deleted_in_the_transform_that_deploys_a_model_change_is_counte
     items batch is checked): each item was counted twice, once as "parent missing" (whose next step,
     load the parent, is wrong) and once as "parent deleted", and the items' batch stayed held, so the
     double count came back on every transform."""
-    shop = Shop(random.Random(7))
-    for n in range(9):
-        shop.add_order(START + timedelta(days=n % 3))
-    settings = _settings(tmp_path, "deleted-with-change")
-    load = _daily_loads(shop, settings, tmp_path)
-    load()
-    transform(settings, quiet=True)
+    shop, settings, load = _built(tmp_path, "deleted-with-change", seed=7, orders=9)
 
     oid = next(i["order_id"] for i in shop.items.values())
     items = sorted(k for k, v in shop.items.items() if v["order_id"] == oid)
