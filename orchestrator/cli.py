@@ -290,6 +290,10 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
             cursor = f" cursor={table.cursor_field}" if table.cursor_field else ""
             cursor += f" soft_delete={table.soft_delete}" if table.soft_delete else ""
             cursor += " held_rows=warn" if table.held_rows == "warn" else ""
+            if table.held_rows_fail_after_s:
+                from orchestrator.transform.restate import _duration
+
+                cursor += f" held_rows_fail_after={_duration(table.held_rows_fail_after_s)}"
             print(f"  {table.name:<12} {origin} key={','.join(table.primary_key)}{cursor} -> {spec.raw_schema}.{table.name}")
     return 0
 

@@ -118,21 +118,23 @@ def check_shared_tables(spec: SourceSpec, directory: Path | None = None) -> None
                     f"{spec.raw_schema}.{table.name} is written by sources {spec.name} ({_windowed_words(table)}) "
                     f"and {other.name} ({_windowed_words(theirs)})", source=spec.name, table=table.name,
                     hint="give every declaration of a shared raw table the same event_time, event_time_from, "
-                         "sequence_key and held_rows; nothing was loaded")
+                         "sequence_key, held_rows and held_rows_fail_after; nothing was loaded")
 
 
 def _windowed(table: TableSpec) -> tuple[object, ...] | None:
     """What the transform places a time table's rows by (None: the table has no time)."""
     if not table.event_time and not table.event_time_from:
         return None
-    return (tuple(table.primary_key), table.event_time, table.event_time_from, table.sequence_key, table.held_rows)
+    return (tuple(table.primary_key), table.event_time, table.event_time_from, table.sequence_key, table.held_rows,
+            table.held_rows_fail_after_s)
 
 
 def _windowed_words(table: TableSpec) -> str:
     parent = (f"{{table: {table.event_time_from[0]}, key: {table.event_time_from[1]}}}"
               if table.event_time_from else "none")
     return (f"event_time: {table.event_time or 'none'}, event_time_from: {parent}, "
-            f"sequence_key: {table.sequence_key or 'none'}, held_rows: {table.held_rows}")
+            f"sequence_key: {table.sequence_key or 'none'}, held_rows: {table.held_rows}"
+            + (f", held_rows_fail_after: {table.held_rows_fail_after_s}s" if table.held_rows_fail_after_s else ""))
 
 
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:

@@ -196,6 +196,10 @@ class _Table(_Checked):
     held_rows: HeldRows = Field("fail", description="When the transform holds rows of this table out of staging "
                                                     "(no event time, a missing or deleted parent): fail (the "
                                                     "default) or warn (the transform passes and reports them).")
+    held_rows_fail_after: Duration | None = Field(None, description="With held_rows: warn, how long a row may be "
+                                                                    "held before it fails the transform as with "
+                                                                    "fail (e.g. 7d): a backlog warned about for "
+                                                                    "ever is no longer noticed.")
     max_row_mb: float = Field(1.0, ge=0.0625, strict=True, description="postgres: the largest row as COPY text.")
     file: str | None = Field(None, description="files: one file in path, re-read when it changes.")
     pattern: str | None = Field(None, description="files: a glob under path; each new file is read once.")
@@ -237,6 +241,9 @@ class _Table(_Checked):
                                             "(files and APIs are re-read whole)"))
         if self.event_time_from and undeclared(self.event_time_from.key):
             out.append((("event_time_from", "key"), f"{self.event_time_from.key!r} must be a declared column"))
+        if raw.get("held_rows_fail_after") is not None and raw.get("held_rows") != "warn":
+            out.append((("held_rows_fail_after",), "only with held_rows: warn (under fail, a held row fails every "
+                                                   "transform at once)"))
         if raw.get("held_rows") == "warn" and not raw.get("event_time") and not raw.get("event_time_from"):
             out.append((("held_rows",), "only a table with event_time or event_time_from has rows the transform "
                                         "holds out of staging; remove held_rows or declare one of them"))
@@ -285,6 +292,7 @@ class _Table(_Checked):
             lookback_s=parse_duration(self.lookback or "0s"), window_column=self.window_column,
             event_time=self.event_time, event_time_from=(parent.table, parent.key) if parent else None,
             sequence_key=self.sequence_key, held_rows=self.held_rows, soft_delete=self.soft_delete or None,
+            held_rows_fail_after_s=parse_duration(self.held_rows_fail_after) if self.held_rows_fail_after else None,
             freshness_s=parse_duration(self.freshness) if self.freshness else None,
             schema_policy=self.schema_policy, file=self.file or None, pattern=self.pattern or None,
             source_table=self.source_table or None, endpoint=self.endpoint or None,

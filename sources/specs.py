@@ -55,6 +55,8 @@ class TableSpec:
     # rows the transform holds out of staging (no event time, a missing or deleted parent): "fail"
     # the transform until they are corrected, or "warn" (it passes and reports them)
     held_rows: str = "fail"
+    # with held_rows "warn": seconds a row may stay held before it fails the transform as under "fail"
+    held_rows_fail_after_s: int | None = None
     # the column by which the source marks a row deleted (is_deleted TRUE, deleted_at not NULL):
     # raw records such a row with _deleted = TRUE, so staging drops its key (a cursor read never
     # sees a row that is removed, only one that is marked)

@@ -8,7 +8,7 @@ its plan and run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
@@ -318,10 +318,35 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
                         "the deleting batches are checked again by every transform",
                         extra={"fields": {"raw_table": found.raw_table, "orphans": found.count,
                                           "example": str(found.example)}})
+    since: dict[tuple[str, str], datetime] | None = None
+    now = datetime.now(UTC).replace(tzinfo=None)  # sessions are in UTC (decision 0033), so is held_at
     for found in result.orphans:  # the table whose rows are held out decides: fail (default) or warn
         spec = specs.get(found.raw_table)
         found.warn = bool(spec and spec.warn_held)
+        if found.warn and spec is not None and spec.fail_after_s:
+            # warned until held longer than held_rows_fail_after: from the first transform that held
+            # their batch (a batch held only now has waited nothing)
+            since = w.held_since(adapter) if since is None else since
+            table = found.parent_table if found.parent_deleted else found.raw_table
+            first = min((since.get((table, b), now) for b in found.batches), default=now)
+            if now - first > timedelta(seconds=spec.fail_after_s):
+                found.warn = False
+                found.overdue = (f"{found.raw_table} declares held_rows: warn, but its rows have been held since "
+                                 f"{first:%Y-%m-%d %H:%M} UTC, longer than held_rows_fail_after "
+                                 f"({_duration(spec.fail_after_s)}) allows")
     return held
+
+
+def _duration(seconds: int) -> str:
+    """``seconds`` as a declaration writes it: 7d, 36h, 90m, 45s.
+
+    >>> _duration(604800), _duration(129600), _duration(5400), _duration(45)
+    ('7d', '36h', '90m', '45s')
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _state_beneath_cache(ctx):  # type: ignore[no-untyped-def]

@@ -704,10 +704,11 @@ def _held_out(found: list[Any]) -> str:
                                   ("whose parent was deleted", any(o.parent_deleted for o in found)),
                                   ("without their event time", any(o.event_time for o in found))) if present]
     pages = _held_pages(found)
+    overdue = "".join(f" {o.overdue}: they fail as under held_rows: fail." for o in found if o.overdue)
     return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
             "checks them again, and fails, until the rows are corrected at the source"
             f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
-            f" (runbook: {pages}).")
+            f" (runbook: {pages}).{overdue}")
 
 
 def _held_why(found: Any) -> str:

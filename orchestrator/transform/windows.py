@@ -51,6 +51,8 @@ class WindowSpec:
     sequence_key: str | None = None
     # the declaration's held_rows: rows of this table held out of staging warn instead of failing
     warn_held: bool = False
+    # held_rows_fail_after: seconds a warned row may stay held before it fails (None: for ever)
+    fail_after_s: int | None = None
 
 
 @dataclass
@@ -175,7 +177,8 @@ def window_specs() -> dict[str, WindowSpec]:
     def declared(spec: WindowSpec) -> str:  # in the declaration's own words
         parent = f"{{table: {spec.parent[0].split('.')[-1]}, key: {spec.parent[1]}}}" if spec.parent else "none"
         return (f"event_time: {spec.event_time or 'none'}, event_time_from: {parent}, "
-                f"sequence_key: {spec.sequence_key or 'none'}, held_rows: {'warn' if spec.warn_held else 'fail'}")
+                f"sequence_key: {spec.sequence_key or 'none'}, held_rows: {'warn' if spec.warn_held else 'fail'}"
+                + (f", held_rows_fail_after: {spec.fail_after_s}s" if spec.fail_after_s else ""))
 
     specs: dict[str, WindowSpec] = {}
     writer: dict[str, str] = {}  # raw table -> the source whose declaration gave its spec
@@ -186,13 +189,13 @@ def window_specs() -> dict[str, WindowSpec]:
             parent = (f"{source.raw_schema}.{table.event_time_from[0]}".lower(), table.event_time_from[1]) \
                 if table.event_time_from else None
             spec = WindowSpec(tuple(table.primary_key), table.event_time, parent, table.sequence_key,
-                              table.held_rows == "warn")
+                              table.held_rows == "warn", table.held_rows_fail_after_s)
             if raw in specs and specs[raw] != spec and (spec.event_time or spec.parent or specs[raw].event_time
                                                          or specs[raw].parent):
                 raise ConfigError(f"{raw} is written by sources {writer[raw]} ({declared(specs[raw])}) and {name} "
                                   f"({declared(spec)})", source=name, table=table.name,
                                   hint="give every declaration of a shared raw table the same event_time, "
-                                       "event_time_from, sequence_key and held_rows")
+                                       "event_time_from, sequence_key, held_rows and held_rows_fail_after")
             if raw not in specs or spec.event_time or spec.parent:
                 specs[raw], writer[raw] = spec, name
     return specs
@@ -232,14 +235,26 @@ def held_batches(adapter: Any) -> dict[str, set[str]]:
     return out
 
 
+def held_since(adapter: Any) -> dict[tuple[str, str], datetime]:
+    """(raw table, batch) -> when a transform first held it (UTC): how long its rows have waited."""
+    return {(str(t), str(b)): at for t, b, at in adapter.fetchall(f"SELECT raw_table, batch_id, held_at FROM {HELD}")}
+
+
 def set_held(adapter: Any, held: dict[str, set[str]], before: dict[str, set[str]]) -> None:
     """Make ``HELD`` list exactly ``held`` (it listed ``before``), in one transaction; on Spark,
-    whose Parquet tables cannot delete rows, by overwriting the (small) table."""
+    whose Parquet tables cannot delete rows, by overwriting the (small) table. A batch held
+    before keeps its ``held_at`` (held_rows_fail_after counts from it); a new one gets now."""
     held = {t: b for t, b in held.items() if b}
     if held == {t: b for t, b in before.items() if b}:
         return
     d = adapter.dialect
-    values = ", ".join(f"({_lit(t, d)}, {_lit(b, d)}, CURRENT_TIMESTAMP)"
+    since = held_since(adapter) if before else {}
+
+    def at(table: str, batch: str) -> str:
+        first = since.get((table, batch))
+        return "CURRENT_TIMESTAMP" if first is None else f"CAST({_lit(str(first), d)} AS TIMESTAMP)"
+
+    values = ", ".join(f"({_lit(t, d)}, {_lit(b, d)}, {at(t, b)})"
                        for t, batches in sorted(held.items()) for b in sorted(batches))
     rows = f"SELECT * FROM (VALUES {values}) AS v (raw_table, batch_id, held_at)"
     if d == "spark":
@@ -394,6 +409,8 @@ class Orphans:
     event_time: str | None = None
     # the held table declares held_rows: warn (set by restate from its WindowSpec)
     warn: bool = False
+    # warned, but held longer than held_rows_fail_after allows: why it fails instead (restate)
+    overdue: str = ""
     # the parent is in raw but its source deleted it (deleted_parents), not missing
     parent_deleted: bool = False
 

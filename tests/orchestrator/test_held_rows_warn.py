@@ -14,6 +14,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from orchestrator.scheduling import worker
@@ -40,6 +41,16 @@ def _declarations(folder: Path, warn: tuple[str, ...]) -> Path:
             assert n == 1, f"no table {table} in {path}"
         path.write_text(text)
     return folder
+
+
+def _held_at(settings: Settings) -> dict[str, list[object]]:
+    """raw table -> when each of its held batches was first held (elt_meta.held_batches)."""
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        rows = con.execute("SELECT raw_table, held_at FROM elt_meta.held_batches ORDER BY raw_table, batch_id").fetchall()
+    out: dict[str, list[object]] = {}
+    for table, at in rows:
+        out.setdefault(table, []).append(at)
+    return out
 
 
 def _load(settings: Settings, folder: Path) -> None:
@@ -101,6 +112,8 @@ def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
     served = {r[0] for r in gateway.rows(settings, "SELECT order_id FROM marts.orders")}
     assert lost["id"] not in served
     assert gateway.marts(settings) == _clean_marts(tmp_path, "clean-1", shop)
+    first_held = _held_at(settings)
+    assert list(first_held) == ["raw_jaffle_shop.orders"], first_held
 
     # an item of an order that was never loaded: items did not declare warn, so that fails, naming
     # only the item; the orders' warned key is not part of the failure
@@ -134,6 +147,25 @@ def test_held_rows_warn_passes_the_transform_and_reports_the_rows_everywhere(
     run([str(BIN / "elt"), "report", "--out", str(report)], cwd=settings.project_root, env=env)
     page = report.read_text()
     assert "held_rows: warn" in page and "raw_jaffle_shop.orders" in page and "no ordered_at" in page
+
+    # held_rows_fail_after: warned while the row has waited less, then it fails as under fail. The wait
+    # counts from the first transform that held its batch, kept while the held set changed (the ghost
+    # item came and went: the record was rewritten twice)
+    assert _held_at(settings) == first_held
+    for path in (declarations / "jaffle_shop.yaml", declarations / "jaffle_app.yaml"):
+        path.write_text(path.read_text().replace("    held_rows: warn\n", "    held_rows: warn\n    held_rows_fail_after: 7d\n", 1))
+    assert load_source("jaffle_shop").tables["orders"].held_rows_fail_after_s == 7 * 86400
+    assert transform(settings, quiet=True).warned  # held for seconds: still a warning
+    with duckdb.connect(str(settings.warehouse)) as con:  # eight days pass
+        con.execute("UPDATE elt_meta.held_batches SET held_at = held_at - INTERVAL 8 DAY")
+    with pytest.raises(TransformFailed) as failed:
+        transform(settings, quiet=True)
+    message = str(failed.value)
+    assert "raw_jaffle_shop.orders declares held_rows: warn, but its rows have been held since" in message, message
+    assert "longer than held_rows_fail_after (7d) allows: they fail as under held_rows: fail" in message, message
+    assert f"id='{lost['id']}'" in message and failed.value.held_counts[0]["warn"] is False, message
+    listed = run([str(BIN / "elt"), "sources"], cwd=settings.project_root, env=env).stdout
+    assert "held_rows=warn held_rows_fail_after=7d" in listed, listed
 
     # filled at the source: nothing held, nothing warned, the marts equal a clean build
     lost["ordered_at"] = had

@@ -232,3 +232,14 @@ def test_declarations_follow_the_project_elt_project_dir_names(tmp_path: Path, m
     assert available_sources() == ["billing"] and load_source("billing").tables["invoices"].primary_key == ("id",)
     monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(tmp_path / "elsewhere"))  # the explicit folder wins
     assert declarations_dir() == tmp_path / "elsewhere"
+
+
+def test_held_rows_fail_after_needs_held_rows_warn() -> None:
+    table = {"file": "o.csv", "primary_key": "id", "event_time": "at", "columns": {"id": "string", "at": "timestamp"}}
+    source = {"name": "shop", "kind": "files", "owner": "x", "path": ".", "tables": {"orders": table}}
+    with pytest.raises(ConfigError, match=r"held_rows_fail_after: only with held_rows: warn"):
+        parse_source({**source, "tables": {"orders": {**table, "held_rows_fail_after": "7d"}}})
+    with pytest.raises(ConfigError, match="not a duration"):
+        parse_source({**source, "tables": {"orders": {**table, "held_rows": "warn", "held_rows_fail_after": "a week"}}})
+    spec = parse_source({**source, "tables": {"orders": {**table, "held_rows": "warn", "held_rows_fail_after": "36h"}}})
+    assert spec.tables["orders"].held_rows_fail_after_s == 36 * 3600
