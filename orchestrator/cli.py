@@ -276,6 +276,7 @@ def _cmd_bi_role(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     from sources import external_models
     from sources.config import available_sources, load_source
+    from sources.specs import format_duration
 
     if args.write_external_models:
         print(f"wrote {external_models.write(settings.project_root)}")
@@ -291,9 +292,7 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
             cursor += f" soft_delete={table.soft_delete}" if table.soft_delete else ""
             cursor += " held_rows=warn" if table.held_rows == "warn" else ""
             if table.held_rows_fail_after_s:
-                from orchestrator.transform.restate import _duration
-
-                cursor += f" held_rows_fail_after={_duration(table.held_rows_fail_after_s)}"
+                cursor += f" held_rows_fail_after={format_duration(table.held_rows_fail_after_s)}"
             print(f"  {table.name:<12} {origin} key={','.join(table.primary_key)}{cursor} -> {spec.raw_schema}.{table.name}")
     return 0
 

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from sources.declaration_models import SourceModel, explain_errors
 from sources.errors import ConfigError
-from sources.specs import ColumnSpec, SourceSpec, TableSpec, parse_duration
+from sources.specs import ColumnSpec, SourceSpec, TableSpec, format_duration, parse_duration
 
 __all__ = ["DECLARATIONS_DIR", "ColumnSpec", "SourceSpec", "TableSpec", "available_sources", "check_shared_tables",
            "declaration_json_schema",
@@ -113,28 +113,32 @@ def check_shared_tables(spec: SourceSpec, directory: Path | None = None) -> None
                     hint="give every declaration of a shared raw table the same soft_delete; nothing was loaded")
             # what the transform reads from the declarations (windows.window_specs refuses the same,
             # but only once a batch is pending: after the load that would mix them)
-            if theirs is not None and (_windowed(table) or _windowed(theirs)) and _windowed(table) != _windowed(theirs):
+            if theirs is not None and (windowed(table) or windowed(theirs)) and windowed(table) != windowed(theirs):
                 raise ConfigError(
-                    f"{spec.raw_schema}.{table.name} is written by sources {spec.name} ({_windowed_words(table)}) "
-                    f"and {other.name} ({_windowed_words(theirs)})", source=spec.name, table=table.name,
+                    f"{spec.raw_schema}.{table.name} is written by sources {spec.name} ({windowed_words(table)}) "
+                    f"and {other.name} ({windowed_words(theirs)})", source=spec.name, table=table.name,
                     hint="give every declaration of a shared raw table the same event_time, event_time_from, "
                          "sequence_key, held_rows and held_rows_fail_after; nothing was loaded")
 
 
-def _windowed(table: TableSpec) -> tuple[object, ...] | None:
-    """What the transform places a time table's rows by (None: the table has no time)."""
+def windowed(table: TableSpec) -> tuple[object, ...] | None:
+    """What the transform places a time table's rows by (None: the table has no time). Every
+    declaration of a shared raw table must give the same, when any gives one: checked here before a
+    load, and by the transform (``orchestrator.transform.windows.window_specs``)."""
     if not table.event_time and not table.event_time_from:
         return None
     return (tuple(table.primary_key), table.event_time, table.event_time_from, table.sequence_key, table.held_rows,
             table.held_rows_fail_after_s)
 
 
-def _windowed_words(table: TableSpec) -> str:
+def windowed_words(table: TableSpec) -> str:
+    """``windowed`` in the declaration's own words."""
     parent = (f"{{table: {table.event_time_from[0]}, key: {table.event_time_from[1]}}}"
               if table.event_time_from else "none")
     return (f"event_time: {table.event_time or 'none'}, event_time_from: {parent}, "
             f"sequence_key: {table.sequence_key or 'none'}, held_rows: {table.held_rows}"
-            + (f", held_rows_fail_after: {table.held_rows_fail_after_s}s" if table.held_rows_fail_after_s else ""))
+            + (f", held_rows_fail_after: {format_duration(table.held_rows_fail_after_s)}"
+               if table.held_rows_fail_after_s else ""))
 
 
 def parse_source(raw: Any, origin: str = "<declaration>") -> SourceSpec:

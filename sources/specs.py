@@ -24,6 +24,18 @@ def parse_duration(text: str) -> int:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
+def format_duration(seconds: int) -> str:
+    """``seconds`` as a declaration writes it, the inverse of ``parse_duration``.
+
+    >>> format_duration(604800), format_duration(129600), format_duration(5400), format_duration(45)
+    ('7d', '36h', '90m', '45s')
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 @dataclass(frozen=True)
 class ColumnSpec:
     name: str

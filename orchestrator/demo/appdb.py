@@ -122,12 +122,6 @@ def _csv_rows(path: Path) -> int:
         return max(sum(1 for _ in handle) - 1, 0)
 
 
-def _refuse(message: str, hint: str) -> None:
-    """A mistake's one-line error and its next step, exit 2 (as `elt` reports them), not a traceback."""
-    print(f"error: {message}\n  next: {hint}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def main(argv: list[str] | None = None) -> None:
     from sources.errors import ConfigError, ConnectionFailed
 
@@ -136,29 +130,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--as-of", type=date.fromisoformat, help="release rows up to this day (default: all)")
     parser.add_argument("--env-prefix", default="JAFFLE_APP_")
     args = parser.parse_args(argv)
-    missing = [file for file, _ in _FULL.values() if not (args.data / file).is_file()]
-    if missing:
-        _refuse(f"{args.data} lacks {', '.join(missing)}", "pass --data with the jaffle-data folder jafgen wrote "
-                "(`make demo` writes data/jaffle-data)")
-    try:
+    try:  # a mistake is one line and its next step, exit 2 (as `elt` reports them), not a traceback
+        missing = [file for file, _ in _FULL.values() if not (args.data / file).is_file()]
+        if missing:
+            raise ConfigError(f"{args.data} lacks {', '.join(missing)}", hint="pass --data with the jaffle-data "
+                              "folder jafgen wrote (`make demo` writes data/jaffle-data)")
         settings = PostgresSettings.from_env(args.env_prefix)
         seeded = seeded_orders(settings)
         given = _csv_rows(args.data / _FULL["orders"][0])
         # seeded once: another --data would be ignored, and the catalog API started on it would
         # serve stores these orders do not name (a newcomer walkthrough; it printed the old counts)
         if seeded is not None and seeded != given:
-            _refuse(f"the application database {settings.dbname} was seeded from other data ({seeded:,} orders; "
-                    f"{args.data} has {given:,}), and keeps it", "pass the --data it was seeded from, or start from "
-                    f"an empty database (`DROP SCHEMA jaffle_source CASCADE; DROP SCHEMA jaffle CASCADE;`) and an "
-                    "empty warehouse and landing")
+            raise ConfigError(f"the application database {settings.dbname} was seeded from other data ({seeded:,} "
+                              f"orders; {args.data} has {given:,}), and keeps it", hint="pass the --data it was "
+                              "seeded from, or start from an empty database (`DROP SCHEMA jaffle_source CASCADE; "
+                              "DROP SCHEMA jaffle CASCADE;`) and an empty warehouse and landing")
         through = released_through(settings) if args.as_of else None
         if through is not None and args.as_of is not None and through > args.as_of:
-            _refuse(f"--as-of {args.as_of} is earlier than what {settings.dbname} has released already (orders "
-                    f"through {through}); releasing only adds rows", f"rerun with --as-of {through} or later, or "
-                    "start from an empty database to replay from an earlier day")
+            raise ConfigError(f"--as-of {args.as_of} is earlier than what {settings.dbname} has released already "
+                              f"(orders through {through}); releasing only adds rows", hint=f"rerun with --as-of "
+                              f"{through} or later, or start from an empty database to replay from an earlier day")
         seed(settings, args.data)
         counts = release(settings, args.as_of or date(2100, 1, 1))
-    except (ConfigError, ConnectionFailed) as exc:  # already says what failed and what to do
+    except (ConfigError, ConnectionFailed) as exc:  # each says what failed and what to do
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print("rows released: " + ", ".join(f"{table} {n:,}" for table, n in counts.items()))

@@ -100,17 +100,20 @@ def main(argv: list[str] | None = None) -> None:
     token = os.environ.get("JAFFLE_CATALOG_TOKEN")
     if not token:
         raise SystemExit("set JAFFLE_CATALOG_TOKEN (the bearer token clients must send)")
-    # a mistake's one line and its next step, exit 2, not a traceback (a newcomer walkthrough)
-    missing = [file for file in _FILES.values() if not (args.data / file).is_file()]
-    if missing:
-        print(f"error: {args.data} lacks {', '.join(missing)}\n  next: pass --data with the jaffle-data folder jafgen "
-              "wrote (`make demo` writes data/jaffle-data)", file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        api = CatalogAPI(args.data, token, args.as_of, args.host, args.port)
-    except OSError as exc:
-        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}\n  next: stop what listens "
-              "there, or pass another --port (and the same port in JAFFLE_CATALOG_URL)", file=sys.stderr)
+    from sources.errors import ConfigError
+
+    try:  # a mistake is one line and its next step, exit 2, not a traceback (a newcomer walkthrough)
+        missing = [file for file in _FILES.values() if not (args.data / file).is_file()]
+        if missing:
+            raise ConfigError(f"{args.data} lacks {', '.join(missing)}", hint="pass --data with the jaffle-data folder "
+                              "jafgen wrote (`make demo` writes data/jaffle-data)")
+        try:
+            api = CatalogAPI(args.data, token, args.as_of, args.host, args.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", hint="stop what "
+                              "listens there, or pass another --port (and the same port in JAFFLE_CATALOG_URL)") from None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(f"catalog API on {api.url} (Ctrl-C to stop)", flush=True)
     try:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlglot import exp
 
 from sources.logs import get_logger
+from sources.specs import format_duration
 
 # the transform's logger: its "restating ..." lines read as one step of `elt transform`
 log = get_logger("orchestrator.transform.run")
@@ -333,20 +334,8 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
                 found.warn = False
                 found.overdue = (f"{found.raw_table} declares held_rows: warn, but its rows have been held since "
                                  f"{first:%Y-%m-%d %H:%M} UTC, longer than held_rows_fail_after "
-                                 f"({_duration(spec.fail_after_s)}) allows")
+                                 f"({format_duration(spec.fail_after_s)}) allows")
     return held
-
-
-def _duration(seconds: int) -> str:
-    """``seconds`` as a declaration writes it: 7d, 36h, 90m, 45s.
-
-    >>> _duration(604800), _duration(129600), _duration(5400), _duration(45)
-    ('7d', '36h', '90m', '45s')
-    """
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _state_beneath_cache(ctx):  # type: ignore[no-untyped-def]

@@ -170,34 +170,30 @@ def raw_rows(adapter: Any, raw_table: str) -> int:
 
 
 def window_specs() -> dict[str, WindowSpec]:
-    """``raw_schema.table`` -> its WindowSpec, from every source declaration."""
-    from sources.config import available_sources, load_source
+    """``raw_schema.table`` -> its WindowSpec, from every source declaration. Declarations of a
+    shared raw table that disagree (``sources.config.windowed``, the rule the load checks too) stop
+    the transform."""
+    from sources.config import available_sources, load_source, windowed, windowed_words
     from sources.errors import ConfigError
 
-    def declared(spec: WindowSpec) -> str:  # in the declaration's own words
-        parent = f"{{table: {spec.parent[0].split('.')[-1]}, key: {spec.parent[1]}}}" if spec.parent else "none"
-        return (f"event_time: {spec.event_time or 'none'}, event_time_from: {parent}, "
-                f"sequence_key: {spec.sequence_key or 'none'}, held_rows: {'warn' if spec.warn_held else 'fail'}"
-                + (f", held_rows_fail_after: {spec.fail_after_s}s" if spec.fail_after_s else ""))
-
     specs: dict[str, WindowSpec] = {}
-    writer: dict[str, str] = {}  # raw table -> the source whose declaration gave its spec
+    writer: dict[str, tuple[str, Any]] = {}  # raw table -> the source and table whose declaration gave its spec
     for name in available_sources():
         source = load_source(name)
         for table in source.tables.values():
             raw = f"{source.raw_schema}.{table.name}".lower()
-            parent = (f"{source.raw_schema}.{table.event_time_from[0]}".lower(), table.event_time_from[1]) \
-                if table.event_time_from else None
-            spec = WindowSpec(tuple(table.primary_key), table.event_time, parent, table.sequence_key,
-                              table.held_rows == "warn", table.held_rows_fail_after_s)
-            if raw in specs and specs[raw] != spec and (spec.event_time or spec.parent or specs[raw].event_time
-                                                         or specs[raw].parent):
-                raise ConfigError(f"{raw} is written by sources {writer[raw]} ({declared(specs[raw])}) and {name} "
-                                  f"({declared(spec)})", source=name, table=table.name,
+            if raw in writer and (windowed(table) or windowed(writer[raw][1])) \
+                    and windowed(table) != windowed(writer[raw][1]):
+                raise ConfigError(f"{raw} is written by sources {writer[raw][0]} ({windowed_words(writer[raw][1])}) "
+                                  f"and {name} ({windowed_words(table)})", source=name, table=table.name,
                                   hint="give every declaration of a shared raw table the same event_time, "
                                        "event_time_from, sequence_key, held_rows and held_rows_fail_after")
-            if raw not in specs or spec.event_time or spec.parent:
-                specs[raw], writer[raw] = spec, name
+            if raw not in specs or windowed(table):
+                parent = (f"{source.raw_schema}.{table.event_time_from[0]}".lower(), table.event_time_from[1]) \
+                    if table.event_time_from else None
+                specs[raw] = WindowSpec(tuple(table.primary_key), table.event_time, parent, table.sequence_key,
+                                        table.held_rows == "warn", table.held_rows_fail_after_s)
+                writer[raw] = (name, table)
     return specs
 
 
