@@ -16,6 +16,14 @@ What is measured, per table, and compared to its maximum (the first that is know
 3. **Last build**, for a mart none of whose inputs are in the ledger
    (``elt_meta.transform_watermarks``).
 
+A mart is also stale when a batch of a raw table it reads was loaded longer ago than its maximum
+and no version of the mart has consumed it yet (``elt_meta.consumed_batches``; measure
+``untransformed batch``). New days reach the marts through a bare ``sqlmesh run`` too, so their
+newest data stays young; a late correction, a deletion or a late-arriving row reaches them only
+through ``elt transform``, which turns raw batches into the days to restate (decision 0011). Without
+this measure a schedule of ``sqlmesh run`` alone, or a transform that stopped consuming, would
+leave those changes out of the marts for ever with every line fresh.
+
 Beside it every line shows the last load (the newest batch's ``loaded_at`` and the source that
 loaded it) or the last build, the source and the owner. A raw table's maximum is the table's
 ``freshness``, else its source's (tables without one are not checked); a mart's is its
@@ -73,6 +81,8 @@ class Freshness:
     last_loaded: datetime | None = None  # a table's newest batch (loaded_at); a mart's last build
     loaded_by: str | None = None  # the source that loaded that batch
     inputs: tuple[str, ...] = ()  # a mart: the sources that loaded the raw tables it reads
+    # a mart: batches of its raw tables it has not consumed yet -> (batches, oldest loaded_at, raw tables)
+    waiting: tuple[int, datetime, tuple[str, ...]] | None = None
 
     def age_s(self, now: datetime) -> float | None:
         return None if self.newest is None else (now - self.newest).total_seconds()
@@ -89,6 +99,10 @@ class Freshness:
             whose = f"source {self.source}, owner {self.owner}"
         else:
             last = f"last built {_human((now - self.last_loaded).total_seconds())} ago" if self.last_loaded else "never built"
+            if self.waiting:
+                batches, oldest, tables = self.waiting
+                last += (f"; {batches} batch(es) of {', '.join(tables)} waiting for `elt transform` since "
+                         f"{_human((now - oldest).total_seconds())} ago (a bare `sqlmesh run` does not apply them)")
             whose = f"from {', '.join(self.inputs) or 'no loaded source'}, owner {self.owner}"
         return f"{self.subject}: {head}; {data}, {last}; {whose}"
 
@@ -320,6 +334,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
             "(SELECT max(finished_at) FROM elt_meta.transform_watermarks WHERE environment = 'prod') GROUP BY 1")}
         chosen = {raw: next((d for d in ds if d[0].name == loads[raw].by), ds[0]) if raw in loads else ds[0]
                   for raw, ds in declared.items()}  # the source that loads a table, else the first declaring it
+        waiting = _waiting_batches(query)
         columns = time_columns(settings.project_root)
         wanted = {**{raw: d[1].event_time for raw, d in chosen.items()}, **{m: columns.get(m) for m in marts}}
         data = ({n: (None, "not read on Spark") for n in wanted} if settings.gateway == "spark"
@@ -350,9 +365,36 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
             "never built" + (", table missing" if note == "table missing" else ""))
         mart_max = max_ages.get(mart, default_max)
         inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
-        results.append(Freshness(mart, "mart", _state(newest, mart_max, now), mart_max, newest, owner, None,
-                                 measure, why, wanted[mart], value, note, last_build, None, inputs))
+        state = _state(newest, mart_max, now)
+        waits = [w for r, w in waiting.get(mart, {}).items() if r in raws]
+        held_up = (sum(n for n, _ in waits), min(at for _, at in waits),
+                   tuple(sorted(r for r, _ in waiting[mart].items() if r in raws))) if waits else None
+        if held_up and state != "stale" and _state(held_up[1], mart_max, now) == "stale":
+            # its newest data may be young (new days still arrive): the batches are what is old
+            state, measure, newest, why = "stale", "untransformed batch", held_up[1], ""
+        results.append(Freshness(mart, "mart", state, mart_max, newest, owner, None,
+                                 measure, why, wanted[mart], value, note, last_build, None, inputs, held_up))
     return results
+
+
+def _waiting_batches(query: Any) -> dict[str, dict[str, tuple[int, datetime]]]:
+    """model -> raw table -> (batches that brought rows and no version of the model has consumed,
+    the oldest one's loaded_at). Only (model, raw table) pairs that have consumed a batch before
+    count: a model not built yet consumes nothing, and its build takes every batch (0011).
+
+    Any version's consumption counts: a batch consumed only by a dev version of a changed model
+    is not reported for prod (prod's versions are in SQLMesh's state, which a tick does not open).
+    The anti-join runs in the warehouse, on the consumed table's key (model, version, batch)."""
+    rows = query(
+        "SELECT m.model, m.raw_table, count(*), min(l.loaded_at) "
+        "FROM (SELECT DISTINCT model, lower(raw_table) AS raw_table FROM elt_meta.consumed_batches) AS m "
+        "JOIN elt_meta.loaded_batches AS l ON lower(l.raw_table) = m.raw_table "
+        "WHERE l.rows > 0 AND NOT EXISTS (SELECT 1 FROM elt_meta.consumed_batches AS c "
+        "WHERE c.model = m.model AND c.batch_id = l.batch_id) GROUP BY m.model, m.raw_table")
+    out: dict[str, dict[str, tuple[int, datetime]]] = defaultdict(dict)
+    for model, raw_table, batches, oldest in rows:
+        out[str(model).lower()][str(raw_table)] = (int(batches), _naive(oldest))  # type: ignore[assignment]
+    return out
 
 
 def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dict[str, tuple[datetime | None, str]]:

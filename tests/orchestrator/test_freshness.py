@@ -4,6 +4,7 @@ else of the newest extraction, with the last load or build beside; ``unknown`` s
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from orchestrator.observe.freshness import Freshness, evaluate, render
 from sources.config import DECLARATIONS_DIR
 from sources.load.base import LEDGER_COLUMNS
+from tests.conftest import BIN
 from tests.orchestrator.conftest import Project
 
 NOW = datetime(2018, 9, 6)  # the small shop's newest order is 2018-09-04 12:00: 36h before
@@ -99,6 +101,47 @@ def test_ages_are_the_newest_data_with_the_last_load_and_build_beside(shop: tupl
     assert later["raw_jaffle_shop.orders"].last_loaded == datetime(2018, 9, 13, 0, 5)
 
 
+def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_until_elt_transform(
+        shop: tuple[Project, Path], small_jaffle: Path) -> None:
+    """New days reach the marts through `sqlmesh run` too, so their newest data stays young; a late
+    correction reaches them only through `elt transform`. A batch no version of the mart consumed,
+    loaded longer ago than the mart's maximum, makes the mart stale and says so."""
+    project, declarations = shop
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))  # a late correction
+    assert project.elt("load", "jaffle_shop", "--path", str(small_jaffle), timeout=300).returncode == 0
+    bare = subprocess.run([str(BIN / "sqlmesh"), "run"], cwd=project.root, env=project.env, capture_output=True,
+                          text=True, timeout=300)
+    assert bare.returncode == 0, bare.stdout + bare.stderr
+    warehouse = project.root / "data" / "warehouse.duckdb"
+
+    def customer_of_o2() -> str:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            return con.execute("SELECT customer_id FROM marts.orders WHERE order_id = 'o2'").fetchone()[0]
+
+    assert customer_of_o2() == "c1"  # `sqlmesh run` did not apply it
+    # the correction was loaded 27h before now; the newest order day is 25h old (new days kept coming)
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("UPDATE elt_meta.loaded_batches SET extracted_at = '2018-09-03 21:55', loaded_at = '2018-09-03 22:00' "
+                    "WHERE loaded_at > '2019-01-01'")
+    now = datetime(2018, 9, 5, 1)
+    out = project.elt("freshness", "--now", now.isoformat())
+    assert out.returncode == 1, out.stdout + out.stderr
+    line = _lines(out.stdout)["marts.orders"]
+    assert line.startswith("marts.orders: stale (untransformed batch 27.0h old, max 26.0h); ordered_at up to 2018-09-04 00:00"), line
+    assert ("1 batch(es) of raw_jaffle_shop.orders waiting for `elt transform` since 27.0h ago "
+            "(a bare `sqlmesh run` does not apply them)") in line, line
+    mart = _by_subject(evaluate(project.settings(), now, [str(declarations / "jaffle_shop.yaml")]))["marts.orders"]
+    assert (mart.state, mart.measure, mart.newest) == ("stale", "untransformed batch", datetime(2018, 9, 3, 22))
+    assert mart.waiting == (1, datetime(2018, 9, 3, 22), ("raw_jaffle_shop.orders",))
+
+    assert project.elt("transform", timeout=600).returncode == 0
+    assert customer_of_o2() == "c2"
+    mart = _by_subject(evaluate(project.settings(), now, [str(declarations / "jaffle_shop.yaml")]))["marts.orders"]
+    assert (mart.state, mart.measure, mart.waiting) == ("fresh", "newest data", None)
+    assert "waiting for" not in mart.describe(now)
+
+
 def test_never_built_and_missing_tables_are_unknown_and_say_why(project: Project) -> None:
     out = project.elt("freshness", "--now", NOW.isoformat(), ELT_JOBS="jaffle_app")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -118,7 +161,12 @@ def test_freshness_on_postgres(project: Project, pg_db, monkeypatch: pytest.Monk
         cur.execute(f"CREATE SCHEMA elt_meta; CREATE TABLE elt_meta.loaded_batches ({LEDGER_COLUMNS})")
         cur.execute("INSERT INTO elt_meta.loaded_batches VALUES "
                     "('b1', 'jaffle_app', 'orders', 'raw_jaffle_shop.orders', 4, '2018-09-05 00:00', '2018-09-05 00:05', NULL),"
-                    "('b2', 'jaffle_app', 'orders', 'raw_jaffle_shop.orders', 0, '2018-09-05 12:00', '2018-09-05 12:05', NULL)")
+                    "('b2', 'jaffle_app', 'orders', 'raw_jaffle_shop.orders', 0, '2018-09-05 12:00', '2018-09-05 12:05', NULL),"
+                    "('b3', 'jaffle_app', 'orders', 'RAW_JAFFLE_SHOP.ORDERS', 2, '2018-09-04 19:55', '2018-09-04 20:00', NULL)")
+        # marts.orders consumed b1 (and b2, which brought no rows, does not count); b3 waits for it
+        cur.execute("CREATE TABLE elt_meta.consumed_batches (model TEXT, version TEXT, batch_id TEXT, raw_table TEXT, "
+                    "consumed_at TIMESTAMP); INSERT INTO elt_meta.consumed_batches VALUES "
+                    "('marts.orders', 'v1', 'b1', 'raw_jaffle_shop.orders', '2018-09-05 00:10')")
         cur.execute("CREATE TABLE elt_meta.transform_watermarks (environment TEXT, loaded_through TIMESTAMP, "
                     "finished_at TIMESTAMP); INSERT INTO elt_meta.transform_watermarks VALUES ('prod', NULL, '2018-09-05 00:10')")
         cur.execute("CREATE SCHEMA raw_jaffle_shop; CREATE TABLE raw_jaffle_shop.orders (id TEXT, ordered_at TIMESTAMP);"
@@ -132,6 +180,8 @@ def test_freshness_on_postgres(project: Project, pg_db, monkeypatch: pytest.Monk
                                                                            "jaffle_app")
     mart = results["marts.orders"]
     assert (mart.state, mart.newest, mart.inputs) == ("stale", datetime(2018, 9, 4), ("jaffle_app",))
+    assert mart.waiting == (1, datetime(2018, 9, 4, 20), ("raw_jaffle_shop.orders",))
+    assert "1 batch(es) of raw_jaffle_shop.orders waiting for `elt transform` since 28.0h ago" in mart.describe(NOW)
     customers = results["raw_jaffle_shop.customers"]
     assert (customers.state, customers.why, customers.data_note) == ("unknown", "never loaded", "table missing")
     locations = results["marts.locations"]  # not built; its inputs were never loaded: the last build
