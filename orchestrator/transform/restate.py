@@ -194,6 +194,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             pending = {mv: {t: b - seen for t, b in tables.items() if b - seen} if in_state[mv] is not None
                        else tables for mv, tables in pending.items()}
             pending = {mv: tables for mv, tables in pending.items() if tables}
+    # recorded as consumed with the pending batches, after their held rows are recorded
+    pending, read_by_build, unchecked = _built_outside_elt(adapter, pending, targets, stored, in_state)
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
 
@@ -220,7 +222,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
 
     result = Restatement()
     every: dict[str, set[str]] = {t: set(b) for t, b in held_before.items()}
-    for tables in pending.values():
+    for tables in [*pending.values(), *unchecked.values()]:
         for raw_table, batches in tables.items():
             every.setdefault(raw_table, set()).update(batches)
     held = _check_held_out(adapter, specs, every, result)
@@ -273,11 +275,89 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     failpoints.hit("transform.after_invalidate")
     # recorded before the batches are consumed: a kill in between leaves them pending, checked again
     w.set_held(adapter, held, held_before)
-    result.batches_consumed = w.mark_consumed(adapter, pending)
+    consumed = {mv: {t: set(b) for t, b in tables.items()} for mv, tables in pending.items()}
+    for mv, tables in read_by_build.items():
+        for t, b in tables.items():
+            consumed.setdefault(mv, {}).setdefault(t, set()).update(b)
+    result.batches_consumed = w.mark_consumed(adapter, consumed)
     failpoints.hit("transform.after_consumed")
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
     return result
+
+
+def outside_plan_margin_s() -> int:
+    """``ELT_OUTSIDE_PLAN_MARGIN`` (default 24h): how long before a version's snapshot was created
+    a batch must have been loaded for ``_built_outside_elt`` to take it as read by the version's
+    build. It covers a load still committing when the plan read raw, and clocks apart."""
+    import os
+
+    from sources.config import parse_duration
+
+    return parse_duration(os.environ.get("ELT_OUTSIDE_PLAN_MARGIN", "24h"))
+
+
+def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, set[str]]],
+                       targets: dict[tuple[str, str], list[Any]], stored: dict[Any, Any],
+                       in_state: dict[tuple[str, str], Any]) -> tuple[dict[tuple[str, str], dict[str, set[str]]],
+                                                                       dict[tuple[str, str], dict[str, set[str]]],
+                                                                       dict[tuple[str, str], dict[str, set[str]]]]:
+    """``pending`` without the batches that a version built outside `elt transform` already read;
+    those batches (the caller records them as consumed, not restated); and those of them that no
+    version had consumed before, whose rows are still to be checked for held rows.
+
+    `elt transform` records a version's batches as consumed before its plan builds the version, so
+    a built version with no consumed batch at all was built by something else: a bare `sqlmesh
+    plan` (the review workflow) or `sqlmesh run`. Every batch of its raw tables then looks pending,
+    and restating them all would rebuild its whole history a second time (at 6 years, the cost of
+    a full build after every such deploy). Its table read raw after its snapshot was created, so
+    batches loaded more than ``outside_plan_margin_s`` before that are in it: they are recorded as
+    consumed without restating. Later ones stay pending and restate their days.
+
+    Only when that snapshot created the version: a metadata-only, forward-only or indirect
+    non-breaking change makes a newer snapshot of an older table (its ``previous_versions`` name
+    the same version), whose creation says nothing about when the table read raw. Those versions
+    keep every batch pending, as before."""
+    from orchestrator.transform import windows as w
+
+    built = [mv for mv in pending if in_state.get(mv) is not None]
+    if not built:
+        return pending, {}, {}
+    recorded = w.consumed_versions(adapter, built)
+    margin = timedelta(seconds=outside_plan_margin_s())
+    taken: dict[tuple[str, str], dict[str, set[str]]] = {}
+    ledger: dict[datetime, set[str]] = {}
+    for mv in built:
+        if mv in recorded:
+            continue
+        snapshots = [stored[sid] for sid in targets[mv] if sid in stored]
+        if not snapshots or any(p.version == mv[1] for s in snapshots for p in s.previous_versions):
+            continue
+        created = datetime.fromtimestamp(min(s.created_ts for s in snapshots) / 1000, UTC).replace(tzinfo=None)
+        before = created - margin
+        if before not in ledger:
+            at = exp.Literal.string(before.isoformat(sep=" ")).sql(adapter.dialect)
+            ledger[before] = {str(b) for (b,) in adapter.fetchall(
+                f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at < CAST({at} AS TIMESTAMP)")}
+        read = {t: b & ledger[before] for t, b in pending[mv].items() if b & ledger[before]}
+        if read:
+            taken[mv] = read
+            log.info(f"{mv[0]}: its version {mv[1]} was built outside `elt transform` (snapshot created "
+                     f"{created:%Y-%m-%d %H:%M} UTC); {sum(len(b) for b in read.values())} batch(es) loaded before "
+                     f"{before:%Y-%m-%d %H:%M} are in its table and are not restated",
+                     extra={"fields": {"model": mv[0], "version": mv[1], "batches": sum(len(b) for b in read.values())}})
+    if not taken:
+        return pending, {}, {}
+    # to check for held rows: the batches no version had consumed. The others were checked when a
+    # version first consumed them (those holding rows are in windows.HELD, checked every time);
+    # checking them again would scan all history after each outside deploy
+    fresh = {str(b) for (b,) in adapter.fetchall(
+        f"SELECT l.batch_id FROM {w.LEDGER} AS l WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {w.CONSUMED} AS c WHERE c.batch_id = l.batch_id)")}
+    unchecked = {mv: {t: b & fresh for t, b in tables.items() if b & fresh} for mv, tables in taken.items()}
+    left = {mv: {t: b - taken.get(mv, {}).get(t, set()) for t, b in tables.items()} for mv, tables in pending.items()}
+    return ({mv: {t: b for t, b in tables.items() if b} for mv, tables in left.items() if any(left[mv].values())},
+            taken, {mv: tables for mv, tables in unchecked.items() if tables})
 
 
 def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, set[str]],  # type: ignore[no-untyped-def]

@@ -287,6 +287,17 @@ def pending_batches(adapter: Any, versions: dict[tuple[str, str], set[str]]) -> 
     return out
 
 
+def consumed_versions(adapter: Any, versions: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The (model, version) pairs of ``versions`` that have consumed at least one batch."""
+    if not versions:
+        return set()
+    d = adapter.dialect
+    targets = ", ".join(f"({_lit(m, d)}, {_lit(v, d)})" for m, v in sorted(versions))
+    return {(str(m), str(v)) for m, v in adapter.fetchall(
+        f"SELECT t.model, t.version FROM (VALUES {targets}) AS t (model, version) WHERE EXISTS "
+        f"(SELECT 1 FROM {CONSUMED} AS c WHERE c.model = t.model AND c.version = t.version)")}
+
+
 def mark_consumed(adapter: Any, consumed: dict[tuple[str, str], dict[str, set[str]]]) -> int:
     """Record batches as consumed by model versions, in one transaction (idempotent)."""
     d = adapter.dialect
