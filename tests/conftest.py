@@ -57,7 +57,8 @@ LONGEST_FIRST = ("tests/orchestrator/test_spark_gateway.py", "tests/orchestrator
                  "tests/orchestrator/test_airflow_real.py", "tests/orchestrator/test_spark_class_archive.py",
                  "tests/orchestrator/test_spark_metastore.py", "tests/orchestrator/test_add_a_source_howto.py",
                  "tests/orchestrator/test_preview.py", "tests/orchestrator/test_parent_deletions.py",
-                 "tests/production/test_dev_preview.py", "tests/orchestrator/test_utc_sessions.py")
+                 "tests/production/test_dev_preview.py", "tests/orchestrator/test_utc_sessions.py",
+                 "tests/orchestrator/test_outside_plan.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
