@@ -366,14 +366,14 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         mart_max = max_ages.get(mart, default_max)
         inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
         state = _state(newest, mart_max, now)
-        waits = [w for r, w in waiting.get(mart, {}).items() if r in raws]
-        held_up = (sum(n for n, _ in waits), min(at for _, at in waits),
-                   tuple(sorted(r for r, _ in waiting[mart].items() if r in raws))) if waits else None
-        if held_up and state != "stale" and _state(held_up[1], mart_max, now) == "stale":
+        mine = {r: w for r, w in waiting.get(mart, {}).items() if r in raws}
+        waits = (sum(n for n, _ in mine.values()), min(at for _, at in mine.values()), tuple(sorted(mine))) \
+            if mine else None
+        if waits and state != "stale" and _state(waits[1], mart_max, now) == "stale":
             # its newest data may be young (new days still arrive): the batches are what is old
-            state, measure, newest, why = "stale", "untransformed batch", held_up[1], ""
+            state, measure, newest, why = "stale", "untransformed batch", waits[1], ""
         results.append(Freshness(mart, "mart", state, mart_max, newest, owner, None,
-                                 measure, why, wanted[mart], value, note, last_build, None, inputs, held_up))
+                                 measure, why, wanted[mart], value, note, last_build, None, inputs, waits))
     return results
 
 

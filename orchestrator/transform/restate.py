@@ -187,8 +187,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         # upgrading from the watermark design: what the environment's last success saw is consumed
         _, watermark = transform_watermarks(adapter, environment)
         if watermark is not None:
-            seen = {b for (b,) in adapter.fetchall(
-                f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at <= CAST({exp.Literal.string(str(watermark)).sql(adapter.dialect)} AS TIMESTAMP)")}
+            seen = w.batches_loaded_before(adapter, watermark, inclusive=True)
             w.mark_consumed(adapter, {mv: {t: b & seen for t, b in tables.items()}
                                       for mv, tables in pending.items() if in_state[mv] is not None})
             pending = {mv: {t: b - seen for t, b in tables.items() if b - seen} if in_state[mv] is not None
@@ -336,9 +335,7 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
         created = datetime.fromtimestamp(min(s.created_ts for s in snapshots) / 1000, UTC).replace(tzinfo=None)
         before = created - margin
         if before not in ledger:
-            at = exp.Literal.string(before.isoformat(sep=" ")).sql(adapter.dialect)
-            ledger[before] = {str(b) for (b,) in adapter.fetchall(
-                f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at < CAST({at} AS TIMESTAMP)")}
+            ledger[before] = w.batches_loaded_before(adapter, before)
         read = {t: b & ledger[before] for t, b in pending[mv].items() if b & ledger[before]}
         if read:
             taken[mv] = read

@@ -273,10 +273,8 @@ def pending_batches(adapter: Any, versions: dict[tuple[str, str], set[str]]) -> 
     batches come back, however long the ledger grows."""
     if not versions or not adapter.table_exists(LEDGER):
         return {v: {} for v in versions}
-    d = adapter.dialect
-    targets = ", ".join(f"({_lit(m, d)}, {_lit(v, d)})" for m, v in sorted(versions))
     rows = adapter.fetchall(
-        f"SELECT t.model, t.version, lower(l.raw_table), l.batch_id FROM (VALUES {targets}) AS t (model, version) "
+        f"SELECT t.model, t.version, lower(l.raw_table), l.batch_id FROM {_versions(versions, adapter.dialect)} "
         f"CROSS JOIN {LEDGER} AS l WHERE NOT EXISTS (SELECT 1 FROM {CONSUMED} AS c WHERE c.model = t.model "
         "AND c.version = t.version AND c.batch_id = l.batch_id)"
     )
@@ -291,11 +289,22 @@ def consumed_versions(adapter: Any, versions: list[tuple[str, str]]) -> set[tupl
     """The (model, version) pairs of ``versions`` that have consumed at least one batch."""
     if not versions:
         return set()
-    d = adapter.dialect
-    targets = ", ".join(f"({_lit(m, d)}, {_lit(v, d)})" for m, v in sorted(versions))
     return {(str(m), str(v)) for m, v in adapter.fetchall(
-        f"SELECT t.model, t.version FROM (VALUES {targets}) AS t (model, version) WHERE EXISTS "
+        f"SELECT t.model, t.version FROM {_versions(versions, adapter.dialect)} WHERE EXISTS "
         f"(SELECT 1 FROM {CONSUMED} AS c WHERE c.model = t.model AND c.version = t.version)")}
+
+
+def _versions(versions: Any, dialect: str) -> str:
+    """(model, version) pairs as a VALUES table ``t (model, version)``."""
+    rows = ", ".join(f"({_lit(m, dialect)}, {_lit(v, dialect)})" for m, v in sorted(versions))
+    return f"(VALUES {rows}) AS t (model, version)"
+
+
+def batches_loaded_before(adapter: Any, moment: datetime, *, inclusive: bool = False) -> set[str]:
+    """Ids of the ledger's batches loaded before ``moment`` (UTC, naive; or at it, ``inclusive``)."""
+    at = _lit(str(moment), adapter.dialect)
+    return {str(b) for (b,) in adapter.fetchall(
+        f"SELECT batch_id FROM {LEDGER} WHERE loaded_at {'<=' if inclusive else '<'} CAST({at} AS TIMESTAMP)")}
 
 
 def mark_consumed(adapter: Any, consumed: dict[tuple[str, str], dict[str, set[str]]]) -> int:
