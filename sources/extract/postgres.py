@@ -86,6 +86,7 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
             f"table {table.source_table} does not exist or is not visible to this user", **where,
             hint="check source_table in the declaration and the user's grants (GRANT SELECT ...)",
         )
+    _refuse_unreadable_columns(con, table, where)
     catalog = [ColumnSpec(r[0], catalog_type(r[1], r[2], r[3], r[4])) for r in rows]
     by_name = {c.name: c for c in catalog}
     wanted = [*table.primary_key, *([table.cursor_field] if table.cursor_field else [])]
@@ -106,6 +107,36 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
         raise ContractError(f"declared types differ from {table.source_table}: {'; '.join(differ)}", **where,
                             hint="declare the catalog's types (or omit columns to take them from the catalog)")
     return list(table.columns)
+
+
+def _refuse_unreadable_columns(con, table: TableSpec, where: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Fail when the user may not read a column the extract needs (every column of a table without
+    declared columns; else the declared ones, the key and the cursor).
+
+    ``information_schema.columns`` lists only the columns a user holds a privilege on, so a column
+    whose SELECT was revoked (``REVOKE SELECT ON t``, then ``GRANT SELECT (a, b) ON t``) looked
+    dropped: a table read whole landed NULL in it, and a later load after the grant came back saw
+    no change and kept the NULLs; a declared column was reported as "not in" the table. The
+    system catalog lists every column, and ``has_column_privilege`` says which ones may be read."""
+    schema, name = _split(str(table.source_table))
+    with con.cursor() as cur:
+        cur.execute(
+            "SELECT a.attname FROM pg_catalog.pg_attribute AS a JOIN pg_catalog.pg_class AS c ON c.oid = a.attrelid "
+            "JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+            "AND a.attnum > 0 AND NOT a.attisdropped AND NOT has_column_privilege(c.oid, a.attnum, 'SELECT') "
+            "ORDER BY a.attnum", [schema, name])
+        denied = [str(r[0]) for r in cur.fetchall()]
+    if table.columns:
+        needed = {c.name for c in table.columns} | set(table.primary_key) | ({table.cursor_field} - {None})
+        denied = [c for c in denied if c in needed]
+    if denied:
+        listed = ", ".join(denied)
+        raise SourceReadError(
+            f"this user may not read column(s) {listed} of {table.source_table} (SELECT was granted on other "
+            "columns only); nothing was landed", **where,
+            hint=f"ask the source owner to GRANT SELECT ({listed}) ON {table.source_table} (or on the whole table) "
+                 "to this user, or declare only the columns it may read",
+        )
 
 
 def undeclared_columns(con, table: TableSpec) -> list[str]:  # type: ignore[no-untyped-def]

@@ -284,10 +284,16 @@ def test_a_table_that_cannot_be_read_fails_alone(appdb, tmp_path: Path, monkeypa
         cur.execute("CREATE TABLE app.secret (id int PRIMARY KEY); CREATE ROLE reader LOGIN; "
                     "GRANT USAGE ON SCHEMA app TO reader; GRANT SELECT ON app.orders TO reader; "
                     "CREATE VIEW app.broken AS SELECT 1 / (length(customer) - 3) AS id FROM app.orders; "
-                    "GRANT SELECT ON app.broken TO reader")
+                    "GRANT SELECT ON app.broken TO reader; "
+                    # SELECT on some columns only: information_schema hides the others from this user
+                    "CREATE TABLE app.partial (id int PRIMARY KEY, name text, salary numeric(10,2)); "
+                    "INSERT INTO app.partial VALUES (1, 'ann', 100.00); GRANT SELECT (id, name) ON app.partial TO reader")
     decl = declaration()
     decl["tables"]["secret"] = {"source_table": "app.secret", "primary_key": "id"}
     decl["tables"]["broken"] = {"source_table": "app.broken", "primary_key": "id"}
+    decl["tables"]["partial"] = {"source_table": "app.partial", "primary_key": "id"}  # every column
+    decl["tables"]["readable"] = {"source_table": "app.partial", "primary_key": "id",
+                                  "columns": {"id": "integer", "name": "string"}}
     monkeypatch.setenv("APPDB_USER", "reader")
     spec = parse_source(decl)
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
@@ -299,6 +305,13 @@ def test_a_table_that_cannot_be_read_fails_alone(appdb, tmp_path: Path, monkeypa
     assert outcomes["broken"].status == "failed" and "division by zero" in str(outcomes["broken"].error)
     assert "table=broken" in str(outcomes["broken"].error)
     assert not (tmp_path / "landing" / "appdb" / "broken").exists()
+    # a column it may not read is named, not taken for a dropped one (which landed NULL in it)
+    partial = str(outcomes["partial"].error)
+    assert outcomes["partial"].status == "failed" and "may not read column(s) salary of app.partial" in partial, partial
+    assert "GRANT SELECT (salary) ON app.partial" in partial and "name" not in partial.split("of app.partial")[0]
+    assert not (tmp_path / "landing" / "appdb" / "partial").exists()
+    # declaring only the readable columns reads them
+    assert outcomes["readable"].status != "failed" and outcomes["readable"].rows_applied == 1, outcomes["readable"]
 
 
 def test_an_unexpected_error_fails_only_its_table(appdb, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
