@@ -86,6 +86,9 @@ class _Pagination(_Strict):
     max_pages: int | None = Field(None, ge=1, description="The most requests per table (10000).")
     stop_on_short_page: bool | None = Field(None, strict=True, description="page/offset: stop at a page "
                                             "shorter than asked (default false: at an empty page).")
+    check_overlap: bool | None = Field(None, strict=True, description="offset: ask each page from one record "
+                                       "before the last one read and refuse the read unless that record comes "
+                                       "back first (default true; false for an API that cannot start there).")
 
 
 class _ColumnMapping(_Strict):

@@ -478,12 +478,18 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
     seen: set[str] = set()
     previous: list[Any] | None = None
     short_stops = bool(p.get("stop_on_short_page", False))
+    # offset paging asks each page from one record before the last one read, which must come back
+    # first: a collection that changed between two pages (a record removed or added before the
+    # offset) or a page the API lost shows there, instead of a record skipped for good (0047)
+    overlap = kind == "offset" and bool(p.get("check_overlap", True))
+    last: Any = None
     for number in range(int(p["max_pages"])):
         query = dict(params)
         if kind == "page":
             query.update({p["page_param"]: page, p["page_size_param"]: p["page_size"]})
         elif kind == "offset":
-            query.update({p["offset_param"]: offset, p["limit_param"]: p["limit"]})
+            asked = offset - 1 if overlap and last is not None else offset
+            query.update({p["offset_param"]: asked, p["limit_param"]: p["limit"]})
         elif kind == "cursor" and token is not None:
             query[p["cursor_param"]] = token
         url = next_url or client.url(str(table.endpoint), query)
@@ -502,15 +508,24 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
             log.info("page repeats the previous one: end of pages", extra={"fields": {**client.where, "page": number + 1}})
             return
         previous = records if kind in ("page", "offset") else None
+        answered = len(records)
+        if overlap and last is not None:
+            if not records or _identity(records[0], table) != _identity(last, table):
+                raise _changed_while_paging(client, url, str(p["offset_param"]), asked, last, records, table)
+            records = records[1:]
+        if overlap and records:
+            last = records[-1]
         yield records
         if kind == "none":
             return
         if kind == "page":
+            if not records and page > int(p["start"]):
+                _confirm_the_end(client, table, query | {p["page_param"]: page + 1}, page)
             if not records or (short_stops and len(records) < int(p["page_size"])):
                 return
             page += 1
         elif kind == "offset":
-            if not records or (short_stops and len(records) < int(p["limit"])):
+            if not records or (short_stops and answered < int(p["limit"])):
                 return
             offset += len(records)
         elif kind == "cursor":
@@ -525,6 +540,53 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
         _ = number
     raise SourceReadError(f"more than {p['max_pages']} pages", **client.where,
                           hint="raise pagination.max_pages in the declaration if the API really has that many")
+
+
+def _identity(record: Any, table: TableSpec) -> Any:
+    """What tells two answers of one record apart from two records: its primary key (its other
+    fields may change between two requests), or the whole record without one."""
+    if table.primary_key and isinstance(record, dict):
+        return tuple(record.get(k) for k in table.primary_key)
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def _changed_while_paging(client: RestClient, url: str, param: str, asked: int, last: Any, records: list[Any],
+                          table: TableSpec) -> SourceReadError:
+    def named(record: Any) -> str:
+        key = _identity(record, table)
+        if isinstance(key, tuple):
+            return ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, key))
+        return client.redact(key)[:80]
+
+    found = "came back empty" if not records else f"starts with {named(records[0])}"
+    return SourceReadError(
+        f"the collection changed while it was paged, or the API lost records: GET {client.redact(url)} ({param}={asked}) "
+        f"should start with the last record of the page before ({named(last)}) and {found}; "
+        "nothing of this read was landed and the cursor did not move", **client.where,
+        hint="rerun: records added or removed between two pages of offset paging shift the later pages, which skips "
+             "or repeats records. If it happens on most runs, ask the API owner for cursor or next-link paging "
+             "(docs/reference/sources.md)")
+
+
+def _confirm_the_end(client: RestClient, table: TableSpec, query: dict[str, Any], empty_page: int) -> None:
+    """Page paging ends at an empty page only if the page after it is empty too: a page the API
+    lost (an empty answer in the middle) would otherwise end the read early without an error, and
+    a whole read would then record every later key as deleted (0047). One request per read."""
+    url = client.url(str(table.endpoint), query)
+    try:
+        body, _ = client.get(url)
+    except SourceReadError as exc:
+        if " returned HTTP 404" in str(exc):  # past the end, as some APIs say it
+            return
+        raise
+    records = _dig(body, table.records_path) if table.records_path else body
+    if isinstance(records, list) and records:
+        raise SourceReadError(
+            f"page {empty_page} of {client.redact(str(table.endpoint))} came back empty but the page after it holds "
+            f"{len(records)} record(s): the API lost a page, or the collection changed while it was paged; nothing of "
+            "this read was landed and the cursor did not move", **client.where,
+            hint="rerun. If it happens on most runs, ask the API owner for cursor or next-link paging (page paging "
+                 "cannot tell a changed collection from a complete read; docs/reference/sources.md)")
 
 
 def _closing(client: RestClient, pages_: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:

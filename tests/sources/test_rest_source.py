@@ -533,8 +533,9 @@ def test_every_page_of_a_table_reuses_one_connection() -> None:
     responder.peers = []
     with http_server(responder, keep_alive=True) as url:
         rows = _records(spec_for(url, {"type": "page", "page_size": 8}))
-    assert len(rows) == len(PRODUCTS) and len(responder.requests) == 4  # 3 pages, then the empty one
-    assert len(set(responder.peers)) == 1, responder.peers  # one TCP connection for all four
+    # 3 pages, the empty one, and the one after it (an empty page ends the read when the next is empty too)
+    assert len(rows) == len(PRODUCTS) and len(responder.requests) == 5
+    assert len(set(responder.peers)) == 1, responder.peers  # one TCP connection for all five
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -597,3 +598,74 @@ def test_netrc_is_never_consulted(tmp_path: Path, monkeypatch) -> None:  # type:
     with http_server(responder) as url:
         assert len(_records(spec_for(url, auth="none"))) == 3
     assert "authorization" not in responder.requests[0][2], responder.requests[0][2]
+
+
+def test_offset_paging_refuses_a_read_whose_collection_shifted_and_the_rerun_loses_nothing(tmp_path: Path) -> None:
+    """Found by a probe: offset paging over records sorted by key, filtered by `since`. One empty
+    answer in the middle ended the read early and the cursor moved to the newest record read, past
+    records it never read: 14 of 30 new records landed, and every rerun said `unchanged`. A record
+    removed between two pages shifts the later ones the same way (one record skipped). Each page
+    now starts one record early and must repeat the last one read."""
+    rows = [dict(p, updated_at=f"2024-02-{1 + (i * 7) % 23:02d}T00:00:00Z") for i, p in enumerate(PRODUCTS)]  # not in cursor order
+    fault = {"kind": None}
+    calls: list[int] = []
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        q = {k: v[0] for k, v in query.items()}
+        start, limit = int(q["offset"]), int(q["limit"])
+        calls.append(start)
+        served = [r for r in rows if r["updated_at"] >= q.get("since", "")]
+        if fault["kind"] == "empty" and len(calls) == 2:  # one lost page, as an overloaded backend answers
+            return ok({"data": []})
+        if fault["kind"] == "removed" and len(calls) >= 2:  # a record before the offset went away meanwhile
+            served = [r for r in served if r["sku"] != rows[1]["sku"]]
+        return ok({"data": served[start:start + limit]})
+
+    with http_server(respond) as url:
+        spec = spec_for(url, {"type": "offset", "limit": 5}, cursor_field="updated_at", updated_since_param="since",
+                        lookback="1h")
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            outcomes = {}
+            for kind in ("empty", "removed"):
+                fault["kind"], calls[:] = kind, []
+                (outcomes[kind],) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+                assert raw.cursor("catalog", "products") is None, kind  # the cursor did not move
+            fault["kind"], calls[:] = None, []
+            (healed,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            assert calls == [0, 4, 8, 12, 16, 20, 22], calls  # each page from one record before; the last one alone ends it
+    empty, removed = str(outcomes["empty"].error), str(outcomes["removed"].error)
+    assert "the collection changed while it was paged, or the API lost records" in empty, empty
+    assert "(offset=4) should start with the last record of the page before (sku='SKU-005') and came back empty" in empty
+    assert "(offset=4) should start with the last record of the page before (sku='SKU-005') and starts with sku='SKU-006'" in removed
+    assert "nothing of this read was landed and the cursor did not move" in removed and "next: rerun" in removed, removed
+    assert not outcomes["empty"].landed and not outcomes["removed"].landed
+    assert healed.error is None and healed.rows_applied == len(PRODUCTS)
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*), count(DISTINCT sku) FROM raw_catalog.products").fetchone() == (23, 23)
+    con.close()
+
+
+def test_page_paging_ends_only_where_the_next_page_is_empty_too(tmp_path: Path) -> None:
+    """Found by a probe: one empty page in the middle of a whole read ended it, and every later key
+    was recorded as deleted (30 of 100 keys, under the shrink guard's half), with exit 0."""
+    served = {"lost": None}
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page, size = int(query["page"][0]), int(query["per_page"][0])
+        return ok({"data": [] if page == served["lost"] else PRODUCTS[(page - 1) * size:page * size]})
+
+    with http_server(respond) as url:
+        spec = spec_for(url, {"type": "page", "page_size": 3})
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["lost"] = 6
+            (lost,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert first.error is None and first.rows_applied == 23
+    text = str(lost.error)
+    assert "page 6 of /v1/products came back empty but the page after it holds 3 record(s)" in text, text
+    assert "nothing of this read was landed" in text and not lost.landed
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FILTER (WHERE _deleted) FROM raw_catalog.products").fetchone() == (0,)
+    con.close()
