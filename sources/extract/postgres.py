@@ -15,6 +15,7 @@ duplicate downstream.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -333,14 +334,55 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
                 f"a row of {table.source_table} is larger than {table.max_row_mb:g} MB as COPY text", **where,
                 hint=f"set max_row_mb on the table in the declaration above the largest row (e.g. "
                      f"{max(2, int(table.max_row_mb * 4))}); nothing of this extract was landed") from exc
-        raise SourceReadError(f"a value of {table.source_table} does not fit its catalog type: {exc}", **where,
-                              hint="report the column to the source owner; nothing of this extract was landed") from exc
+        raise _unparsed_value(exc, spec, table, columns, lower, where, window, parent) from exc
     finally:
         source.close()
         producer.join(timeout=60)
         con.close()
     if errors:
         raise _copy_error(errors[0], table, where) from errors[0]
+
+
+# Arrow's words for a value its CSV reader could not convert; the column number is 0-based
+_CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion error to ([^:]+): invalid value '(.*)'",
+                         re.DOTALL)
+
+
+def _unparsed_value(exc: BaseException, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec],  # noqa: PLR0913
+                    lower: str | None, where: dict[str, str], window: tuple[str, str] | None,
+                    parent: TableSpec | None) -> SourceReadError:
+    """A value PostgreSQL holds and its catalog type's Arrow type cannot (a timestamp or date
+    ``infinity``, a date before the common era), named by field, value and the keys of the rows
+    that hold it. The keys come from one more query with the extract's own SELECT, bounded by a
+    statement timeout; without them the message still names the field and the value."""
+    found = _CONVERSION.search(str(exc))
+    if not found or int(found.group(1)) >= len(columns):
+        return SourceReadError(f"a value of {table.source_table} does not fit its catalog type: {first_line(exc)}",
+                               **where, hint="report the column to the source owner; nothing of this extract was landed")
+    column, value = columns[int(found.group(1))], found.group(4)
+    keys = ""
+    if table.primary_key:
+        try:
+            con = PostgresSettings.from_env(spec.env_prefix).connect()
+            try:
+                con.set_session(readonly=True)
+                with con.cursor() as cur:
+                    cur.execute(SESSION_SETTINGS + "; SET statement_timeout = '30s'")
+                    cur.execute(sql.SQL("SELECT {} FROM ({}) AS s WHERE s.{}::text = {} LIMIT 3").format(
+                        sql.SQL(", ").join(sql.Identifier("s", k) for k in table.primary_key),
+                        _select(table, columns, lower, window, parent), sql.Identifier(column.name), sql.Literal(value)))
+                    rows = cur.fetchall()
+            finally:
+                con.close()
+            named = ["(" + ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, r)) + ")" for r in rows]
+            keys = f" in the row(s) with {', '.join(named)}" if named else ""
+        except Exception:  # noqa: BLE001 - the keys are a courtesy: the field and value are named anyway
+            keys = ""
+    return SourceReadError(
+        f"{table.source_table}.{column.name} holds {value!r}{keys}, which its type {column.type.name} cannot hold "
+        f"here (Arrow reads it as {found.group(3)}); nothing of this extract was landed", **where, field=column.name,
+        hint=f"ask the source owner to replace {value!r} in {column.name} (infinity or a date before the common era "
+             "has no equivalent in the warehouse), or declare the table's columns without it; then rerun")
 
 
 def _unescape(batch: pa.RecordBatch, texts: list[int]) -> pa.RecordBatch:

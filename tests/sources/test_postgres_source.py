@@ -634,3 +634,26 @@ def test_the_servers_reason_is_found_under_the_rollbacks_error() -> None:
     except psycopg2.Error as exc:
         assert server_reason(exc) == "terminating connection due to administrator command"
     assert server_reason(ValueError("plain")) == "plain"
+
+
+def test_a_value_arrow_cannot_hold_is_named_by_field_value_and_key(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Found by a probe: `infinity` in a timestamp gave `In CSV column #2: Row #200000: CSV
+    conversion error ...`: a 0-based column number, a position in the COPY stream and no key."""
+    with appdb.cursor() as cur:
+        cur.execute("CREATE TABLE app.events (id int PRIMARY KEY, ts timestamp, d date); "
+                    "INSERT INTO app.events VALUES (1, '2024-01-01 10:00', '2024-01-01'), (2, 'infinity', '2024-01-02'), "
+                    "(3, '2024-01-03 10:00', '4713-01-01 BC')")
+    decl = declaration()
+    decl["tables"] = {"events": {"source_table": "app.events", "primary_key": "id"}}
+    spec = parse_source(decl)
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (infinite,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        with appdb.cursor() as cur:
+            cur.execute("UPDATE app.events SET ts = '2024-01-02 10:00' WHERE id = 2")
+        (ancient,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    text = str(infinite.error)
+    assert "app.events.ts holds 'infinity' in the row(s) with (id=2), which its type timestamp cannot hold" in text, text
+    assert "field=ts" in text and "CSV column #" not in text and "next: ask the source owner to replace 'infinity'" in text
+    assert "app.events.d holds '4713-01-01 BC' in the row(s) with (id=3)" in str(ancient.error), ancient.error
+    assert not infinite.landed and not ancient.landed
