@@ -236,5 +236,7 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
             **where,
             row=again,
             field=",".join(table.primary_key),
-            hint="a batch must hold each key once: deduplicate at the source or fix the declared primary_key",
+            hint="a batch must hold each key once: deduplicate at the source or fix the declared primary_key"
+                 + ("; from an API paged by page number, a record added while it was paged repeats one on the next "
+                    "page: a rerun reads it again (decision 0047)" if dict(table.pagination).get("type") == "page" else ""),
         )

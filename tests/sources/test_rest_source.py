@@ -669,3 +669,22 @@ def test_page_paging_ends_only_where_the_next_page_is_empty_too(tmp_path: Path) 
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FILTER (WHERE _deleted) FROM raw_catalog.products").fetchone() == (0,)
     con.close()
+
+
+def test_a_record_added_while_paged_by_page_number_says_a_rerun_reads_it_again(tmp_path: Path) -> None:
+    """Page paging cannot see the shift: the repeated record fails the batch's key check, whose hint
+    pointed only at the source's data and the declaration (a probe's finding; a rerun heals it)."""
+    calls: list[int] = []
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page, size = int(query["page"][0]), int(query["per_page"][0])
+        calls.append(page)
+        rows = PRODUCTS if len(calls) < 2 else [dict(PRODUCTS[0], sku="SKU-000"), *PRODUCTS]  # one added at the head
+        return ok({"data": rows[(page - 1) * size:page * size]})
+
+    with http_server(respond) as url:
+        spec = spec_for(url, {"type": "page", "page_size": 5})
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (outcome,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    text = str(outcome.error)
+    assert "primary key (sku) = 'SKU-005' appears 2 times" in text and "a rerun reads it again" in text, text
