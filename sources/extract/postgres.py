@@ -409,5 +409,12 @@ def _unescape(batch: pa.RecordBatch, texts: list[int]) -> pa.RecordBatch:
 
 def _copy_error(exc: BaseException, table: TableSpec, where: dict[str, str]) -> SourceReadError:
     first = first_line(exc)
+    if "invalid byte sequence for encoding" in first or "has no equivalent in encoding" in first:
+        # a SQL_ASCII database stores any bytes; they cannot be sent as UTF-8, on this run or the next
+        return SourceReadError(
+            f"reading {table.source_table} failed: {first}", **where,
+            hint="the source holds text that is not valid in its encoding (a SQL_ASCII database stores any bytes): "
+                 "a rerun fails the same way. Ask the source owner to find the rows (e.g. WHERE col !~ '^[[:print:]]*$') "
+                 "and fix them, or leave the column out by declaring the table's columns; nothing of this extract was landed")
     return SourceReadError(f"reading {table.source_table} failed: {first}", **where,
                            hint="check the source database and rerun; nothing of this extract was landed")

@@ -657,3 +657,35 @@ def test_a_value_arrow_cannot_hold_is_named_by_field_value_and_key(appdb, tmp_pa
     assert "field=ts" in text and "CSV column #" not in text and "next: ask the source owner to replace 'infinity'" in text
     assert "app.events.d holds '4713-01-01 BC' in the row(s) with (id=3)" in str(ancient.error), ancient.error
     assert not infinite.landed and not ancient.landed
+
+
+def test_bytes_a_sql_ascii_database_cannot_send_as_utf8_say_a_rerun_will_not_help(pg_server, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Found by a probe: the hint said `check the source database and rerun`, which fails the same way."""
+    from tests.servers import Postgres
+
+    admin = psycopg2.connect(pg_server.dsn)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("DROP DATABASE IF EXISTS t_sql_ascii")
+        cur.execute("CREATE DATABASE t_sql_ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    try:
+        db = Postgres(pg_server.host, pg_server.port, pg_server.user, "t_sql_ascii")
+        con = psycopg2.connect(db.dsn)
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute("CREATE SCHEMA app; CREATE TABLE app.t (id int PRIMARY KEY, name text); "
+                        "INSERT INTO app.t VALUES (1, 'cafe'), (2, E'caf\\xe9')")
+        con.close()
+        for key, value in db.env("APPDB").items():
+            monkeypatch.setenv(key, value)
+        decl = declaration()
+        decl["tables"] = {"t": {"source_table": "app.t", "primary_key": "id"}}
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (outcome,) = ingest(parse_source(decl), landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP DATABASE IF EXISTS t_sql_ascii WITH (FORCE)")
+        admin.close()
+    text = str(outcome.error)
+    assert 'invalid byte sequence for encoding "UTF8"' in text and "a rerun fails the same way" in text, text
+    assert not outcome.landed
