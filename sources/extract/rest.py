@@ -447,7 +447,11 @@ class RestClient:
 
     def _connection_error(self, exc: requests.RequestException) -> TransientHTTPError:
         reason = getattr(exc.args[0], "reason", None) if exc.args else None
-        return TransientHTTPError(f"connection error: {self.redact(f'{type(exc).__name__}: {reason or exc}')}")
+        text = str(reason or exc).replace("_WatchedHTTPPool", "HTTPConnectionPool")  # our pool's class name says nothing
+        timed_out = isinstance(exc, requests.Timeout) or "timed out" in text
+        hint = (f"the API did not answer within timeout_s ({self.spec.timeout_s:g} s) on any attempt: rerun later, or "
+                "raise timeout_s in the declaration (or ask for smaller pages)") if timed_out else None
+        return TransientHTTPError(f"connection error: {self.redact(f'{type(exc).__name__}: {text}')}", hint=hint)
 
 
 def _dig(body: Any, path: tuple[str, ...] | list[str]) -> Any:

@@ -339,6 +339,7 @@ def test_a_server_that_drips_its_body_is_given_up_at_the_request_deadline_and_re
     for ever (an on-call probe); ``request_deadline_s`` bounds the whole request."""
     import dataclasses
     import time
+    import time
 
     body = json.dumps({"data": PRODUCTS}).encode()
 
@@ -368,6 +369,7 @@ def test_a_server_that_drips_its_headers_is_given_up_at_the_request_deadline_and
     proxy) that sends a header byte every 0.2 s never reached ``timeout_s`` and held the load for
     ever, since only the body was read against the deadline."""
     import dataclasses
+    import time
     import socket
     import threading
     import time
@@ -688,3 +690,21 @@ def test_a_record_added_while_paged_by_page_number_says_a_rerun_reads_it_again(t
             (outcome,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
     text = str(outcome.error)
     assert "primary key (sku) = 'SKU-005' appears 2 times" in text and "a rerun reads it again" in text, text
+
+
+def test_a_page_that_never_answers_in_time_names_timeout_s() -> None:
+    """A probe's read timeout named our pool's class (`_WatchedHTTPPool(...)`) and advised raising
+    max_retries for rate limiting, where timeout_s is the setting that fits."""
+    import dataclasses
+    import time
+
+    def slow(path, query, headers):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)
+        return ok({"data": PRODUCTS[:2]})
+
+    with http_server(slow) as url, pytest.raises(SourceReadError) as err:
+        spec = spec_for(url)
+        _records(dataclasses.replace(spec, timeout_s=0.2, max_retries=1))
+    text = str(err.value)
+    assert "still failing after 2 attempts" in text and "Read timed out" in text, text
+    assert "_WatchedHTTPPool" not in text and "raise timeout_s in the declaration" in text and "timeout_s (0.2 s)" in text
