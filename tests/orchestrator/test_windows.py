@@ -78,3 +78,31 @@ def test_orphans_are_the_same_whichever_check_runs_first(adapter, monkeypatch) -
     whole = w.orphans(adapter, "raw_s.items", SPECS, {"b0", "b2", "b3"})
     assert answers == [False, True, False]
     assert whole is not None and whole.count == 2 and whole.batches == {"b2"}
+
+
+def test_pending_batches_reads_back_only_the_tables_a_version_reads(adapter) -> None:  # type: ignore[no-untyped-def]
+    """Found by a probe of months of daily runs: the query returned every ledger batch of the
+    tables a model does not read (none is ever consumed by it), filtered in Python, on every
+    transform: 952k rows and 1.2 s at 100k old batches. The rows the warehouse returns are counted."""
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    adapter.execute("CREATE TABLE elt_meta.loaded_batches (raw_table TEXT, batch_id TEXT, loaded_at TIMESTAMP, rows BIGINT)")
+    adapter.execute("INSERT INTO elt_meta.loaded_batches SELECT 'raw_s.Other', 'x' || i, TIMESTAMP '2020-03-01', 1 "
+                    "FROM range(5000) t(i)")
+    adapter.execute("INSERT INTO elt_meta.loaded_batches VALUES ('raw_s.orders', 'b0', '2020-03-01', 1), "
+                    "('raw_s.orders', 'b1', '2020-03-02', 1), ('raw_s.items', 'b2', '2020-03-03', 1)")
+    w.ensure_tables(adapter)
+    w.mark_consumed(adapter, {("stg.orders", "v1"): {"raw_s.orders": {"b0"}}})
+    returned: list[int] = []
+    fetchall = adapter.fetchall
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rows = fetchall(*args, **kwargs)
+        returned.append(len(rows))
+        return rows
+
+    adapter.fetchall = counting
+    pending = w.pending_batches(adapter, {("stg.orders", "v1"): {"raw_s.orders"}, ("stg.items", "v2"): {"raw_s.items"},
+                                          ("stg.none", "v3"): set()})
+    assert pending == {("stg.orders", "v1"): {"raw_s.orders": {"b1"}}, ("stg.items", "v2"): {"raw_s.items": {"b2"}},
+                       ("stg.none", "v3"): {}}
+    assert returned == [2], returned  # the two pending batches, not the 5,000 of a table no version reads
