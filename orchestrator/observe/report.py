@@ -247,6 +247,12 @@ def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime,
     for at, n in data["loads"]:
         running += n
         series["raw"].append((at, running))
+    # the run chart's window: older loads become one point holding their total, so the chart (one
+    # point per load minute) stays the same size however long the history (0048)
+    cutoff = now - timedelta(days=RUN_CHART_DAYS)
+    older = [point for point in series["raw"] if point[0] < cutoff]
+    if older:
+        series["raw"] = [(cutoff, older[-1][1]), *(point for point in series["raw"] if point[0] >= cutoff)]
     if "raw" in present and not series["raw"]:
         series["raw"] = [(now, totals["raw"])]
     at_build = data["built"] or (builds[-1] if builds else now)

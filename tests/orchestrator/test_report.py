@@ -157,3 +157,21 @@ def test_the_runs_chart_covers_its_30_days_however_many_attempts_they_hold(proje
     first, last = (today - timedelta(days=12)).date(), (today - timedelta(days=1)).date()
     assert f"Attempts per day (UTC), {first} to {last}," in html, html.split('id="runs"', 1)[1][:600]
     assert "1,200 succeeded" in html and "1 failed" not in html
+
+
+def test_the_raw_rows_chart_keeps_its_30_days_and_carries_the_older_total() -> None:
+    """The raw series had one point per load minute over all history (267 points, 190 KB of page
+    after months of daily loads, found by a long-run probe); older loads now make one point."""
+    from datetime import timedelta
+
+    from orchestrator.observe.report import RUN_CHART_DAYS, _layers_chart
+
+    now = datetime(2026, 12, 5, 12)
+    loads = [(now - timedelta(days=400 - i, minutes=5), 10) for i in range(400)]  # a load a day for 400 days
+    data = {"rows": [{"layer": "raw", "table": "raw_x.t", "rows": 4000}], "loads": loads, "built": None}
+    (raw,) = [p for p in _layers_chart(data, [], now)["panels"] if p["layer"] == "raw"]
+    # the 29 loads of the window (the 30th was 5 minutes before it) and one point carrying the 371 before
+    assert len(raw["points"]) == RUN_CHART_DAYS, len(raw["points"])
+    first, last = raw["points"][0], raw["points"][-1]
+    assert first["at"] == f"{now - timedelta(days=RUN_CHART_DAYS):%Y-%m-%d %H:%M}" and first["value"] == 3710
+    assert last["value"] == 4000  # the running total still ends at every row loaded
