@@ -22,7 +22,8 @@ from sources.errors import ConfigError, ConnectionFailed, ContractError, first_l
 _TRANSIENT_TEXT = re.compile(
     r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
     r"server closed the connection|connection already closed|lost the connection|lock timeout|could not set lock|"
-    r"deadlock detected|still failing after|returned a body that is not JSON|where the previous whole read had",
+    r"deadlock detected|still failing after|returned a body that is not JSON|where the previous whole read had|"
+    r"changed while it was paged|came back empty but the page after it",  # a REST read refused as shifted (0047)
     re.IGNORECASE,
 )
 

@@ -642,6 +642,7 @@ def test_offset_paging_refuses_a_read_whose_collection_shifted_and_the_rerun_los
     assert "(offset=4) should start with the last record of the page before (sku='SKU-005') and starts with sku='SKU-006'" in removed
     assert "nothing of this read was landed and the cursor did not move" in removed and "next: rerun" in removed, removed
     assert not outcomes["empty"].landed and not outcomes["removed"].landed
+    assert is_retryable(outcomes["empty"].error) and is_retryable(outcomes["removed"].error)  # the scheduler's next attempt
     assert healed.error is None and healed.rows_applied == len(PRODUCTS)
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert con.execute("SELECT count(*), count(DISTINCT sku) FROM raw_catalog.products").fetchone() == (23, 23)
@@ -667,7 +668,7 @@ def test_page_paging_ends_only_where_the_next_page_is_empty_too(tmp_path: Path) 
     assert first.error is None and first.rows_applied == 23
     text = str(lost.error)
     assert "page 6 of /v1/products came back empty but the page after it holds 3 record(s)" in text, text
-    assert "nothing of this read was landed" in text and not lost.landed
+    assert "nothing of this read was landed" in text and not lost.landed and is_retryable(lost.error)
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FILTER (WHERE _deleted) FROM raw_catalog.products").fetchone() == (0,)
     con.close()
