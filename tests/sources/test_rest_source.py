@@ -107,10 +107,11 @@ def test_retries_are_bounded_and_the_error_is_redacted() -> None:
 @pytest.mark.parametrize("pagination", [
     {"type": "page", "page_size": 5},
     {"type": "offset", "limit": 7},
+    {"type": "offset", "limit": 1},  # too small to repeat a record: read without the overlap check
     {"type": "cursor", "cursor_path": "meta.next", "cursor_param": "after"},
     {"type": "next_link", "next_path": "links.next"},
     {"type": "next_link", "next_path": "nowhere"},  # falls back to the Link header
-], ids=["page", "offset", "cursor", "next-link-body", "next-link-header"])
+], ids=["page", "offset", "offset-of-one", "cursor", "next-link-body", "next-link-header"])
 def test_every_pagination_style_reads_every_record_once(pagination: dict) -> None:
     def respond(path, query, headers):  # type: ignore[no-untyped-def]
         q = {k: v[0] for k, v in query.items()}
