@@ -360,6 +360,7 @@ def _unparsed_value(exc: BaseException, spec: SourceSpec, table: TableSpec, colu
         return SourceReadError(f"a value of {table.source_table} does not fit its catalog type: {first_line(exc)}",
                                **where, hint="report the column to the source owner; nothing of this extract was landed")
     column, value = columns[int(found.group(1))], found.group(4)
+    shown = value if len(value) <= 80 else value[:77] + "..."  # a long text in a message helps no one
     keys = ""
     if table.primary_key:
         try:
@@ -379,9 +380,9 @@ def _unparsed_value(exc: BaseException, spec: SourceSpec, table: TableSpec, colu
         except Exception:  # noqa: BLE001 - the keys are a courtesy: the field and value are named anyway
             keys = ""
     return SourceReadError(
-        f"{table.source_table}.{column.name} holds {value!r}{keys}, which its type {column.type.name} cannot hold "
+        f"{table.source_table}.{column.name} holds {shown!r}{keys}, which its type {column.type.name} cannot hold "
         f"here (Arrow reads it as {found.group(3)}); nothing of this extract was landed", **where, field=column.name,
-        hint=f"ask the source owner to replace {value!r} in {column.name} (infinity or a date before the common era "
+        hint=f"ask the source owner to replace {shown!r} in {column.name} (infinity or a date before the common era "
              "has no equivalent in the warehouse), or declare the table's columns without it; then rerun")
 
 
