@@ -278,10 +278,8 @@ def pending_batches(adapter: Any, versions: dict[tuple[str, str], set[str]]) -> 
     pairs = sorted((m, v, t) for (m, v), tables in versions.items() for t in tables)
     if not pairs or not adapter.table_exists(LEDGER):
         return out
-    d = adapter.dialect
-    values = ", ".join(f"({_lit(m, d)}, {_lit(v, d)}, {_lit(t, d)})" for m, v, t in pairs)
     rows = adapter.fetchall(
-        f"SELECT t.model, t.version, t.raw_table, l.batch_id FROM (VALUES {values}) AS t (model, version, raw_table) "
+        f"SELECT t.model, t.version, t.raw_table, l.batch_id FROM {_values(pairs, 'model, version, raw_table', adapter.dialect)} "
         f"JOIN {LEDGER} AS l ON lower(l.raw_table) = t.raw_table WHERE NOT EXISTS (SELECT 1 FROM {CONSUMED} AS c "
         "WHERE c.model = t.model AND c.version = t.version AND c.batch_id = l.batch_id)"
     )
@@ -295,14 +293,14 @@ def consumed_versions(adapter: Any, versions: list[tuple[str, str]]) -> set[tupl
     if not versions:
         return set()
     return {(str(m), str(v)) for m, v in adapter.fetchall(
-        f"SELECT t.model, t.version FROM {_versions(versions, adapter.dialect)} WHERE EXISTS "
+        f"SELECT t.model, t.version FROM {_values(sorted(versions), 'model, version', adapter.dialect)} WHERE EXISTS "
         f"(SELECT 1 FROM {CONSUMED} AS c WHERE c.model = t.model AND c.version = t.version)")}
 
 
-def _versions(versions: Any, dialect: str) -> str:
-    """(model, version) pairs as a VALUES table ``t (model, version)``."""
-    rows = ", ".join(f"({_lit(m, dialect)}, {_lit(v, dialect)})" for m, v in sorted(versions))
-    return f"(VALUES {rows}) AS t (model, version)"
+def _values(rows: Any, columns: str, dialect: str) -> str:
+    """Tuples of values as a VALUES table ``t (<columns>)``, each value a quoted literal."""
+    listed = ", ".join("(" + ", ".join(_lit(v, dialect) for v in row) + ")" for row in rows)
+    return f"(VALUES {listed}) AS t ({columns})"
 
 
 def batches_loaded_before(adapter: Any, moment: datetime, *, inclusive: bool = False) -> set[str]:

@@ -415,8 +415,10 @@ class RestClient:
                 hints[404] = ("earlier pages of this endpoint answered: some APIs answer 404 past their last page; "
                               "set `stop_on_short_page: true` in the table's pagination if a full page ends this one "
                               "(docs/reference/sources.md), else check the API")
-            raise SourceReadError(f"GET {self.redact(url)} returned HTTP {status}", **self.where,
-                                  hint=hints.get(status, "a client error: check the declaration's endpoint and params"))
+            error = SourceReadError(f"GET {self.redact(url)} returned HTTP {status}", **self.where,
+                                    hint=hints.get(status, "a client error: check the declaration's endpoint and params"))
+            error.http_status = status  # type: ignore[attr-defined] # read by _confirm_the_end
+            raise error
         body = self._body(url, response, started)
         try:
             return json.loads(body), {k.lower(): v for k, v in response.headers.items()}
@@ -581,7 +583,7 @@ def _confirm_the_end(client: RestClient, table: TableSpec, query: dict[str, Any]
     try:
         body, _ = client.get(url)
     except SourceReadError as exc:
-        if " returned HTTP 404" in str(exc):  # past the end, as some APIs say it
+        if getattr(exc, "http_status", None) == 404:  # past the end, as some APIs say it
             return
         raise
     records = _dig(body, table.records_path) if table.records_path else body

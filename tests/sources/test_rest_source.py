@@ -710,3 +710,13 @@ def test_a_page_that_never_answers_in_time_names_timeout_s() -> None:
     text = str(err.value)
     assert "still failing after 2 attempts" in text and "Read timed out" in text, text
     assert "_WatchedHTTPPool" not in text and "raise timeout_s in the declaration" in text and "timeout_s (0.2 s)" in text
+
+
+def test_a_404_after_the_empty_page_confirms_the_end() -> None:
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page = int(query["page"][0])
+        return ok({"data": PRODUCTS[(page - 1) * 10:page * 10]}) if page <= 4 else (404, {}, b"{}")
+
+    with http_server(respond) as url:
+        rows = _records(spec_for(url, {"type": "page", "page_size": 10}))  # pages 1-3, 4 empty, 5 answers 404
+    assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
