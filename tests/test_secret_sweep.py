@@ -38,7 +38,7 @@ from sources.config import load_source
 from sources.errors import SourceReadError
 from sources.extract import rest
 from sources.logs import JsonFormatter, TextFormatter
-from tests.conftest import BIN, copy_project, project_env
+from tests.conftest import BIN, copy_project, project_env, run
 
 SECRET = f"S3CR3T-{secrets.token_hex(6)}"
 CANARY = f"C4N4RY-{secrets.token_hex(6)}"  # not a secret: data and an endpoint path, printed as they should be
@@ -197,8 +197,7 @@ def test_a_planted_secret_appears_in_no_output(tmp_path: Path, receivers: tuple[
         ELT_SMTP_PASSWORD=SMTP_PASSWORD, ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_EMAIL_FROM="elt@example.com")
 
     def elt(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([str(BIN / "elt"), *args], cwd=project, env=env, capture_output=True, text=True,
-                              timeout=120)
+        proc = run([str(BIN / "elt"), *args], cwd=project, env=env, timeout=120, check=False)
         assert proc.returncode == code, (args, proc.stdout, proc.stderr)
         return proc
 
@@ -314,8 +313,7 @@ def test_credentials_in_the_landing_url_are_refused_and_never_shown(tmp_path: Pa
                       SWEEP_API_TOKEN=TOKEN, ELT_LANDING_URL=f"s3://AKIAEXAMPLE:{key}@landing/{CANARY}")
     procs = []
     for args in (["load", "sweep_api"], ["run-job", "sweep_api"], ["runs"], ["report", "--out", str(out / "report.html")]):
-        procs.append(subprocess.run([str(BIN / "elt"), *args], cwd=project, env=env, capture_output=True, text=True,
-                                    timeout=120))
+        procs.append(run([str(BIN / "elt"), *args], cwd=project, env=env, timeout=120, check=False))
     assert procs[0].returncode != 0 and "holds credentials" in procs[0].stdout + procs[0].stderr, procs[0]
     assert "AWS_SECRET_ACCESS_KEY" in procs[0].stdout + procs[0].stderr
     assert procs[1].returncode != 0
@@ -326,7 +324,7 @@ def test_credentials_in_the_landing_url_are_refused_and_never_shown(tmp_path: Pa
 
 
 def _run_elt(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "elt"), *args], cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    return run([str(BIN / "elt"), *args], cwd=project, env=env, timeout=120, check=False)
 
 
 def test_a_token_with_a_trailing_newline_is_sent_trimmed_and_never_shown(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import BIN, copy_project, project_env
+from tests.conftest import BIN, copy_project, project_env, run
 
 PY = sys.executable
 
@@ -47,8 +47,8 @@ class Project:
         self.env = env
 
     def elt(self, *args: str, timeout: int = 120, **extra_env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "elt"), *args], cwd=self.root, env={**self.env, **extra_env},
-                              capture_output=True, text=True, timeout=timeout)
+        return run([str(BIN / "elt"), *args], cwd=self.root, env={**self.env, **extra_env}, timeout=timeout,
+                   check=False)
 
     def popen(self, *args: str, **extra_env: str) -> subprocess.Popen[str]:
         return subprocess.Popen([str(BIN / "elt"), *args], cwd=self.root, env={**self.env, **extra_env},

@@ -4,7 +4,6 @@ else of the newest extraction, with the last load or build beside; ``unknown`` s
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from orchestrator.observe.freshness import Freshness, evaluate, render
 from sources.config import DECLARATIONS_DIR
 from sources.load.base import LEDGER_COLUMNS
-from tests.conftest import BIN
+from tests.conftest import BIN, run
 from tests.orchestrator.conftest import Project
 
 NOW = datetime(2018, 9, 6)  # the small shop's newest order is 2018-09-04 12:00: 36h before
@@ -110,8 +109,7 @@ def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_unti
     orders = small_jaffle / "raw_orders.csv"
     orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))  # a late correction
     assert project.elt("load", "jaffle_shop", "--path", str(small_jaffle), timeout=300).returncode == 0
-    bare = subprocess.run([str(BIN / "sqlmesh"), "run"], cwd=project.root, env=project.env, capture_output=True,
-                          text=True, timeout=300)
+    bare = run([str(BIN / "sqlmesh"), "run"], cwd=project.root, env=project.env, timeout=300, check=False)
     assert bare.returncode == 0, bare.stdout + bare.stderr
     warehouse = project.root / "data" / "warehouse.duckdb"
 

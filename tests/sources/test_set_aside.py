@@ -20,7 +20,7 @@ from sources.errors import RawLoadError
 from sources.landing.manifest import Manifest
 from sources.landing.store import Landing
 from sources.pipeline import ingest
-from tests.conftest import BIN, copy_project, project_env
+from tests.conftest import BIN, copy_project, project_env, run
 
 DECLARATION = {
     "name": "shop", "kind": "files", "owner": "shop-team", "format": "csv",
@@ -80,8 +80,7 @@ class Stack:
             con.close()
 
     def elt(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "elt"), *args], cwd=self.root, env=self.env, capture_output=True, text=True,
-                              timeout=120)
+        return run([str(BIN / "elt"), *args], cwd=self.root, env=self.env, timeout=120, check=False)
 
     def ids(self) -> list[str]:
         return [r[0] for r in self.query("SELECT id FROM raw_shop.orders ORDER BY id")]
