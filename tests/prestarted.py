@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import threading
@@ -73,13 +74,14 @@ class Prestarted:
                 return None
             request = {"argv": cmd, "cwd": str(cwd), "env": env, "out": str(out), "err": str(err)}
             assert server.stdin is not None and server.stdout is not None
-            server.stdin.write(json.dumps(request).encode() + b"\n")
-            server.stdin.flush()
+            data = memoryview(json.dumps(request).encode() + b"\n")
+            while data:  # an unbuffered pipe may take part of it
+                data = data[server.stdin.write(data) or 0:]
             pid = json.loads(self._line(server, 60))["pid"]
             try:
                 answer = self._line(server, timeout)
             except subprocess.TimeoutExpired:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)  # still unreaped, so the pid is still the command's
                 self._line(server, 60)  # the server reaped it
                 raise subprocess.TimeoutExpired(cmd, timeout) from None
             return int(json.loads(answer)["status"])
@@ -89,8 +91,10 @@ class Prestarted:
     def _started(self) -> subprocess.Popen[bytes] | None:
         if self._server is not None and self._server.poll() is None:
             return self._server
+        # unbuffered: a buffered reader could take both answers in one read, and select() on the
+        # pipe would then wait for a line already read
         self._server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        env=self._env, cwd="/")
+                                        env=self._env, cwd="/", bufsize=0)
         try:
             assert json.loads(self._line(self._server, 120)) == {"ready": True}
         except Exception:
@@ -159,7 +163,6 @@ def _become(request: dict[str, object]) -> None:
     import importlib
     import io
     import runpy
-    import signal
     import tempfile
     import time
 

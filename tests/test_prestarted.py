@@ -104,3 +104,22 @@ def test_a_prestarted_command_past_its_timeout_is_killed(server: Prestarted, tmp
     again = _script(tmp_path / "bin2", "print('next')")
     assert server.run([str(again)], tmp_path, dict(os.environ), 60, tmp_path / "out", tmp_path / "err") == 0
     assert (tmp_path / "out").read_text() == "next\n"
+
+
+def test_both_answers_already_waiting_are_read(server: Prestarted, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A command that ends before the test reads its pid leaves both answers in the pipe: the second
+    must be read from there, not waited for until the timeout."""
+    import os
+    import time
+
+    script = _script(tmp_path / "bin", "print('quick')")
+    read_line = Prestarted._line
+
+    def late(process, timeout):  # type: ignore[no-untyped-def]
+        time.sleep(1)  # the command has ended and the server has written both lines by now
+        return read_line(process, timeout)
+
+    monkeypatch.setattr(Prestarted, "_line", staticmethod(late))
+    server.run([str(script)], tmp_path, dict(os.environ), 60, tmp_path / "out", tmp_path / "err")  # started
+    assert server.run([str(script)], tmp_path, dict(os.environ), 5, tmp_path / "out", tmp_path / "err") == 0
+    assert (tmp_path / "out").read_text() == "quick\n"
