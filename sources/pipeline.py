@@ -243,6 +243,8 @@ def ingest(
                     if os.environ.get("ELT_LOG_TRACEBACKS"):
                         log.exception("unexpected error", extra={"fields": {"source": spec.name, "table": table.name}})
                     exc = wrapped
+                elif exc.source is None:  # raised below the table's code (the source's connection): say where
+                    exc.source, exc.table = spec.name, exc.table or table.name
                 outcome.error = exc
                 if getattr(getattr(raw, "con", None), "closed", 0):
                     lost_at = table.name

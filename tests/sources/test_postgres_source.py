@@ -314,6 +314,23 @@ def test_a_table_that_cannot_be_read_fails_alone(appdb, tmp_path: Path, monkeypa
     assert outcomes["readable"].status != "failed" and outcomes["readable"].rows_applied == 1, outcomes["readable"]
 
 
+def test_a_source_server_that_cannot_be_reached_is_named_with_its_table(appdb, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Found by a probe: the connection error came without [source= table=], so the report's and the
+    alert's line did not say which source was down."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("APPDB_PORT", str(port))
+    spec = parse_source(declaration())
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        [outcome] = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    message = str(outcome.error)
+    assert outcome.status == "failed" and message.startswith("[source=appdb table=orders] cannot connect to PostgreSQL"), message
+    assert "next: the server is down or unreachable" in message
+
+
 def test_an_unexpected_error_fails_only_its_table(appdb, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from sources.extract import postgres
 
