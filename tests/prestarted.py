@@ -130,8 +130,14 @@ def _serve() -> None:
 
     _STREAMS.extend((stream.encoding, stream.errors) for stream in (sys.stdin, sys.stdout, sys.stderr))
     sys.path[0] = str(BIN)  # not tests/, whose folders are named as this project's packages
+    # SQLMesh starts its usage-analytics thread at import unless told not to (the project's config
+    # turns analytics off in every command anyway): a thread caught holding a lock at fork would
+    # leave that lock held for ever in the child
+    os.environ["SQLMESH__DISABLE_ANONYMIZED_ANALYTICS"] = "1"
     for name in PRELOAD:
         importlib.import_module(name)
+    if threading.active_count() != 1:  # never fork beside a thread: the client falls back to fresh processes
+        sys.exit(f"threads running after the imports: {[t.name for t in threading.enumerate()]}")
     channel_in = os.fdopen(os.dup(0), "rb")
     channel_out = os.fdopen(os.dup(1), "wb")
     null = os.open(os.devnull, os.O_RDWR)
