@@ -121,14 +121,27 @@ class Prestarted:
             self._server = None
 
 
-_STREAMS: list[tuple[str, str | None]] = []  # the server's own stdin, stdout, stderr: encoding, errors
+# the server's own stdin, stdout, stderr: encoding, errors, unbuffered, line buffering, write-through
+_STREAMS: list[tuple[str, str | None, bool, bool, bool]] = []
+
+
+def _stream(fd: int, mode: str, like: tuple[str, str | None, bool, bool, bool]):  # type: ignore[no-untyped-def]
+    import io
+
+    encoding, errors, unbuffered, line_buffering, write_through = like
+    raw = io.FileIO(fd, mode, closefd=False)
+    binary = raw if unbuffered else (io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw))
+    return io.TextIOWrapper(binary, encoding=encoding, errors=errors, line_buffering=line_buffering,  # type: ignore[arg-type]
+                            write_through=write_through)
 
 
 def _serve() -> None:
     import gc
     import importlib
+    import io
 
-    _STREAMS.extend((stream.encoding, stream.errors) for stream in (sys.stdin, sys.stdout, sys.stderr))
+    _STREAMS.extend((stream.encoding, stream.errors, isinstance(stream.buffer, io.RawIOBase), stream.line_buffering,
+                     stream.write_through) for stream in (sys.stdin, sys.stdout, sys.stderr))
     sys.path[0] = str(BIN)  # not tests/, whose folders are named as this project's packages
     # SQLMesh starts its usage-analytics thread at import unless told not to (the project's config
     # turns analytics off in every command anyway): a thread caught holding a lock at fork would
@@ -168,7 +181,6 @@ def _become(request: dict[str, object]) -> None:
     """In the forked child: become ``argv`` as a fresh interpreter would run it, then exit."""
     import atexit
     import importlib
-    import io
     import runpy
     import tempfile
     import time
@@ -181,15 +193,11 @@ def _become(request: dict[str, object]) -> None:
         for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
             os.dup2(fd, target)
             os.close(fd)
-        # the streams a fresh interpreter opens on these descriptors: the server's own encodings and
-        # error handlers (it started with the same locale), stdout block-buffered, stderr written through
-        sys.stdin = sys.__stdin__ = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)),
-                                                     encoding=_STREAMS[0][0], errors=_STREAMS[0][1])
-        sys.stdout = sys.__stdout__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-                                                       encoding=_STREAMS[1][0], errors=_STREAMS[1][1])
-        sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-                                                       encoding=_STREAMS[2][0], errors=_STREAMS[2][1],
-                                                       write_through=True)
+        # the streams a fresh interpreter opens on these descriptors: as the server's own (it started
+        # with the same environment: PYTHONUNBUFFERED, the locale), so buffering, encodings and error
+        # handlers are the same
+        sys.stdin, sys.stdout, sys.stderr = (_stream(fd, mode, _STREAMS[fd]) for fd, mode in ((0, "r"), (1, "w"), (2, "w")))
+        sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.chdir(str(request["cwd"]))
         os.environ.clear()
@@ -230,6 +238,10 @@ def _become(request: dict[str, object]) -> None:
             sys.stderr.flush()
         except Exception:
             code = 120  # as Python does when it cannot flush at exit
+    except BaseException:  # becoming the command failed (a working directory that does not exist...)
+        import traceback
+
+        traceback.print_exc()  # into the command's stderr file once it is open, else the server's
     finally:
         os._exit(code)
 

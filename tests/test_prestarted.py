@@ -23,7 +23,9 @@ print(json.dumps({
     "cwd": os.getcwd(), "argv": sys.argv, "path0": sys.path[0], "env": os.environ.get("ELT_TEST_MARK"),
     "tmp": tempfile.gettempdir(), "fork_workers": c.MAX_FORK_WORKERS, "sqlmesh_home": str(c.SQLMESH_PATH),
     "stdin": sys.stdin.read(), "stdout_tty": sys.stdout.isatty(), "stderr_lines": sys.stderr.line_buffering,
-    "stderr_through": sys.stderr.write_through, "errors": [sys.stdout.errors, sys.stderr.errors],
+    "stderr_through": sys.stderr.write_through, "stdout_through": sys.stdout.write_through,
+    "buffers": [type(s.buffer).__name__ for s in (sys.stdin, sys.stdout, sys.stderr)],
+    "stdout_lines": sys.stdout.line_buffering, "errors": [sys.stdout.errors, sys.stderr.errors],
     "encodings": [sys.stdin.encoding, sys.stdout.encoding, sys.stderr.encoding],
     "sigint": signal.getsignal(signal.SIGINT) is signal.default_int_handler,
     "sigpipe": signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN, "pgrp_is_parents": os.getpgrp() == int(sys.argv[1]),
@@ -123,3 +125,12 @@ def test_both_answers_already_waiting_are_read(server: Prestarted, tmp_path: Pat
     server.run([str(script)], tmp_path, dict(os.environ), 60, tmp_path / "out", tmp_path / "err")  # started
     assert server.run([str(script)], tmp_path, dict(os.environ), 5, tmp_path / "out", tmp_path / "err") == 0
     assert (tmp_path / "out").read_text() == "quick\n"
+
+
+def test_a_command_that_cannot_start_says_why(server: Prestarted, tmp_path: Path) -> None:
+    import os
+
+    script = _script(tmp_path / "bin", "print('never')")
+    code = server.run([str(script)], tmp_path / "missing", dict(os.environ), 60, tmp_path / "out", tmp_path / "err")
+    assert code == 1 and (tmp_path / "out").read_text() == ""
+    assert "FileNotFoundError" in (tmp_path / "err").read_text() and str(tmp_path / "missing") in (tmp_path / "err").read_text()
