@@ -22,6 +22,7 @@ Run as a script, this file is the server: it reads one JSON request per line on 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
@@ -55,6 +56,7 @@ class Prestarted:
     def __init__(self) -> None:
         self._env = dict(os.environ)
         self._server: subprocess.Popen[bytes] | None = None
+        self._unavailable = False  # the server did not start: every command starts the ordinary way
         self._busy = threading.Lock()
 
     def accepts(self, cmd: list[str], env: dict[str, str]) -> bool:
@@ -92,6 +94,8 @@ class Prestarted:
     def _started(self) -> subprocess.Popen[bytes] | None:
         if self._server is not None and self._server.poll() is None:
             return self._server
+        if self._unavailable:  # not tried again: each try costs the imports it was meant to save
+            return None
         # unbuffered: a buffered reader could take both answers in one read, and select() on the
         # pipe would then wait for a line already read
         self._server = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -101,6 +105,7 @@ class Prestarted:
         except Exception:
             self._server.kill()
             self._server = None
+            self._unavailable = True
         return self._server
 
     @staticmethod
@@ -126,8 +131,6 @@ _STREAMS: list[tuple[str, str | None, bool, bool, bool]] = []
 
 
 def _stream(fd: int, mode: str, like: tuple[str, str | None, bool, bool, bool]):  # type: ignore[no-untyped-def]
-    import io
-
     encoding, errors, unbuffered, line_buffering, write_through = like
     raw = io.FileIO(fd, mode, closefd=False)
     binary = raw if unbuffered else (io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw))
@@ -138,7 +141,6 @@ def _stream(fd: int, mode: str, like: tuple[str, str | None, bool, bool, bool]):
 def _serve() -> None:
     import gc
     import importlib
-    import io
 
     _STREAMS.extend((stream.encoding, stream.errors, isinstance(stream.buffer, io.RawIOBase), stream.line_buffering,
                      stream.write_through) for stream in (sys.stdin, sys.stdout, sys.stderr))

@@ -134,3 +134,24 @@ def test_a_command_that_cannot_start_says_why(server: Prestarted, tmp_path: Path
     code = server.run([str(script)], tmp_path / "missing", dict(os.environ), 60, tmp_path / "out", tmp_path / "err")
     assert code == 1 and (tmp_path / "out").read_text() == ""
     assert "FileNotFoundError" in (tmp_path / "err").read_text() and str(tmp_path / "missing") in (tmp_path / "err").read_text()
+
+
+def test_a_server_that_does_not_start_sends_every_command_the_ordinary_way(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    import tests.prestarted as module
+
+    started: list[object] = []
+    popen = subprocess.Popen
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        started.append(args[0])
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(module, "__file__", str(tmp_path / "missing.py"))  # the server exits at once
+    monkeypatch.setattr(module.subprocess, "Popen", counted)
+    broken = Prestarted()
+    script = _script(tmp_path / "bin", "print('x')")
+    for _ in range(3):
+        assert broken.run([str(script)], tmp_path, dict(os.environ), 60, tmp_path / "out", tmp_path / "err") is None
+    assert len(started) == 1, started  # tried once, not once per command
