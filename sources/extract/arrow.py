@@ -50,6 +50,8 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
                 field=spec.name, hint="fix the source row, or change the column's type in the source declaration "
                      "(docs/runbook.md#failed-load--bad-input)",
             ) from exc
+        if pa.types.is_floating(target) and pa.types.is_string(column.type):
+            _refuse_overflow(column, arrays[-1], spec.name, first_row, where)
     cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
     check_values(cast, first_row=first_row, where=where, utf8_checked=utf8_checked)  # what the raw stores cannot hold
     return cast
@@ -80,6 +82,35 @@ def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
             raise naive from None  # a value that is no timestamp: the error names it as before
 
 
+_INFINITY = r"^\s*[+-]?(?i:inf|infinity)\s*$"
+
+
+def _refuse_overflow(text: pa.Array, cast: pa.Array, field: str, first_row: int, where: dict[str, str]) -> None:
+    """Refuse a finite number too large for a ``float`` column (``1e400``): Arrow reads it as
+    infinity without a word, which would store a value the source never sent. An infinity the
+    source wrote as such (``inf``, ``-Infinity``) stays one.
+
+    >>> _refuse_overflow(pa.array(["1.5", "-inf"]), pa.array([1.5, float("-inf")]), "x", 1, {})
+    >>> _refuse_overflow(pa.array(["1.5", "1e400"]), pa.array([1.5, float("inf")]), "x", 7, {"table": "t"})
+    Traceback (most recent call last):
+    ...
+    sources.errors.ContractError: [table=t row=8 field=x] number '1e400' is too large for a float (double precision); it would be stored as infinity
+      next: declare the column as decimal(p,s) (up to 38 digits) or string in the source declaration, or fix the source value
+    """
+    infinite = pc.is_inf(cast)
+    if not pc.any(infinite).as_py():  # the usual case: one vectorised pass
+        return
+    overflow = pc.and_(infinite, pc.invert(pc.match_substring_regex(text, pattern=_INFINITY)))
+    if not pc.any(overflow).as_py():
+        return
+    offset = pc.index(overflow, True).as_py()
+    raise ContractError(
+        f"number {text[offset].as_py()!r} is too large for a float (double precision); it would be stored as infinity",
+        **where, row=first_row + offset, field=field,
+        hint="declare the column as decimal(p,s) (up to 38 digits) or string in the source declaration, or fix the "
+             "source value")
+
+
 def _first_bad_value(column: pa.Array, target: pa.DataType) -> tuple[int, object]:
     """Find the first value that fails the cast (only on the error path): halves the column
     until one value is left, a few dozen casts whatever its length."""
@@ -107,15 +138,65 @@ def _encodes(text: str) -> bool:
         return False
 
 
+class JsonNumber:
+    """A JSON number with a fraction or an exponent, kept as the text the source sent: the
+    ``parse_float`` (and ``parse_constant``) of every ``json.loads`` that reads records. Read as a
+    Python float, ``123456789012345678.91`` became ``123456789012345680`` in a ``decimal(38,2)``
+    column, ``1.10`` became ``'1.1'`` in a ``string`` column and ``1e400`` became infinity; as
+    text, each column's own cast decides (exact for decimals, refused where it cannot hold it)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __str__(self) -> str:
+        return self.text
+
+    __repr__ = __str__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __bool__(self) -> bool:  # as the float it stands for (a cursor token 0.0 ends paging, as before)
+        return float(self.text) != 0
+
+
+# reads a JSON record (a line of a JSON-lines file) with its numbers as sent; built once: json.loads
+# with arguments builds a decoder per call, which cost more than the numbers themselves
+RECORD_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_constant=JsonNumber)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON with sorted keys, its ``JsonNumber``s written as the source sent
+    them.
+
+    >>> json_text({"b": [JsonNumber("1.10"), 2], "a": "x"})
+    '{"a":"x","b":[1.10,2]}'
+    """
+    try:  # the C encoder, for values without a JsonNumber; the walk below otherwise
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    except TypeError:
+        pass
+    if isinstance(value, JsonNumber):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(k)}:{json_text(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(json_text(v) for v in value) + "]"
+    raise TypeError(f"not a JSON value: {type(value).__name__}")
+
+
 def _to_text(value: Any, type_name: str) -> str | None:
     if value is None:
         return None
-    if type_name == "json":
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    if type_name == "json" or isinstance(value, (dict, list)):
+        return json_text(value)
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
     return str(value)
 
 

@@ -43,7 +43,7 @@ from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
 from sources.logs import get_logger
-from sources.extract.arrow import LoneSurrogate, cast_batch, records_to_batches
+from sources.extract.arrow import RECORD_DECODER, LoneSurrogate, cast_batch, records_to_batches
 from sources.extract.base import Extract
 from sources.extract.csv_faults import UNDECODED, csv_records, file_line, file_lines, find_csv_fault, text_chunks
 from sources.landing.store import LandedBatches, s3_filesystem
@@ -384,7 +384,7 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = RECORD_DECODER.decode(line)
                 except json.JSONDecodeError as exc:
                     raise SourceReadError(f"malformed JSON lines in {name} at line {number}: {exc.msg}", **where,
                                           row=number, hint="every line must be one JSON object; fix or re-export the file") from None

@@ -53,7 +53,7 @@ from sources.config import SourceSpec, TableSpec
 from sources.connections import secret_from_env
 from sources.errors import ConfigError, SourceReadError
 from sources.extract.base import Extract
-from sources.extract.arrow import records_to_batches
+from sources.extract.arrow import JsonNumber, records_to_batches
 from sources.extract.postgres import cursor_type, lower_bound
 from sources.logs import get_logger, hides_userinfo, redact_userinfo, register_secret
 
@@ -421,7 +421,8 @@ class RestClient:
             raise error
         body = self._body(url, response, started)
         try:
-            return json.loads(body), {k.lower(): v for k, v in response.headers.items()}
+            records = json.loads(body, parse_float=JsonNumber, parse_constant=JsonNumber)  # numbers as sent
+            return records, {k.lower(): v for k, v in response.headers.items()}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SourceReadError(
                 f"GET {self.redact(url)} returned a body that is not JSON (or was cut off): {exc}; "

@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import duckdb
 import psycopg2
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -345,3 +346,31 @@ def test_batches_lost_from_landing_are_reported_by_the_next_load(tmp_path: Path,
     assert len(lost) == 1 and "1 batch(es) of raw_shop.orders" in lost[0].getMessage(), caplog.text
     assert lost[0].fields["examples"] == [outcome.applied[0]]  # type: ignore[attr-defined]
     assert "restore them from a backup of landing" in lost[0].fields["next"]  # type: ignore[attr-defined]
+
+
+def test_a_number_too_large_for_a_float_column_is_refused_where_it_stands(tmp_path: Path) -> None:
+    """Arrow reads 1e400 as infinity without a word; the source wrote a finite number. An infinity
+    written as such (inf, -Infinity) stays one."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(b'id,x\no1,inf\no2,"1.5"\no3,-1e400\n')
+    outcome, landing = load(folder, tmp_path, id="string", x="float")
+    message = str(outcome.error)
+    assert isinstance(outcome.error, ContractError) and (outcome.error.row, outcome.error.field) == (3, "x"), message
+    assert "raw_orders.csv, data row 3 (file line 4)" in message and "'-1e400' is too large for a float" in message
+    assert "decimal(p,s)" in message.split("next: ")[1]
+    assert list(landing.batches("shop", "orders")) == []
+
+
+def test_json_lines_numbers_are_kept_as_written(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "t.jsonl").write_text('{"id": "a", "amount": 123456789012345678.91, "code": 1.10, "doc": {"w": 2.50}}\n\n'
+                                    '{"id": "b", "amount": 7, "code": 1E5, "doc": [1e400]}\n')
+    outcome, _ = load(folder, tmp_path, fmt="jsonl", name="t.jsonl", id="string", amount="decimal(38,2)", code="string",
+                      doc="json")
+    assert outcome.error is None and outcome.rows_applied == 2
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    got = con.execute("SELECT id, amount::VARCHAR, code, doc FROM raw_shop.orders ORDER BY id").fetchall()
+    con.close()
+    assert got == [("a", "123456789012345678.91", "1.10", '{"w":2.50}'), ("b", "7.00", "1E5", "[1e400]")]

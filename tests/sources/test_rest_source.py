@@ -190,6 +190,39 @@ def test_a_lone_surrogate_in_the_json_names_its_record_and_field() -> None:
     assert "row=3" in text and "field=name" in text and "surrogate" in text and "next:" in text, text
 
 
+def test_numbers_reach_raw_and_landing_as_the_api_sent_them(tmp_path: Path) -> None:
+    """Read as Python floats, 123456789012345678.91 became ...680.00 in a decimal(38,2) column,
+    1.10 became '1.1' in text and JSON columns, and 1e400 became infinity in a float column."""
+    body = (b'{"data": [{"sku": "A", "price": 123456789012345678.91, "code": 1.10, "meta": {"w": 1.10, "big": 1e400, '
+            b'"n": [2.50, -0.0]}, "ratio": 1E5}, {"sku": "B", "price": 0.1, "code": "1.10", "meta": null, "ratio": -Infinity}]}')
+    served = ok({})  # headers as any answer's
+    with http_server(lambda p, q, h: (200, served[1], body)) as url:
+        spec = spec_for(url, columns={"sku": "string", "price": "decimal(38,2)", "code": "string", "meta": "json",
+                                      "ratio": "float"})
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (outcome,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert outcome.error is None and outcome.rows_applied == 2
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    got = con.execute("SELECT sku, price::VARCHAR, code, meta, ratio FROM raw_catalog.products ORDER BY sku").fetchall()
+    con.close()
+    (landed,) = list(landing.batches("catalog", "products"))
+    in_landing = landing.open_batch_reader(landed).read_all().sort_by("sku").to_pylist()
+    assert got == [("A", "123456789012345678.91", "1.10", '{"big":1e400,"n":[2.50,-0.0],"w":1.10}', 100000.0),
+                   ("B", "0.10", "1.10", None, float("-inf"))]
+    assert [(str(r["price"]), r["code"], r["meta"]) for r in in_landing] == [row[1:4] for row in got]
+
+
+def test_a_number_too_large_for_a_float_column_is_refused_with_its_record_and_field() -> None:
+    body = b'{"data": [{"sku": "A", "price": 1}, {"sku": "B", "price": 1e400}]}'
+    with http_server(lambda p, q, h: (200, {"Content-Type": "application/json"}, body)) as url, \
+            pytest.raises(ContractError) as err:
+        _records(spec_for(url, columns={"sku": "string", "price": "float"}))
+    text = str(err.value)
+    assert "row=2" in text and "field=price" in text and "'1e400' is too large for a float" in text, text
+    assert "decimal(p,s)" in text
+
+
 def test_incremental_load_sends_updated_since_and_advances_the_cursor(tmp_path: Path) -> None:
     responder = Recorder(lambda p, q, h: ok({"data": [r for r in PRODUCTS if r["updated_at"] >= q.get("since", [""])[0]]}))
     with http_server(responder) as url:
