@@ -457,8 +457,11 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
             # its manifest is no batch, and the next load of the table sweeps it
             log.warning("could not remove the unfinished batch", extra={"fields": {
                 **where, "batch_id": writer.batch_id, "error": first_line(cleanup)}})
-        if isinstance(exc, LoaderError) and exc.batch_id is None:
+        if isinstance(exc, LoaderError) and exc.batch_id in (None, writer.batch_id):
             exc.batch_id = writer.batch_id
+            if "landed" not in f"{exc.detail} {exc.hint or ''}":  # the id names no batch anyone can find
+                exc.hint = f"{exc.hint}; " if exc.hint else ""
+                exc.hint += "nothing of this batch was landed (there is nothing to set aside): the next load reads it again"
         raise
     progress.done()
     log.info("landed", extra={"fields": {**where, "batch_id": manifest.batch_id, "rows": manifest.rows}})

@@ -91,6 +91,7 @@ def test_a_bad_row_is_named_by_data_row_file_line_and_field(
     assert f"field={field}" in message if field else "field=" not in message
     assert message.split("\n  next: ")[1].count(hint) == 1, message
     assert list(landing.batches("shop", "orders")) == []  # nothing of it landed
+    assert "nothing of this batch was landed" in message, message  # its batch= id names no batch to look for
 
 
 FILE_CASES = [
