@@ -9,6 +9,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -25,36 +26,193 @@ def arrow_schema(table: TableSpec) -> pa.Schema:
 
 def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str],
                utf8_checked: bool = False) -> pa.RecordBatch:
-    """Cast every column to its declared type; name the first row and field that do not cast, or
-    whose value no raw store can hold (``sources.contracts.check_values``; ``utf8_checked`` as
-    there). An extract of such batches is ``Extract(values_checked=True)``: the pipeline does not
-    check them again."""
+    """Cast every column to its declared type; name the first row and field that do not cast, whose
+    value the cast would change, or whose value no raw store can hold
+    (``sources.contracts.check_values``; ``utf8_checked`` as there). An extract of such batches is
+    ``Extract(values_checked=True)``: the pipeline does not check them again.
+
+    Text (CSV, JSON, a Parquet text column) is parsed strictly: empty text is NULL for every type
+    but ``string``, hexadecimal integers are refused, a ``uuid`` must be one and a ``json`` value
+    must parse. A typed column of another type (a Parquet file) is cast only where the cast gives
+    the value back unchanged: never a number into a time or a time into a number (no unit says
+    which), and never with rounding (1.239 into ``decimal(10,2)``) or truncation (a time of day
+    into a ``date``) (decision 0050)."""
     arrays = []
     for spec in table.columns:
-        column = batch.column(spec.name)
-        target = spec.type.arrow
-        if column.type == target:
-            arrays.append(column)
-            continue
-        if pa.types.is_string(column.type) and not pa.types.is_string(target):
-            # Empty text is "no value" for every non-text type. Tested by length, with no Python
+        column, target, kind = _as_text_if_text(batch.column(spec.name), spec.type.name), spec.type.arrow, spec.type.name
+        text = pa.types.is_string(column.type)
+        if text and kind != "string":
+            # Empty text is "no value" for every type but string. Tested by length, with no Python
             # value in the call: converting one makes pyarrow import pandas (decision 0014).
             empty = pc.invert(pc.cast(pc.binary_length(column), pa.bool_()))
-            column = pc.if_else(empty, pa.nulls(len(column), pa.string()), column)
-        try:
-            arrays.append(_cast(column, target))
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            offset, value = _first_bad_value(column, target)
-            raise ContractError(
-                f"value {value!r} is not a valid {spec.type.name} ({exc})", **where, row=first_row + offset,
-                field=spec.name, hint="fix the source row, or change the column's type in the source declaration "
-                     "(docs/runbook.md#failed-load--bad-input)",
-            ) from exc
-        if pa.types.is_floating(target) and pa.types.is_string(column.type):
-            _refuse_overflow(column, arrays[-1], spec.name, first_row, where)
+            if pc.any(empty).as_py():
+                column = pc.if_else(empty, pa.nulls(len(column), pa.string()), column)
+        located = {**where, "first_row": first_row, "field": spec.name}
+        if column.type == target:
+            cast = column
+        else:
+            if not text and _unitless(column.type, target):
+                raise ContractError(
+                    f"the file's column is {column.type} and is declared {kind}: a number is not a point in time (nor "
+                    "a time a number); no unit says how to read one as the other", **where, field=spec.name,
+                    hint=f"declare the column as {_declared_name(column.type)} and convert it in the staging model "
+                         "(for epoch seconds: to_timestamp(col)), or write the file with the declared type")
+            if text and pa.types.is_integer(target) and pc.any(pc.or_(  # the only form Arrow reads: 0x.. / 0X..
+                    pc.starts_with(column, "0x"), pc.starts_with(column, "0X"))).as_py():
+                _refuse_matching(column, r"^0[xX]", "is hexadecimal; an integer column reads decimal digits only",
+                                 "declare the column as string, or write the value in decimal digits", located)
+            try:
+                cast = _cast(column, target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                offset, value = _first_bad_value(column, target)
+                raise ContractError(
+                    f"value {value!r} is not a valid {kind} ({exc})", **where, row=first_row + offset,
+                    field=spec.name, hint="fix the source row, or change the column's type in the source declaration "
+                         "(docs/runbook.md#failed-load--bad-input)",
+                ) from exc
+            if text and pa.types.is_floating(target):
+                _refuse_overflow(column, cast, spec.name, first_row, where)
+            if not text and not (pa.types.is_floating(target) and pa.types.is_decimal(column.type)):
+                _refuse_changed(column, cast, kind, located)  # (a decimal declared float takes a float's rounding)
+        if kind == "uuid":
+            _refuse_matching(cast, _UUID, "is not a UUID", "fix the value at the source, or declare the column as "
+                             "string", located, invert=True)
+        elif kind == "json":
+            _refuse_invalid_json(cast, located)
+        arrays.append(cast)
     cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
     check_values(cast, first_row=first_row, where=where, utf8_checked=utf8_checked)  # what the raw stores cannot hold
     return cast
+
+
+# a UUID as PostgreSQL reads one: 32 hex digits, hyphens between groups of four, braces around
+_UUID = r"^\{?[0-9a-fA-F]{4}(-?[0-9a-fA-F]{4}){7}\}?$"
+_TEXT_LIKE = (pa.types.is_large_string, pa.types.is_string_view)
+
+
+def _as_text_if_text(column: pa.Array, declared: str) -> pa.Array:
+    """Text stored another way (dictionary-encoded, large or view strings) as plain text, so every
+    rule for text applies to it alike; a 16-byte binary (Parquet's UUID) declared ``uuid`` as
+    its canonical text.
+
+    >>> _as_text_if_text(pa.array([bytes(range(16))], pa.binary(16)), "uuid").to_pylist()
+    ['00010203-0405-0607-0809-0a0b0c0d0e0f']
+    """
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if isinstance(column.type, pa.ExtensionType) or column.type.__class__.__name__ == "UuidType":
+        column = column.storage
+    if any(test(column.type) for test in _TEXT_LIKE):
+        column = pc.cast(column, pa.string())
+    if declared == "uuid" and pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16:
+        import uuid  # only for such files
+
+        column = pa.array([None if b is None else str(uuid.UUID(bytes=b)) for b in column.to_pylist()], pa.string())
+    return column
+
+
+def _declared_name(arrow: pa.DataType) -> str:
+    if pa.types.is_integer(arrow):
+        return "integer"
+    if pa.types.is_floating(arrow):
+        return "float"
+    if pa.types.is_decimal(arrow):
+        return f"decimal({arrow.precision},{arrow.scale})"
+    if pa.types.is_boolean(arrow):
+        return "boolean"
+    if pa.types.is_date(arrow):
+        return "date"
+    return "timestamptz" if getattr(arrow, "tz", None) else "timestamp"
+
+
+def _unitless(source: pa.DataType, target: pa.DataType) -> bool:
+    """A number read as a time or a time as a number: Arrow would take 1700000000 as microseconds."""
+    def number(t: pa.DataType) -> bool:
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)
+
+    def time(t: pa.DataType) -> bool:
+        return pa.types.is_temporal(t)
+
+    return (number(source) and time(target)) or (time(source) and number(target))
+
+
+def _refuse_matching(column: pa.Array, pattern: str, what: str, hint: str, located: dict[str, Any],
+                     invert: bool = False) -> None:
+    """Refuse the first non-NULL text value that matches ``pattern`` (or does not, ``invert``)."""
+    matched = pc.match_substring_regex(column, pattern=pattern)
+    if invert:
+        matched = pc.invert(matched)
+    matched = _false_if_null(matched)
+    if not pc.any(matched).as_py():
+        return
+    offset = _first_true(matched)
+    where = {k: v for k, v in located.items() if k not in ("first_row", "field")}
+    raise ContractError(f"value {column[offset].as_py()!r} {what}", **where, row=located["first_row"] + offset,
+                        field=located["field"], hint=hint)
+
+
+def _refuse_changed(column: pa.Array, cast: pa.Array, declared: str, located: dict[str, Any]) -> None:
+    """Refuse a typed value that the cast changed: cast back, it must be the value again (1.239
+    into ``decimal(10,2)`` comes back 1.24; a time of day into a ``date`` comes back midnight; 2
+    into a ``boolean`` comes back 1).
+
+    >>> _refuse_changed(pa.array([1.5, None, float("nan")]), pa.array([1.5, None, float("nan")]), "float", {})
+    >>> _refuse_changed(pa.array([1.25, 1.239]), pc.cast(pa.array([1.25, 1.239]), pa.decimal128(10, 2), safe=False),
+    ...                 "decimal(10,2)", {"table": "t", "first_row": 1, "field": "x"})
+    Traceback (most recent call last):
+    ...
+    sources.errors.ContractError: [table=t row=2 field=x] value 1.239 (double in the file) would be stored as 1.24 in a decimal(10,2) column
+      next: declare a type that holds the value as it is (decimal(p,s) with more scale, float, timestamp...), or fix the file
+    """
+    try:
+        back = pc.cast(cast, column.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        back = None
+    if back is None:
+        differs = pc.is_valid(column)
+    else:
+        differs = _false_if_null(pc.not_equal(back, column))
+        if pa.types.is_floating(column.type):
+            differs = pc.and_(differs, pc.invert(_false_if_null(pc.and_(pc.is_nan(column), pc.is_nan(back)))))
+    if not pc.any(differs).as_py():
+        return
+    offset = _first_true(differs)
+    where = {k: v for k, v in located.items() if k not in ("first_row", "field")}
+    raise ContractError(
+        f"value {_shown(column[offset])} ({column.type} in the file) would be stored as {_shown(cast[offset])} in "
+        f"a {declared} column", **where, row=located["first_row"] + offset, field=located["field"],
+        hint="declare a type that holds the value as it is (decimal(p,s) with more scale, float, timestamp...), or fix "
+             "the file")
+
+
+def _false_if_null(mask: pa.Array) -> pa.Array:
+    # not pc.fill_null(mask, False): a Python value given to a compute function imports pandas (0014)
+    return pc.and_kleene(mask, pc.is_valid(mask))
+
+
+def _first_true(mask: pa.Array) -> int:
+    return int(pc.indices_nonzero(mask)[0].as_py())
+
+
+def _shown(scalar: pa.Scalar) -> str:
+    value = scalar.as_py()
+    return repr(value) if isinstance(value, (str, bytes)) else str(value)
+
+
+def _refuse_invalid_json(column: pa.Array, located: dict[str, Any]) -> None:
+    """Refuse the first value of a ``json`` column that is not JSON text (DuckDB's parser: about
+    0.13 s per million values)."""
+    if column.null_count == len(column):
+        return
+    with duckdb.connect() as con:
+        con.register("_json_values", pa.table({"v": column}))
+        row = con.execute("SELECT i - 1, v FROM (SELECT row_number() OVER () AS i, v FROM _json_values) "
+                          "WHERE NOT json_valid(v) ORDER BY i LIMIT 1").fetchone()
+    if row is None:
+        return
+    where = {k: v for k, v in located.items() if k not in ("first_row", "field")}
+    raise ContractError(f"value {row[1][:80]!r} is not JSON text", **where, row=located["first_row"] + int(row[0]),
+                        field=located["field"], hint="fix the value at the source, or declare the column as string")
 
 
 def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
@@ -103,7 +261,7 @@ def _refuse_overflow(text: pa.Array, cast: pa.Array, field: str, first_row: int,
     overflow = pc.and_(infinite, pc.invert(pc.match_substring_regex(text, pattern=_INFINITY)))
     if not pc.any(overflow).as_py():
         return
-    offset = pc.index(overflow, True).as_py()
+    offset = _first_true(overflow)
     raise ContractError(
         f"number {text[offset].as_py()!r} is too large for a float (double precision); it would be stored as infinity",
         **where, row=first_row + offset, field=field,

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
@@ -375,3 +377,67 @@ def test_json_lines_numbers_are_kept_as_written(tmp_path: Path) -> None:
     got = con.execute("SELECT id, amount::VARCHAR, code, doc FROM raw_shop.orders ORDER BY id").fetchall()
     con.close()
     assert got == [("a", "123456789012345678.91", "1.10", '{"w":2.50}'), ("b", "7.00", "1E5", "[1e400]")]
+
+
+@pytest.mark.parametrize(("text", "kind", "row", "part"), [
+    (b"id,v\no1,16\no2,0x10\n", "integer", 2, "'0x10' is hexadecimal"),  # Arrow read 0xFFFFFFFFFFFFFFFF as -1
+    (b"id,v\no1,0a0b0c0d-0000-4000-8000-00000000000A\no2,{0a0b0c0d00004000800000000000000a}\no3,not-a-uuid\n", "uuid",
+     3, "'not-a-uuid' is not a UUID"),
+    (b'id,v\no1,"{""a"": [1, 2.50]}"\no2,\no3,{not json}\n', "json", 3, "'{not json}' is not JSON text"),
+], ids=["hex-integer", "uuid", "json"])
+def test_text_that_is_not_of_its_declared_type_is_refused(tmp_path: Path, text: bytes, kind: str, row: int,
+                                                          part: str) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_bytes(text)
+    outcome, landing = load(folder, tmp_path, id="string", v=kind)
+    message = str(outcome.error)
+    assert isinstance(outcome.error, ContractError) and (outcome.error.row, outcome.error.field) == (row, "v"), message
+    assert part in message and f"data row {row} (file line {row + 1})" in message, message
+    assert list(landing.batches("shop", "orders")) == []
+    # the same file without its bad row loads, the empty value as NULL (not '') and the rest as written
+    (folder / "raw_orders.csv").write_bytes(b"".join(text.splitlines(keepends=True)[:row]))
+    outcome, _ = load(folder, tmp_path, id="string", v=kind)
+    assert outcome.error is None, outcome.error
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    stored = [v for (v,) in con.execute("SELECT v FROM raw_shop.orders ORDER BY id").fetchall()]
+    con.close()
+    assert stored == {"integer": [16], "uuid": ["0a0b0c0d-0000-4000-8000-00000000000A", "{0a0b0c0d00004000800000000000000a}"],
+                      "json": ['{"a": [1, 2.50]}', None]}[kind]
+
+
+PARQUET_CASES = [
+    # (file column, declared, kept as, refused with)
+    (pa.array([1.25, 1.239]), "decimal(10,2)", None, "value 1.239 (double in the file) would be stored as 1.24"),
+    (pa.array([datetime(2024, 1, 2), datetime(2024, 1, 2, 13)]), "date", None,
+     "value 2024-01-02 13:00:00 (timestamp[us] in the file) would be stored as 2024-01-02"),
+    (pa.array([0, 1, 2]), "boolean", None, "value 2 (int64 in the file) would be stored as True"),
+    (pa.array([1700000000]), "timestamp", None, "is int64 and is declared timestamp: a number is not a point in time"),
+    (pa.array([datetime(2024, 1, 2)]), "integer", None, "a number is not a point in time"),
+    (pa.array([bytes(range(16))], pa.binary(16)), "uuid", ["00010203-0405-0607-0809-0a0b0c0d0e0f"], None),
+    (pa.array(["7", "", None]).dictionary_encode(), "integer", [7, None, None], None),
+    (pa.array([1.5, 2.0], pa.float32()), "float", [1.5, 2.0], None),
+    (pa.array([1.25, None]), "decimal(10,2)", [Decimal("1.25"), None], None),
+]
+
+
+@pytest.mark.parametrize(("values", "kind", "kept", "refused"), PARQUET_CASES,
+                         ids=["float-rounded-into-decimal", "time-of-day-into-date", "2-into-boolean",
+                              "epoch-number-into-timestamp", "timestamp-into-integer", "uuid-bytes",
+                              "dictionary-text", "float32", "exact-decimal"])
+def test_a_parquet_column_of_another_type_is_cast_only_where_the_value_stays_the_same(
+    tmp_path: Path, values: pa.Array, kind: str, kept: list | None, refused: str | None,
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.table({"id": [f"o{i}" for i in range(len(values))], "v": values}), folder / "t.parquet")
+    outcome, landing = load(folder, tmp_path, fmt="parquet", name="t.parquet", id="string", v=kind)
+    if refused:
+        message = str(outcome.error)
+        assert isinstance(outcome.error, ContractError) and refused in message and "field=v" in message, message
+        assert list(landing.batches("shop", "orders")) == []
+        return
+    assert outcome.error is None, outcome.error
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert [v for (v,) in con.execute("SELECT v FROM raw_shop.orders ORDER BY id").fetchall()] == kept
+    con.close()
