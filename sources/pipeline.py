@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,13 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
         return None
     since: Any = item.cursor_from
     cursor_type = next((c.type for c in item.columns if c.name == table.cursor_field), None)
+    try:  # compared as what it is: '10' < '9' as text
+        if cursor_type is not None and pa.types.is_decimal(cursor_type.arrow):
+            since = Decimal(item.cursor_from)
+        elif cursor_type is not None and pa.types.is_integer(cursor_type.arrow):
+            since = int(item.cursor_from)
+    except (ArithmeticError, ValueError):
+        since = item.cursor_from
     if cursor_type is not None and pa.types.is_timestamp(cursor_type.arrow):
         since = datetime.fromisoformat(item.cursor_from)
         since = since.astimezone(UTC) if since.tzinfo else since
@@ -447,6 +455,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
         if table.cursor_field and item.advances_cursor:
             cursor_to = _bounded_cursor(cursor_to, cursor_floor, started, where)
             to = cursor_to.isoformat() if hasattr(cursor_to, "isoformat") else cursor_to
+            to = str(to) if isinstance(to, Decimal) else to  # a numeric(p,s) cursor, as JSON can hold it exactly
             cursor = {"field": table.cursor_field, "from": item.cursor_from, "to": to if to is not None else item.cursor_from}
         manifest = writer.commit(item.manifest_columns(), list(table.primary_key), item.origin, cursor=cursor,
                                  snapshot=snapshot, changes_only=changes_only, soft_delete=table.soft_delete or "")

@@ -54,9 +54,13 @@ def catalog_type(data_type: str, udt: str, precision: int | None, scale: int | N
     'timestamptz'
     >>> catalog_type("numeric", "numeric", 50, 10).name  # wider than a 38-digit decimal: every digit kept
     'string'
+    >>> catalog_type("numeric", "numeric", 2, 2045).name  # numeric(2,-3): 12000, 13000...
+    'string'
     """
     if data_type == "numeric":
-        if precision is None or precision > 38:  # unconstrained, or wider than Arrow/DuckDB decimals: exact as text
+        if precision is None or precision > 38 or not 0 <= (scale or 0) <= precision:
+            # unconstrained, wider than Arrow/DuckDB decimals, or (PostgreSQL 15) a scale above the
+            # precision or below zero, which the catalog reports as 2045 and up: exact as text
             return parse_type("string")
         return parse_type(f"decimal({precision},{scale or 0})")
     mapping = {
@@ -95,6 +99,9 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
     if absent:
         raise ContractError(f"primary_key/cursor_field columns {absent} are not in {table.source_table}", **where,
                             hint="fix primary_key or cursor_field in the declaration")
+    if table.cursor_field:
+        data_types = {str(r[0]): str(r[1]) for r in rows}
+        _refuse_unordered_cursor(table, data_types[table.cursor_field], by_name[table.cursor_field].type, where)
     if not table.columns:
         return catalog
     # declared columns: a subset of the catalog, each with the catalog's type
@@ -108,6 +115,48 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
         raise ContractError(f"declared types differ from {table.source_table}: {'; '.join(differ)}", **where,
                             hint="declare the catalog's types (or omit columns to take them from the catalog)")
     return list(table.columns)
+
+
+# text types compared byte by byte (COLLATE "C"), as the loader compares them; other types that
+# land as text keep their own order, which text order is not ('10' < '9' for numeric)
+_TEXT_CURSORS = ("text", "character varying", "character")
+
+
+def _refuse_unordered_cursor(table: TableSpec, data_type: str, mapped: ColumnType, where: dict[str, str]) -> None:
+    """A cursor must sort the same in PostgreSQL and in the loader, which takes the highest value
+    it read as the next lower bound: numbers, times, text (read with ``COLLATE "C"``) and UUIDs
+    do; a ``numeric`` without a precision (landed as text), an enum, an interval... do not, and a
+    new row that sorted below the last cursor as text was skipped for good.
+
+    >>> _refuse_unordered_cursor(TableSpec("t", (), ("id",), cursor_field="seq", source_table="app.t"), "numeric",
+    ...                          catalog_type("numeric", "numeric", None, None), {})
+    Traceback (most recent call last):
+    ...
+    sources.errors.ContractError: cursor_field seq is numeric without a precision in app.t, which lands as text, and text does not sort as PostgreSQL sorts it ('10' before '9' for a numeric): rows after the cursor would be skipped for good
+      next: use a bigint, numeric(p,s) (p up to 38), date or timestamp column as cursor_field, or read the table through a view that casts this one (for example seq::numeric(38,0) AS seq)
+    """
+    if data_type in (*_TEXT_CURSORS, "uuid") or not pa.types.is_string(mapped.arrow):
+        return
+    shown = "numeric without a precision" if data_type == "numeric" else data_type
+    raise ContractError(
+        f"cursor_field {table.cursor_field} is {shown} in {table.source_table}, which lands as text, and text "
+        "does not sort as PostgreSQL sorts it ('10' before '9' for a numeric): rows after the cursor would be "
+        "skipped for good", **where,
+        hint="use a bigint, numeric(p,s) (p up to 38), date or timestamp column as cursor_field, or read the table "
+             f"through a view that casts this one (for example {table.cursor_field}::numeric(38,0) AS "
+             f"{table.cursor_field})")
+
+
+def cursor_is_text(con, table: TableSpec) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the table's cursor is a text column, compared with ``COLLATE "C"`` (byte order, as
+    the loader compares): under a database's usual collation (en_US.UTF-8, ICU) 'B' sorts after
+    'a', and a new row 'C' below a cursor 'a' was skipped."""
+    schema, name = _split(str(table.source_table))
+    with con.cursor() as cur:
+        cur.execute("SELECT data_type FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
+                    "AND column_name = %s", [schema, name, table.cursor_field])
+        row = cur.fetchone()
+    return row is not None and row[0] in _TEXT_CURSORS
 
 
 def _refuse_unreadable_columns(con, table: TableSpec, where: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
@@ -169,6 +218,7 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
         # columns the source has and the declaration does not: not read, but said (a new column
         # upstream would otherwise go unnoticed until someone asks for it in the marts)
         undeclared = undeclared_columns(con, table) if table.columns else []
+        text_cursor = bool(table.cursor_field) and cursor_is_text(con, table)
     except BaseException:
         con.close()
         raise
@@ -192,7 +242,8 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     lower = lower_bound(cursor, table.lookback_s, cursor_type(columns, table)) if table.cursor_field else None
     origin = {"kind": "postgres", "table": table.source_table, "cursor_field": table.cursor_field, "cursor_from": lower,
               **drift}
-    yield Extract(table, columns, _stream(con, spec, table, columns, lower, where), origin, cursor_from=lower,
+    yield Extract(table, columns, _stream(con, spec, table, columns, lower, where, text_cursor=text_cursor), origin,
+                  cursor_from=lower,
                   land_if_empty=not table.cursor_field, key_enforced_by_source=enforced)
 
 
@@ -254,7 +305,8 @@ def cursor_type(columns: list[ColumnSpec], table: TableSpec) -> pa.DataType | No
 
 
 def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
-            window: tuple[str, str] | None = None, parent: TableSpec | None = None) -> sql.Composed:
+            window: tuple[str, str] | None = None, parent: TableSpec | None = None,
+            text_cursor: bool = False) -> sql.Composed:
     schema, name = _split(str(table.source_table))
     exprs = []
     for c in columns:
@@ -274,15 +326,18 @@ def _select(table: TableSpec, columns: list[ColumnSpec], lower: str | None,
             column, sql.Literal(window[0]), column, sql.Literal(window[1]))
         return sql.SQL("{} WHERE {} IN ({})").format(query, sql.Identifier(table.event_time_from[1]), parents)
     if table.cursor_field:
+        cursor = sql.Identifier(table.cursor_field)
+        if text_cursor:  # byte order, as the loader compares (cursor_is_text)
+            cursor = sql.SQL('{} COLLATE "C"').format(cursor)
         if lower is not None:
-            query = sql.SQL("{} WHERE {} >= {}").format(query, sql.Identifier(table.cursor_field), sql.Literal(lower))
-        query = sql.SQL("{} ORDER BY {}").format(query, sql.Identifier(table.cursor_field))
+            query = sql.SQL("{} WHERE {} >= {}").format(query, cursor, sql.Literal(lower))
+        query = sql.SQL("{} ORDER BY {}").format(query, cursor)
     return query
 
 
 def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], lower: str | None,  # type: ignore[no-untyped-def]
             where: dict[str, str], window: tuple[str, str] | None = None,
-            parent: TableSpec | None = None) -> Iterator[pa.RecordBatch]:
+            parent: TableSpec | None = None, text_cursor: bool = False) -> Iterator[pa.RecordBatch]:
     """COPY ... TO STDOUT in a thread, writing into a pipe that Arrow's CSV reader consumes.
 
     The text format is tab-separated without quotes: a value never spans lines (newlines and tabs
@@ -290,11 +345,15 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
     """
     read_fd, write_fd = os.pipe()
     errors: list[BaseException] = []
-    copy = sql.SQL("COPY ({}) TO STDOUT").format(_select(table, columns, lower, window, parent)).as_string(con)
+    copy = sql.SQL("COPY ({}) TO STDOUT").format(_select(table, columns, lower, window, parent, text_cursor)).as_string(con)
 
     def produce() -> None:
         try:
             with os.fdopen(write_fd, "wb", buffering=1 << 20) as sink, con.cursor() as cur:
+                # a first line that the reader skips: Arrow drops a UTF-8 byte-order mark at the start
+                # of its input, which would strip one from the extract's first value ('\ufeffA' and
+                # 'A', two keys in the source, landed as one key twice)
+                sink.write(b"\n")
                 cur.copy_expert(copy, sink, size=1 << 20)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             errors.append(exc)
@@ -310,7 +369,7 @@ def _stream(con, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec], 
     try:
         reader = csv.open_csv(
             source,
-            read_options=csv.ReadOptions(column_names=[c.name for c in columns], use_threads=False,
+            read_options=csv.ReadOptions(column_names=[c.name for c in columns], use_threads=False, skip_rows=1,
                                          block_size=max(BLOCK_BYTES, int(table.max_row_mb * (1 << 20)))),
             parse_options=csv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False, ignore_empty_lines=False),
             convert_options=csv.ConvertOptions(column_types=parse_types, null_values=["\\N"], strings_can_be_null=True,

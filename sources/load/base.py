@@ -103,7 +103,7 @@ class RawStore(Protocol):
 def probe_table(rows: pa.Table | pa.RecordBatch, key: list[str], cursor_field: str) -> pa.Table:
     """The (key..., cursor) columns of extracted rows plus their position, ``_elt_i``: what a
     lookback check sends to the warehouse (see ``seen_rows``)."""
-    cols = [*key, cursor_field]
+    cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
     return pa.Table.from_arrays([rows.column(c) for c in cols] + [pa.array(range(rows.num_rows), pa.int64())],
                                 names=[*cols, "_elt_i"])
 

@@ -249,7 +249,7 @@ class DuckDBRaw:
         ).fetchone()[0]
         if not exists or not rows.num_rows:
             return pa.array([False] * rows.num_rows)
-        cols = [*key, cursor_field]
+        cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
         on = " AND ".join(f"p.{q(c)} = r.{q(c)}" for c in cols)
         self.con.register("_elt_probe", probe_table(rows, key, cursor_field))
         try:

@@ -362,7 +362,7 @@ class PostgresRaw:
         the batch, not the number of rows in the lookback window."""
         if not rows.num_rows:
             return pa.array([], pa.bool_())
-        cols = [*key, cursor_field]
+        cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
         with self.con, self.con.cursor() as cur:  # one transaction; the probe table drops at its end
             cur.execute("SELECT to_regclass(%s) IS NOT NULL", [sql.Identifier(raw_schema, table).as_string(cur)])
             if not cur.fetchone()[0]:
@@ -375,10 +375,13 @@ class PostgresRaw:
             pacsv.write_csv(probe_table(rows, key, cursor_field), buf, pacsv.WriteOptions(include_header=False))
             buf.seek(0)
             cur.copy_expert(sql.SQL("COPY _elt_probe ({}, _elt_i) FROM STDIN WITH (FORMAT csv)").format(names).as_string(cur), buf)
-            cur.execute(sql.SQL("SELECT p._elt_i FROM _elt_probe AS p WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {} AND r.{} >= %s)").format(
+            cursor = sql.SQL("r.{}").format(_ident(cursor_field))
+            if pa.types.is_string(rows.schema.field(cursor_field).type):  # byte order, as the loader's cursor
+                cursor = sql.SQL('{} COLLATE "C"').format(cursor)
+            cur.execute(sql.SQL("SELECT p._elt_i FROM _elt_probe AS p WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {} AND {} >= %s)").format(
                 _ident(raw_schema, table),
                 sql.SQL(" AND ").join(sql.SQL("r.{c} = p.{c}").format(c=_ident(c)) for c in cols),
-                _ident(cursor_field)), [since])
+                cursor), [since])
             found = [i for (i,) in cur.fetchall()]
         return mask_from_positions(rows.num_rows, found)
 

@@ -172,7 +172,7 @@ class SparkRaw:
         cursor >= ``since``: a semi-join in Spark; only the positions of the seen rows come back."""
         if not self._exists(raw_schema, table) or not rows.num_rows:
             return pa.array([False] * rows.num_rows)
-        cols = [*key, cursor_field]
+        cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
         self.spark.createDataFrame(probe_table(rows, key, cursor_field)).createOrReplaceTempView("_elt_probe")
         on = " AND ".join(f"p.{q(c)} = r.{q(c)}" for c in cols)
         found = self.rows(f"SELECT p._elt_i FROM _elt_probe AS p LEFT SEMI JOIN (SELECT {', '.join(q(c) for c in cols)} "
