@@ -65,6 +65,10 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
                 cast = _cast(column, target)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 offset, value = _first_bad_value(column, target)
+                try:  # the reason of this value (the block's error may quote another one)
+                    _cast(column.slice(offset, 1), target)
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as single:
+                    exc = single
                 raise ContractError(
                     f"value {value!r} is not a valid {kind} ({exc})", **where, row=first_row + offset,
                     field=spec.name, hint="fix the source row, or change the column's type in the source declaration "
@@ -93,10 +97,13 @@ _TEXT_LIKE = (pa.types.is_large_string, pa.types.is_string_view)
 def _as_text_if_text(column: pa.Array, declared: str) -> pa.Array:
     """Text stored another way (dictionary-encoded, large or view strings) as plain text, so every
     rule for text applies to it alike; a 16-byte binary (Parquet's UUID) declared ``uuid`` as
-    its canonical text.
+    its canonical text; a nested value (struct, list, map) declared ``json`` or ``string`` (also
+    a new column landed as text) as JSON text, written by DuckDB.
 
     >>> _as_text_if_text(pa.array([bytes(range(16))], pa.binary(16)), "uuid").to_pylist()
     ['00010203-0405-0607-0809-0a0b0c0d0e0f']
+    >>> _as_text_if_text(pa.array([{"a": 1, "b": [1.5, None]}, None]), "json").to_pylist()
+    ['{"a":1,"b":[1.5,null]}', None]
     """
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
@@ -104,6 +111,11 @@ def _as_text_if_text(column: pa.Array, declared: str) -> pa.Array:
         column = column.storage
     if any(test(column.type) for test in _TEXT_LIKE):
         column = pc.cast(column, pa.string())
+    if declared in ("json", "string") and pa.types.is_nested(column.type):  # a struct, list or map: as JSON text
+        with duckdb.connect() as con:
+            con.register("_nested", pa.table({"v": column}))
+            written = con.execute("SELECT to_json(v)::VARCHAR AS v FROM _nested").to_arrow_table()
+        column = written.column(0).combine_chunks()
     if declared == "uuid" and pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16:
         import uuid  # only for such files
 
@@ -195,7 +207,7 @@ def _first_true(mask: pa.Array) -> int:
 
 
 def _shown(scalar: pa.Scalar) -> str:
-    value = scalar.as_py()
+    value = _value(scalar)
     return repr(value) if isinstance(value, (str, bytes)) else str(value)
 
 
@@ -219,10 +231,14 @@ def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
     """``pc.cast``, reading zone-less text as UTC for a zone-aware timestamp (all times are UTC),
     also where zone-less values and values with an offset share a column.
 
-    >>> mixed = pa.array(["2019-08-31T01:30:00+02:00", "2019-08-30T10:00:00", None])
+    >>> mixed = pa.array(["2019-08-31T01:30:00+02:00", "2019-08-30T10:00:00", None, "2019-08-30"])
     >>> [str(v) for v in _cast(mixed, pa.timestamp("us", "UTC")).to_pylist()]
-    ['2019-08-30 23:30:00+00:00', '2019-08-30 10:00:00+00:00', 'None']
+    ['2019-08-30 23:30:00+00:00', '2019-08-30 10:00:00+00:00', 'None', '2019-08-30 00:00:00+00:00']
+    >>> _cast(pa.array([12, None]), pa.decimal128(10, 2)).to_pylist()  # Arrow alone asks int64 for 21 digits
+    [Decimal('12.00'), None]
     """
+    if pa.types.is_integer(column.type) and pa.types.is_decimal(target) and target.precision < 38:
+        return pc.cast(pc.cast(column, pa.decimal128(38, target.scale)), target)  # each value checked to fit
     try:
         return pc.cast(column, target)
     except pa.ArrowInvalid:
@@ -230,14 +246,16 @@ def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
             raise
     try:
         return pc.cast(pc.cast(column, pa.timestamp(target.unit)), target)
-    except pa.ArrowInvalid as naive:  # both kinds in one block (Arrow's parser wants one): Z for the zone-less
+    except pa.ArrowInvalid as naive:  # both kinds in one block (Arrow's parser wants one): each on its own
         # (no Python value reaches a compute function here: that would import pandas, decision 0014)
         zoned = pc.match_substring_regex(column, pattern=r":\d\d(\.\d+)?(Z|[+-]\d\d(:?\d\d)?)$")
-        utc = pc.replace_substring_regex(column, pattern="$", replacement="Z", max_replacements=1)
+        nothing = pa.nulls(len(column), pa.string())
         try:
-            return pc.cast(pc.if_else(zoned, column, utc), target)
+            with_zone = pc.cast(pc.if_else(zoned, column, nothing), target)
+            without = pc.cast(pc.cast(pc.if_else(zoned, nothing, column), pa.timestamp(target.unit)), target)
         except pa.ArrowInvalid:
             raise naive from None  # a value that is no timestamp: the error names it as before
+        return pc.if_else(zoned, with_zone, without)
 
 
 _INFINITY = r"^\s*[+-]?(?i:inf|infinity)\s*$"
@@ -281,7 +299,15 @@ def _first_bad_value(column: pa.Array, target: pa.DataType) -> tuple[int, object
             high = middle
         else:
             low = middle
-    return low, column[low].as_py()
+    return low, _value(column[low])
+
+
+def _value(scalar: pa.Scalar) -> object:
+    """A scalar as Python, or as Arrow prints it where Python cannot hold it (a year past 9999)."""
+    try:
+        return scalar.as_py()
+    except (OverflowError, ValueError):
+        return str(scalar.cast(pa.int64()) if pa.types.is_temporal(scalar.type) else scalar) + f" ({scalar.type})"
 
 
 class LoneSurrogate(ContractError):

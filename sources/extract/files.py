@@ -381,6 +381,8 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
                     raise SourceReadError(f"{name} is not UTF-8 text: line {number} holds invalid bytes", **where,
                                           row=number, hint=f"re-export the file as UTF-8, or convert it: "
                                                            f"iconv -f <its encoding> -t UTF-8 {name}")
+                if number == 1 and line.startswith("\ufeff"):  # a byte-order mark, as CSV and REST allow
+                    line = line[1:]
                 if not line.strip():
                     continue
                 try:
@@ -388,6 +390,11 @@ def _jsonl_batches(file: SourceFile, table: TableSpec, source: str, quotes: int,
                 except json.JSONDecodeError as exc:
                     raise SourceReadError(f"malformed JSON lines in {name} at line {number}: {exc.msg}", **where,
                                           row=number, hint="every line must be one JSON object; fix or re-export the file") from None
+                except ValueError as exc:  # an integer of more than 4,300 digits (Python's limit)
+                    raise SourceReadError(f"line {number} of {name} holds a number Python cannot read "
+                                          f"({str(exc).split(';')[0]})", **where,
+                                          row=number, hint="write such a number as a JSON string (and declare the "
+                                                           "column string), or fix the file") from None
                 if not isinstance(record, dict):
                     raise SourceReadError(f"line {number} of {name} is not a JSON object", **where, row=number,
                                           hint="every line must be one JSON object; fix or re-export the file")

@@ -423,7 +423,7 @@ class RestClient:
         try:
             records = json.loads(body, parse_float=JsonNumber, parse_constant=JsonNumber)  # numbers as sent
             return records, {k.lower(): v for k, v in response.headers.items()}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, or an integer past Python's 4,300 digits
             raise SourceReadError(
                 f"GET {self.redact(url)} returned a body that is not JSON (or was cut off): {exc}; "
                 # redacted before it is cut: a secret cut in two would not be found

@@ -441,3 +441,36 @@ def test_a_parquet_column_of_another_type_is_cast_only_where_the_value_stays_the
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     assert [v for (v,) in con.execute("SELECT v FROM raw_shop.orders ORDER BY id").fetchall()] == kept
     con.close()
+
+
+def test_corners_a_probe_found_load_or_are_named(tmp_path: Path) -> None:
+    """Each of these failed as an "unexpected" error without row or field, or was refused for
+    the wrong reason, before: a byte-order mark opening a JSON-lines file, a Parquet int64 12 into
+    decimal(10,2) ("precision should be at least 21"), a struct declared json, offsets and bare
+    dates mixed in one timestamptz column, and a JSON integer of 5,000 digits."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+
+    def stored(fmt: str, name: str, **columns: str) -> list:
+        (tmp_path / name).mkdir()  # a warehouse of its own: the types differ
+        outcome, _ = load(folder, tmp_path / name, fmt=fmt, name=name, id="string", **columns)
+        assert outcome.error is None, outcome.error
+        con = duckdb.connect(str(tmp_path / name / "wh.duckdb"), read_only=True)
+        try:
+            return con.execute("SET TimeZone = 'UTC'; SELECT v::VARCHAR FROM raw_shop.orders ORDER BY id").fetchall()
+        finally:
+            con.close()
+
+    (folder / "a.jsonl").write_bytes(b'\xef\xbb\xbf{"id": "a", "v": "x"}\n')
+    assert stored("jsonl", "a.jsonl", v="string") == [("x",)]
+    pq.write_table(pa.table({"id": ["b"], "v": [12]}), folder / "b.parquet")
+    assert stored("parquet", "b.parquet", v="decimal(10,2)") == [("12.00",)]
+    pq.write_table(pa.table({"id": ["c"], "v": [{"k": [1.5, None]}]}), folder / "c.parquet")
+    assert stored("parquet", "c.parquet", v="json") == [('{"k":[1.5,null]}',)]
+    (folder / "d.csv").write_text("id,v\nd1,2024-02-03T04:05:06+02:00\nd2,2024-02-03\n")
+    assert stored("csv", "d.csv", v="timestamptz") == [("2024-02-03 02:05:06+00",), ("2024-02-03 00:00:00+00",)]
+    (folder / "e.jsonl").write_text('{"id": "e", "v": 1}\n{"id": "f", "v": ' + "1" * 5000 + "}\n")
+    outcome, _ = load(folder, tmp_path, fmt="jsonl", name="e.jsonl", id="string", v="string")
+    message = str(outcome.error)
+    assert "row=2" in message and "line 2 of e.jsonl holds a number Python cannot read" in message, message
+    assert "unexpected" not in message and "sys.set_int_max_str_digits" not in message
