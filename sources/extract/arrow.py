@@ -107,7 +107,7 @@ def _as_text_if_text(column: pa.Array, declared: str) -> pa.Array:
     """
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
-    if isinstance(column.type, pa.ExtensionType) or column.type.__class__.__name__ == "UuidType":
+    if isinstance(column, pa.ExtensionArray):  # Arrow's UUID and other extension types: their stored values
         column = column.storage
     if any(test(column.type) for test in _TEXT_LIKE):
         column = pc.cast(column, pa.string())

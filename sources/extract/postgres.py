@@ -407,6 +407,11 @@ _CONVERSION = re.compile(r"In CSV column #(\d+): Row #(\d+): CSV conversion erro
                          re.DOTALL)
 
 
+# and for a decimal column, without the column
+_DECIMAL_CONVERSION = re.compile(r"(?:In CSV column #(\d+): Row #\d+: )?The string '(.*)' (?:is not a valid decimal128 "
+                                 r"number|cannot be represented as decimal128)", re.DOTALL)
+
+
 def _unparsed_value(exc: BaseException, spec: SourceSpec, table: TableSpec, columns: list[ColumnSpec],  # noqa: PLR0913
                     lower: str | None, where: dict[str, str], window: tuple[str, str] | None,
                     parent: TableSpec | None) -> SourceReadError:
@@ -415,34 +420,47 @@ def _unparsed_value(exc: BaseException, spec: SourceSpec, table: TableSpec, colu
     that hold it. The keys come from one more query with the extract's own SELECT, bounded by a
     statement timeout; without them the message still names the field and the value."""
     found = _CONVERSION.search(str(exc))
-    if not found or int(found.group(1)) >= len(columns):
+    decimal = _DECIMAL_CONVERSION.search(str(exc))
+    if found and int(found.group(1)) < len(columns):
+        candidates, value, arrow = [columns[int(found.group(1))]], found.group(4), found.group(3)
+    elif decimal:  # Arrow's decimal parser words it otherwise, maybe without the column: each is asked
+        index = int(decimal.group(1)) if decimal.group(1) is not None else len(columns)
+        candidates = [columns[index]] if index < len(columns) else [
+            c for c in columns if pa.types.is_decimal(c.type.arrow)]
+        value, arrow = decimal.group(2), "decimal128"
+    else:
+        candidates = []
+    if not candidates:
         return SourceReadError(f"a value of {table.source_table} does not fit its catalog type: {first_line(exc)}",
                                **where, hint="report the column to the source owner; nothing of this extract was landed")
-    column, value = columns[int(found.group(1))], found.group(4)
     shown = value if len(value) <= 80 else value[:77] + "..."  # a long text in a message helps no one
-    keys = ""
-    if table.primary_key:
+    keys, column = "", candidates[0]
+    try:
+        con = PostgresSettings.from_env(spec.env_prefix).connect()
         try:
-            con = PostgresSettings.from_env(spec.env_prefix).connect()
-            try:
-                con.set_session(readonly=True)
-                with con.cursor() as cur:
-                    cur.execute(SESSION_SETTINGS + "; SET statement_timeout = '30s'")
+            con.set_session(readonly=True)
+            with con.cursor() as cur:
+                cur.execute(SESSION_SETTINGS + "; SET statement_timeout = '30s'")
+                for candidate in candidates:
                     cur.execute(sql.SQL("SELECT {} FROM ({}) AS s WHERE s.{}::text = {} LIMIT 3").format(
-                        sql.SQL(", ").join(sql.Identifier("s", k) for k in table.primary_key),
-                        _select(table, columns, lower, window, parent), sql.Identifier(column.name), sql.Literal(value)))
+                        sql.SQL(", ").join(sql.Identifier("s", k) for k in (table.primary_key or [candidate.name])),
+                        _select(table, columns, lower, window, parent), sql.Identifier(candidate.name),
+                        sql.Literal(value)))
                     rows = cur.fetchall()
-            finally:
-                con.close()
-            named = ["(" + ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, r)) + ")" for r in rows]
-            keys = f" in the row(s) with {', '.join(named)}" if named else ""
-        except Exception:  # noqa: BLE001 - the keys are a courtesy: the field and value are named anyway
-            keys = ""
+                    if rows:
+                        column = candidate
+                        break
+        finally:
+            con.close()
+        named = ["(" + ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, r)) + ")" for r in rows]
+        keys = f" in the row(s) with {', '.join(named)}" if named and table.primary_key else ""
+    except Exception:  # noqa: BLE001 - the keys are a courtesy: the field and value are named anyway
+        keys = ""
     return SourceReadError(
         f"{table.source_table}.{column.name} holds {shown!r}{keys}, which its type {column.type.name} cannot hold "
-        f"here (Arrow reads it as {found.group(3)}); nothing of this extract was landed", **where, field=column.name,
-        hint=f"ask the source owner to replace {shown!r} in {column.name} (infinity or a date before the common era "
-             "has no equivalent in the warehouse), or declare the table's columns without it; then rerun")
+        f"here (Arrow reads it as {arrow}); nothing of this extract was landed", **where, field=column.name,
+        hint=f"ask the source owner to replace {shown!r} in {column.name} (NaN, infinity or a date before the common "
+             "era has no equivalent in the warehouse), or declare the table's columns without it; then rerun")
 
 
 def _unescape(batch: pa.RecordBatch, texts: list[int]) -> pa.RecordBatch:

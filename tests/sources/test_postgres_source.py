@@ -675,6 +675,16 @@ def test_a_value_arrow_cannot_hold_is_named_by_field_value_and_key(appdb, tmp_pa
     assert "field=ts" in text and "CSV column #" not in text and "next: ask the source owner to replace 'infinity'" in text
     assert "app.events.d holds '4713-01-01 BC' in the row(s) with (id=3)" in str(ancient.error), ancient.error
     assert not infinite.landed and not ancient.landed
+    # Arrow's decimal parser names no column: NaN in a numeric(p,s) said neither field nor key
+    with appdb.cursor() as cur:
+        cur.execute("CREATE TABLE app.amounts (id int PRIMARY KEY, a numeric(10, 2), b numeric(10, 2)); "
+                    "INSERT INTO app.amounts VALUES (1, 1.5, 2.5), (2, 3, 'NaN')")
+    decl["tables"] = {"amounts": {"source_table": "app.amounts", "primary_key": "id"}}
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (nan,) = ingest(parse_source(decl), landing=landing, raw=raw, lock_dir=tmp_path)
+    text = str(nan.error)
+    assert "app.amounts.b holds 'NaN' in the row(s) with (id=2), which its type decimal(10,2) cannot hold" in text, text
+    assert "field=b" in text and not nan.landed
 
 
 def test_bytes_a_sql_ascii_database_cannot_send_as_utf8_say_a_rerun_will_not_help(pg_server, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
