@@ -6,6 +6,7 @@ the declared columns. Below both extractors, so neither imports the other.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -69,10 +70,11 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
                     _cast(column.slice(offset, 1), target)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as single:
                     exc = single
+                why, hint = _time_reason(value, kind) or (str(exc), "fix the source row, or change the column's "
+                                                          "type in the source declaration")
                 raise ContractError(
-                    f"value {value!r} is not a valid {kind} ({exc})", **where, row=first_row + offset,
-                    field=spec.name, hint="fix the source row, or change the column's type in the source declaration "
-                         "(docs/runbook.md#failed-load--bad-input)",
+                    f"value {value!r} is not a valid {kind} ({why})", **where, row=first_row + offset,
+                    field=spec.name, hint=f"{hint} (docs/runbook.md#failed-load--bad-input)",
                 ) from exc
             if text and pa.types.is_floating(target):
                 _refuse_overflow(column, cast, spec.name, first_row, where)
@@ -256,6 +258,31 @@ def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
         except pa.ArrowInvalid:
             raise naive from None  # a value that is no timestamp: the error names it as before
         return pc.if_else(zoned, with_zone, without)
+
+
+_FRACTION = re.compile(r"[T ]\d\d:\d\d:\d\d\.(\d{7,})")
+_OFFSET = re.compile(r"[T ]\d\d:\d\d(:\d\d(\.\d+)?)?\s*(Z|[+-]\d\d(:?\d\d)?)$")
+
+
+def _time_reason(value: object, kind: str) -> tuple[str, str] | None:
+    """What is wrong with a time value Arrow refused, where its own words mislead (it says
+    "expected no zone offset" for nanoseconds).
+
+    >>> _time_reason("2024-02-03T04:05:06.123456789Z", "timestamptz")[0]
+    'it has 9 fractional digits of a second; microseconds (6) are the finest this column holds'
+    >>> _time_reason("2024-02-03T04:05:06+02:00", "timestamp")[1]
+    'declare the column timestamptz (a time with its offset), or write the value in UTC without one'
+    """
+    if not isinstance(value, str) or kind not in ("timestamp", "timestamptz"):
+        return None
+    fraction = _FRACTION.search(value)
+    if fraction:
+        return (f"it has {len(fraction.group(1))} fractional digits of a second; microseconds (6) are the finest "
+                "this column holds", "round the value to microseconds at the source, or declare the column string")
+    if kind == "timestamp" and _OFFSET.search(value.strip()):
+        return ("it has a zone offset, and a timestamp column holds times without one",
+                "declare the column timestamptz (a time with its offset), or write the value in UTC without one")
+    return None
 
 
 _INFINITY = r"^\s*[+-]?(?i:inf|infinity)\s*$"

@@ -474,3 +474,18 @@ def test_corners_a_probe_found_load_or_are_named(tmp_path: Path) -> None:
     message = str(outcome.error)
     assert "row=2" in message and "line 2 of e.jsonl holds a number Python cannot read" in message, message
     assert "unexpected" not in message and "sys.set_int_max_str_digits" not in message
+
+
+@pytest.mark.parametrize(("kind", "value", "reason", "hint"), [
+    ("timestamptz", "2024-02-03T04:05:06.123456789Z", "it has 9 fractional digits of a second", "round the value"),
+    ("timestamp", "2024-02-03T04:05:06+02:00", "it has a zone offset", "declare the column timestamptz"),
+], ids=["nanoseconds", "offset-in-a-timestamp"])
+def test_a_refused_time_says_what_is_wrong_with_it(tmp_path: Path, kind: str, value: str, reason: str, hint: str) -> None:
+    """Arrow's own words were "expected no zone offset" for both, misleading for the first."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "raw_orders.csv").write_text(f"id,v\no1,2024-02-03 04:05:06\no2,{value}\n")
+    outcome, _ = load(folder, tmp_path, id="string", v=kind)
+    message = str(outcome.error)
+    assert "row=2" in message and reason in message and hint in message.split("next: ")[1], message
+    assert "expected no zone offset" not in message
