@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -307,6 +307,8 @@ def _bounded_cursor(high: Any, floor: str | None, started: datetime, where: dict
     datetime.datetime(2026, 12, 4, 9, 0)
     >>> _bounded_cursor(42, "40", now, {})
     42
+    >>> _bounded_cursor(date(2024, 1, 1), "2024-02-01", now, {})
+    datetime.date(2024, 2, 1)
     """
     if isinstance(high, datetime):
         limit = started if high.tzinfo else started.replace(tzinfo=None)
@@ -325,9 +327,11 @@ def _bounded_cursor(high: Any, floor: str | None, started: datetime, where: dict
                 stored = stored.replace(tzinfo=UTC)
             elif stored.tzinfo and not high.tzinfo:
                 stored = stored.astimezone(UTC).replace(tzinfo=None)
+        elif isinstance(high, date):  # (not date("2024-01-01"), which raised and let the cursor move back)
+            stored = date.fromisoformat(floor[:10])
         else:
             stored = type(high)(floor)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, ArithmeticError):
         return high
     return stored if high < stored else high
 
@@ -343,10 +347,15 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
     since: Any = item.cursor_from
     cursor_type = next((c.type for c in item.columns if c.name == table.cursor_field), None)
     try:  # compared as what it is: '10' < '9' as text
-        if cursor_type is not None and pa.types.is_decimal(cursor_type.arrow):
+        arrow = cursor_type.arrow if cursor_type is not None else None
+        if arrow is not None and pa.types.is_decimal(arrow):
             since = Decimal(item.cursor_from)
-        elif cursor_type is not None and pa.types.is_integer(cursor_type.arrow):
+        elif arrow is not None and pa.types.is_integer(arrow):
             since = int(item.cursor_from)
+        elif arrow is not None and pa.types.is_floating(arrow):
+            since = float(item.cursor_from)
+        elif arrow is not None and pa.types.is_date(arrow):
+            since = date.fromisoformat(item.cursor_from[:10])
     except (ArithmeticError, ValueError):
         since = item.cursor_from
     if cursor_type is not None and pa.types.is_timestamp(cursor_type.arrow):

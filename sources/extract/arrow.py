@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -26,11 +25,12 @@ def arrow_schema(table: TableSpec) -> pa.Schema:
 
 
 def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: dict[str, str],
-               utf8_checked: bool = False) -> pa.RecordBatch:
+               utf8_checked: bool = False, json_written: bool = False) -> pa.RecordBatch:
     """Cast every column to its declared type; name the first row and field that do not cast, whose
     value the cast would change, or whose value no raw store can hold
     (``sources.contracts.check_values``; ``utf8_checked`` as there). An extract of such batches is
-    ``Extract(values_checked=True)``: the pipeline does not check them again.
+    ``Extract(values_checked=True)``: the pipeline does not check them again. ``json_written``:
+    the ``json`` columns were written by ``json_text`` (records), so they are JSON already.
 
     Text (CSV, JSON, a Parquet text column) is parsed strictly: empty text is NULL for every type
     but ``string``, hexadecimal integers are refused, a ``uuid`` must be one and a ``json`` value
@@ -83,7 +83,7 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
         if kind == "uuid":
             _refuse_matching(cast, _UUID, "is not a UUID", "fix the value at the source, or declare the column as "
                              "string", located, invert=True)
-        elif kind == "json":
+        elif kind == "json" and not json_written:
             _refuse_invalid_json(cast, located)
         arrays.append(cast)
     cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
@@ -109,16 +109,20 @@ def _as_text_if_text(column: pa.Array, declared: str) -> pa.Array:
     """
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
+    uuid_type = getattr(column.type, "extension_name", None) == "arrow.uuid"
     if isinstance(column, pa.ExtensionArray):  # Arrow's UUID and other extension types: their stored values
         column = column.storage
     if any(test(column.type) for test in _TEXT_LIKE):
         column = pc.cast(column, pa.string())
     if declared in ("json", "string") and pa.types.is_nested(column.type):  # a struct, list or map: as JSON text
+        import duckdb  # only for such files (Arrow data handed to DuckDB imports pandas)
+
         with duckdb.connect() as con:
             con.register("_nested", pa.table({"v": column}))
             written = con.execute("SELECT to_json(v)::VARCHAR AS v FROM _nested").to_arrow_table()
         column = written.column(0).combine_chunks()
-    if declared == "uuid" and pa.types.is_fixed_size_binary(column.type) and column.type.byte_width == 16:
+    if (declared == "uuid" or (uuid_type and declared == "string")) and pa.types.is_fixed_size_binary(column.type) \
+            and column.type.byte_width == 16:
         import uuid  # only for such files
 
         column = pa.array([None if b is None else str(uuid.UUID(bytes=b)) for b in column.to_pylist()], pa.string())
@@ -126,6 +130,8 @@ def _as_text_if_text(column: pa.Array, declared: str) -> pa.Array:
 
 
 def _declared_name(arrow: pa.DataType) -> str:
+    if pa.types.is_time(arrow) or pa.types.is_duration(arrow) or pa.types.is_interval(arrow):
+        return "string"  # no such type in the vocabulary: Arrow's text of it
     if pa.types.is_integer(arrow):
         return "integer"
     if pa.types.is_floating(arrow):
@@ -178,16 +184,19 @@ def _refuse_changed(column: pa.Array, cast: pa.Array, declared: str, located: di
     sources.errors.ContractError: [table=t row=2 field=x] value 1.239 (double in the file) would be stored as 1.24 in a decimal(10,2) column
       next: declare a type that holds the value as it is (decimal(p,s) with more scale, float, timestamp...), or fix the file
     """
+    text = pa.types.is_string(cast.type)
     try:
         back = pc.cast(cast, column.type)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        back = None
-    if back is None:
-        differs = pc.is_valid(column)
-    else:
-        differs = _false_if_null(pc.not_equal(back, column))
+        left, right = column, back
+        if pa.types.is_floating(column.type):  # float16 has no comparison of its own
+            left, right = pc.cast(column, pa.float64()), pc.cast(back, pa.float64())
+        differs = _false_if_null(pc.not_equal(right, left))
         if pa.types.is_floating(column.type):
-            differs = pc.and_(differs, pc.invert(_false_if_null(pc.and_(pc.is_nan(column), pc.is_nan(back)))))
+            differs = pc.and_(differs, pc.invert(_false_if_null(pc.and_(pc.is_nan(left), pc.is_nan(right)))))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        if text:  # Arrow's text of a type it cannot read back (a time of day, a duration): kept as it wrote it
+            return
+        differs = pc.is_valid(column)
     if not pc.any(differs).as_py():
         return
     offset = _first_true(differs)
@@ -213,20 +222,32 @@ def _shown(scalar: pa.Scalar) -> str:
     return repr(value) if isinstance(value, (str, bytes)) else str(value)
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+# JSON as the standard has it: NaN and Infinity (which Python's parser and DuckDB's json_valid
+# accept) are refused; a PostgreSQL json column would refuse them later
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def _refuse_invalid_json(column: pa.Array, located: dict[str, Any]) -> None:
-    """Refuse the first value of a ``json`` column that is not JSON text (DuckDB's parser: about
-    0.13 s per million values)."""
+    """Refuse the first value of a ``json`` column (read as text: CSV, Parquet) that is not JSON
+    text. Python's parser, value by value (about 3 s per million small documents): DuckDB's
+    ``json_valid`` is 20 times faster, but handing Arrow data to DuckDB imports pandas, and it
+    accepts NaN and trailing commas."""
     if column.null_count == len(column):
         return
-    with duckdb.connect() as con:
-        con.register("_json_values", pa.table({"v": column}))
-        row = con.execute("SELECT i - 1, v FROM (SELECT row_number() OVER () AS i, v FROM _json_values) "
-                          "WHERE NOT json_valid(v) ORDER BY i LIMIT 1").fetchone()
-    if row is None:
-        return
-    where = {k: v for k, v in located.items() if k not in ("first_row", "field")}
-    raise ContractError(f"value {row[1][:80]!r} is not JSON text", **where, row=located["first_row"] + int(row[0]),
-                        field=located["field"], hint="fix the value at the source, or declare the column as string")
+    for offset, text in enumerate(column.to_pylist()):
+        if text is None:
+            continue
+        try:
+            _STRICT_JSON.decode(text)
+        except ValueError:
+            where = {k: v for k, v in located.items() if k not in ("first_row", "field")}
+            raise ContractError(f"value {text[:80]!r} is not JSON text", **where, row=located["first_row"] + offset,
+                                field=located["field"], hint="fix the value at the source, or declare the column as "
+                                "string") from None
 
 
 def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
@@ -238,9 +259,11 @@ def _cast(column: pa.Array, target: pa.DataType) -> pa.Array:
     ['2019-08-30 23:30:00+00:00', '2019-08-30 10:00:00+00:00', 'None', '2019-08-30 00:00:00+00:00']
     >>> _cast(pa.array([12, None]), pa.decimal128(10, 2)).to_pylist()  # Arrow alone asks int64 for 21 digits
     [Decimal('12.00'), None]
+    >>> _cast(pa.array([12]), pa.decimal128(38, 20)).to_pylist()
+    [Decimal('12.00000000000000000000')]
     """
-    if pa.types.is_integer(column.type) and pa.types.is_decimal(target) and target.precision < 38:
-        return pc.cast(pc.cast(column, pa.decimal128(38, target.scale)), target)  # each value checked to fit
+    if pa.types.is_integer(column.type) and pa.types.is_decimal(target):
+        return pc.cast(pc.cast(column, pa.decimal256(76, target.scale)), target)  # each value checked to fit
     try:
         return pc.cast(column, target)
     except pa.ArrowInvalid:
@@ -381,31 +404,55 @@ class JsonNumber:
 RECORD_DECODER = json.JSONDecoder(parse_float=JsonNumber, parse_constant=JsonNumber)
 
 
-def json_text(value: Any) -> str:
+class NotJson(ValueError):
+    """A JSON value holding ``NaN`` or ``Infinity``: Python's parser reads them, JSON has none."""
+
+
+def json_text(value: Any, strict: bool = False) -> str:
     """``value`` as compact JSON with sorted keys, its ``JsonNumber``s written as the source sent
-    them.
+    them. ``strict``: refuse ``NaN`` and ``Infinity`` (``NotJson``), which a ``json`` column
+    cannot hold as JSON.
 
     >>> json_text({"b": [JsonNumber("1.10"), 2], "a": "x"})
     '{"a":"x","b":[1.10,2]}'
+    >>> json_text([JsonNumber("NaN")], strict=True)
+    Traceback (most recent call last):
+    ...
+    sources.extract.arrow.NotJson: NaN is not JSON
     """
-    try:  # the C encoder, for values without a JsonNumber; the walk below otherwise
-        return json.dumps(value, separators=(",", ":"), sort_keys=True)
-    except TypeError:
-        pass
+    if not isinstance(value, JsonNumber):
+        try:  # the C encoder, for values without a JsonNumber (once: the walk below never retries it)
+            return json.dumps(value, separators=(",", ":"), sort_keys=True)
+        except TypeError:
+            pass
+    return _json_walk(value, strict)
+
+
+def _json_walk(value: Any, strict: bool) -> str:
     if isinstance(value, JsonNumber):
+        if strict and value.text in ("NaN", "Infinity", "-Infinity"):
+            raise NotJson(f"{value.text} is not JSON")
         return value.text
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(k)}:{json_text(v)}" for k, v in sorted(value.items())) + "}"
+        return "{" + ",".join(f"{json.dumps(k)}:{_json_walk(v, strict)}" for k, v in sorted(value.items())) + "}"
     if isinstance(value, list):
-        return "[" + ",".join(json_text(v) for v in value) + "]"
-    raise TypeError(f"not a JSON value: {type(value).__name__}")
+        return "[" + ",".join(_json_walk(v, strict) for v in value) + "]"
+    return json.dumps(value)  # text, an integer, true, false, null
+
+
+def _not_json(value: Any) -> bool:
+    try:
+        _to_text(value, "json")
+    except NotJson:
+        return True
+    return False
 
 
 def _to_text(value: Any, type_name: str) -> str | None:
     if value is None:
         return None
     if type_name == "json" or isinstance(value, (dict, list)):
-        return json_text(value)
+        return json_text(value, strict=type_name == "json")
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
@@ -428,7 +475,13 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
     def flush() -> pa.RecordBatch:
         arrays = []
         for n, t in zip(names, types):
-            texts = [_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer]
+            try:
+                texts = [_to_text(r.get(n) if isinstance(r, dict) else None, t) for r in buffer]
+            except NotJson as exc:
+                index = next(i for i, r in enumerate(buffer) if _not_json(r.get(n) if isinstance(r, dict) else None))
+                raise ContractError(f"JSON value holds {str(exc).split()[0]}, which JSON has no way to write", **where,
+                                    row=first_row + index, field=n,
+                                    hint="fix the record at the source, or declare the column string") from None
             try:
                 arrays.append(pa.array(texts, pa.string()))
             except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800") is no UTF-8 text
@@ -436,7 +489,8 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
                 raise LoneSurrogate("text value holds a lone UTF-16 surrogate (a broken \\uXXXX escape in the "
                                     "JSON), which is not valid UTF-8", **where, row=first_row + index, field=n,
                                     hint="fix the record at the API; nothing of this batch was landed") from None
-        return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where)
+        return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where,
+                          json_written=True)
 
     for records in pages_:
         for record in records:

@@ -425,7 +425,7 @@ def _lone_surrogate(file: SourceFile) -> tuple[int | None, str | None]:
     for text, _ in text_chunks(file):
         for number, line in enumerate(io.StringIO(text, newline=""), start=number + 1):
             try:
-                record = json.loads(line)
+                record = json.loads(line[1:] if number == 1 and line.startswith("\ufeff") else line)
             except ValueError:
                 continue
             for key, value in (record.items() if isinstance(record, dict) else []):
@@ -438,7 +438,8 @@ def _lone_surrogate(file: SourceFile) -> tuple[int | None, str | None]:
 
 def _open_parquet(file: SourceFile, name: str, where: dict[str, str]) -> pq.ParquetFile:
     try:
-        return pq.ParquetFile(file.fs.open_input_file(file.path))
+        # UUID and JSON logical types as Arrow's extension types, whoever wrote the file (not bare bytes)
+        return pq.ParquetFile(file.fs.open_input_file(file.path), arrow_extensions_enabled=True)
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceReadError(f"{name} is not a readable Parquet file (or vanished): {exc}", **where,
                               hint="check the file; re-export it if it is damaged, then rerun the load") from exc

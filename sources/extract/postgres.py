@@ -100,8 +100,8 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
         raise ContractError(f"primary_key/cursor_field columns {absent} are not in {table.source_table}", **where,
                             hint="fix primary_key or cursor_field in the declaration")
     if table.cursor_field:
-        data_types = {str(r[0]): str(r[1]) for r in rows}
-        _refuse_unordered_cursor(table, data_types[table.cursor_field], by_name[table.cursor_field].type, where)
+        (row,) = [r for r in rows if r[0] == table.cursor_field]
+        _refuse_unordered_cursor(table, str(row[1]), by_name[table.cursor_field].type, where, row[3], row[4])
     if not table.columns:
         return catalog
     # declared columns: a subset of the catalog, each with the catalog's type
@@ -122,7 +122,8 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
 _TEXT_CURSORS = ("text", "character varying", "character")
 
 
-def _refuse_unordered_cursor(table: TableSpec, data_type: str, mapped: ColumnType, where: dict[str, str]) -> None:
+def _refuse_unordered_cursor(table: TableSpec, data_type: str, mapped: ColumnType, where: dict[str, str],
+                             precision: int | None = None, scale: int | None = None) -> None:
     """A cursor must sort the same in PostgreSQL and in the loader, which takes the highest value
     it read as the next lower bound: numbers, times, text (read with ``COLLATE "C"``) and UUIDs
     do; a ``numeric`` without a precision (landed as text), an enum, an interval... do not, and a
@@ -133,18 +134,23 @@ def _refuse_unordered_cursor(table: TableSpec, data_type: str, mapped: ColumnTyp
     Traceback (most recent call last):
     ...
     sources.errors.ContractError: cursor_field seq is numeric without a precision in app.t, which lands as text, and text does not sort as PostgreSQL sorts it ('10' before '9' for a numeric): rows after the cursor would be skipped for good
-      next: use a bigint, numeric(p,s) (p up to 38), date or timestamp column as cursor_field, or read the table through a view that casts this one (for example seq::numeric(38,0) AS seq)
+      next: use a bigint, numeric(p,s) (p up to 38), date or timestamp column as cursor_field, or read the table through a view that casts seq::numeric(38,0) (or numeric(38,s) for its decimals)
     """
     if data_type in (*_TEXT_CURSORS, "uuid") or not pa.types.is_string(mapped.arrow):
         return
-    shown = "numeric without a precision" if data_type == "numeric" else data_type
+    field = table.cursor_field
+    if data_type == "numeric" and precision is None:
+        shown, cast = "numeric without a precision", f"{field}::numeric(38,0) (or numeric(38,s) for its decimals)"
+    elif data_type == "numeric":
+        shown = f"numeric({precision},{scale}), more than a decimal column's 38 digits or a scale outside 0..precision"
+        cast = f"{field}::numeric(38,s), with the scale s its values need, if they fit in 38 digits"
+    else:
+        shown, cast = data_type, f"{field} to a number or a timestamp"
     raise ContractError(
-        f"cursor_field {table.cursor_field} is {shown} in {table.source_table}, which lands as text, and text "
-        "does not sort as PostgreSQL sorts it ('10' before '9' for a numeric): rows after the cursor would be "
-        "skipped for good", **where,
-        hint="use a bigint, numeric(p,s) (p up to 38), date or timestamp column as cursor_field, or read the table "
-             f"through a view that casts this one (for example {table.cursor_field}::numeric(38,0) AS "
-             f"{table.cursor_field})")
+        f"cursor_field {field} is {shown} in {table.source_table}, which lands as text, and text does not sort as "
+        "PostgreSQL sorts it ('10' before '9' for a numeric): rows after the cursor would be skipped for good",
+        **where, hint=f"use a bigint, numeric(p,s) (p up to 38), date or timestamp column as cursor_field, or read "
+                      f"the table through a view that casts {cast}")
 
 
 def cursor_is_text(con, table: TableSpec) -> bool:  # type: ignore[no-untyped-def]

@@ -236,7 +236,8 @@ from sources.pipeline import ingest
 folder = Path(sys.argv[1])
 spec = parse_source({"name": "shop", "kind": "files", "owner": "x", "path": str(folder),
                      "tables": {"orders": {"file": "orders.csv", "primary_key": "id",
-                                           "columns": {"id": "integer", "at": "timestamp", "total": "decimal(12,2)"}}}})
+                                           "columns": {"id": "integer", "at": "timestamp", "total": "decimal(12,2)",
+                                                       "code": "uuid", "meta": "json", "x": "float"}}}})
 with DuckDBRaw(folder / "wh.duckdb") as raw:
     out = ingest(spec, landing=Landing.local(folder / "landing"), raw=raw, lock_dir=folder)
 assert [o.rows_applied for o in out] == [3] and not out[0].error, out
@@ -250,7 +251,10 @@ def test_a_csv_load_never_imports_pandas(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    (tmp_path / "orders.csv").write_text("id,at,total\n1,2024-01-01 00:00:00,9.50\n2,,\n3,2024-01-02 10:00:00,\n")
+    # every kind of check on the common path: empty text, uuid, json, a float's overflow check
+    (tmp_path / "orders.csv").write_text('id,at,total,code,meta,x\n1,2024-01-01 00:00:00,9.50,'
+                                         '0a0b0c0d-0000-4000-8000-00000000000a,"{""a"": 1}",1.5\n2,,,,,\n'
+                                         '3,2024-01-02 10:00:00,,,[1],inf\n')
     proc = subprocess.run([sys.executable, "-c", NO_PANDAS, str(tmp_path)], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2])
     assert proc.returncode == 0, proc.stderr[-2000:]

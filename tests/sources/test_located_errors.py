@@ -384,7 +384,9 @@ def test_json_lines_numbers_are_kept_as_written(tmp_path: Path) -> None:
     (b"id,v\no1,0a0b0c0d-0000-4000-8000-00000000000A\no2,{0a0b0c0d00004000800000000000000a}\no3,not-a-uuid\n", "uuid",
      3, "'not-a-uuid' is not a UUID"),
     (b'id,v\no1,"{""a"": [1, 2.50]}"\no2,\no3,{not json}\n', "json", 3, "'{not json}' is not JSON text"),
-], ids=["hex-integer", "uuid", "json"])
+    (b'id,v\no1,[1]\no2,"{""a"": NaN}"\n', "json", 2, "is not JSON text"),  # DuckDB's json_valid took these
+    (b'id,v\no1,[1]\no2,"[1,]"\n', "json", 2, "'[1,]' is not JSON text"),
+], ids=["hex-integer", "uuid", "json", "json-nan", "json-trailing-comma"])
 def test_text_that_is_not_of_its_declared_type_is_refused(tmp_path: Path, text: bytes, kind: str, row: int,
                                                           part: str) -> None:
     folder = tmp_path / "in"
@@ -403,7 +405,7 @@ def test_text_that_is_not_of_its_declared_type_is_refused(tmp_path: Path, text: 
     stored = [v for (v,) in con.execute("SELECT v FROM raw_shop.orders ORDER BY id").fetchall()]
     con.close()
     assert stored == {"integer": [16], "uuid": ["0a0b0c0d-0000-4000-8000-00000000000A", "{0a0b0c0d00004000800000000000000a}"],
-                      "json": ['{"a": [1, 2.50]}', None]}[kind]
+                      "json": ['{"a": [1, 2.50]}', None] if row == 3 else ["[1]"]}[kind]
 
 
 PARQUET_CASES = [
@@ -418,13 +420,20 @@ PARQUET_CASES = [
     (pa.array(["7", "", None]).dictionary_encode(), "integer", [7, None, None], None),
     (pa.array([1.5, 2.0], pa.float32()), "float", [1.5, 2.0], None),
     (pa.array([1.25, None]), "decimal(10,2)", [Decimal("1.25"), None], None),
+    # found by review: each failed (an uncaught error, Arrow's precision rule, bytes read as text)
+    (pa.array([1, None], pa.time64("us")), "string", ["00:00:00.000001", None], None),
+    (pa.array([1.5, 2.0], pa.float16()), "float", [1.5, 2.0], None),
+    (pa.array([12]), "decimal(38,20)", [Decimal("12.00000000000000000000")], None),
+    (pa.ExtensionArray.from_storage(pa.uuid(), pa.array([bytes(range(16))], pa.binary(16))), "string",
+     ["00010203-0405-0607-0809-0a0b0c0d0e0f"], None),
 ]
 
 
 @pytest.mark.parametrize(("values", "kind", "kept", "refused"), PARQUET_CASES,
                          ids=["float-rounded-into-decimal", "time-of-day-into-date", "2-into-boolean",
                               "epoch-number-into-timestamp", "timestamp-into-integer", "uuid-bytes",
-                              "dictionary-text", "float32", "exact-decimal"])
+                              "dictionary-text", "float32", "exact-decimal", "time-of-day-as-text", "float16",
+                              "integer-into-decimal-38-20", "uuid-extension-as-text"])
 def test_a_parquet_column_of_another_type_is_cast_only_where_the_value_stays_the_same(
     tmp_path: Path, values: pa.Array, kind: str, kept: list | None, refused: str | None,
 ) -> None:
