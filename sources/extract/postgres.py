@@ -42,7 +42,7 @@ ESCAPES = (("\\b", "\b"), ("\\f", "\f"), ("\\n", "\n"), ("\\r", "\r"), ("\\t", "
 # The text form of values in COPY output depends on session settings a server or database may
 # change (DateStyle 'SQL, DMY' turns dates into 31/12/2024, extra_float_digits 0 rounds floats).
 SESSION_SETTINGS = ("SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3; "
-                    "SET bytea_output = 'hex'; SET TimeZone = 'UTC'")
+                    "SET bytea_output = 'hex'; SET TimeZone = 'UTC'; SET lc_monetary = 'C'")
 
 
 def catalog_type(data_type: str, udt: str, precision: int | None, scale: int | None) -> ColumnType:
