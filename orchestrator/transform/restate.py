@@ -262,6 +262,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         result.intervals_removed += len(snapshots)
         if i == 0 and len(removals) > 1:
             failpoints.hit("transform.mid_invalidate")
+    if removals:
+        _refuse_ignored_removals(ctx, removals)
     if adapter.dialect == "spark":
         # Spark overwrites only the partitions a restated day writes: a day left with no rows
         # (its orders deleted or moved) would keep its old rows. Drop the restated days first.
@@ -283,6 +285,34 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
     return result
+
+
+def _refuse_ignored_removals(ctx: Any, removals: dict[tuple[int, int], list[Any]]) -> None:
+    """Fail, before any batch is consumed, when SQLMesh's state still holds an interval just removed.
+
+    SQLMesh merges a model version's interval records in the order of their ``created_ts``, the
+    clock of the machine that wrote each one (0.236: ``state_sync/db/interval.py``). A removal
+    stamped before the record it removes (this machine's clock went back, or machines whose clocks
+    differ share the state) is ignored: the run found nothing to do, the batches were marked
+    consumed, and the change never reached the marts while every command succeeded (an on-call
+    probe). Read back, the removed days must be missing; the batches then stay pending."""
+    snapshots = {s.snapshot_id: s for group in removals.values() for s in group}
+    fresh = {s.snapshot_id: s for s in _state_beneath_cache(ctx).refresh_snapshot_intervals(list(snapshots.values()))}
+    for (start, end), group in sorted(removals.items()):
+        for snapshot in group:
+            intervals = fresh.get(snapshot.snapshot_id, snapshot).intervals
+            if any(a < end and b > start for a, b in intervals):
+                from orchestrator.transform.run import TransformFailed
+
+                now = datetime.now(UTC)
+                raise TransformFailed(
+                    "restate", [],
+                    f"SQLMesh's state still records {snapshot.name} as built for {utc_day(start)}..{utc_day(end - 1)} "
+                    "after elt removed those days to restate them: its interval records carry a later time than this "
+                    f"machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC), and SQLMesh ignores a removal stamped earlier. "
+                    "Nothing was marked consumed: every transform tries again, and succeeds once the clock has passed "
+                    "the recorded time. Check the clock (NTP) of every machine that runs transforms on this state "
+                    "(docs/runbook.md#a-job-failed).")
 
 
 def outside_plan_margin_s() -> int:

@@ -457,3 +457,33 @@ def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) 
     transform(clean, quiet=True)
     os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
     assert Gateway("duckdb").marts(settings) == Gateway("duckdb").marts(clean)
+
+
+def test_a_clock_behind_the_state_fails_the_transform_and_loses_nothing(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by a probe: SQLMesh orders interval records by the writing machine's clock, so a removal
+    stamped before the record it removes is ignored. The transform said it restated the moved order's
+    days, evaluated nothing, marked the batch consumed and exited 0; the marts kept the old day for good."""
+    from orchestrator.transform.run import TransformFailed
+    from sqlmesh.core.state_sync.db import interval
+
+    shop = Shop(random.Random(3))
+    settings = _settings(tmp_path, "clock")
+    folder = tmp_path / "files"
+    for d in range(5):
+        for _ in range(3):
+            shop.add_order(START + timedelta(days=d))
+    shop.write(folder)
+    _load(settings, folder)
+    transform(settings, quiet=True)
+    moved = sorted(shop.orders)[0]
+    shop.orders[moved]["ordered_at"] = f"{(START + timedelta(days=3)).isoformat()}T12:00:00"
+    shop.write(folder)
+    _load(settings, folder)
+    with monkeypatch.context() as clock:
+        clock.setattr(interval, "now_timestamp", lambda: 0)  # this machine's clock, behind every record in state
+        with pytest.raises(TransformFailed, match="carry a later time than this machine's clock") as failed:
+            transform(settings, quiet=True)
+    assert "Nothing was marked consumed" in str(failed.value)
+    transform(settings, quiet=True)  # the clock is right again: the pending batch is restated now
+    assert Gateway("duckdb").marts(settings) == _clean_build(tmp_path, shop)
