@@ -8,7 +8,7 @@ its plan and run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlglot import exp
@@ -79,6 +79,9 @@ class Lineage:
     # sequence_key): it numbers rows within an entity by time (a window function in its query, or
     # the LATER_DAYS_TAG tag), or reads a model that does. The others restate only the rows' own days.
     later_days: dict[str, bool] = field(default_factory=dict)
+    # raw table -> the earliest start of the time-partitioned models reading it: rows dated before
+    # it are in no interval of any model (windows.timeless with first_day)
+    first_day: dict[str, date] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -118,7 +121,15 @@ class Lineage:
             audited = {schema_table(d).lower() for d in models[name].depends_on} - query_parents(models[name])
             for parent in audited:
                 triggers[name] |= upstream.get(parent, set()) if parent in models else {parent}
-        return cls(is_time, triggers, via, later)
+        from sqlmesh.utils.date import to_date
+
+        first: dict[str, date] = {}
+        for name, model in models.items():
+            if is_time[name] and model.start is not None:
+                start = to_date(model.start)
+                for raw_table in upstream.get(name, set()):
+                    first[raw_table] = min(first.get(raw_table, start), start)
+        return cls(is_time, triggers, via, later, first)
 
 
 @dataclass
@@ -172,7 +183,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         # nothing new: the batches that held rows out of staging are checked again, and fail again
         # (or are released) without restating anything
         result = Restatement()
-        held = _check_held_out(adapter, w.window_specs(), held_before, result)
+        held = _check_held_out(adapter, w.window_specs(), held_before, result, lineage.first_day)
         w.set_held(adapter, held, held_before)
         return result
     wanted = {sid for mv in pending for sid in targets[mv]}
@@ -224,7 +235,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     for tables in [*pending.values(), *unchecked.values()]:
         for raw_table, batches in tables.items():
             every.setdefault(raw_table, set()).update(batches)
-    held = _check_held_out(adapter, specs, every, result)
+    held = _check_held_out(adapter, specs, every, result, lineage.first_day)
     removals: dict[tuple[int, int], list[Any]] = {}
     scope: dict[str, list[tuple[int, int]] | None] = {}
     for (name, version), tables in sorted(pending.items()):
@@ -388,7 +399,7 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
 
 
 def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, set[str]],  # type: ignore[no-untyped-def]
-                    result: Restatement) -> dict[str, set[str]]:
+                    result: Restatement, first_days: dict[str, date] | None = None) -> dict[str, set[str]]:
     """Rows of ``batches_of`` (raw table -> batches: the pending ones and those held before) that
     staging holds out: orphans, rows whose parent was deleted, keys without their event time. Adds
     them to ``result.orphans`` and returns raw table -> the batches holding them, which the next
@@ -417,6 +428,14 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
             log.warning(f"{empty.count} key(s) of {raw_table} have no {empty.event_time} in their latest version; "
                         "held out of staging, checked again by every transform",
                         extra={"fields": {"raw_table": raw_table, "rows": empty.count, "example": str(empty.example)}})
+        first_day = (first_days or {}).get(raw_table)
+        early = w.timeless(adapter, raw_table, specs, batches, first_day) if first_day else None
+        if early:
+            result.orphans.append(early)
+            held.setdefault(raw_table, set()).update(early.batches)
+            log.warning(f"{early.count} key(s) of {raw_table} are dated before {first_day}, the first day the models "
+                        "build; held out of staging, checked again by every transform",
+                        extra={"fields": {"raw_table": raw_table, "rows": early.count, "example": str(early.example)}})
     for raw_table in sorted(batches_of):
         # a parent deleted while rows still name it: as a clean build of the same data would fail
         for found in w.deleted_parents(adapter, raw_table, specs, batches_of[raw_table]):

@@ -68,7 +68,8 @@ class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
     def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None,
-                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False) -> None:
+                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False,
+                 early: bool = False) -> None:
         self.step = step
         self.failures = failures
         # rows held out of staging, when that is the failure: {table, rows, warn, why} each
@@ -91,6 +92,9 @@ class TransformFailed(Exception):
                       if any(DELETED_PARENT in f.query for f in failures) else [])
             steps += ["fill the empty event time at the source (or delete the row there) and load it (a table read "
                       "by cursor: with --force if the row's cursor value is older than the table's cursor)"] if timeless else []
+            steps += ["correct the date at the source (or delete the row there) and load it, or, if the data really "
+                      "starts earlier, move the models' start before it (model_defaults start in config.yaml, then "
+                      "`sqlmesh plan`, which rebuilds them)"] if early else []
             lines.append(
                 f"  next: {'; '.join(steps)} with `elt load ...`, then rerun `elt transform`; until then each transform"
                 " fails with this message and the rest of the data stays current."
@@ -683,9 +687,11 @@ def lineage_direct(ctx) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
 def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type: ignore[no-untyped-def]
     model = ", ".join(sorted(direct.get(found.raw_table, set()))) or found.raw_table
     if found.event_time:  # windows.timeless
+        late = (f"is dated before {found.before}, the first day the models build (their start)" if found.before
+                else f"has no {found.event_time}")
         return AuditFailure(model, "held_out", found.count, found.example, found.query,
                             heading=f"{found.count} key(s) of {found.raw_table} held out of {model}: their latest "
-                                    f"version has no {found.event_time}")
+                                    f"version {late}")
     gone = DELETED_PARENT if found.parent_deleted else "is missing"
     return AuditFailure(model, "assert_relationship", found.count, found.example,
                         f"{found.query}  -- rows of {found.raw_table} whose parent in {found.parent_table} {gone}")
@@ -702,17 +708,21 @@ def _held_out(found: list[Any]) -> str:
     """The first line of the failure for rows held out of staging (orphans, rows without their time)."""
     kinds = [k for k, present in (("whose parent is missing", any(not o.event_time and not o.parent_deleted for o in found)),
                                   ("whose parent was deleted", any(o.parent_deleted for o in found)),
-                                  ("without their event time", any(o.event_time for o in found))) if present]
+                                  ("without their event time", any(o.event_time and not o.before for o in found)),
+                                  ("dated before the models' first day", any(o.before for o in found))) if present]
     pages = _held_pages(found)
     overdue = "".join(f" {o.overdue}: they fail as under held_rows: fail." for o in found if o.overdue)
     return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
             "checks them again, and fails, until the rows are corrected at the source"
             f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
+            f"{' or the models start earlier' if any(o.before for o in found) else ''}"
             f" (runbook: {pages}).{overdue}")
 
 
 def _held_why(found: Any) -> str:
     """Why rows were held out, in a few words (the run history, `elt status`, the report)."""
+    if found.before:
+        return f"{found.event_time} before {found.before}"
     if found.event_time:
         return f"no {found.event_time}"
     return f"parent {'deleted' if found.parent_deleted else 'missing'} in {found.parent_table}"
@@ -915,7 +925,8 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     direct = lineage_direct(ctx) if restated.orphans else {}
     failing = [o for o in restated.orphans if not o.warn]
     held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,
-                           timeless=any(o.event_time for o in failing)) if failing else None
+                           timeless=any(o.event_time and not o.before for o in failing),
+                           early=any(o.before for o in failing)) if failing else None
     if held is not None:
         held.held_counts = _held_counts(restated.orphans)  # the run history records warned ones too
     if held is not None and fail_on_held:

@@ -432,41 +432,52 @@ class Orphans:
     overdue: str = ""
     # the parent is in raw but its source deleted it (deleted_parents), not missing
     parent_deleted: bool = False
+    # event times before this day, the first any model builds (timeless with first_day), not empty ones
+    before: date | None = None
 
 
-def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Orphans | None:
+def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str],
+             first_day: date | None = None) -> Orphans | None:
     """Rows of ``batches`` that are their key's latest live version and have no event time. The
     loader lands them as the source has them (so they never block their table); staging's window
     filter leaves them out, as a clean build of the same raw does, so the key disappears from
     staging and the marts. Like orphans, they fail the transform, and every transform checks their
     batches again (``HELD``), until the source fills the event time (a later version of the key) or
-    deletes the row."""
+    deletes the row.
+
+    With ``first_day`` (the earliest start of the time models reading the table), the rows whose
+    event time is before it instead: no interval of any model holds them, so they were in no mart,
+    with every command succeeding (an on-call probe: an order dated 2018-08-31, or moved there)."""
     spec = specs.get(raw_table)
     if not batches or spec is None or not spec.event_time or not adapter.table_exists(raw_table):
         return None
     ids = ", ".join(_lit(b, "duckdb") for b in sorted(batches))
     et = _q(spec.event_time)
+
+    def outside(alias: str) -> str:
+        return f"{alias}{et} IS NULL" if first_day is None else f"{alias}{et} < {_lit(first_day.isoformat(), 'duckdb')}"
     live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if _has_column(adapter, raw_table, DELETED) else ""
     in_batches = f"v.{_q('_batch_id')} IN ({ids})"
     # the usual answer (every new row has its time) from one filtered scan of the batches' rows
-    probe = f"SELECT 1 FROM {_t(raw_table)} AS v WHERE {in_batches} AND v.{et} IS NULL{live} LIMIT 1"
+    probe = f"SELECT 1 FROM {_t(raw_table)} AS v WHERE {in_batches} AND {outside('v.')}{live} LIMIT 1"
     if not adapter.fetchall(parse_one(probe, read="duckdb").sql(adapter.dialect)):
         return None
     key = ", ".join(_q(k) for k in spec.key)
     order = ", ".join(f"{_q(c)} DESC NULLS LAST" for c in ORDER)
-    where = f"{_q('_batch_id')} IN ({ids}) AND {et} IS NULL"
+    where = f"{_q('_batch_id')} IN ({ids}) AND {outside('')}"
     keys = ", ".join(f"v.{_q(k)}" for k in spec.key)
     sql = (f"WITH {_versions_of_keys(raw_table, key, order, where)} "
-           f"SELECT {keys}, v.{_q('_batch_id')}, v.{_q('_batch_row')} + 1 AS data_row "
-           f"FROM versions AS v WHERE v._rn = 1 AND {in_batches} AND v.{et} IS NULL{live} ORDER BY {keys}")
+           f"SELECT {keys}, v.{_q('_batch_id')}, v.{_q('_batch_row')} + 1 AS data_row, v.{et} "
+           f"FROM versions AS v WHERE v._rn = 1 AND {in_batches} AND {outside('v.')}{live} ORDER BY {keys}")
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
     rows = adapter.fetchall(rendered)
     if not rows:
         return None
     first = rows[0]
-    example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.event_time: None, "_batch_id": first[-2],
-               "data row": first[-1]}
-    return Orphans(raw_table, "", len(rows), example, {r[-2] for r in rows}, rendered, event_time=spec.event_time)
+    example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.event_time: first[-1], "_batch_id": first[-3],
+               "data row": first[-2]}
+    return Orphans(raw_table, "", len(rows), example, {r[-3] for r in rows}, rendered, event_time=spec.event_time,
+                   before=first_day)
 
 
 def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str],
