@@ -44,11 +44,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlglot import exp
+from sqlglot import exp, parse_one
 
 from orchestrator.settings import Settings
 from sources.config import load_source, parse_duration
@@ -77,7 +77,7 @@ class Freshness:
     why: str = ""  # why the state is unknown: never loaded, never built, table missing
     time_column: str | None = None
     newest_data: datetime | None = None  # max(time_column)
-    data_note: str = ""  # why newest_data is unknown: no time column, table missing, no rows
+    data_note: str = ""  # why newest_data is unknown (no time column, table missing, no rows), or rows dated ahead
     last_loaded: datetime | None = None  # a table's newest batch (loaded_at); a mart's last build
     loaded_by: str | None = None  # the source that loaded that batch
     inputs: tuple[str, ...] = ()  # a mart: the sources that loaded the raw tables it reads
@@ -91,7 +91,8 @@ class Freshness:
         age = self.age_s(now)
         head = (f"unknown ({self.why}, max {_human(self.max_age_s)})" if age is None else
                 f"{self.state} ({self.measure} {_human(age)} old, max {_human(self.max_age_s)})")
-        data = (f"{self.time_column} up to {self.newest_data:%Y-%m-%d %H:%M}" if self.newest_data else
+        data = (f"{self.time_column} up to {self.newest_data:%Y-%m-%d %H:%M}"
+                + (f" ({self.data_note})" if self.data_note else "") if self.newest_data else
                 f"newest data unknown ({self.data_note})")
         if self.kind == "table":
             last = (f"last loaded {_human((now - self.last_loaded).total_seconds())} ago by {self.loaded_by}"
@@ -398,7 +399,9 @@ def _waiting_batches(query: Any) -> dict[str, dict[str, tuple[int, datetime]]]:
 
 
 def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dict[str, tuple[datetime | None, str]]:
-    """``max(time column)`` of each table, or ``None`` and why it is unknown."""
+    """``max(time column)`` of each table up to tomorrow, or ``None`` and why it is unknown; the
+    note also says how many rows are dated later (left out)."""
+    later = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=1)
     schemas = sorted({t.split(".")[0] for t in wanted})
     found: dict[str, set[str]] = defaultdict(set)
     if schemas:
@@ -417,14 +420,21 @@ def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dic
             out[name] = (None, f"no column {column}")
         else:
             schema, table = name.split(".")
-            sql = exp.select(exp.func("max", exp.column(column.lower(), quoted=True))).from_(
-                exp.table_(table, db=schema, quoted=True)).sql(dialect)
+            # rows dated past tomorrow (a typo, a source's clock) are left out: one order dated 2100
+            # made its table "fresh (newest data -73.1y old)" for good, whatever stopped arriving
+            col = exp.column(column.lower(), quoted=True).sql("duckdb")
+            limit = f"CAST('{later:%Y-%m-%d %H:%M:%S}' AS TIMESTAMP)"
+            sql = parse_one(f"SELECT max({col}) FILTER (WHERE {col} <= {limit}), count(*) FILTER (WHERE {col} > {limit}) "
+                            f"FROM {exp.table_(table, db=schema, quoted=True).sql('duckdb')}", read="duckdb").sql(dialect)
             rows = query(sql)
-            value = rows[0][0] if rows else None
+            value, future = (rows[0][0], int(rows[0][1] or 0)) if rows else (None, 0)
             if isinstance(value, date) and not isinstance(value, datetime):
                 value = datetime.combine(value, time())
-            out[name] = ((_naive(value), "") if isinstance(value, datetime) else
-                         (None, "no rows" if value is None else f"{column} is not a time"))
+            ahead = f"{future} row(s) dated after {later:%Y-%m-%d} left out" if future else ""
+            if isinstance(value, datetime):
+                out[name] = (_naive(value), ahead)
+            else:
+                out[name] = (None, (ahead or "no rows") if value is None else f"{column} is not a time")
     return out
 
 

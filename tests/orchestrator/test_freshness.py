@@ -207,3 +207,19 @@ def test_a_mart_built_only_from_raw_tables_never_loaded_is_unknown_not_fresh(pro
     out = project.elt("freshness", "--now", NOW.isoformat(), ELT_JOBS="jaffle_shop,transform")
     lines = _lines(out.stdout)
     assert lines["marts.orders"].startswith("marts.orders: unknown (inputs never loaded"), out.stdout
+
+
+def test_rows_dated_ahead_do_not_make_a_table_fresh() -> None:
+    """Found by a probe: one order dated 2100 made its table `fresh (newest data -73.1y old)` for
+    good, whatever stopped arriving."""
+    import duckdb
+
+    from orchestrator.observe.freshness import _newest_data
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA s; CREATE TABLE s.t (\"at\" TIMESTAMP); "
+                "INSERT INTO s.t VALUES ('2020-01-01 10:00:00'), ('2100-01-01 00:00:00'), (NULL)")
+    value, note = _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"})["s.t"]
+    assert str(value) == "2020-01-01 10:00:00" and note.startswith("1 row(s) dated after ") and "left out" in note
+    con.execute("DELETE FROM s.t WHERE \"at\" < '2050-01-01'")
+    assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"})["s.t"][0] is None
