@@ -401,15 +401,18 @@ def _waiting_batches(query: Any) -> dict[str, dict[str, tuple[int, datetime]]]:
 def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dict[str, tuple[datetime | None, str]]:
     """``max(time column)`` of each table up to tomorrow, or ``None`` and why it is unknown; the
     note also says how many rows are dated later (left out)."""
-    later = datetime.now(UTC).replace(tzinfo=None) + timedelta(days=1)
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    later = datetime.combine(tomorrow + timedelta(days=1), time())  # the end of tomorrow
     schemas = sorted({t.split(".")[0] for t in wanted})
     found: dict[str, set[str]] = defaultdict(set)
+    types: dict[tuple[str, str], str] = {}
     if schemas:
         names = ", ".join(exp.Literal.string(s).sql(dialect) for s in schemas)
-        for schema, table, column in query(
-                "SELECT lower(table_schema), lower(table_name), lower(column_name) FROM information_schema.columns "
-                f"WHERE lower(table_schema) IN ({names})"):
+        for schema, table, column, data_type in query(
+                "SELECT lower(table_schema), lower(table_name), lower(column_name), lower(data_type) "
+                f"FROM information_schema.columns WHERE lower(table_schema) IN ({names})"):
             found[f"{schema}.{table}"].add(column)
+            types[(f"{schema}.{table}", column)] = str(data_type)
     out: dict[str, tuple[datetime | None, str]] = {}
     for name, column in wanted.items():
         if name not in found:
@@ -424,13 +427,17 @@ def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dic
             # made its table "fresh (newest data -73.1y old)" for good, whatever stopped arriving
             col = exp.column(column.lower(), quoted=True).sql("duckdb")
             limit = f"CAST('{later:%Y-%m-%d %H:%M:%S}' AS TIMESTAMP)"
-            sql = parse_one(f"SELECT max({col}) FILTER (WHERE {col} <= {limit}), count(*) FILTER (WHERE {col} > {limit}) "
-                            f"FROM {exp.table_(table, db=schema, quoted=True).sql('duckdb')}", read="duckdb").sql(dialect)
+            # a date or a timestamp; any other column (text, a number) is "not a time", as before
+            timed = any(t in types.get((name, column.lower()), "") for t in ("date", "timestamp"))
+            select = (f"max({col}) FILTER (WHERE {col} < {limit}), count(*) FILTER (WHERE {col} >= {limit})" if timed
+                      else f"max({col}), 0")
+            sql = parse_one(f"SELECT {select} FROM {exp.table_(table, db=schema, quoted=True).sql('duckdb')}",
+                            read="duckdb").sql(dialect)
             rows = query(sql)
             value, future = (rows[0][0], int(rows[0][1] or 0)) if rows else (None, 0)
             if isinstance(value, date) and not isinstance(value, datetime):
                 value = datetime.combine(value, time())
-            ahead = f"{future} row(s) dated after {later:%Y-%m-%d} left out" if future else ""
+            ahead = f"{future} row(s) dated after {tomorrow} left out" if future else ""
             if isinstance(value, datetime):
                 out[name] = (_naive(value), ahead)
             else:

@@ -7,6 +7,7 @@ its plan and run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -125,9 +126,12 @@ class Lineage:
 
         first: dict[str, date] = {}
         for name, model in models.items():
-            if is_time[name] and model.start is not None:
+            # a relative start ('1 year ago') leaves older rows out on purpose, and moves daily
+            relative = isinstance(model.start, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", model.start.strip())
+            if is_time[name] and model.start is not None and not relative:
                 start = to_date(model.start)
-                for raw_table in upstream.get(name, set()):
+                # only tables the model reads through time models: a FULL model in between keeps every row
+                for raw_table in upstream.get(name, set()) - via.get(name, set()):
                     first[raw_table] = min(first.get(raw_table, start), start)
         return cls(is_time, triggers, via, later, first)
 
@@ -307,8 +311,9 @@ def _refuse_ignored_removals(ctx: Any, removals: dict[tuple[int, int], list[Any]
     differ share the state) is ignored: the run found nothing to do, the batches were marked
     consumed, and the change never reached the marts while every command succeeded (an on-call
     probe). Read back, the removed days must be missing; the batches then stay pending."""
+    sync = _state_beneath_cache(ctx)
     snapshots = {s.snapshot_id: s for group in removals.values() for s in group}
-    fresh = {s.snapshot_id: s for s in _state_beneath_cache(ctx).refresh_snapshot_intervals(list(snapshots.values()))}
+    fresh = {s.snapshot_id: s for s in sync.refresh_snapshot_intervals(list(snapshots.values()))}
     for (start, end), group in sorted(removals.items()):
         for snapshot in group:
             intervals = fresh.get(snapshot.snapshot_id, snapshot).intervals
@@ -316,14 +321,35 @@ def _refuse_ignored_removals(ctx: Any, removals: dict[tuple[int, int], list[Any]
                 from orchestrator.transform.run import TransformFailed
 
                 now = datetime.now(UTC)
-                raise TransformFailed(
-                    "restate", [],
-                    f"SQLMesh's state still records {snapshot.name} as built for {utc_day(start)}..{utc_day(end - 1)} "
-                    "after elt removed those days to restate them: its interval records carry a later time than this "
-                    f"machine's clock ({now:%Y-%m-%d %H:%M:%S} UTC), and SQLMesh ignores a removal stamped earlier. "
-                    "Nothing was marked consumed: every transform tries again, and succeeds once the clock has passed "
-                    "the recorded time. Check the clock (NTP) of every machine that runs transforms on this state "
-                    "(docs/runbook.md#a-job-failed).")
+                recorded = _recorded_at(sync, snapshot, start, end)
+                days = f"{schema_table(snapshot.name)} as built for {utc_day(start)}..{utc_day(end - 1)}"
+                if recorded is None or recorded > now:
+                    at = f" ({recorded:%Y-%m-%d %H:%M:%S} UTC)" if recorded else ""
+                    why = (f"SQLMesh's state still records {days} after elt removed those days to restate them: its "
+                           f"interval records carry a later time{at} than this machine's clock ({now:%Y-%m-%d %H:%M:%S} "
+                           "UTC), and SQLMesh ignores a removal stamped earlier. Nothing was marked consumed: every "
+                           "transform tries again, and succeeds once the clock has passed the recorded time. Check the "
+                           "clock (NTP) of every machine that runs transforms on this state (docs/runbook.md#a-job-failed).")
+                else:
+                    why = (f"SQLMesh's state records {days} again, written at {recorded:%Y-%m-%d %H:%M:%S} UTC, after "
+                           "elt removed those days: another transform (another environment sharing this model version) "
+                           "ran at the same time. Nothing was marked consumed: rerun, and the days are restated.")
+                raise TransformFailed("restate", [], why)
+
+
+def _recorded_at(sync: Any, snapshot: Any, start: int, end: int) -> datetime | None:
+    """When the newest interval record of ``snapshot``'s version overlapping ``start``..``end`` was
+    written (SQLMesh's ``created_ts``, the writer's clock), or None if it cannot be read."""
+    try:
+        state = sync.interval_state
+        where = (exp.column("name").eq(snapshot.name) & exp.column("version").eq(snapshot.version)
+                 & exp.column("start_ts").lt(end) & exp.column("end_ts").gt(start)
+                 & exp.not_(exp.column("is_removed")))
+        rows = state.engine_adapter.fetchall(
+            exp.select(exp.func("max", exp.column("created_ts"))).from_(state.intervals_table).where(where))
+        return datetime.fromtimestamp(rows[0][0] / 1000, UTC) if rows and rows[0][0] is not None else None
+    except Exception:  # noqa: BLE001 - a courtesy for the message; the failure itself stands
+        return None
 
 
 def outside_plan_margin_s() -> int:
@@ -450,6 +476,11 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
     for found in result.orphans:  # the table whose rows are held out decides: fail (default) or warn
         spec = specs.get(found.raw_table)
         found.warn = bool(spec and spec.warn_held)
+        if found.before is not None:
+            # rows dated before the models' start warn, and keep warning: a start set to leave older
+            # history out is as likely as a wrong date, and must not fail every transform (0051)
+            found.warn = True
+            continue
         if found.warn and spec is not None and spec.fail_after_s:
             # warned until held longer than held_rows_fail_after: from the first transform that held
             # their batch (a batch held only now has waited nothing)

@@ -68,8 +68,7 @@ class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
     def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None,
-                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False,
-                 early: bool = False) -> None:
+                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False) -> None:
         self.step = step
         self.failures = failures
         # rows held out of staging, when that is the failure: {table, rows, warn, why} each
@@ -92,9 +91,6 @@ class TransformFailed(Exception):
                       if any(DELETED_PARENT in f.query for f in failures) else [])
             steps += ["fill the empty event time at the source (or delete the row there) and load it (a table read "
                       "by cursor: with --force if the row's cursor value is older than the table's cursor)"] if timeless else []
-            steps += ["correct the date at the source (or delete the row there) and load it, or, if the data really "
-                      "starts earlier, move the models' start before it (model_defaults start in config.yaml, then "
-                      "`sqlmesh plan`, which rebuilds them)"] if early else []
             lines.append(
                 f"  next: {'; '.join(steps)} with `elt load ...`, then rerun `elt transform`; until then each transform"
                 " fails with this message and the rest of the data stays current."
@@ -168,8 +164,8 @@ class TransformFailed(Exception):
                 " previous data where the plan did not complete. next: a missing raw table means its source was never loaded here (`elt load <source>`); any other"
                 " error is in the model's SQL: fix it and check with `sqlmesh plan dev`, then rerun `elt transform`."
             )
-        elif step == "deploy":
-            pass  # the detail says what is at stake and what to do (deploys.refusal); nothing ran
+        elif step in ("deploy", "restate"):
+            pass  # the detail says what is at stake and what to do (deploys.refusal, restate's read-back)
         elif "test" in detail.lower():
             lines.append(
                 "  A model unit test (tests/models/*.yaml) failed, so nothing was built or changed."
@@ -708,14 +704,12 @@ def _held_out(found: list[Any]) -> str:
     """The first line of the failure for rows held out of staging (orphans, rows without their time)."""
     kinds = [k for k, present in (("whose parent is missing", any(not o.event_time and not o.parent_deleted for o in found)),
                                   ("whose parent was deleted", any(o.parent_deleted for o in found)),
-                                  ("without their event time", any(o.event_time and not o.before for o in found)),
-                                  ("dated before the models' first day", any(o.before for o in found))) if present]
+                                  ("without their event time", any(o.event_time and not o.before for o in found))) if present]
     pages = _held_pages(found)
     overdue = "".join(f" {o.overdue}: they fail as under held_rows: fail." for o in found if o.overdue)
     return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
             "checks them again, and fails, until the rows are corrected at the source"
             f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
-            f"{' or the models start earlier' if any(o.before for o in found) else ''}"
             f" (runbook: {pages}).{overdue}")
 
 
@@ -736,11 +730,20 @@ def _held_warning(direct: dict[str, set[str]], found: list[Any]) -> str:
     """The warning for rows held out of staging from tables that declare ``held_rows: warn``."""
     pages = _held_pages(found)
     tables = ", ".join(sorted({o.raw_table for o in found}))
-    lines = [f"warning: rows of {tables} were held out of staging and the marts (the rest was built). Their "
-             "table declares held_rows: warn, so the transform passed; every transform checks them again and "
-             "reports them until they are corrected at the source"
-             f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
-             f" (runbook: {pages})."]
+    declared = [o for o in found if not o.before]
+    tables = ", ".join(sorted({o.raw_table for o in declared}))
+    lines = ([f"warning: rows of {tables} were held out of staging and the marts (the rest was built). Their "
+              "table declares held_rows: warn, so the transform passed; every transform checks them again and "
+              "reports them until they are corrected at the source"
+              f"{' or the parent is loaded' if any(not o.event_time and not o.parent_deleted for o in found) else ''}"
+              f" (runbook: {pages})."] if declared else [])
+    if any(o.before for o in found):
+        lines.append("warning: rows dated before the models' start are in no mart (the rest was built). If their date "
+                     "is wrong, correct it at the source and load it; if the data really starts earlier, move the "
+                     "models' start (model_defaults in config.yaml) and restate the model that reads the table "
+                     "(`sqlmesh plan --restate-model <model>`). If the start leaves them out on purpose, ignore this "
+                     "warning: it repeats while they are their key's latest version (runbook: "
+                     "docs/runbook.md#rows-without-an-event-time).")
     for o in found:
         failure = _orphan_failure(direct, o)
         if not failure.heading:  # not an audit that failed: rows held out
@@ -925,8 +928,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     direct = lineage_direct(ctx) if restated.orphans else {}
     failing = [o for o in restated.orphans if not o.warn]
     held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,
-                           timeless=any(o.event_time and not o.before for o in failing),
-                           early=any(o.before for o in failing)) if failing else None
+                           timeless=any(o.event_time and not o.before for o in failing)) if failing else None
     if held is not None:
         held.held_counts = _held_counts(restated.orphans)  # the run history records warned ones too
     if held is not None and fail_on_held:

@@ -223,3 +223,6 @@ def test_rows_dated_ahead_do_not_make_a_table_fresh() -> None:
     assert str(value) == "2020-01-01 10:00:00" and note.startswith("1 row(s) dated after ") and "left out" in note
     con.execute("DELETE FROM s.t WHERE \"at\" < '2050-01-01'")
     assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"})["s.t"][0] is None
+    # a column that is no time is said to be none (a review found the filter failed on it)
+    con.execute("CREATE TABLE s.u (\"at\" VARCHAR); INSERT INTO s.u VALUES ('x')")
+    assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.u": "at"})["s.u"] == (None, "at is not a time")
