@@ -320,7 +320,10 @@ def _refuse_ignored_removals(ctx: Any, removals: dict[tuple[int, int], list[Any]
             if any(a < end and b > start for a, b in intervals):
                 from orchestrator.transform.run import TransformFailed
 
-                now = datetime.now(UTC)
+                from sqlmesh.core.state_sync.db import interval as sqlmesh_intervals
+
+                # the clock SQLMesh stamps interval records with (its removal just now was stamped so)
+                now = datetime.fromtimestamp(sqlmesh_intervals.now_timestamp() / 1000, UTC)
                 recorded = _recorded_at(sync, snapshot, start, end)
                 days = f"{schema_table(snapshot.name)} as built for {utc_day(start)}..{utc_day(end - 1)}"
                 if recorded is None or recorded > now:
@@ -342,9 +345,9 @@ def _recorded_at(sync: Any, snapshot: Any, start: int, end: int) -> datetime | N
     written (SQLMesh's ``created_ts``, the writer's clock), or None if it cannot be read."""
     try:
         state = sync.interval_state
-        where = (exp.column("name").eq(snapshot.name) & exp.column("version").eq(snapshot.version)
-                 & exp.column("start_ts").lt(end) & exp.column("end_ts").gt(start)
-                 & exp.not_(exp.column("is_removed")))
+        where = exp.and_(exp.column("name").eq(snapshot.name), exp.column("version").eq(snapshot.version),
+                         exp.column("start_ts") < end, exp.column("end_ts") > start,
+                         exp.not_(exp.column("is_removed")))
         rows = state.engine_adapter.fetchall(
             exp.select(exp.func("max", exp.column("created_ts"))).from_(state.intervals_table).where(where))
         return datetime.fromtimestamp(rows[0][0] / 1000, UTC) if rows and rows[0][0] is not None else None
