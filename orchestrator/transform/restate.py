@@ -439,41 +439,36 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
     from orchestrator.transform import windows as w
 
     held: dict[str, set[str]] = {}
+
+    def hold(found: Any, raw_table: str, message: str, fields: dict[str, Any]) -> None:
+        result.orphans.append(found)
+        held.setdefault(raw_table, set()).update(found.batches)
+        log.warning(message, extra={"fields": {**fields, "example": str(found.example)}})
+
+    again = "held out of staging, checked again by every transform"
     for raw_table in sorted(batches_of):
         batches = batches_of[raw_table]
         parent = specs[raw_table].parent if raw_table in specs else None
         # the parent table's batches that deleted_parents checks below: their rows are reported there
         found = w.orphans(adapter, raw_table, specs, batches, batches_of.get(parent[0], set()) if parent else None)
         if found:
-            result.orphans.append(found)
-            held.setdefault(raw_table, set()).update(found.batches)
-            log.warning(f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} row; "
-                        "held out of staging, checked again by every transform",
-                        extra={"fields": {"raw_table": raw_table, "orphans": found.count, "example": str(found.example)}})
+            hold(found, raw_table, f"{found.count} row(s) of {raw_table} reference a missing {found.parent_table} "
+                 f"row; {again}", {"raw_table": raw_table, "orphans": found.count})
         empty = w.timeless(adapter, raw_table, specs, batches)
         if empty:
-            result.orphans.append(empty)
-            held.setdefault(raw_table, set()).update(empty.batches)
-            log.warning(f"{empty.count} key(s) of {raw_table} have no {empty.event_time} in their latest version; "
-                        "held out of staging, checked again by every transform",
-                        extra={"fields": {"raw_table": raw_table, "rows": empty.count, "example": str(empty.example)}})
+            hold(empty, raw_table, f"{empty.count} key(s) of {raw_table} have no {empty.event_time} in their latest "
+                 f"version; {again}", {"raw_table": raw_table, "rows": empty.count})
         first_day = (first_days or {}).get(raw_table)
         early = w.timeless(adapter, raw_table, specs, batches, first_day) if first_day else None
         if early:
-            result.orphans.append(early)
-            held.setdefault(raw_table, set()).update(early.batches)
-            log.warning(f"{early.count} key(s) of {raw_table} are dated before {first_day}, the first day the models "
-                        "build; held out of staging, checked again by every transform",
-                        extra={"fields": {"raw_table": raw_table, "rows": early.count, "example": str(early.example)}})
+            hold(early, raw_table, f"{early.count} key(s) of {raw_table} are dated before {first_day}, the first day "
+                 f"the models build; {again}", {"raw_table": raw_table, "rows": early.count})
     for raw_table in sorted(batches_of):
         # a parent deleted while rows still name it: as a clean build of the same data would fail
         for found in w.deleted_parents(adapter, raw_table, specs, batches_of[raw_table]):
-            result.orphans.append(found)
-            held.setdefault(raw_table, set()).update(found.batches)
-            log.warning(f"{found.count} row(s) of {found.raw_table} name a {raw_table} row that its source deleted; "
-                        "the deleting batches are checked again by every transform",
-                        extra={"fields": {"raw_table": found.raw_table, "orphans": found.count,
-                                          "example": str(found.example)}})
+            hold(found, raw_table, f"{found.count} row(s) of {found.raw_table} name a {raw_table} row that its source "
+                 "deleted; the deleting batches are checked again by every transform",
+                 {"raw_table": found.raw_table, "orphans": found.count})
     since: dict[tuple[str, str], datetime] | None = None
     now = datetime.now(UTC).replace(tzinfo=None)  # sessions are in UTC (decision 0033), so is held_at
     for found in result.orphans:  # the table whose rows are held out decides: fail (default) or warn

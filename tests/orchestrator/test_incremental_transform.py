@@ -426,18 +426,24 @@ def more_days_loaded(shop: Shop, settings: Settings, folder: Path) -> None:
     _load(settings, folder)
 
 
-def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
-    """New batches arrive together with a metadata-only change (a new snapshot of the same physical
-    table) and a breaking change (a new table): neither may hide the batches' days."""
-    shop = Shop(random.Random(5))
-    settings = _settings(tmp_path, "changed")
+def _built(tmp_path: Path, label: str, *, seed: int, days: int) -> tuple[Shop, Settings, Path]:
+    """A shop of three orders a day from START, loaded and transformed once: (shop, settings, files)."""
+    shop = Shop(random.Random(seed))
+    settings = _settings(tmp_path, label)
     folder = tmp_path / "files"
-    for d in range(6):
+    for d in range(days):
         for _ in range(3):
             shop.add_order(START + timedelta(days=d))
     shop.write(folder)
     _load(settings, folder)
     transform(settings, quiet=True)
+    return shop, settings, folder
+
+
+def test_a_model_change_deployed_with_new_batches_loses_nothing(tmp_path: Path) -> None:
+    """New batches arrive together with a metadata-only change (a new snapshot of the same physical
+    table) and a breaking change (a new table): neither may hide the batches' days."""
+    shop, settings, folder = _built(tmp_path, "changed", seed=5, days=6)
     staging = settings.project_root / "models" / "staging" / "stg_jaffle_shop__orders.sql"
     staging.write_text(staging.read_text().replace("Jaffle Shop orders, one row per order", "Orders, one row per order"))
     mart = settings.project_root / "models" / "marts" / "order_items.sql"
@@ -467,15 +473,7 @@ def test_a_clock_behind_the_state_fails_the_transform_and_loses_nothing(tmp_path
     from orchestrator.transform.run import TransformFailed
     from sqlmesh.core.state_sync.db import interval
 
-    shop = Shop(random.Random(3))
-    settings = _settings(tmp_path, "clock")
-    folder = tmp_path / "files"
-    for d in range(5):
-        for _ in range(3):
-            shop.add_order(START + timedelta(days=d))
-    shop.write(folder)
-    _load(settings, folder)
-    transform(settings, quiet=True)
+    shop, settings, folder = _built(tmp_path, "clock", seed=3, days=5)
     moved = sorted(shop.orders)[0]
     shop.orders[moved]["ordered_at"] = f"{(START + timedelta(days=3)).isoformat()}T12:00:00"
     shop.write(folder)
