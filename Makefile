@@ -13,7 +13,7 @@ help:
 	@echo "make test   - run the whole test suite"
 	@echo "make demo-production - the demo on PostgreSQL + S3 (needs ELT_PG_*, ELT_LANDING_URL; see README)"
 	@echo "make ui     - open the SQLMesh UI (column lineage) on http://127.0.0.1:8000"
-	@echo "make clean-data - delete the demo data, landing and warehouse under data/"
+	@echo "make clean-data - delete the demo data, landing and warehouse under data/, and SQLMesh's .cache/"
 
 # Not --no-compile: it saves 27 s of a 91 s install, but where PYTHONDONTWRITEBYTECODE is set (it is on
 # these machines) every process then compiles every module it imports, and the test suite took 5
@@ -65,7 +65,7 @@ lock:
 	  /tmp/elt-lock-venv/bin/pip freeze --exclude-editable ) > requirements.lock
 
 clean-data:
-	rm -rf data/
+	rm -rf data/ .cache/
 
 clean: clean-data
 	rm -rf $(VENV)

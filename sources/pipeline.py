@@ -551,6 +551,11 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
                         "examples": lost[:3],
                         "next": "raw still holds their rows, but cannot be rebuilt from landing without them: restore "
                                 "them from a backup of landing (or the bucket's versions); docs/runbook.md#restore-raw-from-landing"}})
+        # in the load report too: the table's line there says `unchanged`, and a restore from this
+        # landing would lack these batches' rows without a word
+        outcome.notes.append(f"{len(lost)} batch(es) applied to raw are missing from landing (e.g. {lost[0]}): raw "
+                             "cannot be rebuilt from landing without them; restore them from a backup of landing "
+                             "(docs/runbook.md#restore-raw-from-landing)")
     for batch_id in landed.ids:
         if batch_id in done:  # the ledger says so: its manifest is not even read
             continue

@@ -212,6 +212,11 @@ class TransformSummary:
         )
 
 
+# cache entries found to hold this state's table versions (entry -> [version, mtime_ns, size]),
+# kept in SQLMesh's cache folder so that clearing the cache clears it too
+VERIFIED_CACHE = "elt-verified-snapshots.json"
+
+
 def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no-untyped-def]
     """A SQLMesh Context on the project, pointed at the configured warehouse (absolute path)."""
     from sqlmesh import Context
@@ -238,6 +243,7 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
     skip_usage_wrappers(ctx)
     _check_state_versions(ctx, settings)
+    _forget_a_cache_of_another_state(ctx)
     return ctx, console
 
 
@@ -264,6 +270,80 @@ def _check_state_versions(ctx, settings: Settings) -> None:  # type: ignore[no-u
         if message is None:
             raise
         raise ConfigError(message) from exc
+
+
+def _forget_a_cache_of_another_state(ctx) -> int:  # type: ignore[no-untyped-def]
+    """Clear SQLMesh's cache (the project's ``.cache``) when it holds a snapshot whose table
+    version differs from this state's; returns how many differed.
+
+    SQLMesh keeps every snapshot it reads from state in that folder, keyed by model and
+    fingerprint only, and serves the cached copy, with its table version, ever after (0.236:
+    ``SnapshotCache.get_or_load`` refreshes a few fields, not the version, and ``put`` never
+    replaces an entry). A state built again under the same names (the warehouse restored from
+    landing, ``make clean-data``) gives a model edited without breaking its children a new table
+    version where the old state kept the children's: runs and restatements then wrote the
+    cached versions' tables, which nothing reads, and every load after a restore reached raw and
+    no mart while every command succeeded (decision 0052).
+
+    One query of the state's versions; a cache entry is read (about 1 ms) only when it is not yet
+    in ``VERIFIED_CACHE`` with that version and the same file: SQLMesh never rewrites an entry
+    in place, so one found right stays right."""
+    import json
+
+    from orchestrator.transform.restate import _state_beneath_cache
+
+    sync = _state_beneath_cache(ctx)
+    snapshot_state = getattr(sync, "snapshot_state", None)
+    cache = getattr(getattr(snapshot_state, "_snapshot_cache", None), "_snapshot_cache", None)
+    if cache is None or not hasattr(cache, "_cache_entry_path") or not hasattr(cache, "_path"):
+        return 0  # another SQLMesh layout: tests/pipeline/test_layer_audits.py fails if this check stops working
+    adapter = snapshot_state.engine_adapter
+    rows = (adapter.fetchall(exp.select("name", "identifier", "version").from_(snapshot_state.snapshots_table))
+            if adapter.table_exists(snapshot_state.snapshots_table) else [])
+    if not rows:
+        # a new state: the plan about to build it would find the old state's snapshots cached,
+        # and SQLMesh never replaces a cached entry with the versions it gives them now
+        if any(Path(cache._path).glob("*")):
+            log.info(f"SQLMesh's cache {ctx.cache_dir} holds model versions while this warehouse's state holds none "
+                     "(a new or rebuilt warehouse): cleared", extra={"fields": {"cache": str(ctx.cache_dir)}})
+            ctx.clear_caches()
+        return 0
+    index_path = Path(ctx.cache_dir) / VERIFIED_CACHE
+    try:
+        verified = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        verified = {}
+    differing, checked = [], {}
+    for name, identifier, version in rows:
+        entry = f"{name}_{identifier}"  # SnapshotCache._entry_name
+        path = cache._cache_entry_path(entry)
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # not cached: SQLMesh reads it from state
+        mark = [version, stat.st_mtime_ns, stat.st_size]
+        if verified.get(entry) != mark:
+            cached = cache.get(entry)
+            if cached is None:
+                continue
+            if cached.version != version:
+                differing.append(f"{name} (cached table version {cached.version}, state {version})")
+                continue
+        checked[entry] = mark
+    if differing:
+        log.warning(f"SQLMesh's cache {ctx.cache_dir} held {len(differing)} model version(s) of another state "
+                    "(a warehouse rebuilt under the same name): cleared, so runs write the tables this state "
+                    f"serves; e.g. {differing[0]}", extra={"fields": {"cache": str(ctx.cache_dir),
+                                                                       "differing": len(differing)}})
+        ctx.clear_caches()
+    elif checked != verified and index_path.parent.is_dir():
+        tmp = index_path.with_name(f"{VERIFIED_CACHE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(checked))
+            os.replace(tmp, index_path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a read-only project: every command reads the entries again
+    return len(differing)
 
 
 def _local_versions() -> tuple[int, str, str]:

@@ -3,6 +3,8 @@ model, which audit and which row."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -151,6 +153,50 @@ def test_raw_is_restored_from_landing_without_the_source_files(settings, small_j
     with _warehouse(settings) as con:
         assert con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.orders ORDER BY id").fetchall() == before
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
+
+
+def test_a_warehouse_rebuilt_under_its_old_name_is_not_served_from_sqlmeshs_cache_of_the_old_one(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLMesh keeps each snapshot it reads from state in the project's `.cache`, keyed by model
+    and fingerprint, with the table version the state gave it. A model edited without breaking
+    its children leaves them on their old versions; a warehouse rebuilt from landing under the
+    same file name builds them under new ones. A probe followed the runbook's restore: the marts
+    came out right, and every later load reached raw and no mart (the restatement and the run
+    used the cached versions, tables nothing reads), every command succeeding."""
+    _build(settings, small_jaffle)
+    model = settings.project_root / "models" / "staging" / "stg_jaffle_shop__order_items.sql"
+    _replace_line(model, "  orders.ordered_at AS ordered_at\n", "  orders.ordered_at AS ordered_at,\n  latest.sku AS sku\n")
+    _replace_line(model, "    ordered_at = 'Day the item", "    sku = 'The SKU as the source wrote it.',\n    ordered_at = 'Day the item")
+    transform(settings, quiet=True)  # a non-breaking change: the models reading it keep their tables
+    assert (settings.project_root / ".cache").is_dir()
+
+    caplog.set_level(logging.INFO, logger="orchestrator.transform.run")
+    old_cache = settings.project_root / "old-cache"
+    shutil.copytree(settings.project_root / ".cache", old_cache)
+
+    settings.warehouse.rename(settings.warehouse.with_name("warehouse.duckdb.broken"))  # the runbook's restore
+    outcomes = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, extract=False)
+    assert all(o.status == "loaded" for o in outcomes)
+    transform(settings, quiet=True)
+    assert [r.getMessage() for r in caplog.records if "cache" in r.getMessage()] == [
+        f"SQLMesh's cache {settings.project_root / '.cache'} holds model versions while this warehouse's state "
+        "holds none (a new or rebuilt warehouse): cleared"]
+    # the old cache back (from a backup, or written by a bare `sqlmesh plan` that built the new state)
+    shutil.rmtree(settings.project_root / ".cache")
+    old_cache.rename(settings.project_root / ".cache")
+    caplog.clear()
+    with open(small_jaffle / "raw_orders.csv", "a") as orders, open(small_jaffle / "raw_items.csv", "a") as items:
+        orders.write("o5,c1,2018-09-05T09:00:00,s1,1100,66,1166\n")
+        items.write("i6,o5,JAF-001\n")
+    summary = _build(settings, small_jaffle)
+    assert summary.audits_passed == summary.audits_run
+    with _warehouse(settings) as con:
+        assert con.execute("SELECT order_id, order_total_cents FROM marts.orders WHERE order_id = 'o5'").fetchall() == [("o5", 1166)]
+        assert con.execute("SELECT order_item_id FROM marts.order_items WHERE order_id = 'o5'").fetchall() == [("i6",)]
+        assert con.execute("SELECT count_lifetime_orders FROM marts.customers WHERE customer_id = 'c1'").fetchone() == (3,)
+    cleared = [r.getMessage() for r in caplog.records if "cache" in r.getMessage()]
+    assert len(cleared) == 1 and "model version(s) of another state" in cleared[0], cleared
+    assert "marts" in cleared[0] and "stg_jaffle_shop__order_items (" not in cleared[0], cleared  # its children's
 
 
 def test_relationship_audits_return_exactly_the_orphan_rows(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]

@@ -349,6 +349,9 @@ def test_batches_lost_from_landing_are_reported_by_the_next_load(tmp_path: Path,
     assert len(lost) == 1 and "1 batch(es) of raw_shop.orders" in lost[0].getMessage(), caplog.text
     assert lost[0].fields["examples"] == [outcome.applied[0]]  # type: ignore[attr-defined]
     assert "restore them from a backup of landing" in lost[0].fields["next"]  # type: ignore[attr-defined]
+    assert again.notes == [f"1 batch(es) applied to raw are missing from landing (e.g. {outcome.applied[0]}): raw cannot "
+                           "be rebuilt from landing without them; restore them from a backup of landing "
+                           "(docs/runbook.md#restore-raw-from-landing)"]  # the load report prints it under the table
 
 
 def test_a_number_too_large_for_a_float_column_is_refused_where_it_stands(tmp_path: Path) -> None:
