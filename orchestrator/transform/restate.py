@@ -54,16 +54,54 @@ def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
 
 
 LATER_DAYS_TAG = "restate:later_days"
+ALL_LATER_DAYS_TAG = "restate:all_later_days"
+
+# How a time model's rows of a day depend on rows of other days (Lineage.later_days), weakest first:
+OWN_DAYS = 0  # a row's own day only
+NUMBERS = 1  # ranks within the sequence_key entity by time (ROW_NUMBER, RANK, COUNT(*) OVER ...):
+#              a row that appears, goes or moves shifts the entity's later rows
+VALUES = 2  # aggregates the entity's earlier values (a running SUM, LAG, the later-days tag):
+#             any change to a row shifts the entity's later rows
+ALL_LATER = 3  # the tag 'restate:all_later_days': every day after the first touched one (a window
+#                over another entity than the sequence_key, a trailing N-day sum)
+ALL_DAYS = 4  # reads later rows (LEAD, a frame reaching FOLLOWING rows): a change shifts earlier days
 
 
-def numbers_rows(model) -> bool:  # type: ignore[no-untyped-def]
-    """Whether a model's rows of a day depend on the entity's earlier rows: a window function in its
-    query (ROW_NUMBER() OVER (PARTITION BY customer ...)), or the ``'restate:later_days'`` tag for
-    the same dependence written otherwise (a self-join counting earlier rows, a running total)."""
-    if LATER_DAYS_TAG in (getattr(model, "tags", None) or []):
-        return True
+def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
+    """How a model's rows of a day depend on the rows of other days (the levels above), from the
+    window functions in its query and its tags: ``'restate:later_days'`` declares a dependence on
+    the entity's earlier rows written without a window function (a self-join counting earlier
+    rows, a running total by correlated subquery), ``'restate:all_later_days'`` one on every
+    earlier row of any entity. Only the tags can say it for a model that reads history otherwise:
+    nothing finds that in SQL (decision 0053).
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlglot import parse_one
+    >>> def level(sql, tags=()): return numbers_rows(M(tags=list(tags), query=parse_one(sql, read="duckdb")))
+    >>> level("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM x"), level("SELECT COUNT(*) OVER (PARTITION BY c) FROM x")
+    (1, 1)
+    >>> level("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM x"), level("SELECT LAG(t) OVER (PARTITION BY c ORDER BY t) FROM x")
+    (2, 2)
+    >>> level("SELECT LEAD(t) OVER (PARTITION BY c ORDER BY t) FROM x")
+    4
+    >>> level("SELECT SUM(v) OVER (ORDER BY t ROWS BETWEEN CURRENT ROW AND 2 FOLLOWING) FROM x")
+    4
+    >>> level("SELECT v FROM x", ["restate:later_days"]), level("SELECT v FROM x", ["restate:all_later_days"]), level("SELECT v FROM x")
+    (2, 3, 0)
+    """
+    tags = getattr(model, "tags", None) or []
+    level = ALL_LATER if ALL_LATER_DAYS_TAG in tags else VALUES if LATER_DAYS_TAG in tags else OWN_DAYS
     query = getattr(model, "query", None)
-    return isinstance(query, exp.Expression) and query.find(exp.Window) is not None
+    if not isinstance(query, exp.Expression):
+        return level
+    ranking = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Ntile, exp.PercentRank, exp.CumeDist)
+    for window in query.find_all(exp.Window):
+        func, spec = window.this, window.args.get("spec")
+        if isinstance(func, exp.Lead) or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper()):
+            return ALL_DAYS
+        counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
+        level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
+    return level
 
 
 @dataclass
@@ -79,7 +117,7 @@ class Lineage:
     # model -> restates the later days of an entity whose rows appeared, went or moved (windows.py's
     # sequence_key): it numbers rows within an entity by time (a window function in its query, or
     # the LATER_DAYS_TAG tag), or reads a model that does. The others restate only the rows' own days.
-    later_days: dict[str, bool] = field(default_factory=dict)
+    later_days: dict[str, int] = field(default_factory=dict)
     # raw table -> the earliest start of the time-partitioned models reading it: rows dated before
     # it are in no interval of any model (windows.timeless with first_day)
     first_day: dict[str, date] = field(default_factory=dict)
@@ -91,7 +129,7 @@ class Lineage:
         is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
         upstream: dict[str, set[str]] = {}
         via: dict[str, set[str]] = {}
-        later: dict[str, bool] = {}
+        later: dict[str, int] = {}
         for fqn in ctx.dag.sorted:
             name = schema_table(fqn).lower()
             if name not in models:
@@ -103,7 +141,7 @@ class Lineage:
                 if parent in models:
                     up |= upstream.get(parent, set())
                     through |= via.get(parent, set())
-                    later[name] = later[name] or later.get(parent, False)
+                    later[name] = max(later[name], later.get(parent, OWN_DAYS))
                     if not is_time[parent]:
                         through |= upstream.get(parent, set())
                 else:
@@ -136,6 +174,30 @@ class Lineage:
         return cls(is_time, triggers, via, later, first)
 
 
+def expected_version(snapshot) -> str:  # type: ignore[no-untyped-def]
+    """The table version of ``snapshot``: its own, or, for one the plan has not versioned yet, the
+    one SQLMesh will give a new model (0.236, ``Snapshot.categorize_as``): a pinned
+    ``physical_version``; for a new forward-only model (SCD type 2, INCREMENTAL_UNMANAGED,
+    ``forward_only true``) a hash of its name and kind; else its fingerprint's. A probe found
+    batches consumed under the fingerprint's version for a new forward-only model, a table that
+    never exists, and the next transform restating all of its history. An edit the plan finds
+    non-breaking for a model's children keeps their served version; that version is a target of
+    its own (the environment's), so a guess here costs nothing."""
+    if snapshot.version:
+        return str(snapshot.version)
+    model = snapshot.model if snapshot.is_model else None
+    if model is not None:
+        if not snapshot.virtual_environment_mode.is_full:
+            return "novde"
+        if model.physical_version:
+            return str(model.physical_version)
+        if model.forward_only and not snapshot.previous_versions:
+            from sqlmesh.utils.hashing import hash_data
+
+            return str(hash_data([snapshot.name, *model.kind.data_hash_values]))
+    return str(snapshot.fingerprint.to_version())
+
+
 @dataclass
 class Restatement:
     """What one transform restated: model -> human description of its windows."""
@@ -144,6 +206,9 @@ class Restatement:
     orphans: list[Any] = field(default_factory=list)  # windows.Orphans
     intervals_removed: int = 0
     batches_consumed: int = 0
+    # models whose kind disables restatement (SCD type 2, INCREMENTAL_UNMANAGED, disable_restatement
+    # true): their batches are consumed without removing any of their intervals
+    kept: list[str] = field(default_factory=list)
 
 
 def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # type: ignore[no-untyped-def]
@@ -170,8 +235,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     local = ctx.snapshots if local is None else local
     for snapshot in local.values():
         if snapshot.is_model and not snapshot.is_external:
-            # a snapshot the plan has not versioned yet gets its fingerprint's version, as SQLMesh gives it
-            version = snapshot.version or snapshot.fingerprint.to_version()
+            version = expected_version(snapshot)
             targets.setdefault((schema_table(snapshot.name).lower(), version), []).append(snapshot.snapshot_id)
     env = ctx.state_reader.get_environment(environment)
     for info in (env.snapshots if env else []):
@@ -213,10 +277,15 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
 
+    # the raw tables whose changed values (not only rows that appeared, went or moved) shift later
+    # days for some model: only their window query looks for them
+    values_of = {t for (name, _), tables in pending.items() if lineage.later_days.get(name, VALUES) >= VALUES
+                 for t in tables}
+
     def days(raw_table: str, batches: set[str]) -> w.Windows:
         key = (raw_table, frozenset(batches))
         if key not in cache:
-            cache[key] = w.raw_windows(adapter, raw_table, specs, batches)
+            cache[key] = w.raw_windows(adapter, raw_table, specs, batches, values=raw_table in values_of)
         return cache[key]
 
     with_rows: dict[str, set[str]] = {}  # raw table -> its pending batches that added rows
@@ -251,8 +320,21 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
                 windows.whole = windows.whole or bool(filled(raw_table, batches))
             else:
-                windows.merge(days(raw_table, batches), later=lineage.later_days.get(name, True))
+                windows.merge(days(raw_table, batches), later=lineage.later_days.get(name, VALUES))
         if not windows or not snapshot.intervals:
+            continue
+        level = lineage.later_days.get(name, VALUES) if lineage.is_time.get(name) else OWN_DAYS
+        if level >= ALL_DAYS:
+            windows.whole = True  # it reads later rows: a change shifts the days before it too
+        elif level >= ALL_LATER and not windows.whole:
+            # every day from the first touched one to the last the model holds
+            windows.through(datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date())
+        if snapshot.is_model and snapshot.model.disable_restatement:
+            # SQLMesh refuses to restate it (`sqlmesh plan --restate-model` says so): an SCD type 2
+            # table holds history its source no longer has, and removing its interval rebuilt it
+            # from today's rows, erasing every earlier version (a probe of user-written models).
+            # Its next scheduled interval reads the changes, as SQLMesh's own run would.
+            result.kept.append(name)
             continue
         most = None
         if not lineage.is_time.get(name):
@@ -299,6 +381,10 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     failpoints.hit("transform.after_consumed")
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
+    for name in sorted(set(result.kept)):
+        log.info(f"not restating {name}: its kind disables restatement (SCD type 2, INCREMENTAL_UNMANAGED or "
+                 "disable_restatement true), so the days it built stay as they are; its next scheduled interval "
+                 "reads the new rows", extra={"fields": {"model": name, "windows": "kept"}})
     return result
 
 

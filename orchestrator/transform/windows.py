@@ -16,9 +16,10 @@ The days a batch touches come from the batch's own rows, through its table's dec
 - ``event_time_from: {table: orders, key: order_id}`` - a child without a time column (items)
   touches the days of its parents (every version of them);
 - ``sequence_key: customer`` - models number rows within a customer by time (an order's rank),
-  so a row that appears, disappears or moves also touches its customer's later days: in the
-  models that number rows (a window function, or the ``'restate:later_days'`` tag) and the time
-  models downstream of them only; the others restate the row's own days (restate.Lineage);
+  so a row that appears, disappears or moves also touches its customer's later days (``later``),
+  and any changed row does for models that aggregate the customer's earlier values
+  (``later_values``): only in those models and the time models downstream of them; the others
+  restate the row's own days (restate.numbers_rows and restate.Lineage);
 - none of these: the table has no time (customers, products): models partitioned by time that
   read it are restated whole, models rebuilt in full are rebuilt.
 """
@@ -64,14 +65,28 @@ class Windows:
     # days only a model that numbers rows within an entity by time must restate: the later days of
     # the entities whose rows appeared, went or moved (a sequence_key table's batches; see restate)
     later: set[date] = field(default_factory=set)
+    # days only a model that aggregates an entity's earlier values must restate (a running total,
+    # LAG): the later days of the entities with any changed row
+    later_values: set[date] = field(default_factory=set)
 
     def __bool__(self) -> bool:
         return self.whole or bool(self.days)
 
-    def merge(self, other: Windows, *, later: bool = False) -> None:
-        """Add ``other``'s days, and its ``later`` days only if ``later`` (a model that numbers rows)."""
+    def merge(self, other: Windows, *, later: int = 0) -> None:
+        """Add ``other``'s days, its ``later`` days for a model that numbers rows (``later`` >= 1,
+        restate.NUMBERS) and its ``later_values`` for one that aggregates values (>= 2)."""
         self.whole = self.whole or other.whole
-        self.days |= other.days | (other.later if later else set())
+        self.days |= other.days | (other.later if later >= 1 else set()) | (other.later_values if later >= 2 else set())
+
+    def through(self, end: date) -> None:
+        """Every day from the first one here to ``end`` (exclusive).
+
+        >>> w = Windows({date(2020, 1, 2)}); w.through(date(2020, 1, 5)); w.ranges()
+        [(datetime.date(2020, 1, 2), datetime.date(2020, 1, 5))]
+        """
+        if self.days:
+            first = min(self.days)
+            self.days |= {first + timedelta(days=i) for i in range((end - first).days)}
 
     def ranges(self) -> list[tuple[date, date]]:
         """Contiguous [start, end) day ranges.
@@ -360,7 +375,8 @@ def _has_column(adapter: Any, raw_table: str, column: str) -> bool:
     return column in adapter.columns(raw_table)
 
 
-def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_deleted: bool) -> str | None:
+def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_deleted: bool,
+               values: bool = False) -> str | None:
     """The query (DuckDB dialect) listing the days that ``batches`` of ``raw_table`` touch. It may
     return a NULL day (a row without time): callers skip it.
 
@@ -382,13 +398,13 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
         parent_table, column = spec.parent
         return None if not column else (
             f"WITH {changed}, {versions} "
-            f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day, FALSE AS later FROM {_t(parent_table)} AS p "
+            f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day, 0 AS later FROM {_t(parent_table)} AS p "
             f"WHERE p.{{parent_key}} IN (SELECT versions.{_q(column)} FROM versions)"
         )
     if not spec.event_time:
         return None
     et = _q(spec.event_time)
-    sql = (f"WITH {changed}, {versions} SELECT DISTINCT CAST(versions.{et} AS DATE) AS day, FALSE AS later "
+    sql = (f"WITH {changed}, {versions} SELECT DISTINCT CAST(versions.{et} AS DATE) AS day, 0 AS later "
            f"FROM versions WHERE versions.{et} IS NOT NULL")
     if spec.sequence_key:
         sk = _q(spec.sequence_key)
@@ -401,15 +417,21 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
                  f"OR COUNT(*) > COUNT({et}))")
         shifted = (f"shifted AS (SELECT versions.{sk} AS entity, MIN(CAST(versions.{et} AS DATE)) AS first_day "
                    f"FROM versions JOIN moved {using} WHERE versions.{sk} IS NOT NULL GROUP BY versions.{sk})")
-        sql = (f"WITH {changed}, {versions}, {moved}, {shifted} "
-               f"SELECT DISTINCT CAST(versions.{et} AS DATE) AS day, FALSE AS later FROM versions "
-               f"WHERE versions.{et} IS NOT NULL "
-               f"UNION SELECT DISTINCT CAST(later.{et} AS DATE) AS day, TRUE AS later FROM {_t(raw_table)} AS later "
-               f"JOIN shifted ON later.{sk} = shifted.entity WHERE CAST(later.{et} AS DATE) >= shifted.first_day "
-               # implied by the condition before it; a bare column against one value lets the scan
-               # skip the row groups before the earliest shifted day (6 years, one new day: 0.04 s
-               # instead of 0.13-0.17 s, a cost that grew with history)
-               f"AND later.{et} >= (SELECT MIN(shifted.first_day) FROM shifted)")
+        def later_days(entities: str, level: int) -> str:
+            return (f"UNION SELECT DISTINCT CAST(later.{et} AS DATE) AS day, {level} AS later FROM {_t(raw_table)} AS later "
+                    f"JOIN {entities} ON later.{sk} = {entities}.entity WHERE CAST(later.{et} AS DATE) >= {entities}.first_day "
+                    # implied by the condition before it; a bare column against one value lets the scan
+                    # skip the row groups before the earliest shifted day (6 years, one new day: 0.04 s
+                    # instead of 0.13-0.17 s, a cost that grew with history)
+                    f"AND later.{et} >= (SELECT MIN({entities}.first_day) FROM {entities})")
+
+        # with ``values``: every changed key's entity too, from the first day of any of its versions
+        touched = (f", touched AS (SELECT versions.{sk} AS entity, MIN(CAST(versions.{et} AS DATE)) AS first_day "
+                   f"FROM versions WHERE versions.{sk} IS NOT NULL GROUP BY versions.{sk})") if values else ""
+        sql = (f"WITH {changed}, {versions}, {moved}, {shifted}{touched} "
+               f"SELECT DISTINCT CAST(versions.{et} AS DATE) AS day, 0 AS later FROM versions "
+               f"WHERE versions.{et} IS NOT NULL {later_days('shifted', 1)}"
+               + (f" {later_days('touched', 2)}" if values else ""))
     return sql
 
 
@@ -657,14 +679,16 @@ def batches_with_rows(adapter: Any, raw_table: str, batches: set[str]) -> set[st
     return {b for (b,) in adapter.fetchall(parse_one(sql, read="duckdb").sql(adapter.dialect))}
 
 
-def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str]) -> Windows:
-    """The days ``batches`` of ``raw_table`` touch (``whole`` for a table without time)."""
+def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str], *,
+                values: bool = False) -> Windows:
+    """The days ``batches`` of ``raw_table`` touch (``whole`` for a table without time); with
+    ``values``, also the later days of every entity with a changed row (``later_values``)."""
     spec = specs.get(raw_table)
     if not batches:
         return Windows()
     if spec is None or not (spec.event_time or spec.parent):
         return Windows(whole=bool(batches_with_rows(adapter, raw_table, batches)))
-    sql = window_sql(raw_table, spec, batches, has_deleted=_has_column(adapter, raw_table, DELETED))
+    sql = window_sql(raw_table, spec, batches, has_deleted=_has_column(adapter, raw_table, DELETED), values=values)
     if spec.parent:
         parent_spec = specs.get(spec.parent[0])
         if parent_spec is None or not parent_spec.event_time or len(parent_spec.key) != 1:
@@ -674,10 +698,10 @@ def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batc
             return Windows()
     assert sql is not None
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
-    days: set[date] = set()
-    later: set[date] = set()
-    for day, is_later in adapter.fetchall(rendered):
+    found: tuple[set[date], set[date], set[date]] = (set(), set(), set())  # own days, later (NUMBERS, VALUES)
+    for day, level in adapter.fetchall(rendered):
         if day is not None:
-            (later if is_later else days).add(day.date() if isinstance(day, datetime) else day)
-    return Windows(days, later=later - days)
+            found[int(level)].add(day.date() if isinstance(day, datetime) else day)
+    days, later, values_later = found
+    return Windows(days, later=later - days, later_values=values_later - days - later)
 
