@@ -104,6 +104,32 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     return level
 
 
+OWN_DAYS_TAG = "restate:own_days"
+
+
+def compares_times_of_two_rows(model) -> str | None:  # type: ignore[no-untyped-def]
+    """The first comparison in a model's query of one column of two different tables (``e.ordered_at
+    < o.ordered_at``): how a self-join or a correlated subquery reads a row's earlier or later rows.
+    Such a model's day depends on other days, which only a tag tells the transform (decision 0053).
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlglot import parse_one
+    >>> q = "SELECT o.id FROM o WHERE NOT EXISTS (SELECT 1 FROM o AS e WHERE e.c = o.c AND e.ordered_at < o.ordered_at)"
+    >>> compares_times_of_two_rows(M(query=parse_one(q)))
+    'e.ordered_at < o.ordered_at'
+    >>> compares_times_of_two_rows(M(query=parse_one("SELECT o.id FROM o JOIN i ON i.day = o.day WHERE o.ordered_at < i.at")))
+    """
+    query = getattr(model, "query", None)
+    if not isinstance(query, exp.Expression):
+        return None
+    for comparison in query.find_all(exp.LT, exp.LTE, exp.GT, exp.GTE):
+        left, right = comparison.left, comparison.right
+        if (isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.name == right.name
+                and left.table and right.table and left.table != right.table):
+            return comparison.sql()
+    return None
+
+
 @dataclass
 class Lineage:
     """Data lineage of the project's models: by query, not by audit ``depends_on``, except what
@@ -171,6 +197,16 @@ class Lineage:
                 # only tables the model reads through time models: a FULL model in between keeps every row
                 for raw_table in upstream.get(name, set()) - via.get(name, set()):
                     first[raw_table] = min(first.get(raw_table, start), start)
+        for name, model in models.items():
+            tags = getattr(model, "tags", None) or []
+            if is_time[name] and later.get(name) == OWN_DAYS and OWN_DAYS_TAG not in tags:
+                found = compares_times_of_two_rows(model)
+                if found:
+                    log.warning(f"{name} compares rows of different times ({found}) and has no restate tag: if a "
+                                "day's rows depend on other days, a change restates only its own days and the others "
+                                "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
+                                "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
+                                "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
         return cls(is_time, triggers, via, later, first)
 
 

@@ -136,3 +136,41 @@ def test_running_totals_follow_a_corrected_amount_into_later_days(settings, smal
             assert got == want, (model, got, want)
         assert con.execute("SELECT running_cents FROM marts.location_running_revenue WHERE order_id = 'o5'").fetchone() == (
             1810 + 1166,)
+
+
+FIRST_ORDERS = """MODEL (
+  name marts.first_orders,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_id,
+  {tags}
+  description 'Whether each order is its customer''s first.'
+);
+
+SELECT
+  orders.order_id,
+  orders.ordered_at,
+  NOT EXISTS (
+    SELECT 1 FROM staging.stg_jaffle_shop__orders AS earlier
+    WHERE earlier.customer_id = orders.customer_id AND earlier.ordered_at < orders.ordered_at
+  ) AS is_first_order
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+
+@pytest.mark.parametrize("tags", ["", "tags ('restate:later_days'),", "tags ('restate:own_days'),"])
+def test_a_model_that_compares_two_rows_times_without_a_restate_tag_is_named(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, caplog: pytest.LogCaptureFixture, tags: str) -> None:
+    """'Is this the customer's first order', written as a correlated subquery: a day's rows depend on
+    earlier days, which nothing but a tag tells the transform. Without one, a probe's model drifted to
+    51 stale rows with no word from any command."""
+    (settings.project_root / "models" / "marts" / "first_orders.sql").write_text(FIRST_ORDERS.format(tags=tags))
+    _load(settings, small_jaffle)
+    caplog.set_level(logging.WARNING, logger="orchestrator.transform.run")
+    transform(settings, quiet=True)
+    named = [r.getMessage() for r in caplog.records if "compares rows of different times" in r.getMessage()]
+    if tags:
+        assert named == [], named
+    else:
+        assert len(named) == 1 and named[0].startswith(
+            "marts.first_orders compares rows of different times (earlier.ordered_at < orders.ordered_at)"), named
