@@ -104,6 +104,23 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     return level
 
 
+NEXT_DAYS_TAG = "restate:next_days:"
+
+
+def next_days_tagged(model) -> int:  # type: ignore[no-untyped-def]
+    """N of a model's ``'restate:next_days:N'`` tag (0 without one): a trailing N-day sum's row of a
+    day reads the N days before it, so a change on a day also restates the N days after it.
+
+    >>> from types import SimpleNamespace as M
+    >>> next_days_tagged(M(tags=["restate:next_days:6"])), next_days_tagged(M(tags=["freshness:26h"]))
+    (6, 0)
+    """
+    for tag in getattr(model, "tags", None) or []:
+        if tag.startswith(NEXT_DAYS_TAG) and tag[len(NEXT_DAYS_TAG):].isdigit():
+            return int(tag[len(NEXT_DAYS_TAG):])
+    return 0
+
+
 OWN_DAYS_TAG = "restate:own_days"
 
 
@@ -147,6 +164,9 @@ class Lineage:
     # raw table -> the earliest start of the time-partitioned models reading it: rows dated before
     # it are in no interval of any model (windows.timeless with first_day)
     first_day: dict[str, date] = field(default_factory=dict)
+    # model -> how many days after each touched day it also restates (the tag 'restate:next_days:N',
+    # a trailing N-day sum), or a time model it reads does
+    next_days: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -156,6 +176,7 @@ class Lineage:
         upstream: dict[str, set[str]] = {}
         via: dict[str, set[str]] = {}
         later: dict[str, int] = {}
+        following: dict[str, int] = {}
         for fqn in ctx.dag.sorted:
             name = schema_table(fqn).lower()
             if name not in models:
@@ -163,11 +184,13 @@ class Lineage:
             up: set[str] = set()
             through: set[str] = set()
             later[name] = numbers_rows(models[name])
+            following[name] = next_days_tagged(models[name])
             for parent in query_parents(models[name]):
                 if parent in models:
                     up |= upstream.get(parent, set())
                     through |= via.get(parent, set())
                     later[name] = max(later[name], later.get(parent, OWN_DAYS))
+                    following[name] = max(following[name], following.get(parent, 0))
                     if not is_time[parent]:
                         through |= upstream.get(parent, set())
                 else:
@@ -199,7 +222,7 @@ class Lineage:
                     first[raw_table] = min(first.get(raw_table, start), start)
         for name, model in models.items():
             tags = getattr(model, "tags", None) or []
-            if is_time[name] and later.get(name) == OWN_DAYS and OWN_DAYS_TAG not in tags:
+            if is_time[name] and later.get(name) == OWN_DAYS and not following.get(name) and OWN_DAYS_TAG not in tags:
                 found = compares_times_of_two_rows(model)
                 if found:
                     log.warning(f"{name} compares rows of different times ({found}) and has no restate tag: if a "
@@ -207,7 +230,7 @@ class Lineage:
                                 "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
                                 "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
                                 "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
-        return cls(is_time, triggers, via, later, first)
+        return cls(is_time, triggers, via, later, first, following)
 
 
 def expected_version(snapshot) -> str:  # type: ignore[no-untyped-def]
@@ -365,6 +388,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         elif level >= ALL_LATER and not windows.whole:
             # every day from the first touched one to the last the model holds
             windows.through(datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date())
+        elif lineage.next_days.get(name) and lineage.is_time.get(name) and not windows.whole:
+            windows.following(lineage.next_days[name], datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date())
         if snapshot.is_model and snapshot.model.disable_restatement:
             # SQLMesh refuses to restate it (`sqlmesh plan --restate-model` says so): an SCD type 2
             # table holds history its source no longer has, and removing its interval rebuilt it

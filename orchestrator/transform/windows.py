@@ -78,6 +78,14 @@ class Windows:
         self.whole = self.whole or other.whole
         self.days |= other.days | (other.later if later >= 1 else set()) | (other.later_values if later >= 2 else set())
 
+    def following(self, n: int, end: date) -> None:
+        """Also the ``n`` days after each day here, up to ``end`` (exclusive).
+
+        >>> w = Windows({date(2020, 1, 2), date(2020, 1, 9)}); w.following(2, date(2020, 1, 10)); w.ranges()
+        [(datetime.date(2020, 1, 2), datetime.date(2020, 1, 5)), (datetime.date(2020, 1, 9), datetime.date(2020, 1, 10))]
+        """
+        self.days |= {d for day in self.days for i in range(1, n + 1) if (d := day + timedelta(days=i)) < end}
+
     def through(self, end: date) -> None:
         """Every day from the first one here to ``end`` (exclusive).
 

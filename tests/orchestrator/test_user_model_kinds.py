@@ -107,15 +107,41 @@ WHERE history.ordered_at BETWEEN @start_ts AND @end_ts
 """
 
 
+TRAILING = """MODEL (
+  name marts.location_trailing_revenue,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column order_day),
+  grain (location_id, order_day),
+  tags ('restate:next_days:2'),
+  description 'Each store''s revenue over the day and the two days before it, on the days it sold.'
+);
+
+WITH daily AS (
+  SELECT orders.location_id, orders.ordered_at AS order_day, SUM(orders.order_total_cents) AS cents
+  FROM staging.stg_jaffle_shop__orders AS orders
+  WHERE orders.ordered_at BETWEEN CAST(@start_ts AS TIMESTAMP) - INTERVAL 2 DAY AND @end_ts
+  GROUP BY orders.location_id, orders.ordered_at
+)
+SELECT
+  daily.location_id,
+  daily.order_day,
+  (SELECT SUM(before.cents) FROM daily AS before WHERE before.location_id = daily.location_id
+     AND before.order_day BETWEEN daily.order_day - INTERVAL 2 DAY AND daily.order_day) AS trailing_cents
+FROM daily
+WHERE daily.order_day BETWEEN @start_ts AND @end_ts
+"""
+
+
 def test_running_totals_follow_a_corrected_amount_into_later_days(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
-    """A running total per customer (its window function is found in the SQL), and one per store,
-    another entity than the declared sequence_key (customer), so it carries 'restate:all_later_days'.
-    A corrected amount restated only the order's own day, and the later orders kept stale totals;
-    a rank (ROW_NUMBER) needs later days only when rows appear, go or move, and still gets only those."""
+    """A running total per customer (its window function is found in the SQL), one per store,
+    another entity than the declared sequence_key (customer), so it carries 'restate:all_later_days',
+    and a store's trailing 3-day revenue ('restate:next_days:2'). A corrected amount restated only
+    the order's own day, and the later days kept stale totals; a rank (ROW_NUMBER) needs later days
+    only when rows appear, go or move, and still gets only those."""
     models = settings.project_root / "models" / "marts"
     (models / "customer_running_spend.sql").write_text(RUNNING.format(name="customer_running_spend", entity="customer", tags=""))
     (models / "location_running_revenue.sql").write_text(
         RUNNING.format(name="location_running_revenue", entity="location", tags="tags ('restate:all_later_days'),"))
+    (models / "location_trailing_revenue.sql").write_text(TRAILING)
     orders = small_jaffle / "raw_orders.csv"
     orders.write_text(orders.read_text() + "o5,c3,2018-09-05T09:00:00,s1,0,0,0\n")
     _load(settings, small_jaffle)
@@ -136,6 +162,13 @@ def test_running_totals_follow_a_corrected_amount_into_later_days(settings, smal
             assert got == want, (model, got, want)
         assert con.execute("SELECT running_cents FROM marts.location_running_revenue WHERE order_id = 'o5'").fetchone() == (
             1810 + 1166,)
+        got = con.execute("SELECT location_id, order_day, trailing_cents FROM marts.location_trailing_revenue ORDER BY 1, 2").fetchall()
+        want = con.execute("SELECT d.location_id, d.ordered_at, (SELECT SUM(o.order_total_cents) FROM staging.stg_jaffle_shop__orders "
+                           "AS o WHERE o.location_id = d.location_id AND o.ordered_at BETWEEN d.ordered_at - INTERVAL 2 DAY "
+                           "AND d.ordered_at) FROM (SELECT DISTINCT location_id, ordered_at FROM staging.stg_jaffle_shop__orders) "
+                           "AS d ORDER BY 1, 2").fetchall()
+        assert got == want and ("s1", datetime(2018, 9, 3), 1810 + 1166) in got, (got, want)
+    assert summary.restated_windows["marts.location_trailing_revenue"].startswith("3 day(s): 2018-09-01..2018-09-03")
 
 
 FIRST_ORDERS = """MODEL (
