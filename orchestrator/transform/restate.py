@@ -78,12 +78,16 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
     >>> def level(sql, tags=()): return numbers_rows(M(tags=list(tags), query=parse_one(sql, read="duckdb")))
-    >>> level("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM x"), level("SELECT COUNT(*) OVER (PARTITION BY c) FROM x")
+    >>> level("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM x"), level("SELECT COUNT(*) OVER (PARTITION BY c ORDER BY t) FROM x")
     (1, 1)
     >>> level("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM x"), level("SELECT LAG(t) OVER (PARTITION BY c ORDER BY t) FROM x")
     (2, 2)
-    >>> level("SELECT LEAD(t) OVER (PARTITION BY c ORDER BY t) FROM x")
-    4
+    >>> level("SELECT SUM(v) OVER w FROM x WINDOW w AS (PARTITION BY c ORDER BY t)")
+    2
+    >>> level("SELECT LEAD(t) OVER (PARTITION BY c ORDER BY t) FROM x"), level("SELECT LEAD(t) IGNORE NULLS OVER (PARTITION BY c ORDER BY t) FROM x")
+    (4, 4)
+    >>> level("SELECT COUNT(*) OVER (PARTITION BY c) FROM x"), level("SELECT NTILE(4) OVER (PARTITION BY c ORDER BY t) FROM x")
+    (4, 4)
     >>> level("SELECT SUM(v) OVER (ORDER BY t ROWS BETWEEN CURRENT ROW AND 2 FOLLOWING) FROM x")
     4
     >>> level("SELECT v FROM x", ["restate:later_days"]), level("SELECT v FROM x", ["restate:all_later_days"]), level("SELECT v FROM x")
@@ -94,6 +98,25 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression):
         return level
+    ranking = (exp.RowNumber, exp.Rank, exp.DenseRank)
+    # NTILE, PERCENT_RANK and CUME_DIST divide by the partition's size: later rows change them
+    whole_partition = (exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
+    named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
+    for window in query.find_all(exp.Window):
+        func = window.this
+        if isinstance(func, exp.Identifier):
+            continue  # a WINDOW clause's definition, read through the windows that name it
+        while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
+            func = func.this
+        alias = window.args.get("alias")
+        spec_of = named.get(alias.name, window) if alias is not None and not window.args.get("order") else window
+        spec = spec_of.args.get("spec")
+        if (isinstance(func, whole_partition) or not spec_of.args.get("order")
+                or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper())):
+            return ALL_DAYS  # without ORDER BY a window covers the whole partition, later rows too
+        counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
+        level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
+    return level
     ranking = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Ntile, exp.PercentRank, exp.CumeDist)
     for window in query.find_all(exp.Window):
         func, spec = window.this, window.args.get("spec")
@@ -338,8 +361,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
 
     # the raw tables whose changed values (not only rows that appeared, went or moved) shift later
     # days for some model: only their window query looks for them
-    values_of = {t for (name, _), tables in pending.items() if lineage.later_days.get(name, VALUES) >= VALUES
-                 for t in tables}
+    values_of = {t for (name, _), tables in pending.items() if lineage.is_time.get(name)
+                 and VALUES <= lineage.later_days.get(name, VALUES) < ALL_LATER for t in tables}
 
     def days(raw_table: str, batches: set[str]) -> w.Windows:
         key = (raw_table, frozenset(batches))

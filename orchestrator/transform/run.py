@@ -305,9 +305,9 @@ def _forget_a_cache_of_another_state(ctx) -> int:  # type: ignore[no-untyped-def
         # a new state: the plan about to build it would find the old state's snapshots cached,
         # and SQLMesh never replaces a cached entry with the versions it gives them now
         if any(Path(cache._path).glob("*")):
+            _empty_sqlmesh_cache(ctx, "holds model versions while this warehouse's state holds none")
             log.info(f"SQLMesh's cache {ctx.cache_dir} holds model versions while this warehouse's state holds none "
                      "(a new or rebuilt warehouse): cleared", extra={"fields": {"cache": str(ctx.cache_dir)}})
-            ctx.clear_caches()
         return 0
     index_path = Path(ctx.cache_dir) / VERIFIED_CACHE
     try:
@@ -332,11 +332,11 @@ def _forget_a_cache_of_another_state(ctx) -> int:  # type: ignore[no-untyped-def
                 continue
         checked[entry] = mark
     if differing:
+        _empty_sqlmesh_cache(ctx, f"holds {len(differing)} model version(s) of another state (e.g. {differing[0]})")
         log.warning(f"SQLMesh's cache {ctx.cache_dir} held {len(differing)} model version(s) of another state "
                     "(a warehouse rebuilt under the same name): cleared, so runs write the tables this state "
                     f"serves; e.g. {differing[0]}", extra={"fields": {"cache": str(ctx.cache_dir),
                                                                        "differing": len(differing)}})
-        ctx.clear_caches()
     elif checked != verified and index_path.parent.is_dir():
         tmp = index_path.with_name(f"{VERIFIED_CACHE}.{os.getpid()}.tmp")
         try:
@@ -345,6 +345,41 @@ def _forget_a_cache_of_another_state(ctx) -> int:  # type: ignore[no-untyped-def
         except OSError:
             tmp.unlink(missing_ok=True)  # a read-only project: every command reads the entries again
     return len(differing)
+
+
+def _empty_sqlmesh_cache(ctx, why: str) -> None:  # type: ignore[no-untyped-def]
+    """Delete what SQLMesh's cache folders hold, not the folders: in the container image the project
+    folder is read-only for the service user, who owns `.cache` but may not remove it (a review:
+    ``Context.clear_caches``'s rmtree failed there with a bare PermissionError). An entry another
+    process removes meanwhile is no error. If the cache cannot be emptied the command stops: runs
+    would go on writing tables nothing reads."""
+    import shutil
+
+    from sources.errors import ConfigError
+
+    folders = {Path(ctx.cache_dir), *(Path(p) / ".cache" for p in getattr(ctx, "configs", {}))}
+    for folder in folders:
+        try:
+            children = list(folder.iterdir()) if folder.is_dir() else []
+        except FileNotFoundError:
+            continue
+        for child in children:
+            try:
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise ConfigError(
+                    f"SQLMesh's cache {folder} {why}, and it could not be emptied: {exc}\n"
+                    f"  next: delete what {folder} holds as a user allowed to (`rm -rf {folder}/*`), then rerun; "
+                    "until then SQLMesh would write tables this warehouse does not serve "
+                    "(docs/decisions/0052-sqlmesh-cache-of-a-lost-state.md)") from exc
+    sync = getattr(ctx, "_state_sync", None)
+    if sync is not None and hasattr(sync, "clear_cache"):
+        sync.clear_cache()  # the in-memory copies (CachingStateSync)
 
 
 def _local_versions() -> tuple[int, str, str]:

@@ -404,11 +404,21 @@ def window_sql(raw_table: str, spec: WindowSpec, batches: set[str], *, has_delet
         versions = f"versions AS (SELECT v.* FROM {_t(raw_table)} AS v JOIN changed {using})"
     if spec.parent:
         parent_table, column = spec.parent
-        return None if not column else (
-            f"WITH {changed}, {versions} "
-            f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day, 0 AS later FROM {_t(parent_table)} AS p "
-            f"WHERE p.{{parent_key}} IN (SELECT versions.{_q(column)} FROM versions)"
-        )
+        if not column:
+            return None
+        sql = (f"WITH {changed}, {versions} "
+               f"SELECT DISTINCT CAST(p.{{event_time}} AS DATE) AS day, 0 AS later FROM {_t(parent_table)} AS p "
+               f"WHERE p.{{parent_key}} IN (SELECT versions.{_q(column)} FROM versions)")
+        if values:
+            # any changed child shifts the later values of its parent's entity ({sequence_key},
+            # formatted in by raw_windows: the parent's): the parent's days from the first one on
+            sql += (f" UNION SELECT DISTINCT CAST(later.{{event_time}} AS DATE) AS day, 2 AS later "
+                    f"FROM {_t(parent_table)} AS later JOIN (SELECT p.{{sequence_key}} AS entity, "
+                    f"MIN(CAST(p.{{event_time}} AS DATE)) AS first_day FROM {_t(parent_table)} AS p "
+                    f"WHERE p.{{parent_key}} IN (SELECT versions.{_q(column)} FROM versions) "
+                    f"AND p.{{sequence_key}} IS NOT NULL GROUP BY p.{{sequence_key}}) AS touched "
+                    f"ON later.{{sequence_key}} = touched.entity WHERE CAST(later.{{event_time}} AS DATE) >= touched.first_day")
+        return sql
     if not spec.event_time:
         return None
     et = _q(spec.event_time)
@@ -696,12 +706,15 @@ def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batc
         return Windows()
     if spec is None or not (spec.event_time or spec.parent):
         return Windows(whole=bool(batches_with_rows(adapter, raw_table, batches)))
-    sql = window_sql(raw_table, spec, batches, has_deleted=_has_column(adapter, raw_table, DELETED), values=values)
     if spec.parent:
         parent_spec = specs.get(spec.parent[0])
         if parent_spec is None or not parent_spec.event_time or len(parent_spec.key) != 1:
             return Windows(whole=True)
-        sql = sql.format(event_time=_q(parent_spec.event_time), parent_key=_q(parent_spec.key[0]))
+        values = values and bool(parent_spec.sequence_key)
+    sql = window_sql(raw_table, spec, batches, has_deleted=_has_column(adapter, raw_table, DELETED), values=values)
+    if spec.parent:
+        sql = sql.format(event_time=_q(parent_spec.event_time), parent_key=_q(parent_spec.key[0]),
+                         sequence_key=_q(parent_spec.sequence_key or ""))
         if not adapter.table_exists(spec.parent[0]):
             return Windows()
     assert sql is not None

@@ -207,3 +207,46 @@ def test_a_model_that_compares_two_rows_times_without_a_restate_tag_is_named(  #
     else:
         assert len(named) == 1 and named[0].startswith(
             "marts.first_orders compares rows of different times (earlier.ordered_at < orders.ordered_at)"), named
+
+
+RUNNING_ITEMS = """MODEL (
+  name marts.customer_running_items,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_item_id,
+  description 'Each item with the running count of its customer''s items.'
+);
+
+WITH history AS (
+  SELECT
+    items.order_item_id,
+    orders.ordered_at,
+    SUM(1) OVER (PARTITION BY orders.customer_id ORDER BY orders.ordered_at, items.order_item_id) AS running_items
+  FROM staging.stg_jaffle_shop__order_items AS items
+  JOIN staging.stg_jaffle_shop__orders AS orders ON items.order_id = orders.order_id
+  WHERE orders.ordered_at <= @end_ts
+)
+SELECT history.order_item_id, history.ordered_at, history.running_items
+FROM history
+WHERE history.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+
+def test_a_late_item_reaches_its_customers_later_running_count(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """Items take their day from their order (event_time_from): a late item of o1 (c1, 09-01) must
+    also restate c1's later days (o2's item on 09-03) in a model that aggregates c1's earlier items
+    (found by a review: the parent's days alone were restated)."""
+    (settings.project_root / "models" / "marts" / "customer_running_items.sql").write_text(RUNNING_ITEMS)
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    items = small_jaffle / "raw_items.csv"
+    items.write_text(items.read_text() + "i6,o1,BEV-002\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    assert summary.restated_windows["marts.customer_running_items"].startswith("2 day(s): 2018-09-01, 2018-09-03")
+    assert summary.restated_windows["marts.order_items"] == "1 day(s): 2018-09-01", summary.restated_windows
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT order_item_id, running_items FROM marts.customer_running_items ORDER BY 1").fetchall()
+        want = con.execute("SELECT i.order_item_id, COUNT(*) OVER (PARTITION BY o.customer_id ORDER BY o.ordered_at, "
+                           "i.order_item_id) FROM staging.stg_jaffle_shop__order_items AS i JOIN "
+                           "staging.stg_jaffle_shop__orders AS o USING (order_id) ORDER BY 1").fetchall()
+    assert got == want and ("i3", 4) in got, (got, want)

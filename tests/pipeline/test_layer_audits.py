@@ -199,6 +199,38 @@ def test_a_warehouse_rebuilt_under_its_old_name_is_not_served_from_sqlmeshs_cach
     assert "marts" in cleared[0] and "stg_jaffle_shop__order_items (" not in cleared[0], cleared  # its children's
 
 
+def test_sqlmesh_cache_is_emptied_in_place_and_a_cache_that_cannot_be_is_named(  # type: ignore[no-untyped-def]
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the container image the service user owns `.cache` but not the project folder, so the
+    folder itself cannot be removed (SQLMesh's own clear_caches failed there with a bare
+    PermissionError): its contents are. If even they cannot be, the command stops and says how."""
+    from types import SimpleNamespace
+
+    from orchestrator.transform import run as run_module
+    from sources.errors import ConfigError
+
+    cache = tmp_path / ".cache"
+    (cache / "snapshot").mkdir(parents=True)
+    (cache / "snapshot" / "entry").write_text("x")
+    (cache / "elt-verified-snapshots.json").write_text("{}")
+    cleared = []
+    ctx = SimpleNamespace(cache_dir=cache, configs={tmp_path: None},
+                          _state_sync=SimpleNamespace(clear_cache=lambda: cleared.append(True)))
+    run_module._empty_sqlmesh_cache(ctx, "holds model versions of another state")
+    assert cache.is_dir() and list(cache.iterdir()) == [] and cleared == [True]
+
+    (cache / "snapshot").mkdir()
+
+    def refused(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(shutil, "rmtree", refused)
+    with pytest.raises(ConfigError) as refusal:
+        run_module._empty_sqlmesh_cache(ctx, "holds model versions of another state")
+    assert f"SQLMesh's cache {cache} holds model versions of another state, and it could not be emptied" in str(refusal.value)
+    assert f"rm -rf {cache}/*" in str(refusal.value)
+
+
 def test_relationship_audits_return_exactly_the_orphan_rows(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
     """Both relationship audits, run by SQLMesh on tables where a parent row was removed after the
     build: they return the child rows whose key lost its parent, all of them and only those, and the
