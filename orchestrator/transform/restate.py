@@ -290,7 +290,7 @@ class Restatement:
     batches_consumed: int = 0
     # models whose kind disables restatement (SCD type 2, INCREMENTAL_UNMANAGED, disable_restatement
     # true): their batches are consumed without removing any of their intervals
-    kept: list[str] = field(default_factory=list)
+    kept: list[tuple[str, bool]] = field(default_factory=list)  # (model, is SCD type 2)
 
 
 def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # type: ignore[no-untyped-def]
@@ -418,7 +418,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             # table holds history its source no longer has, and removing its interval rebuilt it
             # from today's rows, erasing every earlier version (a probe of user-written models).
             # Its next scheduled interval reads the changes, as SQLMesh's own run would.
-            result.kept.append(name)
+            result.kept.append((name, bool(snapshot.model.kind.is_scd_type_2)))
             continue
         most = None
         if not lineage.is_time.get(name):
@@ -465,10 +465,15 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     failpoints.hit("transform.after_consumed")
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
-    for name in sorted(set(result.kept)):
-        log.info(f"not restating {name}: its kind disables restatement (SCD type 2, INCREMENTAL_UNMANAGED or "
-                 "disable_restatement true), so the days it built stay as they are; its next scheduled interval "
-                 "reads the new rows", extra={"fields": {"model": name, "windows": "kept"}})
+    for name, scd in sorted(set(result.kept)):
+        if scd:
+            text = ("it is an SCD type 2 model, which SQLMesh never restates (that would erase its history); its "
+                    "next scheduled interval records the changes")
+        else:
+            text = ("its kind disables restatement (INCREMENTAL_UNMANAGED, or disable_restatement true): changed or "
+                    "late rows of days it has already built never reach it, only rows of days it has yet to build. If "
+                    "they must, remove disable_restatement and restate it (`sqlmesh plan --restate-model`)")
+        log.info(f"not restating {name}: {text}", extra={"fields": {"model": name, "windows": "kept"}})
     return result
 
 
