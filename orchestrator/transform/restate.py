@@ -63,8 +63,9 @@ NUMBERS = 1  # ranks within the sequence_key entity by time (ROW_NUMBER, RANK, C
 VALUES = 2  # aggregates the entity's earlier values (a running SUM, LAG, the later-days tag):
 #             any change to a row shifts the entity's later rows
 ALL_LATER = 3  # the tag 'restate:all_later_days': every day after the first touched one (a window
-#                over another entity than the sequence_key, a trailing N-day sum)
-ALL_DAYS = 4  # reads later rows (LEAD, a frame reaching FOLLOWING rows): a change shifts earlier days
+#                over another entity than the sequence_key; a trailing N-day sum has 'restate:next_days:N')
+ALL_DAYS = 4  # reads later rows (LEAD, a frame reaching FOLLOWING rows, a window without ORDER BY,
+#               NTILE, PERCENT_RANK, CUME_DIST): a change shifts earlier days too
 
 
 def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
@@ -114,14 +115,6 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         if (isinstance(func, whole_partition) or not spec_of.args.get("order")
                 or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper())):
             return ALL_DAYS  # without ORDER BY a window covers the whole partition, later rows too
-        counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
-        level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
-    return level
-    ranking = (exp.RowNumber, exp.Rank, exp.DenseRank, exp.Ntile, exp.PercentRank, exp.CumeDist)
-    for window in query.find_all(exp.Window):
-        func, spec = window.this, window.args.get("spec")
-        if isinstance(func, exp.Lead) or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper()):
-            return ALL_DAYS
         counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
         level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
     return level
