@@ -398,21 +398,23 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                 windows.merge(days(raw_table, batches), later=lineage.later_days.get(name, VALUES))
         if not windows or not snapshot.intervals:
             continue
-        level = lineage.later_days.get(name, VALUES) if lineage.is_time.get(name) else OWN_DAYS
-        if level >= ALL_DAYS:
-            windows.whole = True  # it reads later rows: a change shifts the days before it too
-        elif level >= ALL_LATER and not windows.whole:
-            # every day from the first touched one to the last the model holds
-            windows.through(datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date())
-        elif lineage.next_days.get(name) and lineage.is_time.get(name) and not windows.whole:
-            windows.following(lineage.next_days[name], datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date())
         if snapshot.is_model and snapshot.model.disable_restatement:
             # SQLMesh refuses to restate it (`sqlmesh plan --restate-model` says so): an SCD type 2
             # table holds history its source no longer has, and removing its interval rebuilt it
             # from today's rows, erasing every earlier version (a probe of user-written models).
-            # Its next scheduled interval reads the changes, as SQLMesh's own run would.
+            # An SCD type 2 model's next interval records the changes; other such models never
+            # get late rows of days they built (the log line below says which)
             result.kept.append((name, bool(snapshot.model.kind.is_scd_type_2)))
             continue
+        if lineage.is_time.get(name) and not windows.whole:
+            level = lineage.later_days.get(name, VALUES)
+            last_day = datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date()  # exclusive
+            if level >= ALL_DAYS:
+                windows.whole = True  # it reads later rows: a change shifts the days before it too
+            elif level >= ALL_LATER:
+                windows.through(last_day)  # every day from the first touched one
+            elif lineage.next_days.get(name):
+                windows.following(lineage.next_days[name], last_day)
         most = None
         if not lineage.is_time.get(name):
             spans = [snapshot.intervals[-1]]  # a full rebuild: one interval is enough to trigger it
