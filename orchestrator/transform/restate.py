@@ -93,6 +93,19 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     4
     >>> level("SELECT v FROM x", ["restate:later_days"]), level("SELECT v FROM x", ["restate:all_later_days"]), level("SELECT v FROM x")
     (2, 3, 0)
+
+    A time model's window must number its rows from the earliest on: latest first, or ordered by
+    another column, reads later days too. A window partitioned by day stays inside its day.
+
+    >>> def timed(sql): return numbers_rows(M(tags=[], query=parse_one(sql, read="duckdb"), time_column=M(column=exp.column("t"))))
+    >>> timed("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM x"), timed("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY x.t DESC) FROM x")
+    (1, 4)
+    >>> timed("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY amount) FROM x"), timed("SELECT CAST(s AS DATE) AS t, SUM(v) OVER (PARTITION BY c ORDER BY s) FROM x")
+    (4, 2)
+    >>> timed("SELECT COUNT(*) OVER (PARTITION BY CAST(t AS DATE)), RANK() OVER (PARTITION BY DATE_TRUNC('day', t) ORDER BY amount DESC) FROM x")
+    0
+    >>> timed("SELECT RANK() OVER (PARTITION BY DATE_TRUNC('month', t) ORDER BY amount) FROM x")
+    4
     """
     tags = getattr(model, "tags", None) or []
     level = ALL_LATER if ALL_LATER_DAYS_TAG in tags else VALUES if LATER_DAYS_TAG in tags else OWN_DAYS
@@ -103,6 +116,7 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     # NTILE, PERCENT_RANK and CUME_DIST divide by the partition's size: later rows change them
     whole_partition = (exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
     named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
+    times = _time_names(model, query)
     for window in query.find_all(exp.Window):
         func = window.this
         if isinstance(func, exp.Identifier):
@@ -110,14 +124,61 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
             func = func.this
         alias = window.args.get("alias")
-        spec_of = named.get(alias.name, window) if alias is not None and not window.args.get("order") else window
+        base = named.get(alias.name) if alias is not None else None
+        spec_of = base if base is not None and not window.args.get("order") else window
+        partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
+        if times and _within_one_day(partition or [], times):
+            continue  # each partition holds rows of one day (or one instant): other days never reach it
         spec = spec_of.args.get("spec")
-        if (isinstance(func, whole_partition) or not spec_of.args.get("order")
+        order = spec_of.args.get("order")
+        if (isinstance(func, whole_partition) or not order
                 or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper())):
             return ALL_DAYS  # without ORDER BY a window covers the whole partition, later rows too
+        first = order.expressions[0]
+        if times and (first.args.get("desc") or not any(c.name.lower() in times for c in first.find_all(exp.Column))):
+            # latest first (ORDER BY ordered_at DESC), or in another order than time (ORDER BY
+            # amount): a row's number or running value reads rows of later days too
+            return ALL_DAYS
         counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
         level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
     return level
+
+
+def _time_names(model, query: exp.Expression) -> set[str]:  # type: ignore[no-untyped-def]
+    """The names of a time model's time column and of the columns it is computed from in its query
+    (``CAST(o.created_at AS DATE) AS order_day`` adds ``created_at``), lower case; empty for a
+    model without a time column."""
+    column = getattr(getattr(model, "time_column", None), "column", None)
+    if not isinstance(column, exp.Expression) or not column.name:
+        return set()
+    names = {column.name.lower()}
+    aliases = list(query.find_all(exp.Alias))
+    grew = True
+    while grew:
+        grew = False
+        for alias in aliases:
+            if alias.alias.lower() in names:
+                for source in alias.this.find_all(exp.Column):
+                    if source.name.lower() not in names:
+                        names.add(source.name.lower())
+                        grew = True
+    return names
+
+
+def _within_one_day(partition: list[exp.Expression], times: set[str]) -> bool:
+    """Whether a window's PARTITION BY keeps each partition inside one day: it lists a time column
+    itself, its date (``CAST(t AS DATE)``) or its day (``DATE_TRUNC('day', t)``); a month or a
+    week spans days."""
+    for expression in partition:
+        inner = expression
+        if isinstance(inner, exp.Cast) and inner.to.this == exp.DataType.Type.DATE:
+            inner = inner.this
+        elif isinstance(inner, (exp.TimestampTrunc, exp.DateTrunc)) and str(inner.args.get("unit") or "").upper() in (
+                "DAY", "'DAY'"):
+            inner = inner.this
+        if isinstance(inner, exp.Column) and inner.name.lower() in times:
+            return True
+    return False
 
 
 NEXT_DAYS_TAG = "restate:next_days:"

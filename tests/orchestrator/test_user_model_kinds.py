@@ -251,3 +251,49 @@ def test_a_late_item_reaches_its_customers_later_running_count(settings, small_j
                            "i.order_item_id) FROM staging.stg_jaffle_shop__order_items AS i JOIN "
                            "staging.stg_jaffle_shop__orders AS o USING (order_id) ORDER BY 1").fetchall()
     assert got == want and ("i3", 4) in got, (got, want)
+
+
+RANKED = """MODEL (
+  name marts.ranked_orders,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_id,
+  description 'Each order, numbered within its customer''s orders by {what}.'
+);
+
+WITH ranked AS (
+  SELECT
+    orders.order_id,
+    orders.ordered_at,
+    ROW_NUMBER() OVER (PARTITION BY orders.customer_id ORDER BY {order}) AS place
+  FROM staging.stg_jaffle_shop__orders AS orders
+)
+SELECT ranked.order_id, ranked.ordered_at, ranked.place
+FROM ranked
+WHERE ranked.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+
+@pytest.mark.parametrize("what, order", [
+    ("recency, latest first", "orders.ordered_at DESC, orders.order_id"),
+    ("amount, largest first", "orders.order_total_cents DESC, orders.order_id"),
+])
+def test_a_window_not_ordered_from_the_earliest_row_restates_every_day(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, what: str, order: str) -> None:
+    """'Is this the customer's latest order' (ORDER BY ordered_at DESC) and a rank by amount read
+    later rows, not only earlier ones: a new order of c1 on 09-04 renumbers o2 (09-03) and o1
+    (09-01). They were taken for a rank by time and restated from the new order's day on, leaving
+    the earlier days stale."""
+    (settings.project_root / "models" / "marts" / "ranked_orders.sql").write_text(RANKED.format(what=what, order=order))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o5,c1,2018-09-04T09:00:00,s1,0,5300,5300\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    assert summary.restated_windows["marts.ranked_orders"] == "all history", summary.restated_windows
+    assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-04", summary.restated_windows
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT order_id, place FROM marts.ranked_orders ORDER BY order_id").fetchall()
+        want = con.execute(f"SELECT order_id, ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY {order.replace('orders.', '')}) "
+                           "FROM staging.stg_jaffle_shop__orders ORDER BY order_id").fetchall()
+    assert got == want and ("o5", 1) in got, (got, want)
