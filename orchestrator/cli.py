@@ -42,8 +42,8 @@ from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
-from sources.errors import (ConfigError, LoaderError, ResourceBusy, first_line, unreadable_duckdb_file,
-                            warehouse_write_problem)
+from sources.errors import (ConfigError, LoaderError, ResourceBusy, first_line, full_disk_elsewhere,
+                            interrupted, unreadable_duckdb_file, warehouse_write_problem)
 from sources.logs import redact_userinfo
 
 # DuckDB's text when another process has the file open read-write (one writer per file)
@@ -591,10 +591,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a supervisor: stop, and say what stands
-        print(f"interrupted: `{redact_userinfo(command)}` stopped; what it had not committed was rolled back\n"
-              "  next: rerun it when you want: a load applies the landed batches raw lacks first, a transform runs "
-              "the intervals that did not complete", file=sys.stderr)
-        return 130
+        return _interrupted(command)
     except BrokenPipeError:
         if not _stdout_reader_gone():
             raise  # a socket's broken pipe, not ours to hide
@@ -604,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
+        if interrupted(exc):
+            # DuckDB turns a Ctrl-C during one of its queries into its own error: one of SQLMesh's
+            # state queries in the middle of a plan showed a traceback and exited 1 (an interrupt probe)
+            return _interrupted(command)
         if type(exc).__name__ == "LinterError":  # SQLMesh printed each model's errors just before
             print("error: SQLMesh's linter refused the models listed above; no model was built\n"
                   "  next: fix each model named there, or the declaration it reads: a column a source no longer "
@@ -618,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def _interrupted(command: str) -> int:
+    print(f"interrupted: `{redact_userinfo(command)}` stopped; what it had not committed was rolled back\n"
+          "  next: rerun it when you want: a load applies the landed batches raw lacks first, a transform runs "
+          "the intervals that did not complete", file=sys.stderr)
+    return 130
+
+
 def _warehouse_failure(exc: BaseException, settings: Settings | None, command: str) -> tuple[str, int] | None:
     """The message and exit status for a failure of the warehouse itself, not of the command's data:
     a DuckDB file held by another process (75), one DuckDB refuses, a role without a privilege, a
@@ -629,6 +637,13 @@ def _warehouse_failure(exc: BaseException, settings: Settings | None, command: s
     unreadable = unreadable_duckdb_file(exc, warehouse)
     if unreadable is not None:
         return f"error: {unreadable}", 1
+    # the disk of a file that is not the warehouse's (the project's, where SQLMesh writes its .cache)
+    elsewhere = full_disk_elsewhere(exc, warehouse, (settings.project_root,) if settings else ())
+    if elsewhere is not None:
+        where, error = elsewhere
+        return (f"error: the disk holding {where} is full: {redact_userinfo(error)}\n  next: free space there "
+                f"(`df -h {where}`), then rerun `{redact_userinfo(command)}`: what failed was rolled back, and what "
+                "committed before it is kept"), 1
     if settings and settings.gateway == "postgres":
         from sources.connections import (STATEMENT_TIMEOUT, PostgresSettings, statement_timeout_hint,
                                          warehouse_privilege_error)

@@ -171,6 +171,57 @@ _INVALIDATED = "database has been invalidated because of a previous fatal error"
 WAREHOUSE_WRITE_FAILED = re.compile(f"{_DISK_FULL.pattern}|{re.escape(_INVALIDATED)}", re.IGNORECASE)
 
 
+# DuckDB names the file it could not write: IO Error: Could not write file "/w.duckdb.wal": No space left on device
+_FULL_FILE = re.compile(r'"(?P<file>[^"\n]+)"[^\n]*?(?:No space left on device|Disk quota exceeded)', re.IGNORECASE)
+
+
+def full_disk_elsewhere(exc: BaseException, database: object, folders: tuple[object, ...] = ()) -> tuple[str, str] | None:
+    """(where, the error) when a full disk stopped a write that was not to the DuckDB warehouse
+    ``database`` (nor its ``.wal``/``.tmp``): the file the error names, else the first of
+    ``folders`` (the project, where SQLMesh writes its ``.cache``) that lies on another disk than the
+    warehouse and has (almost) no room left. None when the warehouse's disk is the one. A probe filled
+    the project's disk and was told to free space beside a warehouse that had gigabytes free.
+
+    >>> full = OSError(28, "No space left on device"); full.filename = "/p/.cache/model_definition/x"
+    >>> full_disk_elsewhere(full, "/d/w.duckdb")
+    ('/p/.cache/model_definition/x', "[Errno 28] No space left on device: '/p/.cache/model_definition/x'")
+    >>> full_disk_elsewhere(OSError('IO Error: Could not write file "/d/w.duckdb.wal": No space left on device'), "/d/w.duckdb")
+    """
+    import os
+    import shutil
+    from pathlib import Path
+
+    warehouse = str(database)
+    full = None
+    for e in exception_chain(exc):
+        file = None
+        if isinstance(e, OSError) and e.errno in (28, 122) and e.filename:  # ENOSPC, EDQUOT
+            file = str(e.filename)
+        elif (found := _FULL_FILE.search(str(e))) is not None:
+            file = found["file"]
+        if file is not None:
+            if file == warehouse or (file.startswith(warehouse) and file[len(warehouse):] in (".wal", ".tmp")) \
+                    or file.startswith(warehouse + ".tmp/"):
+                return None
+            return file, str(e).strip()
+        if full is None and isinstance(e, OSError) and e.errno in (28, 122):
+            full = str(e).strip()
+    if full is None:
+        return None
+    try:
+        beside = os.stat(Path(warehouse).parent).st_dev
+    except OSError:
+        return None
+    for folder in folders:
+        try:
+            usage = shutil.disk_usage(str(folder))
+            if os.stat(str(folder)).st_dev != beside and usage.free < max(16 * 2**20, usage.total // 100):
+                return str(folder), full
+        except OSError:
+            continue
+    return None
+
+
 def warehouse_write_problem(exc: BaseException, database: object) -> str | None:
     """The next step when DuckDB could not write the warehouse ``database`` (anywhere in ``exc``'s
     chain): its disk is full, or an earlier failed write this run made DuckDB refuse the rest.

@@ -74,3 +74,36 @@ def test_a_full_warehouse_disk_is_named_and_the_landed_batch_applies_once_there_
             "SELECT count(*), count(DISTINCT id), count(DISTINCT _batch_id) FROM raw_jaffle_shop.orders").fetchone()
         ledger = con.execute("SELECT count(*) FROM elt_meta.loaded_batches WHERE table_name = 'orders'").fetchone()[0]
     assert (rows, keys, batches, ledger) == (ROWS, ROWS, 1, 1)
+
+
+def test_a_full_project_disk_is_named_as_such_not_as_the_warehouse(
+        tmp_path: Path, small_jaffle: Path, small_disk: Path) -> None:
+    """SQLMesh writes its cache in the project (`.cache`). With the project's disk full and the
+    warehouse's roomy, the transform was reported as "the warehouse ... could not be written",
+    with advice to free space beside the warehouse, and the line stopped before the cause (an
+    interrupt probe)."""
+    project = copy_project(small_disk / "project")
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = project_env(project, ELT_DUCKDB_PATH=str(warehouse), ELT_LANDING_ROOT=str(tmp_path / "landing"))
+    elt = str(BIN / "elt")
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    filler = small_disk / "filler"
+    with filler.open("wb", buffering=0) as fh:  # every block left on the disk
+        try:
+            while True:
+                fh.write(b"\0" * 4096)
+        except OSError:
+            pass
+
+    full = run([elt, "transform"], cwd=project, env=env, check=False)
+    assert full.returncode == 1, full.stdout + full.stderr
+    errors = [line for line in full.stderr.splitlines() if line.startswith(("error:", "  next:"))]
+    assert errors == [f"error: the disk holding {project} is full: [Errno 28] No space left on device",
+                      f"  next: free space there (`df -h {project}`), then rerun `elt transform`: what failed was rolled "
+                      "back, and what committed before it is kept"], full.stderr
+    assert str(warehouse) not in "\n".join(errors) and "Traceback" not in full.stderr, full.stderr
+
+    filler.unlink()
+    run([elt, "transform"], cwd=project, env=env)
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)

@@ -35,11 +35,23 @@ def test_a_ctrl_c_inside_a_duckdb_statement_stops_the_load_at_that_table(small_j
     assert tried[-1] == "orders" and "items" not in tried[tried.index("orders"):], tried  # nothing after it
 
 
-def test_an_interrupted_command_says_what_stands_and_exits_130(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+def _state_query_interrupted() -> None:
+    try:
+        raise RuntimeError("Query interrupted")  # DuckDB, in SQLMesh's promote -> snapshots_exist
+    except RuntimeError as exc:
+        raise ValueError("while promoting the environment") from exc
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, _state_query_interrupted], ids=["keyboard", "duckdb-state-query"])
+def test_an_interrupted_command_says_what_stands_and_exits_130(monkeypatch, capsys, stop) -> None:  # type: ignore[no-untyped-def]
+    """Also when DuckDB turns the Ctrl-C into its error inside one of SQLMesh's state queries
+    (plan's promote): that showed a traceback and exited 1 (an interrupt probe)."""
     from orchestrator import cli
 
     def interrupted(args, settings):  # type: ignore[no-untyped-def]
-        raise KeyboardInterrupt
+        if stop is KeyboardInterrupt:
+            raise KeyboardInterrupt
+        stop()
 
     parser = cli.build_parser()
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
