@@ -123,6 +123,11 @@ class PostgresSettings:
         with con.cursor() as cur:
             # UTC sessions: a timestamptz's day and text are the same on every server (docs/decisions/0033)
             cur.execute("SET TimeZone = 'UTC'")
+            # the server's side of the same keepalives: a session whose client the network cut off
+            # (a partition, a host gone) ends in about a minute, and with it an advisory job lock it
+            # held; with the kernel's defaults the server waited two hours and every load in between
+            # was refused as "held by another load" (a network probe). No effect over a Unix socket.
+            cur.execute("SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3")
             if interval and con.server_version >= 140000:
                 cur.execute("SET client_connection_check_interval = %s", (interval,))
         con.commit()

@@ -175,3 +175,55 @@ def http_server(respond, keep_alive: bool = False, tls: tuple[Path, Path] | None
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def cutting_relay(host: str, port: int, cut: Callable[[bytes], bool]) -> Iterator[int]:
+    """A TCP relay on loopback to ``host:port`` (yields its port). It forwards every connection's
+    bytes both ways until ``cut(data)`` is first true for a chunk a client sends: it forwards that
+    chunk, then closes that client's side without relaying the answer and keeps the server's side
+    open, as a network partition does. Later connections are relayed whole."""
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    upstreams: list[socket.socket] = []
+    fired = threading.Event()
+
+    def pipe(client: socket.socket) -> None:
+        server = socket.create_connection((host, port))
+        upstreams.append(server)
+
+        def downstream() -> None:
+            try:
+                while data := server.recv(65536):
+                    client.sendall(data)
+            except OSError:
+                pass
+
+        threading.Thread(target=downstream, daemon=True).start()
+        try:
+            while data := client.recv(65536):
+                server.sendall(data)
+                if not fired.is_set() and cut(data):
+                    fired.set()
+                    client.shutdown(socket.SHUT_RDWR)
+                    client.close()
+                    return
+        except OSError:
+            pass
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=pipe, args=(client,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        listener.close()
+        for upstream in upstreams:
+            upstream.close()

@@ -27,6 +27,7 @@ from typing import Any
 
 from orchestrator.settings import Settings
 from sources import forks
+from sources.errors import ConnectionFailed, first_line
 
 
 class FileLock:
@@ -93,11 +94,24 @@ class PgAdvisoryLock:
         self.fd = -1
 
     def try_acquire(self) -> bool:
+        import psycopg2
+
         conn = self.settings.connect()
         conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(self.name),))
-            ok = bool(cur.fetchone()[0])
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(self.name),))
+                ok = bool(cur.fetchone()[0])
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # whether the server granted it is not known: if it did, it frees it when it finds the
+            # session gone (its keepalives, about a minute: sources/connections.py)
+            conn.close()
+            s = self.settings
+            raise ConnectionFailed(
+                f"lost the connection to PostgreSQL {s.user}@{s.host}:{s.port}/{s.dbname} while taking the lock "
+                f"{self.name}: {first_line(exc)}",
+                hint=("nothing was read or written; the orchestrator retries, or rerun. If the rerun says the lock is "
+                      "held and no elt process runs, the server frees it within about a minute")) from None
         if not ok:
             conn.close()
             return False

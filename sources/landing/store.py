@@ -238,12 +238,23 @@ class Landing:
         info = self.fs.get_file_info(f"{path}/{MANIFEST_NAME}")
         if info.type == pafs.FileType.NotFound:
             try:
-                self.fs.delete_dir_contents(path, missing_dir_ok=True)
+                self._remove_folder(path)
             except OSError as exc:
                 if self.missing_bucket(exc) is None:
                     raise  # no bucket, nothing to remove
-            if self.is_local:
-                shutil.rmtree(path, ignore_errors=True)
+
+    def _remove_folder(self, path: str) -> None:
+        """A batch folder and everything in it. On S3, Arrow's ``delete_dir_contents`` leaves an empty
+        ``<batch>/`` marker object behind, which every later load found and "removed" again, one per
+        failed upload for ever (a network probe): ``delete_dir`` takes the folder itself."""
+        if self.is_local:
+            self.fs.delete_dir_contents(path, missing_dir_ok=True)
+            shutil.rmtree(path, ignore_errors=True)
+            return
+        try:
+            self.fs.delete_dir(path)
+        except FileNotFoundError:
+            pass
 
     # -- reading -----------------------------------------------------------------------------
     def _listing(self, source: str, table: str) -> dict[str, list[pafs.FileInfo]]:
@@ -411,9 +422,7 @@ class Landing:
             batch_dir = self.batch_dir(source, table, batch_id)
             if min_age and _age_s(files) < min_age:
                 continue
-            self.fs.delete_dir_contents(batch_dir, missing_dir_ok=True)
-            if self.is_local:
-                shutil.rmtree(batch_dir, ignore_errors=True)
+            self._remove_folder(batch_dir)
             removed.append(batch_dir)
         return removed
 

@@ -390,6 +390,7 @@ class PostgresRaw:
         loaded_at = datetime.now(UTC).replace(tzinfo=None)
         extracted_at = manifest.extracted_at_dt.astimezone(UTC).replace(tzinfo=None)
         ledger = _ident(META_SCHEMA, LEDGER_TABLE)
+        committing = False
         try:
             with self.con, self.con.cursor() as cur:  # one transaction: commit on success, rollback on error
                 # keyed by the raw table: sources sharing a raw table are serialised too
@@ -459,11 +460,28 @@ class PostgresRaw:
                             _ident(META_SCHEMA, CURSOR_TABLE)),
                         [manifest.source, manifest.table, manifest.cursor["field"], str(manifest.cursor["to"]),
                          manifest.batch_id, loaded_at])
+                committing = True  # the block's end sends COMMIT
         except RawLoadError:
             raise
         except Exception as exc:  # psycopg2.Error, pyarrow errors: the transaction was rolled back
             first = server_reason(exc)
             if self.con.closed:  # the server went away: the batch is fine, setting it aside would be wrong
+                if committing:
+                    # COMMIT was sent and its answer lost: the server may have committed. Its ledger
+                    # knows; this said "rolled back" of an applied batch, and the rerun "unchanged"
+                    # (a network probe)
+                    committed = self._ledger_holds(manifest)
+                    if committed:
+                        return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True,
+                                          schema_notes=notes)
+                    if committed is None:
+                        raise RawLoadError(
+                            f"lost the connection to the PostgreSQL warehouse while committing the append to "
+                            f"{raw_schema}.{manifest.table}; whether the server committed it is not known: {first}",
+                            **where, hint=("nothing is half-applied either way: the rerun finds the batch in the ledger "
+                                           "(elt_meta.loaded_batches) if it was committed, and applies it once if not; "
+                                           + lost_connection_hint(self.settings)),
+                        ) from exc
                 raise RawLoadError(
                     f"lost the connection to the PostgreSQL warehouse while appending to {raw_schema}.{manifest.table} "
                     f"(the append was rolled back; the batch stays in landing): {first}", **where,
@@ -484,6 +502,24 @@ class PostgresRaw:
             ) from exc
         self._refresh_statistics(raw_schema, manifest.table, applied_rows)
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
+
+    def _ledger_holds(self, manifest: Manifest) -> bool | None:
+        """Whether the ledger records ``manifest``'s batch, asked on a new connection, which replaces
+        the lost one for the rest of the load; None when the warehouse cannot be reached."""
+        try:
+            con = self.settings.connect()
+        except Exception:  # noqa: BLE001 - unreachable: the caller says the outcome is not known
+            return None
+        try:
+            with con, con.cursor() as cur:
+                cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
+                    _ident(META_SCHEMA, LEDGER_TABLE)), [manifest.source, manifest.table, manifest.batch_id])
+                found = cur.fetchone() is not None
+        except Exception:  # noqa: BLE001
+            con.close()
+            return None
+        self.con = con
+        return found
 
     def _refresh_statistics(self, raw_schema: str, table: str, added: int) -> bool:
         """ANALYZE the raw table when ``added`` rows (just committed) are more than a tenth of what

@@ -299,3 +299,32 @@ def test_a_database_name_too_long_for_the_unit_tests_is_refused_before_anything_
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"the PostgreSQL database name '{long_name}' (27 characters) is too long" in proc.stderr, proc.stderr
     assert "does not exist" not in proc.stderr and "createdb" not in proc.stderr, proc.stderr
+
+
+def test_a_lock_session_sets_server_keepalives_and_a_cut_while_locking_is_one_clear_error(pg_db) -> None:  # type: ignore[no-untyped-def]
+    """A network probe cut the link right after `pg_try_advisory_lock` reached the server: the load
+    ended in a psycopg2 traceback, and the server kept the session, and the lock, for the kernel's
+    two hours of silence (every later load refused as "held by another load"). The session now asks
+    the server for keepalives (it then ends a silent session in about a minute), and the cut is one
+    error that says what happened."""
+    from sources.errors import ConnectionFailed
+    from tests.servers import cutting_relay
+
+    settings = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
+    lock = PgAdvisoryLock("job:keepalive", settings)
+    assert lock.try_acquire()
+    try:
+        with lock.conn.cursor() as cur:
+            cur.execute("SHOW tcp_keepalives_idle")
+            assert cur.fetchone() == ("30",)
+    finally:
+        lock.release()
+
+    # the link is cut right after the lock query reached the server, before its answer came back
+    with cutting_relay(pg_db.host, pg_db.port, lambda data: b"pg_try_advisory_lock" in data) as port:
+        cut = PgAdvisoryLock("job:cut", PostgresSettings("127.0.0.1", port, pg_db.user, pg_db.dbname))
+        with pytest.raises(ConnectionFailed) as failed:
+            cut.try_acquire()
+    text = str(failed.value)
+    assert text.startswith(f"lost the connection to PostgreSQL {pg_db.user}@127.0.0.1:") and "while taking the lock job:cut" in text, text
+    assert "next: nothing was read or written" in text and "Traceback" not in text, text

@@ -170,6 +170,17 @@ def test_on_s3_a_young_batch_without_manifest_is_left_to_its_writer(s3_bucket: s
     monkeypatch.setenv("ELT_SWEEP_MIN_AGE_S", "0")  # as if an hour had passed
     assert landing.sweep_incomplete("events", "clicks") == [folder]
     assert landing.fs.get_file_info(f"{folder}/part-00000.parquet").type == pafs.FileType.NotFound
+    # the folder goes too: Arrow left an empty marker object, which every later load swept again
+    # (a network probe), as did an upload that failed before its manifest
+    assert landing.sweep_incomplete("events", "clicks") == []
+    aborted = landing.batch_dir("events", "clicks", "20260101T000000000000Z-0000beef")
+    with landing.fs.open_output_stream(f"{aborted}/part-00000.parquet") as out:
+        out.write(b"an upload whose manifest failed")
+    landing._remove_batch_dir("events", "clicks", "20260101T000000000000Z-0000beef")
+    assert landing.sweep_incomplete("events", "clicks") == []
+    left = landing.fs.get_file_info(pafs.FileSelector(landing.batch_dir("events", "clicks", "x").rsplit("/", 1)[0],
+                                                      recursive=True, allow_not_found=True))
+    assert [f.path for f in left] == [], left
 
 
 def test_csv_header_with_byte_order_mark_and_spaces_and_a_case_only_clash(tmp_path: Path) -> None:

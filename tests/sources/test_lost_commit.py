@@ -1,0 +1,61 @@
+"""The connection to a PostgreSQL raw store is lost after COMMIT was sent and before its answer
+came: the server may have committed. A network probe found such a batch reported "rolled back",
+and the rerun reporting it "unchanged", while raw held it: no load ever said it was applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg2
+
+from sources.config import parse_source
+from sources.connections import PostgresSettings
+from sources.landing.store import Landing
+from sources.load.postgres_raw import PostgresRaw
+from sources.pipeline import TableOutcome, apply_pending
+from tests.servers import cutting_relay
+from tests.sources.test_set_aside import land_batch
+
+SPEC = parse_source({"name": "shop", "kind": "files", "owner": "o", "format": "csv", "path": ".", "tables": {
+    "orders": {"file": "orders.csv", "primary_key": "id", "columns": {"id": "string", "qty": "integer"}}}})
+TYPES = {"id": "string", "qty": "integer"}
+
+
+def _apply(landing: Landing, settings: PostgresSettings) -> TableOutcome:
+    outcome = TableOutcome("orders")
+    with PostgresRaw(settings) as raw:
+        try:
+            apply_pending(SPEC, SPEC.tables["orders"], landing, raw, outcome)
+        except Exception as exc:  # noqa: BLE001 - what ingest records per table
+            outcome.error = exc
+    return outcome
+
+
+def _raw(pg_db) -> list[tuple]:  # type: ignore[no-untyped-def]
+    with psycopg2.connect(pg_db.dsn) as con, con.cursor() as cur:
+        cur.execute("SELECT id, qty, _batch_id FROM raw_shop.orders ORDER BY id")
+        return cur.fetchall()
+
+
+def test_a_commit_whose_answer_is_lost_is_reported_as_what_the_ledger_says(tmp_path: Path, pg_db) -> None:  # type: ignore[no-untyped-def]
+    landing = Landing.local(tmp_path / "landing")
+    direct = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
+    first = land_batch(landing, "shop", "orders", [{"id": "o1", "qty": 1}], TYPES, key="id")
+    assert _apply(landing, direct).error is None
+
+    second = land_batch(landing, "shop", "orders", [{"id": "o2", "qty": 2}], TYPES, key="id")
+    seen: list[bytes] = []
+
+    def after_the_ledger(data: bytes) -> bool:  # the COMMIT that follows the batch's ledger row
+        seen.append(data)
+        return data.startswith(b"Q") and b"COMMIT" in data and any(b"loaded_batches" in d and b"INSERT" in d for d in seen)
+
+    with cutting_relay(pg_db.host, pg_db.port, after_the_ledger) as port:
+        outcome = _apply(landing, PostgresSettings("127.0.0.1", port, pg_db.user, pg_db.dbname))
+    assert outcome.error is None, outcome.error
+    assert outcome.applied == [second], outcome
+    assert _raw(pg_db) == [("o1", 1, first), ("o2", 2, second)]
+
+    rerun = _apply(landing, direct)  # nothing left to apply, nothing twice
+    assert rerun.error is None and rerun.applied == [], rerun
+    assert _raw(pg_db) == [("o1", 1, first), ("o2", 2, second)]
