@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -197,7 +197,10 @@ class Landing:
         extracted_at = extracted_at or datetime.now(UTC)
         return BatchWriter(self, source, table, schema, extracted_at, new_batch_id(extracted_at))
 
-    def _place(self, source: str, table: str, batch_id: str, data: Path, manifest: Manifest) -> None:
+    def _place(self, source: str, table: str, batch_id: str, data: Path, manifest: Manifest,
+               sending_manifest: Callable[[], None] = lambda: None) -> None:
+        """Put ``data`` and its manifest in the batch's folder; ``sending_manifest()`` is called just
+        before the manifest is written (after that, a failure may still have written it)."""
         target = self.batch_dir(source, table, batch_id)
         path = manifest.origin.get("path") if manifest.origin.get("kind") == "file" else None
         marker = origin_marker(str(path)) if path else None
@@ -230,6 +233,7 @@ class Landing:
                 with self.fs.open_output_stream(f"{target}/{marker}"):
                     pass
             failpoints.hit("landing.before_manifest")
+            sending_manifest()
             with self.fs.open_output_stream(f"{target}/{MANIFEST_NAME}") as out:
                 out.write(manifest.to_json().encode())
 
@@ -311,7 +315,11 @@ class Landing:
             if self.fs.get_file_info(path).type != pafs.FileType.File:
                 raise LandingError(
                     f"data file {path} listed in the manifest is missing", **where,
-                    hint="landing is immutable: restore the file from backup; do not edit the manifest",
+                    hint="landing is immutable: restore the file from backup; do not edit the manifest. If no copy "
+                    f"exists, `elt set-aside {manifest.source} {manifest.table} {manifest.batch_id} --reason \"...\"` "
+                    "lets later batches apply and keeps the table's cursor, so the next load reads those rows again "
+                    f"(a file source whose file did not change: `{manifest.force_command()}`); "
+                    "runbook: docs/runbook.md#a-batch-blocks-its-table",
                 )
             if verify and sha256_of(self.fs, path) != landed.sha256:
                 raise LandingError(

@@ -21,9 +21,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from sources.landing.manifest import LandedFile, Manifest
+from sources.logs import get_logger
 
 if TYPE_CHECKING:
     from sources.landing.store import Landing
+
+log = get_logger("sources.landing")
 
 PART_NAME = "part-00000.parquet"
 ROW_GROUP_ROWS = 32 * 1024
@@ -73,6 +76,7 @@ class BatchWriter:
         self._closed = False
         self.rows = 0
         self._placed = False
+        self._manifest_sent = False  # the manifest's write was started: a failure may still have written it
         # Parquet encoding runs in its own thread, overlapping with extraction (both release the
         # GIL); the queue holds at most two batches, so memory stays bounded.
         self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
@@ -147,9 +151,13 @@ class BatchWriter:
             soft_delete=soft_delete,
         )
         self._placed = True
-        self.landing._place(self.source, self.table, self.batch_id, data, manifest)
+        self.landing._place(self.source, self.table, self.batch_id, data, manifest,
+                            sending_manifest=self._sending_manifest)
         shutil.rmtree(self._spool, ignore_errors=True)
         return manifest
+
+    def _sending_manifest(self) -> None:
+        self._manifest_sent = True
 
     def abort(self) -> None:
         self._stop()
@@ -161,6 +169,15 @@ class BatchWriter:
                 pass
             self._writer = None
         shutil.rmtree(self._spool, ignore_errors=True)
+        if self._manifest_sent and not self.landing.is_local:
+            # S3 may still complete a manifest upload the client gave up on (a slow
+            # CompleteMultipartUpload): removing the data made a manifest without its file, which
+            # blocked the table (a network probe). The folder stays; a manifest that arrives makes it
+            # a batch the next load applies, and without one the sweep removes it (ELT_SWEEP_MIN_AGE_S)
+            log.warning(f"the manifest upload of batch {self.batch_id} failed without a definite answer: its folder "
+                        "is left in landing (the next load applies it if the manifest arrived, the sweep removes it "
+                        "if not)", extra={"fields": {"source": self.source, "table": self.table, "batch": self.batch_id}})
+            return
         if self._placed:  # the data file may be placed without its manifest: it does not exist
             self.landing._remove_batch_dir(self.source, self.table, self.batch_id)
 

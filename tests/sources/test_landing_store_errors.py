@@ -156,3 +156,39 @@ def test_a_full_disk_names_where_the_batch_was_written(tmp_path: Path) -> None:
 
     hint = _local_write_hint(full, s3)
     assert f"free space in {tempfile.gettempdir()}" in hint and "TMPDIR" in hint and "s3://landing/files" in hint, hint
+
+
+def test_a_manifest_upload_that_completes_after_the_loader_gave_up_becomes_a_batch(  # type: ignore[no-untyped-def]
+        small_jaffle: Path, tmp_path: Path, s3_bucket: str, monkeypatch) -> None:
+    """S3 can complete an upload whose request timed out on the client (a slow
+    CompleteMultipartUpload). The loader gave up, removed the batch's data file, and then the
+    manifest arrived: every later load failed on "data file ... listed in the manifest is missing"
+    and the table was blocked (a network probe with a proxy that held the request 60 s)."""
+    from sources.landing.manifest import MANIFEST_NAME
+
+    landing = Landing.from_url(f"s3://{s3_bucket}/landing")
+    place = Landing._place
+    late: list[tuple[str, bytes]] = []
+
+    def manifest_times_out(self, source, table, batch_id, data, manifest, sending_manifest=lambda: None):  # type: ignore[no-untyped-def]
+        def sent_then_timed_out() -> None:
+            sending_manifest()
+            late.append((f"{self.batch_dir(source, table, batch_id)}/{MANIFEST_NAME}", manifest.to_json().encode()))
+            raise OSError("When completing multiple part upload for key '_manifest.json' in bucket: AWS Error "
+                          "NETWORK_CONNECTION during CompleteMultipartUpload operation: curlCode: 28, Timeout was reached")
+        return place(self, source, table, batch_id, data, manifest, sending_manifest=sent_then_timed_out)
+
+    monkeypatch.setattr(Landing, "_place", manifest_times_out)
+    first = _load(landing, small_jaffle, tmp_path)
+    assert first.error is not None and not first.landed and _raw_customers(tmp_path) == [], first
+    monkeypatch.setattr(Landing, "_place", place)
+
+    (path, body), = late  # the held request reaches S3 after all
+    with landing.fs.open_output_stream(path) as out:
+        out.write(body)
+    rerun = _load(landing, small_jaffle, tmp_path)
+    assert rerun.error is None, rerun.error
+    batch = path.split("/")[-2]
+    assert rerun.applied == [batch], rerun
+    rows = _raw_customers(tmp_path)
+    assert len(rows) == 3 and {b for _, b in rows} == {batch}, rows
