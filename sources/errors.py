@@ -324,7 +324,13 @@ def interrupted(exc: BaseException) -> bool:
     the running query and raises ``Query interrupted`` instead of ``KeyboardInterrupt``, which a
     caller would take for a failure of the data or the SQL and go on after.
 
+    A Ctrl-C while pydantic builds a model's schema (during SQLMesh's import) comes back as its
+    ``SchemaError`` whose text names the interrupt (an interrupt probe).
+
     >>> interrupted(RuntimeError("Query interrupted")), interrupted(ValueError("bad value"))
     (True, False)
+    >>> interrupted(ValueError("Error building 'model' serializer: KeyboardInterrupt"))
+    True
     """
-    return any(isinstance(e, KeyboardInterrupt) or INTERRUPTED in str(e) for e in exception_chain(exc))
+    return any(isinstance(e, KeyboardInterrupt) or INTERRUPTED in str(e) or "KeyboardInterrupt" in str(e)
+               for e in exception_chain(exc))
