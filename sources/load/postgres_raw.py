@@ -17,6 +17,7 @@ import re
 import shlex
 from datetime import UTC, datetime, time
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from typing import Any
 
 import psycopg2
 import pyarrow as pa
@@ -275,6 +276,36 @@ def _soft_deleted(batch: pa.RecordBatch, manifest: Manifest) -> pa.Array:
     return pc.is_valid(values)
 
 
+def _raw_table_lock(cur: Any, raw_schema: str, table: str) -> None:
+    """The transaction's lock on one raw table (sources sharing a raw table are serialised). When
+    another session holds it, say so and who before waiting: a rerun after the network cut a load's
+    connection waited here with no word while the server kept the cut session (a network probe; elt
+    asks the server for keepalives, which end such a session in about a minute)."""
+    key = f"elt:raw:{raw_schema}.{table}"
+    cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", [key])
+    if cur.fetchone()[0]:
+        return
+    holders = "not known"
+    try:
+        cur.execute("SAVEPOINT elt_holders")
+        # an advisory lock on one bigint key shows in pg_locks as classid (high 32 bits) and objid
+        cur.execute(
+            "SELECT a.pid, a.application_name, a.client_addr, a.state, a.state_change FROM pg_locks AS l "
+            "JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(%s)::bigint", [key])
+        rows = cur.fetchall()
+        cur.execute("RELEASE SAVEPOINT elt_holders")
+        holders = "; ".join(f"pid {pid} ({app or 'no application name'}, from {addr or 'a local socket'}, {state} "
+                            f"since {changed:%Y-%m-%d %H:%M:%S %Z})" for pid, app, addr, state, changed in rows) or "gone"
+    except Exception:  # noqa: BLE001 - only the message loses its detail
+        cur.execute("ROLLBACK TO SAVEPOINT elt_holders")
+    log.warning(f"waiting for the lock of {raw_schema}.{table}: another session is applying a batch to it, held by "
+                f"{holders}. A load of another source into the same table ends on its own; a session whose client "
+                "the network cut off is ended by the server within about a minute (if it is not, end it with "
+                "`SELECT pg_terminate_backend(<pid>)`)", extra={"fields": {"raw_table": f"{raw_schema}.{table}"}})
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [key])
+
+
 class PostgresRaw:
     """Raw tables, the ledger and source cursors in a PostgreSQL database."""
 
@@ -325,7 +356,7 @@ class PostgresRaw:
         the raw table's load lock, so it is serialised with a loader applying that table."""
         key = [record.source, record.table, record.batch_id]
         with self.con, self.con.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{record.table}"])
+            _raw_table_lock(cur, raw_schema, record.table)
             cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
                 _ident(META_SCHEMA, LEDGER_TABLE)), key)
             if cur.fetchone():
@@ -394,7 +425,7 @@ class PostgresRaw:
         try:
             with self.con, self.con.cursor() as cur:  # one transaction: commit on success, rollback on error
                 # keyed by the raw table: sources sharing a raw table are serialised too
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"elt:raw:{raw_schema}.{manifest.table}"])
+                _raw_table_lock(cur, raw_schema, manifest.table)
                 cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(ledger),
                             [manifest.source, manifest.table, manifest.batch_id])
                 if cur.fetchone():

@@ -59,3 +59,35 @@ def test_a_commit_whose_answer_is_lost_is_reported_as_what_the_ledger_says(tmp_p
     rerun = _apply(landing, direct)  # nothing left to apply, nothing twice
     assert rerun.error is None and rerun.applied == [], rerun
     assert _raw(pg_db) == [("o1", 1, first), ("o2", 2, second)]
+
+
+def test_a_load_waiting_for_the_raw_tables_lock_says_who_holds_it(tmp_path: Path, pg_db, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A session the network cut off while it applied a batch keeps the raw table's lock on the
+    server; the rerun waited for it without a word (a network probe). It now names the holder."""
+    import logging
+    import threading
+
+    landing = Landing.local(tmp_path / "landing")
+    direct = PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)
+    land_batch(landing, "shop", "orders", [{"id": "o1", "qty": 1}], TYPES, key="id")
+    holder = psycopg2.connect(pg_db.dsn, application_name="cut-off-loader")
+    with holder.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid(), pg_advisory_xact_lock(hashtext('elt:raw:raw_shop.orders'))")
+        pid = cur.fetchone()[0]
+    caplog.set_level(logging.WARNING, logger="sources.load.postgres_raw")
+    outcome: list[TableOutcome] = []
+    loader = threading.Thread(target=lambda: outcome.append(_apply(landing, direct)))
+    loader.start()
+    try:
+        for _ in range(100):
+            if any("waiting for the lock of raw_shop.orders" in r.getMessage() for r in caplog.records):
+                break
+            loader.join(0.1)
+        assert not outcome, outcome  # it waits for the holder
+    finally:
+        holder.rollback()  # the server ends the cut session: its transaction, and the lock, go
+        holder.close()
+    loader.join(30)
+    assert outcome and outcome[0].error is None and len(outcome[0].applied) == 1, outcome
+    (warned,) = [r.getMessage() for r in caplog.records if "waiting for the lock" in r.getMessage()]
+    assert f"held by pid {pid} (cut-off-loader, from " in warned and "pg_terminate_backend" in warned, warned
