@@ -94,18 +94,23 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     >>> level("SELECT v FROM x", ["restate:later_days"]), level("SELECT v FROM x", ["restate:all_later_days"]), level("SELECT v FROM x")
     (2, 3, 0)
 
-    A time model's window must number its rows from the earliest on: latest first, or ordered by
-    another column, reads later days too. A window partitioned by day stays inside its day.
+    A time model's window must number its rows from the earliest on, day by day: latest first,
+    ordered by another column or by a month reads later days too. Ordered by the loader's version
+    columns, latest first, it is the dedupe of @latest_row_per_key written out.
 
     >>> def timed(sql): return numbers_rows(M(tags=[], query=parse_one(sql, read="duckdb"), time_column=M(column=exp.column("t"))))
     >>> timed("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM x"), timed("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY x.t DESC) FROM x")
     (1, 4)
     >>> timed("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY amount) FROM x"), timed("SELECT CAST(s AS DATE) AS t, SUM(v) OVER (PARTITION BY c ORDER BY s) FROM x")
     (4, 2)
-    >>> timed("SELECT COUNT(*) OVER (PARTITION BY CAST(t AS DATE)), RANK() OVER (PARTITION BY DATE_TRUNC('day', t) ORDER BY amount DESC) FROM x")
-    0
-    >>> timed("SELECT RANK() OVER (PARTITION BY DATE_TRUNC('month', t) ORDER BY amount) FROM x")
+    >>> timed("SELECT SUM(v) OVER (PARTITION BY c ORDER BY DATE_TRUNC('month', t)) FROM x"), timed("SELECT SUM(v) OVER (PARTITION BY c ORDER BY -epoch(t)) FROM x")
+    (4, 4)
+    >>> timed("SELECT SUM(v) OVER (PARTITION BY c ORDER BY CAST(t AS DATE), id) FROM x"), timed("SELECT CASE WHEN f THEN s ELSE t END AS t, ROW_NUMBER() OVER (PARTITION BY c ORDER BY s) FROM x")
+    (2, 4)
+    >>> timed("SELECT COUNT(*) OVER (PARTITION BY CAST(t AS DATE)) FROM x")
     4
+    >>> timed("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC) = 1")
+    0
     """
     tags = getattr(model, "tags", None) or []
     level = ALL_LATER if ALL_LATER_DAYS_TAG in tags else VALUES if LATER_DAYS_TAG in tags else OWN_DAYS
@@ -126,28 +131,47 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         alias = window.args.get("alias")
         base = named.get(alias.name) if alias is not None else None
         spec_of = base if base is not None and not window.args.get("order") else window
-        partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
-        if times and _within_one_day(partition or [], times):
-            continue  # each partition holds rows of one day (or one instant): other days never reach it
         spec = spec_of.args.get("spec")
         order = spec_of.args.get("order")
+        if order is not None and _latest_version_first(order):
+            # the latest version of each key (what @latest_row_per_key expands to, written out):
+            # every version of a changed key is read with it, whatever its day (windows.window_sql)
+            continue
         if (isinstance(func, whole_partition) or not order
                 or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper())):
             return ALL_DAYS  # without ORDER BY a window covers the whole partition, later rows too
-        first = order.expressions[0]
-        if times and (first.args.get("desc") or not any(c.name.lower() in times for c in first.find_all(exp.Column))):
-            # latest first (ORDER BY ordered_at DESC), or in another order than time (ORDER BY
-            # amount): a row's number or running value reads rows of later days too
+        if times and not _earliest_first(order.expressions[0], times):
+            # latest first (ORDER BY ordered_at DESC), in another order than time (ORDER BY
+            # amount), or by a coarser time (a month's rows are peers): a row's number or running
+            # value reads rows of later days too
             return ALL_DAYS
         counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
         level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
     return level
 
 
+def _same_time(expression: exp.Expression) -> exp.Expression:
+    """The column inside an expression that keeps a time's order and its day: a cast to a date or a
+    timestamp, or a truncation to the day or finer; anything else as it is."""
+    while True:
+        if isinstance(expression, exp.Cast) and expression.to.this in (
+                exp.DataType.Type.DATE, exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ,
+                exp.DataType.Type.DATETIME):
+            expression = expression.this
+        elif isinstance(expression, (exp.TimestampTrunc, exp.DateTrunc)) and str(
+                getattr(expression.args.get("unit"), "name", expression.args.get("unit")) or "").strip("'").upper() in (
+                "DAY", "HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"):
+            expression = expression.this
+        elif isinstance(expression, exp.Paren):
+            expression = expression.this
+        else:
+            return expression
+
+
 def _time_names(model, query: exp.Expression) -> set[str]:  # type: ignore[no-untyped-def]
-    """The names of a time model's time column and of the columns it is computed from in its query
-    (``CAST(o.created_at AS DATE) AS order_day`` adds ``created_at``), lower case; empty for a
-    model without a time column."""
+    """The names of a time model's time column and of the columns it is renamed or cast from in its
+    query (``CAST(o.created_at AS DATE) AS order_day`` adds ``created_at``; a CASE or COALESCE over
+    other columns adds nothing), lower case; empty for a model without a time column."""
     column = getattr(getattr(model, "time_column", None), "column", None)
     if not isinstance(column, exp.Expression) or not column.name:
         return set()
@@ -157,28 +181,33 @@ def _time_names(model, query: exp.Expression) -> set[str]:  # type: ignore[no-un
     while grew:
         grew = False
         for alias in aliases:
-            if alias.alias.lower() in names:
-                for source in alias.this.find_all(exp.Column):
-                    if source.name.lower() not in names:
-                        names.add(source.name.lower())
-                        grew = True
+            source = _same_time(alias.this)
+            if (alias.alias.lower() in names and isinstance(source, exp.Column)
+                    and source.name.lower() not in names):
+                names.add(source.name.lower())
+                grew = True
     return names
 
 
-def _within_one_day(partition: list[exp.Expression], times: set[str]) -> bool:
-    """Whether a window's PARTITION BY keeps each partition inside one day: it lists a time column
-    itself, its date (``CAST(t AS DATE)``) or its day (``DATE_TRUNC('day', t)``); a month or a
-    week spans days."""
-    for expression in partition:
-        inner = expression
-        if isinstance(inner, exp.Cast) and inner.to.this == exp.DataType.Type.DATE:
-            inner = inner.this
-        elif isinstance(inner, (exp.TimestampTrunc, exp.DateTrunc)) and str(inner.args.get("unit") or "").upper() in (
-                "DAY", "'DAY'"):
-            inner = inner.this
-        if isinstance(inner, exp.Column) and inner.name.lower() in times:
-            return True
-    return False
+def _earliest_first(first: exp.Ordered, times: set[str]) -> bool:
+    """Whether a window's first ORDER BY key numbers rows from the earliest on, day by day: the time
+    column (or one it is renamed or cast from), its date or a finer truncation, ascending. A month
+    (its rows are peers), ``-epoch(t)`` or DESC is not."""
+    if first.args.get("desc"):
+        return False
+    key = _same_time(first.this)
+    return isinstance(key, exp.Column) and key.name.lower() in times
+
+
+# the loader's version columns (sources/load): ordered by them, a window picks each key's latest
+# version, as the @latest_row_per_key macro does
+_VERSION_COLUMNS = frozenset({"_extracted_at", "_batch_id", "_batch_row", "_loaded_at"})
+
+
+def _latest_version_first(order: exp.Order) -> bool:
+    first = order.expressions[0]
+    return bool(first.args.get("desc")) and isinstance(first.this, exp.Column) and \
+        first.this.name.lower() in _VERSION_COLUMNS
 
 
 NEXT_DAYS_TAG = "restate:next_days:"
