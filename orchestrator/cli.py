@@ -42,8 +42,8 @@ from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
 from sources import logs
-from sources.errors import (ConfigError, LoaderError, ResourceBusy, first_line, full_disk_elsewhere,
-                            interrupted, unreadable_duckdb_file, warehouse_write_problem)
+from sources.errors import (ConfigError, LoaderError, ResourceBusy, exception_chain, first_line,
+                            full_disk_elsewhere, interrupted, unreadable_duckdb_file, warehouse_write_problem)
 from sources.logs import redact_userinfo
 
 # DuckDB's text when another process has the file open read-write (one writer per file)
@@ -637,8 +637,10 @@ def _warehouse_failure(exc: BaseException, settings: Settings | None, command: s
     unreadable = unreadable_duckdb_file(exc, warehouse)
     if unreadable is not None:
         return f"error: {unreadable}", 1
-    # the disk of a file that is not the warehouse's (the project's, where SQLMesh writes its .cache)
-    elsewhere = full_disk_elsewhere(exc, warehouse, (settings.project_root,) if settings else ())
+    # the disk of a file that is not the warehouse's (the project's, where SQLMesh writes its .cache);
+    # a PostgreSQL server's full disk names its own files (base/16384/16397): not this machine's
+    on_duckdb = settings is None or settings.gateway != "postgres"
+    elsewhere = full_disk_elsewhere(exc, warehouse, (settings.project_root,) if settings else ()) if on_duckdb else None
     if elsewhere is not None:
         where, error = elsewhere
         return (f"error: the disk holding {where} is full: {redact_userinfo(error)}\n  next: free space there "
@@ -652,6 +654,12 @@ def _warehouse_failure(exc: BaseException, settings: Settings | None, command: s
         denied = warehouse_privilege_error(exc, w)
         if denied is not None:
             return f"error: {redact_userinfo(str(denied))}", 2
+        full = next((e for e in exception_chain(exc) if getattr(e, "pgcode", None) == "53100"), None)  # disk_full
+        if full is not None:
+            return (f"error: the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname} has no disk space left: "
+                    f"{first_line(full)}\n  next: free space on the server's data disk (or ask its administrator), then "
+                    f"rerun `{redact_userinfo(command)}`: what failed was rolled back, and what committed before it is "
+                    "kept"), 1
         if STATEMENT_TIMEOUT in str(exc):
             return (f"error: the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname} ended a statement of role {w.user}: "
                     f"{first_line(exc)}\n  next: {statement_timeout_hint(w.user)}"), 1

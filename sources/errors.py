@@ -329,8 +329,12 @@ def interrupted(exc: BaseException) -> bool:
 
     >>> interrupted(RuntimeError("Query interrupted")), interrupted(ValueError("bad value"))
     (True, False)
-    >>> interrupted(ValueError("Error building 'model' serializer: KeyboardInterrupt"))
+    >>> class SchemaError(Exception): pass
+    >>> interrupted(SchemaError("Error building 'model' serializer: KeyboardInterrupt"))
     True
+    >>> interrupted(ValueError("'KeyboardInterrupt' is not a valid integer (row 3, field subtotal)"))
+    False
     """
-    return any(isinstance(e, KeyboardInterrupt) or INTERRUPTED in str(e) or "KeyboardInterrupt" in str(e)
+    return any(isinstance(e, KeyboardInterrupt) or INTERRUPTED in str(e)
+               or (type(e).__name__ == "SchemaError" and "KeyboardInterrupt" in str(e))  # not a value in data
                for e in exception_chain(exc))

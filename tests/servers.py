@@ -192,10 +192,13 @@ def cutting_relay(host: str, port: int, cut: Callable[[bytes], bool]) -> Iterato
     def pipe(client: socket.socket) -> None:
         server = socket.create_connection((host, port))
         upstreams.append(server)
+        gone = threading.Event()
 
         def downstream() -> None:
             try:
                 while data := server.recv(65536):
+                    if gone.is_set():
+                        return
                     client.sendall(data)
             except OSError:
                 pass
@@ -203,12 +206,16 @@ def cutting_relay(host: str, port: int, cut: Callable[[bytes], bool]) -> Iterato
         threading.Thread(target=downstream, daemon=True).start()
         try:
             while data := client.recv(65536):
-                server.sendall(data)
                 if not fired.is_set() and cut(data):
+                    # the client's side goes first, so no answer can reach it, however the threads
+                    # are scheduled (a review made a test pass without a cut by delaying this thread)
                     fired.set()
+                    gone.set()
                     client.shutdown(socket.SHUT_RDWR)
                     client.close()
+                    server.sendall(data)
                     return
+                server.sendall(data)
         except OSError:
             pass
 

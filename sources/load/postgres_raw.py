@@ -27,7 +27,7 @@ from psycopg2 import sql
 from sources.connections import (STATEMENT_TIMEOUT, PostgresSettings, quote_ident, statement_timeout_hint,
                                  warehouse_privilege_error)
 from sources import failpoints
-from sources.errors import RawLoadError, first_line
+from sources.errors import RawLoadError, exception_chain, first_line
 from sources.landing.manifest import Manifest
 from sources.landing.store import SetAside
 from sources.load.base import (
@@ -286,19 +286,24 @@ def _raw_table_lock(cur: Any, raw_schema: str, table: str) -> None:
     if cur.fetchone()[0]:
         return
     holders = "not known"
+    cur.execute("SAVEPOINT elt_holders")
     try:
-        cur.execute("SAVEPOINT elt_holders")
         # an advisory lock on one bigint key shows in pg_locks as classid (high 32 bits) and objid
         cur.execute(
             "SELECT a.pid, a.application_name, a.client_addr, a.state, a.state_change FROM pg_locks AS l "
             "JOIN pg_stat_activity AS a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
             "AND l.objsubid = 1 AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(%s)::bigint", [key])
         rows = cur.fetchall()
-        cur.execute("RELEASE SAVEPOINT elt_holders")
-        holders = "; ".join(f"pid {pid} ({app or 'no application name'}, from {addr or 'a local socket'}, {state} "
-                            f"since {changed:%Y-%m-%d %H:%M:%S %Z})" for pid, app, addr, state, changed in rows) or "gone"
-    except Exception:  # noqa: BLE001 - only the message loses its detail
+    except psycopg2.Error:  # only the message loses its detail
         cur.execute("ROLLBACK TO SAVEPOINT elt_holders")
+        rows = None
+    cur.execute("RELEASE SAVEPOINT elt_holders")
+    if rows is not None:
+        # another role's session shows its pid only, unless this role may read all statistics
+        holders = "; ".join(
+            f"pid {pid} ({app or 'application not shown'}, from {addr or 'a local socket or not shown'}, "
+            f"{state or 'state not shown'}" + (f" since {changed:%Y-%m-%d %H:%M:%S %Z})" if changed else ")")
+            for pid, app, addr, state, changed in rows) or "gone"
     log.warning(f"waiting for the lock of {raw_schema}.{table}: another session is applying a batch to it, held by "
                 f"{holders}. A load of another source into the same table ends on its own; a session whose client "
                 "the network cut off is ended by the server within about a minute (if it is not, end it with "
@@ -422,6 +427,7 @@ class PostgresRaw:
         extracted_at = manifest.extracted_at_dt.astimezone(UTC).replace(tzinfo=None)
         ledger = _ident(META_SCHEMA, LEDGER_TABLE)
         committing = False
+        backend = self.con.get_backend_pid()  # libpq's record: no round trip
         try:
             with self.con, self.con.cursor() as cur:  # one transaction: commit on success, rollback on error
                 # keyed by the raw table: sources sharing a raw table are serialised too
@@ -501,7 +507,7 @@ class PostgresRaw:
                     # COMMIT was sent and its answer lost: the server may have committed. Its ledger
                     # knows; this said "rolled back" of an applied batch, and the rerun "unchanged"
                     # (a network probe)
-                    committed = self._ledger_holds(manifest)
+                    committed = self._ledger_holds(manifest, backend)
                     if committed:
                         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True,
                                           schema_notes=notes)
@@ -523,6 +529,9 @@ class PostgresRaw:
                 hint = f"the batch stays in landing and the rerun applies it; {denied.hint}"
             elif STATEMENT_TIMEOUT in first:  # the server's limit, not the batch
                 hint = statement_timeout_hint(self.settings.user)
+            elif any(getattr(e, "pgcode", None) == "53100" for e in exception_chain(exc)):  # disk_full: not the batch
+                hint = ("the PostgreSQL warehouse's server has no disk space left: free space on its data disk (or ask "
+                        "its administrator), then rerun; the batch stays in landing and the rerun applies it")
             elif "has no equivalent in encoding" in first:  # the database's encoding, not the batch
                 hint = ("the warehouse database's encoding cannot hold this text: re-create it with ENCODING 'UTF8' "
                         "(docs/runbook.md, \"Production\"); the batch stays in landing and applies there")
@@ -534,21 +543,41 @@ class PostgresRaw:
         self._refresh_statistics(raw_schema, manifest.table, applied_rows)
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 
-    def _ledger_holds(self, manifest: Manifest) -> bool | None:
+    def _ledger_holds(self, manifest: Manifest, backend: int) -> bool | None:
         """Whether the ledger records ``manifest``'s batch, asked on a new connection, which replaces
-        the lost one for the rest of the load; None when the warehouse cannot be reached."""
+        the lost one for the rest of the load; None when that cannot be known. The lost session
+        (``backend``) may still be committing (a slow fsync, a synchronous standby): it is ended
+        first, and the ledger read once it is gone, so the answer is final (a review found a slow
+        commit reported "rolled back" and then committed)."""
+        import time
+
         try:
             con = self.settings.connect()
         except Exception:  # noqa: BLE001 - unreachable: the caller says the outcome is not known
             return None
         try:
-            with con, con.cursor() as cur:
+            con.autocommit = True  # each read of pg_stat_activity sees the present, not a snapshot
+            with con.cursor() as cur:
+                cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s", [backend])
+                deadline = time.monotonic() + 30
+                while True:
+                    cur.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [backend])
+                    if cur.fetchone() is None:
+                        break
+                    if time.monotonic() > deadline:
+                        con.close()
+                        return None
+                    time.sleep(0.1)
                 cur.execute(sql.SQL("SELECT 1 FROM {} WHERE source = %s AND table_name = %s AND batch_id = %s").format(
                     _ident(META_SCHEMA, LEDGER_TABLE)), [manifest.source, manifest.table, manifest.batch_id])
                 found = cur.fetchone() is not None
+            con.autocommit = False
         except Exception:  # noqa: BLE001
             con.close()
             return None
+        log.warning(f"the connection was lost after the COMMIT of batch {manifest.batch_id} was sent; the ledger says "
+                    f"it was {'committed' if found else 'rolled back'}",
+                    extra={"fields": {"source": manifest.source, "table": manifest.table, "batch": manifest.batch_id}})
         self.con = con
         return found
 

@@ -107,3 +107,90 @@ def test_a_full_project_disk_is_named_as_such_not_as_the_warehouse(
     run([elt, "transform"], cwd=project, env=env)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
+
+
+@pytest.fixture
+def small_server_disk() -> Iterator[Path]:
+    """A 2 MB tmpfs the PostgreSQL server's user can reach (tmp_path's parents are closed to it)."""
+    import os
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="elt-tiny-"))
+    mount = base / "disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        if os.geteuid() == 0:  # the test server runs as postgres
+            shutil.chown(base, "postgres", "postgres")
+            shutil.chown(mount, "postgres", "postgres")
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_full_postgresql_warehouse_disk_is_the_servers(tmp_path: Path, small_jaffle: Path,
+                                                         small_server_disk: Path) -> None:
+    """The PostgreSQL server's disk is full (raw tables in a tablespace on a small tmpfs; its WAL has
+    room): the load's hint said to set the healthy batch aside, and a review found the full-disk
+    check of the project's disk naming the server's own file (`base/16384/16397`) as a path here."""
+    import os
+
+    import psycopg2
+
+    from orchestrator import cli
+    from orchestrator.settings import Settings
+    from tests.servers import postgres_server
+
+    folder = tmp_path / "files"
+    shutil.copytree(small_jaffle, folder)
+    with (folder / "raw_orders.csv").open("w") as orders:
+        orders.write("id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n")
+        for n in range(ROWS):
+            orders.write(f"order-{n:07d},c{n % 3 + 1},2018-09-{n % 28 + 1:02d}T12:00:00,s1,{n % 900},{n % 50},"
+                         f"{n % 900 + n % 50}\n")
+    with postgres_server() as pg:
+        admin = psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, dbname=pg.dbname)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE TABLESPACE tiny LOCATION '{small_server_disk}'")
+            cur.execute("CREATE DATABASE wh")
+            cur.execute("ALTER DATABASE wh SET default_tablespace = tiny")
+        admin.close()
+        project = copy_project(tmp_path / "project")
+        env = project_env(project, ELT_GATEWAY="postgres", ELT_PG_HOST=pg.host, ELT_PG_PORT=str(pg.port),
+                          ELT_PG_USER=pg.user, ELT_PG_DATABASE="wh", ELT_PG_PASSWORD="",
+                          ELT_LANDING_ROOT=str(tmp_path / "landing"))
+        full = run([str(BIN / "elt"), "load", "jaffle_shop", "--path", str(folder)], cwd=project, env=env, check=False)
+        report = full.stdout + full.stderr
+        assert full.returncode == 1, report
+        failed = next(line for line in report.splitlines() if line.startswith("FAILED orders:"))
+        assert "No space left on device" in failed, report
+        assert ("next: the PostgreSQL warehouse's server has no disk space left: free space on its data disk" in report
+                and "set-aside" not in report), report
+
+        # the same error reaching the command's top (a transform): the server's disk, not a path here
+        with psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, dbname="wh") as con, con.cursor() as cur:
+            with pytest.raises(psycopg2.errors.DiskFull) as disk_full:
+                cur.execute("CREATE TABLE filler AS SELECT repeat('x', 1000) AS x FROM generate_series(1, 100000)")
+        settings = Settings(project_root=project, warehouse=tmp_path / "unused.duckdb", landing_root=tmp_path / "landing",
+                            data_dir=tmp_path, gateway="postgres")
+        for key, value in env.items():
+            if key.startswith("ELT_PG_"):
+                os.environ[key] = value
+        try:
+            message, code = cli._warehouse_failure(RuntimeError("a model failed"), settings, "elt transform") or ("", 0)
+            assert code == 0, message  # nothing of a disk in it: not named
+            wrapped = RuntimeError("Failed to execute SQL for model marts.orders")
+            wrapped.__cause__ = disk_full.value
+            message, code = cli._warehouse_failure(wrapped, settings, "elt transform")  # type: ignore[misc]
+        finally:
+            for key in env:
+                if key.startswith("ELT_PG_"):
+                    os.environ.pop(key, None)
+        assert code == 1 and message.startswith(f"error: the PostgreSQL warehouse {pg.host}:{pg.port}/wh has no disk "
+                                                "space left: could not extend file"), message
+        assert "next: free space on the server's data disk" in message and "df -h" not in message, message
