@@ -654,6 +654,14 @@ def _warehouse_failure(exc: BaseException, settings: Settings | None, command: s
         denied = warehouse_privilege_error(exc, w)
         if denied is not None:
             return f"error: {redact_userinfo(str(denied))}", 2
+        gone = next((e for e in exception_chain(exc) if type(e).__name__ in ("OperationalError", "InterfaceError")
+                     and re.search(r"could not connect|connection refused|server closed the connection|connection "
+                                   r"already closed|terminating connection", str(e), re.IGNORECASE)), None)
+        if gone is not None:  # `elt transform` by hand while the server was down: a traceback (a scheduler probe)
+            check = f"pg_isready -h {w.host} -p {w.port}"
+            return (f"error: cannot reach the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname}: {first_line(gone)}\n"
+                    f"  next: check the server (`{check}`), then rerun `{redact_userinfo(command)}`: what failed was "
+                    "rolled back, and a transform runs the intervals that did not complete; a scheduled run is retried"), 1
         full = next((e for e in exception_chain(exc) if getattr(e, "pgcode", None) == "53100"), None)  # disk_full
         if full is not None:
             return (f"error: the PostgreSQL warehouse {w.host}:{w.port}/{w.dbname} has no disk space left: "

@@ -120,6 +120,23 @@ class PostgresSettings:
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "
                                               f"or rerun once it is back (check the {self.origin})") from None
         interval = client_check_ms()
+        try:
+            self._set_up(con, interval)
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # the link went between the login and the session's settings: as unreachable as a
+            # refused login, not a traceback (a scheduler probe: `elt run-job` died there)
+            con.close()
+            text = first_line(exc)
+            if self.password:
+                text = text.replace(self.password, "***")
+            raise ConnectionFailed(
+                f"lost the connection to PostgreSQL {self.user}@{self.host}:{self.port}/{self.dbname} while setting up "
+                f"the session: {text}", hint="the server or the network went away; the orchestrator retries, or rerun "
+                "once it answers") from None
+        return con
+
+    @staticmethod
+    def _set_up(con, interval):  # type: ignore[no-untyped-def]
         with con.cursor() as cur:
             # UTC sessions: a timestamptz's day and text are the same on every server (docs/decisions/0033)
             cur.execute("SET TimeZone = 'UTC'")
@@ -131,7 +148,6 @@ class PostgresSettings:
             if interval and con.server_version >= 140000:
                 cur.execute("SET client_connection_check_interval = %s", (interval,))
         con.commit()
-        return con
 
 
 def quote_ident(name: str) -> str:

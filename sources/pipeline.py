@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_event_time, check_primary_key, check_soft_delete, check_values
-from sources.errors import LoaderError, SourceReadError, first_line, interrupted, warehouse_write_problem
+from sources.errors import (ConnectionFailed, LoaderError, SourceReadError, first_line, interrupted,
+                            warehouse_write_problem)
 from sources import failpoints, forks
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
@@ -172,7 +173,9 @@ def ingest(
         for table in selected:
             outcome = TableOutcome(table.name)
             if lost_at:  # the connection is gone: one failure to report, not one per table
-                outcome.error = LoaderError(
+                # a connection failure, so the scheduler retries the load (it retries only when every
+                # failed table may pass next time: a scheduler probe saw none retried)
+                outcome.error = ConnectionFailed(
                     f"not loaded: the connection to the PostgreSQL warehouse was lost while loading {lost_at}",
                     source=spec.name, table=table.name, hint="nothing of this table was touched; rerun the load "
                     "once the server is back")

@@ -35,6 +35,8 @@ def is_retryable(exc: BaseException) -> bool:
     True
     >>> is_retryable(ContractError("column id missing"))
     False
+    >>> is_retryable(ConnectionFailed("not loaded: the connection to the PostgreSQL warehouse was lost while loading orders"))
+    True
     """
     chain: list[BaseException] = []
     current: BaseException | None = exc

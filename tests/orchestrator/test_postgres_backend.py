@@ -328,3 +328,42 @@ def test_a_lock_session_sets_server_keepalives_and_a_cut_while_locking_is_one_cl
     text = str(failed.value)
     assert text.startswith(f"lost the connection to PostgreSQL {pg_db.user}@127.0.0.1:") and "while taking the lock job:cut" in text, text
     assert "next: nothing was read or written" in text and "Traceback" not in text, text
+
+
+def test_a_warehouse_gone_under_sqlmesh_is_named_not_a_traceback(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`elt transform` by hand while the server was stopped: SQLMesh's own connection to its state
+    failed after elt's had succeeded, and the command ended in a psycopg2 traceback (a scheduler probe)."""
+    from orchestrator import cli
+    from orchestrator.settings import Settings
+    from tests.servers import free_port
+
+    port = free_port()  # nothing listens there
+    for key, value in {"ELT_PG_HOST": "127.0.0.1", "ELT_PG_PORT": str(port), "ELT_PG_USER": "etl",
+                       "ELT_PG_DATABASE": "wh", "ELT_PG_PASSWORD": ""}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        psycopg2.connect(host="127.0.0.1", port=port, user="etl", dbname="wh", connect_timeout=5)
+    except psycopg2.OperationalError as refused:
+        wrapped = RuntimeError("could not read the state")  # as SQLMesh's state sync raises it
+        wrapped.__cause__ = refused
+    settings = Settings(project_root=tmp_path, warehouse=tmp_path / "unused.duckdb", landing_root=tmp_path / "landing",
+                        data_dir=tmp_path, gateway="postgres")
+    known = cli._warehouse_failure(wrapped, settings, "elt transform")
+    assert known is not None, "a traceback"
+    message, code = known
+    assert code == 1 and message.startswith(f"error: cannot reach the PostgreSQL warehouse 127.0.0.1:{port}/wh: "), message
+    assert f"next: check the server (`pg_isready -h 127.0.0.1 -p {port}`)" in message, message
+
+
+def test_a_cut_while_a_session_is_set_up_is_a_connection_failure(pg_db) -> None:  # type: ignore[no-untyped-def]
+    """Between the login and the session's settings (`SET TimeZone`): a bare psycopg2 error, which
+    the run history does not retry and `elt run-job` printed as a traceback (a scheduler probe)."""
+    from sources.errors import ConnectionFailed
+    from tests.servers import cutting_relay
+
+    with cutting_relay(pg_db.host, pg_db.port, lambda data: b"SET TimeZone" in data) as port:
+        with pytest.raises(ConnectionFailed) as failed:
+            PostgresSettings("127.0.0.1", port, pg_db.user, pg_db.dbname).connect()
+    text = str(failed.value)
+    assert text.startswith(f"lost the connection to PostgreSQL {pg_db.user}@127.0.0.1:{port}/{pg_db.dbname} while "
+                           "setting up the session: "), text
