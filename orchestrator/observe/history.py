@@ -349,9 +349,25 @@ class History:
 
     # --- job state ------------------------------------------------------------------------
     def last_slot(self, job: str) -> datetime | None:
+        """The slot the schedule counts from: the last one claimed, if a run of it was recorded."""
         with self._cursor() as cur:
-            rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
-        return rows[0][0] if rows else None
+            return self._last_run_slot(cur, job)[0]
+
+    @staticmethod
+    def _last_run_slot(cur: Any, job: str) -> tuple[datetime | None, datetime | None]:
+        """(the last claimed slot that a run was recorded for, the last claimed slot). A claim with
+        no run after it (the tick died between the two, or the claim's COMMIT was applied and its
+        answer lost) skipped the slot for good: a scheduler probe's transform waited for the next
+        hour with nothing in the history. Such a slot counts as not taken; a stopped run's slot was
+        given back already."""
+        rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
+        claimed = rows[0][0] if rows else None
+        if claimed is None:
+            return None, None
+        ran = cur.fetchall("SELECT max(scheduled_for) FROM elt_meta.job_runs WHERE job = ? AND attempt >= 1 "
+                           "AND status <> 'stopped' AND scheduled_for <= ?", [job, claimed])
+        latest = ran[0][0] if ran else None
+        return (claimed if latest == claimed else latest), claimed
 
     def release_slot(self, job: str, slot: datetime, previous: datetime | None, now: datetime) -> None:
         """Give back ``slot``, claimed by a run that was stopped before it finished: the job's last
@@ -365,9 +381,13 @@ class History:
         Called under the job's lock, so the read and the write cannot interleave with another run.
         """
         with self._cursor() as cur:
-            rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
-            if rows and rows[0][0] is not None and rows[0][0] >= slot:
+            last, claimed = self._last_run_slot(cur, job)
+            if last is not None and last >= slot:
                 return False
+            if claimed is not None and claimed != last:
+                log.warning(f"slot {claimed} of job {job} was claimed by a run that left no record (it died before "
+                            "starting, or its claim's answer was lost): the schedule counts from the last slot that ran",
+                            extra={"fields": {"job": job, "slot": str(claimed)}})
             cur.execute(
                 "INSERT INTO elt_meta.job_state (job, last_slot, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (job) DO UPDATE SET last_slot = excluded.last_slot, updated_at = excluded.updated_at",

@@ -333,3 +333,21 @@ def test_the_next_run_of_a_job_marks_its_killed_run_abandoned_without_a_tick(pro
     statuses = {r.run_id: r.status for r in project.history().recent(5, "slow")}
     assert statuses[record.run_id] == "abandoned"
     assert sorted(statuses.values()) == ["abandoned", "succeeded"]
+
+
+def test_a_slot_claimed_by_a_run_that_left_no_record_runs_at_the_next_tick(project: Project) -> None:
+    """A tick claimed 01:00 for the job and died before its run was recorded (or the claim's COMMIT
+    was applied and its answer lost, as a scheduler probe on PostgreSQL found): the slot counted as
+    taken, the next tick said "nothing due", and nothing ran until 02:00."""
+    from datetime import datetime
+
+    env = {"ELT_JOBS": "quick"}
+    assert "quick: succeeded" in project.elt("tick", "--now", "2026-11-25T00:10", **env).stdout
+    history = project.history()
+    assert history.claim_slot("quick", datetime(2026, 11, 25, 1, 0), datetime(2026, 11, 25, 1, 0, 5))
+    out = project.elt("tick", "--now", "2026-11-25T01:30", **env)
+    assert "quick: succeeded" in out.stdout, out.stdout + out.stderr
+    assert "was claimed by a run that left no record" in out.stderr, out.stderr
+    runs = sorted(project.history().recent(10, "quick"), key=lambda r: r.started_at)
+    assert [r.scheduled_for.hour for r in runs] == [0, 1], runs
+    assert "nothing due" in project.elt("tick", "--now", "2026-11-25T01:40", **env).stdout  # and once only
