@@ -626,6 +626,11 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             self.audits_run = 0
             self.audited_models: set[str] = set()
             self.evaluated: list[tuple[str, str, str]] = []
+            self.test_errors: list[str] = []  # the tracebacks of unit tests that errored (not failed)
+
+        def log_test_results(self, result: Any, target_dialect: str) -> None:
+            self.test_errors += [str(trace) for _, trace in getattr(result, "errors", [])]
+            super().log_test_results(result, target_dialect)
 
         def update_snapshot_evaluation_progress(self, snapshot: Any, interval: Any, batch_idx: int,
                                                 duration_ms: Any, num_audits_passed: int, num_audits_failed: int,
@@ -869,6 +874,12 @@ def _held_warning(direct: dict[str, set[str]], found: list[Any]) -> str:
     return "\n".join(lines)
 
 
+# a connection's end in psycopg2's words (and the cursor of a closed connection's)
+_CONNECTION_LOST = re.compile(r"server closed the connection|connection already closed|cursor already closed|"
+                              r"terminating connection|could not connect to server|connection refused|"
+                              r"SSL connection has been closed", re.IGNORECASE)
+
+
 def _server_failure(step: str, exc: BaseException) -> TransformFailed | None:
     """A PostgreSQL error that SQLMesh did not turn into a model's failure (in the plan's view swap,
     or a state write: `NodeExecutionFailedError` and its traceback) as a ``TransformFailed`` whose
@@ -1013,6 +1024,16 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
                 forget_deploy(adapter, deploy_id)
             if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
                 raise KeyboardInterrupt("plan") from exc
+            lost = next((line.strip() for trace in console.test_errors for line in trace.splitlines()
+                         if _CONNECTION_LOST.search(line)), None)
+            if lost is not None:
+                # the unit tests could not reach the warehouse: no test failed, and the scheduler
+                # retries a lost connection (this read "failing test(s)", and was not retried: a
+                # scheduler probe)
+                raise TransformFailed(
+                    "plan", [], "SQLMesh's unit tests lost the warehouse; no test failed.",
+                    model_errors=[f"plan: lost the connection to the warehouse while the unit tests ran: {lost}"],
+                ) from exc
             raise TransformFailed(
                 "plan", [_describe(ctx, e) for e in console.audit_errors], str(exc), console.skipped_models,
                 console.model_errors,

@@ -367,3 +367,27 @@ def test_a_cut_while_a_session_is_set_up_is_a_connection_failure(pg_db) -> None:
     text = str(failed.value)
     assert text.startswith(f"lost the connection to PostgreSQL {pg_db.user}@127.0.0.1:{port}/{pg_db.dbname} while "
                            "setting up the session: "), text
+
+
+def test_a_connection_lost_while_the_unit_tests_run_is_not_a_failing_test(tmp_path: Path, small_jaffle: Path,  # type: ignore[no-untyped-def]
+                                                                          pg_db) -> None:
+    """The warehouse connection goes while SQLMesh's plan runs the project's unit tests: the
+    transform said "Cannot generate plan due to failing test(s)", and the scheduler did not retry
+    it (a scheduler probe). No test failed."""
+    from orchestrator.scheduling.worker import is_retryable
+    from orchestrator.transform.run import TransformFailed
+    from tests.conftest import BIN, copy_project, project_env, run
+    from tests.servers import cutting_relay
+
+    project = copy_project(tmp_path / "project")
+    env = project_env(project, **pg_db.env("ELT_PG"), ELT_GATEWAY="postgres", ELT_LANDING_ROOT=str(tmp_path / "landing"))
+    run([str(BIN / "elt"), "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    with cutting_relay(pg_db.host, pg_db.port, lambda data: b"sqlmesh_test" in data) as port:
+        cut = run([str(BIN / "elt"), "transform"], cwd=project, env={**env, "ELT_PG_PORT": str(port)}, check=False)
+    assert cut.returncode == 1, cut.stdout + cut.stderr
+    assert "failing test" not in cut.stderr and "lost the connection to the warehouse while the unit tests ran" in \
+        cut.stderr, cut.stderr
+    line = next(l for l in cut.stderr.splitlines() if "lost the connection to the warehouse" in l)
+    assert is_retryable(TransformFailed("plan", [], model_errors=[line])), line
+    again = run([str(BIN / "elt"), "transform"], cwd=project, env=env, check=False)
+    assert again.returncode == 0, again.stderr
