@@ -28,7 +28,7 @@ from orchestrator.scheduling.locks import make_lock
 from orchestrator.scheduling.runner import JobResult, mark_abandoned, run_job, utcnow
 from orchestrator.scheduling.schedule import Due, due_runs
 from orchestrator.settings import Settings
-from sources.logs import get_logger
+from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.scheduling.tick")
 
@@ -85,8 +85,16 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
 
         def start(item: tuple[Job, Due]) -> JobResult:
             job, due = item
-            return run_job(settings, job, trigger="schedule", slot=due.slot, interval_start=due.interval_start,
-                           missed=due.missed, now=clock)
+            try:
+                return run_job(settings, job, trigger="schedule", slot=due.slot, interval_start=due.interval_start,
+                               missed=due.missed, now=clock)
+            except Exception as exc:  # noqa: BLE001 - one job's bookkeeping must not stop the others
+                # the run history's connection went while the job was started (a scheduler probe: the
+                # tick ended in a traceback, and the loads after it and the transform never started).
+                # Its slot stays due unless a run was recorded (History.last_slot): the next tick runs it
+                error = redact_userinfo(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                log.error("job could not be started", extra={"fields": {"job": job.name, "error": error}})
+                return JobResult("", job.name, "failed", 0, f"not started: {error}")
 
         with ThreadPoolExecutor(max_workers=_parallelism(settings)) as pool:
             report.started += list(pool.map(start, first))

@@ -351,3 +351,27 @@ def test_a_slot_claimed_by_a_run_that_left_no_record_runs_at_the_next_tick(proje
     runs = sorted(project.history().recent(10, "quick"), key=lambda r: r.started_at)
     assert [r.scheduled_for.hour for r in runs] == [0, 1], runs
     assert "nothing due" in project.elt("tick", "--now", "2026-11-25T01:40", **env).stdout  # and once only
+
+
+def test_a_job_that_cannot_be_started_does_not_stop_the_tick(project: Project, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The run history's connection went while one job was being started: the tick ended in a
+    traceback, and the jobs after it (the transform too) never started (a scheduler probe)."""
+    from datetime import datetime
+
+    from orchestrator.scheduling import tick as ticking
+
+    for key, value in {**project.env, "ELT_JOBS": "quick,flaky"}.items():
+        monkeypatch.setenv(key, value)
+    real = ticking.run_job
+
+    def history_gone_for_flaky(settings, job, **kwargs):  # type: ignore[no-untyped-def]
+        if job.name == "flaky":
+            raise ConnectionResetError("server closed the connection unexpectedly")
+        return real(settings, job, **kwargs)
+
+    monkeypatch.setattr(ticking, "run_job", history_gone_for_flaky)
+    report = ticking.tick(project.settings(), datetime(2026, 11, 25, 0, 10))
+    by_job = {r.job: r for r in report.started}
+    assert by_job["quick"].status == "succeeded", report.render()
+    assert by_job["flaky"].status == "failed" and "not started: server closed the connection" in by_job["flaky"].error, \
+        report.render()
