@@ -117,6 +117,11 @@ class PostgresSettings:
                     "the server has no free connection slot (max_connections): other sessions hold them all; the "
                     "orchestrator retries, or rerun once some are free (`SELECT usename, application_name, state FROM "
                     "pg_stat_activity` lists them); a transform that applies a plan opens about a dozen")) from None
+            if re.search(r"No space left on device|could not write init file|could not extend file", str(exc)):
+                # the server is up, its disk is full: "down or unreachable" sent a probe to the network
+                raise ConnectionFailed(where, hint=(
+                    "the server is up but its disk is full: free space on its data disk (or ask its administrator); "
+                    "the orchestrator retries, or rerun then")) from None
             raise ConnectionFailed(where, hint="the server is down or unreachable; the orchestrator retries, "
                                               f"or rerun once it is back (check the {self.origin})") from None
         interval = client_check_ms()

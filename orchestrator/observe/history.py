@@ -402,13 +402,14 @@ class History:
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def set_alert_state(self, subject: str, state: str, now: datetime, detail: str = "") -> None:
-        with self._cursor() as cur:
-            cur.execute(
-                "INSERT INTO elt_meta.alert_state (subject, state, changed_at, detail) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (subject) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, "
-                "detail = excluded.detail",
-                [subject, state, now, _redacted(detail)],
-            )
+        """Kept for the next command when the history cannot be written: the alert was sent, and
+        a state left behind made the recovery never announced (a scheduler probe: the PostgreSQL
+        server's disk was full when a FAILED alert went out)."""
+        self._write_or_keep(
+            "INSERT INTO elt_meta.alert_state (subject, state, changed_at, detail) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (subject) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, "
+            "detail = excluded.detail",
+            [subject, state, now, _redacted(detail)], {"subject": subject, "state": state})
 
 
 class _DuckCursor:

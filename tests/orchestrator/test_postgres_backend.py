@@ -391,3 +391,42 @@ def test_a_connection_lost_while_the_unit_tests_run_is_not_a_failing_test(tmp_pa
     assert is_retryable(TransformFailed("plan", [], model_errors=[line])), line
     again = run([str(BIN / "elt"), "transform"], cwd=project, env=env, check=False)
     assert again.returncode == 0, again.stderr
+
+
+def test_an_alert_state_the_warehouse_could_not_take_is_kept_for_the_next_command(tmp_path: Path, pg_db,  # type: ignore[no-untyped-def]
+                                                                                   monkeypatch) -> None:
+    """A FAILED alert went out while the PostgreSQL server's disk was full: its state was not
+    written, so when the job succeeded again the previous state read 'ok' and no RECOVERED alert
+    was ever sent (a scheduler probe). The state is kept beside the history and written later."""
+    from datetime import datetime
+
+    from orchestrator.observe.history import History
+    from orchestrator.settings import Settings
+    from tests.servers import cutting_relay
+
+    settings = Settings(project_root=tmp_path, warehouse=tmp_path / "data" / "warehouse.duckdb",
+                        landing_root=tmp_path / "landing", data_dir=tmp_path / "data", gateway="postgres")
+    (tmp_path / "data").mkdir()
+    for key, value in {**pg_db.env("ELT_PG"), "ELT_HISTORY_CONNECT_WAIT_S": "1"}.items():
+        monkeypatch.setenv(key, value)
+    History.open(settings).set_alert_state("job:demo", "ok", datetime(2026, 12, 6, 1, 0))
+    with cutting_relay(pg_db.host, pg_db.port, lambda data: b"INSERT INTO elt_meta.alert_state" in data) as port:
+        monkeypatch.setenv("ELT_PG_PORT", str(port))
+        History.open(settings).set_alert_state("job:demo", "failed", datetime(2026, 12, 6, 2, 0))  # no exception
+    monkeypatch.setenv("ELT_PG_PORT", str(pg_db.port))
+    assert History.open(settings).alert_states()["job:demo"][0] == "failed"
+
+
+def test_a_server_with_a_full_disk_is_not_called_unreachable(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A scheduler probe filled the server's disk before a tick: `elt tick`, `status` and `runs`
+    said "the server is down or unreachable" (the login fails with the server's FATAL below)."""
+    from sources.errors import ConnectionFailed
+
+    def refused(**kwargs):  # type: ignore[no-untyped-def]
+        raise psycopg2.OperationalError('connection to server at "127.0.0.1", port 5432 failed: FATAL:  could not '
+                                        'write init file')
+
+    monkeypatch.setattr(psycopg2, "connect", refused)
+    with pytest.raises(ConnectionFailed) as failed:
+        PostgresSettings("127.0.0.1", 5432, "etl", "wh").connect()
+    assert "the server is up but its disk is full" in str(failed.value) and "unreachable" not in str(failed.value)
