@@ -28,6 +28,7 @@ from orchestrator.scheduling.locks import make_lock
 from orchestrator.scheduling.runner import JobResult, mark_abandoned, run_job, utcnow
 from orchestrator.scheduling.schedule import Due, due_runs
 from orchestrator.settings import Settings
+from sources.errors import ConfigError
 from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.scheduling.tick")
@@ -88,6 +89,8 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
             try:
                 return run_job(settings, job, trigger="schedule", slot=due.slot, interval_start=due.interval_start,
                                missed=due.missed, now=clock)
+            except ConfigError:
+                raise  # the configuration, not this job: every job would fail the same way (exit 2)
             except Exception as exc:  # noqa: BLE001 - one job's bookkeeping must not stop the others
                 # the run history's connection went while the job was started (a scheduler probe: the
                 # tick ended in a traceback, and the loads after it and the transform never started).
