@@ -430,3 +430,21 @@ def test_a_server_with_a_full_disk_is_not_called_unreachable(monkeypatch) -> Non
     with pytest.raises(ConnectionFailed) as failed:
         PostgresSettings("127.0.0.1", 5432, "etl", "wh").connect()
     assert "the server is up but its disk is full" in str(failed.value) and "unreachable" not in str(failed.value)
+
+
+def test_on_postgres_a_slot_that_ran_is_not_run_again_and_one_without_a_run_is(pg_project: Project) -> None:
+    """The schedule counts from the last claimed slot a run was recorded for: on PostgreSQL too, a
+    slot that ran stays done (the claim's time and the run's compare equal there), and a claim
+    without a run (its COMMIT applied, its answer lost) is run by the next tick."""
+    from datetime import datetime
+
+    env = {"ELT_JOBS": "quick"}
+    first = pg_project.elt("tick", "--now", "2026-11-25T00:10", **env)
+    assert "quick: succeeded" in first.stdout, first.stdout + first.stderr
+    again = pg_project.elt("tick", "--now", "2026-11-25T00:20", **env)
+    assert "nothing due" in again.stdout, again.stdout + again.stderr
+    assert pg_project.history().claim_slot("quick", datetime(2026, 11, 25, 1, 0), datetime(2026, 11, 25, 1, 0, 5))
+    orphan = pg_project.elt("tick", "--now", "2026-11-25T01:30", **env)
+    assert "quick: succeeded" in orphan.stdout and "left no record" in orphan.stderr, orphan.stdout + orphan.stderr
+    done = pg_project.elt("tick", "--now", "2026-11-25T01:40", **env)
+    assert "nothing due" in done.stdout, done.stdout + done.stderr
