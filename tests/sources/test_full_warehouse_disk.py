@@ -22,6 +22,17 @@ from tests.conftest import BIN, copy_project, project_env, run
 ROWS = 100_000
 
 
+def _many_orders(small_jaffle: Path, folder: Path) -> Path:
+    """The small shop's files with ROWS orders: more than a 2 MB disk holds."""
+    shutil.copytree(small_jaffle, folder)
+    with (folder / "raw_orders.csv").open("w") as orders:
+        orders.write("id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n")
+        for n in range(ROWS):
+            orders.write(f"order-{n:07d},c{n % 3 + 1},2018-09-{n % 28 + 1:02d}T12:00:00,s1,{n % 900},{n % 50},"
+                         f"{n % 900 + n % 50}\n")
+    return folder
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     mount = tmp_path / "small-disk"
@@ -37,13 +48,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_a_full_warehouse_disk_is_named_and_the_landed_batch_applies_once_there_is_room(
         tmp_path: Path, small_jaffle: Path, small_disk: Path) -> None:
-    folder = tmp_path / "files"
-    shutil.copytree(small_jaffle, folder)
-    with (folder / "raw_orders.csv").open("w") as orders:
-        orders.write("id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n")
-        for n in range(ROWS):
-            orders.write(f"order-{n:07d},c{n % 3 + 1},2018-09-{n % 28 + 1:02d}T12:00:00,s1,{n % 900},{n % 50},"
-                         f"{n % 900 + n % 50}\n")
+    folder = _many_orders(small_jaffle, tmp_path / "files")
     project = copy_project(tmp_path / "project")
     warehouse = small_disk / "warehouse.duckdb"
     env = project_env(project, ELT_DUCKDB_PATH=str(warehouse), ELT_LANDING_ROOT=str(tmp_path / "landing"))
@@ -145,13 +150,7 @@ def test_a_full_postgresql_warehouse_disk_is_the_servers(tmp_path: Path, small_j
     from orchestrator.settings import Settings
     from tests.servers import postgres_server
 
-    folder = tmp_path / "files"
-    shutil.copytree(small_jaffle, folder)
-    with (folder / "raw_orders.csv").open("w") as orders:
-        orders.write("id,customer,ordered_at,store_id,subtotal,tax_paid,order_total\n")
-        for n in range(ROWS):
-            orders.write(f"order-{n:07d},c{n % 3 + 1},2018-09-{n % 28 + 1:02d}T12:00:00,s1,{n % 900},{n % 50},"
-                         f"{n % 900 + n % 50}\n")
+    folder = _many_orders(small_jaffle, tmp_path / "files")
     with postgres_server() as pg:
         admin = psycopg2.connect(host=pg.host, port=pg.port, user=pg.user, dbname=pg.dbname)
         admin.autocommit = True

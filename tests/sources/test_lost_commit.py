@@ -38,6 +38,14 @@ def _raw(pg_db) -> list[tuple]:  # type: ignore[no-untyped-def]
         return cur.fetchall()
 
 
+def _until_warned(caplog, loader) -> None:  # type: ignore[no-untyped-def]
+    """Wait (10 s at most) until ``loader`` says it waits for the raw table's lock, or ends."""
+    for _ in range(100):
+        if any("waiting for the lock of raw_shop.orders" in r.getMessage() for r in caplog.records):
+            return
+        loader.join(0.1)
+
+
 @pytest.mark.parametrize("slow", [False, True], ids=["commit", "slow-commit"])
 def test_a_commit_whose_answer_is_lost_is_reported_as_what_the_ledger_says(  # type: ignore[no-untyped-def]
         tmp_path: Path, pg_db, caplog, slow: bool) -> None:
@@ -106,10 +114,7 @@ def test_a_load_waiting_for_the_raw_tables_lock_says_who_holds_it(tmp_path: Path
     loader = threading.Thread(target=lambda: outcome.append(_apply(landing, direct)))
     loader.start()
     try:
-        for _ in range(100):
-            if any("waiting for the lock of raw_shop.orders" in r.getMessage() for r in caplog.records):
-                break
-            loader.join(0.1)
+        _until_warned(caplog, loader)
         assert not outcome, outcome  # it waits for the holder
     finally:
         holder.rollback()  # the server ends the cut session: its transaction, and the lock, go
@@ -146,10 +151,7 @@ def test_a_raw_tables_lock_held_by_another_roles_session_is_waited_for(tmp_path:
             _apply(landing, PostgresSettings(pg_db.host, pg_db.port, loader, pg_db.dbname))))
         worker.start()
         try:
-            for _ in range(100):
-                if any("waiting for the lock" in r.getMessage() for r in caplog.records):
-                    break
-                worker.join(0.1)
+            _until_warned(caplog, worker)
         finally:
             holder.rollback()
             holder.close()
