@@ -117,7 +117,6 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression):
         return level
-    ranking = (exp.RowNumber, exp.Rank, exp.DenseRank)
     # NTILE, PERCENT_RANK and CUME_DIST divide by the partition's size: later rows change them
     whole_partition = (exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
     named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
@@ -145,8 +144,7 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
             # amount), or by a coarser time (a month's rows are peers): a row's number or running
             # value reads rows of later days too
             return ALL_DAYS
-        counts_rows = isinstance(func, exp.Count) and isinstance(func.this, exp.Star)
-        level = max(level, NUMBERS if isinstance(func, ranking) or counts_rows else VALUES)
+        level = max(level, NUMBERS if _ranks(window) else VALUES)
     return level
 
 
@@ -208,6 +206,89 @@ def _latest_version_first(order: exp.Order) -> bool:
     first = order.expressions[0]
     return bool(first.args.get("desc")) and isinstance(first.this, exp.Column) and \
         first.this.name.lower() in _VERSION_COLUMNS
+
+
+_RANKING = (exp.RowNumber, exp.Rank, exp.DenseRank)
+
+
+def _ranks(window: exp.Window) -> bool:
+    """Whether a window numbers rows (a rank or ``COUNT(*)``): NUMBERS in ``numbers_rows``."""
+    func = window.this
+    while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
+        func = func.this
+    return isinstance(func, _RANKING) or (isinstance(func, exp.Count) and isinstance(func.this, exp.Star))
+
+
+def ranked_sources(model) -> set[str]:  # type: ignore[no-untyped-def]
+    """``schema.table`` of the tables whose rows the model's ranking windows number: the tables in
+    the FROM and JOINs of each ranking window's SELECT, through CTEs and subqueries, except a
+    grouped CTE or subquery that is LEFT JOINed (it adds no row: ``marts.orders`` ranks orders and
+    only sums their items). A table read otherwise (a filter, an aggregate joined to the rows) does
+    not add or remove ranked rows. Lower case.
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlglot import parse_one
+    >>> def ranked(sql): return sorted(ranked_sources(M(query=parse_one(sql, read="duckdb"))))
+    >>> ranked("WITH s AS (SELECT order_id, COUNT(*) AS n FROM m.items GROUP BY order_id) "
+    ...        "SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN s USING (order_id)")
+    ['m.orders']
+    >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY o.c ORDER BY o.t, i.id) FROM m.items AS i JOIN m.orders AS o USING (order_id)")
+    ['m.items', 'm.orders']
+    >>> ranked("WITH r AS (SELECT COUNT(*) OVER (PARTITION BY c ORDER BY t) AS n, t FROM (SELECT * FROM m.items) AS i) SELECT * FROM r")
+    ['m.items']
+    >>> ranked("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM m.items")
+    []
+    """
+    query = getattr(model, "query", None)
+    if not isinstance(query, exp.Expression):
+        return set()
+    ctes = {cte.alias_or_name.lower(): cte.this for cte in query.find_all(exp.CTE)}
+
+    def of_query(node: exp.Expression, seen: frozenset[str]) -> set[str]:
+        if isinstance(node, exp.Subquery):
+            return of_query(node.this, seen)
+        if isinstance(node, exp.SetOperation):
+            return of_query(node.left, seen) | of_query(node.right, seen)
+        if isinstance(node, exp.Select):
+            return of_select(node, seen)
+        return set()
+
+    def resolved(node: exp.Expression, seen: frozenset[str]) -> exp.Expression | None:
+        """The query a FROM or JOIN item stands for (a CTE's or a subquery's), or None for a table."""
+        if isinstance(node, exp.Table) and not node.db and node.name.lower() in ctes and node.name.lower() not in seen:
+            return ctes[node.name.lower()]
+        return node if isinstance(node, exp.Subquery) else None
+
+    def of_item(node: exp.Expression, seen: frozenset[str]) -> set[str]:
+        inner = resolved(node, seen)
+        if inner is not None:
+            return of_query(inner, seen | {node.name.lower()} if isinstance(node, exp.Table) else seen)
+        return {f"{node.db}.{node.name}".lower()} if isinstance(node, exp.Table) and node.db else set()
+
+    def grouped(node: exp.Expression | None) -> bool:
+        while isinstance(node, exp.Subquery):
+            node = node.this
+        return isinstance(node, exp.Select) and bool(node.args.get("group") or node.args.get("distinct"))
+
+    def of_select(select: exp.Select, seen: frozenset[str]) -> set[str]:
+        found: set[str] = set()
+        source = select.args.get("from_")
+        if source is not None:
+            found |= of_item(source.this, seen)
+        for join in select.args.get("joins") or []:
+            if str(join.side).upper() == "LEFT" and grouped(resolved(join.this, seen)):
+                continue  # one row per group, or none: the ranked rows stay as they are
+            found |= of_item(join.this, seen)
+        return found
+
+    out: set[str] = set()
+    for window in query.find_all(exp.Window):
+        if isinstance(window.this, exp.Identifier) or not _ranks(window):
+            continue
+        select = window.find_ancestor(exp.Select)
+        if select is not None:
+            out |= of_select(select, frozenset())
+    return out
 
 
 NEXT_DAYS_TAG = "restate:next_days:"
@@ -273,6 +354,10 @@ class Lineage:
     # model -> how many days after each touched day it also restates (the tag 'restate:next_days:N',
     # a trailing N-day sum), or a time model it reads does
     next_days: dict[str, int] = field(default_factory=dict)
+    # model -> the raw tables whose rows a ranking window of it (or of a model it reads) numbers,
+    # directly or through models (ranked_sources): a child table (items placed by their order) among
+    # them shifts the later days of its parent's entity when an item appears, goes or moves
+    ranked_raw: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -283,6 +368,7 @@ class Lineage:
         via: dict[str, set[str]] = {}
         later: dict[str, int] = {}
         following: dict[str, int] = {}
+        ranked: dict[str, set[str]] = {}
         for fqn in ctx.dag.sorted:
             name = schema_table(fqn).lower()
             if name not in models:
@@ -291,17 +377,20 @@ class Lineage:
             through: set[str] = set()
             later[name] = numbers_rows(models[name])
             following[name] = next_days_tagged(models[name])
+            numbered = {t for source in ranked_sources(models[name])
+                        for t in (upstream.get(source, set()) if source in models else {source})}
             for parent in query_parents(models[name]):
                 if parent in models:
                     up |= upstream.get(parent, set())
                     through |= via.get(parent, set())
+                    numbered |= ranked.get(parent, set())
                     later[name] = max(later[name], later.get(parent, OWN_DAYS))
                     following[name] = max(following[name], following.get(parent, 0))
                     if not is_time[parent]:
                         through |= upstream.get(parent, set())
                 else:
                     up.add(parent)
-            upstream[name], via[name] = up, through
+            upstream[name], via[name], ranked[name] = up, through, numbered
         # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
         # audit-only parent (its depends_on) changes: marts.customers' whole-history store audit
         # must run when a store is deleted (decision 0022). Only for the model itself: its
@@ -336,7 +425,7 @@ class Lineage:
                                 "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
                                 "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
                                 "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
-        return cls(is_time, triggers, via, later, first, following)
+        return cls(is_time, triggers, via, later, first, following, ranked)
 
 
 def expected_version(snapshot) -> str:  # type: ignore[no-untyped-def]
@@ -442,10 +531,21 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
 
+    def level_of(name: str, raw_table: str) -> int:
+        """How ``name``'s days depend on other days for changes of ``raw_table``: a model that ranks
+        the rows of a child table (items placed by their order, ``event_time_from``) restates the
+        later days of the parent's entity for any changed item, as a value aggregate does (the
+        child's query has no 'moved' test of its own)."""
+        level = lineage.later_days.get(name, VALUES)
+        spec = specs.get(raw_table)
+        if level == NUMBERS and spec is not None and spec.parent and raw_table in lineage.ranked_raw.get(name, set()):
+            return VALUES
+        return level
+
     # the raw tables whose changed values (not only rows that appeared, went or moved) shift later
     # days for some model: only their window query looks for them
     values_of = {t for (name, _), tables in pending.items() if lineage.is_time.get(name)
-                 and VALUES <= lineage.later_days.get(name, VALUES) < ALL_LATER for t in tables}
+                 for t in tables if VALUES <= level_of(name, t) < ALL_LATER}
 
     def days(raw_table: str, batches: set[str]) -> w.Windows:
         key = (raw_table, frozenset(batches))
@@ -485,7 +585,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
                 windows.whole = windows.whole or bool(filled(raw_table, batches))
             else:
-                windows.merge(days(raw_table, batches), later=lineage.later_days.get(name, VALUES))
+                windows.merge(days(raw_table, batches), later=level_of(name, raw_table))
         if not windows or not snapshot.intervals:
             continue
         if snapshot.is_model and snapshot.model.disable_restatement:

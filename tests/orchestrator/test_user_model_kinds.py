@@ -312,3 +312,54 @@ def test_a_window_not_ordered_from_the_earliest_day_restates_every_day(  # type:
     assert got == want, (got, want)
     # the new order changed an earlier day's row (o1 on 09-01 or o2 on 09-03): what only restating them heals
     assert any(dict(got)[o] != before[o] for o in ("o1", "o2")), (got, before)
+
+
+RANKED_ITEMS = """MODEL (
+  name marts.customer_item_numbers,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_item_id,
+  description 'Each item with its place among its customer''s items ({what}).'
+);
+
+WITH items AS (
+  SELECT
+    items.order_item_id,
+    orders.ordered_at,
+    {window} AS place
+  FROM staging.stg_jaffle_shop__order_items AS items
+  JOIN staging.stg_jaffle_shop__orders AS orders ON items.order_id = orders.order_id
+  WHERE orders.ordered_at <= @end_ts
+)
+SELECT items.order_item_id, items.ordered_at, items.place
+FROM items
+WHERE items.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+
+@pytest.mark.parametrize("what, window", [
+    ("a rank", "ROW_NUMBER() OVER (PARTITION BY orders.customer_id ORDER BY orders.ordered_at, items.order_item_id)"),
+    ("a running count", "COUNT(*) OVER (PARTITION BY orders.customer_id ORDER BY orders.ordered_at, items.order_item_id)"),
+])
+def test_a_late_item_reaches_its_customers_later_item_numbers(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, what: str, window: str) -> None:
+    """A model that numbers a customer's items by time (items take their day from their order): a
+    late item of o1 (c1, 09-01) shifts the numbers of c1's later items (o2's on 09-03). Before, a
+    ranking model got later days only for its sequence_key table's own rows (orders), so 09-03 kept
+    its old numbers (two items numbered alike). marts.orders, which ranks orders and only sums their
+    items, still restates the item's day alone."""
+    (settings.project_root / "models" / "marts" / "customer_item_numbers.sql").write_text(
+        RANKED_ITEMS.format(what=what, window=window))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    items = small_jaffle / "raw_items.csv"
+    items.write_text(items.read_text() + "i6,o1,BEV-002\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    assert summary.restated_windows["marts.customer_item_numbers"].startswith("2 day(s): 2018-09-01, 2018-09-03"), \
+        summary.restated_windows
+    assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-01", summary.restated_windows
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT order_item_id, place FROM marts.customer_item_numbers ORDER BY 1").fetchall()
+        want = con.execute(f"SELECT items.order_item_id, {window} FROM staging.stg_jaffle_shop__order_items AS items "
+                           "JOIN staging.stg_jaffle_shop__orders AS orders USING (order_id) ORDER BY 1").fetchall()
+    assert got == want and ("i3", 4) in got, (got, want)
