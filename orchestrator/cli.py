@@ -36,7 +36,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
+import threading
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -576,6 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     logcontext.install()
     settings: Settings | None = None
     command = " ".join(["elt", *(sys.argv[1:] if argv is None else argv)])
+    previous = _stop_on_sigterm()
     try:
         settings = Settings.from_env()
         code = int(args.func(args, settings))
@@ -617,13 +620,41 @@ def main(argv: list[str] | None = None) -> int:
         message, code = known
         print(message, file=sys.stderr)
         return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+# SIGTERM received by this command (see _stop_on_sigterm)
+_TERMINATED: list[int] = []
+
+
+def _stop_on_sigterm():  # type: ignore[no-untyped-def]
+    """Let SIGTERM stop a command as Ctrl-C does: Airflow's task timeout, Kubernetes, `docker stop`,
+    `timeout` and systemd send it. Without a handler `elt load` died with status -15 and no word
+    (nothing half-applied: its transaction died with it); now the interrupt unwinds through the same
+    paths as a Ctrl-C (the load stops at its table, the transaction rolls back, locks are let go)
+    and the command says what stands. A second SIGTERM kills at once. The supervisors (`elt tick`,
+    `elt run-job`, `elt serve`) replace this with their own handler (orchestrator/scheduling/stopping.py).
+    Returns the handler to restore (None outside the main thread, where none can be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _TERMINATED.clear()
+
+    def stop(signum, frame):  # type: ignore[no-untyped-def]
+        _TERMINATED.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one kills
+        raise KeyboardInterrupt("SIGTERM")
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _interrupted(command: str) -> int:
-    print(f"interrupted: `{redact_userinfo(command)}` stopped; what it had not committed was rolled back\n"
+    by = " by SIGTERM" if _TERMINATED else ""
+    print(f"interrupted: `{redact_userinfo(command)}` stopped{by}; what it had not committed was rolled back\n"
           "  next: rerun it when you want: a load applies the landed batches raw lacks first, a transform runs "
           "the intervals that did not complete", file=sys.stderr)
-    return 130
+    return 128 + signal.SIGTERM if _TERMINATED else 130
 
 
 def _warehouse_failure(exc: BaseException, settings: Settings | None, command: str) -> tuple[str, int] | None:

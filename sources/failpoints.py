@@ -27,13 +27,20 @@ POINTS = (
 )
 
 
+def _signal() -> int:
+    """SIGKILL, or the signal ``ELT_FAILPOINT_SIGNAL`` names (``TERM``, ``INT``): a scheduler's
+    timeout or a Ctrl-C at the same instant, which lets the process unwind."""
+    name = os.environ.get("ELT_FAILPOINT_SIGNAL", "KILL").upper().removeprefix("SIG")
+    return int(getattr(signal, f"SIG{name}", signal.SIGKILL))
+
+
 def hit_after(name: str, count_var: str = "ELT_FAILPOINT_AFTER") -> bool:
     """For a failpoint hit many times: kill at the N-th hit (``ELT_FAILPOINT_AFTER=N``, default 1)."""
     if os.environ.get("ELT_FAILPOINT") != name:
         return False
     _counts[name] = _counts.get(name, 0) + 1
     if _counts[name] >= int(os.environ.get(count_var, "1")):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal())
     return True
 
 
@@ -42,4 +49,4 @@ _counts: dict[str, int] = {}
 
 def hit(name: str) -> None:
     if os.environ.get("ELT_FAILPOINT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), _signal())

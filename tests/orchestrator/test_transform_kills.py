@@ -47,20 +47,23 @@ def _six_days(tmp_path: Path, gateway: Gateway, *, pending: bool) -> tuple[Shop,
 
 
 def _killed_then_healed(tmp_path: Path, gateway: Gateway, point: str, *, first: bool, after: str,
-                        expect: tuple[int, ...]) -> None:
+                        expect: tuple[int, ...], signal: str = "KILL") -> str:
     """Start from six days loaded (and, for a later transform, built, then a new day, a late
     correction and a deletion loaded; on DuckDB a copy of what ``six_days_loaded`` made once); kill `elt
     transform` at ``point`` (its ``after``-th pass) and check its exit status is in ``expect``; then
     more days and corrections arrive and a normal transform runs: the marts must equal one clean
-    build of the final data on the same gateway."""
+    build of the final data on the same gateway. ``signal`` is what the failpoint sends (TERM: a
+    scheduler's timeout); returns the killed transform's stderr."""
     shop, settings, folder, env = _six_days(tmp_path, gateway, pending=not first)
     killed = run([str(BIN / "elt"), "transform"], cwd=settings.project_root,
-                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": after}, check=False)
+                 env={**env, "ELT_FAILPOINT": point, "ELT_FAILPOINT_AFTER": after, "ELT_FAILPOINT_SIGNAL": signal},
+                 check=False)
     assert killed.returncode in expect, killed.stderr[-2000:]
     # then more days and corrections arrive, and the scheduled transforms run normally
     more_days_loaded(shop, settings, folder)
     run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env)
     assert gateway.marts(settings) == _clean_build(tmp_path, shop, gateway)
+    return killed.stderr
 
 
 @pytest.mark.parametrize("first", [True, False], ids=["first-transform", "later-transform"])
@@ -70,6 +73,19 @@ def test_a_transform_killed_at_any_step_loses_nothing(tmp_path: Path, point: str
     # every build evaluates intervals, so mid_evaluation always kills
     _killed_then_healed(tmp_path, Gateway("duckdb"), point, first=first, after="3",
                         expect=(-9,) if point == "transform.mid_evaluation" else (-9, 0))
+
+
+@pytest.mark.parametrize("point", TRANSFORM_POINTS)
+def test_a_later_transform_stopped_by_sigterm_at_any_step_says_so_and_loses_nothing(tmp_path: Path, point: str) -> None:
+    """SIGTERM (Airflow's task timeout, Kubernetes, `timeout`) at each failpoint of a later
+    transform: it unwinds as a Ctrl-C does and says so, with no traceback (before, it died with
+    status -15 and no word); then more loads and a normal transform equal one clean build. A point
+    the path does not reach (a later transform without model changes needs no plan) lets it finish."""
+    err = _killed_then_healed(tmp_path, Gateway("duckdb"), point, first=False, after="1", expect=(143, 0),
+                              signal="TERM")
+    if "transform.before_finalize" != point != "transform.after_plan":
+        assert "interrupted: `elt transform` stopped by SIGTERM; what it had not committed was rolled back" in err, err
+    assert "Traceback" not in err, err
 
 
 # A later transform with no model change reaches every point but the plan's (no plan is needed).
