@@ -62,8 +62,9 @@ NUMBERS = 1  # ranks within the sequence_key entity by time (ROW_NUMBER, RANK, C
 #              a row that appears, goes or moves shifts the entity's later rows
 VALUES = 2  # aggregates the entity's earlier values (a running SUM, LAG, the later-days tag):
 #             any change to a row shifts the entity's later rows
-ALL_LATER = 3  # the tag 'restate:all_later_days': every day after the first touched one (a window
-#                over another entity than the sequence_key; a trailing N-day sum has 'restate:next_days:N')
+ALL_LATER = 3  # every day after the first touched one: a window without PARTITION BY, or the tag
+#                'restate:all_later_days' (a window over another entity than the sequence_key; a
+#                trailing N-day sum has 'restate:next_days:N')
 ALL_DAYS = 4  # reads later rows (LEAD, a frame reaching FOLLOWING rows, a window without ORDER BY,
 #               NTILE, PERCENT_RANK, CUME_DIST): a change shifts earlier days too
 
@@ -93,6 +94,11 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     4
     >>> level("SELECT v FROM x", ["restate:later_days"]), level("SELECT v FROM x", ["restate:all_later_days"]), level("SELECT v FROM x")
     (2, 3, 0)
+
+    Without PARTITION BY a window numbers every entity's rows together: every later day.
+
+    >>> level("SELECT ROW_NUMBER() OVER (ORDER BY t) FROM x"), level("SELECT SUM(v) OVER w FROM x WINDOW w AS (ORDER BY t)")
+    (3, 3)
 
     A time model's window must number its rows from the earliest on, day by day: latest first,
     ordered by another column or by a month reads later days too. Ordered by the loader's version
@@ -144,6 +150,11 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
             # amount), or by a coarser time (a month's rows are peers): a row's number or running
             # value reads rows of later days too
             return ALL_DAYS
+        partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
+        if not partition:
+            # one numbering over every entity's rows (a global rank, a running total of all
+            # orders): a change shifts every later day, not only its entity's (an item probe)
+            level = max(level, ALL_LATER)
         level = max(level, NUMBERS if _ranks(window) else VALUES)
     return level
 
@@ -219,30 +230,45 @@ def _ranks(window: exp.Window) -> bool:
     return isinstance(func, _RANKING) or (isinstance(func, exp.Count) and isinstance(func.this, exp.Star))
 
 
-def ranked_sources(model) -> set[str]:  # type: ignore[no-untyped-def]
-    """``schema.table`` of the tables whose rows the model's ranking windows number: the tables in
-    the FROM and JOINs of each ranking window's SELECT, through CTEs and subqueries, except a
-    grouped CTE or subquery that is LEFT JOINed (it adds no row: ``marts.orders`` ranks orders and
-    only sums their items). A table read otherwise (a filter, an aggregate joined to the rows) does
-    not add or remove ranked rows. Lower case.
+def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyped-def]
+    """The tables whose rows the model's ranking windows number, and those of them whose rows a value
+    lets in or out of the numbering (``schema.table``, lower case).
+
+    Numbered: the tables in the FROM and JOINs of each ranking window's SELECT and in the subqueries
+    of its WHERE, QUALIFY and HAVING (``EXISTS``), through CTEs and subqueries; not a grouped CTE or
+    subquery that is LEFT JOINed on every one of its grouping keys and filtered by nothing (at most
+    one row per ranked row: ``marts.orders`` ranks orders and only sums their items).
+    By value: every numbered table of a SELECT that a value decides rows of: a WHERE, QUALIFY,
+    HAVING or inner join condition on a column that is not the time column or a join key
+    (``WHERE order_total >= 2500``: a corrected amount adds or removes a ranked order), a subquery
+    condition, or a PARTITION BY on an expression. A probe of item-ranking models found each.
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
-    >>> def ranked(sql): return sorted(ranked_sources(M(query=parse_one(sql, read="duckdb"))))
-    >>> ranked("WITH s AS (SELECT order_id, COUNT(*) AS n FROM m.items GROUP BY order_id) "
-    ...        "SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN s USING (order_id)")
-    ['m.orders']
+    >>> def ranked(sql): return [sorted(s) for s in ranked_sources(M(query=parse_one(sql, read="duckdb")))]
+    >>> items = "WITH s AS (SELECT order_id, COUNT(*) AS n FROM m.items GROUP BY order_id) "
+    >>> ranked(items + "SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN s USING (order_id)")
+    [['m.orders'], []]
+    >>> ranked(items + "SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN s USING (order_id) WHERE s.n > 0")
+    [['m.items', 'm.orders'], ['m.items', 'm.orders']]
+    >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN (SELECT order_id, sku "
+    ...        "FROM m.items GROUP BY order_id, sku) AS s ON s.order_id = o.order_id")
+    [['m.items', 'm.orders'], []]
     >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY o.c ORDER BY o.t, i.id) FROM m.items AS i JOIN m.orders AS o USING (order_id)")
-    ['m.items', 'm.orders']
-    >>> ranked("WITH r AS (SELECT COUNT(*) OVER (PARTITION BY c ORDER BY t) AS n, t FROM (SELECT * FROM m.items) AS i) SELECT * FROM r")
-    ['m.items']
-    >>> ranked("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM m.items")
-    []
+    [['m.items', 'm.orders'], []]
+    >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY o.c ORDER BY o.t) FROM m.orders AS o WHERE EXISTS (SELECT 1 FROM m.items AS i WHERE i.order_id = o.id)")
+    [['m.items', 'm.orders'], ['m.items', 'm.orders']]
+    >>> ranked("WITH r AS (SELECT COUNT(*) OVER (PARTITION BY c ORDER BY t) AS n, t FROM (SELECT * FROM m.items WHERE v > 1) AS i) SELECT * FROM r")
+    [['m.items'], ['m.items']]
+    >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY c, v > 1 ORDER BY t) FROM m.orders"), ranked("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM m.items")
+    ([['m.orders'], ['m.orders']], [[], []])
     """
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression):
-        return set()
+        return set(), set()
     ctes = {cte.alias_or_name.lower(): cte.this for cte in query.find_all(exp.CTE)}
+    times = _time_names(model, query)
+    by_value: set[str] = set()
 
     def of_query(node: exp.Expression, seen: frozenset[str]) -> set[str]:
         if isinstance(node, exp.Subquery):
@@ -265,30 +291,72 @@ def ranked_sources(model) -> set[str]:  # type: ignore[no-untyped-def]
             return of_query(inner, seen | {node.name.lower()} if isinstance(node, exp.Table) else seen)
         return {f"{node.db}.{node.name}".lower()} if isinstance(node, exp.Table) and node.db else set()
 
-    def grouped(node: exp.Expression | None) -> bool:
+    def grouping_keys(node: exp.Expression | None) -> set[str] | None:
+        """The output names a grouped (or DISTINCT) query is grouped by; None when not grouped."""
         while isinstance(node, exp.Subquery):
             node = node.this
-        return isinstance(node, exp.Select) and bool(node.args.get("group") or node.args.get("distinct"))
+        if not isinstance(node, exp.Select):
+            return None
+        if node.args.get("group"):
+            return {e.alias_or_name.lower() for e in node.args["group"].expressions}
+        if node.args.get("distinct"):
+            return {e.alias_or_name.lower() for e in node.expressions}
+        return None
+
+    def join_keys(join: exp.Join, alias: str) -> set[str]:
+        """The joined item's columns that an ON equality or USING matches."""
+        keys = {i.name.lower() for i in join.args.get("using") or []}
+        on = join.args.get("on")
+        for eq in on.find_all(exp.EQ) if on is not None else []:
+            keys |= {c.name.lower() for c in (eq.left, eq.right) if isinstance(c, exp.Column) and c.table.lower() == alias}
+        return keys
+
+    def decides_by_value(select: exp.Select, condition: exp.Expression) -> bool:
+        """Whether a condition of ``select`` tests a value of its rows: a column of this SELECT (not
+        of a subquery, not inside a window) that is not the time column nor one side of an equality
+        between columns of two tables (a join key); any subquery in it counts too."""
+        if any(sub is not select for sub in condition.find_all(exp.Select)):
+            return True
+        keys = {id(c) for eq in condition.find_all(exp.EQ) if isinstance(eq.left, exp.Column)
+                and isinstance(eq.right, exp.Column) and eq.left.table != eq.right.table for c in (eq.left, eq.right)}
+        return any(id(c) not in keys and c.name.lower() not in times and c.find_ancestor(exp.Window) is None
+                   for c in condition.find_all(exp.Column))
 
     def of_select(select: exp.Select, seen: frozenset[str]) -> set[str]:
         found: set[str] = set()
         source = select.args.get("from_")
         if source is not None:
             found |= of_item(source.this, seen)
+        conditions = [select.args[key] for key in ("where", "qualify", "having") if select.args.get(key) is not None]
         for join in select.args.get("joins") or []:
-            if str(join.side).upper() == "LEFT" and grouped(resolved(join.this, seen)):
-                continue  # one row per group, or none: the ranked rows stay as they are
+            alias = join.this.alias_or_name.lower()
+            if str(join.side).upper() == "LEFT":
+                keys = grouping_keys(resolved(join.this, seen))
+                filtered = any(c.table.lower() == alias for condition in conditions for c in condition.find_all(exp.Column))
+                if keys is not None and keys <= join_keys(join, alias) and not filtered:
+                    continue  # at most one row per ranked row, and none is let out: the ranked rows stay
+            elif join.args.get("on") is not None:
+                conditions.append(join.args["on"])  # an inner join keeps the rows its condition matches
             found |= of_item(join.this, seen)
+        for condition in conditions:  # EXISTS, IN (SELECT ...): the subquery's rows decide which rows are ranked
+            for sub in condition.find_all(exp.Select):
+                if sub is not select:
+                    found |= of_query(sub, seen) | {f"{t.db}.{t.name}".lower() for t in sub.find_all(exp.Table) if t.db}
+        if any(decides_by_value(select, condition) for condition in conditions):
+            by_value.update(found)
         return found
 
-    out: set[str] = set()
+    numbered: set[str] = set()
     for window in query.find_all(exp.Window):
         if isinstance(window.this, exp.Identifier) or not _ranks(window):
             continue
         select = window.find_ancestor(exp.Select)
         if select is not None:
-            out |= of_select(select, frozenset())
-    return out
+            found = of_select(select, frozenset())
+            numbered |= found
+            if any(not isinstance(e, exp.Column) for e in window.args.get("partition_by") or []):
+                by_value.update(found)  # PARTITION BY customer_id, amount >= 100: a value moves a row between numberings
+    return numbered, by_value & numbered
 
 
 NEXT_DAYS_TAG = "restate:next_days:"
@@ -358,6 +426,9 @@ class Lineage:
     # directly or through models (ranked_sources): a child table (items placed by their order) among
     # them shifts the later days of its parent's entity when an item appears, goes or moves
     ranked_raw: dict[str, set[str]] = field(default_factory=dict)
+    # model -> those of ranked_raw whose rows a value lets in or out of the numbering (ranked_sources):
+    # any changed row of them shifts its entity's later days
+    ranked_by_value: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -369,6 +440,7 @@ class Lineage:
         later: dict[str, int] = {}
         following: dict[str, int] = {}
         ranked: dict[str, set[str]] = {}
+        by_value: dict[str, set[str]] = {}
         for fqn in ctx.dag.sorted:
             name = schema_table(fqn).lower()
             if name not in models:
@@ -377,20 +449,22 @@ class Lineage:
             through: set[str] = set()
             later[name] = numbers_rows(models[name])
             following[name] = next_days_tagged(models[name])
-            numbered = {t for source in ranked_sources(models[name])
-                        for t in (upstream.get(source, set()) if source in models else {source})}
+            sources, valued = ranked_sources(models[name])
+            numbered = {t for source in sources for t in (upstream.get(source, set()) if source in models else {source})}
+            decided = {t for source in valued for t in (upstream.get(source, set()) if source in models else {source})}
             for parent in query_parents(models[name]):
                 if parent in models:
                     up |= upstream.get(parent, set())
                     through |= via.get(parent, set())
                     numbered |= ranked.get(parent, set())
+                    decided |= by_value.get(parent, set())
                     later[name] = max(later[name], later.get(parent, OWN_DAYS))
                     following[name] = max(following[name], following.get(parent, 0))
                     if not is_time[parent]:
                         through |= upstream.get(parent, set())
                 else:
                     up.add(parent)
-            upstream[name], via[name], ranked[name] = up, through, numbered
+            upstream[name], via[name], ranked[name], by_value[name] = up, through, numbered, decided
         # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
         # audit-only parent (its depends_on) changes: marts.customers' whole-history store audit
         # must run when a store is deleted (decision 0022). Only for the model itself: its
@@ -425,7 +499,7 @@ class Lineage:
                                 "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
                                 "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
                                 "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
-        return cls(is_time, triggers, via, later, first, following, ranked)
+        return cls(is_time, triggers, via, later, first, following, ranked, by_value)
 
 
 def expected_version(snapshot) -> str:  # type: ignore[no-untyped-def]
@@ -532,13 +606,17 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
 
     def level_of(name: str, raw_table: str) -> int:
-        """How ``name``'s days depend on other days for changes of ``raw_table``: a model that ranks
-        the rows of a child table (items placed by their order, ``event_time_from``) restates the
-        later days of the parent's entity for any changed item, as a value aggregate does (the
-        child's query has no 'moved' test of its own)."""
+        """How ``name``'s days depend on other days for changes of ``raw_table``. A model that ranks
+        rows restates the later days of the entity for any changed row, as a value aggregate does,
+        of a table whose values let rows in or out of the numbering (a filter on an amount), and of
+        a child table it numbers (items placed by their order, ``event_time_from``: the child's
+        query has no 'appeared, went or moved' test of its own)."""
         level = lineage.later_days.get(name, VALUES)
+        if level != NUMBERS:
+            return level
         spec = specs.get(raw_table)
-        if level == NUMBERS and spec is not None and spec.parent and raw_table in lineage.ranked_raw.get(name, set()):
+        if raw_table in lineage.ranked_by_value.get(name, set()) or (
+                spec is not None and spec.parent and raw_table in lineage.ranked_raw.get(name, set())):
             return VALUES
         return level
 

@@ -363,3 +363,89 @@ def test_a_late_item_reaches_its_customers_later_item_numbers(  # type: ignore[n
         want = con.execute(f"SELECT items.order_item_id, {window} FROM staging.stg_jaffle_shop__order_items AS items "
                            "JOIN staging.stg_jaffle_shop__orders AS orders USING (order_id) ORDER BY 1").fetchall()
     assert got == want and ("i3", 4) in got, (got, want)
+
+
+NUMBERED = """MODEL (
+  name marts.numbered,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  description 'A user model that numbers rows: {what}.'
+);
+
+WITH {numbered}
+SELECT numbered.row_key, numbered.ordered_at, numbered.place
+FROM numbered
+WHERE numbered.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+_ORDERS = "staging.stg_jaffle_shop__orders AS orders"
+_ITEMS = "staging.stg_jaffle_shop__order_items AS items"
+_DRINKS = ("drinks AS (SELECT items.order_id, COUNT(*) AS n FROM staging.stg_jaffle_shop__order_items AS items "
+           "WHERE items.product_id LIKE 'BEV%' GROUP BY items.order_id), ")
+NUMBERED_CASES = {
+    # c1's orders with a drink: o1 (09-01), o5 (09-05); a late drink on o2 (09-03) makes o5 the third
+    "drink orders (EXISTS)": (
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+        f"orders.customer_id ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS} WHERE EXISTS "
+        f"(SELECT 1 FROM {_ITEMS} WHERE items.order_id = orders.order_id AND items.product_id LIKE 'BEV%'))",
+        "late drink", "o5"),
+    "drink orders (a grouped LEFT JOIN, filtered)": (
+        f"{_DRINKS}numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+        f"orders.customer_id ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS} LEFT JOIN drinks "
+        "ON drinks.order_id = orders.order_id WHERE COALESCE(drinks.n, 0) > 0)",
+        "late drink", "o5"),
+    # one row per order and product: a new product on o2 adds a line before o5's
+    "product lines (LEFT JOIN grouped finer than its join key)": (
+        f"numbered AS (SELECT orders.order_id || COALESCE(lines.product_id, '') AS row_key, orders.ordered_at, ROW_NUMBER() OVER "
+        f"(PARTITION BY orders.customer_id ORDER BY orders.ordered_at, lines.product_id) AS place FROM {_ORDERS} "
+        f"LEFT JOIN (SELECT items.order_id, items.product_id FROM {_ITEMS} GROUP BY items.order_id, items.product_id) "
+        "AS lines ON lines.order_id = orders.order_id)",
+        "late drink", "o5BEV-002"),
+    # c1's orders with tax of 50 cents or more: o1 (102), o2 (66); o1 corrected to 10 makes o2 (09-03) the first
+    "orders above a value": (
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+        f"orders.customer_id ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS} "
+        "WHERE orders.tax_paid_cents >= 50)",
+        "smaller tax", "o2"),
+    # every customer's orders in one numbering: a late order of c2 (09-02) shifts c1's o5 (09-05)
+    "all orders (no PARTITION BY)": (
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER "
+        f"(ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS})",
+        "late order", "o5"),
+}
+
+
+@pytest.mark.parametrize("what", list(NUMBERED_CASES))
+def test_a_change_that_lets_a_row_in_or_out_of_a_numbering_restates_the_later_days(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, what: str) -> None:
+    """Models that number rows which other rows or values let in or out (found by a probe of
+    item-ranking models: each left later days stale, every command green): orders with a drink (by
+    EXISTS, or by a grouped LEFT JOIN then filtered), product lines (a LEFT JOIN grouped finer than
+    its key: rows multiply), orders above a value, and one numbering of every customer's orders."""
+    numbered, change, moved = NUMBERED_CASES[what]
+    (settings.project_root / "models" / "marts" / "numbered.sql").write_text(NUMBERED.format(what=what, numbered=numbered))
+    orders, items = small_jaffle / "raw_orders.csv", small_jaffle / "raw_items.csv"
+    # c1's third order, on a day of its own, with a drink that costs nothing (the orders' audits hold)
+    orders.write_text(orders.read_text() + "o5,c1,2018-09-05T09:00:00,s1,0,0,0\n")
+    items.write_text(items.read_text() + "i7,o5,BEV-002\n")
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        before = dict(con.execute("SELECT row_key, place FROM marts.numbered").fetchall())
+    if change == "late drink":
+        items.write_text(items.read_text() + "i6,o2,BEV-002\n")
+    elif change == "smaller tax":
+        orders.write_text(orders.read_text().replace("o1,c1,2018-09-01T09:00:00,s1,1700,102,1802",
+                                                     "o1,c1,2018-09-01T09:00:00,s1,1700,10,1710"))
+    else:
+        orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT row_key, place FROM marts.numbered ORDER BY 1").fetchall()
+        want = con.execute(f"WITH {numbered} SELECT row_key, place FROM numbered ORDER BY 1").fetchall()
+    assert got == want, (got, want, summary.restated_windows)
+    # a row of a later day than the change's moved: what only restating later days heals
+    assert dict(got)[moved] != before[moved], (got, before)
+    # marts.orders ranks orders and only sums their items: an item restates its own day there
+    if change == "late drink":
+        assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-03", summary.restated_windows
