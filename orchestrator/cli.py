@@ -579,10 +579,16 @@ def main(argv: list[str] | None = None) -> int:
     settings: Settings | None = None
     command = " ".join(["elt", *(sys.argv[1:] if argv is None else argv)])
     previous = _stop_on_sigterm()
+    code: int | None = None
     try:
         settings = Settings.from_env()
         code = int(args.func(args, settings))
         sys.stdout.flush()  # a reader that stopped early (`| head`) breaks the pipe here, not at exit
+        if _TERMINATED and code != 0:  # the command caught the interrupt's failure and reported it
+            code = _interrupted(command)
+        elif _TERMINATED:  # the signal came as the work ended (or a finalizer swallowed it): it is done
+            print(f"note: `{redact_userinfo(command)}` received SIGTERM as it finished; it had completed",
+                  file=sys.stderr)
         return code
     except ConfigError as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
@@ -591,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 75
     except LoaderError as exc:
+        if _TERMINATED:
+            return _interrupted(command)
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a supervisor: stop, and say what stands
@@ -604,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:
-        if interrupted(exc):
+        if interrupted(exc) or _TERMINATED:
             # DuckDB turns a Ctrl-C during one of its queries into its own error: one of SQLMesh's
             # state queries in the middle of a plan showed a traceback and exited 1 (an interrupt probe)
             return _interrupted(command)
@@ -621,7 +629,11 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr)
         return code
     finally:
-        if previous is not None:
+        if previous is not None and argv is None and code is not None:
+            # the work is done and the interpreter exits (0.1-0.6 s of teardown): a SIGTERM then would
+            # report a finished command as killed (-15, no word: a SIGTERM probe); end with its status
+            signal.signal(signal.SIGTERM, lambda signum, frame: _exit_now(code))
+        elif previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
 
@@ -643,10 +655,35 @@ def _stop_on_sigterm():  # type: ignore[no-untyped-def]
 
     def stop(signum, frame):  # type: ignore[no-untyped-def]
         _TERMINATED.append(signum)
+        if _in_finalizer(frame):
+            # Python discards an exception raised in __del__ (the regex package frees its objects in
+            # bulk while SQLMesh starts): the command ran on to the end (a SIGTERM probe). Send it again
+            # in a moment, to land outside the finalizer.
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the next one kills
         raise KeyboardInterrupt("SIGTERM")
 
     return signal.signal(signal.SIGTERM, stop)
+
+
+def _in_finalizer(frame) -> bool:  # type: ignore[no-untyped-def]
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 def _interrupted(command: str) -> int:

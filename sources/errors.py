@@ -334,7 +334,28 @@ def interrupted(exc: BaseException) -> bool:
     True
     >>> interrupted(ValueError("'KeyboardInterrupt' is not a valid integer (row 3, field subtotal)"))
     False
+
+    An interrupt raised while DuckDB calls back into Python (scanning a pandas frame that SQLMesh's
+    state writes hand it) comes back as DuckDB's ``Error`` whose text starts with it (a SIGTERM
+    probe: a traceback and exit 1).
+
+    >>> Error = type("Error", (Exception,), {"__module__": "_duckdb"})
+    >>> interrupted(Error("KeyboardInterrupt: SIGTERM")), interrupted(Error("Conversion Error: KeyboardInterrupt"))
+    (True, False)
     """
-    return any(isinstance(e, KeyboardInterrupt) or INTERRUPTED in str(e)
+    return any(isinstance(e, KeyboardInterrupt) or interrupted_text(str(e))
                or (type(e).__name__ == "SchemaError" and "KeyboardInterrupt" in str(e))  # not a value in data
+               or ("duckdb" in type(e).__module__ and str(e).startswith("KeyboardInterrupt"))
                for e in exception_chain(exc))
+
+
+def interrupted_text(text: str) -> bool:
+    """Whether an error's text (``model: first line``, as the transform records a model's error) is
+    an interrupt: DuckDB's ``Query interrupted``, or a KeyboardInterrupt that DuckDB wrapped.
+
+    >>> interrupted_text("marts.orders: KeyboardInterrupt: SIGTERM"), interrupted_text("KeyboardInterrupt: SIGTERM")
+    (True, True)
+    >>> interrupted_text("marts.orders: Conversion Error: Could not convert 'KeyboardInterrupt'")
+    False
+    """
+    return INTERRUPTED in text or re.match(r'([\w."]+: )?KeyboardInterrupt\b', text) is not None

@@ -27,7 +27,7 @@ from orchestrator.transform.restate import (  # schema_table: other modules impo
     transform_watermarks,
 )
 from sources.connections import STATEMENT_TIMEOUT
-from sources.errors import INTERRUPTED, WAREHOUSE_WRITE_FAILED, first_line
+from sources.errors import WAREHOUSE_WRITE_FAILED, first_line, interrupted_text
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.run")
@@ -1022,7 +1022,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         except PlanError as exc:
             if deploy_id:  # a unit test or a model failed: SQLMesh promoted nothing
                 forget_deploy(adapter, deploy_id)
-            if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
+            if any(interrupted_text(e) for e in console.model_errors):  # Ctrl-C in a model's query
                 raise KeyboardInterrupt("plan") from exc
             lost = next((line.strip() for trace in console.test_errors for line in trace.splitlines()
                          if _CONNECTION_LOST.search(line)), None)
@@ -1056,7 +1056,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         if failure is None:
             raise
         raise failure from exc
-    if any(INTERRUPTED in e for e in console.model_errors):  # Ctrl-C in a model's query
+    if any(interrupted_text(e) for e in console.model_errors):  # Ctrl-C in a model's query
         raise KeyboardInterrupt("run")
     if console.audit_errors or getattr(status, "is_failure", False):
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
