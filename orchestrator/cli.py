@@ -566,6 +566,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = _stop_on_sigterm()
+    code: int | None = None
+    try:
+        code = _main(argv)
+        return code
+    except KeyboardInterrupt:  # before _main's own handling (parsing the arguments, setting up logs)
+        code = _interrupted(" ".join(["elt", *(sys.argv[1:] if argv is None else argv)]))
+        return code
+    finally:
+        if previous is not None and argv is None and code is not None:
+            # the work is done and the interpreter exits (0.1-0.6 s of teardown): a SIGTERM then would
+            # report a finished command as killed (-15, no word: a SIGTERM probe); end with its status
+            signal.signal(signal.SIGTERM, lambda signum, frame: _exit_now(code))
+        elif previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.json_logs:
         os.environ["ELT_JSON_LOGS"] = "1"  # and for every process this one starts (job attempts)
@@ -578,8 +596,6 @@ def main(argv: list[str] | None = None) -> int:
     logcontext.install()
     settings: Settings | None = None
     command = " ".join(["elt", *(sys.argv[1:] if argv is None else argv)])
-    previous = _stop_on_sigterm()
-    code: int | None = None
     try:
         settings = Settings.from_env()
         code = int(args.func(args, settings))
@@ -628,13 +644,6 @@ def main(argv: list[str] | None = None) -> int:
         message, code = known
         print(message, file=sys.stderr)
         return code
-    finally:
-        if previous is not None and argv is None and code is not None:
-            # the work is done and the interpreter exits (0.1-0.6 s of teardown): a SIGTERM then would
-            # report a finished command as killed (-15, no word: a SIGTERM probe); end with its status
-            signal.signal(signal.SIGTERM, lambda signum, frame: _exit_now(code))
-        elif previous is not None:
-            signal.signal(signal.SIGTERM, previous)
 
 
 # SIGTERM received by this command (see _stop_on_sigterm)
