@@ -350,6 +350,9 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
     for window in query.find_all(exp.Window):
         if isinstance(window.this, exp.Identifier) or not _ranks(window):
             continue
+        order = window.args.get("order")
+        if order is not None and _latest_version_first(order):
+            continue  # a hand-written dedupe (the latest version of each key) numbers no rows of a day
         select = window.find_ancestor(exp.Select)
         if select is not None:
             found = of_select(select, frozenset())
@@ -357,6 +360,55 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
             if any(not isinstance(e, exp.Column) for e in window.args.get("partition_by") or []):
                 by_value.update(found)  # PARTITION BY customer_id, amount >= 100: a value moves a row between numberings
     return numbered, by_value & numbered
+
+
+def passes_rows_through(model) -> bool:  # type: ignore[no-untyped-def]
+    """Whether a model not partitioned by time (a VIEW, a FULL table) keeps each input row as it is,
+    on its day: no aggregate, GROUP BY, DISTINCT, HAVING, LIMIT, window (but the latest-version
+    dedupe), restate tag, or table read twice (a self-join reads other rows). A time model reading
+    such a model is restated by the days of the raw rows beneath it, as if it read them directly;
+    through any other such model (a customer's totals) it is restated whole. Staging written as
+    views, as many teams do, made every batch restate every later model over all history (a probe
+    of item-ranking models). Read from the rendered query (macros expanded).
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlglot import parse_one
+    >>> def through(sql): return passes_rows_through(M(kind=M(is_view=True, is_full=False), tags=[],
+    ...                                                  render_query=lambda: parse_one(sql, read="duckdb")))
+    >>> through("SELECT o.id, o.ordered_at, c.name FROM raw.orders AS o JOIN raw.customers AS c ON c.id = o.customer "
+    ...         "QUALIFY ROW_NUMBER() OVER (PARTITION BY o.id ORDER BY o._extracted_at DESC) = 1")
+    True
+    >>> through("SELECT customer, COUNT(*) AS n FROM raw.orders GROUP BY customer"), through("SELECT DISTINCT customer FROM raw.orders")
+    (False, False)
+    >>> through("SELECT o.id, ROW_NUMBER() OVER (PARTITION BY o.customer ORDER BY o.ordered_at) AS n FROM raw.orders AS o")
+    False
+    >>> through("SELECT o.id FROM raw.orders AS o JOIN raw.orders AS e ON e.customer = o.customer AND e.ordered_at < o.ordered_at")
+    False
+    """
+    kind = getattr(model, "kind", None)
+    if not (getattr(kind, "is_view", False) or getattr(kind, "is_full", False)):
+        return False
+    if any(tag.startswith("restate:") for tag in getattr(model, "tags", None) or []):
+        return False
+    try:
+        query = model.render_query()
+    except Exception:  # a model SQLMesh cannot render alone: taken as reshaping its rows
+        return False
+    if not isinstance(query, exp.Query):
+        return False
+    for node in query.walk():
+        if isinstance(node, (exp.Group, exp.Having, exp.Limit, exp.Offset, exp.Fetch, exp.Pivot)):
+            return False
+        if isinstance(node, (exp.Select, exp.Union)) and node.args.get("distinct"):
+            return False
+        if isinstance(node, exp.Window):
+            order = node.args.get("order")
+            if order is None or not _latest_version_first(order):
+                return False
+        elif isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Window) is None:
+            return False
+    tables = [f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db]
+    return len(tables) == len(set(tables))
 
 
 NEXT_DAYS_TAG = "restate:next_days:"
@@ -435,6 +487,13 @@ class Lineage:
         # external models are the raw tables: lineage stops there
         models = {schema_table(fqn).lower(): m for fqn, m in ctx.models.items() if not m.kind.is_external}
         is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
+        rendered: dict[str, bool] = {}
+
+        def rows_through(parent: str) -> bool:  # rendered once, and only for a model read by another
+            if parent not in rendered:
+                rendered[parent] = passes_rows_through(models[parent])
+            return rendered[parent]
+
         upstream: dict[str, set[str]] = {}
         via: dict[str, set[str]] = {}
         later: dict[str, int] = {}
@@ -460,7 +519,7 @@ class Lineage:
                     decided |= by_value.get(parent, set())
                     later[name] = max(later[name], later.get(parent, OWN_DAYS))
                     following[name] = max(following[name], following.get(parent, 0))
-                    if not is_time[parent]:
+                    if not is_time[parent] and not rows_through(parent):
                         through |= upstream.get(parent, set())
                 else:
                     up.add(parent)

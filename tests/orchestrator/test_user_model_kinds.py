@@ -449,3 +449,73 @@ def test_a_change_that_lets_a_row_in_or_out_of_a_numbering_restates_the_later_da
     # marts.orders ranks orders and only sums their items: an item restates its own day there
     if change == "late drink":
         assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-03", summary.restated_windows
+
+
+ORDERS_VIEW = """MODEL (
+  name staging.orders_view,
+  kind VIEW,
+  description 'Staging as a view, as many teams write it: {what}.'
+);
+
+{query}
+"""
+
+DAILY_FROM_VIEW = """MODEL (
+  name marts.daily_from_view,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain ordered_at,
+  description 'Orders and revenue per day, read through a view.'
+);
+
+SELECT
+  v.ordered_at,
+  COUNT(*) AS orders,
+  SUM(v.order_total_cents) AS revenue_cents
+FROM staging.orders_view AS v
+WHERE v.ordered_at BETWEEN @start_ts AND @end_ts
+GROUP BY v.ordered_at
+"""
+
+VIEWS = {
+    # one row per order, as staging has it (a join to a dimension keeps it so): restated by day
+    "a projection": ("SELECT orders.order_id, orders.ordered_at, orders.order_total_cents, stores.location_name "
+                     "FROM staging.stg_jaffle_shop__orders AS orders LEFT JOIN staging.stg_jaffle_shop__locations AS "
+                     "stores ON stores.location_id = orders.location_id", "1 day(s): 2018-09-05"),
+    # each order with its customer's total over all days: any order changes every day's rows
+    "orders with the customer total": (
+        "SELECT orders.order_id, orders.ordered_at, totals.total AS order_total_cents FROM "
+        "staging.stg_jaffle_shop__orders AS orders JOIN (SELECT customer_id, SUM(order_total_cents) AS total FROM "
+        "staging.stg_jaffle_shop__orders GROUP BY customer_id) AS totals ON totals.customer_id = orders.customer_id",
+        "all history"),
+}
+
+
+@pytest.mark.parametrize("what", list(VIEWS))
+def test_a_time_model_reading_a_view_that_keeps_rows_is_restated_by_day(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, what: str) -> None:
+    """A VIEW (or FULL model) between raw's staging and a time model made every batch restate the
+    time model over all history, a new day as much as a full build (a probe of user models). A view
+    that keeps each row on its day (no aggregate, window or self-join) now passes the days through;
+    one that aggregates across days still restates all history. Both stay equal to a clean build."""
+    query, restated = VIEWS[what]
+    marts = settings.project_root / "models"
+    (marts / "staging" / "orders_view.sql").write_text(ORDERS_VIEW.format(what=what, query=query))
+    (marts / "marts" / "daily_from_view.sql").write_text(DAILY_FROM_VIEW)
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o5,c1,2018-09-05T09:00:00,s1,0,0,0\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    assert summary.restated_windows["marts.daily_from_view"] == restated, summary.restated_windows
+    # an order moved to another day and a corrected amount: both days change
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03T10:00:00,s1,1100,66,1166",
+                                                 "o2,c1,2018-09-04T10:00:00,s1,1100,66,1166")
+                      .replace("o4,c2,2018-09-04T12:00:00,s2,0,0,0", "o4,c2,2018-09-04T12:00:00,s2,0,7,7"))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT ordered_at, orders, revenue_cents FROM marts.daily_from_view ORDER BY 1").fetchall()
+        want = con.execute(f"SELECT v.ordered_at, COUNT(*), SUM(v.order_total_cents) FROM ({query}) AS v "
+                           "GROUP BY 1 ORDER BY 1").fetchall()
+    assert got == want and len(got) == 4, (got, want)
