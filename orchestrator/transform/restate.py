@@ -262,6 +262,12 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
     [['m.items'], ['m.items']]
     >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY c, v > 1 ORDER BY t) FROM m.orders"), ranked("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM m.items")
     ([['m.orders'], ['m.orders']], [[], []])
+    >>> ranked("WITH o AS (SELECT c, t, v > 1 AS big FROM m.orders) SELECT ROW_NUMBER() OVER (PARTITION BY o.c, o.big ORDER BY o.t) FROM o")
+    [['m.orders'], ['m.orders']]
+    >>> ranked("SELECT ROW_NUMBER() OVER w FROM m.orders WINDOW w AS (PARTITION BY c, v > 1 ORDER BY t)")
+    [['m.orders'], ['m.orders']]
+    >>> ranked(items + "SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN s USING (order_id) WHERE n > 0")
+    [['m.items', 'm.orders'], ['m.items', 'm.orders']]
     """
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression):
@@ -331,8 +337,12 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
         for join in select.args.get("joins") or []:
             alias = join.this.alias_or_name.lower()
             if str(join.side).upper() == "LEFT":
-                keys = grouping_keys(resolved(join.this, seen))
-                filtered = any(c.table.lower() == alias for condition in conditions for c in condition.find_all(exp.Column))
+                inner = resolved(join.this, seen)
+                keys = grouping_keys(inner)
+                # its columns named in a filter, with its alias or without one (`WHERE n_drinks > 0`)
+                provided = {e.alias_or_name.lower() for e in _select_of(inner).expressions} if _select_of(inner) else set()
+                filtered = any(c.table.lower() == alias or (not c.table and c.name.lower() in provided)
+                               for condition in conditions for c in condition.find_all(exp.Column))
                 if keys is not None and keys <= join_keys(join, alias) and not filtered:
                     continue  # at most one row per ranked row, and none is let out: the ranked rows stay
             elif join.args.get("on") is not None:
@@ -346,20 +356,49 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
             by_value.update(found)
         return found
 
+    def computed(select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
+        """Whether ``column`` is computed from values (``amount >= 2500 AS is_big``) in the CTE or
+        subquery of ``select``'s FROM or JOINs it comes from, through renames."""
+        items = [select.args["from_"].this] if select.args.get("from_") is not None else []
+        items += [join.this for join in select.args.get("joins") or []]
+        for item in items:
+            if column.table and item.alias_or_name.lower() != column.table.lower():
+                continue
+            inner = _select_of(resolved(item, frozenset()))
+            if inner is None or depth > 8:
+                continue
+            for projection in inner.expressions:
+                if projection.alias_or_name.lower() == column.name.lower():
+                    source = projection.this if isinstance(projection, exp.Alias) else projection
+                    if not isinstance(source, exp.Column):
+                        return True
+                    return computed(inner, source, depth + 1)
+        return False
+
+    named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
     numbered: set[str] = set()
     for window in query.find_all(exp.Window):
         if isinstance(window.this, exp.Identifier) or not _ranks(window):
             continue
-        order = window.args.get("order")
+        alias = window.args.get("alias")
+        base = named.get(alias.name) if alias is not None else None  # OVER w: the WINDOW clause's definition
+        order = window.args.get("order") or (base.args.get("order") if base is not None else None)
         if order is not None and _latest_version_first(order):
             continue  # a hand-written dedupe (the latest version of each key) numbers no rows of a day
         select = window.find_ancestor(exp.Select)
         if select is not None:
             found = of_select(select, frozenset())
             numbered |= found
-            if any(not isinstance(e, exp.Column) for e in window.args.get("partition_by") or []):
+            partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
+            if any(not isinstance(e, exp.Column) or computed(select, e) for e in partition or []):
                 by_value.update(found)  # PARTITION BY customer_id, amount >= 100: a value moves a row between numberings
     return numbered, by_value & numbered
+
+
+def _select_of(node: exp.Expression | None) -> exp.Select | None:
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    return node if isinstance(node, exp.Select) else None
 
 
 def passes_rows_through(model) -> bool:  # type: ignore[no-untyped-def]
