@@ -158,7 +158,7 @@ def print_deploys(settings: Settings, out: TextIO) -> None:
     for environment, commit, dirty, host, user, at, changed, reverted, status in rows:
         names = [n for n in (changed or "").split(", ") if n]
         shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
-        commit_text = ((commit or "no git commit")[:12] + (" (uncommitted changes)" if dirty else "")
+        commit_text = ((commit[:12] if commit else "no git commit") + (" (uncommitted changes)" if dirty else "")
                        + (" (a rollback: --allow-revert)" if reverted else ""))
         print(f"  {environment}: {commit_text} by {user}@{host} at {_ts(at)} UTC: {shown or '-'}", file=out)
         if status == "planning":  # killed mid-plan, or running now: some of it may be in place

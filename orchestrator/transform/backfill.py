@@ -73,9 +73,9 @@ class BackfillLocked(BackfillFailed):
 
 
 def child_error(stderr: str, returncode: int = 1) -> str:
-    """What a failed `elt` child said: its last ``error:`` line and the lines after it (its
-    ``next:``), or its last line; for a child killed by a signal, that (its last line would be an
-    unrelated log line, or nothing).
+    """What a failed `elt` child said: its last ``error:`` (or ``interrupted:``, a child stopped by
+    SIGTERM) line and the lines after it (its ``next:``), or its last line; for a child killed by a
+    signal, that (its last line would be an unrelated log line, or nothing).
 
     >>> print(child_error('{"level": "info"}\\nerror: no folder\\n  next: pass --path DIR\\n'))
     error: no folder
@@ -91,7 +91,7 @@ def child_error(stderr: str, returncode: int = 1) -> str:
         why = ": the kernel's out-of-memory killer, or a person or supervisor" if name == "SIGKILL" else ""
         return f"error: the child process was killed ({name}{why}); nothing it was doing was half-applied"
     lines = [line for line in stderr.splitlines() if line.strip()]
-    errors = [i for i, line in enumerate(lines) if line.startswith("error:")]
+    errors = [i for i, line in enumerate(lines) if line.startswith(("error:", "interrupted:"))]
     return "\n".join(lines[errors[-1]:errors[-1] + 6] if errors else lines[-1:])
 
 
@@ -317,7 +317,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             lock = make_lock(settings, name)
             if not lock.try_acquire():  # announced, not silent: the wait may be long
                 print(f"backfill of {source}: waiting up to {wait_s:.0f}s (ELT_BACKFILL_LOCK_WAIT_S) for lock {name}, "
-                      "held by a running load or transform (`elt runs` lists scheduled runs; `pgrep -af 'elt '` "
+                      "held by a running load, transform or backfill (`elt runs` lists scheduled runs; `pgrep -af 'elt '` "
                       "those started by hand)", file=sys.stderr, flush=True)
                 if not lock.acquire(timeout=wait_s):
                     raise BackfillLocked(
@@ -364,19 +364,20 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     return diffs
 
 
-# A backfill starts by transforming the batches already pending, so a batch that fails its audits
-# (the last attempt's re-extract, or any load) stops every rerun there until corrected rows are
-# loaded over it: a bare rerun of the backfill cannot get past it. The corrected rows are re-read
-# with the backfill's own window: a plain `elt load` reads a cursor_field table from its cursor,
-# and a correction that did not move the cursor (the usual reason for a backfill) was not seen,
-# so the transform failed again (found by an on-call probe).
+# A failed backfill leaves its new batches in raw. Its rerun (the same source and window) re-reads
+# the window before it transforms anything, so rows corrected at the source supersede the failing
+# ones: a bare rerun gets past them (it used to transform the pending batch first, which failed
+# again: found by an on-call probe, and again by a backfill probe for a rerun after a kill between
+# tables). Until then every scheduled `elt transform` fails on those rows; a load re-reading the
+# backfill's window (a plain `elt load` reads a cursor_field table from its cursor, and a correction
+# that did not move the cursor is not seen) and a transform get past them without the backfill.
 def _failed_next(source: str, start: date, end: date, path: str | None) -> str:
     load = f"elt load {source} --window {start} {end}" + (f" --path {shlex.quote(path)}" if path else "")
-    return ("  the new batches are in raw. next: if the failing rows came from the source, correct them there, then"
-            f" `{load}` (re-reads the backfill's days, as the backfill did, so a correction that did not move a"
-            " table's cursor is read too) and `elt transform` (the corrected rows supersede the failing ones); if"
-            " the cause is a model, fix it. Then rerun the same `elt backfill` command: its difference still counts"
-            " from before this attempt (runbook: docs/runbook.md#backfill)")
+    return ("  the new batches are in raw. next: if the failing rows came from the source, correct them there and"
+            " rerun the same `elt backfill` command: it re-reads its window before it transforms, so the corrected"
+            " rows supersede the failing ones, and its difference still counts from before this attempt; if the"
+            " cause is a model, fix it, then rerun. Until then scheduled transforms fail on those rows;"
+            f" `{load}` and `elt transform` get past them without the backfill (runbook: docs/runbook.md#backfill)")
 
 
 def _prepare_failed(source: str, said: str, start: date, end: date, path: str | None) -> BackfillFailed:
@@ -542,20 +543,23 @@ def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO |
     if not env_exists:
         raise BackfillFailed("prod has never been built; run `elt transform` once before backfilling a window")
     same = earlier is not None and earlier[:3] == (source, start, end)
-    # batches no model has consumed yet; the first attempt's, on a rerun: their days are added to
-    # its record before they are restated
-    summary = transform(settings, environment="prod", quiet=True, before_restating=record_before if same else None,
-                        fail_on_held=False)
-    _note_held(summary, out)
-    if summary.evaluated:  # batches no transform had taken in, or intervals that had come due
-        print(f"prod was brought up to date first: {summary.render()}", file=out)
     if same:
+        # Nothing is transformed first: the first attempt may have stopped between tables (orders
+        # in raw, their items not yet), and transforming that half failed the orders' audits on
+        # every rerun, so the re-extract that completes it never ran (a backfill probe). Step 4
+        # transforms those batches with the re-extract's, adding their days to the record first.
         print(f"this backfill was started before (at {earlier[3]}) and did not finish: the difference below "  # type: ignore[index]
               "counts from before that first attempt, on the days the backfill restated", file=out)
         return
+    # batches no model has consumed yet
+    summary = transform(settings, environment="prod", quiet=True, fail_on_held=False)
+    _note_held(summary, out)
+    if summary.evaluated:  # batches no transform had taken in, or intervals that had come due
+        print(f"prod was brought up to date first: {summary.render()}", file=out)
     if earlier is not None:
+        where = "were transformed above" if summary.evaluated else "had been transformed"
         print(f"note: a backfill of {earlier[0]} for {earlier[1]} .. {earlier[2]} (started at {earlier[3]}) did not "
-              "finish; its batches were transformed above, so its changes are not counted below", file=out)
+              f"finish; its batches {where}, so its changes are not counted below", file=out)
     ctx, _ = make_context(settings, quiet=True)
     try:
         adapter = ctx.engine_adapter

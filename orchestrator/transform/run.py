@@ -1002,6 +1002,14 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     local = ctx.snapshots
     needs_plan = _needs_plan(ctx, environment, local)
     deploy = _deploy_guard(ctx, environment, local, allow_revert) if needs_plan else None
+    if before_restating is None and environment == "prod":
+        from orchestrator.transform import backfill
+
+        if backfill.unfinished(ctx.engine_adapter) is not None:
+            # a backfill stopped and not rerun yet: a scheduled transform in between restated its days
+            # without recording them, and the rerun then printed "nothing changed" (a backfill probe).
+            # Its record takes the days this transform restates too, as the rerun says it counts them.
+            before_restating = backfill.record_before
     restated = restate_pending(ctx, environment, local=local, before_restating=before_restating)
 
     applied = False

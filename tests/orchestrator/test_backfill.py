@@ -269,9 +269,10 @@ def test_an_unexpected_error_in_a_one_process_backfill_is_named_and_logged(
 
 
 def test_a_backfill_whose_new_rows_fail_an_audit_says_how_to_get_past_them(project: Project, small_jaffle: Path) -> None:
-    """The re-extracted rows fail a staging audit. A bare rerun cannot get past them (its first step
-    transforms the pending batch, which fails again), so both messages say to load the corrected
-    rows and transform first; doing exactly that, the rerun finishes and counts from before the
+    """The re-extracted rows fail a staging audit. The message says to correct them at the source
+    and rerun the backfill, which re-reads its window before it transforms (it used to transform
+    the failing batch first and fail again, so the way out was a load and a transform by hand, which
+    the message still gives for scheduled transforms); the rerun finishes and counts from before the
     first attempt."""
     data = project.root / "data" / "jaffle-data"
     shutil.copytree(small_jaffle, data)
@@ -290,19 +291,19 @@ def test_a_backfill_whose_new_rows_fail_an_audit_says_how_to_get_past_them(proje
     load = "`elt load jaffle_shop --window 2018-09-01 2018-09-07`"
     assert load in said and "`elt transform`" in said, said
 
-    orders.write_text(good)  # corrected at the source
-    bare = project.elt(*WINDOW, timeout=300)
-    said = bare.stdout + bare.stderr
-    assert bare.returncode == 1 and "preparing prod (transforming the batches already loaded) failed" in said, said
-    assert load in said and "`elt transform`" in said, said  # the way out, here too
+    assert "correct them there and rerun the same `elt backfill` command" in said, said
 
-    for args in (("load", "jaffle_shop", "--window", "2018-09-01", "2018-09-07"), ("transform",)):  # what it says
-        proc = project.elt(*args, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    # until then a scheduled transform fails on the failing batch, which is still pending
+    scheduled = project.elt("transform", timeout=300)
+    assert scheduled.returncode == 1 and "stg_jaffle_shop__orders" in scheduled.stdout + scheduled.stderr
+
+    orders.write_text(good)  # corrected at the source
     again = project.elt(*WINDOW, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "did not finish" in again.stdout, again.stdout
     assert _totals(project)["o3"] == 6.24
+    # o3 failed before it reached the marts and is back to what it was: nothing changed in them
+    assert _orders_line(again.stdout) == ["0", "0", "0"], again.stdout
 
 
 def test_rows_held_out_of_staging_do_not_block_a_backfill(project: Project, small_jaffle: Path) -> None:
@@ -376,3 +377,50 @@ def test_the_row_hash_of_the_difference_report_tells_moved_separators_and_nulls_
     rows = con.execute(_keyed_rows(Mart("marts.t", ["id"], ["a", "b"], None), "duckdb")).fetchall()
     hashes = [h for _, _, h in rows]
     assert len(rows) == 6 and len(set(hashes)) == 6, rows
+
+
+def _built(project: Project, small_jaffle: Path) -> Path:
+    data = project.root / "data" / "jaffle-data"
+    shutil.copytree(small_jaffle, data)
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return data
+
+
+def _orders_line(stdout: str) -> list[str]:
+    return next(li for li in stdout.splitlines() if li.startswith("marts.orders ")).split()[1:]
+
+
+def test_a_backfill_stopped_between_tables_is_finished_by_its_rerun(project: Project, small_jaffle: Path) -> None:
+    """Killed after the late order's batch reached raw and before its item's: the rerun transformed
+    that half first, the order failed its audit (no items), and every rerun stopped there, before
+    the re-extract that completes it (a backfill probe). The rerun now re-extracts first."""
+    data = _built(project, small_jaffle)
+    (data / "raw_orders.csv").write_text((data / "raw_orders.csv").read_text() + "o6,c3,2018-09-02T12:00:00,s1,600,36,636\n")
+    (data / "raw_items.csv").write_text((data / "raw_items.csv").read_text() + "i8,o6,BEV-001\n")
+    killed = project.elt(*WINDOW, timeout=300, ELT_FAILPOINT="raw.after_commit")
+    assert killed.returncode == 1 and "re-extracting failed" in killed.stderr, killed.stdout + killed.stderr
+    again = project.elt(*WINDOW, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "did not finish" in again.stdout and _orders_line(again.stdout) == ["1", "0", "0"], again.stdout
+    assert _totals(project)["o6"] == 6.36
+
+
+def test_a_transform_between_a_stopped_backfill_and_its_rerun_is_counted(project: Project, small_jaffle: Path) -> None:
+    """After a stopped backfill a scheduler runs `elt load` and `elt transform` (what the interrupted
+    message suggests), which restated the corrected day without adding it to the backfill's record:
+    the rerun said it counted from before its first attempt and printed zeros (a backfill probe)."""
+    data = _built(project, small_jaffle)
+    orders = data / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03T10:00:00,s1,1100,66,1166",
+                                                 "o2,c1,2018-09-03T10:00:00,s1,1100,100,1200"))
+    killed = project.elt(*WINDOW, timeout=300, ELT_FAILPOINT="raw.mid_load")
+    assert killed.returncode == 1, killed.stdout + killed.stderr
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _totals(project)["o2"] == 12.00
+    again = project.elt(*WINDOW, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "did not finish" in again.stdout and _orders_line(again.stdout) == ["0", "1", "0"], again.stdout
