@@ -211,6 +211,14 @@ def ingest(
                             outcome.rows_landed += manifest.rows
                             outcome.schema_notes.extend(drift_notes(manifest.origin.get("schema_drift") or {}))
                             outcome.notes.extend(timeless_notes(manifest.origin.get("without_event_time")))
+                        elif floor is None and not item.land_if_empty and hasattr(raw, "create_declared"):
+                            # an incremental table still empty at the source, never applied: its raw
+                            # table is made empty from the extract's contract, as its first batch would
+                            # make it; without it every `elt transform` failed saying the source was
+                            # never loaded (a backfill probe: an empty app table of the PostgreSQL source)
+                            raw.create_declared(spec.raw_schema, table.name,
+                                                [{"name": c.name, "type": c.type.name} for c in item.columns],
+                                                list(table.primary_key))
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others

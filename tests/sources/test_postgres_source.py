@@ -764,3 +764,41 @@ def test_cursors_sort_as_the_source_sorts_them(appdb, pg_db, tmp_path: Path, sto
     # the text cursor was 'a' (the highest of 'a' and 'B' in bytes), and the next read goes on from it in
     # byte order (COLLATE "C"), whatever the column's collation
     assert second["by_code"].rows_applied == 2 and cursors["by_code"] == "~", icu
+
+
+@pytest.mark.parametrize("store", ["duckdb", "postgres"])
+def test_an_incremental_table_empty_at_the_source_gets_its_raw_table_on_the_first_load(  # type: ignore[no-untyped-def]
+        appdb, pg_db, tmp_path: Path, store: str) -> None:
+    """An app table still empty (no refunds yet) landed nothing and made no raw table, and every
+    `elt transform` then failed saying its source was never loaded (a backfill probe). Its raw table
+    is made empty, typed from the catalog; the first rows then apply to it as usual."""
+    with appdb.cursor() as cur:
+        cur.execute("DELETE FROM app.orders")
+    spec = parse_source(declaration())
+    landing = Landing.local(tmp_path / "landing")
+    if store == "duckdb":
+        opened = DuckDBRaw(tmp_path / "wh.duckdb")
+
+        def query(sql: str) -> list[tuple]:
+            return _duck(tmp_path / "wh.duckdb", sql)
+    else:
+        opened = PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
+
+        def query(sql: str) -> list[tuple]:
+            return _pg_rows(pg_db.dsn, sql)
+    with opened as raw:
+        (empty,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert empty.error is None and empty.rows_landed == 0 and not empty.landed, empty
+        assert raw.cursor("appdb", "orders") is None
+    columns = query("SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'raw_appdb' "
+                    "AND table_name = 'orders' ORDER BY ordinal_position")
+    assert [c for c, _ in columns][:3] == ["id", "customer", "amount"] and query(
+        "SELECT count(*) FROM raw_appdb.orders") == [(0,)], columns
+    with appdb.cursor() as cur:
+        cur.execute("INSERT" + SEED.split("INSERT", 1)[1])
+    with (DuckDBRaw(tmp_path / "wh.duckdb") if store == "duckdb" else
+          PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))) as raw:
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert first.error is None and first.rows_applied == 3, first
+        assert raw.cursor("appdb", "orders") == "2024-01-02T09:00:00+00:00"
+    assert query("SELECT count(*) FROM raw_appdb.orders") == [(3,)]
