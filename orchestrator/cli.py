@@ -613,10 +613,8 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 75
     except LoaderError as exc:
-        if _TERMINATED:
-            return _interrupted(command)
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
-        return 1
+        return _interrupted(command) if _TERMINATED else 1
     except KeyboardInterrupt:  # Ctrl-C, or SIGINT from a supervisor: stop, and say what stands
         return _interrupted(command)
     except BrokenPipeError:

@@ -216,9 +216,13 @@ def ingest(
                             # table is made empty from the extract's contract, as its first batch would
                             # make it; without it every `elt transform` failed saying the source was
                             # never loaded (a backfill probe: an empty app table of the PostgreSQL source)
-                            raw.create_declared(spec.raw_schema, table.name,
-                                                [{"name": c.name, "type": c.type.name} for c in item.columns],
-                                                list(table.primary_key))
+                            try:
+                                raw.create_declared(spec.raw_schema, table.name,
+                                                    [{"name": c.name, "type": c.type.name} for c in item.columns],
+                                                    list(table.primary_key))
+                            except Exception as exc:  # noqa: BLE001 - a convenience: the first rows make it
+                                log.warning(f"could not create the empty raw table {spec.raw_schema}.{table.name}: "
+                                            f"{first_line(exc)}", extra={"fields": {"source": spec.name, "table": table.name}})
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others

@@ -268,6 +268,9 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
     [['m.orders'], ['m.orders']]
     >>> ranked(items + "SELECT ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) FROM m.orders AS o LEFT JOIN s USING (order_id) WHERE n > 0")
     [['m.items', 'm.orders'], ['m.items', 'm.orders']]
+    >>> ranked(items + ", w AS (SELECT o.c, o.t, COALESCE(s.n, 0) AS n FROM m.orders AS o LEFT JOIN s USING (order_id)) "
+    ...        "SELECT ROW_NUMBER() OVER (PARTITION BY w.c ORDER BY w.t) FROM w WHERE w.n > 0")
+    [['m.items', 'm.orders'], ['m.items', 'm.orders']]
     """
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression):
@@ -282,7 +285,7 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
         if isinstance(node, exp.SetOperation):
             return of_query(node.left, seen) | of_query(node.right, seen)
         if isinstance(node, exp.Select):
-            return of_select(node, seen)
+            return of_select(node, seen, ranking=False)
         return set()
 
     def resolved(node: exp.Expression, seen: frozenset[str]) -> exp.Expression | None:
@@ -328,7 +331,10 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
         return any(id(c) not in keys and c.name.lower() not in times and c.find_ancestor(exp.Window) is None
                    for c in condition.find_all(exp.Column))
 
-    def of_select(select: exp.Select, seen: frozenset[str]) -> set[str]:
+    def of_select(select: exp.Select, seen: frozenset[str], ranking: bool = True) -> set[str]:
+        """``ranking``: the window's own SELECT; below it (a CTE or subquery it reads), a LEFT JOINed
+        grouped item whose columns the SELECT passes on may be filtered further out, where this
+        walk does not look (`WHERE o.n_items > 0` on a CTE's `COALESCE(ic.n_items, 0) AS n_items`)."""
         found: set[str] = set()
         source = select.args.get("from_")
         if source is not None:
@@ -341,8 +347,13 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
                 keys = grouping_keys(inner)
                 # its columns named in a filter, with its alias or without one (`WHERE n_drinks > 0`)
                 provided = {e.alias_or_name.lower() for e in _select_of(inner).expressions} if _select_of(inner) else set()
-                filtered = any(c.table.lower() == alias or (not c.table and c.name.lower() in provided)
-                               for condition in conditions for c in condition.find_all(exp.Column))
+                def reads_it(node: exp.Expression) -> bool:
+                    return any(c.table.lower() == alias or (not c.table and c.name.lower() in provided)
+                               for c in node.find_all(exp.Column))
+
+                filtered = any(reads_it(condition) for condition in conditions) or (not ranking and any(
+                    isinstance(e, exp.Star) or isinstance(getattr(e, "this", None), exp.Star) or reads_it(e)
+                    for e in select.expressions))
                 if keys is not None and keys <= join_keys(join, alias) and not filtered:
                     continue  # at most one row per ranked row, and none is let out: the ranked rows stay
             elif join.args.get("on") is not None:
@@ -401,14 +412,15 @@ def _select_of(node: exp.Expression | None) -> exp.Select | None:
     return node if isinstance(node, exp.Select) else None
 
 
-def passes_rows_through(model) -> bool:  # type: ignore[no-untyped-def]
+def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None) -> bool:  # type: ignore[no-untyped-def]
     """Whether a model not partitioned by time (a VIEW, a FULL table) keeps each input row as it is,
     on its day: no aggregate, GROUP BY, DISTINCT, HAVING, LIMIT, window (but the latest-version
     dedupe), restate tag, or table read twice (a self-join reads other rows). A time model reading
     such a model is restated by the days of the raw rows beneath it, as if it read them directly;
     through any other such model (a customer's totals) it is restated whole. Staging written as
     views, as many teams do, made every batch restate every later model over all history (a probe
-    of item-ranking models). Read from the rendered query (macros expanded).
+    of item-ranking models). Read from the rendered query (macros expanded). ``keys``: the declared
+    primary keys (lower case), which a dedupe window must partition by (None: not checked).
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
@@ -423,6 +435,13 @@ def passes_rows_through(model) -> bool:  # type: ignore[no-untyped-def]
     False
     >>> through("SELECT o.id FROM raw.orders AS o JOIN raw.orders AS e ON e.customer = o.customer AND e.ordered_at < o.ordered_at")
     False
+    >>> through("WITH o AS (SELECT * FROM raw.orders) SELECT a.id FROM o AS a WHERE NOT EXISTS "
+    ...         "(SELECT 1 FROM o AS b WHERE b.customer = a.customer AND b.ordered_at < a.ordered_at)")
+    False
+    >>> passes_rows_through(M(kind=M(is_view=True, is_full=False), tags=[], render_query=lambda: parse_one(
+    ...     "SELECT * FROM raw.orders QUALIFY ROW_NUMBER() OVER (PARTITION BY customer ORDER BY _loaded_at DESC) = 1")),
+    ...     keys=[("id",)])
+    False
     """
     kind = getattr(model, "kind", None)
     if not (getattr(kind, "is_view", False) or getattr(kind, "is_full", False)):
@@ -436,18 +455,28 @@ def passes_rows_through(model) -> bool:  # type: ignore[no-untyped-def]
     if not isinstance(query, exp.Query):
         return False
     for node in query.walk():
-        if isinstance(node, (exp.Group, exp.Having, exp.Limit, exp.Offset, exp.Fetch, exp.Pivot)):
+        if isinstance(node, (exp.Group, exp.Having, exp.Limit, exp.Offset, exp.Fetch, exp.Pivot, exp.Except,
+                             exp.Intersect)):
             return False
         if isinstance(node, (exp.Select, exp.Union)) and node.args.get("distinct"):
             return False
         if isinstance(node, exp.Window):
             order = node.args.get("order")
-            if order is None or not _latest_version_first(order):
+            if order is None or not _latest_version_first(order) or not _by_a_key(node, keys):
                 return False
-        elif isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Window) is None:
-            return False
-    tables = [f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db]
-    return len(tables) == len(set(tables))
+        elif isinstance(node, exp.Anonymous) or (isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Window) is None):
+            return False  # an aggregate, or a function sqlglot does not know (it may be one)
+    # a table or a CTE read twice (a self-join, NOT EXISTS over the same CTE) reads other rows
+    read = [f"{t.db}.{t.name}".lower() if t.db else t.name.lower() for t in query.find_all(exp.Table)]
+    return len(read) == len(set(read))
+
+
+def _by_a_key(window: exp.Window, keys: list[tuple[str, ...]] | None) -> bool:
+    """Whether a latest-version window is partitioned by a declared table's whole primary key (the
+    dedupe of each key), not by fewer columns (``PARTITION BY customer``: the latest row of each
+    customer, which a new row of another key replaces). ``keys``: every declared primary key."""
+    names = {e.name.lower() for e in window.args.get("partition_by") or [] if isinstance(e, exp.Column)}
+    return bool(names) and (keys is None or any(set(key) <= names for key in keys))
 
 
 NEXT_DAYS_TAG = "restate:next_days:"
@@ -528,9 +557,15 @@ class Lineage:
         is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
         rendered: dict[str, bool] = {}
 
+        keys: list[tuple[str, ...]] = []
+
         def rows_through(parent: str) -> bool:  # rendered once, and only for a model read by another
             if parent not in rendered:
-                rendered[parent] = passes_rows_through(models[parent])
+                if not keys:
+                    from orchestrator.transform.windows import window_specs
+
+                    keys.extend({tuple(k.lower() for k in spec.key) for spec in window_specs().values()} or {("",)})
+                rendered[parent] = passes_rows_through(models[parent], keys)
             return rendered[parent]
 
         upstream: dict[str, set[str]] = {}

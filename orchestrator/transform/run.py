@@ -1009,7 +1009,17 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
             # a backfill stopped and not rerun yet: a scheduled transform in between restated its days
             # without recording them, and the rerun then printed "nothing changed" (a backfill probe).
             # Its record takes the days this transform restates too, as the rerun says it counts them.
-            before_restating = backfill.record_before
+            def record_for_backfill(ctx: Any, scope: Any) -> None:
+                try:
+                    backfill.record_before(ctx, scope)
+                except Exception as exc:  # noqa: BLE001 - the record is a report; the transform goes on
+                    # (a mart that gained a column since reads its served table with the new column:
+                    # this failed every scheduled transform until the backfill was rerun, found by a review)
+                    log.warning(f"could not add the days this transform restates to the record of the unfinished "
+                                f"backfill: {first_line(exc)}; its rerun's difference will not count what this "
+                                "transform changed", extra={"fields": {"environment": environment}})
+
+            before_restating = record_for_backfill
     restated = restate_pending(ctx, environment, local=local, before_restating=before_restating)
 
     applied = False

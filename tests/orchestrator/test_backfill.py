@@ -424,3 +424,34 @@ def test_a_transform_between_a_stopped_backfill_and_its_rerun_is_counted(project
     again = project.elt(*WINDOW, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "did not finish" in again.stdout and _orders_line(again.stdout) == ["0", "1", "0"], again.stdout
+
+
+def test_a_mart_that_gains_a_column_while_a_backfill_is_unfinished_does_not_stop_transforms(
+        settings, small_jaffle: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """While a backfill is unfinished, `elt transform` adds the days it restates to its record. A
+    mart given a new column since the stop was read with it from the served table, and every
+    scheduled transform failed (a review). Recording is a report: it warns, the transform goes on."""
+    import logging
+
+    from orchestrator.scheduling.loading import load_source_into_warehouse
+    from orchestrator.transform.backfill import prepare
+    from orchestrator.transform.run import transform
+
+    def load() -> None:
+        assert not [o.error for o in load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle) if o.error]
+
+    load()
+    transform(settings, quiet=True)
+    prepare(settings, "jaffle_shop", "2018-09-01", "2018-09-04")  # a backfill that then stopped
+    model = settings.project_root / "models" / "marts" / "orders.sql"
+    model.write_text(model.read_text().replace("  orders.ordered_at\nFROM orders", "  orders.ordered_at,\n  1 AS new_flag\nFROM orders"))
+    assert "new_flag" in model.read_text()
+    (settings.project_root / "tests" / "models" / "test_marts.yaml").unlink()  # its expected rows lack the column
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o6,c2,2018-09-05T09:00:00,s2,0,0,0\n")
+    load()
+    with caplog.at_level(logging.WARNING):
+        summary = transform(settings, quiet=True)
+    assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-05", summary.restated_windows
+    assert any("could not add the days this transform restates to the record of the unfinished backfill" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
