@@ -76,6 +76,18 @@ def _duck(path: Path, sql: str) -> list[tuple]:
         con.close()
 
 
+def _open_raw(store: str, tmp_path: Path, pg_db):  # type: ignore[no-untyped-def]
+    """A new raw store of the kind ``store`` names: the DuckDB file under ``tmp_path``, or ``pg_db``."""
+    if store == "duckdb":
+        return DuckDBRaw(tmp_path / "wh.duckdb")
+    return PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
+
+
+def _read(store: str, tmp_path: Path, pg_db, sql: str) -> list[tuple]:  # type: ignore[no-untyped-def]
+    """``sql`` run on that store from a connection of its own (the store must be closed, for DuckDB)."""
+    return _duck(tmp_path / "wh.duckdb", sql) if store == "duckdb" else _pg_rows(pg_db.dsn, sql)
+
+
 def test_full_extract_keeps_exact_types_and_values(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     spec = parse_source(declaration())
     landing = Landing.local(tmp_path / "landing")
@@ -102,16 +114,12 @@ def test_incremental_extract_reads_from_the_cursor_minus_lookback(appdb, pg_db, 
     timestamptz cursors), on both stores."""
     spec = parse_source(declaration(lookback="1h"))
     landing = Landing.local(tmp_path / "landing")
-    if store == "duckdb":
-        opened = DuckDBRaw(tmp_path / "wh.duckdb")
+    opened = _open_raw(store, tmp_path, pg_db)
 
-        def query(sql: str) -> list[tuple]:
-            return _duck(tmp_path / "wh.duckdb", sql)
-    else:
-        opened = PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
-
-        def query(sql: str) -> list[tuple]:
-            return _pg_rows(pg_db.dsn, sql.replace("(id, updated_at)", "ROW(id, updated_at)"))
+    def query(sql: str) -> list[tuple]:
+        if store == "postgres":
+            sql = sql.replace("(id, updated_at)", "ROW(id, updated_at)")
+        return _read(store, tmp_path, pg_db, sql)
     with opened as raw:
         ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         assert raw.cursor("appdb", "orders") == "2024-01-02T09:00:00+00:00"
@@ -254,9 +262,7 @@ def test_schema_changes_are_applied_reported_or_refused(appdb, pg_db, tmp_path: 
     landing = Landing.local(tmp_path / "landing")
 
     def open_raw():  # type: ignore[no-untyped-def]
-        if store == "duckdb":
-            return DuckDBRaw(tmp_path / "wh.duckdb")
-        return PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
+        return _open_raw(store, tmp_path, pg_db)
 
     with open_raw() as raw:
         ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
@@ -776,17 +782,10 @@ def test_an_incremental_table_empty_at_the_source_gets_its_raw_table_on_the_firs
         cur.execute("DELETE FROM app.orders")
     spec = parse_source(declaration())
     landing = Landing.local(tmp_path / "landing")
-    if store == "duckdb":
-        opened = DuckDBRaw(tmp_path / "wh.duckdb")
+    def query(sql: str) -> list[tuple]:
+        return _read(store, tmp_path, pg_db, sql)
 
-        def query(sql: str) -> list[tuple]:
-            return _duck(tmp_path / "wh.duckdb", sql)
-    else:
-        opened = PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))
-
-        def query(sql: str) -> list[tuple]:
-            return _pg_rows(pg_db.dsn, sql)
-    with opened as raw:
+    with _open_raw(store, tmp_path, pg_db) as raw:
         (empty,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         assert empty.error is None and empty.rows_landed == 0 and not empty.landed, empty
         assert raw.cursor("appdb", "orders") is None
@@ -796,8 +795,7 @@ def test_an_incremental_table_empty_at_the_source_gets_its_raw_table_on_the_firs
         "SELECT count(*) FROM raw_appdb.orders") == [(0,)], columns
     with appdb.cursor() as cur:
         cur.execute("INSERT" + SEED.split("INSERT", 1)[1])
-    with (DuckDBRaw(tmp_path / "wh.duckdb") if store == "duckdb" else
-          PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname))) as raw:
+    with _open_raw(store, tmp_path, pg_db) as raw:
         (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
         assert first.error is None and first.rows_applied == 3, first
         assert raw.cursor("appdb", "orders") == "2024-01-02T09:00:00+00:00"
