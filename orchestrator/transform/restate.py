@@ -62,9 +62,9 @@ NUMBERS = 1  # ranks within the sequence_key entity by time (ROW_NUMBER, RANK, C
 #              a row that appears, goes or moves shifts the entity's later rows
 VALUES = 2  # aggregates the entity's earlier values (a running SUM, LAG, the later-days tag):
 #             any change to a row shifts the entity's later rows
-ALL_LATER = 3  # every day after the first touched one: a window without PARTITION BY, or the tag
-#                'restate:all_later_days' (a window over another entity than the sequence_key; a
-#                trailing N-day sum has 'restate:next_days:N')
+ALL_LATER = 3  # every day after the first touched one: a window without PARTITION BY, or over
+#                another entity than a sequence_key (Lineage.of), or the tag 'restate:all_later_days'
+#                (a trailing N-day sum has 'restate:next_days:N')
 ALL_DAYS = 4  # reads later rows (LEAD, a frame reaching FOLLOWING rows, a window without ORDER BY,
 #               NTILE, PERCENT_RANK, CUME_DIST): a change shifts earlier days too
 
@@ -412,6 +412,82 @@ def _select_of(node: exp.Expression | None) -> exp.Select | None:
     return node if isinstance(node, exp.Select) else None
 
 
+def _is_star(projection: exp.Expression) -> bool:
+    return isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star))
+
+
+def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column,
+                   depth: int = 0) -> set[tuple[str, str]] | None:
+    """The ``(schema.table, column)`` pairs (lower case) a column read by ``select`` comes from,
+    followed through the CTEs and subqueries of ``query`` by name and rename (``customer AS
+    customer_id``, ``SELECT *``). None when it is computed on the way (``amount >= 100 AS big``),
+    comes from a set operation, or cannot be followed: the caller assumes nothing about it.
+
+    >>> from sqlglot import parse_one
+    >>> q = parse_one("WITH o AS (SELECT r.customer AS customer_id, r.amount > 1 AS big FROM raw.orders AS r), "
+    ...               "a AS (SELECT * FROM o) SELECT a.customer_id, a.big, x.store FROM a JOIN s.stores AS x ON TRUE", read="duckdb")
+    >>> [column_sources(q, q, c) for c in q.expressions]
+    [{('raw.orders', 'customer')}, None, {('s.stores', 'store')}]
+    """
+    if depth > 16:
+        return None
+    ctes = {cte.alias_or_name.lower(): cte.this for cte in query.find_all(exp.CTE)}
+    items = [select.args["from_"].this] if select.args.get("from_") is not None else []
+    items += [join.this for join in select.args.get("joins") or []]
+    if column.table:
+        items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
+    name = column.name.lower()
+    found: set[tuple[str, str]] = set()
+    for item in items:
+        inner: exp.Expression | None = None
+        if isinstance(item, exp.Table) and not item.db and item.name.lower() in ctes:
+            inner = ctes[item.name.lower()]
+        elif isinstance(item, exp.Subquery):
+            inner = item
+        if inner is None:
+            if isinstance(item, exp.Table) and item.db:
+                found.add((f"{item.db}.{item.name}".lower(), name))
+            continue  # a table function, VALUES: nothing to follow
+        inner_select = _select_of(inner)
+        if inner_select is None:
+            return None  # UNION and the like: not followed
+        match = next((p for p in inner_select.expressions if not _is_star(p) and p.alias_or_name.lower() == name), None)
+        if match is not None:
+            source = match.this if isinstance(match, exp.Alias) else match
+            sub = column_sources(query, inner_select, source, depth + 1) if isinstance(source, exp.Column) else None
+        elif any(_is_star(p) for p in inner_select.expressions):
+            sub = column_sources(query, inner_select, exp.column(name), depth + 1)
+        else:
+            continue  # not this item's column (an unqualified name of another item)
+        if sub is None:
+            return None
+        found |= sub
+    return found or None
+
+
+def partition_columns(model) -> list[list[exp.Column]]:  # type: ignore[no-untyped-def]
+    """The PARTITION BY columns of each window of the model's query that numbers rows or adds up
+    earlier values within a partition (``numbers_rows``' NUMBERS and VALUES), with the SELECT they
+    are read in: not the latest-version dedupe, not a window without PARTITION BY."""
+    query = getattr(model, "query", None)
+    if not isinstance(query, exp.Expression):
+        return []
+    named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
+    found: list[list[exp.Column]] = []
+    for window in query.find_all(exp.Window):
+        if isinstance(window.this, exp.Identifier):
+            continue
+        alias = window.args.get("alias")
+        base = named.get(alias.name) if alias is not None else None
+        order = window.args.get("order") or (base.args.get("order") if base is not None else None)
+        if order is not None and _latest_version_first(order):
+            continue
+        partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
+        if partition:
+            found.append([c for e in partition for c in ([e] if isinstance(e, exp.Column) else e.find_all(exp.Column))])
+    return found
+
+
 def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None) -> bool:  # type: ignore[no-untyped-def]
     """Whether a model not partitioned by time (a VIEW, a FULL table) keeps each input row as it is,
     on its day: no aggregate, GROUP BY, DISTINCT, HAVING, LIMIT, window (but the latest-version
@@ -568,6 +644,54 @@ class Lineage:
                 rendered[parent] = passes_rows_through(models[parent], keys)
             return rendered[parent]
 
+        entities: list[set[tuple[str, str]]] = []  # (raw table, its sequence_key), read once
+        raw_columns: dict[tuple[str, str], set[tuple[str, str]] | None] = {}
+
+        def to_raw(pairs: set[tuple[str, str]] | None, depth: int) -> set[tuple[str, str]] | None:
+            """(table, column) pairs with every model's column replaced by the raw columns beneath it."""
+            if pairs is None or depth > 32:
+                return None
+            found: set[tuple[str, str]] = set()
+            for table, column in pairs:
+                if table not in models:
+                    found.add((table, column))
+                    continue
+                if (table, column) not in raw_columns:
+                    raw_columns[(table, column)] = None  # a cycle reads as unknown
+                    query = models[table].query
+                    top = _select_of(query) if isinstance(query, exp.Expression) else None
+                    source: exp.Expression | None = None
+                    if top is not None:
+                        match = next((p for p in top.expressions if not _is_star(p) and p.alias_or_name.lower() == column), None)
+                        if match is not None:
+                            source = match.this if isinstance(match, exp.Alias) else match
+                        elif any(_is_star(p) for p in top.expressions):
+                            source = exp.column(column)
+                    raw_columns[(table, column)] = to_raw(
+                        column_sources(query, top, source) if isinstance(source, exp.Column) else None, depth + 1)
+                beneath = raw_columns[(table, column)]
+                if beneath is None:
+                    return None
+                found |= beneath
+            return found
+
+        def other_entity(name: str) -> str | None:
+            """The first PARTITION BY of the model's windows whose columns are no raw table's declared
+            sequence_key (followed through renames and models), as written; None when all are."""
+            if not entities:
+                from orchestrator.transform.windows import window_specs
+
+                entities.append({(t, s.sequence_key.lower()) for t, s in window_specs().items() if s.sequence_key})
+            query = models[name].query
+            for columns in partition_columns(models[name]):
+                found: set[tuple[str, str]] = set()
+                for column in columns:
+                    select = column.find_ancestor(exp.Select)
+                    found |= (to_raw(column_sources(query, select, column), 0) if select is not None else None) or set()
+                if not found & entities[0]:
+                    return ", ".join(c.sql() for c in columns) or "an expression"
+            return None
+
         upstream: dict[str, set[str]] = {}
         via: dict[str, set[str]] = {}
         later: dict[str, int] = {}
@@ -581,6 +705,17 @@ class Lineage:
             up: set[str] = set()
             through: set[str] = set()
             later[name] = numbers_rows(models[name])
+            if is_time[name] and OWN_DAYS < later[name] < ALL_LATER and LATER_DAYS_TAG not in (models[name].tags or []):
+                other = other_entity(name)
+                if other:
+                    # a product's n-th sale: a change shifts that product's later rows, which
+                    # belong to any customer, so every later day (decision 0053)
+                    later[name] = ALL_LATER
+                    log.info(f"{name} numbers or adds up rows by {other}, not by a declared sequence_key: a change "
+                             "restates every later day from the first day it touches. If the column is the "
+                             "sequence_key entity under another name, tag the model 'restate:later_days'; if the "
+                             "raw table has no sequence_key, declare it (docs/how-to/add-a-source.md, step 6)",
+                             extra={"fields": {"model": name, "partition": other}})
             following[name] = next_days_tagged(models[name])
             sources, valued = ranked_sources(models[name])
             numbered = {t for source in sources for t in (upstream.get(source, set()) if source in models else {source})}

@@ -411,6 +411,19 @@ NUMBERED_CASES = {
         f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER "
         f"(ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS})",
         "late order", "o5"),
+    # a store's orders, numbered by the store and not by the customer (the sequence_key): a late
+    # order of c2 at s1 (09-02) shifts c1's o5 (09-05), a day c2 has no order on
+    "orders of a store (another entity than the sequence_key)": (
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER "
+        f"(PARTITION BY orders.location_id ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS})",
+        "late order at s1", "o5"),
+    # a customer's tweets: the tweets table declares no sequence_key, so no entity's later days
+    # are known; a late tweet of c1 (09-02) shifts its t3 (09-05)
+    "tweets of a customer (a table without a sequence_key)": (
+        "numbered AS (SELECT tweets.tweet_id AS row_key, tweets.tweeted_on AS ordered_at, ROW_NUMBER() OVER "
+        "(PARTITION BY tweets.customer_id ORDER BY tweets.tweeted_on, tweets.tweet_id) AS place "
+        "FROM staging.stg_jaffle_shop__tweets AS tweets)",
+        "late tweet", "t3"),
 }
 
 
@@ -427,6 +440,8 @@ def test_a_change_that_lets_a_row_in_or_out_of_a_numbering_restates_the_later_da
     # c1's third order, on a day of its own, with a drink that costs nothing (the orders' audits hold)
     orders.write_text(orders.read_text() + "o5,c1,2018-09-05T09:00:00,s1,0,0,0\n")
     items.write_text(items.read_text() + "i7,o5,BEV-002\n")
+    tweets = small_jaffle / "raw_tweets.csv"
+    tweets.write_text(tweets.read_text() + "t3,c1,2018-09-05T10:00:00,later\n")
     _load(settings, small_jaffle)
     transform(settings, quiet=True)
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
@@ -436,6 +451,10 @@ def test_a_change_that_lets_a_row_in_or_out_of_a_numbering_restates_the_later_da
     elif change == "smaller tax":
         orders.write_text(orders.read_text().replace("o1,c1,2018-09-01T09:00:00,s1,1700,102,1802",
                                                      "o1,c1,2018-09-01T09:00:00,s1,1700,10,1710"))
+    elif change == "late order at s1":
+        orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s1,0,0,0\n")
+    elif change == "late tweet":
+        tweets.write_text(tweets.read_text() + "t2,c1,2018-09-02T10:00:00,earlier\n")
     else:
         orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
     _load(settings, small_jaffle)
