@@ -465,6 +465,44 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     return found or None
 
 
+def _equated(select: exp.Select, column: exp.Column) -> list[exp.Column]:
+    """Columns that ``select``'s joins make equal to ``column`` on every row it reads: the other side
+    of an ``=`` in an inner join's ON or in the WHERE, or a LEFT JOIN's ON when ``column`` is on
+    the kept side (the joined side is NULL where nothing matched). ``PARTITION BY c.customer_id``
+    with ``JOIN customers AS c ON c.customer_id = o.customer_id`` numbers within ``o.customer_id``.
+
+    >>> from sqlglot import parse_one
+    >>> q = parse_one("SELECT 1 FROM o JOIN c ON c.id = o.cid LEFT JOIN s ON s.id = o.sid WHERE o.x = s.y", read="duckdb")
+    >>> [[e.sql() for e in _equated(q, exp.column(n, t))] for t, n in (("c", "id"), ("s", "id"), ("o", "sid"), ("o", "x"))]
+    [['o.cid'], [], ['s.id'], ['s.y']]
+    """
+    def same(a: exp.Column, b: exp.Column) -> bool:
+        return a.name.lower() == b.name.lower() and (not a.table or not b.table or a.table.lower() == b.table.lower())
+
+    conditions: list[tuple[exp.Expression, str | None]] = []
+    for join in select.args.get("joins") or []:
+        on = join.args.get("on")
+        if on is None:
+            continue
+        side = str(join.side or "").upper()
+        if side in ("", "INNER") and str(join.kind or "").upper() in ("", "INNER"):
+            conditions.append((on, None))
+        elif side == "LEFT":
+            conditions.append((on, join.this.alias_or_name.lower()))
+    if select.args.get("where") is not None:
+        conditions.append((select.args["where"].this, None))
+    found: list[exp.Column] = []
+    for condition, nullable in conditions:
+        parts = condition.flatten() if isinstance(condition, exp.And) else [condition]
+        for eq in parts:
+            if not isinstance(eq, exp.EQ) or not isinstance(eq.left, exp.Column) or not isinstance(eq.right, exp.Column):
+                continue
+            for mine, other in ((eq.left, eq.right), (eq.right, eq.left)):
+                if same(mine, column) and (nullable is None or column.table.lower() != nullable):
+                    found.append(other)
+    return found
+
+
 def partition_columns(model) -> list[list[exp.Column]]:  # type: ignore[no-untyped-def]
     """The PARTITION BY columns of each window of the model's query that numbers rows or adds up
     earlier values within a partition (``numbers_rows``' NUMBERS and VALUES), with the SELECT they
@@ -687,7 +725,8 @@ class Lineage:
                 found: set[tuple[str, str]] = set()
                 for column in columns:
                     select = column.find_ancestor(exp.Select)
-                    found |= (to_raw(column_sources(query, select, column), 0) if select is not None else None) or set()
+                    for same in [column, *(_equated(select, column) if select is not None else [])]:
+                        found |= (to_raw(column_sources(query, select, same), 0) if select is not None else None) or set()
                 if not found & entities[0]:
                     return ", ".join(c.sql() for c in columns) or "an expression"
             return None

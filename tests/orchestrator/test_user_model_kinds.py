@@ -470,6 +470,39 @@ def test_a_change_that_lets_a_row_in_or_out_of_a_numbering_restates_the_later_da
         assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-03", summary.restated_windows
 
 
+@pytest.mark.parametrize("join", ["JOIN", "LEFT JOIN"])
+def test_a_numbering_by_the_customer_read_from_a_joined_table_restates_only_that_customer(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, join: str) -> None:
+    """A customer's orders numbered by the customer key of the joined customers table, which the
+    join makes equal to the orders' own (the sequence_key): a late order restates its customer's
+    later days, as marts.orders does, not every day up to yesterday as a window over another
+    entity must. Through a LEFT JOIN the joined key is NULL for an order without its customer,
+    and such orders of every customer share one numbering: there every later day is restated."""
+    numbered = ("numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER "
+                "(PARTITION BY customers.customer_id ORDER BY orders.ordered_at, orders.order_id) AS place "
+                f"FROM {_ORDERS} {join} staging.stg_jaffle_shop__customers AS customers "
+                "ON customers.customer_id = orders.customer_id)")
+    (settings.project_root / "models" / "marts" / "numbered.sql").write_text(
+        NUMBERED.format(what="a customer's orders, keyed by the customers table".replace("'", "''"), numbered=numbered))
+    orders = small_jaffle / "raw_orders.csv"
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT row_key, place FROM marts.numbered ORDER BY 1").fetchall()
+        want = con.execute(f"WITH {numbered} SELECT row_key, place FROM numbered ORDER BY 1").fetchall()
+    assert got == want and ("o3", 2) in got, (got, want)
+    windows = summary.restated_windows
+    if join == "JOIN":
+        assert windows["marts.numbered"] == windows["marts.orders"], windows
+    else:
+        # customers.customer_id is NULL where no customer matched: rows of any customer share
+        # that partition, so every later day is restated
+        assert windows["marts.numbered"] != windows["marts.orders"], windows
+
+
 ORDERS_VIEW = """MODEL (
   name staging.orders_view,
   kind VIEW,
