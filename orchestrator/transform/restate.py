@@ -682,7 +682,7 @@ class Lineage:
                 rendered[parent] = passes_rows_through(models[parent], keys)
             return rendered[parent]
 
-        entities: list[set[tuple[str, str]]] = []  # (raw table, its sequence_key), read once
+        specs: dict[str, Any] = {}  # raw table -> its WindowSpec, read once
         raw_columns: dict[tuple[str, str], set[tuple[str, str]] | None] = {}
 
         def to_raw(pairs: set[tuple[str, str]] | None, depth: int) -> set[tuple[str, str]] | None:
@@ -713,13 +713,25 @@ class Lineage:
                 found |= beneath
             return found
 
-        def other_entity(name: str) -> str | None:
-            """The first PARTITION BY of the model's windows whose columns are no raw table's declared
-            sequence_key (followed through renames and models), as written; None when all are."""
-            if not entities:
+        def other_entity(name: str, tables: set[str]) -> str | None:
+            """Why the model's numbering or running value is not within the entities the transform
+            knows (a declared sequence_key, followed through renames, models and join equalities),
+            or None: a raw table among ``tables`` with event days but no sequence_key (of its own, or
+            its parent's for a child table), or a PARTITION BY none of whose columns is one."""
+            if not specs:
                 from orchestrator.transform.windows import window_specs
 
-                entities.append({(t, s.sequence_key.lower()) for t, s in window_specs().items() if s.sequence_key})
+                specs.update(window_specs())
+            known: set[tuple[str, str]] = set()
+            for table in sorted(tables):
+                spec = specs.get(table)
+                if spec is None or not (spec.event_time or spec.parent):
+                    continue  # no days of its own: a change restates the model whole anyway
+                owner = table if spec.sequence_key else spec.parent[0] if spec.parent else None
+                entity = specs[owner].sequence_key if owner in specs else None
+                if not entity:
+                    return f"it numbers or adds up rows of {table}, which declares no sequence_key"
+                known.add((owner, entity.lower()))
             query = models[name].query
             for columns in partition_columns(models[name]):
                 found: set[tuple[str, str]] = set()
@@ -727,8 +739,10 @@ class Lineage:
                     select = column.find_ancestor(exp.Select)
                     for same in [column, *(_equated(select, column) if select is not None else [])]:
                         found |= (to_raw(column_sources(query, select, same), 0) if select is not None else None) or set()
-                if not found & entities[0]:
-                    return ", ".join(c.sql() for c in columns) or "an expression"
+                if known and not found & known:
+                    written = ", ".join(c.sql() for c in columns) or "an expression"
+                    return (f"it numbers or adds up rows by {written}, not by the sequence_key of "
+                            + ", ".join(f"{t} ({k})" for t, k in sorted(known)))
             return None
 
         upstream: dict[str, set[str]] = {}
@@ -743,22 +757,12 @@ class Lineage:
                 continue
             up: set[str] = set()
             through: set[str] = set()
-            later[name] = numbers_rows(models[name])
-            if is_time[name] and OWN_DAYS < later[name] < ALL_LATER and LATER_DAYS_TAG not in (models[name].tags or []):
-                other = other_entity(name)
-                if other:
-                    # a product's n-th sale: a change shifts that product's later rows, which
-                    # belong to any customer, so every later day (decision 0053)
-                    later[name] = ALL_LATER
-                    log.info(f"{name} numbers or adds up rows by {other}, not by a declared sequence_key: a change "
-                             "restates every later day from the first day it touches. If the column is the "
-                             "sequence_key entity under another name, tag the model 'restate:later_days'; if the "
-                             "raw table has no sequence_key, declare it (docs/how-to/add-a-source.md, step 6)",
-                             extra={"fields": {"model": name, "partition": other}})
+            later[name] = own = numbers_rows(models[name])
             following[name] = next_days_tagged(models[name])
             sources, valued = ranked_sources(models[name])
             numbered = {t for source in sources for t in (upstream.get(source, set()) if source in models else {source})}
             decided = {t for source in valued for t in (upstream.get(source, set()) if source in models else {source})}
+            own_numbered = set(numbered)
             for parent in query_parents(models[name]):
                 if parent in models:
                     up |= upstream.get(parent, set())
@@ -771,6 +775,19 @@ class Lineage:
                         through |= upstream.get(parent, set())
                 else:
                     up.add(parent)
+            if is_time[name] and OWN_DAYS < own < ALL_LATER and LATER_DAYS_TAG not in (models[name].tags or []):
+                # the raw tables whose changed rows shift the numbered or summed rows: those its
+                # ranking windows number, or for a running value any it reads by day
+                shifting = own_numbered if own == NUMBERS else up - through
+                other = other_entity(name, shifting)
+                if other:
+                    # a product's n-th sale: a change shifts that product's later rows, which
+                    # belong to any customer, so every later day (decision 0053)
+                    later[name] = max(later[name], ALL_LATER)
+                    log.info(f"{name}: {other}; a change restates every later day from the first day it touches. "
+                             "If the partition is the sequence_key entity under a name that cannot be followed, tag "
+                             "the model 'restate:later_days'; if a raw table has no sequence_key, declare it "
+                             "(docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
             upstream[name], via[name], ranked[name], by_value[name] = up, through, numbered, decided
         # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
         # audit-only parent (its depends_on) changes: marts.customers' whole-history store audit

@@ -424,6 +424,14 @@ NUMBERED_CASES = {
         "(PARTITION BY tweets.customer_id ORDER BY tweets.tweeted_on, tweets.tweet_id) AS place "
         "FROM staging.stg_jaffle_shop__tweets AS tweets)",
         "late tweet", "t3"),
+    # the same tweets numbered by the customer key of the orders they are joined to: the partition
+    # is the orders' sequence_key, but the numbered rows are tweets, which declare none
+    "tweets of customers who ordered (the partition joined to the customer of the orders)": (
+        "numbered AS (SELECT tweets.tweet_id AS row_key, tweets.tweeted_on AS ordered_at, ROW_NUMBER() OVER "
+        "(PARTITION BY buyers.customer_id ORDER BY tweets.tweeted_on, tweets.tweet_id) AS place "
+        "FROM staging.stg_jaffle_shop__tweets AS tweets JOIN (SELECT DISTINCT orders.customer_id "
+        f"FROM {_ORDERS}) AS buyers ON buyers.customer_id = tweets.customer_id)",
+        "late tweet", "t3"),
 }
 
 
