@@ -115,6 +115,8 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     (2, 4)
     >>> timed("SELECT COUNT(*) OVER (PARTITION BY CAST(t AS DATE)) FROM x")
     4
+    >>> timed("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c) SELECT ROW_NUMBER() OVER (PARTITION BY x.c ORDER BY f.t, x.id) FROM x JOIN f USING (c)")
+    4
     >>> timed("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC) = 1")
     0
     """
@@ -145,10 +147,14 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         if (isinstance(func, whole_partition) or not order
                 or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper())):
             return ALL_DAYS  # without ORDER BY a window covers the whole partition, later rows too
-        if times and not _earliest_first(order.expressions[0], times):
+        first_key = _same_time(order.expressions[0].this)
+        select = window.find_ancestor(exp.Select)
+        if times and (not _earliest_first(order.expressions[0], times) or (
+                isinstance(first_key, exp.Column) and select is not None and _grouped_source(query, select, first_key))):
             # latest first (ORDER BY ordered_at DESC), in another order than time (ORDER BY
-            # amount), or by a coarser time (a month's rows are peers): a row's number or running
-            # value reads rows of later days too
+            # amount), by a coarser time (a month's rows are peers), or by a time of the same name
+            # that a GROUP BY or a window made (each customer's first order time): a row's number or
+            # running value reads rows of later days too
             return ALL_DAYS
         partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
         if not partition:
@@ -262,6 +268,8 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
     [['m.items'], ['m.items']]
     >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY c, v > 1 ORDER BY t) FROM m.orders"), ranked("SELECT SUM(v) OVER (PARTITION BY c ORDER BY t) FROM m.items")
     ([['m.orders'], ['m.orders']], [[], []])
+    >>> ranked("SELECT ROW_NUMBER() OVER (PARTITION BY c, store ORDER BY t) FROM m.orders")
+    [['m.orders'], ['m.orders']]
     >>> ranked("WITH o AS (SELECT c, t, v > 1 AS big FROM m.orders) SELECT ROW_NUMBER() OVER (PARTITION BY o.c, o.big ORDER BY o.t) FROM o")
     [['m.orders'], ['m.orders']]
     >>> ranked("SELECT ROW_NUMBER() OVER w FROM m.orders WINDOW w AS (PARTITION BY c, v > 1 ORDER BY t)")
@@ -401,8 +409,10 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
             found = of_select(select, frozenset())
             numbered |= found
             partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
-            if any(not isinstance(e, exp.Column) or computed(select, e) for e in partition or []):
-                by_value.update(found)  # PARTITION BY customer_id, amount >= 100: a value moves a row between numberings
+            if len(partition or []) > 1 or any(not isinstance(e, exp.Column) or computed(select, e) for e in partition or []):
+                # PARTITION BY customer_id, amount >= 100 or customer_id, store: a changed value
+                # moves a row between numberings without moving it in time or entity
+                by_value.update(found)
     return numbered, by_value & numbered
 
 
@@ -414,6 +424,43 @@ def _select_of(node: exp.Expression | None) -> exp.Select | None:
 
 def _is_star(projection: exp.Expression) -> bool:
     return isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star))
+
+
+def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
+    """Whether ``column`` of ``select`` comes, through CTEs and subqueries (by name), from a value
+    an aggregate or a window computes (``MIN(ordered_at) AS ordered_at``): one value for many rows.
+
+    >>> from sqlglot import parse_one
+    >>> q = parse_one("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c), g AS (SELECT * FROM f) "
+    ...               "SELECT 1 FROM x JOIN g USING (c)", read="duckdb")
+    >>> _grouped_source(q, q, exp.column("t", "g")), _grouped_source(q, q, exp.column("t", "x"))
+    (True, False)
+    """
+    if depth > 16:
+        return False
+    ctes = {cte.alias_or_name.lower(): cte.this for cte in query.find_all(exp.CTE)}
+    items = [select.args["from_"].this] if select.args.get("from_") is not None else []
+    items += [join.this for join in select.args.get("joins") or []]
+    if column.table:
+        items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
+    for item in items:
+        inner = ctes.get(item.name.lower()) if isinstance(item, exp.Table) and not item.db else \
+            item if isinstance(item, exp.Subquery) else None
+        inner_select = _select_of(inner)
+        if inner_select is None:
+            continue
+        match = next((p for p in inner_select.expressions if not _is_star(p)
+                      and p.alias_or_name.lower() == column.name.lower()), None)
+        if match is not None:
+            if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
+                return True
+            source = match.this if isinstance(match, exp.Alias) else match
+            if isinstance(source, exp.Column) and _grouped_source(query, inner_select, source, depth + 1):
+                return True
+        elif any(_is_star(p) for p in inner_select.expressions) and \
+                _grouped_source(query, inner_select, exp.column(column.name), depth + 1):
+            return True
+    return False
 
 
 def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column,
@@ -456,12 +503,15 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
             source = match.this if isinstance(match, exp.Alias) else match
             sub = column_sources(query, inner_select, source, depth + 1) if isinstance(source, exp.Column) else None
         elif any(_is_star(p) for p in inner_select.expressions):
-            sub = column_sources(query, inner_select, exp.column(name), depth + 1)
+            source = exp.column(name)
+            sub = column_sources(query, inner_select, source, depth + 1)
         else:
             continue  # not this item's column (an unqualified name of another item)
         if sub is None:
             return None
         found |= sub
+        for same in _equated(inner_select, source) if isinstance(source, exp.Column) else []:
+            found |= column_sources(query, inner_select, same, depth + 1) or set()  # equal on every row
     return found or None
 
 
@@ -522,7 +572,8 @@ def partition_columns(model) -> list[list[exp.Column]]:  # type: ignore[no-untyp
             continue
         partition = window.args.get("partition_by") or (base.args.get("partition_by") if base is not None else None)
         if partition:
-            found.append([c for e in partition for c in ([e] if isinstance(e, exp.Column) else e.find_all(exp.Column))])
+            # an expression is no entity, even over its column (LEFT(customer_id, 1) is coarser)
+            found.append([e for e in partition if isinstance(e, exp.Column)])
     return found
 
 
@@ -699,14 +750,20 @@ class Lineage:
                     query = models[table].query
                     top = _select_of(query) if isinstance(query, exp.Expression) else None
                     source: exp.Expression | None = None
+                    pairs: set[tuple[str, str]] | None = None
                     if top is not None:
                         match = next((p for p in top.expressions if not _is_star(p) and p.alias_or_name.lower() == column), None)
                         if match is not None:
                             source = match.this if isinstance(match, exp.Alias) else match
                         elif any(_is_star(p) for p in top.expressions):
                             source = exp.column(column)
-                    raw_columns[(table, column)] = to_raw(
-                        column_sources(query, top, source) if isinstance(source, exp.Column) else None, depth + 1)
+                        else:
+                            pairs = set()  # not a column of this model (a name asked of every item of a join)
+                    if isinstance(source, exp.Column):
+                        pairs = column_sources(query, top, source)
+                        for same in _equated(top, source):  # type: ignore[arg-type]
+                            pairs = None if pairs is None else pairs | (column_sources(query, top, same) or set())
+                    raw_columns[(table, column)] = to_raw(pairs, depth + 1)
                 beneath = raw_columns[(table, column)]
                 if beneath is None:
                     return None
@@ -739,10 +796,12 @@ class Lineage:
                     select = column.find_ancestor(exp.Select)
                     for same in [column, *(_equated(select, column) if select is not None else [])]:
                         found |= (to_raw(column_sources(query, select, same), 0) if select is not None else None) or set()
-                if known and not found & known:
+                if known - found:
+                    # each table's rows must be numbered within its own entity: tweets joined to the
+                    # orders of their customer and numbered by the orders' key shift by a late tweet
                     written = ", ".join(c.sql() for c in columns) or "an expression"
                     return (f"it numbers or adds up rows by {written}, not by the sequence_key of "
-                            + ", ".join(f"{t} ({k})" for t, k in sorted(known)))
+                            + ", ".join(f"{t} ({k})" for t, k in sorted(known - found)))
             return None
 
         upstream: dict[str, set[str]] = {}
