@@ -426,6 +426,24 @@ def _is_star(projection: exp.Expression) -> bool:
     return isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and isinstance(projection.this, exp.Star))
 
 
+def _visible_ctes(node: exp.Expression) -> dict[str, exp.Expression]:
+    """The CTEs a SELECT can name, innermost first (a nested WITH's ``x`` hides an outer ``x``).
+
+    >>> from sqlglot import parse_one
+    >>> q = parse_one("WITH x AS (SELECT 1 AS a) SELECT * FROM x WHERE EXISTS (WITH x AS (SELECT 2 AS a) SELECT a FROM x)", read="duckdb")
+    >>> _visible_ctes(q)["x"].sql(), _visible_ctes(q.find(exp.Exists).this)["x"].sql()
+    ('SELECT 1 AS a', 'SELECT 2 AS a')
+    """
+    found: dict[str, exp.Expression] = {}
+    current: exp.Expression | None = node
+    while current is not None:
+        with_ = current.args.get("with_")
+        for cte in with_.expressions if with_ is not None else []:
+            found.setdefault(cte.alias_or_name.lower(), cte.this)
+        current = current.parent
+    return found
+
+
 def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
     """Whether ``column`` of ``select`` comes, through CTEs and subqueries (by name), from a value
     an aggregate or a window computes (``MIN(ordered_at) AS ordered_at``): one value for many rows.
@@ -438,7 +456,7 @@ def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Colum
     """
     if depth > 16:
         return False
-    ctes = {cte.alias_or_name.lower(): cte.this for cte in query.find_all(exp.CTE)}
+    ctes = _visible_ctes(select)
     items = [select.args["from_"].this] if select.args.get("from_") is not None else []
     items += [join.this for join in select.args.get("joins") or []]
     if column.table:
@@ -478,7 +496,7 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     """
     if depth > 16:
         return None
-    ctes = {cte.alias_or_name.lower(): cte.this for cte in query.find_all(exp.CTE)}
+    ctes = _visible_ctes(select)
     items = [select.args["from_"].this] if select.args.get("from_") is not None else []
     items += [join.this for join in select.args.get("joins") or []]
     if column.table:

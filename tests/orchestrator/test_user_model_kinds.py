@@ -453,6 +453,14 @@ NUMBERED_CASES = {
         f"orders.customer_id ORDER BY firsts.ordered_at, orders.order_id) AS place FROM {_ORDERS} "
         "JOIN firsts ON firsts.customer_id = orders.customer_id)",
         "smaller id later", "o1"),
+    # the store's key renamed customer_id in a CTE x, and another x (the real customers) inside the
+    # EXISTS: the outer x is the one numbered (a probe's shape: the store's later orders shift)
+    "orders of a store renamed customer_id (a CTE name used twice)": (
+        f"x AS (SELECT orders.order_id, orders.ordered_at, orders.location_id AS customer_id FROM {_ORDERS}), "
+        "numbered AS (SELECT x.order_id AS row_key, x.ordered_at, ROW_NUMBER() OVER (PARTITION BY x.customer_id "
+        "ORDER BY x.ordered_at, x.order_id) AS place FROM x WHERE EXISTS (WITH x AS (SELECT orders.customer_id "
+        f"FROM {_ORDERS}) SELECT 1 FROM x))",
+        "late order at s1", "o5"),
 }
 
 
