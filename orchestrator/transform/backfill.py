@@ -128,6 +128,18 @@ class Mart:
     time_column: str | None  # None: a FULL mart, rebuilt whole
 
 
+def _grain_columns(model: Any) -> list[str]:
+    """The columns of a model's first grain: ``grain (location_id, order_day)`` is one grain of two
+    columns (SQLMesh keeps it as a tuple, whose text named no column, so every column became the
+    key and each changed row counted as one removed and one added: a probe of user models)."""
+    grains = list(getattr(model, "grains", None) or [])
+    if not grains:
+        return []
+    first = grains[0]
+    parts = first.expressions if isinstance(first, exp.Tuple) else [first.this] if isinstance(first, exp.Paren) else [first]
+    return [p.name if isinstance(p, exp.Column) else p.sql() if hasattr(p, "sql") else str(p) for p in parts]
+
+
 def _marts(ctx: Any) -> list[Mart]:
     """Every mart model: its grain, columns and time column."""
     out = []
@@ -138,7 +150,7 @@ def _marts(ctx: Any) -> list[Mart]:
         if not name.startswith("marts."):
             continue
         columns = list(model.columns_to_types or {})
-        grain = [g.sql() if hasattr(g, "sql") else str(g) for g in (model.grains or [])]
+        grain = _grain_columns(model)
         time_column = getattr(model, "time_column", None)
         out.append(Mart(name, [g for g in grain if g in columns] or columns, columns,
                         time_column.column.name if time_column is not None else None))

@@ -379,6 +379,31 @@ def test_the_row_hash_of_the_difference_report_tells_moved_separators_and_nulls_
     assert len(rows) == 6 and len(set(hashes)) == 6, rows
 
 
+@pytest.mark.parametrize("grain, key", [
+    ("grain (location_id, order_day)", ["location_id", "order_day"]),
+    ("grain order_id", ["order_id"]),
+    ("grains ((location_id, order_day), order_id)", ["location_id", "order_day"]),
+    ("", None),
+])
+def test_the_difference_report_keys_a_mart_by_its_whole_grain(grain: str, key: list[str] | None) -> None:
+    """A grain of two columns is one key of two columns: read as text it named no column, so every
+    column became the key and each changed row of a user mart (a store's daily revenue) counted as
+    one removed and one added (a probe of user models on both gateways). Without a grain, every
+    column is the key."""
+    from types import SimpleNamespace
+
+    from sqlmesh.core.dialect import parse
+    from sqlmesh.core.model import load_sql_based_model
+
+    from orchestrator.transform.backfill import _marts
+
+    model = load_sql_based_model(parse(
+        f"MODEL (name marts.daily, kind FULL{', ' + grain if grain else ''}); "
+        "SELECT 's1' AS location_id, DATE '2018-09-01' AS order_day, 'o1' AS order_id, 10 AS cents", default_dialect="duckdb"))
+    (mart,) = _marts(SimpleNamespace(models={"marts.daily": model}))
+    assert mart.grain == (key or ["location_id", "order_day", "order_id", "cents"]), mart
+
+
 def _built(project: Project, small_jaffle: Path) -> Path:
     data = project.root / "data" / "jaffle-data"
     shutil.copytree(small_jaffle, data)
