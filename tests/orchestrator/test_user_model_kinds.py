@@ -605,6 +605,21 @@ VIEWS = {
         "staging.stg_jaffle_shop__orders AS orders) SELECT a.order_id, a.ordered_at, a.order_total_cents FROM o AS a "
         "WHERE NOT EXISTS (SELECT 1 FROM o AS b WHERE b.customer_id = a.customer_id AND b.ordered_at < a.ordered_at)",
         "all history"),
+    # each order's number among its customer's orders (in place of its total): the view's rows
+    # pass by day, and a change restates its customer's later days, as in a model that numbers
+    "orders numbered per customer": (
+        "SELECT orders.order_id, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY orders.customer_id "
+        "ORDER BY orders.ordered_at, orders.order_id) AS order_total_cents FROM staging.stg_jaffle_shop__orders AS orders",
+        "1 day(s): 2018-09-05"),
+    # numbered per store (not the sequence_key) or by amount (not from the earliest day on): whole
+    "orders numbered per store": (
+        "SELECT orders.order_id, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY orders.location_id "
+        "ORDER BY orders.ordered_at, orders.order_id) AS order_total_cents FROM staging.stg_jaffle_shop__orders AS orders",
+        "all history"),
+    "orders numbered by amount": (
+        "SELECT orders.order_id, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY orders.customer_id "
+        "ORDER BY orders.order_total_cents, orders.order_id) AS order_total_cents FROM staging.stg_jaffle_shop__orders AS orders",
+        "all history"),
 }
 
 
@@ -613,8 +628,9 @@ def test_a_time_model_reading_a_view_that_keeps_rows_is_restated_by_day(  # type
         settings, small_jaffle: Path, what: str) -> None:
     """A VIEW (or FULL model) between raw's staging and a time model made every batch restate the
     time model over all history, a new day as much as a full build (a probe of user models). A view
-    that keeps each row on its day (no aggregate, window or self-join) now passes the days through;
-    one that aggregates across days still restates all history. Both stay equal to a clean build."""
+    that keeps each row on its day (no aggregate, self-join, or window other than a numbering within
+    the sequence_key entity by event time) now passes the days through; one that aggregates across
+    days, or numbers rows otherwise, still restates all history. All stay equal to a clean build."""
     query, restated = VIEWS[what]
     marts = settings.project_root / "models"
     (marts / "staging" / "orders_view.sql").write_text(ORDERS_VIEW.format(what=what, query=query))
@@ -630,6 +646,10 @@ def test_a_time_model_reading_a_view_that_keeps_rows_is_restated_by_day(  # type
     orders.write_text(orders.read_text().replace("o2,c1,2018-09-03T10:00:00,s1,1100,66,1166",
                                                  "o2,c1,2018-09-04T10:00:00,s1,1100,66,1166")
                       .replace("o4,c2,2018-09-04T12:00:00,s2,0,0,0", "o4,c2,2018-09-04T12:00:00,s2,0,7,7"))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    # a late order of c1 on 09-02: c1's orders of 09-04 and 09-05 are numbered one further
+    orders.write_text(orders.read_text() + "o7,c1,2018-09-02T08:00:00,s1,0,0,0\n")
     _load(settings, small_jaffle)
     transform(settings, quiet=True)
     with duckdb.connect(str(settings.warehouse), read_only=True) as con:
