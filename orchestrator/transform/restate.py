@@ -445,15 +445,29 @@ def _visible_ctes(node: exp.Expression) -> dict[str, exp.Expression]:
     return found
 
 
+def _keeps_some_rows(select: exp.Select) -> bool:
+    """Whether a SELECT keeps one row of several: GROUP BY, DISTINCT (ON), HAVING, LIMIT, or a
+    QUALIFY other than the latest version of each key (the dedupe, or its macro unexpanded)."""
+    if any(select.args.get(k) for k in ("group", "distinct", "having", "limit")):
+        return True
+    qualify = select.args.get("qualify")
+    return qualify is not None and any(
+        w.args.get("order") is None or not _latest_version_first(w.args["order"]) for w in qualify.find_all(exp.Window))
+
+
 def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
     """Whether ``column`` of ``select`` comes, through CTEs and subqueries (by name), from a value
-    an aggregate or a window computes (``MIN(ordered_at) AS ordered_at``): one value for many rows.
+    an aggregate or a window computes (``MIN(ordered_at) AS ordered_at``), or from a CTE that keeps
+    one row of several (``QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) = 1``): one value
+    for many rows.
 
     >>> from sqlglot import parse_one
-    >>> q = parse_one("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c), g AS (SELECT * FROM f) "
-    ...               "SELECT 1 FROM x JOIN g USING (c)", read="duckdb")
-    >>> _grouped_source(q, q, exp.column("t", "g")), _grouped_source(q, q, exp.column("t", "x"))
-    (True, False)
+    >>> q = parse_one("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c), g AS (SELECT * FROM f), "
+    ...               "h AS (SELECT c, t FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) = 1), "
+    ...               "d AS (SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _loaded_at DESC) = 1) "
+    ...               "SELECT 1 FROM x JOIN g USING (c) JOIN h USING (c) JOIN d USING (c)", read="duckdb")
+    >>> [_grouped_source(q, q, exp.column("t", a)) for a in ("g", "x", "h", "d")]
+    [True, False, True, False]
     """
     if depth > 16:
         return False
@@ -470,6 +484,8 @@ def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Colum
             continue
         match = next((p for p in inner_select.expressions if not _is_star(p)
                       and p.alias_or_name.lower() == column.name.lower()), None)
+        if (match is not None or any(_is_star(p) for p in inner_select.expressions)) and _keeps_some_rows(inner_select):
+            return True  # one row of several (each customer's first order, by QUALIFY or DISTINCT ON)
         if match is not None:
             if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
                 return True
@@ -482,27 +498,59 @@ def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Colum
     return False
 
 
-def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column,
-                   depth: int = 0, time: bool = False) -> set[tuple[str, str]] | None:
+def _items(select: exp.Select) -> list[exp.Expression]:
+    """The FROM item and the JOINed items of a SELECT, in order."""
+    items = [select.args["from_"].this] if select.args.get("from_") is not None else []
+    return items + [join.this for join in select.args.get("joins") or []]
+
+
+def _nullable(select: exp.Select) -> set[int]:
+    """The ids of a SELECT's items whose columns are NULL on rows where the join found no match:
+    the joined side of a LEFT JOIN, the earlier items of a RIGHT JOIN, both sides of a FULL JOIN."""
+    found: set[int] = set()
+    earlier = _items(select)[:1]
+    for join in select.args.get("joins") or []:
+        side = str(join.side or "").upper()
+        if side in ("LEFT", "FULL"):
+            found.add(id(join.this))
+        if side in ("RIGHT", "FULL"):
+            found.update(id(e) for e in earlier)
+        earlier.append(join.this)
+    return found
+
+
+def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0,
+                   time: bool = False, columns_of: Any = None) -> set[tuple[str, str]] | None:
     """The ``(schema.table, column)`` pairs (lower case) a column read by ``select`` comes from,
     followed through the CTEs and subqueries of ``query`` by name and rename (``customer AS
     customer_id``, ``SELECT *``). None when it is computed on the way (``amount >= 100 AS big``),
-    comes from a set operation, or cannot be followed: the caller assumes nothing about it.
-    ``time``: a cast or a truncation to the day or finer is followed too (``_same_time``).
+    comes from a set operation or from the side of an outer join that may be NULL, is one of two
+    columns of one name under a ``SELECT *`` join, or cannot be followed: the caller assumes
+    nothing about it. ``time``: a cast or a truncation to the day or finer is followed too
+    (``_same_time``). ``columns_of(table)``: a table's column names, or None when unknown.
 
     >>> from sqlglot import parse_one
     >>> q = parse_one("WITH o AS (SELECT r.customer AS customer_id, r.amount > 1 AS big FROM raw.orders AS r), "
     ...               "a AS (SELECT * FROM o) SELECT a.customer_id, a.big, x.store FROM a JOIN s.stores AS x ON TRUE", read="duckdb")
     >>> [column_sources(q, q, c) for c in q.expressions]
     [{('raw.orders', 'customer')}, None, {('s.stores', 'store')}]
+
+    The joined side of a LEFT JOIN is NULL where nothing matched; under ``SELECT *`` over a join,
+    a name that two sides have is the first one's in DuckDB, and which one is not followed here:
+
+    >>> q = parse_one("WITH b AS (SELECT customer AS c FROM raw.orders), s AS (SELECT store AS c, id FROM raw.orders), "
+    ...               "j AS (SELECT * FROM s JOIN raw.orders AS o USING (id)) "
+    ...               "SELECT b.c, j.c FROM raw.orders AS o LEFT JOIN b ON TRUE JOIN j ON TRUE", read="duckdb")
+    >>> [column_sources(q, q, c, columns_of=lambda t: {"id", "c"}) for c in q.expressions]
+    [None, None]
     """
     if depth > 16:
         return None
     ctes = _visible_ctes(select)
-    items = [select.args["from_"].this] if select.args.get("from_") is not None else []
-    items += [join.this for join in select.args.get("joins") or []]
+    items = _items(select)
     if column.table:
         items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
+    nullable = _nullable(select)
     name = column.name.lower()
     found: set[tuple[str, str]] = set()
     for item in items:
@@ -513,27 +561,65 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
             inner = item
         if inner is None:
             if isinstance(item, exp.Table) and item.db:
+                if id(item) in nullable:
+                    if column.table:
+                        return None
+                    continue  # an unqualified name: the other items' column, if any
                 found.add((f"{item.db}.{item.name}".lower(), name))
             continue  # a table function, VALUES: nothing to follow
         inner_select = _select_of(inner)
         if inner_select is None:
             return None  # UNION and the like: not followed
         match = next((p for p in inner_select.expressions if not _is_star(p) and p.alias_or_name.lower() == name), None)
+        stars = [p for p in inner_select.expressions if _is_star(p)]
+        if match is None and not stars:
+            continue  # not this item's column (an unqualified name of another item)
+        if id(item) in nullable:
+            return None
         if match is not None:
             source = match.this if isinstance(match, exp.Alias) else match
             source = _same_time(source) if time else source
-            sub = column_sources(query, inner_select, source, depth + 1, time) if isinstance(source, exp.Column) else None
-        elif any(_is_star(p) for p in inner_select.expressions):
-            source = exp.column(name)
-            sub = column_sources(query, inner_select, source, depth + 1, time)
+            sub = column_sources(query, inner_select, source, depth + 1, time, columns_of) \
+                if isinstance(source, exp.Column) else None
         else:
-            continue  # not this item's column (an unqualified name of another item)
+            source = exp.column(name)
+            using = {i.name.lower() for j in inner_select.args.get("joins") or [] for i in j.args.get("using") or []}
+            if name not in using:  # USING's column is one column, equal on both sides
+                sides = _having(inner_select, name, stars, columns_of)
+                if len(sides) > 1:
+                    return None
+                source = exp.column(name, sides[0]) if sides else source
+            sub = column_sources(query, inner_select, source, depth + 1, time, columns_of)
         if sub is None:
             return None
         found |= sub
         for same in _equated(inner_select, source) if isinstance(source, exp.Column) else []:
-            found |= column_sources(query, inner_select, same, depth + 1, time) or set()  # equal on every row
+            found |= column_sources(query, inner_select, same, depth + 1, time, columns_of) or set()  # equal on every row
     return found or None
+
+
+def _having(select: exp.Select, name: str, stars: list[exp.Expression], columns_of: Any) -> list[str]:
+    """The aliases of the items of a ``SELECT *`` (or ``t.*``) that may have a column ``name``."""
+    ctes = _visible_ctes(select)
+    starred = {p.table.lower() for p in stars if isinstance(p, exp.Column) and p.table}
+    found = []
+    for item in _items(select):
+        alias = item.alias_or_name
+        if starred and alias.lower() not in starred and not any(isinstance(p, exp.Star) for p in stars):
+            continue
+        inner = ctes.get(item.name.lower()) if isinstance(item, exp.Table) and not item.db else \
+            item if isinstance(item, exp.Subquery) else None
+        inner_select = _select_of(inner)
+        if inner_select is not None:
+            may = any(_is_star(p) or p.alias_or_name.lower() == name for p in inner_select.expressions)
+        elif isinstance(item, exp.Table) and item.db:
+            columns = columns_of(f"{item.db}.{item.name}".lower()) if columns_of is not None else None
+            may = columns is None or name in columns
+        else:
+            may = True  # a UNION, a table function: unknown
+        if may:
+            found.append(alias)
+    return found
 
 
 def _equated(select: exp.Select, column: exp.Column) -> list[exp.Column]:
@@ -791,10 +877,16 @@ class Lineage:
                 from orchestrator.transform.windows import window_specs
 
                 specs.update(window_specs())
-            pairs = to_raw(column_sources(query, select, key, time=True), 0, time=True)
+            pairs = to_raw(column_sources(query, select, key, time=True, columns_of=columns_of), 0, time=True)
             return bool(pairs) and all(t in specs and (specs[t].event_time or "").lower() == c for t, c in pairs or [])
 
         specs: dict[str, Any] = {}  # raw table -> its WindowSpec, read once
+        every_model = {schema_table(fqn).lower(): m for fqn, m in ctx.models.items()}  # raw tables too
+
+        def columns_of(table: str) -> set[str] | None:
+            """A model's or a raw table's column names (lower case), None when SQLMesh does not know them."""
+            known = getattr(every_model.get(table), "columns_to_types", None)
+            return {c.lower() for c in known} if known else None
         raw_columns: dict[tuple[str, str, bool], set[tuple[str, str]] | None] = {}
 
         def to_raw(pairs: set[tuple[str, str]] | None, depth: int, time: bool = False) -> set[tuple[str, str]] | None:
@@ -823,9 +915,9 @@ class Lineage:
                         else:
                             pairs = set()  # not a column of this model (a name asked of every item of a join)
                     if isinstance(source, exp.Column):
-                        pairs = column_sources(query, top, source, time=time)
+                        pairs = column_sources(query, top, source, time=time, columns_of=columns_of)
                         for same in _equated(top, source):  # type: ignore[arg-type]
-                            pairs = None if pairs is None else pairs | (column_sources(query, top, same, time=time) or set())
+                            pairs = None if pairs is None else pairs | (column_sources(query, top, same, time=time, columns_of=columns_of) or set())
                     raw_columns[(table, column, time)] = to_raw(pairs, depth + 1, time)
                 beneath = raw_columns[(table, column, time)]
                 if beneath is None:
@@ -858,7 +950,8 @@ class Lineage:
                 for column in columns:
                     select = column.find_ancestor(exp.Select)
                     for same in [column, *(_equated(select, column) if select is not None else [])]:
-                        found |= (to_raw(column_sources(query, select, same), 0) if select is not None else None) or set()
+                        found |= (to_raw(column_sources(query, select, same, columns_of=columns_of), 0)
+                                  if select is not None else None) or set()
                 if known - found:
                     # each table's rows must be numbered within its own entity: tweets joined to the
                     # orders of their customer and numbered by the orders' key shift by a late tweet

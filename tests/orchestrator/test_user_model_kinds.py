@@ -461,6 +461,29 @@ NUMBERED_CASES = {
         "ORDER BY x.ordered_at, x.order_id) AS place FROM x WHERE EXISTS (WITH x AS (SELECT orders.customer_id "
         f"FROM {_ORDERS}) SELECT 1 FROM x))",
         "late order at s1", "o5"),
+    # a partition by a customer key from the LEFT JOINed side: NULL for every small order, which
+    # are numbered together across customers (a late order of c3 shifts c1's o5)
+    "small orders together (a partition from the nullable side of a LEFT JOIN)": (
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+        f"big.big_customer ORDER BY orders.ordered_at, orders.order_id) AS place FROM {_ORDERS} LEFT JOIN "
+        f"(SELECT orders.order_id, orders.customer_id AS big_customer FROM {_ORDERS} WHERE orders.order_total_cents "
+        ">= 1000) AS big ON big.order_id = orders.order_id)",
+        "late order of c3", "o5"),
+    # ordered by each customer's first order time kept by a QUALIFY (not an aggregate)
+    "orders by the time of the first order kept by QUALIFY": (
+        f"firsts AS (SELECT orders.customer_id, orders.ordered_at FROM {_ORDERS} QUALIFY ROW_NUMBER() OVER "
+        "(PARTITION BY orders.customer_id ORDER BY orders.ordered_at, orders.order_id) = 1), "
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+        f"orders.customer_id ORDER BY firsts.ordered_at, orders.order_id) AS place FROM {_ORDERS} "
+        "JOIN firsts ON firsts.customer_id = orders.customer_id)",
+        "smaller id later", "o1"),
+    # SELECT * over a join whose two sides both have customer_id: DuckDB takes the first, the store
+    "orders of a store under SELECT * (a name both sides of a join have)": (
+        f"s AS (SELECT orders.order_id, orders.location_id AS customer_id FROM {_ORDERS}), "
+        f"j AS (SELECT * FROM s JOIN {_ORDERS} ON orders.order_id = s.order_id), "
+        "numbered AS (SELECT j.order_id AS row_key, j.ordered_at, ROW_NUMBER() OVER (PARTITION BY j.customer_id "
+        "ORDER BY j.ordered_at, j.order_id) AS place FROM j)",
+        "late order at s1", "o5"),
 }
 
 
@@ -490,6 +513,8 @@ def test_a_change_that_lets_a_row_in_or_out_of_a_numbering_restates_the_later_da
                                                      "o1,c1,2018-09-01T09:00:00,s1,1700,10,1710"))
     elif change == "late order at s1":
         orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s1,0,0,0\n")
+    elif change == "late order of c3":
+        orders.write_text(orders.read_text() + "o7,c3,2018-09-02T09:00:00,s1,0,0,0\n")
     elif change == "store move":
         orders.write_text(orders.read_text().replace("o1,c1,2018-09-01T09:00:00,s1,", "o1,c1,2018-09-01T09:00:00,s2,"))
     elif change == "smaller id later":
