@@ -624,39 +624,28 @@ def _having(select: exp.Select, name: str, stars: list[exp.Expression], columns_
 
 def _equated(select: exp.Select, column: exp.Column) -> list[exp.Column]:
     """Columns that ``select``'s joins make equal to ``column`` on every row it reads: the other side
-    of an ``=`` in an inner join's ON or in the WHERE, or a LEFT JOIN's ON when ``column`` is on
-    the kept side (the joined side is NULL where nothing matched). ``PARTITION BY c.customer_id``
-    with ``JOIN customers AS c ON c.customer_id = o.customer_id`` numbers within ``o.customer_id``.
+    of an ``=`` in an inner join's ON or in the WHERE. ``PARTITION BY c.customer_id`` with ``JOIN
+    customers AS c ON c.customer_id = o.customer_id`` numbers within ``o.customer_id``. An outer
+    join's ON is not: its nullable side is NULL where nothing matched (and ``column_sources`` does
+    not follow such a side's columns).
 
     >>> from sqlglot import parse_one
-    >>> q = parse_one("SELECT 1 FROM o JOIN c ON c.id = o.cid LEFT JOIN s ON s.id = o.sid WHERE o.x = s.y", read="duckdb")
+    >>> q = parse_one("SELECT 1 FROM o JOIN c ON c.id = o.cid AND c.k = 1 LEFT JOIN s ON s.id = o.sid WHERE o.x = s.y", read="duckdb")
     >>> [[e.sql() for e in _equated(q, exp.column(n, t))] for t, n in (("c", "id"), ("s", "id"), ("o", "sid"), ("o", "x"))]
-    [['o.cid'], [], ['s.id'], ['s.y']]
+    [['o.cid'], [], [], ['s.y']]
     """
     def same(a: exp.Column, b: exp.Column) -> bool:
         return a.name.lower() == b.name.lower() and (not a.table or not b.table or a.table.lower() == b.table.lower())
 
-    conditions: list[tuple[exp.Expression, str | None]] = []
-    for join in select.args.get("joins") or []:
-        on = join.args.get("on")
-        if on is None:
-            continue
-        side = str(join.side or "").upper()
-        if side in ("", "INNER") and str(join.kind or "").upper() in ("", "INNER"):
-            conditions.append((on, None))
-        elif side == "LEFT":
-            conditions.append((on, join.this.alias_or_name.lower()))
+    conditions = [join.args["on"] for join in select.args.get("joins") or [] if join.args.get("on") is not None
+                  and str(join.side or "").upper() in ("", "INNER") and str(join.kind or "").upper() in ("", "INNER")]
     if select.args.get("where") is not None:
-        conditions.append((select.args["where"].this, None))
+        conditions.append(select.args["where"].this)
     found: list[exp.Column] = []
-    for condition, nullable in conditions:
-        parts = condition.flatten() if isinstance(condition, exp.And) else [condition]
-        for eq in parts:
-            if not isinstance(eq, exp.EQ) or not isinstance(eq.left, exp.Column) or not isinstance(eq.right, exp.Column):
-                continue
-            for mine, other in ((eq.left, eq.right), (eq.right, eq.left)):
-                if same(mine, column) and (nullable is None or column.table.lower() != nullable):
-                    found.append(other)
+    for condition in conditions:
+        for eq in condition.flatten() if isinstance(condition, exp.And) else [condition]:
+            if isinstance(eq, exp.EQ) and isinstance(eq.left, exp.Column) and isinstance(eq.right, exp.Column):
+                found += [other for mine, other in ((eq.left, eq.right), (eq.right, eq.left)) if same(mine, column)]
     return found
 
 
