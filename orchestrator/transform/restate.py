@@ -520,14 +520,13 @@ def _nullable(select: exp.Select) -> set[int]:
 
 
 def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0,
-                   time: bool = False, columns_of: Any = None) -> set[tuple[str, str]] | None:
+                   columns_of: Any = None) -> set[tuple[str, str]] | None:
     """The ``(schema.table, column)`` pairs (lower case) a column read by ``select`` comes from,
     followed through the CTEs and subqueries of ``query`` by name and rename (``customer AS
     customer_id``, ``SELECT *``). None when it is computed on the way (``amount >= 100 AS big``),
     comes from a set operation or from the side of an outer join that may be NULL, is one of two
     columns of one name under a ``SELECT *`` join, or cannot be followed: the caller assumes
-    nothing about it. ``time``: a cast or a truncation to the day or finer is followed too
-    (``_same_time``). ``columns_of(table)``: a table's column names, or None when unknown.
+    nothing about it. ``columns_of(table)``: a table's column names, or None when unknown.
 
     >>> from sqlglot import parse_one
     >>> q = parse_one("WITH o AS (SELECT r.customer AS customer_id, r.amount > 1 AS big FROM raw.orders AS r), "
@@ -578,8 +577,7 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
             return None
         if match is not None:
             source = match.this if isinstance(match, exp.Alias) else match
-            source = _same_time(source) if time else source
-            sub = column_sources(query, inner_select, source, depth + 1, time, columns_of) \
+            sub = column_sources(query, inner_select, source, depth + 1, columns_of) \
                 if isinstance(source, exp.Column) else None
         else:
             source = exp.column(name)
@@ -589,12 +587,12 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
                 if len(sides) > 1:
                     return None
                 source = exp.column(name, sides[0]) if sides else source
-            sub = column_sources(query, inner_select, source, depth + 1, time, columns_of)
+            sub = column_sources(query, inner_select, source, depth + 1, columns_of)
         if sub is None:
             return None
         found |= sub
         for same in _equated(inner_select, source) if isinstance(source, exp.Column) else []:
-            found |= column_sources(query, inner_select, same, depth + 1, time, columns_of) or set()  # equal on every row
+            found |= column_sources(query, inner_select, same, depth + 1, columns_of) or set()  # equal on every row
     return found or None
 
 
@@ -673,8 +671,7 @@ def partition_columns(model) -> list[list[exp.Column]]:  # type: ignore[no-untyp
     return found
 
 
-def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None,  # type: ignore[no-untyped-def]
-                        numbering: Any = None) -> bool:
+def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None) -> bool:  # type: ignore[no-untyped-def]
     """Whether a model not partitioned by time (a VIEW, a FULL table) keeps each input row as it is,
     on its day: no aggregate, GROUP BY, DISTINCT, HAVING, LIMIT, window (but the latest-version
     dedupe), restate tag, or table read twice (a self-join reads other rows). A time model reading
@@ -683,9 +680,6 @@ def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None,  # typ
     views, as many teams do, made every batch restate every later model over all history (a probe
     of item-ranking models). Read from the rendered query (macros expanded). ``keys``: the declared
     primary keys (lower case), which a dedupe window must partition by (None: not checked).
-    ``numbering(window, query)``: whether another window is allowed (Lineage.of allows a numbering
-    or running value within a sequence_key entity by event time, whose changes the days of the
-    entity's rows carry); None: no other window is.
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
@@ -727,10 +721,7 @@ def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None,  # typ
             return False
         if isinstance(node, exp.Window):
             order = node.args.get("order")
-            if order is not None and _latest_version_first(order):
-                if not _by_a_key(node, keys):
-                    return False
-            elif numbering is None or not numbering(node, query):
+            if order is None or not _latest_version_first(order) or not _by_a_key(node, keys):
                 return False
         elif isinstance(node, exp.Anonymous) or (isinstance(node, exp.AggFunc) and node.find_ancestor(exp.Window) is None):
             return False  # an aggregate, or a function sqlglot does not know (it may be one)
@@ -833,41 +824,8 @@ class Lineage:
                     from orchestrator.transform.windows import window_specs
 
                     keys.extend({tuple(k.lower() for k in spec.key) for spec in window_specs().values()} or {("",)})
-                rendered[parent] = passes_rows_through(models[parent], keys, numbering=by_event_time)
-                level = later.get(parent, OWN_DAYS)
-                if rendered[parent] and level > OWN_DAYS:
-                    # a view that numbers rows within an entity (a customer's n-th order): its rows
-                    # pass by day, and its children restate the entity's later days, as if they
-                    # numbered the rows themselves; over another entity they are restated whole
-                    shifting = ranked.get(parent, set()) if level == NUMBERS else \
-                        upstream.get(parent, set()) - via.get(parent, set())
-                    rendered[parent] = level < ALL_LATER and not other_entity(parent, shifting)
+                rendered[parent] = passes_rows_through(models[parent], keys)
             return rendered[parent]
-
-        def by_event_time(window: exp.Window, query: exp.Expression) -> bool:
-            """Whether a window of a model not partitioned by time numbers rows, or adds up earlier
-            values, within a partition by a raw table's event time from the earliest on: not a named
-            window, not one that reads later rows or has no PARTITION BY, its first ORDER BY key the
-            event_time (or its day) of every raw table it comes from, ascending."""
-            func = window.this
-            while isinstance(func, (exp.IgnoreNulls, exp.RespectNulls)):
-                func = func.this
-            order, spec = window.args.get("order"), window.args.get("spec")
-            if (isinstance(func, (exp.Identifier, exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist))
-                    or window.args.get("alias") is not None or order is None or not window.args.get("partition_by")
-                    or (spec is not None and "FOLLOWING" in str(spec.args.get("end_side") or "").upper())
-                    or order.expressions[0].args.get("desc")):
-                return False
-            key = _same_time(order.expressions[0].this)
-            select = window.find_ancestor(exp.Select)
-            if not isinstance(key, exp.Column) or select is None or _grouped_source(query, select, key):
-                return False
-            if not specs:
-                from orchestrator.transform.windows import window_specs
-
-                specs.update(window_specs())
-            pairs = to_raw(column_sources(query, select, key, time=True, columns_of=columns_of), 0, time=True)
-            return bool(pairs) and all(t in specs and (specs[t].event_time or "").lower() == c for t, c in pairs or [])
 
         specs: dict[str, Any] = {}  # raw table -> its WindowSpec, read once
         every_model = {schema_table(fqn).lower(): m for fqn, m in ctx.models.items()}  # raw tables too
@@ -876,11 +834,10 @@ class Lineage:
             """A model's or a raw table's column names (lower case), None when SQLMesh does not know them."""
             known = getattr(every_model.get(table), "columns_to_types", None)
             return {c.lower() for c in known} if known else None
-        raw_columns: dict[tuple[str, str, bool], set[tuple[str, str]] | None] = {}
+        raw_columns: dict[tuple[str, str], set[tuple[str, str]] | None] = {}
 
-        def to_raw(pairs: set[tuple[str, str]] | None, depth: int, time: bool = False) -> set[tuple[str, str]] | None:
-            """(table, column) pairs with every model's column replaced by the raw columns beneath it
-            (``time``: through casts and truncations to the day or finer too)."""
+        def to_raw(pairs: set[tuple[str, str]] | None, depth: int) -> set[tuple[str, str]] | None:
+            """(table, column) pairs with every model's column replaced by the raw columns beneath it."""
             if pairs is None or depth > 32:
                 return None
             found: set[tuple[str, str]] = set()
@@ -888,8 +845,8 @@ class Lineage:
                 if table not in models:
                     found.add((table, column))
                     continue
-                if (table, column, time) not in raw_columns:
-                    raw_columns[(table, column, time)] = None  # a cycle reads as unknown
+                if (table, column) not in raw_columns:
+                    raw_columns[(table, column)] = None  # a cycle reads as unknown
                     query = models[table].query
                     top = _select_of(query) if isinstance(query, exp.Expression) else None
                     source: exp.Expression | None = None
@@ -898,17 +855,16 @@ class Lineage:
                         match = next((p for p in top.expressions if not _is_star(p) and p.alias_or_name.lower() == column), None)
                         if match is not None:
                             source = match.this if isinstance(match, exp.Alias) else match
-                            source = _same_time(source) if time else source
                         elif any(_is_star(p) for p in top.expressions):
                             source = exp.column(column)
                         else:
                             pairs = set()  # not a column of this model (a name asked of every item of a join)
                     if isinstance(source, exp.Column):
-                        pairs = column_sources(query, top, source, time=time, columns_of=columns_of)
+                        pairs = column_sources(query, top, source, columns_of=columns_of)
                         for same in _equated(top, source):  # type: ignore[arg-type]
-                            pairs = None if pairs is None else pairs | (column_sources(query, top, same, time=time, columns_of=columns_of) or set())
-                    raw_columns[(table, column, time)] = to_raw(pairs, depth + 1, time)
-                beneath = raw_columns[(table, column, time)]
+                            pairs = None if pairs is None else pairs | (column_sources(query, top, same, columns_of=columns_of) or set())
+                    raw_columns[(table, column)] = to_raw(pairs, depth + 1)
+                beneath = raw_columns[(table, column)]
                 if beneath is None:
                     return None
                 found |= beneath
