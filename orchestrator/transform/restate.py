@@ -117,6 +117,10 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     4
     >>> timed("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c) SELECT ROW_NUMBER() OVER (PARTITION BY x.c ORDER BY f.t, x.id) FROM x JOIN f USING (c)")
     4
+    >>> timed("WITH d AS (SELECT c, t, SUM(v) AS s FROM x GROUP BY c, t) SELECT SUM(d.s) OVER (PARTITION BY d.c ORDER BY d.t) FROM d")
+    2
+    >>> timed("WITH f AS (SELECT DISTINCT ON (c) c, t FROM x ORDER BY c, t) SELECT ROW_NUMBER() OVER (PARTITION BY x.c ORDER BY f.t, x.id) FROM x JOIN f USING (c)")
+    4
     >>> timed("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC) = 1")
     0
     """
@@ -446,9 +450,12 @@ def _visible_ctes(node: exp.Expression) -> dict[str, exp.Expression]:
 
 
 def _keeps_some_rows(select: exp.Select) -> bool:
-    """Whether a SELECT keeps one row of several: GROUP BY, DISTINCT (ON), HAVING, LIMIT, or a
-    QUALIFY other than the latest version of each key (the dedupe, or its macro unexpanded)."""
-    if any(select.args.get(k) for k in ("group", "distinct", "having", "limit")):
+    """Whether a SELECT keeps one row of several, whose plain columns then stand for the others:
+    DISTINCT ON, LIMIT, or a QUALIFY other than the latest version of each key (the dedupe, or its
+    macro unexpanded). Not GROUP BY: a grouped column is each group's own value (a customer's
+    day), and an aggregated one is found by itself."""
+    distinct = select.args.get("distinct")
+    if select.args.get("limit") or (distinct is not None and distinct.args.get("on")):
         return True
     qualify = select.args.get("qualify")
     return qualify is not None and any(

@@ -591,6 +591,29 @@ def test_a_numbering_by_a_key_equal_to_the_customer_restates_only_that_customer(
     assert (windows["marts.numbered"] == windows["marts.orders"]) == like_orders, windows
 
 
+def test_a_running_count_over_daily_groups_restates_the_customers_later_days(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """A running count of a customer's orders over their daily groups (GROUP BY customer and day,
+    then SUM OVER the days): the day a group carries is its own, so a late order restates its day
+    and the customer's later days, as marts.orders does, not the whole model (which a rule against
+    times picked from other rows first did to every grouped CTE)."""
+    numbered = (f"daily AS (SELECT orders.customer_id, orders.ordered_at, COUNT(*) AS n FROM {_ORDERS} "
+                "GROUP BY orders.customer_id, orders.ordered_at), "
+                "numbered AS (SELECT daily.customer_id || CAST(CAST(daily.ordered_at AS DATE) AS TEXT) AS row_key, "
+                "daily.ordered_at, SUM(daily.n) OVER (PARTITION BY daily.customer_id ORDER BY daily.ordered_at) AS place FROM daily)")
+    (settings.project_root / "models" / "marts" / "numbered.sql").write_text(
+        NUMBERED.format(what="a running count of daily groups", numbered=numbered))
+    orders = small_jaffle / "raw_orders.csv"
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    got, want = _numbered_and_clean(settings, numbered)
+    assert got == want and ("c22018-09-04", 3) in got, (got, want)
+    windows = summary.restated_windows
+    assert windows["marts.numbered"] == windows["marts.orders"], windows
+
+
 ORDERS_VIEW = """MODEL (
   name staging.orders_view,
   kind VIEW,
