@@ -154,7 +154,7 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         first_key = _same_time(order.expressions[0].this)
         select = window.find_ancestor(exp.Select)
         if times and (not _earliest_first(order.expressions[0], times) or (
-                isinstance(first_key, exp.Column) and select is not None and _grouped_source(query, select, first_key))):
+                isinstance(first_key, exp.Column) and select is not None and _not_own_time(query, select, first_key))):
             # latest first (ORDER BY ordered_at DESC), in another order than time (ORDER BY
             # amount), by a coarser time (a month's rows are peers), or by a time of the same name
             # that a GROUP BY or a window made (each customer's first order time): a row's number or
@@ -462,25 +462,26 @@ def _keeps_some_rows(select: exp.Select) -> bool:
         w.args.get("order") is None or not _latest_version_first(w.args["order"]) for w in qualify.find_all(exp.Window))
 
 
-def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
-    """Whether ``column`` of ``select`` comes, through CTEs and subqueries (by name), from a value
-    an aggregate or a window computes (``MIN(ordered_at) AS ordered_at``), or from a CTE that keeps
-    one row of several (``QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) = 1``): one value
-    for many rows.
+def _not_own_time(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
+    """Whether ``column`` of ``select`` (named like the time column) is not each row's own time,
+    followed through CTEs and subqueries by name: computed by an aggregate or a window (``MIN(ordered_at)
+    AS ordered_at``), by anything but a cast or a truncation to the day or finer (``DATE_TRUNC('month',
+    ordered_at) AS ordered_at``), or taken from a CTE that keeps one row of several (``QUALIFY
+    ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) = 1``).
 
     >>> from sqlglot import parse_one
     >>> q = parse_one("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c), g AS (SELECT * FROM f), "
     ...               "h AS (SELECT c, t FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) = 1), "
-    ...               "d AS (SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _loaded_at DESC) = 1) "
-    ...               "SELECT 1 FROM x JOIN g USING (c) JOIN h USING (c) JOIN d USING (c)", read="duckdb")
-    >>> [_grouped_source(q, q, exp.column("t", a)) for a in ("g", "x", "h", "d")]
-    [True, False, True, False]
+    ...               "d AS (SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _loaded_at DESC) = 1), "
+    ...               "m AS (SELECT c, DATE_TRUNC('month', t) AS t FROM x), e AS (SELECT c, CAST(t AS DATE) AS t FROM x) "
+    ...               "SELECT 1 FROM x JOIN g USING (c) JOIN h USING (c) JOIN d USING (c) JOIN m USING (c) JOIN e USING (c)", read="duckdb")
+    >>> [_not_own_time(q, q, exp.column("t", a)) for a in ("g", "x", "h", "d", "m", "e")]
+    [True, False, True, False, True, False]
     """
     if depth > 16:
         return False
     ctes = _visible_ctes(select)
-    items = [select.args["from_"].this] if select.args.get("from_") is not None else []
-    items += [join.this for join in select.args.get("joins") or []]
+    items = _items(select)
     if column.table:
         items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
     for item in items:
@@ -496,11 +497,11 @@ def _grouped_source(query: exp.Expression, select: exp.Select, column: exp.Colum
         if match is not None:
             if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
                 return True
-            source = match.this if isinstance(match, exp.Alias) else match
-            if isinstance(source, exp.Column) and _grouped_source(query, inner_select, source, depth + 1):
+            source = _same_time(match.this if isinstance(match, exp.Alias) else match)
+            if not isinstance(source, exp.Column) or _not_own_time(query, inner_select, source, depth + 1):
                 return True
         elif any(_is_star(p) for p in inner_select.expressions) and \
-                _grouped_source(query, inner_select, exp.column(column.name), depth + 1):
+                _not_own_time(query, inner_select, exp.column(column.name), depth + 1):
             return True
     return False
 

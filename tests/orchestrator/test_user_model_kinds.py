@@ -461,6 +461,14 @@ NUMBERED_CASES = {
         f"orders.customer_id ORDER BY firsts.ordered_at, orders.order_id) AS place FROM {_ORDERS} "
         "JOIN firsts ON firsts.customer_id = orders.customer_id)",
         "smaller id later", "o1"),
+    # ordered by the order's month, computed in a CTE under the time column's name: a month's
+    # orders are peers, ordered by id, so a later order with a smaller id renumbers earlier days
+    "orders by month (a CTE truncates the time column to the month)": (
+        f"m AS (SELECT orders.order_id, DATE_TRUNC('month', orders.ordered_at) AS ordered_at FROM {_ORDERS}), "
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+        f"orders.customer_id ORDER BY m.ordered_at, orders.order_id) AS place FROM {_ORDERS} "
+        "JOIN m ON m.order_id = orders.order_id)",
+        "smaller id later", "o1"),
     # the store's key renamed customer_id in a CTE x, and another x (the real customers) inside the
     # EXISTS: the outer x is the one numbered (a probe's shape: the store's later orders shift)
     "orders of a store renamed customer_id (a CTE name used twice)": (
