@@ -136,7 +136,8 @@ def _grain_columns(model: Any) -> list[str]:
     if not grains:
         return []
     first = grains[0]
-    parts = first.expressions if isinstance(first, exp.Tuple) else [first.this] if isinstance(first, exp.Paren) else [first]
+    parts = first.expressions if isinstance(first, (exp.Tuple, exp.Array)) else \
+        [first.this] if isinstance(first, exp.Paren) else [first]
     return [p.name if isinstance(p, exp.Column) else p.sql() if hasattr(p, "sql") else str(p) for p in parts]
 
 

@@ -48,7 +48,11 @@ def transform_watermarks(adapter, environment: str) -> tuple[Any, Any]:  # type:
 def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
     """``schema.table`` of every table the model's query reads (not the audit-only ``depends_on``)."""
     query = getattr(model, "query", None)
-    if not isinstance(query, exp.Expression) or not hasattr(model, "render_query"):
+    if not isinstance(query, exp.Expression) or not hasattr(model, "render_query") or any(
+            not isinstance(t.this, exp.Identifier) for t in query.find_all(exp.Table)):
+        # no SQL, or a macro names a table (FROM @orders() AS o): SQLMesh's dependencies, read from
+        # the rendered query (with any audit-only depends_on); the query alone named none of them,
+        # and its model was never restated
         return {schema_table(d).lower() for d in model.depends_on}
     return {f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db}
 
@@ -444,9 +448,22 @@ def _visible_ctes(node: exp.Expression) -> dict[str, exp.Expression]:
     while current is not None:
         with_ = current.args.get("with_")
         for cte in with_.expressions if with_ is not None else []:
-            found.setdefault(cte.alias_or_name.lower(), cte.this)
+            # a column list (WITH x(a, b) AS ...) renames by position: not followed (VALUES reads as unknown)
+            found.setdefault(cte.alias_or_name.lower(), exp.Values() if _renames_columns(cte) else cte.this)
         current = current.parent
     return found
+
+
+def _renames_columns(node: exp.Expression) -> bool:
+    """Whether a CTE, a table or a subquery renames its columns by position (``AS r(a, b)``)."""
+    alias = node.args.get("alias")
+    return isinstance(alias, exp.TableAlias) and bool(alias.columns)
+
+
+def _reshapes_star(projection: exp.Expression) -> bool:
+    """Whether a star renames or replaces columns (``* REPLACE (store_id AS customer_id)``)."""
+    nodes = [projection, projection.this] if isinstance(projection, exp.Column) else [projection]
+    return any(isinstance(n, exp.Expression) and (n.args.get("replace") or n.args.get("rename")) for n in nodes)
 
 
 def _keeps_some_rows(select: exp.Select) -> bool:
@@ -561,6 +578,8 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     name = column.name.lower()
     found: set[tuple[str, str]] = set()
     for item in items:
+        if _renames_columns(item):
+            return None  # raw.orders AS r(a, b): names by position, not followed
         inner: exp.Expression | None = None
         if isinstance(item, exp.Table) and not item.db and item.name.lower() in ctes:
             inner = ctes[item.name.lower()]
@@ -579,6 +598,8 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
             return None  # UNION and the like: not followed
         match = next((p for p in inner_select.expressions if not _is_star(p) and p.alias_or_name.lower() == name), None)
         stars = [p for p in inner_select.expressions if _is_star(p)]
+        if any(_reshapes_star(p) for p in stars):
+            return None
         if match is None and not stars:
             continue  # not this item's column (an unqualified name of another item)
         if id(item) in nullable:
@@ -855,7 +876,7 @@ class Lineage:
                     continue
                 if (table, column) not in raw_columns:
                     raw_columns[(table, column)] = None  # a cycle reads as unknown
-                    query = models[table].query
+                    query = getattr(models[table], "query", None)  # a seed or a Python model has none
                     top = _select_of(query) if isinstance(query, exp.Expression) else None
                     source: exp.Expression | None = None
                     pairs: set[tuple[str, str]] | None = None
@@ -879,25 +900,32 @@ class Lineage:
             return found
 
         def other_entity(name: str, tables: set[str]) -> str | None:
-            """Why the model's numbering or running value is not within the entities the transform
-            knows (a declared sequence_key, followed through renames, models and join equalities),
-            or None: a raw table among ``tables`` with event days but no sequence_key (of its own, or
-            its parent's for a child table), or a PARTITION BY none of whose columns is one."""
+            """Why the model's numberings or running values are not all within the entities the
+            transform knows, or None: no raw table found beneath them (a macro that builds the
+            FROM), a raw table among ``tables`` with event days but no entity, or a PARTITION BY
+            that is not each such table's entity (followed through renames, models and inner-join
+            equalities). A table's entity is its own sequence_key, or its parent's for a child
+            table (items: their order's customer), or for a child table its parent key (items
+            numbered within their order, all on the order's day)."""
             if not specs:
                 from orchestrator.transform.windows import window_specs
 
                 specs.update(window_specs())
-            known: set[tuple[str, str]] = set()
+            if not tables:
+                return "the tables its windows read cannot be told from its SQL (a macro that builds the FROM?)"
+            accepted: dict[str, set[tuple[str, str]]] = {}
             for table in sorted(tables):
                 spec = specs.get(table)
                 if spec is None or not (spec.event_time or spec.parent):
                     continue  # no days of its own: a change restates the model whole anyway
                 owner = table if spec.sequence_key else spec.parent[0] if spec.parent else None
                 entity = specs[owner].sequence_key if owner in specs else None
-                if not entity:
+                accepted[table] = ({(owner, entity.lower())} if entity else set()) | \
+                    ({(table, spec.parent[1].lower())} if spec.parent else set())
+                if not accepted[table]:
                     return f"it numbers or adds up rows of {table}, which declares no sequence_key"
-                known.add((owner, entity.lower()))
             query = models[name].query
+            reasons = []
             for columns in partition_columns(models[name]):
                 found: set[tuple[str, str]] = set()
                 for column in columns:
@@ -905,13 +933,13 @@ class Lineage:
                     for same in [column, *(_equated(select, column) if select is not None else [])]:
                         found |= (to_raw(column_sources(query, select, same, columns_of=columns_of), 0)
                                   if select is not None else None) or set()
-                if known - found:
-                    # each table's rows must be numbered within its own entity: tweets joined to the
-                    # orders of their customer and numbered by the orders' key shift by a late tweet
+                # each table's rows must be numbered within its own entity: tweets joined to the
+                # orders of their customer and numbered by the orders' key shift by a late tweet
+                missing = sorted(t for t, pairs in accepted.items() if not pairs & found)
+                if missing:
                     written = ", ".join(c.sql() for c in columns) or "an expression"
-                    return (f"it numbers or adds up rows by {written}, not by the sequence_key of "
-                            + ", ".join(f"{t} ({k})" for t, k in sorted(known - found)))
-            return None
+                    reasons.append(f"PARTITION BY {written} is not the entity of " + ", ".join(missing))
+            return "; ".join(reasons) or None
 
         upstream: dict[str, set[str]] = {}
         via: dict[str, set[str]] = {}
@@ -947,15 +975,20 @@ class Lineage:
                 # the raw tables whose changed rows shift the numbered or summed rows: those its
                 # ranking windows number, or for a running value any it reads by day
                 shifting = own_numbered if own == NUMBERS else up - through
-                other = other_entity(name, shifting)
+                try:
+                    # nothing to shift when every table reaches it through a model rebuilt whole
+                    other = other_entity(name, shifting) if shifting or not up <= through else None
+                except Exception as exc:  # noqa: BLE001 - any SQL this reading misses: the cautious answer
+                    other = f"its windows could not be read ({type(exc).__name__}: {exc})"
                 if other:
                     # a product's n-th sale: a change shifts that product's later rows, which
                     # belong to any customer, so every later day (decision 0053)
                     later[name] = max(later[name], ALL_LATER)
                     log.info(f"{name}: {other}; a change restates every later day from the first day it touches. "
-                             "If the partition is the sequence_key entity under a name that cannot be followed, tag "
-                             "the model 'restate:later_days'; if a raw table has no sequence_key, declare it "
-                             "(docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
+                             "If each partition is the sequence_key entity under a name that cannot be followed, tag "
+                             "the model 'restate:later_days' (the tag vouches for every window of the model); if a "
+                             "raw table has no sequence_key, declare it (docs/how-to/add-a-source.md, step 6)",
+                             extra={"fields": {"model": name}})
             upstream[name], via[name], ranked[name], by_value[name] = up, through, numbered, decided
         # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
         # audit-only parent (its depends_on) changes: marts.customers' whole-history store audit

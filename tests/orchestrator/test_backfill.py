@@ -383,6 +383,7 @@ def test_the_row_hash_of_the_difference_report_tells_moved_separators_and_nulls_
     ("grain (location_id, order_day)", ["location_id", "order_day"]),
     ("grain order_id", ["order_id"]),
     ("grains ((location_id, order_day), order_id)", ["location_id", "order_day"]),
+    ("grain [location_id, order_day]", ["location_id", "order_day"]),
     ("", None),
 ])
 def test_the_difference_report_keys_a_mart_by_its_whole_grain(grain: str, key: list[str] | None) -> None:

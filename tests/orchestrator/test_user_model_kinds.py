@@ -469,6 +469,13 @@ NUMBERED_CASES = {
         f"orders.customer_id ORDER BY m.ordered_at, orders.order_id) AS place FROM {_ORDERS} "
         "JOIN m ON m.order_id = orders.order_id)",
         "smaller id later", "o1"),
+    # a CTE column list renames by position: its customer_id is the store
+    "orders of a store named customer_id by a CTE column list": (
+        f"x(customer_id, location_id, order_id, ordered_at) AS (SELECT orders.location_id, orders.customer_id, "
+        f"orders.order_id, orders.ordered_at FROM {_ORDERS}), "
+        "numbered AS (SELECT x.order_id AS row_key, x.ordered_at, ROW_NUMBER() OVER (PARTITION BY x.customer_id "
+        "ORDER BY x.ordered_at, x.order_id) AS place FROM x)",
+        "late order at s1", "o5"),
     # the store's key renamed customer_id in a CTE x, and another x (the real customers) inside the
     # EXISTS: the outer x is the one numbered (a probe's shape: the store's later orders shift)
     "orders of a store renamed customer_id (a CTE name used twice)": (
@@ -570,6 +577,11 @@ JOINED = {
         f"JOIN {_CUSTOMERS} ON customers.customer_id = orders.customer_id), "
         f"numbered AS (SELECT enriched.order_id AS row_key, enriched.ordered_at, "
         f"{_PLACE.format(key='enriched.customer_id', frm='enriched')} FROM enriched)", True),
+    # a seed has no query: its column is not followed, the join's other side is
+    "the key of a joined seed": (
+        f"numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, "
+        f"{_PLACE.format(key='segments.customer_id', frm='orders')} FROM {_ORDERS} JOIN staging.segments AS segments "
+        "ON segments.customer_id = orders.customer_id)", True),
     "a CTE of SELECT * over a join with the stores": (
         f"j AS (SELECT * FROM {_ORDERS} JOIN staging.stg_jaffle_shop__locations AS l USING (location_id)), "
         f"numbered AS (SELECT j.order_id AS row_key, j.ordered_at, {_PLACE.format(key='j.customer_id', frm='j')} FROM j)",
@@ -587,6 +599,11 @@ def test_a_numbering_by_a_key_equal_to_the_customer_restates_only_that_customer(
     for the CTE shapes)."""
     numbered, like_orders = JOINED[what]
     (settings.project_root / "models" / "marts" / "numbered.sql").write_text(NUMBERED.format(what=what, numbered=numbered))
+    # a seed a team adds (reading it crashed every transform: a seed model has no query)
+    (settings.project_root / "models" / "staging" / "segments.csv").write_text("customer_id,segment\nc1,a\nc2,b\nc3,b\n")
+    (settings.project_root / "models" / "staging" / "segments.sql").write_text(
+        "MODEL (name staging.segments, kind SEED (path 'segments.csv'), grain customer_id, "
+        "description 'Customer segments, kept by hand.');\n")
     orders = small_jaffle / "raw_orders.csv"
     _load(settings, small_jaffle)
     transform(settings, quiet=True)
@@ -597,6 +614,29 @@ def test_a_numbering_by_a_key_equal_to_the_customer_restates_only_that_customer(
     assert got == want and ("o3", 2) in got, (got, want)
     windows = summary.restated_windows
     assert (windows["marts.numbered"] == windows["marts.orders"]) == like_orders, windows
+
+
+def test_a_model_that_names_its_table_by_a_macro_is_restated(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """A numbering whose FROM a macro builds (``FROM @staging_orders() AS orders``): the query named
+    no table, so the model read no raw table for the transform and was never restated (a late
+    order left the store's later orders numbered as before); SQLMesh's own dependencies are read
+    instead, and since the numbered tables cannot be told, every later day is restated."""
+    (settings.project_root / "macros" / "user_tables.py").write_text(
+        "from sqlglot import exp\nfrom sqlmesh import macro\n\n\n@macro()\ndef staging_orders(evaluator):\n"
+        "    return exp.to_table('staging.stg_jaffle_shop__orders')\n")
+    numbered = ("numbered AS (SELECT orders.order_id AS row_key, orders.ordered_at, ROW_NUMBER() OVER (PARTITION BY "
+                "orders.location_id ORDER BY orders.ordered_at, orders.order_id) AS place FROM {orders} AS orders)")
+    (settings.project_root / "models" / "marts" / "numbered.sql").write_text(
+        NUMBERED.format(what="orders of a store, read through a macro", numbered=numbered.format(orders="@staging_orders()")))
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o5,c1,2018-09-05T09:00:00,s1,0,0,0\n")
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s1,0,0,0\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    got, want = _numbered_and_clean(settings, numbered.format(orders="staging.stg_jaffle_shop__orders"))
+    assert got == want and ("o5", 4) in got, (got, want, summary.restated_windows)
 
 
 def test_a_running_count_over_daily_groups_restates_the_customers_later_days(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
