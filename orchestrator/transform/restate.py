@@ -567,6 +567,13 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     ...               "SELECT b.c, j.c FROM raw.orders AS o LEFT JOIN b ON TRUE JOIN j ON TRUE", read="duckdb")
     >>> [column_sources(q, q, c, columns_of=lambda t: {"id", "c"}) for c in q.expressions]
     [None, None]
+
+    Renamed by position (a column list) or by ``* REPLACE``: not followed by name.
+
+    >>> q = parse_one("WITH x(customer, store) AS (SELECT store, customer FROM raw.orders), "
+    ...               "y AS (SELECT * REPLACE (store AS customer) FROM raw.orders) SELECT x.customer, y.customer FROM x, y", read="duckdb")
+    >>> [column_sources(q, q, c) for c in q.expressions]
+    [None, None]
     """
     if depth > 16:
         return None
