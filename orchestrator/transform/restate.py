@@ -497,10 +497,7 @@ def _not_own_time(query: exp.Expression, select: exp.Select, column: exp.Column,
     """
     if depth > 16:
         return False
-    ctes = _visible_ctes(select)
-    items = _items(select)
-    if column.table:
-        items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
+    ctes, items = _visible_ctes(select), _items(select, column)
     for item in items:
         inner = ctes.get(item.name.lower()) if isinstance(item, exp.Table) and not item.db else \
             item if isinstance(item, exp.Subquery) else None
@@ -523,10 +520,14 @@ def _not_own_time(query: exp.Expression, select: exp.Select, column: exp.Column,
     return False
 
 
-def _items(select: exp.Select) -> list[exp.Expression]:
-    """The FROM item and the JOINed items of a SELECT, in order."""
+def _items(select: exp.Select, column: exp.Column | None = None) -> list[exp.Expression]:
+    """The FROM item and the JOINed items of a SELECT, in order; with ``column``, those it may come
+    from (the one its qualifier names, or all)."""
     items = [select.args["from_"].this] if select.args.get("from_") is not None else []
-    return items + [join.this for join in select.args.get("joins") or []]
+    items += [join.this for join in select.args.get("joins") or []]
+    if column is not None and column.table:
+        items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
+    return items
 
 
 def _nullable(select: exp.Select) -> set[int]:
@@ -577,10 +578,7 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     """
     if depth > 16:
         return None
-    ctes = _visible_ctes(select)
-    items = _items(select)
-    if column.table:
-        items = [item for item in items if item.alias_or_name.lower() == column.table.lower()]
+    ctes, items = _visible_ctes(select), _items(select, column)
     nullable = _nullable(select)
     name = column.name.lower()
     found: set[tuple[str, str]] = set()

@@ -385,6 +385,18 @@ def _numbered_and_clean(settings, numbered: str) -> tuple[list, list]:  # type: 
     return got, want
 
 
+def _after_a_late_order_of_c2(settings, small_jaffle: Path, numbered: str):  # type: ignore[no-untyped-def]
+    """Build, add a late order of c2 on 09-02, transform again: the model's rows, the clean
+    recompute's, and the second transform's summary."""
+    orders = small_jaffle / "raw_orders.csv"
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    return (*_numbered_and_clean(settings, numbered), summary)
+
+
 _ORDERS = "staging.stg_jaffle_shop__orders AS orders"
 _ITEMS = "staging.stg_jaffle_shop__order_items AS items"
 _DRINKS = ("drinks AS (SELECT items.order_id, COUNT(*) AS n FROM staging.stg_jaffle_shop__order_items AS items "
@@ -604,13 +616,7 @@ def test_a_numbering_by_a_key_equal_to_the_customer_restates_only_that_customer(
     (settings.project_root / "models" / "staging" / "segments.sql").write_text(
         "MODEL (name staging.segments, kind SEED (path 'segments.csv'), grain customer_id, "
         "description 'Customer segments, kept by hand.');\n")
-    orders = small_jaffle / "raw_orders.csv"
-    _load(settings, small_jaffle)
-    transform(settings, quiet=True)
-    orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
-    _load(settings, small_jaffle)
-    summary = transform(settings, quiet=True)
-    got, want = _numbered_and_clean(settings, numbered)
+    got, want, summary = _after_a_late_order_of_c2(settings, small_jaffle, numbered)
     assert got == want and ("o3", 2) in got, (got, want)
     windows = summary.restated_windows
     assert (windows["marts.numbered"] == windows["marts.orders"]) == like_orders, windows
@@ -650,13 +656,7 @@ def test_a_running_count_over_daily_groups_restates_the_customers_later_days(set
                 "daily.ordered_at, SUM(daily.n) OVER (PARTITION BY daily.customer_id ORDER BY daily.ordered_at) AS place FROM daily)")
     (settings.project_root / "models" / "marts" / "numbered.sql").write_text(
         NUMBERED.format(what="a running count of daily groups", numbered=numbered))
-    orders = small_jaffle / "raw_orders.csv"
-    _load(settings, small_jaffle)
-    transform(settings, quiet=True)
-    orders.write_text(orders.read_text() + "o6,c2,2018-09-02T09:00:00,s2,0,0,0\n")
-    _load(settings, small_jaffle)
-    summary = transform(settings, quiet=True)
-    got, want = _numbered_and_clean(settings, numbered)
+    got, want, summary = _after_a_late_order_of_c2(settings, small_jaffle, numbered)
     assert got == want and ("c22018-09-04", 3) in got, (got, want)
     windows = summary.restated_windows
     assert windows["marts.numbered"] == windows["marts.orders"], windows
