@@ -222,7 +222,9 @@ def ingest(
                                                     list(table.primary_key))
                             except Exception as exc:  # noqa: BLE001 - a convenience: the first rows make it
                                 log.warning(f"could not create the empty raw table {spec.raw_schema}.{table.name}: "
-                                            f"{first_line(exc)}", extra={"fields": {"source": spec.name, "table": table.name}})
+                                            f"{first_line(exc)}; its first loaded rows create it, and until then "
+                                            "`elt transform` says the source was never loaded",
+                                            extra={"fields": {"source": spec.name, "table": table.name}})
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh)
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others

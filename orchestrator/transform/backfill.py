@@ -138,7 +138,7 @@ def _grain_columns(model: Any) -> list[str]:
     first = grains[0]
     parts = first.expressions if isinstance(first, (exp.Tuple, exp.Array)) else \
         [first.this] if isinstance(first, exp.Paren) else [first]
-    return [p.name if isinstance(p, exp.Column) else p.sql() if hasattr(p, "sql") else str(p) for p in parts]
+    return [p.name if isinstance(p, exp.Column) else p.sql() for p in parts]
 
 
 def _marts(ctx: Any) -> list[Mart]:

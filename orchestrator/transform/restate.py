@@ -158,7 +158,7 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         first_key = _same_time(order.expressions[0].this)
         select = window.find_ancestor(exp.Select)
         if times and (not _earliest_first(order.expressions[0], times) or (
-                isinstance(first_key, exp.Column) and select is not None and _not_own_time(query, select, first_key))):
+                isinstance(first_key, exp.Column) and select is not None and _not_own_time(select, first_key))):
             # latest first (ORDER BY ordered_at DESC), in another order than time (ORDER BY
             # amount), by a coarser time (a month's rows are peers), or by a time of the same name
             # that a GROUP BY or a window made (each customer's first order time): a row's number or
@@ -369,8 +369,7 @@ def ranked_sources(model) -> tuple[set[str], set[str]]:  # type: ignore[no-untyp
                                for c in node.find_all(exp.Column))
 
                 filtered = any(reads_it(condition) for condition in conditions) or (not ranking and any(
-                    isinstance(e, exp.Star) or isinstance(getattr(e, "this", None), exp.Star) or reads_it(e)
-                    for e in select.expressions))
+                    _is_star(e) or reads_it(e) for e in select.expressions))
                 if keys is not None and keys <= join_keys(join, alias) and not filtered:
                     continue  # at most one row per ranked row, and none is let out: the ranked rows stay
             elif join.args.get("on") is not None:
@@ -479,7 +478,7 @@ def _keeps_some_rows(select: exp.Select) -> bool:
         w.args.get("order") is None or not _latest_version_first(w.args["order"]) for w in qualify.find_all(exp.Window))
 
 
-def _not_own_time(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
+def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
     """Whether ``column`` of ``select`` (named like the time column) is not each row's own time,
     followed through CTEs and subqueries by name: computed by an aggregate or a window (``MIN(ordered_at)
     AS ordered_at``), by anything but a cast or a truncation to the day or finer (``DATE_TRUNC('month',
@@ -492,16 +491,14 @@ def _not_own_time(query: exp.Expression, select: exp.Select, column: exp.Column,
     ...               "d AS (SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _loaded_at DESC) = 1), "
     ...               "m AS (SELECT c, DATE_TRUNC('month', t) AS t FROM x), e AS (SELECT c, CAST(t AS DATE) AS t FROM x) "
     ...               "SELECT 1 FROM x JOIN g USING (c) JOIN h USING (c) JOIN d USING (c) JOIN m USING (c) JOIN e USING (c)", read="duckdb")
-    >>> [_not_own_time(q, q, exp.column("t", a)) for a in ("g", "x", "h", "d", "m", "e")]
+    >>> [_not_own_time(q, exp.column("t", a)) for a in ("g", "x", "h", "d", "m", "e")]
     [True, False, True, False, True, False]
     """
     if depth > 16:
         return False
     ctes, items = _visible_ctes(select), _items(select, column)
     for item in items:
-        inner = ctes.get(item.name.lower()) if isinstance(item, exp.Table) and not item.db else \
-            item if isinstance(item, exp.Subquery) else None
-        inner_select = _select_of(inner)
+        inner_select = _inner(item, ctes)
         if inner_select is None:
             continue
         match = next((p for p in inner_select.expressions if not _is_star(p)
@@ -512,12 +509,20 @@ def _not_own_time(query: exp.Expression, select: exp.Select, column: exp.Column,
             if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
                 return True
             source = _same_time(match.this if isinstance(match, exp.Alias) else match)
-            if not isinstance(source, exp.Column) or _not_own_time(query, inner_select, source, depth + 1):
+            if not isinstance(source, exp.Column) or _not_own_time(inner_select, source, depth + 1):
                 return True
         elif any(_is_star(p) for p in inner_select.expressions) and \
-                _not_own_time(query, inner_select, exp.column(column.name), depth + 1):
+                _not_own_time(inner_select, exp.column(column.name), depth + 1):
             return True
     return False
+
+
+def _inner(item: exp.Expression, ctes: dict[str, exp.Expression]) -> exp.Select | None:
+    """The SELECT a FROM or JOIN item stands for (a CTE's or a subquery's); None for a table, or a
+    UNION and the like."""
+    if isinstance(item, exp.Table) and not item.db:
+        return _select_of(ctes.get(item.name.lower()))
+    return _select_of(item) if isinstance(item, exp.Subquery) else None
 
 
 def _items(select: exp.Select, column: exp.Column | None = None) -> list[exp.Expression]:
@@ -545,10 +550,10 @@ def _nullable(select: exp.Select) -> set[int]:
     return found
 
 
-def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column, depth: int = 0,
+def column_sources(select: exp.Select, column: exp.Column, depth: int = 0,
                    columns_of: Any = None) -> set[tuple[str, str]] | None:
     """The ``(schema.table, column)`` pairs (lower case) a column read by ``select`` comes from,
-    followed through the CTEs and subqueries of ``query`` by name and rename (``customer AS
+    followed through the CTEs and subqueries it can name, by name and rename (``customer AS
     customer_id``, ``SELECT *``). None when it is computed on the way (``amount >= 100 AS big``),
     comes from a set operation or from the side of an outer join that may be NULL, is one of two
     columns of one name under a ``SELECT *`` join, or cannot be followed: the caller assumes
@@ -557,7 +562,7 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     >>> from sqlglot import parse_one
     >>> q = parse_one("WITH o AS (SELECT r.customer AS customer_id, r.amount > 1 AS big FROM raw.orders AS r), "
     ...               "a AS (SELECT * FROM o) SELECT a.customer_id, a.big, x.store FROM a JOIN s.stores AS x ON TRUE", read="duckdb")
-    >>> [column_sources(q, q, c) for c in q.expressions]
+    >>> [column_sources(q, c) for c in q.expressions]
     [{('raw.orders', 'customer')}, None, {('s.stores', 'store')}]
 
     The joined side of a LEFT JOIN is NULL where nothing matched; under ``SELECT *`` over a join,
@@ -566,14 +571,14 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
     >>> q = parse_one("WITH b AS (SELECT customer AS c FROM raw.orders), s AS (SELECT store AS c, id FROM raw.orders), "
     ...               "j AS (SELECT * FROM s JOIN raw.orders AS o USING (id)) "
     ...               "SELECT b.c, j.c FROM raw.orders AS o LEFT JOIN b ON TRUE JOIN j ON TRUE", read="duckdb")
-    >>> [column_sources(q, q, c, columns_of=lambda t: {"id", "c"}) for c in q.expressions]
+    >>> [column_sources(q, c, columns_of=lambda t: {"id", "c"}) for c in q.expressions]
     [None, None]
 
     Renamed by position (a column list) or by ``* REPLACE``: not followed by name.
 
     >>> q = parse_one("WITH x(customer, store) AS (SELECT store, customer FROM raw.orders), "
     ...               "y AS (SELECT * REPLACE (store AS customer) FROM raw.orders) SELECT x.customer, y.customer FROM x, y", read="duckdb")
-    >>> [column_sources(q, q, c) for c in q.expressions]
+    >>> [column_sources(q, c) for c in q.expressions]
     [None, None]
     """
     if depth > 16:
@@ -611,7 +616,7 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
             return None
         if match is not None:
             source = match.this if isinstance(match, exp.Alias) else match
-            sub = column_sources(query, inner_select, source, depth + 1, columns_of) \
+            sub = column_sources(inner_select, source, depth + 1, columns_of) \
                 if isinstance(source, exp.Column) else None
         else:
             source = exp.column(name)
@@ -621,12 +626,12 @@ def column_sources(query: exp.Expression, select: exp.Select, column: exp.Column
                 if len(sides) > 1:
                     return None
                 source = exp.column(name, sides[0]) if sides else source
-            sub = column_sources(query, inner_select, source, depth + 1, columns_of)
+            sub = column_sources(inner_select, source, depth + 1, columns_of)
         if sub is None:
             return None
         found |= sub
         for same in _equated(inner_select, source) if isinstance(source, exp.Column) else []:
-            found |= column_sources(query, inner_select, same, depth + 1, columns_of) or set()  # equal on every row
+            found |= column_sources(inner_select, same, depth + 1, columns_of) or set()  # equal on every row
     return found or None
 
 
@@ -639,9 +644,7 @@ def _having(select: exp.Select, name: str, stars: list[exp.Expression], columns_
         alias = item.alias_or_name
         if starred and alias.lower() not in starred and not any(isinstance(p, exp.Star) for p in stars):
             continue
-        inner = ctes.get(item.name.lower()) if isinstance(item, exp.Table) and not item.db else \
-            item if isinstance(item, exp.Subquery) else None
-        inner_select = _select_of(inner)
+        inner_select = _inner(item, ctes)
         if inner_select is not None:
             may = any(_is_star(p) or p.alias_or_name.lower() == name for p in inner_select.expressions)
         elif isinstance(item, exp.Table) and item.db:
@@ -850,24 +853,29 @@ class Lineage:
         is_time = {n: bool(m.kind.is_incremental_by_time_range) for n, m in models.items()}
         rendered: dict[str, bool] = {}
 
-        keys: list[tuple[str, ...]] = []
+        specs: dict[str, Any] = {}  # raw table -> its WindowSpec, read from the declarations once, if needed
+
+        def declared() -> dict[str, Any]:
+            if "" not in specs:
+                from orchestrator.transform.windows import window_specs
+
+                specs.update(window_specs())
+                specs[""] = None  # read (no raw table has an empty name)
+            return specs
 
         def rows_through(parent: str) -> bool:  # rendered once, and only for a model read by another
             if parent not in rendered:
-                if not keys:
-                    from orchestrator.transform.windows import window_specs
-
-                    keys.extend({tuple(k.lower() for k in spec.key) for spec in window_specs().values()} or {("",)})
+                keys = [tuple(k.lower() for k in spec.key) for spec in declared().values() if spec is not None]
                 rendered[parent] = passes_rows_through(models[parent], keys)
             return rendered[parent]
 
-        specs: dict[str, Any] = {}  # raw table -> its WindowSpec, read once
         every_model = {schema_table(fqn).lower(): m for fqn, m in ctx.models.items()}  # raw tables too
 
         def columns_of(table: str) -> set[str] | None:
             """A model's or a raw table's column names (lower case), None when SQLMesh does not know them."""
             known = getattr(every_model.get(table), "columns_to_types", None)
             return {c.lower() for c in known} if known else None
+
         raw_columns: dict[tuple[str, str], set[tuple[str, str]] | None] = {}
 
         def to_raw(pairs: set[tuple[str, str]] | None, depth: int) -> set[tuple[str, str]] | None:
@@ -884,7 +892,7 @@ class Lineage:
                     query = getattr(models[table], "query", None)  # a seed or a Python model has none
                     top = _select_of(query) if isinstance(query, exp.Expression) else None
                     source: exp.Expression | None = None
-                    pairs: set[tuple[str, str]] | None = None
+                    traced: set[tuple[str, str]] | None = None
                     if top is not None:
                         match = next((p for p in top.expressions if not _is_star(p) and p.alias_or_name.lower() == column), None)
                         if match is not None:
@@ -892,12 +900,12 @@ class Lineage:
                         elif any(_is_star(p) for p in top.expressions):
                             source = exp.column(column)
                         else:
-                            pairs = set()  # not a column of this model (a name asked of every item of a join)
+                            traced = set()  # not a column of this model (a name asked of every item of a join)
                     if isinstance(source, exp.Column):
-                        pairs = column_sources(query, top, source, columns_of=columns_of)
+                        traced = column_sources(top, source, columns_of=columns_of)  # type: ignore[arg-type]
                         for same in _equated(top, source):  # type: ignore[arg-type]
-                            pairs = None if pairs is None else pairs | (column_sources(query, top, same, columns_of=columns_of) or set())
-                    raw_columns[(table, column)] = to_raw(pairs, depth + 1)
+                            traced = None if traced is None else traced | (column_sources(top, same, columns_of=columns_of) or set())  # type: ignore[arg-type]
+                    raw_columns[(table, column)] = to_raw(traced, depth + 1)
                 beneath = raw_columns[(table, column)]
                 if beneath is None:
                     return None
@@ -912,19 +920,16 @@ class Lineage:
             equalities). A table's entity is its own sequence_key, or its parent's for a child
             table (items: their order's customer), or for a child table its parent key (items
             numbered within their order, all on the order's day)."""
-            if not specs:
-                from orchestrator.transform.windows import window_specs
-
-                specs.update(window_specs())
+            spec_of = declared()
             if not tables:
                 return "the tables its windows read cannot be told from its SQL (a macro that builds the FROM?)"
             accepted: dict[str, set[tuple[str, str]]] = {}
             for table in sorted(tables):
-                spec = specs.get(table)
+                spec = spec_of.get(table)
                 if spec is None or not (spec.event_time or spec.parent):
                     continue  # no days of its own: a change restates the model whole anyway
                 owner = table if spec.sequence_key else spec.parent[0] if spec.parent else None
-                entity = specs[owner].sequence_key if owner in specs else None
+                entity = spec_of[owner].sequence_key if spec_of.get(owner) else None
                 accepted[table] = ({(owner, entity.lower())} if entity else set()) | \
                     ({(table, spec.parent[1].lower())} if spec.parent else set())
                 if not accepted[table]:
@@ -936,7 +941,7 @@ class Lineage:
                 for column in columns:
                     select = column.find_ancestor(exp.Select)
                     for same in [column, *(_equated(select, column) if select is not None else [])]:
-                        found |= (to_raw(column_sources(query, select, same, columns_of=columns_of), 0)
+                        found |= (to_raw(column_sources(select, same, columns_of=columns_of), 0)
                                   if select is not None else None) or set()
                 # each table's rows must be numbered within its own entity: tweets joined to the
                 # orders of their customer and numbered by the orders' key shift by a late tweet
