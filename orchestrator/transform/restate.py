@@ -795,6 +795,41 @@ def next_days_tagged(model) -> int:  # type: ignore[no-untyped-def]
 OWN_DAYS_TAG = "restate:own_days"
 
 
+_GRAINS = {"DAY": 0, "WEEK": 1, "MONTH": 2, "QUARTER": 3, "YEAR": 4}
+
+
+def coarser_time_column(model) -> str | None:  # type: ignore[no-untyped-def]
+    """The truncation (``MONTH``) of a time model's time column when it is coarser than the
+    model's SQLMesh intervals, else None. Such a model's run of a day deletes that day's rows and
+    writes the day as a slice of its month's row, which the next day's run never replaces: it is
+    wrong in SQLMesh itself, so ``elt transform`` names it (decision 0053).
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlglot import parse_one
+    >>> from sqlmesh.core.node import IntervalUnit
+    >>> def of(sql, unit): return coarser_time_column(M(query=parse_one(sql, read="duckdb"), interval_unit=unit,
+    ...                                                 time_column=M(column=exp.column("m"))))
+    >>> of("SELECT DATE_TRUNC('month', t) AS m FROM x", IntervalUnit.DAY), of("SELECT DATE_TRUNC('month', t) AS m FROM x", IntervalUnit.MONTH)
+    ('MONTH', None)
+    >>> of("SELECT CAST(DATE_TRUNC('year', t) AS DATE) AS m FROM x", IntervalUnit.MONTH), of("SELECT CAST(t AS DATE) AS m FROM x", IntervalUnit.DAY)
+    ('YEAR', None)
+    """
+    column = getattr(getattr(model, "time_column", None), "column", None)
+    top = _select_of(getattr(model, "query", None)) if isinstance(getattr(model, "query", None), exp.Expression) else None
+    if column is None or top is None:
+        return None
+    unit = getattr(model, "interval_unit", None)
+    interval = 4 if getattr(unit, "is_year", False) else 2 if getattr(unit, "is_month", False) else 0
+    for projection in top.expressions:
+        if projection.alias_or_name.lower() != column.name.lower():
+            continue
+        for trunc in projection.find_all(exp.DateTrunc, exp.TimestampTrunc):
+            grain = trunc.text("unit").upper()
+            if _GRAINS.get(grain, 0) > interval:
+                return grain
+    return None
+
+
 def compares_times_of_two_rows(model) -> str | None:  # type: ignore[no-untyped-def]
     """The first comparison in a model's query of one column of two different tables (``e.ordered_at
     < o.ordered_at``): how a self-join or a correlated subquery reads a row's earlier or later rows.
@@ -1025,6 +1060,17 @@ class Lineage:
                 for raw_table in upstream.get(name, set()) - via.get(name, set()):
                     first[raw_table] = min(first.get(raw_table, start), start)
         for name, model in models.items():
+            grain = coarser_time_column(model) if is_time[name] else None
+            if grain:
+                unit = grain.lower()
+                fix = (f"declare the {unit} as its interval (cron '@{unit}ly', or interval_unit '{unit}' with "
+                       "allow_partials true)" if unit in ("month", "year") else
+                       f"SQLMesh has no {unit} interval: keep the model's rows by day and sum them by {unit} in a "
+                       "VIEW over it")
+                log.warning(f"{name}: its time column {model.time_column.column.name} is a DATE_TRUNC('{unit}') but its "
+                            f"intervals are {model.interval_unit.value}s: each run writes its {model.interval_unit.value} "
+                            f"as a separate slice of the {unit}'s row, which later runs never replace. To fix it, {fix}, "
+                            "and restate it (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
             tags = getattr(model, "tags", None) or []
             if is_time[name] and later.get(name) == OWN_DAYS and not following.get(name) and OWN_DAYS_TAG not in tags:
                 found = compares_times_of_two_rows(model)
@@ -1218,7 +1264,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                 windows.through(last_day)  # every day from the first touched one
             elif lineage.next_days.get(name):
                 windows.following(lineage.next_days[name], last_day)
-        most = None
+        most, widened = None, ""
         if not lineage.is_time.get(name):
             spans = [snapshot.intervals[-1]]  # a full rebuild: one interval is enough to trigger it
         elif windows.whole:
@@ -1228,11 +1274,16 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             if len(w.join_ranges(windows.ranges(), max_ranges=1 << 30)) > w.MIN_RANGES:
                 most = w.max_ranges_for(max((rows(t) for t in lineage.upstream_raw.get(name, set())), default=0))
             spans = [(to_ms(a), to_ms(b)) for a, b in windows.restated(most)]
+            unit = snapshot.node.interval_unit
+            if unit.is_month or unit.is_year:  # a month's or a year's rows: restate whole intervals of its unit
+                spans = whole_intervals(spans, unit)
+                widened = f", restated as whole {unit.value}s: " + ", ".join(
+                    f"{utc_day(a)}..{utc_day(b - 1)}" for a, b in spans)
         for span in spans:
             removals.setdefault(tuple(span), []).append(snapshot)
         whole = not lineage.is_time.get(name) or windows.whole
         scope[name] = None if whole or scope.get(name, []) is None else [*scope.get(name, []), *spans]  # type: ignore[list-item]
-        result.windows[name] = windows.describe(most) if lineage.is_time.get(name) else "rebuilt"
+        result.windows[name] = windows.describe(most) + widened if lineage.is_time.get(name) else "rebuilt"
     if before_restating is not None and scope:
         before_restating(ctx, scope)
     failpoints.hit("transform.after_windows")
@@ -1511,6 +1562,35 @@ def drop_day_partitions(adapter, snapshot, spans: list[tuple[int, int]]) -> int:
             adapter.execute(f"ALTER TABLE {table} DROP IF EXISTS PARTITION ({ident} = {literal})")
             dropped += 1
     return dropped
+
+
+def whole_intervals(spans: list[tuple[int, int]], unit: Any) -> list[tuple[int, int]]:
+    """Day spans widened to the whole intervals of a coarser unit, overlaps merged.
+
+    A model of monthly rows (``cron '@monthly'``, or ``interval_unit 'month'`` with
+    ``allow_partials``) writes a touched day's change into its month's row. Removing the day alone
+    from SQLMesh's record left the month recorded for ``allow_partials`` (every transform then
+    failed on the read-back) and would rebuild a day's slice into a month's row: the whole month
+    is restated instead (a probe of monthly models).
+
+    >>> from sqlmesh.core.node import IntervalUnit
+    >>> sept_2, sept_3, oct_5, oct_6 = 1535846400000, 1535932800000, 1538697600000, 1538784000000
+    >>> [(utc_day(a), utc_day(b)) for a, b in whole_intervals([(sept_2, sept_3), (oct_5, oct_6)], IntervalUnit.MONTH)]
+    [(datetime.date(2018, 9, 1), datetime.date(2018, 11, 1))]
+    """
+    from sqlmesh.utils.date import to_timestamp
+
+    widened = []
+    for start, end in spans:
+        floor = to_timestamp(unit.cron_floor(end))
+        widened.append((to_timestamp(unit.cron_floor(start)), end if floor == end else to_timestamp(unit.cron_next(floor))))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(widened):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def to_ms(day) -> int:  # type: ignore[no-untyped-def]
