@@ -161,6 +161,48 @@ def declared_max_ages(project_root: Path) -> dict[str, int]:
     return ages
 
 
+_INTERVAL_UNIT = re.compile(r"\binterval_unit\s+'?(\w+)'?", re.IGNORECASE)
+_CRON = re.compile(r"\bcron\s+'([^']*)'", re.IGNORECASE)
+_PARTIALS = re.compile(r"\ballow_partials\s+true\b", re.IGNORECASE)
+_PERIOD_S = {"month": 31 * 86400, "year": 366 * 86400}
+
+
+def period_allowances(project_root: Path) -> dict[str, int]:
+    """Seconds added to the default max age of a model built by the month or the year.
+
+    Its time column holds the period's first day. Built once a period ends (``cron '@monthly'``),
+    its newest row is the last finished month's, up to two months old before the next build; with
+    ``allow_partials`` the current month's, up to one month old. The 26-hour default (a day's
+    rows) called such a mart stale every day of the month (a probe of monthly models).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
+    >>> _ = (root / "models" / "a.sql").write_text("MODEL (name marts.a, kind INCREMENTAL_BY_TIME_RANGE (time_column m), cron '@monthly'\\n);")
+    >>> _ = (root / "models" / "b.sql").write_text("MODEL (name marts.b, interval_unit 'month', allow_partials true\\n);")
+    >>> _ = (root / "models" / "c.sql").write_text("MODEL (name marts.c, cron '@yearly'\\n);")
+    >>> _ = (root / "models" / "d.sql").write_text("MODEL (name marts.d, cron '@daily'\\n);")
+    >>> {m: s // 86400 for m, s in period_allowances(root).items()}
+    {'marts.a': 62, 'marts.b': 31, 'marts.c': 732}
+    """
+    allowances: dict[str, int] = {}
+    for file in sorted((project_root / "models").rglob("*.sql")):
+        block = file.read_text().split("\n)", 1)[0]  # the MODEL (...) block
+        name, unit, cron = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block)
+        if not name or not (unit or cron):
+            continue
+        found = unit.group(1).lower() if unit else None
+        if found is None and cron:
+            try:
+                from sqlmesh.core.node import IntervalUnit
+
+                found = IntervalUnit.from_cron(cron.group(1)).value
+            except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
+                continue
+        if found in _PERIOD_S:
+            allowances[name.group(1).lower()] = _PERIOD_S[found] * (1 if _PARTIALS.search(block) else 2)
+    return allowances
+
+
 def model_graph(project_root: Path) -> dict[str, set[str]]:
     """Each model's direct inputs (models and raw tables), read from the model files.
 
@@ -350,6 +392,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
                                  measure, why, wanted[raw], value, note, load.last_loaded, load.by))
     default_max = parse_duration(os.environ.get("ELT_MART_FRESHNESS", "26h"))
     max_ages = declared_max_ages(settings.project_root)
+    periods = period_allowances(settings.project_root)
     last_build = _naive(built[0][0]) if built else None
     owner = os.environ.get("ELT_TRANSFORM_OWNER", "data-team")
     for mart in marts:
@@ -364,7 +407,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
                            else ("newest extraction", None) if never_loaded else ("last build", last_build))
         why = "" if newest else "inputs never loaded" if never_loaded else (
             "never built" + (", table missing" if note == "table missing" else ""))
-        mart_max = max_ages.get(mart, default_max)
+        mart_max = max_ages.get(mart, default_max + periods.get(mart, 0))
         inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
         state = _state(newest, mart_max, now)
         mine = {r: w for r, w in waiting.get(mart, {}).items() if r in raws}

@@ -25,6 +25,10 @@ NOW = datetime(2018, 9, 6)  # the small shop's newest order is 2018-09-04 12:00:
 def shop(project: Project, small_jaffle: Path, tmp_path: Path) -> tuple[Project, Path]:
     """The small shop loaded by jaffle_shop (declared `freshness: 26h` here) and transformed, with the
     ledger and the watermark set to a known history: extracted 2018-09-05 00:00, loaded 00:05, built 00:10."""
+    return _shop(project, small_jaffle, tmp_path)
+
+
+def _shop(project: Project, small_jaffle: Path, tmp_path: Path) -> tuple[Project, Path]:
     declarations = tmp_path / "declarations"
     shutil.copytree(DECLARATIONS_DIR, declarations)
     shop_yaml = declarations / "jaffle_shop.yaml"
@@ -98,6 +102,48 @@ def test_ages_are_the_newest_data_with_the_last_load_and_build_beside(shop: tupl
     later = _by_subject(evaluate(project.settings(), datetime(2018, 9, 13, 1), [str(declarations / "jaffle_shop.yaml")]))
     assert later["marts.locations"].state == "stale" and later["raw_jaffle_shop.orders"].state == "stale"
     assert later["raw_jaffle_shop.orders"].last_loaded == datetime(2018, 9, 13, 0, 5)
+
+
+MONTHLY = """MODEL (
+  name marts.{name},
+  kind INCREMENTAL_BY_TIME_RANGE (time_column month_start),
+  {schedule}
+);
+
+SELECT DATE_TRUNC('month', orders.ordered_at) AS month_start, COUNT(*) AS orders
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+GROUP BY 1
+"""
+
+
+def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: Path, tmp_path: Path) -> None:
+    """A mart of monthly rows keeps each month's first day in its time column: against the 26-hour
+    default, `elt freshness` called it stale every day of every month (a probe of monthly models).
+    Its default max adds two months (built once a month ends: its newest row can be last month's)
+    or one (allow_partials: this month's); a tag still decides."""
+    marts = project.root / "models" / "marts"
+    for name, schedule in (("by_month", "cron '@monthly'"), ("so_far", "interval_unit 'month',\n  allow_partials true"),
+                           ("tagged", "cron '@monthly',\n  tags ('freshness:40d')")):
+        (marts / f"{name}.sql").write_text(MONTHLY.format(name=name, schedule=schedule))
+    project, declarations = _shop(project, small_jaffle, tmp_path)
+    sources = [str(declarations / "jaffle_shop.yaml")]
+    results = _by_subject(evaluate(project.settings(), NOW, sources))
+    got = {m: (results[m].state, results[m].newest, round(results[m].max_age_s / 86400, 2))
+           for m in ("marts.by_month", "marts.so_far", "marts.tagged")}
+    assert got == {"marts.by_month": ("fresh", datetime(2018, 9, 1), 63.08),
+                   "marts.so_far": ("fresh", datetime(2018, 9, 1), 32.08),
+                   "marts.tagged": ("fresh", datetime(2018, 9, 1), 40.0)}, got
+    assert results["marts.orders"].state == "stale"  # a daily mart keeps the 26 hours
+    # November 5th: September is still the newest month, so October was never built
+    later = _by_subject(evaluate(project.settings(), datetime(2018, 11, 5), sources))
+    assert {m: later[m].state for m in got} == {"marts.by_month": "stale", "marts.so_far": "stale",
+                                                "marts.tagged": "stale"}
+    # October 15th: last month (September) is the newest a monthly build has; a build of this month so
+    # far would have October; the tag's 40 days are over
+    middle = _by_subject(evaluate(project.settings(), datetime(2018, 10, 15), sources))
+    assert {m: middle[m].state for m in got} == {"marts.by_month": "fresh", "marts.so_far": "stale",
+                                                 "marts.tagged": "stale"}
 
 
 def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_until_elt_transform(
