@@ -1278,7 +1278,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             if unit.is_month or unit.is_year:  # a month's or a year's rows: restate whole intervals of its unit
                 spans = whole_intervals(spans, unit)
                 widened = f", restated as whole {unit.value}s: " + ", ".join(
-                    f"{utc_day(a)}..{utc_day(b - 1)}" for a, b in spans)
+                    f"{utc_day(a)}..{utc_day(b - 1)}" for a, b in spans[:4]) + (
+                    f" and {len(spans) - 4} more ranges" if len(spans) > 4 else "")
         for span in spans:
             removals.setdefault(tuple(span), []).append(snapshot)
         whole = not lineage.is_time.get(name) or windows.whole
