@@ -20,6 +20,21 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def first_line_and_next(exc: BaseException) -> str:
+    """The first line of an exception's message and, when a later line says what to do next, that
+    line too: the run history keeps one line, and an on-call engineer reading `elt runs` or `elt
+    run-show` needs the step as much as the cause (a walkthrough found it dropped).
+
+    >>> first_line_and_next(ValueError("bad value\\nDETAIL: more\\n  next: fix the row"))
+    'bad value; next: fix the row'
+    >>> first_line_and_next(ValueError("bad value; next: fix it\\n  next: fix it"))
+    'bad value; next: fix it'
+    """
+    first = first_line(exc)
+    step = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip().startswith("next:")), None)
+    return first if step is None or step in first else f"{first}; {step}"
+
+
 def exception_chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from or during, each once."""
     seen: list[BaseException] = []

@@ -20,7 +20,8 @@ def _ts(value: datetime | None) -> str:
 
 
 def _duration(r: RunRecord) -> str:
-    if not r.finished_at:
+    # an abandoned attempt's finish is when a tick found its process gone, not when it died
+    if not r.finished_at or r.status == "abandoned":
         return "-"
     return f"{(r.finished_at - r.started_at).total_seconds():.1f}s"
 
@@ -50,8 +51,9 @@ def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int
     print(f"  scheduled slot {_ts(first.scheduled_for)}, interval {_ts(first.interval_start)} .. "
           f"{_ts(first.interval_end)}", file=out)
     for r in records:
-        print(f"  attempt {r.attempt}/{r.max_attempts or '-'}: {r.status}, {_ts(r.started_at)} .. "
-              f"{_ts(r.finished_at)} ({_duration(r)}), pid {r.pid} on {r.host}", file=out)
+        span = (f"started {_ts(r.started_at)}, found dead at {_ts(r.finished_at)}" if r.status == "abandoned" else
+                f"{_ts(r.started_at)} .. {_ts(r.finished_at)} ({_duration(r)})")
+        print(f"  attempt {r.attempt}/{r.max_attempts or '-'}: {r.status}, {span}, pid {r.pid} on {r.host}", file=out)
         if r.rows_loaded is not None:
             print(f"    rows {r.rows_loaded:,}, bytes {r.bytes_loaded or 0:,}", file=out)
         for table, info in r.tables.items() if isinstance(r.tables, dict) else ():

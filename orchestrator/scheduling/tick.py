@@ -50,8 +50,10 @@ class TickReport:
         lines += [f"  abandoned: {r.job} run {r.run_id} attempt {r.attempt}" for r in self.abandoned]
         if self.busy:
             lines.append("  a previous tick is still running its jobs; nothing started")
-        lines += [f"  {r.job}: {r.status} (run {r.run_id}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}"
-                  for r in self.started]
+        for r in self.started:
+            lines.append(f"  {r.job}: {r.status} (run {r.run_id}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}")
+            if r.status in ("failed", "timed_out"):  # the output often lands in a file nobody reads until it breaks
+                lines.append(f"    next: `elt run-show {r.run_id}` (its output and exit code); docs/runbook.md#a-job-failed")
         if not self.started and not self.busy:
             lines.append("  nothing due")
         return "\n".join(lines)

@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator.scheduling.jobs import RETRYABLE_EXIT, get_job
 from orchestrator.settings import Settings
 from sources import logs
-from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line, unreadable_duckdb_file
+from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line, first_line_and_next, unreadable_duckdb_file
 
 _TRANSIENT_TEXT = re.compile(
     r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
@@ -94,7 +94,7 @@ def run_load(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
         assert first is not None
         names = ", ".join(o.table for o in failed)
         result["error_class"] = type(first).__name__
-        result["error"] = f"source {source}: table(s) {names} failed: {first_line(first)}"
+        result["error"] = f"source {source}: table(s) {names} failed: {first_line_and_next(first)}"
         return result, all(is_retryable(o.error) for o in failed if o.error)
     return result, False
 
@@ -109,6 +109,8 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
         retry = not exc.failures and any(_TRANSIENT_TEXT.search(e) for e in exc.model_errors)
         detail = exc.failures[0].render().splitlines()[0] if exc.failures else (
             exc.model_errors[0] if exc.model_errors else first_line(exc))
+        step = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("next:")), None)
+        detail = f"{detail}; {step}" if step and step not in detail else detail
         return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {detail}",
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped, "held": exc.held_counts})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         retryable = is_retryable(exc)
         # a damaged warehouse or one of another DuckDB version: say so (and what to do) in the history
         unreadable = unreadable_duckdb_file(exc, settings.warehouse)
-        error = unreadable.splitlines()[0] if unreadable else first_line(exc)
+        error = unreadable.splitlines()[0] if unreadable else first_line_and_next(exc)
         result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {error}"}
         held = held_duckdb_lock(exc, f"elt run-job {job.name}")
         if held:  # a notebook, the duckdb CLI, `sqlmesh ui`: named with its PID and command line, retried

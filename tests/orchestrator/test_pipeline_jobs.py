@@ -51,6 +51,9 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
     assert "jaffle_shop: failed" in tick.stdout and "transform: succeeded" in tick.stdout
     failed = project.history().recent(1, "jaffle_shop")[0]
     assert failed.attempt == 1 and failed.error_class == "ConfigError" and "does not exist" in (failed.error or "")
+    # the history keeps the error's next step with its first line (`elt runs` and `elt run-show` showed the cause only)
+    assert "; next: " in (failed.error or ""), failed.error
+    assert "; next: " in project.elt("run-show", failed.run_id).stdout
 
 
 def test_transform_waits_for_a_running_load(project: Project, small_jaffle: Path, tmp_path: Path) -> None:

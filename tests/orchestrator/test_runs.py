@@ -56,6 +56,11 @@ def test_sigkilled_run_is_marked_abandoned_and_its_lock_freed(project: Project) 
     [abandoned] = project.history().recent(5, "slow")
     assert abandoned.status == "abandoned" and abandoned.finished_at is not None
     assert "elt run-job slow" in (abandoned.error or "")
+    # when the tick found it dead is not how long it ran (a walkthrough read it as a timeout)
+    shown = project.elt("run-show", abandoned.run_id).stdout
+    assert "abandoned, started " in shown and ", found dead at " in shown, shown
+    [line] = [x for x in project.elt("runs", "--job", "slow").stdout.splitlines() if x.startswith(abandoned.run_id)]
+    assert line.split()[7] == "-", line  # the 'took' column (the start is a date and a time)
     lock = FileLock("job:slow", lock_dir(project.settings()))
     assert lock.try_acquire()
     lock.release()
@@ -75,7 +80,7 @@ def test_hung_job_is_killed_at_its_timeout_with_its_children(project: Project, t
     assert 1.5 <= (record.finished_at - record.started_at).total_seconds() < 30
 
 
-def test_retryable_failures_are_retried_and_bad_input_is_not(project: Project) -> None:
+def test_retryable_failures_are_retried_and_bad_input_is_not(project: Project, tmp_path: Path) -> None:
     flaky = project.elt("run-job", "flaky")
     assert flaky.returncode == 0, flaky.stderr
     attempts = project.history().recent(10, "flaky")
@@ -88,6 +93,13 @@ def test_retryable_failures_are_retried_and_bad_input_is_not(project: Project) -
     assert (record.status, record.attempt, record.max_attempts) == ("failed", 1, 3)
     shown = project.elt("run-show", record.run_id)
     assert "attempt 1/3: failed" in shown.stdout
+    # a failed job in a tick's output (often a file nobody reads until it breaks) says where to look
+    toggle = tmp_path / "broken"
+    toggle.touch()
+    tick = project.elt("tick", "--now", "2026-11-25T06:01", ELT_JOBS="toggle").stdout
+    [run_id] = [r.run_id for r in project.history().recent(5, "toggle")]
+    assert f"toggle: failed (run {run_id}, 1 attempt(s))" in tick and \
+        f"    next: `elt run-show {run_id}` (its output and exit code); docs/runbook.md#a-job-failed" in tick, tick
 
 
 def test_missed_slots_give_one_catch_up_run_and_a_slot_never_runs_twice(project: Project) -> None:
