@@ -596,6 +596,15 @@ def _main(argv: list[str] | None) -> int:
     logcontext.install()
     settings: Settings | None = None
     command = " ".join(["elt", *(sys.argv[1:] if argv is None else argv)])
+    if not os.environ.get("ELT_PROJECT_DIR"):
+        from orchestrator.settings import PROJECT_ROOT, other_checkout
+
+        other = other_checkout(Path.cwd())
+        if other is not None:
+            logs.get_logger("orchestrator.cli").warning(f"this elt runs the checkout at {PROJECT_ROOT} (where it is installed), with its code, warehouse "
+                        f"and landing; the current directory is in another checkout, {other}, which is not used. "
+                        f"next: run {other}/.venv/bin/elt (`make .venv/.installed` there creates it), or set "
+                        "ELT_PROJECT_DIR if this is meant")
     try:
         settings = Settings.from_env()
         code = int(args.func(args, settings))

@@ -21,6 +21,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PROJECT_ROOT = Path(os.environ.get("ELT_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 
+
+
+def other_checkout(cwd: Path, root: Path = PROJECT_ROOT) -> Path | None:
+    """The checkout of this project that ``cwd`` is in, when it is not the one ``elt`` runs (its
+    code and data): ``elt`` runs the checkout it was installed from, and a virtualenv shared
+    between two clones silently ran, and wrote into, the other one (a walkthrough found it).
+
+    >>> import tempfile
+    >>> a, b = (Path(tempfile.mkdtemp()) for _ in range(2))
+    >>> for d in (a, b): _ = (d / "config.yaml").write_text("gateways: {}"); (d / "models").mkdir()
+    >>> other_checkout(b / "models", a) == b.resolve(), other_checkout(a / "models", a), other_checkout(Path("/"), a)
+    (True, None, None)
+    """
+    here = cwd.resolve()
+    for folder in (here, *here.parents):
+        if (folder / "config.yaml").is_file() and (folder / "models").is_dir():  # a SQLMesh project
+            return None if folder == root.resolve() else folder
+    return None
+
+
 Gateway = Literal["duckdb", "postgres", "spark"]
 GATEWAYS: tuple[str, ...] = get_args(Gateway)
 

@@ -450,3 +450,18 @@ def test_demo_years_on_data_generated_before_is_said_to_be_ignored(tmp_path: Pat
     assert "--years 2 is ignored: the data there was generated before" in capsys.readouterr().out
     assert demo_data(settings, None) == data
     assert "ignored" not in capsys.readouterr().out
+
+
+def test_elt_run_inside_another_checkout_says_which_checkout_it_runs(tmp_path: Path) -> None:
+    """`elt` runs the checkout it was installed from. Started inside another clone (a virtualenv
+    shared between two checkouts), it silently used, and wrote into, the first one's warehouse (a
+    walkthrough found it): it now says so, unless ELT_PROJECT_DIR says which project is meant."""
+    other = copy_project(tmp_path / "other")
+    env = project_env(other)
+    env.pop("ELT_PROJECT_DIR")
+    proc = run([ELT, "sources"], cwd=other / "models", env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert f"the current directory is in another checkout, {other.resolve()}, which is not used" in proc.stderr, proc.stderr
+    assert f"next: run {other.resolve()}/.venv/bin/elt" in proc.stderr
+    meant = run([ELT, "sources"], cwd=other / "models", env=project_env(other), check=False)
+    assert meant.returncode == 0 and "another checkout" not in meant.stderr, meant.stderr
