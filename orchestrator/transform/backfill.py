@@ -482,8 +482,9 @@ def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate
     outside = [m for m in restate if _outside(m, start, end)]
     if outside:
         print("note: days outside the window were restated too: the new batches changed rows there (a table "
-              "re-read whole brings every change it holds, wherever it lies), or models that number rows in time "
-              "follow them; marts never stay stale against raw", file=out)
+              "re-read whole brings every change it holds, wherever it lies), models that number rows in time "
+              "follow them, or a model of monthly (yearly) rows restates each touched day's whole month (year); marts "
+              "never stay stale against raw", file=out)
     if spec.kind == "postgres":
         # children read through their parent's window: items of the window's orders
         through = {t.name: p.name for t in spec.tables.values() if (p := spec.window_parent(t)) is not None}

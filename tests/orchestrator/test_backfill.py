@@ -481,3 +481,50 @@ def test_a_mart_that_gains_a_column_while_a_backfill_is_unfinished_does_not_stop
     assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-05", summary.restated_windows
     assert any("could not add the days this transform restates to the record of the unfinished backfill" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+MONTHLY = """MODEL (
+  name marts.{name},
+  kind INCREMENTAL_BY_TIME_RANGE (time_column period_start),
+  {schedule},
+  grain (period_start, location_id)
+);
+
+SELECT DATE_TRUNC('month', orders.ordered_at) AS period_start, orders.location_id, COUNT(*) AS orders,
+  SUM(orders.order_total_cents) AS revenue_cents
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+GROUP BY 1, 2
+"""
+
+
+def test_a_backfill_restates_a_monthly_marts_whole_month_and_counts_it(project: Project, small_jaffle: Path) -> None:
+    """A mart of monthly rows (built when a month ends, or so far with allow_partials): a backfill
+    of a week restates the month its correction falls in, its report counts the month's row as
+    changed, and a second backfill changes nothing (a probe of monthly models)."""
+    marts = project.root / "models" / "marts"
+    for name, schedule in (("by_month", "cron '@monthly'"), ("so_far", "interval_unit 'month',\n  allow_partials true")):
+        (marts / f"{name}.sql").write_text(MONTHLY.format(name=name, schedule=schedule))
+    data = project.root / "data" / "jaffle-data"
+    shutil.copytree(small_jaffle, data)
+    orders = data / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o5,c3,2018-10-20T12:00:00,s1,0,0,0\n")
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03T10:00:00,s1,1100,66,1166",
+                                                 "o2,c1,2018-09-03T10:00:00,s1,1100,100,1200"))
+    first = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07", timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for name in ("by_month", "so_far"):
+        assert f"marts.{name} (1 day(s): 2018-09-03, restated as whole months: 2018-09-01..2018-09-30)" in first.stdout
+        line = next(li for li in first.stdout.splitlines() if li.startswith(f"marts.{name} "))
+        assert line.split()[1:] == ["0", "1", "0"], first.stdout  # September's row of s1 changed; October's kept
+    assert "a model of monthly (yearly) rows restates each touched day's whole month" in first.stdout
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        want = con.execute("SELECT DATE_TRUNC('month', ordered_at), location_id, COUNT(*), SUM(order_total_cents) "
+                           "FROM staging.stg_jaffle_shop__orders GROUP BY 1, 2 ORDER BY ALL").fetchall()
+        for name in ("by_month", "so_far"):
+            assert con.execute(f"SELECT * FROM marts.{name} ORDER BY ALL").fetchall() == want, name
+    second = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07", timeout=300)
+    assert second.returncode == 0 and "restated nothing" in second.stdout, second.stdout + second.stderr
