@@ -115,6 +115,9 @@ def check_production_settings(settings: Settings) -> None:
 
 def run_production_demo(settings: Settings, years: int | None = None, as_of: date | None = None) -> int:
     started = time.monotonic()
+    # read before a step copies the file's password into this process's ELT_PG_PASSWORD (for SQLMesh)
+    password_from_file = bool(os.environ.get(f"{settings.pg_prefix}PASSWORD_FILE")) and \
+        not os.environ.get(f"{settings.pg_prefix}PASSWORD")
     settings = replace(settings, gateway="postgres")
     os.environ["ELT_GATEWAY"] = "postgres"  # for SQLMesh's config.yaml, read in this process
     check_production_settings(settings)
@@ -188,6 +191,8 @@ def run_production_demo(settings: Settings, years: int | None = None, as_of: dat
     print(
         "\nnext, from the project root with the same environment (source .venv/bin/activate first):\n"
         "  export ELT_GATEWAY=postgres       # without it, sqlmesh and elt quietly use the local DuckDB file\n"
+        + ('  export ELT_PG_PASSWORD="$(cat "$ELT_PG_PASSWORD_FILE")"   # sqlmesh reads no _FILE variable; '
+           "this shell only\n" if password_from_file else "") +
         "  sqlmesh plan dev                  # after editing a model: preview the change on PostgreSQL\n"
         "  elt preview dev                   # the same, plus a row-level diff of each changed model against prod\n"
         "  elt bi-role                       # (re)create the read-only BI role on marts (ELT_BI_*)\n"

@@ -179,7 +179,9 @@ def _settle(adapter: Any, statement: str) -> None:
     try:
         adapter.execute(statement)
     except Exception as exc:  # noqa: BLE001 - logged; the row stays 'planning', which counts as a deploy
-        log.warning("deploy record not updated", extra={"fields": {"error": str(exc).splitlines()[0][:300]}})
+        log.warning("deploy record not updated (it stays 'planning', which `elt status` shows as cut off; the next "
+                    "transform of the same checkout marks it applied if the plan took effect)",
+                    extra={"fields": {"error": str(exc).splitlines()[0][:300]}})
 
 
 def deploy_applied(adapter: Any, deploy_id: str) -> None:

@@ -107,6 +107,11 @@ class Landing:
         if self.spool_dir:
             make_landing_dir(Path(self.spool_dir))
 
+    def shown(self, path: str) -> str:
+        """A path on ``self.fs`` as a user finds it: ``s3://bucket/...`` for S3 (the bare ``bucket/...``
+        read like a local ``landing/`` folder in an error, a production walkthrough found)."""
+        return path if self.is_local else f"s3://{path}"
+
     @classmethod
     def local(cls, path: Path | str) -> Landing:
         path = Path(path).resolve()
@@ -300,7 +305,7 @@ class Landing:
                 return Manifest.from_json(handle.read().decode())
         except (ValueError, TypeError, KeyError) as exc:
             raise LandingError(
-                f"manifest {path} is unreadable: {exc}",
+                f"manifest {self.shown(path)} is unreadable: {exc}",
                 hint="a manifest is written atomically, so this means it was edited or the storage is damaged; "
                 "restore it from backup or move the batch folder aside and re-extract",
             ) from exc
@@ -314,7 +319,7 @@ class Landing:
             path = f"{batch_dir}/{landed.path}"
             if self.fs.get_file_info(path).type != pafs.FileType.File:
                 raise LandingError(
-                    f"data file {path} listed in the manifest is missing", **where,
+                    f"data file {self.shown(path)} listed in the manifest is missing", **where,
                     hint="landing is immutable: restore the file from backup; do not edit the manifest. If no copy "
                     f"exists, `elt set-aside {manifest.source} {manifest.table} {manifest.batch_id} --reason \"...\"` "
                     "lets later batches apply and keeps the table's cursor, so the next load reads those rows again "
@@ -323,7 +328,7 @@ class Landing:
                 )
             if verify and sha256_of(self.fs, path) != landed.sha256:
                 raise LandingError(
-                    f"checksum of {path} does not match its manifest", **where,
+                    f"checksum of {self.shown(path)} does not match its manifest", **where,
                     hint="the landed file was changed after landing: restore it from backup; if it cannot be restored, "
                     f"`elt set-aside {manifest.source} {manifest.table} {manifest.batch_id} --reason \"...\"` lets later "
                     "batches apply and keeps the table's cursor, so the next load reads those rows again (a file source "

@@ -100,6 +100,9 @@ def test_retryable_failures_are_retried_and_bad_input_is_not(project: Project, t
     [run_id] = [r.run_id for r in project.history().recent(5, "toggle")]
     assert f"toggle: failed (run {run_id}, 1 attempt(s))" in tick and \
         f"    next: `elt run-show {run_id}` (its output and exit code); docs/runbook.md#a-job-failed" in tick, tick
+    # elt status says a failed job's status stays until its next recorded run (loads run by hand are not)
+    status = project.elt("status", ELT_JOBS="toggle").stdout
+    assert "last run not successful: toggle. Only runs of `elt run-job` and `elt tick` are recorded" in status, status
 
 
 def test_missed_slots_give_one_catch_up_run_and_a_slot_never_runs_twice(project: Project) -> None:

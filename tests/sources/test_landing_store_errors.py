@@ -192,3 +192,19 @@ def test_a_manifest_upload_that_completes_after_the_loader_gave_up_becomes_a_bat
     assert rerun.applied == [batch], rerun
     rows = _raw_customers(tmp_path)
     assert len(rows) == 3 and {b for _, b in rows} == {batch}, rows
+
+
+def test_a_damaged_batch_in_s3_is_named_by_its_s3_url(small_jaffle: Path, tmp_path: Path, s3_bucket: str) -> None:
+    """A landed file changed after landing is refused by its checksum; on S3 the message named it
+    `landing/.../part-00000.parquet`, which reads like a local folder (a production walkthrough)."""
+    landing = Landing.from_url(f"s3://{s3_bucket}/landing")
+    outcome = _load(landing, small_jaffle, tmp_path)
+    assert outcome.error is None and len(outcome.landed) == 1, outcome
+    manifest = landing.manifest("jaffle_shop", "customers", outcome.landed[0])
+    [path] = landing.data_files(manifest)
+    with landing.fs.open_output_stream(path) as out:
+        out.write(b"not the landed bytes")
+    with pytest.raises(Exception) as refused:
+        landing.data_files(manifest)
+    assert f"checksum of s3://{path} does not match its manifest" in str(refused.value), refused.value
+    assert path.startswith(f"{s3_bucket}/landing/jaffle_shop/customers/"), path
