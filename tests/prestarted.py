@@ -75,7 +75,10 @@ class Prestarted:
             server = self._started()
             if server is None:
                 return None
-            request = {"argv": cmd, "cwd": str(cwd), "env": env, "out": str(out), "err": str(err)}
+            # a fresh interpreter inherits an ignored SIGINT (a caller started with nohup or `&` in a
+            # script) and keeps it ignored; otherwise Python installs its KeyboardInterrupt handler
+            request = {"argv": cmd, "cwd": str(cwd), "env": env, "out": str(out), "err": str(err),
+                       "sigint_ignored": signal.getsignal(signal.SIGINT) is signal.SIG_IGN}
             assert server.stdin is not None and server.stdout is not None
             data = memoryview(json.dumps(request).encode() + b"\n")
             while data:  # an unbuffered pipe may take part of it
@@ -200,7 +203,7 @@ def _become(request: dict[str, object]) -> None:
         # handlers are the same
         sys.stdin, sys.stdout, sys.stderr = (_stream(fd, mode, _STREAMS[fd]) for fd, mode in ((0, "r"), (1, "w"), (2, "w")))
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = sys.stdin, sys.stdout, sys.stderr
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.SIG_IGN if request.get("sigint_ignored") else signal.default_int_handler)
         os.chdir(str(request["cwd"]))
         os.environ.clear()
         os.environ.update(request["env"])  # type: ignore[arg-type]

@@ -139,10 +139,10 @@ def run_production_demo(settings: Settings, years: int | None = None, as_of: dat
     ensure_database(warehouse, app)
     release = as_of or date(2100, 1, 1)
     print(f"\n== 1/4 sources: application database {app.user}@{app.host}:{app.port}/{app.dbname}, "
-          f"released as of {as_of or 'the last day'}")
+          f"releasing as of {as_of or 'the last day'}")
     appdb.seed(app, data_dir)
     through = appdb.released_through(app) if as_of is not None else None
-    if through is not None and through > as_of:
+    if through is not None and through > as_of:  # refused: the header above said 'releasing', not 'released'
         # The app database cannot take rows back, while the demo's catalog API would hide later stores:
         # loading both would leave marts whose orders name locations that are gone.
         raise ConfigError(
