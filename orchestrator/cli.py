@@ -599,7 +599,10 @@ def _main(argv: list[str] | None) -> int:
     if not os.environ.get("ELT_PROJECT_DIR"):
         from orchestrator.settings import PROJECT_ROOT, other_checkout
 
-        other = other_checkout(Path.cwd())
+        try:
+            other = other_checkout(Path.cwd())
+        except OSError:  # the current directory was deleted (a shell left in a removed release folder)
+            other = None
         if other is not None:
             logs.get_logger("orchestrator.cli").warning(f"this elt runs the checkout at {PROJECT_ROOT} (where it is installed), with its code, warehouse "
                         f"and landing; the current directory is in another checkout, {other}, which is not used. "

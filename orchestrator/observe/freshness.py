@@ -161,45 +161,69 @@ def declared_max_ages(project_root: Path) -> dict[str, int]:
     return ages
 
 
-_INTERVAL_UNIT = re.compile(r"\binterval_unit\s+'?(\w+)'?", re.IGNORECASE)
-_CRON = re.compile(r"\bcron\s+'([^']*)'", re.IGNORECASE)
-_PARTIALS = re.compile(r"\ballow_partials\s+true\b", re.IGNORECASE)
+# a MODEL block's settings, each at the start of a property (after "(" or ","), read once comments
+# are gone: a commented-out cron or a description that names one is not a setting
+_INTERVAL_UNIT = re.compile(r"(?:^|[,(])\s*interval_unit\s+['\"]?(\w+)['\"]?", re.IGNORECASE)
+_CRON = re.compile(r"(?:^|[,(])\s*cron\s+'([^']*)'", re.IGNORECASE)
+_PARTIALS = re.compile(r"(?:^|[,(])\s*allow_partials\s+true\b", re.IGNORECASE)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _PERIOD_S = {"month": 31 * 86400, "year": 366 * 86400}
+
+
+def _cron_lag_s(cron: str) -> tuple[int, int]:
+    """The longest gap between two runs of ``cron`` and how long after a month's (a year's) first
+    instant its first run comes, in seconds: a month is built at the first run after it ends."""
+    from datetime import datetime
+
+    from croniter import croniter
+
+    start = datetime(2021, 1, 1)  # the first instant of a month and of a year
+    runs = croniter(cron, start - timedelta(seconds=1))
+    ticks = [runs.get_next(datetime) for _ in range(26)]
+    gap = max((b - a).total_seconds() for a, b in zip(ticks, ticks[1:]))
+    return int(gap), int((ticks[0] - start).total_seconds())
 
 
 def period_allowances(project_root: Path) -> dict[str, int]:
     """Seconds added to the default max age of a model built by the month or the year.
 
-    Its time column holds the period's first day. Built once a period ends (``cron '@monthly'``),
-    its newest row is the last finished month's, up to two months old before the next build; with
-    ``allow_partials`` the current month's, up to one month old. The 26-hour default (a day's
-    rows) called such a mart stale every day of the month (a probe of monthly models).
+    Its time column holds the period's first day, and a period is built at the first run of its
+    cron after it ends (or, with ``allow_partials``, at each run while it lasts): the newest row
+    can be one period, plus the longest gap between two runs, plus (without partials) how long
+    after a period ends its first run comes, old. ``cron '@monthly'``: 62 days; ``interval_unit
+    'month'`` with ``allow_partials`` (run daily): 32; a run on the 15th: 76. The 26-hour default
+    (a day's rows) called such a mart stale every day of the month (a probe of monthly models).
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
-    >>> _ = (root / "models" / "a.sql").write_text("MODEL (name marts.a, kind INCREMENTAL_BY_TIME_RANGE (time_column m), cron '@monthly'\\n);")
-    >>> _ = (root / "models" / "b.sql").write_text("MODEL (name marts.b, interval_unit 'month', allow_partials true\\n);")
-    >>> _ = (root / "models" / "c.sql").write_text("MODEL (name marts.c, cron '@yearly'\\n);")
-    >>> _ = (root / "models" / "d.sql").write_text("MODEL (name marts.d, cron '@daily'\\n);")
+    >>> def model(name, block): _ = (root / "models" / f"{name}.sql").write_text(f"MODEL (name marts.{name}, {block}\\n);")
+    >>> model("a", "kind INCREMENTAL_BY_TIME_RANGE (time_column m), cron '@monthly'")
+    >>> model("b", "interval_unit 'month', allow_partials true")
+    >>> model("c", "cron '@yearly'")
+    >>> model("d", "cron '@daily'")
+    >>> model("e", "cron '0 0 15 * *'")
+    >>> model("f", "-- was cron '@monthly' before 2024\\n  cron '@daily', description 'not interval_unit month'")
+    >>> model("g", 'interval_unit "month", allow_partials true')
     >>> {m: s // 86400 for m, s in period_allowances(root).items()}
-    {'marts.a': 62, 'marts.b': 31, 'marts.c': 732}
+    {'marts.a': 62, 'marts.b': 32, 'marts.c': 732, 'marts.e': 76, 'marts.g': 32}
     """
     allowances: dict[str, int] = {}
     for file in sorted((project_root / "models").rglob("*.sql")):
-        block = file.read_text().split("\n)", 1)[0]  # the MODEL (...) block
+        block = _COMMENTS.sub("", file.read_text()).split("\n)", 1)[0]  # the MODEL (...) block
         name, unit, cron = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block)
         if not name or not (unit or cron):
             continue
-        found = unit.group(1).lower() if unit else None
-        if found is None and cron:
-            try:
-                from sqlmesh.core.node import IntervalUnit
+        schedule = cron.group(1) if cron else "@daily"  # SQLMesh's default cron
+        try:
+            from sqlmesh.core.node import IntervalUnit
 
-                found = IntervalUnit.from_cron(cron.group(1)).value
-            except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
-                continue
+            found = unit.group(1).lower() if unit else IntervalUnit.from_cron(schedule).value
+            gap, offset = _cron_lag_s(schedule)
+        except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
+            continue
         if found in _PERIOD_S:
-            allowances[name.group(1).lower()] = _PERIOD_S[found] * (1 if _PARTIALS.search(block) else 2)
+            partials = bool(_PARTIALS.search(block))
+            allowances[name.group(1).lower()] = _PERIOD_S[found] + gap + (0 if partials else offset)
     return allowances
 
 

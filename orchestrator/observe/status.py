@@ -91,7 +91,7 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
     for s in states:
         print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
               f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]
-    failed = [str(s["job"]) for s in states if s["last_status"] in ("failed", "timed_out", "abandoned", "stopped")]
+    failed = [str(s["job"]) for s in states if s["last_status"] in ("failed", "timed_out", "abandoned")]
     if failed:
         print(f"\nlast run not successful: {', '.join(failed)}. Only runs of `elt run-job` and `elt tick` are recorded: "
               "a load or transform run by hand since then is not, and the job shows this status until its next "

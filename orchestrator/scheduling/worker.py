@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         retryable = is_retryable(exc)
         # a damaged warehouse or one of another DuckDB version: say so (and what to do) in the history
         unreadable = unreadable_duckdb_file(exc, settings.warehouse)
-        error = unreadable.splitlines()[0] if unreadable else first_line_and_next(exc)
+        error = first_line_and_next(Exception(unreadable)) if unreadable else first_line_and_next(exc)
         result = {"error_class": type(exc).__name__, "error": f"job {job.name}: {error}"}
         held = held_duckdb_lock(exc, f"elt run-job {job.name}")
         if held:  # a notebook, the duckdb CLI, `sqlmesh ui`: named with its PID and command line, retried

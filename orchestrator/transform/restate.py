@@ -795,38 +795,53 @@ def next_days_tagged(model) -> int:  # type: ignore[no-untyped-def]
 OWN_DAYS_TAG = "restate:own_days"
 
 
-_GRAINS = {"DAY": 0, "WEEK": 1, "MONTH": 2, "QUARTER": 3, "YEAR": 4}
+# truncation units by size, DuckDB's spellings included (its plural and short forms)
+_GRAINS = {**dict.fromkeys(("MINUTE", "MINUTES", "MIN", "MINS", "M"), -2),
+           **dict.fromkeys(("HOUR", "HOURS", "HR", "HRS", "H"), -1),
+           **dict.fromkeys(("DAY", "DAYS", "D", "DD"), 0), **dict.fromkeys(("WEEK", "WEEKS", "W", "WK", "WKS"), 1),
+           **dict.fromkeys(("MONTH", "MONTHS", "MON", "MONS", "MM"), 2),
+           **dict.fromkeys(("QUARTER", "QUARTERS", "Q", "QTR", "QTRS"), 3),
+           **dict.fromkeys(("YEAR", "YEARS", "Y", "YR", "YRS", "YY", "YYYY"), 4)}
+_GRAIN_NAMES = {-2: "minute", -1: "hour", 0: "day", 1: "week", 2: "month", 3: "quarter", 4: "year"}
 
 
 def coarser_time_column(model) -> str | None:  # type: ignore[no-untyped-def]
-    """The truncation (``MONTH``) of a time model's time column when it is coarser than the
+    """The truncation (``month``) of a time model's time column when it is coarser than the
     model's SQLMesh intervals, else None. Such a model's run of a day deletes that day's rows and
     writes the day as a slice of its month's row, which the next day's run never replaces: it is
-    wrong in SQLMesh itself, so ``elt transform`` names it (decision 0053).
+    wrong in SQLMesh itself, so ``elt transform`` names it (decision 0053). Only the column's own
+    value is read (through casts), in the model's top SELECT.
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
     >>> from sqlmesh.core.node import IntervalUnit
-    >>> def of(sql, unit): return coarser_time_column(M(query=parse_one(sql, read="duckdb"), interval_unit=unit,
-    ...                                                 time_column=M(column=exp.column("m"))))
-    >>> of("SELECT DATE_TRUNC('month', t) AS m FROM x", IntervalUnit.DAY), of("SELECT DATE_TRUNC('month', t) AS m FROM x", IntervalUnit.MONTH)
-    ('MONTH', None)
-    >>> of("SELECT CAST(DATE_TRUNC('year', t) AS DATE) AS m FROM x", IntervalUnit.MONTH), of("SELECT CAST(t AS DATE) AS m FROM x", IntervalUnit.DAY)
-    ('YEAR', None)
+    >>> def of(sql, unit): return coarser_time_column(M(query=parse_one(f"SELECT {sql} AS m FROM x", read="duckdb"),
+    ...                                                 interval_unit=unit, time_column=M(column=exp.column("m"))))
+    >>> of("DATE_TRUNC('month', t)", IntervalUnit.DAY), of("DATE_TRUNC('month', t)", IntervalUnit.MONTH)
+    ('month', None)
+    >>> of("CAST(DATE_TRUNC('years', t) AS DATE)", IntervalUnit.MONTH), of("CAST(t AS DATE)", IntervalUnit.DAY)
+    ('year', None)
+    >>> of("DATE_TRUNC('day', t)", IntervalUnit.HOUR), of("DATE_TRUNC('hour', t)", IntervalUnit.HOUR)
+    ('day', None)
+    >>> of("CASE WHEN DATE_TRUNC('month', t) = DATE '2020-01-01' THEN t END", IntervalUnit.DAY) is None
+    True
     """
     column = getattr(getattr(model, "time_column", None), "column", None)
     top = _select_of(getattr(model, "query", None)) if isinstance(getattr(model, "query", None), exp.Expression) else None
     if column is None or top is None:
         return None
     unit = getattr(model, "interval_unit", None)
-    interval = 4 if getattr(unit, "is_year", False) else 2 if getattr(unit, "is_month", False) else 0
+    interval = {"year": 4, "month": 2, "day": 0, "hour": -1}.get(getattr(unit, "value", "day"), -2)
     for projection in top.expressions:
         if projection.alias_or_name.lower() != column.name.lower():
             continue
-        for trunc in projection.find_all(exp.DateTrunc, exp.TimestampTrunc):
-            grain = trunc.text("unit").upper()
-            if _GRAINS.get(grain, 0) > interval:
-                return grain
+        value = projection.this if isinstance(projection, exp.Alias) else projection
+        while isinstance(value, exp.Cast):
+            value = value.this
+        if isinstance(value, (exp.DateTrunc, exp.TimestampTrunc)):
+            grain = _GRAINS.get(value.text("unit").upper())
+            if grain is not None and grain > interval:
+                return _GRAIN_NAMES[grain]
     return None
 
 
@@ -1060,11 +1075,11 @@ class Lineage:
                 for raw_table in upstream.get(name, set()) - via.get(name, set()):
                     first[raw_table] = min(first.get(raw_table, start), start)
         for name, model in models.items():
-            grain = coarser_time_column(model) if is_time[name] else None
-            if grain:
-                unit = grain.lower()
-                fix = (f"declare the {unit} as its interval (cron '@{unit}ly', or interval_unit '{unit}' with "
-                       "allow_partials true)" if unit in ("month", "year") else
+            unit = coarser_time_column(model) if is_time[name] else None
+            if unit:
+                crons = {"hour": "@hourly", "day": "@daily", "month": "@monthly", "year": "@yearly"}
+                fix = (f"declare the {unit} as its interval (cron '{crons[unit]}', or interval_unit '{unit}' with "
+                       "allow_partials true)" if unit in crons else
                        f"SQLMesh has no {unit} interval: keep the model's rows by day and sum them by {unit} in a "
                        "VIEW over it")
                 log.warning(f"{name}: its time column {model.time_column.column.name} is a DATE_TRUNC('{unit}') but its "

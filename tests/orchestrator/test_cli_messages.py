@@ -465,3 +465,16 @@ def test_elt_run_inside_another_checkout_says_which_checkout_it_runs(tmp_path: P
     assert f"next: run {other.resolve()}/.venv/bin/elt" in proc.stderr
     meant = run([ELT, "sources"], cwd=other / "models", env=project_env(other), check=False)
     assert meant.returncode == 0 and "another checkout" not in meant.stderr, meant.stderr
+
+
+def test_elt_runs_from_a_deleted_current_directory(tmp_path: Path) -> None:
+    """A shell left in a release folder that was removed: the check for another checkout must not
+    turn every command into a traceback (a review found it)."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    env = project_env(copy_project(tmp_path / "project"))
+    env.pop("ELT_PROJECT_DIR")
+    proc = subprocess.run(f"cd {gone} && rmdir {gone} && {ELT} sources", shell=True, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "jaffle_shop" in proc.stdout

@@ -829,6 +829,7 @@ def test_a_monthly_model_restates_the_whole_month_of_a_changed_day(settings, sma
 @pytest.mark.parametrize("unit, schedule, warned", [
     ("month", "cron '@daily'", True), ("week", "cron '@daily'", True), ("month", "cron '@monthly'", False),
     ("year", "interval_unit 'month',\n  allow_partials true", True), ("year", "cron '@yearly'", False),
+    ("day", "cron '@hourly'", True),
 ])
 def test_a_time_column_coarser_than_the_models_intervals_is_named(  # type: ignore[no-untyped-def]
         settings, small_jaffle: Path, caplog: pytest.LogCaptureFixture, unit: str, schedule: str, warned: bool) -> None:
@@ -846,3 +847,4 @@ def test_a_time_column_coarser_than_the_models_intervals_is_named(  # type: igno
     else:
         assert len(named) == 1 and named[0].startswith(f"marts.revenue: its time column period_start is a DATE_TRUNC('{unit}')"), named
         assert ("cron '@monthly'" in named[0]) == (unit == "month") and ("no week interval" in named[0]) == (unit == "week"), named
+        assert ("cron '@daily'" in named[0]) == (unit == "day"), named
