@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 PROJECT_ROOT = Path(os.environ.get("ELT_PROJECT_DIR") or Path(__file__).resolve().parents[1])
 
 
-
 def other_checkout(cwd: Path, root: Path = PROJECT_ROOT) -> Path | None:
     """The checkout of this project that ``cwd`` is in, when it is not the one ``elt`` runs (its
     code and data): ``elt`` runs the checkout it was installed from, and a virtualenv shared
