@@ -30,9 +30,17 @@ def first_line_and_next(exc: BaseException) -> str:
     >>> first_line_and_next(ValueError("bad value; next: fix it\\n  next: fix it"))
     'bad value; next: fix it'
     """
-    first = first_line(exc)
-    step = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip().startswith("next:")), None)
-    return first if step is None or step in first else f"{first}; {step}"
+    return with_next(first_line(exc), str(exc))
+
+
+def with_next(summary: str, text: str) -> str:
+    """``summary`` with the first ``next:`` line of ``text`` after its first line, unless it has it.
+
+    >>> with_next("audit failed on model m", "transform failed during run.\\n  - audit ...\\n  next: inspect the rows")
+    'audit failed on model m; next: inspect the rows'
+    """
+    step = next((line.strip() for line in text.splitlines()[1:] if line.strip().startswith("next:")), None)
+    return summary if step is None or step in summary else f"{summary}; {step}"
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:

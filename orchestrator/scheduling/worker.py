@@ -17,7 +17,7 @@ from typing import Any
 from orchestrator.scheduling.jobs import RETRYABLE_EXIT, get_job
 from orchestrator.settings import Settings
 from sources import logs
-from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line, first_line_and_next, unreadable_duckdb_file
+from sources.errors import ConfigError, ConnectionFailed, ContractError, first_line, first_line_and_next, unreadable_duckdb_file, with_next
 
 _TRANSIENT_TEXT = re.compile(
     r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
@@ -109,9 +109,7 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
         retry = not exc.failures and any(_TRANSIENT_TEXT.search(e) for e in exc.model_errors)
         detail = exc.failures[0].render().splitlines()[0] if exc.failures else (
             exc.model_errors[0] if exc.model_errors else first_line(exc))
-        step = next((line.strip() for line in str(exc).splitlines() if line.strip().startswith("next:")), None)
-        detail = f"{detail}; {step}" if step and step not in detail else detail
-        return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {detail}",
+        return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {with_next(detail, str(exc))}",
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped, "held": exc.held_counts})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
                                        "restated": summary.restated, "failed": [], "held": summary.held_counts}),

@@ -984,7 +984,6 @@ class Lineage:
                     ({(table, spec.parent[1].lower())} if spec.parent else set())
                 if not accepted[table]:
                     return f"it numbers or adds up rows of {table}, which declares no sequence_key"
-            query = models[name].query
             reasons = []
             for columns in partition_columns(models[name]):
                 found: set[tuple[str, str]] = set()
