@@ -135,6 +135,8 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         return level
     # NTILE, PERCENT_RANK and CUME_DIST divide by the partition's size: later rows change them
     whole_partition = (exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
+    if time_from_other_rows(model):
+        return ALL_DAYS  # a cohort's row sits on its first day: a later change reaches an earlier day
     named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
     times = _time_names(model, query)
     for window in query.find_all(exp.Window):
@@ -190,6 +192,71 @@ def _same_time(expression: exp.Expression) -> exp.Expression:
             expression = expression.this
         else:
             return expression
+
+
+def _any_grain(expression: exp.Expression) -> exp.Expression:
+    """The column inside casts and truncations to any grain (a month's first day is still the
+    month of the row's own time), or the expression as it is."""
+    while True:
+        expression = _same_time(expression)
+        if isinstance(expression, (exp.TimestampTrunc, exp.DateTrunc)):
+            expression = expression.this
+        else:
+            return expression
+
+
+def time_from_other_rows(model) -> str | None:  # type: ignore[no-untyped-def]
+    """What makes a time model's rows sit on other days than their own, or None: its time column
+    in the top SELECT is made by an aggregate or a window (``MIN(ordered_at)``: each customer on
+    their first order's day), or followed by name through CTEs and subqueries to one, or to a CTE
+    that keeps one row of several; or the top SELECT keeps one row of several (DISTINCT ON, LIMIT).
+    A change on one day then changes or moves a row of another day (a cohort's count, a customer's
+    first day), which restating the changed days never reaches: such a model is restated whole.
+    A row's own time cast or truncated to any grain is None (a month's row: ``coarser_time_column``);
+    a QUALIFY in the top SELECT is read by ``numbers_rows`` as a window.
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlglot import parse_one
+    >>> def of(sql): return time_from_other_rows(M(query=parse_one(sql, read="duckdb"), time_column=M(column=exp.column("t"))))
+    >>> of("SELECT c, MIN(o) AS t, COUNT(*) AS n FROM x GROUP BY c")
+    'MIN(o)'
+    >>> of("WITH f AS (SELECT c, MIN(o) AS first FROM x GROUP BY c) SELECT c, CAST(f.first AS DATE) AS t FROM f")
+    'CAST(f.first AS DATE)'
+    >>> of("WITH f AS (SELECT c, o AS t FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY o) = 1) SELECT * FROM f")
+    't'
+    >>> of("SELECT DISTINCT ON (c) c, o AS t FROM x ORDER BY c, o")
+    'DISTINCT ON (c)'
+    >>> of("SELECT DATE_TRUNC('month', o) AS t, SUM(v) AS v FROM x GROUP BY 1"), of("SELECT CAST(o AS DATE) AS t FROM x")
+    (None, None)
+    >>> of("WITH m AS (SELECT DATE_TRUNC('month', o) AS t, v FROM x) SELECT t, SUM(v) AS v FROM m GROUP BY t")
+    >>> of("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC) = 1")
+    """
+    column = getattr(getattr(model, "time_column", None), "column", None)
+    query = getattr(model, "query", None)
+    top = _select_of(query) if isinstance(query, exp.Expression) else None
+    if not isinstance(column, exp.Expression) or not column.name or top is None:
+        return None
+    distinct = top.args.get("distinct")
+    if distinct is not None and distinct.args.get("on"):
+        return f"DISTINCT ON {distinct.args['on'].sql()}"
+    if top.args.get("limit"):
+        return top.args["limit"].sql()
+    name = column.name.lower()
+    for projection in top.expressions:
+        if _is_star(projection):
+            if _not_own_time(top, exp.column(name), any_grain=True):
+                return name
+            continue
+        if projection.alias_or_name.lower() != name:
+            continue
+        value = projection.this if isinstance(projection, exp.Alias) else projection
+        if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in value.walk()):
+            return value.sql()
+        source = _any_grain(value)
+        if isinstance(source, exp.Column) and _not_own_time(top, source, any_grain=True):
+            return value.sql()
+        return None
+    return None
 
 
 def _time_names(model, query: exp.Expression) -> set[str]:  # type: ignore[no-untyped-def]
@@ -478,12 +545,13 @@ def _keeps_some_rows(select: exp.Select) -> bool:
         w.args.get("order") is None or not _latest_version_first(w.args["order"]) for w in qualify.find_all(exp.Window))
 
 
-def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0) -> bool:
+def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_grain: bool = False) -> bool:
     """Whether ``column`` of ``select`` (named like the time column) is not each row's own time,
     followed through CTEs and subqueries by name: computed by an aggregate or a window (``MIN(ordered_at)
     AS ordered_at``), by anything but a cast or a truncation to the day or finer (``DATE_TRUNC('month',
-    ordered_at) AS ordered_at``), or taken from a CTE that keeps one row of several (``QUALIFY
-    ROW_NUMBER() OVER (PARTITION BY c ORDER BY t) = 1``).
+    ordered_at) AS ordered_at``; with ``any_grain``, a truncation to any grain is a row's own time), or
+    taken from a CTE that keeps one row of several (``QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER
+    BY t) = 1``).
 
     >>> from sqlglot import parse_one
     >>> q = parse_one("WITH f AS (SELECT c, MIN(t) AS t FROM x GROUP BY c), g AS (SELECT * FROM f), "
@@ -493,6 +561,8 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0) -> boo
     ...               "SELECT 1 FROM x JOIN g USING (c) JOIN h USING (c) JOIN d USING (c) JOIN m USING (c) JOIN e USING (c)", read="duckdb")
     >>> [_not_own_time(q, exp.column("t", a)) for a in ("g", "x", "h", "d", "m", "e")]
     [True, False, True, False, True, False]
+    >>> [_not_own_time(q, exp.column("t", a), any_grain=True) for a in ("g", "h", "m")]
+    [True, True, False]
     """
     if depth > 16:
         return False
@@ -508,11 +578,12 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0) -> boo
         if match is not None:
             if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
                 return True
-            source = _same_time(match.this if isinstance(match, exp.Alias) else match)
-            if not isinstance(source, exp.Column) or _not_own_time(inner_select, source, depth + 1):
+            value = match.this if isinstance(match, exp.Alias) else match
+            source = _any_grain(value) if any_grain else _same_time(value)
+            if not isinstance(source, exp.Column) or _not_own_time(inner_select, source, depth + 1, any_grain):
                 return True
         elif any(_is_star(p) for p in inner_select.expressions) and \
-                _not_own_time(inner_select, exp.column(column.name), depth + 1):
+                _not_own_time(inner_select, exp.column(column.name), depth + 1, any_grain):
             return True
     return False
 
@@ -1085,6 +1156,13 @@ class Lineage:
                             f"intervals are {model.interval_unit.value}s: each run writes its {model.interval_unit.value} "
                             f"as a separate slice of the {unit}'s row, which later runs never replace. To fix it, {fix}, "
                             "and restate it (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
+            made = time_from_other_rows(model) if is_time[name] else None
+            if made:
+                log.info(f"{name}: its time column {model.time_column.column.name} is not each row's own time ({made}): a "
+                         "change on one day can change or move a row of another day (a cohort's first day), so any "
+                         "change restates the whole model. A FULL model costs the same; partitioned by each row's own "
+                         "event time, it is restated by day (docs/how-to/add-a-source.md, step 6)",
+                         extra={"fields": {"model": name}})
             tags = getattr(model, "tags", None) or []
             if is_time[name] and later.get(name) == OWN_DAYS and not following.get(name) and OWN_DAYS_TAG not in tags:
                 found = compares_times_of_two_rows(model)

@@ -848,3 +848,49 @@ def test_a_time_column_coarser_than_the_models_intervals_is_named(  # type: igno
         assert len(named) == 1 and named[0].startswith(f"marts.revenue: its time column period_start is a DATE_TRUNC('{unit}')"), named
         assert ("cron '@monthly'" in named[0]) == (unit == "month") and ("no week interval" in named[0]) == (unit == "week"), named
         assert ("cron '@daily'" in named[0]) == (unit == "day"), named
+
+
+COHORTS = """MODEL (
+  name marts.customer_cohorts,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column first_order_at),
+  grain customer_id,
+  description 'Each customer on the day of their first order, with how many orders they have placed since.'
+);
+
+{query}
+"""
+
+COHORT_QUERIES = {
+    "its own GROUP BY": "SELECT customer_id, MIN(ordered_at) AS first_order_at, COUNT(*) AS orders "
+                        "FROM staging.stg_jaffle_shop__orders GROUP BY customer_id",
+    "a CTE that keeps each customer's first order": (
+        "WITH firsts AS (SELECT customer_id, ordered_at FROM staging.stg_jaffle_shop__orders "
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY customer_id ORDER BY ordered_at) = 1), "
+        "counts AS (SELECT customer_id, COUNT(*) AS orders FROM staging.stg_jaffle_shop__orders GROUP BY customer_id) "
+        "SELECT firsts.customer_id, CAST(firsts.ordered_at AS TIMESTAMP) AS first_order_at, counts.orders "
+        "FROM firsts JOIN counts ON counts.customer_id = firsts.customer_id"),
+}
+
+
+@pytest.mark.parametrize("what", list(COHORT_QUERIES))
+def test_a_time_column_made_from_other_rows_restates_the_whole_model(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, what: str) -> None:
+    """A cohort model: each customer's row sits on the day of their first order, so a new order of
+    c1 on 09-04 changes the row of 09-01. Restating the new order's day left that row stale with
+    every command succeeding (found by a probe of monthly models); a time column an aggregate, a
+    window or a first-row CTE made says nothing about which days a change reaches, so the model is
+    restated whole, as a window that reads later rows is."""
+    query = COHORT_QUERIES[what]
+    (settings.project_root / "models" / "marts" / "customer_cohorts.sql").write_text(COHORTS.format(query=query))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o5,c1,2018-09-04T09:00:00,s1,0,5300,5300\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    assert summary.restated_windows["marts.customer_cohorts"] == "all history", (what, summary.restated_windows)
+    assert summary.restated_windows["marts.orders"] == "1 day(s): 2018-09-04", summary.restated_windows
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        got = con.execute("SELECT customer_id, orders FROM marts.customer_cohorts ORDER BY 1").fetchall()
+        want = con.execute(f"SELECT customer_id, orders FROM ({query}) ORDER BY 1").fetchall()
+    assert got == want and ("c1", 3) in got, (what, got, want)
