@@ -167,32 +167,58 @@ _INTERVAL_UNIT = re.compile(r"(?:^|[,(])\s*interval_unit\s+['\"]?(\w+)['\"]?", r
 _CRON = re.compile(r"(?:^|[,(])\s*cron\s+'([^']*)'", re.IGNORECASE)
 _PARTIALS = re.compile(r"(?:^|[,(])\s*allow_partials\s+true\b", re.IGNORECASE)
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-_PERIOD_S = {"month": 31 * 86400, "year": 366 * 86400}
+_PERIODS = ("month", "year")
 
 
-def _cron_lag_s(cron: str) -> tuple[int, int]:
-    """The longest gap between two runs of ``cron`` and how long after a month's (a year's) first
-    instant its first run comes, in seconds: a month is built at the first run after it ends."""
-    from datetime import datetime
-
-    from croniter import croniter
-
-    start = datetime(2021, 1, 1)  # the first instant of a month and of a year
-    runs = croniter(cron, start - timedelta(seconds=1))
-    ticks = [runs.get_next(datetime) for _ in range(26)]
-    gap = max((b - a).total_seconds() for a, b in zip(ticks, ticks[1:]))
-    return int(gap), int((ticks[0] - start).total_seconds())
+def _period_start(moment: datetime, unit: str, before: int = 0) -> datetime:
+    """The first instant of the month (year) holding ``moment``, or of the ``before``-th one before it."""
+    if unit == "year":
+        return datetime(moment.year - before, 1, 1)
+    months = moment.year * 12 + moment.month - 1 - before
+    return datetime(months // 12, months % 12 + 1, 1)
 
 
-def period_allowances(project_root: Path) -> dict[str, int]:
-    """Seconds added to the default max age of a model built by the month or the year.
+@dataclass(frozen=True)
+class Period:
+    """How a model built by the month or the year is scheduled: its unit, its cron, and whether
+    it builds the current period so far (``allow_partials``)."""
 
-    Its time column holds the period's first day, and a period is built at the first run of its
-    cron after it ends (or, with ``allow_partials``, at each run while it lasts): the newest row
-    can be one period, plus the longest gap between two runs, plus (without partials) how long
-    after a period ends its first run comes, old. ``cron '@monthly'``: 62 days; ``interval_unit
-    'month'`` with ``allow_partials`` (run daily): 32; a run on the 15th: 76. The 26-hour default
-    (a day's rows) called such a mart stale every day of the month (a probe of monthly models).
+    unit: str
+    cron: str
+    partials: bool
+
+    def max_age_s(self, now: datetime, build_s: int) -> int:
+        """How old its newest row (a period's first day) may be at ``now``: a period is built at the
+        first run of its cron after it ends (with partials, at each run while it lasts), and each
+        run has ``build_s`` (the daily marts' maximum) to land. So the newest row must be the first
+        day of the period before the one holding the cron's last run ``build_s`` ago (with
+        partials, of that period itself). On November 2nd at 03:00 a ``@monthly`` mart must hold
+        October (its November 1st run is 27 hours old), a day after the fixed 62 days it had before
+        would have said so, and on November 1st at 12:00 September is still enough.
+
+        >>> p = Period("month", "@monthly", False)
+        >>> [p.max_age_s(datetime(2018, 11, d, h), 26 * 3600) / 86400 for d, h in ((1, 12), (2, 3))]
+        [61.5, 32.125]
+        >>> Period("month", "@daily", True).max_age_s(datetime(2018, 10, 15), 26 * 3600) / 86400
+        14.0
+        >>> Period("month", "0 0 15 * *", False).max_age_s(datetime(2018, 10, 17), 26 * 3600) / 86400
+        46.0
+        >>> Period("year", "@yearly", False).max_age_s(datetime(2019, 1, 3), 26 * 3600) / 86400
+        367.0
+        """
+        from croniter import croniter
+
+        now = _naive(now) or now
+        last_run = croniter(self.cron, now - timedelta(seconds=build_s) + timedelta(seconds=1)).get_prev(datetime)
+        due = _period_start(last_run, self.unit, 0 if self.partials else 1)
+        return int((now - due).total_seconds())
+
+
+def model_periods(project_root: Path) -> dict[str, Period]:
+    """The models built by the month or the year (``cron '@monthly'``, ``interval_unit 'month'``;
+    years likewise), read from their MODEL blocks. Their time column holds a period's first day,
+    so the daily marts' 26 hours called them stale every day of the month (a probe of monthly
+    models): ``Period.max_age_s`` gives their maximum instead.
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
@@ -204,10 +230,14 @@ def period_allowances(project_root: Path) -> dict[str, int]:
     >>> model("e", "cron '0 0 15 * *'")
     >>> model("f", "-- was cron '@monthly' before 2024\\n  cron '@daily', description 'not interval_unit month'")
     >>> model("g", 'interval_unit "month", allow_partials true')
-    >>> {m: s // 86400 for m, s in period_allowances(root).items()}
-    {'marts.a': 62, 'marts.b': 32, 'marts.c': 732, 'marts.e': 76, 'marts.g': 32}
+    >>> for name, period in model_periods(root).items(): print(name, period)
+    marts.a Period(unit='month', cron='@monthly', partials=False)
+    marts.b Period(unit='month', cron='@daily', partials=True)
+    marts.c Period(unit='year', cron='@yearly', partials=False)
+    marts.e Period(unit='month', cron='0 0 15 * *', partials=False)
+    marts.g Period(unit='month', cron='@daily', partials=True)
     """
-    allowances: dict[str, int] = {}
+    periods: dict[str, Period] = {}
     for file in sorted((project_root / "models").rglob("*.sql")):
         block = _COMMENTS.sub("", file.read_text()).split("\n)", 1)[0]  # the MODEL (...) block
         name, unit, cron = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block)
@@ -215,16 +245,16 @@ def period_allowances(project_root: Path) -> dict[str, int]:
             continue
         schedule = cron.group(1) if cron else "@daily"  # SQLMesh's default cron
         try:
+            from croniter import croniter
             from sqlmesh.core.node import IntervalUnit
 
             found = unit.group(1).lower() if unit else IntervalUnit.from_cron(schedule).value
-            gap, offset = _cron_lag_s(schedule)
+            croniter(schedule)
         except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
             continue
-        if found in _PERIOD_S:
-            partials = bool(_PARTIALS.search(block))
-            allowances[name.group(1).lower()] = _PERIOD_S[found] + gap + (0 if partials else offset)
-    return allowances
+        if found in _PERIODS:
+            periods[name.group(1).lower()] = Period(found, schedule, bool(_PARTIALS.search(block)))
+    return periods
 
 
 def model_graph(project_root: Path) -> dict[str, set[str]]:
@@ -416,7 +446,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
                                  measure, why, wanted[raw], value, note, load.last_loaded, load.by))
     default_max = parse_duration(os.environ.get("ELT_MART_FRESHNESS", "26h"))
     max_ages = declared_max_ages(settings.project_root)
-    periods = period_allowances(settings.project_root)
+    periods = model_periods(settings.project_root)
     last_build = _naive(built[0][0]) if built else None
     owner = os.environ.get("ELT_TRANSFORM_OWNER", "data-team")
     for mart in marts:
@@ -431,7 +461,8 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
                            else ("newest extraction", None) if never_loaded else ("last build", last_build))
         why = "" if newest else "inputs never loaded" if never_loaded else (
             "never built" + (", table missing" if note == "table missing" else ""))
-        mart_max = max_ages.get(mart, default_max + periods.get(mart, 0))
+        mart_max = (max_ages[mart] if mart in max_ages else periods[mart].max_age_s(now, default_max)
+                    if mart in periods else default_max)
         inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
         state = _state(newest, mart_max, now)
         mine = {r: w for r, w in waiting.get(mart, {}).items() if r in raws}

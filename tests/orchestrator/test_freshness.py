@@ -120,8 +120,9 @@ GROUP BY 1
 def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: Path, tmp_path: Path) -> None:
     """A mart of monthly rows keeps each month's first day in its time column: against the 26-hour
     default, `elt freshness` called it stale every day of every month (a probe of monthly models).
-    Its default max adds two months (built once a month ends: its newest row can be last month's)
-    or one (allow_partials: this month's); a tag still decides."""
+    Its newest row must be the month before the one of its cron's last run (allow_partials: that
+    month itself), the run having had the daily marts' 26 hours; a tag still decides. The first
+    version allowed a fixed 62 days, so a month whose build failed was named a day or two late."""
     marts = project.root / "models" / "marts"
     for name, schedule in (("by_month", "cron '@monthly'"), ("so_far", "interval_unit 'month',\n  allow_partials true"),
                            ("tagged", "cron '@monthly',\n  tags ('freshness:40d')")):
@@ -131,8 +132,9 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
     results = _by_subject(evaluate(project.settings(), NOW, sources))
     got = {m: (results[m].state, results[m].newest, round(results[m].max_age_s / 86400, 2))
            for m in ("marts.by_month", "marts.so_far", "marts.tagged")}
-    assert got == {"marts.by_month": ("fresh", datetime(2018, 9, 1), 63.08),
-                   "marts.so_far": ("fresh", datetime(2018, 9, 1), 33.08),
+    # September 6th: the September 1st run built August (by_month); the run of the 4th built September so far
+    assert got == {"marts.by_month": ("fresh", datetime(2018, 9, 1), 36.0),
+                   "marts.so_far": ("fresh", datetime(2018, 9, 1), 5.0),
                    "marts.tagged": ("fresh", datetime(2018, 9, 1), 40.0)}, got
     assert results["marts.orders"].state == "stale"  # a daily mart keeps the 26 hours
     # November 5th: September is still the newest month, so October was never built
@@ -144,6 +146,13 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
     middle = _by_subject(evaluate(project.settings(), datetime(2018, 10, 15), sources))
     assert {m: middle[m].state for m in got} == {"marts.by_month": "fresh", "marts.so_far": "stale",
                                                  "marts.tagged": "stale"}
+    # November 1st at noon, the November run may still be landing: September is enough; on the 2nd
+    # at 03:00 that run is 27 hours old and October is missing (the fixed 62 days said fresh until the 3rd)
+    noon = _by_subject(evaluate(project.settings(), datetime(2018, 11, 1, 12), sources))
+    night = _by_subject(evaluate(project.settings(), datetime(2018, 11, 2, 3), sources))
+    assert (noon["marts.by_month"].state, night["marts.by_month"].state) == ("fresh", "stale")
+    said = night["marts.by_month"].describe(datetime(2018, 11, 2, 3))
+    assert said.startswith("marts.by_month: stale (newest data 62.1d old, max 32.1d)"), said
 
 
 def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_until_elt_transform(
