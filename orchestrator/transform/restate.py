@@ -8,6 +8,7 @@ its plan and run.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -127,6 +128,13 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     4
     >>> timed("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC) = 1")
     0
+
+    A time column made from other rows (``time_from_other_rows``) reads every day, unless the tag
+    ``'restate:own_days'`` says each row sits on its own day.
+
+    >>> cohort = parse_one("SELECT c, MIN(s) AS t FROM x GROUP BY c", read="duckdb")
+    >>> [numbers_rows(M(tags=tags, query=cohort, time_column=M(column=exp.column("t")))) for tags in ([], ["restate:own_days"])]
+    [4, 0]
     """
     tags = getattr(model, "tags", None) or []
     level = ALL_LATER if ALL_LATER_DAYS_TAG in tags else VALUES if LATER_DAYS_TAG in tags else OWN_DAYS
@@ -135,7 +143,7 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
         return level
     # NTILE, PERCENT_RANK and CUME_DIST divide by the partition's size: later rows change them
     whole_partition = (exp.Lead, exp.Ntile, exp.PercentRank, exp.CumeDist)
-    if time_from_other_rows(model):
+    if OWN_DAYS_TAG not in tags and time_from_other_rows(model):
         return ALL_DAYS  # a cohort's row sits on its first day: a later change reaches an earlier day
     named = {w.this.name: w for w in query.find_all(exp.Window) if isinstance(w.this, exp.Identifier)}
     times = _time_names(model, query)
@@ -207,13 +215,16 @@ def _any_grain(expression: exp.Expression) -> exp.Expression:
 
 def time_from_other_rows(model) -> str | None:  # type: ignore[no-untyped-def]
     """What makes a time model's rows sit on other days than their own, or None: its time column
-    in the top SELECT is made by an aggregate or a window (``MIN(ordered_at)``: each customer on
-    their first order's day), or followed by name through CTEs and subqueries to one, or to a CTE
-    that keeps one row of several; or the top SELECT keeps one row of several (DISTINCT ON, LIMIT).
-    A change on one day then changes or moves a row of another day (a cohort's count, a customer's
-    first day), which restating the changed days never reaches: such a model is restated whole.
-    A row's own time cast or truncated to any grain is None (a month's row: ``coarser_time_column``);
-    a QUALIFY in the top SELECT is read by ``numbers_rows`` as a window.
+    in the top SELECT (each branch of a UNION) is made by an aggregate or a window
+    (``MIN(ordered_at)``: each customer on their first order's day), or followed by name through
+    CTEs and subqueries to one, or to a CTE that keeps one row of several; or the top SELECT keeps
+    one row of several (DISTINCT ON, LIMIT). A change on one day then changes or moves a row of
+    another day (a cohort's count, a customer's first day), which restating the changed days never
+    reaches: such a model is restated whole. None for a row's own time: cast or truncated to any
+    grain (a month's row: ``coarser_time_column``), a row-wise function of its own columns, a day's
+    MIN or MAX grouped by that day, the latest version of a key (QUALIFY, DISTINCT ON or ARG_MAX
+    by a loader version column). A QUALIFY in the top SELECT is read by ``numbers_rows`` as a
+    window. SQL this cannot read gives the cautious answer (a reason, so: whole).
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
@@ -221,40 +232,78 @@ def time_from_other_rows(model) -> str | None:  # type: ignore[no-untyped-def]
     >>> of("SELECT c, MIN(o) AS t, COUNT(*) AS n FROM x GROUP BY c")
     'MIN(o)'
     >>> of("WITH f AS (SELECT c, MIN(o) AS first FROM x GROUP BY c) SELECT c, CAST(f.first AS DATE) AS t FROM f")
-    'CAST(f.first AS DATE)'
+    'CAST(f.first AS DATE), made in a CTE or subquery'
     >>> of("WITH f AS (SELECT c, o AS t FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY c ORDER BY o) = 1) SELECT * FROM f")
-    't'
+    't, made in a CTE or subquery'
     >>> of("SELECT DISTINCT ON (c) c, o AS t FROM x ORDER BY c, o")
     'DISTINCT ON (c)'
+    >>> of("SELECT a AS t FROM x UNION ALL SELECT MIN(o) AS t FROM y GROUP BY c")
+    'MIN(o)'
+
+    Left alone:
+
     >>> of("SELECT DATE_TRUNC('month', o) AS t, SUM(v) AS v FROM x GROUP BY 1"), of("SELECT CAST(o AS DATE) AS t FROM x")
     (None, None)
     >>> of("WITH m AS (SELECT DATE_TRUNC('month', o) AS t, v FROM x) SELECT t, SUM(v) AS v FROM m GROUP BY t")
     >>> of("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC) = 1")
+    >>> of("WITH a AS (SELECT id, COALESCE(s, o) AS t FROM x) SELECT id, t FROM a UNION ALL SELECT id, t FROM y")
+    >>> of("SELECT DISTINCT ON (id) id, o AS t FROM x ORDER BY id, _extracted_at DESC")
+    >>> of("SELECT CAST(o AS DATE) AS d, MAX(o) AS t FROM x GROUP BY 1"), of("SELECT id, ARG_MAX(o, _batch_id) AS t FROM x GROUP BY id")
+    (None, None)
     """
     column = getattr(getattr(model, "time_column", None), "column", None)
     query = getattr(model, "query", None)
-    top = _select_of(query) if isinstance(query, exp.Expression) else None
-    if not isinstance(column, exp.Expression) or not column.name or top is None:
+    if not isinstance(column, exp.Expression) or not column.name or not isinstance(query, exp.Expression):
         return None
+    name = column.name.lower()
+    try:
+        branches = list(_branches(query))
+        # a UNION's later branches name their columns by position: the first branch's name holds
+        first = [p.alias_or_name.lower() for p in branches[0].expressions] if branches else []
+        at = first.index(name) if name in first else None
+        for number, top in enumerate(branches):
+            made = _made_in(top, name, at if number else None)
+            if made:
+                return made
+    except Exception as exc:  # noqa: BLE001 - it runs on every model of every transform: the cautious answer
+        return f"its time column could not be read ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _branches(node: exp.Expression) -> Iterator[exp.Select]:
+    """The SELECTs of a query: itself, or each branch of a UNION (INTERSECT, EXCEPT)."""
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    if isinstance(node, exp.SetOperation):
+        yield from _branches(node.left)
+        yield from _branches(node.right)
+    elif isinstance(node, exp.Select):
+        yield node
+
+
+def _made_in(top: exp.Select, name: str, at: int | None) -> str | None:
+    """``time_from_other_rows`` for one SELECT, the time column's name, and for a UNION's later
+    branch its position."""
     distinct = top.args.get("distinct")
-    if distinct is not None and distinct.args.get("on"):
+    if distinct is not None and distinct.args.get("on") and not _latest_version_on(top):
         return f"DISTINCT ON {distinct.args['on'].sql()}"
     if top.args.get("limit"):
         return top.args["limit"].sql()
-    name = column.name.lower()
-    for projection in top.expressions:
+    for position, projection in enumerate(top.expressions):
         if _is_star(projection):
             if _not_own_time(top, exp.column(name), any_grain=True):
-                return name
+                return f"{name}, made in a CTE or subquery"
             continue
-        if projection.alias_or_name.lower() != name:
+        if projection.alias_or_name.lower() != name and position != at:
             continue
         value = projection.this if isinstance(projection, exp.Alias) else projection
         if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in value.walk()):
-            return value.sql()
-        source = _any_grain(value)
-        if isinstance(source, exp.Column) and _not_own_time(top, source, any_grain=True):
-            return value.sql()
+            return None if _own_time_aggregate(top, value) else value.sql()
+        if any(isinstance(n, exp.Query) for n in value.walk()):
+            return value.sql()  # a scalar subquery reads other rows
+        columns = [_any_grain(value)] if isinstance(_any_grain(value), exp.Column) else list(value.find_all(exp.Column))
+        if any(_not_own_time(top, c, any_grain=True) for c in columns):
+            return f"{value.sql()}, made in a CTE or subquery"
         return None
     return None
 
@@ -538,14 +587,71 @@ def _keeps_some_rows(select: exp.Select) -> bool:
     macro unexpanded). Not GROUP BY: a grouped column is each group's own value (a customer's
     day), and an aggregated one is found by itself."""
     distinct = select.args.get("distinct")
-    if select.args.get("limit") or (distinct is not None and distinct.args.get("on")):
+    if select.args.get("limit"):
+        return True
+    if distinct is not None and distinct.args.get("on") and not _latest_version_on(select):
         return True
     qualify = select.args.get("qualify")
     return qualify is not None and any(
         w.args.get("order") is None or not _latest_version_first(w.args["order"]) for w in qualify.find_all(exp.Window))
 
 
-def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_grain: bool = False) -> bool:
+def _latest_version_on(select: exp.Select) -> bool:
+    """Whether a DISTINCT ON keeps the latest version of each key: its ORDER BY, after the DISTINCT
+    ON keys, starts with a loader version column, latest first (the dedupe written another way).
+
+    >>> from sqlglot import parse_one
+    >>> q = "SELECT DISTINCT ON (id) id, t FROM x ORDER BY id, {} DESC"
+    >>> [_latest_version_on(parse_one(q.format(c), read="duckdb")) for c in ("_extracted_at", "t")]
+    [True, False]
+    """
+    distinct, order = select.args.get("distinct"), select.args.get("order")
+    on = distinct.args.get("on") if distinct is not None else None
+    if on is None or order is None:
+        return False
+    keys = {e.sql().lower() for e in (on.expressions if isinstance(on, exp.Tuple) else [on])}
+    rest = [o for o in order.expressions if o.this.sql().lower() not in keys]
+    return bool(rest) and bool(rest[0].args.get("desc")) and isinstance(rest[0].this, exp.Column) and \
+        rest[0].this.name.lower() in _VERSION_COLUMNS
+
+
+_WITHIN_GROUP = (exp.Min, exp.Max, exp.AnyValue, exp.First, exp.Last)
+
+
+def _own_time_aggregate(select: exp.Select, value: exp.Expression) -> bool:
+    """Whether an aggregate keeps a row's own time: MIN, MAX, ANY_VALUE, FIRST or LAST of a time
+    grouped by that time or its day (a day's latest order stays on its day), or ARG_MAX (MAX_BY)
+    of it by a loader version column (the latest version's own time: the dedupe as an aggregate).
+
+    >>> from sqlglot import parse_one
+    >>> def own(sql): q = parse_one(sql, read="duckdb"); return _own_time_aggregate(q, q.expressions[-1].this)
+    >>> own("SELECT CAST(t AS DATE) AS d, MAX(t) AS t FROM x GROUP BY 1"), own("SELECT id, ARG_MAX(t, _extracted_at) AS t FROM x GROUP BY id")
+    (True, True)
+    >>> own("SELECT c, MIN(t) AS t FROM x GROUP BY c"), own("SELECT id, ARG_MAX(t, amount) AS t FROM x GROUP BY id")
+    (False, False)
+    """
+    while isinstance(value, (exp.Cast, exp.Paren)):
+        value = value.this
+    if isinstance(value, exp.ArgMax):
+        by = value.args.get("expression")
+        return isinstance(by, exp.Column) and by.name.lower() in _VERSION_COLUMNS
+    if not isinstance(value, _WITHIN_GROUP):
+        return False
+    time = _same_time(value.this)
+    group = select.args.get("group")
+    if not isinstance(time, exp.Column) or group is None:
+        return False
+    for key in group.expressions:
+        if isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(select.expressions):
+            key = select.expressions[int(key.name) - 1]  # GROUP BY 1
+        key = _same_time(key.this if isinstance(key, exp.Alias) else key)
+        if isinstance(key, exp.Column) and key.name.lower() == time.name.lower():
+            return True
+    return False
+
+
+def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_grain: bool = False,
+                  seen: dict[tuple[int, str], bool] | None = None) -> bool:
     """Whether ``column`` of ``select`` (named like the time column) is not each row's own time,
     followed through CTEs and subqueries by name: computed by an aggregate or a window (``MIN(ordered_at)
     AS ordered_at``), by anything but a cast or a truncation to the day or finer (``DATE_TRUNC('month',
@@ -563,9 +669,29 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_gr
     [True, False, True, False, True, False]
     >>> [_not_own_time(q, exp.column("t", a), any_grain=True) for a in ("g", "h", "m")]
     [True, True, False]
+
+    With ``any_grain`` (the model's own time column, ``time_from_other_rows``), a row-wise function
+    of the row's own columns is its own time (``epoch_ms(ms)``, ``COALESCE(shipped_at,
+    ordered_at)``), and so is an aggregate that ``_own_time_aggregate`` accepts.
+
+    >>> q = parse_one("WITH a AS (SELECT id, epoch_ms(ms) AS t FROM x), b AS (SELECT id, CAST(t AS DATE) AS d, "
+    ...               "MAX(t) AS t FROM x GROUP BY 1, 2), c AS (SELECT id, (SELECT MIN(t) FROM y) AS t FROM x) "
+    ...               "SELECT 1 FROM a JOIN b USING (id) JOIN c USING (id)", read="duckdb")
+    >>> [_not_own_time(q, exp.column("t", a), any_grain=True) for a in ("a", "b", "c")]
+    [False, False, True]
     """
     if depth > 16:
         return False
+    seen = {} if seen is None else seen
+    key = (id(select), column.sql().lower())
+    if key not in seen:  # a chain of self-joined CTEs would otherwise be read once per path
+        seen[key] = False
+        seen[key] = _not_own_time_once(select, column, depth, any_grain, seen)
+    return seen[key]
+
+
+def _not_own_time_once(select: exp.Select, column: exp.Column, depth: int, any_grain: bool,
+                       seen: dict[tuple[int, str], bool]) -> bool:
     ctes, items = _visible_ctes(select), _items(select, column)
     for item in items:
         inner_select = _inner(item, ctes)
@@ -576,14 +702,22 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_gr
         if (match is not None or any(_is_star(p) for p in inner_select.expressions)) and _keeps_some_rows(inner_select):
             return True  # one row of several (each customer's first order, by QUALIFY or DISTINCT ON)
         if match is not None:
-            if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
-                return True
             value = match.this if isinstance(match, exp.Alias) else match
+            if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
+                if any_grain and _own_time_aggregate(inner_select, value):
+                    continue
+                return True
             source = _any_grain(value) if any_grain else _same_time(value)
-            if not isinstance(source, exp.Column) or _not_own_time(inner_select, source, depth + 1, any_grain):
+            if any_grain and not isinstance(source, exp.Column):
+                # a row-wise function of the row's columns (epoch_ms(ms), COALESCE(a, b)): the row's
+                # own time when each column it reads is; a subquery reads other rows
+                if any(isinstance(n, exp.Query) for n in source.walk()) or any(
+                        _not_own_time(inner_select, c, depth + 1, any_grain, seen) for c in source.find_all(exp.Column)):
+                    return True
+            elif not isinstance(source, exp.Column) or _not_own_time(inner_select, source, depth + 1, any_grain, seen):
                 return True
         elif any(_is_star(p) for p in inner_select.expressions) and \
-                _not_own_time(inner_select, exp.column(column.name), depth + 1, any_grain):
+                _not_own_time(inner_select, exp.column(column.name), depth + 1, any_grain, seen):
             return True
     return False
 
@@ -1156,12 +1290,14 @@ class Lineage:
                             f"intervals are {model.interval_unit.value}s: each run writes its {model.interval_unit.value} "
                             f"as a separate slice of the {unit}'s row, which later runs never replace. To fix it, {fix}, "
                             "and restate it (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
-            made = time_from_other_rows(model) if is_time[name] else None
+            made = time_from_other_rows(model) if is_time[name] and OWN_DAYS_TAG not in (model.tags or []) else None
             if made:
-                log.info(f"{name}: its time column {model.time_column.column.name} is not each row's own time ({made}): a "
-                         "change on one day can change or move a row of another day (a cohort's first day), so any "
-                         "change restates the whole model. A FULL model costs the same; partitioned by each row's own "
-                         "event time, it is restated by day (docs/how-to/add-a-source.md, step 6)",
+                log.info(f"{name}: its time column {model.time_column.column.name} may not be each row's own time "
+                         f"({made}): a change on one day can change or move a row of another day (a cohort's first "
+                         "day), so any change restates the whole model and the time models after it. If every row "
+                         "sits on the day of the rows it reads (an order's items rolled up to the order), tag it "
+                         "'restate:own_days'; otherwise a FULL model costs the same, and partitioned by each row's own "
+                         "event time it is restated by day (docs/how-to/add-a-source.md, step 6)",
                          extra={"fields": {"model": name}})
             tags = getattr(model, "tags", None) or []
             if is_time[name] and later.get(name) == OWN_DAYS and not following.get(name) and OWN_DAYS_TAG not in tags:
