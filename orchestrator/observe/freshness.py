@@ -188,19 +188,24 @@ class Period:
     partials: bool
 
     def max_age_s(self, now: datetime, build_s: int) -> int:
-        """How old its newest row (a period's first day) may be at ``now``: a period is built at the
-        first run of its cron after it ends (with partials, at each run while it lasts), and each
-        run has ``build_s`` (the daily marts' maximum) to land. So the newest row must be the first
-        day of the period before the one holding the cron's last run ``build_s`` ago (with
-        partials, of that period itself). On November 2nd at 03:00 a ``@monthly`` mart must hold
-        October (its November 1st run is 27 hours old), a day after the fixed 62 days it had before
-        would have said so, and on November 1st at 12:00 September is still enough.
+        """How old its newest row (a period's first day) may be at ``now``. A run builds up to the
+        start of its own day (SQLMesh's cron floor): whole periods ended by then, and with partials
+        also the period holding the instant before it. Each run has ``build_s`` (the daily marts'
+        maximum) to land, so the newest row must be the first day of the period before the one
+        holding the cron's last run ``build_s`` ago (with partials, of the period holding the
+        instant before that run). On November 2nd at 03:00 a ``@monthly`` mart must hold October
+        (its November 1st run is 27 hours old), a day sooner than the fixed 62 days it had before
+        said so, and on November 1st at 12:00 September is still enough. A month built so far by a
+        daily run must hold November from the 3rd at 02:00 (the 2nd's run built November 1st).
 
         >>> p = Period("month", "@monthly", False)
         >>> [p.max_age_s(datetime(2018, 11, d, h), 26 * 3600) / 86400 for d, h in ((1, 12), (2, 3))]
         [61.5, 32.125]
-        >>> Period("month", "@daily", True).max_age_s(datetime(2018, 10, 15), 26 * 3600) / 86400
-        14.0
+        >>> so_far = Period("month", "@daily", True)
+        >>> [so_far.max_age_s(datetime(2018, 10, 15), 26 * 3600) / 86400, so_far.max_age_s(datetime(2018, 11, 2, 3), 26 * 3600) / 86400]
+        [14.0, 32.125]
+        >>> Period("month", "@monthly", True).max_age_s(datetime(2018, 11, 20), 26 * 3600) / 86400
+        50.0
         >>> Period("month", "0 0 15 * *", False).max_age_s(datetime(2018, 10, 17), 26 * 3600) / 86400
         46.0
         >>> Period("year", "@yearly", False).max_age_s(datetime(2019, 1, 3), 26 * 3600) / 86400
@@ -210,7 +215,8 @@ class Period:
 
         now = _naive(now) or now
         last_run = croniter(self.cron, now - timedelta(seconds=build_s) + timedelta(seconds=1)).get_prev(datetime)
-        due = _period_start(last_run, self.unit, 0 if self.partials else 1)
+        due = (_period_start(last_run - timedelta(microseconds=1), self.unit) if self.partials
+               else _period_start(last_run, self.unit, 1))
         return int((now - due).total_seconds())
 
 
@@ -468,7 +474,8 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         mine = {r: w for r, w in waiting.get(mart, {}).items() if r in raws}
         waits = (sum(n for n, _ in mine.values()), min(at for _, at in mine.values()), tuple(sorted(mine))) \
             if mine else None
-        if waits and state != "stale" and _state(waits[1], mart_max, now) == "stale":
+        # a batch waits for the next `elt transform`, whatever the mart's cron: the daily maximum
+        if waits and state != "stale" and _state(waits[1], max_ages.get(mart, default_max), now) == "stale":
             # its newest data may be young (new days still arrive): the batches are what is old
             state, measure, newest, why = "stale", "untransformed batch", waits[1], ""
         results.append(Freshness(mart, "mart", state, mart_max, newest, owner, None,

@@ -222,9 +222,11 @@ def time_from_other_rows(model) -> str | None:  # type: ignore[no-untyped-def]
     another day (a cohort's count, a customer's first day), which restating the changed days never
     reaches: such a model is restated whole. None for a row's own time: cast or truncated to any
     grain (a month's row: ``coarser_time_column``), a row-wise function of its own columns, a day's
-    MIN or MAX grouped by that day, the latest version of a key (QUALIFY, DISTINCT ON or ARG_MAX
-    by a loader version column). A QUALIFY in the top SELECT is read by ``numbers_rows`` as a
-    window. SQL this cannot read gives the cautious answer (a reason, so: whole).
+    MIN or MAX grouped by that day (each followed to its source), the latest version of each key
+    by QUALIFY (the staging dedupe). A DISTINCT ON or ARG_MAX dedupe is not told from a customer's
+    latest order: it is flagged, and ``'restate:own_days'`` says otherwise. A QUALIFY in the top
+    SELECT is read by ``numbers_rows`` as a window. SQL this cannot read gives the cautious answer
+    (a reason, so: whole).
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
@@ -239,6 +241,10 @@ def time_from_other_rows(model) -> str | None:  # type: ignore[no-untyped-def]
     'DISTINCT ON (c)'
     >>> of("SELECT a AS t FROM x UNION ALL SELECT MIN(o) AS t FROM y GROUP BY c")
     'MIN(o)'
+    >>> of("WITH f AS (SELECT c, MIN(o) AS t FROM x GROUP BY c) SELECT CAST(t AS DATE) AS d, MAX(t) AS t FROM f GROUP BY 1")
+    'MAX(t), made in a CTE or subquery'
+    >>> of("SELECT DISTINCT ON (c) c, o AS t FROM x ORDER BY c, _loaded_at DESC"), of("SELECT c, ARG_MAX(o, _loaded_at) AS t FROM x GROUP BY c")
+    ('DISTINCT ON (c)', 'ARG_MAX(o, _loaded_at)')
 
     Left alone:
 
@@ -247,9 +253,7 @@ def time_from_other_rows(model) -> str | None:  # type: ignore[no-untyped-def]
     >>> of("WITH m AS (SELECT DATE_TRUNC('month', o) AS t, v FROM x) SELECT t, SUM(v) AS v FROM m GROUP BY t")
     >>> of("SELECT * FROM x QUALIFY ROW_NUMBER() OVER (PARTITION BY id ORDER BY _extracted_at DESC) = 1")
     >>> of("WITH a AS (SELECT id, COALESCE(s, o) AS t FROM x) SELECT id, t FROM a UNION ALL SELECT id, t FROM y")
-    >>> of("SELECT DISTINCT ON (id) id, o AS t FROM x ORDER BY id, _extracted_at DESC")
-    >>> of("SELECT CAST(o AS DATE) AS d, MAX(o) AS t FROM x GROUP BY 1"), of("SELECT id, ARG_MAX(o, _batch_id) AS t FROM x GROUP BY id")
-    (None, None)
+    >>> of("SELECT CAST(o AS DATE) AS d, MAX(o) AS t FROM x GROUP BY 1")
     """
     column = getattr(getattr(model, "time_column", None), "column", None)
     query = getattr(model, "query", None)
@@ -285,7 +289,7 @@ def _made_in(top: exp.Select, name: str, at: int | None) -> str | None:
     """``time_from_other_rows`` for one SELECT, the time column's name, and for a UNION's later
     branch its position."""
     distinct = top.args.get("distinct")
-    if distinct is not None and distinct.args.get("on") and not _latest_version_on(top):
+    if distinct is not None and distinct.args.get("on"):
         return f"DISTINCT ON {distinct.args['on'].sql()}"
     if top.args.get("limit"):
         return top.args["limit"].sql()
@@ -298,7 +302,10 @@ def _made_in(top: exp.Select, name: str, at: int | None) -> str | None:
             continue
         value = projection.this if isinstance(projection, exp.Alias) else projection
         if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in value.walk()):
-            return None if _own_time_aggregate(top, value) else value.sql()
+            kept = _own_time_aggregate(top, value)
+            if kept is None:
+                return value.sql()
+            return f"{value.sql()}, made in a CTE or subquery" if _not_own_time(top, kept, any_grain=True) else None
         if any(isinstance(n, exp.Query) for n in value.walk()):
             return value.sql()  # a scalar subquery reads other rows
         columns = [_any_grain(value)] if isinstance(_any_grain(value), exp.Column) else list(value.find_all(exp.Column))
@@ -589,69 +596,46 @@ def _keeps_some_rows(select: exp.Select) -> bool:
     distinct = select.args.get("distinct")
     if select.args.get("limit"):
         return True
-    if distinct is not None and distinct.args.get("on") and not _latest_version_on(select):
+    if distinct is not None and distinct.args.get("on"):
         return True
     qualify = select.args.get("qualify")
     return qualify is not None and any(
         w.args.get("order") is None or not _latest_version_first(w.args["order"]) for w in qualify.find_all(exp.Window))
 
 
-def _latest_version_on(select: exp.Select) -> bool:
-    """Whether a DISTINCT ON keeps the latest version of each key: its ORDER BY, after the DISTINCT
-    ON keys, starts with a loader version column, latest first (the dedupe written another way).
-
-    >>> from sqlglot import parse_one
-    >>> q = "SELECT DISTINCT ON (id) id, t FROM x ORDER BY id, {} DESC"
-    >>> [_latest_version_on(parse_one(q.format(c), read="duckdb")) for c in ("_extracted_at", "t")]
-    [True, False]
-    """
-    distinct, order = select.args.get("distinct"), select.args.get("order")
-    on = distinct.args.get("on") if distinct is not None else None
-    if on is None or order is None:
-        return False
-    keys = {e.sql().lower() for e in (on.expressions if isinstance(on, exp.Tuple) else [on])}
-    rest = [o for o in order.expressions if o.this.sql().lower() not in keys]
-    return bool(rest) and bool(rest[0].args.get("desc")) and isinstance(rest[0].this, exp.Column) and \
-        rest[0].this.name.lower() in _VERSION_COLUMNS
-
-
 _WITHIN_GROUP = (exp.Min, exp.Max, exp.AnyValue, exp.First, exp.Last)
 
 
-def _own_time_aggregate(select: exp.Select, value: exp.Expression) -> bool:
-    """Whether an aggregate keeps a row's own time: MIN, MAX, ANY_VALUE, FIRST or LAST of a time
-    grouped by that time or its day (a day's latest order stays on its day), or ARG_MAX (MAX_BY)
-    of it by a loader version column (the latest version's own time: the dedupe as an aggregate).
+def _own_time_aggregate(select: exp.Select, value: exp.Expression) -> exp.Column | None:
+    """The time an aggregate keeps within one day, or None: MIN, MAX, ANY_VALUE, FIRST or LAST of a
+    time grouped by that time or its day (a day's latest order stays on its day). The caller still
+    follows the returned column (a day's MAX of a cohort's first days is still a cohort's).
 
     >>> from sqlglot import parse_one
     >>> def own(sql): q = parse_one(sql, read="duckdb"); return _own_time_aggregate(q, q.expressions[-1].this)
-    >>> own("SELECT CAST(t AS DATE) AS d, MAX(t) AS t FROM x GROUP BY 1"), own("SELECT id, ARG_MAX(t, _extracted_at) AS t FROM x GROUP BY id")
-    (True, True)
-    >>> own("SELECT c, MIN(t) AS t FROM x GROUP BY c"), own("SELECT id, ARG_MAX(t, amount) AS t FROM x GROUP BY id")
-    (False, False)
+    >>> own("SELECT CAST(t AS DATE) AS d, MAX(t) AS t FROM x GROUP BY 1").sql(), own("SELECT c, MIN(t) AS t FROM x GROUP BY c")
+    ('t', None)
+    >>> own("SELECT id, ARG_MAX(t, _extracted_at) AS t FROM x GROUP BY id")
     """
     while isinstance(value, (exp.Cast, exp.Paren)):
         value = value.this
-    if isinstance(value, exp.ArgMax):
-        by = value.args.get("expression")
-        return isinstance(by, exp.Column) and by.name.lower() in _VERSION_COLUMNS
     if not isinstance(value, _WITHIN_GROUP):
-        return False
+        return None
     time = _same_time(value.this)
     group = select.args.get("group")
     if not isinstance(time, exp.Column) or group is None:
-        return False
+        return None
     for key in group.expressions:
         if isinstance(key, exp.Literal) and key.is_int and 0 < int(key.name) <= len(select.expressions):
             key = select.expressions[int(key.name) - 1]  # GROUP BY 1
         key = _same_time(key.this if isinstance(key, exp.Alias) else key)
         if isinstance(key, exp.Column) and key.name.lower() == time.name.lower():
-            return True
-    return False
+            return time
+    return None
 
 
 def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_grain: bool = False,
-                  seen: dict[tuple[int, str], bool] | None = None) -> bool:
+                  seen: dict[tuple[int, str, int], bool] | None = None) -> bool:
     """Whether ``column`` of ``select`` (named like the time column) is not each row's own time,
     followed through CTEs and subqueries by name: computed by an aggregate or a window (``MIN(ordered_at)
     AS ordered_at``), by anything but a cast or a truncation to the day or finer (``DATE_TRUNC('month',
@@ -683,7 +667,7 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_gr
     if depth > 16:
         return False
     seen = {} if seen is None else seen
-    key = (id(select), column.sql().lower())
+    key = (id(select), column.sql().lower(), depth)  # with the depth: the same answer as without the memo
     if key not in seen:  # a chain of self-joined CTEs would otherwise be read once per path
         seen[key] = False
         seen[key] = _not_own_time_once(select, column, depth, any_grain, seen)
@@ -691,7 +675,7 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_gr
 
 
 def _not_own_time_once(select: exp.Select, column: exp.Column, depth: int, any_grain: bool,
-                       seen: dict[tuple[int, str], bool]) -> bool:
+                       seen: dict[tuple[int, str, int], bool]) -> bool:
     ctes, items = _visible_ctes(select), _items(select, column)
     for item in items:
         inner_select = _inner(item, ctes)
@@ -704,9 +688,10 @@ def _not_own_time_once(select: exp.Select, column: exp.Column, depth: int, any_g
         if match is not None:
             value = match.this if isinstance(match, exp.Alias) else match
             if any(isinstance(n, (exp.AggFunc, exp.Window)) for n in match.walk()):
-                if any_grain and _own_time_aggregate(inner_select, value):
-                    continue
-                return True
+                kept = _own_time_aggregate(inner_select, value) if any_grain else None
+                if kept is None or _not_own_time(inner_select, kept, depth + 1, any_grain, seen):
+                    return True
+                continue
             source = _any_grain(value) if any_grain else _same_time(value)
             if any_grain and not isinstance(source, exp.Column):
                 # a row-wise function of the row's columns (epoch_ms(ms), COALESCE(a, b)): the row's

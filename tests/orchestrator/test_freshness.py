@@ -153,6 +153,17 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
     assert (noon["marts.by_month"].state, night["marts.by_month"].state) == ("fresh", "stale")
     said = night["marts.by_month"].describe(datetime(2018, 11, 2, 3))
     assert said.startswith("marts.by_month: stale (newest data 62.1d old, max 32.1d)"), said
+    # a late correction loaded on October 13th and not transformed: every `elt transform` consumes
+    # batches whatever the mart's cron, so two days of waiting are stale, as for a daily mart (the
+    # calendar's maximum, 44 days on October 15th, held it "fresh" for weeks)
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
+    assert project.elt("load", "jaffle_shop", "--path", str(small_jaffle), timeout=300).returncode == 0
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
+        con.execute("UPDATE elt_meta.loaded_batches SET extracted_at = '2018-10-12 23:55', loaded_at = '2018-10-13 00:00' "
+                    "WHERE loaded_at > '2019-01-01'")
+    waiting = _by_subject(evaluate(project.settings(), datetime(2018, 10, 15), sources))["marts.by_month"]
+    assert (waiting.state, waiting.measure) == ("stale", "untransformed batch"), waiting
 
 
 def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_until_elt_transform(
