@@ -300,12 +300,19 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _parse_now(text: str | None):  # type: ignore[no-untyped-def]
-    from datetime import datetime
+    """``--now`` as a UTC time without zone, as the run history keeps times. An offset is
+    converted, not dropped (``10:00+02:00`` was taken as 10:00 UTC, two hours off).
+
+    >>> _parse_now("2026-11-25T10:00+02:00"), _parse_now("2026-11-25T06:00")
+    (datetime.datetime(2026, 11, 25, 8, 0), datetime.datetime(2026, 11, 25, 6, 0))
+    """
+    from datetime import UTC, datetime
 
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).replace(tzinfo=None)
+        moment = datetime.fromisoformat(text)
+        return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
     except ValueError:
         raise ConfigError(f"--now {text!r} is not an ISO timestamp", hint="e.g. --now 2026-11-25T06:00") from None
 
