@@ -38,6 +38,7 @@ what a stale or failed table breaks downstream.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections import defaultdict
@@ -59,7 +60,8 @@ log = get_logger("orchestrator.observe.freshness")
 
 
 HEADER = ("Age = now - the newest data in the table's time column (raw: declared event_time; mart: its "
-          "time_column or 'freshness_column:' tag); without one, now - the newest extraction that brought rows "
+          "time_column or 'freshness_column:' tag; a mart built by the day: now - the end of its newest day, "
+          "by the month or year: against the calendar); without one, now - the newest extraction that brought rows "
           "(a mart: among its sources, as of its last build). That age is compared to the max (source "
           "`freshness`; mart tag 'freshness:' or ELT_MART_FRESHNESS); the last load or build is shown beside.")
 
@@ -90,6 +92,9 @@ class Freshness:
     def describe(self, now: datetime) -> str:
         age = self.age_s(now)
         head = (f"unknown ({self.why}, max {_human(self.max_age_s)})" if age is None else
+                f"{self.state} (newest day {self.newest_data:%Y-%m-%d} "
+                + (f"over {_human(age)} ago" if age >= 0 else "not over yet") + f", max {_human(self.max_age_s)})"
+                if self.measure == "newest day" and self.newest_data else
                 f"{self.state} ({self.measure} {_human(age)} old, max {_human(self.max_age_s)})")
         data = (f"{self.time_column} up to {self.newest_data:%Y-%m-%d %H:%M}"
                 + (f" ({self.data_note})" if self.data_note else "") if self.newest_data else
@@ -210,6 +215,12 @@ class Period:
         46.0
         >>> Period("year", "@yearly", False).max_age_s(datetime(2019, 1, 3), 26 * 3600) / 86400
         367.0
+
+        A mart holding exactly the due period is fresh at any instant, a clock's microseconds too:
+
+        >>> now = datetime(2018, 10, 15, 12, 0, 0, 500000)
+        >>> (now - datetime(2018, 9, 1)).total_seconds() <= p.max_age_s(now, 26 * 3600)
+        True
         """
         from croniter import croniter
 
@@ -217,7 +228,42 @@ class Period:
         last_run = croniter(self.cron, now - timedelta(seconds=build_s) + timedelta(seconds=1)).get_prev(datetime)
         due = (_period_start(last_run - timedelta(microseconds=1), self.unit) if self.partials
                else _period_start(last_run, self.unit, 1))
-        return int((now - due).total_seconds())
+        # rounded up: a mart holding exactly the due period is fresh at any fraction of a second
+        # (truncated, a real clock's microseconds made such a mart stale nearly all month)
+        return math.ceil((now - due).total_seconds())
+
+
+def model_schedules(project_root: Path) -> dict[str, Period]:
+    """Every model's schedule read from its MODEL block: the unit of its intervals
+    (``interval_unit``, else its cron's, else SQLMesh's default ``@daily``), its cron and whether
+    it builds partial periods. A model whose cron does not parse is left out (SQLMesh names it).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
+    >>> def model(name, block): _ = (root / "models" / f"{name}.sql").write_text(f"MODEL (name marts.{name}, {block}\\n);")
+    >>> model("a", "kind FULL"); model("b", "cron '@hourly'"); model("c", "cron '@monthly'")
+    >>> for name, period in model_schedules(root).items(): print(name, period.unit, period.cron)
+    marts.a day @daily
+    marts.b hour @hourly
+    marts.c month @monthly
+    """
+    schedules: dict[str, Period] = {}
+    for file in sorted((project_root / "models").rglob("*.sql")):
+        block = _COMMENTS.sub("", file.read_text()).split("\n)", 1)[0]  # the MODEL (...) block
+        name, unit, cron = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block)
+        if not name:
+            continue
+        schedule = cron.group(1) if cron else "@daily"  # SQLMesh's default cron
+        try:
+            from croniter import croniter
+            from sqlmesh.core.node import IntervalUnit
+
+            found = unit.group(1).lower() if unit else IntervalUnit.from_cron(schedule).value
+            croniter(schedule)
+        except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
+            continue
+        schedules[name.group(1).lower()] = Period(found, schedule, bool(_PARTIALS.search(block)))
+    return schedules
 
 
 def model_periods(project_root: Path) -> dict[str, Period]:
@@ -243,24 +289,7 @@ def model_periods(project_root: Path) -> dict[str, Period]:
     marts.e Period(unit='month', cron='0 0 15 * *', partials=False)
     marts.g Period(unit='month', cron='@daily', partials=True)
     """
-    periods: dict[str, Period] = {}
-    for file in sorted((project_root / "models").rglob("*.sql")):
-        block = _COMMENTS.sub("", file.read_text()).split("\n)", 1)[0]  # the MODEL (...) block
-        name, unit, cron = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block)
-        if not name or not (unit or cron):
-            continue
-        schedule = cron.group(1) if cron else "@daily"  # SQLMesh's default cron
-        try:
-            from croniter import croniter
-            from sqlmesh.core.node import IntervalUnit
-
-            found = unit.group(1).lower() if unit else IntervalUnit.from_cron(schedule).value
-            croniter(schedule)
-        except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
-            continue
-        if found in _PERIODS:
-            periods[name.group(1).lower()] = Period(found, schedule, bool(_PARTIALS.search(block)))
-    return periods
+    return {name: period for name, period in model_schedules(project_root).items() if period.unit in _PERIODS}
 
 
 def model_graph(project_root: Path) -> dict[str, set[str]]:
@@ -441,7 +470,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         columns = time_columns(settings.project_root)
         wanted = {**{raw: d[1].event_time for raw, d in chosen.items()}, **{m: columns.get(m) for m in marts}}
         data = ({n: (None, "not read on Spark") for n in wanted} if settings.gateway == "spark"
-                else _newest_data(query, dialect, wanted))
+                else _newest_data(query, dialect, wanted, now))
     results = []
     for raw, (spec, table, max_age) in chosen.items():
         value, note = data[raw]
@@ -452,7 +481,8 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
                                  measure, why, wanted[raw], value, note, load.last_loaded, load.by))
     default_max = parse_duration(os.environ.get("ELT_MART_FRESHNESS", "26h"))
     max_ages = declared_max_ages(settings.project_root)
-    periods = model_periods(settings.project_root)
+    schedules = model_schedules(settings.project_root)
+    periods = {name: period for name, period in schedules.items() if period.unit in _PERIODS}
     last_build = _naive(built[0][0]) if built else None
     owner = os.environ.get("ELT_TRANSFORM_OWNER", "data-team")
     for mart in marts:
@@ -465,6 +495,12 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         never_loaded = bool(raws) and not any(r in loads for r in raws) and note == "no rows"
         measure, newest = (("newest data", value) if value else ("newest extraction", extracted) if extracted
                            else ("newest extraction", None) if never_loaded else ("last build", last_build))
+        if value and mart not in periods and getattr(schedules.get(mart), "unit", "day") == "day":
+            # built by the day: SQLMesh builds a day once it is over, so the newest row of a healthy
+            # mart is from yesterday, at midnight for a day column: its age ran from 24 to 48 hours
+            # and the 26-hour default called such a mart stale from 02:00 every day (a probe).
+            # The day counts from its end: stale once a day has been over for the maximum unbuilt
+            newest, measure = datetime.combine(value.date() + timedelta(days=1), time()), "newest day"
         why = "" if newest else "inputs never loaded" if never_loaded else (
             "never built" + (", table missing" if note == "table missing" else ""))
         mart_max = (max_ages[mart] if mart in max_ages else periods[mart].max_age_s(now, default_max)
@@ -503,10 +539,12 @@ def _waiting_batches(query: Any) -> dict[str, dict[str, tuple[int, datetime]]]:
     return out
 
 
-def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None]) -> dict[str, tuple[datetime | None, str]]:
-    """``max(time column)`` of each table up to tomorrow, or ``None`` and why it is unknown; the
-    note also says how many rows are dated later (left out)."""
-    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None],
+                 now: datetime) -> dict[str, tuple[datetime | None, str]]:
+    """``max(time column)`` of each table up to tomorrow (of ``now``: a replay with ``--now`` cuts
+    where that day's check did), or ``None`` and why it is unknown; the note also says how many
+    rows are dated later (left out)."""
+    tomorrow = now.date() + timedelta(days=1)
     later = datetime.combine(tomorrow + timedelta(days=1), time())  # the end of tomorrow
     schemas = sorted({t.split(".")[0] for t in wanted})
     found: dict[str, set[str]] = defaultdict(set)

@@ -71,11 +71,18 @@ def test_ages_are_the_newest_data_with_the_last_load_and_build_beside(shop: tupl
     assert lines["raw_jaffle_shop.tweets"] == (
         "raw_jaffle_shop.tweets: stale (newest data 4.6d old, max 26.0h); tweeted_at up to 2018-09-01 10:00, "
         "last loaded 23.9h ago by jaffle_shop; source jaffle_shop, owner data-team@example.com")
-    # a mart with a time column: rebuilt a day ago, but its newest order day is 2 days old (the mart
-    # keeps ordered_at as the order's day, UTC midnight)
+    # a mart with a time column, built by the day: it keeps ordered_at as the order's day (UTC
+    # midnight), and SQLMesh builds a day once it is over, so its age counts from the end of its
+    # newest day. At midnight the 5th has just ended: the 4th is all a healthy build has, for the
+    # maximum's two hours beyond the day (from the start of the 4th, 48 hours, it read "stale"
+    # from 02:00 every day: a probe)
     assert lines["marts.orders"] == (
-        "marts.orders: stale (newest data 2.0d old, max 26.0h); ordered_at up to 2018-09-04 00:00, "
+        "marts.orders: fresh (newest day 2018-09-04 over 24.0h ago, max 26.0h); ordered_at up to 2018-09-04 00:00, "
         "last built 23.8h ago; from jaffle_shop, owner data-team")
+    # at 02:00:01 the 5th has been over longer than the maximum, and it is not built
+    late = project.elt("freshness", "--now", "2018-09-06T02:00:01")
+    assert _lines(late.stdout)["marts.orders"].startswith(
+        "marts.orders: stale (newest day 2018-09-04 over 26.0h ago, max 26.0h); ordered_at up to 2018-09-04 00:00"), late.stdout
     # a mart without one: the newest extraction of its inputs that its last build had
     assert lines["marts.locations"] == (
         "marts.locations: fresh (newest extraction 24.0h old, max 7.0d); newest data unknown (no time column), "
@@ -84,8 +91,9 @@ def test_ages_are_the_newest_data_with_the_last_load_and_build_beside(shop: tupl
     results = _by_subject(evaluate(project.settings(), NOW, [str(declarations / "jaffle_shop.yaml"),
                                                              str(declarations / "jaffle_app.yaml")]))
     orders = results["marts.orders"]
-    assert (orders.state, orders.age_s(NOW), orders.max_age_s) == ("stale", 48 * 3600, 26 * 3600)
-    assert orders.newest == orders.newest_data == datetime(2018, 9, 4) and orders.last_loaded == datetime(2018, 9, 5, 0, 10)
+    assert (orders.state, orders.measure, orders.age_s(NOW), orders.max_age_s) == ("fresh", "newest day", 24 * 3600, 26 * 3600)
+    assert (orders.newest, orders.newest_data, orders.last_loaded) == (
+        datetime(2018, 9, 5), datetime(2018, 9, 4), datetime(2018, 9, 5, 0, 10))
     customers = results["raw_jaffle_shop.customers"]
     assert (customers.state, customers.measure, customers.age_s(NOW)) == ("fresh", "newest extraction", 24 * 3600)
     assert (customers.newest_data, customers.data_note, customers.loaded_by) == (None, "no time column", "jaffle_shop")
@@ -136,7 +144,8 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
     assert got == {"marts.by_month": ("fresh", datetime(2018, 9, 1), 36.0),
                    "marts.so_far": ("fresh", datetime(2018, 9, 1), 5.0),
                    "marts.tagged": ("fresh", datetime(2018, 9, 1), 40.0)}, got
-    assert results["marts.orders"].state == "stale"  # a daily mart keeps the 26 hours
+    # a daily mart keeps the 26 hours, from the end of its newest day (the 4th: 24 hours ago)
+    assert (results["marts.orders"].state, results["marts.orders"].age_s(NOW)) == ("fresh", 24 * 3600)
     # November 5th: September is still the newest month, so October was never built
     later = _by_subject(evaluate(project.settings(), datetime(2018, 11, 5), sources))
     assert {m: later[m].state for m in got} == {"marts.by_month": "stale", "marts.so_far": "stale",
@@ -202,7 +211,7 @@ def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_unti
     assert project.elt("transform", timeout=600).returncode == 0
     assert customer_of_o2() == "c2"
     mart = _by_subject(evaluate(project.settings(), now, [str(declarations / "jaffle_shop.yaml")]))["marts.orders"]
-    assert (mart.state, mart.measure, mart.waiting) == ("fresh", "newest data", None)
+    assert (mart.state, mart.measure, mart.waiting) == ("fresh", "newest day", None)
     assert "waiting for" not in mart.describe(now)
 
 
@@ -243,7 +252,9 @@ def test_freshness_on_postgres(project: Project, pg_db, monkeypatch: pytest.Monk
     assert (raw.state, raw.age_s(NOW), raw.last_loaded, raw.loaded_by) == ("stale", 36 * 3600, datetime(2018, 9, 5, 12, 5),
                                                                            "jaffle_app")
     mart = results["marts.orders"]
-    assert (mart.state, mart.newest, mart.inputs) == ("stale", datetime(2018, 9, 4), ("jaffle_app",))
+    # its newest day (the 4th) ended 24 hours ago, but a batch has waited 28 hours for a transform
+    assert (mart.state, mart.measure, mart.newest, mart.inputs) == (
+        "stale", "untransformed batch", datetime(2018, 9, 4, 20), ("jaffle_app",))
     assert mart.waiting == (1, datetime(2018, 9, 4, 20), ("raw_jaffle_shop.orders",))
     assert "1 batch(es) of raw_jaffle_shop.orders waiting for `elt transform` since 28.0h ago" in mart.describe(NOW)
     customers = results["raw_jaffle_shop.customers"]
@@ -285,10 +296,10 @@ def test_rows_dated_ahead_do_not_make_a_table_fresh() -> None:
     con = duckdb.connect()
     con.execute("CREATE SCHEMA s; CREATE TABLE s.t (\"at\" TIMESTAMP); "
                 "INSERT INTO s.t VALUES ('2020-01-01 10:00:00'), ('2100-01-01 00:00:00'), (NULL)")
-    value, note = _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"})["s.t"]
+    value, note = _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"}, datetime.now())["s.t"]
     assert str(value) == "2020-01-01 10:00:00" and note.startswith("1 row(s) dated after ") and "left out" in note
     con.execute("DELETE FROM s.t WHERE \"at\" < '2050-01-01'")
-    assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"})["s.t"][0] is None
+    assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.t": "at"}, datetime.now())["s.t"][0] is None
     # a column that is no time is said to be none (a review found the filter failed on it)
     con.execute("CREATE TABLE s.u (\"at\" VARCHAR); INSERT INTO s.u VALUES ('x')")
-    assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.u": "at"})["s.u"] == (None, "at is not a time")
+    assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.u": "at"}, datetime.now())["s.u"] == (None, "at is not a time")
