@@ -159,6 +159,10 @@ def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: 
     if audits["failed"]:
         problems.append(("audits", f"{len(audits['failed'])} audit(s) failed in the latest transform: "
                                    + ", ".join(f"{a} on {m} ({num(c)} rows)" for m, a, c in audits["failed"])))
+    if audits.get("warned"):
+        problems.append(("audits", f"{len(audits['warned'])} non-blocking audit(s) failed in the latest transform "
+                                   "(nothing was stopped): "
+                                   + ", ".join(f"{a} on {m} ({num(c)} rows)" for m, a, c in audits["warned"])))
     if aside:
         problems.append(("set-aside", f"{len(aside)} landed batch(es) set aside: their rows are not in raw"))
     fresh = sum(1 for f in freshness or () if f.state == "fresh")
@@ -331,7 +335,8 @@ def render(settings: Settings, now: datetime | None = None) -> str:
     transform = history.last_with_status("transform", ("succeeded", "failed"))
     recorded = json.loads(transform.audits_json) if transform and transform.audits_json else {}
     audits = {"passed": recorded.get("passed", 0), "run": recorded.get("run", 0),
-              "failed": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("failed", [])]}
+              "failed": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("failed", [])],
+              "warned": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("warned", [])]}
     aside = set_aside_batches(settings)
     layers = None if spark else _layer_data(settings)
     built = sorted((r.finished_at, r) for r in runs if r.job == "transform" and r.status == "succeeded" and r.finished_at)

@@ -112,7 +112,9 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
         return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {with_next(detail, str(exc))}",
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped, "held": exc.held_counts})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
-                                       "restated": summary.restated, "failed": [], "held": summary.held_counts}),
+                                       "restated": summary.restated, "failed": [], "held": summary.held_counts,
+                                       "warned": [{"model": m, "audit": a, "count": c}
+                                                  for m, a, c in summary.audits_warned]}),
             "tables_json": json.dumps({"restated": summary.restated, "rows_by_layer": _rows_by_layer(settings)}),
             "watermark_before": json.dumps({"loaded_through": summary.watermark_before}),
             "watermark_after": json.dumps({"loaded_through": summary.watermark_after})}, False

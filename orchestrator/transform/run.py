@@ -202,14 +202,18 @@ class TransformSummary:
     warned: str = ""
     # every table with rows held out: {table, rows, warn, why}, for the run history
     held_counts: list[dict[str, Any]] = field(default_factory=list)
+    # non-blocking audits that failed: (model, audit, failing rows); nothing was stopped
+    audits_warned: list[tuple[str, str, int]] = field(default_factory=list)
 
     def render(self) -> str:
         return (
             f"environment {self.environment}: plan {'applied' if self.applied_plan else 'had no changes'}, "
             f"run {self.run_status}, {len(self.evaluated)} interval(s) evaluated, "
             f"restated {', '.join(f'{m} ({w})' for m, w in self.restated_windows.items()) or 'nothing'}; "
-            f"audits: {self.audits_passed}/{self.audits_run} passed on {self.models_audited} models "
-            f"({self.elapsed_s:.1f}s)"
+            f"audits: {self.audits_passed}/{self.audits_run} passed on {self.models_audited} models"
+            + (f", {len(self.audits_warned)} failed without blocking: "
+               + ", ".join(f"{a} on {m} ({c:,} rows)" for m, a, c in self.audits_warned) if self.audits_warned else "")
+            + f" ({self.elapsed_s:.1f}s)"
         )
 
 
@@ -624,6 +628,8 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             self.model_errors: list[str] = []  # failures that are not audits (SQL errors, missing tables)
             self.skipped_models: set[str] = set()
             self.audits_run = 0
+            self.audits_failed = 0  # audits that failed without stopping anything (non-blocking)
+            self.audit_warnings: list[tuple[str, str, int]] = []  # (model, audit, rows) of those
             self.audited_models: set[str] = set()
             self.evaluated: list[tuple[str, str, str]] = []
             self.test_errors: list[str] = []  # the tracebacks of unit tests that errored (not failed)
@@ -639,7 +645,9 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
 
             name = schema_table(snapshot.name)
             self.evaluated.append((name, to_ds(interval[0]), to_ds(interval[1])))
+            # a blocking failure raises before this is called; what failed here did not block
             self.audits_run += num_audits_passed + num_audits_failed
+            self.audits_failed += num_audits_failed
             if num_audits_passed + num_audits_failed:
                 self.audited_models.add(name)
             super().update_snapshot_evaluation_progress(snapshot, interval, batch_idx, duration_ms, num_audits_passed,
@@ -647,6 +655,12 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
 
         def log_status_update(self, message: str) -> None:
             super().log_status_update(plain_status(message))
+
+        def log_warning(self, short_message: str, long_message: str | None = None) -> None:
+            found = _NON_BLOCKING.match(short_message)
+            if found:
+                self.audit_warnings.append((schema_table(found[1]), found[2], int(found[3])))
+            super().log_warning(short_message, long_message)
 
         def log_skipped_models(self, snapshot_names: set[str]) -> None:
             self.skipped_models |= {schema_table(name) for name in snapshot_names}
@@ -664,6 +678,10 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             super().log_failed_models(errors)
 
     return CapturingConsole()
+
+
+# SQLMesh's warning for a failed non-blocking audit: "\nmarts.orders: 'forall_non_blocking' audit error: 27712 rows failed."
+_NON_BLOCKING = re.compile(r"\s*(\S+): '([^']+)' audit error: (\d+) rows? failed")
 
 
 def plain_status(message: str) -> str:
@@ -1102,8 +1120,12 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
         log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {
             "environment": environment, "intervals": [f"{m} {a}..{b}" for m, a, b in summary.evaluated]}})
+    # a non-blocking audit that failed is not passed: it counted as passed, and the summary said
+    # "6/6 passed" under SQLMesh's warning of 27,712 failing rows (a probe)
     summary.audits_run, summary.audits_passed, summary.models_audited = (
-        console.audits_run, console.audits_run - len(console.audit_errors), len(console.audited_models))
+        console.audits_run, console.audits_run - console.audits_failed - len(console.audit_errors),
+        len(console.audited_models))
+    summary.audits_warned = list(console.audit_warnings)
     if verify:
         summary.audits_run, summary.audits_passed, summary.models_audited, summary.failures = verify_audits(ctx)
     summary.elapsed_s = time.monotonic() - started

@@ -289,3 +289,19 @@ def test_a_transform_after_a_first_load_whose_orders_failed_names_the_cause_and_
     with _warehouse(settings) as con:
         assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
         assert con.execute("SELECT count(*) FROM marts.order_items").fetchone() == (5,)
+
+
+def test_a_failed_non_blocking_audit_is_not_counted_as_passed(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """Found by a probe: a non-blocking audit failing on 27,712 rows printed SQLMesh's warning, then
+    `audits: 6/6 passed`. It stops nothing, and is counted, named and recorded as failed."""
+    _replace_line(settings.project_root / "models" / "marts" / "orders.sql", "    unique_key(column := order_id),",
+                  "    unique_key(column := order_id),\n    forall_non_blocking(criteria := (customer_order_number < 2)),")
+    summary = _build(settings, small_jaffle)  # no exception: nothing was blocked
+    with _warehouse(settings) as con:
+        assert con.execute("SELECT count(*) FROM marts.orders").fetchone() == (4,)
+        second = con.execute("SELECT count(*) FROM marts.orders WHERE customer_order_number >= 2").fetchone()[0]
+    assert second == 2
+    assert summary.audits_warned == [("marts.orders", "forall_non_blocking", second)]
+    assert summary.audits_passed == summary.audits_run - 1, summary.render()
+    assert (f"passed on {summary.models_audited} models, 1 failed without blocking: "
+            f"forall_non_blocking on marts.orders (2 rows)") in summary.render()
