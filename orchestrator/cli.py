@@ -236,8 +236,9 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     lock = _environment_lock(settings, args.environment)
     if lock is None:
         return 1
+    notes: list[str] = []
     try:
-        diffs = preview(settings, args.environment, quiet=not args.verbose, since=_since(args.since))
+        diffs = preview(settings, args.environment, quiet=not args.verbose, since=_since(args.since), notes=notes)
     except TransformFailed as exc:
         if held_duckdb_lock(exc):
             raise  # main() says which process holds the warehouse
@@ -245,6 +246,8 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     finally:
         lock.release()
+    for note in notes:
+        print(note)
     if not diffs:
         print(f"environment {args.environment}: no model differs from prod")
         return 0
@@ -259,7 +262,11 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
           + (f", {unknown} not compared (built from partial inputs)" if unknown else "") + " (prod untouched)")
     for diff in diffs:
         print(f"  {diff.render(args.environment)}")
-    print(f"\npromote with `sqlmesh plan` (prod), or drop it with `sqlmesh invalidate {args.environment}`")
+    # a bare `sqlmesh plan` promotes these tables as they are: batches loaded after this preview
+    # reach them at the next `elt transform`, and until then prod serves them without those rows
+    print(f"\ndeploy with `elt transform` from the checkout that holds the change (after `sqlmesh plan`, run "
+          f"`elt transform` at once: batches loaded since this preview reach the promoted tables only through it); "
+          f"drop it with `sqlmesh invalidate {args.environment}`")
     return 0
 
 

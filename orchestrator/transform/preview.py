@@ -21,7 +21,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from sqlglot import exp
 
@@ -29,6 +30,9 @@ from orchestrator.settings import Settings
 from orchestrator.transform.restate import utc_day
 from orchestrator.transform.run import TransformFailed, _describe, make_context, schema_table
 from sources.errors import ConfigError
+from sources.logs import get_logger
+
+log = get_logger("orchestrator.transform.preview")
 
 DECIMALS = 9  # numbers are equal when equal to this many decimal places
 
@@ -41,7 +45,7 @@ class TypeChange:
     pct_equal: float | None = None  # of matched rows; None when no row matched
 
     def render(self, column: str, environment: str) -> str:
-        equal = "" if self.pct_equal is None else f": {self.pct_equal:.1f}% equal"
+        equal = "" if self.pct_equal is None else f": {_share_equal(self.pct_equal)} equal"
         return f"{column} {self.prod_type} in prod -> {self.dev_type} in {environment} (values {self.compared_as}{equal})"
 
 
@@ -85,12 +89,36 @@ class ModelDiff:
             extra.append("type changed: " + ", ".join(
                 t.render(c, environment) for c, t in self.columns_retyped.items()))
         if self.columns_changed:
-            extra.append("changed columns: " + ", ".join(f"{c} ({p:.1f}% equal)" for c, p in self.columns_changed.items()))
+            extra.append("changed columns: " + ", ".join(
+                f"{c} ({_differing(p, self.matched)})" for c, p in self.columns_changed.items()))
         if self.columns_added:
             extra.append(f"added columns: {', '.join(self.columns_added)}")
         if self.columns_removed:
             extra.append(f"removed columns: {', '.join(self.columns_removed)}")
         return "\n    ".join([head, *extra])
+
+
+def _share_equal(pct: float) -> str:
+    """A share of equal values that never reads 100% unless all are (18 of 61,445 rows differing
+    read "100.0% equal"), nor 0% unless none is.
+
+    >>> [_share_equal(p) for p in (100.0, 99.97, 50.0, 0.01, 0.0)]
+    ['100%', '>99.9%', '50.0%', '<0.1%', '0%']
+    """
+    if pct >= 100 or pct <= 0:
+        return f"{pct:.0f}%"
+    return ">99.9%" if pct > 99.9 else "<0.1%" if pct < 0.1 else f"{pct:.1f}%"
+
+
+def _differing(pct_equal: float, matched: int) -> str:
+    """How many matched rows differ in a column, from SQLMesh's share of equal values.
+
+    >>> _differing(99.97070550898, 61445), _differing(12.5, 0)
+    ('18 of 61,445 matched rows differ', '12.5% equal')
+    """
+    if not matched:
+        return f"{_share_equal(pct_equal)} equal"
+    return f"{round(matched * (100 - pct_equal) / 100):,} of {matched:,} matched rows differ"
 
 
 def changed_models(ctx, environment: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -111,15 +139,21 @@ def changed_models(ctx, environment: str) -> list[str]:  # type: ignore[no-untyp
 
 
 def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True,
-            since: date | None = None) -> list[ModelDiff]:
+            since: date | None = None, notes: list[str] | None = None) -> list[ModelDiff]:
     """Build the local model changes in ``environment`` and diff every rebuilt model against prod.
 
     With ``since``, changed models partitioned by day are built from that day on only (SQLMesh's
     plan ``start``), which costs the window instead of the history. Their rows are compared from
     that day on; a model that reads such a partial table is built from partial inputs, so its rows
     are reported as not compared rather than as differences.
+
+    A model of ``environment`` built by an earlier preview misses the batches loaded since (SQLMesh
+    alone never reads them again): it is restated in ``environment`` first, and ``notes`` gets a
+    line saying so.
     """
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
+
+    started = datetime.now(UTC)
 
     if environment == "prod":
         raise ConfigError("preview builds a dev environment, not prod", hint="use `elt transform` to deploy to prod")
@@ -137,12 +171,79 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True,
         env = ctx.state_reader.get_environment(environment)
         prod_tables = {s.name: s.version for s in prod.snapshots} if prod else {}
         shared = {s.name for s in (env.snapshots if env else []) if prod_tables.get(s.name) == s.version}
+        behind = _behind_raw(ctx, env, shared, started)
+        if behind:
+            # built before batches loaded since: bring them up to date before comparing, or their
+            # staleness reads as the change's effect (and a promotion would serve it: a probe)
+            batches = sum(n for n, _ in behind.values())
+            built = min(at for _, at in behind.values())
+            ctx.plan(environment, restate_models=sorted(behind), auto_apply=True, no_prompts=True,
+                     **({"start": since.isoformat()} if since else {}))
+            said = (f"{len(behind)} model(s) of {environment} ({', '.join(sorted(schema_table(n) for n in behind))}) "
+                    f"were built from {built:%Y-%m-%d %H:%M} UTC on, and {batches} batch(es) of their raw tables "
+                    f"were loaded from an hour before that on, which a build may miss: restated in {environment} "
+                    "before comparing" + (f", from {since} on" if since else ""))
+            log.info(said, extra={"fields": {"environment": environment, "models": sorted(behind), "batches": batches}})
+            if notes is not None:
+                notes.append(said)
         names = changed_models(ctx, environment)
         partial = _partially_built(ctx, prod, env, [n for n in names if n not in shared])
+        infos = {s.name: s for s in (env.snapshots if env else [])}
         with _sql_echo(shown=not quiet):
-            return [_diff(ctx, name, environment, same_table=name in shared, partial=partial) for name in names]
+            return [_diff(ctx, name, environment, same_table=name in shared, partial=partial, info=infos.get(name))
+                    for name in names]
     finally:
         ctx.close()
+
+
+# a batch loaded this long before a table's interval was written may have committed after the
+# build read raw (a load during the preview, or the loading machine's clock ahead): taken as missed
+BUILD_MARGIN = timedelta(hours=1)
+
+
+def _behind_raw(ctx, env, shared: set[str], started: datetime) -> dict[str, tuple[int, datetime]]:  # type: ignore[no-untyped-def]
+    """The models of ``env`` on a table of their own (not prod's) written before this preview
+    began, that may miss batches of their raw tables loaded since: model -> (batches loaded from
+    ``BUILD_MARGIN`` before the build on, when it was built). A time model's table is as recent as
+    its oldest interval record (each day read raw when it was built), a FULL model's as its newest.
+    Tables this preview's plan built are current."""
+    if env is None:
+        return {}
+    from sqlmesh.core.model.kind import ModelKindName
+
+    from orchestrator.transform.restate import _state_beneath_cache
+
+    state = _state_beneath_cache(ctx).interval_state
+    adapter = ctx.engine_adapter
+    behind: dict[str, tuple[int, datetime]] = {}  # model -> (batches, built at, UTC)
+    for info in env.snapshots:
+        if info.name in shared or not info.is_model or info.kind_name in (None, ModelKindName.EXTERNAL):
+            continue
+        full = info.kind_name != ModelKindName.INCREMENTAL_BY_TIME_RANGE
+        where = exp.and_(exp.column("name").eq(info.name), exp.column("version").eq(info.version),
+                         exp.not_(exp.column("is_removed")))
+        rows = state.engine_adapter.fetchall(
+            exp.select(exp.func("max" if full else "min", exp.column("created_ts"))).from_(state.intervals_table).where(where))
+        if not rows or rows[0][0] is None:
+            continue
+        built = datetime.fromtimestamp(rows[0][0] / 1000, UTC)
+        if built >= started:
+            continue
+        raws = sorted({schema_table(a).lower() for a in ctx.dag.upstream(info.name)
+                       if schema_table(a).lower().startswith("raw_")})
+        if not raws:
+            continue
+        since = exp.Literal.string(f"{(built - BUILD_MARGIN).replace(tzinfo=None):%Y-%m-%d %H:%M:%S.%f}").sql(adapter.dialect)
+        tables = ", ".join(exp.Literal.string(t).sql(adapter.dialect) for t in raws)
+        try:
+            found = adapter.fetchone(
+                f"SELECT count(*) FROM elt_meta.loaded_batches WHERE rows > 0 "
+                f"AND lower(raw_table) IN ({tables}) AND loaded_at > CAST({since} AS TIMESTAMP)")
+        except Exception:  # noqa: BLE001 - no ledger (raw written by another tool): nothing to compare with
+            continue
+        if found and found[0]:
+            behind[info.name] = (int(found[0]), built.replace(tzinfo=None))
+    return behind
 
 
 def _partially_built(ctx, prod, env, rebuilt: list[str]) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -188,13 +289,29 @@ def _sql_echo(*, shown: bool) -> Iterator[None]:
             logger.removeFilter(echo)
 
 
+def _reused_table(info: Any, environment: str) -> str:
+    """Why a changed model of ``environment`` reads prod's table, from its snapshot's change
+    category. A forward-only change was said to be "downstream of a non-breaking change ... its
+    data is the same" (a probe): prod's table is kept, but the days built after the deploy use it."""
+    from sqlmesh.core.snapshot import SnapshotChangeCategory as Category
+
+    category = getattr(info, "change_category", None)
+    if getattr(info, "forward_only", False) or category == Category.FORWARD_ONLY:
+        return ("forward-only change: prod's table is kept, so this preview shows no difference; after the "
+                "deploy, every day built or restated (new days, days a late batch touches) uses the new "
+                "logic and the days before keep the old. To rebuild all of history, make the change breaking")
+    if category == Category.METADATA:
+        return "metadata-only change (description, tags, audits, owner...): reads prod's table, so its data is the same"
+    return "downstream of a non-breaking change; reads prod's table, so its data is the same"
+
+
 def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type: ignore[no-untyped-def]
-          partial: dict[str, int] | None = None) -> ModelDiff:
+          partial: dict[str, int] | None = None, info: Any = None) -> ModelDiff:
     model = ctx.get_model(name)
     grain = [g.sql(dialect=model.dialect) for g in model.grains] if model and model.grains else []
     result = ModelDiff(schema_table(name), grain)
-    if same_table:  # an upstream change that is not breaking: SQLMesh reuses prod's table
-        result.note = "downstream of a non-breaking change; reads prod's table, so its data is the same"
+    if same_table:  # SQLMesh reuses prod's table: the change rebuilds nothing
+        result.note = _reused_table(info, environment)
         result.same_by_design = True
         return result
     partial = partial or {}

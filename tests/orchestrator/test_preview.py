@@ -26,7 +26,7 @@ def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: P
     model.write_text(original.replace("  locations.tax_rate,\n", "  CAST(locations.tax_rate AS DOUBLE) AS tax_rate,\n"))
     retyped = run([elt, "preview", "dev"], cwd=project, env=env, timeout=120)
     assert f"{HEAD} (0 changed), 0 only in prod, 0 only in dev" in retyped.stdout, retyped.stdout
-    assert f"type changed: {RETYPED}: 100.0% equal)" in retyped.stdout, retyped.stdout
+    assert f"type changed: {RETYPED}: 100% equal)" in retyped.stdout, retyped.stdout
     # the models rebuilt only because they are downstream have the same rows: not counted as differing
     # (the headline said "3 model(s) differ from prod" above their "0 changed")
     head = next(line for line in retyped.stdout.splitlines() if line.startswith("environment dev:"))
@@ -116,3 +116,47 @@ def test_a_preview_since_a_day_builds_and_compares_that_window_only(tmp_path: Pa
 
     bad = run([elt, "preview", "dev", "--since", "2018-13-01"], cwd=project, env=env, check=False)
     assert bad.returncode == 2 and "--since '2018-13-01' is not a day" in bad.stderr, bad.stderr
+
+
+def test_a_preview_left_behind_is_brought_up_to_date_before_it_is_compared(small_jaffle: Path, tmp_path: Path) -> None:
+    """Found by a probe: a dev environment previewed before a correction was loaded and transformed
+    into prod kept its old rows; previewing it again said "No changes" to SQLMesh and reported the
+    staleness as the change's effect, and a promotion would have served it. The changed models'
+    own tables are restated in dev first, so a change that keeps every value differs in nothing."""
+    (tmp_path / "tmp").mkdir()
+    data = tmp_path / "data"
+    shared = {"ELT_DUCKDB_PATH": str(data / "warehouse.duckdb"), "ELT_LANDING_ROOT": str(data / "landing"),
+              "TMPDIR": str(tmp_path / "tmp")}
+    prod = copy_project(tmp_path / "prod")  # the deployed checkout
+    branch = copy_project(tmp_path / "branch")  # a branch with a change, on the same warehouse
+    prod_env, branch_env = project_env(prod, **shared), project_env(branch, **shared)
+    elt = str(BIN / "elt")
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=prod, env=prod_env)
+    run([elt, "transform"], cwd=prod, env=prod_env)
+
+    # a breaking change that keeps every value: dev's marts.orders (and marts.customers after it) get tables of their own
+    model = branch / "models" / "marts" / "orders.sql"
+    text = model.read_text()
+    assert "    orders.order_total,\n" in text
+    model.write_text(text.replace("    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n"))
+    first = run([elt, "preview", "dev"], cwd=branch, env=branch_env, timeout=300).stdout
+    assert "marts.orders: prod 4 rows, dev 4 rows; on order_id: 4 matched (0 changed)" in first, first
+    assert "restated in dev" not in first, first
+
+    # the source moves o2 to customer c2; prod loads and transforms it
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=prod, env=prod_env)
+    run([elt, "transform"], cwd=prod, env=prod_env)
+
+    again = run([elt, "preview", "dev"], cwd=branch, env=branch_env, timeout=300).stdout
+    note = next(line for line in again.splitlines() if "restated in dev before comparing" in line)
+    assert note.startswith("2 model(s) of dev (marts.customers, marts.orders) were built from ") and \
+        " batch(es) of their raw tables were loaded from an hour before that on" in note, again
+    assert "marts.orders: prod 4 rows, dev 4 rows; on order_id: 4 matched (0 changed), 0 only in prod" in again, again
+    assert "0 of them differ from prod" in again, again
+    import duckdb
+
+    with duckdb.connect(shared["ELT_DUCKDB_PATH"], read_only=True) as con:
+        assert con.execute("SELECT customer_id FROM marts__dev.orders WHERE order_id = 'o2'").fetchone() == ("c2",)
+    assert "deploy with `elt transform`" in again, again
