@@ -34,6 +34,7 @@ from sources import failpoints, forks
 from sources.extract.base import Extract
 from sources.landing.manifest import Manifest
 from sources.landing.store import LandedBatches, Landing
+from sources.landing.writer import newest_stamp
 from sources.load.base import RawStore
 from sources.logs import Progress, get_logger
 
@@ -183,7 +184,8 @@ def ingest(
                 continue
             try:
                 landing.sweep_incomplete(spec.name, table.name)
-                landed = apply_pending(spec, table, landing, raw, outcome)
+                done = raw.loaded_batch_ids(spec.name, table.name)
+                landed = apply_pending(spec, table, landing, raw, outcome, done=done)
                 if extract:
                     # A full snapshot (a table or endpoint read without a cursor) equal to the latest
                     # landed one is not landed again. Not for files: two files of a pattern with the
@@ -202,15 +204,21 @@ def ingest(
                     changes_only = force and not whole and bool(table.primary_key)
                     fresh: dict[str, Manifest] = {}  # landed by this run: neither verified nor read back
                     floor = raw.cursor(spec.name, table.name) if table.cursor_field else None  # moves only on apply
+                    # the table's newest extraction stamp, landed or in raw's ledger (a batch lost
+                    # from landing, a landing moved): a new batch is stamped after it whatever the
+                    # clock says (decision 0057). From the ids both lists hold: nothing more is read
+                    newest = newest_stamp([*landed.ids, *done])
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
-                                        snapshot=whole, changes_only=changes_only, cursor_floor=floor)
+                                        snapshot=whole, changes_only=changes_only, cursor_floor=floor, after=newest)
                         if manifest is not None:
+                            newest = max(manifest.extracted_at_dt, newest or manifest.extracted_at_dt)
                             fresh[manifest.batch_id] = manifest
                             outcome.landed.append(manifest.batch_id)
                             outcome.rows_landed += manifest.rows
                             outcome.schema_notes.extend(drift_notes(manifest.origin.get("schema_drift") or {}))
                             outcome.notes.extend(timeless_notes(manifest.origin.get("without_event_time")))
+                            outcome.notes.extend(clock_notes(manifest.origin.get("clock_behind")))
                         elif floor is None and not item.land_if_empty and hasattr(raw, "create_declared"):
                             # an incremental table still empty at the source, never applied: its raw
                             # table is made empty from the extract's contract, as its first batch would
@@ -401,7 +409,7 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
 
 def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.RecordBatch], pa.Array] | None = None,
          previous: Manifest | None = None, snapshot: bool = False, changes_only: bool = False,
-         cursor_floor: str | None = None) -> Manifest | None:
+         cursor_floor: str | None = None, after: datetime | None = None) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
     ``seen``: tells which rows of a batch raw already holds with the same key and cursor; such rows
@@ -411,11 +419,13 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
     (same rows, same order, same columns: a full snapshot that did not change, e.g. an API without
     an updated-since parameter) is not landed again.
     ``cursor_floor``: the table's stored cursor: the new one never falls below it.
+    ``after``: the table's newest extraction stamp: the batch is stamped after it, whatever the
+    clock says (``Landing.open_batch``).
     """
     started = datetime.now(UTC)  # a cursor is never set past the time its extract began
     table = item.table
     where = {"source": spec.name, "table": table.name}
-    writer = landing.open_batch(spec.name, table.name, item.schema, datetime.now(UTC))
+    writer = landing.open_batch(spec.name, table.name, item.schema, datetime.now(UTC), after=after)
     progress = Progress(f"{spec.name}.{table.name} extract", log)
     cursor_to = None
     timeless = (0, 0)  # rows without their event time, and the data row of the first
@@ -535,6 +545,20 @@ def timeless_notes(found: dict[str, Any] | None) -> list[str]:
             "landed, held out of staging until filled"]
 
 
+def clock_notes(found: dict[str, str] | None) -> list[str]:
+    """The report line for a batch stamped after the table's newest stamp because the clock was
+    behind it (``origin.clock_behind``, written by ``Landing.open_batch``).
+
+    >>> clock_notes({"clock": "2026-12-06T10:00:00+00:00", "newest_stamp": "2026-12-07T10:00:00+00:00",
+    ...              "stamped": "2026-12-07T10:00:00.000001+00:00"})
+    ["this machine's clock (2026-12-06T10:00:00+00:00) is behind the table's newest extraction stamp (2026-12-07T10:00:00+00:00): stamped 2026-12-07T10:00:00.000001+00:00 so that the batch stays the latest; check the clock (NTP)"]
+    """
+    if not found:
+        return []
+    return [f"this machine's clock ({found['clock']}) is behind the table's newest extraction stamp "
+            f"({found['newest_stamp']}): stamped {found['stamped']} so that the batch stays the latest; check the clock (NTP)"]
+
+
 def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) -> bool:
     from pyarrow import fs as pafs
 
@@ -546,7 +570,7 @@ def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) ->
 
 
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
-                  fresh: dict[str, Manifest] | None = None) -> LandedBatches:
+                  fresh: dict[str, Manifest] | None = None, done: set[str] | None = None) -> LandedBatches:
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
     Checksums are verified before applying, except for ``fresh`` batches, landed (and checksummed)
@@ -554,9 +578,10 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     Set-aside batches are skipped (listed in ``outcome.set_aside``).
     Returns the table's landed batches (listed once, for the caller to reuse): only the pending
     batches' manifests are read here, so a run with nothing pending reads none, however many
-    batches the table has landed.
+    batches the table has landed. ``done``: the table's batch ids in raw's ledger, when the caller
+    has just read them.
     """
-    done = raw.loaded_batch_ids(spec.name, table.name)
+    done = raw.loaded_batch_ids(spec.name, table.name) if done is None else done
     aside = set_aside_ids(spec, table, landing, raw, done)
     landed = landing.landed(spec.name, table.name)  # ids from one listing; manifests read when needed
     # said once per table and run: the first pass (the second, after extraction, has ``fresh``)
@@ -636,5 +661,5 @@ def land_file_table(spec: SourceSpec, table: TableSpec, file: Path, landing: Lan
 
     landed = landing.landed(spec.name, table.name)
     for item in files.extracts(spec, table, location=str(file.parent), landed=landed, force=force):
-        return land(spec, item, landing)
+        return land(spec, item, landing, after=newest_stamp(landed.ids))
     return None

@@ -35,11 +35,13 @@ import pyarrow.fs as pafs
 from sources import failpoints
 from sources.errors import ConfigError, LandingError, LoaderError, exception_chain, landing_store_error
 from sources.landing.manifest import MANIFEST_NAME, ORIGIN_MARKER, Manifest, origin_marker
-from sources.landing.writer import PART_NAME, BatchWriter, new_batch_id, sha256_of
-from sources.logs import redact_userinfo
+from sources.landing.writer import PART_NAME, BatchWriter, new_batch_id, sha256_of, stamp_after
+from sources.logs import get_logger, redact_userinfo
 
 __all__ = ["PART_NAME", "BatchWriter", "LandedBatches", "Landing", "LocalLanding", "SetAside", "new_batch_id",
            "s3_filesystem", "sha256_of"]
+
+log = get_logger("sources.landing")
 
 SET_ASIDE_DIR = ".set_aside"  # per table, beside the batches; a dot folder is never listed as a batch
 
@@ -91,6 +93,12 @@ class SetAside:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
+
+CLOCK_BEHIND_NEXT = (
+    "check this machine's clock (`timedatectl`, `chronyc tracking`: is NTP synchronised?). If it is right, an "
+    "earlier load ran with a clock ahead: this table's batches are stamped just after that stamp until the clock "
+    "passes it, and `elt freshness` reads the table's 'newest extraction' from these stamps meanwhile "
+    "(docs/decisions/0057-extraction-stamps-never-go-back.md)")
 
 S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
 
@@ -198,9 +206,30 @@ class Landing:
         return f"{self.table_dir(source, table)}/{batch_id}"
 
     # -- writing -----------------------------------------------------------------------------
-    def open_batch(self, source: str, table: str, schema: pa.Schema, extracted_at: datetime | None = None) -> BatchWriter:
-        extracted_at = extracted_at or datetime.now(UTC)
-        return BatchWriter(self, source, table, schema, extracted_at, new_batch_id(extracted_at))
+    def open_batch(self, source: str, table: str, schema: pa.Schema, extracted_at: datetime | None = None, *,
+                   after: datetime | None = None) -> BatchWriter:
+        """A writer for a new batch of ``source.table``, stamped ``extracted_at`` (the clock's time
+        when not given) and named after the stamp (``new_batch_id``).
+
+        ``after``: the newest extraction stamp the table already has (its newest landed batch, or
+        raw's ledger; ``sources.pipeline`` reads it from ids it lists anyway). The batch is stamped
+        at least 1 microsecond after it whatever the clock says, so it is the table's latest version
+        in staging's dedupe and its id sorts after every landed one (decision 0057). When the clock
+        is behind that stamp, a warning names the source, the table, the clock's time and the
+        stamp used, and the manifest's ``origin.clock_behind`` records both.
+        """
+        clock = (extracted_at or datetime.now(UTC)).astimezone(UTC)
+        stamp = stamp_after(clock, after)
+        writer = BatchWriter(self, source, table, schema, stamp, new_batch_id(stamp))
+        if after is not None and clock < after:
+            writer.clock_behind = {"clock": clock.isoformat(), "newest_stamp": after.isoformat(),
+                                   "stamped": stamp.isoformat()}
+            log.warning(f"this machine's clock ({clock.isoformat()}) is behind the newest extraction stamp of "
+                        f"{source}.{table} ({after.isoformat()}): the new batch is stamped {stamp.isoformat()}, 1 microsecond "
+                        "after it, so that it stays the latest version of its keys", extra={"fields": {
+                            "source": source, "table": table, "clock": clock.isoformat(), "stamp": stamp.isoformat(),
+                            "batch_id": writer.batch_id, "next": CLOCK_BEHIND_NEXT}})
+        return writer
 
     def _place(self, source: str, table: str, batch_id: str, data: Path, manifest: Manifest,
                sending_manifest: Callable[[], None] = lambda: None) -> None:

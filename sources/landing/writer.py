@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import queue
+import re
 import secrets
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,56 @@ def new_batch_id(extracted_at: datetime) -> str:
     return f"{extracted_at:%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(4)}"
 
 
+_BATCH_ID = re.compile(r"(\d{8}T\d{12})Z-[0-9a-f]+")
+STAMP_STEP = timedelta(microseconds=1)  # the smallest step of a stamp, as raw and batch ids hold it
+
+
+def batch_id_time(batch_id: str) -> datetime | None:
+    """The extraction stamp a batch id carries (``new_batch_id``: the manifest's ``extracted_at``
+    to the microsecond), or None for an id of another form.
+
+    >>> batch_id_time("20260102T030405000006Z-bf178ba4")
+    datetime.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=datetime.timezone.utc)
+    >>> batch_id_time("B1") is None
+    True
+    """
+    found = _BATCH_ID.fullmatch(batch_id)
+    return datetime.strptime(found.group(1), "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC) if found else None
+
+
+def newest_stamp(batch_ids: Iterable[str]) -> datetime | None:
+    """The newest extraction stamp among ``batch_ids`` (a table's landed batches, its ledger's),
+    read from the ids themselves: no manifest is read, no query is made. Ids of another form
+    (not written by ``new_batch_id``) are passed over.
+
+    >>> newest_stamp(["20261206T100000000000Z-aa", "20261207T100000000000Z-bb", "B1"]).day
+    7
+    >>> newest_stamp(["B1"]) is None
+    True
+    """
+    # the ids' fixed-width time prefix sorts as the time does: one time is parsed, not every id's
+    newest = max((b for b in batch_ids if _BATCH_ID.fullmatch(b)), default=None)
+    return batch_id_time(newest) if newest is not None else None
+
+
+def stamp_after(clock: datetime, newest: datetime | None) -> datetime:
+    """A new batch's extraction stamp: the clock's time, or 1 microsecond after ``newest`` (the
+    table's newest stamp) when the clock is not past it. Staging keeps the row of the latest
+    stamp, and batch ids sort by it: a clock behind (or an earlier load's clock ahead) must not
+    make a new extract older than one already landed.
+
+    >>> t = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    >>> stamp_after(t, None) == t, stamp_after(t, t - STAMP_STEP) == t
+    (True, True)
+    >>> stamp_after(t, t + timedelta(days=1))
+    datetime.datetime(2026, 12, 7, 10, 0, 0, 1, tzinfo=datetime.timezone.utc)
+    >>> stamp_after(t, t) == t + STAMP_STEP
+    True
+    """
+    clock = clock.astimezone(UTC)
+    return clock if newest is None or clock > newest else newest.astimezone(UTC) + STAMP_STEP
+
+
 def sha256_of(fs: pafs.FileSystem, path: str) -> str:
     digest = hashlib.sha256()
     with fs.open_input_stream(path) as handle:
@@ -77,6 +129,9 @@ class BatchWriter:
         self.rows = 0
         self._placed = False
         self._manifest_sent = False  # the manifest's write was started: a failure may still have written it
+        # set by ``Landing.open_batch`` when the clock was behind the table's newest stamp: recorded
+        # in the manifest's origin (the stamp is then not the clock's time)
+        self.clock_behind: dict[str, str] | None = None
         # Parquet encoding runs in its own thread, overlapping with extraction (both release the
         # GIL); the queue holds at most two batches, so memory stays bounded.
         self._queue: queue.Queue[pa.RecordBatch | None] = queue.Queue(maxsize=2)
@@ -144,7 +199,7 @@ class BatchWriter:
             columns=columns,
             primary_key=primary_key,
             files=[LandedFile(PART_NAME, self.rows, data.stat().st_size, sha256_of(pafs.LocalFileSystem(), str(data)))],
-            origin=origin,
+            origin={**origin, "clock_behind": self.clock_behind} if self.clock_behind else origin,
             cursor=cursor or {},
             snapshot=snapshot,
             changes_only=changes_only,

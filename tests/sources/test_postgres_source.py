@@ -628,12 +628,12 @@ def test_a_load_that_lost_the_warehouse_says_so_once(pg_db, tmp_path: Path, monk
         (tmp_path / f"{name}.csv").write_text("id\nx1\n")
     real = pipeline.apply_pending
 
-    def restart_first(spec, table, landing, raw, outcome, fresh=None):  # type: ignore[no-untyped-def]
+    def restart_first(spec, table, landing, raw, outcome, **kw):  # type: ignore[no-untyped-def]
         if table.name == "a":
             with psycopg2.connect(pg_db.dsn) as admin, admin.cursor() as cur:
                 cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        return real(spec, table, landing, raw, outcome, fresh=fresh)
+        return real(spec, table, landing, raw, outcome, **kw)
 
     monkeypatch.setattr(pipeline, "apply_pending", restart_first)
     with PostgresRaw(PostgresSettings(pg_db.host, pg_db.port, pg_db.user, pg_db.dbname)) as raw:
