@@ -359,13 +359,16 @@ class History:
         no run after it (the tick died between the two, or the claim's COMMIT was applied and its
         answer lost) skipped the slot for good: a scheduler probe's transform waited for the next
         hour with nothing in the history. Such a slot counts as not taken; a stopped run's slot was
-        given back already."""
+        given back already. So does a slot later than this machine's clock (``elt tick --now`` is
+        refused in the future): a tick ran with a clock ahead, and its run's slot held every job
+        until the clock passed it (a calendar probe: a day ahead, a day without loads)."""
         rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [job])
         claimed = rows[0][0] if rows else None
         if claimed is None:
             return None, None
+        bound = min(claimed, _utc_now())
         ran = cur.fetchall("SELECT max(scheduled_for) FROM elt_meta.job_runs WHERE job = ? AND attempt >= 1 "
-                           "AND status <> 'stopped' AND scheduled_for <= ?", [job, claimed])
+                           "AND status <> 'stopped' AND scheduled_for <= ?", [job, bound])
         latest = ran[0][0] if ran else None
         return (claimed if latest == claimed else latest), claimed
 
@@ -384,7 +387,13 @@ class History:
             last, claimed = self._last_run_slot(cur, job)
             if last is not None and last >= slot:
                 return False
-            if claimed is not None and claimed != last:
+            if claimed is not None and claimed > _utc_now():
+                log.warning(f"slot {claimed} of job {job} is later than this machine's clock ({_utc_now():%Y-%m-%d %H:%M} "
+                            "UTC): a tick ran with a clock ahead. The schedule counts from the last slot that ran "
+                            "before now", extra={"fields": {"job": job, "slot": str(claimed),
+                                                            "next": "check the clocks of the machines that run "
+                                                                    "`elt tick` (is NTP synchronised?)"}})
+            elif claimed is not None and claimed != last:
                 log.warning(f"slot {claimed} of job {job} was claimed by a run that left no record (it died before "
                             "starting, or its claim's answer was lost): the schedule counts from the last slot that ran",
                             extra={"fields": {"job": job, "slot": str(claimed)}})
@@ -410,6 +419,11 @@ class History:
             "ON CONFLICT (subject) DO UPDATE SET state = excluded.state, changed_at = excluded.changed_at, "
             "detail = excluded.detail",
             [subject, state, now, _redacted(detail)], {"subject": subject, "state": state})
+
+
+def _utc_now() -> datetime:
+    """This machine's clock, as the history stores times (UTC, without a zone)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class _DuckCursor:

@@ -368,6 +368,26 @@ def test_a_slot_claimed_by_a_run_that_left_no_record_runs_at_the_next_tick(proje
     assert "nothing due" in project.elt("tick", "--now", "2026-11-25T01:40", **env).stdout  # and once only
 
 
+def test_a_slot_a_tick_ran_with_a_clock_ahead_does_not_hold_the_schedule(project: Project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Found by a calendar probe: one `elt tick` on a machine whose clock was a day ahead recorded
+    its runs' slots a day ahead, and every later tick said "nothing due" until the clock passed
+    them: a day without loads or transforms, with `elt status` showing a last slot in the future."""
+    from datetime import timedelta
+
+    from orchestrator.scheduling.runner import utcnow
+    from orchestrator.scheduling.tick import tick
+
+    env = {"ELT_JOBS": "quick"}
+    for key, value in {**project.env, **env}.items():  # the in-process tick reads them as `elt` does
+        monkeypatch.setenv(key, value)
+    ahead = tick(project.settings(), clock=lambda: utcnow() + timedelta(days=1))
+    assert [r.status for r in ahead.started] == ["succeeded"], ahead.render()
+    out = project.elt("tick", **env)  # the machine's clock again
+    assert "quick: succeeded" in out.stdout, out.stdout + out.stderr
+    assert "is later than this machine's clock" in out.stderr and "a tick ran with a clock ahead" in out.stderr, out.stderr
+    assert "nothing due" in project.elt("tick", **env).stdout  # once only
+
+
 def test_a_job_that_cannot_be_started_does_not_stop_the_tick(project: Project, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
     """The run history's connection went while one job was being started: the tick ended in a
     traceback, and the jobs after it (the transform too) never started (a scheduler probe)."""
