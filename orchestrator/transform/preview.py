@@ -292,7 +292,17 @@ def _sql_echo(*, shown: bool) -> Iterator[None]:
 def _reused_table(info: Any, environment: str) -> str:
     """Why a changed model of ``environment`` reads prod's table, from its snapshot's change
     category. A forward-only change was said to be "downstream of a non-breaking change ... its
-    data is the same" (a probe): prod's table is kept, but the days built after the deploy use it."""
+    data is the same" (a probe): prod's table is kept, but the days built after the deploy use it.
+
+    >>> from types import SimpleNamespace as Info
+    >>> from sqlmesh.core.snapshot import SnapshotChangeCategory as Category
+    >>> _reused_table(Info(forward_only=True, change_category=Category.NON_BREAKING), "dev").split(":")[0]
+    'forward-only change'
+    >>> _reused_table(Info(forward_only=False, change_category=Category.METADATA), "dev").split(" (")[0]
+    'metadata-only change'
+    >>> _reused_table(Info(forward_only=False, change_category=Category.INDIRECT_NON_BREAKING), "dev").split(";")[0]
+    'downstream of a non-breaking change'
+    """
     from sqlmesh.core.snapshot import SnapshotChangeCategory as Category
 
     category = getattr(info, "change_category", None)
