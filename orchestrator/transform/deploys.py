@@ -219,6 +219,69 @@ def forget_deploy(adapter: Any, deploy_id: str) -> None:
     _settle(adapter, f"DELETE FROM {ROLLED_BACK} WHERE deploy_id = {key}")
 
 
+# per environment and SQLMesh plan: the model versions (snapshot ids) the environment served after
+# an `elt transform` whose plan it had not recorded yet. A later plan id not recorded here was
+# made outside `elt` (a bare `sqlmesh plan`, the review workflow the README allows)
+SERVED = "elt_meta.served_by_plan"
+
+
+def _short(fqn: str) -> str:
+    table = exp.to_table(fqn)
+    return f"{table.db}.{table.name}" if table.db else table.name
+
+
+def record_served(adapter: Any, environment: str, env: Any) -> None:
+    """After a transform: what ``env`` (SQLMesh's environment record) serves, once per plan id
+    (rows grow with plans, not with transforms). Insert-only, so every gateway can write it."""
+    if env is None or not getattr(env, "plan_id", None):
+        return
+    from orchestrator.transform.windows import create_meta_table
+
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    create_meta_table(adapter, SERVED, "environment TEXT NOT NULL, plan_id TEXT NOT NULL, model TEXT NOT NULL, "
+                                       "snapshot TEXT NOT NULL, recorded_at TIMESTAMP NOT NULL")
+    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    if adapter.fetchone(f"SELECT 1 FROM {SERVED} WHERE environment = {lit(environment)} "
+                        f"AND plan_id = {lit(env.plan_id)} LIMIT 1"):
+        return
+    now = lit(datetime.now(UTC).replace(tzinfo=None))
+    rows = ", ".join(f"({lit(environment)}, {lit(env.plan_id)}, {lit(_short(s.name))}, {lit(s.identifier)}, "
+                     f"CAST({now} AS TIMESTAMP))" for s in sorted(env.snapshots, key=lambda s: s.name))
+    if rows:
+        adapter.execute(f"INSERT INTO {SERVED} (environment, plan_id, model, snapshot, recorded_at) VALUES {rows}")
+
+
+def changed_outside(adapter: Any, environment: str, env: Any) -> tuple[str, list[str]] | None:
+    """When ``env`` was last planned by something else than `elt transform` (its plan id is not
+    the last one recorded by ``record_served``): (when that plan was finalized, the models whose
+    version it changed, added or removed since). None when the last plan is recorded, or nothing is."""
+    if env is None or not adapter.table_exists(SERVED):
+        return None
+    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    last = adapter.fetchone(f"SELECT plan_id FROM {SERVED} WHERE environment = {lit(environment)} "
+                            "ORDER BY recorded_at DESC LIMIT 1")
+    if last is None or last[0] == env.plan_id:
+        return None
+    recorded = dict(adapter.fetchall(f"SELECT model, snapshot FROM {SERVED} WHERE environment = {lit(environment)} "
+                                     f"AND plan_id = {lit(last[0])}"))
+    now = {_short(s.name): s.identifier for s in env.snapshots}
+    models = sorted(m for m in set(recorded) | set(now) if recorded.get(m) != now.get(m))
+    finalized = getattr(env, "finalized_ts", None)
+    when = (datetime.fromtimestamp(finalized / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC") if finalized else "an unknown time")
+    return when, models
+
+
+def outside_refusal(environment: str, when: str, at_stake: list[str], here: Checkout) -> str:
+    """Why this checkout must not replace what a plan outside `elt` deployed (one line, ending
+    with what to do)."""
+    commit = (here.commit or "no commit")[:12]
+    return (f"{environment} was changed at {when} by a plan outside `elt transform` (a bare `sqlmesh plan`), which "
+            f"deployed versions of {_models(at_stake)} that this checkout ({commit}) does not hold: its plan would "
+            f"replace them. Nothing ran. next: bring that change into this checkout (merge it, `git pull` here) and "
+            f"rerun `elt transform`; to replace it on purpose, run `elt transform --allow-revert` once "
+            f"(docs/runbook.md#who-deployed-the-models)")
+
+
 def _models(names: list[str]) -> str:
     return ", ".join(sorted(names)[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 

@@ -965,6 +965,19 @@ def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
     SnapshotEvaluator.evaluate = evaluate  # type: ignore[method-assign]
 
 
+def _record_served(ctx, environment: str) -> None:  # type: ignore[no-untyped-def]
+    """What the environment serves after this transform, once per SQLMesh plan (``deploys.SERVED``):
+    a later plan not recorded there was made outside `elt`. A record, not the transform's work: a
+    failure to write it is logged."""
+    from orchestrator.transform.deploys import record_served
+
+    try:
+        record_served(ctx.engine_adapter, environment, ctx.state_reader.get_environment(environment))
+    except Exception as exc:  # noqa: BLE001 - the transform's work is done; the guard then has less to go on
+        log.warning(f"could not record what {environment} serves: {first_line(exc)}; a later plan made outside "
+                    "`elt transform` will not be told from this one", extra={"fields": {"environment": environment}})
+
+
 def _short_name(fqn: str) -> str:
     """``schema.model`` of a snapshot's quoted ``"catalog"."schema"."model"``."""
     table = exp.to_table(fqn)
@@ -976,7 +989,16 @@ def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bo
     the one that last deployed ``environment``, or would put back versions a rollback took out
     (``deploys.refusal``). Returns what the transform records just before it plans: (this
     checkout, the changed models, whether it is a rollback, the versions a rollback takes out)."""
-    from orchestrator.transform.deploys import ABSENT, checkout, last_deploy, own_version, refusal, rolled_back_versions
+    from orchestrator.transform.deploys import (
+        ABSENT,
+        changed_outside,
+        checkout,
+        last_deploy,
+        outside_refusal,
+        own_version,
+        refusal,
+        rolled_back_versions,
+    )
 
     env = ctx.state_reader.get_environment(environment)
     served = {s.snapshot_id: s.name for s in env.snapshots} if env is not None else {}
@@ -995,6 +1017,17 @@ def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bo
             _short_name(name) for name, version in record.items()
             if (name not in mine if version == ABSENT else mine.get(name) == version))
         why, rollback = refusal(Path(ctx.path), environment, last, here, changed, undone)
+        outside = changed_outside(ctx.engine_adapter, environment, env) if not why else None
+        if outside is not None:
+            # a bare `sqlmesh plan` deployed versions this checkout lacks: its plan puts the old ones
+            # back, and the scheduled transform of an unmerged checkout did that without a word (a probe)
+            # by each model's own definition: a model the outside plan deployed that this checkout
+            # holds too (merged, with other changes since) is not at stake
+            mine_own = {_short_name(s.name): own_version(s.fingerprint) for s in local.values()}
+            theirs_own = {_short_name(s.name): own_version(s.fingerprint) for s in env.snapshots}
+            at_stake = [m for m in outside[1] if mine_own.get(m) != theirs_own.get(m)]
+            if at_stake:
+                why, rollback = outside_refusal(environment, outside[0], at_stake, here), True
         if why and not allow_revert:
             raise TransformFailed("deploy", [], why)
         if why:
@@ -1051,6 +1084,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
             applied = bool(plan.has_changes or plan.requires_backfill)
             if deploy_id:
                 deploy_applied(adapter, deploy_id)
+            _record_served(ctx, environment)  # at once: this plan is elt's, even if the run is killed
         except NoChangesPlanError:
             applied = False
             if deploy_id:
@@ -1098,6 +1132,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
+    _record_served(ctx, environment)
     direct = lineage_direct(ctx) if restated.orphans else {}
     failing = [o for o in restated.orphans if not o.warn]
     held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,

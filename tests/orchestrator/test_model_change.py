@@ -165,3 +165,39 @@ def test_a_checkout_behind_the_last_deploy_does_not_put_older_models_back(projec
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "0123456789ab by bob@other-host" in out and "does not have that commit" in out, out
     assert "git fetch --unshallow" in out, out
+
+
+def test_a_change_deployed_by_a_bare_sqlmesh_plan_is_not_put_back_by_a_checkout_without_it(project: Project,
+                                                                                             small_jaffle: Path) -> None:
+    """Found by a dev-environment probe: a reviewed change deployed with a bare `sqlmesh plan` (the
+    README allows it) from another checkout was undone by the next scheduled `elt transform` of a
+    checkout that had not merged it: 'plan applied', recorded as a deploy, not a word about it.
+    Such a transform now stops, naming the models; a checkout that holds the change deploys as usual."""
+    from tests.conftest import BIN, copy_project, run
+
+    shutil.copytree(small_jaffle, project.root / "data" / "jaffle-data")
+    for args in (("load", "jaffle_shop"), ("transform",)):
+        proc = project.elt(*args, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    branch = copy_project(project.root.parent / "branch")  # the reviewer's checkout, on the same warehouse
+    model = branch / "models" / "marts" / "orders.sql"
+    model.write_text(model.read_text().replace(
+        "COALESCE(order_items_summary.count_drink_items, 0) > 0 AS is_drink_order,",
+        "COALESCE(order_items_summary.count_drink_items, 0) >= 1 AS is_drink_order,"))
+    env = {**project.env, "ELT_PROJECT_DIR": str(branch),
+           "ELT_DUCKDB_PATH": str(project.root / "data" / "warehouse.duckdb")}
+    run([str(BIN / "sqlmesh"), "plan", "--auto-apply", "--no-prompts"], cwd=branch, env=env, timeout=300)
+
+    proc = project.elt("transform", timeout=300)  # the scheduler's checkout, without the change
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    line = next(line for line in out.splitlines() if "transform failed during deploy" in line)
+    assert "by a plan outside `elt transform` (a bare `sqlmesh plan`), which deployed versions of marts.orders" in line, out
+    assert "Nothing ran. next: bring that change into this checkout" in line and "--allow-revert" in line, out
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM elt_meta.deploys").fetchone() == (1,)  # nothing planned
+
+    # the change merged into the scheduler's checkout: deployed as usual, nothing to refuse
+    shutil.copy(model, project.root / "models" / "marts" / "orders.sql")
+    proc = project.elt("transform", timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
