@@ -1085,6 +1085,9 @@ class Lineage:
     # model -> those of ranked_raw whose rows a value lets in or out of the numbering (ranked_sources):
     # any changed row of them shifts its entity's later days
     ranked_by_value: dict[str, set[str]] = field(default_factory=dict)
+    # raw tables a time-partitioned model reads through time models: rows dated after today are in
+    # no interval of those models until their day comes (windows.timeless with after)
+    read_by_time: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -1255,6 +1258,7 @@ class Lineage:
         from sqlmesh.utils.date import to_date
 
         first: dict[str, date] = {}
+        read_by_time = {t for name in models if is_time[name] for t in upstream.get(name, set()) - via.get(name, set())}
         for name, model in models.items():
             # a relative start ('1 year ago') leaves older rows out on purpose, and moves daily
             relative = isinstance(model.start, str) and not re.match(r"^\d{4}-\d{2}-\d{2}", model.start.strip())
@@ -1293,7 +1297,7 @@ class Lineage:
                                 "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
                                 "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
                                 "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
-        return cls(is_time, triggers, via, later, first, following, ranked, by_value)
+        return cls(is_time, triggers, via, later, first, following, ranked, by_value, read_by_time)
 
 
 def expected_version(snapshot) -> str:  # type: ignore[no-untyped-def]
@@ -1373,7 +1377,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         # nothing new: the batches that held rows out of staging are checked again, and fail again
         # (or are released) without restating anything
         result = Restatement()
-        held = _check_held_out(adapter, w.window_specs(), held_before, result, lineage.first_day)
+        held = _check_held_out(adapter, w.window_specs(), held_before, result, lineage.first_day,
+                               lineage.read_by_time)
         w.set_held(adapter, held, held_before)
         return result
     wanted = {sid for mv in pending for sid in targets[mv]}
@@ -1398,6 +1403,16 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     pending, read_by_build, unchecked = _built_outside_elt(adapter, pending, targets, stored, in_state)
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
+    # The last day each model version can have built: SQLMesh's run ends now, and builds a day once
+    # it has ended (today's part only with allow_partials), so no interval after today exists; a
+    # version whose record reaches further (written by a machine whose clock was ahead) up to its
+    # last recorded day. Later days are not restated: there is nothing to remove, and SQLMesh
+    # reads their rows when it builds them. They are left out in the windows' query already (the
+    # latest of these days), so a 9999-12-31 placeholder never reaches Python's date arithmetic.
+    today = sqlmesh_today()
+    last_built = {mv: max(today, utc_day(s.intervals[-1][1]) - timedelta(days=1)) if s is not None and s.intervals
+                  else today for mv, s in in_state.items()}
+    latest = max(last_built.values(), default=today)
 
     def level_of(name: str, raw_table: str) -> int:
         """How ``name``'s days depend on other days for changes of ``raw_table``. A model that ranks
@@ -1422,7 +1437,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     def days(raw_table: str, batches: set[str]) -> w.Windows:
         key = (raw_table, frozenset(batches))
         if key not in cache:
-            cache[key] = w.raw_windows(adapter, raw_table, specs, batches, values=raw_table in values_of)
+            cache[key] = w.raw_windows(adapter, raw_table, specs, batches, values=raw_table in values_of, last=latest)
         return cache[key]
 
     with_rows: dict[str, set[str]] = {}  # raw table -> its pending batches that added rows
@@ -1445,7 +1460,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     for tables in [*pending.values(), *unchecked.values()]:
         for raw_table, batches in tables.items():
             every.setdefault(raw_table, set()).update(batches)
-    held = _check_held_out(adapter, specs, every, result, lineage.first_day)
+    held = _check_held_out(adapter, specs, every, result, lineage.first_day, lineage.read_by_time, today)
     removals: dict[tuple[int, int], list[Any]] = {}
     scope: dict[str, list[tuple[int, int]] | None] = {}
     for (name, version), tables in sorted(pending.items()):
@@ -1458,6 +1473,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                 windows.whole = windows.whole or bool(filled(raw_table, batches))
             else:
                 windows.merge(days(raw_table, batches), later=level_of(name, raw_table))
+        windows.until(last_built[(name, version)])  # days not built yet (rows dated after today wait)
         if not windows or not snapshot.intervals:
             continue
         if snapshot.is_model and snapshot.model.disable_restatement:
@@ -1666,9 +1682,12 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
 
 
 def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, set[str]],  # type: ignore[no-untyped-def]
-                    result: Restatement, first_days: dict[str, date] | None = None) -> dict[str, set[str]]:
+                    result: Restatement, first_days: dict[str, date] | None = None,
+                    read_by_time: set[str] | None = None, today: date | None = None) -> dict[str, set[str]]:
     """Rows of ``batches_of`` (raw table -> batches: the pending ones and those held before) that
-    staging holds out: orphans, rows whose parent was deleted, keys without their event time. Adds
+    staging holds out: orphans, rows whose parent was deleted, keys without their event time, and
+    (warned) keys dated before the models' start or after ``today`` in the tables that time models
+    read (``read_by_time``): the latter wait for their day. Adds
     them to ``result.orphans`` and returns raw table -> the batches holding them, which the next
     transform checks again (windows.HELD) while the batches themselves are consumed: their days were
     restated when they were new, and the correction that releases them comes as a batch of its own,
@@ -1701,6 +1720,15 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
         if early:
             hold(early, raw_table, f"{early.count} key(s) of {raw_table} are dated before {first_day}, the first day "
                  f"the models build; {again}", {"raw_table": raw_table, "rows": early.count})
+        if raw_table in (read_by_time or set()):
+            # after today: SQLMesh builds their day once it has ended and reads them then; until then
+            # they are in no mart, and every transform names them (a typo, or a 9999-12-31 placeholder)
+            today = today or sqlmesh_today()
+            late = w.timeless(adapter, raw_table, specs, batches, after=today)
+            if late:
+                hold(late, raw_table, f"{late.count} key(s) of {raw_table} are dated after {today} (today in UTC): "
+                     f"they reach the marts on their day; checked again by every transform",
+                     {"raw_table": raw_table, "rows": late.count})
     for raw_table in sorted(batches_of):
         # a parent deleted while rows still name it: as a clean build of the same data would fail
         for found in w.deleted_parents(adapter, raw_table, specs, batches_of[raw_table]):
@@ -1712,9 +1740,10 @@ def _check_held_out(adapter: Any, specs: dict[str, Any], batches_of: dict[str, s
     for found in result.orphans:  # the table whose rows are held out decides: fail (default) or warn
         spec = specs.get(found.raw_table)
         found.warn = bool(spec and spec.warn_held)
-        if found.before is not None:
+        if found.before is not None or found.after is not None:
             # rows dated before the models' start warn, and keep warning: a start set to leave older
-            # history out is as likely as a wrong date, and must not fail every transform (0051)
+            # history out is as likely as a wrong date, and must not fail every transform (0051); rows
+            # dated after today warn until their day comes, when SQLMesh builds it with them
             found.warn = True
             continue
         if found.warn and spec is not None and spec.fail_after_s:
@@ -1785,7 +1814,8 @@ def whole_intervals(spans: list[tuple[int, int]], unit: Any) -> list[tuple[int, 
     ``allow_partials``) writes a touched day's change into its month's row. Removing the day alone
     from SQLMesh's record left the month recorded for ``allow_partials`` (every transform then
     failed on the read-back) and would rebuild a day's slice into a month's row: the whole month
-    is restated instead (a probe of monthly models).
+    is restated instead (a probe of monthly models). Days after the last one SQLMesh can have built
+    are dropped before (``Windows.until``): croniter has no month after December 9999.
 
     >>> from sqlmesh.core.node import IntervalUnit
     >>> sept_2, sept_3, oct_5, oct_6 = 1535846400000, 1535932800000, 1538697600000, 1538784000000
@@ -1805,6 +1835,14 @@ def whole_intervals(spans: list[tuple[int, int]], unit: Any) -> list[tuple[int, 
         else:
             merged.append((start, end))
     return merged
+
+
+def sqlmesh_today() -> date:
+    """Today in UTC by SQLMesh's clock: its run ends now (``sqlmesh.utils.date.now``), and no
+    interval after today's can be built. Days after it are not restated (restate_pending)."""
+    from sqlmesh.utils.date import now
+
+    return now().date()
 
 
 def to_ms(day) -> int:  # type: ignore[no-untyped-def]

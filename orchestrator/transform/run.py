@@ -823,9 +823,11 @@ def _orphan_failure(direct: dict[str, set[str]], found) -> AuditFailure:  # type
     model = ", ".join(sorted(direct.get(found.raw_table, set()))) or found.raw_table
     if found.event_time:  # windows.timeless
         late = (f"is dated before {found.before}, the first day the models build (their start)" if found.before
+                else f"is dated after {found.after} (today in UTC): it reaches the marts on its day" if found.after
                 else f"has no {found.event_time}")
+        where = f"not in {model} yet" if found.after else f"held out of {model}"
         return AuditFailure(model, "held_out", found.count, found.example, found.query,
-                            heading=f"{found.count} key(s) of {found.raw_table} held out of {model}: their latest "
+                            heading=f"{found.count} key(s) of {found.raw_table} {where}: their latest "
                                     f"version {late}")
     gone = DELETED_PARENT if found.parent_deleted else "is missing"
     return AuditFailure(model, "assert_relationship", found.count, found.example,
@@ -843,7 +845,8 @@ def _held_out(found: list[Any]) -> str:
     """The first line of the failure for rows held out of staging (orphans, rows without their time)."""
     kinds = [k for k, present in (("whose parent is missing", any(not o.event_time and not o.parent_deleted for o in found)),
                                   ("whose parent was deleted", any(o.parent_deleted for o in found)),
-                                  ("without their event time", any(o.event_time and not o.before for o in found))) if present]
+                                  ("without their event time",
+                                   any(o.event_time and not o.before and not o.after for o in found))) if present]
     pages = _held_pages(found)
     overdue = "".join(f" {o.overdue}: they fail as under held_rows: fail." for o in found if o.overdue)
     return (f"Rows {' and rows '.join(kinds)} were held out of staging (the rest was built); each transform "
@@ -856,6 +859,8 @@ def _held_why(found: Any) -> str:
     """Why rows were held out, in a few words (the run history, `elt status`, the report)."""
     if found.before:
         return f"{found.event_time} before {found.before}"
+    if found.after:
+        return f"{found.event_time} after {found.after}"
     if found.event_time:
         return f"no {found.event_time}"
     return f"parent {'deleted' if found.parent_deleted else 'missing'} in {found.parent_table}"
@@ -869,7 +874,7 @@ def _held_warning(direct: dict[str, set[str]], found: list[Any]) -> str:
     """The warning for rows held out of staging from tables that declare ``held_rows: warn``."""
     pages = _held_pages(found)
     tables = ", ".join(sorted({o.raw_table for o in found}))
-    declared = [o for o in found if not o.before]
+    declared = [o for o in found if not o.before and not o.after]
     tables = ", ".join(sorted({o.raw_table for o in declared}))
     lines = ([f"warning: rows of {tables} were held out of staging and the marts (the rest was built). Their "
               "table declares held_rows: warn, so the transform passed; every transform checks them again and "
@@ -883,6 +888,11 @@ def _held_warning(direct: dict[str, set[str]], found: list[Any]) -> str:
                      "(`sqlmesh plan --restate-model <model>`). If the start leaves them out on purpose, ignore this "
                      "warning: it repeats while they are their key's latest version (runbook: "
                      "docs/runbook.md#rows-without-an-event-time).")
+    if any(o.after for o in found):
+        lines.append("warning: rows dated after today (UTC) are in no mart yet: SQLMesh builds a day once it has ended, "
+                     "and reads them then (the rest was built). If the date is a typo, correct it at the source and "
+                     "load it; such rows reach the marts on their day. This warning repeats on every transform while "
+                     "they wait (runbook: docs/runbook.md#rows-without-an-event-time).")
     for o in found:
         failure = _orphan_failure(direct, o)
         if not failure.heading:  # not an audit that failed: rows held out
@@ -1136,7 +1146,8 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     direct = lineage_direct(ctx) if restated.orphans else {}
     failing = [o for o in restated.orphans if not o.warn]
     held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,
-                           timeless=any(o.event_time and not o.before for o in failing)) if failing else None
+                           timeless=any(o.event_time and not o.before and not o.after for o in failing)
+                           ) if failing else None
     if held is not None:
         held.held_counts = _held_counts(restated.orphans)  # the run history records warned ones too
     if held is not None and fail_on_held:

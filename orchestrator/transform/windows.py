@@ -79,12 +79,15 @@ class Windows:
         self.days |= other.days | (other.later if later >= 1 else set()) | (other.later_values if later >= 2 else set())
 
     def following(self, n: int, end: date) -> None:
-        """Also the ``n`` days after each day here, up to ``end`` (exclusive).
+        """Also the ``n`` days after each day here, up to ``end`` (exclusive). No day at or after
+        ``end`` is computed, so a day near ``date.max`` cannot overflow.
 
         >>> w = Windows({date(2020, 1, 2), date(2020, 1, 9)}); w.following(2, date(2020, 1, 10)); w.ranges()
         [(datetime.date(2020, 1, 2), datetime.date(2020, 1, 5)), (datetime.date(2020, 1, 9), datetime.date(2020, 1, 10))]
+        >>> w = Windows({date(2020, 1, 2), date.max}); w.following(2, date(2020, 1, 4)); sorted(w.days)[:2]
+        [datetime.date(2020, 1, 2), datetime.date(2020, 1, 3)]
         """
-        self.days |= {d for day in self.days for i in range(1, n + 1) if (d := day + timedelta(days=i)) < end}
+        self.days |= {day + timedelta(days=i) for day in self.days for i in range(1, min(n + 1, (end - day).days))}
 
     def through(self, end: date) -> None:
         """Every day from the first one here to ``end`` (exclusive).
@@ -96,8 +99,29 @@ class Windows:
             first = min(self.days)
             self.days |= {first + timedelta(days=i) for i in range((end - first).days)}
 
+    def until(self, last: date) -> set[date]:
+        """Drop the days after ``last`` (own, ``later`` and ``later_values``); return the own days
+        dropped. The transform drops the days after the last one SQLMesh can have built (restate:
+        today in UTC, or the model's last built day if that is later): no interval of them exists
+        to remove, and SQLMesh reads their rows when it builds them. An order dated 9999-12-31 (an
+        "end of time" placeholder) has no next day in Python: ``ranges`` needs them dropped first.
+
+        >>> w = Windows({date(2019, 3, 1), date(2029, 3, 1), date(9999, 12, 31)}, later={date.max})
+        >>> [d.isoformat() for d in sorted(w.until(date(2026, 12, 6)))], w.describe(), w.later
+        (['2029-03-01', '9999-12-31'], '1 day(s): 2019-03-01', set())
+        >>> w.ranges()
+        [(datetime.date(2019, 3, 1), datetime.date(2019, 3, 2))]
+        >>> w = Windows({date(2029, 3, 1)}); w.until(date(2026, 12, 6)) and bool(w)
+        False
+        """
+        dropped = {d for d in self.days if d > last}
+        self.days -= dropped
+        self.later = {d for d in self.later if d <= last}
+        self.later_values = {d for d in self.later_values if d <= last}
+        return dropped
+
     def ranges(self) -> list[tuple[date, date]]:
-        """Contiguous [start, end) day ranges.
+        """Contiguous [start, end) day ranges (no day may be ``date.max``: see ``until``).
 
         >>> Windows({date(2020, 1, 1), date(2020, 1, 2), date(2020, 1, 5)}).ranges()
         [(datetime.date(2020, 1, 1), datetime.date(2020, 1, 3)), (datetime.date(2020, 1, 5), datetime.date(2020, 1, 6))]
@@ -474,10 +498,12 @@ class Orphans:
     parent_deleted: bool = False
     # event times before this day, the first any model builds (timeless with first_day), not empty ones
     before: date | None = None
+    # event times after this day, today in UTC (timeless with after): their day has not come yet
+    after: date | None = None
 
 
 def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str],
-             first_day: date | None = None) -> Orphans | None:
+             first_day: date | None = None, after: date | None = None) -> Orphans | None:
     """Rows of ``batches`` that are their key's latest live version and have no event time. The
     loader lands them as the source has them (so they never block their table); staging's window
     filter leaves them out, as a clean build of the same raw does, so the key disappears from
@@ -487,7 +513,11 @@ def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches
 
     With ``first_day`` (the earliest start of the time models reading the table), the rows whose
     event time is before it instead: no interval of any model holds them, so they were in no mart,
-    with every command succeeding (an on-call probe: an order dated 2018-08-31, or moved there)."""
+    with every command succeeding (an on-call probe: an order dated 2018-08-31, or moved there).
+
+    With ``after`` (today in UTC), the rows dated on a later day instead: SQLMesh builds a day once
+    it has ended, so they are in no mart until their day comes (a typo of 2029 for 2019, or a
+    9999-12-31 "end of time" placeholder); they wait, and are named meanwhile."""
     spec = specs.get(raw_table)
     if not batches or spec is None or not spec.event_time or not adapter.table_exists(raw_table):
         return None
@@ -495,6 +525,8 @@ def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches
     et = _q(spec.event_time)
 
     def outside(alias: str) -> str:
+        if after is not None:  # from the next day's midnight on (after is today: never date.max)
+            return f"{alias}{et} >= {_lit((after + timedelta(days=1)).isoformat(), 'duckdb')}"
         return f"{alias}{et} IS NULL" if first_day is None else f"{alias}{et} < {_lit(first_day.isoformat(), 'duckdb')}"
     live = f" AND NOT COALESCE(v.{_q(DELETED)}, FALSE)" if _has_column(adapter, raw_table, DELETED) else ""
     in_batches = f"v.{_q('_batch_id')} IN ({ids})"
@@ -514,10 +546,12 @@ def timeless(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches
     if not rows:
         return None
     first = rows[0]
-    example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.event_time: first[-1], "_batch_id": first[-3],
+    # the time as the source wrote it (9999-12-31 10:00:00), not a datetime's repr
+    when = str(first[-1]) if isinstance(first[-1], date) else first[-1]
+    example = {**dict(zip(spec.key, first[:len(spec.key)])), spec.event_time: when, "_batch_id": first[-3],
                "data row": first[-2]}
     return Orphans(raw_table, "", len(rows), example, {r[-3] for r in rows}, rendered, event_time=spec.event_time,
-                   before=first_day)
+                   before=None if after is not None else first_day, after=after)
 
 
 def orphans(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str],
@@ -698,9 +732,11 @@ def batches_with_rows(adapter: Any, raw_table: str, batches: set[str]) -> set[st
 
 
 def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batches: set[str], *,
-                values: bool = False) -> Windows:
+                values: bool = False, last: date | None = None) -> Windows:
     """The days ``batches`` of ``raw_table`` touch (``whole`` for a table without time); with
-    ``values``, also the later days of every entity with a changed row (``later_values``)."""
+    ``values``, also the later days of every entity with a changed row (``later_values``). With
+    ``last``, none after it (``Windows.until``): left out by the query itself, so a time past the
+    years Python's dates hold never reaches Python."""
     spec = specs.get(raw_table)
     if not batches:
         return Windows()
@@ -718,6 +754,9 @@ def raw_windows(adapter: Any, raw_table: str, specs: dict[str, WindowSpec], batc
         if not adapter.table_exists(spec.parent[0]):
             return Windows()
     assert sql is not None
+    if last is not None:
+        sql = (f"SELECT touched.day, touched.later FROM ({sql}) AS touched "
+               f"WHERE touched.day <= CAST({_lit(last.isoformat(), 'duckdb')} AS DATE)")
     rendered = parse_one(sql, read="duckdb").sql(adapter.dialect)
     found: tuple[set[date], set[date], set[date]] = (set(), set(), set())  # own days, later (NUMBERS, VALUES)
     for day, level in adapter.fetchall(rendered):
