@@ -501,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     transform = sub.add_parser("transform", help="plan+apply models to an environment, then run due intervals")
     transform.add_argument("--environment", default="prod",
-                           help="the SQLMesh environment to plan and run (default: prod)")
+                           help="the SQLMesh environment to plan and run (default: prod); another one restates only "
+                                "its own tables, for batches prod has applied")
     transform.add_argument("--audit-all", action="store_true",
                            help="afterwards, run every audit over all data (slow; after a restatement by hand)")
     transform.add_argument("--allow-revert", action="store_true",

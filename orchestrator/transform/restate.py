@@ -1368,8 +1368,24 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         name = schema_table(info.name).lower()
         if name in lineage.is_time:
             targets.setdefault((name, info.version), []).append(info.snapshot_id)
+    if environment != "prod":
+        # another environment restates only its own tables: a version prod serves is prod's to
+        # restate and to mark consumed. `elt transform --environment dev` took prod's batches for
+        # them and removed prod's intervals, and `elt freshness` then saw nothing waiting for the
+        # prod marts that lacked those rows (a dev-environment probe)
+        prod = ctx.state_reader.get_environment("prod")
+        served = {(schema_table(i.name).lower(), i.version) for i in (prod.snapshots if prod else [])}
+        targets = {mv: ids for mv, ids in targets.items() if mv not in served}
     pending = w.pending_batches(adapter, {mv: lineage.upstream_raw.get(mv[0], set()) for mv in targets})
     pending = {mv: tables for mv, tables in pending.items() if tables}
+    if environment != "prod" and pending:
+        # and it applies a batch once prod has: its own tables read prod's shared ones (staging),
+        # which hold the batch's rows only after prod's transform; consumed before, a dev mart
+        # kept the rows of before for good
+        asked = sorted({b for tables in pending.values() for batches in tables.values() for b in batches})
+        in_prod = {str(b) for m, v, b in w.consumers(adapter, asked) if (str(m).lower(), str(v)) in served}
+        pending = {mv: {t: b & in_prod for t, b in tables.items() if b & in_prod} for mv, tables in pending.items()}
+        pending = {mv: tables for mv, tables in pending.items() if tables}
     held_before = w.held_batches(adapter)
     if not pending:
         if not held_before:

@@ -160,3 +160,56 @@ def test_a_preview_left_behind_is_brought_up_to_date_before_it_is_compared(small
     with duckdb.connect(shared["ELT_DUCKDB_PATH"], read_only=True) as con:
         assert con.execute("SELECT customer_id FROM marts__dev.orders WHERE order_id = 'o2'").fetchone() == ("c2",)
     assert "deploy with `elt transform`" in again, again
+
+
+def test_a_transform_of_a_dev_environment_leaves_prods_tables_and_batches_to_prod(small_jaffle: Path, tmp_path: Path) -> None:
+    """Found by a probe: `elt transform --environment dev` restated the model versions dev shares
+    with prod, recorded prod's batches as consumed by them and removed prod's intervals; prod
+    lacked the rows until its next transform and `elt freshness` saw nothing waiting for it. A dev
+    environment now restates its own tables only, and a batch once prod has it (they read prod's
+    shared staging, which holds its rows only then)."""
+    import duckdb
+
+    project = copy_project(tmp_path / "project")
+    (tmp_path / "tmp").mkdir()
+    env = project_env(project, TMPDIR=str(tmp_path / "tmp"))
+    elt = str(BIN / "elt")
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    run([elt, "transform"], cwd=project, env=env)
+    model = project / "models" / "marts" / "orders.sql"
+    prod_sql = model.read_text()
+    model.write_text(prod_sql.replace(
+        "    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n"))
+    run([elt, "preview", "dev"], cwd=project, env=env, timeout=300)  # dev's own marts.orders and marts.customers
+
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    warehouse = project / "data" / "warehouse.duckdb"
+
+    def consumers() -> set[tuple[str, str]]:  # (model, version) that consumed the newest orders batch
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            newest = con.execute("SELECT batch_id FROM elt_meta.loaded_batches WHERE table_name = 'orders' "
+                                 "ORDER BY loaded_at DESC LIMIT 1").fetchone()[0]
+            return set(con.execute("SELECT model, version FROM elt_meta.consumed_batches WHERE batch_id = ?",
+                                   [newest]).fetchall())
+
+    def customer_of_o2(schema: str) -> str:
+        with duckdb.connect(str(warehouse), read_only=True) as con:
+            return con.execute(f"SELECT customer_id FROM {schema}.orders WHERE order_id = 'o2'").fetchone()[0]
+
+    run([elt, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300)
+    assert consumers() == set() and customer_of_o2("marts") == "c1"  # prod's batch, prod's tables: untouched
+    waiting = run([elt, "freshness"], cwd=project, env=env, check=False).stdout
+    assert "waiting for `elt transform`" in waiting, waiting  # prod's marts still wait for the batch
+
+    model.write_text(prod_sql)  # the prod checkout's transform
+    run([elt, "transform"], cwd=project, env=env, timeout=300)
+    assert customer_of_o2("marts") == "c2" and "marts.orders" in {m for m, _ in consumers()}
+    model.write_text(prod_sql.replace(
+        "    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n"))
+    before = consumers()
+    run([elt, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300)  # dev follows prod
+    assert customer_of_o2("marts__dev") == "c2", consumers()
+    added = consumers() - before  # dev's own versions of the two marts, and nothing else
+    assert sorted(m for m, _ in added) == ["marts.customers", "marts.orders"], added
