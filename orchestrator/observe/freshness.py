@@ -171,6 +171,7 @@ def declared_max_ages(project_root: Path) -> dict[str, int]:
 _INTERVAL_UNIT = re.compile(r"(?:^|[,(])\s*interval_unit\s+['\"]?(\w+)['\"]?", re.IGNORECASE)
 _CRON = re.compile(r"(?:^|[,(])\s*cron\s+'([^']*)'", re.IGNORECASE)
 _PARTIALS = re.compile(r"(?:^|[,(])\s*allow_partials\s+true\b", re.IGNORECASE)
+_BY_TIME = re.compile(r"(?:^|[,(])\s*kind\s+INCREMENTAL_BY_TIME_RANGE\b", re.IGNORECASE)
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _PERIODS = ("month", "year")
 
@@ -191,6 +192,8 @@ class Period:
     unit: str
     cron: str
     partials: bool
+    # INCREMENTAL_BY_TIME_RANGE's time column: such a model builds whole intervals, once they are over
+    time_column: str | None = field(default=None, repr=False)
 
     def max_age_s(self, now: datetime, build_s: int) -> int:
         """How old its newest row (a period's first day) may be at ``now``. A run builds up to the
@@ -262,7 +265,9 @@ def model_schedules(project_root: Path) -> dict[str, Period]:
             croniter(schedule)
         except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
             continue
-        schedules[name.group(1).lower()] = Period(found, schedule, bool(_PARTIALS.search(block)))
+        timed = _TIME_COLUMN.search(block) if _BY_TIME.search(block) else None
+        schedules[name.group(1).lower()] = Period(found, schedule, bool(_PARTIALS.search(block)),
+                                                  timed.group(1).lower() if timed else None)
     return schedules
 
 
@@ -289,7 +294,8 @@ def model_periods(project_root: Path) -> dict[str, Period]:
     marts.e Period(unit='month', cron='0 0 15 * *', partials=False)
     marts.g Period(unit='month', cron='@daily', partials=True)
     """
-    return {name: period for name, period in model_schedules(project_root).items() if period.unit in _PERIODS}
+    return {name: Period(p.unit, p.cron, p.partials) for name, p in model_schedules(project_root).items()
+            if p.unit in _PERIODS}
 
 
 def model_graph(project_root: Path) -> dict[str, set[str]]:
@@ -495,11 +501,15 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         never_loaded = bool(raws) and not any(r in loads for r in raws) and note == "no rows"
         measure, newest = (("newest data", value) if value else ("newest extraction", extracted) if extracted
                            else ("newest extraction", None) if never_loaded else ("last build", last_build))
-        if value and mart not in periods and getattr(schedules.get(mart), "unit", "day") == "day":
+        schedule = schedules.get(mart)
+        if (value and mart not in periods and schedule is not None and schedule.unit == "day" and not schedule.partials
+                and schedule.time_column is not None and wanted[mart] == schedule.time_column):
             # built by the day: SQLMesh builds a day once it is over, so the newest row of a healthy
             # mart is from yesterday, at midnight for a day column: its age ran from 24 to 48 hours
             # and the 26-hour default called such a mart stale from 02:00 every day (a probe).
-            # The day counts from its end: stale once a day has been over for the maximum unbuilt
+            # The day counts from its end: stale once a day has been over for the maximum unbuilt.
+            # Only a time model built whole days (no allow_partials): a FULL model, a VIEW or a
+            # partial day can hold today's rows, and keep the row's own time (a review)
             newest, measure = datetime.combine(value.date() + timedelta(days=1), time()), "newest day"
         why = "" if newest else "inputs never loaded" if never_loaded else (
             "never built" + (", table missing" if note == "table missing" else ""))

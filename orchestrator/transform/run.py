@@ -1171,7 +1171,11 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     summary.audits_run, summary.audits_passed, summary.models_audited = (
         console.audits_run, console.audits_run - console.audits_failed - len(console.audit_errors),
         len(console.audited_models))
-    summary.audits_warned = list(console.audit_warnings)
+    # SQLMesh warns per interval: one audit failing on 30 restated days is one audit, its rows summed
+    warned: dict[tuple[str, str], list[int]] = {}
+    for model, audit, rows in console.audit_warnings:
+        warned.setdefault((model, audit), []).append(rows)
+    summary.audits_warned = [(m, a, sum(rows)) for (m, a), rows in warned.items()]
     if verify:
         summary.audits_run, summary.audits_passed, summary.models_audited, summary.failures = verify_audits(ctx)
     summary.elapsed_s = time.monotonic() - started
