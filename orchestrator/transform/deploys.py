@@ -219,9 +219,10 @@ def forget_deploy(adapter: Any, deploy_id: str) -> None:
     _settle(adapter, f"DELETE FROM {ROLLED_BACK} WHERE deploy_id = {key}")
 
 
-# per environment and SQLMesh plan: the model versions (snapshot ids) the environment served after
-# an `elt transform` whose plan it had not recorded yet. A later plan id not recorded here was
-# made outside `elt` (a bare `sqlmesh plan`, the review workflow the README allows)
+# per environment and SQLMesh plan: the model versions (snapshot ids, and each model's own
+# definition) the environment served after an `elt transform` whose plan it had not recorded yet.
+# A later plan id not recorded here was made outside `elt` (a bare `sqlmesh plan`, the review
+# workflow the README allows)
 SERVED = "elt_meta.served_by_plan"
 
 
@@ -239,36 +240,47 @@ def record_served(adapter: Any, environment: str, env: Any) -> None:
 
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, SERVED, "environment TEXT NOT NULL, plan_id TEXT NOT NULL, model TEXT NOT NULL, "
-                                       "snapshot TEXT NOT NULL, recorded_at TIMESTAMP NOT NULL")
+                                       "snapshot TEXT NOT NULL, own TEXT NOT NULL, recorded_at TIMESTAMP NOT NULL")
     lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
     if adapter.fetchone(f"SELECT 1 FROM {SERVED} WHERE environment = {lit(environment)} "
                         f"AND plan_id = {lit(env.plan_id)} LIMIT 1"):
         return
     now = lit(datetime.now(UTC).replace(tzinfo=None))
     rows = ", ".join(f"({lit(environment)}, {lit(env.plan_id)}, {lit(_short(s.name))}, {lit(s.identifier)}, "
-                     f"CAST({now} AS TIMESTAMP))" for s in sorted(env.snapshots, key=lambda s: s.name))
+                     f"{lit(own_version(s.fingerprint))}, CAST({now} AS TIMESTAMP))"
+                     for s in sorted(env.snapshots, key=lambda s: s.name))
     if rows:
-        adapter.execute(f"INSERT INTO {SERVED} (environment, plan_id, model, snapshot, recorded_at) VALUES {rows}")
+        adapter.execute(f"INSERT INTO {SERVED} (environment, plan_id, model, snapshot, own, recorded_at) VALUES {rows}")
 
 
-def changed_outside(adapter: Any, environment: str, env: Any) -> tuple[str, list[str]] | None:
-    """When ``env`` was last planned by something else than `elt transform` (its plan id is not
-    the last one recorded by ``record_served``): (when that plan was finalized, the models whose
-    version it changed, added or removed since). None when the last plan is recorded, or nothing is."""
+def changed_outside(adapter: Any, environment: str, env: Any) -> tuple[str, dict[str, str | None]] | None:
+    """When ``env``'s current plan was not made by `elt transform` (its plan id is not recorded by
+    ``record_served``): (when it was finalized, model -> its own definition before the plans
+    made outside, None for a model they added) for every model whose own definition they changed.
+    "Before" is the record of the environment's previous plan if elt recorded it, else elt's
+    latest record. None when the current plan is recorded, or nothing is."""
     if env is None or not adapter.table_exists(SERVED):
         return None
     lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
-    last = adapter.fetchone(f"SELECT plan_id FROM {SERVED} WHERE environment = {lit(environment)} "
-                            "ORDER BY recorded_at DESC LIMIT 1")
-    if last is None or last[0] == env.plan_id:
+    where = f"environment = {lit(environment)}"
+    if adapter.fetchone(f"SELECT 1 FROM {SERVED} WHERE {where} AND plan_id = {lit(env.plan_id)} LIMIT 1"):
+        return None  # elt recorded this plan (whatever the clocks of the machines that wrote the rows)
+    previous = getattr(env, "previous_plan_id", None)
+    base = previous if previous and adapter.fetchone(
+        f"SELECT 1 FROM {SERVED} WHERE {where} AND plan_id = {lit(previous)} LIMIT 1") else None
+    if base is None:
+        last = adapter.fetchone(f"SELECT plan_id FROM {SERVED} WHERE {where} ORDER BY recorded_at DESC LIMIT 1")
+        if last is None:
+            return None
+        base = last[0]
+    before = dict(adapter.fetchall(f"SELECT model, own FROM {SERVED} WHERE {where} AND plan_id = {lit(base)}"))
+    now = {_short(s.name): own_version(s.fingerprint) for s in env.snapshots}
+    changed = {m: before.get(m) for m in set(before) | set(now) if before.get(m) != now.get(m)}
+    if not changed:
         return None
-    recorded = dict(adapter.fetchall(f"SELECT model, snapshot FROM {SERVED} WHERE environment = {lit(environment)} "
-                                     f"AND plan_id = {lit(last[0])}"))
-    now = {_short(s.name): s.identifier for s in env.snapshots}
-    models = sorted(m for m in set(recorded) | set(now) if recorded.get(m) != now.get(m))
     finalized = getattr(env, "finalized_ts", None)
     when = (datetime.fromtimestamp(finalized / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC") if finalized else "an unknown time")
-    return when, models
+    return when, changed
 
 
 def outside_refusal(environment: str, when: str, at_stake: list[str], here: Checkout) -> str:

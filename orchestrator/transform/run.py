@@ -1027,15 +1027,16 @@ def _deploy_guard(ctx, environment: str, local: dict[str, Any], allow_revert: bo
             _short_name(name) for name, version in record.items()
             if (name not in mine if version == ABSENT else mine.get(name) == version))
         why, rollback = refusal(Path(ctx.path), environment, last, here, changed, undone)
-        outside = changed_outside(ctx.engine_adapter, environment, env) if not why else None
+        outside = changed_outside(ctx.engine_adapter, environment, env) if not why and environment == "prod" else None
         if outside is not None:
-            # a bare `sqlmesh plan` deployed versions this checkout lacks: its plan puts the old ones
-            # back, and the scheduled transform of an unmerged checkout did that without a word (a probe)
-            # by each model's own definition: a model the outside plan deployed that this checkout
-            # holds too (merged, with other changes since) is not at stake
+            # a bare `sqlmesh plan` changed models: this checkout's plan would put back what they
+            # were before it (the scheduled transform of an unmerged checkout did, without a word: a
+            # probe). By each model's own definition: a checkout that holds the change, or changed
+            # the model again since, is not putting anything back (a review)
             mine_own = {_short_name(s.name): own_version(s.fingerprint) for s in local.values()}
             theirs_own = {_short_name(s.name): own_version(s.fingerprint) for s in env.snapshots}
-            at_stake = [m for m in outside[1] if mine_own.get(m) != theirs_own.get(m)]
+            at_stake = sorted(m for m, before in outside[1].items()
+                              if mine_own.get(m) == before and mine_own.get(m) != theirs_own.get(m))
             if at_stake:
                 why, rollback = outside_refusal(environment, outside[0], at_stake, here), True
         if why and not allow_revert:

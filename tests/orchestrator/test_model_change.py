@@ -197,7 +197,14 @@ def test_a_change_deployed_by_a_bare_sqlmesh_plan_is_not_put_back_by_a_checkout_
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM elt_meta.deploys").fetchone() == (1,)  # nothing planned
 
-    # the change merged into the scheduler's checkout: deployed as usual, nothing to refuse
+    # the change merged into the scheduler's checkout, with an edit of the mart downstream of it
+    # since (whose version the outside plan had changed too): deployed as usual, nothing to refuse
     shutil.copy(model, project.root / "models" / "marts" / "orders.sql")
+    customers = project.root / "models" / "marts" / "customers.sql"
+    text = customers.read_text()
+    assert "description 'Customers, one row per customer," in text
+    customers.write_text(text.replace("description 'Customers, one row per customer,",
+                                      "description 'Customers (one row each),", 1))
     proc = project.elt("transform", timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "plan applied" in proc.stdout, proc.stdout
