@@ -1368,6 +1368,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         name = schema_table(info.name).lower()
         if name in lineage.is_time:
             targets.setdefault((name, info.version), []).append(info.snapshot_id)
+    served: set[tuple[str, str]] = set()
     if environment != "prod":
         # another environment restates only its own tables: a version prod serves is prod's to
         # restate and to mark consumed. `elt transform --environment dev` took prod's batches for
@@ -1378,13 +1379,30 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         targets = {mv: ids for mv, ids in targets.items() if mv not in served}
     pending = w.pending_batches(adapter, {mv: lineage.upstream_raw.get(mv[0], set()) for mv in targets})
     pending = {mv: tables for mv, tables in pending.items() if tables}
-    if environment != "prod" and pending:
-        # and it applies a batch once prod has: its own tables read prod's shared ones (staging),
-        # which hold the batch's rows only after prod's transform; consumed before, a dev mart
-        # kept the rows of before for good
-        asked = sorted({b for tables in pending.values() for batches in tables.values() for b in batches})
-        in_prod = {str(b) for m, v, b in w.consumers(adapter, asked) if (str(m).lower(), str(v)) in served}
-        pending = {mv: {t: b & in_prod for t, b in tables.items() if b & in_prod} for mv, tables in pending.items()}
+    if environment != "prod" and pending and served:
+        # and it applies a batch to a table it reads through a model prod serves (staging) once a
+        # successful prod transform has: that shared table holds the batch's rows only then, and
+        # consumed before, a dev mart kept the rows of before for good. A raw table its own models
+        # read directly (dev changed staging too) waits for nothing; without prod nothing waits
+        _, prod_through = transform_watermarks(adapter, "prod")
+        later = set() if prod_through is None else {str(b) for (b,) in adapter.fetchall(
+            f"SELECT batch_id FROM {w.LEDGER} WHERE loaded_at > "
+            f"CAST({exp.Literal.string(str(prod_through)).sql(adapter.dialect)} AS TIMESTAMP)")}
+        env_versions = {info.name: info.version for info in (env.snapshots if env else [])}
+
+        def through_prod(mv: tuple[str, str]) -> set[str]:
+            """The raw tables ``mv`` reads through a model whose version prod serves."""
+            fqns = {sid.name for sid in targets.get(mv, [])}
+            shared = {u for f in fqns if f in ctx.dag for u in ctx.dag.upstream(f)
+                      if (schema_table(u).lower(), env_versions.get(u, "")) in served}
+            return set().union(*(lineage.upstream_raw.get(schema_table(u).lower(), set()) for u in shared))
+
+        def applied(batches: set[str]) -> set[str]:
+            return set() if prod_through is None else batches - later
+
+        pending = {mv: {t: (applied(b) if t in via else b) for t, b in tables.items()}
+                   for mv, tables in pending.items() for via in [through_prod(mv)]}
+        pending = {mv: {t: b for t, b in tables.items() if b} for mv, tables in pending.items()}
         pending = {mv: tables for mv, tables in pending.items() if tables}
     held_before = w.held_batches(adapter)
     if not pending:

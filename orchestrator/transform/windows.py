@@ -341,15 +341,6 @@ def pending_batches(adapter: Any, versions: dict[tuple[str, str], set[str]]) -> 
     return out
 
 
-def consumers(adapter: Any, batch_ids: list[str]) -> list[tuple[str, str, str]]:
-    """(model, version, batch id) of every version that consumed one of ``batch_ids``."""
-    if not batch_ids:
-        return []
-    return [(str(m), str(v), str(b)) for m, v, b in adapter.fetchall(
-        f"SELECT c.model, c.version, c.batch_id FROM {_values([(b,) for b in sorted(batch_ids)], 'batch_id', adapter.dialect)} "
-        f"JOIN {CONSUMED} AS c ON c.batch_id = t.batch_id")]
-
-
 def consumed_versions(adapter: Any, versions: list[tuple[str, str]]) -> set[tuple[str, str]]:
     """The (model, version) pairs of ``versions`` that have consumed at least one batch."""
     if not versions:

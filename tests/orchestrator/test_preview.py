@@ -213,3 +213,31 @@ def test_a_transform_of_a_dev_environment_leaves_prods_tables_and_batches_to_pro
     assert customer_of_o2("marts__dev") == "c2", consumers()
     added = consumers() - before  # dev's own versions of the two marts, and nothing else
     assert sorted(m for m, _ in added) == ["marts.customers", "marts.orders"], added
+
+
+def test_a_dev_environment_with_its_own_staging_applies_a_batch_without_waiting_for_prod(small_jaffle: Path,
+                                                                                          tmp_path: Path) -> None:
+    """The other side of the rule above (a review): a dev environment whose change reaches staging
+    reads raw through its own tables only, and applies a new batch at once, before prod has."""
+    import duckdb
+
+    project = copy_project(tmp_path / "project")
+    (tmp_path / "tmp").mkdir()
+    env = project_env(project, TMPDIR=str(tmp_path / "tmp"))
+    elt = str(BIN / "elt")
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    run([elt, "transform"], cwd=project, env=env)
+    model = project / "models" / "staging" / "stg_jaffle_shop__orders.sql"
+    text = model.read_text()
+    assert "  latest.customer AS customer_id," in text, text
+    model.write_text(text.replace("  latest.customer AS customer_id,",
+                                  "  COALESCE(latest.customer, latest.customer) AS customer_id,"))
+    run([elt, "preview", "dev"], cwd=project, env=env, timeout=300)
+
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
+    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    run([elt, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300)
+    with duckdb.connect(str(project / "data" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT customer_id FROM marts__dev.orders WHERE order_id = 'o2'").fetchone() == ("c2",)
+        assert con.execute("SELECT customer_id FROM marts.orders WHERE order_id = 'o2'").fetchone() == ("c1",)
