@@ -153,15 +153,15 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True,
     """
     from sqlmesh.utils.errors import NoChangesPlanError, PlanError
 
-    started = datetime.now(UTC)
-
     if environment == "prod":
         raise ConfigError("preview builds a dev environment, not prod", hint="use `elt transform` to deploy to prod")
     ctx, console = make_context(settings, quiet=quiet)
     try:
+        built_now: set[tuple[str, str]] = set()  # versions this preview's plan built
         try:
-            ctx.plan(environment, auto_apply=True, no_prompts=True,
-                     **({"start": since.isoformat()} if since else {}))
+            plan = ctx.plan(environment, auto_apply=True, no_prompts=True,
+                            **({"start": since.isoformat()} if since else {}))
+            built_now = {(s.name, s.version) for s in plan.new_snapshots}
         except NoChangesPlanError:
             pass
         except PlanError as exc:
@@ -171,21 +171,24 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True,
         env = ctx.state_reader.get_environment(environment)
         prod_tables = {s.name: s.version for s in prod.snapshots} if prod else {}
         shared = {s.name for s in (env.snapshots if env else []) if prod_tables.get(s.name) == s.version}
-        behind = _behind_raw(ctx, env, shared, started)
+        behind = _behind_raw(ctx, environment, env, shared, built_now)
         if behind:
             # built before batches loaded since: bring them up to date before comparing, or their
             # staleness reads as the change's effect (and a promotion would serve it: a probe)
             batches = sum(n for n, _ in behind.values())
-            built = min(at for _, at in behind.values())
+            known = [at for _, at in behind.values() if at is not None]
             ctx.plan(environment, restate_models=sorted(behind), auto_apply=True, no_prompts=True,
                      **({"start": since.isoformat()} if since else {}))
             said = (f"{len(behind)} model(s) of {environment} ({', '.join(sorted(schema_table(n) for n in behind))}) "
-                    f"were built from {built:%Y-%m-%d %H:%M} UTC on, and {batches} batch(es) of their raw tables "
-                    f"were loaded from an hour before that on, which a build may miss: restated in {environment} "
-                    "before comparing" + (f", from {since} on" if since else ""))
+                    + (f"were built by a preview from {min(known):%Y-%m-%d %H:%M} UTC on" if known else
+                       "were built by an earlier plan")
+                    + f", and {batches} batch(es) of their raw tables were loaded or applied to prod from an hour "
+                    f"before that on, which a build may miss: restated in {environment} before comparing"
+                    + (f", from {since} on" if since else ""))
             log.info(said, extra={"fields": {"environment": environment, "models": sorted(behind), "batches": batches}})
             if notes is not None:
                 notes.append(said)
+        _record_builds(ctx.engine_adapter, environment, env, shared)
         names = changed_models(ctx, environment)
         partial = _partially_built(ctx, prod, env, [n for n in names if n not in shared])
         infos = {s.name: s for s in (env.snapshots if env else [])}
@@ -196,53 +199,73 @@ def preview(settings: Settings, environment: str = "dev", *, quiet: bool = True,
         ctx.close()
 
 
-# a batch loaded this long before a table's interval was written may have committed after the
-# build read raw (a load during the preview, or the loading machine's clock ahead): taken as missed
+# a batch loaded (or applied to prod) this long before a preview built a table may have committed
+# after the build read raw (a load during the preview, or the loading machine's clock ahead)
 BUILD_MARGIN = timedelta(hours=1)
+# per environment: when `elt preview` last built or restated each model version of its own (not
+# prod's). SQLMesh's interval records do not say: its janitor rewrites their times (a review)
+BUILDS = "elt_meta.preview_builds"
 
 
-def _behind_raw(ctx, env, shared: set[str], started: datetime) -> dict[str, tuple[int, datetime]]:  # type: ignore[no-untyped-def]
-    """The models of ``env`` on a table of their own (not prod's) written before this preview
-    began, that may miss batches of their raw tables loaded since: model -> (batches loaded from
-    ``BUILD_MARGIN`` before the build on, when it was built). A time model's table is as recent as
-    its oldest interval record (each day read raw when it was built), a FULL model's as its newest.
-    Tables this preview's plan built are current."""
+def _record_builds(adapter: Any, environment: str, env: Any, shared: set[str]) -> None:
+    """After the preview's plans: each of ``env``'s own model versions is current as of now."""
+    if env is None:
+        return
+    from orchestrator.transform.windows import create_meta_table
+
+    own = sorted((s.name, s.version) for s in env.snapshots if s.name not in shared and s.is_model)
+    if not own:
+        return
+    adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
+    create_meta_table(adapter, BUILDS, "environment TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, "
+                                       "built_at TIMESTAMP NOT NULL")
+    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    now = lit(f"{datetime.now(UTC).replace(tzinfo=None):%Y-%m-%d %H:%M:%S.%f}")
+    rows = ", ".join(f"({lit(environment)}, {lit(name)}, {lit(version)}, CAST({now} AS TIMESTAMP))" for name, version in own)
+    adapter.execute(f"INSERT INTO {BUILDS} (environment, model, version, built_at) VALUES {rows}")
+
+
+def _behind_raw(ctx, environment: str, env, shared: set[str],  # type: ignore[no-untyped-def]
+                built_now: set[tuple[str, str]]) -> dict[str, tuple[int, datetime | None]]:
+    """The models of ``env`` on a table of their own (not prod's), not built by this preview's
+    plan, that may miss batches: model -> (batches, when a preview last built it; None when no
+    preview did: a bare `sqlmesh plan dev`, or before this record existed, and every batch counts).
+    A batch counts when it was loaded, or applied to prod (which dev's own tables may read through
+    prod's staging), from ``BUILD_MARGIN`` before that build on."""
     if env is None:
         return {}
     from sqlmesh.core.model.kind import ModelKindName
 
-    from orchestrator.transform.restate import _state_beneath_cache
+    from orchestrator.transform.windows import CONSUMED, LEDGER
 
-    state = _state_beneath_cache(ctx).interval_state
     adapter = ctx.engine_adapter
-    behind: dict[str, tuple[int, datetime]] = {}  # model -> (batches, built at, UTC)
+    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    recorded: dict[tuple[str, str], datetime] = {}
+    if adapter.table_exists(BUILDS):
+        recorded = {(str(m), str(v)): at for m, v, at in adapter.fetchall(
+            f"SELECT model, version, max(built_at) FROM {BUILDS} WHERE environment = {lit(environment)} GROUP BY 1, 2")}
+    if not adapter.table_exists(LEDGER):
+        return {}
+    consumed = adapter.table_exists(CONSUMED)
+    behind: dict[str, tuple[int, datetime | None]] = {}
     for info in env.snapshots:
-        if info.name in shared or not info.is_model or info.kind_name in (None, ModelKindName.EXTERNAL):
-            continue
-        full = info.kind_name != ModelKindName.INCREMENTAL_BY_TIME_RANGE
-        where = exp.and_(exp.column("name").eq(info.name), exp.column("version").eq(info.version),
-                         exp.not_(exp.column("is_removed")))
-        rows = state.engine_adapter.fetchall(
-            exp.select(exp.func("max" if full else "min", exp.column("created_ts"))).from_(state.intervals_table).where(where))
-        if not rows or rows[0][0] is None:
-            continue
-        built = datetime.fromtimestamp(rows[0][0] / 1000, UTC)
-        if built >= started:
+        if (info.name in shared or (info.name, info.version) in built_now or not info.is_model
+                or info.kind_name in (None, ModelKindName.EXTERNAL)):
             continue
         raws = sorted({schema_table(a).lower() for a in ctx.dag.upstream(info.name)
                        if schema_table(a).lower().startswith("raw_")})
         if not raws:
             continue
-        since = exp.Literal.string(f"{(built - BUILD_MARGIN).replace(tzinfo=None):%Y-%m-%d %H:%M:%S.%f}").sql(adapter.dialect)
-        tables = ", ".join(exp.Literal.string(t).sql(adapter.dialect) for t in raws)
-        try:
-            found = adapter.fetchone(
-                f"SELECT count(*) FROM elt_meta.loaded_batches WHERE rows > 0 "
-                f"AND lower(raw_table) IN ({tables}) AND loaded_at > CAST({since} AS TIMESTAMP)")
-        except Exception:  # noqa: BLE001 - no ledger (raw written by another tool): nothing to compare with
-            continue
+        built = recorded.get((info.name, info.version))
+        tables = ", ".join(lit(t) for t in raws)
+        cutoff = "" if built is None else f"CAST({lit(str(built - BUILD_MARGIN))} AS TIMESTAMP)"
+        since = "" if built is None else (
+            f" AND (l.loaded_at > {cutoff}" + (f" OR l.batch_id IN (SELECT c.batch_id FROM {CONSUMED} AS c "
+                                               f"WHERE c.consumed_at > {cutoff})" if consumed else "") + ")")
+        found = adapter.fetchone(f"SELECT count(*) FROM {LEDGER} AS l WHERE l.rows > 0 "
+                                 f"AND lower(l.raw_table) IN ({tables}){since}")
         if found and found[0]:
-            behind[info.name] = (int(found[0]), built.replace(tzinfo=None))
+            behind[info.name] = (int(found[0]), built)
     return behind
 
 

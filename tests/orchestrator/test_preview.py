@@ -151,8 +151,8 @@ def test_a_preview_left_behind_is_brought_up_to_date_before_it_is_compared(small
 
     again = run([elt, "preview", "dev"], cwd=branch, env=branch_env, timeout=300).stdout
     note = next(line for line in again.splitlines() if "restated in dev before comparing" in line)
-    assert note.startswith("2 model(s) of dev (marts.customers, marts.orders) were built from ") and \
-        " batch(es) of their raw tables were loaded from an hour before that on" in note, again
+    assert note.startswith("2 model(s) of dev (marts.customers, marts.orders) were built by a preview from ") and \
+        " batch(es) of their raw tables were loaded or applied to prod from an hour before that on" in note, again
     assert "marts.orders: prod 4 rows, dev 4 rows; on order_id: 4 matched (0 changed), 0 only in prod" in again, again
     assert "0 of them differ from prod" in again, again
     import duckdb
