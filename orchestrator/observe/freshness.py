@@ -510,7 +510,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
             # The day counts from its end: stale once a day has been over for the maximum unbuilt.
             # Only a time model built whole days (no allow_partials): a FULL model, a VIEW or a
             # partial day can hold today's rows, and keep the row's own time (a review)
-            newest, measure = datetime.combine(value.date() + timedelta(days=1), time()), "newest day"
+            newest, measure = min(datetime.combine(value.date() + timedelta(days=1), time()), now), "newest day"
         why = "" if newest else "inputs never loaded" if never_loaded else (
             "never built" + (", table missing" if note == "table missing" else ""))
         mart_max = (max_ages[mart] if mart in max_ages else periods[mart].max_age_s(now, default_max)
