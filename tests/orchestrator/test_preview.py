@@ -9,15 +9,45 @@ from tests.conftest import BIN, copy_project, project_env, run
 
 HEAD = "marts.locations: prod 2 rows, dev 2 rows; on location_id: 2 matched"
 RETYPED = "tax_rate DECIMAL(9, 4) in prod -> DOUBLE in dev (values compared as numbers to 9 decimal places"
+ELT = str(BIN / "elt")
+# breaking changes that keep every value: the changed model (and those after it) get tables of their own
+SAME_TOTAL = ("    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n")
+SAME_CUSTOMER = ("  latest.customer AS customer_id,", "  COALESCE(latest.customer, latest.customer) AS customer_id,")
 
 
-def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: Path, tmp_path: Path) -> None:
+def _built_shop(project: Path, env: dict[str, str], small_jaffle: Path) -> None:
+    """The small shop loaded and transformed into prod by ``project``'s checkout."""
+    run([ELT, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    run([ELT, "transform"], cwd=project, env=env)
+
+
+def _shop(small_jaffle: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copied project, with its own warehouse under it, holding the small shop in prod."""
     project = copy_project(tmp_path / "project")
     (tmp_path / "tmp").mkdir()  # the loader's per-source lock lives under TMPDIR
     env = project_env(project, TMPDIR=str(tmp_path / "tmp"))
-    elt = str(BIN / "elt")
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
-    run([elt, "transform"], cwd=project, env=env)
+    _built_shop(project, env, small_jaffle)
+    return project, env
+
+
+def _edit(model: Path, change: tuple[str, str]) -> str:
+    """Apply ``change`` (old, new) to ``model``; the text before it."""
+    text = model.read_text()
+    assert change[0] in text, text
+    model.write_text(text.replace(*change))
+    return text
+
+
+def _move_o2_to_c2(small_jaffle: Path, project: Path, env: dict[str, str]) -> None:
+    """The source moves order o2 to customer c2, and it is loaded (not transformed)."""
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
+    run([ELT, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+
+
+def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: Path, tmp_path: Path) -> None:
+    project, env = _shop(small_jaffle, tmp_path)
+    elt = ELT
 
     # the same tax rates (s1 0.06, s2 0.04) as DOUBLE instead of DECIMAL(9,4): a type change, no value change
     model = project / "models" / "marts" / "locations.sql"
@@ -130,23 +160,17 @@ def test_a_preview_left_behind_is_brought_up_to_date_before_it_is_compared(small
     prod = copy_project(tmp_path / "prod")  # the deployed checkout
     branch = copy_project(tmp_path / "branch")  # a branch with a change, on the same warehouse
     prod_env, branch_env = project_env(prod, **shared), project_env(branch, **shared)
-    elt = str(BIN / "elt")
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=prod, env=prod_env)
-    run([elt, "transform"], cwd=prod, env=prod_env)
+    elt = ELT
+    _built_shop(prod, prod_env, small_jaffle)
 
-    # a breaking change that keeps every value: dev's marts.orders (and marts.customers after it) get tables of their own
-    model = branch / "models" / "marts" / "orders.sql"
-    text = model.read_text()
-    assert "    orders.order_total,\n" in text
-    model.write_text(text.replace("    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n"))
+    # dev's marts.orders (and marts.customers after it) get tables of their own
+    _edit(branch / "models" / "marts" / "orders.sql", SAME_TOTAL)
     first = run([elt, "preview", "dev"], cwd=branch, env=branch_env, timeout=300).stdout
     assert "marts.orders: prod 4 rows, dev 4 rows; on order_id: 4 matched (0 changed)" in first, first
     assert "restated in dev" not in first, first
 
     # the source moves o2 to customer c2; prod loads and transforms it
-    orders = small_jaffle / "raw_orders.csv"
-    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=prod, env=prod_env)
+    _move_o2_to_c2(small_jaffle, prod, prod_env)
     run([elt, "transform"], cwd=prod, env=prod_env)
 
     again = run([elt, "preview", "dev"], cwd=branch, env=branch_env, timeout=300).stdout
@@ -170,21 +194,12 @@ def test_a_transform_of_a_dev_environment_leaves_prods_tables_and_batches_to_pro
     shared staging, which holds its rows only then)."""
     import duckdb
 
-    project = copy_project(tmp_path / "project")
-    (tmp_path / "tmp").mkdir()
-    env = project_env(project, TMPDIR=str(tmp_path / "tmp"))
-    elt = str(BIN / "elt")
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
-    run([elt, "transform"], cwd=project, env=env)
+    project, env = _shop(small_jaffle, tmp_path)
+    elt = ELT
     model = project / "models" / "marts" / "orders.sql"
-    prod_sql = model.read_text()
-    model.write_text(prod_sql.replace(
-        "    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n"))
+    prod_sql = _edit(model, SAME_TOTAL)
     run([elt, "preview", "dev"], cwd=project, env=env, timeout=300)  # dev's own marts.orders and marts.customers
-
-    orders = small_jaffle / "raw_orders.csv"
-    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
+    _move_o2_to_c2(small_jaffle, project, env)
     warehouse = project / "data" / "warehouse.duckdb"
 
     def consumers() -> set[tuple[str, str]]:  # (model, version) that consumed the newest orders batch
@@ -206,8 +221,7 @@ def test_a_transform_of_a_dev_environment_leaves_prods_tables_and_batches_to_pro
     model.write_text(prod_sql)  # the prod checkout's transform
     run([elt, "transform"], cwd=project, env=env, timeout=300)
     assert customer_of_o2("marts") == "c2" and "marts.orders" in {m for m, _ in consumers()}
-    model.write_text(prod_sql.replace(
-        "    orders.order_total,\n", "    COALESCE(orders.order_total, orders.order_total) AS order_total,\n"))
+    _edit(model, SAME_TOTAL)
     before = consumers()
     run([elt, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300)  # dev follows prod
     assert customer_of_o2("marts__dev") == "c2", consumers()
@@ -221,23 +235,11 @@ def test_a_dev_environment_with_its_own_staging_applies_a_batch_without_waiting_
     reads raw through its own tables only, and applies a new batch at once, before prod has."""
     import duckdb
 
-    project = copy_project(tmp_path / "project")
-    (tmp_path / "tmp").mkdir()
-    env = project_env(project, TMPDIR=str(tmp_path / "tmp"))
-    elt = str(BIN / "elt")
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
-    run([elt, "transform"], cwd=project, env=env)
-    model = project / "models" / "staging" / "stg_jaffle_shop__orders.sql"
-    text = model.read_text()
-    assert "  latest.customer AS customer_id," in text, text
-    model.write_text(text.replace("  latest.customer AS customer_id,",
-                                  "  COALESCE(latest.customer, latest.customer) AS customer_id,"))
-    run([elt, "preview", "dev"], cwd=project, env=env, timeout=300)
-
-    orders = small_jaffle / "raw_orders.csv"
-    orders.write_text(orders.read_text().replace("o2,c1,2018-09-03", "o2,c2,2018-09-03"))
-    run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=env)
-    run([elt, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300)
+    project, env = _shop(small_jaffle, tmp_path)
+    _edit(project / "models" / "staging" / "stg_jaffle_shop__orders.sql", SAME_CUSTOMER)
+    run([ELT, "preview", "dev"], cwd=project, env=env, timeout=300)
+    _move_o2_to_c2(small_jaffle, project, env)
+    run([ELT, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300)
     with duckdb.connect(str(project / "data" / "warehouse.duckdb"), read_only=True) as con:
         assert con.execute("SELECT customer_id FROM marts__dev.orders WHERE order_id = 'o2'").fetchone() == ("c2",)
         assert con.execute("SELECT customer_id FROM marts.orders WHERE order_id = 'o2'").fetchone() == ("c1",)

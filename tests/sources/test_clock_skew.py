@@ -14,7 +14,6 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import duckdb
 import pytest
 from sqlglot import parse_one
 from sqlmesh.core.macros import MacroEvaluator
@@ -24,6 +23,7 @@ from sources.config import load_source
 from sources.landing.store import Landing, LocalLanding
 from sources.load.duckdb_raw import DuckDBRaw
 from sources.pipeline import load_file_source
+from tests.sources.test_batch_contract import _rows
 
 SPEC = load_source("jaffle_shop")
 # o1 moved from customer c1 to c2 at the source: the correction
@@ -47,14 +47,6 @@ def _load(folder: Path, tmp_path: Path, landing: Landing | None = None, **kw):  
     landing = landing or LocalLanding(tmp_path / "landing")
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         return load_file_source(SPEC, path=folder, landing=landing, raw=raw, lock_dir=tmp_path / "locks", tables=["orders"], **kw)
-
-
-def _rows(tmp_path: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def _staged(tmp_path: Path) -> dict[str, str]:
