@@ -366,7 +366,7 @@ class History:
         claimed = rows[0][0] if rows else None
         if claimed is None:
             return None, None
-        bound = min(claimed, _utc_now())
+        bound = min(claimed, utcnow())
         ran = cur.fetchall("SELECT max(scheduled_for) FROM elt_meta.job_runs WHERE job = ? AND attempt >= 1 "
                            "AND status <> 'stopped' AND scheduled_for <= ?", [job, bound])
         latest = ran[0][0] if ran else None
@@ -387,8 +387,8 @@ class History:
             last, claimed = self._last_run_slot(cur, job)
             if last is not None and last >= slot:
                 return False
-            if claimed is not None and claimed > _utc_now():
-                log.warning(f"slot {claimed} of job {job} is later than this machine's clock ({_utc_now():%Y-%m-%d %H:%M} "
+            if claimed is not None and claimed > utcnow():
+                log.warning(f"slot {claimed} of job {job} is later than this machine's clock ({utcnow():%Y-%m-%d %H:%M} "
                             "UTC): a tick ran with a clock ahead. The schedule counts from the last slot that ran "
                             "before now", extra={"fields": {"job": job, "slot": str(claimed),
                                                             "next": "check the clocks of the machines that run "
@@ -421,7 +421,7 @@ class History:
             [subject, state, now, _redacted(detail)], {"subject": subject, "state": state})
 
 
-def _utc_now() -> datetime:
+def utcnow() -> datetime:
     """This machine's clock, as the history stores times (UTC, without a zone)."""
     return datetime.now(UTC).replace(tzinfo=None)
 

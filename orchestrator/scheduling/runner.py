@@ -22,11 +22,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.observe.history import History, RunRecord
+from orchestrator.observe.history import History, RunRecord, utcnow
 from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
 from orchestrator.scheduling.locks import make_lock
 from orchestrator.scheduling import stopping
@@ -36,10 +36,6 @@ from sources import forks
 from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.scheduling.runner")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass

@@ -27,11 +27,13 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlglot import exp
 
+from orchestrator.transform.windows import _lit
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.deploys")
@@ -241,7 +243,7 @@ def record_served(adapter: Any, environment: str, env: Any) -> None:
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, SERVED, "environment TEXT NOT NULL, plan_id TEXT NOT NULL, model TEXT NOT NULL, "
                                        "snapshot TEXT NOT NULL, own TEXT NOT NULL, recorded_at TIMESTAMP NOT NULL")
-    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    lit = partial(_lit, dialect=adapter.dialect)
     if adapter.fetchone(f"SELECT 1 FROM {SERVED} WHERE environment = {lit(environment)} "
                         f"AND plan_id = {lit(env.plan_id)} LIMIT 1"):
         return
@@ -261,7 +263,7 @@ def changed_outside(adapter: Any, environment: str, env: Any) -> tuple[str, dict
     latest record. None when the current plan is recorded, or nothing is."""
     if env is None or not adapter.table_exists(SERVED):
         return None
-    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    lit = partial(_lit, dialect=adapter.dialect)
     where = f"environment = {lit(environment)}"
     if adapter.fetchone(f"SELECT 1 FROM {SERVED} WHERE {where} AND plan_id = {lit(env.plan_id)} LIMIT 1"):
         return None  # elt recorded this plan (whatever the clocks of the machines that wrote the rows)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlglot import exp
@@ -29,6 +30,7 @@ from sqlglot import exp
 from orchestrator.settings import Settings
 from orchestrator.transform.restate import utc_day
 from orchestrator.transform.run import TransformFailed, _describe, make_context, schema_table
+from orchestrator.transform.windows import _lit
 from sources.errors import ConfigError
 from sources.logs import get_logger
 
@@ -219,7 +221,7 @@ def _record_builds(adapter: Any, environment: str, env: Any, shared: set[str]) -
     adapter.execute("CREATE SCHEMA IF NOT EXISTS elt_meta")
     create_meta_table(adapter, BUILDS, "environment TEXT NOT NULL, model TEXT NOT NULL, version TEXT NOT NULL, "
                                        "built_at TIMESTAMP NOT NULL")
-    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    lit = partial(_lit, dialect=adapter.dialect)
     now = lit(f"{datetime.now(UTC).replace(tzinfo=None):%Y-%m-%d %H:%M:%S.%f}")
     rows = ", ".join(f"({lit(environment)}, {lit(name)}, {lit(version)}, CAST({now} AS TIMESTAMP))" for name, version in own)
     adapter.execute(f"INSERT INTO {BUILDS} (environment, model, version, built_at) VALUES {rows}")
@@ -239,7 +241,7 @@ def _behind_raw(ctx, environment: str, env, shared: set[str],  # type: ignore[no
     from orchestrator.transform.windows import CONSUMED, LEDGER
 
     adapter = ctx.engine_adapter
-    lit = lambda v: exp.convert(v).sql(adapter.dialect)  # noqa: E731
+    lit = partial(_lit, dialect=adapter.dialect)
     recorded: dict[tuple[str, str], datetime] = {}
     if adapter.table_exists(BUILDS):
         recorded = {(str(m), str(v)): at for m, v, at in adapter.fetchall(
