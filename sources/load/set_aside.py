@@ -43,7 +43,7 @@ def landed_batch(spec: SourceSpec, table: str, batch_id: str, landing: Landing, 
     if landing.fs.get_file_info(path).type == pafs.FileType.File:
         return landing.read_manifest(path)
     done = raw.loaded_batch_ids(spec.name, table)
-    pending = [b for b in landing.batch_ids(spec.name, table) if b not in done]
+    pending = [b for b in landing.batch_ids(spec.name, table, applied=done) if b not in done]
     raise LoaderError(
         f"no landed batch {batch_id} in {landing.table_dir(spec.name, table)}", source=spec.name, table=table,
         hint=f"batches of this table that raw lacks: {', '.join(pending[-5:])}" if pending else
