@@ -175,3 +175,37 @@ def test_the_raw_rows_chart_keeps_its_30_days_and_carries_the_older_total() -> N
     first, last = raw["points"][0], raw["points"][-1]
     assert first["at"] == f"{now - timedelta(days=RUN_CHART_DAYS):%Y-%m-%d %H:%M}" and first["value"] == 3710
     assert last["value"] == 4000  # the running total still ends at every row loaded
+
+
+def test_the_layers_chart_draws_one_point_per_pixel_column_however_often_it_builds() -> None:
+    """A build every 5 minutes for the chart's 30 days made 8,640 points per modelled layer (8.5 MB
+    of page with the loads); each pixel column keeps its last point, which is what the step line
+    shows there, so the page stays the same size however often the pipeline runs."""
+    from datetime import timedelta
+
+    from orchestrator.observe.report import RUN_CHART_DAYS, _layers_chart
+
+    now = datetime(2026, 12, 5, 12)
+    every = [now - timedelta(days=RUN_CHART_DAYS) + timedelta(minutes=5 * i) for i in range(RUN_CHART_DAYS * 288)]
+    loads = [(at, 1) for at in every]
+    recorded = [(at, {"staging": i, "marts": 2 * i}) for i, at in enumerate(every)]
+    data = {"rows": [{"layer": "raw", "table": "raw_x.t", "rows": len(every)},
+                     {"layer": "staging", "table": "staging.t", "rows": 7},
+                     {"layer": "marts", "table": "marts.t", "rows": 9}], "loads": loads, "built": now}
+    chart = _layers_chart(data, every, now, recorded)
+    panels = {p["layer"]: p for p in chart["panels"]}
+    for layer in ("raw", "staging", "marts"):
+        points = panels[layer]["points"]
+        assert 300 < len(points) <= chart["right"] - chart["left"] + 1, (layer, len(points))
+        xs = [round(p["x"]) for p in points]
+        assert xs == sorted(set(xs))  # one per column, in time order
+    # the running total and the counts now still end each series
+    assert panels["raw"]["points"][-1]["value"] == len(every)
+    assert panels["staging"]["points"][-1]["value"] == 7 and panels["marts"]["points"][-1]["value"] == 9
+    # one build mark per column too, counting the builds it stands for
+    marks = chart["builds"]
+    assert len(marks) <= chart["right"] - chart["left"] + 1 and sum(m["count"] for m in marks) == len(every)
+    # each kept point is the last of its column: the value the step line holds there
+    staging = panels["staging"]["points"]
+    assert all(a["value"] < b["value"] for a, b in zip(staging[:-2], staging[1:-1]))
+
