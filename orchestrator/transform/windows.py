@@ -26,11 +26,16 @@ The days a batch touches come from the batch's own rows, through its table's dec
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from sqlglot import exp, parse_one
 
 from sources.load.changes import DELETED, ORDER
@@ -313,7 +318,7 @@ def _lit(value: object, dialect: str) -> str:
     """``value`` as a SQL literal. Plain text (no quote, no backslash: batch ids, model names,
     versions) is quoted directly: rendering each through sqlglot took 26 s of a deploy's
     transform at 150,000 batches (a probe of long histories: every batch is marked consumed by
-    each new version)."""
+    each new version, then as literals; mark_consumed now sends them as data)."""
     if isinstance(value, str) and "'" not in value and "\\" not in value:
         return f"'{value}'"
     return exp.convert(value).sql(dialect)
@@ -364,24 +369,67 @@ def batches_loaded_before(adapter: Any, moment: datetime, *, inclusive: bool = F
 
 
 def mark_consumed(adapter: Any, consumed: dict[tuple[str, str], dict[str, set[str]]]) -> int:
-    """Record batches as consumed by model versions, in one transaction (idempotent)."""
-    d = adapter.dialect
-    values = [
-        f"({_lit(m, d)}, {_lit(v, d)}, {_lit(b, d)}, {_lit(t, d)}, CURRENT_TIMESTAMP)"
-        for (m, v), tables in consumed.items() for t, batches in tables.items() for b in sorted(batches)
-    ]
-    if not values:
+    """Record batches as consumed by model versions, in one transaction (idempotent): returns the
+    number of (version, batch) pairs given, recorded now or before.
+
+    The pairs reach the warehouse as data (``_rows_as_table``) and one anti-join inserts those not
+    recorded yet. Rendered as literals into INSERTs of 500 rows, a deploy's first transform took
+    33 s to mark 150,000 batches (probe-s7-scale: each statement parsed, then anti-joined to the
+    whole record); as data, 150,000 pairs beside 900,000 recorded take 0.6 s on DuckDB (10 s as
+    literals) and 1.1 s on PostgreSQL (1.2 s), and Spark runs one job instead of 300."""
+    pairs = [(m, v, b, t) for (m, v), tables in consumed.items() for t, batches in tables.items() for b in sorted(batches)]
+    if not pairs:
         return 0
-    with adapter.transaction():
-        for start in range(0, len(values), 500):
-            chunk = values[start:start + 500]
-            adapter.execute(
-                f"INSERT INTO {CONSUMED} (model, version, batch_id, raw_table, consumed_at) "
-                f"SELECT * FROM (VALUES {', '.join(chunk)}) AS v (model, version, batch_id, raw_table, consumed_at) "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {CONSUMED} AS c WHERE c.model = v.model AND c.version = v.version "
-                "AND c.batch_id = v.batch_id)"
-            )
-    return len(values)
+    rows = pa.Table.from_arrays([pa.array(column, pa.string()) for column in zip(*pairs)],
+                                names=["model", "version", "batch_id", "raw_table"])
+    with adapter.transaction(), _rows_as_table(adapter, rows) as given:
+        # the anti-join reads the record of the versions given only (a deploy's new versions have
+        # none): beside 900,000 recorded pairs, PostgreSQL hashed them all for 10,000 new ones,
+        # 0.33 s instead of 0.03 s
+        adapter.execute(
+            f"INSERT INTO {CONSUMED} (model, version, batch_id, raw_table, consumed_at) "
+            f"SELECT v.model, v.version, v.batch_id, v.raw_table, CURRENT_TIMESTAMP FROM {given} AS v "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {CONSUMED} AS c JOIN (SELECT DISTINCT model, version FROM {given}) AS mv "
+            "ON c.model = mv.model AND c.version = mv.version "
+            "WHERE c.model = v.model AND c.version = v.version AND c.batch_id = v.batch_id)"
+        )
+    return len(pairs)
+
+
+@contextmanager
+def _rows_as_table(adapter: Any, rows: pa.Table) -> Iterator[str]:
+    """The Arrow table ``rows`` (text columns) as a relation the adapter's statements can read,
+    loaded in one go, in the adapter's open transaction: DuckDB scans it where it lies, PostgreSQL
+    copies it (COPY, as sources/load/postgres_raw) into a temporary table, Spark makes it a
+    temporary view of its session. (SQLMesh's own insert of a frame renders VALUES on PostgreSQL:
+    17.6 s for 150,000 rows.) Yields the relation's name in the adapter's dialect."""
+    d = adapter.dialect
+    name = exp.to_identifier("_elt_rows").sql(d)
+    if d == "duckdb":
+        adapter.cursor.register("_elt_rows", rows)
+        try:
+            yield name
+        finally:
+            adapter.cursor.unregister("_elt_rows")
+    elif d == "spark":
+        adapter.spark.createDataFrame(rows).createOrReplaceTempView("_elt_rows")
+        try:
+            yield name
+        finally:
+            adapter.spark.catalog.dropTempView("_elt_rows")
+    elif d == "postgres":
+        columns = ", ".join(f"{exp.to_identifier(c).sql(d)} TEXT" for c in rows.column_names)
+        adapter.execute(f"CREATE TEMPORARY TABLE {name} ({columns})")
+        text = io.BytesIO()
+        pacsv.write_csv(rows, text, pacsv.WriteOptions(include_header=False))  # strings quoted: '' stays ''
+        text.seek(0)
+        adapter.cursor.copy_expert(f"COPY {name} FROM STDIN WITH (FORMAT csv)", text)
+        adapter.execute(f"ANALYZE {name}")  # its row count, for the planner
+        yield name
+        # a failure rolls the transaction back, and the table with it
+        adapter.execute(f"DROP TABLE {name}")
+    else:
+        raise NotImplementedError(f"no bulk load of rows into a {d} warehouse (DuckDB, PostgreSQL, Spark)")
 
 
 def ensure_raw_tombstone_column(adapter: Any) -> list[str]:

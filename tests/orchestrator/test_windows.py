@@ -1,8 +1,10 @@
 """The days a batch touches and the orphan check, on a DuckDB warehouse, whichever query plan the
-batch's size selects (orchestrator/transform/windows.py)."""
+batch's size selects; the record of consumed batches on DuckDB and PostgreSQL
+(orchestrator/transform/windows.py)."""
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
@@ -106,3 +108,42 @@ def test_pending_batches_reads_back_only_the_tables_a_version_reads(adapter) -> 
     assert pending == {("stg.orders", "v1"): {"raw_s.orders": {"b1"}}, ("stg.items", "v2"): {"raw_s.items": {"b2"}},
                        ("stg.none", "v3"): {}}
     assert returned == [2], returned  # the two pending batches, not the 5,000 of a table no version reads
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def meta(request, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An empty consumption record on DuckDB, or on a fresh PostgreSQL database."""
+    if request.param == "duckdb":
+        path = str(tmp_path / "meta.duckdb")
+        adapter = create_engine_adapter(lambda: duckdb.connect(path), "duckdb")
+    else:
+        import psycopg2
+
+        pg = request.getfixturevalue("pg_db")
+        adapter = create_engine_adapter(lambda: psycopg2.connect(pg.dsn), "postgres")
+    w.ensure_tables(adapter)
+    yield adapter
+    adapter.close()
+
+
+def test_mark_consumed_records_each_pair_once_however_often_it_is_given(meta) -> None:  # type: ignore[no-untyped-def]
+    """A rerun with overlapping sets (a transform killed after recording, then run again) adds only
+    the new pairs, keeps the first record's time, and counts the pairs given; text with a quote,
+    a comma, a newline, or none at all arrives as it was (the pairs travel as data)."""
+    def recorded() -> dict[tuple[str, str, str, str], object]:
+        return {(m, v, b, t): at for m, v, b, t, at in meta.fetchall(
+            "SELECT model, version, batch_id, raw_table, consumed_at FROM elt_meta.consumed_batches")}
+
+    assert w.mark_consumed(meta, {}) == 0
+    first = {("stg.orders", "v1"): {"raw_s.orders": {"b0", "b1"}},
+             ("stg.it'ems", "v2"): {"raw_s.items": {"b'2", "", 'q"\n,x'}}}
+    assert w.mark_consumed(meta, first) == 5
+    before = recorded()
+    time.sleep(0.01)
+    again = {("stg.orders", "v1"): {"raw_s.orders": {"b1", "b3"}}, ("stg.orders", "v9"): {"raw_s.orders": {"b1"}},
+             ("stg.it'ems", "v2"): {"raw_s.items": {""}}}
+    assert w.mark_consumed(meta, again) == 4
+    assert w.mark_consumed(meta, again) == 4
+    after = recorded()
+    assert set(after) == set(before) | {("stg.orders", "v1", "b3", "raw_s.orders"), ("stg.orders", "v9", "b1", "raw_s.orders")}
+    assert {k: after[k] for k in before} == before
