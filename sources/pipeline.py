@@ -185,10 +185,12 @@ def ingest(
             try:
                 done = raw.loaded_batch_ids(spec.name, table.name)
                 # one listing of the table per load: its batch folder names, and the contents of
-                # those raw's ledger does not hold (the cost of a load follows its new batches)
-                landed = landing.landed(spec.name, table.name, applied=done)
+                # those neither raw's ledger nor a set-aside record vouches for (the cost of a load
+                # follows its new batches)
+                aside = set_aside_ids(spec, table, landing, raw, done)
+                landed = landing.landed(spec.name, table.name, applied=done | aside)
                 landing.sweep_incomplete(spec.name, table.name, landed)
-                apply_pending(spec, table, landing, raw, outcome, done=done, landed=landed)
+                apply_pending(spec, table, landing, raw, outcome, done=done, landed=landed, aside=aside)
                 if extract:
                     # A full snapshot (a table or endpoint read without a cursor) equal to the latest
                     # landed one is not landed again. Not for files: two files of a pattern with the
@@ -236,7 +238,8 @@ def ingest(
                                             f"{first_line(exc)}; its first loaded rows create it, and until then "
                                             "`elt transform` says the source was never loaded",
                                             extra={"fields": {"source": spec.name, "table": table.name}})
-                    # what this run landed, added to the listing (the source lock keeps other loads out)
+                    # what this run landed, added to the listing: a batch another machine lands
+                    # meanwhile (S3; the source lock is this machine's) waits for the next load
                     apply_pending(spec, table, landing, raw, outcome, fresh=fresh, landed=landed.with_batches(fresh))
                 outcome.unchanged = not outcome.landed
             except Exception as exc:  # one table's failure never stops the others
@@ -575,7 +578,7 @@ def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) ->
 
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
                   fresh: dict[str, Manifest] | None = None, done: set[str] | None = None,
-                  landed: LandedBatches | None = None) -> LandedBatches:
+                  landed: LandedBatches | None = None, aside: set[str] | None = None) -> LandedBatches:
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
     Checksums are verified before applying, except for ``fresh`` batches, landed (and checksummed)
@@ -584,12 +587,13 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     Returns the table's landed batches (listed once, for the caller to reuse): only the pending
     batches' manifests are read here, so a run with nothing pending reads none, however many
     batches the table has landed. ``done``: the table's batch ids in raw's ledger, when the caller
-    has just read them; ``landed``: the table's listing, when the caller has one.
+    has just read them; ``landed`` and ``aside``: the table's listing and its set-aside batches,
+    when the caller has them.
     """
     done = raw.loaded_batch_ids(spec.name, table.name) if done is None else done
-    aside = set_aside_ids(spec, table, landing, raw, done)
+    aside = set_aside_ids(spec, table, landing, raw, done) if aside is None else aside
     if landed is None:  # ids from one listing; manifests read when needed
-        landed = landing.landed(spec.name, table.name, applied=done)
+        landed = landing.landed(spec.name, table.name, applied=done | aside)
     # said once per table and run: the first pass (the second, after extraction, has ``fresh``)
     lost = sorted(done - set(landed.ids)) if fresh is None else []
     if lost:  # landing is the record raw is rebuilt from: say so while the batches may still be restored

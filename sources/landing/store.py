@@ -338,26 +338,27 @@ class Landing:
     def landed(self, source: str, table: str, applied: set[str] | frozenset[str] = frozenset()) -> LandedBatches:
         """A table's complete batches, oldest first; a manifest is read only when it is asked for.
 
-        ``applied``: the ids raw's ledger holds for the table. Raw applies only complete batches and
-        landing never changes one, so those folders are known complete from their names: only the
-        others (the new batches, and folders an interrupted extract left) are looked into. A load
-        with nothing new reads one directory, whatever the table's history (at 150,000 batches a
-        recursive listing took 2.7 s and 450 MB, three times per table and load). When most folders
-        are unknown (a replay into an empty warehouse), one recursive listing is cheaper than one
-        listing per folder, and is used.
+        ``applied``: batches known to have had a manifest, the ids raw's ledger holds for the table
+        (and its set-aside ones, checked when set aside). Landing never changes a complete batch,
+        so those folders are known complete from their names, and are never taken for an
+        interrupted extract: only the others (new batches, and folders an interrupted extract
+        left) are looked into. A load with nothing new reads one directory, whatever the table's
+        history (at 150,000 batches a recursive listing took 2.7 s and 450 MB, three times per
+        table and load). When many folders are unknown (a replay into an empty warehouse), one
+        recursive listing is cheaper than one listing per folder, and is used.
         """
         names = self._batch_names(source, table)
         unknown = [b for b in names if b not in applied]
         if len(unknown) > FOLDER_LISTINGS_MAX:
             folders = self._listing(source, table)
-            applied = frozenset()  # every folder listed: nothing taken on trust
         else:
             folders = {b: self._folder(source, table, b) for b in unknown}
-        incomplete = {b: files for b, files in folders.items() if not any(f.base_name == MANIFEST_NAME for f in files)}
+        incomplete = {b: files for b, files in folders.items()
+                      if b not in applied and not any(f.base_name == MANIFEST_NAME for f in files)}
         markers = {b: {f.base_name for f in files if f.base_name.startswith(ORIGIN_MARKER)}
                    for b, files in folders.items() if b not in incomplete}
         ids = sorted(b for b in names if b not in incomplete and (b in applied or b in markers))
-        return LandedBatches(self, source, table, ids, markers, incomplete)
+        return LandedBatches(self, source, table, ids, markers, incomplete, applied)
 
     def batches(self, source: str, table: str) -> Iterator[Manifest]:
         """Every complete batch of a table, oldest first (each manifest read)."""
@@ -370,11 +371,10 @@ class Landing:
         try:
             with self.fs.open_input_stream(path) as handle:
                 return Manifest.from_json(handle.read().decode())
-        except FileNotFoundError:  # a batch raw applied is known complete from the ledger, never swept
-            raise LandingError(
-                f"manifest {self.shown(path)} is missing", hint="the pipeline never removes the manifest of a batch "
-                "that raw has applied: restore the batch folder from a backup of landing (or the bucket's versions); "
-                "docs/runbook.md#restore-raw-from-landing") from None
+        except FileNotFoundError:  # removed after it was listed, or a folder only the ledger vouches for
+            raise ManifestMissing(
+                f"manifest {self.shown(path)} is missing", hint="a manifest is removed by nothing in the pipeline: "
+                "restore the batch folder from a backup of landing (or the bucket's versions), then rerun") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise LandingError(
                 f"manifest {self.shown(path)} is unreadable: {exc}",
@@ -513,6 +513,11 @@ class Landing:
             removed.append(batch_dir)
         return removed
 
+class ManifestMissing(LandingError):
+    """A batch folder's manifest is not there (``LandedBatches.manifest`` says more for a batch raw
+    has applied)."""
+
+
 def _age_s(files: list[pafs.FileInfo]) -> float:
     """Seconds since the newest of ``files`` was written (infinite when none has a time)."""
     times = [f.mtime for f in files if f.mtime is not None]
@@ -551,17 +556,19 @@ class LandedBatches(Sequence[Manifest]):
 
     def __init__(self, landing: Landing, source: str, table: str, ids: list[str],
                  markers: dict[str, set[str]] | None = None,
-                 incomplete: dict[str, list[pafs.FileInfo]] | None = None) -> None:
+                 incomplete: dict[str, list[pafs.FileInfo]] | None = None,
+                 applied: set[str] | frozenset[str] = frozenset()) -> None:
         self.landing, self.source, self.table, self.ids = landing, source, table, ids
         self._markers = dict(markers or {})
         self.incomplete = incomplete or {}
+        self._applied = applied
         self._origins: set[str] | None = None  # the markers of every batch, known once asked for
         self._read: dict[str, Manifest] = {}
 
     def with_batches(self, fresh: dict[str, Manifest]) -> LandedBatches:
         """These batches and ``fresh`` ones, landed since the listing (manifests in hand): no new listing."""
         ids = sorted({*self.ids, *fresh})
-        more = LandedBatches(self.landing, self.source, self.table, ids, self._markers)
+        more = LandedBatches(self.landing, self.source, self.table, ids, self._markers, applied=self._applied)
         more._read = {**self._read, **fresh}
         return more
 
@@ -582,7 +589,19 @@ class LandedBatches(Sequence[Manifest]):
 
     def manifest(self, batch_id: str) -> Manifest:
         if batch_id not in self._read:
-            self._read[batch_id] = self.landing.manifest(self.source, self.table, batch_id)
+            try:
+                self._read[batch_id] = self.landing.manifest(self.source, self.table, batch_id)
+            except ManifestMissing as exc:
+                if batch_id not in self._applied:
+                    raise
+                folder = self.landing.shown(self.landing.batch_dir(self.source, self.table, batch_id))
+                raise LandingError(
+                    f"{exc.args[0]}; raw has applied the batch", source=self.source, table=self.table,
+                    batch_id=batch_id, hint="the pipeline never removes a manifest: restore the batch folder from a "
+                    "backup of landing (or the bucket's versions). Without a backup, move the folder out of landing "
+                    f"({folder}): raw keeps its rows, loads go on and warn that landing lacks the batch, and a "
+                    "rebuild of raw from landing would lack its rows; docs/runbook.md#restore-raw-from-landing",
+                ) from None
         return self._read[batch_id]
 
     def __len__(self) -> int:

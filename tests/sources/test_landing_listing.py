@@ -120,7 +120,52 @@ def test_an_applied_batch_whose_manifest_went_missing_is_not_swept(tmp_path: Pat
         (again,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
     assert (batch / "part-00000.parquet").exists()
     # the file source compares its file with the newest landed batch, whose manifest is gone: said so
-    assert again.error is not None and "is missing" in str(again.error), again.error
-    assert "backup of landing" in str(again.error) and "restore-raw-from-landing" in str(again.error)
+    assert again.error is not None and "is missing; raw has applied the batch" in str(again.error), again.error
+    assert f"batch={first.applied[0]}" in str(again.error) and "backup of landing" in str(again.error)
+    assert "move the folder out of landing" in str(again.error) and "restore-raw-from-landing" in str(again.error)
     assert raw_rows(tmp_path)[1] == 1
+
+
+def test_an_applied_batch_is_not_swept_when_the_table_is_listed_recursively(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many folders to look into (here three pending batches, over a limit of two) make one recursive
+    listing: the ledger still vouches for the applied batches (a review found the recursive path
+    sweeping an applied batch's data when its manifest had gone)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    deliver(folder, 0)
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        for n in range(1, 4):  # landed, not applied (the process died before raw)
+            deliver(folder, n)
+            assert land_file_table(spec, spec.tables["orders"], folder / "orders.csv", landing) is not None
+        batch = Path(landing.batch_dir("shop", "orders", first.applied[0]))
+        (batch / MANIFEST_NAME).unlink()
+        monkeypatch.setattr(store, "FOLDER_LISTINGS_MAX", 2)
+        (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, extract=False)
+    assert (batch / "part-00000.parquet").exists()
+    assert out.error is None and len(out.applied) == 3
+    assert raw_rows(tmp_path)[1] == 4
+
+
+def test_set_aside_batches_are_not_looked_into_on_every_load(tmp_path: Path, looked_into: dict[str, list]) -> None:
+    """A set-aside batch had its manifest when it was set aside: like an applied one, its folder is
+    known from its name (a review: 33 of them sent every load of the table to a recursive listing)."""
+    from sources.load.set_aside import set_aside
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        deliver(folder, 0)
+        ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        deliver(folder, 1)
+        stuck = land_file_table(spec, spec.tables["orders"], folder / "orders.csv", landing)
+        assert stuck is not None
+        set_aside(spec, "orders", stuck.batch_id, landing=landing, raw=raw, reason="a test")
+        looked_into["folders"].clear(), looked_into["recursive"].clear()
+        (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert out.set_aside == [stuck.batch_id] and out.error is None
+    assert looked_into == {"folders": [], "recursive": []}
 
