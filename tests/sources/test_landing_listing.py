@@ -169,3 +169,31 @@ def test_set_aside_batches_are_not_looked_into_on_every_load(tmp_path: Path, loo
     assert out.set_aside == [stuck.batch_id] and out.error is None
     assert looked_into == {"folders": [], "recursive": []}
 
+
+
+def test_on_s3_a_load_looks_into_the_folders_raw_lacks_only(tmp_path: Path, looked_into: dict[str, list],
+                                                            s3_bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on S3 landing, whose folder names come from a listing with a delimiter (one LIST
+    per 1,000 batches): a load with nothing new looks into no batch folder; an old folder without a
+    manifest is looked into and swept."""
+    import pyarrow.fs as pafs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spec, landing = shop(folder), Landing.from_url(f"s3://{s3_bucket}/landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        for n in range(3):
+            deliver(folder, n)
+            (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            assert out.status == "loaded", out.error
+        looked_into["folders"].clear(), looked_into["recursive"].clear()
+        (same,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert same.status == "unchanged" and looked_into == {"folders": [], "recursive": []}
+        left = landing.batch_dir("shop", "orders", "29990101T000000000000Z-0000dead")
+        with landing.fs.open_output_stream(f"{left}/part-00000.parquet") as out_file:
+            out_file.write(b"half written")
+        monkeypatch.setenv("ELT_SWEEP_MIN_AGE_S", "0")  # as if its writer had died an hour ago
+        (after,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert after.status == "unchanged" and looked_into == {"folders": [left.rsplit("/", 1)[1]], "recursive": []}
+    assert landing.fs.get_file_info(f"{left}/part-00000.parquet").type == pafs.FileType.NotFound
+    assert len(landing.batch_ids("shop", "orders")) == 3
