@@ -24,6 +24,13 @@ def shop(folder: Path):  # type: ignore[no-untyped-def]
                                                "columns": {"id": "integer", "total": "integer"}}}})
 
 
+def shop_at(tmp_path: Path, landing: Landing | None = None):  # type: ignore[no-untyped-def]
+    """The source's folder, the source, and its landing (a local folder unless given)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    return folder, shop(folder), landing or Landing.local(tmp_path / "landing")
+
+
 def deliver(folder: Path, n: int) -> None:
     """The source file's ``n``-th version: one more order than the one before (a whole file: raw
     gains the new order only)."""
@@ -50,9 +57,7 @@ def raw_rows(tmp_path: Path) -> tuple:
 
 @pytest.mark.parametrize("batches", [1, 100])
 def test_a_load_looks_into_the_folders_raw_lacks_only(tmp_path: Path, looked_into: dict[str, list], batches: int) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
-    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    folder, spec, landing = shop_at(tmp_path)
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         for n in range(batches):
             deliver(folder, n)
@@ -88,9 +93,7 @@ def test_a_replay_into_an_empty_warehouse_lists_the_table_once(tmp_path: Path, l
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Many folders to look into (landing replayed into a new warehouse): one recursive listing of
     the table, not one listing per folder (on S3, one request each)."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    folder, spec, landing = shop_at(tmp_path)
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         for n in range(4):
             deliver(folder, n)
@@ -109,9 +112,7 @@ def test_a_replay_into_an_empty_warehouse_lists_the_table_once(tmp_path: Path, l
 def test_an_applied_batch_whose_manifest_went_missing_is_not_swept(tmp_path: Path) -> None:
     """The ledger says the batch was complete: a folder without its manifest is damage to restore,
     not an interrupted extract to remove (the recursive listing removed it, data and all)."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    folder, spec, landing = shop_at(tmp_path)
     deliver(folder, 0)
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
@@ -131,9 +132,7 @@ def test_an_applied_batch_is_not_swept_when_the_table_is_listed_recursively(tmp_
     """Many folders to look into (here three pending batches, over a limit of two) make one recursive
     listing: the ledger still vouches for the applied batches (a review found the recursive path
     sweeping an applied batch's data when its manifest had gone)."""
-    folder = tmp_path / "in"
-    folder.mkdir()
-    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    folder, spec, landing = shop_at(tmp_path)
     deliver(folder, 0)
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
@@ -154,9 +153,7 @@ def test_set_aside_batches_are_not_looked_into_on_every_load(tmp_path: Path, loo
     known from its name (a review: 33 of them sent every load of the table to a recursive listing)."""
     from sources.load.set_aside import set_aside
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    spec, landing = shop(folder), Landing.local(tmp_path / "landing")
+    folder, spec, landing = shop_at(tmp_path)
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         deliver(folder, 0)
         ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
@@ -178,9 +175,7 @@ def test_on_s3_a_load_looks_into_the_folders_raw_lacks_only(tmp_path: Path, look
     manifest is looked into and swept."""
     import pyarrow.fs as pafs
 
-    folder = tmp_path / "in"
-    folder.mkdir()
-    spec, landing = shop(folder), Landing.from_url(f"s3://{s3_bucket}/landing")
+    folder, spec, landing = shop_at(tmp_path, Landing.from_url(f"s3://{s3_bucket}/landing"))
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         for n in range(3):
             deliver(folder, n)
