@@ -513,6 +513,7 @@ class Landing:
             removed.append(batch_dir)
         return removed
 
+
 class ManifestMissing(LandingError):
     """A batch folder's manifest is not there (``LandedBatches.manifest`` says more for a batch raw
     has applied)."""
