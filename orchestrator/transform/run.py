@@ -988,6 +988,28 @@ def _record_served(ctx, environment: str) -> None:  # type: ignore[no-untyped-de
                     "`elt transform` will not be told from this one", extra={"fields": {"environment": environment}})
 
 
+def _prune_consumed(ctx, local: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """After a deploy: forget what versions SQLMesh no longer has consumed (``windows.prune_consumed``),
+    from the versions its state holds for every model of this checkout and of every environment.
+    Housekeeping, not the transform's work: a failure is logged."""
+    from orchestrator.transform.restate import schema_table
+    from orchestrator.transform.windows import prune_consumed
+
+    try:
+        names = {s.name for s in local.values() if s.is_model}
+        names |= {i.name for env in ctx.state_reader.get_environments() for i in env.snapshots}
+        records = ctx.state_reader.get_snapshots_by_names(names, exclude_expired=False)
+        versions, rows = prune_consumed(ctx.engine_adapter, {(schema_table(r.name).lower(), str(r.version)) for r in records},
+                                        {schema_table(n).lower() for n in names})
+    except Exception as exc:  # noqa: BLE001 - the transform's work is done; the record only stays longer
+        log.warning(f"could not forget the consumed batches of model versions SQLMesh no longer has: {first_line(exc)}",
+                    extra={"fields": {"next": "nothing is wrong with the data; the next deploy tries again"}})
+        return
+    if versions:
+        log.info(f"forgot {rows} consumed-batch record(s) of {versions} model version(s) SQLMesh no longer has",
+                 extra={"fields": {"versions": versions, "rows": rows}})
+
+
 def _short_name(fqn: str) -> str:
     """``schema.model`` of a snapshot's quoted ``"catalog"."schema"."model"``."""
     table = exp.to_table(fqn)
@@ -1144,6 +1166,10 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
     _record_served(ctx, environment)
+    # when a deploy has just added records for its versions; a version the janitor removes between
+    # deploys (a week after no environment uses it) is forgotten at the next one
+    if applied and environment == "prod":
+        _prune_consumed(ctx, local)
     direct = lineage_direct(ctx) if restated.orphans else {}
     failing = [o for o in restated.orphans if not o.warn]
     held = TransformFailed("run", [_orphan_failure(direct, o) for o in failing], _held_out(failing), orphans=True,

@@ -432,6 +432,27 @@ def _rows_as_table(adapter: Any, rows: pa.Table) -> Iterator[str]:
         raise NotImplementedError(f"no bulk load of rows into a {d} warehouse (DuckDB, PostgreSQL, Spark)")
 
 
+def prune_consumed(adapter: Any, live: set[tuple[str, str]], models: set[str]) -> tuple[int, int]:
+    """Forget the batches consumed by model versions SQLMesh no longer has: ``live`` holds every
+    (model, version) of ``models`` in its state, expired or not. Each deploy marks every batch
+    consumed by each new version (150,000 batches, six versions: 900,000 rows), and nothing took
+    them out once SQLMesh's janitor had dropped a version's table. A version brought back later is
+    built whole by the plan, as a new one. Versions of other models (not in ``models``) and
+    ``novde`` (a model's only table when virtual environments are off) are kept. Returns (versions,
+    rows) forgotten. Not on Spark, whose Parquet tables cannot delete rows."""
+    if adapter.dialect == "spark" or not adapter.table_exists(CONSUMED):
+        return 0, 0
+    gone = [(str(m), str(v), int(n)) for m, v, n in adapter.fetchall(
+        f"SELECT model, version, count(*) FROM {CONSUMED} GROUP BY model, version")
+        if str(m) in models and (str(m), str(v)) not in live and str(v) != "novde"]
+    if gone:
+        d = adapter.dialect
+        with adapter.transaction():
+            adapter.execute(f"DELETE FROM {CONSUMED} WHERE " + " OR ".join(
+                f"(model = {_lit(m, d)} AND version = {_lit(v, d)})" for m, v, _ in gone))
+    return len(gone), sum(n for _, _, n in gone)
+
+
 def ensure_raw_tombstone_column(adapter: Any) -> list[str]:
     """Give raw tables made before tombstones existed their ``_deleted`` column (FALSE): staging
     reads it. Returns the tables changed."""

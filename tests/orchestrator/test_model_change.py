@@ -23,6 +23,17 @@ def test_an_edited_model_is_planned_by_the_scheduled_transform(project: Project,
         proc = project.elt(*args, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
+    # records of versions SQLMesh does not have (as after its janitor dropped them), of the only
+    # version a model has without virtual environments, and of a model this project does not have
+    with duckdb.connect(str(project.root / "data" / "warehouse.duckdb")) as con:
+        before = con.execute("SELECT model, version, count(*) FROM elt_meta.consumed_batches GROUP BY ALL").fetchall()
+        batch = con.execute("SELECT min(batch_id) FROM elt_meta.loaded_batches").fetchone()[0]  # type: ignore[index]
+        for model_name, version in (("marts.orders", "dropped0"), ("marts.orders", "novde"),
+                                    ("marts.customers", "dropped1"), ("marts.gone_model", "x")):
+            con.execute("INSERT INTO elt_meta.consumed_batches VALUES (?, ?, ?, 'raw_jaffle_shop.orders', now())",
+                        [model_name, version, batch])
+    assert before and all(n > 0 for _, _, n in before)
+
     model = project.root / "models" / "marts" / "orders.sql"
     text = model.read_text()
     edited = text.replace("COALESCE(order_items_summary.count_drink_items, 0) > 0 AS is_drink_order,",
@@ -38,7 +49,18 @@ def test_an_edited_model_is_planned_by_the_scheduled_transform(project: Project,
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
         drinks = con.execute("SELECT count(*) FILTER (is_drink_order), count(*) FILTER (count_drink_items > 0) "
                              "FROM marts.orders").fetchone()
+        after = con.execute("SELECT model, version, count(*) FROM elt_meta.consumed_batches GROUP BY ALL").fetchall()
     assert drinks is not None and drinks[0] == drinks[1] and drinks[0] > 0
+    # the deploy forgot the records of the two versions SQLMesh does not have, and only those: the
+    # versions served before it (still in SQLMesh's state) keep theirs, the new one has its own
+    kept = {(m, v) for m, v, _ in after}
+    assert not kept & {("marts.orders", "dropped0"), ("marts.customers", "dropped1")}, after
+    assert {("marts.orders", "novde"), ("marts.gone_model", "x")} <= kept, after
+    assert set(before) <= set(after), (before, after)
+    assert len([v for m, v, _ in after if m == "marts.orders"]) == 3  # before's, the new one's, novde
+    assert "forgot 2 consumed-batch record(s) of 2 model version(s)" in out, out
+    proc = project.elt("transform", timeout=300)
+    assert proc.returncode == 0 and "restated nothing" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 def _git(root: Path, *args: str) -> str:

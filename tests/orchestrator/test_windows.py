@@ -147,3 +147,18 @@ def test_mark_consumed_records_each_pair_once_however_often_it_is_given(meta) ->
     after = recorded()
     assert set(after) == set(before) | {("stg.orders", "v1", "b3", "raw_s.orders"), ("stg.orders", "v9", "b1", "raw_s.orders")}
     assert {k: after[k] for k in before} == before
+
+
+def test_prune_consumed_forgets_only_the_versions_sqlmesh_no_longer_has(meta) -> None:  # type: ignore[no-untyped-def]
+    """On DuckDB and PostgreSQL: the records of a known model's versions missing from SQLMesh's
+    state go; its live versions, its ``novde`` table and other models' records stay."""
+    w.mark_consumed(meta, {("stg.orders", "v1"): {"raw_s.orders": {"b0", "b1"}},
+                           ("stg.orders", "v0"): {"raw_s.orders": {"b0", "b1", "b2"}},
+                           ("stg.orders", "novde"): {"raw_s.orders": {"b0"}},
+                           ("stg.it'ems", "v7"): {"raw_s.items": {"b0"}},
+                           ("stg.other", "v5"): {"raw_s.orders": {"b0"}}})
+    live = {("stg.orders", "v1"), ("stg.it'ems", "v8")}
+    assert w.prune_consumed(meta, live, {"stg.orders", "stg.it'ems"}) == (2, 4)
+    left = {(m, v) for m, v in meta.fetchall("SELECT DISTINCT model, version FROM elt_meta.consumed_batches")}
+    assert left == {("stg.orders", "v1"), ("stg.orders", "novde"), ("stg.other", "v5")}
+    assert w.prune_consumed(meta, live, {"stg.orders", "stg.it'ems"}) == (0, 0)
