@@ -995,6 +995,8 @@ def _prune_consumed(ctx, local: dict[str, Any]) -> None:  # type: ignore[no-unty
     from orchestrator.transform.restate import schema_table
     from orchestrator.transform.windows import prune_consumed
 
+    if ctx.engine_adapter.dialect == "spark":  # its Parquet tables cannot delete rows
+        return
     try:
         names = {s.name for s in local.values() if s.is_model}
         names |= {i.name for env in ctx.state_reader.get_environments() for i in env.snapshots}
