@@ -49,6 +49,9 @@ def test_tick_loads_then_transforms_and_records_rows(project: Project, small_jaf
     tick = project.elt("tick", "--now", "2026-11-26T00:05", timeout=600, **env)
     assert tick.returncode == 1
     assert "jaffle_shop: failed" in tick.stdout and "transform: succeeded" in tick.stdout
+    # a transform that evaluated nothing does not count the tables again: the last record holds
+    [nothing, _] = project.history().recent(5, "transform")
+    assert nothing.tables["rows_by_layer"] is None and "rows_by_layer" in nothing.tables, nothing.tables
     failed = project.history().recent(1, "jaffle_shop")[0]
     assert failed.attempt == 1 and failed.error_class == "ConfigError" and "does not exist" in (failed.error or "")
     # the history keeps the error's next step with its first line (`elt runs` and `elt run-show` showed the cause only)
