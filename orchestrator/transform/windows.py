@@ -438,12 +438,16 @@ def prune_consumed(adapter: Any, live: set[tuple[str, str]], models: set[str]) -
     consumed by each new version (150,000 batches, six versions: 900,000 rows), and nothing took
     them out once SQLMesh's janitor had dropped a version's table. A version brought back later is
     built whole by the plan, as a new one. Versions of other models (not in ``models``) and
-    ``novde`` (a model's only table when virtual environments are off) are kept. Returns (versions,
-    rows) forgotten. Not on Spark, whose Parquet tables cannot delete rows."""
+    ``novde`` (a model's only table when virtual environments are off) are kept, and so is a
+    version recorded in the last day: another environment's transform records its new versions
+    before its plan puts them in SQLMesh's state (on PostgreSQL a dev transform may run beside a
+    prod deploy; a review), and the janitor waits a week before dropping a version anyway.
+    Returns (versions, rows) forgotten. Not on Spark, whose Parquet tables cannot delete rows."""
     if adapter.dialect == "spark" or not adapter.table_exists(CONSUMED):
         return 0, 0
     gone = [(str(m), str(v), int(n)) for m, v, n in adapter.fetchall(
-        f"SELECT model, version, count(*) FROM {CONSUMED} GROUP BY model, version")
+        f"SELECT model, version, count(*) FROM {CONSUMED} GROUP BY model, version "
+        "HAVING max(consumed_at) < CURRENT_TIMESTAMP - INTERVAL '1' DAY")
         if str(m) in models and (str(m), str(v)) not in live and str(v) != "novde"]
     if gone:
         d = adapter.dialect

@@ -30,8 +30,11 @@ def test_an_edited_model_is_planned_by_the_scheduled_transform(project: Project,
         batch = con.execute("SELECT min(batch_id) FROM elt_meta.loaded_batches").fetchone()[0]  # type: ignore[index]
         for model_name, version in (("marts.orders", "dropped0"), ("marts.orders", "novde"),
                                     ("marts.customers", "dropped1"), ("marts.gone_model", "x")):
-            con.execute("INSERT INTO elt_meta.consumed_batches VALUES (?, ?, ?, 'raw_jaffle_shop.orders', now())",
-                        [model_name, version, batch])
+            con.execute("INSERT INTO elt_meta.consumed_batches VALUES (?, ?, ?, 'raw_jaffle_shop.orders', "
+                        "now() - INTERVAL 2 DAY)", [model_name, version, batch])
+        # recorded just now, by a transform whose plan has not put it in SQLMesh's state yet
+        con.execute("INSERT INTO elt_meta.consumed_batches VALUES ('marts.orders', 'planning', ?, "
+                    "'raw_jaffle_shop.orders', now())", [batch])
     assert before and all(n > 0 for _, _, n in before)
 
     model = project.root / "models" / "marts" / "orders.sql"
@@ -55,9 +58,9 @@ def test_an_edited_model_is_planned_by_the_scheduled_transform(project: Project,
     # versions served before it (still in SQLMesh's state) keep theirs, the new one has its own
     kept = {(m, v) for m, v, _ in after}
     assert not kept & {("marts.orders", "dropped0"), ("marts.customers", "dropped1")}, after
-    assert {("marts.orders", "novde"), ("marts.gone_model", "x")} <= kept, after
+    assert {("marts.orders", "novde"), ("marts.gone_model", "x"), ("marts.orders", "planning")} <= kept, after
     assert set(before) <= set(after), (before, after)
-    assert len([v for m, v, _ in after if m == "marts.orders"]) == 3  # before's, the new one's, novde
+    assert len([v for m, v, _ in after if m == "marts.orders"]) == 4  # before's, the new one's, novde, planning
     assert "forgot 2 consumed-batch record(s) of 2 model version(s)" in out, out
     proc = project.elt("transform", timeout=300)
     assert proc.returncode == 0 and "restated nothing" in proc.stdout + proc.stderr, proc.stdout + proc.stderr

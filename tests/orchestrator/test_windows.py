@@ -158,7 +158,11 @@ def test_prune_consumed_forgets_only_the_versions_sqlmesh_no_longer_has(meta) ->
                            ("stg.it'ems", "v7"): {"raw_s.items": {"b0"}},
                            ("stg.other", "v5"): {"raw_s.orders": {"b0"}}})
     live = {("stg.orders", "v1"), ("stg.it'ems", "v8")}
+    # recorded in the last day: kept (another environment's transform records before its plan)
+    assert w.prune_consumed(meta, live, {"stg.orders", "stg.it'ems"}) == (0, 0)
+    meta.execute("UPDATE elt_meta.consumed_batches SET consumed_at = consumed_at - INTERVAL '2' DAY")
+    w.mark_consumed(meta, {("stg.orders", "v2"): {"raw_s.orders": {"b0"}}})  # a version just recorded
     assert w.prune_consumed(meta, live, {"stg.orders", "stg.it'ems"}) == (2, 4)
     left = {(m, v) for m, v in meta.fetchall("SELECT DISTINCT model, version FROM elt_meta.consumed_batches")}
-    assert left == {("stg.orders", "v1"), ("stg.orders", "novde"), ("stg.other", "v5")}
+    assert left == {("stg.orders", "v1"), ("stg.orders", "novde"), ("stg.orders", "v2"), ("stg.other", "v5")}
     assert w.prune_consumed(meta, live, {"stg.orders", "stg.it'ems"}) == (0, 0)
