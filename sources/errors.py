@@ -132,6 +132,11 @@ class LandingError(LoaderError):
     """A landed batch is unusable (checksum mismatch, unreadable manifest)."""
 
 
+class ManifestMissing(LandingError):
+    """A batch folder's manifest is not there (``LandedBatches.manifest`` says more for a batch raw
+    has applied)."""
+
+
 class RawLoadError(LoaderError):
     """Appending a landed batch to its raw table failed; the transaction was rolled back."""
 

@@ -188,7 +188,7 @@ def ingest(
                 # those neither raw's ledger nor a set-aside record vouches for (the cost of a load
                 # follows its new batches)
                 aside = set_aside_ids(spec, table, landing, raw, done)
-                landed = landing.landed(spec.name, table.name, applied=done | aside)
+                landed = landing.landed(spec.name, table.name, applied=done, aside=aside)
                 landing.sweep_incomplete(spec.name, table.name, landed)
                 apply_pending(spec, table, landing, raw, outcome, done=done, landed=landed, aside=aside)
                 if extract:
@@ -593,7 +593,7 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     done = raw.loaded_batch_ids(spec.name, table.name) if done is None else done
     aside = set_aside_ids(spec, table, landing, raw, done) if aside is None else aside
     if landed is None:  # ids from one listing; manifests read when needed
-        landed = landing.landed(spec.name, table.name, applied=done | aside)
+        landed = landing.landed(spec.name, table.name, applied=done, aside=aside)
     # said once per table and run: the first pass (the second, after extraction, has ``fresh``)
     lost = sorted(done - set(landed.ids)) if fresh is None else []
     if lost:  # landing is the record raw is rebuilt from: say so while the batches may still be restored
@@ -611,15 +611,15 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
     for batch_id in landed.ids:
         if batch_id in done:  # the ledger says so: its manifest is not even read
             continue
-        manifest = (fresh or {}).get(batch_id) or landed.manifest(batch_id)
-        if manifest.batch_id in aside:
-            if manifest.batch_id not in outcome.set_aside:
-                outcome.set_aside.append(manifest.batch_id)
+        if batch_id in aside:  # its manifest is not read: the set-aside record says what it was
+            if batch_id not in outcome.set_aside:
+                outcome.set_aside.append(batch_id)
                 log.warning("batch set aside: not applied", extra={"fields": {
-                    "source": spec.name, "table": table.name, "batch_id": manifest.batch_id, "rows": manifest.rows,
-                    "next": f"elt status lists it; elt set-aside {spec.name} {table.name} {manifest.batch_id} --undo "
+                    "source": spec.name, "table": table.name, "batch_id": batch_id,
+                    "next": f"elt status lists it; elt set-aside {spec.name} {table.name} {batch_id} --undo "
                             "brings it back"}})
             continue
+        manifest = (fresh or {}).get(batch_id) or landed.manifest(batch_id)
         verify = manifest.batch_id not in (fresh or {})
         if landing.is_local and raw.dialect in ("duckdb", "spark"):  # the engine reads the files itself
             rows: Any = landing.data_files(manifest, verify=verify)

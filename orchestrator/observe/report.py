@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -312,7 +313,8 @@ def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime,
             "times": [{"x": x(at), "label": f"{at:{fmt}}"} for at, fmt in marks if at <= end]}
 
 
-def _build_marks(builds: list[datetime], start: datetime, end: datetime, x: Any) -> list[dict[str, Any]]:
+def _build_marks(builds: list[datetime], start: datetime, end: datetime,
+                 x: Callable[[datetime], float]) -> list[dict[str, Any]]:
     """A build mark per pixel column holding builds (one per build was 10,000 marks in 30 days of
     builds every few minutes), titled with how many finished there and the last one's time."""
     column: dict[int, list[datetime]] = defaultdict(list)

@@ -115,9 +115,9 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
                                        "restated": summary.restated, "failed": [], "held": summary.held_counts,
                                        "warned": [{"model": m, "audit": a, "count": c}
                                                   for m, a, c in summary.audits_warned]}),
-            # counted only after a build that wrote something: the counts of a build that evaluated
-            # nothing are the last record's (the chart's step line holds it), and on PostgreSQL each
-            # count reads its whole table (0.5 s per 5M rows after every scheduled transform)
+            # counted only after a build that applied a plan or evaluated an interval: the counts of
+            # one that did neither are the last record's (the chart's step line holds it), and on
+            # PostgreSQL each count reads its whole table (0.5 s per 5M rows, every scheduled transform)
             "tables_json": json.dumps({"restated": summary.restated, "rows_by_layer": _rows_by_layer(settings)
                                        if summary.applied_plan or summary.evaluated else None}),
             "watermark_before": json.dumps({"loaded_through": summary.watermark_before}),

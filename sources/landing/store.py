@@ -33,7 +33,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from sources import failpoints
-from sources.errors import ConfigError, LandingError, LoaderError, exception_chain, landing_store_error
+from sources.errors import (ConfigError, LandingError, LoaderError, ManifestMissing, exception_chain,
+                           landing_store_error)
 from sources.landing.manifest import MANIFEST_NAME, ORIGIN_MARKER, Manifest, origin_marker
 from sources.landing.writer import PART_NAME, BatchWriter, new_batch_id, sha256_of, stamp_after
 from sources.logs import get_logger, redact_userinfo
@@ -332,32 +333,34 @@ class Landing:
 
     def batch_ids(self, source: str, table: str, applied: set[str] | frozenset[str] = frozenset()) -> list[str]:
         """The ids of a table's complete batches (those with a manifest), oldest first: no manifest
-        is read (``applied`` as for ``landed``)."""
+        is read (``applied`` as for ``landed``; set-aside batches are looked into, listed if complete)."""
         return self.landed(source, table, applied).ids
 
-    def landed(self, source: str, table: str, applied: set[str] | frozenset[str] = frozenset()) -> LandedBatches:
+    def landed(self, source: str, table: str, applied: set[str] | frozenset[str] = frozenset(),
+               aside: set[str] | frozenset[str] = frozenset()) -> LandedBatches:
         """A table's complete batches, oldest first; a manifest is read only when it is asked for.
 
-        ``applied``: batches known to have had a manifest, the ids raw's ledger holds for the table
-        (and its set-aside ones, checked when set aside). Landing never changes a complete batch,
-        so those folders are known complete from their names, and are never taken for an
-        interrupted extract: only the others (new batches, and folders an interrupted extract
-        left) are looked into. A load with nothing new reads one directory, whatever the table's
-        history (at 150,000 batches a recursive listing took 2.7 s and 450 MB, three times per
-        table and load). When many folders are unknown (a replay into an empty warehouse), one
-        recursive listing is cheaper than one listing per folder, and is used.
+        ``applied`` and ``aside``: the ids raw's ledger holds for the table and its set-aside ones,
+        batches known to have had a manifest (``elt set-aside`` reads it). Landing never changes a
+        complete batch, so those folders are known complete from their names and are never taken
+        for an interrupted extract: only the others (new batches, and folders an interrupted
+        extract left) are looked into. A load with nothing new reads one directory, whatever the
+        table's history (a pattern table of files lists its batches once more, ``has_origin``;
+        decision 0059 has the measurements). When many folders are unknown (a replay into an empty
+        warehouse), one recursive listing is cheaper than one listing per folder, and is used.
         """
+        vouched = applied | aside
         names = self._batch_names(source, table)
-        unknown = [b for b in names if b not in applied]
+        unknown = [b for b in names if b not in vouched]
         if len(unknown) > FOLDER_LISTINGS_MAX:
             folders = self._listing(source, table)
         else:
             folders = {b: self._folder(source, table, b) for b in unknown}
         incomplete = {b: files for b, files in folders.items()
-                      if b not in applied and not any(f.base_name == MANIFEST_NAME for f in files)}
+                      if b not in vouched and not any(f.base_name == MANIFEST_NAME for f in files)}
         markers = {b: {f.base_name for f in files if f.base_name.startswith(ORIGIN_MARKER)}
                    for b, files in folders.items() if b not in incomplete}
-        ids = sorted(b for b in names if b not in incomplete and (b in applied or b in markers))
+        ids = sorted(b for b in names if b not in incomplete and (b in vouched or b in markers))
         return LandedBatches(self, source, table, ids, markers, incomplete, applied)
 
     def batches(self, source: str, table: str) -> Iterator[Manifest]:
@@ -373,8 +376,8 @@ class Landing:
                 return Manifest.from_json(handle.read().decode())
         except FileNotFoundError:  # removed after it was listed, or a folder only the ledger vouches for
             raise ManifestMissing(
-                f"manifest {self.shown(path)} is missing", hint="a manifest is removed by nothing in the pipeline: "
-                "restore the batch folder from a backup of landing (or the bucket's versions), then rerun") from None
+                f"manifest {self.shown(path)} is missing", hint="the pipeline never removes a manifest: restore the "
+                "batch folder from a backup of landing (or the bucket's versions)") from None
         except (ValueError, TypeError, KeyError) as exc:
             raise LandingError(
                 f"manifest {self.shown(path)} is unreadable: {exc}",
@@ -512,11 +515,6 @@ class Landing:
             self._remove_folder(batch_dir)
             removed.append(batch_dir)
         return removed
-
-
-class ManifestMissing(LandingError):
-    """A batch folder's manifest is not there (``LandedBatches.manifest`` says more for a batch raw
-    has applied)."""
 
 
 def _age_s(files: list[pafs.FileInfo]) -> float:

@@ -188,7 +188,11 @@ def test_the_layers_chart_draws_one_point_per_pixel_column_however_often_it_buil
     now = datetime(2026, 12, 5, 12)
     every = [now - timedelta(days=RUN_CHART_DAYS) + timedelta(minutes=5 * i) for i in range(RUN_CHART_DAYS * 288)]
     loads = [(at, 1) for at in every]
-    recorded = [(at, {"staging": i, "marts": 2 * i}) for i, at in enumerate(every)]
+    # two records in a column of their own (no other build within 3 hours), the later with fewer
+    # rows: the column shows the later one
+    middle = now - timedelta(days=10)
+    alone = [(at, {"staging": i, "marts": 2 * i}) for i, at in enumerate(every) if abs(at - middle) > timedelta(hours=3)]
+    recorded = sorted([*alone, (middle, {"staging": 999_999}), (middle, {"staging": 999_998})], key=lambda r: r[0])
     data = {"rows": [{"layer": "raw", "table": "raw_x.t", "rows": len(every)},
                      {"layer": "staging", "table": "staging.t", "rows": 7},
                      {"layer": "marts", "table": "marts.t", "rows": 9}], "loads": loads, "built": now}
@@ -206,6 +210,7 @@ def test_the_layers_chart_draws_one_point_per_pixel_column_however_often_it_buil
     marks = chart["builds"]
     assert len(marks) <= chart["right"] - chart["left"] + 1 and sum(m["count"] for m in marks) == len(every)
     # each kept point is the last of its column: the value the step line holds there
-    staging = panels["staging"]["points"]
+    staging = [p for p in panels["staging"]["points"] if p["value"] < 999_998]
     assert all(a["value"] < b["value"] for a, b in zip(staging[:-2], staging[1:-1]))
-
+    values = {p["value"] for p in panels["staging"]["points"]}
+    assert 999_998 in values and 999_999 not in values
