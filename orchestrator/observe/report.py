@@ -284,11 +284,9 @@ def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime,
         # the last point of each pixel column (600 over the chart's span): what the step line shows
         # there. A build every 5 minutes for 30 days drew 26,000 points, 8.5 MB of page (a
         # long-history probe); now at most 600 per layer
-        column: dict[int, tuple[datetime, int]] = {}
-        for at, v in series[layer]:
-            column[round(x(at))] = (at, v)
         points = [{"x": x(at), "y": y0 + panel_h - v * scale, "value": v, "at": _at(at),
-                   "title": f"{layer}: {num(v)} rows at {_at(at)} UTC"} for at, v in column.values()]
+                   "title": f"{layer}: {num(v)} rows at {_at(at)} UTC"}
+                  for at, v in (column[-1] for column in _by_column(series[layer], x))]
         path = ""
         for k, p in enumerate(points):  # a step line: rows stay until the next load
             path += f"M{p['x']:.1f},{p['y']:.1f}" if k == 0 else f"H{p['x']:.1f}V{p['y']:.1f}"
@@ -313,15 +311,20 @@ def _layers_chart(data: dict[str, Any], builds: list[datetime], now: datetime,
             "times": [{"x": x(at), "label": f"{at:{fmt}}"} for at, fmt in marks if at <= end]}
 
 
+def _by_column(points: list[tuple[datetime, Any]], x: Callable[[datetime], float]) -> list[list[tuple[datetime, Any]]]:
+    """``points`` (time order) grouped by the pixel column they fall in, left to right."""
+    columns: dict[int, list[tuple[datetime, Any]]] = defaultdict(list)
+    for point in points:
+        columns[round(x(point[0]))].append(point)
+    return list(columns.values())
+
+
 def _build_marks(builds: list[datetime], start: datetime, end: datetime,
                  x: Callable[[datetime], float]) -> list[dict[str, Any]]:
     """A build mark per pixel column holding builds (one per build was 10,000 marks in 30 days of
     builds every few minutes), titled with how many finished there and the last one's time."""
-    column: dict[int, list[datetime]] = defaultdict(list)
-    for b in sorted(builds):
-        if start <= b <= end:
-            column[round(x(b))].append(b)
-    return [{"x": x(at[-1]), "at": _at(at[-1]), "count": len(at)} for at in column.values()]
+    shown = [(b, None) for b in sorted(builds) if start <= b <= end]
+    return [{"x": x(c[-1][0]), "at": _at(c[-1][0]), "count": len(c)} for c in _by_column(shown, x)]
 
 
 # --- audits -------------------------------------------------------------------------------------

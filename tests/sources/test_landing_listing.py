@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
 import pytest
 
 from sources.config import parse_source
@@ -16,6 +15,7 @@ from sources.landing.manifest import MANIFEST_NAME
 from sources.landing.store import Landing
 from sources.load.duckdb_raw import DuckDBRaw
 from sources.pipeline import ingest, land_file_table
+from tests.sources.test_batch_contract import _rows
 
 
 def shop(folder: Path):  # type: ignore[no-untyped-def]
@@ -47,12 +47,9 @@ def looked_into(monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
     return seen
 
 
-def raw_rows(tmp_path: Path) -> tuple:
-    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
-    try:
-        return con.execute("SELECT count(*), count(DISTINCT id) FROM raw_shop.orders WHERE NOT _deleted").fetchone()
-    finally:
-        con.close()
+def raw_ids(tmp_path: Path) -> int:
+    """The orders raw holds (distinct ids, tombstones aside)."""
+    return _rows(tmp_path, "SELECT count(DISTINCT id) FROM raw_shop.orders WHERE NOT _deleted")[0][0]
 
 
 @pytest.mark.parametrize("batches", [1, 100])
@@ -86,7 +83,7 @@ def test_a_load_looks_into_the_folders_raw_lacks_only(tmp_path: Path, looked_int
         assert after.applied == [pending.batch_id] and after.error is None
         assert sorted(looked_into["folders"]) == sorted([pending.batch_id, left.name]) and not looked_into["recursive"]
         assert not left.exists()
-    assert raw_rows(tmp_path)[1] == batches + 2  # every order, from the batch applied late too
+    assert raw_ids(tmp_path) == batches + 2  # every order, from the batch applied late too
 
 
 def test_a_replay_into_an_empty_warehouse_lists_the_table_once(tmp_path: Path, looked_into: dict[str, list],
@@ -124,7 +121,7 @@ def test_an_applied_batch_whose_manifest_went_missing_is_not_swept(tmp_path: Pat
     assert again.error is not None and "is missing; raw has applied the batch" in str(again.error), again.error
     assert f"batch={first.applied[0]}" in str(again.error) and "backup of landing" in str(again.error)
     assert "move the folder out of landing" in str(again.error) and "restore-raw-from-landing" in str(again.error)
-    assert raw_rows(tmp_path)[1] == 1
+    assert raw_ids(tmp_path) == 1
 
 
 def test_an_applied_batch_is_not_swept_when_the_table_is_listed_recursively(tmp_path: Path,
@@ -145,7 +142,7 @@ def test_an_applied_batch_is_not_swept_when_the_table_is_listed_recursively(tmp_
         (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path, extract=False)
     assert (batch / "part-00000.parquet").exists()
     assert out.error is None and len(out.applied) == 3
-    assert raw_rows(tmp_path)[1] == 4
+    assert raw_ids(tmp_path) == 4
 
 
 def test_set_aside_batches_are_not_looked_into_on_every_load(tmp_path: Path, looked_into: dict[str, list]) -> None:
