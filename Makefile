@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	@if $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >/dev/null 2>&1 && \
-	  UV_NATIVE_TLS=1 $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock; then \
+	  UV_SYSTEM_CERTS=1 $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock; then \
 	  echo "installed requirements.lock with uv $(UV_VERSION)"; \
 	else \
 	  echo "uv could not install requirements.lock; installing it with pip"; \

@@ -105,7 +105,7 @@ def airflow_bin() -> Path:
             if uv.exists():
                 run = subprocess.run([str(uv), "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
                                       "--compile-bytecode", "-r", str(LOCK_FILE)], capture_output=True, text=True,
-                                     timeout=1200, env={**os.environ, "UV_NATIVE_TLS": "1"})
+                                     timeout=1200, env={**os.environ, "UV_SYSTEM_CERTS": "1"})
             if run is None or run.returncode != 0:
                 run = subprocess.run([str(venv / "bin" / "pip"), "install", "--disable-pip-version-check", "--quiet",
                                       "-r", str(LOCK_FILE)], capture_output=True, text=True, timeout=1200)
