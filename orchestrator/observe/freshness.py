@@ -44,7 +44,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,7 @@ class Freshness:
     inputs: tuple[str, ...] = ()  # a mart: the sources that loaded the raw tables it reads
     # a mart: batches of its raw tables it has not consumed yet -> (batches, oldest loaded_at, raw tables)
     waiting: tuple[int, datetime, tuple[str, ...]] | None = None
+    max_note: str = ""  # how the maximum was made, when it is more than the declared one (a cron's later run)
 
     def age_s(self, now: datetime) -> float | None:
         return None if self.newest is None else (now - self.newest).total_seconds()
@@ -93,7 +94,8 @@ class Freshness:
         age = self.age_s(now)
         head = (f"unknown ({self.why}, max {_human(self.max_age_s)})" if age is None else
                 f"{self.state} (newest day {self.newest_data:%Y-%m-%d} "
-                + (f"over {_human(age)} ago" if age >= 0 else "not over yet") + f", max {_human(self.max_age_s)})"
+                + (f"over {_human(age)} ago" if age >= 0 else "not over yet") + f", max {_human(self.max_age_s)}"
+                + (f" = {self.max_note})" if self.max_note else ")")
                 if self.measure == "newest day" and self.newest_data else
                 f"{self.state} ({self.measure} {_human(age)} old, max {_human(self.max_age_s)})")
         data = (f"{self.time_column} up to {self.newest_data:%Y-%m-%d %H:%M}"
@@ -170,7 +172,8 @@ def declared_max_ages(project_root: Path) -> dict[str, int]:
 # are gone: a commented-out cron or a description that names one is not a setting
 _INTERVAL_UNIT = re.compile(r"(?:^|[,(])\s*interval_unit\s+['\"]?(\w+)['\"]?", re.IGNORECASE)
 _CRON = re.compile(r"(?:^|[,(])\s*cron\s+'([^']*)'", re.IGNORECASE)
-_PARTIALS = re.compile(r"(?:^|[,(])\s*allow_partials\s+true\b", re.IGNORECASE)
+_CRON_TZ = re.compile(r"(?:^|[,(])\s*cron_tz\s+['\"]([^'\"]*)['\"]", re.IGNORECASE)
+_PARTIALS = re.compile(r"(?:^|[,(])\s*allow_partials\s+(true|false)\b", re.IGNORECASE)
 _BY_TIME = re.compile(r"(?:^|[,(])\s*kind\s+INCREMENTAL_BY_TIME_RANGE\b", re.IGNORECASE)
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _PERIODS = ("month", "year")
@@ -186,14 +189,53 @@ def _period_start(moment: datetime, unit: str, before: int = 0) -> datetime:
 
 @dataclass(frozen=True)
 class Period:
-    """How a model built by the month or the year is scheduled: its unit, its cron, and whether
-    it builds the current period so far (``allow_partials``)."""
+    """How a model is scheduled: the unit of its intervals, its cron (read in ``tz``, its
+    ``cron_tz``, as SQLMesh reads it; UTC without one) and whether it builds the current period so
+    far (``allow_partials``). Intervals are whole UTC days, months, ... whatever the zone: the zone
+    moves only when a run happens, and so which intervals are over by then."""
 
     unit: str
     cron: str
     partials: bool
     # INCREMENTAL_BY_TIME_RANGE's time column: such a model builds whole intervals, once they are over
     time_column: str | None = field(default=None, repr=False)
+    tz: str | None = field(default=None, repr=False)  # the model's cron_tz (an IANA zone), None for UTC
+
+    def _fire(self, moment: datetime, forward: bool) -> datetime:
+        """The cron's next (``forward``) or previous run strictly after/before ``moment`` (naive
+        UTC), as naive UTC: croniter fed the moment in the cron's zone, as SQLMesh's CroniterCache."""
+        from zoneinfo import ZoneInfo
+
+        from croniter import croniter
+
+        start = moment.replace(tzinfo=UTC).astimezone(ZoneInfo(self.tz) if self.tz else UTC)
+        runs = croniter(self.cron, start)
+        return datetime.fromtimestamp(runs.get_next() if forward else runs.get_prev(), UTC).replace(tzinfo=None)
+
+    def last_run(self, moment: datetime) -> datetime:
+        """The cron's last run at or before ``moment`` (SQLMesh's ``cron_floor``)."""
+        return self._fire(self._fire(moment, forward=True), forward=False)
+
+    def first_run(self, moment: datetime) -> datetime:
+        """The cron's first run at or after ``moment`` (runs fall on whole minutes)."""
+        return self._fire(moment - timedelta(seconds=1), forward=True)
+
+    def built_until(self, run_at: datetime) -> datetime:
+        """Where the intervals end that a run at ``run_at`` builds (naive UTC): up to its cron's last
+        run, cut to a whole interval unless the model builds partial ones. What SQLMesh's
+        ``missing_intervals`` gives for that execution time (tests/orchestrator/test_freshness_schedules.py).
+
+        >>> Period("day", "@daily", False).built_until(datetime(2018, 3, 10, 6))
+        datetime.datetime(2018, 3, 10, 0, 0)
+        >>> Period("day", "@daily", False, tz="America/Los_Angeles").built_until(datetime(2018, 3, 10, 6))
+        datetime.datetime(2018, 3, 9, 0, 0)
+        """
+        from sqlmesh.core.node import IntervalUnit
+
+        upper = self.last_run(run_at)
+        if self.partials:
+            return upper
+        return _naive(IntervalUnit(self.unit).cron_floor(upper)) or upper
 
     def max_age_s(self, now: datetime, build_s: int) -> int:
         """How old its newest row (a period's first day) may be at ``now``. A run builds up to the
@@ -219,55 +261,125 @@ class Period:
         >>> Period("year", "@yearly", False).max_age_s(datetime(2019, 1, 3), 26 * 3600) / 86400
         367.0
 
+        A cron in Los Angeles runs on November 1st at 07:00 UTC: at 08:00 on the 2nd that run is
+        25 hours old and September is still enough (in UTC, October was due an hour before):
+
+        >>> la = Period("month", "@monthly", False, tz="America/Los_Angeles")
+        >>> [x.max_age_s(datetime(2018, 11, 2, 8), 26 * 3600) / 86400 for x in (p, la)]
+        [32.333333333333336, 62.333333333333336]
+
         A mart holding exactly the due period is fresh at any instant, a clock's microseconds too:
 
         >>> now = datetime(2018, 10, 15, 12, 0, 0, 500000)
         >>> (now - datetime(2018, 9, 1)).total_seconds() <= p.max_age_s(now, 26 * 3600)
         True
         """
-        from croniter import croniter
-
         now = _naive(now) or now
-        last_run = croniter(self.cron, now - timedelta(seconds=build_s) + timedelta(seconds=1)).get_prev(datetime)
-        due = (_period_start(last_run - timedelta(microseconds=1), self.unit) if self.partials
-               else _period_start(last_run, self.unit, 1))
+        # the newest period the cron's last run `build_s` ago has built: it ends where that run's
+        # intervals end (with partials, the period holding the instant before that end)
+        built = self.built_until(now.replace(microsecond=0) - timedelta(seconds=build_s))
+        due = _period_start(built - timedelta(microseconds=1), self.unit)
         # rounded up: a mart holding exactly the due period is fresh at any fraction of a second
         # (truncated, a real clock's microseconds made such a mart stale nearly all month)
         return math.ceil((now - due).total_seconds())
 
+    def day_run_delay_s(self, newest_end: datetime) -> int:
+        """For a model built by the whole UTC day: how long after the day following its newest day
+        is over (``newest_end`` + 1 day) its cron's run that builds it comes. 0 for ``@daily`` in
+        UTC; 7 or 8 hours for ``@daily`` in Los Angeles (the day ends at 16:00 or 17:00 there);
+        a cron of working days leaves the weekend's days to Monday.
+
+        >>> Period("day", "@daily", False).day_run_delay_s(datetime(2018, 9, 5)) / 3600
+        0.0
+        >>> Period("day", "@daily", False, tz="America/Los_Angeles").day_run_delay_s(datetime(2018, 9, 5)) / 3600
+        7.0
+        >>> friday = Period("day", "0 6 * * 1-5", False)  # Saturday's day is over at 00:00 on Sunday
+        >>> friday.day_run_delay_s(datetime(2018, 9, 8)) / 3600  # the newest day a Friday: Monday's run
+        30.0
+        """
+        due = newest_end + timedelta(days=1)
+        return int((self.first_run(due) - due).total_seconds())
+
+    def describe(self) -> str:
+        return f"cron '{self.cron}'" + (f" in {self.tz}" if self.tz else "")
+
+
+# model_defaults in config.yaml: the keys a model's schedule inherits, at the block's first indentation
+_DEFAULTS_BLOCK = re.compile(r"^model_defaults:[^\n]*\n((?:[ \t]+[^\n]*\n|[ \t]*\n)*)", re.MULTILINE)
+_DEFAULT_KEY = re.compile(r"^([ \t]+)(cron|cron_tz|interval_unit|allow_partials):[ \t]*['\"]?([^'\"#\n]*?)['\"]?[ \t]*(?:#[^\n]*)?$",
+                          re.MULTILINE)
+
+
+def schedule_defaults(project_root: Path) -> dict[str, str]:
+    """``cron``, ``cron_tz``, ``interval_unit`` and ``allow_partials`` from ``model_defaults`` in
+    ``config.yaml``, as written (a value made by Jinja, or a ``config.py`` project, gives nothing:
+    SQLMesh's own defaults then).
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = (root / "config.yaml").write_text("model_defaults:\\n  dialect: duckdb\\n  cron: '@daily'  # daily\\n"
+    ...                                       "  cron_tz: \\"Europe/Berlin\\"\\n  post_statements:\\n    - cron: x\\nlinter: {}\\n")
+    >>> schedule_defaults(root)
+    {'cron': '@daily', 'cron_tz': 'Europe/Berlin'}
+    """
+    try:
+        text = (project_root / "config.yaml").read_text()
+    except OSError:
+        return {}
+    block = _DEFAULTS_BLOCK.search(text)
+    if not block:
+        return {}
+    first = min((len(line) - len(line.lstrip()) for line in block.group(1).splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")), default=0)
+    return {key: value.strip() for indent, key, value in _DEFAULT_KEY.findall(block.group(1))
+            if len(indent) == first and value.strip() and "{{" not in value}
+
 
 def model_schedules(project_root: Path) -> dict[str, Period]:
-    """Every model's schedule read from its MODEL block: the unit of its intervals
-    (``interval_unit``, else its cron's, else SQLMesh's default ``@daily``), its cron and whether
-    it builds partial periods. A model whose cron does not parse is left out (SQLMesh names it).
+    """Every model's schedule read from its MODEL block, else ``model_defaults``: the unit of its
+    intervals (``interval_unit``, else its cron's, else SQLMesh's default ``@daily``), its cron,
+    its ``cron_tz`` and whether it builds partial periods. A model whose cron or zone does not parse
+    is left out (SQLMesh names it).
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
     >>> def model(name, block): _ = (root / "models" / f"{name}.sql").write_text(f"MODEL (name marts.{name}, {block}\\n);")
     >>> model("a", "kind FULL"); model("b", "cron '@hourly'"); model("c", "cron '@monthly'")
-    >>> for name, period in model_schedules(root).items(): print(name, period.unit, period.cron)
-    marts.a day @daily
-    marts.b hour @hourly
-    marts.c month @monthly
+    >>> model("d", "cron_tz 'Asia/Tokyo'"); model("e", "cron_tz 'Nowhere/Atlantis'")
+    >>> for name, period in model_schedules(root).items(): print(name, period.unit, period.describe())
+    marts.a day cron '@daily'
+    marts.b hour cron '@hourly'
+    marts.c month cron '@monthly'
+    marts.d day cron '@daily' in Asia/Tokyo
     """
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+    from sqlmesh.core.node import IntervalUnit
+
+    defaults = schedule_defaults(project_root)
     schedules: dict[str, Period] = {}
     for file in sorted((project_root / "models").rglob("*.sql")):
         block = _COMMENTS.sub("", file.read_text()).split("\n)", 1)[0]  # the MODEL (...) block
-        name, unit, cron = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block)
+        name, unit, cron, tz = _NAME.search(block), _INTERVAL_UNIT.search(block), _CRON.search(block), _CRON_TZ.search(block)
         if not name:
             continue
-        schedule = cron.group(1) if cron else "@daily"  # SQLMesh's default cron
+        schedule = cron.group(1) if cron else defaults.get("cron", "@daily")  # SQLMesh's default cron
+        zone = tz.group(1) if tz else defaults.get("cron_tz")
+        partials = _PARTIALS.search(block)
         try:
-            from croniter import croniter
-            from sqlmesh.core.node import IntervalUnit
-
-            found = unit.group(1).lower() if unit else IntervalUnit.from_cron(schedule).value
+            found = (unit.group(1) if unit else defaults.get("interval_unit") or IntervalUnit.from_cron(schedule).value).lower()
             croniter(schedule)
-        except Exception:  # noqa: BLE001 - SQLMesh names a bad cron when it loads the model
+            if zone and zone.upper() != "UTC":
+                ZoneInfo(zone)
+            else:
+                zone = None
+        except Exception:  # noqa: BLE001 - SQLMesh names a bad cron or zone when it loads the model
             continue
         timed = _TIME_COLUMN.search(block) if _BY_TIME.search(block) else None
-        schedules[name.group(1).lower()] = Period(found, schedule, bool(_PARTIALS.search(block)),
-                                                  timed.group(1).lower() if timed else None)
+        schedules[name.group(1).lower()] = Period(
+            found, schedule, (partials.group(1) if partials else defaults.get("allow_partials", "false")).lower() == "true",
+            timed.group(1).lower() if timed else None, zone)
     return schedules
 
 
@@ -294,7 +406,7 @@ def model_periods(project_root: Path) -> dict[str, Period]:
     marts.e Period(unit='month', cron='0 0 15 * *', partials=False)
     marts.g Period(unit='month', cron='@daily', partials=True)
     """
-    return {name: Period(p.unit, p.cron, p.partials) for name, p in model_schedules(project_root).items()
+    return {name: replace(p, time_column=None) for name, p in model_schedules(project_root).items()
             if p.unit in _PERIODS}
 
 
@@ -510,11 +622,22 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
             # The day counts from its end: stale once a day has been over for the maximum unbuilt.
             # Only a time model built whole days (no allow_partials): a FULL model, a VIEW or a
             # partial day can hold today's rows, and keep the row's own time (a review)
-            newest, measure = min(datetime.combine(value.date() + timedelta(days=1), time()), now), "newest day"
+            day_end = datetime.combine(value.date() + timedelta(days=1), time())
+            newest, measure = min(day_end, now), "newest day"
         why = "" if newest else "inputs never loaded" if never_loaded else (
             "never built" + (", table missing" if note == "table missing" else ""))
         mart_max = (max_ages[mart] if mart in max_ages else periods[mart].max_age_s(now, default_max)
                     if mart in periods else default_max)
+        max_note = ""
+        if measure == "newest day" and schedule is not None:
+            # the next day is built by the cron's first run after it is over: later than its end
+            # for a cron in another zone than UTC (cron_tz) or at another hour, and the maximum
+            # runs from that run (without it a Los Angeles cron was stale for 5-6 hours each day)
+            delay = schedule.day_run_delay_s(day_end)
+            if delay > 0:
+                max_note = (f"{_human(mart_max)} + {_human(delay)} from the next day's end to the run of its "
+                            f"{schedule.describe()}")
+                mart_max += delay
         inputs = tuple(sorted({s for r in raws if r in loads for s in loads[r].sources}))
         state = _state(newest, mart_max, now)
         mine = {r: w for r, w in waiting.get(mart, {}).items() if r in raws}
@@ -525,7 +648,7 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
             # its newest data may be young (new days still arrive): the batches are what is old
             state, measure, newest, why = "stale", "untransformed batch", waits[1], ""
         results.append(Freshness(mart, "mart", state, mart_max, newest, owner, None,
-                                 measure, why, wanted[mart], value, note, last_build, None, inputs, waits))
+                                 measure, why, wanted[mart], value, note, last_build, None, inputs, waits, max_note))
     return results
 
 

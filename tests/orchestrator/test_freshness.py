@@ -124,6 +124,18 @@ WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
 GROUP BY 1
 """
 
+LA_DAILY = """MODEL (
+  name marts.la_daily,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column order_day),
+  cron_tz 'America/Los_Angeles'
+);
+
+SELECT DATE_TRUNC('day', orders.ordered_at) AS order_day, COUNT(*) AS orders
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+GROUP BY 1
+"""
+
 
 def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: Path, tmp_path: Path) -> None:
     """A mart of monthly rows keeps each month's first day in its time column: against the 26-hour
@@ -135,6 +147,7 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
     for name, schedule in (("by_month", "cron '@monthly'"), ("so_far", "interval_unit 'month',\n  allow_partials true"),
                            ("tagged", "cron '@monthly',\n  tags ('freshness:40d')")):
         (marts / f"{name}.sql").write_text(MONTHLY.format(name=name, schedule=schedule))
+    (marts / "la_daily.sql").write_text(LA_DAILY)
     project, declarations = _shop(project, small_jaffle, tmp_path)
     sources = [str(declarations / "jaffle_shop.yaml")]
     results = _by_subject(evaluate(project.settings(), NOW, sources))
@@ -146,6 +159,17 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
                    "marts.tagged": ("fresh", datetime(2018, 9, 1), 40.0)}, got
     # a daily mart keeps the 26 hours, from the end of its newest day (the 4th: 24 hours ago)
     assert (results["marts.orders"].state, results["marts.orders"].age_s(NOW)) == ("fresh", 24 * 3600)
+    # a daily mart whose cron runs in Los Angeles (cron_tz): SQLMesh builds the 5th at 07:00 UTC on
+    # the 6th (midnight there), so at 08:00 its newest day is still the 4th, 32 hours over: stale for a
+    # mart whose cron runs at midnight UTC, fresh for it (26 hours from that run, 33 from the day's
+    # end); at 09:30 it is stale too. Without cron_tz read, it was stale from 02:00 to 07:00 every day.
+    at = datetime(2018, 9, 6, 8)
+    assert _la_daily_at(evaluate(project.settings(), at, sources), at) == ("stale", "fresh", (
+        "marts.la_daily: fresh (newest day 2018-09-04 over 32.0h ago, max 33.0h = 26.0h + 7.0h from the next "
+        "day's end to the run of its cron '@daily' in America/Los_Angeles); order_day up to 2018-09-04 00:00, "
+        "last built 31.8h ago; from jaffle_shop, owner data-team"))
+    at = datetime(2018, 9, 6, 9, 30)
+    assert _la_daily_at(evaluate(project.settings(), at, sources), at)[:2] == ("stale", "stale")
     # November 5th: September is still the newest month, so October was never built
     later = _by_subject(evaluate(project.settings(), datetime(2018, 11, 5), sources))
     assert {m: later[m].state for m in got} == {"marts.by_month": "stale", "marts.so_far": "stale",
@@ -173,6 +197,11 @@ def test_a_monthly_mart_is_not_stale_all_month(project: Project, small_jaffle: P
                     "WHERE loaded_at > '2019-01-01'")
     waiting = _by_subject(evaluate(project.settings(), datetime(2018, 10, 15), sources))["marts.by_month"]
     assert (waiting.state, waiting.measure) == ("stale", "untransformed batch"), waiting
+
+
+def _la_daily_at(results: list[Freshness] | None, at: datetime) -> tuple[str, str, str]:
+    found = _by_subject(results)
+    return found["marts.orders"].state, found["marts.la_daily"].state, found["marts.la_daily"].describe(at)
 
 
 def test_a_correction_that_only_a_bare_sqlmesh_run_saw_makes_its_mart_stale_until_elt_transform(
