@@ -25,11 +25,13 @@ UV_VERSION := 0.13.9
 $(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required; set PYTHON=python3.11")'
 	$(PYTHON) -m venv $(VENV)
-	@if $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >/dev/null 2>&1 && \
-	  UV_SYSTEM_CERTS=1 $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock; then \
+	@if ! $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >/dev/null 2>&1; then \
+	  echo "pip could not install uv $(UV_VERSION) (not on the package index?); installing requirements.lock with pip"; \
+	  $(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock; \
+	elif UV_SYSTEM_CERTS=1 $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock; then \
 	  echo "installed requirements.lock with uv $(UV_VERSION)"; \
 	else \
-	  echo "uv could not install requirements.lock; installing it with pip"; \
+	  echo "uv $(UV_VERSION) could not install requirements.lock (its error is above); installing it with pip"; \
 	  $(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock; \
 	fi
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
