@@ -1058,6 +1058,80 @@ def compares_times_of_two_rows(model) -> str | None:  # type: ignore[no-untyped-
     return None
 
 
+def _window_bound(node: exp.Expression) -> str | None:
+    """``start`` or ``end`` when ``node`` is one of SQLMesh's window macros (``@start_ts``,
+    ``@end_ds``, ...), through casts; ``shifted`` when such a macro is inside an expression (``@start_ts
+    - INTERVAL 7 DAY``); else None."""
+    from sqlmesh.core.dialect import MacroVar
+
+    bare = node
+    while isinstance(bare, exp.Cast):
+        bare = bare.this
+    if isinstance(bare, MacroVar):
+        return bare.name.lower().split("_", 1)[0] if bare.name.lower().startswith(("start_", "end_")) else None
+    inner = [v for v in node.find_all(MacroVar) if v.name.lower().startswith(("start_", "end_"))]
+    return "shifted" if inner else None
+
+
+def reads_rows_before_the_window(model) -> str | None:  # type: ignore[no-untyped-def]
+    """The first condition of a model's query that reads rows before its window: a column bounded
+    above by a window macro (``o.ordered_at <= @end_ts``, ``< @start_ts``) with no lower bound at
+    ``@start_*`` in the same SELECT, or bounded below by a shifted start (``BETWEEN @start_ts -
+    INTERVAL 7 DAY AND @end_ts``). A customer's spend so far or a trailing week written this way
+    makes a day depend on earlier days, which only a tag tells the transform (decision 0053).
+
+    >>> from types import SimpleNamespace as M
+    >>> from sqlmesh.core import dialect as d
+    >>> def of(where): return reads_rows_before_the_window(M(query=d.parse_one(f"SELECT o.id FROM o WHERE {where}")))
+    >>> of("o.at BETWEEN @start_ts AND @end_ts"), of("o.at >= @start_ds AND o.at < @end_ds"), of("o.day = @start_ds")
+    (None, None, None)
+    >>> of("o.at <= @end_ts"), of("@end_dt > o.at AND o.kind = 'x'"), of("o.at < CAST(@start_ts AS TIMESTAMP)")
+    ('o.at <= @end_ts', '@end_dt > o.at', 'o.at < CAST(@start_ts AS TIMESTAMP)')
+    >>> of("o.at BETWEEN @start_ts - INTERVAL '7' DAY AND @end_ts")
+    "o.at BETWEEN @start_ts - INTERVAL '7' DAY AND @end_ts"
+    >>> of("o.at >= @start_ts AND o.other <= @end_ts")  # another column: no lower bound of its own
+    'o.other <= @end_ts'
+    """
+    query = getattr(model, "query", None)
+    if not isinstance(query, exp.Expression):
+        return None
+    dialect = getattr(model, "dialect", None) or "duckdb"
+    for select in query.find_all(exp.Select):
+        conditions = [c for where in [select.args.get("where"), *(j.args.get("on") for j in select.args.get("joins") or [])]
+                      if where is not None for c in where.find_all(exp.LT, exp.LTE, exp.GT, exp.GTE, exp.Between)
+                      if c.parent_select is select]
+        lower: set[str] = set()
+        upper: list[tuple[str, str]] = []
+        for c in conditions:
+            if isinstance(c, exp.Between):
+                if isinstance(c.this, exp.Column):
+                    low = _window_bound(c.args["low"])
+                    if low == "shifted":
+                        return c.sql(dialect)
+                    if low == "start":
+                        lower.add(c.this.sql(dialect))
+                    elif _window_bound(c.args["high"]):
+                        upper.append((c.this.sql(dialect), c.sql(dialect)))
+                continue
+            column, bound, below = ((c.left, c.right, isinstance(c, (exp.LT, exp.LTE))) if isinstance(c.left, exp.Column)
+                                    else (c.right, c.left, isinstance(c, (exp.GT, exp.GTE))))
+            if not isinstance(column, exp.Column):
+                continue
+            kind = _window_bound(bound)
+            if kind is None:
+                continue
+            if below:
+                upper.append((column.sql(dialect), c.sql(dialect)))
+            elif kind == "start":
+                lower.add(column.sql(dialect))
+            elif kind == "shifted":
+                return c.sql(dialect)
+        for column, condition in upper:
+            if column not in lower:
+                return condition
+    return None
+
+
 @dataclass
 class Lineage:
     """Data lineage of the project's models: by query, not by audit ``depends_on``, except what
@@ -1297,6 +1371,15 @@ class Lineage:
                                 "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
                                 "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
                                 "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
+                before = None if found else reads_rows_before_the_window(model)
+                if before:
+                    log.warning(f"{name} reads rows before its window ({before}) and has no restate tag: if a day's "
+                                "rows depend on earlier days (a total so far, a trailing week), a change restates only "
+                                "its own days and the later ones keep stale values. Tag it 'restate:later_days' (the "
+                                "sequence_key entity's later days), 'restate:all_later_days', 'restate:next_days:N' (a "
+                                "trailing N days), or 'restate:own_days' if each day's rows do not depend on the rows "
+                                "read before the window (docs/how-to/add-a-source.md, step 6)",
+                                extra={"fields": {"model": name}})
         return cls(is_time, triggers, via, later, first, following, ranked, by_value, read_by_time)
 
 

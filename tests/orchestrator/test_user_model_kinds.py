@@ -192,22 +192,72 @@ WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
 """
 
 
+SPENT_SO_FAR = """MODEL (
+  name marts.customer_spent_so_far,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_id,
+  {tags}
+  description 'Each order with what its customer had spent by the end of its window.'
+);
+
+WITH spent AS (
+  SELECT orders.customer_id, SUM(orders.order_total_cents) AS cents
+  FROM staging.stg_jaffle_shop__orders AS orders
+  WHERE orders.ordered_at <= @end_ts
+  GROUP BY orders.customer_id
+)
+SELECT orders.order_id, orders.ordered_at, spent.cents AS spent_cents
+FROM staging.stg_jaffle_shop__orders AS orders
+JOIN spent ON spent.customer_id = orders.customer_id
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+WEEK_BEFORE = """MODEL (
+  name marts.location_orders_week_before,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_id,
+  {tags}
+  description 'Each order with its store''s orders from a week before its window to its day.'
+);
+
+SELECT
+  orders.order_id,
+  orders.ordered_at,
+  (
+    SELECT COUNT(*) FROM staging.stg_jaffle_shop__orders AS week
+    WHERE week.location_id = orders.location_id
+      AND week.ordered_at BETWEEN CAST(@start_ts AS TIMESTAMP) - INTERVAL 7 DAY AND CAST(@end_ts AS TIMESTAMP)
+  ) AS store_orders
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+
 @pytest.mark.parametrize("tags", ["", "tags ('restate:later_days'),", "tags ('restate:own_days'),"])
 def test_a_model_that_compares_two_rows_times_without_a_restate_tag_is_named(  # type: ignore[no-untyped-def]
         settings, small_jaffle: Path, caplog: pytest.LogCaptureFixture, tags: str) -> None:
     """'Is this the customer's first order', written as a correlated subquery: a day's rows depend on
     earlier days, which nothing but a tag tells the transform. Without one, a probe's model drifted to
-    51 stale rows with no word from any command."""
-    (settings.project_root / "models" / "marts" / "first_orders.sql").write_text(FIRST_ORDERS.format(tags=tags))
+    51 stale rows with no word from any command. A total so far (rows up to the window's end, with
+    no start) and a week before the window are the same kind of read without a column comparison,
+    and were not named (decision 0053's "other forms of history reads")."""
+    marts = settings.project_root / "models" / "marts"
+    for name, text in (("first_orders", FIRST_ORDERS), ("customer_spent_so_far", SPENT_SO_FAR),
+                       ("location_orders_week_before", WEEK_BEFORE)):
+        (marts / f"{name}.sql").write_text(text.format(tags=tags))
     _load(settings, small_jaffle)
     caplog.set_level(logging.WARNING, logger="orchestrator.transform.run")
     transform(settings, quiet=True)
-    named = [r.getMessage() for r in caplog.records if "compares rows of different times" in r.getMessage()]
+    named = sorted(r.getMessage() for r in caplog.records
+                   if "compares rows of different times" in r.getMessage() or "reads rows before its window" in r.getMessage())
     if tags:
         assert named == [], named
     else:
-        assert len(named) == 1 and named[0].startswith(
-            "marts.first_orders compares rows of different times (earlier.ordered_at < orders.ordered_at)"), named
+        assert [m.split(" and has no restate tag")[0] for m in named] == [
+            "marts.customer_spent_so_far reads rows before its window (orders.ordered_at <= @end_ts)",
+            "marts.first_orders compares rows of different times (earlier.ordered_at < orders.ordered_at)",
+            "marts.location_orders_week_before reads rows before its window (week.ordered_at BETWEEN "
+            "CAST(@start_ts AS TIMESTAMP) - INTERVAL '7' DAY AND CAST(@end_ts AS TIMESTAMP))"], named
 
 
 RUNNING_ITEMS = """MODEL (
