@@ -50,10 +50,12 @@ def query_parents(model) -> set[str]:  # type: ignore[no-untyped-def]
     """``schema.table`` of every table the model's query reads (not the audit-only ``depends_on``)."""
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression) or not hasattr(model, "render_query") or any(
-            not isinstance(t.this, exp.Identifier) for t in query.find_all(exp.Table)):
-        # no SQL, or a macro names a table (FROM @orders() AS o): SQLMesh's dependencies, read from
-        # the rendered query (with any audit-only depends_on); the query alone named none of them,
-        # and its model was never restated
+            not isinstance(t.this, exp.Identifier) for t in query.find_all(exp.Table)) or not any(
+            True for _ in query.find_all(exp.Table)):
+        # no SQL, a macro names a table (FROM @orders() AS o), or no table at all (a query written
+        # in Jinja, JINJA_QUERY_BEGIN: its SQL is one opaque string): SQLMesh's dependencies, read
+        # from the rendered query (with any audit-only depends_on); the query alone named none of
+        # them, and its model was never restated (a probe: late rows never reached a Jinja model)
         return {schema_table(d).lower() for d in model.depends_on}
     return {f"{t.db}.{t.name}".lower() for t in query.find_all(exp.Table) if t.db}
 
@@ -135,7 +137,24 @@ def numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     >>> cohort = parse_one("SELECT c, MIN(s) AS t FROM x GROUP BY c", read="duckdb")
     >>> [numbers_rows(M(tags=tags, query=cohort, time_column=M(column=exp.column("t")))) for tags in ([], ["restate:own_days"])]
     [4, 0]
+
+    A model that reads its own table (``@this_model``) carries its earlier days forward:
+
+    >>> carried = parse_one("SELECT t, v FROM x", read="duckdb")
+    >>> [numbers_rows(M(tags=tags, query=carried, depends_on_self=True)) for tags in ([], ["restate:own_days"])]
+    [3, 0]
     """
+    level = _numbers_rows(model)
+    tags = getattr(model, "tags", None) or []
+    if getattr(model, "depends_on_self", False) is True and OWN_DAYS_TAG not in tags:
+        # it reads its own table (@this_model): a day's rows are made from the rows of the days
+        # before (a balance carried forward, ids not seen yet), so a changed day shifts every later
+        # one (a probe: a correction left 41 of 45 later rows stale)
+        return max(level, ALL_LATER)
+    return level
+
+
+def _numbers_rows(model) -> int:  # type: ignore[no-untyped-def]
     tags = getattr(model, "tags", None) or []
     level = ALL_LATER if ALL_LATER_DAYS_TAG in tags else VALUES if LATER_DAYS_TAG in tags else OWN_DAYS
     query = getattr(model, "query", None)
@@ -308,10 +327,39 @@ def _made_in(top: exp.Select, name: str, at: int | None) -> str | None:
             return f"{value.sql()}, made in a CTE or subquery" if _not_own_time(top, kept, any_grain=True) else None
         if any(isinstance(n, exp.Query) for n in value.walk()):
             return value.sql()  # a scalar subquery reads other rows
+        shift = _shifted(value)
+        if shift is not None:
+            # a local day (AT TIME ZONE) or a business day (minus 4 hours): a row's day here is not
+            # the UTC day of its source row, which is the day a batch touches (a probe: a late order
+            # at 03:00 UTC belongs to the day before in Los Angeles, which was never restated)
+            return f"{value.sql()}, shifted off its rows' UTC day by {shift}"
         columns = [_any_grain(value)] if isinstance(_any_grain(value), exp.Column) else list(value.find_all(exp.Column))
         if any(_not_own_time(top, c, any_grain=True) for c in columns):
             return f"{value.sql()}, made in a CTE or subquery"
         return None
+    return None
+
+
+_ZONE_SHIFTS = (exp.AtTimeZone, exp.ConvertTimezone, exp.DateAdd, exp.DateSub, exp.TimestampAdd, exp.TimestampSub,
+                exp.DatetimeAdd, exp.DatetimeSub, exp.TsOrDsAdd)
+
+
+def _shifted(value: exp.Expression) -> str | None:
+    """The part of a time column's expression that moves an instant (a zone conversion, an added
+    or subtracted interval), or None.
+
+    >>> from sqlglot import parse_one
+    >>> def of(sql): return _shifted(parse_one(sql, read="duckdb"))
+    >>> of("CAST(ordered_at AT TIME ZONE 'America/Los_Angeles' AS DATE)"), of("DATE_TRUNC('day', t - INTERVAL 4 HOUR)")
+    ("ordered_at AT TIME ZONE 'America/Los_Angeles'", "t - INTERVAL '4' HOUR")
+    >>> of("CAST(t AS DATE)"), of("DATE_TRUNC('month', t)"), of("COALESCE(s, t)")
+    (None, None, None)
+    """
+    for node in value.walk():
+        if isinstance(node, _ZONE_SHIFTS) or (isinstance(node, exp.Anonymous) and node.name.lower() in ("timezone", "convert_tz")):
+            return _shown(node)
+        if isinstance(node, (exp.Add, exp.Sub)) and any(isinstance(side, exp.Interval) for side in (node.left, node.right)):
+            return _shown(node)
     return None
 
 
@@ -663,6 +711,9 @@ def _not_own_time(select: exp.Select, column: exp.Column, depth: int = 0, any_gr
     ...               "SELECT 1 FROM a JOIN b USING (id) JOIN c USING (id)", read="duckdb")
     >>> [_not_own_time(q, exp.column("t", a), any_grain=True) for a in ("a", "b", "c")]
     [False, False, True]
+    >>> q = parse_one("WITH s AS (SELECT id, o - INTERVAL 4 HOUR AS t FROM x) SELECT 1 FROM s", read="duckdb")
+    >>> _not_own_time(q, exp.column("t", "s"), any_grain=True)  # shifted off the row's UTC day
+    True
     """
     if depth > 16:
         return False
@@ -696,7 +747,7 @@ def _not_own_time_once(select: exp.Select, column: exp.Column, depth: int, any_g
             if any_grain and not isinstance(source, exp.Column):
                 # a row-wise function of the row's columns (epoch_ms(ms), COALESCE(a, b)): the row's
                 # own time when each column it reads is; a subquery reads other rows
-                if any(isinstance(n, exp.Query) for n in source.walk()) or any(
+                if any(isinstance(n, exp.Query) for n in source.walk()) or _shifted(source) is not None or any(
                         _not_own_time(inner_select, c, depth + 1, any_grain, seen) for c in source.find_all(exp.Column)):
                     return True
             elif not isinstance(source, exp.Column) or _not_own_time(inner_select, source, depth + 1, any_grain, seen):
@@ -1035,10 +1086,13 @@ def coarser_time_column(model) -> str | None:  # type: ignore[no-untyped-def]
     return None
 
 
-def compares_times_of_two_rows(model) -> str | None:  # type: ignore[no-untyped-def]
-    """The first comparison in a model's query of one column of two different tables (``e.ordered_at
-    < o.ordered_at``): how a self-join or a correlated subquery reads a row's earlier or later rows.
-    Such a model's day depends on other days, which only a tag tells the transform (decision 0053).
+def compares_times_of_two_rows(model, times: frozenset[str] | set[str] = frozenset()) -> str | None:  # type: ignore[no-untyped-def]
+    """The first comparison in a model's query of the times of two different tables: one column of
+    both (``e.ordered_at < o.ordered_at``), or two columns named in ``times`` (the declared event
+    times and the time models' time columns: ``t.tweeted_at < o.ordered_at + INTERVAL 1 DAY``, an
+    ASOF join's condition, ``t.at BETWEEN o.at - INTERVAL 7 DAY AND o.at``). That is how a
+    self-join, a correlated subquery or an "as of" join reads a row's earlier or later rows. Such
+    a model's day depends on other days, which only a tag tells the transform (decision 0053).
 
     >>> from types import SimpleNamespace as M
     >>> from sqlglot import parse_one
@@ -1046,16 +1100,46 @@ def compares_times_of_two_rows(model) -> str | None:  # type: ignore[no-untyped-
     >>> compares_times_of_two_rows(M(query=parse_one(q)))
     'e.ordered_at < o.ordered_at'
     >>> compares_times_of_two_rows(M(query=parse_one("SELECT o.id FROM o JOIN i ON i.day = o.day WHERE o.ordered_at < i.at")))
+    >>> times = {"ordered_at", "tweeted_at"}
+    >>> asof = "SELECT o.id FROM o ASOF LEFT JOIN t ON t.c = o.c AND t.tweeted_at <= o.ordered_at + INTERVAL 1 DAY"
+    >>> compares_times_of_two_rows(M(query=parse_one(asof, read="duckdb")), times)
+    "t.tweeted_at <= o.ordered_at + INTERVAL '1' DAY"
+    >>> week = "SELECT o.id FROM o JOIN t ON t.c = o.c AND t.tweeted_at BETWEEN o.ordered_at - INTERVAL 7 DAY AND o.ordered_at"
+    >>> compares_times_of_two_rows(M(query=parse_one(week, read="duckdb")), times)
+    "t.tweeted_at BETWEEN o.ordered_at - INTERVAL '7' DAY AND o.ordered_at"
+    >>> compares_times_of_two_rows(M(query=parse_one("SELECT o.id FROM o JOIN t ON o.amount < t.limit_cents")), times)
     """
     query = getattr(model, "query", None)
     if not isinstance(query, exp.Expression):
         return None
-    for comparison in query.find_all(exp.LT, exp.LTE, exp.GT, exp.GTE):
-        left, right = comparison.left, comparison.right
-        if (isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.name == right.name
-                and left.table and right.table and left.table != right.table):
-            return comparison.sql()
+    names = {n.lower() for n in times}
+
+    def columns(node: exp.Expression) -> list[exp.Column]:
+        return [node] if isinstance(node, exp.Column) else list(node.find_all(exp.Column))
+
+    def of_two_rows(one: exp.Expression, other: exp.Expression) -> bool:
+        if (isinstance(one, exp.Column) and isinstance(other, exp.Column) and one.name == other.name
+                and one.table and other.table and one.table != other.table):
+            return True
+        return any(a.table and b.table and a.table != b.table and a.name.lower() in names and b.name.lower() in names
+                   for a in columns(one) for b in columns(other))
+
+    for comparison in query.find_all(exp.LT, exp.LTE, exp.GT, exp.GTE, exp.Between):
+        if isinstance(comparison, exp.Between):
+            if any(of_two_rows(comparison.this, comparison.args[bound]) for bound in ("low", "high")
+                   if comparison.args.get(bound) is not None):
+                return _shown(comparison)
+        elif of_two_rows(comparison.left, comparison.right):
+            return _shown(comparison)
     return None
+
+
+def _shown(node: exp.Expression, dialect: str = "duckdb") -> str:
+    """SQL of ``node`` for a message, its macro variables written as ``@name``: a dialect whose
+    generator was made before SQLMesh's import registered macros cannot write them."""
+    from sqlmesh.core.dialect import MacroVar
+
+    return node.transform(lambda n: exp.var(f"@{n.name}") if isinstance(n, MacroVar) else n).sql(dialect)
 
 
 def _window_bound(node: exp.Expression) -> str | None:
@@ -1107,11 +1191,11 @@ def reads_rows_before_the_window(model) -> str | None:  # type: ignore[no-untype
                 if isinstance(c.this, exp.Column):
                     low = _window_bound(c.args["low"])
                     if low == "shifted":
-                        return c.sql(dialect)
+                        return _shown(c, dialect)
                     if low == "start":
-                        lower.add(c.this.sql(dialect))
+                        lower.add(_shown(c.this, dialect))
                     elif _window_bound(c.args["high"]):
-                        upper.append((c.this.sql(dialect), c.sql(dialect)))
+                        upper.append((_shown(c.this, dialect), _shown(c, dialect)))
                 continue
             column, bound, below = ((c.left, c.right, isinstance(c, (exp.LT, exp.LTE))) if isinstance(c.left, exp.Column)
                                     else (c.right, c.left, isinstance(c, (exp.GT, exp.GTE))))
@@ -1121,11 +1205,11 @@ def reads_rows_before_the_window(model) -> str | None:  # type: ignore[no-untype
             if kind is None:
                 continue
             if below:
-                upper.append((column.sql(dialect), c.sql(dialect)))
+                upper.append((_shown(column, dialect), _shown(c, dialect)))
             elif kind == "start":
-                lower.add(column.sql(dialect))
+                lower.add(_shown(column, dialect))
             elif kind == "shifted":
-                return c.sql(dialect)
+                return _shown(c, dialect)
         for column, condition in upper:
             if column not in lower:
                 return condition
@@ -1341,6 +1425,15 @@ class Lineage:
                 # only tables the model reads through time models: a FULL model in between keeps every row
                 for raw_table in upstream.get(name, set()) - via.get(name, set()):
                     first[raw_table] = min(first.get(raw_table, start), start)
+        try:
+            from sqlmesh.core.dialect import JinjaQuery
+        except ImportError:  # pragma: no cover - SQLMesh 0.236 has it
+            JinjaQuery = None  # noqa: N806
+        # the names of times: the declared event times and every time model's time column, so a
+        # comparison of an order's time with a tweet's is read as one of two rows' times
+        time_names = {spec.event_time.lower() for spec in declared().values() if spec is not None and spec.event_time}
+        time_names |= {m.time_column.column.name.lower() for n, m in models.items()
+                       if is_time[n] and getattr(getattr(m, "time_column", None), "column", None) is not None}
         for name, model in models.items():
             unit = coarser_time_column(model) if is_time[name] else None
             if unit:
@@ -1364,7 +1457,15 @@ class Lineage:
                          extra={"fields": {"model": name}})
             tags = getattr(model, "tags", None) or []
             if is_time[name] and later.get(name) == OWN_DAYS and not following.get(name) and OWN_DAYS_TAG not in tags:
-                found = compares_times_of_two_rows(model)
+                if JinjaQuery is not None and isinstance(getattr(model, "query", None), JinjaQuery):
+                    log.warning(f"{name} is written in Jinja (JINJA_QUERY_BEGIN), whose SQL elt transform cannot "
+                                "read: it restates the days its input rows touch, through the tables SQLMesh finds "
+                                "it reads. If a day's rows depend on other days (a rank, a total so far, a trailing "
+                                "week), tag it 'restate:later_days', 'restate:all_later_days' or "
+                                "'restate:next_days:N'; 'restate:own_days' says they do not (docs/how-to/"
+                                "add-a-source.md, step 6)", extra={"fields": {"model": name}})
+                    continue
+                found = compares_times_of_two_rows(model, time_names)
                 if found:
                     log.warning(f"{name} compares rows of different times ({found}) and has no restate tag: if a "
                                 "day's rows depend on other days, a change restates only its own days and the others "
@@ -1417,7 +1518,7 @@ class Restatement:
     batches_consumed: int = 0
     # models whose kind disables restatement (SCD type 2, INCREMENTAL_UNMANAGED, disable_restatement
     # true): their batches are consumed without removing any of their intervals
-    kept: list[tuple[str, bool]] = field(default_factory=list)  # (model, is SCD type 2)
+    kept: list[tuple[str, str]] = field(default_factory=list)  # (model, scd2 | unmanaged | disabled)
 
 
 def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # type: ignore[no-untyped-def]
@@ -1599,7 +1700,9 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             # from today's rows, erasing every earlier version (a probe of user-written models).
             # An SCD type 2 model's next interval records the changes; other such models never
             # get late rows of days they built (the log line below says which)
-            result.kept.append((name, bool(snapshot.model.kind.is_scd_type_2)))
+            kind = snapshot.model.kind
+            result.kept.append((name, "scd2" if kind.is_scd_type_2 else "unmanaged" if kind.is_incremental_unmanaged
+                                else "disabled"))
             continue
         if lineage.is_time.get(name) and not windows.whole:
             level = lineage.later_days.get(name, VALUES)
@@ -1661,14 +1764,19 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
     failpoints.hit("transform.after_consumed")
     for name, text in sorted(result.windows.items()):
         log.info(f"restating {name}: {text}", extra={"fields": {"model": name, "windows": text}})
-    for name, scd in sorted(set(result.kept)):
-        if scd:
+    for name, kind in sorted(set(result.kept)):
+        if kind == "scd2":
             text = ("it is an SCD type 2 model, which SQLMesh never restates (that would erase its history); its "
                     "next scheduled interval records the changes")
+        elif kind == "unmanaged":
+            # a probe: the line said "days" and "remove disable_restatement" of a model that has neither
+            text = ("it is INCREMENTAL_UNMANAGED, which SQLMesh never restates: its next scheduled run appends what "
+                    "its query returns then, so changed or late rows reach it only if that query selects them. To "
+                    f"rebuild it from today's data, `sqlmesh plan --restate-model {name}` (it is rebuilt whole)")
         else:
-            text = ("its kind disables restatement (INCREMENTAL_UNMANAGED, or disable_restatement true): changed or "
-                    "late rows of days it has already built never reach it, only rows of days it has yet to build. If "
-                    "they must, remove disable_restatement and restate it (`sqlmesh plan --restate-model`)")
+            text = ("it sets disable_restatement true: changed or late rows of days it has already built never reach "
+                    "it, only rows of days it has yet to build. If they must, remove disable_restatement and restate "
+                    f"it (`sqlmesh plan --restate-model {name}`)")
         log.info(f"not restating {name}: {text}", extra={"fields": {"model": name, "windows": "kept"}})
     return result
 

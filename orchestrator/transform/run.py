@@ -245,7 +245,18 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
         session(settings.project_root)
     console = _capturing_console(quiet)
     set_console(console)
-    ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
+    from sqlmesh.utils.errors import ConfigError as ModelConfigError
+
+    try:
+        ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
+    except ModelConfigError as exc:
+        # a model SQLMesh refuses to load (a self-reference without column types, a bad property):
+        # its own message names the file and the fix; it was a 25-line traceback (a probe)
+        from sources.errors import ConfigError
+
+        raise ConfigError(f"SQLMesh could not load the project's models: {exc}",
+                          hint="fix the model file named above (`sqlmesh plan` shows the same error), then rerun "
+                               "the command; nothing was built or changed") from exc
     skip_usage_wrappers(ctx)
     _check_state_versions(ctx, settings)
     _forget_a_cache_of_another_state(ctx)

@@ -111,6 +111,22 @@ def test_a_model_reading_a_column_no_longer_declared_gets_the_linter_errors_and_
     assert "`elt sources --write-external-models`" in report, report
 
 
+def test_a_model_sqlmesh_refuses_to_load_is_named_without_a_traceback(tmp_path: Path) -> None:
+    """A model reading itself (@this_model) with no column types: SQLMesh refuses to load it with a
+    clear message, which `elt transform` printed at the end of a 25-line traceback (a probe)."""
+    project = copy_project(tmp_path / "project")
+    (project / "models" / "marts" / "latest_day.sql").write_text(
+        "MODEL (name marts.latest_day, kind INCREMENTAL_BY_TIME_RANGE (time_column order_day));\n"
+        "SELECT orders.ordered_at AS order_day, (SELECT MAX(t.order_day) FROM @this_model AS t) AS last_day\n"
+        "FROM staging.stg_jaffle_shop__orders AS orders WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts\n")
+    proc = run([ELT, "transform"], cwd=project, env=project_env(project), check=False)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in report, report
+    assert "error: SQLMesh could not load the project's models: Self-referencing models require inferrable " \
+           "column types" in proc.stderr, report
+    assert "latest_day.sql" in proc.stderr and "next: fix the model file named above" in proc.stderr, report
+
+
 def test_a_tick_in_the_future_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
     """A tick as of a later time would record slots that real ticks then skip, and kill running jobs as
     past their timeout: `--now` only replays the past."""

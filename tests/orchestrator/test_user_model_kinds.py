@@ -27,6 +27,31 @@ FROM staging.stg_jaffle_shop__customers AS customers
 """
 
 
+UNMANAGED = """MODEL (
+  name marts.customer_names_seen,
+  kind INCREMENTAL_UNMANAGED,
+  description 'Each customer''s name as every scheduled run saw it.'
+);
+
+SELECT customers.customer_id, customers.customer_name, CAST(@execution_ts AS TIMESTAMP) AS seen_at
+FROM staging.stg_jaffle_shop__customers AS customers
+"""
+
+FROZEN = """MODEL (
+  name marts.orders_by_day_frozen,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at, disable_restatement true),
+  grain ordered_at,
+  description 'Orders per day and one customer''s name, as first built.'
+);
+
+SELECT orders.ordered_at, COUNT(*) AS orders, MAX(customers.customer_name) AS a_customer_name
+FROM staging.stg_jaffle_shop__orders AS orders
+JOIN staging.stg_jaffle_shop__customers AS customers ON customers.customer_id = orders.customer_id
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+GROUP BY 1
+"""
+
+
 def _load(settings, folder: Path) -> None:  # type: ignore[no-untyped-def]
     outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder)
     assert not [o.error for o in outcomes if o.error]
@@ -44,6 +69,8 @@ def test_an_scd_type_2_model_keeps_its_history_when_its_source_changes(  # type:
     longer has. `elt transform` removed its interval whenever customers changed, and SQLMesh rebuilt
     it from today's names: every earlier name was gone, every command succeeding."""
     (settings.project_root / "models" / "marts" / "customer_name_history.sql").write_text(SCD2)
+    (settings.project_root / "models" / "marts" / "customer_names_seen.sql").write_text(UNMANAGED)
+    (settings.project_root / "models" / "marts" / "orders_by_day_frozen.sql").write_text(FROZEN)
     _load(settings, small_jaffle)
     transform(settings, quiet=True)
     first = _history(settings)
@@ -81,8 +108,18 @@ def test_an_scd_type_2_model_keeps_its_history_when_its_source_changes(  # type:
     transform(settings, quiet=True)
     assert _history(settings)[:2] == [(first[0][0], False), ("Ann Renamed", True)], _history(settings)
     kept = [r.getMessage() for r in caplog.records if r.getMessage().startswith("not restating")]
+    # the other kinds SQLMesh never restates, each named for what it is (a probe: the unmanaged model's
+    # line spoke of days and of disable_restatement, which it has neither of)
     assert kept == ["not restating marts.customer_name_history: it is an SCD type 2 model, which SQLMesh never "
-                    "restates (that would erase its history); its next scheduled interval records the changes"], kept
+                    "restates (that would erase its history); its next scheduled interval records the changes",
+                    "not restating marts.customer_names_seen: it is INCREMENTAL_UNMANAGED, which SQLMesh never "
+                    "restates: its next scheduled run appends what its query returns then, so changed or late rows "
+                    "reach it only if that query selects them. To rebuild it from today's data, `sqlmesh plan "
+                    "--restate-model marts.customer_names_seen` (it is rebuilt whole)",
+                    "not restating marts.orders_by_day_frozen: it sets disable_restatement true: changed or late rows "
+                    "of days it has already built never reach it, only rows of days it has yet to build. If they "
+                    "must, remove disable_restatement and restate it (`sqlmesh plan --restate-model "
+                    "marts.orders_by_day_frozen`)"], kept
 
 
 RUNNING = """MODEL (
@@ -944,3 +981,121 @@ def test_a_time_column_made_from_other_rows_restates_the_whole_model(  # type: i
         got = con.execute("SELECT customer_id, orders FROM marts.customer_cohorts ORDER BY 1").fetchall()
         want = con.execute(f"SELECT customer_id, orders FROM ({query}) ORDER BY 1").fetchall()
     assert got == want and ("c1", 3) in got, (what, got, want)
+
+
+# Four shapes a second probe of user models found stale with every command green (2026-12-07)
+JINJA_DAILY = """MODEL (
+  name marts.jinja_daily,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column order_day),
+  grain order_day,
+  description 'Orders and revenue per day, written in Jinja.'
+);
+
+JINJA_QUERY_BEGIN;
+SELECT orders.ordered_at AS order_day, COUNT(*) AS orders, SUM(orders.order_total_cents) AS cents
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN '{{ start_ts }}' AND '{{ end_ts }}'
+GROUP BY 1
+JINJA_END;
+"""
+
+LAST_TWEET = """MODEL (
+  name marts.order_last_tweet,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
+  grain order_id,
+  description 'Each order with its customer''s last tweet up to the order''s day.'
+);
+
+SELECT
+  orders.order_id,
+  orders.ordered_at,
+  (
+    SELECT MAX(tweets.tweeted_at) FROM staging.stg_jaffle_shop__tweets AS tweets
+    WHERE tweets.customer_id = orders.customer_id AND tweets.tweeted_at < orders.ordered_at + INTERVAL 1 DAY
+  ) AS last_tweet_at
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+"""
+
+BUSINESS_DAYS = """MODEL (
+  name marts.business_days,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column business_day),
+  grain business_day,
+  description 'Orders per business day, which starts at 04:00 UTC.'
+);
+
+SELECT CAST(orders.ordered_at - INTERVAL 4 HOUR AS DATE) AS business_day, COUNT(*) AS orders,
+  SUM(orders.order_total_cents) AS cents
+FROM staging.stg_jaffle_shop__orders AS orders
+WHERE orders.ordered_at - INTERVAL 4 HOUR BETWEEN @start_ts AND @end_ts
+GROUP BY 1
+"""
+
+CARRIED = """MODEL (
+  name marts.daily_running_cents,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column order_day, batch_size 1),
+  end '2018-09-08',
+  columns (order_day TIMESTAMP, cents BIGINT, running_cents BIGINT),
+  grain order_day,
+  description 'Revenue per day and so far, each day carried on from the days before it in this table.'
+);
+
+WITH day AS (
+  SELECT orders.ordered_at AS order_day, SUM(orders.order_total_cents) AS cents
+  FROM staging.stg_jaffle_shop__orders AS orders
+  WHERE orders.ordered_at BETWEEN @start_ts AND @end_ts
+  GROUP BY 1
+), before AS (
+  SELECT COALESCE(SUM(t.cents), 0) AS cents FROM @this_model AS t WHERE t.order_day < @start_ts
+)
+SELECT day.order_day, day.cents, CAST(before.cents + day.cents AS BIGINT) AS running_cents
+FROM day CROSS JOIN before
+"""
+
+
+def test_jinja_shifted_days_self_references_and_as_of_reads_are_restated_or_named(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A probe of user models found, each with every command green: a model written in Jinja was
+    never restated (its query names no table, so no raw table was found beneath it); a time
+    shifted off the UTC day (a business day from 04:00) missed the day before the touched one; a
+    model carrying each day on from its own earlier rows (@this_model) kept its later days after a
+    correction; and an "as of" read (an order's last tweet) compared two different time columns,
+    which the warning for untagged history reads did not see. Now the first is restated and named,
+    the second and third are restated as far as they need, the fourth is named."""
+    marts = settings.project_root / "models" / "marts"
+    for name, text in (("jinja_daily", JINJA_DAILY), ("order_last_tweet", LAST_TWEET),
+                       ("business_days", BUSINESS_DAYS), ("daily_running_cents", CARRIED)):
+        (marts / f"{name}.sql").write_text(text)
+    _load(settings, small_jaffle)
+    caplog.set_level(logging.INFO, logger="orchestrator.transform.run")
+    transform(settings, quiet=True)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("marts.jinja_daily is written in Jinja") for m in said), said
+    assert any(m.startswith("marts.order_last_tweet compares rows of different times (tweets.tweeted_at < "
+                            "orders.ordered_at + INTERVAL '1' DAY)") for m in said), said
+    assert not [m for m in said if m.startswith(("marts.business_days compares", "marts.daily_running_cents compares",
+                                                 "marts.daily_running_cents reads rows before"))], said
+
+    # a late order on an early day (02:00 UTC on the 2nd: business day the 1st), which every later
+    # running total carries
+    orders, items = small_jaffle / "raw_orders.csv", small_jaffle / "raw_items.csv"
+    orders.write_text(orders.read_text() + "o5,c3,2018-09-02T02:00:00,s1,600,36,636\n")
+    items.write_text(items.read_text() + "i6,o5,BEV-001\n")
+    _load(settings, small_jaffle)
+    summary = transform(settings, quiet=True)
+    assert {"marts.jinja_daily", "marts.business_days", "marts.daily_running_cents"} <= set(summary.restated_windows), \
+        summary.restated_windows
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        def rows(sql: str) -> list[tuple]:
+            return sorted(con.execute(sql).fetchall())
+
+        by_day = ("SELECT ordered_at, COUNT(*), SUM(order_total_cents) FROM staging.stg_jaffle_shop__orders "
+                  "GROUP BY 1")
+        assert rows("SELECT order_day, orders, cents FROM marts.jinja_daily") == rows(by_day)
+        assert rows("SELECT business_day, orders, cents FROM marts.business_days") == rows(
+            "SELECT CAST(ordered_at - INTERVAL 4 HOUR AS DATE) AS d, COUNT(*), SUM(order_total_cents) "
+            "FROM staging.stg_jaffle_shop__orders GROUP BY 1 HAVING d >= DATE '2018-09-01'")  # the models' start
+        carried = rows("SELECT order_day, cents, running_cents FROM marts.daily_running_cents")
+        assert carried == rows("SELECT ordered_at, SUM(order_total_cents), SUM(SUM(order_total_cents)) OVER "
+                               "(ORDER BY ordered_at) FROM staging.stg_jaffle_shop__orders GROUP BY 1"), carried
+        assert carried[-1][2] == 1802 + 636 + 1166 + 624 + 0, carried
