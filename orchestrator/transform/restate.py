@@ -979,9 +979,14 @@ def passes_rows_through(model, keys: list[tuple[str, ...]] | None = None) -> boo
     ...     "SELECT * FROM raw.orders QUALIFY ROW_NUMBER() OVER (PARTITION BY customer ORDER BY _loaded_at DESC) = 1")),
     ...     keys=[("id",)])
     False
+    >>> passes_rows_through(M(kind=M(is_view=False, is_full=False, is_embedded=True), tags=[],
+    ...                       render_query=lambda: parse_one("SELECT * FROM raw.orders WHERE order_total > 1000")))
+    True
     """
     kind = getattr(model, "kind", None)
-    if not (getattr(kind, "is_view", False) or getattr(kind, "is_full", False)):
+    # an EMBEDDED model is inlined into the queries that read it: a filter of rows passes them
+    # through as a view does (a probe: a daily model over one was restated over all history)
+    if not (getattr(kind, "is_view", False) or getattr(kind, "is_full", False) or getattr(kind, "is_embedded", False)):
         return False
     if any(tag.startswith("restate:") for tag in getattr(model, "tags", None) or []):
         return False

@@ -751,7 +751,7 @@ def test_a_running_count_over_daily_groups_restates_the_customers_later_days(set
 
 ORDERS_VIEW = """MODEL (
   name staging.orders_view,
-  kind VIEW,
+  kind {kind},
   description 'Staging as a view, as many teams write it: {what}.'
 );
 
@@ -775,6 +775,11 @@ GROUP BY v.ordered_at
 """
 
 VIEWS = {
+    # an EMBEDDED model is inlined where it is read: a filter of rows keeps them on their days (a
+    # probe: the daily model over it restated all history)
+    "a filter, as an EMBEDDED model": ("SELECT orders.order_id, orders.ordered_at, orders.order_total_cents FROM "
+                                       "staging.stg_jaffle_shop__orders AS orders WHERE orders.order_total_cents >= 0",
+                                       "1 day(s): 2018-09-05"),
     # one row per order, as staging has it (a join to a dimension keeps it so): restated by day
     "a projection": ("SELECT orders.order_id, orders.ordered_at, orders.order_total_cents, stores.location_name "
                      "FROM staging.stg_jaffle_shop__orders AS orders LEFT JOIN staging.stg_jaffle_shop__locations AS "
@@ -820,7 +825,8 @@ def test_a_time_model_reading_a_view_that_keeps_rows_is_restated_by_day(  # type
     clean build, also after a late order that renumbers later days."""
     query, restated = VIEWS[what]
     marts = settings.project_root / "models"
-    (marts / "staging" / "orders_view.sql").write_text(ORDERS_VIEW.format(what=what, query=query))
+    kind = "EMBEDDED" if "EMBEDDED" in what else "VIEW"
+    (marts / "staging" / "orders_view.sql").write_text(ORDERS_VIEW.format(what=what, query=query, kind=kind))
     (marts / "marts" / "daily_from_view.sql").write_text(DAILY_FROM_VIEW)
     _load(settings, small_jaffle)
     transform(settings, quiet=True)
