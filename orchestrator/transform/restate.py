@@ -1470,14 +1470,19 @@ class Lineage:
                                 "'restate:next_days:N'; 'restate:own_days' says they do not (docs/how-to/"
                                 "add-a-source.md, step 6)", extra={"fields": {"model": name}})
                     continue
-                found = compares_times_of_two_rows(model, time_names)
+                try:
+                    found = compares_times_of_two_rows(model, time_names)
+                    before = None if found else reads_rows_before_the_window(model)
+                except Exception as exc:  # noqa: BLE001 - reading SQL for a warning never stops a transform
+                    log.info(f"{name}: its SQL could not be read for reads of other days ({type(exc).__name__}: "
+                             f"{str(exc)[:200]})", extra={"fields": {"model": name}})
+                    found = before = None
                 if found:
                     log.warning(f"{name} compares rows of different times ({found}) and has no restate tag: if a "
                                 "day's rows depend on other days, a change restates only its own days and the others "
                                 "keep stale values. Tag it 'restate:later_days' (the sequence_key entity's earlier "
                                 "rows) or 'restate:all_later_days', or 'restate:own_days' if it reads only its own "
                                 "days (docs/how-to/add-a-source.md, step 6)", extra={"fields": {"model": name}})
-                before = None if found else reads_rows_before_the_window(model)
                 if before:
                     log.warning(f"{name} reads rows before its window ({before}) and has no restate tag: if a day's "
                                 "rows depend on earlier days (a total so far, a trailing week), a change restates only "
