@@ -251,7 +251,16 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
         ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
     except ModelConfigError as exc:
         # a model SQLMesh refuses to load (a self-reference without column types, a bad property):
-        # its own message names the file and the fix; it was a 25-line traceback (a probe)
+        # its own message names the file and the fix; it was a 25-line traceback (a probe). A file
+        # SQLMesh could not read or write (a full disk under its cache) is not the model's fault:
+        # it goes on to the handling of such errors, which names the disk
+        cause: BaseException | None = exc
+        for _ in range(8):
+            if cause is None or isinstance(cause, OSError):
+                break
+            cause = cause.__cause__ or cause.__context__
+        if isinstance(cause, OSError) or "[Errno " in str(exc):
+            raise
         from sources.errors import ConfigError
 
         raise ConfigError(f"SQLMesh could not load the project's models: {exc}",
