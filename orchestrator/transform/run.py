@@ -249,7 +249,20 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
 
     try:
         ctx = Context(paths=str(settings.project_root), gateway=settings.gateway)
-    except ModelConfigError as exc:
+    except Exception as exc:
+        from sources.errors import ConfigError
+
+        if _raised_reading_the_config(exc):
+            # config.yaml SQLMesh cannot parse (YAML syntax, Jinja) or refuses (an unknown key):
+            # the YAML parser's traceback named no file, and the model-file hint pointed elsewhere
+            raise ConfigError(f"SQLMesh could not read the project's configuration, "
+                              f"{settings.project_root / 'config.yaml'}: {exc}",
+                              hint="fix config.yaml where the error above points (a YAML error's line number counts "
+                                   "the file as SQLMesh rendered it, without the `{% if %}` blocks that do not "
+                                   "apply, so find the line by the text shown; `sqlmesh info` shows the same "
+                                   "error), then rerun the command; nothing was built or changed") from exc
+        if not isinstance(exc, ModelConfigError):
+            raise
         # a model SQLMesh refuses to load (a self-reference without column types, a bad property):
         # its own message names the file and the fix; it was a 25-line traceback (a probe). A file
         # SQLMesh could not read or write (a full disk under its cache) is not the model's fault:
@@ -261,8 +274,6 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
             cause = cause.__cause__ or cause.__context__
         if isinstance(cause, OSError) or "[Errno " in str(exc):
             raise
-        from sources.errors import ConfigError
-
         raise ConfigError(f"SQLMesh could not load the project's models: {exc}",
                           hint="fix the model file named above (`sqlmesh plan` shows the same error), then rerun "
                                "the command; nothing was built or changed") from exc
@@ -270,6 +281,20 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     _check_state_versions(ctx, settings)
     _forget_a_cache_of_another_state(ctx)
     return ctx, console
+
+
+def _raised_reading_the_config(exc: BaseException) -> bool:
+    """Whether SQLMesh raised ``exc`` while reading the project's configuration (``config.yaml``),
+    not a model: its configuration loader is on the traceback. A file it could not read or write
+    (a full disk) is left to the handling that names the disk."""
+    if isinstance(exc, OSError) or "[Errno " in str(exc):
+        return False
+    frame = exc.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_code.co_filename.replace(os.sep, "/").endswith("sqlmesh/core/config/loader.py"):
+            return True
+        frame = frame.tb_next
+    return False
 
 
 def _check_state_versions(ctx, settings: Settings) -> None:  # type: ignore[no-untyped-def]

@@ -127,6 +127,28 @@ def test_a_model_sqlmesh_refuses_to_load_is_named_without_a_traceback(tmp_path: 
     assert "latest_day.sql" in proc.stderr and "next: fix the model file named above" in proc.stderr, report
 
 
+def test_a_config_yaml_sqlmesh_cannot_read_is_named_as_the_configuration(tmp_path: Path) -> None:
+    """A YAML typo in config.yaml ended `elt transform` in a 40-line parser traceback naming no file,
+    and an unknown key got the hint to fix "the model file named above"."""
+    project = copy_project(tmp_path / "project")
+    config = project / "config.yaml"
+    text = config.read_text()
+    assert "\nmodel_defaults:\n  dialect: duckdb\n" in text
+    config.write_text(text.replace("\nmodel_defaults:\n  dialect: duckdb\n", "\nmodel_defaults:\n  dialect: [duckdb\n", 1))
+    proc = run([ELT, "transform"], cwd=project, env=project_env(project), check=False)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in report, report
+    assert f"error: SQLMesh could not read the project's configuration, {config}: " in proc.stderr, report
+    assert "dialect: [duckdb" in proc.stderr and "next: fix config.yaml where the error above points" in proc.stderr, report
+
+    config.write_text(text.replace("\nmodel_defaults:\n  dialect: duckdb\n", "\nmodel_defaults:\n  dialect: duckdb\n  dialekt: duckdb\n", 1))
+    proc = run([ELT, "transform"], cwd=project, env=project_env(project), check=False)
+    report = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in report, report
+    assert "could not read the project's configuration" in proc.stderr and "dialekt" in proc.stderr, report
+    assert "model file" not in proc.stderr, report
+
+
 def test_a_tick_in_the_future_is_refused_before_it_touches_anything(tmp_path: Path) -> None:
     """A tick as of a later time would record slots that real ticks then skip, and kill running jobs as
     past their timeout: `--now` only replays the past."""
