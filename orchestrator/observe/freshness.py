@@ -346,11 +346,18 @@ def model_schedules(project_root: Path) -> dict[str, Period]:
     >>> def model(name, block): _ = (root / "models" / f"{name}.sql").write_text(f"MODEL (name marts.{name}, {block}\\n);")
     >>> model("a", "kind FULL"); model("b", "cron '@hourly'"); model("c", "cron '@monthly'")
     >>> model("d", "cron_tz 'Asia/Tokyo'"); model("e", "cron_tz 'Nowhere/Atlantis'")
-    >>> for name, period in model_schedules(root).items(): print(name, period.unit, period.describe())
-    marts.a day cron '@daily'
-    marts.b hour cron '@hourly'
-    marts.c month cron '@monthly'
-    marts.d day cron '@daily' in Asia/Tokyo
+    >>> model("f", "kind INCREMENTAL_BY_TIME_RANGE (time_column m), interval_unit 'month', allow_partials true")
+    >>> model("g", "-- was cron '@monthly' before 2024\\n  cron '@daily', description 'not interval_unit month'")
+    >>> model("h", 'interval_unit "year"'); model("i", "cron '0 0 15 * *'")
+    >>> for name, period in model_schedules(root).items(): print(name, period.unit, period.describe(), period.partials)
+    marts.a day cron '@daily' False
+    marts.b hour cron '@hourly' False
+    marts.c month cron '@monthly' False
+    marts.d day cron '@daily' in Asia/Tokyo False
+    marts.f month cron '@daily' True
+    marts.g day cron '@daily' False
+    marts.h year cron '@daily' False
+    marts.i month cron '0 0 15 * *' False
     """
     from zoneinfo import ZoneInfo
 
@@ -381,33 +388,6 @@ def model_schedules(project_root: Path) -> dict[str, Period]:
             found, schedule, (partials.group(1) if partials else defaults.get("allow_partials", "false")).lower() == "true",
             timed.group(1).lower() if timed else None, zone)
     return schedules
-
-
-def model_periods(project_root: Path) -> dict[str, Period]:
-    """The models built by the month or the year (``cron '@monthly'``, ``interval_unit 'month'``;
-    years likewise), read from their MODEL blocks. Their time column holds a period's first day,
-    so the daily marts' 26 hours called them stale every day of the month (a probe of monthly
-    models): ``Period.max_age_s`` gives their maximum instead.
-
-    >>> import tempfile
-    >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
-    >>> def model(name, block): _ = (root / "models" / f"{name}.sql").write_text(f"MODEL (name marts.{name}, {block}\\n);")
-    >>> model("a", "kind INCREMENTAL_BY_TIME_RANGE (time_column m), cron '@monthly'")
-    >>> model("b", "interval_unit 'month', allow_partials true")
-    >>> model("c", "cron '@yearly'")
-    >>> model("d", "cron '@daily'")
-    >>> model("e", "cron '0 0 15 * *'")
-    >>> model("f", "-- was cron '@monthly' before 2024\\n  cron '@daily', description 'not interval_unit month'")
-    >>> model("g", 'interval_unit "month", allow_partials true')
-    >>> for name, period in model_periods(root).items(): print(name, period)
-    marts.a Period(unit='month', cron='@monthly', partials=False)
-    marts.b Period(unit='month', cron='@daily', partials=True)
-    marts.c Period(unit='year', cron='@yearly', partials=False)
-    marts.e Period(unit='month', cron='0 0 15 * *', partials=False)
-    marts.g Period(unit='month', cron='@daily', partials=True)
-    """
-    return {name: replace(p, time_column=None) for name, p in model_schedules(project_root).items()
-            if p.unit in _PERIODS}
 
 
 def model_graph(project_root: Path) -> dict[str, set[str]]:
