@@ -39,7 +39,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, TextIO
 
 from sqlglot import exp
@@ -60,8 +60,9 @@ log = get_logger("orchestrator.transform.backfill")
 class MartDiff:
     mart: str
     added: int
-    changed: int
+    changed: int | None  # None: compared as whole rows (no unique grain), a change is a removal and an addition
     removed: int
+    why_whole_rows: str = ""  # why no key was used (no grain, a grain that is not unique)
 
 
 class BackfillFailed(Exception):
@@ -123,9 +124,10 @@ UNFINISHED = "elt_meta.backfill_unfinished"  # one row while a backfill's differ
 @dataclass(frozen=True)
 class Mart:
     name: str
-    grain: list[str]
+    grain: list[str]  # the key of its rows: the declared grain, else every column
     columns: list[str]
     time_column: str | None  # None: a FULL mart, rebuilt whole
+    declared_grain: bool = True
 
 
 def _grain_columns(model: Any) -> list[str]:
@@ -153,8 +155,9 @@ def _marts(ctx: Any) -> list[Mart]:
         columns = list(model.columns_to_types or {})
         grain = _grain_columns(model)
         time_column = getattr(model, "time_column", None)
-        out.append(Mart(name, [g for g in grain if g in columns] or columns, columns,
-                        time_column.column.name if time_column is not None else None))
+        key = [g for g in grain if g in columns]
+        out.append(Mart(name, key or columns, columns, time_column.column.name if time_column is not None else None,
+                        declared_grain=bool(key)))
     return sorted(out, key=lambda m: m.name)
 
 
@@ -302,12 +305,29 @@ def diff_marts(ctx: Any) -> list[MartDiff]:
         after = _keyed_rows(mart, adapter.dialect, _on_days(mart, have[mart.name]))
         lit = exp.Literal.string(mart.name).sql(adapter.dialect)
         scoped = "" if legacy else f" AND record_id IN (SELECT record_id FROM {SCOPE} WHERE mart = {lit})"
+        before = f"SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit}{scoped}"
+        why = "" if mart.declared_grain else "no grain declared"
+        if not why:
+            # a grain two rows share would fan the join out: 154 "changed" for one changed row (a probe)
+            shared = [int(adapter.fetchone(f"SELECT count(*) - count(DISTINCT row_key) FROM ({rows}) AS r")[0] or 0)
+                      for rows in (after, before)]
+            if any(shared):
+                why = f"its grain ({', '.join(mart.grain)}) is not unique: {max(shared):,} row(s) share a key"
+        if why:
+            # whole rows, counted as multisets: a changed row is one removed and one added
+            added, removed = adapter.fetchone(
+                "SELECT COALESCE(SUM(CASE WHEN COALESCE(a.n, 0) > COALESCE(b.n, 0) THEN COALESCE(a.n, 0) - COALESCE(b.n, 0) "
+                "ELSE 0 END), 0), COALESCE(SUM(CASE WHEN COALESCE(b.n, 0) > COALESCE(a.n, 0) THEN COALESCE(b.n, 0) - "
+                f"COALESCE(a.n, 0) ELSE 0 END), 0) FROM (SELECT row_hash, count(*) AS n FROM ({after}) AS r GROUP BY "
+                f"row_hash) AS a FULL OUTER JOIN (SELECT row_hash, count(*) AS n FROM ({before}) AS r GROUP BY row_hash) "
+                "AS b ON a.row_hash = b.row_hash")
+            out.append(MartDiff(mart.name, int(added), None, int(removed), why))
+            continue
         added, changed, removed = adapter.fetchone(
             f"SELECT count(CASE WHEN b.row_key IS NULL THEN 1 END), "
             f"count(CASE WHEN a.row_key IS NOT NULL AND b.row_key IS NOT NULL AND a.row_hash <> b.row_hash THEN 1 END), "
             f"count(CASE WHEN a.row_key IS NULL THEN 1 END) "
-            f"FROM ({after}) AS a FULL OUTER JOIN (SELECT row_key, row_hash FROM {BEFORE} WHERE mart = {lit}{scoped}) AS b "
-            "ON a.row_key = b.row_key"
+            f"FROM ({after}) AS a FULL OUTER JOIN ({before}) AS b ON a.row_key = b.row_key"
         )
         out.append(MartDiff(mart.name, int(added), int(changed), int(removed)))
     return out
@@ -322,6 +342,11 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     out = out or sys.stdout
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}", source=source, hint="give --start <= --end")
+    today = datetime.now(UTC).date()
+    if start > today:  # it printed a difference of nothing and exited 0 (a probe)
+        raise ConfigError(f"--start {start} is after today ({today} in UTC): no day of that window has begun",
+                          source=source, hint="check the year of --start and --end; rows dated after today reach the "
+                                              "marts on their day, with no backfill")
     spec = load_source(source)
     held: list[Any] = []
     wait_s = float(os.environ.get("ELT_BACKFILL_LOCK_WAIT_S", "3600"))
@@ -370,7 +395,10 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             next_step = (_failed_next(source, start, end, path) if failed_rows or not isinstance(exc, TransformFailed)
                          else "  next: rerun the same `elt backfill` command once the cause above is fixed: its "
                               "difference still counts from before this attempt")
-            raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {exc}\n{next_step}") from None
+            said = str(exc)
+            if "next:" in next_step:  # one way on: the transform's own (reload, then `elt transform`) is not it
+                said = "\n".join(line for line in said.splitlines() if not line.lstrip().startswith("next:"))
+            raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {said}\n{next_step}") from None
     finally:
         for lock in reversed(held):
             lock.release()
@@ -402,11 +430,13 @@ def _prepare_failed(source: str, said: str, start: date, end: date, path: str | 
                           f"nothing was re-extracted or restated.\n{said}{hint}")
 
 
-def _load_failed(source: str, said: str) -> BackfillFailed:
-    """Steps 1-2 done, step 3 failed: ``said`` (an ``error:`` and its ``next:`` when it has one)."""
+def _load_failed(source: str, said: str, *, before_any_table: bool = False) -> BackfillFailed:
+    """Steps 1-2 done, step 3 failed: ``said`` (an ``error:`` and its ``next:`` when it has one);
+    ``before_any_table``: it failed before reading any table (a declaration, the source's folder)."""
+    loaded = ("nothing was read" if before_any_table else
+              "tables that did load are in raw: rerun this backfill, whose difference will count them")
     return BackfillFailed(
-        f"backfill of {source}: re-extracting failed; nothing was restated (tables that did load are in raw: rerun "
-        f"this backfill, whose difference will count them).\n{said}" + ("" if "next:" in said else (
+        f"backfill of {source}: re-extracting failed; nothing was restated ({loaded}).\n{said}" + ("" if "next:" in said else (
             "\n  next: fix the source, then rerun the same `elt backfill` command (a file source's folder: --path DIR)")))
 
 
@@ -436,7 +466,8 @@ def _prepare_and_load_in_children(settings: Settings, source: str, start: date, 
     if load.returncode != 0:
         # a table's error is in the report (stdout); the log lines on stderr repeat it, as log lines
         said = (load.returncode == 1 and failed_table(load.stdout)) or child_error(load.stderr, load.returncode)
-        raise _load_failed(source, said)
+        # exit 2: refused before any table was read (a declaration, the source's folder), as `elt load` says
+        raise _load_failed(source, said, before_any_table=load.returncode == 2 and not load.stdout.strip())
 
 
 def _prepare_and_load_here(settings: Settings, source: str, start: date, end: date, path: str | None,
@@ -464,7 +495,7 @@ def _prepare_and_load_here(settings: Settings, source: str, start: date, end: da
         outcomes = load_source_into_warehouse(source, settings, path=path,
                                               window=_window([start.isoformat(), end.isoformat()]))
     except LoaderError as exc:  # before any table was tried (a declaration, the source's folder)
-        raise _load_failed(source, f"error: {redact_userinfo(str(exc))}") from None
+        raise _load_failed(source, f"error: {redact_userinfo(str(exc))}", before_any_table=True) from None
     except Exception as exc:
         log.exception("re-extracting failed")
         raise _load_failed(source, f"error: {type(exc).__name__}: {redact_userinfo(str(exc))}") from None
@@ -503,9 +534,16 @@ def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate
             print(f"note: {', '.join(whole)} (read by cursor, without window_column) were re-read whole: raw "
                   "gained only rows that differ from its latest version of their key (tables with a primary_key); "
                   "deletions are not seen", file=out)
-    print(f"{'mart':<22} {'added':>8} {'changed':>8} {'removed':>8}", file=out)
+    width = max([22, *(len(d.mart) for d in diffs)])
+    print(f"{'mart':<{width}} {'added':>8} {'changed':>8} {'removed':>8}", file=out)
     for d in diffs:
-        print(f"{d.mart:<22} {d.added:>8,} {d.changed:>8,} {d.removed:>8,}", file=out)
+        changed = "-" if d.changed is None else f"{d.changed:,}"
+        print(f"{d.mart:<{width}} {d.added:>8,} {changed:>8} {d.removed:>8,}", file=out)
+    for d in diffs:
+        if d.why_whole_rows and (d.added or d.removed):
+            print(f"note: {d.mart} was compared as whole rows ({d.why_whole_rows}): a changed row counts as one removed "
+                  "and one added. Declare a unique `grain` in its MODEL block (and a `unique_values` audit on it) to "
+                  "count changes", file=out)
     out.flush()
 
 
@@ -544,8 +582,6 @@ def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO |
     (``start_record``; step 4 fills it) and mark this backfill unfinished; or,
     when this same backfill was left unfinished (a failure or a kill after step 2), keep the
     record it made, so that the difference printed covers the first attempt's changes too."""
-    from datetime import UTC, datetime
-
     from orchestrator.transform.run import make_context, transform
 
     ctx, _ = make_context(settings, quiet=True)
@@ -573,7 +609,7 @@ def prepare(settings: Settings, source: str, start: str, end: str, out: TextIO |
     if earlier is not None:
         where = "were transformed above" if summary.evaluated else "had been transformed"
         print(f"note: a backfill of {earlier[0]} for {earlier[1]} .. {earlier[2]} (started at {earlier[3]}) did not "
-              f"finish; its batches {where}, so its changes are not counted below", file=out)
+              f"finish; whatever batches it loaded {where}, so its changes are not counted below", file=out)
     ctx, _ = make_context(settings, quiet=True)
     try:
         adapter = ctx.engine_adapter

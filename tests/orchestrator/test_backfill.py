@@ -104,6 +104,17 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     assert proc.returncode == 0 and "restated nothing" in proc.stdout, proc.stdout + proc.stderr
     assert _totals(project) == totals
 
+    # a folder that does not exist: nothing was read, which the message says (it said that tables
+    # that did load were in raw); a window not yet begun (a typo in the year) is refused
+    missing = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07",
+                          "--path", str(project.root / "nowhere"), timeout=300)
+    said = missing.stdout + missing.stderr
+    assert missing.returncode == 1 and "re-extracting failed; nothing was restated (nothing was read)" in said, said
+    assert "tables that did load" not in said and "nowhere does not exist" in said, said
+    future = project.elt("backfill", "jaffle_shop", "--start", "2208-09-01", "--end", "2208-09-07", timeout=300)
+    assert future.returncode == 2 and "--start 2208-09-01 is after today" in future.stderr, future.stdout + future.stderr
+    assert _totals(project) == totals
+
 
 def _alive(pid: int) -> bool:
     """Running (a zombie waiting for a parent that died is not)."""
@@ -292,6 +303,8 @@ def test_a_backfill_whose_new_rows_fail_an_audit_says_how_to_get_past_them(proje
     assert load in said and "`elt transform`" in said, said
 
     assert "correct them there and rerun the same `elt backfill` command" in said, said
+    # one way on: the transform's own next step (reload, then `elt transform`) is not printed beside it
+    assert said.count("next:") == 1 and "then rerun `elt transform`" not in said, said
 
     # until then a scheduled transform fails on the failing batch, which is still pending
     scheduled = project.elt("transform", timeout=300)
@@ -403,6 +416,55 @@ def test_the_difference_report_keys_a_mart_by_its_whole_grain(grain: str, key: l
         "SELECT 's1' AS location_id, DATE '2018-09-01' AS order_day, 'o1' AS order_id, 10 AS cents", default_dialect="duckdb"))
     (mart,) = _marts(SimpleNamespace(models={"marts.daily": model}))
     assert mart.grain == (key or ["location_id", "order_day", "order_id", "cents"]), mart
+
+
+@pytest.mark.parametrize("grain", ["grain customer_id", "", "grain (customer_id, order_day)"])
+def test_the_difference_of_a_mart_without_a_unique_grain_counts_whole_rows(grain: str) -> None:
+    """A mart keyed by a grain two rows share fanned the join out (154 "changed" for one changed row),
+    and one without a grain reported each changed row as removed and added without saying why (a
+    backfill probe of user marts). Rows are now compared whole, as multisets, and the report says so;
+    a unique grain still counts changes. Real DuckDB tables through SQLMesh's adapter."""
+    from datetime import date
+    from types import SimpleNamespace
+
+    from sqlmesh.core.dialect import parse
+    from sqlmesh.core.engine_adapter import DuckDBEngineAdapter
+    from sqlmesh.core.model import load_sql_based_model
+
+    from orchestrator.transform.backfill import _report, diff_marts, record_before, start_record
+
+    con = duckdb.connect()
+    adapter = DuckDBEngineAdapter(lambda: con)
+    name = "marts.customer_days_of_a_long_user_mart_name"
+    model = load_sql_based_model(parse(
+        f"MODEL (name {name}, kind INCREMENTAL_BY_TIME_RANGE (time_column order_day){', ' + grain if grain else ''}); "
+        "SELECT 'c1' AS customer_id, DATE '2018-09-01' AS order_day, 10 AS cents FROM t WHERE order_day BETWEEN @start_ds "
+        "AND @end_ds", default_dialect="duckdb"))
+    ctx = SimpleNamespace(models={name: model}, engine_adapter=adapter)
+    con.execute("CREATE SCHEMA marts")
+    con.execute(f"CREATE TABLE {name} AS SELECT * FROM (VALUES ('c1', DATE '2018-09-01', 10), ('c1', DATE '2018-09-02', 20), "
+                "('c2', DATE '2018-09-02', 30), ('c3', DATE '2018-09-03', 40)) AS v(customer_id, order_day, cents)")
+    start_record(adapter)
+    record_before(ctx, {name: [(1535760000000, 1535932800000)]})  # 2018-09-01 and 02
+    # one row changed, one added and one removed on the recorded days; the 03rd is outside them
+    con.execute(f"UPDATE {name} SET cents = 25 WHERE customer_id = 'c1' AND order_day = DATE '2018-09-02'")
+    con.execute(f"DELETE FROM {name} WHERE customer_id = 'c2'")
+    con.execute(f"INSERT INTO {name} VALUES ('c4', DATE '2018-09-01', 50), ('c3', DATE '2018-09-03', 41)")
+    (diff,) = diff_marts(ctx)
+    out = io.StringIO()
+    _report(out, "jaffle_shop", date(2018, 9, 1), date(2018, 9, 2), SimpleNamespace(kind="files"),
+            [f"{name} (2 day(s))"], [diff], "duckdb")
+    lines = out.getvalue().splitlines()
+    header, row = lines[1], lines[2]
+    assert len(header) == len(row), out.getvalue()  # the columns line up under a name longer than 22 characters
+    if grain == "grain (customer_id, order_day)":
+        assert (diff.added, diff.changed, diff.removed) == (1, 1, 1), diff
+        assert "whole rows" not in out.getvalue(), out.getvalue()
+    else:
+        assert (diff.added, diff.changed, diff.removed) == (2, None, 2), diff
+        assert row.split() == [name, "2", "-", "2"], out.getvalue()
+        why = "its grain (customer_id) is not unique: 1 row(s) share a key" if grain else "no grain declared"
+        assert f"note: {name} was compared as whole rows ({why})" in out.getvalue(), out.getvalue()
 
 
 def _built(project: Project, small_jaffle: Path) -> Path:
