@@ -571,7 +571,12 @@ def _note_held(summary: Any, out: TextIO | None) -> None:
     """Rows held out of staging do not stop a backfill (the rest is built, as by `elt transform`,
     which fails on them): said, so that the backfill's report is not read as all of the data."""
     if summary.held:
-        print(f"note: the backfill went on; {summary.held}", file=out or sys.stdout)
+        # the transform's failure text, which began "transform failed during run." above a backfill
+        # that then succeeded (a probe read it as the backfill failing)
+        first, _, rest = summary.held.partition("\n")
+        first = first.replace("transform failed during run.", "").strip()
+        print(f"note: the backfill went on without rows held out of staging, on which every `elt transform` fails "
+              f"until they are fixed: {first}" + (f"\n{rest}" if rest else ""), file=out or sys.stdout)
     if summary.warned:
         print(summary.warned, file=out or sys.stdout)
 
