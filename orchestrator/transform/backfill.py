@@ -379,7 +379,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             ctx, _ = make_context(settings, quiet=True)
             try:
                 diffs = diff_marts(ctx)
-                _report(out, source, start, end, spec, restate, diffs, settings.gateway)
+                _report(out, source, start, end, spec, restate, diffs, settings.gateway, _reading_raw(ctx))
                 # only once the difference is out: a backfill killed before this line reruns
                 # against the same record
                 ctx.engine_adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
@@ -507,15 +507,31 @@ def _prepare_and_load_here(settings: Settings, source: str, start: date, end: da
         raise _load_failed(source, said)
 
 
+def _reading_raw(ctx: Any) -> set[str]:
+    """The models whose query reads a declared raw table."""
+    from orchestrator.transform.run import lineage_direct
+    from orchestrator.transform.windows import window_specs
+
+    raw = set(window_specs())
+    return {m for table, models in lineage_direct(ctx).items() if table in raw for m in models}
+
+
 def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate: list[str],
-            diffs: list[MartDiff], gateway: str) -> None:
+            diffs: list[MartDiff], gateway: str, reading_raw: set[str] = frozenset()) -> None:  # type: ignore[assignment]
     print(f"re-extracted {source} for {start} .. {end}; restated {'; '.join(restate) or 'nothing'}", file=out)
-    outside = [m for m in restate if _outside(m, start, end)]
+    outside = [m.split(" (", 1)[0] for m in restate if _outside(m, start, end)]
     if outside:
-        print("note: days outside the window were restated too: the new batches changed rows there (a table "
-              "re-read whole brings every change it holds, wherever it lies), models that number rows in time "
-              "follow them, or a model of monthly (yearly) rows restates each touched day's whole month (year); marts "
-              "never stay stale against raw", file=out)
+        # which of the causes it was: a probe read the three listed together as "the source changed
+        # outside my window" where only later order numbers had
+        direct = [m for m in outside if m.lower() in reading_raw]
+        if direct:
+            why = (f"the new batches changed rows there ({', '.join(direct)} read them from raw: a table re-read "
+                   "whole brings every change it holds, wherever it lies), and the models after them follow those days")
+        else:
+            why = (f"the raw rows changed only inside it, but {', '.join(outside)} restate other days from them: "
+                   "a model that numbers rows in time (an order's place among its customer's orders) restates the "
+                   "later days, and a model of monthly (yearly) rows each touched day's whole month (year)")
+        print(f"note: days outside the window were restated too: {why}; marts never stay stale against raw", file=out)
     if spec.kind == "postgres":
         # children read through their parent's window: items of the window's orders
         through = {t.name: p.name for t in spec.tables.values() if (p := spec.window_parent(t)) is not None}

@@ -77,7 +77,8 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     # the file is re-read whole: the correction outside the window is in raw, so it is restated too
     # (only its day), and the output says so instead of leaving the mart stale against raw
     assert totals["o5"] == 6.40
-    assert "days outside the window were restated too" in first.stdout, first.stdout
+    assert "days outside the window were restated too: the new batches changed rows there (" in first.stdout, first.stdout
+    assert "staging.stg_jaffle_shop__orders" in first.stdout.split("the new batches changed rows there (")[1].split(" read them")[0]
     assert "2018-09-03" in first.stdout and "2018-09-20" in first.stdout, first.stdout
     assert totals["o1"] == 18.02 and len(totals) == 5
     # the difference came from a record of the restated days only (09-03: o2 and o3; 09-20: o5),
@@ -466,6 +467,29 @@ def test_the_difference_of_a_mart_without_a_unique_grain_counts_whole_rows(grain
         assert row.split() == [name, "2", "-", "2"], out.getvalue()
         why = "its grain (customer_id) is not unique: 1 row(s) share a key" if grain else "no grain declared"
         assert f"note: {name} was compared as whole rows ({why})" in out.getvalue(), out.getvalue()
+
+
+def test_the_note_on_days_outside_the_window_says_which_cause_it_was() -> None:
+    """It listed three possible causes together; a probe whose source had changed only inside the
+    window (later order numbers had moved) read it as changes outside the window."""
+    from datetime import date
+    from types import SimpleNamespace
+
+    from orchestrator.transform.backfill import _report
+
+    def note(restate: list[str], reading_raw: set[str]) -> str:
+        out = io.StringIO()
+        _report(out, "jaffle_app", date(2018, 9, 1), date(2018, 9, 7), SimpleNamespace(kind="files"), restate, [],
+                "duckdb", reading_raw)
+        return next(li for li in out.getvalue().splitlines() if li.startswith("note: days outside"))
+
+    staging = "staging.stg_jaffle_app__orders"
+    later = note([f"{staging} (1 day(s): 2018-09-04)", "marts.orders (3 day(s): 2018-09-04, 2018-09-15, 2018-09-16)"],
+                 {staging})
+    assert "the raw rows changed only inside it, but marts.orders restate other days" in later, later
+    moved = note([f"{staging} (2 day(s): 2018-09-04, 2018-09-20)", "marts.orders (2 day(s): 2018-09-04, 2018-09-20)"],
+                 {staging})
+    assert f"the new batches changed rows there ({staging} read them from raw" in moved, moved
 
 
 def _built(project: Project, small_jaffle: Path) -> Path:
