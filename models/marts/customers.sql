@@ -1,6 +1,6 @@
 MODEL (
   name marts.customers,
-  tags ('freshness:26h', 'freshness_column:last_ordered_at'), /* max age for `elt freshness` and stale alerts, measured on the newest order */
+  tags ('freshness:26h', 'freshness_column:last_ordered_at:day'), /* max age for `elt freshness` and stale alerts, measured from the end of the newest order's day */
   kind FULL,
   grain customer_id,
   /* parent of its whole-history store audit: a change to stores rebuilds it (decision 0022) */

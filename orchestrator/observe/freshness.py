@@ -139,7 +139,7 @@ _REF = re.compile(r"\b(raw_[a-z0-9_]+|staging|intermediate|marts)\.([a-z0-9_]+)\
 _NAME = re.compile(r"MODEL\s*\(\s*name\s+([A-Za-z0-9_]+\.[A-Za-z0-9_]+)", re.IGNORECASE)
 _TAGS = re.compile(r"(?:^|[,(])\s*tags\s*(\([^)]*\)|'[^']*')", re.IGNORECASE | re.MULTILINE)
 _FRESHNESS_TAG = re.compile(r"'freshness:([^']*)'", re.IGNORECASE)
-_COLUMN_TAG = re.compile(r"'freshness_column:([A-Za-z0-9_]+)'", re.IGNORECASE)
+_COLUMN_TAG = re.compile(r"'freshness_column:([A-Za-z0-9_]+)(:day)?'", re.IGNORECASE)
 _TIME_COLUMN = re.compile(r"\btime_column\s*\(?\s*([A-Za-z0-9_]+)", re.IGNORECASE)
 
 
@@ -471,23 +471,29 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
         con.close()
 
 
-def time_columns(project_root: Path) -> dict[str, str]:
+def time_columns(project_root: Path, days: set[str] | None = None) -> dict[str, str]:
     """Each model's time column: its ``'freshness_column:<column>'`` tag, else its ``time_column``.
+    ``days`` (if given) gains the models whose tag says the column holds days
+    (``'freshness_column:<column>:day'``: a day at midnight, as the newest order's day).
 
     >>> import tempfile
     >>> root = Path(tempfile.mkdtemp()); (root / "models").mkdir()
     >>> _ = (root / "models" / "a.sql").write_text("MODEL (name marts.a, kind INCREMENTAL_BY_TIME_RANGE (time_column day)\\n);")
     >>> _ = (root / "models" / "b.sql").write_text("MODEL (name marts.b, tags ('freshness_column:last_at'), kind FULL\\n);")
-    >>> time_columns(root)
-    {'marts.a': 'day', 'marts.b': 'last_at'}
+    >>> _ = (root / "models" / "c.sql").write_text("MODEL (name marts.c, tags ('x', 'freshness_column:last_day:day'),\\n);")
+    >>> days = set(); time_columns(root, days), days
+    ({'marts.a': 'day', 'marts.b': 'last_at', 'marts.c': 'last_day'}, {'marts.c'})
     """
     columns: dict[str, str] = {}
     for file in sorted((project_root / "models").rglob("*.sql")):
         block = file.read_text().split("\n)", 1)[0]  # the MODEL (...) block
         name, tags = _NAME.search(block), _TAGS.search(block)
-        found = (tags and _COLUMN_TAG.search(tags.group(1))) or _TIME_COLUMN.search(block)
+        tagged = tags and _COLUMN_TAG.search(tags.group(1))
+        found = tagged or _TIME_COLUMN.search(block)
         if name and found:
             columns[name.group(1).lower()] = found.group(1).lower()
+            if tagged and tagged.group(2) and days is not None:
+                days.add(name.group(1).lower())
     return columns
 
 
@@ -565,15 +571,19 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         chosen = {raw: next((d for d in ds if d[0].name == loads[raw].by), ds[0]) if raw in loads else ds[0]
                   for raw, ds in declared.items()}  # the source that loads a table, else the first declaring it
         waiting = _waiting_batches(query)
-        columns = time_columns(settings.project_root)
+        # tables and marts whose newest data is a day: a DATE column, or a mart's column tagged as days
+        days: set[str] = set()
+        columns = time_columns(settings.project_root, days)
         wanted = {**{raw: d[1].event_time for raw, d in chosen.items()}, **{m: columns.get(m) for m in marts}}
         data = ({n: (None, "not read on Spark") for n in wanted} if settings.gateway == "spark"
-                else _newest_data(query, dialect, wanted, now))
+                else _newest_data(query, dialect, wanted, now, days))
     results = []
     for raw, (spec, table, max_age) in chosen.items():
         value, note = data[raw]
         load = loads.get(raw, _Loads())
         measure, newest = ("newest data", value) if value else ("newest extraction", load.extracted)
+        if value and raw in days:  # a DATE: the day's data is whole at its end (as a daily mart's below)
+            newest, measure = min(datetime.combine(value.date() + timedelta(days=1), time()), now), "newest day"
         why = "" if newest else "never loaded" if not load.last_loaded else "no batch brought rows"
         results.append(Freshness(raw, "table", _state(newest, max_age, now), max_age, newest, spec.owner, spec.name,
                                  measure, why, wanted[raw], value, note, load.last_loaded, load.by))
@@ -594,14 +604,17 @@ def evaluate(settings: Settings, now: datetime, sources: list[str] | None = None
         measure, newest = (("newest data", value) if value else ("newest extraction", extracted) if extracted
                            else ("newest extraction", None) if never_loaded else ("last build", last_build))
         schedule = schedules.get(mart)
-        if (value and mart not in periods and schedule is not None and schedule.unit == "day" and not schedule.partials
-                and schedule.time_column is not None and wanted[mart] == schedule.time_column):
+        if value and mart not in periods and (mart in days or (
+                schedule is not None and schedule.unit == "day" and not schedule.partials
+                and schedule.time_column is not None and wanted[mart] == schedule.time_column)):
             # built by the day: SQLMesh builds a day once it is over, so the newest row of a healthy
             # mart is from yesterday, at midnight for a day column: its age ran from 24 to 48 hours
             # and the 26-hour default called such a mart stale from 02:00 every day (a probe).
             # The day counts from its end: stale once a day has been over for the maximum unbuilt.
             # Only a time model built whole days (no allow_partials): a FULL model, a VIEW or a
-            # partial day can hold today's rows, and keep the row's own time (a review)
+            # partial day can hold today's rows, and keep the row's own time (a review), unless its
+            # column holds days: a DATE, or tagged 'freshness_column:<column>:day' (marts.customers'
+            # last order day, from the daily staging orders, read stale 22 hours a day: a walkthrough)
             day_end = datetime.combine(value.date() + timedelta(days=1), time())
             newest, measure = min(day_end, now), "newest day"
         why = "" if newest else "inputs never loaded" if never_loaded else (
@@ -653,10 +666,10 @@ def _waiting_batches(query: Any) -> dict[str, dict[str, tuple[int, datetime]]]:
 
 
 def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None],
-                 now: datetime) -> dict[str, tuple[datetime | None, str]]:
+                 now: datetime, dated: set[str] | None = None) -> dict[str, tuple[datetime | None, str]]:
     """``max(time column)`` of each table up to tomorrow (of ``now``: a replay with ``--now`` cuts
     where that day's check did), or ``None`` and why it is unknown; the note also says how many
-    rows are dated later (left out)."""
+    rows are dated later (left out). ``dated`` (if given) gains the tables whose column is a DATE."""
     tomorrow = now.date() + timedelta(days=1)
     later = datetime.combine(tomorrow + timedelta(days=1), time())  # the end of tomorrow
     schemas = sorted({t.split(".")[0] for t in wanted})
@@ -693,6 +706,8 @@ def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None],
             value, future = (rows[0][0], int(rows[0][1] or 0)) if rows else (None, 0)
             if isinstance(value, date) and not isinstance(value, datetime):
                 value = datetime.combine(value, time())
+                if dated is not None:
+                    dated.add(name)
             ahead = f"{future} row(s) dated after {tomorrow} left out" if future else ""
             if isinstance(value, datetime):
                 out[name] = (_naive(value), ahead)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import duckdb
@@ -57,6 +58,9 @@ def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_
     # 3. validate
     listed = run([elt, "sources"], cwd=project, env=env)
     assert "raw_billing.invoices" in listed.stdout
+    # checked for freshness from the start (the page's example had no `freshness`: never checked, unsaid)
+    fresh = subprocess.run([elt, "freshness"], cwd=project, env=env, capture_output=True, text=True)
+    assert "raw_billing.invoices: unknown (never loaded, max 26.0h)" in fresh.stdout, fresh.stdout + fresh.stderr
     # 4. the raw tables for SQLMesh
     run([elt, "sources", "--write-external-models"], cwd=project, env=env)
     assert "raw_billing.invoices" in (project / "external_models.yaml").read_text()

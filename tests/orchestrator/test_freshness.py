@@ -79,10 +79,18 @@ def test_ages_are_the_newest_data_with_the_last_load_and_build_beside(shop: tupl
     assert lines["marts.orders"] == (
         "marts.orders: fresh (newest day 2018-09-04 over 24.0h ago, max 26.0h); ordered_at up to 2018-09-04 00:00, "
         "last built 23.8h ago; from jaffle_shop, owner data-team")
+    # a FULL mart whose freshness column holds days (the newest order's day, from the daily staging
+    # orders; tagged 'freshness_column:last_ordered_at:day') counts from that day's end too: measured
+    # from the row it read stale 22 hours a day on a healthy pipeline (a walkthrough)
+    assert lines["marts.customers"] == (
+        "marts.customers: fresh (newest day 2018-09-04 over 24.0h ago, max 26.0h); last_ordered_at up to "
+        "2018-09-04 00:00, last built 23.8h ago; from jaffle_shop, owner data-team"), out.stdout
     # at 02:00:01 the 5th has been over longer than the maximum, and it is not built
     late = project.elt("freshness", "--now", "2018-09-06T02:00:01")
     assert _lines(late.stdout)["marts.orders"].startswith(
         "marts.orders: stale (newest day 2018-09-04 over 26.0h ago, max 26.0h); ordered_at up to 2018-09-04 00:00"), late.stdout
+    assert _lines(late.stdout)["marts.customers"].startswith(
+        "marts.customers: stale (newest day 2018-09-04 over 26.0h ago, max 26.0h)"), late.stdout
     # a mart without one: the newest extraction of its inputs that its last build had
     assert lines["marts.locations"] == (
         "marts.locations: fresh (newest extraction 24.0h old, max 7.0d); newest data unknown (no time column), "
@@ -332,3 +340,20 @@ def test_rows_dated_ahead_do_not_make_a_table_fresh() -> None:
     # a column that is no time is said to be none (a review found the filter failed on it)
     con.execute("CREATE TABLE s.u (\"at\" VARCHAR); INSERT INTO s.u VALUES ('x')")
     assert _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.u": "at"}, datetime.now())["s.u"] == (None, "at is not a time")
+
+
+def test_a_date_column_is_named_as_holding_days() -> None:
+    """A DATE event time or mart column holds days: its table is measured from the end of its newest
+    day, as a daily mart is (from the row, a daily export of yesterday read stale from 02:00)."""
+    import duckdb
+
+    from orchestrator.observe.freshness import _newest_data
+
+    con = duckdb.connect()
+    con.execute("CREATE SCHEMA s; CREATE TABLE s.d (\"day\" DATE); INSERT INTO s.d VALUES ('2020-01-01'), ('2020-01-02')")
+    con.execute("CREATE TABLE s.t (\"at\" TIMESTAMP); INSERT INTO s.t VALUES ('2020-01-02 00:00:00')")
+    dated: set[str] = set()
+    found = _newest_data(lambda sql: con.execute(sql).fetchall(), "duckdb", {"s.d": "day", "s.t": "at"},
+                         datetime(2020, 1, 3, 4), dated)
+    assert found == {"s.d": (datetime(2020, 1, 2), ""), "s.t": (datetime(2020, 1, 2), "")}, found
+    assert dated == {"s.d"}  # a timestamp at midnight is a time, not a day: only a tag says so
