@@ -1251,6 +1251,11 @@ class Lineage:
     # raw tables a time-partitioned model reads through time models: rows dated after today are in
     # no interval of those models until their day comes (windows.timeless with after)
     read_by_time: set[str] = field(default_factory=set)
+    # model -> raw tables whose entity's later days (windows.py: the days of the entity's rows in that
+    # table, or in its parent) are not the model's days: its time column comes from other tables (a
+    # tweet's count of its customer's orders so far, on the tweet's day). A change there restates
+    # every later day (a probe: a late order left a tweet after the customer's last order stale)
+    off_time: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx) -> Lineage:  # type: ignore[no-untyped-def]
@@ -1282,10 +1287,12 @@ class Lineage:
             known = getattr(every_model.get(table), "columns_to_types", None)
             return {c.lower() for c in known} if known else None
 
-        raw_columns: dict[tuple[str, str], set[tuple[str, str]] | None] = {}
+        raw_columns: dict[tuple[str, str, bool], set[tuple[str, str]] | None] = {}
 
-        def to_raw(pairs: set[tuple[str, str]] | None, depth: int) -> set[tuple[str, str]] | None:
-            """(table, column) pairs with every model's column replaced by the raw columns beneath it."""
+        def to_raw(pairs: set[tuple[str, str]] | None, depth: int,
+                   same_time: bool = False) -> set[tuple[str, str]] | None:
+            """(table, column) pairs with every model's column replaced by the raw columns beneath it;
+            ``same_time``: also through casts and truncations to the day or finer (a time's day)."""
             if pairs is None or depth > 32:
                 return None
             found: set[tuple[str, str]] = set()
@@ -1293,8 +1300,8 @@ class Lineage:
                 if table not in models:
                     found.add((table, column))
                     continue
-                if (table, column) not in raw_columns:
-                    raw_columns[(table, column)] = None  # a cycle reads as unknown
+                if (table, column, same_time) not in raw_columns:
+                    raw_columns[(table, column, same_time)] = None  # a cycle reads as unknown
                     query = getattr(models[table], "query", None)  # a seed or a Python model has none
                     top = _select_of(query) if isinstance(query, exp.Expression) else None
                     source: exp.Expression | None = None
@@ -1303,6 +1310,7 @@ class Lineage:
                         match = next((p for p in top.expressions if not _is_star(p) and p.alias_or_name.lower() == column), None)
                         if match is not None:
                             source = match.this if isinstance(match, exp.Alias) else match
+                            source = _same_time(source) if same_time else source
                         elif any(_is_star(p) for p in top.expressions):
                             source = exp.column(column)
                         else:
@@ -1311,8 +1319,8 @@ class Lineage:
                         traced = column_sources(top, source, columns_of=columns_of)  # type: ignore[arg-type]
                         for same in _equated(top, source):  # type: ignore[arg-type]
                             traced = None if traced is None else traced | (column_sources(top, same, columns_of=columns_of) or set())  # type: ignore[arg-type]
-                    raw_columns[(table, column)] = to_raw(traced, depth + 1)
-                beneath = raw_columns[(table, column)]
+                    raw_columns[(table, column, same_time)] = to_raw(traced, depth + 1, same_time)
+                beneath = raw_columns[(table, column, same_time)]
                 if beneath is None:
                     return None
                 found |= beneath
@@ -1405,6 +1413,37 @@ class Lineage:
                              "raw table has no sequence_key, declare it (docs/how-to/add-a-source.md, step 6)",
                              extra={"fields": {"model": name}})
             upstream[name], via[name], ranked[name], by_value[name] = up, through, numbered, decided
+        off_time: dict[str, set[str]] = {}
+        for name in models:
+            if not is_time[name] or not OWN_DAYS < later[name] < ALL_LATER:
+                continue
+            column = getattr(getattr(models[name], "time_column", None), "column", None)
+            try:
+                pairs = to_raw({(name, column.name.lower())}, 0, same_time=True) if column is not None else None
+            except Exception:  # noqa: BLE001 - SQL this reading misses: as before, the entity's days
+                pairs = None
+            if not pairs:
+                continue
+            times = {table for table, _ in pairs}
+            spec_of = declared()
+            off = set()
+            for table in upstream.get(name, set()) - via.get(name, set()):
+                spec = spec_of.get(table)
+                if spec is None:
+                    continue
+                # the table whose days windows.py follows for the entity: its own, or its parent's
+                parent = spec.parent[0] if spec.parent else None
+                owner = table if spec.sequence_key else parent if parent and getattr(spec_of.get(parent), "sequence_key",
+                                                                                     None) else None
+                if owner and owner not in times:
+                    off.add(table)
+            if off:
+                off_time[name] = off
+                log.info(f"{name}: its time column comes from {', '.join(sorted(times))}, not from "
+                         f"{', '.join(sorted(off))}, whose entity's later days are days of that table: a change "
+                         f"there restates every later day from the first day it touches (a change of "
+                         f"{', '.join(sorted(times))}: the entity's later days, as the model's level says)",
+                         extra={"fields": {"model": name}})
         # A model rebuilt whole (not partitioned by time) is also rebuilt when the raw input of an
         # audit-only parent (its depends_on) changes: marts.customers' whole-history store audit
         # must run when a store is deleted (decision 0022). Only for the model itself: its
@@ -1491,7 +1530,7 @@ class Lineage:
                                 "trailing N days), or 'restate:own_days' if each day's rows do not depend on the rows "
                                 "read before the window (docs/how-to/add-a-source.md, step 6)",
                                 extra={"fields": {"model": name}})
-        return cls(is_time, triggers, via, later, first, following, ranked, by_value, read_by_time)
+        return cls(is_time, triggers, via, later, first, following, ranked, by_value, read_by_time, off_time)
 
 
 def expected_version(snapshot) -> str:  # type: ignore[no-untyped-def]
@@ -1696,11 +1735,14 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
         if snapshot is None:  # not built yet: the plan builds it whole from raw as it is now
             continue
         windows = w.Windows()
+        off_time = False  # a changed table whose entity's later days are not this model's days
         for raw_table, batches in tables.items():
             if not lineage.is_time.get(name) or raw_table in lineage.via_untimed.get(name, set()):
                 windows.whole = windows.whole or bool(filled(raw_table, batches))
             else:
-                windows.merge(days(raw_table, batches), later=level_of(name, raw_table))
+                found = days(raw_table, batches)
+                windows.merge(found, later=level_of(name, raw_table))
+                off_time = off_time or bool(found.days and raw_table in lineage.off_time.get(name, set()))
         windows.until(last_built[(name, version)])  # days not built yet (rows dated after today wait)
         if not windows or not snapshot.intervals:
             continue
@@ -1719,7 +1761,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
             last_day = datetime.fromtimestamp(snapshot.intervals[-1][1] / 1000, UTC).date()  # exclusive
             if level >= ALL_DAYS:
                 windows.whole = True  # it reads later rows: a change shifts the days before it too
-            elif level >= ALL_LATER:
+            elif level >= ALL_LATER or off_time:
                 windows.through(last_day)  # every day from the first touched one
             elif lineage.next_days.get(name):
                 windows.following(lineage.next_days[name], last_day)

@@ -1005,6 +1005,27 @@ GROUP BY 1
 JINJA_END;
 """
 
+# a tweet's count of its customer's orders so far, tagged as add-a-source.md step 6 asks: its rows
+# sit on tweets' days, while the entity's later days the tag follows are days of the customer's orders
+ORDERS_SO_FAR = """MODEL (
+  name marts.tweet_orders_so_far,
+  kind INCREMENTAL_BY_TIME_RANGE (time_column tweeted_on),
+  grain tweet_id,
+  tags ('restate:later_days')
+);
+
+SELECT
+  tweets.tweet_id,
+  tweets.customer_id,
+  tweets.tweeted_on,
+  (
+    SELECT COUNT(*) FROM staging.stg_jaffle_shop__orders AS orders
+    WHERE orders.customer_id = tweets.customer_id AND orders.ordered_at <= tweets.tweeted_on
+  ) AS orders_so_far
+FROM staging.stg_jaffle_shop__tweets AS tweets
+WHERE tweets.tweeted_on BETWEEN @start_ts AND @end_ts
+"""
+
 LAST_TWEET = """MODEL (
   name marts.order_last_tweet,
   kind INCREMENTAL_BY_TIME_RANGE (time_column ordered_at),
@@ -1070,8 +1091,11 @@ def test_jinja_shifted_days_self_references_and_as_of_reads_are_restated_or_name
     the second and third are restated as far as they need, the fourth is named."""
     marts = settings.project_root / "models" / "marts"
     for name, text in (("jinja_daily", JINJA_DAILY), ("order_last_tweet", LAST_TWEET),
-                       ("business_days", BUSINESS_DAYS), ("daily_running_cents", CARRIED)):
+                       ("business_days", BUSINESS_DAYS), ("daily_running_cents", CARRIED),
+                       ("tweet_orders_so_far", ORDERS_SO_FAR)):
         (marts / f"{name}.sql").write_text(text)
+    tweets = small_jaffle / "raw_tweets.csv"  # c3 tweets on the 5th, after the day of its late order below
+    tweets.write_text(tweets.read_text() + "t2,c3,2018-09-05T08:00:00,\"still hungry\"\n")
     _load(settings, small_jaffle)
     caplog.set_level(logging.INFO, logger="orchestrator.transform.run")
     transform(settings, quiet=True)
@@ -1105,3 +1129,12 @@ def test_jinja_shifted_days_self_references_and_as_of_reads_are_restated_or_name
         assert carried == rows("SELECT ordered_at, SUM(order_total_cents), SUM(SUM(order_total_cents)) OVER "
                                "(ORDER BY ordered_at) FROM staging.stg_jaffle_shop__orders GROUP BY 1"), carried
         assert carried[-1][2] == 1802 + 636 + 1166 + 624 + 0, carried
+        # a later day of the customer's tweets, which no order of theirs is on: it ran with 0 orders
+        # (the tag followed the days of c3's orders only, from the 2nd: the 2nd alone)
+        so_far = rows("SELECT tweet_id, orders_so_far FROM marts.tweet_orders_so_far")
+        assert so_far == rows(
+            "SELECT t.tweet_id, (SELECT COUNT(*) FROM staging.stg_jaffle_shop__orders AS o WHERE o.customer_id = "
+            "t.customer_id AND o.ordered_at <= t.tweeted_on) FROM staging.stg_jaffle_shop__tweets AS t"), so_far
+        assert ("t2", 1) in so_far, so_far
+    assert any(m.startswith("marts.tweet_orders_so_far: its time column comes from raw_jaffle_shop.tweets, not from "
+                            "raw_jaffle_shop.orders") for m in (r.getMessage() for r in caplog.records)), caplog.text
