@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -192,6 +193,11 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    # SQLMesh's PostgreSQL fetchdf hands pandas a DBAPI connection and silences pandas' warning in a
+    # catch_warnings block, which is not thread-safe: with the gateway's 4 concurrent tasks the
+    # warning escaped now and then as a bare line in the JSON log stream (two probes, a CI run).
+    # A process-wide filter holds in every thread, and survives any block restoring the filters
+    warnings.filterwarnings("ignore", message="pandas only supports SQLAlchemy connectable", category=UserWarning)
     _CONFIGURED = True
 
 
