@@ -48,6 +48,9 @@ RUN_COLUMNS = (
     "max_attempts", "status", "pid", "host", "started_at", "finished_at", "rows_loaded", "bytes_loaded",
     "tables_json", "watermark_before", "watermark_after", "audits_json", "error_class", "error",
 )
+# the job_state row holding when `elt tick` last ran (no job can have this name): `elt status` says
+# whether the scheduler is alive, which a daily job's last slot cannot (a walkthrough)
+TICK_STATE = "(elt tick)"
 # statuses: running, succeeded, failed, retrying (failed, another attempt follows), timed_out,
 # skipped_locked, abandoned, stopped (SIGTERM or SIGINT to its supervisor; the slot runs again)
 
@@ -403,6 +406,23 @@ class History:
                 [job, slot, now],
             )
         return True
+
+    def record_tick(self, at: datetime) -> None:
+        """Note that `elt tick` ran at ``at`` (this machine's clock). Best effort: a history that
+        cannot be written stops nothing here (the tick's runs say so themselves)."""
+        try:
+            with self._cursor() as cur:
+                cur.execute("INSERT INTO elt_meta.job_state (job, last_slot, updated_at) VALUES (?, ?, ?) "
+                            "ON CONFLICT (job) DO UPDATE SET last_slot = excluded.last_slot, "
+                            "updated_at = excluded.updated_at", [TICK_STATE, at, at])
+        except Exception as exc:  # noqa: BLE001 - a heartbeat
+            log.info("the tick's time could not be recorded", extra={"fields": {"error": first_line(exc)}})
+
+    def last_tick(self) -> datetime | None:
+        """When `elt tick` last ran against this history, or None."""
+        with self._cursor() as cur:
+            rows = cur.fetchall("SELECT last_slot FROM elt_meta.job_state WHERE job = ?", [TICK_STATE])
+        return rows[0][0] if rows else None
 
     # --- alert state ----------------------------------------------------------------------
     def alert_states(self) -> dict[str, tuple[str, datetime]]:

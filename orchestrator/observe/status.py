@@ -91,6 +91,7 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
     for s in states:
         print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
               f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]
+    print_scheduler(settings, now or utcnow(), out)
     failed = [str(s["job"]) for s in states if s["last_status"] in ("failed", "timed_out", "abandoned")]
     if failed:
         print(f"\nlast run not successful: {', '.join(failed)}. Only runs of `elt run-job` and `elt tick` are recorded: "
@@ -105,6 +106,32 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
     print_held(settings, out)
     print_set_aside(settings, out)
     print_deploys(settings, out)
+
+
+# cron and the systemd timer call `elt tick` every minute: older than this, it is worth a look
+TICK_QUIET_S = 10 * 60
+
+
+def print_scheduler(settings: Settings, now: datetime, out: TextIO) -> None:
+    """When `elt tick` last ran: a daily job's last slot can be 23 hours old on a healthy
+    scheduler, so it cannot say whether the scheduler is alive (a walkthrough)."""
+    last = History.open(settings, interactive=True).last_tick()
+    if last is None:
+        print("\nscheduler: no `elt tick` recorded in this history (jobs run only by hand, by `elt run-job` or by "
+              "another scheduler; docs/how-to/schedule-with-cron-systemd.md)", file=out)
+        return
+    age = (now - last).total_seconds()
+    said = f"\nscheduler: last `elt tick` at {_ts(last)} UTC" + (f", {_ago(age)} ago" if age >= 0 else "")
+    if age > TICK_QUIET_S:
+        said += (f": none since, where cron or the systemd timer calls it every minute. Check its cron entry "
+                 "or `systemctl list-timers elt-tick.timer`, and the tick log; under systemd a "
+                 "tick still running its jobs holds the next one back (`elt runs` shows what runs)")
+    print(said, file=out)
+
+
+def _ago(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes}m" if minutes < 120 else f"{minutes / 60:.1f}h" if minutes < 2880 else f"{minutes / 1440:.1f}d"
 
 
 def print_held(settings: Settings, out: TextIO) -> None:

@@ -69,6 +69,7 @@ def _parallelism(settings: Settings) -> int:
 def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[], datetime] = utcnow) -> TickReport:
     now = now or clock()
     history = History.open(settings)
+    history.record_tick(clock())  # the wall clock, also for a replay (--now): `elt status` shows it
     report = TickReport(now)
     report.abandoned = mark_abandoned(settings, history, now)
     report.freshness = check_freshness(settings, history, now)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,11 @@ def test_missed_slots_give_one_catch_up_run_and_a_slot_never_runs_twice(project:
         [(0, None), (5, 0)]
     status = project.elt("status", **env)
     assert "quick" in status.stdout and "2026-11-25 05:00:00" in status.stdout
+    # whether the scheduler is alive: when a tick last ran (the wall clock, also for a replay)
+    assert "\nscheduler: last `elt tick` at " in status.stdout and "m ago" in status.stdout, status.stdout
+    assert "none since" not in status.stdout, status.stdout
+    quiet = project.elt("status", "--now", (datetime.now(UTC) + timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M"), **env)
+    assert "3.0h ago: none since, where cron or the systemd timer calls it every minute" in quiet.stdout, quiet.stdout
     listing = project.elt("runs", "--job", "quick")
     assert listing.stdout.count("succeeded") == 2
 
