@@ -163,7 +163,10 @@ class TransformFailed(Exception):
                 "  A model failed (above) and the models downstream of it were skipped; prod still serves the"
                 " previous data where the plan did not complete. next: a missing raw table means its source was never loaded here (`elt load <source>`); any other"
                 " error is in the model's SQL (or, for a Python model that reads a table it does not name in its"
-                " `depends_on`, in that list): fix it and check with `sqlmesh plan dev`, then rerun `elt transform`."
+                " `depends_on`, in that list; or, on a gateway whose engine is not the model's dialect, in"
+                " SQLMesh's translation of valid SQL: see what the engine ran with `sqlmesh render <model>"
+                " --dialect <engine>` and write the part plainly): fix it and check with `sqlmesh plan dev`, then"
+                " rerun `elt transform`."
             )
         elif step in ("deploy", "restate"):
             pass  # the detail says what is at stake and what to do (deploys.refusal, restate's read-back)
