@@ -193,6 +193,18 @@ def configure(stream: TextIO | None = None, json_lines: bool | None = None, leve
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    # Libraries' warnings (SQLMesh's linter, its console's warnings in a quiet run) in the same
+    # format, once. Without a root handler, SQLMesh's first module-level `logging.info` (its
+    # analytics dispatcher, at every Context) made Python install one writing `WARNING:name:msg`:
+    # every warning then came out twice on a terminal, and as a line that is not JSON in a log file
+    # (a walkthrough)
+    library = logging.StreamHandler(stream)
+    library.setFormatter(handler.formatter)
+    library.addFilter(_REDACT)
+    library.setLevel(logging.WARNING)
+    library._elt = True  # type: ignore[attr-defined]  # replaced, not added again, by the next configure
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_elt", False)] + [library]
     # SQLMesh's PostgreSQL fetchdf hands pandas a DBAPI connection and silences pandas' warning in a
     # catch_warnings block, which is not thread-safe: with the gateway's 4 concurrent tasks the
     # warning escaped now and then as a bare line in the JSON log stream (two probes, a CI run).

@@ -708,7 +708,19 @@ def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]
             found = _NON_BLOCKING.match(short_message)
             if found:
                 self.audit_warnings.append((schema_table(found[1]), found[2], int(found[3])))
-            super().log_warning(short_message, long_message)
+            if quiet:  # SQLMesh's quiet console only logs it: the log handlers show it, once
+                super().log_warning(short_message, long_message)
+                return
+            # the terminal console prints it and logs it too: printed once (the log line repeated it)
+            import logging
+
+            console_log = logging.getLogger("sqlmesh.core.console")
+            was = console_log.disabled
+            console_log.disabled = True
+            try:
+                super().log_warning(short_message, long_message)
+            finally:
+                console_log.disabled = was
 
         def log_skipped_models(self, snapshot_names: set[str]) -> None:
             self.skipped_models |= {schema_table(name) for name in snapshot_names}

@@ -166,4 +166,30 @@ def test_the_pandas_warning_sqlmesh_silences_per_thread_is_silenced_for_the_proc
             for name in ("sources", "orchestrator"):
                 logging.getLogger(name).handlers[:] = []
                 logging.getLogger(name).propagate = True
+            logging.getLogger().handlers[:] = [h for h in logging.getLogger().handlers if not getattr(h, "_elt", False)]
     assert [str(w.message) for w in seen] == ["another warning"], [str(w.message) for w in seen]
+
+
+def test_a_librarys_warning_is_one_line_of_the_pipelines_log() -> None:
+    """SQLMesh's analytics dispatcher calls the module-level `logging.info`, which made Python give
+    the root logger a handler of its own (`WARNING:sqlmesh.core.console:...`): every library warning
+    then came out in that format, a line that is not JSON in a log file, and twice on a terminal
+    beside SQLMesh's console (a walkthrough). The pipeline's handler takes it, once."""
+    out = io.StringIO()
+    root = logging.getLogger()
+    before = list(root.handlers)
+    logs.configure(stream=out, json_lines=True)
+    try:
+        logs.configure(stream=out, json_lines=True)  # again (a forked child): still one handler of ours
+        logging.info("Shutting down the event dispatcher")  # as SQLMesh's dispatcher does
+        logging.getLogger("sqlmesh.core.console").warning("Linter warnings for models/x.sql")
+        logging.getLogger("sqlmesh.core.console").info("not shown: below WARNING")
+        assert len([h for h in root.handlers if getattr(h, "_elt", False)]) == 1
+    finally:
+        for name in ("sources", "orchestrator"):
+            logging.getLogger(name).handlers[:] = []
+            logging.getLogger(name).propagate = True
+        root.handlers[:] = before
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(x["level"], x["logger"], x["event"]) for x in lines] == [
+        ("warning", "sqlmesh.core.console", "Linter warnings for models/x.sql")], out.getvalue()
