@@ -529,8 +529,8 @@ def _report(out: TextIO, source: str, start: date, end: date, spec: Any, restate
                    "whole brings every change it holds, wherever it lies), and the models after them follow those days")
         else:
             why = (f"the raw rows changed only inside it, but {', '.join(outside)} restate other days from them: "
-                   "a model that numbers rows in time (an order's place among its customer's orders) restates the "
-                   "later days, and a model of monthly (yearly) rows each touched day's whole month (year)")
+                   "a model of monthly (yearly) rows restates each touched day's whole month (year), and a model "
+                   "that numbers rows in time (an order's place among its customer's orders) the later days")
         print(f"note: days outside the window were restated too: {why}; marts never stay stale against raw", file=out)
     if spec.kind == "postgres":
         # children read through their parent's window: items of the window's orders

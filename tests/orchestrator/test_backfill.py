@@ -608,6 +608,7 @@ def test_a_backfill_restates_a_monthly_marts_whole_month_and_counts_it(project: 
         line = next(li for li in first.stdout.splitlines() if li.startswith(f"marts.{name} "))
         assert line.split()[1:] == ["0", "1", "0"], first.stdout  # September's row of s1 changed; October's kept
     assert "a model of monthly (yearly) rows restates each touched day's whole month" in first.stdout
+    assert "the raw rows changed only inside it, but marts.by_month, marts.so_far restate other days" in first.stdout
     with duckdb.connect(str(project.root / "data" / "warehouse.duckdb"), read_only=True) as con:
         want = con.execute("SELECT DATE_TRUNC('month', ordered_at), location_id, COUNT(*), SUM(order_total_cents) "
                            "FROM staging.stg_jaffle_shop__orders GROUP BY 1, 2 ORDER BY ALL").fetchall()
