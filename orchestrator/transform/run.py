@@ -255,6 +255,11 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     except Exception as exc:
         from sources.errors import ConfigError
 
+        if _caused_by_a_file(exc):
+            # a file SQLMesh could not read or write (a full disk under its cache, which it raises as
+            # a ConfigError too) is neither the configuration's fault nor a model's: it goes on to
+            # the handling of such errors, which names the disk
+            raise
         if _raised_reading_the_config(exc):
             # config.yaml SQLMesh cannot parse (YAML syntax, Jinja) or refuses (an unknown key):
             # the YAML parser's traceback named no file, and the model-file hint pointed elsewhere
@@ -267,16 +272,7 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
         if not isinstance(exc, ModelConfigError):
             raise
         # a model SQLMesh refuses to load (a self-reference without column types, a bad property):
-        # its own message names the file and the fix; it was a 25-line traceback (a probe). A file
-        # SQLMesh could not read or write (a full disk under its cache) is not the model's fault:
-        # it goes on to the handling of such errors, which names the disk
-        cause: BaseException | None = exc
-        for _ in range(8):
-            if cause is None or isinstance(cause, OSError):
-                break
-            cause = cause.__cause__ or cause.__context__
-        if isinstance(cause, OSError) or "[Errno " in str(exc):
-            raise
+        # its own message names the file and the fix; it was a 25-line traceback (a probe)
         raise ConfigError(f"SQLMesh could not load the project's models: {exc}",
                           hint="fix the model file named above (`sqlmesh plan` shows the same error), then rerun "
                                "the command; nothing was built or changed") from exc
@@ -286,12 +282,20 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     return ctx, console
 
 
+def _caused_by_a_file(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a file that could not be read or written (an OSError in its
+    chain of causes, or its message quoting one)."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None or isinstance(cause, OSError):
+            break
+        cause = cause.__cause__ or cause.__context__
+    return isinstance(cause, OSError) or "[Errno " in str(exc)
+
+
 def _raised_reading_the_config(exc: BaseException) -> bool:
     """Whether SQLMesh raised ``exc`` while reading the project's configuration (``config.yaml``),
-    not a model: its configuration loader is on the traceback. A file it could not read or write
-    (a full disk) is left to the handling that names the disk."""
-    if isinstance(exc, OSError) or "[Errno " in str(exc):
-        return False
+    not a model: its configuration loader is on the traceback."""
     frame = exc.__traceback__
     while frame is not None:
         if frame.tb_frame.f_code.co_filename.replace(os.sep, "/").endswith("sqlmesh/core/config/loader.py"):
