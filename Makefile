@@ -101,7 +101,7 @@ bench-loader: $(STAMP)
 # A load with nothing new at 1, 100, 10,000 and 100,000 landed batches of a table, each over the
 # 1-batch load of the same run (last line: JSON). About 2 minutes.
 bench-listing: $(STAMP)
-	$(BIN)/python bench/landing_listing.py --repeat 5
+	$(BIN)/python bench/landing_listing.py --repeat 5 --s3
 
 # Chaos: `elt transform` SIGKILLed at random instants, then healed; marts must equal a clean build,
 # and no process may outlive the kill (last line: JSON; exit 1 on any loss). About 15 s a round.

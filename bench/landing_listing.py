@@ -5,7 +5,13 @@ its folder copied under new ids with hard links, and a ledger row each), then a 
 new runs in a fresh interpreter, as `elt load` does: median seconds and peak RSS of ``--repeat``
 runs per size, interleaved, and each size's time over the 1-batch time measured in the same run.
 
+With ``--s3``, the same tables (``--s3-sizes``, fewer: every file is one PUT to build) are also
+copied to a bucket of a real S3 endpoint on loopback (moto's server, as the tests use) and loaded
+from there: the S3 listing's time and the requests it costs (counted at the endpoint: LIST, HEAD
+and GET of the no-op load), per size, against the 1-batch load from S3.
+
     .venv/bin/python bench/landing_listing.py [--sizes 1 100 10000 100000] [--repeat 3]
+        [--s3 [--s3-sizes 1 100 1000 10000]]
 
 The last line is one JSON object. Machines are noisy: compare the ratios, not the seconds.
 """
@@ -48,8 +54,9 @@ from sources.load.duckdb_raw import DuckDBRaw
 from sources.pipeline import ingest
 work = Path(sys.argv[1])
 spec = parse_source({**%r, "path": str(work / "in")})
+landing = Landing.from_url(sys.argv[2]) if len(sys.argv) > 2 else Landing.local(work / "landing")
 with DuckDBRaw(work / "wh.duckdb") as raw:
-    (out,) = ingest(spec, landing=Landing.local(work / "landing"), raw=raw, lock_dir=work)
+    (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=work)
 assert out.status == "unchanged" and out.error is None, out
 # peak resident memory of this process (ru_maxrss would include the parent's, from before exec)
 print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")))
@@ -93,24 +100,98 @@ def build(work: Path, batches: int) -> None:
         con.close()
 
 
-def noop(work: Path) -> tuple[float, float]:
+def noop(work: Path, url: str | None = None, env: dict[str, str] | None = None) -> tuple[float, float]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", NOOP, str(work)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", NOOP, str(work), *([url] if url else [])], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
     elapsed = time.perf_counter() - started
     if proc.returncode:
         raise SystemExit(f"the no-op load failed:\n{proc.stderr[-3000:]}")
     return elapsed, int(proc.stdout.strip().splitlines()[-1]) / 1024
 
 
+def upload(client, bucket: str, work: Path) -> int:  # type: ignore[no-untyped-def]
+    """``work``'s landing folder to ``bucket``/<work name>/landing, file by file: the PUTs made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = [f for f in (work / "landing").rglob("*") if f.is_file()]
+    keys = [f"{work.name}/landing/{f.relative_to(work / 'landing').as_posix()}" for f in files]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda fk: client.upload_file(str(fk[0]), bucket, fk[1]), zip(files, keys)))
+    return len(files)
+
+
+class Requests:
+    """Requests the S3 endpoint served, by method (a WSGI wrapper around moto's server app)."""
+
+    def __init__(self) -> None:
+        from collections import Counter
+
+        self.counts: Counter[str] = Counter()
+
+    def wrap(self, app):  # type: ignore[no-untyped-def]
+        def counted(environ, start_response):  # type: ignore[no-untyped-def]
+            query = environ.get("QUERY_STRING", "")
+            method = environ.get("REQUEST_METHOD", "?")
+            self.counts["LIST" if method == "GET" and ("list-type" in query or "prefix=" in query) else method] += 1
+            return app(environ, start_response)
+        return counted
+
+
+def s3_runs(works: dict[int, Path], sizes: list[int], repeat: int) -> dict[str, object]:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    requests = Requests()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    try:
+        server._server.app = requests.wrap(server._server.app)  # moto 5: the werkzeug server's WSGI app
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+               "ELT_S3_ENDPOINT": endpoint}
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="bench", aws_secret_access_key="bench")
+        client.create_bucket(Bucket="bench")
+        for n in sizes:
+            started = time.perf_counter()
+            puts = upload(client, "bench", works[n])
+            print(f"S3: copied {n:,} batches ({puts:,} objects) in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+        runs: dict[int, list[tuple[float, float]]] = {n: [] for n in sizes}
+        calls: dict[int, dict[str, int]] = {}
+        for _ in range(repeat):
+            for n in sizes:
+                requests.counts.clear()
+                runs[n].append(noop(works[n], f"s3://bench/{works[n].name}/landing", env))
+                calls[n] = dict(requests.counts)
+    finally:
+        server.stop()
+    base = statistics.median(s for s, _ in runs[1])
+    result: dict[str, object] = {}
+    for n in sizes:
+        seconds = statistics.median(s for s, _ in runs[n])
+        result[f"s3_noop_load_{n}"] = {"seconds": round(seconds, 3), "over_1_batch": round(seconds / base, 3),
+                                       "peak_rss_mb": round(max(r for _, r in runs[n])), "requests": calls[n]}
+        print(f"{n:>9,} batches on S3: no-op load {seconds:.2f}s ({seconds / base:.2f}x the 1-batch load), "
+              f"peak {max(r for _, r in runs[n]):.0f} MB, requests {calls[n]}", file=sys.stderr)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 100, 10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3, help="runs per size, interleaved; medians are reported")
+    parser.add_argument("--s3", action="store_true", help="also load the tables from a bucket of an S3 endpoint on loopback")
+    parser.add_argument("--s3-sizes", type=int, nargs="+", default=[1, 100, 1_000])
     args = parser.parse_args()
     sizes = sorted(set([1, *args.sizes]))
+    s3_sizes = sorted(set([1, *args.s3_sizes])) if args.s3 else []
     with tempfile.TemporaryDirectory(prefix="bench-listing-") as tmp:
         works = {}
-        for n in sizes:
+        for n in sorted(set(sizes) | set(s3_sizes)):
             started = time.perf_counter()
             works[n] = Path(tmp) / f"b{n}"
             build(works[n], n)
@@ -119,6 +200,7 @@ def main() -> None:
         for _ in range(args.repeat):
             for n in sizes:
                 runs[n].append(noop(works[n]))
+        s3 = s3_runs(works, s3_sizes, args.repeat) if s3_sizes else {}
     base = statistics.median(s for s, _ in runs[1])
     result: dict[str, object] = {"bench": "landing_listing", "repeat": args.repeat}
     for n in sizes:
@@ -127,6 +209,7 @@ def main() -> None:
                                     "peak_rss_mb": round(max(r for _, r in runs[n]))}
         print(f"{n:>9,} batches: no-op load {seconds:.2f}s ({seconds / base:.2f}x the 1-batch load), "
               f"peak {max(r for _, r in runs[n]):.0f} MB", file=sys.stderr)
+    result.update(s3)
     print(json.dumps(result))
 
 
