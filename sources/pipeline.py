@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import check_event_time, check_primary_key, check_soft_delete, check_values
-from sources.errors import (ConnectionFailed, LoaderError, SourceReadError, first_line, interrupted,
+from sources.errors import (ConnectionFailed, ContractError, LoaderError, SourceReadError, first_line, interrupted,
                             warehouse_write_problem)
 from sources import failpoints, forks
 from sources.extract.base import Extract
@@ -213,9 +213,13 @@ def ingest(
                     # from landing, a landing moved): a new batch is stamped after it whatever the
                     # clock says (decision 0057). From the ids both lists hold: nothing more is read
                     newest = newest_stamp([*landed.ids, *done])
+                    # a snapshot file's latest landed read, read only if a declared column is missing now
+                    last_read = ((lambda: landed.manifest(kept[-1])) if spec.kind == "files" and whole and kept
+                                 and not force and spec.format in ("csv", "parquet") else None)
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
-                                        snapshot=whole, changes_only=changes_only, cursor_floor=floor, after=newest)
+                                        snapshot=whole, changes_only=changes_only, cursor_floor=floor, after=newest,
+                                        last_read=last_read)
                         if manifest is not None:
                             newest = max(manifest.extracted_at_dt, newest or manifest.extracted_at_dt)
                             fresh[manifest.batch_id] = manifest
@@ -325,6 +329,27 @@ def _shrank(before: int, now: int) -> bool:
     return before - now > SHRINK_ALLOWED_ROWS and now < before * (1 - MAX_SHRINK)
 
 
+def _lost_columns(item: Extract, last_read: Callable[[], Manifest]) -> list[str]:
+    """Declared columns a CSV or Parquet file lacks now (``origin.schema_drift.missing``) that the
+    table's latest landed read had: in its columns, and not landed as NULL there. A column declared
+    since that read, which the file never had, is not lost. Nothing is refused when the latest
+    read's manifest cannot be read (the load reports that itself where it matters)."""
+    missing = (item.origin.get("schema_drift") or {}).get("missing") or []
+    if not missing:
+        return []
+    try:
+        before = last_read()
+    except Exception:  # noqa: BLE001 - a guard: never the reason a load fails
+        return []
+    had = {c["name"] for c in before.columns} - set((before.origin.get("schema_drift") or {}).get("missing") or [])
+    return [c for c in missing if c in had]
+
+
+def _file_name(item: Extract) -> str:
+    path = str(item.origin.get("path") or "")
+    return path.rsplit("/", 1)[-1] or "the file"
+
+
 def _bounded_cursor(high: Any, floor: str | None, started: datetime, where: dict[str, str]) -> Any:
     """The cursor to store after an extract whose highest cursor value is ``high``: never before the
     stored one (``floor``), and, for a time, never after the moment the extract began. One row
@@ -416,7 +441,8 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
 
 def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.RecordBatch], pa.Array] | None = None,
          previous: Manifest | None = None, snapshot: bool = False, changes_only: bool = False,
-         cursor_floor: str | None = None, after: datetime | None = None) -> Manifest | None:
+         cursor_floor: str | None = None, after: datetime | None = None,
+         last_read: Callable[[], Manifest] | None = None) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
     ``seen``: tells which rows of a batch raw already holds with the same key and cursor; such rows
@@ -428,6 +454,8 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
     ``cursor_floor``: the table's stored cursor: the new one never falls below it.
     ``after``: the table's newest extraction stamp: the batch is stamped after it, whatever the
     clock says (``Landing.open_batch``).
+    ``last_read``: a snapshot file's latest landed read (a file table read whole, not forced): a
+    declared column that read had and this one lacks is refused (``_lost_columns``).
     """
     started = datetime.now(UTC)  # a cursor is never set past the time its extract began
     table = item.table
@@ -468,6 +496,17 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 hint=f"rerun later (a scheduled run retries); if the source really lost those rows, accept it once "
                      f"with `elt load {spec.name} --table {table.name} --force` (ELT_SNAPSHOT_MAX_SHRINK, {MAX_SHRINK:g} "
                      "now, sets how much smaller a read may be)")
+        lost = _lost_columns(item, last_read) if snapshot and last_read is not None else []
+        if lost:
+            raise ContractError(
+                f"{_file_name(item)} lacks the declared column(s) {', '.join(lost)}, which the previous read of the "
+                f"table had: a snapshot file is the whole table, so applied it would set {', '.join(lost)} to NULL "
+                f"in every row ({writer.rows:,}) from now on, and staging and the marts with it. Nothing was landed",
+                **where,
+                hint=f"if the export lost the column(s) by mistake, fix the file and rerun; if they are gone at the "
+                     f"source for good, remove them from the declaration and from the models that read them "
+                     f"(docs/runbook.md#schema-change); to load the file as it is, with NULL there from now on, "
+                     f"run `elt load {spec.name} --table {table.name} --force` once")
         if writer.rows == 0 and not item.land_if_empty:
             writer.abort()
             progress.done()

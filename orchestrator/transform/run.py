@@ -809,12 +809,31 @@ def transform(
     transform succeeds.
     """
     started = time.monotonic()
+    check_external_models(settings)
     create_declared_raw_tables(settings)
     ctx, console = make_context(settings, quiet=quiet)
     try:
         return _transform(ctx, console, environment, verify, started, before_restating, fail_on_held, allow_revert)
     finally:
         ctx.close()
+
+
+def check_external_models(settings: Settings) -> None:
+    """Refuse to transform while ``external_models.yaml`` types raw columns otherwise than the
+    source declarations: SQLMesh builds staging with the file's types, so a declaration widened
+    (``decimal(9,4)`` to ``decimal(12,6)``) and raw migrated, without the file regenerated, had
+    staging and the marts round every value back, green (a probe). Nothing is built."""
+    from sources import external_models
+    from sources.errors import ConfigError
+
+    differing = external_models.type_differences(settings.project_root)
+    if differing:
+        shown = "; ".join(differing[:5]) + (f"; and {len(differing) - 5} more" if len(differing) > 5 else "")
+        raise ConfigError(
+            f"external_models.yaml types raw columns otherwise than the source declarations: {shown}. "
+            "SQLMesh would build the models with the file's types (a wider decimal rounded back, a text cut)",
+            hint="regenerate the file with `elt sources --write-external-models`, review and commit it with the "
+                 "declaration (the runbook's Schema change), then rerun; nothing was built or changed")
 
 
 def create_declared_raw_tables(settings: Settings, specs: list[Any] | None = None) -> list[str]:

@@ -1,0 +1,99 @@
+"""A schema change at the source, taken through the runbook's steps (docs/runbook.md#schema-change):
+what `elt transform` and `elt load` do when a step is missed (a probe of schema changes found each)."""
+
+from __future__ import annotations
+
+import shutil
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from orchestrator.scheduling.loading import load_source_into_warehouse
+from orchestrator.transform.run import transform
+from sources import external_models
+from sources.config import DECLARATIONS_DIR
+from sources.errors import ConfigError
+
+
+def _load(settings, folder: Path, *tables: str) -> list:  # type: ignore[no-untyped-def]
+    outcomes = load_source_into_warehouse("jaffle_shop", settings, path=folder, tables=list(tables) or None)
+    assert not [o.error for o in outcomes if o.error], [o.error for o in outcomes]
+    return outcomes
+
+
+def _tax_rates(settings) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        return dict(con.execute("SELECT location_id, tax_rate FROM marts.locations").fetchall())
+
+
+def test_a_widened_type_is_not_built_until_external_models_yaml_follows_the_declaration(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tax rate with six places: the declaration widened to decimal(12,6) and raw migrated, as the
+    runbook says, but external_models.yaml not regenerated. SQLMesh built staging and the marts as
+    decimal(9,4) and rounded 0.061255 to 0.0613 with every command green; now the transform stops
+    naming the column, and once the file is regenerated the value arrives exact."""
+    declarations = tmp_path / "declarations"
+    shutil.copytree(DECLARATIONS_DIR, declarations)
+    monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(declarations))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    assert _tax_rates(settings)["s1"] == Decimal("0.0600")
+
+    for name in ("jaffle_shop.yaml", "jaffle_catalog.yaml"):  # both sources of raw_jaffle_shop.stores
+        path = declarations / name
+        text = path.read_text()
+        assert "decimal(9,4)" in text
+        path.write_text(text.replace("decimal(9,4)", "decimal(12,6)"))
+    with duckdb.connect(str(settings.warehouse)) as con:
+        con.execute("ALTER TABLE raw_jaffle_shop.stores ALTER tax_rate SET DATA TYPE DECIMAL(12, 6)")
+    stores = small_jaffle / "raw_stores.csv"
+    stores.write_text(stores.read_text().replace(",0.06\n", ",0.061255\n"))
+    _load(settings, small_jaffle, "stores")
+
+    with pytest.raises(ConfigError) as refused:
+        transform(settings, quiet=True)
+    assert ("raw_jaffle_shop.stores.tax_rate: DECIMAL(9, 4) in external_models.yaml, DECIMAL(12, 6) declared"
+            in str(refused.value)), refused.value
+    assert "elt sources --write-external-models" in (refused.value.hint or ""), refused.value.hint
+    assert _tax_rates(settings)["s1"] == Decimal("0.0600")  # nothing was built
+
+    (settings.project_root / "external_models.yaml").write_text(external_models.render())
+    transform(settings, quiet=True)
+    assert _tax_rates(settings)["s1"] == Decimal("0.061255")
+
+
+def _names(settings) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        return dict(con.execute("SELECT customer_id, customer_name FROM marts.customers").fetchall())
+
+
+def test_a_snapshot_file_that_lost_a_declared_column_is_refused_until_forced(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """raw_customers.csv exported without its `name` column: under `evolve` every customer got a new
+    version with a NULL name, and marts.customers lost every name, green (a probe). The file is now
+    refused, naming the column and the three ways on; `--force` takes it as it is. A column declared
+    after the last read, which the file never had, is no loss."""
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+    assert _names(settings) == {"c1": "Ann", "c2": "Bob", "c3": "Cyd"}
+
+    customers = small_jaffle / "raw_customers.csv"
+    customers.write_text("id\nc1\nc2\nc3\nc4\n")
+    (outcome,) = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, tables=["customers"])
+    message = f"{outcome.error}\n{outcome.error.hint}"
+    assert "raw_customers.csv lacks the declared column(s) name, which the previous read of the table had" in message, message
+    assert "set name to NULL in every row (4)" in message and "Nothing was landed" in message, message
+    assert "elt load jaffle_shop --table customers --force" in message, message
+    assert outcome.landed == [] and outcome.applied == [], outcome
+    transform(settings, quiet=True)
+    assert _names(settings) == {"c1": "Ann", "c2": "Bob", "c3": "Cyd"}
+
+    (forced,) = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, tables=["customers"], force=True)
+    assert forced.error is None and len(forced.applied) == 1, forced
+    transform(settings, quiet=True)
+    assert _names(settings) == {"c1": None, "c2": None, "c3": None, "c4": None}
+    # the file keeps lacking it: the latest read lacked it too, nothing is lost again
+    customers.write_text("id\nc1\nc2\nc3\nc4\nc5\n")
+    (again,) = _load(settings, small_jaffle, "customers")
+    assert again.error is None and len(again.applied) == 1, again
