@@ -117,8 +117,8 @@ def check_shared_tables(spec: SourceSpec, directory: Path | None = None) -> None
                 raise ConfigError(
                     f"{spec.raw_schema}.{table.name} is written by sources {spec.name} ({windowed_words(table)}) "
                     f"and {other.name} ({windowed_words(theirs)})", source=spec.name, table=table.name,
-                    hint="give every declaration of a shared raw table the same event_time, event_time_from, "
-                         "sequence_key, held_rows and held_rows_fail_after; nothing was loaded")
+                    hint="give every declaration of a shared raw table the same primary_key, event_time, "
+                         "event_time_from, sequence_key, held_rows and held_rows_fail_after; nothing was loaded")
 
 
 def windowed(table: TableSpec) -> tuple[object, ...] | None:
@@ -135,7 +135,8 @@ def windowed_words(table: TableSpec) -> str:
     """``windowed`` in the declaration's own words."""
     parent = (f"{{table: {table.event_time_from[0]}, key: {table.event_time_from[1]}}}"
               if table.event_time_from else "none")
-    return (f"event_time: {table.event_time or 'none'}, event_time_from: {parent}, "
+    return (f"primary_key: {', '.join(table.primary_key) or 'none'}, "
+            f"event_time: {table.event_time or 'none'}, event_time_from: {parent}, "
             f"sequence_key: {table.sequence_key or 'none'}, held_rows: {table.held_rows}"
             + (f", held_rows_fail_after: {format_duration(table.held_rows_fail_after_s)}"
                if table.held_rows_fail_after_s else ""))

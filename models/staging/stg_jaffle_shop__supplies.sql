@@ -9,7 +9,7 @@ MODEL (
     product_id = 'Product the supply is used for; key of stg_jaffle_shop__products.',
     supply_name = 'Supply name.',
     supply_cost = 'Cost of the supply per product sold, dollars.',
-    is_perishable_supply = 'True when the supply is perishable (raw text True/False).'
+    is_perishable_supply = 'True when the supply is perishable (raw text True/False; other text is NULL, and fails the not_null audit).'
   ),
   audits (
     not_null(columns := (supply_uuid, supply_id, product_id, supply_cost, is_perishable_supply)),
@@ -23,7 +23,9 @@ SELECT
   raw.sku AS product_id,
   raw.name AS supply_name,
   @cents_to_dollars(raw.cost) AS supply_cost,
-  LOWER(TRIM(raw.perishable)) = 'true' AS is_perishable_supply
+  /* only the two words the source uses: another encoding (1/0, yes/no) is NULL, which the
+     not_null audit refuses, rather than every supply silently not perishable */
+  CASE LOWER(TRIM(raw.perishable)) WHEN 'true' THEN TRUE WHEN 'false' THEN FALSE END AS is_perishable_supply
 FROM raw_jaffle_shop.supplies AS raw
 QUALIFY
   @latest_row_per_key(raw.id, raw.sku)

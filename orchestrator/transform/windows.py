@@ -238,7 +238,7 @@ def window_specs() -> dict[str, WindowSpec]:
                     and windowed(table) != windowed(writer[raw][1]):
                 raise ConfigError(f"{raw} is written by sources {writer[raw][0]} ({windowed_words(writer[raw][1])}) "
                                   f"and {name} ({windowed_words(table)})", source=name, table=table.name,
-                                  hint="give every declaration of a shared raw table the same event_time, "
+                                  hint="give every declaration of a shared raw table the same primary_key, event_time, "
                                        "event_time_from, sequence_key, held_rows and held_rows_fail_after")
             if raw not in specs or windowed(table):
                 parent = (f"{source.raw_schema}.{table.event_time_from[0]}".lower(), table.event_time_from[1]) \

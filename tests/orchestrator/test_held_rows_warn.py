@@ -189,7 +189,7 @@ def test_declarations_of_one_raw_table_that_disagree_on_held_rows_are_named_in_t
     with pytest.raises(ConfigError) as refused:
         window_specs()
     message = str(refused.value)
-    assert "raw_jaffle_shop.orders is written by sources jaffle_app (event_time: ordered_at" in message, message
+    assert "raw_jaffle_shop.orders is written by sources jaffle_app (primary_key: id, event_time: ordered_at" in message, message
     assert "held_rows: fail) and jaffle_shop (" in message and "held_rows: warn)" in message, message
     assert "WindowSpec" not in message and "warn_held" not in message, message
     # refused at the load too, before it reads anything (found by an on-call probe: loads passed and

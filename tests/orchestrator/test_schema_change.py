@@ -97,3 +97,21 @@ def test_a_snapshot_file_that_lost_a_declared_column_is_refused_until_forced(set
     customers.write_text("id\nc1\nc2\nc3\nc4\nc5\n")
     (again,) = _load(settings, small_jaffle, "customers")
     assert again.error is None and len(again.applied) == 1, again
+
+
+def test_a_flag_written_in_another_encoding_fails_its_audit_instead_of_turning_false(  # type: ignore[no-untyped-def]
+        settings, small_jaffle: Path) -> None:
+    """`perishable` exported as 1/0 instead of True/False: staging compared it with 'true' and every
+    supply became not perishable, green (a probe). Text other than true or false is NULL now, and
+    the not_null audit stops the transform naming the supply."""
+    from orchestrator.transform.run import TransformFailed
+
+    supplies = small_jaffle / "raw_supplies.csv"
+    supplies.write_text(supplies.read_text().replace("SUP-001,bread,350,True,", "SUP-001,bread,350,1,")
+                        .replace("SUP-002,stew,500,True,", "SUP-002,stew,500, TRUE ,"))
+    _load(settings, small_jaffle)
+    with pytest.raises(TransformFailed) as failed:
+        transform(settings, quiet=True)
+    message = str(failed.value)
+    assert "staging.stg_jaffle_shop__supplies" in message and "not_null" in message, message
+    assert "SUP-001" in message and "SUP-002" not in message, message

@@ -68,3 +68,18 @@ def test_sources_sharing_a_raw_table_must_agree_on_soft_delete(tmp_path: Path) -
         check_shared_tables(load_source("a", tmp_path), tmp_path)
     declare("b", soft_delete="gone")
     check_shared_tables(load_source("a", tmp_path), tmp_path)
+
+
+def test_sources_sharing_a_raw_table_that_differ_in_their_primary_key_say_so(tmp_path: Path) -> None:
+    """The primary key was compared but not shown: the message printed the same words for both
+    sources, and a probe could not tell what to change."""
+    for name, key in (("a", "id"), ("b", "order_id")):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}\nkind: files\nowner: o\npath: .\nraw_schema: raw_shop\ntables:\n  orders:\n"
+            f"    file: o.csv\n    primary_key: {key}\n    event_time: at\n"
+            "    columns: {id: string, order_id: string, at: timestamp}\n")
+    with pytest.raises(ConfigError) as refused:
+        check_shared_tables(load_source("a", tmp_path), tmp_path)
+    assert "sources a (primary_key: id, event_time: at" in str(refused.value), refused.value
+    assert "and b (primary_key: order_id, event_time: at" in str(refused.value), refused.value
+    assert "the same primary_key" in (refused.value.hint or ""), refused.value.hint
