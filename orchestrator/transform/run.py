@@ -60,6 +60,9 @@ _LOST_CONNECTION = re.compile(
     re.IGNORECASE)
 
 
+# a model reading a column its table lacks: DuckDB's binder, PostgreSQL's UndefinedColumn
+_RAW_COLUMN_MISSING = re.compile(r'Table "[^"]+" does not have a column named|column [\w."]+ does not exist')
+
 # how an orphan's audit query says that its parent was deleted, not missing
 DELETED_PARENT = "was deleted by its source"
 
@@ -83,7 +86,8 @@ class TransformFailed(Exception):
             lines.append(f"  skipped (downstream of the failure): {', '.join(self.skipped)}")
         if orphans:
             # The run completed: nothing was skipped, only the orphan rows were held out of staging.
-            steps = (["load the missing parent rows (or correct the child rows at the source)"]
+            steps = (["load the missing parent rows (or correct the child rows at the source; if the parent table's "
+                      "last load failed, the rows are in what it refused: fix that load first)"]
                      if any(f.audit == "assert_relationship" and DELETED_PARENT not in f.query for f in failures)
                      else [])
             steps += (["delete or mark (soft_delete) the child rows at the source too, bring the parent back, or, "
@@ -157,6 +161,14 @@ class TransformFailed(Exception):
                 " stopped writing after such a failure. The model's SQL is not the cause. next: free space there or"
                 " move the warehouse to a larger disk, then rerun `elt transform`: the intervals that did not"
                 " complete are still missing in SQLMesh's state and run again."
+            )
+        elif any(_RAW_COLUMN_MISSING.search(e) for e in self.model_errors if e.startswith("staging.")):
+            lines.append(
+                "  A staging model reads a column its raw table does not have yet: a column declared (or renamed)"
+                " before a load brought it; for a raw table several sources write, the transform does not add it"
+                " itself. The models downstream were skipped; prod still serves the previous data. next: load the"
+                " table (`elt load <source> --table <table>`; with --force if the file or cursor has nothing new),"
+                " or add the column to raw (docs/runbook.md#schema-change), then rerun `elt transform`."
             )
         elif self.model_errors or self.skipped:
             lines.append(

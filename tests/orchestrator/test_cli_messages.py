@@ -303,6 +303,18 @@ def test_a_transform_failure_points_where_its_cause_is() -> None:
     text = str(TransformFailed("run", [AuditFailure("marts.orders", "unique_key", 1, None, "SELECT ...")]))
     assert "#failed-audit" in text and "#deleted-rows" not in text
 
+    # a staging model reading a column raw has not got yet (declared before a load brought it): a
+    # probe was told the error was in the model's SQL
+    for error in ('Binder Error: Table "raw" does not have a column named "channel"',
+                  'column raw.channel does not exist'):
+        text = str(TransformFailed("run", [], skipped={"marts.orders"},
+                                   model_errors=[f"staging.stg_jaffle_shop__orders: {error}"]))
+        assert "reads a column its raw table does not have yet" in text, text
+        assert "`elt load <source> --table <table>`" in text and "error is in the model's SQL" not in text, text
+    text = str(TransformFailed("run", [], model_errors=['marts.orders: Binder Error: Table "o" does not have a column '
+                                                        'named "x"']))
+    assert "reads a column its raw table" not in text and "error is in the model's SQL" in text, text
+
 
 def test_status_says_what_never_ran_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Right after `make demo` every job 'never ran', though the demo loaded and transformed everything:
