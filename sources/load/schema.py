@@ -39,6 +39,7 @@ def plan_schema(
     """``raw``/``batch``: column -> normalised SQL type (data columns only, metadata excluded)."""
     plan = SchemaPlan()
     changed = []
+    into_text = []  # typed columns raw holds as text: a load before the column was declared
     batch_cols = dict(batch)
     for name, sql_type in batch:
         if name not in raw:
@@ -48,19 +49,29 @@ def plan_schema(
                 plan.cast.append((name, raw[name]))
             else:
                 changed.append(f"{name}: raw has {raw[name]}, the batch has {sql_type}")
+                if raw[name] in ("TEXT", "VARCHAR"):
+                    into_text.append(name)
     plan.absent = [name for name in raw if name not in batch_cols]
     if changed:
-        raise RawLoadError(
-            f"column type changed in {raw_table}: {'; '.join(changed)}",
-            **where,  # type: ignore[arg-type]
-            hint="a source type change: migrate the raw table (see docs/runbook.md, 'Schema change'); only when "
-            "raw's type holds every new value unchanged, set schema_policy: evolve_cast on the table to cast to it "
-            "(a value the cast would change fails the batch); the batch stays in landing",
-        )
+        if into_text and len(into_text) == len(changed):
+            # any value fits text: evolve_cast would always succeed and keep raw text for good
+            hint = (f"raw holds {', '.join(into_text)} as text (loaded before the column was declared, or declared "
+                    f"as text then): change raw's column to the declared type (ALTER TABLE {raw_table} ALTER COLUMN "
+                    "... SET DATA TYPE ...; see docs/runbook.md, 'Schema change'), then load again; not evolve_cast, "
+                    "which would keep it text; the batch stays in landing")
+        else:
+            hint = ("a source type change: migrate the raw table (see docs/runbook.md, 'Schema change'); only when "
+                    "raw's type holds every new value unchanged, set schema_policy: evolve_cast on the table to cast "
+                    "to it (a value the cast would change fails the batch); the batch stays in landing")
+        raise RawLoadError(f"column type changed in {raw_table}: {'; '.join(changed)}",
+                           **where, hint=hint)  # type: ignore[arg-type]
     if policy == "strict" and (plan.add or plan.absent):
+        added = ", ".join(f"ADD COLUMN {c} {t}" for c, t in plan.add)
         raise RawLoadError(
             f"columns differ from {raw_table} and the table's schema_policy is strict: {'; '.join(plan.notes)}",
             **where,  # type: ignore[arg-type]
-            hint="update the declaration and migrate raw, or use schema_policy: evolve",
+            hint=(f"if the declaration is right, give raw the same columns (ALTER TABLE {raw_table} {added}), write the "
+                  "statement down for a replay, and load again; " if added else "")
+            + "or update the declaration (docs/runbook.md, 'Schema change'), or use schema_policy: evolve",
         )
     return plan

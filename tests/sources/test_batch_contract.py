@@ -316,6 +316,9 @@ def test_the_same_file_under_a_changed_declaration_is_extracted_again(small_jaff
         (stopped,) = load_file_source(declared, path=small_jaffle, landing=landing, raw=raw, tables=["stores"])
     assert stopped.status != "unchanged" and stopped.error is not None
     assert "column type changed in raw_jaffle_shop.stores: seats: raw has TEXT" in str(stopped.error), stopped.error
+    # any value fits text: evolve_cast would always pass and keep raw text, so it is not offered (a probe)
+    hint = stopped.error.hint or ""
+    assert "ALTER TABLE raw_jaffle_shop.stores ALTER COLUMN" in hint and "not evolve_cast" in hint, hint
 
     # the runbook's next step: migrate raw's column, load again; the waiting batch applies
     con = duckdb.connect(str(tmp_path / "wh.duckdb"))
@@ -326,3 +329,19 @@ def test_the_same_file_under_a_changed_declaration_is_extracted_again(small_jaff
         assert applied.error is None and len(applied.applied) == 1
         # and the same file under the same declaration is unchanged again
         assert load_file_source(declared, path=small_jaffle, landing=landing, raw=raw, tables=["stores"])[0].status == "unchanged"
+
+
+def test_a_strict_table_whose_batch_adds_a_column_is_told_the_statement_that_gives_raw_it() -> None:
+    """`strict` stopped with 'update the declaration and migrate raw', naming no command: a probe
+    declared the column and met the same refusal (raw still lacked it)."""
+    from sources.errors import RawLoadError
+    from sources.load.schema import plan_schema
+
+    where = {"source": "shop", "table": "orders"}
+    with pytest.raises(RawLoadError) as stopped:
+        plan_schema({"id": "TEXT"}, [("id", "TEXT"), ("channel", "TEXT")], "strict", where, "raw_shop.orders")
+    assert "schema_policy is strict: added column channel TEXT" in str(stopped.value), stopped.value
+    assert "ALTER TABLE raw_shop.orders ADD COLUMN channel TEXT" in (stopped.value.hint or ""), stopped.value.hint
+    with pytest.raises(RawLoadError) as dropped:
+        plan_schema({"id": "TEXT", "gone": "TEXT"}, [("id", "TEXT")], "strict", where, "raw_shop.orders")
+    assert "ALTER TABLE" not in (dropped.value.hint or "") and "schema_policy: evolve" in (dropped.value.hint or "")
