@@ -1031,9 +1031,18 @@ def _needs_plan(ctx, environment: str, snapshots: dict[str, Any]) -> bool:  # ty
     env = ctx.state_reader.get_environment(environment)
     if env is None or not env.finalized_ts:
         return True
+    # the project's before_all / after_all (config.yaml): SQLMesh's run executes the environment's
+    # stored ones, so a warehouse planned before they changed needs a plan to take them
+    if _statements(getattr(ctx, "_environment_statements", None)) != \
+            _statements(ctx.state_reader.get_environment_statements(environment)):
+        return True
     local = {s.snapshot_id for s in snapshots.values()}
     served = {s.snapshot_id for s in env.snapshots}
     return local != served
+
+
+def _statements(items: Any) -> list[tuple[list[str], list[str]]]:
+    return [(list(s.before_all), list(s.after_all)) for s in items or []]
 
 
 def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
