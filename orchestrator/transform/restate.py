@@ -1667,7 +1667,8 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                        else tables for mv, tables in pending.items()}
             pending = {mv: tables for mv, tables in pending.items() if tables}
     # recorded as consumed with the pending batches, after their held rows are recorded
-    pending, read_by_build, unchecked = _built_outside_elt(adapter, pending, targets, stored, in_state)
+    ancestors = {schema_table(f).lower(): {schema_table(u).lower() for u in ctx.dag.upstream(f)} for f in ctx.dag.sorted}
+    pending, read_by_build, unchecked = _built_outside_elt(adapter, pending, targets, stored, in_state, ancestors)
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
     # The last day each model version can have built: SQLMesh's run ends now, and builds a day once
@@ -1899,7 +1900,8 @@ def outside_plan_margin_s() -> int:
 
 def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, set[str]]],
                        targets: dict[tuple[str, str], list[Any]], stored: dict[Any, Any],
-                       in_state: dict[tuple[str, str], Any]) -> tuple[dict[tuple[str, str], dict[str, set[str]]],
+                       in_state: dict[tuple[str, str], Any], ancestors: dict[str, set[str]] | None = None,
+                       ) -> tuple[dict[tuple[str, str], dict[str, set[str]]],
                                                                        dict[tuple[str, str], dict[str, set[str]]],
                                                                        dict[tuple[str, str], dict[str, set[str]]]]:
     """``pending`` without the batches that a version built outside `elt transform` already read;
@@ -1917,10 +1919,20 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
     Only when that snapshot created the version: a metadata-only, forward-only or indirect
     non-breaking change makes a newer snapshot of an older table (its ``previous_versions`` name
     the same version), whose creation says nothing about when the table read raw. Those versions
-    keep every batch pending, as before."""
+    keep every batch pending, as before.
+
+    And only what its inputs held: a version that reads other models (a mart over staging) read
+    a batch only if every model it reads through had taken it in by then. A batch still pending
+    for one of them (``ancestors``: model -> every model upstream of it), and not read by that
+    model's own outside build, stays pending here too: a mart deployed by a bare plan while
+    batches waited for a transform was built from staging without them, and kept them out for
+    good (a probe)."""
     from orchestrator.transform import windows as w
 
-    built = [mv for mv in pending if in_state.get(mv) is not None]
+    ancestors = ancestors or {}
+    # upstream first: a model's ancestors are a strict subset of each of its descendants'
+    built = sorted((mv for mv in pending if in_state.get(mv) is not None),
+                   key=lambda mv: len(ancestors.get(mv[0], ())))
     if not built:
         return pending, {}, {}
     recorded = w.consumed_versions(adapter, built)
@@ -1937,7 +1949,13 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
         before = created - margin
         if before not in ledger:
             ledger[before] = w.batches_loaded_before(adapter, before)
-        read = {t: b & ledger[before] for t, b in pending[mv].items() if b & ledger[before]}
+        unread: dict[str, set[str]] = {}  # batches a model it reads through has not taken in
+        for up, tables in pending.items():
+            if up[0] in ancestors.get(mv[0], ()):
+                for t, b in tables.items():
+                    unread.setdefault(t, set()).update(b - taken.get(up, {}).get(t, set()))
+        read = {t: (b & ledger[before]) - unread.get(t, set()) for t, b in pending[mv].items()}
+        read = {t: b for t, b in read.items() if b}
         if read:
             taken[mv] = read
             log.info(f"{mv[0]}: its version {mv[1]} was built outside `elt transform` (snapshot created "

@@ -1079,14 +1079,23 @@ def _arm_failpoints_inside_sqlmesh(ctx) -> None:  # type: ignore[no-untyped-def]
     SnapshotEvaluator.evaluate = evaluate  # type: ignore[method-assign]
 
 
-def _record_served(ctx, environment: str) -> None:  # type: ignore[no-untyped-def]
+def _record_served(ctx, environment: str, planned: bool = True) -> None:  # type: ignore[no-untyped-def]
     """What the environment serves after this transform, once per SQLMesh plan (``deploys.SERVED``):
     a later plan not recorded there was made outside `elt`. A record, not the transform's work: a
-    failure to write it is logged."""
-    from orchestrator.transform.deploys import record_served
+    failure to write it is logged.
+
+    ``planned`` false (a transform that applied no plan of its own): a plan made outside `elt` that
+    changed models stays unrecorded, so that a checkout without its change is still refused. An
+    `elt transform` from the checkout that made it (the runbook's step after a bare `sqlmesh
+    plan`) recorded it as elt's own, and the scheduler's older checkout then put the change back,
+    green (a probe). The first record of an environment (nothing recorded yet) is taken as the base."""
+    from orchestrator.transform.deploys import changed_outside, record_served
 
     try:
-        record_served(ctx.engine_adapter, environment, ctx.state_reader.get_environment(environment))
+        env = ctx.state_reader.get_environment(environment)
+        if not planned and changed_outside(ctx.engine_adapter, environment, env) is not None:
+            return
+        record_served(ctx.engine_adapter, environment, env)
     except Exception as exc:  # noqa: BLE001 - the transform's work is done; the guard then has less to go on
         log.warning(f"could not record what {environment} serves: {first_line(exc)}; a later plan made outside "
                     "`elt transform` will not be told from this one", extra={"fields": {"environment": environment}})
@@ -1271,7 +1280,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
                               model_errors=console.model_errors)
     failpoints.hit("transform.after_run")
-    _record_served(ctx, environment)
+    _record_served(ctx, environment, planned=applied)
     # when a deploy has just added records for its versions; a version the janitor removes between
     # deploys (a week after no environment uses it) is forgotten at the next one
     if applied and environment == "prod":

@@ -212,6 +212,10 @@ def test_a_change_deployed_by_a_bare_sqlmesh_plan_is_not_put_back_by_a_checkout_
     env = {**project.env, "ELT_PROJECT_DIR": str(branch),
            "ELT_DUCKDB_PATH": str(project.root / "data" / "warehouse.duckdb")}
     run([str(BIN / "sqlmesh"), "plan", "--auto-apply", "--no-prompts"], cwd=branch, env=env, timeout=300)
+    # the runbook's next step after a bare plan, from the same checkout (it plans nothing: it
+    # serves what prod serves). It took the outside plan for elt's own, and the scheduler's
+    # checkout below then put the change back, green (a probe)
+    run([str(BIN / "elt"), "transform"], cwd=branch, env=env, timeout=300)
 
     proc = project.elt("transform", timeout=300)  # the scheduler's checkout, without the change
     out = proc.stdout + proc.stderr
