@@ -791,12 +791,20 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
+# a pipeline command holding the file: `elt <command>`, `sqlmesh <command>` (not the UI, a viewer)
+_PIPELINE_COMMAND = re.compile(r"(^|[/ ])(elt|sqlmesh)( |$)")
+_SQLMESH_UI = re.compile(r"(^|[/ ])sqlmesh ui( |$)")
+
+
 def held_duckdb_lock(exc: BaseException, command: str = "the command") -> str | None:
     """The message for DuckDB's "Could not set lock" anywhere in ``exc``'s chain (SQLMesh wraps it), else None.
 
     >>> held_duckdb_lock(OSError('IO Error: Could not set lock on file "/w.duckdb": Conflicting lock is '
     ...                          'held in /usr/bin/python3 (PID 99999999). See also ...')).splitlines()[0]
     'error: the warehouse /w.duckdb is open in another process, PID 99999999 (/usr/bin/python3)'
+    >>> held_duckdb_lock(OSError('IO Error: Could not set lock on file "/w.duckdb": Conflicting lock is '
+    ...                          'held in /srv/.venv/bin/elt transform (PID 99999999). See also ...')).splitlines()[-1][:45]
+    '  next: wait for that command to finish (`elt'
     """
     seen: list[BaseException] = []
     current: BaseException | None = exc
@@ -817,10 +825,17 @@ def held_duckdb_lock(exc: BaseException, command: str = "the command") -> str | 
         program = program[:200] + " ..."
     history = Path(os.environ.get("ELT_META_DUCKDB_PATH") or "elt_history.duckdb").name
     what = "the run history" if Path(match["file"]).name == history else "the warehouse"
-    return (f"error: {what} {match['file']} is open in another process, PID {pid} ({program})\n"
-            "  DuckDB lets one process at a time open the file for writing.\n"
-            f"  next: close that program (for `sqlmesh ui`, stop it with Ctrl-C, or `kill {pid}`), or wait for that "
-            f"run to finish (`elt runs` lists the scheduler's), then rerun `{redact_userinfo(command)}`")
+    head = (f"error: {what} {match['file']} is open in another process, PID {pid} ({program})\n"
+            "  DuckDB lets one process at a time write the file, and none while another holds it open, read-only "
+            "ones (a BI tool, a notebook) included.\n")
+    if _PIPELINE_COMMAND.search(program) and not _SQLMESH_UI.search(program):
+        # a load, a transform, a plan: killing it is the one wrong answer (a probe was told to)
+        return head + (f"  next: wait for that command to finish (`elt runs` lists the scheduler's; a `sqlmesh plan` "
+                       f"waiting at its prompt holds the file until it is answered), then rerun "
+                       f"`{redact_userinfo(command)}`")
+    return head + (f"  next: close that program (for `sqlmesh ui`, stop it with Ctrl-C; a BI tool or a notebook: close "
+                   f"its connection; or `kill {pid}`), then rerun `{redact_userinfo(command)}`; "
+                   "docs/runbook.md#bi-tools-on-a-duckdb-warehouse says how BI tools read a DuckDB warehouse")
 
 
 if __name__ == "__main__":
