@@ -345,6 +345,11 @@ def _lost_columns(item: Extract, last_read: Callable[[], Manifest]) -> list[str]
     return [c for c in missing if c in had]
 
 
+def _force_command(spec: SourceSpec, table: TableSpec, item: Extract) -> str:
+    """The `elt load ... --force` that reads the same file again, from the folder it was read from."""
+    return Manifest("", spec.name, table.name, "", 0, [], [], [], origin=item.origin).force_command(table.file)
+
+
 def _file_name(item: Extract) -> str:
     path = str(item.origin.get("path") or "")
     return path.rsplit("/", 1)[-1] or "the file"
@@ -506,7 +511,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 hint=f"if the export lost the column(s) by mistake, fix the file and rerun; if they are gone at the "
                      f"source for good, remove them from the declaration and from the models that read them "
                      f"(docs/runbook.md#schema-change); to load the file as it is, with NULL there from now on, "
-                     f"run `elt load {spec.name} --table {table.name} --force` once")
+                     f"run `{_force_command(spec, table, item)}` once")
         if writer.rows == 0 and not item.land_if_empty:
             writer.abort()
             progress.done()

@@ -84,7 +84,7 @@ def test_a_snapshot_file_that_lost_a_declared_column_is_refused_until_forced(set
     message = f"{outcome.error}\n{outcome.error.hint}"
     assert "raw_customers.csv lacks the declared column(s) name, which the previous read of the table had" in message, message
     assert "set name to NULL in every row (4)" in message and "Nothing was landed" in message, message
-    assert "elt load jaffle_shop --table customers --force" in message, message
+    assert f"elt load jaffle_shop --table customers --force --path {small_jaffle}" in message, message
     assert outcome.landed == [] and outcome.applied == [], outcome
     transform(settings, quiet=True)
     assert _names(settings) == {"c1": "Ann", "c2": "Bob", "c3": "Cyd"}
