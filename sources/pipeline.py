@@ -32,7 +32,7 @@ from sources.errors import (ConnectionFailed, ContractError, LoaderError, Source
                             warehouse_write_problem)
 from sources import failpoints, forks
 from sources.extract.base import Extract
-from sources.landing.manifest import Manifest
+from sources.landing.manifest import Manifest, force_command
 from sources.landing.store import LandedBatches, Landing
 from sources.landing.writer import newest_stamp
 from sources.load.base import RawStore
@@ -345,11 +345,6 @@ def _lost_columns(item: Extract, last_read: Callable[[], Manifest]) -> list[str]
     return [c for c in missing if c in had]
 
 
-def _force_command(spec: SourceSpec, table: TableSpec, item: Extract) -> str:
-    """The `elt load ... --force` that reads the same file again, from the folder it was read from."""
-    return Manifest("", spec.name, table.name, "", 0, [], [], [], origin=item.origin).force_command(table.file)
-
-
 def _file_name(item: Extract) -> str:
     path = str(item.origin.get("path") or "")
     return path.rsplit("/", 1)[-1] or "the file"
@@ -511,7 +506,7 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 hint=f"if the export lost the column(s) by mistake, fix the file and rerun; if they are gone at the "
                      f"source for good, remove them from the declaration and from the models that read them "
                      f"(docs/runbook.md#schema-change); to load the file as it is, with NULL there from now on, "
-                     f"run `{_force_command(spec, table, item)}` once")
+                     f"run `{force_command(spec.name, table.name, item.origin, table.file)}` once")
         if writer.rows == 0 and not item.land_if_empty:
             writer.abort()
             progress.done()

@@ -1667,8 +1667,7 @@ def restate_pending(ctx, environment: str, lineage: Lineage | None = None,  # ty
                        else tables for mv, tables in pending.items()}
             pending = {mv: tables for mv, tables in pending.items() if tables}
     # recorded as consumed with the pending batches, after their held rows are recorded
-    ancestors = {schema_table(f).lower(): {schema_table(u).lower() for u in ctx.dag.upstream(f)} for f in ctx.dag.sorted}
-    pending, read_by_build, unchecked = _built_outside_elt(adapter, pending, targets, stored, in_state, ancestors)
+    pending, read_by_build, unchecked = _built_outside_elt(adapter, pending, targets, stored, in_state, ctx.dag)
     specs = w.window_specs()
     cache: dict[tuple[str, frozenset[str]], w.Windows] = {}
     # The last day each model version can have built: SQLMesh's run ends now, and builds a day once
@@ -1900,7 +1899,7 @@ def outside_plan_margin_s() -> int:
 
 def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, set[str]]],
                        targets: dict[tuple[str, str], list[Any]], stored: dict[Any, Any],
-                       in_state: dict[tuple[str, str], Any], ancestors: dict[str, set[str]] | None = None,
+                       in_state: dict[tuple[str, str], Any], dag: Any = None,
                        ) -> tuple[dict[tuple[str, str], dict[str, set[str]]],
                                                                        dict[tuple[str, str], dict[str, set[str]]],
                                                                        dict[tuple[str, str], dict[str, set[str]]]]:
@@ -1923,18 +1922,20 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
 
     And only what its inputs held: a version that reads other models (a mart over staging) read
     a batch only if every model it reads through had taken it in by then. A batch still pending
-    for one of them (``ancestors``: model -> every model upstream of it), and not read by that
+    for one of them (every model upstream of it in ``dag``, SQLMesh's), and not read by that
     model's own outside build, stays pending here too: a mart deployed by a bare plan while
     batches waited for a transform was built from staging without them, and kept them out for
     good (a probe)."""
     from orchestrator.transform import windows as w
 
-    ancestors = ancestors or {}
-    # upstream first: a model's ancestors are a strict subset of each of its descendants'
-    built = sorted((mv for mv in pending if in_state.get(mv) is not None),
-                   key=lambda mv: len(ancestors.get(mv[0], ())))
+    built = [mv for mv in pending if in_state.get(mv) is not None]
     if not built:
         return pending, {}, {}
+    # every model upstream of each built version's model (by name), read only when one is built
+    ancestors = {mv[0]: {schema_table(u).lower() for sid in targets[mv][:1] if dag is not None and sid.name in dag
+                         for u in dag.upstream(sid.name)} for mv in built}
+    # upstream first: a model's ancestors are a strict subset of each of its descendants'
+    built.sort(key=lambda mv: len(ancestors[mv[0]]))
     recorded = w.consumed_versions(adapter, built)
     margin = timedelta(seconds=outside_plan_margin_s())
     taken: dict[tuple[str, str], dict[str, set[str]]] = {}
@@ -1951,7 +1952,7 @@ def _built_outside_elt(adapter: Any, pending: dict[tuple[str, str], dict[str, se
             ledger[before] = w.batches_loaded_before(adapter, before)
         unread: dict[str, set[str]] = {}  # batches a model it reads through has not taken in
         for up, tables in pending.items():
-            if up[0] in ancestors.get(mv[0], ()):
+            if up[0] in ancestors[mv[0]]:
                 for t, b in tables.items():
                     unread.setdefault(t, set()).update(b - taken.get(up, {}).get(t, set()))
         read = {t: (b & ledger[before]) - unread.get(t, set()) for t, b in pending[mv].items()}

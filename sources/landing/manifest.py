@@ -72,27 +72,14 @@ class Manifest:
         return datetime.fromisoformat(self.extracted_at)
 
     def force_command(self, file: str | None = None) -> str:
-        """The `elt load ... --force` that lands this batch's file again, from the folder it was read
-        from (``--path``: a load given another folder than the declaration's reads the declared one
-        without it). ``file``: the table's declared file name, relative to that folder.
+        """The `elt load ... --force` that lands this batch's file again (``force_command``).
 
         >>> m = Manifest("b1", "shop", "orders", "2026-01-01T00:00:00+00:00", 1, [], [], [],
         ...              origin={"path": "/in/day 2/orders.csv"})
         >>> m.force_command("orders.csv")
         "elt load shop --table orders --force --path '/in/day 2'"
         """
-        import posixpath
-        import shlex
-
-        command = f"elt load {self.source} --table {self.table} --force"
-        path = str(self.origin.get("path") or "")
-        if path.startswith("file://"):
-            path = path[len("file://"):]
-        if not path:
-            return command
-        name = (file or posixpath.basename(path)).strip("/")
-        folder = path[: -len(name) - 1] if path.endswith("/" + name) else posixpath.dirname(path)
-        return f"{command} --path {shlex.quote(folder)}" if folder else command
+        return force_command(self.source, self.table, self.origin, file)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -109,3 +96,21 @@ class Manifest:
         data["files"] = [LandedFile(**f) for f in data["files"]]
         data.setdefault("cursor", {})
         return cls(**data)
+
+
+def force_command(source: str, table: str, origin: dict[str, Any], file: str | None = None) -> str:
+    """The `elt load ... --force` that reads a file again, from the folder it was read from
+    (``origin["path"]``; ``--path``: a load given another folder than the declaration's reads the
+    declared one without it). ``file``: the table's declared file name, relative to that folder."""
+    import posixpath
+    import shlex
+
+    command = f"elt load {source} --table {table} --force"
+    path = str(origin.get("path") or "")
+    if path.startswith("file://"):
+        path = path[len("file://"):]
+    if not path:
+        return command
+    name = (file or posixpath.basename(path)).strip("/")
+    folder = path[: -len(name) - 1] if path.endswith("/" + name) else posixpath.dirname(path)
+    return f"{command} --path {shlex.quote(folder)}" if folder else command
