@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform bench-spark bench-kill bench-listing clean-data clean help
+.PHONY: demo demo-production test test-fast lock ui bench bench-loader bench-transform bench-spark bench-kill bench-listing bench-orphans clean-data clean help
 
 help:
 	@echo "make demo   - generate Jaffle Shop data, load it, build and audit every model (prod)"
@@ -102,6 +102,10 @@ bench-loader: $(STAMP)
 # 1-batch load of the same run (last line: JSON). About 2 minutes.
 bench-listing: $(STAMP)
 	$(BIN)/python bench/landing_listing.py --repeat 5 --s3
+
+# The orphan check of a whole-history build on a real PostgreSQL server (decision 0067); JSON line.
+bench-orphans: $(STAMP)
+	$(BIN)/python bench/orphan_check_postgres.py --deletions
 
 # Chaos: `elt transform` SIGKILLed at random instants, then healed; marts must equal a clean build,
 # and no process may outlive the kill (last line: JSON; exit 1 on any loss). About 15 s a round.
