@@ -191,7 +191,8 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
     where = {"source": source, "table": table.name, "batch_id": batch_id}
     keys = [q(c) for c in table.primary_key]
     key_list = ", ".join(keys)
-    missing = " OR ".join(f"{k} IS NULL OR CAST({k} AS TEXT) = ''" for k in keys)
+    # blank counts as empty: a key of spaces loaded, became a customer of its own in the marts (a probe)
+    missing = " OR ".join(f"{k} IS NULL OR TRIM(CAST({k} AS TEXT), ' \t\r\n') = ''" for k in keys)
     rows_of = f"read_parquet({lit(str(data_file))}, file_row_number = true)"
     # Bounded memory whatever the batch size: DuckDB spills to disk past the limit.
     con = duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "preserve_insertion_order": False})
@@ -206,7 +207,7 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
             bad = con.execute(f"SELECT file_row_number FROM {rows_of} WHERE {missing} ORDER BY file_row_number LIMIT 1").fetchone()
             row = int(bad[0]) + 1
             raise ContractError(
-                f"primary key ({', '.join(table.primary_key)}) is empty"
+                f"primary key ({', '.join(table.primary_key)}) is empty or blank"
                 + (f" (data row {row:,}, file line {file_lines([row])[row]:,})" if file_lines else ""),
                 **where,
                 row=row,

@@ -455,7 +455,8 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
     ``after``: the table's newest extraction stamp: the batch is stamped after it, whatever the
     clock says (``Landing.open_batch``).
     ``last_read``: a snapshot file's latest landed read (a file table read whole, not forced): a
-    declared column that read had and this one lacks is refused (``_lost_columns``).
+    declared column that read had and this one lacks is refused (``_lost_columns``), and so is a
+    file that lost more than ``MAX_SHRINK`` of that read's rows (``_shrank``).
     """
     started = datetime.now(UTC)  # a cursor is never set past the time its extract began
     table = item.table
@@ -507,6 +508,19 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                      f"source for good, remove them from the declaration and from the models that read them "
                      f"(docs/runbook.md#schema-change); to load the file as it is, with NULL there from now on, "
                      f"run `{force_command(spec.name, table.name, item.origin, table.file)}` once")
+        # a snapshot file much smaller than the table's previous read: the same guard as a whole read
+        # of a database or an API (a header-only export wiped the marts, green)
+        shrunk = last_read() if last_read is not None else None
+        if shrunk is not None and _shrank(shrunk.rows, writer.rows):
+            raise ContractError(
+                f"{_file_name(item)} has {writer.rows:,} data rows where the table's previous read had "
+                f"{shrunk.rows:,} (batch {shrunk.batch_id}): a snapshot file is the whole table, so applied it "
+                f"would mark every key it lacks deleted, in staging and the marts too; an export that stopped "
+                f"early or wrote only its header looks like this. Nothing was landed", **where,
+                hint=f"if the file is incomplete, have it delivered again and rerun; if the source really lost "
+                     f"those rows, load the file as it is once with "
+                     f"`{force_command(spec.name, table.name, item.origin, table.file)}` (ELT_SNAPSHOT_MAX_SHRINK, "
+                     f"{MAX_SHRINK:g} now, sets how much smaller a read may be)")
         if writer.rows == 0 and not item.land_if_empty:
             writer.abort()
             progress.done()

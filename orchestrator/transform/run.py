@@ -61,6 +61,12 @@ _LOST_CONNECTION = re.compile(
 
 
 # a model reading a column its table lacks: DuckDB's binder, PostgreSQL's UndefinedColumn
+# a value a model's cast cannot hold (DuckDB, PostgreSQL): the data is the usual cause, not the SQL
+_VALUE_DOES_NOT_FIT = re.compile(
+    r"Conversion Error|Out of Range Error|numeric field overflow|invalid input syntax for type"
+    r"|out of range for type|value too long for type")
+_CAST_FROM_COLUMN = re.compile(r"(?:value|with value) (?P<value>\S+?) (?:to|can't be cast).*?when casting from source "
+                               r"column (?P<column>\w+)")
 _RAW_COLUMN_MISSING = re.compile(r'Table "[^"]+" does not have a column named|column [\w."]+ does not exist')
 
 # how an orphan's audit query says that its parent was deleted, not missing
@@ -169,6 +175,20 @@ class TransformFailed(Exception):
                 " itself. The models downstream were skipped; prod still serves the previous data. next: load the"
                 " table (`elt load <source> --table <table>`; with --force if the file or cursor has nothing new),"
                 " or add the column to raw (docs/runbook.md#schema-change), then rerun `elt transform`."
+            )
+        elif any(_VALUE_DOES_NOT_FIT.search(e) for e in self.model_errors):
+            cast = next((m for e in self.model_errors if (m := _CAST_FROM_COLUMN.search(e))), None)
+            column, value = (cast["column"], cast["value"]) if cast else ("<column>", "<value>")
+            lines.append(
+                "  A value in the data does not fit the type a model casts it to (the error above names it): a"
+                " wrong value at the source is the usual cause, not the model's SQL. The models downstream were"
+                " skipped; prod still serves the previous data where the run did not complete, and every transform"
+                " fails the same way until the value changes. next: find its row in the raw table the model reads (a staging model reads"
+                f" raw_<source>.<table>): `sqlmesh fetchdf \"SELECT _batch_id, _batch_row + 1 AS data_row, {column}"
+                f" FROM raw_<source>.<table> WHERE {column} = {value}\"`; correct it at the source and load it"
+                " (`elt load <source> --table <table>`, with --force if the file or cursor has nothing new), then"
+                " rerun `elt transform`; if such values are right, widen the type in the model"
+                " (docs/runbook.md#a-value-does-not-fit-a-models-type)."
             )
         elif self.model_errors or self.skipped:
             lines.append(

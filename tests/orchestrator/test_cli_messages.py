@@ -315,6 +315,19 @@ def test_a_transform_failure_points_where_its_cause_is() -> None:
                                                         'named "x"']))
     assert "reads a column its raw table" not in text and "error is in the model's SQL" in text, text
 
+    # a value the model's cast cannot hold: a probe's order of 10^14 cents was told its model's SQL
+    # was wrong, and every transform failed so until the source changed it
+    text = str(TransformFailed("run", [], skipped={"marts.orders"}, model_errors=[
+        "staging.stg_jaffle_shop__orders: Conversion Error: Could not cast value 100000000000000 to DECIMAL(18,4) "
+        "when casting from source column tax_paid"]))
+    assert "A value in the data does not fit the type a model casts it to" in text, text
+    assert "error is in the model's SQL" not in text, text
+    assert "WHERE tax_paid = 100000000000000" in text and "`elt load <source> --table <table>`" in text, text
+    text = str(TransformFailed("run", [], model_errors=["staging.stg_app__orders: numeric field overflow\nDETAIL:  A "
+                                                        "field with precision 18, scale 4 must round to an absolute "
+                                                        "value less than 10^14."]))
+    assert "does not fit the type a model casts it to" in text and "WHERE <column> = <value>" in text, text
+
 
 def test_status_says_what_never_ran_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Right after `make demo` every job 'never ran', though the demo loaded and transformed everything:

@@ -115,3 +115,52 @@ def test_a_flag_written_in_another_encoding_fails_its_audit_instead_of_turning_f
     message = str(failed.value)
     assert "staging.stg_jaffle_shop__supplies" in message and "not_null" in message, message
     assert "SUP-001" in message and "SUP-002" not in message, message
+
+
+def test_a_snapshot_file_that_lost_most_of_its_rows_is_refused_until_forced(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """An export that wrote only its header: the snapshot file was applied as the whole table, every
+    key became a deletion, and the marts emptied with exit 0 (a probe of values: header-only orders
+    and items files). A file that lost more than half of the previous read's rows (and more than
+    ten) is now refused as a whole read of a database or an API is, naming both counts and the
+    `--force` command; a smaller loss is a delivery like any other."""
+    customers = small_jaffle / "raw_customers.csv"
+    rows = [f"c{i},Name {i}" for i in range(1, 41)]
+    customers.write_text("id,name\n" + "\n".join(rows) + "\n")
+    _load(settings, small_jaffle, "customers")
+
+    customers.write_text("id,name\n")
+    (outcome,) = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, tables=["customers"])
+    message = f"{outcome.error}\n{outcome.error.hint}"
+    assert "raw_customers.csv has 0 data rows where the table's previous read had 40" in message, message
+    assert "would mark every key it lacks deleted" in message and "Nothing was landed" in message, message
+    assert f"elt load jaffle_shop --table customers --force --path {small_jaffle}" in message, message
+    assert outcome.landed == [] and outcome.applied == [], outcome
+
+    customers.write_text("id,name\n" + "\n".join(rows[:25]) + "\n")  # 15 of 40 gone: under half
+    (fewer,) = _load(settings, small_jaffle, "customers")
+    assert len(fewer.applied) == 1, fewer
+    customers.write_text("id,name\n")
+    (forced,) = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, tables=["customers"], force=True)
+    assert forced.error is None and len(forced.applied) == 1, forced
+    with duckdb.connect(str(settings.warehouse), read_only=True) as con:
+        live = con.execute("SELECT COUNT(*) FROM (SELECT id, _deleted, ROW_NUMBER() OVER (PARTITION BY id ORDER BY "
+                           "_extracted_at DESC, _batch_id DESC, _batch_row DESC) AS rn FROM raw_jaffle_shop.customers) "
+                           "WHERE rn = 1 AND NOT COALESCE(_deleted, FALSE)").fetchone()[0]
+    assert live == 0
+
+
+def test_a_value_the_staging_cast_cannot_hold_is_named_as_data(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """An order of 10^14 cents passes the contract (a 64-bit integer) but not staging's cast to
+    DECIMAL(18, 4): the transform was told its model's SQL was wrong (a probe of values). It now
+    names the value as data, with the query that finds its row and the load that replaces it."""
+    from orchestrator.transform.run import TransformFailed
+
+    orders = small_jaffle / "raw_orders.csv"
+    orders.write_text(orders.read_text() + "o9,c1,2018-09-04T09:00:00,s1,0,100000000000000,100000000000000\n")
+    _load(settings, small_jaffle)
+    with pytest.raises(TransformFailed) as failed:
+        transform(settings, quiet=True)
+    text = str(failed.value)
+    assert "staging.stg_jaffle_shop__orders" in text and "100000000000000" in text, text
+    assert "A value in the data does not fit the type a model casts it to" in text, text
+    assert "error is in the model's SQL" not in text, text

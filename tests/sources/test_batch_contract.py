@@ -181,7 +181,9 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
          ContractError, ["'c1' appears 2 times", "row=3",
                          "first at data row 1 (file line 2), again at data row 3 (file line 6)"]),
         ("raw_customers.csv", "id,name\nc1,Ann\n,Nobody\n",
-         ContractError, ["field=id", "row=2", "primary key (id) is empty (data row 2, file line 3)"]),
+         ContractError, ["field=id", "row=2", "primary key (id) is empty or blank (data row 2, file line 3)"]),
+        ("raw_customers.csv", "id,name\nc1,Ann\nc2,Bob\n  \t ,Nobody\n",
+         ContractError, ["field=id", "row=3", "primary key (id) is empty or blank (data row 3, file line 4)"]),
         ("raw_customers.csv", "customer_id,name\nc1,Ann\n",
          ContractError, ["table=customers", "missing: ['id']", "not declared: ['customer_id']",
                          "primary key column(s) ['id'] are missing"]),
@@ -192,7 +194,7 @@ def test_a_tampered_landing_file_is_refused(small_jaffle: Path, tmp_path: Path) 
         ("raw_orders.csv", "id,customer,store_id,subtotal,tax_paid,order_total\no1,c1,s1,1,1,2\n",
          ContractError, ["field=ordered_at", "missing: ['ordered_at']", "'ordered_at', the table's event_time, is missing"]),
     ],
-    ids=["bad-integer", "bad-timestamp", "duplicate-key", "duplicate-key-after-multiline-value", "empty-key", "key-column-missing",
+    ids=["bad-integer", "bad-timestamp", "duplicate-key", "duplicate-key-after-multiline-value", "empty-key", "blank-key", "key-column-missing",
          "unterminated-quote", "event-time-column-missing"],
 )
 def test_bad_input_is_named_and_nothing_of_it_is_applied(
