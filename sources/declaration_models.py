@@ -20,6 +20,11 @@ from sources.specs import ColumnSpec, SourceSpec, TableSpec, parse_duration
 from sources.types import TYPE_NAMES, parse_type
 
 _NAME = r"^[a-z][a-z0-9_]{0,62}$"
+# PostgreSQL's identifiers hold 63 bytes and cut longer ones, silently: a raw schema or column
+# longer than that would be another one's, or not match its declaration
+MAX_IDENTIFIER_BYTES = 63
+# names the loader's own reads cannot take (read_parquet(..., file_row_number = true))
+RESERVED_COLUMNS = frozenset({"file_row_number"})
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 Kind = Literal["files", "postgres", "rest_api"]
 Format = Literal["csv", "jsonl", "parquet"]
@@ -222,9 +227,22 @@ class _Table(_Checked):
         def undeclared(column: str | None) -> bool:  # unknowable without columns (postgres: the catalog)
             return column is not None and bool(declared) and column not in declared
 
+        seen: dict[str, str] = {}  # lower-case name -> the name as written
         for name, column in written.items():
             if str(name).startswith("_"):
                 out.append((("columns", name), "names starting with '_' are reserved for load metadata"))
+            if len(str(name).encode()) > MAX_IDENTIFIER_BYTES:
+                out.append((("columns", name), f"is {len(str(name).encode())} bytes long: at most "
+                                               f"{MAX_IDENTIFIER_BYTES} (PostgreSQL cuts longer names, so the raw "
+                                               "column would not match its declaration)"))
+            if str(name).lower() in RESERVED_COLUMNS:
+                out.append((("columns", name), "is reserved: the loader reads each batch with DuckDB's "
+                                               "file_row_number, which a column of that name breaks"))
+            other = seen.setdefault(str(name).lower(), str(name))
+            if other != str(name):
+                out.append((("columns", name), f"differs from {other!r} only in case: the warehouses and SQLMesh's "
+                                               "models compare column names without case, so both would be one "
+                                               "column"))
             type_name = column.get("type") if isinstance(column, dict) else column
             if isinstance(type_name, str):  # otherwise the model reported it
                 try:
@@ -337,6 +355,13 @@ class SourceModel(_Checked):
         out: list[Problem] = [(("tables", name), "table name must be lower_snake_case") for name in
                               (raw.get("tables") if isinstance(raw.get("tables"), dict) else ())
                               if not re.match(_NAME, str(name))]
+        name = str(raw.get("name") or "")
+        if "name" not in bad and not raw.get("raw_schema") and len(f"raw_{name}") > MAX_IDENTIFIER_BYTES:
+            # PostgreSQL cut two such names to one schema: two sources wrote one raw table and each
+            # load marked the other source's keys deleted (a probe of identifiers)
+            out.append((("name",), f"is {len(name)} characters: at most {MAX_IDENTIFIER_BYTES - 4}, so that its "
+                                   f"raw schema raw_{name[:8]}... fits PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte "
+                                   "names (or set raw_schema)"))
         if kind == "files" and not self.path:
             out.append((("path",), " is required for kind files (a folder, or s3://bucket/prefix)"))
         if kind == "postgres" and not re.match(r"^[A-Z][A-Z0-9_]*_$", self.env_prefix):

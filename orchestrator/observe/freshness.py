@@ -675,13 +675,17 @@ def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None],
     schemas = sorted({t.split(".")[0] for t in wanted})
     found: dict[str, set[str]] = defaultdict(set)
     types: dict[tuple[str, str], str] = {}
+    # the column's name as the warehouse spells it: a PostgreSQL raw table keeps a source's case
+    # ("Order Date"), and the lower-cased name, quoted, named no column (a probe of identifiers)
+    spelled: dict[tuple[str, str], str] = {}
     if schemas:
         names = ", ".join(exp.Literal.string(s).sql(dialect) for s in schemas)
-        for schema, table, column, data_type in query(
-                "SELECT lower(table_schema), lower(table_name), lower(column_name), lower(data_type) "
+        for schema, table, column, data_type, as_named in query(
+                "SELECT lower(table_schema), lower(table_name), lower(column_name), lower(data_type), column_name "
                 f"FROM information_schema.columns WHERE lower(table_schema) IN ({names})"):
             found[f"{schema}.{table}"].add(column)
             types[(f"{schema}.{table}", column)] = str(data_type)
+            spelled[(f"{schema}.{table}", column)] = str(as_named)
     out: dict[str, tuple[datetime | None, str]] = {}
     for name, column in wanted.items():
         if name not in found:
@@ -694,7 +698,7 @@ def _newest_data(query: Any, dialect: str, wanted: dict[str, str | None],
             schema, table = name.split(".")
             # rows dated past tomorrow (a typo, a source's clock) are left out: one order dated 2100
             # made its table "fresh (newest data -73.1y old)" for good, whatever stopped arriving
-            col = exp.column(column.lower(), quoted=True).sql("duckdb")
+            col = exp.column(spelled.get((name, column.lower()), column), quoted=True).sql("duckdb")
             limit = f"CAST('{later:%Y-%m-%d %H:%M:%S}' AS TIMESTAMP)"
             # a date or a timestamp; any other column (text, a number) is "not a time", as before
             timed = any(t in types.get((name, column.lower()), "") for t in ("date", "timestamp"))

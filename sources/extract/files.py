@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from pyarrow import csv
 
 from sources.config import ColumnSpec, SourceSpec, TableSpec
+from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS
 from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
 from sources.logs import get_logger
@@ -239,10 +240,20 @@ def drifted_table(present: list[str], table: TableSpec, name: str,
     if clash:  # raw would get two columns one engine cannot tell apart
         raise ContractError(f"{detail}; {clash} differ from declared columns only in case", **where,
                             hint="rename the column in the extract, or declare it with the file's spelling")
-    reserved = [c for c in undeclared if c.startswith("_") or not c.strip()]
+    # among themselves too: note, NOTE and Note were landed, and every apply failed (a probe)
+    first: dict[str, str] = {}
+    clash = [c for c in undeclared if first.setdefault(c.lower(), c) != c]
+    if clash:
+        raise ContractError(f"{detail}; {clash} differ from {[first[c.lower()] for c in clash]} only in case", **where,
+                            hint="rename the columns in the extract so that no two differ only in case; nothing "
+                                 "was landed")
+    reserved = [c for c in undeclared if c.startswith("_") or not c.strip() or c.lower() in RESERVED_COLUMNS
+                or len(c.encode()) > MAX_IDENTIFIER_BYTES]
     if reserved:
-        raise ContractError(f"{detail}; column names {reserved} are reserved or empty", **where,
-                            hint="rename them in the extract (names starting with '_' are the loader's own)")
+        raise ContractError(f"{detail}; column names {reserved} are reserved, empty or longer than "
+                            f"{MAX_IDENTIFIER_BYTES} bytes", **where,
+                            hint="rename them in the extract (names starting with '_' and file_row_number are the "
+                                 f"loader's own; PostgreSQL cuts names after {MAX_IDENTIFIER_BYTES} bytes)")
     columns = (*table.columns, *(ColumnSpec(c, parse_type("string")) for c in undeclared))
     return replace(table, columns=columns), drift
 

@@ -28,6 +28,7 @@ from pyarrow import csv
 from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.connections import PostgresSettings
 from sources.errors import ContractError, SourceReadError, first_line
+from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS
 from sources.extract.base import Extract
 from sources.logs import get_logger
 from sources.types import ColumnType, parse_type
@@ -103,6 +104,7 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
         (row,) = [r for r in rows if r[0] == table.cursor_field]
         _refuse_unordered_cursor(table, str(row[1]), by_name[table.cursor_field].type, where, row[3], row[4])
     if not table.columns:
+        _refuse_unloadable_names([c.name for c in catalog], table, where)
         return catalog
     # declared columns: a subset of the catalog, each with the catalog's type
     missing = [c.name for c in table.columns if c.name not in by_name]
@@ -115,6 +117,24 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
         raise ContractError(f"declared types differ from {table.source_table}: {'; '.join(differ)}", **where,
                             hint="declare the catalog's types (or omit columns to take them from the catalog)")
     return list(table.columns)
+
+
+def _refuse_unloadable_names(names: list[str], table: TableSpec, where: dict[str, str]) -> None:
+    """A table typed from its catalog (no declared columns) gets the declaration's checks of names
+    here: the catalog's `id` and `ID`, `_batch_row`, a 64-byte name or `file_row_number` were
+    landed, then failed every apply (a probe of identifiers). Nothing is landed."""
+    first: dict[str, str] = {}
+    problems = [f"{n!r} differs from {first[n.lower()]!r} only in case" for n in names
+                if first.setdefault(n.lower(), n) != n]
+    problems += [f"{n!r} starts with '_', which the loader's own columns do" for n in names if n.startswith("_")]
+    problems += [f"{n!r} is reserved (the loader reads batches with DuckDB's file_row_number)" for n in names
+                 if n.lower() in RESERVED_COLUMNS]
+    problems += [f"{n!r} is {len(n.encode())} bytes long (PostgreSQL cuts names after {MAX_IDENTIFIER_BYTES})"
+                 for n in names if len(n.encode()) > MAX_IDENTIFIER_BYTES]
+    if problems:
+        raise ContractError(f"columns of {table.source_table} that raw cannot take: {'; '.join(problems)}", **where,
+                            hint="declare the table's columns (those to load, without these), or select them under "
+                                 "other names in a view at the source and read the view")
 
 
 # text types compared byte by byte (COLLATE "C"), as the loader compares them; other types that

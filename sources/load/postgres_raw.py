@@ -414,10 +414,13 @@ class PostgresRaw:
             cursor = sql.SQL("r.{}").format(_ident(cursor_field))
             if pa.types.is_string(rows.schema.field(cursor_field).type):  # byte order, as the loader's cursor
                 cursor = sql.SQL('{} COLLATE "C"').format(cursor)
-            cur.execute(sql.SQL("SELECT p._elt_i FROM _elt_probe AS p WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {} AND {} >= %s)").format(
+            # the bound as a literal, not a parameter: with parameters psycopg2 reads every % of the
+            # query, a quoted column's too ("Updated %"), as a placeholder (a probe: IndexError on
+            # every load after the first)
+            cur.execute(sql.SQL("SELECT p._elt_i FROM _elt_probe AS p WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {} AND {} >= {})").format(
                 _ident(raw_schema, table),
                 sql.SQL(" AND ").join(sql.SQL("r.{c} = p.{c}").format(c=_ident(c)) for c in cols),
-                cursor), [since])
+                cursor, sql.Literal(since)))
             found = [i for (i,) in cur.fetchall()]
         return mask_from_positions(rows.num_rows, found)
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sqlglot import exp
+
 from sources.errors import RawLoadError
 
 POLICIES = ("evolve", "strict", "evolve_cast")
@@ -41,6 +43,23 @@ def plan_schema(
     changed = []
     into_text = []  # typed columns raw holds as text: a load before the column was declared
     batch_cols = dict(batch)
+    # a column whose spelling changed only in case (a file's header went from Note to note): DuckDB
+    # refused to add it (it is raw's column), PostgreSQL would add a second one that no model can
+    # tell apart; named instead, with the rename that lets the landed batch apply (a probe)
+    spelled = {c.lower(): c for c in raw}
+    recased = [(name, spelled[name.lower()]) for name, _ in batch if name not in raw and name.lower() in spelled]
+    if recased:
+        pairs = ", ".join(f"{new!r} (raw has {old!r})" for new, old in recased)
+        def ident(name: str) -> str:
+            return exp.to_identifier(name, quoted=True).sql("postgres")
+
+        renames = "; ".join(f"ALTER TABLE {raw_table} RENAME COLUMN {ident(old)} TO {ident(new)}" for new, old in recased)
+        raise RawLoadError(
+            f"column(s) {pairs} of the batch differ from raw's only in case: the warehouses and SQLMesh's models "
+            "compare names without case, so it would be one column", **where,  # type: ignore[arg-type]
+            hint=f"if the source renamed it for good, rename raw's column ({renames}; the models that quote it too), "
+                 "then load again: the batch stays in landing; otherwise fix the extract's spelling and set this "
+                 "batch aside (docs/runbook.md#a-batch-blocks-its-table)")
     for name, sql_type in batch:
         if name not in raw:
             plan.add.append((name, sql_type))

@@ -357,3 +357,28 @@ def test_a_date_column_is_named_as_holding_days() -> None:
                          datetime(2020, 1, 3, 4), dated)
     assert found == {"s.d": (datetime(2020, 1, 2), ""), "s.t": (datetime(2020, 1, 2), "")}, found
     assert dated == {"s.d"}  # a timestamp at midnight is a time, not a day: only a tag says so
+
+
+def test_a_mixed_case_time_column_on_postgresql_is_read_as_spelled(pg_db) -> None:  # type: ignore[no-untyped-def]
+    """A PostgreSQL raw table keeps a source's "Order Date"; the newest-data query quoted the name
+    lower-cased, `elt freshness` and `elt report` ended in a traceback (column "order date" does
+    not exist), and `elt tick` stopped checking freshness for every source (a probe of identifiers)."""
+    import psycopg2
+
+    from orchestrator.observe.freshness import _newest_data
+
+    con = psycopg2.connect(pg_db.dsn)
+    con.autocommit = True
+
+    def query(sql: str) -> list:  # type: ignore[type-arg]
+        with con.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetchall() if cur.description else []
+
+    try:
+        query('CREATE SCHEMA raw_s; CREATE TABLE raw_s.t ("Order Date" TIMESTAMP); '
+              "INSERT INTO raw_s.t VALUES ('2020-01-01 10:00:00')")
+        value, note = _newest_data(query, "postgres", {"raw_s.t": "Order Date"}, datetime.now())["raw_s.t"]
+        assert str(value) == "2020-01-01 10:00:00" and note == "", (value, note)
+    finally:
+        con.close()

@@ -220,3 +220,27 @@ def test_orphan_check_on_postgresql_hashes_the_parent_instead_of_rescanning_it(p
     finally:
         adapter.close()
         con.close()
+
+
+def test_a_child_whose_columns_look_like_placeholders_finds_its_days(tmp_path: Path) -> None:
+    """A child table keyed by `line {n}` and pointing at its order through `order {id}`: the
+    parent's columns were filled into the query with str.format, which read the child's quoted
+    names as placeholders (KeyError: 'n'), and every `elt transform` of the project failed so (a
+    probe of identifiers)."""
+    path = str(tmp_path / "w.duckdb")
+    con = duckdb.connect(path)
+    meta = "_extracted_at TIMESTAMP, _batch_id TEXT, _batch_row BIGINT"
+    con.execute("CREATE SCHEMA raw_s")
+    con.execute(f'CREATE TABLE raw_s.orders ("id" TEXT, "ordered_at" TIMESTAMP, {meta})')
+    con.execute(f'CREATE TABLE raw_s.items ("line {{n}}" TEXT, "order {{id}}" TEXT, {meta})')
+    con.execute("INSERT INTO raw_s.orders VALUES ('o1', '2020-01-02 10:00', '2020-03-01', 'b0', 0), "
+                "('o2', '2020-01-05 10:00', '2020-03-01', 'b0', 1)")
+    con.execute("INSERT INTO raw_s.items VALUES ('l1', 'o1', '2020-03-01', 'b0', 0), ('l2', 'o2', '2020-03-02', 'b1', 0)")
+    con.close()
+    adapter = create_engine_adapter(lambda: duckdb.connect(path), "duckdb")
+    specs = {"raw_s.orders": w.WindowSpec(("id",), "ordered_at"),
+             "raw_s.items": w.WindowSpec(("line {n}",), None, ("raw_s.orders", "order {id}"))}
+    try:
+        assert w.raw_windows(adapter, "raw_s.items", specs, {"b1"}).days == {date(2020, 1, 5)}
+    finally:
+        adapter.close()

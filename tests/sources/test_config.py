@@ -243,3 +243,27 @@ def test_held_rows_fail_after_needs_held_rows_warn() -> None:
         parse_source({**source, "tables": {"orders": {**table, "held_rows": "warn", "held_rows_fail_after": "a week"}}})
     spec = parse_source({**source, "tables": {"orders": {**table, "held_rows": "warn", "held_rows_fail_after": "36h"}}})
     assert spec.tables["orders"].held_rows_fail_after_s == 36 * 3600
+
+
+def test_names_the_warehouses_would_cut_or_merge_are_refused_up_front() -> None:
+    """A probe of identifiers: each of these was accepted, landed, and then failed every apply
+    (or, on PostgreSQL, mixed up data): columns differing only by case (one column to DuckDB,
+    Spark and SQLMesh's models), a column longer than PostgreSQL's 63 bytes (cut: two such columns
+    were one, and every later load tried to add the long name again), a column named
+    file_row_number (the loader's own read of a batch), and a source name whose raw schema passes
+    63 bytes (two such sources wrote one PostgreSQL schema and deleted each other's keys)."""
+    long_column = "a" * 64
+    with pytest.raises(ConfigError) as err:
+        parse_source({"name": "s" * 60, "kind": "files", "owner": "x", "path": "data",
+                      "tables": {"t": {"file": "t.csv", "primary_key": "id",
+                                       "columns": {"id": "string", "ID": "string", long_column: "string",
+                                                   "File_Row_Number": "integer", "ok_" + "é" * 30: "string"}}}})
+    text = str(err.value)
+    assert "'name': is 60 characters: at most 59, so that its raw schema raw_ssssssss... fits" in text, text
+    assert "tables.t.columns.ID: differs from 'id' only in case" in text, text
+    assert f"tables.t.columns.{long_column}: is 64 bytes long: at most 63" in text, text
+    assert "tables.t.columns.File_Row_Number: is reserved" in text, text
+    assert "columns.ok_" not in text, text  # 63 bytes exactly: allowed
+    # a long name with its own raw_schema is fine
+    parse_source({"name": "s" * 60, "kind": "files", "owner": "x", "path": "data", "raw_schema": "raw_s",
+                  "tables": {"t": {"file": "t.csv", "primary_key": "id", "columns": {"id": "string"}}}})

@@ -198,6 +198,22 @@ def test_csv_header_with_byte_order_mark_and_spaces_and_a_case_only_clash(tmp_pa
         (second,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
     assert second.status == "failed" and "['URL'] differ from declared columns only in case" in str(second.error)
     assert "batch=" in str(second.error)
+    # undeclared columns that differ only in case among themselves (a probe: landed, then every
+    # apply failed) and undeclared names the loader cannot take are refused before landing too
+    (folder / "clicks-002.csv").unlink()
+    (folder / "clicks-003.csv").write_text("id,url,note,NOTE,Note\n3,/c,x,y,z\n")
+    long = "n" * 64
+    (folder / "clicks-004.csv").write_text(f"id,url,file_row_number,{long}\n4,/d,1,w\n")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (third,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    text = str(third.error)
+    assert third.status == "failed" and "['NOTE', 'Note'] differ from ['note', 'note'] only in case" in text, text
+    assert third.landed == [], third
+    (folder / "clicks-003.csv").unlink()
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (fourth,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    text = str(fourth.error)
+    assert fourth.status == "failed" and f"['file_row_number', '{long}'] are reserved, empty or longer than 63" in text, text
     con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT id, url FROM raw_events.clicks").fetchall() == [(1, "/a")]
@@ -310,3 +326,37 @@ def test_a_timestamptz_column_may_mix_zone_less_and_offset_values(tmp_path: Path
     assert values == str(["2019-08-30 23:30:00+00:00", "2019-08-30 10:00:00+00:00", "None",
                           "2019-08-30 12:00:00+00:00"]), values
     assert pandas == "False", "the load imported pandas"
+
+
+def test_an_undeclared_column_whose_case_changed_between_deliveries_is_named_with_its_rename(tmp_path: Path) -> None:
+    """A file's undeclared `Note` came as `note` in the next delivery: the batch was landed and
+    every apply failed with DuckDB's `Column with name note already exists!` (a probe). It is now
+    named, with the rename that lets the landed batch apply, and after that rename it applies."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    spec = parse_source({"name": "events", "kind": "files", "owner": "x", "format": "csv", "path": str(folder),
+                         "tables": {"clicks": {"pattern": "clicks-*.csv", "primary_key": "id",
+                                               "columns": {"id": "integer"}}}})
+    (folder / "clicks-001.csv").write_text("id,Note\n1,a\n")
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+        assert first.status == "loaded", first.error
+        (folder / "clicks-002.csv").write_text("id,note\n2,b\n")
+        (second,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    text = f"{second.error}\n{second.error.hint}"
+    assert second.status == "failed" and "column(s) 'note' (raw has 'Note') of the batch differ from raw's only in case" in text, text
+    assert 'ALTER TABLE raw_events.clicks RENAME COLUMN "Note" TO "note"' in text, text
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    try:
+        con.execute('ALTER TABLE raw_events.clicks RENAME COLUMN "Note" TO "note"')
+    finally:
+        con.close()
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        (third,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert third.error is None and len(third.applied) == 1, third
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        assert con.execute("SELECT id, note FROM raw_events.clicks ORDER BY id").fetchall() == [(1, "a"), (2, "b")]
+    finally:
+        con.close()

@@ -369,6 +369,26 @@ def test_declared_types_and_keys_are_checked_against_the_catalog(appdb, tmp_path
     assert outcomes["orders"].rows_applied == 3
 
 
+def test_catalog_columns_raw_cannot_take_are_refused_before_landing(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A table typed from its catalog with `id` and `ID`, or a column named like the loader's own
+    (`_batch_row`): landed, then every apply failed (`Column with name ID already exists!`; a probe
+    of identifiers). Refused before landing now; declaring the columns to load is the way on."""
+    with appdb.cursor() as cur:
+        cur.execute('CREATE TABLE app.clash (id text PRIMARY KEY, "ID" text, _batch_row int)')
+        cur.execute("INSERT INTO app.clash VALUES ('a', 'b', 1)")
+    decl = declaration()
+    decl["tables"] = {"clash": {"source_table": "app.clash", "primary_key": "id"},
+                      "picked": {"source_table": "app.clash", "primary_key": "id", "columns": {"id": "string"}}}
+    landing = Landing.local(tmp_path / "landing")
+    with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+        outcomes = {o.table: o for o in ingest(parse_source(decl), landing=landing, raw=raw, lock_dir=tmp_path)}
+    text = f"{outcomes['clash'].error}\n{outcomes['clash'].error.hint}"
+    assert "columns of app.clash that raw cannot take: 'ID' differs from 'id' only in case; '_batch_row' starts " \
+           "with '_'" in text, text
+    assert "declare the table's columns" in text and outcomes["clash"].landed == [], outcomes["clash"]
+    assert outcomes["picked"].error is None and outcomes["picked"].rows_applied == 1, outcomes["picked"]
+
+
 def test_a_backfill_window_reads_only_its_days_and_leaves_the_cursor(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     decl = declaration()
     decl["tables"]["orders"]["window_column"] = "ordered_at"
