@@ -309,9 +309,35 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
                           hint="fix the model file named above (`sqlmesh plan` shows the same error), then rerun "
                                "the command; nothing was built or changed") from exc
     skip_usage_wrappers(ctx)
+    _keep_metadata_macros_known(ctx)
     _check_state_versions(ctx, settings)
     _forget_a_cache_of_another_state(ctx)
     return ctx, console
+
+
+def _keep_metadata_macros_known(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Keep the project's metadata-only macros (``@analyze_written_table``) in SQLMesh's global
+    macro registry after the load, which removes them again.
+
+    SQLMesh gives EXTERNAL models (the raw tables of ``external_models.yaml``) the statements of
+    ``model_defaults`` but not the macros those statements call. When only an external model's
+    metadata changes (a raw column's description, the file it is loaded from), the plan asks
+    whether its statements changed too. A statement counts as metadata when its macro is
+    metadata-only, and SQLMesh looks the macro up in that registry first. Without the macro there,
+    SQLMesh tries to render the statement, which fails. Every `elt transform` and `sqlmesh plan`
+    then ended in `Macro 'analyze_written_table' does not exist ... external_models.yaml` (found
+    by an upgrade probe).
+
+    The instances are the loader's own. A later load in this process registers the same functions
+    again, which SQLMesh accepts, so the models' fingerprints do not change."""
+    from sqlmesh.core.macros import macro
+
+    known = macro.get_registry()
+    missing = {name: m for name, m in getattr(ctx, "_macros", {}).items()
+               if getattr(m, "metadata_only", False) and name not in known}
+    if missing:
+        known.update(missing)  # dict.update: the registry refuses an item set twice, not an update
+        macro.set_registry(known)
 
 
 def _caused_by_a_file(exc: BaseException) -> bool:

@@ -164,3 +164,35 @@ def test_a_value_the_staging_cast_cannot_hold_is_named_as_data(settings, small_j
     assert "staging.stg_jaffle_shop__orders" in text and "100000000000000" in text, text
     assert "A value in the data does not fit the type a model casts it to" in text, text
     assert "error is in the model's SQL" not in text, text
+
+
+def test_a_raw_column_description_change_deploys_as_metadata(settings, small_jaffle: Path, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only a raw column's description changed (the declaration, then `elt sources
+    --write-external-models`): SQLMesh gives the raw tables config.yaml's post-statement
+    @analyze_written_table() without the macro, and every `elt transform` ended in `Macro
+    'analyze_written_table' does not exist ... external_models.yaml` (an upgrade probe: a pull of
+    main that reworded three descriptions stopped the marts for good). It now deploys as a
+    metadata change, in a fresh `elt` process as the scheduler runs it, and a bare `sqlmesh plan`
+    afterwards has nothing to do."""
+    from tests.conftest import BIN, project_env, run
+
+    declarations = tmp_path / "declarations"
+    shutil.copytree(DECLARATIONS_DIR, declarations)
+    monkeypatch.setenv("ELT_DECLARATIONS_DIR", str(declarations))
+    _load(settings, small_jaffle)
+    transform(settings, quiet=True)
+
+    path = declarations / "jaffle_shop.yaml"
+    text = path.read_text()
+    assert "subtotal: {type: integer, description: cents}" in text
+    path.write_text(text.replace("subtotal: {type: integer, description: cents}",
+                                 'subtotal: {type: integer, description: "cents, before tax"}'))
+    (settings.project_root / "external_models.yaml").write_text(external_models.render())
+    env = project_env(settings.project_root, ELT_DECLARATIONS_DIR=str(declarations),
+                      ELT_DUCKDB_PATH=str(settings.warehouse))
+    done = run([str(BIN / "elt"), "transform"], cwd=settings.project_root, env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "plan applied" in done.stdout + done.stderr, done.stdout + done.stderr
+    plan = run([str(BIN / "sqlmesh"), "plan", "--no-prompts"], cwd=settings.project_root, env=env, timeout=300)
+    assert "No changes to plan" in plan.stdout, plan.stdout
