@@ -783,6 +783,17 @@ def deleted_parents(adapter: Any, parent_table: str, specs: dict[str, WindowSpec
     gone = _gone(parent_table, pk, batches)
     if not adapter.fetchall(parse_one(f"{gone} LIMIT 1", read="duckdb").sql(adapter.dialect)):
         return []  # the usual case: no parent deleted, no child table read
+    # Hash joins on PostgreSQL (``_hash_joins``), whatever the size: its estimate of the deleted
+    # keys and of the children's dedupe is low, and it joined them by a nested loop, whose cost
+    # grows with the square of the deletions: 7,200 deleted orders at 1 year took 3.7 s instead of
+    # 0.09 s (hours for a purge of a tenth of 6 years). One deleted order costs 0.01-0.1 s more.
+    with _hash_joins(adapter, True):
+        return _children_of_gone(adapter, parent_table, specs, children, gone, order)
+
+
+def _children_of_gone(adapter: Any, parent_table: str, specs: dict[str, WindowSpec], children: list[str], gone: str,
+                      order: str) -> list[Orphans]:
+    """The live rows of each child table whose parent is among ``gone`` (see ``deleted_parents``)."""
     found: list[Orphans] = []
     for child in children:
         spec = specs[child]

@@ -35,6 +35,10 @@ class SchemaPlan:
         )
 
 
+def _quoted(name: str) -> str:
+    return exp.to_identifier(name, quoted=True).sql("postgres")
+
+
 def plan_schema(
     raw: dict[str, str], batch: list[tuple[str, str]], policy: str, where: dict[str, str], raw_table: str
 ) -> SchemaPlan:
@@ -50,10 +54,8 @@ def plan_schema(
     recased = [(name, spelled[name.lower()]) for name, _ in batch if name not in raw and name.lower() in spelled]
     if recased:
         pairs = ", ".join(f"{new!r} (raw has {old!r})" for new, old in recased)
-        def ident(name: str) -> str:
-            return exp.to_identifier(name, quoted=True).sql("postgres")
-
-        renames = "; ".join(f"ALTER TABLE {raw_table} RENAME COLUMN {ident(old)} TO {ident(new)}" for new, old in recased)
+        renames = "; ".join(f"ALTER TABLE {raw_table} RENAME COLUMN {_quoted(old)} TO {_quoted(new)}"
+                            for new, old in recased)
         raise RawLoadError(
             f"column(s) {pairs} of the batch differ from raw's only in case: the warehouses and SQLMesh's models "
             "compare names without case, so it would be one column", **where,  # type: ignore[arg-type]
