@@ -30,6 +30,7 @@ from sources.connections import PostgresSettings
 from sources.errors import ContractError, SourceReadError, first_line
 from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS
 from sources.extract.base import Extract
+from sources.load.base import METADATA_COLUMNS
 from sources.logs import get_logger
 from sources.types import ColumnType, parse_type
 
@@ -121,12 +122,15 @@ def read_catalog(con, table: TableSpec, where: dict[str, str]) -> list[ColumnSpe
 
 def _refuse_unloadable_names(names: list[str], table: TableSpec, where: dict[str, str]) -> None:
     """A table typed from its catalog (no declared columns) gets the declaration's checks of names
-    here: the catalog's `id` and `ID`, `_batch_row`, a 64-byte name or `file_row_number` were
-    landed, then failed every apply (a probe of identifiers). Nothing is landed."""
+    here: the catalog's `id` and `ID`, `_batch_row` (a loader column), a 64-byte name or
+    `file_row_number` were landed, then failed every apply (a probe of identifiers). Nothing is
+    landed."""
     first: dict[str, str] = {}
     problems = [f"{n!r} differs from {first[n.lower()]!r} only in case" for n in names
                 if first.setdefault(n.lower(), n) != n]
-    problems += [f"{n!r} starts with '_', which the loader's own columns do" for n in names if n.startswith("_")]
+    # the loader's own columns only: other names starting with '_' (`_etl_ts`) always loaded, and still do
+    own = {name for name, _ in METADATA_COLUMNS}
+    problems += [f"{n!r} is one of the loader's own columns" for n in names if n.lower() in own]
     problems += [f"{n!r} is reserved (the loader reads batches with DuckDB's file_row_number)" for n in names
                  if n.lower() in RESERVED_COLUMNS]
     problems += [f"{n!r} is {len(n.encode())} bytes long (PostgreSQL cuts names after {MAX_IDENTIFIER_BYTES})"

@@ -376,17 +376,21 @@ def test_catalog_columns_raw_cannot_take_are_refused_before_landing(appdb, tmp_p
     with appdb.cursor() as cur:
         cur.execute('CREATE TABLE app.clash (id text PRIMARY KEY, "ID" text, _batch_row int)')
         cur.execute("INSERT INTO app.clash VALUES ('a', 'b', 1)")
+        cur.execute("CREATE TABLE app.etl (id text PRIMARY KEY, _etl_ts timestamp)")  # '_' but not the loader's
+        cur.execute("INSERT INTO app.etl VALUES ('a', '2024-01-01 10:00')")
     decl = declaration()
     decl["tables"] = {"clash": {"source_table": "app.clash", "primary_key": "id"},
-                      "picked": {"source_table": "app.clash", "primary_key": "id", "columns": {"id": "string"}}}
+                      "picked": {"source_table": "app.clash", "primary_key": "id", "columns": {"id": "string"}},
+                      "etl": {"source_table": "app.etl", "primary_key": "id"}}
     landing = Landing.local(tmp_path / "landing")
     with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
         outcomes = {o.table: o for o in ingest(parse_source(decl), landing=landing, raw=raw, lock_dir=tmp_path)}
     text = f"{outcomes['clash'].error}\n{outcomes['clash'].error.hint}"
-    assert "columns of app.clash that raw cannot take: 'ID' differs from 'id' only in case; '_batch_row' starts " \
-           "with '_'" in text, text
+    assert "columns of app.clash that raw cannot take: 'ID' differs from 'id' only in case; '_batch_row' is one " \
+           "of the loader's own columns" in text, text
     assert "declare the table's columns" in text and outcomes["clash"].landed == [], outcomes["clash"]
     assert outcomes["picked"].error is None and outcomes["picked"].rows_applied == 1, outcomes["picked"]
+    assert outcomes["etl"].error is None and outcomes["etl"].rows_applied == 1, outcomes["etl"]
 
 
 def test_a_backfill_window_reads_only_its_days_and_leaves_the_cursor(appdb, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
