@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError,
@@ -25,6 +26,17 @@ _NAME = r"^[a-z][a-z0-9_]{0,62}$"
 MAX_IDENTIFIER_BYTES = 63
 # names the loader's own reads cannot take (read_parquet(..., file_row_number = true))
 RESERVED_COLUMNS = frozenset({"file_row_number"})
+
+
+def case_clashes(names: Iterable[str]) -> dict[str, str]:
+    """Each name that differs only in case from an earlier one -> that earlier name: DuckDB, Spark
+    and SQLMesh's models compare column names without case, so the two would be one column.
+
+    >>> case_clashes(["id", "ID", "note", "Id"])
+    {'ID': 'id', 'Id': 'id'}
+    """
+    first: dict[str, str] = {}
+    return {name: first[name.lower()] for name in names if first.setdefault(name.lower(), name) != name}
 _ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 Kind = Literal["files", "postgres", "rest_api"]
 Format = Literal["csv", "jsonl", "parquet"]
@@ -227,7 +239,7 @@ class _Table(_Checked):
         def undeclared(column: str | None) -> bool:  # unknowable without columns (postgres: the catalog)
             return column is not None and bool(declared) and column not in declared
 
-        seen: dict[str, str] = {}  # lower-case name -> the name as written
+        clashes = case_clashes(str(name) for name in written)
         for name, column in written.items():
             if str(name).startswith("_"):
                 out.append((("columns", name), "names starting with '_' are reserved for load metadata"))
@@ -238,11 +250,10 @@ class _Table(_Checked):
             if str(name).lower() in RESERVED_COLUMNS:
                 out.append((("columns", name), "is reserved: the loader reads each batch with DuckDB's "
                                                "file_row_number, which a column of that name breaks"))
-            other = seen.setdefault(str(name).lower(), str(name))
-            if other != str(name):
-                out.append((("columns", name), f"differs from {other!r} only in case: the warehouses and SQLMesh's "
-                                               "models compare column names without case, so both would be one "
-                                               "column"))
+            if str(name) in clashes:
+                out.append((("columns", name), f"differs from {clashes[str(name)]!r} only in case: the warehouses "
+                                               "and SQLMesh's models compare column names without case, so both "
+                                               "would be one column"))
             type_name = column.get("type") if isinstance(column, dict) else column
             if isinstance(type_name, str):  # otherwise the model reported it
                 try:

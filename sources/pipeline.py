@@ -329,17 +329,24 @@ def _shrank(before: int, now: int) -> bool:
     return before - now > SHRINK_ALLOWED_ROWS and now < before * (1 - MAX_SHRINK)
 
 
-def _lost_columns(item: Extract, last_read: Callable[[], Manifest]) -> list[str]:
+def _previous_read(last_read: Callable[[], Manifest] | None) -> Manifest | None:
+    """A snapshot file's latest landed read, for the checks against it (``_lost_columns``,
+    ``_shrank``); None when there is none or its manifest cannot be read: those checks are guards,
+    never the reason a load fails (the load reports an unreadable manifest itself where it matters)."""
+    if last_read is None:
+        return None
+    try:
+        return last_read()
+    except Exception:  # noqa: BLE001 - a guard: never the reason a load fails
+        return None
+
+
+def _lost_columns(item: Extract, before: Manifest) -> list[str]:
     """Declared columns a CSV or Parquet file lacks now (``origin.schema_drift.missing``) that the
-    table's latest landed read had: in its columns, and not landed as NULL there. A column declared
-    since that read, which the file never had, is not lost. Nothing is refused when the latest
-    read's manifest cannot be read (the load reports that itself where it matters)."""
+    table's latest landed read ``before`` had: in its columns, and not landed as NULL there. A column
+    declared since that read, which the file never had, is not lost."""
     missing = (item.origin.get("schema_drift") or {}).get("missing") or []
     if not missing:
-        return []
-    try:
-        before = last_read()
-    except Exception:  # noqa: BLE001 - a guard: never the reason a load fails
         return []
     had = {c["name"] for c in before.columns} - set((before.origin.get("schema_drift") or {}).get("missing") or [])
     return [c for c in missing if c in had]
@@ -497,7 +504,8 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 hint=f"rerun later (a scheduled run retries); if the source really lost those rows, accept it once "
                      f"with `elt load {spec.name} --table {table.name} --force` (ELT_SNAPSHOT_MAX_SHRINK, {MAX_SHRINK:g} "
                      "now, sets how much smaller a read may be)")
-        lost = _lost_columns(item, last_read) if snapshot and last_read is not None else []
+        before = _previous_read(last_read) if snapshot else None
+        lost = _lost_columns(item, before) if before is not None else []
         if lost:
             raise ContractError(
                 f"{_file_name(item)} lacks the declared column(s) {', '.join(lost)}, which the previous read of the "
@@ -510,11 +518,10 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                      f"run `{force_command(spec.name, table.name, item.origin, table.file)}` once")
         # a snapshot file much smaller than the table's previous read: the same guard as a whole read
         # of a database or an API (a header-only export wiped the marts, green)
-        shrunk = last_read() if last_read is not None else None
-        if shrunk is not None and _shrank(shrunk.rows, writer.rows):
+        if before is not None and _shrank(before.rows, writer.rows):
             raise ContractError(
                 f"{_file_name(item)} has {writer.rows:,} data rows where the table's previous read had "
-                f"{shrunk.rows:,} (batch {shrunk.batch_id}): a snapshot file is the whole table, so applied it "
+                f"{before.rows:,} (batch {before.batch_id}): a snapshot file is the whole table, so applied it "
                 f"would mark every key it lacks deleted, in staging and the marts too; an export that stopped "
                 f"early or wrote only its header looks like this. Nothing was landed", **where,
                 hint=f"if the file is incomplete, have it delivered again and rerun; if the source really lost "

@@ -40,7 +40,7 @@ import pyarrow.parquet as pq
 from pyarrow import csv
 
 from sources.config import ColumnSpec, SourceSpec, TableSpec
-from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS
+from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS, case_clashes
 from sources.types import parse_type
 from sources.errors import ContractError, SourceReadError
 from sources.logs import get_logger
@@ -241,10 +241,9 @@ def drifted_table(present: list[str], table: TableSpec, name: str,
         raise ContractError(f"{detail}; {clash} differ from declared columns only in case", **where,
                             hint="rename the column in the extract, or declare it with the file's spelling")
     # among themselves too: note, NOTE and Note were landed, and every apply failed (a probe)
-    first: dict[str, str] = {}
-    clash = [c for c in undeclared if first.setdefault(c.lower(), c) != c]
-    if clash:
-        raise ContractError(f"{detail}; {clash} differ from {[first[c.lower()] for c in clash]} only in case", **where,
+    recased = case_clashes(undeclared)
+    if recased:
+        raise ContractError(f"{detail}; {list(recased)} differ from {list(recased.values())} only in case", **where,
                             hint="rename the columns in the extract so that no two differ only in case; nothing "
                                  "was landed")
     reserved = [c for c in undeclared if c.startswith("_") or not c.strip() or c.lower() in RESERVED_COLUMNS

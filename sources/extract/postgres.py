@@ -28,7 +28,7 @@ from pyarrow import csv
 from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.connections import PostgresSettings
 from sources.errors import ContractError, SourceReadError, first_line
-from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS
+from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS, case_clashes
 from sources.extract.base import Extract
 from sources.load.base import METADATA_COLUMNS
 from sources.logs import get_logger
@@ -125,9 +125,7 @@ def _refuse_unloadable_names(names: list[str], table: TableSpec, where: dict[str
     here: the catalog's `id` and `ID`, `_batch_row` (a loader column), a 64-byte name or
     `file_row_number` were landed, then failed every apply (a probe of identifiers). Nothing is
     landed."""
-    first: dict[str, str] = {}
-    problems = [f"{n!r} differs from {first[n.lower()]!r} only in case" for n in names
-                if first.setdefault(n.lower(), n) != n]
+    problems = [f"{n!r} differs from {other!r} only in case" for n, other in case_clashes(names).items()]
     # the loader's own columns only: other names starting with '_' (`_etl_ts`) always loaded, and still do
     own = {name for name, _ in METADATA_COLUMNS}
     problems += [f"{n!r} is one of the loader's own columns" for n in names if n.lower() in own]

@@ -69,6 +69,17 @@ def _names(settings) -> dict[str, object]:  # type: ignore[no-untyped-def]
         return dict(con.execute("SELECT customer_id, customer_name FROM marts.customers").fetchall())
 
 
+def _refused_customers(settings, folder: Path) -> str:  # type: ignore[no-untyped-def]
+    """Load raw_customers.csv from ``folder``: it must be refused with nothing landed or applied,
+    naming the `--force` command; the refusal's message and hint."""
+    (outcome,) = load_source_into_warehouse("jaffle_shop", settings, path=folder, tables=["customers"])
+    message = f"{outcome.error}\n{outcome.error.hint}"
+    assert "Nothing was landed" in message, message
+    assert f"elt load jaffle_shop --table customers --force --path {folder}" in message, message
+    assert outcome.landed == [] and outcome.applied == [], outcome
+    return message
+
+
 def test_a_snapshot_file_that_lost_a_declared_column_is_refused_until_forced(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
     """raw_customers.csv exported without its `name` column: under `evolve` every customer got a new
     version with a NULL name, and marts.customers lost every name, green (a probe). The file is now
@@ -80,12 +91,9 @@ def test_a_snapshot_file_that_lost_a_declared_column_is_refused_until_forced(set
 
     customers = small_jaffle / "raw_customers.csv"
     customers.write_text("id\nc1\nc2\nc3\nc4\n")
-    (outcome,) = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, tables=["customers"])
-    message = f"{outcome.error}\n{outcome.error.hint}"
+    message = _refused_customers(settings, small_jaffle)
     assert "raw_customers.csv lacks the declared column(s) name, which the previous read of the table had" in message, message
-    assert "set name to NULL in every row (4)" in message and "Nothing was landed" in message, message
-    assert f"elt load jaffle_shop --table customers --force --path {small_jaffle}" in message, message
-    assert outcome.landed == [] and outcome.applied == [], outcome
+    assert "set name to NULL in every row (4)" in message, message
     transform(settings, quiet=True)
     assert _names(settings) == {"c1": "Ann", "c2": "Bob", "c3": "Cyd"}
 
@@ -129,12 +137,9 @@ def test_a_snapshot_file_that_lost_most_of_its_rows_is_refused_until_forced(sett
     _load(settings, small_jaffle, "customers")
 
     customers.write_text("id,name\n")
-    (outcome,) = load_source_into_warehouse("jaffle_shop", settings, path=small_jaffle, tables=["customers"])
-    message = f"{outcome.error}\n{outcome.error.hint}"
+    message = _refused_customers(settings, small_jaffle)
     assert "raw_customers.csv has 0 data rows where the table's previous read had 40" in message, message
-    assert "would mark every key it lacks deleted" in message and "Nothing was landed" in message, message
-    assert f"elt load jaffle_shop --table customers --force --path {small_jaffle}" in message, message
-    assert outcome.landed == [] and outcome.applied == [], outcome
+    assert "would mark every key it lacks deleted" in message, message
 
     customers.write_text("id,name\n" + "\n".join(rows[:25]) + "\n")  # 15 of 40 gone: under half
     (fewer,) = _load(settings, small_jaffle, "customers")
