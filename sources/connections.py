@@ -25,7 +25,9 @@ def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str 
     """The value of ``name``, or the content of the file named by ``name_FILE``, without surrounding
     whitespace (a secret mapped into the environment often keeps its file's trailing newline, which
     no header or password may hold). The value is registered for redaction (``register_secret``):
-    whatever message later quotes it shows ``***``."""
+    whatever message later quotes it shows ``***``. A value with a line break inside is refused, and
+    an unreadable ``name_FILE`` is reported without its value (it may be the secret, set under the
+    wrong name)."""
     env = os.environ if environ is None else environ
     value: str | None = None
     if env.get(name, "").strip():
@@ -34,9 +36,28 @@ def secret_from_env(name: str, environ: Mapping[str, str] | None = None) -> str 
         try:
             value = Path(file).read_text().strip()
         except OSError as exc:
-            raise ConfigError(f"{name}_FILE points to {file!r}, which cannot be read: {exc.strerror}") from None
+            # The value is not quoted: a secret set under the _FILE name by mistake (a Kubernetes
+            # secretKeyRef mapped to it) would be printed, stored in the run history and alerted.
+            register_secret(file)
+            raise ConfigError(
+                f"{name}_FILE is set but names no file that can be read ({exc.strerror}); its value is not shown",
+                hint=(f"{name}_FILE must hold the PATH of a file that contains the secret, not the secret itself "
+                      f"(to give the secret directly, set {name}); check the file exists and this user can read "
+                      f"it: `ls -l \"${name}_FILE\"`")) from None
     register_secret(value)
+    if value and _CONTROL.search(value):
+        # http.client and libpq would refuse it, and their messages quote it with the line break escaped
+        # (``\n``), which no longer matches the secret as registered
+        where = name if env.get(name, "").strip() else f"the file {name}_FILE names"
+        raise ConfigError(
+            f"the secret in {where} holds a line break or another control character inside; its value is not shown",
+            hint=f"a secret is one line: write only the secret into {name} or its file (no comment, no second "
+                 "value), then rerun")
     return value
+
+
+# A line break or another control character inside a secret (a tab is allowed: some tokens hold one)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 # Errors that no retry can fix: the server answered and refused the login or the database.

@@ -109,18 +109,19 @@ def redact_userinfo(text: str) -> str:
     return text
 
 
-def _redacted(value: Any) -> Any:
+def redacted(value: Any) -> Any:
+    """``value`` (text, or dicts and lists of it) with ``redact_userinfo`` applied to every text in it."""
     if isinstance(value, str):
         return redact_userinfo(value)
     if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
+        return {k: redacted(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_redacted(v) for v in value]
+        return [redacted(v) for v in value]
     if value is None or isinstance(value, (int, float, datetime)):
         return value
     text = str(value)  # an object printed as text (a path, an exception): redacted if it has a URL
-    redacted = redact_userinfo(text)
-    return value if redacted == text else redacted
+    clean = redact_userinfo(text)
+    return value if clean == text else clean
 
 
 class RedactFilter(logging.Filter):
@@ -135,7 +136,7 @@ class RedactFilter(logging.Filter):
         if redact_userinfo(message) != message:
             record.msg, record.args = redact_userinfo(message), None
         if getattr(record, "fields", None):
-            record.fields = _redacted(record.fields)
+            record.fields = redacted(record.fields)
         if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
             record.exc_text = redact_userinfo(logging.Formatter().formatException(record.exc_info))
         return True

@@ -67,6 +67,7 @@ class Endpoints:
 
     def __init__(self) -> None:
         self.status, self.posts, self.authorized = 404, [], []  # type: ignore[var-annotated]
+        self.echo_key = False  # the record's id is the API key the request carried (a careless API)
         basic = "Basic " + base64.b64encode(f"sweeper:{PASSWORD}".encode()).decode()
         outer = self
 
@@ -75,7 +76,8 @@ class Endpoints:
                 ok = self.headers.get("X-API-Key") == TOKEN and self.headers.get("Authorization") == basic
                 outer.authorized.append(ok)
                 status = outer.status if ok else 401
-                body = json.dumps({"data": [{"id": "1", "name": f"item {CANARY}"}]} if status == 200 else
+                record = {"id": self.headers.get("X-API-Key") if outer.echo_key else "1", "name": f"item {CANARY}"}
+                body = json.dumps({"data": [record]} if status == 200 else
                                   {"error": f"no such path {self.path}"}).encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
@@ -98,12 +100,53 @@ class Endpoints:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-class AuthSMTP:
-    """An SMTP server that requires AUTH PLAIN and, refusing a login, quotes the password back."""
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, signed by its own key: (certificate, key) files.
+    Trusted only where a test points SSL_CERT_FILE at it."""
+    import datetime
+    import ipaddress
 
-    def __init__(self) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+class AuthSMTP:
+    """An SMTP server that requires AUTH PLAIN and, refusing a login, quotes the password back.
+    It offers STARTTLS with ``certificate`` (none: it offers no TLS) and records, for each login,
+    whether it came over TLS (``tls_logins``)."""
+
+    def __init__(self, certificate: tuple[Path, Path] | None = None) -> None:
+        import ssl
+
         self.messages: list[str] = []
         self.logins: list[bool] = []
+        self.tls_logins: list[bool] = []
+        self.cert_file = certificate[0] if certificate else None
+        context = None
+        if certificate:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*certificate)
         outer = self
 
         class Handler(socketserver.StreamRequestHandler):
@@ -111,16 +154,28 @@ class AuthSMTP:
                 self.wfile.write((line + "\r\n").encode())
 
             def handle(self) -> None:
+                tls = False
                 self.reply("220 localhost")
                 while raw := self.rfile.readline():
                     line = raw.decode().rstrip("\r\n")
                     verb = line.split(" ", 1)[0].upper()
                     if verb == "EHLO":
                         self.reply("250-localhost")
+                        if context and not tls:
+                            self.reply("250-STARTTLS")
                         self.reply("250 AUTH PLAIN")
+                    elif verb == "STARTTLS" and context and not tls:
+                        self.reply("220 ready")
+                        try:
+                            self.connection = context.wrap_socket(self.connection, server_side=True)
+                        except (OSError, ValueError):  # the client refused the certificate
+                            return
+                        self.rfile, self.wfile = self.connection.makefile("rb"), self.connection.makefile("wb", 0)
+                        tls = True
                     elif verb == "AUTH":
                         password = base64.b64decode(line.split()[-1]).split(b"\0")[-1].decode()
                         outer.logins.append(password == SMTP_PASSWORD)
+                        outer.tls_logins.append(tls)
                         self.reply("235 ok" if outer.logins[-1] else f"535 5.7.8 bad credentials {password}")
                     elif verb == "DATA":
                         self.reply("354 go on")
@@ -144,8 +199,8 @@ class AuthSMTP:
 
 
 @pytest.fixture
-def receivers() -> Iterator[tuple[Endpoints, AuthSMTP]]:
-    http, smtp = Endpoints(), AuthSMTP()
+def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Endpoints, AuthSMTP]]:
+    http, smtp = Endpoints(), AuthSMTP(self_signed_certificate(tmp_path_factory.mktemp("tls")))
     yield http, smtp
     for server in (http.server, smtp.server):
         server.shutdown()
@@ -194,7 +249,8 @@ def test_a_planted_secret_appears_in_no_output(tmp_path: Path, receivers: tuple[
         SWEEP_API_TOKEN_FILE=str(vault / "api_token"), ELT_PG_PASSWORD=f"{SECRET}-pg",
         ELT_ALERT_WEBHOOK_URL=f"{http.url}/services/T000/B000/{SECRET}-hook", ELT_ALERT_TIMEOUT_S="5",
         ELT_SMTP_HOST="127.0.0.1", ELT_SMTP_PORT=str(smtp.port), ELT_SMTP_USER="alerts",
-        ELT_SMTP_PASSWORD=SMTP_PASSWORD, ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_EMAIL_FROM="elt@example.com")
+        ELT_SMTP_PASSWORD=SMTP_PASSWORD, ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_EMAIL_FROM="elt@example.com",
+        SSL_CERT_FILE=str(smtp.cert_file))
 
     def elt(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
         proc = run([str(BIN / "elt"), *args], cwd=project, env=env, timeout=120, check=False)
@@ -218,7 +274,7 @@ def test_a_planted_secret_appears_in_no_output(tmp_path: Path, receivers: tuple[
     for logger in loggers:
         logger.addHandler(handler)
     for key in ("SWEEP_API_URL", "SWEEP_API_TOKEN_FILE", "ELT_ALERT_WEBHOOK_URL", "ELT_SMTP_HOST", "ELT_SMTP_PORT",
-                "ELT_SMTP_USER", "ELT_ALERT_EMAIL_TO"):
+                "ELT_SMTP_USER", "ELT_ALERT_EMAIL_TO", "SSL_CERT_FILE"):
         monkeypatch.setenv(key, env[key])
     monkeypatch.setenv("ELT_SMTP_PASSWORD", f"{SECRET}-refused")  # the server quotes it back
     spec = load_source(out / "declarations" / "sweep_api.yaml")
@@ -243,6 +299,7 @@ def test_a_planted_secret_appears_in_no_output(tmp_path: Path, receivers: tuple[
 
     # every secret reached its server, so the sweep below searches outputs that had them at hand
     assert http.authorized and all(http.authorized) and smtp.logins[:2] == [True, True] and smtp.logins[-1] is False
+    assert smtp.tls_logins and all(smtp.tls_logins), smtp.tls_logins  # the password only ever went over TLS
     assert len(http.posts) == 3 and len(smtp.messages) == 2
     outputs = {
         "stdout": [p.stdout for p in procs], "stderr": [p.stderr for p in procs],
@@ -407,3 +464,142 @@ def test_an_uncaught_error_is_printed_redacted(tmp_path: Path) -> None:
     proc = subprocess.run([str(BIN / "python"), "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "RuntimeError: parsing: password: ***" in proc.stderr, proc
     assert SECRET not in proc.stderr and CANARY not in proc.stderr
+
+
+def _captured(logger_name: str) -> tuple[list[logging.LogRecord], logging.Handler]:
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger(logger_name).addHandler(handler)
+    return records, handler
+
+
+def test_the_smtp_password_goes_only_over_a_verified_tls_connection(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """smtplib logs in over plain TCP unless told otherwise, and its STARTTLS checks no certificate:
+    the alerts' password went in clear text by default, and to anyone in the middle with
+    ELT_SMTP_STARTTLS=1. Now TLS is used whenever a password is to be sent, the certificate is
+    checked, and a server offering no TLS gets no password (a relay without login still gets mail)."""
+    certificate = self_signed_certificate(tmp_path / "tls")
+    tls, plain = AuthSMTP(certificate), AuthSMTP()
+    for key, value in dict(ELT_SMTP_HOST="127.0.0.1", ELT_SMTP_USER="alerts", ELT_SMTP_PASSWORD=SMTP_PASSWORD,
+                           ELT_ALERT_EMAIL_TO="oncall@example.com", ELT_ALERT_EMAIL_FROM="elt@example.com").items():
+        monkeypatch.setenv(key, value)
+    for key in ("ELT_ALERT_WEBHOOK_URL", "ELT_ALERT_WEBHOOK_URL_FILE", "ELT_SMTP_STARTTLS", "ELT_SMTP_SSL", "SSL_CERT_FILE"):
+        monkeypatch.delenv(key, raising=False)
+    alert = alerts.Alert("failed", "job sweep_api", "job sweep_api failed")
+    records, handler = _captured("orchestrator")
+    try:
+        # a certificate nobody vouches for (someone in the middle): nothing reaches the server, with or
+        # without ELT_SMTP_STARTTLS
+        monkeypatch.setenv("ELT_SMTP_PORT", str(tls.port))
+        assert alerts.send(alert) == {"email": False}
+        monkeypatch.setenv("ELT_SMTP_STARTTLS", "1")
+        assert alerts.send(alert) == {"email": False}
+        assert tls.logins == [] and tls.messages == []
+        assert [r.__dict__["fields"]["error"] for r in records if r.getMessage() == "alert channel failed"] == \
+            ["SSLCertVerificationError"] * 2
+        # the same server trusted (its certificate in SSL_CERT_FILE): the login goes over TLS
+        monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+        monkeypatch.delenv("ELT_SMTP_STARTTLS")
+        assert alerts.send(alert) == {"email": True}
+        assert tls.logins == [True] and tls.tls_logins == [True] and len(tls.messages) == 1
+        # a server that offers no TLS is sent no password, and the log says what to change
+        records.clear()
+        monkeypatch.setenv("ELT_SMTP_PORT", str(plain.port))
+        assert alerts.send(alert) == {"email": False}
+        assert plain.logins == [] and plain.messages == []
+        error = next(r.__dict__["fields"]["error"] for r in records if r.getMessage() == "alert channel failed")
+        assert "offers no STARTTLS" in error and "ELT_SMTP_PORT=465" in error, error
+        # ... while a relay that needs no login still gets the alert
+        monkeypatch.delenv("ELT_SMTP_PASSWORD")
+        assert alerts.send(alert) == {"email": True} and plain.logins == [] and len(plain.messages) == 1
+    finally:
+        logging.getLogger("orchestrator").removeHandler(handler)
+        for server in (tls.server, plain.server):
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_secret_under_a_file_name_or_with_a_line_break_is_refused_unseen(tmp_path: Path) -> None:
+    """``X_FILE=<the secret itself>`` (a secret mapped to the wrong name) was quoted in the error
+    (`X_FILE points to '<secret>'`), and from there in the history and the alerts. A value with a
+    line break inside reached http.client, whose error quotes it escaped (``\\n``), past the
+    redaction. Both are refused by name, without the value."""
+    from sources.connections import secret_from_env
+    from sources.errors import ConfigError
+    from sources.logs import redact_userinfo
+
+    misplaced = f"{SECRET}-misplaced"
+    with pytest.raises(ConfigError) as err:
+        secret_from_env("SWEEP_API_TOKEN", environ={"SWEEP_API_TOKEN_FILE": misplaced})
+    text = f"{err.value} {getattr(err.value, 'hint', '')}"
+    assert "SWEEP_API_TOKEN_FILE is set but names no file that can be read" in text and "not the secret" in text, text
+    assert SECRET not in text
+    assert redact_userinfo(f"unexpected: {misplaced}!") == "unexpected: ***!"  # other quotes of it are hidden too
+
+    two_lines = tmp_path / "token"
+    two_lines.write_text(f"{SECRET}-line1\n{SECRET}-line2\n")
+    for environ in ({"SWEEP_API_TOKEN_FILE": str(two_lines)}, {"SWEEP_API_TOKEN": f"{SECRET}-a\n{SECRET}-b"}):
+        with pytest.raises(ConfigError) as err:
+            secret_from_env("SWEEP_API_TOKEN", environ=environ)
+        assert "holds a line break" in str(err.value) and SECRET not in str(err.value), err.value
+    assert secret_from_env("SWEEP_API_TOKEN", environ={"SWEEP_API_TOKEN": f" {SECRET}-ok\n"}) == f"{SECRET}-ok"
+
+
+def test_a_base_url_without_its_scheme_is_refused_unseen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``user:password@host:port`` (the scheme forgotten) has no user-info a URL parser finds, so
+    requests' `No connection adapters were found for '<url>'` printed the password, and was
+    retried as a network failure. It is refused as configuration, before any request."""
+    from sources.errors import ConfigError
+
+    (tmp_path / "sweep_api.yaml").write_text(DECLARATION)
+    monkeypatch.setenv("SWEEP_API_TOKEN", TOKEN)
+    spec = load_source(tmp_path / "sweep_api.yaml")
+    for url in (f"sweeper:{PASSWORD}@127.0.0.1:9", f"127.0.0.1:9/{PASSWORD}", f"ftp://sweeper:{PASSWORD}@127.0.0.1"):
+        monkeypatch.setenv("SWEEP_API_URL", url)
+        with pytest.raises(ConfigError) as err:
+            rest.RestClient(spec, spec.tables["items"])
+        assert "SWEEP_API_URL" in str(err.value) and "does not start with http://" in str(err.value), err.value
+        assert SECRET not in str(err.value)
+
+
+def test_a_secret_quoted_by_a_job_attempt_stays_out_of_history_and_alerts(
+        tmp_path: Path, receivers: tuple[Endpoints, AuthSMTP]) -> None:
+    """A job's attempt runs in a worker process, which reads the source's secrets; the supervisor,
+    which stores the attempt's result in the history and sends the alerts, never read them, so it
+    could not redact them. An API that echoes the key into a record: `elt load` said `'***' is not
+    a valid integer`, `elt run-job` stored and alerted the key itself."""
+    http, _ = receivers
+    http.status, http.echo_key = 200, True
+    out = tmp_path / "out"
+    project = copy_project(out / "project")
+    (out / "declarations").mkdir()
+    (out / "declarations" / "sweep_api.yaml").write_text(DECLARATION.replace("{id: string", "{id: integer"))
+    env = project_env(project, ELT_DECLARATIONS_DIR=str(out / "declarations"), ELT_JOB_ATTEMPTS="1",
+                      SWEEP_API_URL=http.url.replace("http://", f"http://sweeper:{PASSWORD}@"), SWEEP_API_TOKEN=TOKEN,
+                      ELT_ALERT_WEBHOOK_URL=f"{http.url}/hook", ELT_ALERT_TIMEOUT_S="5")
+    procs = [_run_elt(project, env, "run-job", "sweep_api"), _run_elt(project, env, "runs")]
+    assert procs[0].returncode == 1, procs[0].stdout + procs[0].stderr
+    assert "not a valid integer" in procs[1].stdout and "'***'" in procs[1].stdout, procs[1].stdout  # the error is there
+    assert http.posts and "not a valid integer" in http.posts[0], http.posts
+    outputs = {"stdout": [p.stdout for p in procs], "stderr": [p.stderr for p in procs], "alerts sent": http.posts}
+    assert sweep(SECRET, outputs, out) == set()
+
+
+def test_the_warehouse_password_reaches_sqlmesh_as_elt_uses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ELT_PG_PASSWORD`` with its file's trailing newline: `elt`'s own connections trim it and
+    log in, but SQLMesh (config.yaml) was given it untrimmed, and `elt transform` died in a
+    traceback saying the password was wrong just after `elt load` had worked."""
+    import os
+
+    from orchestrator.transform.run import export_pg_password
+
+    monkeypatch.setenv("ELT_PG_PASSWORD", f"{SECRET}-pg\n")
+    export_pg_password("ELT_PG_")
+    assert os.environ["ELT_PG_PASSWORD"] == f"{SECRET}-pg"
+    monkeypatch.delenv("ELT_PG_PASSWORD")
+    (tmp_path / "pg_password").write_text(f"{SECRET}-file\n")
+    monkeypatch.setenv("ELT_PG_PASSWORD_FILE", str(tmp_path / "pg_password"))
+    export_pg_password("ELT_PG_")
+    assert os.environ["ELT_PG_PASSWORD"] == f"{SECRET}-file"

@@ -59,7 +59,12 @@ def ensure_bi_role(warehouse: PostgresSettings, role: str, password: str | None,
             cur.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION").format(ident))
             done.append(f"{'created' if verb == 'CREATE' else 'updated'} role {role}")
             if password:
-                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(password)))
+                # sent as the hash the server stores (SCRAM or md5, as its password_encryption says), never
+                # as clear text: a server logging DDL (log_statement = ddl or all) keeps the statement
+                from psycopg2.extensions import encrypt_password
+
+                verifier = encrypt_password(password, role, con)
+                cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
                 done.append("set its password (from ELT_BI_PASSWORD)")
             cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), ident))

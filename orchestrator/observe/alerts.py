@@ -23,6 +23,7 @@ import json
 import os
 import smtplib
 import socket
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -144,13 +145,36 @@ def _email(host: str, alert: Alert, timeout: float, password: str | None) -> Non
     message["To"] = ", ".join(recipients)
     message.set_content(alert.text())
     port = int(os.environ.get("ELT_SMTP_PORT", "25"))
-    with smtplib.SMTP(host, port, timeout=timeout) as smtp:
-        if os.environ.get("ELT_SMTP_STARTTLS", "0") == "1":
-            smtp.starttls()
-        user = os.environ.get("ELT_SMTP_USER")
-        if user and password:
+    # TLS checks the server's certificate and name against the system's CAs (SSL_CERT_FILE honoured):
+    # smtplib's own default checks neither, so anyone in the middle would have been sent the password
+    context = ssl.create_default_context()
+    implicit = _flag("ELT_SMTP_SSL") or port == 465
+    user = os.environ.get("ELT_SMTP_USER")
+    login = bool(user and password)
+    connection = (smtplib.SMTP_SSL(host, port, timeout=timeout, context=context) if implicit
+                  else smtplib.SMTP(host, port, timeout=timeout))
+    with connection as smtp:
+        encrypted = implicit
+        if not implicit:
+            smtp.ehlo()
+            # asked for, or offered by a server we are to log in to: the password never goes in clear text
+            if _flag("ELT_SMTP_STARTTLS") or (login and smtp.has_extn("starttls")):
+                smtp.starttls(context=context)
+                smtp.ehlo()
+                encrypted = True
+        if login:
+            if not encrypted:
+                raise ChannelError(f"the mail server {host}:{port} offers no STARTTLS, and ELT_SMTP_PASSWORD is never "
+                                   "sent unencrypted: use the server's TLS port (ELT_SMTP_PORT=465, or ELT_SMTP_SSL=1) "
+                                   "or a port that offers STARTTLS (587)")
+            assert user is not None and password is not None
             smtp.login(user, password)
         smtp.send_message(message)
+
+
+def _flag(name: str) -> bool:
+    """An on/off setting: ``1``, ``true``, ``yes`` or ``on`` (any case) turn it on."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 # --- state changes ------------------------------------------------------------------------------

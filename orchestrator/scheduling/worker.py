@@ -170,13 +170,30 @@ def main(argv: list[str] | None = None) -> int:
             result = {"error_class": "WarehouseBusy", "error": f"job {job.name}: {held.removeprefix('error: ')}"}
             retryable = True
     result["retryable"] = retryable
-    Path(args.result).write_text(json.dumps(result))
+    Path(args.result).write_text(json.dumps(_without_secrets(result)))
     if result.get("error"):
         logs.get_logger("orchestrator.scheduling.worker").error(
             "attempt failed", extra={"fields": {"error": result["error"], "error_class": result.get("error_class"),
                                                 "retryable": retryable}})
         return RETRYABLE_EXIT if retryable else 1
     return 0
+
+
+def _without_secrets(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with every secret this process read replaced by ``***``. Only this process knows
+    a source's secrets (its token, its password: ``secret_from_env`` registers them here), so the
+    supervisor, which stores the result in the run history and sends it in alerts, cannot redact
+    them afterwards. The ``*_json`` fields are redacted value by value, so they stay JSON."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if key.endswith("_json") and isinstance(value, str):
+            try:
+                out[key] = json.dumps(logs.redacted(json.loads(value)), default=str)
+                continue
+            except ValueError:
+                pass
+        out[key] = logs.redacted(value)
+    return out
 
 
 if __name__ == "__main__":

@@ -712,15 +712,17 @@ def check_name_budget(database: str, model_names: list[str]) -> None:
 def export_pg_password(prefix: str) -> None:
     """config.yaml reads ``ELT_PG_PASSWORD``; accept ``ELT_PG_PASSWORD_FILE`` too (Docker/K8s secrets).
 
-    Only this process's environment is changed, and the value is never logged.
+    The value is the one ``elt``'s own connections use (``secret_from_env``: trimmed), also when
+    ``ELT_PG_PASSWORD`` is set: with its trailing newline (a secret file mapped to the variable)
+    SQLMesh's login failed where the loader's had just worked. Only this process's environment is
+    changed, and the value is never logged.
     """
     from sources.connections import secret_from_env
 
     name = f"{prefix}PASSWORD"
-    if not os.environ.get(name):
-        secret = secret_from_env(name)
-        if secret:
-            os.environ[name] = secret
+    secret = secret_from_env(name)
+    if secret:
+        os.environ[name] = secret
 
 
 def _capturing_console(quiet: bool):  # type: ignore[no-untyped-def]

@@ -260,6 +260,13 @@ class RestClient:
         if not base:
             raise ConfigError(f"environment variable {spec.base_url_env} (the API's base URL) is not set", **self.where)
         self.base_url = base.rstrip("/")
+        scheme_and_host = urllib.parse.urlsplit(self.base_url)
+        if scheme_and_host.scheme not in ("http", "https") or not scheme_and_host.hostname:
+            # Not shown: without its scheme, `user:password@host` is not recognised as user-info, so
+            # no redaction would hide the password (requests' own message quotes the whole URL).
+            raise ConfigError(f"the base URL ({spec.base_url_env or 'base_url'}) does not start with http:// or "
+                              "https:// followed by a host; its value is not shown, as it may hold credentials",
+                              **self.where, hint="write the whole URL, e.g. https://api.example.com/v1")
         credentials: dict[str, str] = {}
         self.secrets: list[str] = []
         if hides_userinfo(self.base_url):  # not shown: the parser would not find the password to hide
@@ -390,6 +397,12 @@ class RestClient:
         except requests.TooManyRedirects:
             raise SourceReadError(f"GET {self.redact(url)} was redirected more than {MAX_REDIRECTS} times", **self.where,
                                   hint="the API redirects in a loop: check endpoint and base URL in the declaration") from None
+        except (requests.exceptions.InvalidSchema, requests.exceptions.MissingSchema, requests.exceptions.InvalidURL):
+            # a URL no retry can fix (a next-page link the API wrote wrong): not a network failure
+            raise SourceReadError(f"GET {self.redact(url)}: this URL cannot be requested (not an http(s) URL with a "
+                                  "host)", **self.where,
+                                  hint="check base_url and endpoint in the declaration; a next-page link comes "
+                                       "from the API: ask its owner") from None
         except requests.RequestException as exc:  # timeouts, refused connections
             raise self._connection_error(exc) from None
         with response:

@@ -198,9 +198,23 @@ def test_bi_role_reads_marts_and_nothing_else(fresh_prod: ProdWarehouse) -> None
     admin = psycopg2.connect(prod_pg.dsn(warehouse))
     with admin, admin.cursor() as cur:
         cur.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        # a server that logs DDL, as audits ask for: the password must not be in the statement it logs
+        cur.execute(sql.SQL("ALTER DATABASE {} SET log_statement = 'ddl'").format(sql.Identifier(warehouse)))
+        cur.execute("SHOW data_directory")
+        server_log = Path(cur.fetchone()[0]).parent / "log"  # pg_ctl -l (tests/servers.py)
     admin.close()
+    logged_before = server_log.stat().st_size
     first = run([str(BIN / "elt", ), "bi-role"], cwd=prod_pg.project, env=env)
     again = run([str(BIN / "elt"), "bi-role"], cwd=prod_pg.project, env=env)  # idempotent
+    admin = psycopg2.connect(prod_pg.dsn(warehouse))
+    with admin, admin.cursor() as cur:
+        cur.execute(sql.SQL("ALTER DATABASE {} RESET log_statement").format(sql.Identifier(warehouse)))
+    admin.close()
+    with server_log.open("rb") as log_file:
+        log_file.seek(logged_before)
+        logged = log_file.read().decode(errors="replace")
+    assert logged.count(f'ALTER ROLE "{role}" PASSWORD \'SCRAM-SHA-256$') == 2, logged  # sent hashed, twice
+    assert "not-a-real-secret" not in logged
     assert f"created role {role}" in first.stdout and f"updated role {role}" in again.stdout
     assert "revoked from PUBLIC: TEMPORARY on database" in first.stdout and "WARNING" not in first.stdout
     assert "not-a-real-secret" not in first.stdout + first.stderr + again.stdout + again.stderr
