@@ -80,6 +80,41 @@ def postgres_server() -> Iterator[Postgres]:
         shutil.rmtree(base, ignore_errors=True)
 
 
+@contextmanager
+def postgres_with_standby() -> Iterator[tuple[Postgres, Postgres]]:
+    """A primary and a hot standby streaming from it (``pg_basebackup -R``): what teams read an
+    application database from. The standby cancels a query in conflict with replay at once
+    (``max_standby_streaming_delay = 0``, no ``hot_standby_feedback``)."""
+    bindir = _pg_bindir()
+    as_root = os.geteuid() == 0
+    base = Path(tempfile.mkdtemp(prefix="elt-pg-standby-"))
+    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
+    if as_root:
+        shutil.chown(base, "postgres", "postgres")
+    ports = free_port(), free_port()
+    started: list[Path] = []
+    try:
+        primary, standby = base / "primary", base / "standby"
+        subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(primary), "-A", "trust", "-U", "postgres", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        options = f"-k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=20"
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(primary), "-w", "-t", "60", "-l", str(base / "primary.log"),
+                        "-o", f"-p {ports[0]} {options} -c wal_level=replica", "start"], check=True, capture_output=True, timeout=120)
+        started.append(primary)
+        subprocess.run([*prefix, str(bindir / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(ports[0]), "-U", "postgres",
+                        "-D", str(standby), "-R", "-X", "stream", "--no-sync"], check=True, capture_output=True, timeout=120)
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(standby), "-w", "-t", "60", "-l", str(base / "standby.log"),
+                        "-o", f"-p {ports[1]} {options} -c hot_standby=on -c hot_standby_feedback=off "
+                              "-c max_standby_streaming_delay=0", "start"], check=True, capture_output=True, timeout=120)
+        started.append(standby)
+        yield Postgres("127.0.0.1", ports[0], "postgres", "postgres"), Postgres("127.0.0.1", ports[1], "postgres", "postgres")
+    finally:
+        for data in reversed(started):
+            subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                           capture_output=True, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @dataclass(frozen=True)
 class S3:
     endpoint: str  # http://127.0.0.1:PORT

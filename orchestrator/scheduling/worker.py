@@ -23,7 +23,8 @@ _TRANSIENT_TEXT = re.compile(
     r"HTTP 5\d\d|HTTP 429|connection (error|refused|reset)|timed? ?out|could not connect|"
     r"server closed the connection|connection already closed|lost the connection|lock timeout|could not set lock|"
     r"deadlock detected|still failing after|returned a body that is not JSON|where the previous whole read had|"
-    r"changed while it was paged|came back empty but the page after it",  # a REST read refused as shifted (0047)
+    r"changed while it was paged|came back empty but the page after it|"  # a REST read refused as shifted (0047)
+    r"conflict with recovery|could not serialize access",  # a hot standby's cancel; a serialization failure
     re.IGNORECASE,
 )
 
@@ -36,6 +37,9 @@ def is_retryable(exc: BaseException) -> bool:
     >>> is_retryable(ContractError("column id missing"))
     False
     >>> is_retryable(ConnectionFailed("not loaded: the connection to the PostgreSQL warehouse was lost while loading orders"))
+    True
+    >>> import psycopg2.errors
+    >>> is_retryable(psycopg2.errors.SerializationFailure("canceling statement due to conflict with recovery"))
     True
     """
     chain: list[BaseException] = []
@@ -50,6 +54,11 @@ def is_retryable(exc: BaseException) -> bool:
         if isinstance(item, (ConnectionError, TimeoutError, ConnectionFailed)):
             return True
         if type(item).__name__ in ("OperationalError", "URLError", "TransientHTTPError"):
+            return True
+        # psycopg2's errors by SQLSTATE (SerializationFailure, DeadlockDetected...) subclass its
+        # OperationalError; DuckDB's subclasses (IOException, OutOfMemoryException) are not retried
+        if type(item).__module__.startswith("psycopg2") and any(
+                k.__name__ == "OperationalError" for k in type(item).__mro__):
             return True
         if _TRANSIENT_TEXT.search(str(item)):
             return True

@@ -238,7 +238,9 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
     """
     where = {"source": spec.name, "table": table.name}
     con = PostgresSettings.from_env(spec.env_prefix).connect()
-    con.set_session(readonly=True)
+    # READ COMMITTED whatever the database's default: a hot standby refuses SERIALIZABLE, and a
+    # default of serializable set on the primary (for its application) is replicated to it
+    con.set_session(readonly=True, isolation_level="READ COMMITTED")
     try:
         with con.cursor() as cur:  # COPY's text depends on these: pin them, whatever the server's defaults
             cur.execute(SESSION_SETTINGS)
@@ -466,7 +468,7 @@ def _unparsed_value(exc: BaseException, spec: SourceSpec, table: TableSpec, colu
     try:
         con = PostgresSettings.from_env(spec.env_prefix).connect()
         try:
-            con.set_session(readonly=True)
+            con.set_session(readonly=True, isolation_level="READ COMMITTED")  # as ``extracts``
             with con.cursor() as cur:
                 cur.execute(SESSION_SETTINGS + "; SET statement_timeout = '30s'")
                 for candidate in candidates:
@@ -522,5 +524,15 @@ def _copy_error(exc: BaseException, table: TableSpec, where: dict[str, str]) -> 
             hint="the source holds text that is not valid in its encoding (a SQL_ASCII database stores any bytes): "
                  "a rerun fails the same way. Ask the source owner to find the rows (e.g. WHERE col !~ '^[[:print:]]*$') "
                  "and fix them, or leave the column out by declaring the table's columns; nothing of this extract was landed")
+    if "conflict with recovery" in first:
+        # a hot standby cancelled the read to apply the primary's changes (a VACUUM, a lock): transient,
+        # and retried as such (``is_retryable``), but one read longer than the standby allows fails every time
+        detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+        return SourceReadError(
+            f"reading {table.source_table} failed: {first}" + (f" ({detail})" if detail else ""), **where,
+            hint="the source is a hot standby, which cancelled the read to replay the primary's changes; nothing of "
+                 "this extract was landed and a rerun reads it again. If it keeps happening, on the standby set "
+                 "hot_standby_feedback = on, or a max_standby_streaming_delay longer than this table's read "
+                 "(docs/reference/sources.md#reading-a-replica)")
     return SourceReadError(f"reading {table.source_table} failed: {first}", **where,
                            hint="check the source database and rerun; nothing of this extract was landed")

@@ -6,7 +6,7 @@ incremental tables) the advance of the table's cursor commit together or not at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -106,6 +106,26 @@ def probe_table(rows: pa.Table | pa.RecordBatch, key: list[str], cursor_field: s
     cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
     return pa.Table.from_arrays([rows.column(c) for c in cols] + [pa.array(range(rows.num_rows), pa.int64())],
                                 names=[*cols, "_elt_i"])
+
+
+def older_or_same(key: list[str], cursor_field: str, probe: Callable[[str], str], held: Callable[[str], str]) -> str:
+    """The condition under which raw's row (``held``) makes an extracted row (``probe``) not worth
+    appending: the same key, and a cursor value at least as late. A row re-read by the lookback
+    has the same cursor value. A row from a replica that lags behind the host read before it can
+    have an older one: appended, it would be the newest extract, and staging's dedupe would keep it
+    over the version that replaced it (a probe: an order moved back a day, for good). ``probe`` and
+    ``held`` quote a column for each side. (The PostgreSQL store builds the same condition with
+    ``psycopg2.sql``.)
+
+    >>> older_or_same(["id"], "updated_at", lambda c: f"p.{c}", lambda c: f"r.{c}")
+    'p.id = r.id AND r.updated_at >= p.updated_at'
+    >>> older_or_same(["id"], "id", lambda c: f"p.{c}", lambda c: f"r.{c}")  # an increasing id: the key itself
+    'p.id = r.id'
+    """
+    parts = [f"{probe(c)} = {held(c)}" for c in key]
+    if cursor_field not in key:
+        parts.append(f"{held(cursor_field)} >= {probe(cursor_field)}")
+    return " AND ".join(parts)
 
 
 def mask_from_positions(n: int, positions: pa.Array | list[int]) -> pa.Array:

@@ -37,6 +37,7 @@ from sources.load.base import (
     probe_table,
     set_aside_hint,
     utc_naive,
+    older_or_same,
 )
 from sources.load.changes import snapshot_insert_sql, soft_deleted_sql
 from sources.load.schema import plan_schema
@@ -241,16 +242,18 @@ class DuckDBRaw:
 
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
                   rows: pa.Table) -> pa.Array:
-        """True for each extracted row whose (key..., cursor) raw already holds, among raw rows with
-        cursor >= ``since`` (what a lookback re-reads): a semi-join in DuckDB, so memory follows the
-        batch, not the number of rows in the lookback window."""
+        """True for each extracted row whose key raw already holds at the same or a later cursor
+        value, among raw rows with cursor >= ``since`` (what a lookback re-reads): a semi-join in
+        DuckDB, so memory follows the batch, not the number of rows in the lookback window. A row
+        older than raw's version of its key (a replica that lags behind the host read before it)
+        would otherwise be appended as the newest extract and win staging's dedupe (``older_or_same``)."""
         exists = self.con.execute(
             f"SELECT count(*) FROM information_schema.tables WHERE table_schema = {lit(raw_schema)} AND table_name = {lit(table)}"
         ).fetchone()[0]
         if not exists or not rows.num_rows:
             return pa.array([False] * rows.num_rows)
         cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
-        on = " AND ".join(f"p.{q(c)} = r.{q(c)}" for c in cols)
+        on = older_or_same(key, cursor_field, lambda c: f"p.{q(c)}", lambda c: f"r.{q(c)}")
         self.con.register("_elt_probe", probe_table(rows, key, cursor_field))
         try:
             found = self.con.execute(

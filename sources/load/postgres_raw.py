@@ -392,8 +392,9 @@ class PostgresRaw:
 
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
                   rows: pa.Table) -> pa.Array:
-        """True for each extracted row whose (key..., cursor) raw already holds, among raw rows with
-        cursor >= ``since`` (what a lookback re-reads): the rows' key and cursor are copied into a
+        """True for each extracted row whose key raw already holds at the same or a later cursor value
+        (``older_or_same``), among raw rows with cursor >= ``since`` (what a lookback re-reads): the
+        rows' key and cursor are copied into a
         temporary table typed like raw's columns and semi-joined in PostgreSQL, so memory follows
         the batch, not the number of rows in the lookback window."""
         if not rows.num_rows:
@@ -414,13 +415,16 @@ class PostgresRaw:
             cursor = sql.SQL("r.{}").format(_ident(cursor_field))
             if pa.types.is_string(rows.schema.field(cursor_field).type):  # byte order, as the loader's cursor
                 cursor = sql.SQL('{} COLLATE "C"').format(cursor)
+            # the same key at the same or a later cursor value (``older_or_same``: a lagging replica's
+            # older version of a row is not appended over the newer one raw holds)
+            held = [sql.SQL("r.{c} = p.{c}").format(c=_ident(c)) for c in key]
+            if cursor_field not in key:
+                held.append(sql.SQL("{} >= p.{}").format(cursor, _ident(cursor_field)))
             # the bound as a literal, not a parameter: with parameters psycopg2 reads every % of the
             # query, a quoted column's too ("Updated %"), as a placeholder (a probe: IndexError on
             # every load after the first)
             cur.execute(sql.SQL("SELECT p._elt_i FROM _elt_probe AS p WHERE EXISTS (SELECT 1 FROM {} AS r WHERE {} AND {} >= {})").format(
-                _ident(raw_schema, table),
-                sql.SQL(" AND ").join(sql.SQL("r.{c} = p.{c}").format(c=_ident(c)) for c in cols),
-                cursor, sql.Literal(since)))
+                _ident(raw_schema, table), sql.SQL(" AND ").join(held), cursor, sql.Literal(since)))
             found = [i for (i,) in cur.fetchall()]
         return mask_from_positions(rows.num_rows, found)
 

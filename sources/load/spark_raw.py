@@ -37,6 +37,7 @@ from sources.load.base import (
     probe_table,
     set_aside_hint,
     utc_naive,
+    older_or_same,
 )
 from sources.load.changes import DELETED, ORDER, soft_deleted_sql
 from sources.load.schema import plan_schema
@@ -168,13 +169,14 @@ class SparkRaw:
 
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
                   rows: pa.Table) -> pa.Array:
-        """True for each extracted row whose (key..., cursor) raw already holds, among raw rows with
-        cursor >= ``since``: a semi-join in Spark; only the positions of the seen rows come back."""
+        """True for each extracted row whose key raw already holds at the same or a later cursor
+        value (``older_or_same``), among raw rows with cursor >= ``since``: a semi-join in Spark;
+        only the positions of the seen rows come back."""
         if not self._exists(raw_schema, table) or not rows.num_rows:
             return pa.array([False] * rows.num_rows)
         cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
         self.spark.createDataFrame(probe_table(rows, key, cursor_field)).createOrReplaceTempView("_elt_probe")
-        on = " AND ".join(f"p.{q(c)} = r.{q(c)}" for c in cols)
+        on = older_or_same(key, cursor_field, lambda c: f"p.{q(c)}", lambda c: f"r.{q(c)}")
         found = self.rows(f"SELECT p._elt_i FROM _elt_probe AS p LEFT SEMI JOIN (SELECT {', '.join(q(c) for c in cols)} "
                           f"FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= {lit(since)}) AS r ON {on}")
         return mask_from_positions(rows.num_rows, [r[0] for r in found])
