@@ -728,6 +728,21 @@ def _interrupted(command: str) -> int:
     return 128 + signal.SIGTERM if _TERMINATED else 130
 
 
+
+def _project_folders(settings: Settings | None) -> tuple[Path, ...]:
+    """Where SQLMesh writes in the project, for a full disk whose error names no file (SQLMesh's
+    worker processes): its ``.cache`` first when that is a mount of its own, then the project."""
+    if settings is None:
+        return ()
+    cache, root = settings.project_root / ".cache", settings.project_root
+    try:
+        if cache.stat().st_dev != root.stat().st_dev:
+            return cache, root
+    except OSError:
+        pass
+    return (root,)
+
+
 def _warehouse_failure(exc: BaseException, settings: Settings | None, command: str) -> tuple[str, int] | None:
     """The message and exit status for a failure of the warehouse itself, not of the command's data:
     a DuckDB file held by another process (75), one DuckDB refuses, a role without a privilege, a
@@ -742,7 +757,7 @@ def _warehouse_failure(exc: BaseException, settings: Settings | None, command: s
     # the disk of a file that is not the warehouse's (the project's, where SQLMesh writes its .cache);
     # a PostgreSQL server's full disk names its own files (base/16384/16397): not this machine's
     on_duckdb = settings is None or settings.gateway != "postgres"
-    elsewhere = full_disk_elsewhere(exc, warehouse, (settings.project_root,) if settings else ()) if on_duckdb else None
+    elsewhere = full_disk_elsewhere(exc, warehouse, _project_folders(settings)) if on_duckdb else None
     if elsewhere is not None:
         where, error = elsewhere
         return (f"error: the disk holding {where} is full: {redact_userinfo(error)}\n  next: free space there "

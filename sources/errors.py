@@ -8,6 +8,7 @@ on"; ``ConfigError`` means nothing ran.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 
 def first_line(exc: BaseException) -> str:
@@ -181,6 +182,13 @@ def unreadable_duckdb_file(exc: BaseException, path: object) -> str | None:
                 f"{low} to {high}: an older DuckDB wrote it\n"
                 "  next: open it once with a DuckDB release that reads both versions and export it "
                 "(`EXPORT DATABASE`), or rebuild it from landing (docs/runbook.md, \"Restore raw from landing\")")
+    if match["path"] and _empty_file(match["path"]):
+        # DuckDB creates the file before it writes its header, and leaves it when that write fails
+        # (a full disk): it holds nothing, and it is not the warehouse's damage a restore would mend
+        return (f"the DuckDB file {where} is empty (0 bytes): its creation failed, usually on a full disk, and it "
+                "holds nothing\n"
+                f"  next: check the disk has room again (`df -h {Path(str(where)).parent}`), then delete the empty file "
+                f"(`rm {where}`) and rerun: the command creates it again")
     if match["corrupt"]:  # DuckDB does not say which file
         what = f"a DuckDB file this command opened is damaged ({match['corrupt']}); the warehouse is {path}"
     else:
@@ -191,9 +199,18 @@ def unreadable_duckdb_file(exc: BaseException, path: object) -> str | None:
             "`elt transform` (docs/runbook.md, \"Restore raw from landing\")")
 
 
+def _empty_file(path: str) -> bool:
+    try:
+        return Path(path).stat().st_size == 0
+    except OSError:
+        return False
+
+
 # DuckDB's words when it could not write a database file: the OS's (a full disk), or its own after
-# such a failure, when it refuses every later statement of the process
-_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded", re.IGNORECASE)
+# such a failure, when it refuses every later statement of the process. When its spill file (the
+# warehouse's ``.tmp``) cannot grow, DuckDB says "Out of Memory Error: failed to offload data block"
+# (the disk, or max_temp_directory_size, is full: a larger memory limit is not the fix)
+_DISK_FULL = re.compile(r"No space left on device|Disk quota exceeded|failed to offload data block", re.IGNORECASE)
 _INVALIDATED = "database has been invalidated because of a previous fatal error"
 # either, in a model's error (SQLMesh's, as text)
 WAREHOUSE_WRITE_FAILED = re.compile(f"{_DISK_FULL.pattern}|{re.escape(_INVALIDATED)}", re.IGNORECASE)
@@ -264,6 +281,11 @@ def warehouse_write_problem(exc: BaseException, database: object) -> str | None:
     room = (f"free space on the disk holding the warehouse {database} (DuckDB also writes {database}.wal and spills "
             f"to {database}.tmp beside it), or set ELT_DUCKDB_PATH to a larger disk, then rerun: what failed was "
             "rolled back, and what committed before it is kept")
+    if "failed to offload data block" in text and not re.search(r"No space left|Disk quota", text):
+        # DuckDB's words for a spill file that cannot grow: its disk is full, unless someone set
+        # max_temp_directory_size (a larger memory limit is not the fix)
+        return (f"DuckDB could not spill to {database}.tmp: the disk holding it is full (or its "
+                f"max_temp_directory_size was reached), though DuckDB calls it 'Out of Memory'; {room}")
     if _DISK_FULL.search(text):
         return room
     if _INVALIDATED in text:

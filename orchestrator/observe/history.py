@@ -179,7 +179,10 @@ class History:
             yield _DuckCursor(conn)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            try:
+                conn.execute("ROLLBACK")
+            except duckdb.Error:  # a COMMIT that could not write (a full disk) has ended the transaction
+                pass  # already: "cannot rollback - no transaction is active" hid the error that mattered
             raise
         finally:
             conn.close()

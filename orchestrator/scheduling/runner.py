@@ -33,6 +33,7 @@ from orchestrator.scheduling import stopping
 from orchestrator.scheduling.schedule import retry_delay
 from orchestrator.settings import Settings
 from sources import forks
+from sources.errors import exception_chain
 from sources.logs import get_logger, redact_userinfo
 
 log = get_logger("orchestrator.scheduling.runner")
@@ -58,9 +59,61 @@ def run_job(settings: Settings, job: Job, *, now: Callable[[], datetime] = utcno
 
     run_id = kwargs.pop("run_id", None) or uuid.uuid4().hex[:12]
     with run_context(run_id=run_id, job=job.name, source=job.source):
-        result = _run_job(settings, job, now=now, run_id=run_id, **kwargs)
+        try:
+            result = _run_job(settings, job, now=now, run_id=run_id, **kwargs)
+        except Exception as exc:
+            alert_unrecorded(settings, job, run_id, exc)
+            raise
         notify_job(settings, job, result, now())
     return result
+
+
+# A run whose outcome the history could not record is alerted at most once per this many seconds
+# per job (ticks come every minute; the marker lives outside the history, which cannot be written)
+UNRECORDED_ALERT_EVERY_S = 3600
+
+
+def alert_unrecorded(settings: Settings, job: Job, run_id: str, exc: BaseException) -> None:
+    """Page on-call when the supervisor itself failed (the run history could not be written: a full
+    disk, usually the warehouse's, where the DuckDB history lives by default). The alert path reads
+    and records its state in that history, so it sent nothing: the run stayed `running`, and the
+    next tick blamed a died process. This alert needs no history: it is sent as it is, at most once
+    an hour per job (a marker file in the temporary folder), or every time if no marker can be kept."""
+    from orchestrator.observe.alerts import Alert, send
+
+    try:
+        error = redact_userinfo(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        disk_full = any(isinstance(e, OSError) and e.errno == 28 or "No space left on device" in str(e)
+                        for e in exception_chain(exc))
+        marker = Path(tempfile.gettempdir()) / "elt-unrecorded-alerts" / (
+            uuid.uuid5(uuid.NAMESPACE_URL, f"{settings.project_root}:{job.name}").hex[:16])
+        try:
+            if time.time() - marker.stat().st_mtime < UNRECORDED_ALERT_EVERY_S:
+                log.error("run not recorded; alert already sent this hour",
+                          extra={"fields": {"job": job.name, "run_id": run_id, "error": error}})
+                return
+        except OSError:
+            pass
+        from orchestrator.observe.history import meta_duckdb_path
+
+        where = meta_duckdb_path(settings) if settings.gateway != "postgres" else "elt_meta in the PostgreSQL warehouse"
+        send(Alert(
+            kind="failed", subject=f"job {job.name}", owner=job.owner,
+            what=f"job {job.name}: its run (run {run_id}) could not be recorded in the run history ({where})",
+            error=error,
+            investigate=("free space on the disk holding the run history (`df -h`), then `elt runs`; until then no "
+                         "scheduled job can start" if disk_full else
+                         "`elt runs` and the supervisor's log; until the run history can be written no scheduled "
+                         "job can start") + " (runbook: docs/runbook.md#a-job-failed)"))
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            os.utime(marker)
+        except OSError:
+            pass  # on the same full disk: the alert goes out again next time, never not at all
+    except Exception as alert_exc:  # noqa: BLE001 - the job's own error is what the caller raises
+        log.error("alerting failed", extra={"fields": {"job": job.name, "error": type(alert_exc).__name__}})
+
 
 
 def notify_job(settings: Settings, job: Job, result: JobResult, when: datetime) -> None:

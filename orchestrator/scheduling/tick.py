@@ -51,8 +51,12 @@ class TickReport:
         if self.busy:
             lines.append("  a previous tick is still running its jobs; nothing started")
         for r in self.started:
-            lines.append(f"  {r.job}: {r.status} (run {r.run_id}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}")
-            if r.status in ("failed", "timed_out"):  # the output often lands in a file nobody reads until it breaks
+            run = f"run {r.run_id}" if r.run_id else "no run recorded"
+            lines.append(f"  {r.job}: {r.status} ({run}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}")
+            if r.status in ("failed", "timed_out") and not r.run_id:
+                lines.append("    next: the run history could not be written (the error above; a full disk: `df -h`): "
+                             "fix that, then `elt runs`; docs/runbook.md#a-job-failed")
+            elif r.status in ("failed", "timed_out"):  # the output often lands in a file nobody reads until it breaks
                 lines.append(f"    next: `elt run-show {r.run_id}` (its output and exit code); docs/runbook.md#a-job-failed")
         if not self.started and not self.busy:
             lines.append("  nothing due")

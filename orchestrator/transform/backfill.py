@@ -389,9 +389,12 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
             # the audit advice only where rows failed an audit or a model failed: a lost connection
             # or a lock says its own next step, and the rerun is the way on
             from orchestrator.transform.run import _LOST_CONNECTION
+            from sources.errors import WAREHOUSE_WRITE_FAILED
 
+            # nor a full disk: its own next step (free space) and then the same command
             failed_rows = isinstance(exc, TransformFailed) and bool(
-                exc.failures or any(not _LOST_CONNECTION.search(e) for e in exc.model_errors))
+                exc.failures or any(not (_LOST_CONNECTION.search(e) or WAREHOUSE_WRITE_FAILED.search(e))
+                                    for e in exc.model_errors))
             next_step = (_failed_next(source, start, end, path) if failed_rows or not isinstance(exc, TransformFailed)
                          else "  next: rerun the same `elt backfill` command once the cause above is fixed: its "
                               "difference still counts from before this attempt")

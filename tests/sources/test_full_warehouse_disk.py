@@ -193,3 +193,66 @@ def test_a_full_postgresql_warehouse_disk_is_the_servers(tmp_path: Path, small_j
         assert code == 1 and message.startswith(f"error: the PostgreSQL warehouse {pg.host}:{pg.port}/wh has no disk "
                                                 "space left: could not extend file"), message
         assert "next: free space on the server's data disk" in message and "df -h" not in message, message
+
+
+def test_a_spill_that_cannot_grow_is_named_as_a_disk_not_as_memory(tmp_path: Path) -> None:
+    """DuckDB calls a spill file that cannot grow (its disk full, or max_temp_directory_size) an
+    "Out of Memory Error": the loader advised setting the batch aside, the transform died in a
+    traceback, and the alert sent on-call to raise the memory limit."""
+    from sources.errors import WAREHOUSE_WRITE_FAILED, warehouse_write_problem
+
+    warehouse = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(warehouse))
+    con.execute("SET memory_limit = '16MB'; SET max_temp_directory_size = '1MB'; SET threads = 1")
+    with pytest.raises(duckdb.OutOfMemoryException) as err:  # the real error, as a full spill disk gives it
+        con.execute("CREATE TABLE t AS SELECT i, md5(i::varchar) AS h FROM range(3000000) r(i) ORDER BY h")
+    con.close()
+    advice = warehouse_write_problem(err.value, warehouse)
+    assert advice is not None and "could not spill to" in advice and f"{warehouse}.tmp" in advice, advice
+    assert "free space on the disk holding the warehouse" in advice, advice
+    assert WAREHOUSE_WRITE_FAILED.search(str(err.value))  # a transform's model error is read the same way
+
+
+def test_a_duckdb_file_left_empty_by_a_full_disk_is_not_called_damaged(tmp_path: Path) -> None:
+    """DuckDB creates its file before writing the header and leaves it at 0 bytes when that write
+    fails: after the disk was freed, every command called it damaged and said to rebuild the
+    warehouse from landing, and nothing ran until someone deleted it."""
+    from sources.errors import unreadable_duckdb_file
+
+    empty = tmp_path / "elt_history.duckdb"
+    empty.touch()
+    with pytest.raises(duckdb.Error) as err:
+        duckdb.connect(str(empty))
+    message = unreadable_duckdb_file(err.value, tmp_path / "warehouse.duckdb")
+    assert message is not None and "is empty (0 bytes)" in message and f"rm {empty}" in message, message
+    assert "damaged" not in message and "rebuild" not in message, message
+
+
+def test_sqlmesh_cache_on_a_mount_of_its_own_is_the_folder_named(tmp_path: Path) -> None:
+    """SQLMesh's worker processes report a full disk without a file name: with `.cache` on a mount
+    of its own, `elt` said to free space on the project's disk, which had room."""
+    from orchestrator.cli import _project_folders
+    from orchestrator.settings import Settings
+    from sources.errors import full_disk_elsewhere
+
+    project = tmp_path / "project"
+    cache = project / ".cache"
+    cache.mkdir(parents=True)
+    settings = Settings(project_root=project, warehouse=tmp_path / "w.duckdb", landing_root=tmp_path / "landing",
+                        data_dir=tmp_path / "data")
+    assert _project_folders(settings) == (project,)  # one disk: the project is named
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cache)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        with (cache / "filler").open("wb", buffering=0) as fh:
+            try:
+                while True:
+                    fh.write(b"\0" * 4096)
+            except OSError:
+                pass
+        assert _project_folders(settings) == (cache, project)
+        found = full_disk_elsewhere(OSError(28, "No space left on device"), tmp_path / "w.duckdb", _project_folders(settings))
+        assert found is not None and found[0] == str(cache), found
+    finally:
+        subprocess.run(["umount", "-l", str(cache)], check=False)
