@@ -201,6 +201,12 @@ class _Table(_Checked):
     lookback: Duration | None = Field(None, description="Required with cursor_field: how much earlier than the "
                                                         "cursor the next read starts (15m; 0s only for a cursor "
                                                         "that never commits out of order).")
+    newest_by_cursor: bool = Field(False, strict=True, description=(
+        "With cursor_field: a row's version with the larger cursor is the newer, whichever read brought it, so a "
+        "read that returns a key at an earlier cursor than raw holds is not landed. For a source read through "
+        "hosts that lag behind one another (a reader endpoint over replicas). Off by default: with stamps taken "
+        "at a transaction's start (now()), concurrent transactions can commit a row's last version with the "
+        "earlier stamp."))
     freshness: Duration | None = Field(None, description="The maximum age of the table's newest data.")
     schema_policy: Policy = Field("evolve", description="When a batch's columns differ from raw: evolve, "
                                                         "strict or evolve_cast.")
@@ -305,6 +311,8 @@ class _Table(_Checked):
             out.append((("lookback",), "required with cursor_field: how much earlier than the last cursor the next "
                                        "read starts, for rows that commit after a later one was read (e.g. 15m; 0s "
                                        "only for a cursor that never commits out of order)"))
+        if raw.get("newest_by_cursor") and not raw.get("cursor_field"):
+            out.append((("newest_by_cursor",), " needs cursor_field: versions are ordered by that column"))
         if raw.get("updated_since_param") and not raw.get("cursor_field"):
             out.append((("updated_since_param",), " needs cursor_field: the cursor is the newest value of that column"))
         if kind == "rest_api" and not isinstance(raw.get("endpoint"), str):
@@ -321,7 +329,8 @@ class _Table(_Checked):
         return TableSpec(
             name=name, columns=tuple(ColumnSpec(n, parse_type(c.type), c.description) for n, c in self.columns.items()),
             primary_key=tuple(self.primary_key), description=self.description, cursor_field=self.cursor_field,
-            lookback_s=parse_duration(self.lookback or "0s"), window_column=self.window_column,
+            lookback_s=parse_duration(self.lookback or "0s"), newest_by_cursor=self.newest_by_cursor,
+            window_column=self.window_column,
             event_time=self.event_time, event_time_from=(parent.table, parent.key) if parent else None,
             sequence_key=self.sequence_key, held_rows=self.held_rows, soft_delete=self.soft_delete or None,
             held_rows_fail_after_s=parse_duration(self.held_rows_fail_after) if self.held_rows_fail_after else None,

@@ -402,9 +402,9 @@ def _bounded_cursor(high: Any, floor: str | None, started: datetime, where: dict
 
 def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.RecordBatch], pa.Array] | None:
     """For an incremental read: a function telling, per extracted batch, which rows raw already
-    holds unchanged (same key, same cursor), i.e. the rows the lookback window reads again, or
-    holds in a later version (same key, later cursor: an older version read from a replica that
-    lags behind the host read before it, which must not become the newest extract). The
+    holds unchanged (same key, same cursor), i.e. the rows the lookback window reads again; with
+    ``newest_by_cursor``, also those it holds in a later version (same key, later cursor: an older
+    version read from a replica that lags behind the host read before it). The
     check is a semi-join in the warehouse, one extracted batch at a time: memory follows the
     batch, never the number of rows the lookback covers (a bulk update puts every row there)."""
     table = item.table
@@ -437,7 +437,8 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
         floor = None
 
     def seen(batch: pa.RecordBatch) -> pa.Array:
-        known = raw.seen_rows(spec.raw_schema, table.name, key, cursor_field, since, pa.Table.from_batches([batch]))
+        known = raw.seen_rows(spec.raw_schema, table.name, key, cursor_field, since, pa.Table.from_batches([batch]),
+                              table.newest_by_cursor)
         if floor is None:
             return known
         # older than the lower bound: a correct source would not have sent them, and raw holds what
@@ -454,10 +455,10 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
          last_read: Callable[[], Manifest] | None = None) -> Manifest | None:
     """Write one extract as a batch; the manifest (written last) makes it exist.
 
-    ``seen``: tells which rows of a batch raw already holds with the same key and the same or a
-    later cursor; such rows (re-read at the lookback boundary, or older versions from a lagging
-    replica) are dropped, so overlapping incremental extracts never duplicate raw rows or bring
-    back an old version.
+    ``seen``: tells which rows of a batch raw already holds with the same key and cursor (or a
+    later cursor, with ``newest_by_cursor``); such rows (re-read at the lookback boundary, or
+    older versions from a lagging replica) are dropped, so overlapping incremental extracts never
+    duplicate raw rows.
     ``previous``: the table's latest landed batch; an extract whose data file is byte-identical
     (same rows, same order, same columns: a full snapshot that did not change, e.g. an API without
     an updated-since parameter) is not landed again.

@@ -53,6 +53,8 @@ class TableSpec:
     description: str = ""
     cursor_field: str | None = None
     lookback_s: int = 0
+    # a key's version with the larger cursor is the newer one, whichever read brought it (decision 0072)
+    newest_by_cursor: bool = False
     # postgres: the business-time column a backfill window selects on (ordered_at), when it
     # differs from the cursor (updated_at); without it a backfill re-reads the whole table
     window_column: str | None = None

@@ -92,6 +92,8 @@ def postgres_with_standby() -> Iterator[tuple[Postgres, Postgres]]:
     if as_root:
         shutil.chown(base, "postgres", "postgres")
     ports = free_port(), free_port()
+    while ports[1] == ports[0]:  # the first port is free again until its server binds it
+        ports = ports[0], free_port()
     started: list[Path] = []
     try:
         primary, standby = base / "primary", base / "standby"

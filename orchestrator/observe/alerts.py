@@ -144,7 +144,7 @@ def _email(host: str, alert: Alert, timeout: float, password: str | None) -> Non
     message["From"] = os.environ.get("ELT_ALERT_EMAIL_FROM") or f"elt@{socket.gethostname()}"
     message["To"] = ", ".join(recipients)
     message.set_content(alert.text())
-    port = int(os.environ.get("ELT_SMTP_PORT", "25"))
+    port = int(os.environ.get("ELT_SMTP_PORT") or ("465" if _flag("ELT_SMTP_SSL") else "25"))
     # TLS checks the server's certificate and name against the system's CAs (SSL_CERT_FILE honoured):
     # smtplib's own default checks neither, so anyone in the middle would have been sent the password
     context = ssl.create_default_context()
@@ -156,7 +156,7 @@ def _email(host: str, alert: Alert, timeout: float, password: str | None) -> Non
     with connection as smtp:
         encrypted = implicit
         if not implicit:
-            smtp.ehlo()
+            smtp.ehlo_or_helo_if_needed()  # a relay that only speaks HELO (and needs no login) still gets mail
             # asked for, or offered by a server we are to log in to: the password never goes in clear text
             if _flag("ELT_SMTP_STARTTLS") or (login and smtp.has_extn("starttls")):
                 smtp.starttls(context=context)

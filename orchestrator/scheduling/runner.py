@@ -31,6 +31,7 @@ from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
 from orchestrator.scheduling.locks import make_lock
 from orchestrator.scheduling import stopping
 from orchestrator.scheduling.schedule import retry_delay
+from orchestrator.scheduling.worker import without_secrets
 from orchestrator.settings import Settings
 from sources import forks
 from sources.errors import exception_chain
@@ -74,21 +75,22 @@ UNRECORDED_ALERT_EVERY_S = 3600
 
 
 def alert_unrecorded(settings: Settings, job: Job, run_id: str, exc: BaseException) -> None:
-    """Page on-call when the supervisor itself failed (the run history could not be written: a full
-    disk, usually the warehouse's, where the DuckDB history lives by default). The alert path reads
-    and records its state in that history, so it sent nothing: the run stayed `running`, and the
-    next tick blamed a died process. This alert needs no history: it is sent as it is, at most once
-    an hour per job (a marker file in the temporary folder), or every time if no marker can be kept."""
+    """Page on-call when the supervisor itself failed, usually because the run history could not be
+    written (a full disk, often the warehouse's, where the DuckDB history lives by default). The
+    alert path reads and records its state in that history, so it sent nothing: the run stayed
+    `running`, and the next tick blamed a died process. This alert needs no history: it is sent as
+    it is, at most once an hour per job once a channel took it (a marker file in this user's
+    folder under the temporary folder), or every time if no marker can be kept."""
     from orchestrator.observe.alerts import Alert, send
 
     try:
         error = redact_userinfo(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         disk_full = any(isinstance(e, OSError) and e.errno == 28 or "No space left on device" in str(e)
                         for e in exception_chain(exc))
-        marker = Path(tempfile.gettempdir()) / "elt-unrecorded-alerts" / (
+        marker = Path(tempfile.gettempdir()) / f"elt-unrecorded-alerts-{os.getuid()}" / (
             uuid.uuid5(uuid.NAMESPACE_URL, f"{settings.project_root}:{job.name}").hex[:16])
         try:
-            if time.time() - marker.stat().st_mtime < UNRECORDED_ALERT_EVERY_S:
+            if 0 <= time.time() - marker.stat().st_mtime < UNRECORDED_ALERT_EVERY_S:  # a future date: stale
                 log.error("run not recorded; alert already sent this hour",
                           extra={"fields": {"job": job.name, "run_id": run_id, "error": error}})
                 return
@@ -97,16 +99,18 @@ def alert_unrecorded(settings: Settings, job: Job, run_id: str, exc: BaseExcepti
         from orchestrator.observe.history import meta_duckdb_path
 
         where = meta_duckdb_path(settings) if settings.gateway != "postgres" else "elt_meta in the PostgreSQL warehouse"
-        send(Alert(
+        delivered = send(Alert(
             kind="failed", subject=f"job {job.name}", owner=job.owner,
-            what=f"job {job.name}: its run (run {run_id}) could not be recorded in the run history ({where})",
+            what=(f"job {job.name}: its supervisor failed, and the run (run {run_id}) may not be recorded in the run "
+                  f"history ({where})"),
             error=error,
             investigate=("free space on the disk holding the run history (`df -h`), then `elt runs`; until then no "
                          "scheduled job can start" if disk_full else
-                         "`elt runs` and the supervisor's log; until the run history can be written no scheduled "
-                         "job can start") + " (runbook: docs/runbook.md#a-job-failed)"))
+                         "`elt runs` and the supervisor's log (the error above)") + " (runbook: docs/runbook.md#a-job-failed)"))
+        if not any(delivered.values()):
+            return  # no channel took it: the next failure tries again
         try:
-            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             marker.touch()
             os.utime(marker)
         except OSError:
@@ -226,8 +230,8 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
         fields = {"run_id": base.run_id, "job": job.name, "source": job.source, "attempt": attempt,
                   "max_attempts": job.max_attempts, "missed_slots": missed}
         log.info("attempt started", extra={"fields": fields})
-        outcome = {k: redact_userinfo(v) if isinstance(v, str) else v  # for history, logs and the alert text
-                   for k, v in _one_attempt(settings, job, base.run_id, attempt, lock).items()}
+        # for history, logs and the alert text; JSON fields value by value (``without_secrets``)
+        outcome = without_secrets(_one_attempt(settings, job, base.run_id, attempt, lock))
         status = outcome.pop("status")
         retryable = bool(outcome.pop("retryable", False)) and attempt < job.max_attempts
         error = outcome.get("error") or ""

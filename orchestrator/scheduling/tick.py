@@ -54,8 +54,8 @@ class TickReport:
             run = f"run {r.run_id}" if r.run_id else "no run recorded"
             lines.append(f"  {r.job}: {r.status} ({run}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}")
             if r.status in ("failed", "timed_out") and not r.run_id:
-                lines.append("    next: the run history could not be written (the error above; a full disk: `df -h`): "
-                             "fix that, then `elt runs`; docs/runbook.md#a-job-failed")
+                lines.append("    next: the supervisor failed before recording the run (the error above; a run history on "
+                             "a full disk: `df -h`): fix that, then `elt runs`; docs/runbook.md#a-job-failed")
             elif r.status in ("failed", "timed_out"):  # the output often lands in a file nobody reads until it breaks
                 lines.append(f"    next: `elt run-show {r.run_id}` (its output and exit code); docs/runbook.md#a-job-failed")
         if not self.started and not self.busy:

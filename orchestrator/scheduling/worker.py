@@ -29,6 +29,25 @@ _TRANSIENT_TEXT = re.compile(
 )
 
 
+# SQLSTATEs a retry can fix: a serialization failure (a hot standby's recovery conflict too), a
+# deadlock, too many connections, a server shutting down or starting, a lock not available, and
+# the connection exceptions (class 08). Not: a disk full (53100), a program limit (54...), a
+# missing file (58P01): each would be retried for nothing, delaying the alert.
+_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "53300", "57P01", "57P02", "57P03", "55P03",
+                                  "08000", "08001", "08003", "08004", "08006"})
+
+
+def _transient_sqlstate(item: BaseException) -> bool:
+    """Whether a psycopg2 error's SQLSTATE is one a retry can fix: its ``pgcode`` when the server
+    sent one, else its class (an error built from a SQLSTATE's class, as psycopg2 maps them)."""
+    import psycopg2.errors
+
+    code = getattr(item, "pgcode", None)
+    if code:
+        return code in _TRANSIENT_SQLSTATES
+    return isinstance(item, tuple(psycopg2.errors.lookup(c) for c in _TRANSIENT_SQLSTATES))
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Worth retrying: network, 5xx, lock timeouts. Not: bad input, contracts, config, failed audits.
 
@@ -41,6 +60,8 @@ def is_retryable(exc: BaseException) -> bool:
     >>> import psycopg2.errors
     >>> is_retryable(psycopg2.errors.SerializationFailure("canceling statement due to conflict with recovery"))
     True
+    >>> is_retryable(psycopg2.errors.ProgramLimitExceeded("index row size 3000 exceeds btree version 4 maximum"))
+    False
     """
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -55,10 +76,8 @@ def is_retryable(exc: BaseException) -> bool:
             return True
         if type(item).__name__ in ("OperationalError", "URLError", "TransientHTTPError"):
             return True
-        # psycopg2's errors by SQLSTATE (SerializationFailure, DeadlockDetected...) subclass its
-        # OperationalError; DuckDB's subclasses (IOException, OutOfMemoryException) are not retried
-        if type(item).__module__.startswith("psycopg2") and any(
-                k.__name__ == "OperationalError" for k in type(item).__mro__):
+        # psycopg2's errors by SQLSTATE are subclasses (SerializationFailure...): only those a retry can fix
+        if type(item).__module__.startswith("psycopg2") and _transient_sqlstate(item):
             return True
         if _TRANSIENT_TEXT.search(str(item)):
             return True
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"error_class": "WarehouseBusy", "error": f"job {job.name}: {held.removeprefix('error: ')}"}
             retryable = True
     result["retryable"] = retryable
-    Path(args.result).write_text(json.dumps(_without_secrets(result)))
+    Path(args.result).write_text(json.dumps(without_secrets(result)))
     if result.get("error"):
         logs.get_logger("orchestrator.scheduling.worker").error(
             "attempt failed", extra={"fields": {"error": result["error"], "error_class": result.get("error_class"),
@@ -188,14 +207,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _without_secrets(result: dict[str, Any]) -> dict[str, Any]:
-    """``result`` with every secret this process read replaced by ``***``. Only this process knows
-    a source's secrets (its token, its password: ``secret_from_env`` registers them here), so the
-    supervisor, which stores the result in the run history and sends it in alerts, cannot redact
-    them afterwards. The ``*_json`` fields are redacted value by value, so they stay JSON."""
+def without_secrets(result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with every secret this process read replaced by ``***``. Only a job's worker
+    knows its source's secrets (its token, its password: ``secret_from_env`` registers them
+    there), so it redacts its result before the supervisor stores it in the run history and sends
+    it in alerts; the supervisor redacts again with what it knows. The fields holding JSON
+    (``*_json``, ``watermark_*``) are redacted value by value, so they stay JSON: whole, a table
+    named ``user_credentials`` read as a credential and the history's JSON no longer parsed.
+
+    >>> without_secrets({"tables_json": '{"user_credentials": {"rows": 1}}', "error": "password=S3CR3T"})
+    {'tables_json': '{"user_credentials": {"rows": 1}}', 'error': 'password=***'}
+    """
     out: dict[str, Any] = {}
     for key, value in result.items():
-        if key.endswith("_json") and isinstance(value, str):
+        if (key.endswith("_json") or key.startswith("watermark_")) and isinstance(value, str):
             try:
                 out[key] = json.dumps(logs.redacted(json.loads(value)), default=str)
                 continue

@@ -91,7 +91,7 @@ class RawStore(Protocol):
     def loaded_batch_ids(self, source: str, table: str) -> set[str]: ...
     def cursor(self, source: str, table: str) -> str | None: ...
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
-                  rows: pa.Table) -> pa.Array: ...
+                  rows: pa.Table, newest_by_cursor: bool = False) -> pa.Array: ...
     def load(self, manifest: Manifest, reader: pa.RecordBatchReader | list[str], raw_schema: str, *,
              policy: str = "evolve") -> LoadResult: ...
     def set_aside_ids(self, source: str, table: str) -> set[str]: ...
@@ -108,23 +108,29 @@ def probe_table(rows: pa.Table | pa.RecordBatch, key: list[str], cursor_field: s
                                 names=[*cols, "_elt_i"])
 
 
-def older_or_same(key: list[str], cursor_field: str, probe: Callable[[str], str], held: Callable[[str], str]) -> str:
+def older_or_same(key: list[str], cursor_field: str, probe: Callable[[str], str], held: Callable[[str], str],
+                  newest_by_cursor: bool = False) -> str:
     """The condition under which raw's row (``held``) makes an extracted row (``probe``) not worth
-    appending: the same key, and a cursor value at least as late. A row re-read by the lookback
-    has the same cursor value. A row from a replica that lags behind the host read before it can
-    have an older one: appended, it would be the newest extract, and staging's dedupe would keep it
-    over the version that replaced it (a probe: an order moved back a day, for good). ``probe`` and
-    ``held`` quote a column for each side. (The PostgreSQL store builds the same condition with
-    ``psycopg2.sql``.)
+    appending: the same key and the same cursor value (a row the lookback re-reads). With
+    ``newest_by_cursor`` (the table declares it), also a later cursor value held: a row from a
+    replica that lags behind the host read before it can be an older version, and appended it
+    would be the newest extract, which staging's dedupe keeps (a probe: an order moved back a day,
+    for good). It is not the default: with stamps taken at a transaction's start (``now()``), two
+    concurrent transactions can commit a row's last version with the earlier stamp, and that
+    version would be dropped. ``probe`` and ``held`` quote a column for each side. (The PostgreSQL
+    store builds the same condition with ``psycopg2.sql``.)
 
     >>> older_or_same(["id"], "updated_at", lambda c: f"p.{c}", lambda c: f"r.{c}")
+    'p.id = r.id AND p.updated_at = r.updated_at'
+    >>> older_or_same(["id"], "updated_at", lambda c: f"p.{c}", lambda c: f"r.{c}", newest_by_cursor=True)
     'p.id = r.id AND r.updated_at >= p.updated_at'
-    >>> older_or_same(["id"], "id", lambda c: f"p.{c}", lambda c: f"r.{c}")  # an increasing id: the key itself
+    >>> older_or_same(["id"], "id", lambda c: f"p.{c}", lambda c: f"r.{c}", True)  # an increasing id: the key itself
     'p.id = r.id'
     """
     parts = [f"{probe(c)} = {held(c)}" for c in key]
     if cursor_field not in key:
-        parts.append(f"{held(cursor_field)} >= {probe(cursor_field)}")
+        parts.append(f"{held(cursor_field)} >= {probe(cursor_field)}" if newest_by_cursor
+                     else f"{probe(cursor_field)} = {held(cursor_field)}")
     return " AND ".join(parts)
 
 

@@ -241,19 +241,18 @@ class DuckDBRaw:
         return row[0] if row else None
 
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
-                  rows: pa.Table) -> pa.Array:
-        """True for each extracted row whose key raw already holds at the same or a later cursor
-        value, among raw rows with cursor >= ``since`` (what a lookback re-reads): a semi-join in
-        DuckDB, so memory follows the batch, not the number of rows in the lookback window. A row
-        older than raw's version of its key (a replica that lags behind the host read before it)
-        would otherwise be appended as the newest extract and win staging's dedupe (``older_or_same``)."""
+                  rows: pa.Table, newest_by_cursor: bool = False) -> pa.Array:
+        """True for each extracted row whose (key..., cursor) raw already holds (or, with
+        ``newest_by_cursor``, holds at a later cursor value: ``older_or_same``), among raw rows with
+        cursor >= ``since`` (what a lookback re-reads): a semi-join in DuckDB, so memory follows the
+        batch, not the number of rows in the lookback window."""
         exists = self.con.execute(
             f"SELECT count(*) FROM information_schema.tables WHERE table_schema = {lit(raw_schema)} AND table_name = {lit(table)}"
         ).fetchone()[0]
         if not exists or not rows.num_rows:
             return pa.array([False] * rows.num_rows)
         cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
-        on = older_or_same(key, cursor_field, lambda c: f"p.{q(c)}", lambda c: f"r.{q(c)}")
+        on = older_or_same(key, cursor_field, lambda c: f"p.{q(c)}", lambda c: f"r.{q(c)}", newest_by_cursor)
         self.con.register("_elt_probe", probe_table(rows, key, cursor_field))
         try:
             found = self.con.execute(

@@ -391,10 +391,10 @@ class PostgresRaw:
             return row[0] if row else None
 
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
-                  rows: pa.Table) -> pa.Array:
-        """True for each extracted row whose key raw already holds at the same or a later cursor value
-        (``older_or_same``), among raw rows with cursor >= ``since`` (what a lookback re-reads): the
-        rows' key and cursor are copied into a
+                  rows: pa.Table, newest_by_cursor: bool = False) -> pa.Array:
+        """True for each extracted row whose (key..., cursor) raw already holds (or, with
+        ``newest_by_cursor``, holds at a later cursor value: ``older_or_same``), among raw rows with
+        cursor >= ``since`` (what a lookback re-reads): the rows' key and cursor are copied into a
         temporary table typed like raw's columns and semi-joined in PostgreSQL, so memory follows
         the batch, not the number of rows in the lookback window."""
         if not rows.num_rows:
@@ -415,11 +415,11 @@ class PostgresRaw:
             cursor = sql.SQL("r.{}").format(_ident(cursor_field))
             if pa.types.is_string(rows.schema.field(cursor_field).type):  # byte order, as the loader's cursor
                 cursor = sql.SQL('{} COLLATE "C"').format(cursor)
-            # the same key at the same or a later cursor value (``older_or_same``: a lagging replica's
-            # older version of a row is not appended over the newer one raw holds)
+            # the same key at the same cursor value, or at a later one with newest_by_cursor
+            # (``older_or_same``: a lagging replica's older version is not appended over a newer one)
             held = [sql.SQL("r.{c} = p.{c}").format(c=_ident(c)) for c in key]
             if cursor_field not in key:
-                held.append(sql.SQL("{} >= p.{}").format(cursor, _ident(cursor_field)))
+                held.append(sql.SQL("{} >= p.{}" if newest_by_cursor else "{} = p.{}").format(cursor, _ident(cursor_field)))
             # the bound as a literal, not a parameter: with parameters psycopg2 reads every % of the
             # query, a quoted column's too ("Updated %"), as a placeholder (a probe: IndexError on
             # every load after the first)

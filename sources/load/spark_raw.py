@@ -168,15 +168,15 @@ class SparkRaw:
         return bool(self.spark.catalog.tableExists(f"{raw_schema}.{table}"))
 
     def seen_rows(self, raw_schema: str, table: str, key: list[str], cursor_field: str, since: object,
-                  rows: pa.Table) -> pa.Array:
-        """True for each extracted row whose key raw already holds at the same or a later cursor
-        value (``older_or_same``), among raw rows with cursor >= ``since``: a semi-join in Spark;
-        only the positions of the seen rows come back."""
+                  rows: pa.Table, newest_by_cursor: bool = False) -> pa.Array:
+        """True for each extracted row whose (key..., cursor) raw already holds (or, with
+        ``newest_by_cursor``, holds at a later cursor value: ``older_or_same``), among raw rows with
+        cursor >= ``since``: a semi-join in Spark; only the positions of the seen rows come back."""
         if not self._exists(raw_schema, table) or not rows.num_rows:
             return pa.array([False] * rows.num_rows)
         cols = list(dict.fromkeys([*key, cursor_field]))  # the cursor may be the key (an increasing id)
         self.spark.createDataFrame(probe_table(rows, key, cursor_field)).createOrReplaceTempView("_elt_probe")
-        on = older_or_same(key, cursor_field, lambda c: f"p.{q(c)}", lambda c: f"r.{q(c)}")
+        on = older_or_same(key, cursor_field, lambda c: f"p.{q(c)}", lambda c: f"r.{q(c)}", newest_by_cursor)
         found = self.rows(f"SELECT p._elt_i FROM _elt_probe AS p LEFT SEMI JOIN (SELECT {', '.join(q(c) for c in cols)} "
                           f"FROM {qtable(raw_schema, table)} WHERE {q(cursor_field)} >= {lit(since)}) AS r ON {on}")
         return mask_from_positions(rows.num_rows, [r[0] for r in found])

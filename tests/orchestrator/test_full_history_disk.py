@@ -56,7 +56,7 @@ def test_a_full_history_disk_still_pages_and_names_the_disk(project: Project, sm
         assert "No space left on device" in text and "cannot rollback" not in text, text
         assert len(hook.received) == 1, hook.received  # paged, though the history could record nothing
         alert = hook.received[0]["text"]
-        assert "FAILED" in alert and "job quick" in alert and str(history) in alert, alert
+        assert "FAILED" in alert and "job quick" in alert and str(history) in alert and "supervisor failed" in alert, alert
         assert "No space left on device" in alert and "df -h" in alert, alert
 
         tick = project.elt("tick", ELT_JOB_QUICK_SCHEDULE="* * * * *")

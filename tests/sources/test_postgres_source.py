@@ -145,36 +145,39 @@ def test_incremental_extract_reads_from_the_cursor_minus_lookback(appdb, pg_db, 
 
 
 @pytest.mark.parametrize("store", ["duckdb", "postgres"])
-def test_an_older_version_from_a_lagging_replica_never_replaces_a_newer_one(appdb, pg_db, tmp_path: Path, store: str) -> None:  # type: ignore[no-untyped-def]
-    """A load reads a host holding a row's newest version (v2), the next a replica that lags and
-    still holds v1, whose cursor is inside the lookback window (a reader endpoint over replicas,
-    or extraction moved from the primary to a replica). v1 was appended as the newest extract, so
-    staging's dedupe kept it, and every later load dropped v2 as already held: the row went back
-    in time for good, with every audit green. An extracted row older than raw's version of its
-    key is now dropped like a re-read one."""
-    spec = parse_source(declaration(lookback="1h"))
+@pytest.mark.parametrize("newest_by_cursor", [False, True])
+def test_a_version_with_an_earlier_cursor_than_raw_holds(appdb, pg_db, tmp_path: Path, store: str,  # type: ignore[no-untyped-def]
+                                                         newest_by_cursor: bool) -> None:
+    """A load reads v2 of a row (08:30); the next read returns the row at 08:00, inside the lookback.
+
+    - By default that is the row's newest version, as the source committed it: two concurrent
+      transactions stamping now() (their start) can commit the last version with the earlier
+      stamp. It is landed and wins staging's dedupe, as before.
+    - With ``newest_by_cursor`` (a source read through replicas that lag behind one another) it
+      is an older version from a lagging host: appended, it won staging's dedupe, and every later
+      load dropped v2 as already held, so the row went back in time for good with every audit
+      green (a probe). It is dropped like a re-read row."""
+    decl = declaration(lookback="1h")
+    decl["tables"]["orders"]["newest_by_cursor"] = newest_by_cursor
+    spec = parse_source(decl)
     landing = Landing.local(tmp_path / "landing")
     ann = "customer = 'ann'"
     with _open_raw(store, tmp_path, pg_db) as raw:
         ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-        with appdb.cursor() as cur:  # the primary: v1, then v2
+        with appdb.cursor() as cur:  # v1, then v2
             cur.execute(f"UPDATE app.orders SET note = 'v1', updated_at = '2024-01-03 08:00:00+00' WHERE {ann}")
             cur.execute(f"UPDATE app.orders SET note = 'v2', updated_at = '2024-01-03 08:30:00+00' WHERE {ann}")
         (fresh,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-        with appdb.cursor() as cur:  # what the lagging replica returns: v1 (inside the lookback from 08:30)
+        with appdb.cursor() as cur:  # the next read: the row at 08:00 (inside the lookback from 08:30)
             cur.execute(f"UPDATE app.orders SET note = 'v1', updated_at = '2024-01-03 08:00:00+00' WHERE {ann}")
-        (lagging,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-        with appdb.cursor() as cur:  # the replica catches up: v2 again
-            cur.execute(f"UPDATE app.orders SET note = 'v2', updated_at = '2024-01-03 08:30:00+00' WHERE {ann}")
-        (caught_up,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
-    assert fresh.rows_applied == 1 and lagging.error is None and caught_up.error is None
-    assert (lagging.status, lagging.rows_applied) == ("unchanged", 0), lagging
-    assert (caught_up.status, caught_up.rows_applied) == ("unchanged", 0), caught_up
+        (earlier,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert fresh.rows_applied == 1 and earlier.error is None
+    assert (earlier.status, earlier.rows_applied) == (("unchanged", 0) if newest_by_cursor else ("loaded", 1)), earlier
     latest = _read(store, tmp_path, pg_db, f"""
         SELECT note FROM (SELECT note, customer, row_number() OVER (
             PARTITION BY id ORDER BY _extracted_at DESC, _batch_id DESC, _batch_row DESC) AS n FROM raw_appdb.orders) AS t
         WHERE n = 1 AND {ann}""")
-    assert latest == [("v2",)]
+    assert latest == [("v2",) if newest_by_cursor else ("v1",)]
 
 
 @pytest.mark.parametrize("store", ["duckdb", "postgres"])

@@ -3,6 +3,7 @@ real primary and a standby streaming from it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -79,24 +80,61 @@ def test_a_standby_is_read_by_a_select_only_role_whatever_the_default_isolation(
         assert raw.cursor("appdb", "orders") == "2024-01-01T08:20:00+00:00"
 
 
-def test_a_read_cancelled_by_the_standby_is_retried_and_says_what_to_set() -> None:
+def test_a_read_cancelled_by_the_standby_is_retried_and_says_what_to_set(servers) -> None:  # type: ignore[no-untyped-def]
     """A hot standby cancels a read that holds back its replay (`canceling statement due to
     conflict with recovery`, SQLSTATE 40001): transient, but it was not retried (psycopg2 raises a
     subclass of OperationalError, and the text matched nothing), and the hint said only to check
-    the source."""
-    from psycopg2 import errors
-
+    the source. The cancel here is the standby's own: a read holds a table while the primary locks
+    it, and the standby (max_standby_streaming_delay = 0) cancels the read to replay the lock."""
     from sources.extract.postgres import _copy_error
     from sources.specs import TableSpec
 
-    cancel = errors.SerializationFailure("canceling statement due to conflict with recovery")
-    table = TableSpec(name="orders", columns=(), primary_key=("id",), source_table="app.orders")
+    primary, standby = servers
+    con = psycopg2.connect(primary.dsn)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute("CREATE TABLE public.held (id int)")
+        cur.execute("INSERT INTO public.held VALUES (1)")
+    _replayed(primary, standby)
+    cancelled: list[BaseException] = []
+
+    def read() -> None:
+        reader = psycopg2.connect(standby.dsn, options="-c default_transaction_isolation=read\\ committed")
+        try:
+            with reader.cursor() as cur:
+                cur.execute("SELECT pg_sleep(30) FROM public.held")
+        except psycopg2.Error as exc:
+            cancelled.append(exc)
+        finally:
+            reader.close()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    reader_started = time.monotonic() + 30
+    probe = psycopg2.connect(standby.dsn, options="-c default_transaction_isolation=read\\ committed")
+    probe.autocommit = True
+    with probe.cursor() as cur:  # the read holds the table on the standby
+        while True:
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%'")
+            if cur.fetchone()[0]:
+                break
+            assert time.monotonic() < reader_started, "the standby read did not start"
+            time.sleep(0.05)
+    probe.close()
+    with con.cursor() as cur:
+        cur.execute("BEGIN; LOCK TABLE public.held IN ACCESS EXCLUSIVE MODE; COMMIT")
+    con.close()
+    thread.join(timeout=60)
+    assert len(cancelled) == 1 and "conflict with recovery" in str(cancelled[0]), cancelled
+
+    table = TableSpec(name="held", columns=(), primary_key=("id",), source_table="public.held")
     try:
         try:
-            raise cancel
-        except errors.SerializationFailure as exc:
-            raise _copy_error(exc, table, {"source": "appdb", "table": "orders"}) from exc
+            raise cancelled[0]
+        except psycopg2.Error as exc:  # as the extraction raises it
+            raise _copy_error(exc, table, {"source": "appdb", "table": "held"}) from exc
     except Exception as raised:  # noqa: BLE001 - the error as the loader raises it
         error = raised
-    assert "conflict with recovery" in str(error) and "hot_standby_feedback" in str(getattr(error, "hint", "")), error
+    assert "conflict with recovery" in str(error) and "relation lock" in str(error), error  # PostgreSQL's detail
+    assert "hot_standby_feedback" in str(getattr(error, "hint", "")), error
     assert is_retryable(error)
