@@ -241,15 +241,26 @@ class TransformSummary:
     audits_warned: list[tuple[str, str, int]] = field(default_factory=list)
 
     def render(self) -> str:
+        """One line, the outcome first: the restated models come last, the first
+        ``SHOWN_RESTATED`` of them (at 200 tables the whole list made a line of 29,000 characters
+        with the audits' result at its very end; a probe)."""
+        restated = [f"{m} ({w})" for m, w in self.restated_windows.items()]
+        more = len(restated) - SHOWN_RESTATED
         return (
             f"environment {self.environment}: plan {'applied' if self.applied_plan else 'had no changes'}, "
-            f"run {self.run_status}, {len(self.evaluated)} interval(s) evaluated, "
-            f"restated {', '.join(f'{m} ({w})' for m, w in self.restated_windows.items()) or 'nothing'}; "
+            f"run {self.run_status}, {len(self.evaluated)} interval(s) evaluated; "
             f"audits: {self.audits_passed}/{self.audits_run} passed on {self.models_audited} models"
             + (f", {len(self.audits_warned)} failed without blocking: "
                + ", ".join(f"{a} on {m} ({c:,} rows)" for m, a, c in self.audits_warned) if self.audits_warned else "")
-            + f" ({self.elapsed_s:.1f}s)"
+            + f" ({self.elapsed_s:.1f}s); restated "
+            + (", ".join(restated[:SHOWN_RESTATED])
+               + (f", and {more} more model(s) (the log line 'model(s) restated' lists them all)" if more > 0 else "")
+               if restated else "nothing")
         )
+
+
+# the restated models a transform's summary line names; the rest are counted
+SHOWN_RESTATED = 20
 
 
 # cache entries found to hold this state's table versions (entry -> [version, mtime_ns, size]),
@@ -926,15 +937,20 @@ def create_declared_raw_tables(settings: Settings, specs: list[Any] | None = Non
             declaring[key] = declaring.get(key, 0) + 1
     created = []
     with settings.open_raw() as raw:
+        present = raw.column_names(sorted({source.raw_schema for source in specs}))  # one read of the catalog
         for source in specs:
             for table in source.tables.values():
                 name = f"{source.raw_schema}.{table.name}"
                 if not table.columns or table.schema_policy == "strict" or declaring[name.lower()] > 1:
                     continue
                 columns = [{"name": c.name, "type": c.type.name} for c in table.columns]
+                held = present.get((source.raw_schema.lower(), table.name.lower()))
+                if held and all(c["name"].lower() in held for c in columns):
+                    continue  # the usual case: the table holds every declared column already
                 fields = {"source": source.name, "table": table.name, "raw_schema": source.raw_schema}
                 try:
-                    made = raw.create_declared(source.raw_schema, table.name, columns, list(table.primary_key))
+                    made = not held and raw.create_declared(source.raw_schema, table.name, columns,
+                                                            list(table.primary_key))
                     added = [] if made else raw.add_declared_columns(source.raw_schema, table.name, columns)
                 except Exception as exc:  # noqa: BLE001 - a convenience: the models say if the table is needed
                     log.warning(f"could not create empty raw table {name} or add its declared columns: "
@@ -1356,6 +1372,9 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
         log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {
             "environment": environment, "intervals": [f"{m} {a}..{b}" for m, a, b in summary.evaluated]}})
+    if len(restated.windows) > SHOWN_RESTATED:  # the summary line names the first ones only
+        log.info(f"{len(restated.windows)} model(s) restated", extra={"fields": {
+            "environment": environment, "restated": [f"{m} ({w})" for m, w in restated.windows.items()]}})
     # a non-blocking audit that failed is not passed: it counted as passed, and the summary said
     # "6/6 passed" under SQLMesh's warning of 27,712 failing rows (a probe)
     summary.audits_run, summary.audits_passed, summary.models_audited = (

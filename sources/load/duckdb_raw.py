@@ -369,6 +369,19 @@ class DuckDBRaw:
             raise
         return LoadResult(manifest.batch_id, manifest.table, applied_rows, applied=True, schema_notes=notes)
 
+    def column_names(self, raw_schemas: list[str]) -> dict[tuple[str, str], set[str]]:
+        """The columns of every table in ``raw_schemas``, by (schema, table), all lower case: one
+        read of the catalog. In DuckDB each ``information_schema`` query reads the whole catalog,
+        so a question per table cost tables x catalog (1.8 s of a 10.7 s transform at 200 tables)."""
+        if not raw_schemas:
+            return {}
+        found: dict[tuple[str, str], set[str]] = {}
+        for schema, table, column in self.con.execute(
+                "SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                f"WHERE lower(table_schema) IN ({', '.join(lit(s.lower()) for s in raw_schemas)})").fetchall():
+            found.setdefault((schema.lower(), table.lower()), set()).add(column.lower())
+        return found
+
     def create_declared(self, raw_schema: str, table: str, columns: list[dict[str, str]], primary_key: list[str]) -> bool:
         """Create ``raw_schema.table`` empty, with the declared ``columns`` (as a batch's manifest
         lists them) and the metadata columns, unless it exists; True if it was created. A first

@@ -607,6 +607,19 @@ class PostgresRaw:
                 "table": f"{raw_schema}.{table}", "error": first_line(exc)}})
             return False
 
+    def column_names(self, raw_schemas: list[str]) -> dict[tuple[str, str], set[str]]:
+        """The columns of every table in ``raw_schemas``, by (schema, table), all lower case: one
+        query (DuckDBRaw.column_names)."""
+        if not raw_schemas:
+            return {}
+        found: dict[tuple[str, str], set[str]] = {}
+        with self.con, self.con.cursor() as cur:
+            cur.execute("SELECT table_schema, table_name, column_name FROM information_schema.columns "
+                        "WHERE table_schema = ANY(%s)", [sorted(set(raw_schemas))])
+            for schema, table, column in cur.fetchall():
+                found.setdefault((schema.lower(), table.lower()), set()).add(column.lower())
+        return found
+
     def create_declared(self, raw_schema: str, table: str, columns: list[dict[str, str]], primary_key: list[str]) -> bool:
         """Create ``raw_schema.table`` empty from its declaration unless it exists; True if created
         (DuckDBRaw.create_declared). Under the raw table's lock, as a load takes it, if that lock

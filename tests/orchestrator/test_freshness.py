@@ -382,3 +382,23 @@ def test_a_mixed_case_time_column_on_postgresql_is_read_as_spelled(pg_db) -> Non
         assert str(value) == "2020-01-01 10:00:00" and note == "", (value, note)
     finally:
         con.close()
+
+
+def test_many_tables_print_a_count_and_the_stale_ones_first() -> None:
+    """At 200 tables `elt freshness` printed 207 lines in declaration order, the 5 stale ones at
+    lines 196-205, with no count (a probe)."""
+    from datetime import datetime, timedelta
+
+    from orchestrator.observe.freshness import Freshness, render
+
+    now = datetime(2026, 12, 7, 12, 0)
+    fresh = [Freshness(f"raw_shop.t{n:03d}", "table", "fresh", 3600, now - timedelta(minutes=5), "o", source="shop",
+                       last_loaded=now, loaded_by="shop") for n in range(195)]
+    stale = [Freshness(f"raw_shop.s{n}", "table", "stale", 3600, now - timedelta(hours=5), "o", source="shop",
+                       last_loaded=now - timedelta(hours=5), loaded_by="shop") for n in range(5)]
+    unknown = [Freshness("marts.never", "mart", "unknown", 3600, None, "o", measure="last build", why="never built")]
+    lines = render(fresh[:100] + stale[:3] + unknown + fresh[100:] + stale[3:], now).splitlines()
+    assert lines[1] == "201 checked: 5 stale, 1 unknown, 195 fresh, stale ones first", lines[1]
+    assert [line.split(":")[0] for line in lines[2:8]] == [
+        "raw_shop.s0", "raw_shop.s1", "raw_shop.s2", "raw_shop.s3", "raw_shop.s4", "marts.never"]
+    assert len(lines) == 203 and lines[8].startswith("raw_shop.t000: fresh")
