@@ -290,6 +290,15 @@ def _cmd_sources(args: argparse.Namespace, settings: Settings) -> int:
     if args.write_external_models:
         print(f"wrote {external_models.write(settings.project_root)}")
         return 0
+    if args.write_staging:
+        from sources import staging_models
+
+        spec = load_source(args.write_staging)
+        for path, what in staging_models.write(settings.project_root, spec):
+            print(f"{path.relative_to(settings.project_root)}: {what}")
+        print("next: review each draft (names, units, audits; docs/how-to/add-a-source.md, step 6), then "
+              "`sqlmesh format <files>` and `sqlmesh plan dev`")
+        return 0
 
     for name in available_sources():
         spec = load_source(name)
@@ -574,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     srcs = sub.add_parser("sources", help="list declared sources")
     srcs.add_argument("--write-external-models", action="store_true", help="regenerate external_models.yaml")
+    srcs.add_argument("--write-staging", metavar="SOURCE", help="write a first draft of the staging model of each "
+                      "table of SOURCE that has none (models/staging/stg_<source>__<table>.sql; never overwritten)")
     srcs.set_defaults(func=_cmd_sources)
     for command in sub.choices.values():  # `elt demo --gateway spark` as well as `elt --gateway spark demo`
         command.add_argument("--gateway", choices=GATEWAYS, default=argparse.SUPPRESS, help=gateway_help)
