@@ -402,9 +402,15 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
         job = jobs.get(record.job)
         lock = make_lock(settings, f"job:{record.job}")
         if not lock.try_acquire():
-            # alive; but if its supervisor was killed, nobody enforces the timeout: do it here
-            overdue = job is not None and (now - record.started_at).total_seconds() > job.timeout_s + 60
-            if overdue and record.host == socket.gethostname() and record.pid:
+            # alive; but if its supervisor was killed, nobody enforces the timeout: do it here. The
+            # attempt's age is read from the kernel (since boot), not the wall clock: a clock stepped
+            # forward (NTP, a resumed VM) made a healthy 10-second-old run look hours old, and it was
+            # killed with signal 9 and alerted as failed (a probe)
+            here = record.host == socket.gethostname()
+            age = process_age_s(record.pid) if here and record.pid else None
+            elapsed = age if age is not None else (now - record.started_at).total_seconds()
+            overdue = job is not None and elapsed > job.timeout_s + 60
+            if overdue and here and record.pid:
                 log.warning("killing an orphaned run past its timeout",
                             extra={"fields": {"run_id": record.run_id, "job": record.job, "pgid": record.pid}})
                 _kill_group(record.pid)
@@ -416,6 +422,19 @@ def mark_abandoned(settings: Settings, history: History, now: datetime) -> list[
         finally:
             lock.release()
     return abandoned
+
+
+def process_age_s(pid: int) -> float | None:
+    """How long process ``pid`` has run, in seconds since its start by the kernel's boot-relative
+    clock, which no change of the wall clock moves; None where it cannot be read (no such process,
+    no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        started_ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime, after the comm
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def abandon_record(settings: Settings, history: History, record: RunRecord, job: Job | None, now: datetime) -> bool:

@@ -1,8 +1,10 @@
 """Cron expressions, due slots, the catch-up policy and retry delays: pure functions of ``now``.
 
 Cron is read by croniter with the options SQLMesh reads a model's ``cron`` with, so a job's
-``schedule`` means what the same string means on a model: names (``MON-FRI``, ``JAN``), ``L`` (last
-day of the month), ``1#2`` (second Monday), ranges with steps, ``@daily`` and friends.
+``schedule`` is written as a model's ``cron`` is: names (``MON-FRI``, ``JAN``), ``L`` (last day of
+the month), ``1#2`` (second Monday), ranges with steps, ``@daily`` and friends. A job's schedule is
+always in UTC (a model's cron may have a ``cron_tz``; a job's has no zone), so no daylight-saving
+change skips or repeats a job's slot.
 Nothing here reads the clock; callers pass ``now`` (a naive UTC ``datetime``), so tests drive time
 with a fake clock.
 
@@ -53,7 +55,11 @@ class Cron:
         expr = text.strip()
         parts = expr.split()
         if len(parts) in (1, 5) and croniter.is_valid(expr):
-            return cls(expr)
+            cron = cls(expr)
+            # a date that never comes (0 0 30 2 *): the job would never be due, silently
+            if cron.next(datetime(2024, 1, 1)) is None:
+                raise CronError(f"cron {text!r} never fires (no such date in any year), so its job would never run")
+            return cron
         if len(parts) != 5:
             raise CronError(f"cron {text!r} must have 5 fields (minute hour day month weekday) or be "
                             "@hourly/@daily/@weekly/@monthly/@yearly")

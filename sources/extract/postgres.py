@@ -249,6 +249,8 @@ def extracts(spec: SourceSpec, table: TableSpec, *, cursor: str | None,
         # upstream would otherwise go unnoticed until someone asks for it in the marts)
         undeclared = undeclared_columns(con, table) if table.columns else []
         text_cursor = bool(table.cursor_field) and cursor_is_text(con, table)
+        if table.cursor_field and table.lookback_s < 3600 and window is None:
+            _warn_local_time_cursor(con, table, columns, where)
     except BaseException:
         con.close()
         raise
@@ -328,6 +330,32 @@ def lower_bound(cursor: str | None, lookback_s: int, cursor_type: pa.DataType | 
     if not (pa.types.is_timestamp(cursor_type) or pa.types.is_date(cursor_type)):
         return cursor
     return (datetime.fromisoformat(cursor) - timedelta(seconds=lookback_s)).isoformat()
+
+
+# the time zones whose clocks never change: a timestamp without zone written in one of them never repeats
+_UTC_ZONES = frozenset({"utc", "etc/utc", "gmt", "etc/gmt", "universal", "zulu", "etc/universal", "etc/zulu", "uct",
+                        "etc/uct", "gmt0", "etc/gmt0", "greenwich", "etc/greenwich"})
+
+
+def _warn_local_time_cursor(con, table: TableSpec, columns: list[ColumnSpec], where: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    """Warn when the cursor is a timestamp without time zone and the source's default zone is not
+    UTC: an application that writes local wall-clock times (``now()`` into such a column) stamps
+    the hour repeated when clocks go back lower than the cursor read before it, and with less than
+    an hour of lookback those rows are skipped for good (a probe, against a New York server). The
+    default zone is the one this session would reset to (ours is pinned to UTC)."""
+    if next((c.type.name for c in columns if c.name == table.cursor_field), None) != "timestamp":
+        return
+    with con.cursor() as cur:
+        cur.execute("SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'TimeZone'")
+        row = cur.fetchone()
+    zone = str(row[0]) if row else ""
+    if zone and zone.lower() not in _UTC_ZONES:
+        log.warning(f"cursor {table.cursor_field} of {table.source_table} is a timestamp without time zone and the "
+                    f"source's time zone is {zone}: if the application writes local times, the rows stamped in the "
+                    f"hour repeated when clocks go back are skipped for good with a lookback under 1h (it is "
+                    f"{table.lookback_s}s); make the cursor a timestamptz (or have it written in UTC), or set lookback "
+                    "to 1h or more (docs/reference/sources.md#cursors-and-lookback)",
+                    extra={"fields": {**where, "time_zone": zone}})
 
 
 def cursor_type(columns: list[ColumnSpec], table: TableSpec) -> pa.DataType | None:

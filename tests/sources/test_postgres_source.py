@@ -860,3 +860,40 @@ def test_an_incremental_table_empty_at_the_source_gets_its_raw_table_on_the_firs
         assert first.error is None and first.rows_applied == 3, first
         assert raw.cursor("appdb", "orders") == "2024-01-02T09:00:00+00:00"
     assert query("SELECT count(*) FROM raw_appdb.orders") == [(3,)]
+
+
+def test_a_local_time_cursor_on_a_source_outside_utc_is_warned_about(appdb, pg_db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A `timestamp` cursor without zone written in local time goes back an hour when the clocks
+    go back, and with less than an hour of lookback the rows of the repeated hour are skipped for
+    good, with every load `unchanged` (a probe, on a New York server). The load says so."""
+    import logging
+
+    from psycopg2 import sql
+
+    with appdb.cursor() as cur:
+        cur.execute("CREATE TABLE app.visits (id int PRIMARY KEY, seen_at timestamp NOT NULL)")
+        cur.execute("INSERT INTO app.visits VALUES (1, '2026-11-01 01:30'), (2, '2026-11-01 01:50')")
+    decl = {"name": "appdb", "kind": "postgres", "owner": "app-team", "env_prefix": "APPDB_",
+            "tables": {"visits": {"source_table": "app.visits", "primary_key": "id", "cursor_field": "seen_at",
+                                  "lookback": "15m"}}}
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("sources").addHandler(handler)
+    try:
+        for zone in ("UTC", "America/New_York"):
+            with appdb.cursor() as cur:
+                cur.execute(sql.SQL("ALTER DATABASE {} SET TimeZone = {}").format(
+                    sql.Identifier(pg_db.dbname), sql.Literal(zone)))
+            records.clear()
+            with DuckDBRaw(tmp_path / f"wh-{zone.replace('/', '-')}.duckdb") as raw:
+                (outcome,) = ingest(parse_source(decl), landing=Landing.local(tmp_path / f"landing-{zone.replace('/', '-')}"),
+                                    raw=raw, lock_dir=tmp_path)
+            assert outcome.error is None and outcome.rows_applied == 2
+            warned = [r.getMessage() for r in records if "timestamp without time zone" in r.getMessage()]
+            if zone == "UTC":
+                assert warned == [], warned
+            else:
+                assert len(warned) == 1 and "America/New_York" in warned[0] and "lookback to 1h" in warned[0], warned
+    finally:
+        logging.getLogger("sources").removeHandler(handler)
