@@ -182,7 +182,7 @@ def _cmd_transform(args: argparse.Namespace, settings: Settings) -> int:
     # plan and run on one environment are serialized with the scheduler's transform job
     lock = _environment_lock(settings, args.environment)
     if lock is None:
-        return 1
+        return 75  # busy, not failed: a scheduler retries later (`elt --help`)
     try:
         summary = transform(settings, environment=args.environment, verify=args.audit_all,
                             allow_revert=args.allow_revert)
@@ -235,7 +235,7 @@ def _cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     # serialized with other plans of the same environment (two developers previewing into one dev)
     lock = _environment_lock(settings, args.environment)
     if lock is None:
-        return 1
+        return 75  # busy (as `elt transform`)
     notes: list[str] = []
     try:
         diffs = preview(settings, args.environment, quiet=not args.verbose, since=_since(args.since), notes=notes)

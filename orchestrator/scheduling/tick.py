@@ -49,7 +49,7 @@ class TickReport:
             lines.append(f"  stale: {', '.join(stale)}")
         lines += [f"  abandoned: {r.job} run {r.run_id} attempt {r.attempt}" for r in self.abandoned]
         if self.busy:
-            lines.append("  a previous tick is still running its jobs; nothing started")
+            lines.append("  another tick holds the scheduler lock (it runs the due jobs); nothing started here")
         for r in self.started:
             run = f"run {r.run_id}" if r.run_id else "no run recorded"
             lines.append(f"  {r.job}: {r.status} ({run}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}")
@@ -114,6 +114,26 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
     return report
 
 
+def _alert_freshness_once(settings: Settings, history: History, results: list[Freshness], now: datetime) -> None:
+    """Send the freshness alerts of ``results`` unless another tick is sending them right now.
+    Alerting reads each subject's previous state, sends, then records the new one: ticks started
+    together (a systemd timer and a manual tick, one cron tick per host) each read the old state
+    and each paged, once per tick, as soon as a channel took longer than the gap between them
+    (a probe: 4 ticks, a webhook answering in 1 s, every STALE alert 4 times). The tick that holds
+    the lock sends what both would; the others skip alerting, not the check."""
+    from orchestrator.observe import alerts
+    from orchestrator.scheduling.locks import make_lock
+
+    lock = make_lock(settings, "alerts")
+    if not lock.try_acquire():
+        log.info("freshness alerts skipped: another tick is sending them", extra={"fields": {}})
+        return
+    try:
+        alerts.on_freshness(settings, history, results, now)
+    finally:
+        lock.release()
+
+
 def check_freshness(settings: Settings, history: History, now: datetime) -> list[Freshness] | None:
     """Evaluate freshness and alert on changes; never fails the tick."""
     from orchestrator.observe import alerts, freshness
@@ -123,7 +143,7 @@ def check_freshness(settings: Settings, history: History, now: datetime) -> list
     try:
         results = freshness.evaluate(settings, now)
         if results is not None:
-            alerts.on_freshness(settings, history, results, now)
+            _alert_freshness_once(settings, history, results, now)
         return results
     except Exception as exc:  # noqa: BLE001 - a freshness problem must not stop the jobs
         log.error("freshness check failed", extra={"fields": {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}})

@@ -1331,6 +1331,15 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
 
         settle_cut_off(adapter, environment, Path(ctx.path))
 
+    if environment != "prod" and ctx.state_reader.get_environment(environment) is None:
+        # a plan with nothing to change makes no dev environment, and SQLMesh's run then raised
+        # "Environment 'dev' was not found" in a traceback (a probe)
+        from sources.errors import ConfigError
+
+        raise ConfigError(f"environment {environment} does not exist yet: a transform keeps an existing dev environment "
+                          "up to date, and this checkout changes no model for the plan to create it with",
+                          hint=f"create it with `elt preview {environment}` (or `sqlmesh plan {environment}`); "
+                               "nothing was done")
     try:
         status = ctx.run(environment)
     except Exception as exc:

@@ -183,3 +183,43 @@ def test_each_mart_goes_stale_at_its_own_declared_age(project: Project) -> None:
     env["ELT_MART_FRESHNESS"] = "30h"
     assert states("2026-11-21T06:00")["marts.products"] == "fresh"
     assert states("2026-11-21T06:00")["marts.orders"] == "stale"  # its own tag still wins
+
+
+def test_ticks_started_together_send_each_freshness_alert_once(project: Project) -> None:
+    """Each tick checks freshness and alerts on changes before it takes the scheduler lock; the
+    alerting reads the previous state, sends, then records the new one. Ticks started together (a
+    systemd timer and a manual tick, a cron tick per host) each read the old state and each paged
+    once the channel took longer than the gap between them (a probe: 4 ticks, a webhook answering
+    in 1 s, every STALE alert 4 times)."""
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[str] = []
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(1.5)  # a chat service's usual answer time, and more
+            received.append(json.loads(body)["text"].splitlines()[0])
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {"ELT_JOBS": "jaffle_app", "ELT_JOB_JAFFLE_APP_SCHEDULE": "0 0 31 2 *",
+               "ELT_ALERT_WEBHOOK_URL": f"http://127.0.0.1:{server.server_address[1]}/hook"}
+        _land(project, "orders", "2026-11-20 00:00:00")
+        assert project.elt("tick", "--now", "2026-11-20T12:00", **env).returncode == 0  # fresh: no alert
+        ticks = [project.popen("tick", "--now", "2026-11-21T03:00", **env) for _ in range(3)]
+        outcomes = [tick.communicate(timeout=120) for tick in ticks]
+        assert all(tick.returncode == 0 for tick in ticks), outcomes
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert received == ["[elt] STALE: table raw_jaffle_shop.orders"], received

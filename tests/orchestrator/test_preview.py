@@ -196,6 +196,10 @@ def test_a_transform_of_a_dev_environment_leaves_prods_tables_and_batches_to_pro
 
     project, env = _shop(small_jaffle, tmp_path)
     elt = ELT
+    # before dev exists, with no model change to create it: said, not a traceback (a probe)
+    missing = run([elt, "transform", "--environment", "dev"], cwd=project, env=env, timeout=300, check=False)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr, missing.stderr
+    assert "environment dev does not exist yet" in missing.stderr and "elt preview dev" in missing.stderr, missing.stderr
     model = project / "models" / "marts" / "orders.sql"
     prod_sql = _edit(model, SAME_TOTAL)
     run([elt, "preview", "dev"], cwd=project, env=env, timeout=300)  # dev's own marts.orders and marts.customers
