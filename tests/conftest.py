@@ -183,6 +183,32 @@ def small_jaffle(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 2 MB disk (a tmpfs mounted under ``tmp_path``), for tests of a full disk; skipped where
+    no tmpfs can be mounted (root with mount rights, as on CI)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def duck_rows(warehouse: Path, sql: str) -> list[tuple[object, ...]]:
+    """``sql``'s rows from the DuckDB file ``warehouse``, opened read-only and closed again."""
+    import duckdb
+
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Settings pointing at a copied project with its own warehouse and landing under tmp_path."""
     from orchestrator.settings import Settings

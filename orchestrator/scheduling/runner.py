@@ -119,7 +119,6 @@ def alert_unrecorded(settings: Settings, job: Job, run_id: str, exc: BaseExcepti
         log.error("alerting failed", extra={"fields": {"job": job.name, "error": type(alert_exc).__name__}})
 
 
-
 def notify_job(settings: Settings, job: Job, result: JobResult, when: datetime) -> None:
     """Alert on a state change; a broken alert path is logged and never fails the run."""
     try:

@@ -11,10 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import BIN, ROOT, copy_project, project_env, run
+from tests.conftest import BIN, ROOT, copy_project, duck_rows, project_env, run
 
 pytestmark = pytest.mark.slow
 HOWTO = ROOT / "docs" / "how-to" / "add-a-source.md"
@@ -27,14 +26,6 @@ def _block(section: str, lang: str) -> str:
     match = re.search(rf"```{lang}\n(.*?)```", text[start:], re.S)
     assert match, f"no {lang} block in section {section!r} of {HOWTO}"
     return match.group(1)
-
-
-def _rows(warehouse: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_jaffle: Path) -> None:
@@ -81,7 +72,7 @@ def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_
     # 7. deploy (the page's `elt transform`; no `sqlmesh plan` by hand)
     first = run([elt, "transform"], cwd=project, env=env)
     assert "Cannot restate" not in first.stdout + first.stderr
-    assert _rows(warehouse, "SELECT invoice_id, CAST(amount AS DOUBLE) FROM staging.stg_billing__invoices ORDER BY 1") == [
+    assert duck_rows(warehouse, "SELECT invoice_id, CAST(amount AS DOUBLE) FROM staging.stg_billing__invoices ORDER BY 1") == [
         ("inv-001", 12.50), ("inv-002", 4.80)]
     # and again: nothing new, nothing to do, still green
     again = run([elt, "transform"], cwd=project, env=env)
@@ -93,7 +84,7 @@ def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_
     run([elt, "load", "billing"], cwd=project, env=env)
     later = run([elt, "transform"], cwd=project, env=env)
     assert "stg_billing__invoices (2 day(s): 2024-03-01..2024-03-02)" in later.stdout, later.stdout
-    assert _rows(warehouse, "SELECT invoice_id FROM staging.stg_billing__invoices ORDER BY 1") == [
+    assert duck_rows(warehouse, "SELECT invoice_id FROM staging.stg_billing__invoices ORDER BY 1") == [
         ("inv-002",), ("inv-003",)]
 
     # a warehouse where billing was never loaded (a fresh clone's demo, a restored or dev warehouse):
@@ -104,8 +95,8 @@ def test_the_add_a_source_howto_ends_in_a_green_transform(tmp_path: Path, small_
     run([elt, "load", "jaffle_shop", "--path", str(small_jaffle)], cwd=project, env=fresh_env)
     built = run([elt, "transform"], cwd=project, env=fresh_env)
     assert "created empty raw table raw_billing.invoices" in built.stderr, built.stderr
-    assert _rows(fresh, "SELECT count(*) FROM staging.stg_billing__invoices") == [(0,)]
-    assert _rows(fresh, "SELECT count(*) FROM marts.orders") == _rows(warehouse, "SELECT count(*) FROM marts.orders")
+    assert duck_rows(fresh, "SELECT count(*) FROM staging.stg_billing__invoices") == [(0,)]
+    assert duck_rows(fresh, "SELECT count(*) FROM marts.orders") == duck_rows(warehouse, "SELECT count(*) FROM marts.orders")
     run([elt, "load", "billing"], cwd=project, env=fresh_env)
     run([elt, "transform"], cwd=project, env=fresh_env)
-    assert _rows(fresh, "SELECT invoice_id FROM staging.stg_billing__invoices ORDER BY 1") == [("inv-002",), ("inv-003",)]
+    assert duck_rows(fresh, "SELECT invoice_id FROM staging.stg_billing__invoices ORDER BY 1") == [("inv-002",), ("inv-003",)]

@@ -9,10 +9,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import BIN, ROOT, copy_project, project_env, run
+from tests.conftest import BIN, ROOT, copy_project, duck_rows, project_env, run
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +37,6 @@ tables:
       line: integer
       cents: integer
 """
-
-
-def _rows(warehouse: Path, sql: str) -> list[tuple[object, ...]]:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_drafts_of_a_new_source_build_audit_and_follow_changes(tmp_path: Path, small_jaffle: Path) -> None:
@@ -75,9 +66,9 @@ def test_drafts_of_a_new_source_build_audit_and_follow_changes(tmp_path: Path, s
 
     first = run([elt, "transform"], cwd=project, env=env)
     assert "audits:" in first.stdout and "failed" not in first.stdout.split("audits:")[1].split(";")[0], first.stdout
-    assert _rows(warehouse, 'SELECT id, "order", amount FROM staging.stg_billing__invoices ORDER BY 1') == [
+    assert duck_rows(warehouse, 'SELECT id, "order", amount FROM staging.stg_billing__invoices ORDER BY 1') == [
         ("i1", "o1", 100), ("i2", "o2", 200), ("i3", "o3", 300)]
-    assert _rows(warehouse, "SELECT count(*) FROM staging.stg_billing__lines") == [(3,)]
+    assert duck_rows(warehouse, "SELECT count(*) FROM staging.stg_billing__lines") == [(3,)]
 
     # the source changes: i1's amount is corrected, i2 is deleted (a snapshot without it), a line goes
     (billing / "invoices.csv").write_text("id,order,amount,issued_at\ni1,o1,150,2024-03-01T10:00:00\n"
@@ -86,7 +77,7 @@ def test_drafts_of_a_new_source_build_audit_and_follow_changes(tmp_path: Path, s
     run([elt, "load", "billing"], cwd=project, env=env)
     later = run([elt, "transform"], cwd=project, env=env)
     assert "stg_billing__invoices (1 day(s): 2024-03-01)" in later.stdout, later.stdout  # only the touched day
-    assert _rows(warehouse, "SELECT id, amount FROM staging.stg_billing__invoices ORDER BY 1") == [
+    assert duck_rows(warehouse, "SELECT id, amount FROM staging.stg_billing__invoices ORDER BY 1") == [
         ("i1", 150), ("i3", 300)]
-    assert _rows(warehouse, "SELECT invoice_id, line, cents FROM staging.stg_billing__lines ORDER BY 1, 2") == [
+    assert duck_rows(warehouse, "SELECT invoice_id, line, cents FROM staging.stg_billing__lines ORDER BY 1, 2") == [
         ("i1", 1, 60), ("i1", 2, 90)]

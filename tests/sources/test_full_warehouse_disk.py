@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -31,19 +30,6 @@ def _many_orders(small_jaffle: Path, folder: Path) -> Path:
             orders.write(f"order-{n:07d},c{n % 3 + 1},2018-09-{n % 28 + 1:02d}T12:00:00,s1,{n % 900},{n % 50},"
                          f"{n % 900 + n % 50}\n")
     return folder
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {proc.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_warehouse_disk_is_named_and_the_landed_batch_applies_once_there_is_room(

@@ -24,6 +24,12 @@ def servers():  # type: ignore[no-untyped-def]
         yield primary, standby
 
 
+def _standby_connection(standby):  # type: ignore[no-untyped-def]
+    """A connection to the standby that reads with READ COMMITTED: the database's default
+    (serializable, set by the first test) is refused by a hot standby."""
+    return psycopg2.connect(standby.dsn, options="-c default_transaction_isolation=read\\ committed")
+
+
 def _replayed(primary, standby) -> None:  # type: ignore[no-untyped-def]
     """Waits until the standby has replayed everything the primary has written so far."""
     con = psycopg2.connect(primary.dsn)
@@ -32,7 +38,7 @@ def _replayed(primary, standby) -> None:  # type: ignore[no-untyped-def]
         cur.execute("SELECT pg_current_wal_lsn()")
         lsn = cur.fetchone()[0]
     con.close()
-    reader = psycopg2.connect(standby.dsn, options="-c default_transaction_isolation=read\\ committed")
+    reader = _standby_connection(standby)
     reader.autocommit = True
     try:
         deadline = time.monotonic() + 30
@@ -99,7 +105,7 @@ def test_a_read_cancelled_by_the_standby_is_retried_and_says_what_to_set(servers
     cancelled: list[BaseException] = []
 
     def read() -> None:
-        reader = psycopg2.connect(standby.dsn, options="-c default_transaction_isolation=read\\ committed")
+        reader = _standby_connection(standby)
         try:
             with reader.cursor() as cur:
                 cur.execute("SELECT pg_sleep(30) FROM public.held")
@@ -111,7 +117,7 @@ def test_a_read_cancelled_by_the_standby_is_retried_and_says_what_to_set(servers
     thread = threading.Thread(target=read)
     thread.start()
     reader_started = time.monotonic() + 30
-    probe = psycopg2.connect(standby.dsn, options="-c default_transaction_isolation=read\\ committed")
+    probe = _standby_connection(standby)
     probe.autocommit = True
     with probe.cursor() as cur:  # the read holds the table on the standby
         while True:
