@@ -73,9 +73,10 @@ def _from_cwd(path: str | None) -> str | None:
     return str(Path(path).expanduser().resolve())
 
 
-def _source_lock_busy(source: str, name: str) -> int:
+def _source_lock_busy(source: str, name: str, holder: str | None = None) -> int:
     """What `elt load` and `elt set-aside` say when another load of the source holds its job lock."""
-    print(f"error: {name} is held: by another load of {source} (by hand, scheduled or a backfill's), or by a "
+    by = f" by {holder}" if holder else ""
+    print(f"error: {name} is held{by}: by another load of {source} (by hand, scheduled or a backfill's), or by a "
           f"scheduled transform, which holds every source's lock while it reads raw (`elt runs --job {source}` and "
           "`elt runs --job transform` list the scheduled ones); rerun when it ends, or set ELT_LOAD_LOCK_WAIT_S to "
           "wait", file=sys.stderr)
@@ -106,8 +107,8 @@ def _cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                 extract=not args.from_landing,
                 window=_window(args.window) if args.window else None,
             )
-    except LockBusy:
-        return _source_lock_busy(source, name)
+    except LockBusy as exc:
+        return _source_lock_busy(source, name, exc.holder)
     print_load_report(outcomes, settings)
     return 1 if any(o.error for o in outcomes) else 0
 
@@ -141,8 +142,8 @@ def _cmd_set_aside(args: argparse.Namespace, settings: Settings) -> int:
                 return 0
             record, notes = set_aside(spec, args.table, args.batch_id, landing=landing, raw=raw, reason=reason,
                                       by=args.by)
-    except LockBusy:
-        return _source_lock_busy(source, name)
+    except LockBusy as exc:
+        return _source_lock_busy(source, name, exc.holder)
     print(f"set aside {where}: {record.rows:,} row(s), by {record.by} at {record.at_dt:%Y-%m-%d %H:%M:%S} UTC")
     print(f"  reason: {record.reason}")
     print("  the batch stays in landing untouched; loads and replays of landing skip it, and later batches of "
@@ -157,19 +158,21 @@ def _environment_lock(settings: Settings, environment: str):  # type: ignore[no-
     process held it for ELT_SQLMESH_LOCK_WAIT_S seconds. A wait is announced, not silent."""
     import os
 
-    from orchestrator.scheduling.locks import FileLock, make_lock
+    from orchestrator.scheduling.locks import FileLock, held_by, make_lock
 
     lock = make_lock(settings, f"sqlmesh:{environment}")
     if lock.try_acquire():
         return lock
     wait_s = float(os.environ.get("ELT_SQLMESH_LOCK_WAIT_S", "3600"))
     where = f"the file {lock.path}" if isinstance(lock, FileLock) else "a PostgreSQL advisory lock"
+    holder = lock.holder()
+    where += f", held by {holder}" if holder else ""
     print(f"waiting up to {wait_s:.0f}s for environment {environment}: another plan or run of it holds its lock "
           f"({where}; `elt runs` lists scheduled ones, `pgrep -af 'elt (transform|preview|demo|backfill)'` "
           "those started by hand)", file=sys.stderr, flush=True)
     if lock.acquire(timeout=wait_s):
         return lock
-    print(f"error: another plan or run of environment {environment} held its lock for {wait_s:.0f}s\n"
+    print(f"error: another plan or run of environment {environment} held its lock for {wait_s:.0f}s{held_by(lock)}\n"
           "  next: let it finish (`elt runs`), or stop it if it is stuck; the lock is released when the process "
           "holding it exits (docs/runbook.md)", file=sys.stderr)
     return None

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
 import re
+import socket
 import struct
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +31,35 @@ from typing import Any
 from orchestrator.settings import Settings
 from sources import forks
 from sources.errors import ConnectionFailed, first_line
+
+
+def _command() -> str:
+    """What this process is, for a holder's description: ``elt transform``, ``elt run-job`` (the
+    program and its subcommand only: later arguments may carry paths or URLs a log should not show)."""
+    argv = sys.argv or [""]
+    program = Path(argv[0]).name
+    if program.startswith(("elt", "sqlmesh")):
+        return " ".join([program, *argv[1:2]])
+    if program == "__main__.py":  # python -m package
+        return Path(argv[0]).parent.name
+    return program if program.endswith(".py") else Path(sys.executable).name  # python -c
+
+
+def _label() -> str:
+    """The application name of a lock's session: it starts with ``elt`` (the runbook's queries
+    find elt's sessions by it)."""
+    command = _command()
+    return command if command.startswith("elt") else f"elt ({command})"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 class FileLock:
@@ -45,7 +77,33 @@ class FileLock:
             return False
         self.fd = fd
         forks.hold(fd)  # a forked child orphaned by a kill would keep the lock for ever
+        self._write_holder(fd)
         return True
+
+    def _write_holder(self, fd: int) -> None:
+        """Say in the lock file who holds it, so a process that finds it busy can name the holder
+        (``holder``). Best effort: another user's lock file is open read-only, and a disk may be full."""
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(),
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode() + b"\n", 0)
+        except OSError:
+            pass
+
+    def holder(self) -> str | None:
+        """Who holds this lock, as its holder wrote it (``pid 123 (elt transform) on host since ... UTC``),
+        or None when that is not known. Read when the lock was found busy."""
+        try:
+            record = json.loads(self.path.read_text())
+            pid, host = int(record["pid"]), str(record["host"])
+            text = f"pid {pid} ({record['command']}) on {host}, since {record['since']} UTC"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if host == socket.gethostname() and not _alive(pid):
+            # the lock is still held, so a process that inherited it lives on (a run's attempt)
+            return f"{text}; that process has exited and a process it started holds the lock (`pgrep -af elt`)"
+        return text
 
     def acquire(self, timeout: float, poll: float = 0.5) -> bool:
         deadline = time.monotonic() + timeout
@@ -72,7 +130,7 @@ class FileLock:
 
     def __enter__(self) -> FileLock:
         if not self.try_acquire():
-            raise LockBusy(self.name)
+            raise LockBusy(self.name, self.holder())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -118,7 +176,46 @@ class PgAdvisoryLock:
         self.conn = conn
         self.fd = conn.fileno()  # kept: a connection the server dropped has no fileno() any more
         forks.hold(self.fd)  # the session ends only when every copy of its socket is closed
+        try:  # who holds it, for `holder` in another process (pg_stat_activity shows it)
+            with conn.cursor() as cur:
+                cur.execute("SELECT set_config('application_name', %s, false)",
+                            (f"{_label()} pid {os.getpid()} on {socket.gethostname()}"[:63],))
+        except psycopg2.Error:
+            pass
         return True
+
+    def holder(self) -> str | None:
+        """Who holds this lock: the session holding the advisory lock, from ``pg_locks`` and
+        ``pg_stat_activity`` (its application name says the command, pid and host of the `elt`
+        process), or None when that is not known."""
+        import psycopg2
+
+        unsigned = advisory_key(self.name) & 0xFFFFFFFFFFFFFFFF  # pg_locks shows a bigint key as two oids
+        try:
+            conn = self.settings.connect()
+        except Exception:  # noqa: BLE001 - a description only; the caller says the lock is busy anyway
+            return None
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT a.application_name, a.pid, to_char(a.backend_start AT TIME ZONE 'UTC', "
+                    "'YYYY-MM-DD HH24:MI:SS'), host(a.client_addr) FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+                    "AND l.classid::bigint = %s AND l.objid::bigint = %s "
+                    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                    (unsigned >> 32, unsigned & 0xFFFFFFFF))
+                row = cur.fetchone()
+        except psycopg2.Error:
+            return None
+        finally:
+            conn.close()
+        if row is None:
+            return None
+        name, backend, since, client = row
+        who = name or "a session that did not name itself"
+        where = f" from {client}" if client else ""
+        return f"{who} (server backend {backend}{where}), since {since} UTC"
 
     def acquire(self, timeout: float, poll: float = 0.5) -> bool:
         deadline = time.monotonic() + timeout
@@ -153,7 +250,7 @@ class PgAdvisoryLock:
 
     def __enter__(self) -> PgAdvisoryLock:
         if not self.try_acquire():
-            raise LockBusy(self.name)
+            raise LockBusy(self.name, self.holder())
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -161,9 +258,17 @@ class PgAdvisoryLock:
 
 
 class LockBusy(Exception):
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, holder: str | None = None) -> None:
         self.name = name
-        super().__init__(f"lock {name!r} is held by another run; it is released when that process exits")
+        self.holder = holder
+        by = f" (held by {holder})" if holder else ""
+        super().__init__(f"lock {name!r} is held by another run{by}; it is released when that process exits")
+
+
+def held_by(lock: FileLock | PgAdvisoryLock) -> str:
+    """`` (held by pid 123 (elt transform) on host, since ...)`` for a busy lock, or ``""``."""
+    holder = lock.holder()
+    return f" (held by {holder})" if holder else ""
 
 
 def lock_dir(settings: Settings) -> Path:
@@ -184,7 +289,7 @@ def holding(settings: Settings, name: str, timeout_s: float) -> Iterator[None]:
     """Hold lock ``name`` for a block; ``LockBusy`` if it stays busy for ``timeout_s``."""
     lock = make_lock(settings, name)
     if not lock.acquire(timeout=timeout_s):
-        raise LockBusy(name)
+        raise LockBusy(name, lock.holder())
     try:
         yield
     finally:

@@ -28,7 +28,7 @@ from typing import Any
 
 from orchestrator.observe.history import History, RunRecord, utcnow
 from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
-from orchestrator.scheduling.locks import make_lock
+from orchestrator.scheduling.locks import held_by, make_lock
 from orchestrator.scheduling import stopping
 from orchestrator.scheduling.schedule import retry_delay
 from orchestrator.scheduling.worker import without_secrets
@@ -151,9 +151,10 @@ def _run_job(
     lock = make_lock(settings, job.lock_name)
     if not lock.try_acquire():
         base.status, base.finished_at = "skipped_locked", now()
-        base.error = f"another run of job {job.name} holds its lock"
+        base.error = f"another run of job {job.name} holds its lock{held_by(lock)}"
         history.insert(base)
-        log.warning("job skipped: another run holds its lock", extra={"fields": {"run_id": run_id, "job": job.name}})
+        log.warning("job skipped: another run holds its lock",
+                    extra={"fields": {"run_id": run_id, "job": job.name, "holder": lock.holder()}})
         return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
     held: list[Any] = []
     try:
@@ -172,7 +173,7 @@ def _run_job(
                 return JobResult(run_id, job.name, "not_started", 0, f"not started: elt was stopped by {stopping.signal_name()}")
             if waiting:  # the slot stays unclaimed: the next tick runs it
                 base.status, base.finished_at = "skipped_locked", now()
-                base.error = f"{waiting} stayed locked for {job.timeout_s}s (a load or another plan/run)"
+                base.error = f"{waiting} stayed locked for {job.timeout_s}s (a load or another plan/run){held_by(make_lock(settings, waiting))}"
                 history.insert(base)
                 return JobResult(run_id, job.name, "skipped_locked", 0, base.error)
         if stopping.requested():  # stopped before it started (a tick's later job): nothing claimed
@@ -211,7 +212,7 @@ def _transform_locks(settings: Settings, job: Job, held: list[Any]) -> str | Non
     for name in transform_lock_names(settings):
         other = make_lock(settings, name)
         if not other.try_acquire():
-            log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name}})
+            log.info("transform waits for a lock", extra={"fields": {"job": job.name, "lock": name, "holder": other.holder()}})
             while not other.acquire(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
                 if stopping.requested() or time.monotonic() >= deadline:
                     return name

@@ -40,6 +40,7 @@ class TickReport:
     abandoned: list[RunRecord] = field(default_factory=list)
     started: list[JobResult] = field(default_factory=list)
     busy: bool = False  # another tick held the scheduler lock
+    busy_holder: str | None = None  # that tick, as its lock says
     freshness: list[Freshness] | None = None  # None: the warehouse was busy, checked next tick
 
     def render(self) -> str:
@@ -49,7 +50,8 @@ class TickReport:
             lines.append(f"  stale: {', '.join(stale)}")
         lines += [f"  abandoned: {r.job} run {r.run_id} attempt {r.attempt}" for r in self.abandoned]
         if self.busy:
-            lines.append("  another tick holds the scheduler lock (it runs the due jobs); nothing started here")
+            by = f" ({self.busy_holder})" if self.busy_holder else ""
+            lines.append(f"  another tick holds the scheduler lock{by} (it runs the due jobs); nothing started here")
         for r in self.started:
             run = f"run {r.run_id}" if r.run_id else "no run recorded"
             lines.append(f"  {r.job}: {r.status} ({run}, {r.attempts} attempt(s)){' - ' + r.error if r.error else ''}")
@@ -79,7 +81,7 @@ def tick(settings: Settings, now: datetime | None = None, *, clock: Callable[[],
     report.freshness = check_freshness(settings, history, now)
     scheduler = make_lock(settings, "scheduler")
     if not scheduler.try_acquire():
-        report.busy = True
+        report.busy, report.busy_holder = True, scheduler.holder()
         return report
     try:
         policy = os.environ.get("ELT_CATCHUP", "combined")

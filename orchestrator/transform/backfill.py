@@ -44,7 +44,7 @@ from typing import Any, TextIO
 
 from sqlglot import exp
 
-from orchestrator.scheduling.locks import make_lock
+from orchestrator.scheduling.locks import held_by, make_lock
 from orchestrator.scheduling.runner import transform_lock_names
 from orchestrator.settings import Settings
 from orchestrator.transform.windows import create_meta_table
@@ -354,12 +354,13 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
         for name in transform_lock_names(settings):
             lock = make_lock(settings, name)
             if not lock.try_acquire():  # announced, not silent: the wait may be long
+                holder = lock.holder() or "a running load, transform or backfill"
                 print(f"backfill of {source}: waiting up to {wait_s:.0f}s (ELT_BACKFILL_LOCK_WAIT_S) for lock {name}, "
-                      "held by a running load, transform or backfill (`elt runs` lists scheduled runs; `pgrep -af 'elt '` "
-                      "those started by hand)", file=sys.stderr, flush=True)
+                      f"held by {holder} (`elt runs` lists scheduled runs; `pgrep -af 'elt '` those started by hand)",
+                      file=sys.stderr, flush=True)
                 if not lock.acquire(timeout=wait_s):
                     raise BackfillLocked(
-                        f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s (a backfill waits for every "
+                        f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s{held_by(lock)} (a backfill waits for every "
                         "load job, whatever its source, and for `elt transform`); nothing was done\n"
                         "  next: wait for it (`elt runs` lists scheduled runs; `pgrep -af 'elt '` shows runs started "
                         "by hand), then rerun the backfill")

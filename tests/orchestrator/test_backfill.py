@@ -5,6 +5,7 @@ nothing more."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 from pathlib import Path
@@ -223,8 +224,8 @@ def test_a_backfill_that_cannot_get_its_locks_exits_75_and_does_nothing(project:
     assert busy.returncode == 75, busy.stdout + busy.stderr
     assert "lock job:jaffle_shop stayed busy" in busy.stderr and "nothing was done" in busy.stderr, busy.stderr
     # the wait was announced as it began, not only when it gave up (a probe watched a silent minute)
-    assert "backfill of jaffle_shop: waiting up to 1s (ELT_BACKFILL_LOCK_WAIT_S) for lock job:jaffle_shop" \
-        in busy.stderr, busy.stderr
+    assert "backfill of jaffle_shop: waiting up to 1s (ELT_BACKFILL_LOCK_WAIT_S) for lock job:jaffle_shop, " \
+        f"held by pid {os.getpid()} (" in busy.stderr, busy.stderr
     assert "next:" in busy.stderr
     assert not (project.root / "data" / "landing" / "jaffle_shop").exists()  # nothing was read or landed
 

@@ -4,6 +4,7 @@ a broken source does not stop the transformation of the models that only need he
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -96,7 +97,8 @@ def test_a_hand_run_load_never_overlaps_a_running_job_of_its_source(project: Pro
     try:
         busy = project.elt("load", "jaffle_shop", "--path", str(small_jaffle))
         assert busy.returncode == 75, busy.stdout + busy.stderr
-        assert "job:jaffle_shop is held: by another load of jaffle_shop" in busy.stderr
+        assert f"job:jaffle_shop is held by pid {os.getpid()} (" in busy.stderr, busy.stderr
+        assert ": by another load of jaffle_shop" in busy.stderr
         assert "or by a scheduled transform, which holds every source's lock" in busy.stderr
         assert "elt runs --job jaffle_shop" in busy.stderr and "ELT_LOAD_LOCK_WAIT_S" in busy.stderr
         assert not (project.root / "data" / "landing" / "jaffle_shop").exists()  # nothing was read or landed

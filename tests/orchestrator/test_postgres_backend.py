@@ -30,7 +30,11 @@ def test_history_and_advisory_locks_on_postgres(pg_project: Project, pg_db) -> N
                                     and r.pid != first.pid), None), what="attempt started")
     second = pg_project.elt("run-job", "slow")
     assert second.returncode == 75, second.stderr
-    assert not PgAdvisoryLock("job:slow", PostgresSettings.from_env("ELT_PG_")).try_acquire()
+    busy = PgAdvisoryLock("job:slow", PostgresSettings.from_env("ELT_PG_"))
+    assert not busy.try_acquire()
+    # the holder is named from the server's view of the session: the supervisor's command and pid
+    assert (busy.holder() or "").startswith(f"elt run-job pid {first.pid} on "), busy.holder()
+    assert f"held by elt run-job pid {first.pid} on " in second.stderr, second.stderr
 
     os.kill(first.pid, signal.SIGKILL)  # the server ends its session, which frees the lock
     first.wait(timeout=10)

@@ -37,6 +37,8 @@ def test_two_concurrent_runs_give_one_run_and_one_skipped_locked(project: Projec
     # a skip, not a failure: logged as a warning that says so, never as "did not succeed"
     assert "job skipped: another run holds its lock" in second.stderr and "did not succeed" not in second.stderr
     assert '"level": "error"' not in second.stderr, second.stderr
+    # the holder is named, as the first run's supervisor wrote it into the lock file
+    assert f"held by pid {first.pid} (elt run-job) on " in second.stderr, second.stderr
     assert first.wait(timeout=60) == 0
     assert _statuses(project, "slow") == ["skipped_locked", "succeeded"]
 
@@ -327,6 +329,9 @@ def test_the_transform_waits_for_all_its_locks_within_one_timeout(monkeypatch, t
             clock["now"] = min(clock["now"] + timeout, max(clock["now"], self.free_at))
             return clock["now"] >= self.free_at
 
+        def holder(self) -> str | None:
+            return None
+
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock["now"])
     monkeypatch.setattr(runner, "make_lock", lambda settings, name: BusyLock(name))
     monkeypatch.setattr(runner, "transform_lock_names", lambda settings: ["load:a", "load:b", "sqlmesh:prod"])
@@ -416,3 +421,19 @@ def test_a_job_that_cannot_be_started_does_not_stop_the_tick(project: Project, m
     assert by_job["quick"].status == "succeeded", report.render()
     assert by_job["flaky"].status == "failed" and "not started: server closed the connection" in by_job["flaky"].error, \
         report.render()
+
+
+def test_a_tick_that_finds_another_tick_running_names_it(project: Project) -> None:
+    """Two ticks at once: the second starts nothing and says which process holds the scheduler lock
+    (a systemd timer and a hand-run tick; before, it said only "another tick")."""
+    from orchestrator.scheduling.locks import FileLock, lock_dir
+
+    running = FileLock("scheduler", lock_dir(project.settings()))
+    assert running.try_acquire()
+    try:
+        tick = project.elt("tick", "--now", "2026-11-25T06:00", ELT_JOBS="quick")
+    finally:
+        running.release()
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert f"another tick holds the scheduler lock (pid {os.getpid()} (" in tick.stdout, tick.stdout
+    assert "nothing started here" in tick.stdout and not project.history().recent(5, "quick")
