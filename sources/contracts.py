@@ -178,6 +178,49 @@ def _check_range(column: pa.Array, name: str, first_row: int, where: dict[str, s
     )
 
 
+# at most this share of a read may be earlier versions of records read again later (``superseded_reads``):
+# more is a primary key that is not one, which the key check names
+SUPERSEDED_MAX_SHARE = 0.10
+
+
+def superseded_reads(data_file: Path, table: TableSpec) -> tuple[list[int], tuple[object, ...]] | None:
+    """The rows of a batch that a later version of the same record, read later in the same read,
+    supersedes: 0-based positions, and one such key as an example; ``None`` when there are none, or
+    when a repeat is not a newer version (then ``check_primary_key`` names it).
+
+    An API paged by cursor or next link and ordered by an updated-at column hands out a record
+    updated while it is paged a second time, behind the position already read: the batch holds
+    its old and its new version. The version with the greater ``cursor_field`` is kept (the later
+    row when they are identical). A repeat with the same cursor value and other content, or more
+    repeats than ``SUPERSEDED_MAX_SHARE`` of the rows, is not explained so, and stays an error.
+    """
+    if not table.cursor_field or not table.primary_key:
+        return None
+    keys = ", ".join(q(c) for c in table.primary_key)
+    cursor = q(str(table.cursor_field))
+    rows_of = f"read_parquet({lit(str(data_file))}, file_row_number = true)"
+    con = duckdb.connect(config={"memory_limit": "64MB", "threads": 2, "preserve_insertion_order": False})
+    try:
+        names = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet({lit(str(data_file))})").fetchall()]
+        whole = ", ".join(q(n) for n in names)
+        rows, distinct = con.execute(f"SELECT count(*), count(DISTINCT hash({keys})) FROM {rows_of}").fetchone()
+        if rows == distinct:
+            return None
+        ranked = (f"SELECT {keys}, file_row_number AS pos, {cursor} AS c, hash({whole}) AS h, "
+                  f"first_value({cursor}) OVER w AS kept_c, first_value(hash({whole})) OVER w AS kept_h, "
+                  f"row_number() OVER w AS n FROM {rows_of} "
+                  f"WINDOW w AS (PARTITION BY {keys} ORDER BY {cursor} DESC NULLS LAST, file_row_number DESC)")
+        older, other = con.execute(
+            "SELECT count(*) FILTER (WHERE c < kept_c OR h = kept_h), "
+            f"count(*) FILTER (WHERE (c < kept_c OR h = kept_h) IS NOT TRUE) FROM ({ranked}) WHERE n > 1").fetchone()
+        if other or not older or older > SUPERSEDED_MAX_SHARE * rows:
+            return None
+        found = con.execute(f"SELECT pos, {keys} FROM ({ranked}) WHERE n > 1 ORDER BY pos").fetchall()
+        return [int(r[0]) for r in found], tuple(found[0][1:])
+    finally:
+        con.close()
+
+
 def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_id: str,
                       file_lines: Callable[[Iterable[int]], dict[int, int]] | None = None) -> None:
     """Raise ``ContractError`` naming the first row with a missing or duplicated key (and, given
@@ -239,5 +282,9 @@ def check_primary_key(data_file: Path, table: TableSpec, *, source: str, batch_i
             field=",".join(table.primary_key),
             hint="a batch must hold each key once: deduplicate at the source or fix the declared primary_key"
                  + ("; from an API paged by page number, a record added while it was paged repeats one on the next "
-                    "page: a rerun reads it again (decision 0047)" if dict(table.pagination).get("type") == "page" else ""),
+                    "page: a rerun reads it again (decision 0047)" if dict(table.pagination).get("type") == "page" else "")
+                 + ("; from an API paged by cursor or next link, a record updated while it was paged comes back later "
+                    "in the read: with the table's cursor_field declared (its updated-at column), elt keeps the newer "
+                    "version (docs/reference/sources.md#rest_api)"
+                    if dict(table.pagination).get("type") in ("cursor", "next_link") else ""),
         )

@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sources.config import SourceSpec, TableSpec
-from sources.contracts import check_event_time, check_primary_key, check_soft_delete, check_values
+from sources.contracts import (check_event_time, check_primary_key, check_soft_delete, check_values,
+                               superseded_reads)
 from sources.errors import (ConnectionFailed, ContractError, LoaderError, SourceReadError, first_line, interrupted,
                             warehouse_write_problem)
 from sources import failpoints, forks
@@ -449,6 +450,13 @@ def _boundary(spec: SourceSpec, item: Extract, raw: RawStore) -> Callable[[pa.Re
     return seen
 
 
+def _versions_may_repeat(spec: SourceSpec, table: TableSpec) -> bool:
+    """An API paged by cursor or next link, ordered by the table's cursor (updated-at) column, hands
+    out a record updated while it is paged twice: ``superseded_reads`` keeps its newer version."""
+    return (spec.kind == "rest_api" and bool(table.cursor_field) and bool(table.primary_key)
+            and dict(table.pagination).get("type") in ("cursor", "next_link"))
+
+
 def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.RecordBatch], pa.Array] | None = None,
          previous: Manifest | None = None, snapshot: bool = False, changes_only: bool = False,
          cursor_floor: str | None = None, after: datetime | None = None,
@@ -499,6 +507,16 @@ def land(spec: SourceSpec, item: Extract, landing: Landing, seen: Callable[[pa.R
                 if high is not None and (cursor_to is None or high > cursor_to):
                     cursor_to = high
         data = writer.close_data()
+        if _versions_may_repeat(spec, table) and not item.key_enforced_by_source:
+            found = superseded_reads(data, table)
+            if found is not None:  # a record updated while it was paged: its newer version is kept
+                positions, example = found
+                dropped = writer.drop_rows(positions)
+                shown = ", ".join(f"{k}={v!r}" for k, v in zip(table.primary_key, example))
+                item.origin["superseded_in_read"] = {"rows": dropped, "first": shown}
+                log.warning(f"{dropped:,} record(s) came back later in the same read with a newer {table.cursor_field} "
+                            f"(updated while the API was paged; first {shown}): the newer version of each is landed",
+                            extra={"fields": {**where, "batch_id": writer.batch_id, "rows": dropped}})
         if previous is not None and snapshot and _shrank(previous.rows, writer.rows):
             raise SourceReadError(
                 f"this read returned {writer.rows:,} rows where the previous whole read had {previous.rows:,} "

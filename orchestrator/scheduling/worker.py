@@ -24,6 +24,7 @@ _TRANSIENT_TEXT = re.compile(
     r"server closed the connection|connection already closed|lost the connection|lock timeout|could not set lock|"
     r"deadlock detected|still failing after|returned a body that is not JSON|where the previous whole read had|"
     r"changed while it was paged|came back empty but the page after it|"  # a REST read refused as shifted (0047)
+    r"answered a stale page|an error the API sent with status 200|"  # a REST page a rerun reads again (0078)
     r"conflict with recovery|could not serialize access",  # a hot standby's cancel; a serialization failure
     re.IGNORECASE,
 )

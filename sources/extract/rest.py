@@ -34,6 +34,7 @@ import email.utils
 import json
 import os
 import random
+import re
 import socket
 import ssl
 import threading
@@ -103,6 +104,8 @@ def _retry_after(value: str | None) -> float | None:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000" or no zone: an HTTP date is GMT (RFC 9110)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
@@ -303,6 +306,9 @@ class RestClient:
         paths = ssl.get_default_verify_paths()
         self.session.verify = next((p for p in (paths.cafile, paths.capath) if p and os.path.exists(p)), True)
         self.requests = 0
+        self.paging = str(dict(table.pagination).get("type", "none"))
+        self.last_body = b""  # the last JSON body, shown when it holds no records where they should be
+        self.answered = 0  # requests answered with a 2xx: "earlier pages answered" counts these, not retries
 
     @staticmethod
     def _token_header(auth: dict[str, Any]) -> str:
@@ -403,6 +409,17 @@ class RestClient:
                                   "host)", **self.where,
                                   hint="check base_url and endpoint in the declaration; a next-page link comes "
                                        "from the API: ask its owner") from None
+        except requests.exceptions.SSLError as exc:
+            if "certificate verify failed" not in str(exc).lower():  # a handshake cut short: the network
+                raise self._connection_error(exc) from None
+            reason = str(exc).rpartition("certificate verify failed:")[2].strip(" ')\"(") or "not trusted"
+            raise SourceReadError(
+                f"GET {self.redact(url)}: the API's TLS certificate is not trusted ({reason[:120]}); no retry can "
+                "change that", **self.where,
+                hint="if the API uses an internal or self-signed CA, point SSL_CERT_FILE at its CA bundle (PEM) for "
+                     "elt; REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE, when set, win over it, so set or unset them too. "
+                     "An expired certificate or a wrong host name is for the API owner "
+                     "(docs/reference/sources.md#rest_api)") from None
         except requests.RequestException as exc:  # timeouts, refused connections
             raise self._connection_error(exc) from None
         with response:
@@ -424,17 +441,32 @@ class RestClient:
             hints = {401: f"the credentials were refused: check the secret in {where}",
                      403: "the credentials lack permission for this endpoint: ask the API owner",
                      404: "the endpoint does not exist: check endpoint and base URL in the declaration"}
-            if status == 404 and self.requests > 1:  # the endpoint answered before: a page past the end
+            if status == 404 and self.answered and self.paging in ("page", "offset"):  # a page past the end
                 hints[404] = ("earlier pages of this endpoint answered: some APIs answer 404 past their last page; "
                               "set `stop_on_short_page: true` in the table's pagination if a full page ends this one "
                               "(docs/reference/sources.md), else check the API")
-            error = SourceReadError(f"GET {self.redact(url)} returned HTTP {status}", **self.where,
+            elif status == 404 and self.answered:  # a next link or cursor the API gave
+                hints[404] = ("earlier pages of this endpoint answered, and the API gave this page's link (or cursor) "
+                              "itself: ask the API owner")
+            shown = f"GET {self.redact(url)}"
+            moved = str(response.url or url)
+            if status in (401, 403) and origin(moved) != origin(self.base_url):
+                # the credentials are sent to the base URL's origin only (``_Session``): they were
+                # not refused, they were not sent
+                shown += f" (redirected to {self.redact(moved)})"
+                hints[status] = (f"the request went to {self.redact(moved)}, another origin (scheme, host or port) "
+                                 "than the base URL's, where elt sends no credentials: if that is the API's own "
+                                 "address, set base_url to it (an http base URL the API upgrades to https, a moved "
+                                 "host); the secret itself was not tried")
+            error = SourceReadError(f"{shown} returned HTTP {status}", **self.where,
                                     hint=hints.get(status, "a client error: check the declaration's endpoint and params"))
             error.http_status = status  # type: ignore[attr-defined] # read by _confirm_the_end
             raise error
         body = self._body(url, response, started)
         try:
             records = json.loads(body, parse_float=JsonNumber, parse_constant=JsonNumber)  # numbers as sent
+            self.answered += 1
+            self.last_body = body
             return records, {k.lower(): v for k, v in response.headers.items()}
         except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, or an integer past Python's 4,300 digits
             raise SourceReadError(
@@ -478,10 +510,23 @@ def _dig(body: Any, path: tuple[str, ...] | list[str]) -> Any:
     return body
 
 
+_LINK_VALUE = re.compile(r"<([^>]*)>\s*((?:;[^,<]*)*)")
+
+
 def _link_next(headers: dict[str, str]) -> str | None:
-    for part in headers.get("link", "").split(","):
-        if 'rel="next"' in part or "rel=next" in part:
-            return part.split(";")[0].strip().strip("<>")
+    """The target of the ``rel="next"`` link of a ``Link`` header (RFC 8288). A target is between
+    angle brackets and may hold commas (``?fields=id,name``), so the header is not split on them.
+
+    >>> _link_next({"link": '<https://a.example/x?fields=id,name&page=2>; rel="next", <https://a.example/x>; rel="first"'})
+    'https://a.example/x?fields=id,name&page=2'
+    >>> _link_next({"link": '</x?page=1>; rel="prev first", </x?page=3>; rel=next'})
+    '/x?page=3'
+    """
+    for target, params in _LINK_VALUE.findall(headers.get("link", "")):
+        for param in params.split(";"):
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').lower().split():
+                return target.strip()
     return None
 
 
@@ -518,14 +563,33 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
             raise SourceReadError(f"pagination loops: {client.redact(url)} was already fetched", **client.where,
                                   hint="the API returned a next link it had already given; report it to the API owner")
         seen.add(url)
-        body, headers = client.get(url)
+        try:
+            body, headers = client.get(url)
+        except SourceReadError as exc:
+            # some APIs (Django REST framework, Flask-SQLAlchemy) answer 404 for the page after
+            # the last; with stop_on_short_page a short page ends the read before, and a full last
+            # page (a count that is a multiple of page_size) ends it here
+            if (kind == "page" and short_stops and previous and len(previous) >= int(p["page_size"])
+                    and getattr(exc, "http_status", None) == 404):
+                log.info("404 after a full page: end of pages", extra={"fields": {**client.where, "page": page}})
+                return
+            raise
         records = _dig(body, table.records_path) if table.records_path else body
         if not isinstance(records, list):
+            path = ".".join(table.records_path) or "<body>"
+            note = (f"; earlier pages had records there, so this answer is probably an error the API sent with "
+                        f"status 200. First bytes: {client.redact(client.last_body[:4096].decode('utf-8', 'replace'))[:160]!r}"
+                        if number else "")
             raise SourceReadError(
-                f"GET {client.redact(url)}: expected a list of records at '{'.'.join(table.records_path) or '<body>'}', "
-                f"got {type(records).__name__}", **client.where, hint="check records_path in the declaration")
-        if kind in ("page", "offset") and records and records == previous:
-            # some APIs answer every page past the end with the last one: that is the end
+                f"GET {client.redact(url)}: expected a list of records at '{path}', got {type(records).__name__}{note}",
+                **client.where, hint="rerun if the API reported a passing error; otherwise check records_path in the "
+                                     "declaration" if number else "check records_path in the declaration")
+        if kind in ("page", "offset") and not overlap and records and records == previous:
+            # some APIs answer every page past the end with the last one: the end, if the page after
+            # it says so too (a stale page in the middle, from a cache or a lagging replica, ended the
+            # read early and a whole read then recorded every later key as deleted: a probe)
+            follow = query | ({p["page_param"]: page + 1} if kind == "page" else {p["offset_param"]: offset + len(records)})
+            _confirm_a_repeat(client, table, follow, records, number, p)
             log.info("page repeats the previous one: end of pages", extra={"fields": {**client.where, "page": number + 1}})
             return
         previous = records if kind in ("page", "offset") else None
@@ -557,7 +621,9 @@ def pages(client: RestClient, table: TableSpec, updated_since: str | None) -> It
             next_url = _dig(body, str(p["next_path"]).split(".")) or _link_next(headers)
             if not next_url:
                 return
-            next_url = client.url(str(next_url))
+            # relative to the page that gave it (RFC 3986), as a browser resolves a link: "/v1/x?page=2"
+            # and "?page=2" against a base URL with a path were pasted onto the base URL before
+            next_url = urllib.parse.urljoin(url, str(next_url))
         _ = number
     raise SourceReadError(f"more than {p['max_pages']} pages", **client.where,
                           hint="raise pagination.max_pages in the declaration if the API really has that many")
@@ -587,6 +653,38 @@ def _changed_while_paging(client: RestClient, url: str, param: str, asked: int, 
         hint="rerun: records added or removed between two pages of offset paging shift the later pages, which skips "
              "or repeats records. If it happens on most runs, ask the API owner for cursor or next-link paging "
              "(docs/reference/sources.md)")
+
+
+def _confirm_a_repeat(client: RestClient, table: TableSpec, query: dict[str, Any], records: list[Any], number: int,
+                      p: dict[str, Any]) -> None:
+    """A page that repeats the page before it ends page and offset paging only if the page after it
+    repeats it too, or is empty or past the end (404). One request per read. A repeat of a full
+    first page that goes on is an API that ignores the paging parameter: only its first page
+    would be read, for ever, without an error."""
+    url = client.url(str(table.endpoint), query)
+    try:
+        body, _ = client.get(url)
+    except SourceReadError as exc:
+        if getattr(exc, "http_status", None) == 404:
+            return
+        raise
+    after = _dig(body, table.records_path) if table.records_path else body
+    if isinstance(after, list) and after and after != records:
+        raise SourceReadError(
+            f"GET {client.redact(url)}: the page before it answered the same {len(records)} record(s) as the page "
+            f"before that, but this one holds {len(after)} other record(s): the API answered a stale page (a cache, a "
+            "lagging replica); nothing of this read was landed and the cursor did not move", **client.where,
+            hint="rerun; if it happens again, report it to the API owner (docs/reference/sources.md#rest_api)")
+    size = int(p["page_size"] if p["type"] == "page" else p["limit"])
+    if number == 1 and after == records and len(records) >= size:
+        param = "page_param" if p["type"] == "page" else "offset_param"
+        raise SourceReadError(
+            f"{client.redact(str(table.endpoint))}: the first three pages answered the same {len(records)} record(s): the "
+            f"API seems to ignore the parameter {p[param]!r}, and only its first page would be read; nothing was "
+            "landed", **client.where,
+            hint=f"check pagination.{param} (and the page size parameter) against the API's documentation; if the "
+                 f"collection really holds exactly {len(records)} record(s) and the API repeats its last page past "
+                 "the end, raise the page size")
 
 
 def _confirm_the_end(client: RestClient, table: TableSpec, query: dict[str, Any], empty_page: int) -> None:

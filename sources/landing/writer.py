@@ -189,6 +189,39 @@ class BatchWriter:
             self._closed = True
         return self.data_path
 
+    def drop_rows(self, positions: Iterable[int]) -> int:
+        """Rewrite the closed data file without the rows at ``positions`` (0-based, in file order),
+        row group by row group; returns how many were dropped. Before ``commit``: the manifest's
+        row count and checksum are those of the file as it is then."""
+        import pyarrow.compute as pc
+
+        assert self._closed, "close_data first"
+        gone = pa.array(sorted(set(positions)), pa.int64())
+        if not len(gone):
+            return 0
+        kept_path = self._spool / (PART_NAME + ".kept")
+        source = pq.ParquetFile(self.data_path)
+        out: pq.ParquetWriter | None = None
+        start = kept = 0
+        try:
+            for group in range(source.num_row_groups):
+                table = source.read_row_group(group)
+                at = pa.array(range(start, start + table.num_rows), pa.int64())
+                start += table.num_rows
+                table = table.filter(pc.invert(pc.is_in(at, gone)))
+                if out is None:
+                    out = pq.ParquetWriter(kept_path, self.schema, compression=LANDING_COMPRESSION,
+                                           use_dictionary=dictionary_columns(table))
+                out.write_table(table.cast(self.schema), row_group_size=max(1, table.num_rows))
+                kept += table.num_rows
+        finally:
+            if out is not None:
+                out.close()
+        os.replace(kept_path, self.data_path)
+        dropped = self.rows - kept
+        self.rows = kept
+        return dropped
+
     def commit(self, columns: list[dict[str, str]], primary_key: list[str], origin: dict[str, Any],
                cursor: dict[str, Any] | None = None, snapshot: bool = False, changes_only: bool = False,
                soft_delete: str = "") -> Manifest:

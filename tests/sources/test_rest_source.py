@@ -534,7 +534,8 @@ def test_an_api_that_repeats_its_last_page_past_the_end_stops_there() -> None:
     with http_server(responder) as url:
         rows = _records(spec_for(url, {"type": "page", "page_size": 8}))
     assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
-    assert len(responder.requests) == 4  # pages 1-3, then page 4 repeats page 3: the end
+    # pages 1-3, page 4 repeats page 3, and page 5 repeats it too: the end (a repeat confirmed, as an empty page is)
+    assert len(responder.requests) == 5
 
 
 def test_user_info_in_the_base_url_is_sent_as_basic_auth_and_never_printed(tmp_path: Path) -> None:
@@ -756,3 +757,202 @@ def test_a_404_after_the_empty_page_confirms_the_end() -> None:
     with http_server(respond) as url:
         rows = _records(spec_for(url, {"type": "page", "page_size": 10}))  # pages 1-3, 4 empty, 5 answers 404
     assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
+
+
+# -- a probe of misbehaving APIs (decision 0078) ---------------------------------------------------
+
+def test_a_stale_page_in_the_middle_fails_the_read_instead_of_ending_it(tmp_path: Path) -> None:
+    """A page that repeats the page before (a cache, a lagging replica) ended the read, exit 0, and
+    the whole read recorded every later key as deleted (400 of 1,000, under the shrink guard)."""
+    served = {"stale": None}
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page, size = int(query["page"][0]), int(query["per_page"][0])
+        shown = page - 1 if page == served["stale"] else page
+        return ok({"data": PRODUCTS[(shown - 1) * size:shown * size]})
+
+    with http_server(respond) as url:
+        spec = spec_for(url, {"type": "page", "page_size": 3})
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (first,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+            served["stale"] = 5  # page 5 answers page 4's records
+            (stale,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert first.error is None and first.rows_applied == 23
+    text = str(stale.error)
+    assert "answered a stale page" in text and "this one holds 3 other record(s)" in text, text
+    assert "nothing of this read was landed" in text and not stale.landed and is_retryable(stale.error)
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FILTER (WHERE _deleted) FROM raw_catalog.products").fetchone() == (0,)
+    con.close()
+
+
+@pytest.mark.parametrize("pagination", [{"type": "page", "page_size": 8}, {"type": "offset", "limit": 8},
+                                        {"type": "offset", "limit": 8, "check_overlap": False}],
+                         ids=["page", "offset", "offset-without-overlap"])
+def test_an_api_that_ignores_the_paging_parameter_is_refused_not_read_as_one_page(pagination: dict) -> None:
+    """A wrong page_param or offset_param: the API answers its first page to every request. The
+    repeat ended the read after one page, status loaded, and a cursor moved past unread records."""
+    responder = Recorder(lambda p, q, h: ok({"data": PRODUCTS[:8]}))
+    with http_server(responder) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url, pagination))
+    text = str(err.value)
+    if pagination.get("check_overlap", True) and pagination["type"] == "offset":
+        assert "the collection changed while it was paged" in text, text  # the overlap check says it first
+    else:
+        param = "page" if pagination["type"] == "page" else "offset"
+        assert f"the API seems to ignore the parameter '{param}'" in text, text
+        assert f"check pagination.{param}_param" in text, text
+
+
+def test_next_links_are_resolved_against_the_page_that_gave_them() -> None:
+    """A base URL with a path: an absolute-path link (/v1/products?...) was pasted after it
+    (/v1/v1/...), a query-only link (?from=...) replaced the endpoint, and a Link header whose URL
+    holds a comma was cut at it."""
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        start = int(query.get("from", ["0"])[0])
+        more = start + 6 < len(PRODUCTS)
+        forms = ["/v1/products?from={}", "?from={}", "products?from={}&fields=sku,name"]
+        link = forms[(start // 6) % 3].format(start + 6)
+        body = {"data": PRODUCTS[start:start + 6]}
+        if start // 6 % 3 == 2:  # the third form in a Link header beside another link
+            extra = {"Link": f'<{link}>; rel="next", </v1/products?from=0>; rel="first"'} if more else {}
+            return ok(body, extra)
+        return ok(body | {"next": link if more else None})
+
+    responder = Recorder(respond)
+    with http_server(responder) as url:
+        rows = _records(spec_for(f"{url}/v1", {"type": "next_link"}, endpoint="products"))
+    assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS]
+    assert {r[0] for r in responder.requests} == {"/v1/products"}
+    assert len(responder.requests) == 4  # from 0, 6 (an absolute path), 12 (a query only), 18 (a Link header)
+    assert responder.requests[-1][1] == {"from": ["18"], "fields": ["sku,name"]}  # the comma kept in the link
+
+
+def test_with_stop_on_short_page_a_404_after_a_full_last_page_ends_the_read() -> None:
+    """Django REST framework and Flask-SQLAlchemy answer 404 past the last page: with the advised
+    stop_on_short_page the read still failed whenever the count was a multiple of page_size."""
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page = int(query["page"][0])
+        return ok({"data": PRODUCTS[:20][(page - 1) * 10:page * 10]}) if page <= 2 else (404, {}, b"{}")
+
+    with http_server(respond) as url:
+        rows = _records(spec_for(url, {"type": "page", "page_size": 10, "stop_on_short_page": True}))
+    assert [r["sku"] for r in rows] == [p["sku"] for p in PRODUCTS[:20]]
+
+
+def test_a_404_on_the_first_page_after_a_retry_says_the_endpoint_does_not_exist() -> None:
+    """The past-the-end hint counted attempts: a 503 then a 404 on page 1 got it."""
+    answers = iter([(503, {}, b""), (404, {}, b"{}")])
+    with http_server(lambda p, q, h: next(answers)) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url, {"type": "page", "page_size": 10}))
+    assert "the endpoint does not exist" in str(err.value) and "past their last page" not in str(err.value)
+
+
+def test_a_401_after_a_redirect_to_another_origin_says_no_credentials_were_sent() -> None:
+    """An http base URL the API upgrades, or a moved host: elt sends no credentials there (as it
+    should), and the 401 that follows blamed the secret."""
+    elsewhere = Recorder(lambda p, q, h: (401, {}, b"{}"))
+    with http_server(elsewhere) as other:
+        moved = Recorder(lambda p, q, h: (301, {"Location": f"{other}/v1/products"}, b""))
+        with http_server(moved) as url, pytest.raises(SourceReadError) as err:
+            _records(spec_for(url))
+    text = str(err.value)
+    assert f"(redirected to {other}/v1/products) returned HTTP 401" in text, text
+    assert "another origin" in text and "the secret itself was not tried" in text and "check the secret" not in text
+    assert "authorization" not in elsewhere.requests[0][2] and TOKEN not in text
+
+
+@pytest.mark.parametrize("value", ["Wed, 21 Oct 2099 07:28:00", "Wed, 21 Oct 2099 07:28:00 -0000",
+                                   "Wed, 21 Oct 2099 07:28:00 GMT"])
+def test_retry_after_as_an_http_date_with_or_without_a_zone_is_a_wait(value: str) -> None:
+    """A date with -0000 or no zone raised TypeError (naive minus aware): the 429 failed the table."""
+    assert rest._retry_after(value) > 1e9 * 0.5  # seconds until 2099
+
+
+def test_an_untrusted_certificate_is_not_retried_and_says_how_to_trust_a_ca(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    cert, key = _self_signed(tmp_path)
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    sleeps: list[float] = []
+    responder = Recorder(lambda p, q, h: ok({"data": PRODUCTS}))
+    with http_server(responder, tls=(cert, key)) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url), sleeps)
+    text = str(err.value)
+    assert "TLS certificate is not trusted" in text and "SSL_CERT_FILE" in text and "REQUESTS_CA_BUNDLE" in text, text
+    assert sleeps == [] and responder.requests == []  # not retried: no retry changes a certificate
+
+
+def test_an_error_answered_with_status_200_in_the_middle_of_a_read_shows_its_body() -> None:
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        page = int(query["page"][0])
+        if page == 2:
+            return ok({"error": {"code": "RATE_LIMIT", "message": "slow down"}})
+        return ok({"data": PRODUCTS[(page - 1) * 10:page * 10]})
+
+    with http_server(respond) as url, pytest.raises(SourceReadError) as err:
+        _records(spec_for(url, {"type": "page", "page_size": 10}))
+    text = str(err.value)
+    assert "an error the API sent with status 200" in text and "RATE_LIMIT" in text, text
+
+
+def _live_api(updates: dict[str, int]):  # type: ignore[no-untyped-def]
+    """Keyset paging ordered by (updated_at, sku): each page served updates one record already
+    handed out, which moves it behind the position, so the read meets it again later."""
+    import threading
+    from datetime import datetime, timedelta
+
+    lock = threading.Lock()
+    now = datetime(2024, 2, 1)
+    records = {p["sku"]: dict(p, updated_at=f"2024-01-{1 + i:02d}T00:00:00Z") for i, p in enumerate(PRODUCTS)}
+
+    def respond(path, query, headers):  # type: ignore[no-untyped-def]
+        with lock:
+            after = query.get("after", [""])[0]
+            ordered = sorted(records.values(), key=lambda r: (r["updated_at"], r["sku"]))
+            page = [r for r in ordered if f"{r['updated_at']}|{r['sku']}" > after][:5]
+            if after and updates["left"] > 0:  # a customer edits a record the read has passed
+                updates["left"] -= 1
+                passed = next(r for r in ordered if f"{r['updated_at']}|{r['sku']}" <= after)
+                stamp = now + timedelta(minutes=updates["left"])
+                records[passed["sku"]] = dict(passed, name=f"{passed['name']} (edited)",
+                                              updated_at=stamp.strftime("%Y-%m-%dT%H:%M:%SZ"))
+            more = page and page[-1] is not ordered[-1]
+            token = f"{page[-1]['updated_at']}|{page[-1]['sku']}" if more else None
+            return ok({"data": page, "meta": {"next": token}})
+    return respond
+
+
+def test_a_record_updated_while_paged_by_cursor_lands_once_in_its_newer_version(tmp_path: Path) -> None:
+    """The usual incremental export (keyset paging by updated_at) hands out a record updated during
+    the read twice: every run failed the key check ('appears 2 times', fix the primary key)."""
+    updates = {"left": 2}
+    with http_server(_live_api(updates)) as url:
+        spec = spec_for(url, {"type": "cursor", "cursor_path": "meta.next", "cursor_param": "after"},
+                        cursor_field="updated_at", lookback="0s", updated_since_param="since")
+        landing = Landing.local(tmp_path / "landing")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
+    assert out.error is None, out.error
+    assert updates["left"] == 0 and out.rows_applied == len(PRODUCTS)
+    [manifest] = landing.batches("catalog", "products")
+    assert manifest.origin["superseded_in_read"]["rows"] == 2 and manifest.rows == len(PRODUCTS)
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    edited = con.execute("SELECT count(*), count(DISTINCT sku) FROM raw_catalog.products WHERE name LIKE '%(edited)'").fetchone()
+    assert edited == (2, 2)  # the newer versions, and only they, for the two records read twice
+    assert con.execute("SELECT count(*), count(DISTINCT sku) FROM raw_catalog.products").fetchone() == (23, 23)
+    con.close()
+
+
+def test_a_key_repeated_with_the_same_cursor_and_other_values_is_still_refused(tmp_path: Path) -> None:
+    """Two different records under one key at the same cursor value are not versions of one record:
+    a primary key that is not one, named as before."""
+    rows = [*PRODUCTS[:5], dict(PRODUCTS[2], name="another product")]
+    with http_server(lambda p, q, h: ok({"data": rows if not q.get("after") else [], "meta": {"next": None}})) as url:
+        spec = spec_for(url, {"type": "cursor", "cursor_path": "meta.next", "cursor_param": "after"},
+                        cursor_field="updated_at", lookback="0s", updated_since_param="since")
+        with DuckDBRaw(tmp_path / "wh.duckdb") as raw:
+            (out,) = ingest(spec, landing=Landing.local(tmp_path / "landing"), raw=raw, lock_dir=tmp_path)
+    text = str(out.error)
+    assert isinstance(out.error, ContractError) and "primary key (sku) = 'SKU-003' appears 2 times" in text, text
+    assert "a record updated while it was paged comes back later" in text and not out.landed
