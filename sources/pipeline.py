@@ -14,6 +14,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,8 @@ import pyarrow.compute as pc
 from sources.config import SourceSpec, TableSpec
 from sources.contracts import (check_event_time, check_primary_key, check_soft_delete, check_values,
                                superseded_reads)
-from sources.errors import (ConnectionFailed, ContractError, LoaderError, SourceReadError, first_line, interrupted,
+from sources.errors import (ConnectionFailed, ContractError, LandingError, LoaderError, SourceReadError, first_line,
+                            interrupted,
                             warehouse_write_problem)
 from sources import failpoints, forks
 from sources.extract.base import Extract
@@ -169,6 +171,7 @@ def ingest(
     pa.set_memory_pool(pa.system_memory_pool())
     _limit_malloc_arenas()
     landing.sweep_spool()
+    warehouse = _warehouse_identity(raw)
     outcomes = []
     lost_at = ""  # the table whose load lost the PostgreSQL warehouse's connection, if one did
     with source_lock(spec.name, lock_dir, scope=landing.url):
@@ -190,8 +193,14 @@ def ingest(
                 # follows its new batches)
                 aside = set_aside_ids(spec, table, landing, raw, done)
                 landed = landing.landed(spec.name, table.name, applied=done, aside=aside)
-                landing.sweep_incomplete(spec.name, table.name, landed)
-                apply_pending(spec, table, landing, raw, outcome, done=done, landed=landed, aside=aside)
+                if extract:
+                    landing.sweep_incomplete(spec.name, table.name, landed)
+                else:  # a rebuild from landing: nothing is removed, and nothing may be missing
+                    _refuse_folders_without_manifest(spec, table, landing, landed)
+                # a batch another warehouse landed is applied by a replay, or into an empty table
+                # (a warehouse rebuilt or started afresh); otherwise two warehouses share landing
+                ours = _OnlyOurs(warehouse) if extract and done else None
+                apply_pending(spec, table, landing, raw, outcome, done=done, landed=landed, aside=aside, ours=ours)
                 if extract:
                     # A full snapshot (a table or endpoint read without a cursor) equal to the latest
                     # landed one is not landed again. Not for files: two files of a pattern with the
@@ -218,6 +227,8 @@ def ingest(
                     last_read = ((lambda: landed.manifest(kept[-1])) if spec.kind == "files" and whole and kept
                                  and not force and spec.format in ("csv", "parquet") else None)
                     for item in extracts_for(spec, table, raw, landed, location=location, force=force, window=window):
+                        if warehouse:
+                            item.origin["landed_by"] = {"warehouse": warehouse, "host": socket.gethostname()}
                         manifest = land(spec, item, landing, seen=_boundary(spec, item, raw), previous=previous,
                                         snapshot=whole, changes_only=changes_only, cursor_floor=floor, after=newest,
                                         last_read=last_read)
@@ -658,9 +669,65 @@ def _same_data(previous: Manifest, data: Path, columns: list[dict[str, str]]) ->
             and files[0].sha256 == sha256_of(pafs.LocalFileSystem(), str(data)))
 
 
+def _warehouse_identity(raw: RawStore) -> str | None:
+    """The warehouse's id (``identity`` of the raw store), or None where it has none (Spark) or it
+    cannot be read: then nothing is compared."""
+    try:
+        return raw.identity() if hasattr(raw, "identity") else None
+    except Exception as exc:  # noqa: BLE001 - a safeguard, never a reason for a load to fail
+        log.warning(f"could not read the warehouse's id: {first_line(exc)}; batches another warehouse landed are "
+                    "not told apart in this load")
+        return None
+
+
+@dataclass
+class _OnlyOurs:
+    """Pending batches must have been landed by this warehouse (``identity``)."""
+
+    warehouse: str | None
+
+    def check(self, spec: SourceSpec, table: TableSpec, landing: Landing, manifest: Manifest) -> None:
+        by = manifest.origin.get("landed_by") if isinstance(manifest.origin, dict) else None
+        theirs = by.get("warehouse") if isinstance(by, dict) else None
+        if not self.warehouse or not theirs or theirs == self.warehouse:
+            return
+        raise LandingError(
+            f"batch {manifest.batch_id} of {spec.name}.{table.name} was landed by another warehouse (id {theirs[:12]}, "
+            f"host {by.get('host') or 'unknown'}) than this one (id {self.warehouse[:12]}): two warehouses share the "
+            f"landing store {landing.url}, and each applies the other's batches (a rebuild from landing then holds "
+            "whichever loaded last); nothing of this table was applied", source=spec.name, table=table.name,
+            batch_id=manifest.batch_id,
+            hint="give each warehouse its own landing (ELT_LANDING_URL, another prefix) and stop the scheduler of an "
+                 "old copy; set this batch aside here (`elt set-aside SOURCE TABLE BATCH --reason ...`) if it is not "
+                 "this warehouse's; if this warehouse replaces the other (a restore), apply landing once with "
+                 "`elt load SOURCE --from-landing` (docs/runbook.md#two-warehouses-share-one-landing)")
+
+
+def _refuse_folders_without_manifest(spec: SourceSpec, table: TableSpec, landing: Landing,
+                                     landed: LandedBatches) -> None:
+    """A replay (``elt load --from-landing``) into a warehouse whose ledger does not know a batch
+    folder without a manifest cannot tell a write cut short from a batch whose manifest was lost:
+    it neither skips nor sweeps it (a probe's rebuild skipped such a batch, exit 0, and deleted its
+    data file, the one copy a restored manifest could have made whole again)."""
+    found = {b: files for b, files in landed.incomplete.items() if files}
+    if not found:
+        return
+    first = sorted(found)[0]
+    shown = landing.shown(landing.batch_dir(spec.name, table.name, first))
+    raise LandingError(
+        f"{len(found)} batch folder(s) of {spec.name}.{table.name} in landing hold data but no manifest "
+        f"(the first: {shown}, {len(found[first])} file(s)); a rebuild from landing cannot tell a write cut short "
+        "from a batch whose manifest was lost, so nothing of this table was applied and nothing was removed",
+        source=spec.name, table=table.name, batch_id=first,
+        hint="restore the manifest (`_manifest.json`) from a backup of landing or the bucket's object versions, and "
+             "rerun; if the folder is a write cut short (no warehouse ever applied it, its files are from a load that "
+             "failed), delete the folder by hand and rerun (docs/runbook.md#restore-raw-from-landing)")
+
+
 def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: RawStore, outcome: TableOutcome,
                   fresh: dict[str, Manifest] | None = None, done: set[str] | None = None,
-                  landed: LandedBatches | None = None, aside: set[str] | None = None) -> LandedBatches:
+                  landed: LandedBatches | None = None, aside: set[str] | None = None,
+                  ours: _OnlyOurs | None = None) -> LandedBatches:
     """Append, oldest first, every complete landed batch that raw does not hold yet.
 
     Checksums are verified before applying, except for ``fresh`` batches, landed (and checksummed)
@@ -702,6 +769,8 @@ def apply_pending(spec: SourceSpec, table: TableSpec, landing: Landing, raw: Raw
                             "brings it back"}})
             continue
         manifest = (fresh or {}).get(batch_id) or landed.manifest(batch_id)
+        if ours is not None:
+            ours.check(spec, table, landing, manifest)
         verify = manifest.batch_id not in (fresh or {})
         if landing.is_local and raw.dialect in ("duckdb", "spark"):  # the engine reads the files itself
             rows: Any = landing.data_files(manifest, verify=verify)

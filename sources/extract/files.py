@@ -42,7 +42,7 @@ from pyarrow import csv
 from sources.config import ColumnSpec, SourceSpec, TableSpec
 from sources.declaration_models import MAX_IDENTIFIER_BYTES, RESERVED_COLUMNS, case_clashes
 from sources.types import parse_type
-from sources.errors import ContractError, SourceReadError
+from sources.errors import ConfigError, ContractError, SourceReadError
 from sources.logs import get_logger
 from sources.extract.arrow import RECORD_DECODER, LoneSurrogate, cast_batch, records_to_batches
 from sources.extract.base import Extract
@@ -146,6 +146,18 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Lande
         yield _extract(spec, table, file, digest, quotes)
         return
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+    if not infos and prefix == "s3://":
+        _check_bucket(fs, base, where)  # locally, a missing folder is refused before (elt load)
+    # the pipeline's own landing, when the source's path holds it (one bucket for exports and
+    # landing): its Parquet files are batches, never source files (a probe re-read its own landed
+    # file as a new one on every load, for ever)
+    own = landed.landing.root if landed.landing.is_local == (prefix == "") else None
+    if own is not None and (own == base or own.startswith(base.rstrip("/") + "/")):
+        kept = [i for i in infos if not (i.path == own or i.path.startswith(own + "/"))]
+        if len(kept) != len(infos):
+            log.info("the source's path holds the landing store: its files are left out",
+                     extra={"fields": {**where, "landing": landed.landing.url}})
+        infos = kept
     matching = sorted(i.path for i in infos if i.type == pafs.FileType.File
                       and fnmatch.fnmatch(i.path[len(base):].lstrip("/"), str(table.pattern)))
     for path in matching:
@@ -156,6 +168,22 @@ def extracts(spec: SourceSpec, table: TableSpec, *, location: str, landed: Lande
             continue
         digest, quotes = scan(file)
         yield _extract(spec, table, file, digest, quotes)
+
+
+def _check_bucket(fs: pafs.FileSystem, base: str, where: dict[str, str]) -> None:
+    """Nothing listed under an ``s3://`` path: refused when its bucket does not exist (a typo that a
+    scheduled load reported as "unchanged" every day), said when the prefix holds nothing."""
+    bucket = base.split("/", 1)[0]
+    try:
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except OSError:  # no right to look at the bucket itself: the listing's answer stands
+        missing = False
+    if missing:
+        raise ConfigError(
+            f"source bucket {bucket!r} does not exist (path s3://{base})", **where,
+            hint="check the source's path (or --path) and ELT_S3_ENDPOINT; nothing was loaded")
+    log.warning(f"no object under s3://{base}: nothing to load (a path that is wrong, or no export yet)",
+                extra={"fields": {**where, "path": f"s3://{base}"}})
 
 
 def _lines_or_rows(file: SourceFile, rows: Iterable[int]) -> dict[int, int]:

@@ -68,6 +68,11 @@ def s3_filesystem(endpoint: str | None = None, region: str | None = None,
         scheme, _, host = endpoint.partition("://")
         if not host:
             scheme, host = "https", endpoint
+        if "@" in host:  # a key and secret written into the URL (a secret may hold "/"): a setting, not a network fault
+            raise ConfigError(
+                "ELT_S3_ENDPOINT holds credentials before its host (user:password@); they are not read from there",
+                hint="set ELT_S3_ENDPOINT to the endpoint alone (http://host:port) and give the key in "
+                     "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_SHARED_CREDENTIALS_FILE)")
         kwargs.update(endpoint_override=host.rstrip("/"), scheme=scheme)
     return pafs.S3FileSystem(**kwargs)
 
@@ -514,6 +519,10 @@ class Landing:
                 continue
             self._remove_folder(batch_dir)
             removed.append(batch_dir)
+            # landing is the record raw is rebuilt from: a removal is never silent
+            log.warning(f"removed batch folder {self.shown(batch_dir)} ({len(files)} file(s), no manifest): a write "
+                        "cut short, never a batch", extra={"fields": {"source": source, "table": table,
+                                                                     "batch": batch_id, "files": len(files)}})
         return removed
 
 

@@ -19,6 +19,8 @@ from sources.landing.store import SetAside
 META_SCHEMA = "elt_meta"
 LEDGER_TABLE = "loaded_batches"
 CURSOR_TABLE = "source_cursors"
+IDENTITY_TABLE = "warehouse_identity"  # one id per warehouse, written into the manifests it lands (0079)
+IDENTITY_COLUMNS = "id TEXT NOT NULL, created_at TIMESTAMP NOT NULL"
 SET_ASIDE_TABLE = "set_aside_batches"  # landed batches raw must not apply (`elt set-aside`)
 
 METADATA_COLUMNS = (

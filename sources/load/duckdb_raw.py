@@ -24,6 +24,8 @@ from sources.landing.store import SetAside
 from sources.load.base import (
     CURSOR_COLUMNS,
     CURSOR_TABLE,
+    IDENTITY_COLUMNS,
+    IDENTITY_TABLE,
     LEDGER_COLUMNS,
     LEDGER_TABLE,
     META_SCHEMA,
@@ -95,6 +97,7 @@ def qtable(schema: str, table: str) -> str:
 LEDGER = qtable(META_SCHEMA, LEDGER_TABLE)
 CURSORS = qtable(META_SCHEMA, CURSOR_TABLE)
 SET_ASIDE = qtable(META_SCHEMA, SET_ASIDE_TABLE)
+IDENTITY = qtable(META_SCHEMA, IDENTITY_TABLE)
 
 
 def normal_type(sql_type: str) -> str:
@@ -187,6 +190,19 @@ class DuckDBRaw:
 
     def __repr__(self) -> str:
         return f"DuckDBRaw({self.database!r})"
+
+    def identity(self) -> str:
+        """This warehouse's id, made on first use: a load writes it into the manifests it lands, so
+        another warehouse sharing the landing store is told apart (``pipeline.apply_pending``)."""
+        import uuid
+
+        self.con.execute(f"CREATE TABLE IF NOT EXISTS {IDENTITY} ({IDENTITY_COLUMNS})")
+        row = self.con.execute(f"SELECT id FROM {IDENTITY} ORDER BY created_at, id LIMIT 1").fetchone()
+        if row:
+            return str(row[0])
+        made = uuid.uuid4().hex
+        self.con.execute(f"INSERT INTO {IDENTITY} VALUES ({lit(made)}, now())")
+        return made
 
     def close(self) -> None:
         self.con.close()

@@ -33,6 +33,8 @@ from sources.landing.store import SetAside
 from sources.load.base import (
     CURSOR_COLUMNS,
     CURSOR_TABLE,
+    IDENTITY_COLUMNS,
+    IDENTITY_TABLE,
     LEDGER_COLUMNS,
     LEDGER_TABLE,
     META_SCHEMA,
@@ -334,6 +336,20 @@ class PostgresRaw:
     def __repr__(self) -> str:
         s = self.settings
         return f"PostgresRaw({s.user}@{s.host}:{s.port}/{s.dbname})"
+
+    def identity(self) -> str:
+        """This warehouse's id, made on first use (as ``DuckDBRaw.identity``); two loads making it
+        at once both read the first row."""
+        import uuid
+
+        table = _ident(META_SCHEMA, IDENTITY_TABLE)
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (" + IDENTITY_COLUMNS + ")").format(table))
+            cur.execute(sql.SQL("INSERT INTO {} SELECT %s, clock_timestamp() WHERE NOT EXISTS (SELECT 1 FROM {})").format(
+                table, table), [uuid.uuid4().hex])
+        with self.con, self.con.cursor() as cur:
+            cur.execute(sql.SQL("SELECT id FROM {} ORDER BY created_at, id LIMIT 1").format(table))
+            return str(cur.fetchone()[0])
 
     def close(self) -> None:
         self.con.close()
