@@ -426,9 +426,13 @@ def _cmd_freshness(args: argparse.Namespace, settings: Settings) -> int:
 
     now = _parse_now(args.now) or utcnow()
     results = evaluate(settings, now)
-    if results is None:
-        print("error: the warehouse is busy (a load holds the DuckDB file); try again in a minute", file=sys.stderr)
-        return 1
+    if results is None:  # held by another process: not known, not stale (exit 75, as `elt --help` says)
+        from orchestrator.observe import freshness
+
+        said = held_duckdb_lock(freshness.last_busy, "elt freshness") if freshness.last_busy else None
+        print(said or "error: the warehouse's DuckDB file is held by another process; try again in a minute",
+              file=sys.stderr)
+        return 75
     print(render(results, now))
     return 1 if any(f.state == "stale" for f in results) else 0
 
@@ -563,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--now", help=argparse.SUPPRESS)
     status.set_defaults(func=_cmd_status)
 
-    fresh = sub.add_parser("freshness", help="age of each source table and mart against its maximum (exit 1 if stale)")
+    fresh = sub.add_parser("freshness", help="age of each source table and mart against its maximum (exit 1 if stale, 75 if the DuckDB file is held)")
     fresh.add_argument("--now", help=argparse.SUPPRESS)
     fresh.set_defaults(func=_cmd_freshness)
 

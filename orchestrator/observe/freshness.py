@@ -464,6 +464,8 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
         if unreadable is not None:  # not busy: no later tick can read it either
             raise WarehouseUnreadable(unreadable) from exc
         log.info("warehouse busy; freshness is checked on the next tick", extra={"fields": {"error": str(exc)[:120]}})
+        global last_busy
+        last_busy = exc  # which process holds the file: `elt freshness` and the report name it
         yield None
         return
     try:
@@ -477,6 +479,18 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
         yield query
     finally:
         con.close()
+
+
+# DuckDB's error when the last look at the warehouse found the file held (it names the process)
+last_busy: BaseException | None = None
+
+
+def busy_holder() -> str:
+    """Who held the DuckDB file at the last busy look: ``PID n (program)``, or "another process"."""
+    import re
+
+    found = re.search(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)", str(last_busy or ""))
+    return f"PID {found['pid']} ({found['program']})" if found else "another process"
 
 
 def time_columns(project_root: Path, days: set[str] | None = None) -> dict[str, str]:

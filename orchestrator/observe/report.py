@@ -150,8 +150,11 @@ def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: 
     if spark:
         pass  # not read on Spark: said in the 'good' line and the freshness section, not a problem
     elif freshness is None:
-        problems.append(("freshness", "The warehouse was busy (a load holds it): freshness and rows were not "
-                                      "checked; rerun the report."))
+        from orchestrator.observe.freshness import busy_holder
+
+        problems.append(("freshness", f"The warehouse's DuckDB file was held by {redact_userinfo(busy_holder())} (a "
+                                      "load or transform, or a BI tool or notebook with a read-write connection): "
+                                      "freshness and rows were not checked; rerun the report when it is free."))
     else:
         stale = [f"{f.subject} ({_human(f.age_s(now) or 0)} old, max {_human(f.max_age_s)})"
                  for f in freshness if f.state == "stale"]

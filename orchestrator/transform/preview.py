@@ -371,8 +371,12 @@ def _diff(ctx, name: str, environment: str, *, same_table: bool = False,  # type
                         expression=exp.cast(exp.Literal.string(since), exp.DataType.build("TIMESTAMP")))
         result.window = f"(rows with {column.name} >= {since}, the window built)"
     try:
-        (diff,) = ctx.table_diff(source="prod", target=environment, select_models=[name], show=False,
-                                 decimals=DECIMALS, where=where)
+        diffs = ctx.table_diff(source="prod", target=environment, select_models=[name], show=False,
+                               decimals=DECIMALS, where=where)
+        if not diffs:  # SQLMesh compares nothing for a model prod does not have
+            result.note = f"a new model: prod has no {schema_table(name)} to compare with (it is built in {environment})"
+            return result
+        (diff,) = diffs
         schema = diff.schema_diff()
         rows = diff.row_diff()
         retyped = _retyped(diff, schema.modified)

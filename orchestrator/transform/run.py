@@ -321,6 +321,8 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
                                "the command; nothing was built or changed") from exc
     skip_usage_wrappers(ctx)
     _keep_metadata_macros_known(ctx)
+    if settings.gateway == "duckdb":
+        _hold_the_warehouse_file(ctx)
     _check_state_versions(ctx, settings)
     _forget_a_cache_of_another_state(ctx)
     return ctx, console
@@ -371,6 +373,19 @@ def _raised_reading_the_config(exc: BaseException) -> bool:
             return True
         frame = frame.tb_next
     return False
+
+
+def _hold_the_warehouse_file(ctx) -> None:  # type: ignore[no-untyped-def]
+    """Open the DuckDB warehouse before SQLMesh first looks at its state, so that a file another
+    process holds stops the command here, with DuckDB's "Could not set lock" (named by the CLI).
+
+    SQLMesh's first look (``table_exists`` on its versions table) swallows every error, so a file
+    held at that instant read as "no state", and SQLMesh ran every migration on the live state as
+    soon as the other process let go: a BI refresh that briefly opened the file read-only left
+    every snapshot without ``forward_only`` and every later deploy failing (a probe, 1 in 51 runs).
+    Once this process has the file open, no other process can open it until the command ends.
+    SQLMesh shares one connection per DuckDB file between the models and the state."""
+    ctx.engine_adapter.fetchone("SELECT 1")
 
 
 def _check_state_versions(ctx, settings: Settings) -> None:  # type: ignore[no-untyped-def]

@@ -58,7 +58,7 @@ def holder(tmp_path: Path):  # type: ignore[no-untyped-def]
         proc.wait()
 
 
-@pytest.mark.parametrize("command", [["load", "jaffle_shop"], ["transform"], ["demo"]])
+@pytest.mark.parametrize("command", [["load", "jaffle_shop"], ["transform"], ["demo"], ["freshness"]])
 def test_a_held_warehouse_names_the_process_and_what_to_do(holder, small_jaffle: Path, command: list[str]) -> None:  # type: ignore[no-untyped-def]
     project, pid = holder
     args = [*command, "--path", str(small_jaffle)] if command[0] == "load" else command
@@ -544,3 +544,13 @@ def test_elt_runs_from_a_deleted_current_directory(tmp_path: Path) -> None:
                           text=True, timeout=120)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "jaffle_shop" in proc.stdout
+
+
+def test_the_report_names_the_process_that_holds_the_warehouse(holder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """It said "a load holds it" for a BI tool's read-write connection, and named no process."""
+    project, pid = holder
+    out = tmp_path / "status.html"
+    proc = run([ELT, "report", "--out", str(out)], cwd=project, env=project_env(project), timeout=120, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    page = out.read_text()
+    assert f"held by PID {pid} (" in page and "freshness and rows were not checked" in page, page[:2000]

@@ -88,6 +88,15 @@ def test_preview_reports_a_type_change_and_counts_changed_values(small_jaffle: P
     assert reused >= 1 and head.startswith("environment fresh: 1 model(s) rebuilt (changed, or downstream of a breaking "
                                            f"change), {reused} reuse prod's table"), added
 
+    # a model prod does not have yet: said so (it was "could not diff: 'not enough values to unpack'")
+    model.write_text(original)
+    (project / "models" / "marts" / "location_count.sql").write_text(
+        "MODEL (name marts.location_count, kind FULL, grain one);\n"
+        "SELECT 1 AS one, COUNT(*) AS locations FROM marts.locations\n")
+    new = run([elt, "preview", "newmodel"], cwd=project, env=env, timeout=120).stdout
+    assert "marts.location_count: a new model: prod has no marts.location_count to compare with" in new, new
+    assert "could not diff" not in new, new
+
 
 def test_a_preview_since_a_day_builds_and_compares_that_window_only(tmp_path: Path) -> None:
     """`elt preview dev --since DAY`: the changed day-partitioned model is built from DAY on only (its
