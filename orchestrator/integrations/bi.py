@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 
-from psycopg2 import sql
+from psycopg2 import errors, sql
 
 from sources.connections import PostgresSettings, secret_from_env
 from sources.logs import get_logger
@@ -54,10 +54,7 @@ def ensure_bi_role(warehouse: PostgresSettings, role: str, password: str | None,
                 from sources.errors import ConfigError
 
                 raise ConfigError(f"ELT_BI_ROLE is {role!r}, the warehouse user itself", hint="choose another role name")
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
-            verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION").format(ident))
-            done.append(f"{'created' if verb == 'CREATE' else 'updated'} role {role}")
+            done.append(_create_or_update_role(cur, role, owner))
             if password:
                 # sent as the hash the server stores (SCRAM or md5, as its password_encryption says), never
                 # as clear text: a server logging DDL (log_statement = ddl or all) keeps the statement
@@ -68,6 +65,12 @@ def ensure_bi_role(warehouse: PostgresSettings, role: str, password: str | None,
                 done.append("set its password (from ELT_BI_PASSWORD)")
             cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), ident))
+            cur.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM {}").format(sql.Identifier(database), ident))
+            cur.execute("SELECT has_database_privilege(%s, %s, 'CREATE')", [role, database])
+            if cur.fetchone()[0]:  # granted by another user (or to PUBLIC): not this user's to revoke
+                done.append(f"WARNING: {role} can still create schemas in database {database}; its owner must run: "
+                            f'REVOKE CREATE ON DATABASE "{database}" FROM "{role}", PUBLIC')
+            done += _drop_memberships(cur, role)
 
             cur.execute(
                 "SELECT nspname FROM pg_namespace WHERE nspname <> ALL(%s) AND nspname NOT LIKE 'pg_temp%%' "
@@ -85,18 +88,114 @@ def ensure_bi_role(warehouse: PostgresSettings, role: str, password: str | None,
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s))
             cur.execute(sql.SQL("REVOKE CREATE ON SCHEMA {} FROM {}").format(s, ident))
             cur.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(s, ident))
-            cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(s, ident))
-            cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(s, ident))
+            try:
+                cur.execute(sql.SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(s, ident))
+                cur.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(s, ident))
+            except errors.InsufficientPrivilege as exc:  # a relation of the schema another user owns
+                from sources.errors import ConfigError
+
+                raise ConfigError(f"{owner} may not grant on every relation of {schema}: "
+                                  f"{str(exc).strip().splitlines()[0]} (another user owns it)",
+                                  hint=f"as a superuser or that relation's owner, run `ALTER VIEW \"{schema}\".<name> "
+                                       f"OWNER TO \"{owner}\";` (views elt creates are the warehouse user's), then "
+                                       "rerun `elt bi-role`; nothing was changed") from None
             cur.execute(sql.SQL("ALTER DEFAULT PRIVILEGES FOR ROLE {} IN SCHEMA {} GRANT SELECT ON TABLES TO {}").format(
                 sql.Identifier(owner), s, ident))
-            cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm')", [schema])
-            done.append(f"granted SELECT on {cur.fetchone()[0]} relation(s) in {schema} and on future ones created by {owner}")
+            done.append(_check_grants(cur, role, owner, schema))
             done += _close_public(cur, role, owner, database)
     finally:
         con.close()
     log.info("bi role ensured", extra={"fields": {"role": role, "schema": schema}})
     return done
+
+
+def _create_or_update_role(cur, role: str, owner: str) -> str:  # type: ignore[no-untyped-def]
+    """Create ``role`` (LOGIN, nothing more), or bring an existing one there by changing only the
+    attributes that differ: ``ALTER ROLE ... NOSUPERUSER`` needs a superuser even when it changes
+    nothing, so a warehouse user with CREATEROLE failed every rerun (a probe)."""
+    from psycopg2 import errors
+
+    from sources.errors import ConfigError
+
+    cur.execute("SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls "
+                "FROM pg_roles WHERE rolname = %s", [role])
+    found = cur.fetchone()
+    if found and (found[1] or found[4] or found[5]):
+        raise ConfigError(f"the role {role} (ELT_BI_ROLE) is a superuser, a replication role or bypasses row "
+                          "security: it cannot be made read-only by this command",
+                          hint="choose another ELT_BI_ROLE, or have a superuser take those attributes away "
+                               f"(`ALTER ROLE \"{role}\" NOSUPERUSER NOREPLICATION NOBYPASSRLS;`)")
+    if found:
+        change = [a for a, wrong in (("LOGIN", not found[0]), ("NOCREATEDB", found[2]), ("NOCREATEROLE", found[3]))
+                  if wrong]
+        statement = sql.SQL("ALTER ROLE {} " + " ".join(change)) if change else None
+    else:
+        statement = sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION")
+    if statement is not None:
+        cur.execute("SAVEPOINT elt_bi_role")
+        try:
+            cur.execute(statement.format(sql.Identifier(role)))
+        except errors.InsufficientPrivilege as exc:
+            cur.execute("ROLLBACK TO SAVEPOINT elt_bi_role")
+            raise ConfigError(
+                f"the warehouse user {owner} may not {'alter' if found else 'create'} the role {role}: "
+                f"{str(exc).strip().splitlines()[0]}",
+                hint=f"as a superuser, run `ALTER ROLE \"{owner}\" CREATEROLE;`, or create the role yourself "
+                     f"(`CREATE ROLE \"{role}\" LOGIN;`), then rerun `elt bi-role`") from None
+    return f"{'updated' if found else 'created'} role {role}"
+
+
+def _drop_memberships(cur, role: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """Revoke every role ``role`` is a member of (``pg_read_all_data`` reads raw, ``pg_write_all_data``
+    writes it): the command promised "nothing else" and left them (a probe). What the warehouse user
+    may not revoke is said, with the statement for a superuser."""
+    cur.execute("SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s ORDER BY 1", [role])
+    groups = [r[0] for r in cur.fetchall()]
+    if not groups:
+        return []
+    for group in groups:  # a role the user may not revoke gets a WARNING or an error: checked below
+        cur.execute("SAVEPOINT elt_bi_member")
+        try:
+            cur.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(role)))
+            cur.execute("RELEASE SAVEPOINT elt_bi_member")
+        except Exception:  # noqa: BLE001 - said below with the statement to run
+            cur.execute("ROLLBACK TO SAVEPOINT elt_bi_member")
+    cur.execute("SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid "
+                "JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s ORDER BY 1", [role])
+    left = [r[0] for r in cur.fetchall()]
+    said = [f"revoked membership in {', '.join(g for g in groups if g not in left)}"] if len(left) < len(groups) else []
+    if left:
+        log.warning("bi role is still a member of other roles", extra={"fields": {"role": role, "roles": left}})
+        said.append(f"WARNING: {role} is still a member of {', '.join(left)}, which may read or write beyond the "
+                    "marts; a superuser must run: " + "; ".join(f'REVOKE "{g}" FROM "{role}"' for g in left))
+    return said
+
+
+def _check_grants(cur, role: str, owner: str, schema: str) -> str:  # type: ignore[no-untyped-def]
+    """What the role can read now, checked: a GRANT on a schema or view another user owns is only
+    a WARNING from PostgreSQL ("no privileges were granted"), and the command said "granted" while
+    the BI user got "permission denied" (a probe)."""
+    from sources.errors import ConfigError
+
+    cur.execute("SELECT has_schema_privilege(%s, %s, 'USAGE'), nspowner::regrole::text FROM pg_namespace "
+                "WHERE nspname = %s", [role, schema, schema])
+    usage, schema_owner = cur.fetchone()
+    cur.execute("SELECT c.relname, c.relowner::regrole::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm') AND NOT has_table_privilege(%s, c.oid, 'SELECT') "
+                "ORDER BY 1", [schema, role])
+    unreadable = cur.fetchall()
+    if not usage or unreadable:
+        what = (f"schema {schema} (owned by {schema_owner})" if not usage else
+                f"{len(unreadable)} relation(s) of {schema} ({', '.join(f'{n} owned by {o}' for n, o in unreadable[:3])})")
+        fix = (f'ALTER SCHEMA "{schema}" OWNER TO "{owner}";' if not usage else
+               "; ".join(f'ALTER VIEW "{schema}"."{n}" OWNER TO "{owner}"' for n, _ in unreadable[:3]) + ";")
+        raise ConfigError(f"{role} cannot read {what}: PostgreSQL granted nothing there, because {owner} does not "
+                          "own it", hint=f"as a superuser or that owner, run `{fix}` (or grant it to {role} "
+                                         "yourself), then rerun `elt bi-role`")
+    cur.execute("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relkind IN ('r', 'v', 'm')", [schema])
+    return f"granted SELECT on {cur.fetchone()[0]} relation(s) in {schema} and on future ones created by {owner}"
 
 
 def _close_public(cur, role: str, owner: str, database: str) -> list[str]:  # type: ignore[no-untyped-def]
