@@ -35,6 +35,7 @@ from sources.logs import get_logger
 log = get_logger("orchestrator.integrations.bi")
 SERVED_SCHEMA = "marts"
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast")
+BI_IDLE_IN_TRANSACTION = "15min"  # how long a BI session may sit in an open transaction
 
 
 def bi_role_settings() -> tuple[str, str | None]:
@@ -64,6 +65,10 @@ def ensure_bi_role(warehouse: PostgresSettings, role: str, password: str | None,
                 cur.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(ident, sql.Literal(verifier)))
                 done.append("set its password (from ELT_BI_PASSWORD)")
             cur.execute(sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(ident))
+            # a BI tool in manual-commit mode left a transaction open on a mart for hours, which held a
+            # deploy's re-pointing of that mart's view, the marts half on the new version (a probe)
+            cur.execute(sql.SQL("ALTER ROLE {} SET idle_in_transaction_session_timeout = {}").format(
+                ident, sql.Literal(BI_IDLE_IN_TRANSACTION)))
             cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database), ident))
             cur.execute(sql.SQL("REVOKE CREATE ON DATABASE {} FROM {}").format(sql.Identifier(database), ident))
             cur.execute("SELECT has_database_privilege(%s, %s, 'CREATE')", [role, database])

@@ -136,11 +136,14 @@ class TransformFailed(Exception):
                 " intervals that did not complete are still missing in SQLMesh's state and run again."
             )
         elif any("canceling statement due to lock timeout" in e for e in self.model_errors):
+            limit = os.environ.get("ELT_PG_LOCK_TIMEOUT_S", "600")
             lines.append(
-                "  A statement waited longer than ELT_PG_LOCK_TIMEOUT_S (600 s) for a lock on a warehouse"
+                f"  A statement waited longer than ELT_PG_LOCK_TIMEOUT_S ({limit} s) for a lock on a warehouse"
                 " table or view: usually a BI session left open in a transaction on a mart (a model change"
-                " replaces the mart's view, which waits for every transaction that read it). Nothing was"
-                " half-applied; the scheduler retries. next: find the holder (`SELECT pid, usename,"
+                " replaces the mart's view, which waits for every transaction that read it). Each model's write"
+                " is all or nothing, but when the wait was for a mart's view, the marts re-pointed before it"
+                " already serve the new version and the rest the old one, until a transform completes the"
+                " deploy (the scheduler retries). next: find the holder (`SELECT pid, usename,"
                 " application_name, state, xact_start FROM pg_stat_activity WHERE state LIKE 'idle in"
                 " transaction%'`), end it (`SELECT pg_terminate_backend(<pid>)`) or let it finish, then rerun"
                 " `elt transform` (docs/runbook.md, \"Production\")."

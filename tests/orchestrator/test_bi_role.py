@@ -75,6 +75,8 @@ def test_a_createrole_owner_reruns_bi_role_and_it_converges_to_read_marts_only(o
     assert f"updated role {bi}" in again and not any(line.startswith("WARNING") for line in again), again
     assert any("revoked membership in pg_read_all_data, pg_write_all_data" in line for line in again), again
     assert _as(settings, bi, "SELECT customer_id FROM marts.customers") == [(1,)]
+    # a BI session left in an open transaction cannot hold a deploy's view for hours
+    assert _as(settings, bi, "SHOW idle_in_transaction_session_timeout") == [("15min",)]
     for forbidden in ("SELECT * FROM raw_shop.orders", "CREATE SCHEMA bi_scratch", "DELETE FROM raw_shop.orders"):
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             _as(settings, bi, forbidden)

@@ -259,6 +259,8 @@ def test_a_model_deploy_behind_an_open_bi_transaction_gives_up_and_names_it(pg_p
         said = proc.stdout + proc.stderr
         assert proc.returncode == 1, said
         assert "lock timeout" in said and "idle in transaction" in said and "Traceback" not in said, said
+        # the limit as set, and no promise that nothing was applied: a deploy re-points views one at a time
+        assert "ELT_PG_LOCK_TIMEOUT_S (2 s)" in said and "Nothing was half-applied" not in said, said
     finally:
         bi.close()
     proc = pg_project.elt("transform", timeout=300, ELT_PG_LOCK_TIMEOUT_S="2")
