@@ -46,11 +46,17 @@ def load_source_into_warehouse(
                            extract=extract, location=location, window=window)
 
 
+SHOWN_BATCHES = 10  # batch ids listed in full on a table's line of the load report
+
+
 def print_load_report(outcomes: list[TableOutcome], settings: Settings, stream=None) -> None:  # type: ignore[no-untyped-def]
     out = stream or sys.stdout
     print(f"{'table':<12} {'status':<10} {'landed rows':>12} {'applied rows':>13}  batches", file=out)
     for o in outcomes:
-        batches = ", ".join(o.applied or o.landed) or "-"
+        ids = o.applied or o.landed
+        # a first load of a pattern table, or a replay, applies thousands: one 41 KB line said nothing more
+        batches = (", ".join(ids) if len(ids) <= SHOWN_BATCHES else
+                   f"{', '.join(ids[:2])}, ... {ids[-1]} ({len(ids):,} batches)") or "-"
         print(f"{o.table:<12} {o.status:<10} {o.rows_landed:>12,} {o.rows_applied:>13,}  {batches}", file=out)
     for o in outcomes:
         for batch in o.set_aside:

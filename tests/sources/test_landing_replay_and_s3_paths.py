@@ -150,3 +150,21 @@ def test_a_postgresql_warehouse_keeps_one_id_and_stamps_its_batches_with_it(tmp_
         (out,) = ingest(spec, landing=landing, raw=raw, lock_dir=tmp_path)
     assert len(ids) == 1 and out.error is None
     assert landing.manifest("shop", "orders", out.landed[0]).origin["landed_by"]["warehouse"] == ids.pop()
+
+
+def test_the_load_report_shortens_a_table_line_of_thousands_of_batches() -> None:
+    """A first load of a pattern table of 1,250 files printed every batch id on one 41 KB line."""
+    import io
+    from types import SimpleNamespace
+
+    from orchestrator.scheduling.loading import print_load_report
+    from sources.pipeline import TableOutcome
+
+    many, few = TableOutcome("clicks"), TableOutcome("orders")
+    many.applied, few.applied = [f"2026120{i // 1000}T{i:06d}Z-x" for i in range(1250)], ["b1", "b2"]
+    out = io.StringIO()
+    print_load_report([many, few], SimpleNamespace(warehouse=Path("/w.duckdb"), gateway="duckdb", pg_prefix="ELT_PG_",
+                                                   landing_location="/l"), stream=out)
+    lines = out.getvalue().splitlines()
+    assert lines[1].endswith(f"{many.applied[0]}, {many.applied[1]}, ... {many.applied[-1]} (1,250 batches)"), lines[1]
+    assert len(lines[1]) < 200 and lines[2].endswith("b1, b2"), lines
