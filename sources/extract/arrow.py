@@ -73,8 +73,8 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
                 why, hint = _time_reason(value, kind) or (str(exc), "fix the source row, or change the column's "
                                                           "type in the source declaration")
                 raise ContractError(
-                    f"value {value!r} is not a valid {kind} ({why})", **where, row=first_row + offset,
-                    field=spec.name, hint=f"{hint} (docs/runbook.md#failed-load--bad-input)",
+                    f"value {value!r} is not a valid {kind} ({why}){_key_of(batch, table, offset)}", **where,
+                    row=first_row + offset, field=spec.name, hint=f"{hint} (docs/runbook.md#failed-load--bad-input)",
                 ) from exc
             if text and pa.types.is_floating(target):
                 _refuse_overflow(column, cast, spec.name, first_row, where)
@@ -89,6 +89,16 @@ def cast_batch(batch: pa.RecordBatch, table: TableSpec, first_row: int, where: d
     cast = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
     check_values(cast, first_row=first_row, where=where, utf8_checked=utf8_checked)  # what the raw stores cannot hold
     return cast
+
+
+def _key_of(batch: pa.RecordBatch, table: TableSpec, offset: int) -> str:
+    """`` in the record with id=7`` for the row at ``offset``: a row number in a paged API read (or a
+    cursor read) cannot be looked up at the source, its key can."""
+    names = [k for k in table.primary_key if k in batch.schema.names]
+    if not names or len(names) != len(table.primary_key):
+        return ""
+    shown = ", ".join(f"{k}={batch.column(k)[offset].as_py()!r}" for k in names)
+    return f" in the record with {shown[:200]}"
 
 
 # a UUID as PostgreSQL reads one: 32 hex digits, hyphens between groups of four, braces around

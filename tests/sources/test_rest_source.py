@@ -178,6 +178,8 @@ def test_a_wrongly_typed_value_names_its_record_and_field() -> None:
     with http_server(lambda p, q, h: ok({"data": bad})) as url, pytest.raises(Exception) as err:
         _records(spec_for(url))
     assert "row=4" in str(err.value) and "field=price" in str(err.value) and "'twelve'" in str(err.value)
+    # the record's key too: a row number in a paged read cannot be looked up at the API (a probe)
+    assert "in the record with sku='SKU-004'" in str(err.value), str(err.value)
 
 
 def test_a_lone_surrogate_in_the_json_names_its_record_and_field() -> None:
