@@ -695,7 +695,8 @@ class _OnlyOurs:
             f"batch {manifest.batch_id} of {spec.name}.{table.name} was landed by another warehouse (id {theirs[:12]}, "
             f"host {by.get('host') or 'unknown'}) than this one (id {self.warehouse[:12]}): two warehouses share the "
             f"landing store {landing.url}, and each applies the other's batches (a rebuild from landing then holds "
-            "whichever loaded last); nothing of this table was applied", source=spec.name, table=table.name,
+            "whichever loaded last); neither it nor the table's later batches were applied", source=spec.name,
+            table=table.name,
             batch_id=manifest.batch_id,
             hint="give each warehouse its own landing (ELT_LANDING_URL, another prefix) and stop the scheduler of an "
                  "old copy; set this batch aside here (`elt set-aside SOURCE TABLE BATCH --reason ...`) if it is not "
