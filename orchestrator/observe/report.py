@@ -87,6 +87,7 @@ def _ticks(top: float, count: int = 4) -> list[int]:
 
 # --- runs ---------------------------------------------------------------------------------------
 RUN_CHART_DAYS = 30
+WARNED_DAYS = 7  # failed non-blocking audits stay in the report this long after the transform that ran them
 
 
 def _runs_chart(runs: list[RunRecord]) -> dict[str, Any] | None:
@@ -137,6 +138,25 @@ def _runs_chart(runs: list[RunRecord]) -> dict[str, Any] | None:
                      for i, day in enumerate(days) if i % every == 0 or i == len(days) - 1]}
 
 
+def _recent_warnings(runs: list[Any], now: datetime) -> list[list[Any]]:
+    """[model, audit, rows, when] of each non-blocking audit that failed in a transform of the last
+    ``WARNED_DAYS`` days, the latest failure of each (a data-quality probe: the report showed only
+    the latest transform's, so the warning vanished at the next transform with nothing to do)."""
+    seen: dict[tuple[str, str], list[Any]] = {}
+    since = now - timedelta(days=WARNED_DAYS)
+    for r in sorted(runs, key=lambda r: r.started_at):
+        if r.job != "transform" or not r.audits_json or r.started_at < since:
+            continue
+        try:
+            warned = json.loads(r.audits_json).get("warned", [])
+        except ValueError:
+            continue
+        for a in warned:
+            seen[(a.get("model"), a.get("audit"))] = [a.get("model"), a.get("audit"), a.get("count"),
+                                                       f"{r.started_at:%Y-%m-%d %H:%M} UTC"]
+    return list(seen.values())
+
+
 def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: dict[str, Any],
               aside: list[tuple[Any, ...]] | None, now: datetime, *, spark: bool = False) -> dict[str, Any]:
     """What is wrong, one line each with the section that shows it; no line is the 'all good' headline."""
@@ -164,9 +184,12 @@ def _headline(runs: list[RunRecord], freshness: list[Freshness] | None, audits: 
         problems.append(("audits", f"{len(audits['failed'])} audit(s) failed in the latest transform: "
                                    + ", ".join(f"{a} on {m} ({num(c)} rows)" for m, a, c in audits["failed"])))
     if audits.get("warned"):
-        problems.append(("audits", f"{len(audits['warned'])} non-blocking audit(s) failed in the latest transform "
-                                   "(nothing was stopped): "
-                                   + ", ".join(f"{a} on {m} ({num(c)} rows)" for m, a, c in audits["warned"])))
+        # a non-blocking audit runs on the days a transform processes: the next transform with other
+        # days (or none) passes it while the rows stay served, so the report keeps a week of them
+        problems.append(("audits", f"{len(audits['warned'])} non-blocking audit(s) failed in the transforms of the last "
+                                   f"{WARNED_DAYS} days (nothing was stopped; the rows may still be served until the "
+                                   "source is fixed and reloaded): "
+                                   + ", ".join(f"{a} on {m} ({num(c)} rows, {at})" for m, a, c, at in audits["warned"])))
     if aside:
         problems.append(("set-aside", f"{len(aside)} landed batch(es) set aside: their rows are not in raw"))
     fresh = sum(1 for f in freshness or () if f.state == "fresh")
@@ -360,7 +383,7 @@ def render(settings: Settings, now: datetime | None = None) -> str:
     recorded = json.loads(transform.audits_json) if transform and transform.audits_json else {}
     audits = {"passed": recorded.get("passed", 0), "run": recorded.get("run", 0),
               "failed": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("failed", [])],
-              "warned": [[a.get("model"), a.get("audit"), a.get("count")] for a in recorded.get("warned", [])]}
+              "warned": _recent_warnings(runs, now)}
     aside = set_aside_batches(settings)
     layers = None if spark else _layer_data(settings)
     built = sorted((r.finished_at, r) for r in runs if r.job == "transform" and r.status == "succeeded" and r.finished_at)

@@ -41,6 +41,7 @@ class AuditFailure:
     failing_row: dict[str, Any] | None
     query: str
     heading: str | None = None  # rows held out of staging (no audit ran): what to say instead
+    args: str = ""  # the audit's arguments (``criteria := (...)``): which of a model's two `forall` failed
 
     def render(self) -> str:
         row = ", ".join(f"{k}={v!r}" for k, v in (self.failing_row or {}).items()) or "(could not fetch)"
@@ -48,7 +49,8 @@ class AuditFailure:
             return f"{self.heading}\n    first held row: {row}\n    query listing them: {self.query}"
         return (
             f"audit '{self.audit}' failed on model {self.model}: {self.count} row(s)\n"
-            f"    first failing row: {row}\n"
+            + (f"    checks: {self.args}\n" if self.args else "")
+            + f"    first failing row: {row}\n"
             f"    audit query: {self.query}"
         )
 
@@ -77,7 +79,8 @@ class TransformFailed(Exception):
     """A plan or run failed; ``failures`` holds the audits that failed, if any."""
 
     def __init__(self, step: str, failures: list[AuditFailure], detail: str = "", skipped: set[str] | None = None,
-                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False) -> None:
+                 model_errors: list[str] | None = None, orphans: bool = False, timeless: bool = False,
+                 written: list[str] | None = None) -> None:
         self.step = step
         self.failures = failures
         # rows held out of staging, when that is the failure: {table, rows, warn, why} each
@@ -113,6 +116,13 @@ class TransformFailed(Exception):
                     " failing rows in prod (an incremental model on the days it processed). Models downstream of"
                     " it were skipped and keep their previous data."
                 )
+                failed = {f.model for f in failures}
+                others = sorted({m for m in written or () if m not in failed})
+                if others:  # a wrong price reached two marts that passed their own audits (a probe)
+                    lines.append(
+                        f"  Also written and served by this run, their own audits passed: {', '.join(others)}. They"
+                        " may carry the same source data as the failing rows: check them too."
+                    )
             else:
                 lines.append(
                     "  SQLMesh writes a model's rows before it audits them. A model the plan added or changed is"
@@ -865,7 +875,20 @@ def _describe(ctx, audit_error) -> AuditFailure:  # type: ignore[no-untyped-def]
             row = {k: v for k, v in df.iloc[0].to_dict().items() if not str(k).startswith("_")}
     except Exception as exc:  # noqa: BLE001 - the failure report must not fail
         log.warning("could not fetch a failing row", extra={"fields": {"error": str(exc)}})
-    return AuditFailure(audit_error.model_name or "?", audit_error.audit_name, audit_error.count, row, query)
+    return AuditFailure(audit_error.model_name or "?", audit_error.audit_name, audit_error.count, row, query,
+                        args=_audit_args(audit_error))
+
+
+def _audit_args(audit_error) -> str:  # type: ignore[no-untyped-def]
+    """``criteria := (a >= 0)``: the arguments the failing audit was given, as the model writes them."""
+    try:
+        shown = []
+        for name, value in (getattr(audit_error, "audit_args", None) or {}).items():
+            text = value.sql(dialect=getattr(audit_error, "adapter_dialect", None)) if hasattr(value, "sql") else str(value)
+            shown.append(f"{name} := {text}")
+        return ", ".join(shown)[:300]
+    except Exception:  # noqa: BLE001 - a description only
+        return ""
 
 
 def transform(
@@ -1369,7 +1392,8 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
         raise KeyboardInterrupt("run")
     if console.audit_errors or getattr(status, "is_failure", False):
         raise TransformFailed("run", [_describe(ctx, e) for e in console.audit_errors], skipped=console.skipped_models,
-                              model_errors=console.model_errors)
+                              model_errors=console.model_errors,
+                              written=[schema_table(m) for m, _, _ in console.evaluated])
     failpoints.hit("transform.after_run")
     _record_served(ctx, environment, planned=applied)
     # when a deploy has just added records for its versions; a version the janitor removes between

@@ -214,3 +214,29 @@ def test_the_layers_chart_draws_one_point_per_pixel_column_however_often_it_buil
     assert all(a["value"] < b["value"] for a, b in zip(staging[:-2], staging[1:-1]))
     values = {p["value"] for p in panels["staging"]["points"]}
     assert 999_998 in values and 999_999 not in values
+
+
+def test_a_failed_non_blocking_audit_stays_in_the_report_for_a_week() -> None:
+    """The report read only the latest transform: the next transform with nothing to do recorded no
+    warning, and the failed non-blocking audit vanished while its rows stayed served (a probe)."""
+    from datetime import UTC, timedelta
+
+    from orchestrator.observe.report import _headline, _recent_warnings
+
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+
+    def transform(hours_ago: float, warned: list[dict]) -> RunRecord:
+        return RunRecord(run_id=f"r{hours_ago}", attempt=1, job="transform", trigger="schedule", status="succeeded",
+                         started_at=now - timedelta(hours=hours_ago),
+                         audits_json=json.dumps({"passed": 5, "run": 6, "failed": [], "warned": warned}))
+
+    cost = {"model": "marts.order_items", "audit": "forall_non_blocking", "count": 106826}
+    old = {"model": "marts.orders", "audit": "volume", "count": 1}
+    runs = [transform(0.1, []), transform(1, []), transform(2, [cost]), transform(3, [dict(cost, count=5)]),
+            transform(24 * 8, [old])]
+    warned = _recent_warnings(runs, now)
+    assert warned == [["marts.order_items", "forall_non_blocking", 106826, "2026-12-07 10:00 UTC"]]
+    problems = _headline(runs, [], {"passed": 5, "run": 6, "failed": [], "warned": warned}, [], now)
+    text = json.dumps(problems)
+    assert "1 non-blocking audit(s) failed in the transforms of the last 7 days" in text, text
+    assert "forall_non_blocking on marts.order_items (106,826 rows, 2026-12-07 10:00 UTC)" in text, text

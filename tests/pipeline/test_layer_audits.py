@@ -57,8 +57,11 @@ def test_clean_small_data_passes_every_audit(settings, small_jaffle: Path) -> No
         # marts: the items' prices no longer add up to the order's subtotal
         ("raw_products.csv", "BEV-002,chai and mighty,beverage,0,", "BEV-002,chai and mighty,beverage,50,",
          "marts.orders", "forall", ("order_id", "o3"), "marts.customers"),
+        # staging: a store without a name (an empty CSV field is '' in raw, which not_null let through)
+        ("raw_stores.csv", "s2,Brooklyn,2018-09-02T00:00:00,0.04", "s2,,2018-09-02T00:00:00,0.04",
+         "staging.stg_jaffle_shop__locations", "not_blank", ("location_id", "s2"), "marts.locations"),
     ],
-    ids=["staging-expression", "staging-relationship", "intermediate", "marts"],
+    ids=["staging-expression", "staging-relationship", "intermediate", "marts", "staging-blank-text"],
 )
 def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no-untyped-def]
     settings, small_jaffle: Path, file: str, old: str, new: str, model: str, audit: str, row_key: tuple[str, str], skipped: str
@@ -77,6 +80,8 @@ def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no
             assert con.execute(f"SELECT count(*) FROM marts.order_items WHERE order_item_id = '{value}'").fetchone() == (0,)
     message = str(err.value)
     assert f"audit '{audit}' failed on model {model}" in message
+    if audit == "forall":  # which rule failed: a model has two `forall` audits (a data-quality probe)
+        assert "    checks: criteria := " in message, message
     assert f"{key}={value!r}" in message
     assert "next:" in message
     if skipped:
@@ -305,3 +310,18 @@ def test_a_failed_non_blocking_audit_is_not_counted_as_passed(settings, small_ja
     assert summary.audits_passed == summary.audits_run - 1, summary.render()
     assert (f"passed on {summary.models_audited} models, 1 failed without blocking: "
             f"forall_non_blocking on marts.orders (2 rows)") in summary.render()
+
+
+def test_a_failed_run_names_the_other_models_it_wrote(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    """A price read in the wrong unit failed only marts.orders, while marts.products and
+    marts.order_items, rewritten by the same run, already served it; the message named the failing
+    model alone (a data-quality probe)."""
+    _build(settings, small_jaffle)
+    _replace_line(small_jaffle / "raw_products.csv", "BEV-002,chai and mighty,beverage,0,",
+                  "BEV-002,chai and mighty,beverage,50,")
+    with pytest.raises(TransformFailed) as err:
+        _build(settings, small_jaffle)
+    assert err.value.step == "run" and [f.model for f in err.value.failures] == ["marts.orders"]
+    message = str(err.value)
+    also = next(line for line in message.splitlines() if "Also written and served by this run" in line)
+    assert "marts.order_items" in also and "marts.products" in also and "marts.orders," not in also, message
