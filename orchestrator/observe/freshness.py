@@ -463,7 +463,7 @@ def _warehouse(settings: Settings) -> Iterator[Any]:
         unreadable = unreadable_duckdb_file(exc, settings.warehouse)
         if unreadable is not None:  # not busy: no later tick can read it either
             raise WarehouseUnreadable(unreadable) from exc
-        log.info("warehouse busy; freshness is checked on the next tick", extra={"fields": {"error": str(exc)[:120]}})
+        log.info("warehouse busy: freshness not checked now", extra={"fields": {"error": str(exc)[:120]}})
         global last_busy
         last_busy = exc  # which process holds the file: `elt freshness` and the report name it
         yield None
@@ -490,7 +490,14 @@ def busy_holder() -> str:
     import re
 
     found = re.search(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)", str(last_busy or ""))
-    return f"PID {found['pid']} ({found['program']})" if found else "another process"
+    if not found:
+        return "another process"
+    try:  # its command line says what it is (a scheduled transform, a notebook); DuckDB gives the interpreter
+        program = Path(f"/proc/{found['pid']}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(
+            errors="replace")[:200]
+    except OSError:
+        program = ""
+    return f"PID {found['pid']} ({program or found['program']})"
 
 
 def time_columns(project_root: Path, days: set[str] | None = None) -> dict[str, str]:

@@ -55,7 +55,10 @@ def install() -> None:
         from_env["attempt"] = int(str(from_env["attempt"]))
     if from_env:
         _CONTEXT.set(from_env)
-    for name in ("sources", "orchestrator"):
-        for handler in logging.getLogger(name).handlers:
-            if not any(isinstance(f, ContextFilter) for f in handler.filters):
-                handler.addFilter(ContextFilter())
+    # and the root's handler for libraries' warnings: SQLMesh's line naming a failed non-blocking
+    # audit lacked the run id the runbook says to grep for (an observability probe)
+    handlers = [h for name in ("sources", "orchestrator") for h in logging.getLogger(name).handlers]
+    handlers += [h for h in logging.getLogger().handlers if getattr(h, "_elt", False)]
+    for handler in handlers:
+        if not any(isinstance(f, ContextFilter) for f in handler.filters):
+            handler.addFilter(ContextFilter())

@@ -61,10 +61,36 @@ def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int
         if r.watermark_before or r.watermark_after:
             print(f"    watermark before {r.watermark_before}, after {r.watermark_after}", file=out)
         if r.audits_json:
-            print(f"    audits {r.audits_json}", file=out)
+            print(f"    audits {_audits_shown(r.audits_json)}", file=out)
+            for failed in _failed_audits(r.audits_json):  # a scheduled failure: its row and query are here
+                print(f"    audit {failed.get('audit')} failed on {failed.get('model')}: {failed.get('count')} row(s)",
+                      file=out)
+                if failed.get("first_failing_row"):
+                    row = ", ".join(f"{k}={v!r}" for k, v in failed["first_failing_row"].items())
+                    print(f"      first failing row: {redact_userinfo(row)}", file=out)
+                if failed.get("query"):
+                    print(f"      audit query: {failed['query']}", file=out)
         if r.error:
             print(f"    error ({r.error_class}): {redact_userinfo(r.error)}", file=out)
     return 0
+
+
+def _failed_audits(audits_json: str) -> list[dict[str, Any]]:
+    try:
+        return [a for a in json.loads(audits_json).get("failed", []) if isinstance(a, dict)]
+    except (ValueError, AttributeError):
+        return []
+
+
+def _audits_shown(audits_json: str) -> str:
+    """The run's audit record without the failures' rows and queries (printed below it)."""
+    try:
+        record = json.loads(audits_json)
+        record["failed"] = [{k: v for k, v in a.items() if k not in ("query", "first_failing_row")}
+                            for a in record.get("failed", []) if isinstance(a, dict)]
+        return json.dumps(record)
+    except (ValueError, AttributeError, TypeError):
+        return audits_json
 
 
 def job_states(settings: Settings, now: datetime | None = None) -> list[dict[str, object]]:

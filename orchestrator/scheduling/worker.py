@@ -134,11 +134,19 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
     try:
         summary = transform(settings, environment="prod", quiet=True)
     except TransformFailed as exc:
-        audits = [{"model": f.model, "audit": f.audit, "count": f.count} for f in exc.failures]
+        # the failing row and the audit query too: a scheduled run's failure is read in the history, an
+        # alert and the report, where "the query above" of a transform run by hand is not (a probe)
+        audits = [{"model": f.model, "audit": f.audit, "count": f.count, "query": f.query,
+                   "first_failing_row": {k: str(v) for k, v in (f.failing_row or {}).items()}} for f in exc.failures]
         retry = not exc.failures and any(_TRANSIENT_TEXT.search(e) for e in exc.model_errors)
         detail = exc.failures[0].render().splitlines()[0] if exc.failures else (
             exc.model_errors[0] if exc.model_errors else first_line(exc))
-        return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {with_next(detail, str(exc))}",
+        if exc.failures and exc.failures[0].failing_row:
+            row = ", ".join(f"{k}={v!r}" for k, v in exc.failures[0].failing_row.items())
+            detail += f"; first failing row: {row[:300]}"
+        said = with_next(detail, str(exc)).replace(
+            "(query above)", "(`elt run-show` of this run prints the audit query)")
+        return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {said}",
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped, "held": exc.held_counts})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,
                                        "restated": summary.restated, "failed": [], "held": summary.held_counts,

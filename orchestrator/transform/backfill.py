@@ -444,6 +444,34 @@ def _load_failed(source: str, said: str, *, before_any_table: bool = False) -> B
             "\n  next: fix the source, then rerun the same `elt backfill` command (a file source's folder: --path DIR)")))
 
 
+def _child(args: list[str], *, cwd: Any, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run one step in a child process, its output kept for the report and the failure message;
+    the warnings it logs are logged here too as they come (a swept batch folder, a clock behind):
+    they were thrown away with the rest of its stderr when the step succeeded (a probe)."""
+    import json
+    import threading
+
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                            preexec_fn=forks.dies_with())
+    assert proc.stdout is not None and proc.stderr is not None
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    err: list[str] = []
+    for line in proc.stderr:
+        err.append(line)
+        try:
+            said = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(said, dict) and said.get("level") == "warning":  # errors: the failure message says them
+            fields = {k: v for k, v in said.items() if k not in ("ts", "level", "logger", "event")}
+            log.warning(str(said.get("event", "")), extra={"fields": fields})
+    proc.wait()
+    reader.join()
+    return subprocess.CompletedProcess(args, proc.returncode, "".join(out), "".join(err))
+
+
 def _prepare_and_load_in_children(settings: Settings, source: str, start: date, end: date, path: str | None,
                                   job: str, out: TextIO) -> None:
     """Steps 1-3 on DuckDB, each in a child process: DuckDB allows one writing process per file and
@@ -451,20 +479,16 @@ def _prepare_and_load_in_children(settings: Settings, source: str, start: date, 
     context keeps its connection open until the process exits. The children work under this
     process's locks: they die with it (a killed backfill's child went on transforming or loading
     unprotected, and held the warehouse against the rerun)."""
-    prep = subprocess.run([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
-                           start.isoformat(), end.isoformat()],
-                          capture_output=True, text=True, cwd=settings.project_root,
-                          preexec_fn=forks.dies_with())
+    prep = _child([sys.executable, "-m", "orchestrator.transform.backfill", "prepare", source,
+                   start.isoformat(), end.isoformat()], cwd=settings.project_root)
     if prep.returncode != 0:
         raise _prepare_failed(source, prep.stderr.strip() if prep.returncode > 0 else child_error("", prep.returncode),
                               start, end, path)
     if prep.stdout.strip():
         print(prep.stdout.rstrip(), file=out)
-    load = subprocess.run([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
-                           start.isoformat(), end.isoformat(), *(["--path", path] if path else [])],
-                          capture_output=True, text=True, cwd=settings.project_root,
-                          env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{job}"},  # held by the caller
-                          preexec_fn=forks.dies_with())
+    load = _child([sys.executable, "-m", "orchestrator.cli", "load", source, "--window",
+                   start.isoformat(), end.isoformat(), *(["--path", path] if path else [])], cwd=settings.project_root,
+                  env={**os.environ, "ELT_JOB_LOCK_HELD": f"job:{job}"})  # the lock is held by the caller
     if load.stdout.strip():
         print(load.stdout.rstrip(), file=out)
     if load.returncode != 0:

@@ -879,6 +879,24 @@ def _describe(ctx, audit_error) -> AuditFailure:  # type: ignore[no-untyped-def]
                         args=_audit_args(audit_error))
 
 
+def _last_day(start: str, end: str) -> str:
+    """The last day of ``start``..``end`` (SQLMesh's end is exclusive): the log writes day ranges
+    inclusive, as its "restating" lines do (an observability probe read one range two ways).
+
+    >>> _last_day("2021-08-01", "2021-08-31")
+    '2021-08-30'
+    >>> _last_day("2021-08-01", "2021-08-01 06:00:00")
+    '2021-08-01 06:00:00'
+    """
+    from datetime import date, timedelta
+
+    try:
+        last = date.fromisoformat(end) - timedelta(days=1)
+    except ValueError:
+        return end
+    return max(last.isoformat(), start)
+
+
 def _audit_args(audit_error) -> str:  # type: ignore[no-untyped-def]
     """``criteria := (a >= 0)``: the arguments the failing audit was given, as the model writes them."""
     try:
@@ -1422,7 +1440,7 @@ def _transform(ctx, console, environment, verify, started, before_restating=None
     summary.evaluated = list(console.evaluated)
     if summary.evaluated:  # what SQLMesh's scheduler evaluated: "which days ran" without reading state
         log.info(f"{len(summary.evaluated)} interval(s) evaluated", extra={"fields": {
-            "environment": environment, "intervals": [f"{m} {a}..{b}" for m, a, b in summary.evaluated]}})
+            "environment": environment, "intervals": [f"{m} {a}..{_last_day(a, b)}" for m, a, b in summary.evaluated]}})
     if len(restated.windows) > SHOWN_RESTATED:  # the summary line names the first ones only
         log.info(f"{len(restated.windows)} model(s) restated", extra={"fields": {
             "environment": environment, "restated": [f"{m} ({w})" for m, w in restated.windows.items()]}})

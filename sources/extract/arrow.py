@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from sources.contracts import check_values
 from sources.errors import ContractError, SourceReadError
 
 ROWS_PER_BATCH = 10_000
+FLUSH_AFTER_S = 5.0  # records of a slow API are handed on at least this often (progress, memory)
 
 
 def arrow_schema(table: TableSpec) -> pa.Schema:
@@ -502,6 +504,7 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
         return cast_batch(pa.RecordBatch.from_arrays(arrays, schema=text_schema), table, first_row, where,
                           json_written=True)
 
+    flushed = time.monotonic()
     for records in pages_:
         for record in records:
             if not isinstance(record, dict):
@@ -517,6 +520,12 @@ def records_to_batches(pages_: Iterator[list[dict[str, Any]]], table: TableSpec,
                 yield flush()
                 first_row += len(buffer)
                 buffer = []
+                flushed = time.monotonic()
+        if buffer and time.monotonic() - flushed >= FLUSH_AFTER_S:  # a slow API: 10,000 records took 30 s
+            yield flush()
+            first_row += len(buffer)
+            buffer = []
+            flushed = time.monotonic()
     if buffer:
         yield flush()
     if drift is not None:

@@ -66,8 +66,13 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     orders.write_text(text.replace(EXTRA_ORDER, "o5,c3,2018-09-20T12:00:00,s1,600,40,640\n"))
 
     landed = _batches(project)
+    cut = project.root / "data" / "landing" / "jaffle_shop" / "stores" / "20180101T000000000000Z-0000dead"
+    cut.mkdir()
+    (cut / "part-00000.parquet").write_bytes(b"a write cut short")
     first = project.elt("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07", timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
+    # the load runs in a child: its warnings reach the backfill's stderr (they were thrown away)
+    assert "removed batch folder" in first.stderr and "0000dead" in first.stderr, first.stderr
     # re-read only what it must: the one changed file lands; the unchanged ones would add a copy to
     # landing and nothing to raw
     assert _batches(project) == {**landed, "orders": landed["orders"] + 1}, first.stdout

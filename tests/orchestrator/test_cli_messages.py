@@ -554,3 +554,4 @@ def test_the_report_names_the_process_that_holds_the_warehouse(holder, tmp_path:
     assert "Traceback" not in proc.stderr, proc.stderr
     page = out.read_text()
     assert f"held by PID {pid} (" in page and "freshness and rows were not checked" in page, page[:2000]
+    assert "--marker-of-the-holder" in page  # its command line, not only the interpreter DuckDB names

@@ -71,6 +71,12 @@ def test_a_failed_audit_is_not_retried_but_a_dropped_connection_is(monkeypatch: 
     result, retry = worker.run_transform(settings=None)  # type: ignore[arg-type]
     assert retry is False and json.loads(result["audits_json"])["failed"][0]["audit"] == "unique_values"
     assert "unique_values" in result["error"]
+    # what a scheduled failure is read by (history, alert, report) holds the row and the query, and
+    # points at no "query above" that only a transform run by hand prints (an observability probe)
+    assert "first failing row: order_id='o1'" in result["error"] and "(query above)" not in result["error"]
+    assert json.loads(result["audits_json"])["failed"][0] == {
+        "model": "marts.orders", "audit": "unique_values", "count": 2, "query": "SELECT ...",
+        "first_failing_row": {"order_id": "o1"}}
     result, retry = worker.run_transform(settings=None)  # type: ignore[arg-type]
     assert retry is True and "server closed the connection" in result["error"]
 
