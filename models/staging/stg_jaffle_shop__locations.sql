@@ -11,7 +11,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (location_id, location_name, tax_rate)),
-    not_blank(columns := (location_id, location_name)),
+    not_blank(columns := (location_name)),
     unique_key(column := location_id),
     forall(criteria := (tax_rate >= 0 AND tax_rate < 1))
   )

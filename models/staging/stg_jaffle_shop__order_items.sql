@@ -14,7 +14,6 @@ MODEL (
   ),
   audits (
     not_null(columns := (order_item_id, order_id, product_id, ordered_at)),
-    not_blank(columns := (order_item_id, order_id, product_id)),
     unique_key(column := order_item_id),
     assert_relationship(column := product_id, to := staging.stg_jaffle_shop__products, field := product_id)
   )

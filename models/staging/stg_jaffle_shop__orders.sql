@@ -20,7 +20,6 @@ MODEL (
   ),
   audits (
     not_null(columns := (order_id, customer_id, location_id, ordered_at, subtotal_cents, tax_paid_cents, order_total_cents)),
-    not_blank(columns := (order_id, customer_id, location_id)),
     unique_key(column := order_id),
     forall(criteria := (order_total_cents - tax_paid_cents = subtotal_cents)),
     forall(criteria := (subtotal_cents >= 0 AND tax_paid_cents >= 0)),

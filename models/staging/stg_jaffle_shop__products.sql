@@ -14,7 +14,7 @@ MODEL (
   ),
   audits (
     not_null(columns := (product_id, product_type, product_price, is_food_item, is_drink_item)),
-    not_blank(columns := (product_id, product_name)),
+    not_blank(columns := (product_name)),
     unique_key(column := product_id),
     accepted_values(column := product_type, is_in := ('jaffle', 'beverage'))
   )

@@ -13,7 +13,6 @@ MODEL (
   ),
   audits (
     not_null(columns := (supply_uuid, supply_id, product_id, supply_cost, is_perishable_supply)),
-    not_blank(columns := (supply_id, product_id)),
     unique_key(column := supply_uuid)
   )
 );
