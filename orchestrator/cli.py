@@ -43,7 +43,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 from orchestrator.settings import GATEWAYS, Settings
-from sources import logs
+from sources import forks, logs
 from sources.errors import (ConfigError, LoaderError, ResourceBusy, exception_chain, first_line,
                             full_disk_elsewhere, interrupted, unreadable_duckdb_file, warehouse_write_problem)
 from sources.logs import redact_userinfo
@@ -849,11 +849,8 @@ def held_duckdb_lock(exc: BaseException, command: str = "the command") -> str | 
     if match is None:
         return None
     pid = match["pid"]
-    try:  # the full command line says which program it is (`sqlmesh ui`, `elt serve`, a notebook)
-        program = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        program = ""
-    program = redact_userinfo(program or match["program"])
+    # the full command line says which program it is (`sqlmesh ui`, `elt serve`, a notebook)
+    program = redact_userinfo(forks.command_line(pid) or match["program"])
     if len(program) > 200:
         program = program[:200] + " ..."
     history = Path(os.environ.get("ELT_META_DUCKDB_PATH") or "elt_history.duckdb").name

@@ -98,6 +98,15 @@ def dies_with(parent_pid: int | None = None) -> Callable[[], None]:
     return preexec
 
 
+def command_line(pid: int | str = "self") -> str:
+    """Process ``pid``'s command line as one string (from ``/proc``), or "" when it cannot be read
+    (the process is gone, or this is not Linux). Not redacted: callers that print it redact it."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def open_lock_file(path: Path, *, shared_folder: bool = False) -> int:
     """A descriptor of lock file ``path`` to ``flock``, whichever user runs `elt`: a lock file another
     user created (mode 0644) is opened read-only, which is all ``flock`` needs. ``shared_folder``:

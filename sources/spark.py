@@ -225,11 +225,9 @@ def _holder(path: Path) -> str:
 def _command_line() -> str:
     from sources.logs import redact_userinfo
 
-    try:
-        text = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        text = "python"
-    text = redact_userinfo(text)
+    from sources.forks import command_line
+
+    text = redact_userinfo(command_line() or "python")
     return text if len(text) <= 200 else text[:200] + " ..."
 
 

@@ -492,12 +492,10 @@ def busy_holder() -> str:
     found = re.search(r"Conflicting lock is held in (?P<program>.*?) \(PID (?P<pid>\d+)\)", str(last_busy or ""))
     if not found:
         return "another process"
-    try:  # its command line says what it is (a scheduled transform, a notebook); DuckDB gives the interpreter
-        program = Path(f"/proc/{found['pid']}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(
-            errors="replace")[:200]
-    except OSError:
-        program = ""
-    return f"PID {found['pid']} ({program or found['program']})"
+    from sources.forks import command_line
+
+    # its command line says what it is (a scheduled transform, a notebook); DuckDB gives the interpreter
+    return f"PID {found['pid']} ({command_line(found['pid'])[:200] or found['program']})"
 
 
 def time_columns(project_root: Path, days: set[str] | None = None) -> dict[str, str]:
