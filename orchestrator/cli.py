@@ -617,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    from orchestrator.transform.collector import tune_collector
+
+    tune_collector()  # decision 0083
     args = build_parser().parse_args(argv)
     if args.json_logs:
         os.environ["ELT_JSON_LOGS"] = "1"  # and for every process this one starts (job attempts)

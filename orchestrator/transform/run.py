@@ -286,6 +286,9 @@ def make_context(settings: Settings, *, quiet: bool = False):  # type: ignore[no
     from sqlmesh import Context
     from sqlmesh.core.console import set_console
 
+    from orchestrator.transform.collector import tune_collector
+
+    tune_collector()  # once per process (decision 0083); `elt` did it at its start
     forget_sqlglot_dispatch()
 
     os.environ["ELT_DUCKDB_PATH"] = str(settings.warehouse)
