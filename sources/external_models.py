@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from sources.config import SourceSpec, available_sources, load_source
+from sources.config import SourceSpec, available_sources, load_source, read_yaml
 from sources.load.duckdb_raw import METADATA_COLUMNS
 
 HEADER = "# Generated from sources/declarations/*.yaml by `elt sources --write-external-models`. Do not edit.\n"
@@ -75,7 +75,7 @@ def type_differences(project_root: Path, specs: list[SourceSpec] | None = None) 
     one side has are left to SQLMesh (a model reading a column the file lacks fails its plan)."""
     path = project_root / "external_models.yaml"
     try:
-        written = yaml.safe_load(path.read_text()) or []
+        written = read_yaml(path.read_text()) or []
     except (OSError, yaml.YAMLError):
         return []  # no file, or not one this could read: SQLMesh reports it
     specs = specs if specs is not None else [load_source(n) for n in available_sources()]

@@ -99,9 +99,11 @@ def _extra_jobs(settings: Settings) -> dict[str, Job]:
         return {}
     import yaml
 
+    from sources.config import read_yaml
+
     path = Path(file) if Path(file).is_absolute() else settings.project_root / file
     try:
-        doc = yaml.safe_load(path.read_text()) or {}
+        doc = read_yaml(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"ELT_JOBS_FILE {path} cannot be read: {exc}", hint="fix or unset ELT_JOBS_FILE") from None
     jobs = {}

@@ -698,11 +698,11 @@ PG_IDENTIFIER_MAX = 63
 
 def unit_test_inputs(project_root: Path) -> list[str]:
     """The models and tables the SQLMesh unit tests (``tests/**/test_*.yaml``) use as inputs."""
-    import yaml
+    from sources.config import read_yaml
 
     names: set[str] = set()
     for file in sorted((project_root / "tests").rglob("test_*.yaml")):
-        for case in (yaml.safe_load(file.read_text()) or {}).values():
+        for case in (read_yaml(file.read_text()) or {}).values():
             if isinstance(case, dict) and isinstance(case.get("inputs"), dict):
                 names.update(str(name) for name in case["inputs"])
     return sorted(names)
