@@ -383,7 +383,19 @@ def _cmd_run_job(args: argparse.Namespace, settings: Settings) -> int:
 
     job = get_job(settings, args.job)
     stopping.install()
-    result = run_job(settings, job, trigger=args.trigger)
+    try:
+        result = run_job(settings, job, trigger=args.trigger)
+    except Exception as exc:
+        # Exit 75 means one thing to a scheduler (the generated Airflow DAGs skip on it): another run
+        # of this job holds its lock. A DuckDB file held by another process (the run history or the
+        # warehouse, past its wait) before any attempt ran is a failure to show: under 75 an Airflow
+        # task went "skipped" and its DAG run green while nothing ran (an Airflow hand-over probe).
+        held = None if interrupted(exc) or _TERMINATED else held_duckdb_lock(exc, f"elt run-job {args.job}")
+        if held is None:
+            raise
+        print(held + f"\n  job {args.job}: failed before any attempt ran (exit 1; exit 75 is only for a run of "
+              "the job that another run's lock skipped)", file=sys.stderr)
+        return 1
     print(f"job {result.job}: {result.status} (run {result.run_id}, {result.attempts} attempt(s))")
     if stopping.requested():
         return _stopped()

@@ -71,3 +71,25 @@ def test_a_kept_record_that_cannot_apply_is_set_aside_and_never_blocks_the_histo
     # an error text naming a file whose name is not UTF-8 (lone surrogates) is stored, escaped
     History.open(settings).update("r1", 1, error="cannot read " + os.fsdecode(b"/data/caf\xe9.csv"))
     assert History.open(settings).recent()[0].error == "cannot read /data/caf\\udce9.csv"
+
+
+def test_run_job_fails_with_1_not_75_when_the_history_is_held_before_any_attempt(project) -> None:  # type: ignore[no-untyped-def]
+    """`elt run-job` exits 75 only when another run of the job holds its lock: the generated Airflow
+    DAGs skip on 75. A run history held by another process past ELT_META_LOCK_WAIT_S exited 75 too,
+    so Airflow showed the task skipped and the DAG run green while nothing ran (an Airflow
+    hand-over probe). It is a failure (1), and the message says which file and which process."""
+    assert project.elt("run-job", "quick", "--trigger", "airflow").returncode == 0  # the history exists
+    path = meta_duckdb_path(project.settings())
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "c.sql('SELECT 1'); print('open', flush=True); time.sleep(120)", str(path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        proc = project.elt("run-job", "quick", "--trigger", "airflow", ELT_META_LOCK_WAIT_S="0.5")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert f"the run history {path} is open in another process, PID {holder.pid}" in proc.stderr, proc.stderr[-2000:]
+    assert "failed before any attempt ran (exit 1" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
