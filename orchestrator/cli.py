@@ -476,8 +476,11 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_airflow(args: argparse.Namespace, settings: Settings) -> int:
     from orchestrator.integrations.airflow import write_dags
 
-    for path in write_dags(settings, Path(args.out).resolve(), elt_command=args.elt_command):
+    written, removed = write_dags(settings, Path(args.out).resolve(), elt_command=args.elt_command)
+    for path in written:
         print(f"wrote {path}")
+    for path in removed:
+        print(f"removed {path} (generated before for a job that no longer exists)")
     return 0
 
 
