@@ -362,7 +362,8 @@ def _stopped() -> int:
     from orchestrator.scheduling import stopping
 
     print(f"stopped by {stopping.signal_name()}: the running attempts were stopped and recorded as stopped, no new "
-          "one was started; a scheduled slot runs again at the next tick, a run started by hand is not repeated "
+          "one was started; a scheduled slot runs again at the next tick, a run another scheduler started (Airflow) "
+          "at its next run or when its task is cleared, and a run started by hand is not repeated "
           "(`elt status`, `elt runs`)", file=sys.stderr)
     return stopping.die()
 

@@ -231,7 +231,7 @@ def _attempts(settings: Settings, job: Job, history: History, base: RunRecord, l
                   "max_attempts": job.max_attempts, "missed_slots": missed}
         log.info("attempt started", extra={"fields": fields})
         # for history, logs and the alert text; JSON fields value by value (``without_secrets``)
-        outcome = without_secrets(_one_attempt(settings, job, base.run_id, attempt, lock))
+        outcome = without_secrets(_one_attempt(settings, job, base.run_id, attempt, lock, base.trigger))
         status = outcome.pop("status")
         retryable = bool(outcome.pop("retryable", False)) and attempt < job.max_attempts
         error = outcome.get("error") or ""
@@ -257,7 +257,22 @@ def worker_command(job: Job, result_file: Path) -> list[str]:
     return [sys.executable, "-m", "orchestrator.scheduling.worker", job.name, "--result", str(result_file)]
 
 
-def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: Any) -> dict[str, Any]:
+def _runs_again(job: Job, trigger: str) -> str:
+    """What reruns a stopped run, by what started it (``--trigger``: schedule is `elt tick`).
+
+    >>> from orchestrator.scheduling.jobs import Job
+    >>> _runs_again(Job("shop", "load", "@daily", timeout_s=60, max_attempts=1), "airflow")
+    'it runs again when airflow next starts it (its next scheduled run, or the task cleared)'
+    """
+    if trigger == "schedule":
+        return "a scheduled slot runs again at the next tick"
+    if trigger == "manual":
+        return f"a run started by hand is not repeated: rerun `elt run-job {job.name}`"
+    return f"it runs again when {trigger} next starts it (its next scheduled run, or the task cleared)"
+
+
+def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: Any,
+                 trigger: str = "schedule") -> dict[str, Any]:
     """Run one attempt in a child process group; kill the whole group at the job's timeout."""
     with tempfile.TemporaryDirectory(prefix="elt-attempt-") as tmp:
         result_file = Path(tmp) / "result.json"
@@ -282,8 +297,8 @@ def _one_attempt(settings: Settings, job: Job, run_id: str, attempt: int, lock: 
             kill_run_processes(run_id)  # what left the process group (setsid), as after a timeout
             return {"status": "stopped", "retryable": False, "error_class": "Stopped",
                     "error": f"job {job.name} was stopped by {stopping.signal_name()} sent to its supervisor (an "
-                             "operator, systemd's stop, a reboot): what the attempt had not committed was rolled "
-                             "back; a scheduled slot runs again at the next tick"}
+                             "operator, systemd's stop, a reboot, a scheduler's timeout or cleared task): what the "
+                             "attempt had not committed was rolled back; " + _runs_again(job, trigger)}
         if code == "timed_out":
             return {"status": "timed_out", "retryable": False, "error_class": "Timeout",
                     "error": f"job {job.name} exceeded its timeout of {job.timeout_s}s; its process group was killed"}

@@ -141,11 +141,17 @@ def run_transform(settings: Settings) -> tuple[dict[str, Any], bool]:
         retry = not exc.failures and any(_TRANSIENT_TEXT.search(e) for e in exc.model_errors)
         detail = exc.failures[0].render().splitlines()[0] if exc.failures else (
             exc.model_errors[0] if exc.model_errors else first_line(exc))
+        if exc.failures and exc.failures[0].args:  # which of a model's two relationship audits (a probe)
+            detail += f"; checks: {exc.failures[0].args[:300]}"
         if exc.failures and exc.failures[0].failing_row:
             row = ", ".join(f"{k}={v!r}" for k, v in exc.failures[0].failing_row.items())
             detail += f"; first failing row: {row[:300]}"
+        # a job's rerun is a job's run, recorded in the history and seen by the scheduler that started
+        # it: `elt transform` by hand records nothing and left an Airflow task red (a hand-over probe)
         said = with_next(detail, str(exc)).replace(
-            "(query above)", "(`elt run-show` of this run prints the audit query)")
+            "(query above)", "(`elt run-show` of this run prints the audit query)").replace(
+            "rerun `elt transform`", "rerun the transform job (`elt run-job transform`, which records the run; "
+            "under Airflow, clear the task)")
         return {"error_class": "TransformFailed", "error": f"transform failed during {exc.step}: {said}",
                 "audits_json": json.dumps({"failed": audits, "skipped": exc.skipped, "held": exc.held_counts})}, retry
     return {"audits_json": json.dumps({"run": summary.audits_run, "passed": summary.audits_passed,

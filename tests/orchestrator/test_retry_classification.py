@@ -62,7 +62,8 @@ def test_a_failed_audit_is_not_retried_but_a_dropped_connection_is(monkeypatch: 
                                                                    tmp_path: Path) -> None:
     from orchestrator.transform import run as transform_module
 
-    failure = AuditFailure("marts.orders", "unique_values", 2, {"order_id": "o1"}, "SELECT ...")
+    failure = AuditFailure("marts.orders", "unique_values", 2, {"order_id": "o1"}, "SELECT ...",
+                           args="columns := (order_id)")
     raised: list[TransformFailed] = [
         TransformFailed("run", [failure], skipped={"marts.customers"}),
         TransformFailed("run", [], model_errors=["marts.orders: server closed the connection unexpectedly"]),
@@ -71,9 +72,14 @@ def test_a_failed_audit_is_not_retried_but_a_dropped_connection_is(monkeypatch: 
     result, retry = worker.run_transform(settings=None)  # type: ignore[arg-type]
     assert retry is False and json.loads(result["audits_json"])["failed"][0]["audit"] == "unique_values"
     assert "unique_values" in result["error"]
+    assert "; checks: columns := (order_id); first failing row" in result["error"], result["error"]  # which audit
     # what a scheduled failure is read by (history, alert, report) holds the row and the query, and
     # points at no "query above" that only a transform run by hand prints (an observability probe)
     assert "first failing row: order_id='o1'" in result["error"] and "(query above)" not in result["error"]
+    # a job's rerun is a job's run: `elt transform` by hand records nothing and leaves an Airflow
+    # task red (an Airflow hand-over probe)
+    assert "rerun the transform job (`elt run-job transform`, which records the run; under Airflow, clear the task)" \
+        in result["error"] and "rerun `elt transform`" not in result["error"], result["error"]
     assert json.loads(result["audits_json"])["failed"][0] == {
         "model": "marts.orders", "audit": "unique_values", "count": 2, "query": "SELECT ...",
         "first_failing_row": {"order_id": "o1"}}

@@ -437,3 +437,19 @@ def test_a_tick_that_finds_another_tick_running_names_it(project: Project) -> No
     assert tick.returncode == 0, tick.stdout + tick.stderr
     assert f"another tick holds the scheduler lock (pid {os.getpid()} (" in tick.stdout, tick.stdout
     assert "nothing started here" in tick.stdout and not project.history().recent(5, "quick")
+
+
+def test_a_run_job_stopped_by_its_scheduler_says_that_scheduler_runs_it_again(project: Project) -> None:
+    """`elt run-job --trigger airflow` stopped by SIGTERM (Airflow's timeout, a cleared task): the
+    record said "a scheduled slot runs again at the next tick", and under Airflow there is no tick
+    (an Airflow hand-over probe). It names what started the run."""
+    job = project.popen("run-job", "slow", "--trigger", "airflow", SLOW_S="120")
+    record = wait_for(lambda: next((r for r in project.history().recent(5, "slow") if r.status == "running"
+                                    and r.pid != job.pid), None), what="attempt started")
+    job.send_signal(signal.SIGTERM)
+    job.wait(timeout=30)
+    wait_for(lambda: not _alive(record.pid), timeout=10, what="the attempt to be stopped")
+    [stopped] = project.history().recent(5, "slow")
+    assert stopped.status == "stopped", stopped
+    assert "it runs again when airflow next starts it (its next scheduled run, or the task cleared)" in \
+        (stopped.error or "") and "next tick" not in (stopped.error or ""), stopped.error
