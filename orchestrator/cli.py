@@ -869,9 +869,7 @@ def held_duckdb_lock(exc: BaseException, command: str = "the command") -> str | 
         return None
     pid = match["pid"]
     # the full command line says which program it is (`sqlmesh ui`, `elt serve`, a notebook)
-    program = redact_userinfo(forks.command_line(pid) or match["program"])
-    if len(program) > 200:
-        program = program[:200] + " ..."
+    program = forks.command_line(pid, fallback=match["program"])
     history = Path(os.environ.get("ELT_META_DUCKDB_PATH") or "elt_history.duckdb").name
     what = "the run history" if Path(match["file"]).name == history else "the warehouse"
     head = (f"error: {what} {match['file']} is open in another process, PID {pid} ({program})\n"

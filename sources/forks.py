@@ -98,13 +98,18 @@ def dies_with(parent_pid: int | None = None) -> Callable[[], None]:
     return preexec
 
 
-def command_line(pid: int | str = "self") -> str:
-    """Process ``pid``'s command line as one string (from ``/proc``), or "" when it cannot be read
-    (the process is gone, or this is not Linux). Not redacted: callers that print it redact it."""
+def command_line(pid: int | str = "self", fallback: str = "") -> str:
+    """Process ``pid``'s command line as one string (from ``/proc``), as messages show it: URL
+    user-info redacted, cut at 200 characters (" ..."); ``fallback`` when it cannot be read (the
+    process is gone, or this is not Linux) or is empty."""
+    from sources.logs import redact_userinfo
+
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+        text = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
     except OSError:
-        return ""
+        text = ""
+    text = redact_userinfo(text or fallback)
+    return text if len(text) <= 200 else text[:200] + " ..."
 
 
 def open_lock_file(path: Path, *, shared_folder: bool = False) -> int:

@@ -210,7 +210,7 @@ def _metastore_lock(metastore: Path) -> None:
             time.sleep(0.5)
     forks.hold(fd)
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"PID {os.getpid()} ({_command_line()})".encode(errors="replace"), 0)
+    os.pwrite(fd, f"PID {os.getpid()} ({forks.command_line(fallback='python')})".encode(errors="replace"), 0)
     _METASTORE_LOCK = fd
 
 
@@ -220,15 +220,6 @@ def _holder(path: Path) -> str:
     except OSError:
         text = ""
     return text or "another elt command"
-
-
-def _command_line() -> str:
-    from sources.logs import redact_userinfo
-
-    from sources.forks import command_line
-
-    text = redact_userinfo(command_line() or "python")
-    return text if len(text) <= 200 else text[:200] + " ..."
 
 
 def _open_metastore(spark: Any, metastore: Path, level: str) -> None:

@@ -495,7 +495,7 @@ def busy_holder() -> str:
     from sources.forks import command_line
 
     # its command line says what it is (a scheduled transform, a notebook); DuckDB gives the interpreter
-    return f"PID {found['pid']} ({command_line(found['pid'])[:200] or found['program']})"
+    return f"PID {found['pid']} ({command_line(found['pid'], fallback=found['program'])})"
 
 
 def time_columns(project_root: Path, days: set[str] | None = None) -> dict[str, str]:
