@@ -208,15 +208,59 @@ def duck_rows(warehouse: Path, sql: str) -> list[tuple[object, ...]]:
         con.close()
 
 
+def project_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built: Path | None = None):  # type: ignore[no-untyped-def]
+    """Settings of a copied project (of ``built``, a project folder with its data, when given) with
+    its own warehouse and landing under ``tmp_path/project``; ELT_DUCKDB_PATH points at it."""
+    from orchestrator.settings import Settings
+
+    if built is None:
+        project = copy_project(tmp_path / "project")
+    else:  # nothing in the warehouse or in landing names the project's folder
+        project = tmp_path / "project"
+        shutil.copytree(built, project, ignore=shutil.ignore_patterns(".cache"))
+    warehouse = project / "data" / "warehouse.duckdb"
+    monkeypatch.setenv("ELT_DUCKDB_PATH", str(warehouse))
+    return Settings(project_root=project, warehouse=warehouse, landing_root=project / "data" / "landing",
+                    data_dir=project / "data" / "jaffle-data")
+
+
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """Settings pointing at a copied project with its own warehouse and landing under tmp_path."""
-    from orchestrator.settings import Settings
+    return project_settings(tmp_path, monkeypatch)
 
-    project = copy_project(tmp_path / "project")
-    warehouse = project / "data" / "warehouse.duckdb"
-    monkeypatch.setenv("ELT_DUCKDB_PATH", str(warehouse))
-    return Settings(project_root=project, warehouse=warehouse, landing_root=project / "data" / "landing", data_dir=project / "data" / "jaffle-data")
+
+@pytest.fixture(scope="session")
+def _built_tiny_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped project with the tiny shop (SMALL_JAFFLE) loaded and transformed, once per test
+    process; ``built_settings`` copies it."""
+    from orchestrator.scheduling.loading import load_source_into_warehouse
+    from orchestrator.transform.run import transform
+
+    base = tmp_path_factory.mktemp("built-tiny-shop")
+    folder = base / "jaffle-data"
+    folder.mkdir()
+    for name, text in SMALL_JAFFLE.items():
+        (folder / name).write_text(text)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        built = project_settings(base, monkeypatch)
+        outcomes = load_source_into_warehouse("jaffle_shop", built, path=folder)
+        assert not [o.error for o in outcomes if o.error]
+        transform(built, quiet=True)
+    return built.project_root
+
+
+@pytest.fixture
+def built_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _built_tiny_shop: Path):  # type: ignore[no-untyped-def]
+    """As ``settings``, of a project where the tiny shop (``small_jaffle``'s files as that fixture
+    writes them) was loaded with the jaffle_shop source and transformed: for tests whose checks
+    come after a first build. Built once per test process and copied (the build costs seconds, a
+    copy milliseconds); a test that checks the first build itself uses ``settings``. The copy's
+    first transform plans metadata-only changes of every model, no data: in a process that loaded
+    another project folder before, SQLMesh serializes the project's metadata-only macro
+    (``@analyze_written_table``) as an import from that folder. A test that needs its next transform
+    to be a run without a plan (a failure's ``step``, SQLMesh's own snapshots) uses ``settings``."""
+    return project_settings(tmp_path, monkeypatch, _built_tiny_shop)
 
 
 @pytest.fixture(scope="session")

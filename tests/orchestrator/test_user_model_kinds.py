@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from orchestrator.scheduling.loading import load_source_into_warehouse
 from orchestrator.transform.run import make_context, transform
-from tests.conftest import SMALL_JAFFLE, copy_project
+from tests.conftest import project_settings
 
 SCD2 = """MODEL (
   name marts.customer_name_history,
@@ -54,50 +53,19 @@ GROUP BY 1
 """
 
 
-def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built: Path | None = None):  # type: ignore[no-untyped-def]
-    """Settings of a copied project (of ``built``, a project folder with its data, when given)
-    with its own warehouse and landing under ``tmp_path``, as conftest's ``settings``."""
-    from orchestrator.settings import Settings
-
-    if built is None:
-        project = copy_project(tmp_path / "project")
-    else:  # nothing in the warehouse or in landing names the project's folder
-        project = tmp_path / "project"
-        shutil.copytree(built, project, ignore=shutil.ignore_patterns(".cache"))
-    warehouse = project / "data" / "warehouse.duckdb"
-    monkeypatch.setenv("ELT_DUCKDB_PATH", str(warehouse))
-    return Settings(project_root=project, warehouse=warehouse, landing_root=project / "data" / "landing",
-                    data_dir=project / "data" / "jaffle-data")
-
-
-@pytest.fixture(scope="module")
-def _built_shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped project with the tiny shop loaded and transformed once in this test process."""
-    base = tmp_path_factory.mktemp("built-shop")
-    folder = base / "jaffle-data"
-    folder.mkdir()
-    for name, text in SMALL_JAFFLE.items():
-        (folder / name).write_text(text)
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        settings = _project(base, monkeypatch)
-        _load(settings, folder)
-        transform(settings, quiet=True)
-    return settings.project_root
-
-
 @pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, _built_shop: Path):  # type: ignore[no-untyped-def]
-    """A copy of a project where the tiny shop (``small_jaffle``'s files as written) was loaded
-    and transformed: the models these tests add join a pipeline that already runs, as a team's do.
-    Built once per test process; a test's first load and transform then cost its own model and
-    changes, not a first build of every shipped model (about 2.4 s of a test's 10 to 20)."""
-    return _project(tmp_path, monkeypatch, _built_shop)
+def settings(built_settings):  # type: ignore[no-untyped-def]
+    """A copy of a project where the tiny shop was loaded and transformed (conftest's
+    ``built_settings``): the models these tests add join a pipeline that already runs, as a team's
+    do, and a test's first load and transform cost its own model and changes, not a first build of
+    every shipped model (about 2.4 s of a test's 10 to 20)."""
+    return built_settings
 
 
 @pytest.fixture
 def empty_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A copied project with an empty warehouse: the models the test adds are in its first build."""
-    return _project(tmp_path, monkeypatch)
+    return project_settings(tmp_path, monkeypatch)
 
 
 def _load(settings, folder: Path) -> None:  # type: ignore[no-untyped-def]

@@ -97,8 +97,8 @@ def test_a_broken_input_fails_its_layer_and_stops_downstream(  # type: ignore[no
         assert "load the missing parent rows" in message
 
 
-def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
-    _build(settings, small_jaffle)
+def test_new_extract_restates_and_staging_shows_each_key_once(built_settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = built_settings  # the tiny shop loaded and transformed
     _replace_line(small_jaffle / "raw_customers.csv", "c1,Ann", "c1,Ann Renamed")
     _replace_line(small_jaffle / "raw_orders.csv", "o4,c2,2018-09-04T12:00:00,s2,0,0,0", "o4,c3,2018-09-04T12:00:00,s2,0,0,0")
     summary = _build(settings, small_jaffle)
@@ -115,9 +115,9 @@ def test_new_extract_restates_and_staging_shows_each_key_once(settings, small_ja
         ]
 
 
-def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failed_restatement_is_retried_once_the_data_is_fixed(built_settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
     """`elt load` then `elt transform`, separately: the transform finds the new batches itself."""
-    _build(settings, small_jaffle)
+    settings = built_settings  # the tiny shop loaded and transformed
     good = "o3,c2,2018-09-03T11:00:00,s2,600,24,624"
     _replace_line(small_jaffle / "raw_orders.csv", good, "o3,c2,2018-09-03T11:00:00,s2,600,24,999")
     with pytest.raises(TransformFailed) as err:
@@ -143,8 +143,8 @@ def test_a_failed_restatement_is_retried_once_the_data_is_fixed(settings, small_
     assert transform(settings, quiet=True).restated == []  # nothing new since: nothing restated
 
 
-def test_raw_is_restored_from_landing_without_the_source_files(settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
-    _build(settings, small_jaffle)
+def test_raw_is_restored_from_landing_without_the_source_files(built_settings, small_jaffle: Path) -> None:  # type: ignore[no-untyped-def]
+    settings = built_settings  # the tiny shop loaded and transformed
     con = duckdb.connect(str(settings.warehouse), read_only=True)
     before = con.execute("SELECT * EXCLUDE (_loaded_at) FROM raw_jaffle_shop.orders ORDER BY id").fetchall()
     con.close()
