@@ -519,8 +519,6 @@ def test_the_note_on_days_outside_the_window_says_which_cause_it_was() -> None:
     assert f"the new batches changed rows there ({staging} read them from raw" in moved, moved
 
 
-
-
 def _orders_line(stdout: str) -> list[str]:
     return next(li for li in stdout.splitlines() if li.startswith("marts.orders ")).split()[1:]
 
