@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-PROJECT_FILES = ("config.yaml", "external_models.yaml", "models", "audits", "macros", "tests/models")
+from tests.conftest import copy_project  # noqa: E402
 
 
 def main() -> None:
@@ -36,15 +36,9 @@ def main() -> None:
     from orchestrator.transform.run import make_context
 
     with tempfile.TemporaryDirectory(prefix="bench-plan-") as tmp:
-        project = Path(tmp) / "project"
-        for name in PROJECT_FILES:
-            src, dest = ROOT / name, project / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+        project = copy_project(Path(tmp) / "project")
         warehouse = project / "data" / "warehouse.duckdb"
         warehouse.parent.mkdir(parents=True)
-        import os
-
         os.environ["ELT_DUCKDB_PATH"] = str(warehouse)
         settings = Settings(project_root=project, warehouse=warehouse, landing_root=project / "data" / "landing",
                             data_dir=project / "data" / "jaffle-data")

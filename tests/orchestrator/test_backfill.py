@@ -174,14 +174,15 @@ def _built(project: Project, small_jaffle: Path) -> Path:
     transform` (on DuckDB, a copy of what they made once in this test process); returns the folder
     of the source files."""
     data = project.root / "data"
-    if project.env.get("ELT_GATEWAY", "duckdb") == "duckdb" and _BUILT_DATA:
+    on_duckdb = project.env.get("ELT_GATEWAY", "duckdb") == "duckdb"
+    if on_duckdb and _BUILT_DATA:
         shutil.copytree(_BUILT_DATA[0], data)
         return data / "jaffle-data"
     shutil.copytree(small_jaffle, data / "jaffle-data")
     for args in (("load", "jaffle_shop"), ("transform",)):
         proc = project.elt(*args, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    if project.env.get("ELT_GATEWAY", "duckdb") == "duckdb":
+    if on_duckdb:
         kept = project.root.parent / "built-data"
         shutil.copytree(data, kept)
         _BUILT_DATA.append(kept)
