@@ -460,7 +460,7 @@ def _cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError:
         raise ConfigError("--start and --end must be dates like 2018-09-01", source=args.source) from None
     try:
-        backfill(settings, args.source, start, end, path=_from_cwd(args.path))
+        backfill(settings, args.source, start, end, path=_from_cwd(args.path), trigger=args.trigger)
     except BackfillFailed as exc:
         print(f"error: {redact_userinfo(str(exc))}", file=sys.stderr)
         return 75 if isinstance(exc, BackfillLocked) else 1
@@ -593,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--end", required=True, help="last day of the window, inclusive (YYYY-MM-DD)")
     bf.add_argument("--path", help="folder holding the source's files (overrides the declaration's path; "
                                    "relative to the current directory)")
+    bf.add_argument("--trigger", default="manual",
+                    help="recorded with the backfill in the run history (default manual; e.g. airflow)")
     bf.set_defaults(func=_cmd_backfill)
 
     report = sub.add_parser("report", help="write a static HTML status report")

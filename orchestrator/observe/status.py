@@ -37,7 +37,7 @@ def print_runs(settings: Settings, *, limit: int = 20, job: str | None = None, o
         print(f"{r.run_id:<12} {r.job:<16} {attempt:>5} {r.status:<15} {r.trigger:<9} {_ts(r.started_at):<19} "
               f"{_duration(r):>8} {rows:>10}  {redact_userinfo(r.error or '')}", file=out)
     if not records:
-        print("(no runs recorded yet: `elt tick` or `elt run-job JOB` records them)", file=out)
+        print("(no runs recorded yet: `elt tick`, `elt run-job JOB` and `elt backfill` record them)", file=out)
 
 
 def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int:

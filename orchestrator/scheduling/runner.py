@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -452,6 +452,22 @@ def process_age_s(pid: int) -> float | None:
         return None
 
 
+def _rerun(record: RunRecord) -> str:
+    """The command that does again what an abandoned run did: a backfill's is its own command
+    (orchestrator/transform/backfill.py records it under job ``elt backfill``), not a job's.
+
+    >>> from datetime import datetime
+    >>> _rerun(RunRecord("r", 1, "elt backfill", "manual", "running", datetime(2026, 1, 1), source="shop",
+    ...                  interval_start=datetime(2026, 1, 1), interval_end=datetime(2026, 1, 8)))
+    '`elt backfill shop --start 2026-01-01 --end 2026-01-07` (its difference still counts from before this attempt)'
+    """
+    if record.job == "elt backfill" and record.interval_start and record.interval_end:
+        last = (record.interval_end - timedelta(days=1)).date()
+        return (f"`elt backfill {record.source} --start {record.interval_start.date()} --end {last}` (its difference "
+                "still counts from before this attempt)")
+    return f"`elt run-job {record.job}`"
+
+
 def abandon_record(settings: Settings, history: History, record: RunRecord, job: Job | None, now: datetime) -> bool:
     """Mark ``record`` abandoned, kill what its run left behind on this host, alert; False if it
     finished after it was listed. The caller holds the record's job lock: that is the proof the
@@ -459,8 +475,7 @@ def abandon_record(settings: Settings, history: History, record: RunRecord, job:
     if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
                            error=f"the process running job {record.job} died (pid {record.pid} on "
                            f"{record.host}) without recording an end; next: look for its last log lines (grep the run id) "
-                           "and, on its host, the system log for an OOM kill or a reboot, then "
-                           f"`elt run-job {record.job}`"):
+                           "and, on its host, the system log for an OOM kill or a reboot, then " + _rerun(record)):
         return False  # it finished (and freed its lock) after we listed it: not abandoned
     if record.host == socket.gethostname():
         # the lock died with the supervisor, but a background child of the job may live on

@@ -50,7 +50,7 @@ from orchestrator.settings import Settings
 from orchestrator.transform.windows import create_meta_table
 from sources import forks
 from sources.config import load_source
-from sources.errors import ConfigError
+from sources.errors import ConfigError, first_line
 from sources.logs import get_logger
 
 log = get_logger("orchestrator.transform.backfill")
@@ -333,12 +333,83 @@ def diff_marts(ctx: Any) -> list[MartDiff]:
     return out
 
 
+# A backfill's record in the run history (`elt runs`, `elt run-show`, the report): the name it has
+# there and the lock ``job:elt backfill`` it holds while its record says running, so that a tick
+# (runner.mark_abandoned) or the next backfill calls a killed one abandoned and a live one never.
+# A space keeps it apart from every job: a source or an ELT_JOBS_FILE job named "backfill" is fine.
+BACKFILL_JOB = "elt backfill"
+
+
+class _Record:
+    """One attempt in ``elt_meta.job_runs`` for one `elt backfill` command: who (pid, host, trigger),
+    when, the window (as its interval, the end day included), the outcome, and each mart's
+    difference. A history that cannot be written is logged and kept for later (History's
+    ``*_or_keep``), never the reason a backfill fails."""
+
+    def __init__(self, settings: Settings, source: str, start: date, end: date, trigger: str) -> None:
+        import socket
+        import uuid
+        from datetime import time as clock, timedelta
+
+        from orchestrator.observe.history import History, RunRecord, utcnow
+
+        self.settings, self.history, self.now, self.started = settings, History.open(settings), utcnow, False
+        self.record = RunRecord(
+            run_id=uuid.uuid4().hex[:12], attempt=1, max_attempts=1, job=BACKFILL_JOB, source=source,
+            trigger=trigger, status="running", started_at=utcnow(), pid=os.getpid(), host=socket.gethostname(),
+            interval_start=datetime.combine(start, clock()),
+            interval_end=datetime.combine(end + timedelta(days=1), clock()))
+
+    def _write(self, what: str, fn: Any, *args: Any, **values: Any) -> None:
+        try:
+            fn(*args, **values)
+        except Exception as exc:  # noqa: BLE001 - the backfill's own outcome is what matters
+            log.error(f"the run history could not record the backfill {what}", extra={"fields": {
+                "run_id": self.record.run_id, "error": first_line(exc)}})
+
+    def skipped(self, error: str) -> None:
+        self.record.status, self.record.finished_at, self.record.error = "skipped_locked", self.now(), error
+        self._write("skipped", self.history.insert_or_keep, self.record)
+
+    def start(self) -> None:
+        """Under the backfill's lock: a backfill recorded as running before is dead (its lock was free)."""
+        from orchestrator.scheduling.runner import abandon_record
+
+        try:
+            for earlier in self.history.running():
+                if earlier.job == BACKFILL_JOB:
+                    abandon_record(self.settings, self.history, earlier, None, self.now())
+        except Exception as exc:  # noqa: BLE001
+            log.error("the run history could not be read for earlier backfills", extra={"fields": {"error": first_line(exc)}})
+        self.record.started_at = self.now()
+        self._write("start", self.history.insert_or_keep, self.record)
+        self.started = True
+        print(f"backfill of {self.record.source}: run {self.record.run_id} in the run history "
+              f"(`elt run-show {self.record.run_id}`)", file=sys.stderr, flush=True)
+
+    def end(self, status: str, *, error: str | None = None, error_class: str | None = None,
+            diffs: list[MartDiff] | None = None, restated: dict[str, str] | None = None) -> None:
+        if not self.started:
+            return
+        import json
+
+        tables: dict[str, Any] = {d.mart: {"added": d.added, "changed": d.changed, "removed": d.removed}
+                                  for d in diffs or []}
+        if restated:
+            tables["restated"] = restated
+        from orchestrator.scheduling.worker import without_secrets
+
+        # every secret this process read (a PostgreSQL source's password on a server warehouse,
+        # where the backfill extracts in-process) is redacted, as a job's worker does for its result
+        values = without_secrets({"error": error, "error_class": error_class,
+                                  "tables_json": json.dumps(tables) if tables else None})
+        self._write(status, self.history.update_or_keep, self.record.run_id, self.record.attempt, status=status,
+                    finished_at=self.now(), **values)
+
+
 def backfill(settings: Settings, source: str, start: date, end: date, *, path: str | None = None,
-             out: TextIO | None = None) -> list[MartDiff]:
-    from sqlmesh.utils.errors import SQLMeshError
-
-    from orchestrator.transform.run import TransformFailed, make_context, transform
-
+             out: TextIO | None = None, trigger: str = "manual") -> list[MartDiff]:
+    """Run one backfill (the module's steps 1-6) under its locks, recorded in the run history."""
     out = out or sys.stdout
     if end < start:
         raise ConfigError(f"--end {end} is before --start {start}", source=source, hint="give --start <= --end")
@@ -348,23 +419,51 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                           source=source, hint="check the year of --start and --end; rows dated after today reach the "
                                               "marts on their day, with no backfill")
     spec = load_source(source)
+    record = _Record(settings, source, start, end, trigger)
+    try:
+        diffs, restated = _backfill(settings, source, start, end, path, out, spec, record)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli._stop_on_sigterm)
+        record.end("stopped", error_class="Stopped",
+                   error=f"backfill of {source} for {start} .. {end} was stopped; next: rerun the same `elt backfill` "
+                         "command: its difference still counts from before this attempt")
+        raise
+    except BackfillFailed as exc:
+        record.end("failed", error=str(exc), error_class=type(exc).__name__)
+        raise
+    except BaseException as exc:
+        record.end("failed", error=f"{type(exc).__name__}: {first_line(exc)}", error_class=type(exc).__name__)
+        raise
+    record.end("succeeded", diffs=diffs, restated=restated)
+    return diffs
+
+
+def _backfill(settings: Settings, source: str, start: date, end: date, path: str | None, out: TextIO, spec: Any,
+              record: _Record) -> tuple[list[MartDiff], dict[str, str]]:
+    from sqlmesh.utils.errors import SQLMeshError
+
+    from orchestrator.transform.run import TransformFailed, make_context, transform
+
     held: list[Any] = []
     wait_s = float(os.environ.get("ELT_BACKFILL_LOCK_WAIT_S", "3600"))
     try:
-        for name in transform_lock_names(settings):
+        # its own lock first (nothing else takes it, so the order cannot deadlock), then the transform's
+        for name in [f"job:{BACKFILL_JOB}", *transform_lock_names(settings)]:
             lock = make_lock(settings, name)
             if not lock.try_acquire():  # announced, not silent: the wait may be long
                 holder = lock.holder() or "a running load, transform or backfill"
                 print(f"backfill of {source}: waiting up to {wait_s:.0f}s (ELT_BACKFILL_LOCK_WAIT_S) for lock {name}, "
-                      f"held by {holder} (`elt runs` lists scheduled runs; `pgrep -af 'elt '` those started by hand)",
+                      f"held by {holder} (`elt runs` lists scheduled runs and backfills; `pgrep -af 'elt '` loads and transforms started by hand)",
                       file=sys.stderr, flush=True)
                 if not lock.acquire(timeout=wait_s):
-                    raise BackfillLocked(
+                    locked = BackfillLocked(
                         f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s{held_by(lock)} (a backfill waits for every "
-                        "load job, whatever its source, and for `elt transform`); nothing was done\n"
-                        "  next: wait for it (`elt runs` lists scheduled runs; `pgrep -af 'elt '` shows runs started "
-                        "by hand), then rerun the backfill")
+                        "load job, whatever its source, for `elt transform` and for another backfill); nothing was done\n"
+                        "  next: wait for it (`elt runs` lists scheduled runs and backfills; `pgrep -af 'elt '` shows "
+                        "loads and transforms started by hand), then rerun the backfill")
+                    record.skipped(str(locked))
+                    raise locked
             held.append(lock)
+        record.start()
         if settings.gateway == "duckdb":
             _prepare_and_load_in_children(settings, source, start, end, path, spec.name, out)
         else:
@@ -406,7 +505,7 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     finally:
         for lock in reversed(held):
             lock.release()
-    return diffs
+    return diffs, dict(summary.restated_windows)
 
 
 # A failed backfill leaves its new batches in raw. Its rerun (the same source and window) re-reads

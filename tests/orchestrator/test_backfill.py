@@ -8,6 +8,7 @@ import io
 import os
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -47,6 +48,11 @@ def _batches(project: Project) -> dict[str, int]:
     """Landed batches per table of jaffle_shop (a manifest makes a batch)."""
     root = project.root / "data" / "landing" / "jaffle_shop"
     return {t.name: len(list(t.glob("*/_manifest.json"))) for t in sorted(root.iterdir()) if t.is_dir()}
+
+
+def _backfills(project: Project) -> list:  # type: ignore[type-arg]
+    """The backfills in the run history (`elt runs`), oldest first."""
+    return sorted((r for r in project.history().recent(100) if r.job == "elt backfill"), key=lambda r: r.started_at)
 
 
 def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(project: Project, small_jaffle: Path) -> None:
@@ -106,6 +112,23 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
             assert li.split()[1:] == ["0", "0", "0"], second.stdout
     assert _totals(project) == totals
 
+    # each backfill is in the run history (who, when, which window, what it changed): a mart's
+    # numbers that moved at 14:00 are explained by `elt runs`, not by a shell history
+    runs = _backfills(project)
+    assert [(r.status, r.source, r.trigger, r.attempt) for r in runs] == [("succeeded", "jaffle_shop", "manual", 1)] * 2
+    assert [(str(r.interval_start), str(r.interval_end)) for r in runs] == [
+        ("2018-09-01 00:00:00", "2018-09-08 00:00:00")] * 2  # the end day included
+    assert runs[0].tables["marts.orders"] == {"added": 0, "changed": 2, "removed": 0}, runs[0].tables
+    assert "2018-09-20" in runs[0].tables["restated"]["staging.stg_jaffle_shop__orders"], runs[0].tables
+    assert runs[1].tables["marts.orders"] == {"added": 0, "changed": 0, "removed": 0}, runs[1].tables
+    assert all(r.pid and r.host and r.finished_at and r.finished_at >= r.started_at for r in runs)
+    assert f"run {runs[0].run_id} in the run history" in first.stderr, first.stderr
+    listed = project.elt("runs", timeout=60)
+    assert listed.returncode == 0 and runs[0].run_id in listed.stdout and "elt backfill" in listed.stdout, listed.stdout
+    shown = project.elt("run-show", runs[0].run_id, timeout=60)
+    assert "job elt backfill (source jaffle_shop), trigger manual" in shown.stdout, shown.stdout
+    assert 'marts.orders: {"added": 0, "changed": 2, "removed": 0}' in shown.stdout, shown.stdout
+
     # the backfill's batches are consumed: a plain transform recomputes nothing
     proc = project.elt("transform", timeout=300)
     assert proc.returncode == 0 and "restated nothing" in proc.stdout, proc.stdout + proc.stderr
@@ -118,6 +141,9 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     said = missing.stdout + missing.stderr
     assert missing.returncode == 1 and "re-extracting failed; nothing was restated (nothing was read)" in said, said
     assert "tables that did load" not in said and "nowhere does not exist" in said, said
+    failed = _backfills(project)[-1]  # recorded as failed, with the error it printed
+    assert (failed.status, failed.error_class) == ("failed", "BackfillFailed"), failed
+    assert "nowhere does not exist" in failed.error and failed.finished_at, failed
     future = project.elt("backfill", "jaffle_shop", "--start", "2208-09-01", "--end", "2208-09-07", timeout=300)
     assert future.returncode == 2 and "--start 2208-09-01 is after today" in future.stderr, future.stdout + future.stderr
     assert _totals(project) == totals
@@ -150,6 +176,11 @@ def test_a_killed_backfill_takes_its_child_with_it_and_the_rerun_succeeds(projec
     parent = project.popen(*backfill)
     children = wait_for(lambda: subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True,
                                                text=True).stdout.split(), timeout=60, what="the backfill's child")
+    # a tick that looks for dead runs while the backfill works leaves its record alone: it holds its lock
+    from orchestrator.scheduling.runner import mark_abandoned
+
+    assert mark_abandoned(project.settings(), project.history(), datetime.now(UTC).replace(tzinfo=None)) == []
+    assert [r.status for r in _backfills(project)] == ["running"]
     parent.send_signal(signal.SIGKILL)
     parent.communicate(timeout=60)
     # at once: the child has seconds of work left (it just started), and without PR_SET_PDEATHSIG it
@@ -158,6 +189,49 @@ def test_a_killed_backfill_takes_its_child_with_it_and_the_rerun_succeeds(projec
         wait_for(lambda: not _alive(int(child)), timeout=1, what=f"child {child} to die with the backfill")
     again = project.elt(*backfill, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
+    # the killed one stayed "running" in the history: the rerun, holding the backfill's lock, knows
+    # it is dead and records it so, with the command that reruns it
+    killed, rerun = _backfills(project)
+    assert (killed.status, killed.error_class, rerun.status) == ("abandoned", "Abandoned", "succeeded"), (killed, rerun)
+    assert "`elt backfill jaffle_shop --start 2018-09-01 --end 2018-09-07`" in killed.error, killed.error
+
+
+def test_a_tick_records_a_dead_backfill_as_abandoned_with_the_command_that_reruns_it(project: Project) -> None:
+    """A backfill killed with no rerun after it (a person gave up; the host rebooted) stays "running"
+    in the history until a tick finds its lock free."""
+    from orchestrator.observe.history import RunRecord
+    from orchestrator.scheduling.runner import mark_abandoned
+
+    at = datetime(2026, 3, 2, 9, 30)
+    project.history().insert(RunRecord(
+        run_id="deadbackfill", attempt=1, job="elt backfill", trigger="manual", status="running", started_at=at,
+        source="jaffle_shop", interval_start=datetime(2026, 2, 1), interval_end=datetime(2026, 3, 1),
+        max_attempts=1, pid=2**22 + 1, host="elsewhere"))
+    assert [r.run_id for r in mark_abandoned(project.settings(), project.history(), at)] == ["deadbackfill"]
+    (dead,) = project.history().run("deadbackfill")
+    assert dead.status == "abandoned", dead
+    assert "then `elt backfill jaffle_shop --start 2026-02-01 --end 2026-02-28`" in dead.error, dead.error
+
+
+def test_a_backfills_record_holds_no_secret_it_read(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a server warehouse a backfill extracts in its own process, so its errors may quote what it
+    read: its record is redacted as a job worker's result is (the secrets it read, URL user-info)."""
+    from datetime import date
+
+    from orchestrator.transform.backfill import BackfillLocked, MartDiff, _Record
+    from sources import logs
+
+    monkeypatch.setattr(logs, "_KNOWN_SECRETS", [])
+    logs.register_secret("pw-Backfill-7d1e")
+    record = _Record(project.settings(), "app_db", date(2026, 2, 1), date(2026, 2, 7), "airflow")
+    record.start()
+    record.end("failed", error="cannot connect as pw-Backfill-7d1e to http://ops:hunter22@db.internal/x",
+               error_class="BackfillFailed", diffs=[MartDiff("marts.pw-Backfill-7d1e", 1, 0, 0)])
+    record = _Record(project.settings(), "app_db", date(2026, 2, 1), date(2026, 2, 7), "manual")
+    record.skipped(str(BackfillLocked("lock held by pw-Backfill-7d1e")))
+    stored = repr(_backfills(project))
+    assert "pw-Backfill-7d1e" not in stored and "hunter22" not in stored, stored
+    assert [(r.status, r.trigger) for r in _backfills(project)] == [("failed", "airflow"), ("skipped_locked", "manual")]
 
 
 WINDOW = ("backfill", "jaffle_shop", "--start", "2018-09-01", "--end", "2018-09-07")
@@ -255,6 +329,9 @@ def test_a_backfill_that_cannot_get_its_locks_exits_75_and_does_nothing(project:
         f"held by pid {os.getpid()} (" in busy.stderr, busy.stderr
     assert "next:" in busy.stderr
     assert not (project.root / "data" / "landing" / "jaffle_shop").exists()  # nothing was read or landed
+    skipped = _backfills(project)
+    assert [(r.status, r.source) for r in skipped] == [("skipped_locked", "jaffle_shop")], skipped
+    assert "lock job:jaffle_shop stayed busy" in skipped[0].error, skipped[0].error
 
 
 def test_another_backfill_after_an_unfinished_one_counts_its_own_changes_and_says_so(project: Project,

@@ -9,6 +9,7 @@ bucket), so they never depend on each other's order.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections import Counter
@@ -368,6 +369,11 @@ def test_backfill_of_one_week_on_postgres_reads_and_changes_only_that_week(fresh
     assert re.search(r"marts\.orders\s+0\s+0\s+0", second.stdout), second.stdout
     for table in ("customers", "orders", "items", "tweets"):  # nothing differs: raw gains nothing
         assert re.search(rf"{table}\s+loaded\s+[\d,]+\s+0\s", second.stdout), second.stdout
+    # both are in the run history, in the warehouse's elt_meta, with what each changed
+    recorded = pg_rows(dsn, "SELECT status, source, interval_start::date::text, interval_end::date::text, tables_json "
+                            "FROM elt_meta.job_runs WHERE job = 'elt backfill' ORDER BY started_at")
+    assert [r[:4] for r in recorded] == [("succeeded", "jaffle_app", "2018-10-08", "2018-10-15")] * 2, recorded
+    assert [json.loads(r[4])["marts.orders"]["changed"] for r in recorded] == [1, 0], recorded
     # the next scheduled transform does not restate whole models for the backfill's batches
     transform = run([str(BIN / "elt"), "transform"], cwd=prod.project, env=env, timeout=600)
     assert "restated nothing" in transform.stdout, transform.stdout
