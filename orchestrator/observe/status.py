@@ -34,8 +34,13 @@ def print_runs(settings: Settings, *, limit: int = 20, job: str | None = None, o
     for r in records:
         attempt = f"{r.attempt}/{r.max_attempts or '-'}" if r.attempt else "-"
         rows = f"{r.rows_loaded:,}" if r.rows_loaded is not None else "-"
+        # one line per attempt: an error of several lines (a backfill's names the failed table and its
+        # `next:` below) broke the table; `elt run-show` prints it whole
+        error, *more = redact_userinfo(r.error or "").splitlines() or [""]
+        if more:
+            error += f" (more: `elt run-show {r.run_id}`)"
         print(f"{r.run_id:<12} {r.job:<16} {attempt:>5} {r.status:<15} {r.trigger:<9} {_ts(r.started_at):<19} "
-              f"{_duration(r):>8} {rows:>10}  {redact_userinfo(r.error or '')}", file=out)
+              f"{_duration(r):>8} {rows:>10}  {error}", file=out)
     if not records:
         print("(no runs recorded yet: `elt tick`, `elt run-job JOB` and `elt backfill` record them)", file=out)
 
@@ -70,8 +75,8 @@ def print_run(settings: Settings, run_id: str, out: TextIO | None = None) -> int
                     print(f"      first failing row: {redact_userinfo(row)}", file=out)
                 if failed.get("query"):
                     print(f"      audit query: {failed['query']}", file=out)
-        if r.error:
-            print(f"    error ({r.error_class}): {redact_userinfo(r.error)}", file=out)
+        if r.error:  # its later lines (a `next:`) indented under it, as a part of this attempt
+            print(f"    error ({r.error_class}): " + redact_userinfo(r.error).replace("\n", "\n      "), file=out)
     return 0
 
 
@@ -127,7 +132,8 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
         fresh = ("docs/how-to/run-on-a-spark-cluster.md#freshness-and-the-report" if settings.gateway == "spark"
                  else "`elt freshness`")
         print("\nnever ran: no run of the job is recorded here. The run history holds runs of `elt run-job` and "
-              "`elt tick` (or of a scheduler calling them); `elt load`, `elt transform` and `elt demo` run by hand "
+              "`elt tick` (or of a scheduler calling them), and backfills (`elt runs --job 'elt backfill'`); "
+              "`elt load`, `elt transform` and `elt demo` run by hand "
               f"are not recorded. How fresh the data is: {fresh}.", file=out)
     print_held(settings, out)
     print_set_aside(settings, out)

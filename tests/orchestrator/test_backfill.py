@@ -144,6 +144,12 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     failed = _backfills(project)[-1]  # recorded as failed, with the error it printed
     assert (failed.status, failed.error_class) == ("failed", "BackfillFailed"), failed
     assert "nowhere does not exist" in failed.error and failed.finished_at, failed
+    # its error has lines (the table's, its next:) that `elt runs` keeps off its table: one line a run
+    listed = project.elt("runs", timeout=60).stdout.splitlines()
+    assert len(listed) == 1 + 3, listed  # the header and the three backfills
+    assert listed[1].endswith(f"nothing was restated (nothing was read). (more: `elt run-show {failed.run_id}`)"), listed
+    shown = project.elt("run-show", failed.run_id, timeout=60).stdout
+    assert "\n      error: [source=jaffle_shop] source folder " in shown, shown  # indented under its attempt
     future = project.elt("backfill", "jaffle_shop", "--start", "2208-09-01", "--end", "2208-09-07", timeout=300)
     assert future.returncode == 2 and "--start 2208-09-01 is after today" in future.stderr, future.stdout + future.stderr
     assert _totals(project) == totals
