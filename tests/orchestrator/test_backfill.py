@@ -622,6 +622,27 @@ def test_a_backfill_stopped_between_tables_is_finished_by_its_rerun(project: Pro
     assert _totals(project)["o6"] == 6.36
 
 
+def test_a_backfill_stopped_by_sigterm_is_recorded_stopped_with_what_reruns_it(project: Project,
+                                                                                small_jaffle: Path) -> None:
+    """SIGTERM (a scheduler's timeout, `docker stop`) while its child re-extracts: the backfill ends
+    its child, and its record says stopped and how to go on, not `running` until someone looks."""
+    import signal
+    import subprocess
+
+    from tests.orchestrator.conftest import wait_for
+
+    _built(project, small_jaffle)
+    parent = project.popen(*WINDOW)
+    wait_for(lambda: subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split(),
+             timeout=60, what="the backfill's child")
+    parent.send_signal(signal.SIGTERM)
+    _, stderr = parent.communicate(timeout=120)
+    assert parent.returncode != 0, stderr
+    (stopped,) = _backfills(project)
+    assert (stopped.status, stopped.error_class) == ("stopped", "Stopped"), (stopped, stderr)
+    assert "rerun the same `elt backfill` command" in stopped.error and stopped.finished_at, stopped
+
+
 def test_a_transform_between_a_stopped_backfill_and_its_rerun_is_counted(project: Project, small_jaffle: Path) -> None:
     """After a stopped backfill a scheduler runs `elt load` and `elt transform` (what the interrupted
     message suggests), which restated the corrected day without adding it to the backfill's record:
