@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from orchestrator.observe.history import History, RunRecord
@@ -123,6 +123,7 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
         print(f"{s['job']:<16} {s['kind']:<9} {s['schedule']:<14} {_ts(s['last_slot']):<19} "  # type: ignore[arg-type]
               f"{s['last_status']:<15} {_ts(s['last_success']):<19} {s['last_run'] or '-'}", file=out)  # type: ignore[arg-type]
     print_scheduler(settings, now or utcnow(), out)
+    print_backfill(settings, out)
     failed = [str(s["job"]) for s in states if s["last_status"] in ("failed", "timed_out", "abandoned")]
     if failed:
         print(f"\nlast run not successful: {', '.join(failed)}. Only runs of `elt run-job` and `elt tick` are recorded: "
@@ -138,6 +139,33 @@ def print_status(settings: Settings, now: datetime | None = None, out: TextIO | 
     print_held(settings, out)
     print_set_aside(settings, out)
     print_deploys(settings, out)
+
+
+def print_backfill(settings: Settings, out: TextIO) -> None:
+    """The latest backfill that got its locks (recorded under job ``elt backfill``), and what to do
+    when it did not finish: a failed or killed one left its new batches in raw, on which scheduled
+    transforms may fail until its rerun (docs/runbook.md#backfill)."""
+    from orchestrator.scheduling.runner import rerun_command
+    from orchestrator.transform.backfill import BACKFILL_JOB
+
+    history = History.open(settings, interactive=True)
+    latest = next((r for r in history.recent(20, BACKFILL_JOB) if r.status != "skipped_locked"), None)
+    if latest is None:
+        return
+    last_day = (latest.interval_end - timedelta(days=1)).date() if latest.interval_end else None  # END included
+    what = f"run {latest.run_id} of {latest.source} for {_ts(latest.interval_start)[:10]} .. {last_day or '-'}"
+    if latest.status == "succeeded":
+        print(f"\nbackfill: the latest, {what}, succeeded at {_ts(latest.finished_at)} UTC (`elt run-show "
+              f"{latest.run_id}`: what it changed)", file=out)
+    elif latest.status == "running":
+        print(f"\nbackfill: {what} is running since {_ts(latest.started_at)} UTC (pid {latest.pid} on {latest.host}; "
+              "if that process is gone, the next backfill or `elt tick` records it abandoned)", file=out)
+    else:
+        error = redact_userinfo(latest.error or "").splitlines()[:1]
+        print(f"\nbackfill: the latest, {what}, {latest.status.replace('_', ' ')} at {_ts(latest.finished_at)} UTC"
+              + (f": {error[0]}" if error else "") + f". Its new batches may be in raw, where scheduled transforms "
+              f"can fail on them until it is rerun: {rerun_command(latest)}; `elt run-show {latest.run_id}` shows "
+              "its error (docs/runbook.md#backfill)", file=out)
 
 
 # cron and the systemd timer call `elt tick` every minute: older than this, it is worth a look

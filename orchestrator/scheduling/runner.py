@@ -452,12 +452,12 @@ def process_age_s(pid: int) -> float | None:
         return None
 
 
-def _rerun(record: RunRecord) -> str:
+def rerun_command(record: RunRecord) -> str:
     """The command that does again what an abandoned run did: a backfill's is its own command
     (orchestrator/transform/backfill.py records it under job ``elt backfill``), not a job's.
 
     >>> from datetime import datetime
-    >>> _rerun(RunRecord("r", 1, "elt backfill", "manual", "running", datetime(2026, 1, 1), source="shop",
+    >>> rerun_command(RunRecord("r", 1, "elt backfill", "manual", "running", datetime(2026, 1, 1), source="shop",
     ...                  interval_start=datetime(2026, 1, 1), interval_end=datetime(2026, 1, 8)))
     '`elt backfill shop --start 2026-01-01 --end 2026-01-07` (its difference still counts from before this attempt)'
     """
@@ -475,7 +475,7 @@ def abandon_record(settings: Settings, history: History, record: RunRecord, job:
     if not history.abandon(record.run_id, record.attempt, finished_at=now, error_class="Abandoned",
                            error=f"the process running job {record.job} died (pid {record.pid} on "
                            f"{record.host}) without recording an end; next: look for its last log lines (grep the run id) "
-                           "and, on its host, the system log for an OOM kill or a reboot, then " + _rerun(record)):
+                           "and, on its host, the system log for an OOM kill or a reboot, then " + rerun_command(record)):
         return False  # it finished (and freed its lock) after we listed it: not abandoned
     if record.host == socket.gethostname():
         # the lock died with the supervisor, but a background child of the job may live on

@@ -150,6 +150,11 @@ def test_backfill_one_week_changes_only_that_week_and_twice_changes_nothing(proj
     assert listed[1].endswith(f"nothing was restated (nothing was read). (more: `elt run-show {failed.run_id}`)"), listed
     shown = project.elt("run-show", failed.run_id, timeout=60).stdout
     assert "\n      error: [source=jaffle_shop] source folder " in shown, shown  # indented under its attempt
+    # `elt status`, the on-call's first command, says the latest backfill failed and what reruns it
+    status = project.elt("status", timeout=60).stdout
+    assert (f"backfill: the latest, run {failed.run_id} of jaffle_shop for 2018-09-01 .. 2018-09-07, failed at "
+            in status), status
+    assert "rerun: `elt backfill jaffle_shop --start 2018-09-01 --end 2018-09-07`" in status, status
     future = project.elt("backfill", "jaffle_shop", "--start", "2208-09-01", "--end", "2208-09-07", timeout=300)
     assert future.returncode == 2 and "--start 2208-09-01 is after today" in future.stderr, future.stdout + future.stderr
     assert _totals(project) == totals
@@ -193,11 +198,17 @@ def test_a_killed_backfill_takes_its_child_with_it_and_the_rerun_succeeds(projec
     # would do it, or die later writing to the dead backfill's pipe
     for child in children:
         wait_for(lambda: not _alive(int(child)), timeout=1, what=f"child {child} to die with the backfill")
+    # until something holds its lock again, the record says running; `elt status` says how that ends
+    status = project.elt("status", timeout=60).stdout
+    assert "of jaffle_shop for 2018-09-01 .. 2018-09-07 is running since " in status, status
+    assert "if that process is gone, the next backfill or `elt tick` records it abandoned" in status, status
     again = project.elt(*backfill, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     # the killed one stayed "running" in the history: the rerun, holding the backfill's lock, knows
     # it is dead and records it so, with the command that reruns it
+    status = project.elt("status", timeout=60).stdout
     killed, rerun = _backfills(project)
+    assert f"backfill: the latest, run {rerun.run_id} of jaffle_shop for 2018-09-01 .. 2018-09-07, succeeded" in status
     assert (killed.status, killed.error_class, rerun.status) == ("abandoned", "Abandoned", "succeeded"), (killed, rerun)
     assert "`elt backfill jaffle_shop --start 2018-09-01 --end 2018-09-07`" in killed.error, killed.error
 
