@@ -420,8 +420,10 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
                                               "marts on their day, with no backfill")
     spec = load_source(source)
     record = _Record(settings, source, start, end, trigger)
+    held: list[Any] = []
     try:
-        diffs, restated = _backfill(settings, source, start, end, path, out, spec, record)
+        diffs, restated = _backfill(settings, source, start, end, path, out, spec, record, held)
+        record.end("succeeded", diffs=diffs, restated=restated)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli._stop_on_sigterm)
         record.end("stopped", error_class="Stopped",
                    error=f"backfill of {source} for {start} .. {end} was stopped; next: rerun the same `elt backfill` "
@@ -433,78 +435,78 @@ def backfill(settings: Settings, source: str, start: date, end: date, *, path: s
     except BaseException as exc:
         record.end("failed", error=f"{type(exc).__name__}: {first_line(exc)}", error_class=type(exc).__name__)
         raise
-    record.end("succeeded", diffs=diffs, restated=restated)
+    finally:
+        for lock in reversed(held):
+            lock.release()
     return diffs
 
 
 def _backfill(settings: Settings, source: str, start: date, end: date, path: str | None, out: TextIO, spec: Any,
-              record: _Record) -> tuple[list[MartDiff], dict[str, str]]:
+              record: _Record, held: list[Any]) -> tuple[list[MartDiff], dict[str, str]]:
+    """Steps 1-6 under the locks it takes into ``held``, which the caller releases once it has
+    recorded the outcome: a tick that saw the record `running` with the lock free would call a
+    backfill that had just finished abandoned."""
     from sqlmesh.utils.errors import SQLMeshError
 
     from orchestrator.transform.run import TransformFailed, make_context, transform
 
-    held: list[Any] = []
     wait_s = float(os.environ.get("ELT_BACKFILL_LOCK_WAIT_S", "3600"))
+    # its own lock first (nothing else takes it, so the order cannot deadlock), then the transform's
+    for name in [f"job:{BACKFILL_JOB}", *transform_lock_names(settings)]:
+        lock = make_lock(settings, name)
+        if not lock.try_acquire():  # announced, not silent: the wait may be long
+            holder = lock.holder() or "a running load, transform or backfill"
+            print(f"backfill of {source}: waiting up to {wait_s:.0f}s (ELT_BACKFILL_LOCK_WAIT_S) for lock {name}, "
+                  f"held by {holder} (`elt runs` lists scheduled runs and backfills; `pgrep -af 'elt '` loads and transforms started by hand)",
+                  file=sys.stderr, flush=True)
+            if not lock.acquire(timeout=wait_s):
+                locked = BackfillLocked(
+                    f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s{held_by(lock)} (a backfill waits for every "
+                    "load job, whatever its source, for `elt transform` and for another backfill); nothing was done\n"
+                    "  next: wait for it (`elt runs` lists scheduled runs and backfills; `pgrep -af 'elt '` shows "
+                    "loads and transforms started by hand), then rerun the backfill")
+                record.skipped(str(locked))
+                raise locked
+        held.append(lock)
+    record.start()
+    if settings.gateway == "duckdb":
+        _prepare_and_load_in_children(settings, source, start, end, path, spec.name, out)
+    else:
+        _prepare_and_load_here(settings, source, start, end, path, out)
     try:
-        # its own lock first (nothing else takes it, so the order cannot deadlock), then the transform's
-        for name in [f"job:{BACKFILL_JOB}", *transform_lock_names(settings)]:
-            lock = make_lock(settings, name)
-            if not lock.try_acquire():  # announced, not silent: the wait may be long
-                holder = lock.holder() or "a running load, transform or backfill"
-                print(f"backfill of {source}: waiting up to {wait_s:.0f}s (ELT_BACKFILL_LOCK_WAIT_S) for lock {name}, "
-                      f"held by {holder} (`elt runs` lists scheduled runs and backfills; `pgrep -af 'elt '` loads and transforms started by hand)",
-                      file=sys.stderr, flush=True)
-                if not lock.acquire(timeout=wait_s):
-                    locked = BackfillLocked(
-                        f"backfill of {source}: lock {name} stayed busy for {wait_s:.0f}s{held_by(lock)} (a backfill waits for every "
-                        "load job, whatever its source, for `elt transform` and for another backfill); nothing was done\n"
-                        "  next: wait for it (`elt runs` lists scheduled runs and backfills; `pgrep -af 'elt '` shows "
-                        "loads and transforms started by hand), then rerun the backfill")
-                    record.skipped(str(locked))
-                    raise locked
-            held.append(lock)
-        record.start()
-        if settings.gateway == "duckdb":
-            _prepare_and_load_in_children(settings, source, start, end, path, spec.name, out)
-        else:
-            _prepare_and_load_here(settings, source, start, end, path, out)
+        # the new batches are pending for every model version reading the source: the transform
+        # restates exactly the days their rows touch (windows.py), in the window and, for a source
+        # re-read whole, wherever else the source changed (reported, never left stale)
+        summary = transform(settings, environment="prod", quiet=True, before_restating=record_before,
+                            fail_on_held=False)
+        _note_held(summary, out)
+        restate = [f"{m} ({w})" for m, w in summary.restated_windows.items()]
+        ctx, _ = make_context(settings, quiet=True)
         try:
-            # the new batches are pending for every model version reading the source: the transform
-            # restates exactly the days their rows touch (windows.py), in the window and, for a source
-            # re-read whole, wherever else the source changed (reported, never left stale)
-            summary = transform(settings, environment="prod", quiet=True, before_restating=record_before,
-                                fail_on_held=False)
-            _note_held(summary, out)
-            restate = [f"{m} ({w})" for m, w in summary.restated_windows.items()]
-            ctx, _ = make_context(settings, quiet=True)
-            try:
-                diffs = diff_marts(ctx)
-                _report(out, source, start, end, spec, restate, diffs, settings.gateway, _reading_raw(ctx))
-                # only once the difference is out: a backfill killed before this line reruns
-                # against the same record
-                ctx.engine_adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
-            finally:
-                ctx.close()
-        except (TransformFailed, SQLMeshError) as exc:
-            # the audit advice only where rows failed an audit or a model failed: a lost connection
-            # or a lock says its own next step, and the rerun is the way on
-            from orchestrator.transform.run import _LOST_CONNECTION
-            from sources.errors import WAREHOUSE_WRITE_FAILED
+            diffs = diff_marts(ctx)
+            _report(out, source, start, end, spec, restate, diffs, settings.gateway, _reading_raw(ctx))
+            # only once the difference is out: a backfill killed before this line reruns
+            # against the same record
+            ctx.engine_adapter.execute(f"DROP TABLE IF EXISTS {UNFINISHED}")
+        finally:
+            ctx.close()
+    except (TransformFailed, SQLMeshError) as exc:
+        # the audit advice only where rows failed an audit or a model failed: a lost connection
+        # or a lock says its own next step, and the rerun is the way on
+        from orchestrator.transform.run import _LOST_CONNECTION
+        from sources.errors import WAREHOUSE_WRITE_FAILED
 
-            # nor a full disk: its own next step (free space) and then the same command
-            failed_rows = isinstance(exc, TransformFailed) and bool(
-                exc.failures or any(not (_LOST_CONNECTION.search(e) or WAREHOUSE_WRITE_FAILED.search(e))
-                                    for e in exc.model_errors))
-            next_step = (_failed_next(source, start, end, path) if failed_rows or not isinstance(exc, TransformFailed)
-                         else "  next: rerun the same `elt backfill` command once the cause above is fixed: its "
-                              "difference still counts from before this attempt")
-            said = str(exc)
-            if "next:" in next_step:  # one way on: the transform's own (reload, then `elt transform`) is not it
-                said = "\n".join(line for line in said.splitlines() if not line.lstrip().startswith("next:"))
-            raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {said}\n{next_step}") from None
-    finally:
-        for lock in reversed(held):
-            lock.release()
+        # nor a full disk: its own next step (free space) and then the same command
+        failed_rows = isinstance(exc, TransformFailed) and bool(
+            exc.failures or any(not (_LOST_CONNECTION.search(e) or WAREHOUSE_WRITE_FAILED.search(e))
+                                for e in exc.model_errors))
+        next_step = (_failed_next(source, start, end, path) if failed_rows or not isinstance(exc, TransformFailed)
+                     else "  next: rerun the same `elt backfill` command once the cause above is fixed: its "
+                          "difference still counts from before this attempt")
+        said = str(exc)
+        if "next:" in next_step:  # one way on: the transform's own (reload, then `elt transform`) is not it
+            said = "\n".join(line for line in said.splitlines() if not line.lstrip().startswith("next:"))
+        raise BackfillFailed(f"backfill of {source}: restating {start} .. {end} failed: {said}\n{next_step}") from None
     return diffs, dict(summary.restated_windows)
 
 
