@@ -350,6 +350,7 @@ def test_status_says_what_never_ran_means(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(status, "print_set_aside", lambda settings, out: None)
     monkeypatch.setattr(status, "print_held", lambda settings, out: None)  # reads the history, as job_states
     monkeypatch.setattr(status, "print_scheduler", lambda settings, now, out: None)  # as well
+    monkeypatch.setattr(status, "print_backfill", lambda settings, out: None)  # as well
     printed = io.StringIO()
     status.print_status(None, out=printed)  # type: ignore[arg-type]
     assert "succeeded" in printed.getvalue() and "not recorded" not in printed.getvalue()

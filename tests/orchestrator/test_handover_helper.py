@@ -5,8 +5,8 @@ interrupt error on SIGTERM or SIGINT, Prefect its termination signal). With `sub
 interrupt SIGKILLed `elt run-job`: the attempt died with it and its run stayed `running` until the
 next tick called it abandoned, alerting as for an OOM kill (found with dagster 1.13.29 by hand,
 decision 0087). The helper sends SIGTERM instead, so `elt run-job` records the attempt stopped.
-Dagster and Prefect are not dependencies: the helper is plain Python, and the interrupt is the
-same KeyboardInterrupt that SIGINT raises in the process waiting for `elt`."""
+Dagster and Prefect are not dependencies: the helper is plain Python, and the interrupt is an
+exception raised by a SIGTERM handler in the process waiting for `elt`, as theirs do."""
 
 from __future__ import annotations
 
@@ -30,8 +30,18 @@ def _helper() -> str:
 
 
 def _scheduler_code(job: str) -> list[str]:
-    """A process that runs the job through the how-to's helper, as an op or a task does."""
+    """A process that runs the job through the how-to's helper, as an op or a task does. As in
+    Dagster and Prefect, its own SIGTERM handler turns the stop into an exception (their
+    ``DagsterExecutionInterruptedError``, ``TerminationSignal``): a handler of its own, not an
+    inherited SIGINT disposition, which a shell starting CI in the background sets to ignore."""
     call = textwrap.dedent(f"""
+        class Interrupted(BaseException):
+            pass
+
+        def _interrupt(signum, frame):
+            raise Interrupted("stopped by the scheduler")
+
+        signal.signal(signal.SIGTERM, _interrupt)
         proc = run_elt("run-job", {job!r}, "--trigger", "dagster")
         print("EXIT", proc.returncode)
     """)
@@ -44,12 +54,12 @@ def test_an_interrupted_scheduler_run_is_recorded_stopped_not_left_running(proje
     try:
         wait_for(lambda: [r for r in project.history().recent(5, "slow") if r.attempt == 1], timeout=60,
                  what="the job's attempt to start")
-        waiter.send_signal(signal.SIGINT)  # to the waiting process only, as a scheduler interrupts its code
+        waiter.send_signal(signal.SIGTERM)  # to the waiting process only, as a scheduler stops its run
         _, stderr = waiter.communicate(timeout=90)
     finally:
         if waiter.poll() is None:
             waiter.kill()
-    assert "KeyboardInterrupt" in stderr, stderr  # re-raised: the scheduler still sees its run stopped
+    assert "Interrupted: stopped by the scheduler" in stderr, stderr  # re-raised: the scheduler sees it
     attempts = [r for r in project.history().recent(5, "slow") if r.attempt == 1]
     assert [(r.status, r.trigger) for r in attempts] == [("stopped", "dagster")], attempts
     assert "stopped by SIGTERM" in (attempts[0].error or ""), attempts[0].error
