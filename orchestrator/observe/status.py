@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 from orchestrator.observe.history import History, RunRecord
@@ -145,15 +145,15 @@ def print_backfill(settings: Settings, out: TextIO) -> None:
     """The latest backfill that got its locks (recorded under job ``elt backfill``), and what to do
     when it did not finish: a failed or killed one left its new batches in raw, on which scheduled
     transforms may fail until its rerun (docs/runbook.md#backfill)."""
-    from orchestrator.scheduling.runner import rerun_command
-    from orchestrator.transform.backfill import BACKFILL_JOB
+    from orchestrator.scheduling.jobs import BACKFILL_JOB
+    from orchestrator.scheduling.runner import backfill_days, rerun_command
 
     history = History.open(settings, interactive=True)
     latest = next((r for r in history.recent(20, BACKFILL_JOB) if r.status != "skipped_locked"), None)
     if latest is None:
         return
-    last_day = (latest.interval_end - timedelta(days=1)).date() if latest.interval_end else None  # END included
-    what = f"run {latest.run_id} of {latest.source} for {_ts(latest.interval_start)[:10]} .. {last_day or '-'}"
+    first, last = backfill_days(latest) or ("-", "-")
+    what = f"run {latest.run_id} of {latest.source} for {first} .. {last}"
     if latest.status == "succeeded":
         print(f"\nbackfill: the latest, {what}, succeeded at {_ts(latest.finished_at)} UTC (`elt run-show "
               f"{latest.run_id}`: what it changed)", file=out)

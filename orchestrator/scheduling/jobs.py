@@ -27,6 +27,11 @@ from sources.config import parse_duration
 from sources.errors import ConfigError
 
 TRANSFORM = "transform"
+# the run-history name of `elt backfill` (orchestrator/transform/backfill.py) and of the lock it holds,
+# ``job:elt backfill``, while its record says running: a tick (runner.mark_abandoned) or the next
+# backfill calls a killed one abandoned and a live one never. Not a job: a space keeps it apart from
+# every job name (a source or an ELT_JOBS_FILE job named "backfill" is fine)
+BACKFILL_JOB = "elt backfill"
 RETRYABLE_EXIT = 75  # EX_TEMPFAIL
 
 

@@ -22,12 +22,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from orchestrator.observe.history import History, RunRecord, utcnow
-from orchestrator.scheduling.jobs import RETRYABLE_EXIT, TRANSFORM, Job
+from orchestrator.scheduling.jobs import BACKFILL_JOB, RETRYABLE_EXIT, TRANSFORM, Job
 from orchestrator.scheduling.locks import held_by, make_lock
 from orchestrator.scheduling import stopping
 from orchestrator.scheduling.schedule import retry_delay
@@ -452,19 +452,30 @@ def process_age_s(pid: int) -> float | None:
         return None
 
 
+def backfill_days(record: RunRecord) -> tuple[date, date] | None:
+    """A backfill record's ``--start`` and ``--end`` days (its interval ends the day after ``--end``).
+
+    >>> backfill_days(RunRecord("r", 1, BACKFILL_JOB, "manual", "running", datetime(2026, 1, 1),
+    ...                         interval_start=datetime(2026, 1, 1), interval_end=datetime(2026, 1, 8)))
+    (datetime.date(2026, 1, 1), datetime.date(2026, 1, 7))
+    """
+    if record.job != BACKFILL_JOB or not record.interval_start or not record.interval_end:
+        return None
+    return record.interval_start.date(), (record.interval_end - timedelta(days=1)).date()
+
+
 def rerun_command(record: RunRecord) -> str:
     """The command that does again what an abandoned run did: a backfill's is its own command
     (orchestrator/transform/backfill.py records it under job ``elt backfill``), not a job's.
 
-    >>> from datetime import datetime
-    >>> rerun_command(RunRecord("r", 1, "elt backfill", "manual", "running", datetime(2026, 1, 1), source="shop",
-    ...                  interval_start=datetime(2026, 1, 1), interval_end=datetime(2026, 1, 8)))
+    >>> rerun_command(RunRecord("r", 1, BACKFILL_JOB, "manual", "running", datetime(2026, 1, 1), source="shop",
+    ...                         interval_start=datetime(2026, 1, 1), interval_end=datetime(2026, 1, 8)))
     '`elt backfill shop --start 2026-01-01 --end 2026-01-07` (its difference still counts from before this attempt)'
     """
-    if record.job == "elt backfill" and record.interval_start and record.interval_end:
-        last = (record.interval_end - timedelta(days=1)).date()
-        return (f"`elt backfill {record.source} --start {record.interval_start.date()} --end {last}` (its difference "
-                "still counts from before this attempt)")
+    days = backfill_days(record)
+    if days:
+        return (f"`elt backfill {record.source} --start {days[0]} --end {days[1]}` (its difference still counts "
+                "from before this attempt)")
     return f"`elt run-job {record.job}`"
 
 

@@ -44,6 +44,7 @@ from typing import Any, TextIO
 
 from sqlglot import exp
 
+from orchestrator.scheduling.jobs import BACKFILL_JOB
 from orchestrator.scheduling.locks import held_by, make_lock
 from orchestrator.scheduling.runner import transform_lock_names
 from orchestrator.settings import Settings
@@ -333,13 +334,6 @@ def diff_marts(ctx: Any) -> list[MartDiff]:
     return out
 
 
-# A backfill's record in the run history (`elt runs`, `elt run-show`, the report): the name it has
-# there and the lock ``job:elt backfill`` it holds while its record says running, so that a tick
-# (runner.mark_abandoned) or the next backfill calls a killed one abandoned and a live one never.
-# A space keeps it apart from every job: a source or an ELT_JOBS_FILE job named "backfill" is fine.
-BACKFILL_JOB = "elt backfill"
-
-
 class _Record:
     """One attempt in ``elt_meta.job_runs`` for one `elt backfill` command: who (pid, host, trigger),
     when, the window (as its interval, the end day included), the outcome, and each mart's
@@ -389,16 +383,16 @@ class _Record:
 
     def end(self, status: str, *, error: str | None = None, error_class: str | None = None,
             diffs: list[MartDiff] | None = None, restated: dict[str, str] | None = None) -> None:
-        if not self.started:
-            return
         import json
 
+        from orchestrator.scheduling.worker import without_secrets
+
+        if not self.started:
+            return
         tables: dict[str, Any] = {d.mart: {"added": d.added, "changed": d.changed, "removed": d.removed}
                                   for d in diffs or []}
         if restated:
             tables["restated"] = restated
-        from orchestrator.scheduling.worker import without_secrets
-
         # every secret this process read (a PostgreSQL source's password on a server warehouse,
         # where the backfill extracts in-process) is redacted, as a job's worker does for its result
         values = without_secrets({"error": error, "error_class": error_class,
